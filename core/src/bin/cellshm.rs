@@ -1,0 +1,449 @@
+//! `cellshm` command line: inspect a hub, run the benchmarks.
+//!
+//! ```text
+//! cellshm inspect HUB            header and geometry of a hub file
+//! cellshm bench [--quick]        round-trip benchmarks beside their floors
+//! ```
+//! `cellshm __cell` is the cell the benchmarks and the multi-process tests spawn.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cellshm::{CallOptions, Cell, Error, Hub, HubConfig, PeerOptions, Status, WaitStrategy};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("inspect") => match args.get(1) {
+            Some(path) => inspect(Path::new(path)),
+            None => Err(usage()),
+        },
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("__cell") => test_cell(),
+        Some("__host") => test_host(),
+        Some("__floor-shm") => floor_shm_child(&args[1..]),
+        Some("__floor-sock") => floor_socket_child(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{}", usage().message());
+            Ok(())
+        }
+        _ => Err(usage()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cellshm: {e}");
+            ExitCode::from(if e.status() == Status::InvalidArgument {
+                2
+            } else {
+                1
+            })
+        }
+    }
+}
+
+fn usage() -> Error {
+    Error::new(
+        Status::InvalidArgument,
+        "usage: cellshm inspect HUB | cellshm bench [--quick]",
+    )
+}
+
+fn inspect(path: &Path) -> Result<(), Error> {
+    let info = cellshm::inspect_header(path)?;
+    println!("hub         {}", path.display());
+    println!("layout      {}.{}", info.version.0, info.version.1);
+    println!("host pid    {}", info.host_pid);
+    println!("max peers   {}", info.geometry.max_peers);
+    println!("ring        {} descriptors", info.geometry.ring_capacity);
+    for (i, c) in info.geometry.classes.iter().enumerate() {
+        println!(
+            "class {i}     {} slots x {} bytes",
+            c.slot_count, c.slot_size
+        );
+    }
+    Ok(())
+}
+
+// ----- the test / benchmark cell -----------------------------------------------------
+
+fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| {
+            Error::new(
+                Status::InvalidArgument,
+                format!("expected a u32 at byte {at}"),
+            )
+        })
+}
+
+/// The cell spawned by tests and benchmarks. Methods:
+/// - `Echo.echo`: replies with the request, written in place.
+/// - `Test.sleep`: sleeps u32 ms, replies empty.
+/// - `Test.panic`: panics.
+/// - `Test.fail`: returns status u32 with the rest of the payload as message.
+/// - `Test.sized`: replies with u32 bytes of a pattern.
+/// - `Test.garbage`: pushes a garbage descriptor towards the host.
+/// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
+/// - `Test.log`: sends the payload as a log line.
+fn test_cell() -> Result<(), Error> {
+    let cell = std::sync::Arc::new(Cell::from_args()?);
+    cell.method("Echo.echo", |call| {
+        let request = call.payload();
+        call.reply_with(request.len(), |buf| {
+            buf.copy_from_slice(request);
+            request.len()
+        })
+    })?;
+    cell.method("Test.sleep", |call| {
+        std::thread::sleep(Duration::from_millis(u32_at(call.payload(), 0)? as u64));
+        Ok(())
+    })?;
+    cell.method("Test.panic", |_| panic!("deliberate panic in Test.panic"))?;
+    cell.method("Test.fail", |call| {
+        let code = u32_at(call.payload(), 0)?;
+        let status = Status::from_code(code).unwrap_or(Status::Unknown);
+        Err(Error::new(
+            status,
+            String::from_utf8_lossy(&call.payload()[4..]).into_owned(),
+        ))
+    })?;
+    cell.method("Test.sized", |call| {
+        let n = u32_at(call.payload(), 0)? as usize;
+        call.reply_with(n, |buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (i % 251) as u8;
+            }
+            n
+        })
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.garbage", move |_| {
+        let cell = weak
+            .upgrade()
+            .ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let mut garbage = [0xA5u8; 64];
+        garbage[16..20].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        cell.push_raw_descriptor_for_tests(garbage)
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.call_host", move |call| {
+        let cell = weak
+            .upgrade()
+            .ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let answer = cell.call(
+            "Host.echo",
+            call.payload(),
+            &CallOptions::timeout(Duration::from_secs(5)),
+        )?;
+        call.reply(answer.bytes())
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.log", move |call| {
+        let cell = weak
+            .upgrade()
+            .ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        cell.log(&String::from_utf8_lossy(call.payload()))
+    })?;
+    cell.run()
+}
+
+/// A host that spawns one `__cell`, prints `cell_pid=N` once it is ready, and then
+/// idles: tests kill it to check that its cell follows.
+fn test_host() -> Result<(), Error> {
+    let (_hub, peer, _child) = spawn_bench_cell(WaitStrategy::default())?;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "cell_pid={}", peer.pid().unwrap_or(0))
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::system("writing to stdout", e))?;
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+// ----- benchmarks --------------------------------------------------------------------
+
+struct Sampler {
+    samples: Vec<u64>,
+}
+
+impl Sampler {
+    fn run(iterations: usize, warmup: usize, mut once: impl FnMut()) -> Sampler {
+        for _ in 0..warmup {
+            once();
+        }
+        let mut samples = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let t = Instant::now();
+            once();
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        samples.sort_unstable();
+        Sampler { samples }
+    }
+
+    fn percentile(&self, p: f64) -> u64 {
+        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
+        self.samples[i]
+    }
+
+    fn report(&self, name: &str) -> u64 {
+        let p50 = self.percentile(0.50);
+        println!(
+            "{name} p50_ns={p50} p99_ns={} n={}",
+            self.percentile(0.99),
+            self.samples.len()
+        );
+        p50
+    }
+}
+
+fn self_exe() -> Result<std::path::PathBuf, Error> {
+    std::env::current_exe().map_err(|e| Error::system("locating the cellshm binary", e))
+}
+
+fn bench(quick: bool) -> Result<(), Error> {
+    let scale = if quick { 10 } else { 1 };
+    let n_fast = 200_000 / scale;
+    let n_block = 20_000 / scale;
+    let n_large = 2_000 / scale;
+    println!(
+        "# {} round trips, two processes, {} cpus; all cases measured in this run",
+        if quick { "quick" } else { "full" },
+        num_cpus()
+    );
+
+    let shm_floor = floor_shm(n_fast)?.report("floor_shm_spin_pingpong_64B");
+    let sock_floor = floor_socket(n_block)?.report("floor_socketpair_pingpong_64B");
+
+    let payload = [7u8; 64];
+    let mut p50s = Vec::new();
+    for (name, wait, n) in [
+        ("cellshm_rtt_64B_spin", WaitStrategy::Spin, n_fast),
+        ("cellshm_rtt_64B_adaptive", WaitStrategy::default(), n_fast),
+        ("cellshm_rtt_64B_block", WaitStrategy::Block, n_block),
+    ] {
+        let (hub, peer, mut child) = spawn_bench_cell(wait)?;
+        let opts = CallOptions::default();
+        let s = Sampler::run(n, n / 10, || {
+            let r = peer.call("Echo.echo", &payload, &opts).expect("echo");
+            assert_eq!(r.len(), 64);
+        });
+        p50s.push((name, s.report(name)));
+        peer.shutdown(Duration::from_secs(1));
+        drop(hub);
+        let _ = child.wait();
+    }
+
+    // 1 MiB each way, written in place on both sides.
+    let (hub, peer, mut child) = spawn_bench_cell(WaitStrategy::Spin)?;
+    let big = peer.max_payload();
+    let opts = CallOptions::default();
+    let s = Sampler::run(n_large, n_large / 10, || {
+        let r = peer
+            .call_with(
+                "Echo.echo",
+                big,
+                |buf| {
+                    buf.fill(0x5A);
+                    buf.len()
+                },
+                &opts,
+            )
+            .expect("echo 1 MiB");
+        assert_eq!(r.len(), big);
+    });
+    s.report("cellshm_rtt_1MiB_in_place_spin");
+    let mut src = vec![0x5Au8; big];
+    let mut dst = vec![0u8; big];
+    let m = Sampler::run(n_large, n_large / 10, || {
+        src[0] = src[0].wrapping_add(1);
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+    });
+    m.report("floor_memcpy_1MiB_x1");
+    peer.shutdown(Duration::from_secs(1));
+    drop(hub);
+    let _ = child.wait();
+
+    let spin = p50s[0].1;
+    let block = p50s[2].1;
+    println!(
+        "# spin p50 {spin} ns = {:.1}x the shm floor ({shm_floor} ns); block p50 {block} ns = {:.2}x the socketpair floor ({sock_floor} ns)",
+        spin as f64 / shm_floor.max(1) as f64,
+        block as f64 / sock_floor.max(1) as f64
+    );
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn spawn_bench_cell(
+    wait: WaitStrategy,
+) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
+    let hub = Hub::create(HubConfig::default())?;
+    let ticket = hub.add_peer(
+        "bench",
+        PeerOptions {
+            wait,
+            ..PeerOptions::default()
+        },
+    )?;
+    let wait_text = match wait {
+        WaitStrategy::Spin => "spin".to_string(),
+        WaitStrategy::Block => "block".to_string(),
+        WaitStrategy::Adaptive { spin } => format!("adaptive:{}", spin.as_micros()),
+    };
+    let mut cmd = Command::new(self_exe()?);
+    cmd.arg("__cell")
+        .env("CELLSHM_WAIT", wait_text)
+        .env("CELLSHM_WORKERS", "2");
+    let (peer, child) = ticket.spawn(&mut cmd)?;
+    peer.wait_ready(Duration::from_secs(10))?;
+    Ok((hub, peer, child))
+}
+
+/// Raw shared-memory ping-pong: two cache lines in a shared file, each side spins.
+fn floor_shm(iterations: usize) -> Result<Sampler, Error> {
+    let path = std::env::temp_dir().join(format!("cellshm-floor-{}.shm", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| Error::system("creating the floor file", e))?;
+    file.set_len(4096)
+        .map_err(|e| Error::system("sizing the floor file", e))?;
+    let lines = map_lines(&file)?;
+    let mut child = Command::new(self_exe()?)
+        .arg("__floor-shm")
+        .arg(&path)
+        .arg((iterations + iterations / 10).to_string())
+        .spawn()
+        .map_err(|e| Error::system("spawning the floor child", e))?;
+    let (ping, pong) = (&lines[0], &lines[8]);
+    let mut seq = 0u64;
+    let s = Sampler::run(iterations, iterations / 10, || {
+        seq += 1;
+        ping.store(seq, Ordering::Release);
+        while pong.load(Ordering::Acquire) != seq {
+            std::hint::spin_loop();
+        }
+    });
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+    Ok(s)
+}
+
+fn map_lines(file: &std::fs::File) -> Result<&'static [AtomicU64], Error> {
+    // SAFETY: maps 4096 bytes of a file we sized to 4096; the mapping is leaked on
+    // purpose (the benchmark process is short-lived) so the 'static slice stays valid.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(Error::system(
+            "mapping the floor file",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: page-aligned, 4096 bytes = 512 AtomicU64, only accessed atomically.
+    Ok(unsafe { std::slice::from_raw_parts(ptr as *const AtomicU64, 512) })
+}
+
+fn floor_shm_child(args: &[String]) -> Result<(), Error> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&args[0])
+        .map_err(|e| Error::system("opening the floor file", e))?;
+    let rounds: u64 = args[1].parse().map_err(|_| usage())?;
+    let lines = map_lines(&file)?;
+    let (ping, pong) = (&lines[0], &lines[8]);
+    for seq in 1..=rounds {
+        while ping.load(Ordering::Acquire) != seq {
+            std::hint::spin_loop();
+        }
+        pong.store(seq, Ordering::Release);
+    }
+    Ok(())
+}
+
+/// Blocking socketpair ping-pong with 64-byte messages.
+fn floor_socket(iterations: usize) -> Result<Sampler, Error> {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(Error::system("socketpair", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds are fresh and owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let child_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(self_exe()?);
+    cmd.arg("__floor-sock");
+    // SAFETY: dup2 is async-signal-safe; the duplicate on fd 3 is not CLOEXEC.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(child_fd, 3) < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::system("spawning the floor child", e))?;
+    drop(theirs);
+    let fd = ours.as_raw_fd();
+    let mut buf = [0u8; 64];
+    let s = Sampler::run(iterations, iterations / 10, || {
+        // SAFETY: fd is open; buf is a live 64-byte buffer.
+        unsafe {
+            libc::write(fd, buf.as_ptr().cast(), 64);
+            libc::read(fd, buf.as_mut_ptr().cast(), 64);
+        }
+    });
+    drop(ours);
+    let _ = child.wait();
+    Ok(s)
+}
+
+fn floor_socket_child(_args: &[String]) -> Result<(), Error> {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: fd 3 was placed by the parent; buf is a live 64-byte buffer.
+        let n = unsafe { libc::read(3, buf.as_mut_ptr().cast(), 64) };
+        if n <= 0 {
+            return Ok(());
+        }
+        // SAFETY: as above.
+        unsafe { libc::write(3, buf.as_ptr().cast(), n as usize) };
+    }
+}

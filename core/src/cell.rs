@@ -1,0 +1,528 @@
+//! The cell side: join a hub from the arguments the host passed, announce readiness,
+//! serve methods, call the host.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::doorbell::Doorbell;
+use crate::error::{Error, Result};
+use crate::frame::{
+    self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR,
+    PROTOCOL_VERSION_MINOR, ROLE_CELL, ROLE_HOST,
+};
+use crate::hub::{CellHubFile, HubInfo, PeerSlotState, Side};
+use crate::session::{
+    Call, CallOptions, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy,
+};
+
+/// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
+const LIFECYCLE_SERVING: u32 = 1;
+const LIFECYCLE_LEAVING: u32 = 2;
+
+/// How a cell joins and serves. [`CellOptions::from_env`] reads the `CELLSHM_*` variables.
+#[derive(Clone, Debug)]
+pub struct CellOptions {
+    /// The name announced in `ready` (defaults to the program name).
+    pub name: String,
+    /// The version announced in `ready`.
+    pub version: String,
+    /// How long joining may take: waiting for the hub file, HELLO, and `ready`
+    /// (`CELLSHM_READY_TIMEOUT_MS`, default 10 s).
+    pub ready_timeout: Duration,
+    /// How threads wait (`CELLSHM_WAIT`: spin, block, adaptive, adaptive:<µs>).
+    pub wait: WaitStrategy,
+    /// Threads running handlers (`CELLSHM_WORKERS`, default 4).
+    pub workers: usize,
+    /// No diagnostics on stderr (`CELLSHM_QUIET=1`).
+    pub quiet: bool,
+    /// Exit the process when the host goes away (default true: cells die with their host).
+    pub exit_with_host: bool,
+}
+
+impl CellOptions {
+    /// Defaults, overridden by the `CELLSHM_*` environment variables.
+    pub fn from_env() -> Result<CellOptions> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut o = CellOptions {
+            name: std::env::args()
+                .next()
+                .and_then(|a| {
+                    PathBuf::from(a)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "cell".into()),
+            version: String::new(),
+            ready_timeout: Duration::from_secs(10),
+            wait: WaitStrategy::default(),
+            workers: 4,
+            quiet: false,
+            exit_with_host: true,
+        };
+        if let Some(ms) = var("CELLSHM_READY_TIMEOUT_MS") {
+            let ms: u64 = ms.parse().map_err(|_| {
+                Error::new(
+                    Status::InvalidArgument,
+                    format!("CELLSHM_READY_TIMEOUT_MS={ms:?} is not a number of milliseconds"),
+                )
+            })?;
+            o.ready_timeout = Duration::from_millis(ms);
+        }
+        if let Some(w) = var("CELLSHM_WAIT") {
+            o.wait = WaitStrategy::parse(&w)?;
+        }
+        if let Some(n) = var("CELLSHM_WORKERS") {
+            o.workers = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                Error::new(
+                    Status::InvalidArgument,
+                    format!("CELLSHM_WORKERS={n:?} is not a positive number"),
+                )
+            })?;
+        }
+        o.quiet = var("CELLSHM_QUIET").is_some_and(|v| v != "0");
+        Ok(o)
+    }
+}
+
+/// Where to join: parsed from `--hub-path=`, `--peer-id=`, `--doorbell-fd=` or the
+/// `CELLSHM_HUB_PATH`, `CELLSHM_PEER_ID`, `CELLSHM_DOORBELL_FD` variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinArgs {
+    /// The hub file.
+    pub hub_path: PathBuf,
+    /// Our peer slot.
+    pub peer_id: u32,
+    /// The inherited doorbell fd.
+    pub doorbell_fd: i32,
+}
+
+impl JoinArgs {
+    /// Parses `args` (the program's arguments, without argv[0]); missing values come
+    /// from the environment. Unrelated arguments are ignored.
+    pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<JoinArgs> {
+        let mut hub_path = None;
+        let mut peer_id = None;
+        let mut doorbell_fd = None;
+        for arg in args {
+            let Some(arg) = arg.to_str().map(str::to_owned) else {
+                continue;
+            };
+            if let Some(v) = arg.strip_prefix("--hub-path=") {
+                hub_path = Some(v.to_string());
+            } else if let Some(v) = arg.strip_prefix("--peer-id=") {
+                peer_id = Some(v.to_string());
+            } else if let Some(v) = arg.strip_prefix("--doorbell-fd=") {
+                doorbell_fd = Some(v.to_string());
+            }
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let missing = |flag: &str, var: &str| {
+            Error::new(Status::InvalidArgument, format!("missing {flag} (or {var}): this program is a cellshm cell and must be started by a host"))
+        };
+        let hub_path = hub_path
+            .or_else(|| env("CELLSHM_HUB_PATH"))
+            .ok_or_else(|| missing("--hub-path=", "CELLSHM_HUB_PATH"))?;
+        let peer_id = peer_id
+            .or_else(|| env("CELLSHM_PEER_ID"))
+            .ok_or_else(|| missing("--peer-id=", "CELLSHM_PEER_ID"))?;
+        let doorbell_fd = doorbell_fd
+            .or_else(|| env("CELLSHM_DOORBELL_FD"))
+            .ok_or_else(|| missing("--doorbell-fd=", "CELLSHM_DOORBELL_FD"))?;
+        Ok(JoinArgs {
+            hub_path: PathBuf::from(hub_path),
+            peer_id: peer_id.parse().map_err(|_| {
+                Error::new(
+                    Status::InvalidArgument,
+                    format!("--peer-id={peer_id:?} is not a peer number"),
+                )
+            })?,
+            doorbell_fd: doorbell_fd.parse().map_err(|_| {
+                Error::new(
+                    Status::InvalidArgument,
+                    format!("--doorbell-fd={doorbell_fd:?} is not a file descriptor number"),
+                )
+            })?,
+        })
+    }
+}
+
+struct CellState {
+    host_goodbye: AtomicBool,
+    stopped: Mutex<bool>,
+    stopped_cv: Condvar,
+    exit_with_host: bool,
+    quiet: bool,
+}
+
+struct CellHooks {
+    state: Arc<CellState>,
+}
+
+impl Hooks for CellHooks {
+    fn on_goodbye(&self) {
+        self.state.host_goodbye.store(true, Ordering::SeqCst);
+        *self.state.stopped.lock() = true;
+        self.state.stopped_cv.notify_all();
+    }
+
+    fn on_dead(&self, error: &Error) {
+        *self.state.stopped.lock() = true;
+        self.state.stopped_cv.notify_all();
+        if error.status() == Status::PeerDead
+            && self.state.exit_with_host
+            && !self.state.host_goodbye.load(Ordering::SeqCst)
+        {
+            if !self.state.quiet {
+                eprintln!("cellshm: the host is gone ({}); exiting", error.message());
+            }
+            std::process::exit(70);
+        }
+    }
+}
+
+/// A joined cell. Register methods, then [`Cell::run`].
+pub struct Cell {
+    session: Arc<Session>,
+    dispatcher: Arc<RwLock<Dispatcher>>,
+    state: Arc<CellState>,
+    options: CellOptions,
+    args: JoinArgs,
+    hub: HubInfo,
+    serving: AtomicBool,
+    _file: CellHubFile,
+}
+
+impl fmt::Debug for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cell")
+            .field("peer_id", &self.args.peer_id)
+            .field("name", &self.options.name)
+            .finish()
+    }
+}
+
+fn set_parent_death_signal() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+impl Cell {
+    /// Joins from this process's arguments and environment, with options from the
+    /// environment.
+    pub fn from_args() -> Result<Cell> {
+        let args = JoinArgs::parse(std::env::args_os().skip(1))?;
+        Cell::join(args, CellOptions::from_env()?)
+    }
+
+    /// Joins the hub `args` name: validates the doorbell fd and the hub, sends HELLO.
+    pub fn join(args: JoinArgs, options: CellOptions) -> Result<Cell> {
+        let started = Instant::now();
+        let doorbell = Doorbell::from_inherited(args.doorbell_fd)
+            .map_err(|m| Error::new(Status::InvalidArgument, m))?;
+        let file = CellHubFile::open(&args.hub_path, args.peer_id, options.ready_timeout)?;
+        let hub = file.info.clone();
+        // Die with the host. If it is already gone (we were re-parented before prctl), stop.
+        set_parent_death_signal();
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        if parent != hub.host_pid && parent == 1 {
+            return Err(Error::new(
+                Status::PeerDead,
+                "the host exited before this cell started",
+            ));
+        }
+        let state = Arc::new(CellState {
+            host_goodbye: AtomicBool::new(false),
+            stopped: Mutex::new(false),
+            stopped_cv: Condvar::new(),
+            exit_with_host: options.exit_with_host,
+            quiet: options.quiet,
+        });
+        let dispatcher = Arc::new(RwLock::new(Dispatcher::new()));
+        let config = SessionConfig {
+            side: Side::Cell,
+            label: "the host".into(),
+            region: file.region(),
+            doorbell,
+            wait: options.wait,
+            server_wait: options.wait,
+            dispatcher: dispatcher.clone(),
+            hooks: Box::new(CellHooks {
+                state: state.clone(),
+            }),
+        };
+        // SAFETY: the peer slot was Reserved for us and the doorbell was handed to us, so
+        // we are the only cell-side session on this region.
+        let session = unsafe { Session::new(config) }?;
+        let hello = Hello {
+            major: PROTOCOL_VERSION_MAJOR,
+            minor: PROTOCOL_VERSION_MINOR,
+            role: ROLE_CELL,
+            peer_id: args.peer_id,
+            max_payload: hub.geometry.max_payload(),
+        };
+        let left = options
+            .ready_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        let ack = session
+            .control_call(ControlKind::Hello, &hello.encode(), left)
+            .map_err(|e| e.context("HELLO to the host"))?;
+        let mut inline = [0u8; 16];
+        inline[..ack.payload_len.min(16) as usize]
+            .copy_from_slice(&ack.inline[..ack.payload_len.min(16) as usize]);
+        let ack = Hello::decode(&inline[..ack.payload_len.min(16) as usize])
+            .map_err(|m| Error::new(Status::ProtocolError, m))?;
+        if ack.major != PROTOCOL_VERSION_MAJOR || ack.role != ROLE_HOST {
+            return Err(Error::new(
+                Status::FailedPrecondition,
+                format!(
+                    "the host speaks protocol {}.{} (role {})",
+                    ack.major, ack.minor, ack.role
+                ),
+            ));
+        }
+        if file.peer_state() != Some(PeerSlotState::Active) {
+            return Err(Error::new(
+                Status::ProtocolError,
+                format!(
+                    "the host acknowledged HELLO but left peer slot {} {:?}",
+                    args.peer_id,
+                    file.peer_state()
+                ),
+            ));
+        }
+        Ok(Cell {
+            session,
+            dispatcher,
+            state,
+            options,
+            args,
+            hub,
+            serving: AtomicBool::new(false),
+            _file: file,
+        })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> u32 {
+        self.args.peer_id
+    }
+
+    /// What the hub header says.
+    pub fn hub_info(&self) -> &HubInfo {
+        &self.hub
+    }
+
+    /// The doorbell fd (readable when the host writes).
+    pub fn doorbell_fd(&self) -> i32 {
+        self.session.doorbell_fd()
+    }
+
+    /// Serves `"Service.method"` with `handler`.
+    pub fn method<F>(&self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
+    {
+        self.dispatcher.write().register(name, handler)
+    }
+
+    /// Starts the worker threads and announces `ready` (with retry and backoff within
+    /// the ready timeout). Returns at once; [`Cell::run`] also waits.
+    pub fn serve(&self) -> Result<()> {
+        if self.serving.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.session.start_servers(self.options.workers)?;
+        self.session.set_lifecycle(LIFECYCLE_SERVING);
+        let ready = Ready {
+            peer_id: self.args.peer_id,
+            pid: std::process::id(),
+            name: self.options.name.clone(),
+            version: self.options.version.clone(),
+            features: Vec::new(),
+        }
+        .encode();
+        let give_up = Instant::now() + self.options.ready_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let attempt = CallOptions::timeout(
+                Duration::from_secs(1).min(give_up.saturating_duration_since(Instant::now())),
+            );
+            match self.session.call_with(
+                builtin::LIFECYCLE_READY_ID,
+                Some(builtin::LIFECYCLE_READY),
+                ready.len(),
+                |b| {
+                    b.copy_from_slice(&ready);
+                    ready.len()
+                },
+                &attempt,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.status(),
+                        Status::DeadlineExceeded | Status::Unavailable | Status::ResourceExhausted
+                    ) && Instant::now() + pause < give_up =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e.context("announcing ready to the host")),
+            }
+        }
+    }
+
+    /// Serves until the host says goodbye (Ok) or goes away (the error).
+    pub fn run(&self) -> Result<()> {
+        self.serve()?;
+        let mut stopped = self.state.stopped.lock();
+        while !*stopped {
+            self.state.stopped_cv.wait(&mut stopped);
+        }
+        drop(stopped);
+        if self.state.host_goodbye.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(self
+            .session
+            .failure()
+            .unwrap_or_else(|| Error::new(Status::SessionClosed, "stopped")))
+    }
+
+    /// Calls a host method.
+    pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
+        self.call_with(
+            method,
+            payload.len(),
+            |b| {
+                b.copy_from_slice(payload);
+                payload.len()
+            },
+            options,
+        )
+    }
+
+    /// Calls a host method with the request written in place.
+    pub fn call_with(
+        &self,
+        method: &str,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        options: &CallOptions,
+    ) -> Result<Response> {
+        self.session.call_with(
+            frame::method_id(method),
+            Some(method),
+            max_len,
+            fill,
+            options,
+        )
+    }
+
+    /// Sends a notification to the host.
+    pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
+        self.session.notify_with(
+            frame::method_id(method),
+            payload.len(),
+            |b| {
+                b.copy_from_slice(payload);
+                payload.len()
+            },
+            options,
+        )
+    }
+
+    /// Sends a log line to the host (`cellshm.Log.event`).
+    pub fn log(&self, line: &str) -> Result<()> {
+        self.session.notify_with(
+            builtin::LOG_EVENT_ID,
+            line.len(),
+            |b| {
+                b.copy_from_slice(line.as_bytes());
+                line.len()
+            },
+            &CallOptions::default(),
+        )
+    }
+
+    /// Tells the host we are leaving on purpose, then stops serving.
+    pub fn goodbye(&self) -> Result<()> {
+        let result = self.session.call_with(
+            builtin::LIFECYCLE_GOODBYE_ID,
+            Some(builtin::LIFECYCLE_GOODBYE),
+            0,
+            |_| 0,
+            &CallOptions::timeout(Duration::from_secs(1)),
+        );
+        self.session.set_lifecycle(LIFECYCLE_LEAVING);
+        let _ = self.session.send_goodbye();
+        self.state.host_goodbye.store(true, Ordering::SeqCst);
+        self.session.close();
+        result.map(drop)
+    }
+
+    /// Writes raw bytes into the ring towards the host. Only for tests proving the host
+    /// survives a misbehaving cell.
+    #[doc(hidden)]
+    pub fn push_raw_descriptor_for_tests(&self, bytes: [u8; 64]) -> Result<()> {
+        self.session.push_raw_for_tests(bytes)
+    }
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        self.state.host_goodbye.store(true, Ordering::SeqCst);
+        self.session.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn join_args_parse_and_explain_what_is_missing() {
+        let a = JoinArgs::parse(os(&[
+            "x",
+            "--hub-path=/h",
+            "--peer-id=2",
+            "--doorbell-fd=5",
+        ]))
+        .unwrap();
+        assert_eq!(
+            a,
+            JoinArgs {
+                hub_path: "/h".into(),
+                peer_id: 2,
+                doorbell_fd: 5
+            }
+        );
+        let e = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=two", "--doorbell-fd=5"]))
+            .unwrap_err();
+        assert!(e.message().contains("--peer-id=\"two\""), "{e}");
+        if std::env::var_os("CELLSHM_HUB_PATH").is_none() {
+            let e = JoinArgs::parse(os(&["--peer-id=1"])).unwrap_err();
+            assert!(e.message().contains("missing --hub-path="), "{e}");
+        }
+    }
+}

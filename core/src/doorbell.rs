@@ -1,0 +1,353 @@
+//! Doorbells: one `AF_UNIX SOCK_SEQPACKET` socketpair per peer for wakeups and liveness,
+//! and an in-process eventfd ("kick") to wake this process's own waiting thread.
+//!
+//! A byte on the doorbell means "look at your ring". The socket carries no data that
+//! matters, so bytes may be coalesced, and the peer's death shows up as EOF/POLLHUP at
+//! once, idle or not. Every fd is CLOEXEC; the child's end is placed on its fixed fd
+//! only inside the child, between fork and exec.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Duration;
+
+/// What ringing the doorbell did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// A wakeup byte was queued.
+    Sent,
+    /// The socket buffer is full of earlier wakeups; the peer is alive and will wake.
+    Coalesced,
+    /// The other end is closed.
+    PeerDead,
+}
+
+/// Why a wait returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The doorbell or the kick fired (or both); check the ring.
+    Woken,
+    /// The timeout passed.
+    TimedOut,
+    /// The other end is closed.
+    PeerDead,
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// One end of a doorbell socketpair.
+#[derive(Debug)]
+pub struct Doorbell {
+    fd: OwnedFd,
+}
+
+/// Creates a doorbell pair: (our end, the child's end). Both are CLOEXEC and non-blocking.
+pub fn pair() -> io::Result<(Doorbell, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((Doorbell { fd: ours }, theirs))
+}
+
+impl Doorbell {
+    /// Takes over an inherited fd (a cell's `--doorbell-fd`), after checking it is an
+    /// open `AF_UNIX SOCK_SEQPACKET` socket. Sets CLOEXEC and O_NONBLOCK on it.
+    pub fn from_inherited(fd: RawFd) -> Result<Doorbell, String> {
+        if fd < 0 {
+            return Err(format!("--doorbell-fd={fd} is negative"));
+        }
+        // SAFETY: F_GETFD only queries the descriptor table; any int is acceptable.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 {
+            return Err(format!(
+                "--doorbell-fd={fd} is not an open file descriptor ({})",
+                io::Error::last_os_error()
+            ));
+        }
+        let sockopt = |opt: libc::c_int| -> io::Result<libc::c_int> {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: value/len point at a c_int-sized buffer as getsockopt requires.
+            cvt(unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            })?;
+            Ok(value)
+        };
+        match (sockopt(libc::SO_DOMAIN), sockopt(libc::SO_TYPE)) {
+            (Ok(libc::AF_UNIX), Ok(libc::SOCK_SEQPACKET)) => {}
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(format!("--doorbell-fd={fd} is not a socket ({e})"))
+            }
+            (Ok(d), Ok(t)) => {
+                return Err(format!(
+                "--doorbell-fd={fd} is a socket of domain {d} type {t}, not AF_UNIX SOCK_SEQPACKET"
+            ))
+            }
+        }
+        // SAFETY: fd is open (checked); setting CLOEXEC and O_NONBLOCK changes no ownership.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        // SAFETY: the fd was handed to this process for exactly this purpose; from now on
+        // the Doorbell owns it and nothing else in the process closes it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Doorbell { fd })
+    }
+
+    /// Wakes the other end.
+    pub fn ring(&self) -> Signal {
+        loop {
+            let byte = 1u8;
+            // SAFETY: sends one byte from a live local; MSG_NOSIGNAL avoids SIGPIPE.
+            let n = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    (&byte as *const u8).cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n == 1 {
+                return Signal::Sent;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Signal::Coalesced,
+                _ => return Signal::PeerDead,
+            }
+        }
+    }
+
+    /// Reads every queued wakeup. Returns false when the other end is closed.
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 16];
+        loop {
+            // SAFETY: receives into a live local buffer of the stated size.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => return false,
+                n if n > 0 => continue,
+                _ => match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return true,
+                    _ => return false,
+                },
+            }
+        }
+    }
+
+    /// True while the other end is open. Costs one `poll` with a zero timeout.
+    pub fn is_alive(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        !(n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0)
+    }
+
+    /// Sleeps until the doorbell rings, one of `kicks` fires, the peer dies or `timeout`
+    /// passes. Wakeups are consumed.
+    pub fn wait(&self, kicks: &[&Kick], timeout: Option<Duration>) -> Wake {
+        const MAX_KICKS: usize = 2;
+        assert!(kicks.len() <= MAX_KICKS);
+        let mut fds = [libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }; 1 + MAX_KICKS];
+        for (slot, kick) in fds[1..].iter_mut().zip(kicks) {
+            slot.fd = kick.fd.as_raw_fd();
+        }
+        let nfds = 1 + kicks.len();
+        let ms = match timeout {
+            None => -1,
+            Some(t) => {
+                t.as_millis().min(i32::MAX as u128) as i32
+                    + i32::from(t.subsec_nanos() % 1_000_000 != 0)
+            }
+        };
+        // SAFETY: `nfds` valid pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, ms) };
+        if n < 0 {
+            // EINTR: treat as a spurious wakeup; callers recheck their condition.
+            return Wake::Woken;
+        }
+        if n == 0 {
+            return Wake::TimedOut;
+        }
+        for (pfd, kick) in fds[1..].iter().zip(kicks) {
+            if pfd.revents != 0 {
+                kick.drain();
+            }
+        }
+        let bell = fds[0].revents;
+        if bell & (libc::POLLHUP | libc::POLLERR) != 0 {
+            return Wake::PeerDead;
+        }
+        if bell & libc::POLLIN != 0 && !self.drain() {
+            return Wake::PeerDead;
+        }
+        Wake::Woken
+    }
+
+    /// Shuts the socket down so the other end sees EOF now (the fd stays open).
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown on an fd we own.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
+impl AsRawFd for Doorbell {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// An in-process wakeup (eventfd) for the thread sleeping on a doorbell.
+#[derive(Debug)]
+pub struct Kick {
+    fd: OwnedFd,
+}
+
+impl Kick {
+    /// A new, unsignalled kick.
+    pub fn new() -> io::Result<Kick> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: eventfd succeeded; the fd is ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Kick { fd })
+    }
+
+    /// Wakes whoever waits on this kick (now or at its next wait).
+    pub fn notify(&self) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live local, as eventfd requires. A full counter
+        // (EAGAIN) already means "signalled".
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn drain(&self) {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a live local.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
+/// Arranges for `child_end` to be open on fd `target` in the child `command` spawns,
+/// and in no other process: the dup happens between fork and exec, in the child only.
+/// The parent must close `child_end` right after spawning.
+pub fn place_in_child(command: &mut Command, child_end: RawFd, target: RawFd) {
+    let place = move || -> io::Result<()> {
+        if child_end == target {
+            // SAFETY: async-signal-safe fcntl on an fd open in this (child) process.
+            let flags = cvt(unsafe { libc::fcntl(target, libc::F_GETFD) })?;
+            // SAFETY: as above.
+            cvt(unsafe { libc::fcntl(target, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
+        } else {
+            // SAFETY: async-signal-safe dup2; the duplicate does not inherit CLOEXEC.
+            cvt(unsafe { libc::dup2(child_end, target) })?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls async-signal-safe functions (fcntl, dup2) and
+    // allocates nothing, as required between fork and exec.
+    unsafe { command.pre_exec(place) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn ring_wait_coalesce_and_death() {
+        let (a, b_fd) = pair().unwrap();
+        let b = Doorbell { fd: b_fd };
+        let kick = Kick::new().unwrap();
+        assert_eq!(
+            b.wait(&[&kick], Some(Duration::from_millis(1))),
+            Wake::TimedOut
+        );
+        assert_eq!(a.ring(), Signal::Sent);
+        assert_eq!(b.wait(&[&kick], Some(Duration::from_secs(1))), Wake::Woken);
+        assert_eq!(
+            b.wait(&[&kick], Some(Duration::ZERO)),
+            Wake::TimedOut,
+            "wakeups are consumed"
+        );
+        let mut saw_coalesced = false;
+        for _ in 0..100_000 {
+            if a.ring() == Signal::Coalesced {
+                saw_coalesced = true;
+                break;
+            }
+        }
+        assert!(saw_coalesced, "a full buffer coalesces instead of blocking");
+        assert!(b.drain());
+        kick.notify();
+        assert_eq!(b.wait(&[&kick], Some(Duration::from_secs(1))), Wake::Woken);
+        assert!(a.is_alive());
+        drop(b);
+        assert!(!a.is_alive());
+        let start = Instant::now();
+        assert_eq!(
+            a.wait(&[&kick], Some(Duration::from_secs(5))),
+            Wake::PeerDead
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!(a.ring(), Signal::PeerDead);
+    }
+
+    #[test]
+    fn inherited_fds_are_checked() {
+        assert!(Doorbell::from_inherited(-1)
+            .unwrap_err()
+            .contains("negative"));
+        assert!(Doorbell::from_inherited(9_999)
+            .unwrap_err()
+            .contains("not an open file descriptor"));
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let err = Doorbell::from_inherited(file.as_raw_fd()).unwrap_err();
+        assert!(err.contains("not a socket"), "{err}");
+        let (_a, b) = pair().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(b);
+        let bell = Doorbell::from_inherited(raw).unwrap();
+        assert!(bell.is_alive());
+    }
+}

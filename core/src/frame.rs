@@ -1,0 +1,734 @@
+//! The wire vocabulary: the 64-byte descriptor, its flags, the one status table,
+//! method ids, control frames and the binary encoding of built-in messages.
+//!
+//! Nothing here does I/O. Everything that decodes input from another process returns
+//! an error instead of panicking; the exact byte layout is specified in
+//! `docs/PROTOCOL.md` and pinned by the tests at the bottom of this file.
+
+use std::fmt;
+
+/// Size of one descriptor on a ring.
+pub const DESCRIPTOR_SIZE: usize = 64;
+/// Payloads up to this many bytes travel inside the descriptor.
+pub const INLINE_CAPACITY: usize = 16;
+/// `slot` value meaning "the payload is inline".
+pub const SLOT_INLINE: u32 = u32::MAX;
+/// Channel carrying control frames and unary calls.
+pub const CONTROL_CHANNEL: u32 = 0;
+
+/// Protocol version spoken by this build. A major mismatch refuses the peer.
+pub const PROTOCOL_VERSION_MAJOR: u16 = 1;
+/// Minor version: additions a peer of the same major may ignore.
+pub const PROTOCOL_VERSION_MINOR: u16 = 0;
+
+/// Descriptor flag bits (`flags` field, offset 16).
+#[allow(missing_docs)]
+pub mod flags {
+    pub const REQUEST: u32 = 1 << 0;
+    pub const RESPONSE: u32 = 1 << 1;
+    pub const ERROR: u32 = 1 << 2;
+    pub const DATA: u32 = 1 << 3;
+    pub const EOS: u32 = 1 << 4;
+    pub const CANCEL: u32 = 1 << 5;
+    pub const CONTROL: u32 = 1 << 6;
+    pub const NO_REPLY: u32 = 1 << 7;
+    /// Every bit this version knows; any other bit is a protocol error.
+    pub const KNOWN: u32 = REQUEST | RESPONSE | ERROR | DATA | EOS | CANCEL | CONTROL | NO_REPLY;
+}
+
+/// Status codes: gRPC's canonical codes with gRPC's numbers, then cellshm's own from 100.
+/// The same numbers are used by the C API and the Python binding; a code is never renumbered.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Status {
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    AlreadyExists = 6,
+    PermissionDenied = 7,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    Aborted = 10,
+    OutOfRange = 11,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    DataLoss = 15,
+    Unauthenticated = 16,
+    /// The peer process died or closed its doorbell.
+    PeerDead = 100,
+    /// The local session was shut down.
+    SessionClosed = 101,
+    /// The payload is larger than the largest slot class.
+    PayloadTooLarge = 102,
+    /// The peer broke the protocol (bad descriptor, bad slot, bad encoding); it is dropped.
+    ProtocolError = 103,
+    /// Every peer slot of the hub is in use.
+    HubFull = 104,
+    /// An operating-system call failed; the message carries errno's text.
+    SystemError = 105,
+}
+
+impl Status {
+    /// Every status, in table order.
+    pub const ALL: [Status; 23] = [
+        Status::Ok,
+        Status::Cancelled,
+        Status::Unknown,
+        Status::InvalidArgument,
+        Status::DeadlineExceeded,
+        Status::NotFound,
+        Status::AlreadyExists,
+        Status::PermissionDenied,
+        Status::ResourceExhausted,
+        Status::FailedPrecondition,
+        Status::Aborted,
+        Status::OutOfRange,
+        Status::Unimplemented,
+        Status::Internal,
+        Status::Unavailable,
+        Status::DataLoss,
+        Status::Unauthenticated,
+        Status::PeerDead,
+        Status::SessionClosed,
+        Status::PayloadTooLarge,
+        Status::ProtocolError,
+        Status::HubFull,
+        Status::SystemError,
+    ];
+
+    /// The numeric code.
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The status for a numeric code, if the code is in the table.
+    pub fn from_code(code: u32) -> Option<Status> {
+        Status::ALL.iter().copied().find(|s| s.code() == code)
+    }
+
+    /// The canonical upper-case name, e.g. `"DEADLINE_EXCEEDED"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Cancelled => "CANCELLED",
+            Status::Unknown => "UNKNOWN",
+            Status::InvalidArgument => "INVALID_ARGUMENT",
+            Status::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Status::NotFound => "NOT_FOUND",
+            Status::AlreadyExists => "ALREADY_EXISTS",
+            Status::PermissionDenied => "PERMISSION_DENIED",
+            Status::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Status::FailedPrecondition => "FAILED_PRECONDITION",
+            Status::Aborted => "ABORTED",
+            Status::OutOfRange => "OUT_OF_RANGE",
+            Status::Unimplemented => "UNIMPLEMENTED",
+            Status::Internal => "INTERNAL",
+            Status::Unavailable => "UNAVAILABLE",
+            Status::DataLoss => "DATA_LOSS",
+            Status::Unauthenticated => "UNAUTHENTICATED",
+            Status::PeerDead => "PEER_DEAD",
+            Status::SessionClosed => "SESSION_CLOSED",
+            Status::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Status::ProtocolError => "PROTOCOL_ERROR",
+            Status::HubFull => "HUB_FULL",
+            Status::SystemError => "SYSTEM_ERROR",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Method id of `"Service.method"`: FNV-1a 64 over the UTF-8 bytes, folded
+/// `(h >> 32) ^ h` to 32 bits. 0 is reserved, so a name folding to 0 gets id 1.
+pub const fn method_id(name: &str) -> u32 {
+    let bytes = name.as_bytes();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    let folded = ((hash >> 32) ^ hash) as u32;
+    if folded == 0 {
+        1
+    } else {
+        folded
+    }
+}
+
+/// One descriptor, the only unit a ring carries. Encoded little-endian at the
+/// offsets documented on each field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Descriptor {
+    /// Offset 0. Unique per sender; a response echoes its request's.
+    pub msg_id: u64,
+    /// Offset 8. 0 = control frames and unary calls.
+    pub channel_id: u32,
+    /// Offset 12. Method id, echoed in responses; the control kind on control frames.
+    pub method_id: u32,
+    /// Offset 16. See [`flags`].
+    pub flags: u32,
+    /// Offset 20. Status code when `ERROR` is set.
+    pub status: u32,
+    /// Offset 24.
+    pub payload_len: u32,
+    /// Offset 28. `class << 24 | index`, or [`SLOT_INLINE`].
+    pub slot: u32,
+    /// Offset 32. Generation of the slot when it was handed over.
+    pub slot_gen: u32,
+    /// Offset 36. Stream flow-control credit (reserved for streams).
+    pub credit: u32,
+    /// Offset 40. Absolute CLOCK_MONOTONIC deadline in ns; 0 = none.
+    pub deadline_ns: u64,
+    /// Offset 48. Inline payload bytes.
+    pub inline: [u8; INLINE_CAPACITY],
+}
+
+impl Descriptor {
+    /// The wire bytes.
+    pub fn encode(&self) -> [u8; DESCRIPTOR_SIZE] {
+        let mut out = [0u8; DESCRIPTOR_SIZE];
+        out[0..8].copy_from_slice(&self.msg_id.to_le_bytes());
+        out[8..12].copy_from_slice(&self.channel_id.to_le_bytes());
+        out[12..16].copy_from_slice(&self.method_id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.flags.to_le_bytes());
+        out[20..24].copy_from_slice(&self.status.to_le_bytes());
+        out[24..28].copy_from_slice(&self.payload_len.to_le_bytes());
+        out[28..32].copy_from_slice(&self.slot.to_le_bytes());
+        out[32..36].copy_from_slice(&self.slot_gen.to_le_bytes());
+        out[36..40].copy_from_slice(&self.credit.to_le_bytes());
+        out[40..48].copy_from_slice(&self.deadline_ns.to_le_bytes());
+        out[48..64].copy_from_slice(&self.inline);
+        out
+    }
+
+    /// Decodes wire bytes. Any bit pattern decodes; [`Descriptor::check_shape`] judges it.
+    pub fn decode(bytes: &[u8; DESCRIPTOR_SIZE]) -> Descriptor {
+        let u32_at =
+            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut inline = [0u8; INLINE_CAPACITY];
+        inline.copy_from_slice(&bytes[48..64]);
+        Descriptor {
+            msg_id: u64_at(0),
+            channel_id: u32_at(8),
+            method_id: u32_at(12),
+            flags: u32_at(16),
+            status: u32_at(20),
+            payload_len: u32_at(24),
+            slot: u32_at(28),
+            slot_gen: u32_at(32),
+            credit: u32_at(36),
+            deadline_ns: u64_at(40),
+            inline,
+        }
+    }
+
+    /// True when the payload travels inline.
+    pub fn is_inline(&self) -> bool {
+        self.slot == SLOT_INLINE
+    }
+
+    /// The inline payload; only meaningful after [`Descriptor::check_shape`] passed.
+    pub fn inline_payload(&self) -> &[u8] {
+        &self.inline[..(self.payload_len as usize).min(INLINE_CAPACITY)]
+    }
+
+    /// What kind of frame this is, after checking that flags, status, channel and
+    /// inline length fit together. Slot bounds are checked by the pool that owns them.
+    pub fn check_shape(&self) -> Result<FrameKind, String> {
+        let f = self.flags;
+        if f & !flags::KNOWN != 0 {
+            return Err(format!("unknown flag bits {:#x}", f & !flags::KNOWN));
+        }
+        if f & (flags::DATA | flags::EOS | flags::CANCEL) != 0 {
+            return Err(format!("stream flags {f:#x} on a session without streams"));
+        }
+        if self.is_inline() && self.payload_len as usize > INLINE_CAPACITY {
+            return Err(format!(
+                "inline payload of {} bytes (max {INLINE_CAPACITY})",
+                self.payload_len
+            ));
+        }
+        if self.channel_id != CONTROL_CHANNEL {
+            return Err(format!("channel {} is not open", self.channel_id));
+        }
+        let kind = if f & flags::CONTROL != 0 {
+            if f != flags::CONTROL {
+                return Err(format!("control frame with extra flags {f:#x}"));
+            }
+            if !self.is_inline() {
+                return Err("control frame with a slot payload".into());
+            }
+            match ControlKind::from_code(self.method_id) {
+                Some(kind) => FrameKind::Control(kind),
+                None => return Err(format!("unknown control kind {}", self.method_id)),
+            }
+        } else if f & flags::REQUEST != 0 {
+            if f & !(flags::REQUEST | flags::NO_REPLY) != 0 {
+                return Err(format!("request with flags {f:#x}"));
+            }
+            if self.method_id == 0 {
+                return Err("request for reserved method id 0".into());
+            }
+            FrameKind::Request {
+                no_reply: f & flags::NO_REPLY != 0,
+            }
+        } else if f & flags::RESPONSE != 0 {
+            if f & !(flags::RESPONSE | flags::ERROR) != 0 {
+                return Err(format!("response with flags {f:#x}"));
+            }
+            FrameKind::Response {
+                error: f & flags::ERROR != 0,
+            }
+        } else {
+            return Err(format!(
+                "frame with neither REQUEST, RESPONSE nor CONTROL ({f:#x})"
+            ));
+        };
+        let is_error = f & flags::ERROR != 0;
+        if is_error == (self.status == 0) {
+            return Err(format!(
+                "status {} does not match the ERROR flag",
+                self.status
+            ));
+        }
+        Ok(kind)
+    }
+}
+
+/// The kind of a frame whose shape has been checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A call; `no_reply` for notifications.
+    Request {
+        /// The sender expects no response.
+        no_reply: bool,
+    },
+    /// The answer to a call; `error` when it carries a status and message.
+    Response {
+        /// ERROR flag set: the payload is a UTF-8 message.
+        error: bool,
+    },
+    /// A control frame on channel 0.
+    Control(ControlKind),
+}
+
+/// Control frames (flags == CONTROL, channel 0, kind in `method_id`, inline payload).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlKind {
+    /// Cell → host: version, role, limits. Answered by `HelloAck`.
+    Hello = 1,
+    /// Host → cell: the host's version, or an error status when refused.
+    HelloAck = 2,
+    /// Liveness probe; answered by `Pong` echoing msg_id.
+    Ping = 3,
+    /// Answer to `Ping`.
+    Pong = 4,
+    /// Give up on the call whose msg_id is in the inline payload (streams use it too).
+    Cancel = 5,
+    /// The sender is leaving on purpose; no more requests will be sent.
+    Goodbye = 6,
+}
+
+impl ControlKind {
+    /// The kind for a `method_id` value of a control frame.
+    pub fn from_code(code: u32) -> Option<ControlKind> {
+        Some(match code {
+            1 => ControlKind::Hello,
+            2 => ControlKind::HelloAck,
+            3 => ControlKind::Ping,
+            4 => ControlKind::Pong,
+            5 => ControlKind::Cancel,
+            6 => ControlKind::Goodbye,
+            _ => return None,
+        })
+    }
+}
+
+/// Role announced in HELLO.
+pub const ROLE_HOST: u8 = 1;
+/// Role announced in HELLO.
+pub const ROLE_CELL: u8 = 2;
+
+/// The inline payload of HELLO / HELLO_ACK (16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol major version.
+    pub major: u16,
+    /// Protocol minor version.
+    pub minor: u16,
+    /// [`ROLE_HOST`] or [`ROLE_CELL`].
+    pub role: u8,
+    /// The sender's peer id (the cell's slot in the hub).
+    pub peer_id: u32,
+    /// Largest payload the sender can receive.
+    pub max_payload: u32,
+}
+
+impl Hello {
+    /// Encodes into the 16 inline bytes.
+    pub fn encode(&self) -> [u8; INLINE_CAPACITY] {
+        let mut out = [0u8; INLINE_CAPACITY];
+        out[0..2].copy_from_slice(&self.major.to_le_bytes());
+        out[2..4].copy_from_slice(&self.minor.to_le_bytes());
+        out[4] = self.role;
+        out[8..12].copy_from_slice(&self.peer_id.to_le_bytes());
+        out[12..16].copy_from_slice(&self.max_payload.to_le_bytes());
+        out
+    }
+
+    /// Decodes the inline payload; it must be exactly 16 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Hello, String> {
+        if bytes.len() != INLINE_CAPACITY {
+            return Err(format!(
+                "HELLO payload of {} bytes (expected 16)",
+                bytes.len()
+            ));
+        }
+        Ok(Hello {
+            major: u16::from_le_bytes([bytes[0], bytes[1]]),
+            minor: u16::from_le_bytes([bytes[2], bytes[3]]),
+            role: bytes[4],
+            peer_id: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+            max_payload: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
+        })
+    }
+}
+
+/// Names and ids of the built-in services.
+pub mod builtin {
+    use super::method_id;
+
+    /// Cell → host, once the cell serves: [`super::Ready`].
+    pub const LIFECYCLE_READY: &str = "cellshm.Lifecycle.ready";
+    /// Cell → host: the cell is leaving on purpose (empty payload).
+    pub const LIFECYCLE_GOODBYE: &str = "cellshm.Lifecycle.goodbye";
+    /// Cell → host, NO_REPLY: a log record.
+    pub const LOG_EVENT: &str = "cellshm.Log.event";
+    /// Host → cell: a log filter string.
+    pub const LOG_SET_FILTER: &str = "cellshm.Log.set_filter";
+    /// Either way: the method names the callee serves.
+    pub const INTROSPECT_METHODS: &str = "cellshm.Introspect.methods";
+
+    /// Id of [`LIFECYCLE_READY`].
+    pub const LIFECYCLE_READY_ID: u32 = method_id(LIFECYCLE_READY);
+    /// Id of [`LIFECYCLE_GOODBYE`].
+    pub const LIFECYCLE_GOODBYE_ID: u32 = method_id(LIFECYCLE_GOODBYE);
+    /// Id of [`LOG_EVENT`].
+    pub const LOG_EVENT_ID: u32 = method_id(LOG_EVENT);
+    /// Id of [`LOG_SET_FILTER`].
+    pub const LOG_SET_FILTER_ID: u32 = method_id(LOG_SET_FILTER);
+    /// Id of [`INTROSPECT_METHODS`].
+    pub const INTROSPECT_METHODS_ID: u32 = method_id(INTROSPECT_METHODS);
+}
+
+/// Little-endian writer for built-in message bodies.
+#[derive(Debug, Default)]
+pub struct BodyWriter {
+    buf: Vec<u8>,
+}
+
+impl BodyWriter {
+    /// Appends a u32.
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends a u32-length-prefixed UTF-8 string.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.u32(s.len() as u32);
+        self.buf.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// Appends a u32 count followed by that many strings.
+    pub fn str_list<S: AsRef<str>>(&mut self, items: &[S]) -> &mut Self {
+        self.u32(items.len() as u32);
+        for s in items {
+            self.str(s.as_ref());
+        }
+        self
+    }
+
+    /// The encoded bytes.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Reader for built-in message bodies; every read is bounds-checked.
+#[derive(Debug)]
+pub struct BodyReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BodyReader<'a> {
+    /// Reads from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        BodyReader { rest: bytes }
+    }
+
+    /// Reads a u32.
+    pub fn u32(&mut self) -> Result<u32, String> {
+        if self.rest.len() < 4 {
+            return Err("truncated: expected a u32".into());
+        }
+        let (head, tail) = self.rest.split_at(4);
+        self.rest = tail;
+        Ok(u32::from_le_bytes([head[0], head[1], head[2], head[3]]))
+    }
+
+    /// Reads a u32-length-prefixed UTF-8 string.
+    pub fn str(&mut self) -> Result<String, String> {
+        let len = self.u32()? as usize;
+        if self.rest.len() < len {
+            return Err(format!(
+                "truncated: string of {len} bytes, {} left",
+                self.rest.len()
+            ));
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        String::from_utf8(head.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+    }
+
+    /// Reads a u32 count and that many strings.
+    pub fn str_list(&mut self) -> Result<Vec<String>, String> {
+        let count = self.u32()? as usize;
+        // Each string needs at least its 4-byte length: refuse counts the input cannot hold.
+        if count > self.rest.len() / 4 {
+            return Err(format!(
+                "list of {count} strings in {} bytes",
+                self.rest.len()
+            ));
+        }
+        (0..count).map(|_| self.str()).collect()
+    }
+
+    /// Fails if bytes are left over.
+    pub fn finish(self) -> Result<(), String> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} trailing bytes", self.rest.len()))
+        }
+    }
+}
+
+/// Body of `cellshm.Lifecycle.ready`:
+/// `u32 peer_id, u32 pid, str name, str version, u32 n, n × str feature`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The cell's peer id.
+    pub peer_id: u32,
+    /// The cell's process id.
+    pub pid: u32,
+    /// The cell's name.
+    pub name: String,
+    /// The cell's own version string.
+    pub version: String,
+    /// Optional features the cell supports.
+    pub features: Vec<String>,
+}
+
+impl Ready {
+    /// Encodes the body.
+    pub fn encode(&self) -> Vec<u8> {
+        BodyWriter::default()
+            .u32(self.peer_id)
+            .u32(self.pid)
+            .str(&self.name)
+            .str(&self.version)
+            .str_list(&self.features)
+            .finish()
+    }
+
+    /// Decodes a body received from a peer.
+    pub fn decode(bytes: &[u8]) -> Result<Ready, String> {
+        let mut r = BodyReader::new(bytes);
+        let ready = Ready {
+            peer_id: r.u32()?,
+            pid: r.u32()?,
+            name: r.str()?,
+            version: r.str()?,
+            features: r.str_list()?,
+        };
+        r.finish()?;
+        Ok(ready)
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock every deadline on the wire refers to.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The absolute deadline `timeout` from now (saturating; never 0, which means "none").
+pub fn deadline_after(timeout: std::time::Duration) -> u64 {
+    let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    monotonic_now_ns().saturating_add(ns).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_offsets_match_the_wire_table() {
+        let d = Descriptor {
+            msg_id: 0x0102_0304_0506_0708,
+            channel_id: 0x1112_1314,
+            method_id: 0x2122_2324,
+            flags: 0x3132_3334,
+            status: 0x4142_4344,
+            payload_len: 0x5152_5354,
+            slot: 0x6162_6364,
+            slot_gen: 0x7172_7374,
+            credit: 0x8182_8384,
+            deadline_ns: 0x9192_9394_9596_9798,
+            inline: *b"ABCDEFGHIJKLMNOP",
+        };
+        let b = d.encode();
+        assert_eq!(&b[0..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&b[8..12], &[0x14, 0x13, 0x12, 0x11]);
+        assert_eq!(&b[12..16], &[0x24, 0x23, 0x22, 0x21]);
+        assert_eq!(&b[16..20], &[0x34, 0x33, 0x32, 0x31]);
+        assert_eq!(&b[20..24], &[0x44, 0x43, 0x42, 0x41]);
+        assert_eq!(&b[24..28], &[0x54, 0x53, 0x52, 0x51]);
+        assert_eq!(&b[28..32], &[0x64, 0x63, 0x62, 0x61]);
+        assert_eq!(&b[32..36], &[0x74, 0x73, 0x72, 0x71]);
+        assert_eq!(&b[36..40], &[0x84, 0x83, 0x82, 0x81]);
+        assert_eq!(
+            &b[40..48],
+            &[0x98, 0x97, 0x96, 0x95, 0x94, 0x93, 0x92, 0x91]
+        );
+        assert_eq!(&b[48..64], b"ABCDEFGHIJKLMNOP");
+        assert_eq!(Descriptor::decode(&b), d);
+    }
+
+    #[test]
+    fn method_ids_are_fnv1a_folded() {
+        // FNV-1a 64 of "" is the offset basis 0xcbf29ce484222325.
+        assert_eq!(method_id(""), 0xcbf2_9ce4 ^ 0x8422_2325);
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(method_id("a"), 0xaf63_dc4c ^ 0x8601_ec8c);
+        assert_ne!(method_id("Echo.echo"), method_id("Echo.echO"));
+        assert_ne!(builtin::LIFECYCLE_READY_ID, 0);
+    }
+
+    #[test]
+    fn status_table_is_stable() {
+        assert_eq!(Status::DeadlineExceeded.code(), 4);
+        assert_eq!(Status::Unimplemented.code(), 12);
+        assert_eq!(Status::Unauthenticated.code(), 16);
+        assert_eq!(Status::PeerDead.code(), 100);
+        assert_eq!(Status::ProtocolError.code(), 103);
+        for s in Status::ALL {
+            assert_eq!(Status::from_code(s.code()), Some(s));
+        }
+        assert_eq!(Status::from_code(17), None);
+    }
+
+    fn request(flags: u32) -> Descriptor {
+        Descriptor {
+            msg_id: 1,
+            method_id: 7,
+            flags,
+            slot: SLOT_INLINE,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shapes_are_checked() {
+        assert_eq!(
+            request(flags::REQUEST).check_shape(),
+            Ok(FrameKind::Request { no_reply: false })
+        );
+        assert_eq!(
+            request(flags::REQUEST | flags::NO_REPLY).check_shape(),
+            Ok(FrameKind::Request { no_reply: true })
+        );
+        assert!(request(0).check_shape().is_err());
+        assert!(request(1 << 20).check_shape().is_err());
+        assert!(request(flags::REQUEST | flags::RESPONSE)
+            .check_shape()
+            .is_err());
+        assert!(request(flags::REQUEST | flags::ERROR)
+            .check_shape()
+            .is_err());
+        let mut big_inline = request(flags::REQUEST);
+        big_inline.payload_len = 17;
+        assert!(big_inline.check_shape().is_err());
+        let mut zero_method = request(flags::REQUEST);
+        zero_method.method_id = 0;
+        assert!(zero_method.check_shape().is_err());
+        let mut err = request(flags::RESPONSE | flags::ERROR);
+        assert!(err.check_shape().is_err(), "ERROR with status 0");
+        err.status = Status::Internal.code();
+        assert_eq!(err.check_shape(), Ok(FrameKind::Response { error: true }));
+        let mut ctrl = request(flags::CONTROL);
+        ctrl.method_id = ControlKind::Ping as u32;
+        assert_eq!(
+            ctrl.check_shape(),
+            Ok(FrameKind::Control(ControlKind::Ping))
+        );
+        ctrl.method_id = 99;
+        assert!(ctrl.check_shape().is_err());
+    }
+
+    #[test]
+    fn hello_and_ready_round_trip_and_reject_garbage() {
+        let h = Hello {
+            major: 1,
+            minor: 2,
+            role: ROLE_CELL,
+            peer_id: 3,
+            max_payload: 1 << 20,
+        };
+        assert_eq!(Hello::decode(&h.encode()), Ok(h));
+        assert!(Hello::decode(&[0; 3]).is_err());
+
+        let r = Ready {
+            peer_id: 2,
+            pid: 1234,
+            name: "echo".into(),
+            version: "0.1.0".into(),
+            features: vec!["streams".into(), "log".into()],
+        };
+        let bytes = r.encode();
+        assert_eq!(Ready::decode(&bytes), Ok(r));
+        for cut in 0..bytes.len() {
+            assert!(Ready::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(Ready::decode(&extra).is_err());
+        let mut huge_count = bytes[..bytes.len() - 1].to_vec();
+        huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Ready::decode(&huge_count).is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! Single-producer single-consumer ring over memory shared with another process.
+//!
+//! The ring logic is generic over [`RingMemory`] so the same code runs on a shared
+//! mapping and, under `--cfg loom`, on loom's checked atomics and cells.
+//!
+//! Each side keeps its own cursor privately and only *publishes* it to shared memory;
+//! the only value read back from shared memory is the other side's cursor, and it is
+//! validated before use. A peer that scribbles on the cursors therefore produces a
+//! [`RingCorrupt`] error, never an out-of-bounds access.
+
+use std::sync::atomic::Ordering;
+
+/// The other side published a cursor that no well-behaved peer can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingCorrupt {
+    /// Our own cursor.
+    pub ours: u64,
+    /// The cursor read from shared memory.
+    pub theirs: u64,
+}
+
+/// Where a ring's cursors and entries live.
+pub trait RingMemory {
+    /// One entry.
+    type Entry: Copy;
+    /// Entries in the ring; a power of two.
+    fn capacity(&self) -> u64;
+    /// Loads the consumer cursor.
+    fn load_head(&self, order: Ordering) -> u64;
+    /// Publishes the consumer cursor.
+    fn store_head(&self, value: u64, order: Ordering);
+    /// Loads the producer cursor.
+    fn load_tail(&self, order: Ordering) -> u64;
+    /// Publishes the producer cursor.
+    fn store_tail(&self, value: u64, order: Ordering);
+    /// Writes entry `index` (already reduced modulo capacity).
+    ///
+    /// # Safety
+    /// Only the producer calls this, and only for an index the consumer has released.
+    unsafe fn write(&self, index: usize, entry: Self::Entry);
+    /// Reads entry `index` (already reduced modulo capacity).
+    ///
+    /// # Safety
+    /// Only the consumer calls this, and only for an index the producer has published.
+    unsafe fn read(&self, index: usize) -> Self::Entry;
+}
+
+/// Why a push did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// Every entry is in use; try again after the consumer advanced.
+    Full,
+    /// The consumer's cursor is impossible.
+    Corrupt(RingCorrupt),
+}
+
+/// The producing end. Not `Sync`: callers serialize pushes (one writer per field).
+#[derive(Debug)]
+pub struct Producer<M: RingMemory> {
+    memory: M,
+    tail: u64,
+}
+
+impl<M: RingMemory> Producer<M> {
+    /// Takes the producing end, starting at the cursor currently published.
+    ///
+    /// # Safety
+    /// At most one `Producer` exists per ring across all processes.
+    pub unsafe fn new(memory: M) -> Self {
+        let tail = memory.load_tail(Ordering::Relaxed);
+        Producer { memory, tail }
+    }
+
+    fn published_head(&self) -> Result<u64, RingCorrupt> {
+        let head = self.memory.load_head(Ordering::Acquire);
+        // The consumer can never be ahead of us, nor further behind than the capacity.
+        if self.tail.wrapping_sub(head) > self.memory.capacity() {
+            return Err(RingCorrupt {
+                ours: self.tail,
+                theirs: head,
+            });
+        }
+        Ok(head)
+    }
+
+    /// Appends `entry` if there is room.
+    pub fn try_push(&mut self, entry: M::Entry) -> Result<(), PushError> {
+        let head = self.published_head().map_err(PushError::Corrupt)?;
+        if self.tail.wrapping_sub(head) == self.memory.capacity() {
+            return Err(PushError::Full);
+        }
+        let index = (self.tail & (self.memory.capacity() - 1)) as usize;
+        // SAFETY: we are the only producer (constructor contract), and `index` is not
+        // between head and tail, so the consumer has released it (Acquire load above).
+        unsafe { self.memory.write(index, entry) };
+        self.tail = self.tail.wrapping_add(1);
+        self.memory.store_tail(self.tail, Ordering::Release);
+        Ok(())
+    }
+
+    /// Entries published and not yet consumed.
+    #[cfg(test)]
+    pub fn in_flight(&self) -> Result<u64, RingCorrupt> {
+        Ok(self.tail.wrapping_sub(self.published_head()?))
+    }
+}
+
+/// The consuming end. Not `Sync`: one receiving thread at a time.
+#[derive(Debug)]
+pub struct Consumer<M: RingMemory> {
+    memory: M,
+    head: u64,
+}
+
+impl<M: RingMemory> Consumer<M> {
+    /// Takes the consuming end, starting at the cursor currently published.
+    ///
+    /// # Safety
+    /// At most one `Consumer` exists per ring across all processes.
+    pub unsafe fn new(memory: M) -> Self {
+        let head = memory.load_head(Ordering::Relaxed);
+        Consumer { memory, head }
+    }
+
+    fn published_tail(&self) -> Result<u64, RingCorrupt> {
+        let tail = self.memory.load_tail(Ordering::Acquire);
+        if tail.wrapping_sub(self.head) > self.memory.capacity() {
+            return Err(RingCorrupt {
+                ours: self.head,
+                theirs: tail,
+            });
+        }
+        Ok(tail)
+    }
+
+    /// Takes the oldest entry, if any.
+    pub fn try_pop(&mut self) -> Result<Option<M::Entry>, RingCorrupt> {
+        let tail = self.published_tail()?;
+        if tail == self.head {
+            return Ok(None);
+        }
+        let index = (self.head & (self.memory.capacity() - 1)) as usize;
+        // SAFETY: we are the only consumer, and `index` lies between head and the tail
+        // the producer published with Release (paired with the Acquire load above).
+        let entry = unsafe { self.memory.read(index) };
+        self.head = self.head.wrapping_add(1);
+        self.memory.store_head(self.head, Ordering::Release);
+        Ok(Some(entry))
+    }
+
+    /// Entries waiting to be consumed.
+    pub fn pending(&self) -> Result<u64, RingCorrupt> {
+        Ok(self.published_tail()?.wrapping_sub(self.head))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::UnsafeCell;
+    use std::sync::atomic::AtomicU64;
+
+    struct HeapRing {
+        head: AtomicU64,
+        tail: AtomicU64,
+        cells: Vec<UnsafeCell<u64>>,
+    }
+
+    impl RingMemory for &HeapRing {
+        type Entry = u64;
+        fn capacity(&self) -> u64 {
+            self.cells.len() as u64
+        }
+        fn load_head(&self, order: Ordering) -> u64 {
+            self.head.load(order)
+        }
+        fn store_head(&self, value: u64, order: Ordering) {
+            self.head.store(value, order)
+        }
+        fn load_tail(&self, order: Ordering) -> u64 {
+            self.tail.load(order)
+        }
+        fn store_tail(&self, value: u64, order: Ordering) {
+            self.tail.store(value, order)
+        }
+        unsafe fn write(&self, index: usize, entry: u64) {
+            // SAFETY: single-threaded test; the ring protocol gives the producer this cell.
+            unsafe { *self.cells[index].get() = entry }
+        }
+        unsafe fn read(&self, index: usize) -> u64 {
+            // SAFETY: single-threaded test; the ring protocol gives the consumer this cell.
+            unsafe { *self.cells[index].get() }
+        }
+    }
+
+    fn heap_ring(cap: usize, start: u64) -> HeapRing {
+        HeapRing {
+            head: AtomicU64::new(start),
+            tail: AtomicU64::new(start),
+            cells: (0..cap).map(|_| UnsafeCell::new(0)).collect(),
+        }
+    }
+
+    #[test]
+    fn wraps_around_many_times_in_order() {
+        // Start near u64::MAX so the cursors themselves wrap too.
+        let ring = heap_ring(4, u64::MAX - 5);
+        // SAFETY: one producer and one consumer for this ring.
+        let (mut p, mut c) = unsafe { (Producer::new(&ring), Consumer::new(&ring)) };
+        let mut next_out = 0;
+        for i in 0..1000u64 {
+            p.try_push(i).unwrap();
+            if i % 3 == 2 {
+                while let Some(v) = c.try_pop().unwrap() {
+                    assert_eq!(v, next_out);
+                    next_out += 1;
+                }
+            }
+            if p.in_flight().unwrap() == 4 {
+                assert_eq!(p.try_push(99), Err(PushError::Full));
+                assert_eq!(c.try_pop().unwrap(), Some(next_out));
+                next_out += 1;
+            }
+        }
+        while let Some(v) = c.try_pop().unwrap() {
+            assert_eq!(v, next_out);
+            next_out += 1;
+        }
+        assert_eq!(next_out, 1000);
+        assert_eq!(c.pending().unwrap(), 0);
+    }
+
+    #[test]
+    fn impossible_cursors_are_reported_not_followed() {
+        let ring = heap_ring(4, 0);
+        // SAFETY: one producer and one consumer for this ring.
+        let (mut p, mut c) = unsafe { (Producer::new(&ring), Consumer::new(&ring)) };
+        ring.tail.store(1_000, Ordering::Relaxed); // a peer claims 1000 entries in a 4-ring
+        assert!(c.try_pop().is_err());
+        assert!(c.pending().is_err());
+        ring.tail.store(0, Ordering::Relaxed);
+        ring.head.store(7, Ordering::Relaxed); // consumer "ahead" of the producer
+        assert!(matches!(p.try_push(1), Err(PushError::Corrupt(_))));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicU64;
+    use loom::sync::Arc;
+
+    struct LoomRing {
+        head: AtomicU64,
+        tail: AtomicU64,
+        cells: Vec<UnsafeCell<u64>>,
+    }
+
+    #[derive(Clone)]
+    struct Shared(Arc<LoomRing>);
+
+    impl RingMemory for Shared {
+        type Entry = u64;
+        fn capacity(&self) -> u64 {
+            self.0.cells.len() as u64
+        }
+        fn load_head(&self, order: Ordering) -> u64 {
+            self.0.head.load(order)
+        }
+        fn store_head(&self, value: u64, order: Ordering) {
+            self.0.head.store(value, order)
+        }
+        fn load_tail(&self, order: Ordering) -> u64 {
+            self.0.tail.load(order)
+        }
+        fn store_tail(&self, value: u64, order: Ordering) {
+            self.0.tail.store(value, order)
+        }
+        unsafe fn write(&self, index: usize, entry: u64) {
+            // SAFETY: loom checks that no read of this cell races with the write.
+            self.0.cells[index].with_mut(|p| unsafe { *p = entry })
+        }
+        unsafe fn read(&self, index: usize) -> u64 {
+            // SAFETY: loom checks that no write of this cell races with the read.
+            self.0.cells[index].with(|p| unsafe { *p })
+        }
+    }
+
+    /// Every interleaving of a producer pushing 3 entries through a 2-entry ring and a
+    /// consumer popping them: entries arrive complete, in order, and no cell is read
+    /// while it is written.
+    #[test]
+    fn spsc_ring_is_race_free_and_ordered() {
+        loom::model(|| {
+            let ring = Shared(Arc::new(LoomRing {
+                head: AtomicU64::new(0),
+                tail: AtomicU64::new(0),
+                cells: (0..2).map(|_| UnsafeCell::new(0)).collect(),
+            }));
+            // SAFETY: exactly one producer and one consumer are created.
+            let mut producer = unsafe { Producer::new(ring.clone()) };
+            // SAFETY: as above.
+            let mut consumer = unsafe { Consumer::new(ring) };
+            let t = loom::thread::spawn(move || {
+                for v in 1..=3u64 {
+                    while producer.try_push(v * 11).is_err() {
+                        loom::thread::yield_now();
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                match consumer.try_pop().expect("cursors stay consistent") {
+                    Some(v) => got.push(v),
+                    None => loom::thread::yield_now(),
+                }
+            }
+            t.join().unwrap();
+            assert_eq!(got, vec![11, 22, 33]);
+        });
+    }
+}

@@ -1,0 +1,43 @@
+//! cellshm: RPC between a host process and the cells it spawns, through shared memory.
+//!
+//! A [`Hub`] is one shared-memory file created by the host. Each cell gets a peer slot
+//! with its own region (two descriptor rings and two slot pools) and a doorbell socket
+//! for wakeups and liveness. Calls are 64-byte descriptors; payloads up to 16 bytes
+//! travel inline, larger ones are written in place into slots.
+//!
+//! ```no_run
+//! use cellshm::{CallOptions, Hub, HubConfig, PeerOptions};
+//! use std::process::Command;
+//! use std::time::Duration;
+//!
+//! let hub = Hub::create(HubConfig::default())?;
+//! let ticket = hub.add_peer("echo", PeerOptions::default())?;
+//! let (peer, mut child) = ticket.spawn(&mut Command::new("./echo-cell"))?;
+//! peer.wait_ready(Duration::from_secs(10))?;
+//! let reply = peer.call("Echo.echo", b"hello", &CallOptions::timeout(Duration::from_secs(1)))?;
+//! assert_eq!(reply.bytes(), b"hello");
+//! peer.shutdown(Duration::from_secs(1));
+//! child.wait().ok();
+//! # Ok::<(), cellshm::Error>(())
+//! ```
+//!
+//! The module map follows `DESIGN.md`: [`frame`] is the wire vocabulary, `hub` the
+//! shared-memory file, `doorbell` the wakeup sockets, [`session`] RPC over one link,
+//! [`host`] and [`cell`] the two ends.
+
+#![warn(missing_docs)]
+
+pub mod cell;
+pub(crate) mod doorbell;
+mod error;
+pub mod frame;
+pub mod host;
+pub(crate) mod hub;
+pub mod session;
+
+pub use cell::{Cell, CellOptions};
+pub use error::{Error, Result};
+pub use frame::{method_id, Status};
+pub use host::{Hub, Peer, PeerOptions, PeerState, PeerTicket};
+pub use hub::{inspect_header, HubConfig, HubInfo, SlotClass};
+pub use session::{Call, CallOptions, Counters, Dispatcher, Response, WaitStrategy};

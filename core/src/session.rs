@@ -1,0 +1,1471 @@
+//! RPC over one link (one peer region plus its doorbell): calls, correlation,
+//! deadlines, dispatch to handlers, and the receive protocol.
+//!
+//! # How receiving works
+//! At most one thread of this process polls the receive ring at a time: whoever holds
+//! the `rx` lock (taken with `try_lock` only, so nobody ever blocks on it). While it
+//! holds it, our *parked* flag in shared memory is 0 and the peer sends without any
+//! syscall. A thread that stops polling sets parked = 1, issues a full fence and
+//! rechecks the ring before letting go; the peer pushes, fences and then reads the
+//! flag, so either we see its descriptor or it sees our flag and rings the doorbell.
+//!
+//! Callers poll for their own responses (no thread hop on the fast path). Server
+//! threads run handlers: a server that pops a request lets go of the ring *before*
+//! running the handler, so a slow handler never stalls receiving. Threads that have
+//! nothing to do sleep: callers in `poll` on the doorbell, one server ("standby") in
+//! `poll` on the doorbell, other servers on a condition variable.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::doorbell::{Doorbell, Kick, Signal, Wake};
+use crate::error::{Error, Result};
+use crate::frame::{
+    self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL,
+    INLINE_CAPACITY, SLOT_INLINE,
+};
+use crate::hub::layout::control;
+use crate::hub::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
+use crate::hub::ring::{Consumer, Producer, PushError, RingMemory};
+use crate::hub::{
+    descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side,
+};
+
+/// How a thread waits for the other side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Poll the ring without ever sleeping: lowest latency, one core busy while waiting.
+    Spin,
+    /// Poll for `spin`, then sleep on the doorbell.
+    Adaptive {
+        /// How long to poll before sleeping.
+        spin: Duration,
+    },
+    /// Sleep on the doorbell at once: no CPU while waiting, a wakeup per message.
+    Block,
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::Adaptive {
+            spin: Duration::from_micros(50),
+        }
+    }
+}
+
+impl WaitStrategy {
+    /// Parses `spin`, `block`, `adaptive` or `adaptive:<microseconds>`.
+    pub fn parse(text: &str) -> Result<WaitStrategy> {
+        let bad = || {
+            Error::new(
+                Status::InvalidArgument,
+                format!("wait strategy {text:?}: expected spin, block, adaptive or adaptive:<µs>"),
+            )
+        };
+        match text.trim() {
+            "spin" => Ok(WaitStrategy::Spin),
+            "block" => Ok(WaitStrategy::Block),
+            "adaptive" => Ok(WaitStrategy::default()),
+            other => {
+                let us = other.strip_prefix("adaptive:").ok_or_else(bad)?;
+                let us: u64 = us.trim_end_matches("us").parse().map_err(|_| bad())?;
+                Ok(WaitStrategy::Adaptive {
+                    spin: Duration::from_micros(us),
+                })
+            }
+        }
+    }
+
+    fn spin_budget(&self) -> Option<Duration> {
+        match *self {
+            WaitStrategy::Spin => None,
+            WaitStrategy::Adaptive { spin } => Some(spin),
+            WaitStrategy::Block => Some(Duration::ZERO),
+        }
+    }
+}
+
+/// Per-call options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallOptions {
+    /// Absolute CLOCK_MONOTONIC deadline in ns (see [`frame::deadline_after`]); 0 = none.
+    pub deadline_ns: u64,
+}
+
+impl CallOptions {
+    /// A deadline `timeout` from now.
+    pub fn timeout(timeout: Duration) -> CallOptions {
+        CallOptions {
+            deadline_ns: frame::deadline_after(timeout),
+        }
+    }
+}
+
+/// A sender without a deadline gives up on a full ring or pool after this long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sleeping threads wake at least this often to recheck their state.
+const RECHECK: Duration = Duration::from_millis(250);
+/// A thread polling the ring checks the doorbell for the peer's death this often.
+const LIVENESS_CHECK: Duration = Duration::from_millis(1);
+/// Error messages longer than this are cut (with a marker) to fit a slot.
+const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// A handler: reads the request through [`Call::payload`], answers through
+/// [`Call::reply`] (or returns an error).
+pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
+
+/// Methods served on one side, by id.
+#[derive(Default)]
+pub struct Dispatcher {
+    methods: HashMap<u32, (String, Arc<Handler>)>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.methods.values().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// An empty dispatcher.
+    pub fn new() -> Dispatcher {
+        Dispatcher::default()
+    }
+
+    /// Registers `handler` for `"Service.method"`. Two names with the same id (a hash
+    /// collision or a name registered twice) are refused.
+    pub fn register<F>(&mut self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
+    {
+        let id = frame::method_id(name);
+        if let Some((existing, _)) = self.methods.get(&id) {
+            return Err(Error::new(
+                Status::AlreadyExists,
+                format!("method {name:?} has id {id:#010x}, already registered for {existing:?}"),
+            ));
+        }
+        self.methods
+            .insert(id, (name.to_string(), Arc::new(handler)));
+        Ok(())
+    }
+
+    /// Registered method names and ids, sorted by name.
+    pub fn methods(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self
+            .methods
+            .iter()
+            .map(|(id, (n, _))| (n.clone(), *id))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn get(&self, id: u32) -> Option<Arc<Handler>> {
+        self.methods.get(&id).map(|(_, h)| h.clone())
+    }
+}
+
+/// Side-specific behaviour plugged into a session (host peer or cell).
+pub(crate) trait Hooks: Send + Sync {
+    /// A HELLO arrived (host side). Returns the HELLO_ACK to send, or the reason to
+    /// drop the peer.
+    fn on_hello(&self, _hello: frame::Hello) -> Result<frame::Hello> {
+        Err(Error::new(Status::ProtocolError, "unexpected HELLO"))
+    }
+    /// Built-in methods handled before user methods: `Some(result)` if handled.
+    fn builtin(&self, _method_id: u32, _payload: &[u8]) -> Option<Result<Vec<u8>>> {
+        None
+    }
+    /// The peer sent GOODBYE.
+    fn on_goodbye(&self) {}
+    /// The session failed for good (called once).
+    fn on_dead(&self, _error: &Error) {}
+}
+
+/// A received payload: inline bytes or a held slot, released when dropped.
+pub(crate) struct Payload {
+    session: Arc<Session>,
+    body: Body,
+}
+
+enum Body {
+    Inline([u8; INLINE_CAPACITY], usize),
+    Slot(InSlot),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Inline(b, n) => &b[..*n],
+            // SAFETY: the session (and so the mapping) is alive while `self` holds it, and
+            // the slot is released only in Drop.
+            Body::Slot(s) => unsafe { s.bytes() },
+        }
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        if let Body::Slot(slot) = &self.body {
+            if let Err(m) = self.session.rx_pool.release(slot) {
+                self.session.protocol_error(m);
+            }
+        }
+    }
+}
+
+/// A response: its payload is read in place from shared memory and its slot goes back
+/// to the sender when the `Response` is dropped.
+pub struct Response {
+    payload: Payload,
+}
+
+impl Response {
+    /// The payload bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.payload.bytes()
+    }
+
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// Copies the payload out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes().to_vec()
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+struct Message {
+    desc: Descriptor,
+    payload: Payload,
+}
+
+thread_local! {
+    /// Each calling thread's own wakeup: a completion must reach *that* caller, and a
+    /// shared eventfd could be drained by another thread polling it.
+    static THREAD_KICK: Option<Arc<Kick>> = Kick::new().ok().map(Arc::new);
+}
+
+/// One outstanding call.
+struct Waiter {
+    done: AtomicBool,
+    /// The caller sleeps in `poll` on the doorbell and must be kicked on completion.
+    polling: AtomicBool,
+    /// The caller thread's own kick (`None` only if eventfd creation failed: the caller
+    /// then rechecks every `RECHECK`).
+    kick: Option<Arc<Kick>>,
+    result: Mutex<Option<Result<Message>>>,
+}
+
+impl Waiter {
+    fn new() -> Arc<Waiter> {
+        let kick = THREAD_KICK.with(|k| k.clone());
+        Arc::new(Waiter {
+            done: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
+            kick,
+            result: Mutex::new(None),
+        })
+    }
+
+    fn complete(&self, result: Result<Message>) {
+        *self.result.lock() = Some(result);
+        self.done.store(true, Ordering::SeqCst);
+        if self.polling.load(Ordering::SeqCst) {
+            if let Some(kick) = &self.kick {
+                kick.notify();
+            }
+        }
+    }
+
+    fn take(&self) -> Result<Message> {
+        self.result
+            .lock()
+            .take()
+            .unwrap_or_else(|| Err(Error::new(Status::Internal, "call completed twice")))
+    }
+}
+
+/// A request waiting for a server thread.
+struct Incoming {
+    desc: Descriptor,
+    payload: Payload,
+    no_reply: bool,
+}
+
+#[derive(Default)]
+struct Coordination {
+    work: VecDeque<Incoming>,
+    standby_taken: bool,
+    idle_servers: usize,
+}
+
+/// What a request's handler produced.
+enum ReplyBody {
+    Empty,
+    Inline([u8; INLINE_CAPACITY], usize),
+    Slot(OutSlot, usize),
+}
+
+/// A request being served: the payload, read in place, and the reply being built.
+pub struct Call<'a> {
+    payload: &'a [u8],
+    method_id: u32,
+    deadline_ns: u64,
+    session: &'a Arc<Session>,
+    reply: ReplyBody,
+}
+
+impl fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("method_id", &self.method_id)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+impl<'a> Call<'a> {
+    /// The request payload, in shared memory, valid for the duration of the handler.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The method id being called.
+    pub fn method_id(&self) -> u32 {
+        self.method_id
+    }
+
+    /// The caller's absolute deadline (CLOCK_MONOTONIC ns), 0 if none.
+    pub fn deadline_ns(&self) -> u64 {
+        self.deadline_ns
+    }
+
+    /// Time left before the caller's deadline, if it has one.
+    pub fn remaining(&self) -> Option<Duration> {
+        (self.deadline_ns != 0)
+            .then(|| Duration::from_nanos(self.deadline_ns.saturating_sub(monotonic_now_ns())))
+    }
+
+    /// Sets the reply to a copy of `bytes`.
+    pub fn reply(&mut self, bytes: &[u8]) -> Result<()> {
+        self.reply_with(bytes.len(), |buf| {
+            buf.copy_from_slice(bytes);
+            bytes.len()
+        })
+    }
+
+    /// Writes the reply in place: `fill` gets a buffer of `max_len` bytes (in shared
+    /// memory when larger than 16) and returns how many it wrote.
+    pub fn reply_with(
+        &mut self,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<()> {
+        self.discard_reply();
+        self.reply = self
+            .session
+            .fill_body(max_len, self.deadline_ns, fill)?
+            .into();
+        Ok(())
+    }
+
+    fn discard_reply(&mut self) {
+        if let ReplyBody::Slot(slot, _) = std::mem::replace(&mut self.reply, ReplyBody::Empty) {
+            self.session.tx_pool.lock().free_unsent(slot);
+        }
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.discard_reply();
+    }
+}
+
+impl From<OutBody> for ReplyBody {
+    fn from(b: OutBody) -> ReplyBody {
+        match b {
+            OutBody::Inline(bytes, n) => ReplyBody::Inline(bytes, n),
+            OutBody::Slot(s, n) => ReplyBody::Slot(s, n),
+        }
+    }
+}
+
+/// A payload ready to send.
+enum OutBody {
+    Inline([u8; INLINE_CAPACITY], usize),
+    Slot(OutSlot, usize),
+}
+
+/// Counters each side keeps in its control block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls and notifications sent.
+    pub calls_sent: u64,
+    /// Requests handled (successfully or not).
+    pub requests_served: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+}
+
+/// How a session is set up.
+pub(crate) struct SessionConfig {
+    pub side: Side,
+    pub label: String,
+    pub region: Region,
+    pub doorbell: Doorbell,
+    pub wait: WaitStrategy,
+    /// How idle server threads wait (the host's default is `Block`: its callers poll
+    /// for their own responses, so its servers need not burn a core).
+    pub server_wait: WaitStrategy,
+    pub dispatcher: Arc<RwLock<Dispatcher>>,
+    pub hooks: Box<dyn Hooks>,
+}
+
+/// RPC over one link.
+pub(crate) struct Session {
+    label: String,
+    side: Side,
+    region: Region,
+    doorbell: Doorbell,
+    kick: Kick,
+    wait: WaitStrategy,
+    server_wait: WaitStrategy,
+    dispatcher: Arc<RwLock<Dispatcher>>,
+    hooks: Box<dyn Hooks>,
+    tx_ring: Mutex<Producer<ShmRing<DescriptorWords>>>,
+    tx_pool: Mutex<SlotAllocator>,
+    tx_max_payload: usize,
+    rx_ring: Mutex<Consumer<ShmRing<DescriptorWords>>>,
+    rx_peek: ShmRing<DescriptorWords>,
+    rx_pool: SlotReceiver,
+    next_msg_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Arc<Waiter>>>,
+    coord: Mutex<Coordination>,
+    coord_cv: Condvar,
+    failure: Mutex<Option<Error>>,
+    failed: AtomicBool,
+    servers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("label", &self.label)
+            .field("side", &self.side)
+            .finish()
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Host => Side::Cell,
+        Side::Cell => Side::Host,
+    }
+}
+
+impl Session {
+    /// Attaches to the region as `side`.
+    ///
+    /// # Safety
+    /// At most one session exists per (region, side) across all processes: it becomes
+    /// the only producer and consumer of that side's rings and pools.
+    pub unsafe fn new(cfg: SessionConfig) -> Result<Arc<Session>> {
+        let region = cfg.region;
+        let side = cfg.side;
+        let peer = other(side);
+        // SAFETY: per this function's contract we are the single producer of the ring we
+        // send on, single consumer of the ring we receive on, single allocator of our pool
+        // and single receiver of the peer's pool.
+        let (tx_ring, rx_ring, tx_pool, rx_pool) = unsafe {
+            (
+                Producer::new(region.ring(side)),
+                Consumer::new(region.ring(peer)),
+                SlotAllocator::new(&region, side),
+                SlotReceiver::new(&region, peer),
+            )
+        };
+        let kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
+        region.parked(side).store(1, Ordering::SeqCst);
+        Ok(Arc::new(Session {
+            label: cfg.label,
+            side,
+            rx_peek: region.ring(peer),
+            doorbell: cfg.doorbell,
+            kick,
+            wait: cfg.wait,
+            server_wait: cfg.server_wait,
+            dispatcher: cfg.dispatcher,
+            hooks: cfg.hooks,
+            tx_max_payload: tx_pool.max_payload(),
+            tx_ring: Mutex::new(tx_ring),
+            tx_pool: Mutex::new(tx_pool),
+            rx_ring: Mutex::new(rx_ring),
+            rx_pool,
+            region,
+            next_msg_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            coord: Mutex::new(Coordination::default()),
+            coord_cv: Condvar::new(),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            servers: Mutex::new(Vec::new()),
+        }))
+    }
+
+    pub fn doorbell_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.doorbell)
+    }
+
+    /// The counters the peer keeps in its control block (untrusted, informational).
+    pub fn peer_counters(&self) -> Counters {
+        let peer = other(self.side);
+        let read = |field| self.region.counter(peer, field).load(Ordering::Relaxed);
+        Counters {
+            calls_sent: read(control::CALLS_SENT),
+            requests_served: read(control::REQUESTS_SERVED),
+            errors: read(control::ERRORS),
+            bytes_sent: read(control::BYTES_SENT),
+        }
+    }
+
+    /// Marks our lifecycle word in the region (read by tools such as `inspect`).
+    pub fn set_lifecycle(&self, state: u32) {
+        self.region
+            .state_word(self.side)
+            .store(state, Ordering::Release);
+    }
+
+    /// Slots of the peer's pool we currently hold.
+    pub fn held_slots(&self) -> u32 {
+        self.rx_pool.held_count()
+    }
+
+    /// Free slots per class of our own pool.
+    pub fn free_slots(&self) -> Result<Vec<usize>> {
+        self.tx_pool
+            .lock()
+            .free_counts()
+            .map_err(|m| Error::new(Status::ProtocolError, m))
+    }
+
+    /// The error the session failed with, if it did.
+    pub fn failure(&self) -> Option<Error> {
+        if self.failed.load(Ordering::Acquire) {
+            self.failure.lock().clone()
+        } else {
+            None
+        }
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match self.failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn count(&self, field: usize, n: u64) {
+        self.region
+            .counter(self.side, field)
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    // ----- failure -----------------------------------------------------------------
+
+    /// Fails the session for good: every pending and future call gets `error`.
+    pub fn fail(&self, error: Error) {
+        {
+            let mut slot = self.failure.lock();
+            if slot.is_some() {
+                return;
+            }
+            *slot = Some(error.clone());
+        }
+        self.failed.store(true, Ordering::Release);
+        if matches!(
+            error.status(),
+            Status::ProtocolError | Status::SessionClosed
+        ) {
+            // Drop the peer: it sees EOF on its doorbell now.
+            self.doorbell.shutdown();
+        }
+        // State and death callbacks first, so a caller woken with this error already
+        // sees the peer as dead.
+        self.hooks.on_dead(&error);
+        let waiters: Vec<_> = self.pending.lock().drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            w.complete(Err(error.clone()));
+        }
+        let queued: Vec<_> = self.coord.lock().work.drain(..).collect();
+        drop(queued);
+        self.kick.notify();
+        self.coord_cv.notify_all();
+    }
+
+    fn protocol_error(&self, message: impl fmt::Display) {
+        let error = Error::new(
+            Status::ProtocolError,
+            format!("{} broke the protocol: {message}", self.label),
+        );
+        tracing::error!(peer = %self.label, "{}", error.message());
+        self.fail(error);
+    }
+
+    fn peer_dead(&self) {
+        self.fail(Error::new(
+            Status::PeerDead,
+            format!("{} is gone (doorbell closed)", self.label),
+        ));
+    }
+
+    /// Closes the session: the peer sees EOF; pending calls fail with SESSION_CLOSED;
+    /// server threads stop and are joined (unless called from one of them).
+    pub fn close(&self) {
+        self.fail(Error::new(
+            Status::SessionClosed,
+            format!("session with {} was closed", self.label),
+        ));
+        let handles: Vec<_> = self.servers.lock().drain(..).collect();
+        let me = std::thread::current().id();
+        for h in handles {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+
+    // ----- sending -----------------------------------------------------------------
+
+    fn fill_body(
+        &self,
+        max_len: usize,
+        deadline_ns: u64,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<OutBody> {
+        let overfilled = |n: usize| {
+            Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "the fill function reported {n} bytes written into a {max_len}-byte buffer"
+                ),
+            )
+        };
+        if max_len <= INLINE_CAPACITY {
+            let mut buf = [0u8; INLINE_CAPACITY];
+            let n = fill(&mut buf[..max_len]);
+            return if n <= max_len {
+                Ok(OutBody::Inline(buf, n))
+            } else {
+                Err(overfilled(n))
+            };
+        }
+        let mut slot = self.alloc_slot(max_len, deadline_ns)?;
+        let n = fill(&mut slot.buffer()[..max_len]);
+        if n > max_len {
+            self.tx_pool.lock().free_unsent(slot);
+            return Err(overfilled(n));
+        }
+        Ok(OutBody::Slot(slot, n))
+    }
+
+    fn give_up_at(deadline_ns: u64) -> u64 {
+        if deadline_ns != 0 {
+            deadline_ns
+        } else {
+            frame::deadline_after(SEND_TIMEOUT)
+        }
+    }
+
+    fn alloc_slot(&self, len: usize, deadline_ns: u64) -> Result<OutSlot> {
+        if len > self.tx_max_payload {
+            return Err(Error::new(
+                Status::PayloadTooLarge,
+                format!(
+                    "payload of {len} bytes exceeds the largest slot ({} bytes) towards {}",
+                    self.tx_max_payload, self.label
+                ),
+            ));
+        }
+        let give_up = Self::give_up_at(deadline_ns);
+        let mut backoff = Backoff::new();
+        loop {
+            self.check_open()?;
+            match self.tx_pool.lock().alloc(len) {
+                Ok(Some(slot)) => return Ok(slot),
+                Ok(None) => {}
+                Err(m) => {
+                    self.protocol_error(&m);
+                    return Err(Error::new(Status::ProtocolError, m));
+                }
+            }
+            if monotonic_now_ns() >= give_up {
+                return Err(Error::new(
+                    Status::ResourceExhausted,
+                    format!("no free {len}-byte slot towards {} before the deadline (all are in flight)", self.label),
+                ));
+            }
+            backoff.snooze();
+        }
+    }
+
+    fn send(&self, mut d: Descriptor, body: OutBody, deadline_ns: u64) -> Result<()> {
+        let slot = match body {
+            OutBody::Inline(bytes, n) => {
+                d.slot = SLOT_INLINE;
+                d.payload_len = n as u32;
+                d.inline = bytes;
+                None
+            }
+            OutBody::Slot(s, n) => {
+                d.slot = s.slot;
+                d.slot_gen = s.generation;
+                d.payload_len = n as u32;
+                Some(s)
+            }
+        };
+        let len = d.payload_len as u64;
+        match self.push(&d, deadline_ns) {
+            Ok(()) => {
+                // The slot now belongs to the receiver until it is returned.
+                std::mem::forget(slot);
+                self.count(control::BYTES_SENT, len);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(s) = slot {
+                    self.tx_pool.lock().free_unsent(s);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn push(&self, d: &Descriptor, deadline_ns: u64) -> Result<()> {
+        let words = descriptor_to_words(d);
+        let mut give_up = 0;
+        let mut backoff = Backoff::new();
+        loop {
+            self.check_open()?;
+            let pushed = self.tx_ring.lock().try_push(words);
+            match pushed {
+                Ok(()) => break,
+                Err(PushError::Corrupt(c)) => {
+                    self.protocol_error(format_args!("send ring cursor corrupt ({c:?})"));
+                    return self.check_open();
+                }
+                Err(PushError::Full) => {
+                    // Make sure the receiver is awake to drain it.
+                    self.ring_doorbell_if_parked();
+                    if give_up == 0 {
+                        give_up = Self::give_up_at(deadline_ns);
+                    }
+                    if monotonic_now_ns() >= give_up {
+                        return Err(Error::new(
+                            Status::ResourceExhausted,
+                            format!("ring towards {} stayed full until the deadline", self.label),
+                        ));
+                    }
+                    backoff.snooze();
+                }
+            }
+        }
+        self.ring_doorbell_if_parked();
+        Ok(())
+    }
+
+    fn ring_doorbell_if_parked(&self) {
+        // Pairs with the receiver's "parked = 1; fence; recheck ring".
+        fence(Ordering::SeqCst);
+        if self.region.parked(other(self.side)).load(Ordering::Relaxed) != 0
+            && self.doorbell.ring() == Signal::PeerDead
+        {
+            self.peer_dead();
+        }
+    }
+
+    fn send_control(&self, kind: ControlKind, msg_id: u64, payload: &[u8]) -> Result<()> {
+        let mut inline = [0u8; INLINE_CAPACITY];
+        inline[..payload.len()].copy_from_slice(payload);
+        let d = Descriptor {
+            msg_id,
+            channel_id: CONTROL_CHANNEL,
+            method_id: kind as u32,
+            flags: flags::CONTROL,
+            ..Default::default()
+        };
+        self.send(d, OutBody::Inline(inline, payload.len()), 0)
+    }
+
+    // ----- calling -----------------------------------------------------------------
+
+    /// Calls `method_id` with a payload written in place by `fill`, and waits for the
+    /// response. `name` only improves error messages.
+    pub fn call_with(
+        self: &Arc<Self>,
+        method_id: u32,
+        name: Option<&str>,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        opts: &CallOptions,
+    ) -> Result<Response> {
+        self.check_open()?;
+        if method_id == 0 {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                "method id 0 is reserved",
+            ));
+        }
+        let body = self.fill_body(max_len, opts.deadline_ns, fill)?;
+        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let d = Descriptor {
+            msg_id,
+            method_id,
+            flags: flags::REQUEST,
+            deadline_ns: opts.deadline_ns,
+            ..Default::default()
+        };
+        let waiter = Waiter::new();
+        self.pending.lock().insert(msg_id, waiter.clone());
+        if let Err(e) = self.send(d, body, opts.deadline_ns) {
+            self.pending.lock().remove(&msg_id);
+            return Err(e);
+        }
+        self.count(control::CALLS_SENT, 1);
+        let message = self
+            .wait_response(&waiter, msg_id, opts.deadline_ns)
+            .map_err(|e| self.name_in(e, method_id, name))?;
+        if message.desc.flags & flags::ERROR != 0 {
+            let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
+            let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
+            return Err(self.name_in(Error::new(status, text), method_id, name));
+        }
+        Ok(Response {
+            payload: message.payload,
+        })
+    }
+
+    fn name_in(&self, e: Error, method_id: u32, name: Option<&str>) -> Error {
+        match (e.status(), name) {
+            (Status::Unimplemented, Some(name)) => {
+                let message = format!("{} (called as {name:?})", e.message());
+                Error::new(e.status(), message)
+            }
+            (Status::DeadlineExceeded, _) => {
+                let what = name
+                    .map(|n| format!("{n:?}"))
+                    .unwrap_or_else(|| format!("method {method_id:#010x}"));
+                let message = format!("{what} on {}: {}", self.label, e.message());
+                Error::new(e.status(), message)
+            }
+            _ => e,
+        }
+    }
+
+    /// Sends a notification: no response, no waiting beyond a full ring or pool.
+    pub fn notify_with(
+        self: &Arc<Self>,
+        method_id: u32,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        opts: &CallOptions,
+    ) -> Result<()> {
+        self.check_open()?;
+        if method_id == 0 {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                "method id 0 is reserved",
+            ));
+        }
+        let body = self.fill_body(max_len, opts.deadline_ns, fill)?;
+        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let d = Descriptor {
+            msg_id,
+            method_id,
+            flags: flags::REQUEST | flags::NO_REPLY,
+            deadline_ns: opts.deadline_ns,
+            ..Default::default()
+        };
+        self.send(d, body, opts.deadline_ns)
+    }
+
+    /// Sends a control frame that expects an answer (HELLO → HELLO_ACK, PING → PONG).
+    pub fn control_call(
+        self: &Arc<Self>,
+        kind: ControlKind,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Descriptor> {
+        self.check_open()?;
+        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let waiter = Waiter::new();
+        self.pending.lock().insert(msg_id, waiter.clone());
+        if let Err(e) = self.send_control(kind, msg_id, payload) {
+            self.pending.lock().remove(&msg_id);
+            return Err(e);
+        }
+        let deadline = frame::deadline_after(timeout);
+        Ok(self.wait_response(&waiter, msg_id, deadline)?.desc)
+    }
+
+    /// Sends GOODBYE: we are leaving on purpose.
+    pub fn send_goodbye(&self) -> Result<()> {
+        self.send_control(ControlKind::Goodbye, 0, &[])
+    }
+
+    fn wait_response(
+        self: &Arc<Self>,
+        waiter: &Waiter,
+        msg_id: u64,
+        deadline_ns: u64,
+    ) -> Result<Message> {
+        let budget = self.wait.spin_budget();
+        let started = Instant::now();
+        let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
+        loop {
+            if waiter.done.load(Ordering::Acquire) {
+                return waiter.take();
+            }
+            if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
+                if self.pending.lock().remove(&msg_id).is_some() {
+                    return Err(Error::new(
+                        Status::DeadlineExceeded,
+                        "no response before the deadline",
+                    ));
+                }
+                // The response is being delivered right now.
+                while !waiter.done.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                return waiter.take();
+            }
+            self.check_open()?;
+            if let Some(rx) = self.rx_ring.try_lock() {
+                // Returns once our response is in, the deadline passed, or the spin budget
+                // is spent (then the ring is parked and we sleep below).
+                self.poll_ring(
+                    rx,
+                    Poller::Caller {
+                        waiter,
+                        deadline_ns,
+                        within_budget: &within_budget,
+                    },
+                );
+                if waiter.done.load(Ordering::Acquire) || within_budget() {
+                    continue;
+                }
+            } else if within_budget() {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Sleep on the doorbell: whoever delivers our response kicks us.
+            waiter.polling.store(true, Ordering::SeqCst);
+            if !waiter.done.load(Ordering::SeqCst) {
+                let left = (deadline_ns != 0)
+                    .then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
+                let timeout = left.map_or(RECHECK, |l| l.min(RECHECK));
+                let woken = match &waiter.kick {
+                    Some(own) => self.doorbell.wait(&[&self.kick, own], Some(timeout)),
+                    None => self.doorbell.wait(&[&self.kick], Some(timeout)),
+                };
+                if woken == Wake::PeerDead {
+                    self.peer_dead();
+                }
+                // Pairs with the fence in `release_ring`: after a wakeup we either see the
+                // ring released or its holder sees the descriptor that woke us.
+                fence(Ordering::SeqCst);
+            }
+            waiter.polling.store(false, Ordering::SeqCst);
+        }
+    }
+
+    // ----- receiving ---------------------------------------------------------------
+
+    /// Polls the receive ring while holding it; returns a request when the poller is a
+    /// server that should now run it (the ring has been released by then).
+    fn poll_ring(
+        self: &Arc<Self>,
+        mut rx: MutexGuard<'_, Consumer<ShmRing<DescriptorWords>>>,
+        poller: Poller<'_>,
+    ) -> Option<Incoming> {
+        let parked = self.region.parked(self.side);
+        parked.store(0, Ordering::Relaxed);
+        let mut last_liveness = Instant::now();
+        let idle_started = Instant::now();
+        loop {
+            let popped = match rx.try_pop() {
+                Ok(p) => p,
+                Err(c) => {
+                    drop(rx);
+                    self.protocol_error(format_args!("receive ring cursor corrupt ({c:?})"));
+                    self.release_parked();
+                    return None;
+                }
+            };
+            if let Some(words) = popped {
+                if let Some(request) = self.process(words_to_descriptor(words)) {
+                    match poller {
+                        Poller::Server => {
+                            self.release_ring(rx);
+                            return Some(request);
+                        }
+                        Poller::Caller { .. } => self.enqueue(request),
+                    }
+                }
+                if let Poller::Caller { waiter, .. } = poller {
+                    if waiter.done.load(Ordering::Acquire) {
+                        self.release_ring(rx);
+                        return None;
+                    }
+                }
+                continue;
+            }
+            // Ring empty.
+            let keep_polling = match poller {
+                Poller::Caller {
+                    waiter,
+                    deadline_ns,
+                    within_budget,
+                } => {
+                    !waiter.done.load(Ordering::Acquire)
+                        && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns)
+                        && within_budget()
+                }
+                Poller::Server => self
+                    .server_wait
+                    .spin_budget()
+                    .is_none_or(|b| idle_started.elapsed() < b),
+            };
+            if self.failed.load(Ordering::Relaxed) {
+                self.release_ring(rx);
+                return None;
+            }
+            if !keep_polling {
+                // Park: announce it, then recheck so a descriptor pushed before the
+                // announcement is not left behind.
+                parked.store(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if matches!(rx.pending(), Ok(n) if n > 0) {
+                    parked.store(0, Ordering::Relaxed);
+                    continue;
+                }
+                drop(rx);
+                self.after_release();
+                return None;
+            }
+            if last_liveness.elapsed() >= LIVENESS_CHECK {
+                last_liveness = Instant::now();
+                if !self.doorbell.is_alive() {
+                    drop(rx);
+                    self.peer_dead();
+                    self.release_parked();
+                    return None;
+                }
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn release_parked(&self) {
+        self.region.parked(self.side).store(1, Ordering::SeqCst);
+    }
+
+    /// Lets go of the ring while it may still hold descriptors: park, then make sure
+    /// somebody looks at what is left.
+    fn release_ring(&self, rx: MutexGuard<'_, Consumer<ShmRing<DescriptorWords>>>) {
+        self.release_parked();
+        fence(Ordering::SeqCst);
+        drop(rx);
+        self.after_release();
+    }
+
+    fn after_release(&self) {
+        // Pairs with the fence a woken thread issues before `try_lock`: if it failed to
+        // take the ring because we still held it, we see its descriptor here.
+        fence(Ordering::SeqCst);
+        if self.ring_nonempty() {
+            self.kick.notify();
+            self.coord_cv.notify_one();
+        }
+    }
+
+    fn ring_nonempty(&self) -> bool {
+        self.rx_peek.load_tail(Ordering::Acquire) != self.rx_peek.load_head(Ordering::Relaxed)
+    }
+
+    /// Validates one descriptor and acts on it. Returns requests for a server to run.
+    fn process(self: &Arc<Self>, d: Descriptor) -> Option<Incoming> {
+        let kind = match d.check_shape() {
+            Ok(k) => k,
+            Err(m) => {
+                self.protocol_error(format_args!("bad descriptor (msg_id {}): {m}", d.msg_id));
+                return None;
+            }
+        };
+        let body = if d.is_inline() {
+            let n = d.payload_len as usize;
+            Body::Inline(d.inline, n)
+        } else {
+            match self.rx_pool.accept(&d) {
+                Ok(slot) => Body::Slot(slot),
+                Err(m) => {
+                    self.protocol_error(format_args!("bad slot (msg_id {}): {m}", d.msg_id));
+                    return None;
+                }
+            }
+        };
+        let payload = Payload {
+            session: self.clone(),
+            body,
+        };
+        match kind {
+            FrameKind::Request { no_reply } => Some(Incoming {
+                desc: d,
+                payload,
+                no_reply,
+            }),
+            FrameKind::Response { .. } => {
+                self.deliver(d, payload);
+                None
+            }
+            FrameKind::Control(kind) => {
+                self.on_control(kind, d, payload);
+                None
+            }
+        }
+    }
+
+    fn deliver(&self, desc: Descriptor, payload: Payload) {
+        let waiter = self.pending.lock().remove(&desc.msg_id);
+        match waiter {
+            Some(w) => w.complete(Ok(Message { desc, payload })),
+            // A response to a call that already gave up: dropping it returns the slot.
+            None => {
+                tracing::debug!(peer = %self.label, msg_id = desc.msg_id, "late response dropped")
+            }
+        }
+    }
+
+    fn on_control(&self, kind: ControlKind, d: Descriptor, payload: Payload) {
+        match kind {
+            ControlKind::Hello => {
+                let answer = frame::Hello::decode(payload.bytes())
+                    .map_err(|m| Error::new(Status::ProtocolError, m))
+                    .and_then(|hello| self.hooks.on_hello(hello));
+                match answer {
+                    Ok(ack) => {
+                        if let Err(e) =
+                            self.send_control(ControlKind::HelloAck, d.msg_id, &ack.encode())
+                        {
+                            tracing::warn!(peer = %self.label, "could not answer HELLO: {e}");
+                        }
+                    }
+                    Err(e) => self.fail(e),
+                }
+            }
+            ControlKind::HelloAck | ControlKind::Pong => self.deliver(d, payload),
+            ControlKind::Ping => {
+                if let Err(e) = self.send_control(ControlKind::Pong, d.msg_id, &[]) {
+                    tracing::debug!(peer = %self.label, "could not answer PING: {e}");
+                }
+            }
+            ControlKind::Goodbye => self.hooks.on_goodbye(),
+            // Unary calls cannot be cancelled mid-flight yet; the caller has already
+            // stopped waiting, and the late response is dropped.
+            ControlKind::Cancel => {}
+        }
+    }
+
+    // ----- serving -----------------------------------------------------------------
+
+    /// Starts `count` server threads that receive and run handlers.
+    pub fn start_servers(self: &Arc<Self>, count: usize) -> Result<()> {
+        let mut servers = self.servers.lock();
+        for i in 0..count.max(1) {
+            let me = self.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!(
+                    "cellshm-{}-{i}",
+                    self.label.chars().take(8).collect::<String>()
+                ))
+                .spawn(move || me.serve_loop())
+                .map_err(|e| Error::system("spawning a server thread", e))?;
+            servers.push(handle);
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, request: Incoming) {
+        let mut c = self.coord.lock();
+        c.work.push_back(request);
+        if c.idle_servers > 0 {
+            self.coord_cv.notify_one();
+        } else {
+            drop(c);
+            self.kick.notify();
+        }
+    }
+
+    fn serve_loop(self: Arc<Self>) {
+        while !self.failed.load(Ordering::Acquire) {
+            let queued = self.coord.lock().work.pop_front();
+            if let Some(request) = queued {
+                self.serve(request);
+                continue;
+            }
+            if let Some(rx) = self.rx_ring.try_lock() {
+                if let Some(request) = self.poll_ring(rx, Poller::Server) {
+                    self.hand_over_standby();
+                    self.serve(request);
+                    continue;
+                }
+                // The ring is parked: sleep until the doorbell rings.
+            }
+            self.sleep_server();
+        }
+    }
+
+    /// Before running a possibly slow handler: make sure some idle server watches the
+    /// doorbell, so requests arriving meanwhile are received.
+    fn hand_over_standby(&self) {
+        let c = self.coord.lock();
+        if !c.standby_taken && c.idle_servers > 0 {
+            self.coord_cv.notify_one();
+        }
+    }
+
+    fn sleep_server(&self) {
+        let mut c = self.coord.lock();
+        if !c.work.is_empty() || self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if !c.standby_taken {
+            c.standby_taken = true;
+            drop(c);
+            if !self.ring_nonempty()
+                && self.doorbell.wait(&[&self.kick], Some(RECHECK)) == Wake::PeerDead
+            {
+                self.peer_dead();
+            }
+            fence(Ordering::SeqCst);
+            self.coord.lock().standby_taken = false;
+        } else {
+            c.idle_servers += 1;
+            self.coord_cv.wait_for(&mut c, RECHECK);
+            c.idle_servers -= 1;
+        }
+    }
+
+    fn serve(self: &Arc<Self>, request: Incoming) {
+        let Incoming {
+            desc,
+            payload,
+            no_reply,
+        } = request;
+        let outcome = self.run_handler(&desc, &payload);
+        drop(payload);
+        self.count(control::REQUESTS_SERVED, 1);
+        let (body, error) = match outcome {
+            Ok(body) => (body, None),
+            Err(e) => {
+                self.count(control::ERRORS, 1);
+                (ReplyBody::Empty, Some(e))
+            }
+        };
+        if no_reply {
+            if let Some(e) = error {
+                tracing::warn!(peer = %self.label, method_id = desc.method_id, "notification failed: {e}");
+            }
+            if let ReplyBody::Slot(slot, _) = body {
+                self.tx_pool.lock().free_unsent(slot);
+            }
+            return;
+        }
+        let mut response = Descriptor {
+            msg_id: desc.msg_id,
+            method_id: desc.method_id,
+            flags: flags::RESPONSE,
+            ..Default::default()
+        };
+        let out = match error {
+            None => match body {
+                ReplyBody::Empty => OutBody::Inline([0; INLINE_CAPACITY], 0),
+                ReplyBody::Inline(b, n) => OutBody::Inline(b, n),
+                ReplyBody::Slot(s, n) => OutBody::Slot(s, n),
+            },
+            Some(e) => {
+                response.flags |= flags::ERROR;
+                response.status = e.status().code();
+                match self.error_body(e.message()) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        tracing::warn!(peer = %self.label, "could not send an error response: {e}");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = self.send(response, out, desc.deadline_ns) {
+            tracing::debug!(peer = %self.label, "could not send a response: {e}");
+        }
+    }
+
+    fn error_body(&self, message: &str) -> Result<OutBody> {
+        let mut text = message.as_bytes();
+        let marker = "… (message cut)";
+        let cut = text.len() > MAX_ERROR_MESSAGE;
+        if cut {
+            let mut end = MAX_ERROR_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            text = &text[..end];
+        }
+        let total = text.len() + if cut { marker.len() } else { 0 };
+        self.fill_body(total, 0, |buf| {
+            buf[..text.len()].copy_from_slice(text);
+            if cut {
+                buf[text.len()..].copy_from_slice(marker.as_bytes());
+            }
+            total
+        })
+    }
+
+    fn run_handler(self: &Arc<Self>, desc: &Descriptor, payload: &Payload) -> Result<ReplyBody> {
+        if desc.deadline_ns != 0 && monotonic_now_ns() >= desc.deadline_ns {
+            return Err(Error::new(
+                Status::DeadlineExceeded,
+                format!("the request expired before {} served it", self.label),
+            ));
+        }
+        if let Some(result) = self.hooks.builtin(desc.method_id, payload.bytes()) {
+            let bytes = result?;
+            return Ok(self
+                .fill_body(bytes.len(), desc.deadline_ns, |b| {
+                    b.copy_from_slice(&bytes);
+                    bytes.len()
+                })?
+                .into());
+        }
+        let handler = self.dispatcher.read().get(desc.method_id);
+        let Some(handler) = handler else {
+            let side = match self.side {
+                Side::Host => "the host",
+                Side::Cell => "this cell",
+            };
+            return Err(Error::new(
+                Status::Unimplemented,
+                format!("{side} serves no method with id {:#010x}", desc.method_id),
+            ));
+        };
+        let mut call = Call {
+            payload: payload.bytes(),
+            method_id: desc.method_id,
+            deadline_ns: desc.deadline_ns,
+            session: self,
+            reply: ReplyBody::Empty,
+        };
+        match catch_unwind(AssertUnwindSafe(|| handler(&mut call))) {
+            Ok(Ok(())) => Ok(std::mem::replace(&mut call.reply, ReplyBody::Empty)),
+            Ok(Err(e)) => Err(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".into());
+                Err(Error::new(
+                    Status::Internal,
+                    format!(
+                        "handler for method {:#010x} panicked: {what}",
+                        desc.method_id
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Writes raw descriptor bytes into our send ring, bypassing every check. Only for
+    /// tests that prove the other side survives garbage.
+    #[doc(hidden)]
+    pub fn push_raw_for_tests(&self, bytes: [u8; 64]) -> Result<()> {
+        let mut words = [0u64; 8];
+        for (i, w) in words.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            *w = u64::from_le_bytes(b);
+        }
+        self.tx_ring
+            .lock()
+            .try_push(words)
+            .map_err(|e| Error::new(Status::ResourceExhausted, format!("{e:?}")))?;
+        self.ring_doorbell_if_parked();
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.doorbell.shutdown();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Poller<'a> {
+    Caller {
+        waiter: &'a Waiter,
+        deadline_ns: u64,
+        within_budget: &'a dyn Fn() -> bool,
+    },
+    Server,
+}
+
+/// Waiting for ring or pool space: spin briefly, then yield, then sleep in short steps.
+struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { step: 0 }
+    }
+
+    fn snooze(&mut self) {
+        self.step += 1;
+        if self.step < 64 {
+            std::hint::spin_loop();
+        } else if self.step < 128 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
