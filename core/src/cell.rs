@@ -13,13 +13,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::frame::{
-    self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR,
-    PROTOCOL_VERSION_MINOR, ROLE_CELL, ROLE_HOST,
+    self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
+    ROLE_HOST,
 };
 use crate::hub::{CellHubFile, HubInfo, PeerSlotState, Side};
-use crate::session::{
-    Call, CallOptions, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy,
-};
+use crate::session::{copy_of, Call, CallOptions, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy};
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
 const LIFECYCLE_SERVING: u32 = 1;
@@ -52,11 +50,7 @@ impl CellOptions {
         let mut o = CellOptions {
             name: std::env::args()
                 .next()
-                .and_then(|a| {
-                    PathBuf::from(a)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                })
+                .and_then(|a| PathBuf::from(a).file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "cell".into()),
             version: String::new(),
             ready_timeout: Duration::from_secs(10),
@@ -79,10 +73,7 @@ impl CellOptions {
         }
         if let Some(n) = var("CELLSHM_WORKERS") {
             o.workers = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                Error::new(
-                    Status::InvalidArgument,
-                    format!("CELLSHM_WORKERS={n:?} is not a positive number"),
-                )
+                Error::new(Status::InvalidArgument, format!("CELLSHM_WORKERS={n:?} is not a positive number"))
             })?;
         }
         o.quiet = var("CELLSHM_QUIET").is_some_and(|v| v != "0");
@@ -123,24 +114,22 @@ impl JoinArgs {
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let missing = |flag: &str, var: &str| {
-            Error::new(Status::InvalidArgument, format!("missing {flag} (or {var}): this program is a cellshm cell and must be started by a host"))
+            Error::new(
+                Status::InvalidArgument,
+                format!("missing {flag} (or {var}): this program is a cellshm cell and must be started by a host"),
+            )
         };
-        let hub_path = hub_path
-            .or_else(|| env("CELLSHM_HUB_PATH"))
-            .ok_or_else(|| missing("--hub-path=", "CELLSHM_HUB_PATH"))?;
-        let peer_id = peer_id
-            .or_else(|| env("CELLSHM_PEER_ID"))
-            .ok_or_else(|| missing("--peer-id=", "CELLSHM_PEER_ID"))?;
+        let hub_path =
+            hub_path.or_else(|| env("CELLSHM_HUB_PATH")).ok_or_else(|| missing("--hub-path=", "CELLSHM_HUB_PATH"))?;
+        let peer_id =
+            peer_id.or_else(|| env("CELLSHM_PEER_ID")).ok_or_else(|| missing("--peer-id=", "CELLSHM_PEER_ID"))?;
         let doorbell_fd = doorbell_fd
             .or_else(|| env("CELLSHM_DOORBELL_FD"))
             .ok_or_else(|| missing("--doorbell-fd=", "CELLSHM_DOORBELL_FD"))?;
         Ok(JoinArgs {
             hub_path: PathBuf::from(hub_path),
             peer_id: peer_id.parse().map_err(|_| {
-                Error::new(
-                    Status::InvalidArgument,
-                    format!("--peer-id={peer_id:?} is not a peer number"),
-                )
+                Error::new(Status::InvalidArgument, format!("--peer-id={peer_id:?} is not a peer number"))
             })?,
             doorbell_fd: doorbell_fd.parse().map_err(|_| {
                 Error::new(
@@ -200,24 +189,13 @@ pub struct Cell {
 
 impl fmt::Debug for Cell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cell")
-            .field("peer_id", &self.args.peer_id)
-            .field("name", &self.options.name)
-            .finish()
+        f.debug_struct("Cell").field("peer_id", &self.args.peer_id).field("name", &self.options.name).finish()
     }
 }
 
 fn set_parent_death_signal() {
     // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
 }
 
 impl Cell {
@@ -231,8 +209,8 @@ impl Cell {
     /// Joins the hub `args` name: validates the doorbell fd and the hub, sends HELLO.
     pub fn join(args: JoinArgs, options: CellOptions) -> Result<Cell> {
         let started = Instant::now();
-        let doorbell = Doorbell::from_inherited(args.doorbell_fd)
-            .map_err(|m| Error::new(Status::InvalidArgument, m))?;
+        let doorbell =
+            Doorbell::from_inherited(args.doorbell_fd).map_err(|m| Error::new(Status::InvalidArgument, m))?;
         let file = CellHubFile::open(&args.hub_path, args.peer_id, options.ready_timeout)?;
         let hub = file.info.clone();
         // Die with the host. If it is already gone (we were re-parented before prctl), stop.
@@ -240,10 +218,7 @@ impl Cell {
         // SAFETY: getppid has no preconditions.
         let parent = unsafe { libc::getppid() } as u32;
         if parent != hub.host_pid && parent == 1 {
-            return Err(Error::new(
-                Status::PeerDead,
-                "the host exited before this cell started",
-            ));
+            return Err(Error::new(Status::PeerDead, "the host exited before this cell started"));
         }
         let state = Arc::new(CellState {
             host_goodbye: AtomicBool::new(false),
@@ -261,9 +236,7 @@ impl Cell {
             wait: options.wait,
             server_wait: options.wait,
             dispatcher: dispatcher.clone(),
-            hooks: Box::new(CellHooks {
-                state: state.clone(),
-            }),
+            hooks: Box::new(CellHooks { state: state.clone() }),
         };
         // SAFETY: the peer slot was Reserved for us and the doorbell was handed to us, so
         // we are the only cell-side session on this region.
@@ -275,47 +248,27 @@ impl Cell {
             peer_id: args.peer_id,
             max_payload: hub.geometry.max_payload(),
         };
-        let left = options
-            .ready_timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
+        let left = options.ready_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let ack = session
             .control_call(ControlKind::Hello, &hello.encode(), left)
             .map_err(|e| e.context("HELLO to the host"))?;
         let mut inline = [0u8; 16];
-        inline[..ack.payload_len.min(16) as usize]
-            .copy_from_slice(&ack.inline[..ack.payload_len.min(16) as usize]);
+        inline[..ack.payload_len.min(16) as usize].copy_from_slice(&ack.inline[..ack.payload_len.min(16) as usize]);
         let ack = Hello::decode(&inline[..ack.payload_len.min(16) as usize])
             .map_err(|m| Error::new(Status::ProtocolError, m))?;
         if ack.major != PROTOCOL_VERSION_MAJOR || ack.role != ROLE_HOST {
             return Err(Error::new(
                 Status::FailedPrecondition,
-                format!(
-                    "the host speaks protocol {}.{} (role {})",
-                    ack.major, ack.minor, ack.role
-                ),
+                format!("the host speaks protocol {}.{} (role {})", ack.major, ack.minor, ack.role),
             ));
         }
         if file.peer_state() != Some(PeerSlotState::Active) {
             return Err(Error::new(
                 Status::ProtocolError,
-                format!(
-                    "the host acknowledged HELLO but left peer slot {} {:?}",
-                    args.peer_id,
-                    file.peer_state()
-                ),
+                format!("the host acknowledged HELLO but left peer slot {} {:?}", args.peer_id, file.peer_state()),
             ));
         }
-        Ok(Cell {
-            session,
-            dispatcher,
-            state,
-            options,
-            args,
-            hub,
-            serving: AtomicBool::new(false),
-            _file: file,
-        })
+        Ok(Cell { session, dispatcher, state, options, args, hub, serving: AtomicBool::new(false), _file: file })
     }
 
     /// Our peer id.
@@ -360,17 +313,13 @@ impl Cell {
         let give_up = Instant::now() + self.options.ready_timeout;
         let mut pause = Duration::from_millis(5);
         loop {
-            let attempt = CallOptions::timeout(
-                Duration::from_secs(1).min(give_up.saturating_duration_since(Instant::now())),
-            );
+            let attempt =
+                CallOptions::timeout(Duration::from_secs(1).min(give_up.saturating_duration_since(Instant::now())));
             match self.session.call_with(
                 builtin::LIFECYCLE_READY_ID,
                 Some(builtin::LIFECYCLE_READY),
                 ready.len(),
-                |b| {
-                    b.copy_from_slice(&ready);
-                    ready.len()
-                },
+                copy_of(&ready),
                 &attempt,
             ) {
                 Ok(_) => return Ok(()),
@@ -399,23 +348,12 @@ impl Cell {
         if self.state.host_goodbye.load(Ordering::SeqCst) {
             return Ok(());
         }
-        Err(self
-            .session
-            .failure()
-            .unwrap_or_else(|| Error::new(Status::SessionClosed, "stopped")))
+        Err(self.session.failure().unwrap_or_else(|| Error::new(Status::SessionClosed, "stopped")))
     }
 
     /// Calls a host method.
     pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        self.call_with(
-            method,
-            payload.len(),
-            |b| {
-                b.copy_from_slice(payload);
-                payload.len()
-            },
-            options,
-        )
+        self.call_with(method, payload.len(), copy_of(payload), options)
     }
 
     /// Calls a host method with the request written in place.
@@ -426,39 +364,17 @@ impl Cell {
         fill: impl FnOnce(&mut [u8]) -> usize,
         options: &CallOptions,
     ) -> Result<Response> {
-        self.session.call_with(
-            frame::method_id(method),
-            Some(method),
-            max_len,
-            fill,
-            options,
-        )
+        self.session.call_with(frame::method_id(method), Some(method), max_len, fill, options)
     }
 
     /// Sends a notification to the host.
     pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        self.session.notify_with(
-            frame::method_id(method),
-            payload.len(),
-            |b| {
-                b.copy_from_slice(payload);
-                payload.len()
-            },
-            options,
-        )
+        self.session.notify_with(frame::method_id(method), payload.len(), copy_of(payload), options)
     }
 
     /// Sends a log line to the host (`cellshm.Log.event`).
     pub fn log(&self, line: &str) -> Result<()> {
-        self.session.notify_with(
-            builtin::LOG_EVENT_ID,
-            line.len(),
-            |b| {
-                b.copy_from_slice(line.as_bytes());
-                line.len()
-            },
-            &CallOptions::default(),
-        )
+        self.session.notify_with(builtin::LOG_EVENT_ID, line.len(), copy_of(line.as_bytes()), &CallOptions::default())
     }
 
     /// Tells the host we are leaving on purpose, then stops serving.
@@ -502,23 +418,9 @@ mod tests {
 
     #[test]
     fn join_args_parse_and_explain_what_is_missing() {
-        let a = JoinArgs::parse(os(&[
-            "x",
-            "--hub-path=/h",
-            "--peer-id=2",
-            "--doorbell-fd=5",
-        ]))
-        .unwrap();
-        assert_eq!(
-            a,
-            JoinArgs {
-                hub_path: "/h".into(),
-                peer_id: 2,
-                doorbell_fd: 5
-            }
-        );
-        let e = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=two", "--doorbell-fd=5"]))
-            .unwrap_err();
+        let a = JoinArgs::parse(os(&["x", "--hub-path=/h", "--peer-id=2", "--doorbell-fd=5"])).unwrap();
+        assert_eq!(a, JoinArgs { hub_path: "/h".into(), peer_id: 2, doorbell_fd: 5 });
+        let e = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=two", "--doorbell-fd=5"])).unwrap_err();
         assert!(e.message().contains("--peer-id=\"two\""), "{e}");
         if std::env::var_os("CELLSHM_HUB_PATH").is_none() {
             let e = JoinArgs::parse(os(&["--peer-id=1"])).unwrap_err();

@@ -75,35 +75,24 @@ impl Doorbell {
         // SAFETY: F_GETFD only queries the descriptor table; any int is acceptable.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
         if flags < 0 {
-            return Err(format!(
-                "--doorbell-fd={fd} is not an open file descriptor ({})",
-                io::Error::last_os_error()
-            ));
+            return Err(format!("--doorbell-fd={fd} is not an open file descriptor ({})", io::Error::last_os_error()));
         }
         let sockopt = |opt: libc::c_int| -> io::Result<libc::c_int> {
             let mut value: libc::c_int = 0;
             let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             // SAFETY: value/len point at a c_int-sized buffer as getsockopt requires.
             cvt(unsafe {
-                libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&mut value as *mut libc::c_int).cast(),
-                    &mut len,
-                )
+                libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut value as *mut libc::c_int).cast(), &mut len)
             })?;
             Ok(value)
         };
         match (sockopt(libc::SO_DOMAIN), sockopt(libc::SO_TYPE)) {
             (Ok(libc::AF_UNIX), Ok(libc::SOCK_SEQPACKET)) => {}
-            (Err(e), _) | (_, Err(e)) => {
-                return Err(format!("--doorbell-fd={fd} is not a socket ({e})"))
-            }
+            (Err(e), _) | (_, Err(e)) => return Err(format!("--doorbell-fd={fd} is not a socket ({e})")),
             (Ok(d), Ok(t)) => {
                 return Err(format!(
-                "--doorbell-fd={fd} is a socket of domain {d} type {t}, not AF_UNIX SOCK_SEQPACKET"
-            ))
+                    "--doorbell-fd={fd} is a socket of domain {d} type {t}, not AF_UNIX SOCK_SEQPACKET"
+                ))
             }
         }
         // SAFETY: fd is open (checked); setting CLOEXEC and O_NONBLOCK changes no ownership.
@@ -124,12 +113,7 @@ impl Doorbell {
             let byte = 1u8;
             // SAFETY: sends one byte from a live local; MSG_NOSIGNAL avoids SIGPIPE.
             let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    (&byte as *const u8).cast(),
-                    1,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
+                libc::send(self.fd.as_raw_fd(), (&byte as *const u8).cast(), 1, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
             };
             if n == 1 {
                 return Signal::Sent;
@@ -148,14 +132,7 @@ impl Doorbell {
         let mut buf = [0u8; 16];
         loop {
             // SAFETY: receives into a live local buffer of the stated size.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
             match n {
                 0 => return false,
                 n if n > 0 => continue,
@@ -170,11 +147,7 @@ impl Doorbell {
 
     /// True while the other end is open. Costs one `poll` with a zero timeout.
     pub fn is_alive(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: 0,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: 0, revents: 0 };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         !(n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0)
@@ -185,21 +158,14 @@ impl Doorbell {
     pub fn wait(&self, kicks: &[&Kick], timeout: Option<Duration>) -> Wake {
         const MAX_KICKS: usize = 2;
         assert!(kicks.len() <= MAX_KICKS);
-        let mut fds = [libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }; 1 + MAX_KICKS];
+        let mut fds = [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 1 + MAX_KICKS];
         for (slot, kick) in fds[1..].iter_mut().zip(kicks) {
             slot.fd = kick.fd.as_raw_fd();
         }
         let nfds = 1 + kicks.len();
         let ms = match timeout {
             None => -1,
-            Some(t) => {
-                t.as_millis().min(i32::MAX as u128) as i32
-                    + i32::from(t.subsec_nanos() % 1_000_000 != 0)
-            }
+            Some(t) => t.as_millis().min(i32::MAX as u128) as i32 + i32::from(t.subsec_nanos() % 1_000_000 != 0),
         };
         // SAFETY: `nfds` valid pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, ms) };
@@ -300,17 +266,10 @@ mod tests {
         let (a, b_fd) = pair().unwrap();
         let b = Doorbell { fd: b_fd };
         let kick = Kick::new().unwrap();
-        assert_eq!(
-            b.wait(&[&kick], Some(Duration::from_millis(1))),
-            Wake::TimedOut
-        );
+        assert_eq!(b.wait(&[&kick], Some(Duration::from_millis(1))), Wake::TimedOut);
         assert_eq!(a.ring(), Signal::Sent);
         assert_eq!(b.wait(&[&kick], Some(Duration::from_secs(1))), Wake::Woken);
-        assert_eq!(
-            b.wait(&[&kick], Some(Duration::ZERO)),
-            Wake::TimedOut,
-            "wakeups are consumed"
-        );
+        assert_eq!(b.wait(&[&kick], Some(Duration::ZERO)), Wake::TimedOut, "wakeups are consumed");
         let mut saw_coalesced = false;
         for _ in 0..100_000 {
             if a.ring() == Signal::Coalesced {
@@ -326,22 +285,15 @@ mod tests {
         drop(b);
         assert!(!a.is_alive());
         let start = Instant::now();
-        assert_eq!(
-            a.wait(&[&kick], Some(Duration::from_secs(5))),
-            Wake::PeerDead
-        );
+        assert_eq!(a.wait(&[&kick], Some(Duration::from_secs(5))), Wake::PeerDead);
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(a.ring(), Signal::PeerDead);
     }
 
     #[test]
     fn inherited_fds_are_checked() {
-        assert!(Doorbell::from_inherited(-1)
-            .unwrap_err()
-            .contains("negative"));
-        assert!(Doorbell::from_inherited(9_999)
-            .unwrap_err()
-            .contains("not an open file descriptor"));
+        assert!(Doorbell::from_inherited(-1).unwrap_err().contains("negative"));
+        assert!(Doorbell::from_inherited(9_999).unwrap_err().contains("not an open file descriptor"));
         let file = std::fs::File::open("/dev/null").unwrap();
         let err = Doorbell::from_inherited(file.as_raw_fd()).unwrap_err();
         assert!(err.contains("not a socket"), "{err}");

@@ -19,15 +19,8 @@ impl Error {
     /// An error with `status` and `message`. `Status::Ok` is not an error and is
     /// turned into `Status::Unknown`.
     pub fn new(status: Status, message: impl Into<String>) -> Error {
-        let status = if status == Status::Ok {
-            Status::Unknown
-        } else {
-            status
-        };
-        Error {
-            status,
-            message: message.into(),
-        }
+        let status = if status == Status::Ok { Status::Unknown } else { status };
+        Error { status, message: message.into() }
     }
 
     /// An operating-system failure while doing `what`.
@@ -47,10 +40,7 @@ impl Error {
 
     /// The same error with `context: ` in front of the message.
     pub fn context(self, context: impl fmt::Display) -> Error {
-        Error {
-            status: self.status,
-            message: format!("{context}: {}", self.message),
-        }
+        Error { status: self.status, message: format!("{context}: {}", self.message) }
     }
 }
 

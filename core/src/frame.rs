@@ -214,8 +214,7 @@ impl Descriptor {
 
     /// Decodes wire bytes. Any bit pattern decodes; [`Descriptor::check_shape`] judges it.
     pub fn decode(bytes: &[u8; DESCRIPTOR_SIZE]) -> Descriptor {
-        let u32_at =
-            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[o..o + 8]);
@@ -259,10 +258,7 @@ impl Descriptor {
             return Err(format!("stream flags {f:#x} on a session without streams"));
         }
         if self.is_inline() && self.payload_len as usize > INLINE_CAPACITY {
-            return Err(format!(
-                "inline payload of {} bytes (max {INLINE_CAPACITY})",
-                self.payload_len
-            ));
+            return Err(format!("inline payload of {} bytes (max {INLINE_CAPACITY})", self.payload_len));
         }
         if self.channel_id != CONTROL_CHANNEL {
             return Err(format!("channel {} is not open", self.channel_id));
@@ -285,27 +281,18 @@ impl Descriptor {
             if self.method_id == 0 {
                 return Err("request for reserved method id 0".into());
             }
-            FrameKind::Request {
-                no_reply: f & flags::NO_REPLY != 0,
-            }
+            FrameKind::Request { no_reply: f & flags::NO_REPLY != 0 }
         } else if f & flags::RESPONSE != 0 {
             if f & !(flags::RESPONSE | flags::ERROR) != 0 {
                 return Err(format!("response with flags {f:#x}"));
             }
-            FrameKind::Response {
-                error: f & flags::ERROR != 0,
-            }
+            FrameKind::Response { error: f & flags::ERROR != 0 }
         } else {
-            return Err(format!(
-                "frame with neither REQUEST, RESPONSE nor CONTROL ({f:#x})"
-            ));
+            return Err(format!("frame with neither REQUEST, RESPONSE nor CONTROL ({f:#x})"));
         };
         let is_error = f & flags::ERROR != 0;
         if is_error == (self.status == 0) {
-            return Err(format!(
-                "status {} does not match the ERROR flag",
-                self.status
-            ));
+            return Err(format!("status {} does not match the ERROR flag", self.status));
         }
         Ok(kind)
     }
@@ -396,10 +383,7 @@ impl Hello {
     /// Decodes the inline payload; it must be exactly 16 bytes.
     pub fn decode(bytes: &[u8]) -> Result<Hello, String> {
         if bytes.len() != INLINE_CAPACITY {
-            return Err(format!(
-                "HELLO payload of {} bytes (expected 16)",
-                bytes.len()
-            ));
+            return Err(format!("HELLO payload of {} bytes (expected 16)", bytes.len()));
         }
         Ok(Hello {
             major: u16::from_le_bytes([bytes[0], bytes[1]]),
@@ -499,10 +483,7 @@ impl<'a> BodyReader<'a> {
     pub fn str(&mut self) -> Result<String, String> {
         let len = self.u32()? as usize;
         if self.rest.len() < len {
-            return Err(format!(
-                "truncated: string of {len} bytes, {} left",
-                self.rest.len()
-            ));
+            return Err(format!("truncated: string of {len} bytes, {} left", self.rest.len()));
         }
         let (head, tail) = self.rest.split_at(len);
         self.rest = tail;
@@ -514,10 +495,7 @@ impl<'a> BodyReader<'a> {
         let count = self.u32()? as usize;
         // Each string needs at least its 4-byte length: refuse counts the input cannot hold.
         if count > self.rest.len() / 4 {
-            return Err(format!(
-                "list of {count} strings in {} bytes",
-                self.rest.len()
-            ));
+            return Err(format!("list of {count} strings in {} bytes", self.rest.len()));
         }
         (0..count).map(|_| self.str()).collect()
     }
@@ -563,13 +541,8 @@ impl Ready {
     /// Decodes a body received from a peer.
     pub fn decode(bytes: &[u8]) -> Result<Ready, String> {
         let mut r = BodyReader::new(bytes);
-        let ready = Ready {
-            peer_id: r.u32()?,
-            pid: r.u32()?,
-            name: r.str()?,
-            version: r.str()?,
-            features: r.str_list()?,
-        };
+        let ready =
+            Ready { peer_id: r.u32()?, pid: r.u32()?, name: r.str()?, version: r.str()?, features: r.str_list()? };
         r.finish()?;
         Ok(ready)
     }
@@ -577,10 +550,7 @@ impl Ready {
 
 /// CLOCK_MONOTONIC now, in ns: the clock every deadline on the wire refers to.
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -621,10 +591,7 @@ mod tests {
         assert_eq!(&b[28..32], &[0x64, 0x63, 0x62, 0x61]);
         assert_eq!(&b[32..36], &[0x74, 0x73, 0x72, 0x71]);
         assert_eq!(&b[36..40], &[0x84, 0x83, 0x82, 0x81]);
-        assert_eq!(
-            &b[40..48],
-            &[0x98, 0x97, 0x96, 0x95, 0x94, 0x93, 0x92, 0x91]
-        );
+        assert_eq!(&b[40..48], &[0x98, 0x97, 0x96, 0x95, 0x94, 0x93, 0x92, 0x91]);
         assert_eq!(&b[48..64], b"ABCDEFGHIJKLMNOP");
         assert_eq!(Descriptor::decode(&b), d);
     }
@@ -653,33 +620,17 @@ mod tests {
     }
 
     fn request(flags: u32) -> Descriptor {
-        Descriptor {
-            msg_id: 1,
-            method_id: 7,
-            flags,
-            slot: SLOT_INLINE,
-            ..Default::default()
-        }
+        Descriptor { msg_id: 1, method_id: 7, flags, slot: SLOT_INLINE, ..Default::default() }
     }
 
     #[test]
     fn shapes_are_checked() {
-        assert_eq!(
-            request(flags::REQUEST).check_shape(),
-            Ok(FrameKind::Request { no_reply: false })
-        );
-        assert_eq!(
-            request(flags::REQUEST | flags::NO_REPLY).check_shape(),
-            Ok(FrameKind::Request { no_reply: true })
-        );
+        assert_eq!(request(flags::REQUEST).check_shape(), Ok(FrameKind::Request { no_reply: false }));
+        assert_eq!(request(flags::REQUEST | flags::NO_REPLY).check_shape(), Ok(FrameKind::Request { no_reply: true }));
         assert!(request(0).check_shape().is_err());
         assert!(request(1 << 20).check_shape().is_err());
-        assert!(request(flags::REQUEST | flags::RESPONSE)
-            .check_shape()
-            .is_err());
-        assert!(request(flags::REQUEST | flags::ERROR)
-            .check_shape()
-            .is_err());
+        assert!(request(flags::REQUEST | flags::RESPONSE).check_shape().is_err());
+        assert!(request(flags::REQUEST | flags::ERROR).check_shape().is_err());
         let mut big_inline = request(flags::REQUEST);
         big_inline.payload_len = 17;
         assert!(big_inline.check_shape().is_err());
@@ -692,23 +643,14 @@ mod tests {
         assert_eq!(err.check_shape(), Ok(FrameKind::Response { error: true }));
         let mut ctrl = request(flags::CONTROL);
         ctrl.method_id = ControlKind::Ping as u32;
-        assert_eq!(
-            ctrl.check_shape(),
-            Ok(FrameKind::Control(ControlKind::Ping))
-        );
+        assert_eq!(ctrl.check_shape(), Ok(FrameKind::Control(ControlKind::Ping)));
         ctrl.method_id = 99;
         assert!(ctrl.check_shape().is_err());
     }
 
     #[test]
     fn hello_and_ready_round_trip_and_reject_garbage() {
-        let h = Hello {
-            major: 1,
-            minor: 2,
-            role: ROLE_CELL,
-            peer_id: 3,
-            max_payload: 1 << 20,
-        };
+        let h = Hello { major: 1, minor: 2, role: ROLE_CELL, peer_id: 3, max_payload: 1 << 20 };
         assert_eq!(Hello::decode(&h.encode()), Ok(h));
         assert!(Hello::decode(&[0; 3]).is_err());
 

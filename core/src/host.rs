@@ -12,12 +12,11 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::doorbell;
 use crate::error::{Error, Result};
 use crate::frame::{
-    self, builtin, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
-    ROLE_HOST,
+    self, builtin, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL, ROLE_HOST,
 };
 use crate::hub::{HostHubFile, HubConfig, PeerSlotState, Side};
 use crate::session::{
-    Call, CallOptions, Counters, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy,
+    copy_of, Call, CallOptions, Counters, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy,
 };
 
 /// The fd a cell finds its doorbell on unless [`PeerOptions::doorbell_fd`] says otherwise.
@@ -89,12 +88,10 @@ impl PeerInner {
     }
 
     fn session(&self) -> Result<Arc<Session>> {
-        self.session.lock().clone().ok_or_else(|| {
-            Error::new(
-                Status::SessionClosed,
-                format!("peer {} is closed", self.name),
-            )
-        })
+        self.session
+            .lock()
+            .clone()
+            .ok_or_else(|| Error::new(Status::SessionClosed, format!("peer {} is closed", self.name)))
     }
 }
 
@@ -111,10 +108,7 @@ struct PeerHooks {
 
 impl Hooks for PeerHooks {
     fn on_hello(&self, hello: Hello) -> Result<Hello> {
-        let peer = self
-            .peer
-            .upgrade()
-            .ok_or_else(|| Error::new(Status::SessionClosed, "peer dropped"))?;
+        let peer = self.peer.upgrade().ok_or_else(|| Error::new(Status::SessionClosed, "peer dropped"))?;
         if hello.major != PROTOCOL_VERSION_MAJOR {
             return Err(Error::new(
                 Status::FailedPrecondition,
@@ -127,10 +121,7 @@ impl Hooks for PeerHooks {
         if hello.role != ROLE_CELL || hello.peer_id != peer.id {
             return Err(Error::new(
                 Status::ProtocolError,
-                format!(
-                    "HELLO for peer {} with role {} on the link of peer {}",
-                    hello.peer_id, hello.role, peer.id
-                ),
+                format!("HELLO for peer {} with role {} on the link of peer {}", hello.peer_id, hello.role, peer.id),
             ));
         }
         peer.hub.file.set_peer_state(peer.id, PeerSlotState::Active);
@@ -148,16 +139,12 @@ impl Hooks for PeerHooks {
         let peer = self.peer.upgrade()?;
         match method_id {
             builtin::LIFECYCLE_READY_ID => Some((|| {
-                let ready = Ready::decode(payload).map_err(|m| {
-                    Error::new(Status::InvalidArgument, format!("bad ready message: {m}"))
-                })?;
+                let ready = Ready::decode(payload)
+                    .map_err(|m| Error::new(Status::InvalidArgument, format!("bad ready message: {m}")))?;
                 if ready.peer_id != peer.id {
                     return Err(Error::new(
                         Status::InvalidArgument,
-                        format!(
-                            "ready for peer {} on the link of peer {}",
-                            ready.peer_id, peer.id
-                        ),
+                        format!("ready for peer {} on the link of peer {}", ready.peer_id, peer.id),
                     ));
                 }
                 tracing::info!(cell = %peer.name, peer_id = peer.id, pid = ready.pid, version = %ready.version, "cell ready");
@@ -251,28 +238,19 @@ impl Hub {
         if options.doorbell_fd < 3 {
             return Err(Error::new(
                 Status::InvalidArgument,
-                format!(
-                    "doorbell fd {} would replace stdin/stdout/stderr",
-                    options.doorbell_fd
-                ),
+                format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
             ));
         }
         let file = &self.shared.file;
         let mut peers = self.shared.peers.lock();
-        let id = (0..file.geometry().max_peers)
-            .find(|&p| file.peer_state(p) == PeerSlotState::Free)
-            .ok_or_else(|| {
+        let id =
+            (0..file.geometry().max_peers).find(|&p| file.peer_state(p) == PeerSlotState::Free).ok_or_else(|| {
                 Error::new(
                     Status::HubFull,
-                    format!(
-                        "all {} peer slots of {} are in use",
-                        file.geometry().max_peers,
-                        file.path().display()
-                    ),
+                    format!("all {} peer slots of {} are in use", file.geometry().max_peers, file.path().display()),
                 )
             })?;
-        let (ours, child_end) =
-            doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
+        let (ours, child_end) = doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
         file.reserve_peer(id, name);
         let inner = Arc::new(PeerInner {
             id,
@@ -293,34 +271,20 @@ impl Hub {
             wait: options.wait,
             server_wait: options.server_wait,
             dispatcher: self.shared.dispatcher.clone(),
-            hooks: Box::new(PeerHooks {
-                peer: Arc::downgrade(&inner),
-            }),
+            hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
         };
         // SAFETY: the slot was Free and is now reserved by us under the peers lock, so this
         // is the only host-side session on this region.
-        let session = unsafe { Session::new(config) }
-            .inspect_err(|_| file.set_peer_state(id, PeerSlotState::Free))?;
+        let session = unsafe { Session::new(config) }.inspect_err(|_| file.set_peer_state(id, PeerSlotState::Free))?;
         session.start_servers(options.server_threads)?;
         *inner.session.lock() = Some(session);
         peers.push(inner.clone());
-        Ok(PeerTicket {
-            peer: Peer { inner },
-            child_end: Some(child_end),
-            doorbell_fd: options.doorbell_fd,
-        })
+        Ok(PeerTicket { peer: Peer { inner }, child_end: Some(child_end), doorbell_fd: options.doorbell_fd })
     }
 
     /// Every peer added so far, dead ones included.
     pub fn peers(&self) -> Vec<Peer> {
-        self.shared
-            .peers
-            .lock()
-            .iter()
-            .map(|inner| Peer {
-                inner: inner.clone(),
-            })
-            .collect()
+        self.shared.peers.lock().iter().map(|inner| Peer { inner: inner.clone() }).collect()
     }
 }
 
@@ -439,25 +403,14 @@ impl Peer {
             match &*state {
                 PeerState::Ready => return Ok(()),
                 PeerState::Dead(e) => {
-                    return Err(e.clone().context(format!(
-                        "cell {:?} died before it was ready",
-                        self.inner.name
-                    )))
+                    return Err(e.clone().context(format!("cell {:?} died before it was ready", self.inner.name)))
                 }
                 PeerState::Leaving => {
-                    return Err(Error::new(
-                        Status::Unavailable,
-                        format!("cell {:?} is leaving", self.inner.name),
-                    ))
+                    return Err(Error::new(Status::Unavailable, format!("cell {:?} is leaving", self.inner.name)))
                 }
                 _ => {}
             }
-            if self
-                .inner
-                .state_cv
-                .wait_until(&mut state, until)
-                .timed_out()
-            {
+            if self.inner.state_cv.wait_until(&mut state, until).timed_out() {
                 return Err(Error::new(
                     Status::DeadlineExceeded,
                     format!(
@@ -486,34 +439,12 @@ impl Peer {
 
     /// Calls `"Service.method"` and waits for the response.
     pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        self.call_with(
-            method,
-            payload.len(),
-            |buf| {
-                buf.copy_from_slice(payload);
-                payload.len()
-            },
-            options,
-        )
+        self.call_with(method, payload.len(), copy_of(payload), options)
     }
 
     /// Calls a method by id.
-    pub fn call_id(
-        &self,
-        method_id: u32,
-        payload: &[u8],
-        options: &CallOptions,
-    ) -> Result<Response> {
-        self.inner.session()?.call_with(
-            method_id,
-            None,
-            payload.len(),
-            |buf| {
-                buf.copy_from_slice(payload);
-                payload.len()
-            },
-            options,
-        )
+    pub fn call_id(&self, method_id: u32, payload: &[u8], options: &CallOptions) -> Result<Response> {
+        self.inner.session()?.call_with(method_id, None, payload.len(), copy_of(payload), options)
     }
 
     /// Calls with a request written in place: `fill` gets a buffer of `max_len` bytes
@@ -525,26 +456,12 @@ impl Peer {
         fill: impl FnOnce(&mut [u8]) -> usize,
         options: &CallOptions,
     ) -> Result<Response> {
-        self.inner.session()?.call_with(
-            frame::method_id(method),
-            Some(method),
-            max_len,
-            fill,
-            options,
-        )
+        self.inner.session()?.call_with(frame::method_id(method), Some(method), max_len, fill, options)
     }
 
     /// Sends a notification (no response).
     pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        self.inner.session()?.notify_with(
-            frame::method_id(method),
-            payload.len(),
-            |buf| {
-                buf.copy_from_slice(payload);
-                payload.len()
-            },
-            options,
-        )
+        self.inner.session()?.notify_with(frame::method_id(method), payload.len(), copy_of(payload), options)
     }
 
     /// Largest payload that can be sent to this peer.
@@ -562,20 +479,12 @@ impl Peer {
             let until = Instant::now() + grace;
             let mut state = self.inner.state.lock();
             while !matches!(*state, PeerState::Dead(_)) {
-                if self
-                    .inner
-                    .state_cv
-                    .wait_until(&mut state, until)
-                    .timed_out()
-                {
+                if self.inner.state_cv.wait_until(&mut state, until).timed_out() {
                     break;
                 }
             }
         }
-        self.close_with(Error::new(
-            Status::SessionClosed,
-            format!("cell {:?} was shut down", self.inner.name),
-        ));
+        self.close_with(Error::new(Status::SessionClosed, format!("cell {:?} was shut down", self.inner.name)));
     }
 
     fn close_with(&self, error: Error) {
@@ -589,11 +498,7 @@ impl Peer {
     /// The counters the cell keeps in its control block. They are informational: the
     /// cell writes them and the host does not trust them for anything.
     pub fn cell_counters(&self) -> Option<Counters> {
-        self.inner
-            .session
-            .lock()
-            .as_ref()
-            .map(|s| s.peer_counters())
+        self.inner.session.lock().as_ref().map(|s| s.peer_counters())
     }
 
     /// Slots of the cell's pool the host currently holds.

@@ -28,15 +28,13 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use crate::doorbell::{Doorbell, Kick, Signal, Wake};
 use crate::error::{Error, Result};
 use crate::frame::{
-    self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL,
-    INLINE_CAPACITY, SLOT_INLINE,
+    self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY,
+    SLOT_INLINE,
 };
 use crate::hub::layout::control;
 use crate::hub::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::hub::ring::{Consumer, Producer, PushError, RingMemory};
-use crate::hub::{
-    descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side,
-};
+use crate::hub::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side};
 
 /// How a thread waits for the other side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,9 +52,7 @@ pub enum WaitStrategy {
 
 impl Default for WaitStrategy {
     fn default() -> Self {
-        WaitStrategy::Adaptive {
-            spin: Duration::from_micros(50),
-        }
+        WaitStrategy::Adaptive { spin: Duration::from_micros(50) }
     }
 }
 
@@ -76,9 +72,7 @@ impl WaitStrategy {
             other => {
                 let us = other.strip_prefix("adaptive:").ok_or_else(bad)?;
                 let us: u64 = us.trim_end_matches("us").parse().map_err(|_| bad())?;
-                Ok(WaitStrategy::Adaptive {
-                    spin: Duration::from_micros(us),
-                })
+                Ok(WaitStrategy::Adaptive { spin: Duration::from_micros(us) })
             }
         }
     }
@@ -102,9 +96,15 @@ pub struct CallOptions {
 impl CallOptions {
     /// A deadline `timeout` from now.
     pub fn timeout(timeout: Duration) -> CallOptions {
-        CallOptions {
-            deadline_ns: frame::deadline_after(timeout),
-        }
+        CallOptions { deadline_ns: frame::deadline_after(timeout) }
+    }
+}
+
+/// A `fill` function for the `*_with` calls that copies `bytes`.
+pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
+    move |buf| {
+        buf.copy_from_slice(bytes);
+        bytes.len()
     }
 }
 
@@ -129,9 +129,7 @@ pub struct Dispatcher {
 
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.methods.values().map(|(n, _)| n))
-            .finish()
+        f.debug_list().entries(self.methods.values().map(|(n, _)| n)).finish()
     }
 }
 
@@ -154,18 +152,13 @@ impl Dispatcher {
                 format!("method {name:?} has id {id:#010x}, already registered for {existing:?}"),
             ));
         }
-        self.methods
-            .insert(id, (name.to_string(), Arc::new(handler)));
+        self.methods.insert(id, (name.to_string(), Arc::new(handler)));
         Ok(())
     }
 
     /// Registered method names and ids, sorted by name.
     pub fn methods(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<_> = self
-            .methods
-            .iter()
-            .map(|(id, (n, _))| (n.clone(), *id))
-            .collect();
+        let mut v: Vec<_> = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id)).collect();
         v.sort();
         v
     }
@@ -254,9 +247,7 @@ impl Response {
 
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Response")
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("Response").field("len", &self.len()).finish()
     }
 }
 
@@ -304,10 +295,7 @@ impl Waiter {
     }
 
     fn take(&self) -> Result<Message> {
-        self.result
-            .lock()
-            .take()
-            .unwrap_or_else(|| Err(Error::new(Status::Internal, "call completed twice")))
+        self.result.lock().take().unwrap_or_else(|| Err(Error::new(Status::Internal, "call completed twice")))
     }
 }
 
@@ -343,10 +331,7 @@ pub struct Call<'a> {
 
 impl fmt::Debug for Call<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call")
-            .field("method_id", &self.method_id)
-            .field("len", &self.payload.len())
-            .finish()
+        f.debug_struct("Call").field("method_id", &self.method_id).field("len", &self.payload.len()).finish()
     }
 }
 
@@ -368,30 +353,19 @@ impl<'a> Call<'a> {
 
     /// Time left before the caller's deadline, if it has one.
     pub fn remaining(&self) -> Option<Duration> {
-        (self.deadline_ns != 0)
-            .then(|| Duration::from_nanos(self.deadline_ns.saturating_sub(monotonic_now_ns())))
+        (self.deadline_ns != 0).then(|| Duration::from_nanos(self.deadline_ns.saturating_sub(monotonic_now_ns())))
     }
 
     /// Sets the reply to a copy of `bytes`.
     pub fn reply(&mut self, bytes: &[u8]) -> Result<()> {
-        self.reply_with(bytes.len(), |buf| {
-            buf.copy_from_slice(bytes);
-            bytes.len()
-        })
+        self.reply_with(bytes.len(), copy_of(bytes))
     }
 
     /// Writes the reply in place: `fill` gets a buffer of `max_len` bytes (in shared
     /// memory when larger than 16) and returns how many it wrote.
-    pub fn reply_with(
-        &mut self,
-        max_len: usize,
-        fill: impl FnOnce(&mut [u8]) -> usize,
-    ) -> Result<()> {
+    pub fn reply_with(&mut self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
         self.discard_reply();
-        self.reply = self
-            .session
-            .fill_body(max_len, self.deadline_ns, fill)?
-            .into();
+        self.reply = self.session.fill_body(max_len, self.deadline_ns, fill)?.into();
         Ok(())
     }
 
@@ -478,10 +452,7 @@ pub(crate) struct Session {
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session")
-            .field("label", &self.label)
-            .field("side", &self.side)
-            .finish()
+        f.debug_struct("Session").field("label", &self.label).field("side", &self.side).finish()
     }
 }
 
@@ -559,9 +530,7 @@ impl Session {
 
     /// Marks our lifecycle word in the region (read by tools such as `inspect`).
     pub fn set_lifecycle(&self, state: u32) {
-        self.region
-            .state_word(self.side)
-            .store(state, Ordering::Release);
+        self.region.state_word(self.side).store(state, Ordering::Release);
     }
 
     /// Slots of the peer's pool we currently hold.
@@ -571,10 +540,7 @@ impl Session {
 
     /// Free slots per class of our own pool.
     pub fn free_slots(&self) -> Result<Vec<usize>> {
-        self.tx_pool
-            .lock()
-            .free_counts()
-            .map_err(|m| Error::new(Status::ProtocolError, m))
+        self.tx_pool.lock().free_counts().map_err(|m| Error::new(Status::ProtocolError, m))
     }
 
     /// The error the session failed with, if it did.
@@ -594,9 +560,7 @@ impl Session {
     }
 
     fn count(&self, field: usize, n: u64) {
-        self.region
-            .counter(self.side, field)
-            .fetch_add(n, Ordering::Relaxed);
+        self.region.counter(self.side, field).fetch_add(n, Ordering::Relaxed);
     }
 
     // ----- failure -----------------------------------------------------------------
@@ -611,10 +575,7 @@ impl Session {
             *slot = Some(error.clone());
         }
         self.failed.store(true, Ordering::Release);
-        if matches!(
-            error.status(),
-            Status::ProtocolError | Status::SessionClosed
-        ) {
+        if matches!(error.status(), Status::ProtocolError | Status::SessionClosed) {
             // Drop the peer: it sees EOF on its doorbell now.
             self.doorbell.shutdown();
         }
@@ -632,28 +593,19 @@ impl Session {
     }
 
     fn protocol_error(&self, message: impl fmt::Display) {
-        let error = Error::new(
-            Status::ProtocolError,
-            format!("{} broke the protocol: {message}", self.label),
-        );
+        let error = Error::new(Status::ProtocolError, format!("{} broke the protocol: {message}", self.label));
         tracing::error!(peer = %self.label, "{}", error.message());
         self.fail(error);
     }
 
     fn peer_dead(&self) {
-        self.fail(Error::new(
-            Status::PeerDead,
-            format!("{} is gone (doorbell closed)", self.label),
-        ));
+        self.fail(Error::new(Status::PeerDead, format!("{} is gone (doorbell closed)", self.label)));
     }
 
     /// Closes the session: the peer sees EOF; pending calls fail with SESSION_CLOSED;
     /// server threads stop and are joined (unless called from one of them).
     pub fn close(&self) {
-        self.fail(Error::new(
-            Status::SessionClosed,
-            format!("session with {} was closed", self.label),
-        ));
+        self.fail(Error::new(Status::SessionClosed, format!("session with {} was closed", self.label)));
         let handles: Vec<_> = self.servers.lock().drain(..).collect();
         let me = std::thread::current().id();
         for h in handles {
@@ -665,28 +617,17 @@ impl Session {
 
     // ----- sending -----------------------------------------------------------------
 
-    fn fill_body(
-        &self,
-        max_len: usize,
-        deadline_ns: u64,
-        fill: impl FnOnce(&mut [u8]) -> usize,
-    ) -> Result<OutBody> {
+    fn fill_body(&self, max_len: usize, deadline_ns: u64, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<OutBody> {
         let overfilled = |n: usize| {
             Error::new(
                 Status::InvalidArgument,
-                format!(
-                    "the fill function reported {n} bytes written into a {max_len}-byte buffer"
-                ),
+                format!("the fill function reported {n} bytes written into a {max_len}-byte buffer"),
             )
         };
         if max_len <= INLINE_CAPACITY {
             let mut buf = [0u8; INLINE_CAPACITY];
             let n = fill(&mut buf[..max_len]);
-            return if n <= max_len {
-                Ok(OutBody::Inline(buf, n))
-            } else {
-                Err(overfilled(n))
-            };
+            return if n <= max_len { Ok(OutBody::Inline(buf, n)) } else { Err(overfilled(n)) };
         }
         let mut slot = self.alloc_slot(max_len, deadline_ns)?;
         let n = fill(&mut slot.buffer()[..max_len]);
@@ -805,8 +746,7 @@ impl Session {
     fn ring_doorbell_if_parked(&self) {
         // Pairs with the receiver's "parked = 1; fence; recheck ring".
         fence(Ordering::SeqCst);
-        if self.region.parked(other(self.side)).load(Ordering::Relaxed) != 0
-            && self.doorbell.ring() == Signal::PeerDead
+        if self.region.parked(other(self.side)).load(Ordering::Relaxed) != 0 && self.doorbell.ring() == Signal::PeerDead
         {
             self.peer_dead();
         }
@@ -827,6 +767,25 @@ impl Session {
 
     // ----- calling -----------------------------------------------------------------
 
+    /// A request descriptor and its filled payload.
+    fn prepare_request(
+        &self,
+        method_id: u32,
+        extra_flags: u32,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        opts: &CallOptions,
+    ) -> Result<(Descriptor, OutBody)> {
+        self.check_open()?;
+        if method_id == 0 {
+            return Err(Error::new(Status::InvalidArgument, "method id 0 is reserved"));
+        }
+        let body = self.fill_body(max_len, opts.deadline_ns, fill)?;
+        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let flags = flags::REQUEST | extra_flags;
+        Ok((Descriptor { msg_id, method_id, flags, deadline_ns: opts.deadline_ns, ..Default::default() }, body))
+    }
+
     /// Calls `method_id` with a payload written in place by `fill`, and waits for the
     /// response. `name` only improves error messages.
     pub fn call_with(
@@ -837,22 +796,8 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<Response> {
-        self.check_open()?;
-        if method_id == 0 {
-            return Err(Error::new(
-                Status::InvalidArgument,
-                "method id 0 is reserved",
-            ));
-        }
-        let body = self.fill_body(max_len, opts.deadline_ns, fill)?;
-        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
-        let d = Descriptor {
-            msg_id,
-            method_id,
-            flags: flags::REQUEST,
-            deadline_ns: opts.deadline_ns,
-            ..Default::default()
-        };
+        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let msg_id = d.msg_id;
         let waiter = Waiter::new();
         self.pending.lock().insert(msg_id, waiter.clone());
         if let Err(e) = self.send(d, body, opts.deadline_ns) {
@@ -860,17 +805,14 @@ impl Session {
             return Err(e);
         }
         self.count(control::CALLS_SENT, 1);
-        let message = self
-            .wait_response(&waiter, msg_id, opts.deadline_ns)
-            .map_err(|e| self.name_in(e, method_id, name))?;
+        let message =
+            self.wait_response(&waiter, msg_id, opts.deadline_ns).map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
             let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
             return Err(self.name_in(Error::new(status, text), method_id, name));
         }
-        Ok(Response {
-            payload: message.payload,
-        })
+        Ok(Response { payload: message.payload })
     }
 
     fn name_in(&self, e: Error, method_id: u32, name: Option<&str>) -> Error {
@@ -880,9 +822,7 @@ impl Session {
                 Error::new(e.status(), message)
             }
             (Status::DeadlineExceeded, _) => {
-                let what = name
-                    .map(|n| format!("{n:?}"))
-                    .unwrap_or_else(|| format!("method {method_id:#010x}"));
+                let what = name.map(|n| format!("{n:?}")).unwrap_or_else(|| format!("method {method_id:#010x}"));
                 let message = format!("{what} on {}: {}", self.label, e.message());
                 Error::new(e.status(), message)
             }
@@ -898,32 +838,14 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<()> {
-        self.check_open()?;
-        if method_id == 0 {
-            return Err(Error::new(
-                Status::InvalidArgument,
-                "method id 0 is reserved",
-            ));
-        }
-        let body = self.fill_body(max_len, opts.deadline_ns, fill)?;
-        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
-        let d = Descriptor {
-            msg_id,
-            method_id,
-            flags: flags::REQUEST | flags::NO_REPLY,
-            deadline_ns: opts.deadline_ns,
-            ..Default::default()
-        };
-        self.send(d, body, opts.deadline_ns)
+        let (d, body) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
+        self.send(d, body, opts.deadline_ns)?;
+        self.count(control::CALLS_SENT, 1);
+        Ok(())
     }
 
     /// Sends a control frame that expects an answer (HELLO → HELLO_ACK, PING → PONG).
-    pub fn control_call(
-        self: &Arc<Self>,
-        kind: ControlKind,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Result<Descriptor> {
+    pub fn control_call(self: &Arc<Self>, kind: ControlKind, payload: &[u8], timeout: Duration) -> Result<Descriptor> {
         self.check_open()?;
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
         let waiter = Waiter::new();
@@ -941,12 +863,7 @@ impl Session {
         self.send_control(ControlKind::Goodbye, 0, &[])
     }
 
-    fn wait_response(
-        self: &Arc<Self>,
-        waiter: &Waiter,
-        msg_id: u64,
-        deadline_ns: u64,
-    ) -> Result<Message> {
+    fn wait_response(self: &Arc<Self>, waiter: &Waiter, msg_id: u64, deadline_ns: u64) -> Result<Message> {
         let budget = self.wait.spin_budget();
         let started = Instant::now();
         let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
@@ -956,10 +873,7 @@ impl Session {
             }
             if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
                 if self.pending.lock().remove(&msg_id).is_some() {
-                    return Err(Error::new(
-                        Status::DeadlineExceeded,
-                        "no response before the deadline",
-                    ));
+                    return Err(Error::new(Status::DeadlineExceeded, "no response before the deadline"));
                 }
                 // The response is being delivered right now.
                 while !waiter.done.load(Ordering::Acquire) {
@@ -971,14 +885,7 @@ impl Session {
             if let Some(rx) = self.rx_ring.try_lock() {
                 // Returns once our response is in, the deadline passed, or the spin budget
                 // is spent (then the ring is parked and we sleep below).
-                self.poll_ring(
-                    rx,
-                    Poller::Caller {
-                        waiter,
-                        deadline_ns,
-                        within_budget: &within_budget,
-                    },
-                );
+                self.poll_ring(rx, Poller::Caller { waiter, deadline_ns, within_budget: &within_budget });
                 if waiter.done.load(Ordering::Acquire) || within_budget() {
                     continue;
                 }
@@ -989,8 +896,8 @@ impl Session {
             // Sleep on the doorbell: whoever delivers our response kicks us.
             waiter.polling.store(true, Ordering::SeqCst);
             if !waiter.done.load(Ordering::SeqCst) {
-                let left = (deadline_ns != 0)
-                    .then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
+                let left =
+                    (deadline_ns != 0).then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
                 let timeout = left.map_or(RECHECK, |l| l.min(RECHECK));
                 let woken = match &waiter.kick {
                     Some(own) => self.doorbell.wait(&[&self.kick, own], Some(timeout)),
@@ -1050,19 +957,12 @@ impl Session {
             }
             // Ring empty.
             let keep_polling = match poller {
-                Poller::Caller {
-                    waiter,
-                    deadline_ns,
-                    within_budget,
-                } => {
+                Poller::Caller { waiter, deadline_ns, within_budget } => {
                     !waiter.done.load(Ordering::Acquire)
                         && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns)
                         && within_budget()
                 }
-                Poller::Server => self
-                    .server_wait
-                    .spin_budget()
-                    .is_none_or(|b| idle_started.elapsed() < b),
+                Poller::Server => self.server_wait.spin_budget().is_none_or(|b| idle_started.elapsed() < b),
             };
             if self.failed.load(Ordering::Relaxed) {
                 self.release_ring(rx);
@@ -1142,16 +1042,9 @@ impl Session {
                 }
             }
         };
-        let payload = Payload {
-            session: self.clone(),
-            body,
-        };
+        let payload = Payload { session: self.clone(), body };
         match kind {
-            FrameKind::Request { no_reply } => Some(Incoming {
-                desc: d,
-                payload,
-                no_reply,
-            }),
+            FrameKind::Request { no_reply } => Some(Incoming { desc: d, payload, no_reply }),
             FrameKind::Response { .. } => {
                 self.deliver(d, payload);
                 None
@@ -1182,9 +1075,7 @@ impl Session {
                     .and_then(|hello| self.hooks.on_hello(hello));
                 match answer {
                     Ok(ack) => {
-                        if let Err(e) =
-                            self.send_control(ControlKind::HelloAck, d.msg_id, &ack.encode())
-                        {
+                        if let Err(e) = self.send_control(ControlKind::HelloAck, d.msg_id, &ack.encode()) {
                             tracing::warn!(peer = %self.label, "could not answer HELLO: {e}");
                         }
                     }
@@ -1212,10 +1103,7 @@ impl Session {
         for i in 0..count.max(1) {
             let me = self.clone();
             let handle = std::thread::Builder::new()
-                .name(format!(
-                    "cellshm-{}-{i}",
-                    self.label.chars().take(8).collect::<String>()
-                ))
+                .name(format!("cellshm-{}-{i}", self.label.chars().take(8).collect::<String>()))
                 .spawn(move || me.serve_loop())
                 .map_err(|e| Error::system("spawning a server thread", e))?;
             servers.push(handle);
@@ -1270,9 +1158,7 @@ impl Session {
         if !c.standby_taken {
             c.standby_taken = true;
             drop(c);
-            if !self.ring_nonempty()
-                && self.doorbell.wait(&[&self.kick], Some(RECHECK)) == Wake::PeerDead
-            {
+            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick], Some(RECHECK)) == Wake::PeerDead {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
@@ -1285,11 +1171,7 @@ impl Session {
     }
 
     fn serve(self: &Arc<Self>, request: Incoming) {
-        let Incoming {
-            desc,
-            payload,
-            no_reply,
-        } = request;
+        let Incoming { desc, payload, no_reply } = request;
         let outcome = self.run_handler(&desc, &payload);
         drop(payload);
         self.count(control::REQUESTS_SERVED, 1);
@@ -1309,12 +1191,8 @@ impl Session {
             }
             return;
         }
-        let mut response = Descriptor {
-            msg_id: desc.msg_id,
-            method_id: desc.method_id,
-            flags: flags::RESPONSE,
-            ..Default::default()
-        };
+        let mut response =
+            Descriptor { msg_id: desc.msg_id, method_id: desc.method_id, flags: flags::RESPONSE, ..Default::default() };
         let out = match error {
             None => match body {
                 ReplyBody::Empty => OutBody::Inline([0; INLINE_CAPACITY], 0),
@@ -1368,12 +1246,7 @@ impl Session {
         }
         if let Some(result) = self.hooks.builtin(desc.method_id, payload.bytes()) {
             let bytes = result?;
-            return Ok(self
-                .fill_body(bytes.len(), desc.deadline_ns, |b| {
-                    b.copy_from_slice(&bytes);
-                    bytes.len()
-                })?
-                .into());
+            return Ok(self.fill_body(bytes.len(), desc.deadline_ns, copy_of(&bytes))?.into());
         }
         let handler = self.dispatcher.read().get(desc.method_id);
         let Some(handler) = handler else {
@@ -1404,10 +1277,7 @@ impl Session {
                     .unwrap_or_else(|| "a non-string panic".into());
                 Err(Error::new(
                     Status::Internal,
-                    format!(
-                        "handler for method {:#010x} panicked: {what}",
-                        desc.method_id
-                    ),
+                    format!("handler for method {:#010x} panicked: {what}", desc.method_id),
                 ))
             }
         }
@@ -1423,10 +1293,7 @@ impl Session {
             b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
             *w = u64::from_le_bytes(b);
         }
-        self.tx_ring
-            .lock()
-            .try_push(words)
-            .map_err(|e| Error::new(Status::ResourceExhausted, format!("{e:?}")))?;
+        self.tx_ring.lock().try_push(words).map_err(|e| Error::new(Status::ResourceExhausted, format!("{e:?}")))?;
         self.ring_doorbell_if_parked();
         Ok(())
     }
@@ -1440,11 +1307,7 @@ impl Drop for Session {
 
 #[derive(Clone, Copy)]
 enum Poller<'a> {
-    Caller {
-        waiter: &'a Waiter,
-        deadline_ns: u64,
-        within_budget: &'a dyn Fn() -> bool,
-    },
+    Caller { waiter: &'a Waiter, deadline_ns: u64, within_budget: &'a dyn Fn() -> bool },
     Server,
 }
 

@@ -41,11 +41,7 @@ fn spawn_cell_on(hub: &Hub, name: &str, env: &[(&str, &str)]) -> (Peer, Child) {
 fn start(config: HubConfig, env: &[(&str, &str)]) -> Running {
     let hub = Hub::create(config).unwrap();
     let (peer, child) = spawn_cell_on(&hub, "test", env);
-    Running {
-        _hub: hub,
-        peer,
-        child,
-    }
+    Running { _hub: hub, peer, child }
 }
 
 fn secs(n: u64) -> CallOptions {
@@ -53,9 +49,7 @@ fn secs(n: u64) -> CallOptions {
 }
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
 #[test]
@@ -68,16 +62,10 @@ fn echo_every_payload_size_and_refuse_oversize() {
     assert_eq!(largest, 1 << 20);
     for size in [0, 1, 16, 17, 1024, 4096, 4097, 65_536, largest] {
         let payload = pattern(size, size as u8);
-        let reply = r
-            .peer
-            .call("Echo.echo", &payload, &secs(5))
-            .unwrap_or_else(|e| panic!("size {size}: {e}"));
+        let reply = r.peer.call("Echo.echo", &payload, &secs(5)).unwrap_or_else(|e| panic!("size {size}: {e}"));
         assert_eq!(reply.bytes(), &payload[..], "size {size}");
     }
-    let err = r
-        .peer
-        .call("Echo.echo", &vec![0u8; largest + 1], &secs(5))
-        .unwrap_err();
+    let err = r.peer.call("Echo.echo", &vec![0u8; largest + 1], &secs(5)).unwrap_err();
     assert_eq!(err.status(), Status::PayloadTooLarge);
     assert!(err.message().contains(&format!("{}", largest + 1)), "{err}");
     // In-place request, larger response than request.
@@ -94,17 +82,9 @@ fn echo_every_payload_size_and_refuse_oversize() {
         )
         .unwrap();
     assert_eq!(reply.len(), 300_000);
-    assert!(reply
-        .bytes()
-        .iter()
-        .enumerate()
-        .all(|(i, &b)| b == (i % 251) as u8));
+    assert!(reply.bytes().iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
     drop(reply);
-    assert_eq!(
-        r.peer.held_slots(),
-        Some(0),
-        "dropped responses return their slots"
-    );
+    assert_eq!(r.peer.held_slots(), Some(0), "dropped responses return their slots");
 }
 
 #[test]
@@ -116,11 +96,7 @@ fn eight_threads_times_1000_concurrent_calls() {
             thread::spawn(move || {
                 for i in 0..1000u32 {
                     // Mix inline and slot payloads; every payload is unique to (thread, i).
-                    let len = if i % 2 == 0 {
-                        12
-                    } else {
-                        200 + (i as usize % 700)
-                    };
+                    let len = if i % 2 == 0 { 12 } else { 200 + (i as usize % 700) };
                     let mut payload = pattern(len, t);
                     payload[..4].copy_from_slice(&i.to_le_bytes());
                     payload[4] = t;
@@ -134,10 +110,7 @@ fn eight_threads_times_1000_concurrent_calls() {
         t.join().unwrap();
     }
     let counters = r.peer.cell_counters().unwrap();
-    assert_eq!(
-        counters.requests_served, 8000,
-        "every call served exactly once"
-    );
+    assert_eq!(counters.requests_served, 8000, "every call served exactly once");
 }
 
 #[test]
@@ -145,21 +118,11 @@ fn deadlines_are_honoured_on_both_sides() {
     let r = Arc::new(start(HubConfig::default(), &[("CELLSHM_WORKERS", "1")]));
     // Caller side: a slow handler and a short deadline.
     let t = Instant::now();
-    let err = r
-        .peer
-        .call(
-            "Test.sleep",
-            &300u32.to_le_bytes(),
-            &CallOptions::timeout(Duration::from_millis(50)),
-        )
-        .unwrap_err();
+    let err =
+        r.peer.call("Test.sleep", &300u32.to_le_bytes(), &CallOptions::timeout(Duration::from_millis(50))).unwrap_err();
     assert_eq!(err.status(), Status::DeadlineExceeded);
     assert!(err.message().contains("Test.sleep"), "{err}");
-    assert!(
-        t.elapsed() < Duration::from_millis(250),
-        "gave up after {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(250), "gave up after {:?}", t.elapsed());
 
     // Callee side: with its only worker busy, a request whose deadline passes while it
     // waits is answered with an error instead of running the handler.
@@ -167,39 +130,19 @@ fn deadlines_are_honoured_on_both_sides() {
     let before = r.peer.cell_counters().unwrap();
     let busy = {
         let r = r.clone();
-        thread::spawn(move || {
-            r.peer
-                .call("Test.sleep", &200u32.to_le_bytes(), &secs(5))
-                .unwrap()
-        })
+        thread::spawn(move || r.peer.call("Test.sleep", &200u32.to_le_bytes(), &secs(5)).unwrap())
     };
     thread::sleep(Duration::from_millis(30));
-    let err = r
-        .peer
-        .call(
-            "Test.sized",
-            &10u32.to_le_bytes(),
-            &CallOptions::timeout(Duration::from_millis(20)),
-        )
-        .unwrap_err();
+    let err =
+        r.peer.call("Test.sized", &10u32.to_le_bytes(), &CallOptions::timeout(Duration::from_millis(20))).unwrap_err();
     assert_eq!(err.status(), Status::DeadlineExceeded);
     busy.join().unwrap();
     thread::sleep(Duration::from_millis(50));
     let after = r.peer.cell_counters().unwrap();
     assert_eq!(after.requests_served - before.requests_served, 2);
-    assert_eq!(
-        after.errors - before.errors,
-        1,
-        "the expired request was skipped, not run"
-    );
+    assert_eq!(after.errors - before.errors, 1, "the expired request was skipped, not run");
     // The link is healthy afterwards and no slot leaked.
-    assert_eq!(
-        r.peer
-            .call("Echo.echo", b"still here", &secs(5))
-            .unwrap()
-            .bytes(),
-        b"still here"
-    );
+    assert_eq!(r.peer.call("Echo.echo", b"still here", &secs(5)).unwrap().bytes(), b"still here");
     assert_eq!(r.peer.held_slots(), Some(0));
 }
 
@@ -209,37 +152,22 @@ fn errors_unknown_methods_and_panics_come_back_and_the_cell_keeps_serving() {
     let err = r.peer.call("No.such", b"", &secs(5)).unwrap_err();
     assert_eq!(err.status(), Status::Unimplemented);
     let id = format!("{:#010x}", cellshm::method_id("No.such"));
-    assert!(
-        err.message().contains(&id) && err.message().contains("No.such"),
-        "{err}"
-    );
+    assert!(err.message().contains(&id) && err.message().contains("No.such"), "{err}");
 
     let err = r.peer.call("Test.panic", b"", &secs(5)).unwrap_err();
     assert_eq!(err.status(), Status::Internal);
     assert!(err.message().contains("deliberate panic"), "{err}");
 
     let mut failing = 5u32.to_le_bytes().to_vec();
-    failing.extend_from_slice(
-        "the thing is not there, and this message is long enough to need a slot".as_bytes(),
-    );
+    failing.extend_from_slice("the thing is not there, and this message is long enough to need a slot".as_bytes());
     let err = r.peer.call("Test.fail", &failing, &secs(5)).unwrap_err();
     assert_eq!(err.status(), Status::NotFound);
     assert!(err.message().starts_with("the thing is not there"), "{err}");
 
     let err = r.peer.call("Test.fail", b"", &secs(5)).unwrap_err();
-    assert_eq!(
-        err.status(),
-        Status::InvalidArgument,
-        "handler argument errors propagate: {err}"
-    );
+    assert_eq!(err.status(), Status::InvalidArgument, "handler argument errors propagate: {err}");
 
-    assert_eq!(
-        r.peer
-            .call("Echo.echo", b"alive", &secs(5))
-            .unwrap()
-            .bytes(),
-        b"alive"
-    );
+    assert_eq!(r.peer.call("Echo.echo", b"alive", &secs(5)).unwrap().bytes(), b"alive");
     assert_eq!(r.peer.state(), PeerState::Ready);
 }
 
@@ -261,15 +189,11 @@ fn cells_call_the_host_and_notifications_need_no_reply() {
     }
     let before = peer.cell_counters().unwrap().requests_served;
     for _ in 0..10 {
-        peer.notify("Test.sleep", &0u32.to_le_bytes(), &CallOptions::default())
-            .unwrap();
+        peer.notify("Test.sleep", &0u32.to_le_bytes(), &CallOptions::default()).unwrap();
     }
     let t = Instant::now();
     while peer.cell_counters().unwrap().requests_served < before + 10 {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "notifications were not served"
-        );
+        assert!(t.elapsed() < Duration::from_secs(5), "notifications were not served");
         thread::sleep(Duration::from_millis(5));
     }
     let _ = child.kill();
@@ -280,10 +204,7 @@ fn cells_call_the_host_and_notifications_need_no_reply() {
 fn full_pools_wait_for_the_deadline_then_report_resource_exhausted() {
     let config = HubConfig {
         ring_capacity: 8,
-        slot_classes: vec![SlotClass {
-            slot_size: 256,
-            slot_count: 2,
-        }],
+        slot_classes: vec![SlotClass { slot_size: 256, slot_count: 2 }],
         ..HubConfig::default()
     };
     let r = Arc::new(start(config, &[("CELLSHM_WORKERS", "1")]));
@@ -298,31 +219,14 @@ fn full_pools_wait_for_the_deadline_then_report_resource_exhausted() {
         .collect();
     thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
-    let err = r
-        .peer
-        .call(
-            "Echo.echo",
-            &[1u8; 100],
-            &CallOptions::timeout(Duration::from_millis(60)),
-        )
-        .unwrap_err();
+    let err = r.peer.call("Echo.echo", &[1u8; 100], &CallOptions::timeout(Duration::from_millis(60))).unwrap_err();
     assert_eq!(err.status(), Status::ResourceExhausted, "{err}");
-    assert!(
-        t.elapsed() >= Duration::from_millis(50) && t.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= Duration::from_millis(50) && t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
     for h in holders {
         h.join().unwrap().unwrap();
     }
     // Once the slots are back, large payloads flow again.
-    assert_eq!(
-        r.peer
-            .call("Echo.echo", &[2u8; 100], &secs(5))
-            .unwrap()
-            .bytes(),
-        &[2u8; 100][..]
-    );
+    assert_eq!(r.peer.call("Echo.echo", &[2u8; 100], &secs(5)).unwrap().bytes(), &[2u8; 100][..]);
 }
 
 #[test]
@@ -336,11 +240,7 @@ fn kill_9_mid_call_fails_the_call_with_peer_dead_within_a_second() {
     }
     let call = thread::spawn(move || {
         let t = Instant::now();
-        let result = peer.call(
-            "Test.sleep",
-            &10_000u32.to_le_bytes(),
-            &CallOptions::default(),
-        );
+        let result = peer.call("Test.sleep", &10_000u32.to_le_bytes(), &CallOptions::default());
         (result.map(|_| ()), t)
     });
     thread::sleep(Duration::from_millis(100));
@@ -349,60 +249,32 @@ fn kill_9_mid_call_fails_the_call_with_peer_dead_within_a_second() {
     let (result, _) = call.join().unwrap();
     let err = result.unwrap_err();
     assert_eq!(err.status(), Status::PeerDead, "{err}");
-    assert!(
-        killed_at.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        killed_at.elapsed()
-    );
+    assert!(killed_at.elapsed() < Duration::from_secs(1), "took {:?}", killed_at.elapsed());
     assert!(matches!(r.peer.state(), PeerState::Dead(e) if e.status() == Status::PeerDead));
     assert_eq!(*died.lock().unwrap(), Some(Status::PeerDead));
-    assert_eq!(
-        r.peer
-            .call("Echo.echo", b"x", &secs(1))
-            .unwrap_err()
-            .status(),
-        Status::PeerDead
-    );
+    assert_eq!(r.peer.call("Echo.echo", b"x", &secs(1)).unwrap_err().status(), Status::PeerDead);
 }
 
 fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // A zombie (state Z) has exited; only its parent's reaping is left.
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
 #[test]
 fn a_cell_exits_within_a_second_of_its_host() {
-    let mut host = Command::new(CELL)
-        .arg("__host")
-        .env("CELLSHM_QUIET", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut host = Command::new(CELL).arg("__host").env("CELLSHM_QUIET", "1").stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(host.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let cell_pid: u32 = line
-        .trim()
-        .strip_prefix("cell_pid=")
-        .unwrap()
-        .parse()
-        .unwrap();
+    BufReader::new(host.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let cell_pid: u32 = line.trim().strip_prefix("cell_pid=").unwrap().parse().unwrap();
     assert!(!process_gone(cell_pid));
     host.kill().unwrap();
     let killed_at = Instant::now();
     host.wait().unwrap();
     while !process_gone(cell_pid) {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(1),
-            "cell {cell_pid} outlived its host by 1 s"
-        );
+        assert!(killed_at.elapsed() < Duration::from_secs(1), "cell {cell_pid} outlived its host by 1 s");
         thread::sleep(Duration::from_millis(10));
     }
 }
@@ -420,10 +292,7 @@ fn garbage_from_one_cell_drops_that_peer_and_the_host_keeps_serving_another() {
     assert!(!status.success());
     for i in 0..100u32 {
         let payload = pattern(100, i as u8);
-        assert_eq!(
-            good.call("Echo.echo", &payload, &secs(5)).unwrap().bytes(),
-            &payload[..]
-        );
+        assert_eq!(good.call("Echo.echo", &payload, &secs(5)).unwrap().bytes(), &payload[..]);
     }
     let _ = good_child.kill();
     let _ = good_child.wait();
@@ -433,38 +302,20 @@ fn garbage_from_one_cell_drops_that_peer_and_the_host_keeps_serving_another() {
 fn run_cell_by_hand(args: &[&str]) -> (i32, String) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
-    let made = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
+    let made =
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     assert_eq!(made, 0);
     // SAFETY: fresh fds owned by nobody else.
     let (_ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let child_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(CELL);
-    cmd.arg("__cell")
-        .args(args)
-        .env("CELLSHM_READY_TIMEOUT_MS", "200")
-        .stderr(Stdio::piped());
+    cmd.arg("__cell").args(args).env("CELLSHM_READY_TIMEOUT_MS", "200").stderr(Stdio::piped());
     // SAFETY: dup2 is async-signal-safe.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(child_fd, 3) < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        })
+        cmd.pre_exec(move || if libc::dup2(child_fd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) })
     };
     let out = cmd.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -473,31 +324,16 @@ fn bad_join_arguments_fail_with_clear_errors() {
     assert_ne!(code, 0);
     assert!(err.contains("missing --hub-path="), "{err}");
 
-    let (code, err) = run_cell_by_hand(&[
-        "--hub-path=/nonexistent/x.hub",
-        "--peer-id=0",
-        "--doorbell-fd=77",
-    ]);
+    let (code, err) = run_cell_by_hand(&["--hub-path=/nonexistent/x.hub", "--peer-id=0", "--doorbell-fd=77"]);
     assert_ne!(code, 0);
-    assert!(
-        err.contains("--doorbell-fd=77 is not an open file descriptor"),
-        "{err}"
-    );
+    assert!(err.contains("--doorbell-fd=77 is not an open file descriptor"), "{err}");
 
-    let (code, err) = run_cell_by_hand(&[
-        "--hub-path=/nonexistent/x.hub",
-        "--peer-id=0",
-        "--doorbell-fd=1",
-    ]);
+    let (code, err) = run_cell_by_hand(&["--hub-path=/nonexistent/x.hub", "--peer-id=0", "--doorbell-fd=1"]);
     assert_ne!(code, 0);
     assert!(err.contains("--doorbell-fd=1 is not a socket"), "{err}");
 
     let t = Instant::now();
-    let (code, err) = run_cell_by_hand(&[
-        "--hub-path=/nonexistent/x.hub",
-        "--peer-id=0",
-        "--doorbell-fd=3",
-    ]);
+    let (code, err) = run_cell_by_hand(&["--hub-path=/nonexistent/x.hub", "--peer-id=0", "--doorbell-fd=3"]);
     assert_ne!(code, 0);
     assert!(err.contains("did not appear within 200 ms"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3));
@@ -513,11 +349,8 @@ fn bad_join_arguments_fail_with_clear_errors() {
 
     let not_a_hub = std::env::temp_dir().join(format!("cellshm-not-a-hub-{}", std::process::id()));
     std::fs::write(&not_a_hub, vec![0x41u8; 10_000]).unwrap();
-    let (code, err) = run_cell_by_hand(&[
-        &format!("--hub-path={}", not_a_hub.display()),
-        "--peer-id=0",
-        "--doorbell-fd=3",
-    ]);
+    let (code, err) =
+        run_cell_by_hand(&[&format!("--hub-path={}", not_a_hub.display()), "--peer-id=0", "--doorbell-fd=3"]);
     std::fs::remove_file(&not_a_hub).unwrap();
     assert_ne!(code, 0);
     assert!(err.contains("bad magic"), "{err}");
@@ -528,15 +361,7 @@ fn wait_strategies_all_work_and_peers_shut_down_gracefully() {
     for wait in ["spin", "block", "adaptive:10"] {
         let hub = Hub::create(HubConfig::default()).unwrap();
         let strategy = cellshm::WaitStrategy::parse(wait).unwrap();
-        let ticket = hub
-            .add_peer(
-                wait,
-                PeerOptions {
-                    wait: strategy,
-                    ..PeerOptions::default()
-                },
-            )
-            .unwrap();
+        let ticket = hub.add_peer(wait, PeerOptions { wait: strategy, ..PeerOptions::default() }).unwrap();
         let mut cmd = Command::new(CELL);
         cmd.arg("__cell").env("CELLSHM_WAIT", wait);
         let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
@@ -547,9 +372,6 @@ fn wait_strategies_all_work_and_peers_shut_down_gracefully() {
         }
         peer.shutdown(Duration::from_secs(2));
         let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "{wait}: a cell told goodbye exits cleanly, got {status}"
-        );
+        assert!(status.success(), "{wait}: a cell told goodbye exits cleanly, got {status}");
     }
 }

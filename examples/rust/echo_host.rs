@@ -15,15 +15,10 @@ use cellshm::{CallOptions, Hub, HubConfig, PeerOptions};
 
 fn cell_commands() -> Vec<Vec<String>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut commands: Vec<Vec<String>> = args
-        .split(|a| a == "--")
-        .filter(|c| !c.is_empty())
-        .map(|c| c.to_vec())
-        .collect();
+    let mut commands: Vec<Vec<String>> =
+        args.split(|a| a == "--").filter(|c| !c.is_empty()).map(|c| c.to_vec()).collect();
     if commands.is_empty() {
-        let sibling: PathBuf = std::env::current_exe()
-            .expect("own path")
-            .with_file_name("echo-cell");
+        let sibling: PathBuf = std::env::current_exe().expect("own path").with_file_name("echo-cell");
         commands.push(vec![sibling.display().to_string()]);
     }
     commands
@@ -40,21 +35,13 @@ fn main() -> Result<(), cellshm::Error> {
         cmd.args(&command[1..]);
         let (peer, child) = ticket.spawn(&mut cmd)?;
         peer.wait_ready(Duration::from_secs(10))?;
-        println!(
-            "{name}: ready ({}, pid {})",
-            command.join(" "),
-            peer.pid().unwrap_or(0)
-        );
+        println!("{name}: ready ({}, pid {})", command.join(" "), peer.pid().unwrap_or(0));
         running.push((peer, child));
     }
     let options = CallOptions::timeout(Duration::from_secs(2));
     for (peer, _) in &running {
         let reply = peer.call("Echo.echo", b"hello from the Rust host", &options)?;
-        println!(
-            "{}: Echo.echo -> {:?}",
-            peer.name(),
-            String::from_utf8_lossy(reply.bytes())
-        );
+        println!("{}: Echo.echo -> {:?}", peer.name(), String::from_utf8_lossy(reply.bytes()));
         let t = Instant::now();
         let rounds = 10_000;
         for _ in 0..rounds {
@@ -68,9 +55,7 @@ fn main() -> Result<(), cellshm::Error> {
     }
     for (peer, mut child) in running {
         peer.shutdown(Duration::from_secs(2));
-        let status = child
-            .wait()
-            .map_err(|e| cellshm::Error::system("waiting for a cell", e))?;
+        let status = child.wait().map_err(|e| cellshm::Error::system("waiting for a cell", e))?;
         println!("{}: exited ({status})", peer.name());
     }
     Ok(())

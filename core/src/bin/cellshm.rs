@@ -37,20 +37,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cellshm: {e}");
-            ExitCode::from(if e.status() == Status::InvalidArgument {
-                2
-            } else {
-                1
-            })
+            ExitCode::from(if e.status() == Status::InvalidArgument { 2 } else { 1 })
         }
     }
 }
 
 fn usage() -> Error {
-    Error::new(
-        Status::InvalidArgument,
-        "usage: cellshm inspect HUB | cellshm bench [--quick]",
-    )
+    Error::new(Status::InvalidArgument, "usage: cellshm inspect HUB | cellshm bench [--quick]")
 }
 
 fn inspect(path: &Path) -> Result<(), Error> {
@@ -61,10 +54,7 @@ fn inspect(path: &Path) -> Result<(), Error> {
     println!("max peers   {}", info.geometry.max_peers);
     println!("ring        {} descriptors", info.geometry.ring_capacity);
     for (i, c) in info.geometry.classes.iter().enumerate() {
-        println!(
-            "class {i}     {} slots x {} bytes",
-            c.slot_count, c.slot_size
-        );
+        println!("class {i}     {} slots x {} bytes", c.slot_count, c.slot_size);
     }
     Ok(())
 }
@@ -75,12 +65,7 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
     bytes
         .get(at..at + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| {
-            Error::new(
-                Status::InvalidArgument,
-                format!("expected a u32 at byte {at}"),
-            )
-        })
+        .ok_or_else(|| Error::new(Status::InvalidArgument, format!("expected a u32 at byte {at}")))
 }
 
 /// The cell spawned by tests and benchmarks. Methods:
@@ -109,10 +94,7 @@ fn test_cell() -> Result<(), Error> {
     cell.method("Test.fail", |call| {
         let code = u32_at(call.payload(), 0)?;
         let status = Status::from_code(code).unwrap_or(Status::Unknown);
-        Err(Error::new(
-            status,
-            String::from_utf8_lossy(&call.payload()[4..]).into_owned(),
-        ))
+        Err(Error::new(status, String::from_utf8_lossy(&call.payload()[4..]).into_owned()))
     })?;
     cell.method("Test.sized", |call| {
         let n = u32_at(call.payload(), 0)? as usize;
@@ -125,30 +107,20 @@ fn test_cell() -> Result<(), Error> {
     })?;
     let weak = std::sync::Arc::downgrade(&cell);
     cell.method("Test.garbage", move |_| {
-        let cell = weak
-            .upgrade()
-            .ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         let mut garbage = [0xA5u8; 64];
         garbage[16..20].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
         cell.push_raw_descriptor_for_tests(garbage)
     })?;
     let weak = std::sync::Arc::downgrade(&cell);
     cell.method("Test.call_host", move |call| {
-        let cell = weak
-            .upgrade()
-            .ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
-        let answer = cell.call(
-            "Host.echo",
-            call.payload(),
-            &CallOptions::timeout(Duration::from_secs(5)),
-        )?;
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let answer = cell.call("Host.echo", call.payload(), &CallOptions::timeout(Duration::from_secs(5)))?;
         call.reply(answer.bytes())
     })?;
     let weak = std::sync::Arc::downgrade(&cell);
     cell.method("Test.log", move |call| {
-        let cell = weak
-            .upgrade()
-            .ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         cell.log(&String::from_utf8_lossy(call.payload()))
     })?;
     cell.run()
@@ -195,11 +167,7 @@ impl Sampler {
 
     fn report(&self, name: &str) -> u64 {
         let p50 = self.percentile(0.50);
-        println!(
-            "{name} p50_ns={p50} p99_ns={} n={}",
-            self.percentile(0.99),
-            self.samples.len()
-        );
+        println!("{name} p50_ns={p50} p99_ns={} n={}", self.percentile(0.99), self.samples.len());
         p50
     }
 }
@@ -283,31 +251,19 @@ fn bench(quick: bool) -> Result<(), Error> {
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn spawn_bench_cell(
-    wait: WaitStrategy,
-) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
+fn spawn_bench_cell(wait: WaitStrategy) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
     let hub = Hub::create(HubConfig::default())?;
-    let ticket = hub.add_peer(
-        "bench",
-        PeerOptions {
-            wait,
-            ..PeerOptions::default()
-        },
-    )?;
+    let ticket = hub.add_peer("bench", PeerOptions { wait, ..PeerOptions::default() })?;
     let wait_text = match wait {
         WaitStrategy::Spin => "spin".to_string(),
         WaitStrategy::Block => "block".to_string(),
         WaitStrategy::Adaptive { spin } => format!("adaptive:{}", spin.as_micros()),
     };
     let mut cmd = Command::new(self_exe()?);
-    cmd.arg("__cell")
-        .env("CELLSHM_WAIT", wait_text)
-        .env("CELLSHM_WORKERS", "2");
+    cmd.arg("__cell").env("CELLSHM_WAIT", wait_text).env("CELLSHM_WORKERS", "2");
     let (peer, child) = ticket.spawn(&mut cmd)?;
     peer.wait_ready(Duration::from_secs(10))?;
     Ok((hub, peer, child))
@@ -323,8 +279,7 @@ fn floor_shm(iterations: usize) -> Result<Sampler, Error> {
         .truncate(true)
         .open(&path)
         .map_err(|e| Error::system("creating the floor file", e))?;
-    file.set_len(4096)
-        .map_err(|e| Error::system("sizing the floor file", e))?;
+    file.set_len(4096).map_err(|e| Error::system("sizing the floor file", e))?;
     let lines = map_lines(&file)?;
     let mut child = Command::new(self_exe()?)
         .arg("__floor-shm")
@@ -360,10 +315,7 @@ fn map_lines(file: &std::fs::File) -> Result<&'static [AtomicU64], Error> {
         )
     };
     if ptr == libc::MAP_FAILED {
-        return Err(Error::system(
-            "mapping the floor file",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(Error::system("mapping the floor file", std::io::Error::last_os_error()));
     }
     // SAFETY: page-aligned, 4096 bytes = 512 AtomicU64, only accessed atomically.
     Ok(unsafe { std::slice::from_raw_parts(ptr as *const AtomicU64, 512) })
@@ -391,15 +343,7 @@ fn floor_shm_child(args: &[String]) -> Result<(), Error> {
 fn floor_socket(iterations: usize) -> Result<Sampler, Error> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } != 0
-    {
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
         return Err(Error::system("socketpair", std::io::Error::last_os_error()));
     }
     // SAFETY: both fds are fresh and owned by nobody else.
@@ -409,17 +353,9 @@ fn floor_socket(iterations: usize) -> Result<Sampler, Error> {
     cmd.arg("__floor-sock");
     // SAFETY: dup2 is async-signal-safe; the duplicate on fd 3 is not CLOEXEC.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(child_fd, 3) < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
+        cmd.pre_exec(move || if libc::dup2(child_fd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::system("spawning the floor child", e))?;
+    let mut child = cmd.spawn().map_err(|e| Error::system("spawning the floor child", e))?;
     drop(theirs);
     let fd = ours.as_raw_fd();
     let mut buf = [0u8; 64];

@@ -126,47 +126,31 @@ impl Geometry {
     /// Checks every limit; the message says which one is broken.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_peers == 0 || self.max_peers > MAX_PEERS {
-            return Err(format!(
-                "max_peers {} is not in 1..={MAX_PEERS}",
-                self.max_peers
-            ));
+            return Err(format!("max_peers {} is not in 1..={MAX_PEERS}", self.max_peers));
         }
         let cap = self.ring_capacity;
         if !(2..=65_536).contains(&cap) || !cap.is_power_of_two() {
-            return Err(format!(
-                "ring_capacity {cap} is not a power of two in 2..=65536"
-            ));
+            return Err(format!("ring_capacity {cap} is not a power of two in 2..=65536"));
         }
         if self.classes.is_empty() || self.classes.len() > MAX_CLASSES {
-            return Err(format!(
-                "{} slot classes (1..={MAX_CLASSES} allowed)",
-                self.classes.len()
-            ));
+            return Err(format!("{} slot classes (1..={MAX_CLASSES} allowed)", self.classes.len()));
         }
         let mut previous = 0;
         for (i, c) in self.classes.iter().enumerate() {
             if c.slot_size < 64 || c.slot_size > MAX_SLOT_SIZE || c.slot_size % 64 != 0 {
-                return Err(format!(
-                    "class {i}: slot_size {} is not a multiple of 64 in 64..=1GiB",
-                    c.slot_size
-                ));
+                return Err(format!("class {i}: slot_size {} is not a multiple of 64 in 64..=1GiB", c.slot_size));
             }
             if c.slot_size <= previous {
                 return Err(format!("class {i}: slot sizes must increase"));
             }
             if c.slot_count == 0 || c.slot_count > MAX_SLOTS_PER_CLASS {
-                return Err(format!(
-                    "class {i}: slot_count {} is not in 1..={MAX_SLOTS_PER_CLASS}",
-                    c.slot_count
-                ));
+                return Err(format!("class {i}: slot_count {} is not in 1..={MAX_SLOTS_PER_CLASS}", c.slot_count));
             }
             previous = c.slot_size;
         }
         let region = self.unchecked_region_size();
         if region > MAX_REGION_SIZE {
-            return Err(format!(
-                "a peer region would take {region} bytes (max {MAX_REGION_SIZE})"
-            ));
+            return Err(format!("a peer region would take {region} bytes (max {MAX_REGION_SIZE})"));
         }
         Ok(())
     }
@@ -192,11 +176,7 @@ impl Geometry {
     }
 
     fn pool_bytes(&self) -> u64 {
-        let slots: u64 = self
-            .classes
-            .iter()
-            .map(|c| c.slot_size as u64 * c.slot_count as u64)
-            .sum();
+        let slots: u64 = self.classes.iter().map(|c| c.slot_size as u64 * c.slot_count as u64).sum();
         ring_bytes(self.return_ring_capacity(), 8) + slots
     }
 
@@ -205,10 +185,7 @@ impl Geometry {
         let cap = self.ring_capacity as u64;
         let mut at = 256u64;
         let ring = |entry: u64, capacity: u64, at: &mut u64| {
-            let r = RingLayout {
-                offset: *at as usize,
-                capacity,
-            };
+            let r = RingLayout { offset: *at as usize, capacity };
             *at += ring_bytes(capacity, entry);
             r
         };
@@ -220,11 +197,7 @@ impl Geometry {
                 .classes
                 .iter()
                 .map(|c| {
-                    let l = ClassLayout {
-                        offset: *at as usize,
-                        slot_size: c.slot_size,
-                        slot_count: c.slot_count,
-                    };
+                    let l = ClassLayout { offset: *at as usize, slot_size: c.slot_size, slot_count: c.slot_count };
                     *at += c.slot_size as u64 * c.slot_count as u64;
                     l
                 })
@@ -233,27 +206,14 @@ impl Geometry {
         };
         let host_pool = pool(&mut at);
         let cell_pool = pool(&mut at);
-        RegionLayout {
-            host_to_cell,
-            cell_to_host,
-            host_pool,
-            cell_pool,
-            size: round_up(at, PAGE),
-        }
+        RegionLayout { host_to_cell, cell_to_host, host_pool, cell_pool, size: round_up(at, PAGE) }
     }
 
     /// Offsets of the whole file.
     pub(crate) fn hub_layout(&self) -> HubLayout {
-        let regions_offset = round_up(
-            PEER_TABLE_OFFSET + self.max_peers as u64 * PEER_ENTRY_SIZE,
-            PAGE,
-        );
+        let regions_offset = round_up(PEER_TABLE_OFFSET + self.max_peers as u64 * PEER_ENTRY_SIZE, PAGE);
         let region_size = self.unchecked_region_size();
-        HubLayout {
-            regions_offset,
-            region_size,
-            total_size: regions_offset + region_size * self.max_peers as u64,
-        }
+        HubLayout { regions_offset, region_size, total_size: regions_offset + region_size * self.max_peers as u64 }
     }
 }
 
@@ -321,16 +281,7 @@ mod tests {
         Geometry {
             max_peers: 3,
             ring_capacity: 8,
-            classes: vec![
-                SlotClass {
-                    slot_size: 64,
-                    slot_count: 3,
-                },
-                SlotClass {
-                    slot_size: 4096,
-                    slot_count: 2,
-                },
-            ],
+            classes: vec![SlotClass { slot_size: 64, slot_count: 3 }, SlotClass { slot_size: 4096, slot_count: 2 }],
         }
     }
 
@@ -344,10 +295,7 @@ mod tests {
             spans.push((ring.offset, ring.offset + 128 + ring.capacity as usize * 64));
         }
         for pool in [&r.host_pool, &r.cell_pool] {
-            assert_eq!(
-                pool.returns.capacity, 8,
-                "5 slots round up to 8 return entries"
-            );
+            assert_eq!(pool.returns.capacity, 8, "5 slots round up to 8 return entries");
             spans.push((pool.returns.offset, pool.returns.offset + 128 + 64));
             for c in &pool.classes {
                 assert_eq!(c.offset % 64, 0);
@@ -356,12 +304,7 @@ mod tests {
         }
         spans.sort();
         for pair in spans.windows(2) {
-            assert!(
-                pair[0].1 <= pair[1].0,
-                "{:?} overlaps {:?}",
-                pair[0],
-                pair[1]
-            );
+            assert!(pair[0].1 <= pair[1].0, "{:?} overlaps {:?}", pair[0], pair[1]);
         }
         assert!(spans.last().unwrap().1 as u64 <= r.size);
         assert_eq!(r.size % PAGE, 0);
@@ -385,10 +328,7 @@ mod tests {
         g.max_peers = 0;
         assert!(g.validate().is_err());
         let mut g = geometry();
-        g.classes = vec![SlotClass {
-            slot_size: 1 << 30,
-            slot_count: 65_536,
-        }];
+        g.classes = vec![SlotClass { slot_size: 1 << 30, slot_count: 65_536 }];
         assert!(g.validate().unwrap_err().contains("region"));
     }
 }

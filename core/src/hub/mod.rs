@@ -20,10 +20,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 use crate::frame::Status;
-use layout::{
-    control, header, peer_entry, RegionLayout, RingLayout, MAGIC, PEER_ENTRY_SIZE,
-    PEER_TABLE_OFFSET,
-};
+use layout::{control, header, peer_entry, RegionLayout, RingLayout, MAGIC, PEER_ENTRY_SIZE, PEER_TABLE_OFFSET};
 pub use layout::{Geometry, PeerSlotState, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR, PEER_NAME_MAX};
 
 /// How a hub is shaped. The defaults suit a few dozen cells exchanging messages from
@@ -49,22 +46,10 @@ impl Default for HubConfig {
             max_peers: 8,
             ring_capacity: 256,
             slot_classes: vec![
-                SlotClass {
-                    slot_size: 256,
-                    slot_count: 256,
-                },
-                SlotClass {
-                    slot_size: 4 << 10,
-                    slot_count: 128,
-                },
-                SlotClass {
-                    slot_size: 64 << 10,
-                    slot_count: 32,
-                },
-                SlotClass {
-                    slot_size: 1 << 20,
-                    slot_count: 4,
-                },
+                SlotClass { slot_size: 256, slot_count: 256 },
+                SlotClass { slot_size: 4 << 10, slot_count: 128 },
+                SlotClass { slot_size: 64 << 10, slot_count: 32 },
+                SlotClass { slot_size: 1 << 20, slot_count: 4 },
             ],
         }
     }
@@ -72,11 +57,7 @@ impl Default for HubConfig {
 
 impl HubConfig {
     pub(crate) fn geometry(&self) -> Geometry {
-        Geometry {
-            max_peers: self.max_peers,
-            ring_capacity: self.ring_capacity,
-            classes: self.slot_classes.clone(),
-        }
+        Geometry { max_peers: self.max_peers, ring_capacity: self.ring_capacity, classes: self.slot_classes.clone() }
     }
 }
 
@@ -99,10 +80,7 @@ unsafe impl Sync for RawView {}
 impl RawView {
     fn check(&self, offset: usize, size: usize) {
         // Offsets come from validated layouts; this is a bug guard, not input checking.
-        assert!(
-            offset.checked_add(size).is_some_and(|end| end <= self.len),
-            "offset {offset} outside mapping"
-        );
+        assert!(offset.checked_add(size).is_some_and(|end| end <= self.len), "offset {offset} outside mapping");
     }
 
     pub fn read_u32(&self, offset: usize) -> u32 {
@@ -175,8 +153,7 @@ unsafe impl<E> Send for ShmRing<E> {}
 
 impl<E> ShmRing<E> {
     fn new(region: &Region, ring: RingLayout) -> Self {
-        let bytes =
-            layout::RING_HEADER_SIZE as usize + ring.capacity as usize * std::mem::size_of::<E>();
+        let bytes = layout::RING_HEADER_SIZE as usize + ring.capacity as usize * std::mem::size_of::<E>();
         ShmRing {
             view: region.view.sub(ring.offset, bytes),
             capacity: ring.capacity,
@@ -187,9 +164,7 @@ impl<E> ShmRing<E> {
 
     fn entry_ptr(&self, index: usize) -> *mut E {
         debug_assert!((index as u64) < self.capacity);
-        self.view
-            .ptr(layout::RING_HEADER_SIZE as usize + index * std::mem::size_of::<E>())
-            as *mut E
+        self.view.ptr(layout::RING_HEADER_SIZE as usize + index * std::mem::size_of::<E>()) as *mut E
     }
 }
 
@@ -283,14 +258,12 @@ impl Region {
 
     /// The parked flag written by `side`.
     pub fn parked(&self, side: Side) -> &AtomicU32 {
-        self.view
-            .atomic_u32(self.control_block(side) + control::PARKED)
+        self.view.atomic_u32(self.control_block(side) + control::PARKED)
     }
 
     /// The lifecycle word written by `side`.
     pub fn state_word(&self, side: Side) -> &AtomicU32 {
-        self.view
-            .atomic_u32(self.control_block(side) + control::STATE)
+        self.view.atomic_u32(self.control_block(side) + control::STATE)
     }
 
     /// A counter written by `side` (offset from `layout::control`).
@@ -319,14 +292,8 @@ impl Region {
     pub fn reset_control(&self) {
         let l = &self.layout;
         self.view.write_bytes(0, &[0u8; 256]);
-        for ring in [
-            l.host_to_cell,
-            l.cell_to_host,
-            l.host_pool.returns,
-            l.cell_pool.returns,
-        ] {
-            self.view
-                .write_bytes(ring.offset, &[0u8; layout::RING_HEADER_SIZE as usize]);
+        for ring in [l.host_to_cell, l.cell_to_host, l.host_pool.returns, l.cell_pool.returns] {
+            self.view.write_bytes(ring.offset, &[0u8; layout::RING_HEADER_SIZE as usize]);
         }
         // Nobody polls either ring yet: senders must ring the doorbell.
         self.parked(Side::Host).store(1, Ordering::SeqCst);
@@ -335,28 +302,16 @@ impl Region {
 }
 
 fn map_raw(file: &File, offset: u64, len: u64, writable: bool, what: &str) -> Result<Arc<MmapRaw>> {
-    let len = usize::try_from(len).map_err(|_| {
-        Error::new(
-            Status::InvalidArgument,
-            format!("{what}: size {len} too large"),
-        )
-    })?;
+    let len = usize::try_from(len)
+        .map_err(|_| Error::new(Status::InvalidArgument, format!("{what}: size {len} too large")))?;
     let mut opts = MmapOptions::new();
     opts.offset(offset).len(len);
-    let map = if writable {
-        opts.map_raw(file)
-    } else {
-        opts.map_raw_read_only(file)
-    };
-    map.map(Arc::new)
-        .map_err(|e| Error::system(format!("mapping {what}"), e))
+    let map = if writable { opts.map_raw(file) } else { opts.map_raw_read_only(file) };
+    map.map(Arc::new).map_err(|e| Error::system(format!("mapping {what}"), e))
 }
 
 fn view_of(map: &MmapRaw) -> RawView {
-    RawView {
-        base: map.as_mut_ptr(),
-        len: map.len(),
-    }
+    RawView { base: map.as_mut_ptr(), len: map.len() }
 }
 
 /// Picks a fresh default hub path.
@@ -365,14 +320,8 @@ fn default_hub_path(attempt: u32) -> PathBuf {
         .map(PathBuf::from)
         .filter(|d| d.is_dir())
         .unwrap_or_else(|| PathBuf::from("/dev/shm"));
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    dir.join(format!(
-        "cellshm-{}-{nanos:08x}-{attempt}.hub",
-        std::process::id()
-    ))
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    dir.join(format!("cellshm-{}-{nanos:08x}-{attempt}.hub", std::process::id()))
 }
 
 /// The host's mapping of the whole hub.
@@ -391,34 +340,19 @@ impl HostHubFile {
     /// then makes it visible under its final name, so no reader ever sees half a header.
     pub fn create(config: &HubConfig) -> Result<HostHubFile> {
         let geometry = config.geometry();
-        geometry.validate().map_err(|m| {
-            Error::new(
-                Status::InvalidArgument,
-                format!("invalid hub configuration: {m}"),
-            )
-        })?;
+        geometry
+            .validate()
+            .map_err(|m| Error::new(Status::InvalidArgument, format!("invalid hub configuration: {m}")))?;
         let layout = geometry.hub_layout();
         let mut attempt = 0;
         let path = loop {
-            let candidate = config
-                .path
-                .clone()
-                .unwrap_or_else(|| default_hub_path(attempt));
+            let candidate = config.path.clone().unwrap_or_else(|| default_hub_path(attempt));
             match Self::publish(&candidate, &geometry, layout) {
                 Ok(()) => break candidate,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AlreadyExists
-                        && config.path.is_none()
-                        && attempt < 16 =>
-                {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && config.path.is_none() && attempt < 16 => {
                     attempt += 1;
                 }
-                Err(e) => {
-                    return Err(Error::system(
-                        format!("creating hub file {}", candidate.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::system(format!("creating hub file {}", candidate.display()), e)),
             }
         };
         let file = OpenOptions::new()
@@ -428,14 +362,8 @@ impl HostHubFile {
             .open(&path)
             .map_err(|e| Error::system(format!("opening hub file {}", path.display()), e))?;
         let map = map_raw(&file, 0, layout.total_size, true, "the hub file")?;
-        let hub = HostHubFile {
-            path,
-            region_layout: Arc::new(geometry.region_layout()),
-            geometry,
-            layout,
-            map,
-            _file: file,
-        };
+        let hub =
+            HostHubFile { path, region_layout: Arc::new(geometry.region_layout()), geometry, layout, map, _file: file };
         for peer in 0..hub.geometry.max_peers {
             hub.region(peer).reset_control();
         }
@@ -443,14 +371,8 @@ impl HostHubFile {
     }
 
     fn publish(path: &Path, geometry: &Geometry, layout: layout::HubLayout) -> std::io::Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let file = OpenOptions::new()
             .read(true)
@@ -498,23 +420,16 @@ impl HostHubFile {
     }
 
     pub fn peer_state(&self, peer: u32) -> PeerSlotState {
-        let raw = self
-            .view()
-            .atomic_u32(self.entry(peer) + peer_entry::STATE)
-            .load(Ordering::Acquire);
+        let raw = self.view().atomic_u32(self.entry(peer) + peer_entry::STATE).load(Ordering::Acquire);
         PeerSlotState::from_raw(raw).unwrap_or(PeerSlotState::Dead)
     }
 
     pub fn set_peer_state(&self, peer: u32, state: PeerSlotState) {
-        self.view()
-            .atomic_u32(self.entry(peer) + peer_entry::STATE)
-            .store(state as u32, Ordering::Release);
+        self.view().atomic_u32(self.entry(peer) + peer_entry::STATE).store(state as u32, Ordering::Release);
     }
 
     pub fn set_peer_pid(&self, peer: u32, pid: u32) {
-        self.view()
-            .atomic_u32(self.entry(peer) + peer_entry::PID)
-            .store(pid, Ordering::Release);
+        self.view().atomic_u32(self.entry(peer) + peer_entry::PID).store(pid, Ordering::Release);
     }
 
     /// Fills a Free entry for a new peer; the name is cut at [`PEER_NAME_MAX`] bytes.
@@ -528,12 +443,9 @@ impl HostHubFile {
         bytes[..cut].copy_from_slice(&name.as_bytes()[..cut]);
         let view = self.view();
         view.write_bytes(entry + peer_entry::NAME, &bytes);
-        view.atomic_u32(entry + peer_entry::NAME_LEN)
-            .store(cut as u32, Ordering::Relaxed);
-        view.atomic_u32(entry + peer_entry::PID)
-            .store(0, Ordering::Relaxed);
-        view.atomic_u32(entry + peer_entry::EPOCH)
-            .fetch_add(1, Ordering::Relaxed);
+        view.atomic_u32(entry + peer_entry::NAME_LEN).store(cut as u32, Ordering::Relaxed);
+        view.atomic_u32(entry + peer_entry::PID).store(0, Ordering::Relaxed);
+        view.atomic_u32(entry + peer_entry::EPOCH).fetch_add(1, Ordering::Relaxed);
         self.region(peer).reset_control();
         self.set_peer_state(peer, PeerSlotState::Reserved);
     }
@@ -552,10 +464,7 @@ fn encode_header(out: &mut [u8], g: &Geometry, l: layout::HubLayout) {
     put(header::MINOR, &LAYOUT_MINOR.to_le_bytes());
     put(header::HOST_PID, &std::process::id().to_le_bytes());
     put(header::MAX_PEERS, &g.max_peers.to_le_bytes());
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     put(header::CREATED_UNIX_NS, &created.to_le_bytes());
     put(header::REGION_SIZE, &l.region_size.to_le_bytes());
     put(header::REGIONS_OFFSET, &l.regions_offset.to_le_bytes());
@@ -584,16 +493,8 @@ pub struct HubInfo {
 /// Reads and validates the header: magic, version, geometry, and that the file is as
 /// large as the geometry says (so no later access can fault).
 fn read_header(file: &File, path: &Path) -> Result<(HubInfo, layout::HubLayout)> {
-    let bad = |m: String| {
-        Error::new(
-            Status::FailedPrecondition,
-            format!("{}: {m}", path.display()),
-        )
-    };
-    let file_len = file
-        .metadata()
-        .map_err(|e| Error::system(format!("stat {}", path.display()), e))?
-        .len();
+    let bad = |m: String| Error::new(Status::FailedPrecondition, format!("{}: {m}", path.display()));
+    let file_len = file.metadata().map_err(|e| Error::system(format!("stat {}", path.display()), e))?.len();
     if file_len < layout::PAGE {
         return Err(bad(format!("not a cellshm hub (only {file_len} bytes)")));
     }
@@ -607,7 +508,9 @@ fn read_header(file: &File, path: &Path) -> Result<(HubInfo, layout::HubLayout)>
     let major = v.read_u32(header::MAJOR) as u16;
     let minor = (v.read_u32(header::MAJOR) >> 16) as u16;
     if major != LAYOUT_MAJOR {
-        return Err(bad(format!("hub layout version {major}.{minor} is not supported (this library speaks {LAYOUT_MAJOR}.x)")));
+        return Err(bad(format!(
+            "hub layout version {major}.{minor} is not supported (this library speaks {LAYOUT_MAJOR}.x)"
+        )));
     }
     let class_count = v.read_u32(header::CLASS_COUNT) as usize;
     if class_count == 0 || class_count > layout::MAX_CLASSES {
@@ -623,9 +526,7 @@ fn read_header(file: &File, path: &Path) -> Result<(HubInfo, layout::HubLayout)>
             })
             .collect(),
     };
-    geometry
-        .validate()
-        .map_err(|m| bad(format!("invalid geometry in header: {m}")))?;
+    geometry.validate().map_err(|m| bad(format!("invalid geometry in header: {m}")))?;
     let expected = geometry.hub_layout();
     let stated = layout::HubLayout {
         regions_offset: v.read_u64(header::REGIONS_OFFSET),
@@ -633,15 +534,10 @@ fn read_header(file: &File, path: &Path) -> Result<(HubInfo, layout::HubLayout)>
         total_size: v.read_u64(header::TOTAL_SIZE),
     };
     if stated != expected {
-        return Err(bad(format!(
-            "header layout {stated:?} does not match its geometry ({expected:?})"
-        )));
+        return Err(bad(format!("header layout {stated:?} does not match its geometry ({expected:?})")));
     }
     if file_len < expected.total_size {
-        return Err(bad(format!(
-            "file is {file_len} bytes, the header needs {}",
-            expected.total_size
-        )));
+        return Err(bad(format!("file is {file_len} bytes, the header needs {}", expected.total_size)));
     }
     let info = HubInfo {
         version: (major, minor),
@@ -666,12 +562,7 @@ impl CellHubFile {
     pub fn open(path: &Path, peer_id: u32, wait: Duration) -> Result<CellHubFile> {
         let start = Instant::now();
         let file = loop {
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(path)
-            {
+            match OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path) {
                 Ok(f) => break f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && start.elapsed() < wait => {
                     std::thread::sleep(Duration::from_millis(10));
@@ -679,19 +570,10 @@ impl CellHubFile {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(Error::new(
                         Status::NotFound,
-                        format!(
-                            "hub file {} did not appear within {} ms",
-                            path.display(),
-                            wait.as_millis()
-                        ),
+                        format!("hub file {} did not appear within {} ms", path.display(), wait.as_millis()),
                     ))
                 }
-                Err(e) => {
-                    return Err(Error::system(
-                        format!("opening hub file {}", path.display()),
-                        e,
-                    ))
-                }
+                Err(e) => return Err(Error::system(format!("opening hub file {}", path.display()), e)),
             }
         };
         let (info, layout) = read_header(&file, path)?;
@@ -707,42 +589,24 @@ impl CellHubFile {
         }
         let table = map_raw(&file, 0, layout.regions_offset, false, "the peer table")?;
         let entry = PEER_TABLE_OFFSET as usize + peer_id as usize * PEER_ENTRY_SIZE as usize;
-        let state = view_of(&table)
-            .atomic_u32(entry + peer_entry::STATE)
-            .load(Ordering::Acquire);
+        let state = view_of(&table).atomic_u32(entry + peer_entry::STATE).load(Ordering::Acquire);
         match PeerSlotState::from_raw(state) {
             Some(PeerSlotState::Reserved) => {}
             other => {
                 return Err(Error::new(
                     Status::FailedPrecondition,
                     format!(
-                    "peer id {peer_id} is not reserved for a new cell in hub {} (its slot is {})",
-                    path.display(),
-                    other
-                        .map(|s| format!("{s:?}"))
-                        .unwrap_or_else(|| format!("in unknown state {state}"))
-                ),
+                        "peer id {peer_id} is not reserved for a new cell in hub {} (its slot is {})",
+                        path.display(),
+                        other.map(|s| format!("{s:?}")).unwrap_or_else(|| format!("in unknown state {state}"))
+                    ),
                 ))
             }
         }
-        let region_map = map_raw(
-            &file,
-            layout.region_offset(peer_id),
-            layout.region_size,
-            true,
-            "the peer region",
-        )?;
-        let region = Region {
-            view: view_of(&region_map),
-            layout: Arc::new(info.geometry.region_layout()),
-            keep: region_map,
-        };
-        Ok(CellHubFile {
-            info,
-            table,
-            region,
-            peer_id,
-        })
+        let region_map = map_raw(&file, layout.region_offset(peer_id), layout.region_size, true, "the peer region")?;
+        let region =
+            Region { view: view_of(&region_map), layout: Arc::new(info.geometry.region_layout()), keep: region_map };
+        Ok(CellHubFile { info, table, region, peer_id })
     }
 
     pub fn region(&self) -> Region {
@@ -752,18 +616,13 @@ impl CellHubFile {
     /// The host's view of our slot (Reserved until the host accepts our HELLO).
     pub fn peer_state(&self) -> Option<PeerSlotState> {
         let entry = PEER_TABLE_OFFSET as usize + self.peer_id as usize * PEER_ENTRY_SIZE as usize;
-        PeerSlotState::from_raw(
-            view_of(&self.table)
-                .atomic_u32(entry + peer_entry::STATE)
-                .load(Ordering::Acquire),
-        )
+        PeerSlotState::from_raw(view_of(&self.table).atomic_u32(entry + peer_entry::STATE).load(Ordering::Acquire))
     }
 }
 
 /// Reads a hub's header without joining it (for tools and error messages).
 pub fn inspect_header(path: &Path) -> Result<HubInfo> {
-    let file = File::open(path)
-        .map_err(|e| Error::system(format!("opening hub file {}", path.display()), e))?;
+    let file = File::open(path).map_err(|e| Error::system(format!("opening hub file {}", path.display()), e))?;
     read_header(&file, path).map(|(info, _)| info)
 }
 
@@ -773,9 +632,7 @@ mod tests {
 
     fn temp_config(tag: &str) -> HubConfig {
         HubConfig {
-            path: Some(
-                std::env::temp_dir().join(format!("cellshm-unit-{tag}-{}.hub", std::process::id())),
-            ),
+            path: Some(std::env::temp_dir().join(format!("cellshm-unit-{tag}-{}.hub", std::process::id()))),
             max_peers: 2,
             ..HubConfig::default()
         }
@@ -787,14 +644,8 @@ mod tests {
         let hub = HostHubFile::create(&cfg).unwrap();
         let path = hub.path().to_path_buf();
         let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
-            0o600
-        );
-        assert!(
-            HostHubFile::create(&cfg).is_err(),
-            "O_EXCL: a second hub at the same path fails"
-        );
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+        assert!(HostHubFile::create(&cfg).is_err(), "O_EXCL: a second hub at the same path fails");
 
         let info = inspect_header(&path).unwrap();
         assert_eq!(info.geometry, cfg.geometry());
@@ -805,29 +656,15 @@ mod tests {
         hub.reserve_peer(0, "unit");
         let cell = CellHubFile::open(&path, 0, Duration::ZERO).unwrap();
         assert_eq!(cell.peer_state(), Some(PeerSlotState::Reserved));
-        assert!(CellHubFile::open(&path, 5, Duration::ZERO)
-            .unwrap_err()
-            .message()
-            .contains("out of range"));
+        assert!(CellHubFile::open(&path, 5, Duration::ZERO).unwrap_err().message().contains("out of range"));
 
         // A truncated copy and a file of garbage are refused, never mapped past their end.
         let short = path.with_extension("short");
         std::fs::copy(&path, &short).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .open(&short)
-            .unwrap()
-            .set_len(8192)
-            .unwrap();
-        assert!(inspect_header(&short)
-            .unwrap_err()
-            .message()
-            .contains("needs"));
+        OpenOptions::new().write(true).open(&short).unwrap().set_len(8192).unwrap();
+        assert!(inspect_header(&short).unwrap_err().message().contains("needs"));
         std::fs::write(&short, vec![0xAB; 8192]).unwrap();
-        assert!(inspect_header(&short)
-            .unwrap_err()
-            .message()
-            .contains("magic"));
+        assert!(inspect_header(&short).unwrap_err().message().contains("magic"));
         std::fs::remove_file(&short).unwrap();
         drop(cell);
         drop(hub);
@@ -840,10 +677,7 @@ mod tests {
         let start = Instant::now();
         let err = CellHubFile::open(&path, 0, Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.status(), Status::NotFound);
-        assert!(
-            err.message().contains("did not appear within 50 ms"),
-            "{err}"
-        );
+        assert!(err.message().contains("did not appear within 50 ms"), "{err}");
         assert!(start.elapsed() >= Duration::from_millis(50));
     }
 }

@@ -78,64 +78,29 @@ impl SlotAllocator {
             Side::Host => region.layout().host_pool.clone(),
             Side::Cell => region.layout().cell_pool.clone(),
         };
-        let free = layout
-            .classes
-            .iter()
-            .map(|c| (0..c.slot_count).rev().collect())
-            .collect();
-        let generation = layout
-            .classes
-            .iter()
-            .map(|c| vec![0; c.slot_count as usize])
-            .collect();
-        let outstanding = layout
-            .classes
-            .iter()
-            .map(|c| vec![false; c.slot_count as usize])
-            .collect();
+        let free = layout.classes.iter().map(|c| (0..c.slot_count).rev().collect()).collect();
+        let generation = layout.classes.iter().map(|c| vec![0; c.slot_count as usize]).collect();
+        let outstanding = layout.classes.iter().map(|c| vec![false; c.slot_count as usize]).collect();
         // SAFETY: the caller guarantees we are this pool's only allocator, hence the only
         // consumer of its return ring.
         let returns = unsafe { Consumer::new(region.return_ring(side)) };
-        SlotAllocator {
-            view: region.view(),
-            layout,
-            free,
-            generation,
-            outstanding,
-            returns,
-            keep: region.keep(),
-        }
+        SlotAllocator { view: region.view(), layout, free, generation, outstanding, returns, keep: region.keep() }
     }
 
     pub fn max_payload(&self) -> usize {
-        self.layout
-            .classes
-            .last()
-            .map(|c| c.slot_size as usize)
-            .unwrap_or(0)
+        self.layout.classes.last().map(|c| c.slot_size as usize).unwrap_or(0)
     }
 
     /// Takes back every slot the receiver returned. A return the allocator did not
     /// hand out (wrong generation, unknown slot, returned twice) is an error.
     pub fn collect_returns(&mut self) -> Result<(), String> {
-        while let Some(entry) = self
-            .returns
-            .try_pop()
-            .map_err(|c| format!("return ring cursor corrupt: {c:?}"))?
-        {
+        while let Some(entry) = self.returns.try_pop().map_err(|c| format!("return ring cursor corrupt: {c:?}"))? {
             let slot = (entry >> 32) as u32;
             let generation = entry as u32;
             let (class, index) = split_slot(slot);
-            let known = self
-                .outstanding
-                .get(class)
-                .and_then(|o| o.get(index as usize))
-                .copied()
-                == Some(true);
+            let known = self.outstanding.get(class).and_then(|o| o.get(index as usize)).copied() == Some(true);
             if !known || self.generation[class][index as usize] != generation {
-                return Err(format!(
-                    "returned slot {slot:#x} generation {generation} was not handed out"
-                ));
+                return Err(format!("returned slot {slot:#x} generation {generation} was not handed out"));
             }
             self.outstanding[class][index as usize] = false;
             self.free[class].push(index);
@@ -154,9 +119,8 @@ impl SlotAllocator {
     }
 
     fn take(&mut self, len: usize) -> Option<OutSlot> {
-        let class = (0..self.layout.classes.len()).find(|&c| {
-            self.layout.classes[c].slot_size as usize >= len && !self.free[c].is_empty()
-        })?;
+        let class = (0..self.layout.classes.len())
+            .find(|&c| self.layout.classes[c].slot_size as usize >= len && !self.free[c].is_empty())?;
         let index = self.free[class].pop()?;
         let c = self.layout.classes[class];
         let generation = &mut self.generation[class][index as usize];
@@ -244,13 +208,7 @@ impl SlotReceiver {
         let held = (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
         // SAFETY: the caller guarantees we are the only producer of this return ring.
         let returns = Mutex::new(unsafe { Producer::new(region.return_ring(writer)) });
-        SlotReceiver {
-            view: region.view(),
-            layout,
-            held,
-            class_bit_base,
-            returns,
-        }
+        SlotReceiver { view: region.view(), layout, held, class_bit_base, returns }
     }
 
     fn bit(&self, class: usize, index: u32) -> (usize, u64) {
@@ -266,28 +224,17 @@ impl SlotReceiver {
             return Err(format!("slot {:#x}: no class {class}", d.slot));
         };
         if index >= c.slot_count {
-            return Err(format!(
-                "slot {:#x}: index {index} >= {} slots",
-                d.slot, c.slot_count
-            ));
+            return Err(format!("slot {:#x}: index {index} >= {} slots", d.slot, c.slot_count));
         }
         if d.payload_len > c.slot_size {
-            return Err(format!(
-                "payload of {} bytes in a {}-byte slot",
-                d.payload_len, c.slot_size
-            ));
+            return Err(format!("payload of {} bytes in a {}-byte slot", d.payload_len, c.slot_size));
         }
         let (word, mask) = self.bit(class, index);
         if self.held[word].fetch_or(mask, Ordering::AcqRel) & mask != 0 {
             return Err(format!("slot {:#x} sent again while still held", d.slot));
         }
         let offset = c.offset + index as usize * c.slot_size as usize;
-        Ok(InSlot {
-            slot: d.slot,
-            generation: d.slot_gen,
-            ptr: self.view.ptr(offset),
-            len: d.payload_len as usize,
-        })
+        Ok(InSlot { slot: d.slot, generation: d.slot_gen, ptr: self.view.ptr(offset), len: d.payload_len as usize })
     }
 
     /// Hands a slot back to its writer.
@@ -295,27 +242,18 @@ impl SlotReceiver {
         let (class, index) = split_slot(slot.slot);
         let (word, mask) = self.bit(class, index);
         self.held[word].fetch_and(!mask, Ordering::AcqRel);
-        match self
-            .returns
-            .lock()
-            .try_push(return_entry(slot.slot, slot.generation))
-        {
+        match self.returns.lock().try_push(return_entry(slot.slot, slot.generation)) {
             Ok(()) => Ok(()),
             // The ring holds every slot of the pool at once; full means the writer
             // resent slots without collecting them.
-            Err(PushError::Full) => {
-                Err("return ring full: the writer is not collecting returned slots".into())
-            }
+            Err(PushError::Full) => Err("return ring full: the writer is not collecting returned slots".into()),
             Err(PushError::Corrupt(c)) => Err(format!("return ring cursor corrupt: {c:?}")),
         }
     }
 
     /// Slots currently held.
     pub fn held_count(&self) -> u32 {
-        self.held
-            .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones())
-            .sum()
+        self.held.iter().map(|w| w.load(Ordering::Relaxed).count_ones()).sum()
     }
 }
 
@@ -327,36 +265,20 @@ mod tests {
 
     fn hub(tag: &str) -> HostHubFile {
         HostHubFile::create(&HubConfig {
-            path: Some(
-                std::env::temp_dir().join(format!("cellshm-pool-{tag}-{}.hub", std::process::id())),
-            ),
+            path: Some(std::env::temp_dir().join(format!("cellshm-pool-{tag}-{}.hub", std::process::id()))),
             max_peers: 1,
             ring_capacity: 4,
             slot_classes: vec![
-                SlotClass {
-                    slot_size: 64,
-                    slot_count: 2,
-                },
-                SlotClass {
-                    slot_size: 128,
-                    slot_count: 1,
-                },
-                SlotClass {
-                    slot_size: 1024,
-                    slot_count: 3,
-                },
+                SlotClass { slot_size: 64, slot_count: 2 },
+                SlotClass { slot_size: 128, slot_count: 1 },
+                SlotClass { slot_size: 1024, slot_count: 3 },
             ],
         })
         .unwrap()
     }
 
     fn descriptor_for(s: &OutSlot, len: u32) -> Descriptor {
-        Descriptor {
-            slot: s.slot,
-            slot_gen: s.generation,
-            payload_len: len,
-            ..Default::default()
-        }
+        Descriptor { slot: s.slot, slot_gen: s.generation, payload_len: len, ..Default::default() }
     }
 
     #[test]
@@ -364,29 +286,17 @@ mod tests {
         let hub = hub("classes");
         let region = hub.region(0);
         // SAFETY: one allocator and one receiver for the host pool in this test.
-        let (mut alloc, recv) = unsafe {
-            (
-                SlotAllocator::new(&region, Side::Host),
-                SlotReceiver::new(&region, Side::Host),
-            )
-        };
+        let (mut alloc, recv) =
+            unsafe { (SlotAllocator::new(&region, Side::Host), SlotReceiver::new(&region, Side::Host)) };
         assert_eq!(alloc.max_payload(), 1024);
         let mut slots = Vec::new();
         for _ in 0..6 {
-            slots.push(
-                alloc
-                    .alloc(10)
-                    .unwrap()
-                    .expect("small requests fall back to larger classes"),
-            );
+            slots.push(alloc.alloc(10).unwrap().expect("small requests fall back to larger classes"));
         }
         let classes: Vec<usize> = slots.iter().map(|s| split_slot(s.slot).0).collect();
         assert_eq!(classes, vec![0, 0, 1, 2, 2, 2]);
         assert!(alloc.alloc(10).unwrap().is_none(), "pool exhausted");
-        assert!(
-            alloc.alloc(2000).unwrap().is_none(),
-            "larger than any class"
-        );
+        assert!(alloc.alloc(2000).unwrap().is_none(), "larger than any class");
 
         // Write through the allocator's view, read through the receiver's, return.
         for (i, s) in slots.iter_mut().enumerate() {
@@ -410,47 +320,19 @@ mod tests {
         let hub = hub("bad");
         let region = hub.region(0);
         // SAFETY: one allocator and one receiver for the host pool in this test.
-        let (mut alloc, recv) = unsafe {
-            (
-                SlotAllocator::new(&region, Side::Host),
-                SlotReceiver::new(&region, Side::Host),
-            )
-        };
+        let (mut alloc, recv) =
+            unsafe { (SlotAllocator::new(&region, Side::Host), SlotReceiver::new(&region, Side::Host)) };
         let s = alloc.alloc(64).unwrap().unwrap();
-        assert!(recv
-            .accept(&Descriptor {
-                slot: wire_slot(7, 0),
-                ..Default::default()
-            })
-            .is_err());
-        assert!(recv
-            .accept(&Descriptor {
-                slot: wire_slot(0, 2),
-                ..Default::default()
-            })
-            .is_err());
-        assert!(
-            recv.accept(&descriptor_for(&s, 65)).is_err(),
-            "length beyond the slot"
-        );
+        assert!(recv.accept(&Descriptor { slot: wire_slot(7, 0), ..Default::default() }).is_err());
+        assert!(recv.accept(&Descriptor { slot: wire_slot(0, 2), ..Default::default() }).is_err());
+        assert!(recv.accept(&descriptor_for(&s, 65)).is_err(), "length beyond the slot");
         let held = recv.accept(&descriptor_for(&s, 64)).unwrap();
-        assert!(recv
-            .accept(&descriptor_for(&s, 64))
-            .unwrap_err()
-            .contains("still held"));
+        assert!(recv.accept(&descriptor_for(&s, 64)).unwrap_err().contains("still held"));
         recv.release(&held).unwrap();
         alloc.collect_returns().unwrap();
         // The receiver returns the same slot again: the allocator no longer has it out.
-        let forged = InSlot {
-            slot: s.slot,
-            generation: s.generation,
-            ptr: std::ptr::null(),
-            len: 0,
-        };
+        let forged = InSlot { slot: s.slot, generation: s.generation, ptr: std::ptr::null(), len: 0 };
         recv.release(&forged).unwrap();
-        assert!(alloc
-            .collect_returns()
-            .unwrap_err()
-            .contains("not handed out"));
+        assert!(alloc.collect_returns().unwrap_err().contains("not handed out"));
     }
 }

@@ -75,10 +75,7 @@ impl<M: RingMemory> Producer<M> {
         let head = self.memory.load_head(Ordering::Acquire);
         // The consumer can never be ahead of us, nor further behind than the capacity.
         if self.tail.wrapping_sub(head) > self.memory.capacity() {
-            return Err(RingCorrupt {
-                ours: self.tail,
-                theirs: head,
-            });
+            return Err(RingCorrupt { ours: self.tail, theirs: head });
         }
         Ok(head)
     }
@@ -125,10 +122,7 @@ impl<M: RingMemory> Consumer<M> {
     fn published_tail(&self) -> Result<u64, RingCorrupt> {
         let tail = self.memory.load_tail(Ordering::Acquire);
         if tail.wrapping_sub(self.head) > self.memory.capacity() {
-            return Err(RingCorrupt {
-                ours: self.head,
-                theirs: tail,
-            });
+            return Err(RingCorrupt { ours: self.head, theirs: tail });
         }
         Ok(tail)
     }
