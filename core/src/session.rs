@@ -108,6 +108,33 @@ pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
     }
 }
 
+/// Hashes msg ids and method ids as themselves: msg ids are our own sequence numbers
+/// (a peer's are only looked up, never inserted) and method ids are hashes already.
+#[derive(Default)]
+struct MsgIdHasher(u64);
+
+impl std::hash::Hasher for MsgIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = v as u64;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type PendingCalls = HashMap<u64, Arc<Waiter>, std::hash::BuildHasherDefault<MsgIdHasher>>;
+
+/// The receive ring, held by the one thread polling it.
+type RxGuard<'a> = MutexGuard<'a, Consumer<ShmRing<DescriptorWords>>>;
+
 /// A sender without a deadline gives up on a full ring or pool after this long.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sleeping threads wake at least this often to recheck their state.
@@ -124,7 +151,8 @@ pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
 /// Methods served on one side, by id.
 #[derive(Default)]
 pub struct Dispatcher {
-    methods: HashMap<u32, (String, Arc<Handler>)>,
+    // Method ids are FNV hashes already: hash them as themselves.
+    methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
 }
 
 impl fmt::Debug for Dispatcher {
@@ -306,11 +334,19 @@ struct Incoming {
     no_reply: bool,
 }
 
+/// Which threads sleep where. Changed under `Session::coord`; the atomics may be read
+/// without the lock by the hot paths, which only use them to skip work (a server leaving
+/// the standby role always re-evaluates, so a stale read cannot strand a request).
 #[derive(Default)]
 struct Coordination {
     work: VecDeque<Incoming>,
-    standby_taken: bool,
-    idle_servers: usize,
+}
+
+#[derive(Default)]
+struct Sleepers {
+    queued: std::sync::atomic::AtomicUsize,
+    standby_taken: AtomicBool,
+    idle_servers: std::sync::atomic::AtomicUsize,
 }
 
 /// What a request's handler produced.
@@ -442,9 +478,10 @@ pub(crate) struct Session {
     rx_peek: ShmRing<DescriptorWords>,
     rx_pool: SlotReceiver,
     next_msg_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Arc<Waiter>>>,
+    pending: Mutex<PendingCalls>,
     coord: Mutex<Coordination>,
     coord_cv: Condvar,
+    sleepers: Sleepers,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
     servers: Mutex<Vec<JoinHandle<()>>>,
@@ -503,9 +540,10 @@ impl Session {
             rx_pool,
             region,
             next_msg_id: AtomicU64::new(1),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingCalls::default()),
             coord: Mutex::new(Coordination::default()),
             coord_cv: Condvar::new(),
+            sleepers: Sleepers::default(),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             servers: Mutex::new(Vec::new()),
@@ -587,6 +625,7 @@ impl Session {
             w.complete(Err(error.clone()));
         }
         let queued: Vec<_> = self.coord.lock().work.drain(..).collect();
+        self.sleepers.queued.store(0, Ordering::Release);
         drop(queued);
         self.kick.notify();
         self.coord_cv.notify_all();
@@ -695,9 +734,9 @@ impl Session {
         };
         let len = d.payload_len as u64;
         match self.push(&d, deadline_ns) {
+            // On success the slot belongs to the receiver until it comes back on the
+            // return ring; the `OutSlot` handle (no destructor) is simply let go.
             Ok(()) => {
-                // The slot now belongs to the receiver until it is returned.
-                std::mem::forget(slot);
                 self.count(control::BYTES_SENT, len);
                 Ok(())
             }
@@ -800,13 +839,20 @@ impl Session {
         let msg_id = d.msg_id;
         let waiter = Waiter::new();
         self.pending.lock().insert(msg_id, waiter.clone());
+        // Start polling before the request leaves, so a quick response never finds us
+        // parked (which would cost the peer a doorbell syscall).
+        let claimed = self.claim_ring();
         if let Err(e) = self.send(d, body, opts.deadline_ns) {
+            if let Some(rx) = claimed {
+                self.release_ring(rx);
+            }
             self.pending.lock().remove(&msg_id);
             return Err(e);
         }
         self.count(control::CALLS_SENT, 1);
-        let message =
-            self.wait_response(&waiter, msg_id, opts.deadline_ns).map_err(|e| self.name_in(e, method_id, name))?;
+        let message = self
+            .wait_response(&waiter, msg_id, opts.deadline_ns, claimed)
+            .map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
             let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
@@ -855,7 +901,7 @@ impl Session {
             return Err(e);
         }
         let deadline = frame::deadline_after(timeout);
-        Ok(self.wait_response(&waiter, msg_id, deadline)?.desc)
+        Ok(self.wait_response(&waiter, msg_id, deadline, None)?.desc)
     }
 
     /// Sends GOODBYE: we are leaving on purpose.
@@ -863,7 +909,13 @@ impl Session {
         self.send_control(ControlKind::Goodbye, 0, &[])
     }
 
-    fn wait_response(self: &Arc<Self>, waiter: &Waiter, msg_id: u64, deadline_ns: u64) -> Result<Message> {
+    fn wait_response(
+        self: &Arc<Self>,
+        waiter: &Waiter,
+        msg_id: u64,
+        deadline_ns: u64,
+        mut claimed: Option<RxGuard<'_>>,
+    ) -> Result<Message> {
         let budget = self.wait.spin_budget();
         let started = Instant::now();
         let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
@@ -872,6 +924,9 @@ impl Session {
                 return waiter.take();
             }
             if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
+                if let Some(rx) = claimed.take() {
+                    self.release_ring(rx);
+                }
                 if self.pending.lock().remove(&msg_id).is_some() {
                     return Err(Error::new(Status::DeadlineExceeded, "no response before the deadline"));
                 }
@@ -881,8 +936,13 @@ impl Session {
                 }
                 return waiter.take();
             }
-            self.check_open()?;
-            if let Some(rx) = self.rx_ring.try_lock() {
+            if let Err(e) = self.check_open() {
+                if let Some(rx) = claimed.take() {
+                    self.release_ring(rx);
+                }
+                return Err(e);
+            }
+            if let Some(rx) = claimed.take().or_else(|| self.rx_ring.try_lock()) {
                 // Returns once our response is in, the deadline passed, or the spin budget
                 // is spent (then the ring is parked and we sleep below).
                 self.poll_ring(rx, Poller::Caller { waiter, deadline_ns, within_budget: &within_budget });
@@ -918,15 +978,15 @@ impl Session {
 
     /// Polls the receive ring while holding it; returns a request when the poller is a
     /// server that should now run it (the ring has been released by then).
-    fn poll_ring(
-        self: &Arc<Self>,
-        mut rx: MutexGuard<'_, Consumer<ShmRing<DescriptorWords>>>,
-        poller: Poller<'_>,
-    ) -> Option<Incoming> {
+    fn poll_ring(self: &Arc<Self>, mut rx: RxGuard<'_>, poller: Poller<'_>) -> Option<Incoming> {
         let parked = self.region.parked(self.side);
         parked.store(0, Ordering::Relaxed);
-        let mut last_liveness = Instant::now();
-        let idle_started = Instant::now();
+        // Clock reads and liveness checks happen on the first empty poll and then every
+        // CHECK_EVERY empty polls, not on every iteration of the hot loop.
+        const CHECK_EVERY: u32 = 64;
+        let mut empty_polls: u32 = 0;
+        let mut idle_since: Option<Instant> = None;
+        let mut last_liveness: Option<Instant> = None;
         loop {
             let popped = match rx.try_pop() {
                 Ok(p) => p,
@@ -938,6 +998,7 @@ impl Session {
                 }
             };
             if let Some(words) = popped {
+                empty_polls = 0;
                 if let Some(request) = self.process(words_to_descriptor(words)) {
                     match poller {
                         Poller::Server => {
@@ -956,13 +1017,27 @@ impl Session {
                 continue;
             }
             // Ring empty.
+            empty_polls = empty_polls.wrapping_add(1);
+            if let Poller::Caller { waiter, .. } = poller {
+                // Another thread may have delivered our response.
+                if waiter.done.load(Ordering::Acquire) {
+                    self.release_ring(rx);
+                    return None;
+                }
+            }
+            if empty_polls % CHECK_EVERY != 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let now = Instant::now();
+            let idle_started = *idle_since.get_or_insert(now);
             let keep_polling = match poller {
                 Poller::Caller { waiter, deadline_ns, within_budget } => {
                     !waiter.done.load(Ordering::Acquire)
                         && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns)
                         && within_budget()
                 }
-                Poller::Server => self.server_wait.spin_budget().is_none_or(|b| idle_started.elapsed() < b),
+                Poller::Server => self.server_wait.spin_budget().is_none_or(|b| now - idle_started < b),
             };
             if self.failed.load(Ordering::Relaxed) {
                 self.release_ring(rx);
@@ -981,8 +1056,8 @@ impl Session {
                 self.after_release();
                 return None;
             }
-            if last_liveness.elapsed() >= LIVENESS_CHECK {
-                last_liveness = Instant::now();
+            if now - *last_liveness.get_or_insert(now) >= LIVENESS_CHECK {
+                last_liveness = Some(now);
                 if !self.doorbell.is_alive() {
                     drop(rx);
                     self.peer_dead();
@@ -994,16 +1069,24 @@ impl Session {
         }
     }
 
+    /// Takes the receive ring if nobody polls it, and says so (parked = 0) right away.
+    fn claim_ring(&self) -> Option<RxGuard<'_>> {
+        let rx = self.rx_ring.try_lock()?;
+        self.region.parked(self.side).store(0, Ordering::Relaxed);
+        Some(rx)
+    }
+
     fn release_parked(&self) {
         self.region.parked(self.side).store(1, Ordering::SeqCst);
     }
 
     /// Lets go of the ring while it may still hold descriptors: park, then make sure
     /// somebody looks at what is left.
-    fn release_ring(&self, rx: MutexGuard<'_, Consumer<ShmRing<DescriptorWords>>>) {
+    fn release_ring(&self, rx: RxGuard<'_>) {
         self.release_parked();
-        fence(Ordering::SeqCst);
         drop(rx);
+        // `after_release` fences before rechecking the ring: with the SeqCst store of
+        // the parked flag above that is the receiver's half of the parked handshake.
         self.after_release();
     }
 
@@ -1114,7 +1197,8 @@ impl Session {
     fn enqueue(&self, request: Incoming) {
         let mut c = self.coord.lock();
         c.work.push_back(request);
-        if c.idle_servers > 0 {
+        self.sleepers.queued.fetch_add(1, Ordering::Release);
+        if self.sleepers.idle_servers.load(Ordering::Relaxed) > 0 {
             self.coord_cv.notify_one();
         } else {
             drop(c);
@@ -1123,57 +1207,79 @@ impl Session {
     }
 
     fn serve_loop(self: Arc<Self>) {
+        // The ring as claimed by `serve` before it sent its response.
+        let mut held: Option<RxGuard<'_>> = None;
         while !self.failed.load(Ordering::Acquire) {
-            let queued = self.coord.lock().work.pop_front();
+            let queued = if self.sleepers.queued.load(Ordering::Acquire) > 0 { self.dequeue() } else { None };
             if let Some(request) = queued {
-                self.serve(request);
+                if let Some(rx) = held.take() {
+                    self.release_ring(rx);
+                }
+                held = self.serve(request);
                 continue;
             }
-            if let Some(rx) = self.rx_ring.try_lock() {
+            if let Some(rx) = held.take().or_else(|| self.rx_ring.try_lock()) {
                 if let Some(request) = self.poll_ring(rx, Poller::Server) {
                     self.hand_over_standby();
-                    self.serve(request);
+                    held = self.serve(request);
                     continue;
                 }
                 // The ring is parked: sleep until the doorbell rings.
             }
             self.sleep_server();
         }
+        if let Some(rx) = held {
+            self.release_ring(rx);
+        }
+    }
+
+    fn dequeue(&self) -> Option<Incoming> {
+        let request = self.coord.lock().work.pop_front();
+        if request.is_some() {
+            self.sleepers.queued.fetch_sub(1, Ordering::Release);
+        }
+        request
     }
 
     /// Before running a possibly slow handler: make sure some idle server watches the
     /// doorbell, so requests arriving meanwhile are received.
     fn hand_over_standby(&self) {
-        let c = self.coord.lock();
-        if !c.standby_taken && c.idle_servers > 0 {
+        let sleepers = &self.sleepers;
+        if !sleepers.standby_taken.load(Ordering::SeqCst) && sleepers.idle_servers.load(Ordering::SeqCst) > 0 {
+            let _c = self.coord.lock();
             self.coord_cv.notify_one();
         }
     }
 
     fn sleep_server(&self) {
+        let sleepers = &self.sleepers;
         let mut c = self.coord.lock();
         if !c.work.is_empty() || self.failed.load(Ordering::Acquire) {
             return;
         }
-        if !c.standby_taken {
-            c.standby_taken = true;
+        if !sleepers.standby_taken.load(Ordering::SeqCst) {
+            sleepers.standby_taken.store(true, Ordering::SeqCst);
             drop(c);
             if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick], Some(RECHECK)) == Wake::PeerDead {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
-            self.coord.lock().standby_taken = false;
+            let _c = self.coord.lock();
+            sleepers.standby_taken.store(false, Ordering::SeqCst);
         } else {
-            c.idle_servers += 1;
+            sleepers.idle_servers.fetch_add(1, Ordering::SeqCst);
             self.coord_cv.wait_for(&mut c, RECHECK);
-            c.idle_servers -= 1;
+            sleepers.idle_servers.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
-    fn serve(self: &Arc<Self>, request: Incoming) {
+    /// Runs one request and sends its response. Returns the receive ring if it claimed
+    /// it before sending (so the next message finds this server polling, not parked).
+    fn serve(self: &Arc<Self>, request: Incoming) -> Option<RxGuard<'_>> {
         let Incoming { desc, payload, no_reply } = request;
         let outcome = self.run_handler(&desc, &payload);
         drop(payload);
+        let claimed = self.claim_ring();
         self.count(control::REQUESTS_SERVED, 1);
         let (body, error) = match outcome {
             Ok(body) => (body, None),
@@ -1189,7 +1295,7 @@ impl Session {
             if let ReplyBody::Slot(slot, _) = body {
                 self.tx_pool.lock().free_unsent(slot);
             }
-            return;
+            return claimed;
         }
         let mut response =
             Descriptor { msg_id: desc.msg_id, method_id: desc.method_id, flags: flags::RESPONSE, ..Default::default() };
@@ -1206,7 +1312,7 @@ impl Session {
                     Ok(body) => body,
                     Err(e) => {
                         tracing::warn!(peer = %self.label, "could not send an error response: {e}");
-                        return;
+                        return claimed;
                     }
                 }
             }
@@ -1214,6 +1320,7 @@ impl Session {
         if let Err(e) = self.send(response, out, desc.deadline_ns) {
             tracing::debug!(peer = %self.label, "could not send a response: {e}");
         }
+        claimed
     }
 
     fn error_body(&self, message: &str) -> Result<OutBody> {

@@ -190,18 +190,19 @@ fn bench(quick: bool) -> Result<(), Error> {
     let shm_floor = floor_shm(n_fast)?.report("floor_shm_spin_pingpong_64B");
     let sock_floor = floor_socket(n_block)?.report("floor_socketpair_pingpong_64B");
 
-    let payload = [7u8; 64];
     let mut p50s = Vec::new();
-    for (name, wait, n) in [
-        ("cellshm_rtt_64B_spin", WaitStrategy::Spin, n_fast),
-        ("cellshm_rtt_64B_adaptive", WaitStrategy::default(), n_fast),
-        ("cellshm_rtt_64B_block", WaitStrategy::Block, n_block),
+    for (name, wait, n, size) in [
+        ("cellshm_rtt_16B_inline_spin", WaitStrategy::Spin, n_fast, 16),
+        ("cellshm_rtt_64B_spin", WaitStrategy::Spin, n_fast, 64),
+        ("cellshm_rtt_64B_adaptive", WaitStrategy::default(), n_fast, 64),
+        ("cellshm_rtt_64B_block", WaitStrategy::Block, n_block, 64),
     ] {
         let (hub, peer, mut child) = spawn_bench_cell(wait)?;
         let opts = CallOptions::default();
+        let payload = vec![7u8; size];
         let s = Sampler::run(n, n / 10, || {
             let r = peer.call("Echo.echo", &payload, &opts).expect("echo");
-            assert_eq!(r.len(), 64);
+            assert_eq!(r.len(), size);
         });
         p50s.push((name, s.report(name)));
         peer.shutdown(Duration::from_secs(1));
@@ -240,8 +241,8 @@ fn bench(quick: bool) -> Result<(), Error> {
     drop(hub);
     let _ = child.wait();
 
-    let spin = p50s[0].1;
-    let block = p50s[2].1;
+    let spin = p50s[1].1;
+    let block = p50s[3].1;
     println!(
         "# spin p50 {spin} ns = {:.1}x the shm floor ({shm_floor} ns); block p50 {block} ns = {:.2}x the socketpair floor ({sock_floor} ns)",
         spin as f64 / shm_floor.max(1) as f64,

@@ -244,11 +244,6 @@ impl Region {
         self.view
     }
 
-    /// The mapping, for structures that must keep it alive.
-    pub fn keep(&self) -> Arc<MmapRaw> {
-        self.keep.clone()
-    }
-
     fn control_block(&self, side: Side) -> usize {
         match side {
             Side::Host => control::HOST_BLOCK,

@@ -6,11 +6,8 @@
 //! the pool's return ring; the allocator checks every returned (slot, generation) pair
 //! against what it handed out, and a pair it did not hand out is a protocol error.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use memmap2::MmapRaw;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::PoolLayout;
 use super::ring::{Consumer, Producer, PushError};
@@ -39,11 +36,11 @@ pub(crate) struct OutSlot {
     pub generation: u32,
     ptr: *mut u8,
     capacity: usize,
-    _keep: Arc<MmapRaw>,
 }
 
-// SAFETY: the slot's memory belongs to the mapping kept alive by `_keep`, and until it
-// is sent nobody else may touch it (the allocator handed it out exactly once).
+// SAFETY: the slot's memory belongs to the mapping the allocator's owner (a session)
+// keeps alive for as long as any of its OutSlots exist, and until the slot is sent
+// nobody else may touch it (the allocator handed it out exactly once).
 unsafe impl Send for OutSlot {}
 
 impl OutSlot {
@@ -65,7 +62,6 @@ pub(crate) struct SlotAllocator {
     generation: Vec<Vec<u32>>,
     outstanding: Vec<Vec<bool>>,
     returns: Consumer<ShmRing<u64>>,
-    keep: Arc<MmapRaw>,
 }
 
 impl SlotAllocator {
@@ -84,7 +80,7 @@ impl SlotAllocator {
         // SAFETY: the caller guarantees we are this pool's only allocator, hence the only
         // consumer of its return ring.
         let returns = unsafe { Consumer::new(region.return_ring(side)) };
-        SlotAllocator { view: region.view(), layout, free, generation, outstanding, returns, keep: region.keep() }
+        SlotAllocator { view: region.view(), layout, free, generation, outstanding, returns }
     }
 
     pub fn max_payload(&self) -> usize {
@@ -132,7 +128,6 @@ impl SlotAllocator {
             generation: *generation,
             ptr: self.view.ptr(offset),
             capacity: c.slot_size as usize,
-            _keep: self.keep.clone(),
         })
     }
 

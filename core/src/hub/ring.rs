@@ -59,6 +59,9 @@ pub enum PushError {
 pub struct Producer<M: RingMemory> {
     memory: M,
     tail: u64,
+    /// Last consumer cursor seen: reloaded only when the ring looks full, so a push
+    /// does not pull the consumer's cache line across cores every time.
+    cached_head: u64,
 }
 
 impl<M: RingMemory> Producer<M> {
@@ -68,7 +71,7 @@ impl<M: RingMemory> Producer<M> {
     /// At most one `Producer` exists per ring across all processes.
     pub unsafe fn new(memory: M) -> Self {
         let tail = memory.load_tail(Ordering::Relaxed);
-        Producer { memory, tail }
+        Producer { memory, tail, cached_head: tail }
     }
 
     fn published_head(&self) -> Result<u64, RingCorrupt> {
@@ -82,13 +85,16 @@ impl<M: RingMemory> Producer<M> {
 
     /// Appends `entry` if there is room.
     pub fn try_push(&mut self, entry: M::Entry) -> Result<(), PushError> {
-        let head = self.published_head().map_err(PushError::Corrupt)?;
-        if self.tail.wrapping_sub(head) == self.memory.capacity() {
-            return Err(PushError::Full);
+        if self.tail.wrapping_sub(self.cached_head) >= self.memory.capacity() {
+            self.cached_head = self.published_head().map_err(PushError::Corrupt)?;
+            if self.tail.wrapping_sub(self.cached_head) == self.memory.capacity() {
+                return Err(PushError::Full);
+            }
         }
         let index = (self.tail & (self.memory.capacity() - 1)) as usize;
         // SAFETY: we are the only producer (constructor contract), and `index` is not
-        // between head and tail, so the consumer has released it (Acquire load above).
+        // between the cached head and tail, so the consumer has released it (the cached
+        // head came from an Acquire load, and the consumer only moves forward).
         unsafe { self.memory.write(index, entry) };
         self.tail = self.tail.wrapping_add(1);
         self.memory.store_tail(self.tail, Ordering::Release);
@@ -107,6 +113,8 @@ impl<M: RingMemory> Producer<M> {
 pub struct Consumer<M: RingMemory> {
     memory: M,
     head: u64,
+    /// Last producer cursor seen: entries up to it can be taken without reloading.
+    cached_tail: u64,
 }
 
 impl<M: RingMemory> Consumer<M> {
@@ -116,7 +124,7 @@ impl<M: RingMemory> Consumer<M> {
     /// At most one `Consumer` exists per ring across all processes.
     pub unsafe fn new(memory: M) -> Self {
         let head = memory.load_head(Ordering::Relaxed);
-        Consumer { memory, head }
+        Consumer { memory, head, cached_tail: head }
     }
 
     fn published_tail(&self) -> Result<u64, RingCorrupt> {
@@ -129,13 +137,15 @@ impl<M: RingMemory> Consumer<M> {
 
     /// Takes the oldest entry, if any.
     pub fn try_pop(&mut self) -> Result<Option<M::Entry>, RingCorrupt> {
-        let tail = self.published_tail()?;
-        if tail == self.head {
-            return Ok(None);
+        if self.cached_tail == self.head {
+            self.cached_tail = self.published_tail()?;
+            if self.cached_tail == self.head {
+                return Ok(None);
+            }
         }
         let index = (self.head & (self.memory.capacity() - 1)) as usize;
-        // SAFETY: we are the only consumer, and `index` lies between head and the tail
-        // the producer published with Release (paired with the Acquire load above).
+        // SAFETY: we are the only consumer, and `index` lies between head and a tail the
+        // producer published with Release (paired with the Acquire load that cached it).
         let entry = unsafe { self.memory.read(index) };
         self.head = self.head.wrapping_add(1);
         self.memory.store_head(self.head, Ordering::Release);
@@ -233,8 +243,14 @@ mod tests {
         assert!(c.try_pop().is_err());
         assert!(c.pending().is_err());
         ring.tail.store(0, Ordering::Relaxed);
-        ring.head.store(7, Ordering::Relaxed); // consumer "ahead" of the producer
-        assert!(matches!(p.try_push(1), Err(PushError::Corrupt(_))));
+        // The consumer claims to be ahead of the producer.
+        ring.head.store(7, Ordering::Relaxed);
+        // The producer rereads the consumer's cursor only when the ring looks full (its
+        // writes stay masked to the ring meanwhile); at that reread it reports the lie.
+        for v in 0..4 {
+            p.try_push(v).unwrap();
+        }
+        assert!(matches!(p.try_push(4), Err(PushError::Corrupt(_))));
     }
 }
 
