@@ -298,8 +298,15 @@ struct Waiter {
     /// The caller thread's own kick (`None` only if eventfd creation failed: the caller
     /// then rechecks every `RECHECK`).
     kick: Option<Arc<Kick>>,
-    result: Mutex<Option<Result<Message>>>,
+    /// Written once by the thread that removed this waiter from `pending` (so exactly
+    /// one writer), then published by `done`; read only by the caller after `done`.
+    result: std::cell::UnsafeCell<Option<Result<Message>>>,
 }
+
+// SAFETY: `result` is written by exactly one thread (the one that removed the waiter
+// from the pending map) before a Release store of `done`, and read by the caller only
+// after an Acquire load of `done` saw true; the Message inside is Send.
+unsafe impl Sync for Waiter {}
 
 impl Waiter {
     fn new() -> Arc<Waiter> {
@@ -308,12 +315,15 @@ impl Waiter {
             done: AtomicBool::new(false),
             polling: AtomicBool::new(false),
             kick,
-            result: Mutex::new(None),
+            result: std::cell::UnsafeCell::new(None),
         })
     }
 
+    /// Only the thread that removed this waiter from the pending map may call this.
     fn complete(&self, result: Result<Message>) {
-        *self.result.lock() = Some(result);
+        // SAFETY: see `unsafe impl Sync`: we are the single writer (we removed the waiter
+        // from the map), and the caller does not read before `done` is set below.
+        unsafe { *self.result.get() = Some(result) };
         self.done.store(true, Ordering::SeqCst);
         if self.polling.load(Ordering::SeqCst) {
             if let Some(kick) = &self.kick {
@@ -322,8 +332,13 @@ impl Waiter {
         }
     }
 
+    /// Only the caller may call this, after seeing `done`.
     fn take(&self) -> Result<Message> {
-        self.result.lock().take().unwrap_or_else(|| Err(Error::new(Status::Internal, "call completed twice")))
+        debug_assert!(self.done.load(Ordering::Acquire));
+        // SAFETY: `done` was observed true with Acquire, so the single write happened
+        // before and no other write follows; only the caller (us) reads.
+        let result = unsafe { (*self.result.get()).take() };
+        result.unwrap_or_else(|| Err(Error::new(Status::Internal, "call completed twice")))
     }
 }
 
