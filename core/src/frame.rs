@@ -603,6 +603,17 @@ mod tests {
         // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
         assert_eq!(method_id("a"), 0xaf63_dc4c ^ 0x8601_ec8c);
         assert_ne!(method_id("Echo.echo"), method_id("Echo.echO"));
+        // The vectors of docs/PROTOCOL.md §6, shared with every other implementation.
+        for (name, id) in [
+            ("Echo.echo", 0x3e89_5c50),
+            ("cellshm.Lifecycle.ready", 0xb194_4220),
+            ("cellshm.Lifecycle.goodbye", 0xbf97_87fa),
+            ("cellshm.Log.event", 0x8d14_7daa),
+            ("cellshm.Log.set_filter", 0x9620_887b),
+            ("cellshm.Introspect.methods", 0xbf8f_592e),
+        ] {
+            assert_eq!(method_id(name), id, "{name}");
+        }
         assert_ne!(builtin::LIFECYCLE_READY_ID, 0);
     }
 
