@@ -18,7 +18,7 @@ test: lint test-rust test-loom
 test-rust:
 	$(CARGO) test --workspace --no-fail-fast
 
-## The loom model of the SPSC ring (a separate build with --cfg loom).
+## The loom models: SPSC ring and parked handshake (a separate build with --cfg loom).
 test-loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p cellshm --lib --target-dir $(LOOM_TARGET_DIR) -- loom
 

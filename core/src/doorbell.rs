@@ -34,6 +34,54 @@ pub enum Wake {
     PeerDead,
 }
 
+/// The parked handshake between a receiver going to sleep and a sender that has just
+/// published a descriptor (docs/PROTOCOL.md §4). Either the receiver's recheck sees the
+/// descriptor, or the sender sees the flag and rings. Generic so the loom model checks
+/// exactly this code.
+pub mod handshake {
+    use std::sync::atomic::Ordering;
+
+    /// A parked flag in shared memory, plus the fence of the memory model in use.
+    pub trait ParkedFlag {
+        /// Loads the flag.
+        fn load(&self, order: Ordering) -> u32;
+        /// Stores the flag.
+        fn store(&self, value: u32, order: Ordering);
+        /// A full fence.
+        fn fence(&self);
+    }
+
+    impl ParkedFlag for std::sync::atomic::AtomicU32 {
+        fn load(&self, order: Ordering) -> u32 {
+            std::sync::atomic::AtomicU32::load(self, order)
+        }
+        fn store(&self, value: u32, order: Ordering) {
+            std::sync::atomic::AtomicU32::store(self, value, order)
+        }
+        fn fence(&self) {
+            std::sync::atomic::fence(Ordering::SeqCst)
+        }
+    }
+
+    /// Receiver: announces that it stops polling, then rechecks. Returns true if it may
+    /// sleep; false (flag cleared again) if a descriptor arrived meanwhile.
+    pub fn try_park(parked: &impl ParkedFlag, has_pending: impl FnOnce() -> bool) -> bool {
+        parked.store(1, Ordering::SeqCst);
+        parked.fence();
+        if has_pending() {
+            parked.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Sender, after publishing a descriptor: whether the receiver must be woken.
+    pub fn must_ring(parked: &impl ParkedFlag) -> bool {
+        parked.fence();
+        parked.load(Ordering::Relaxed) != 0
+    }
+}
+
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -301,5 +349,51 @@ mod tests {
         let raw = std::os::fd::IntoRawFd::into_raw_fd(b);
         let bell = Doorbell::from_inherited(raw).unwrap();
         assert!(bell.is_alive());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::handshake::{must_ring, try_park, ParkedFlag};
+    use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+    use loom::sync::Arc;
+
+    struct LoomFlag(AtomicU32);
+
+    impl ParkedFlag for LoomFlag {
+        fn load(&self, order: Ordering) -> u32 {
+            self.0.load(order)
+        }
+        fn store(&self, value: u32, order: Ordering) {
+            self.0.store(value, order)
+        }
+        fn fence(&self) {
+            loom::sync::atomic::fence(Ordering::SeqCst)
+        }
+    }
+
+    /// No lost wakeup: a receiver that decides to sleep while a sender publishes is
+    /// either told to keep polling (it saw the descriptor) or woken by the doorbell.
+    #[test]
+    fn parked_handshake_never_loses_a_wakeup() {
+        loom::model(|| {
+            let parked = Arc::new(LoomFlag(AtomicU32::new(0)));
+            let tail = Arc::new(AtomicU64::new(0));
+            let rung = Arc::new(AtomicBool::new(false));
+            let sender = {
+                let (parked, tail, rung) = (parked.clone(), tail.clone(), rung.clone());
+                loom::thread::spawn(move || {
+                    tail.store(1, Ordering::Release);
+                    if must_ring(&*parked) {
+                        rung.store(true, Ordering::Relaxed);
+                    }
+                })
+            };
+            let slept = try_park(&*parked, || tail.load(Ordering::Acquire) != 0);
+            sender.join().unwrap();
+            if slept {
+                assert!(rung.load(Ordering::Relaxed), "receiver slept, descriptor published, no doorbell");
+            }
+        });
     }
 }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
-use crate::doorbell::{Doorbell, Kick, Signal, Wake};
+use crate::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 use crate::error::{Error, Result};
 use crate::frame::{
     self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY,
@@ -798,10 +798,7 @@ impl Session {
     }
 
     fn ring_doorbell_if_parked(&self) {
-        // Pairs with the receiver's "parked = 1; fence; recheck ring".
-        fence(Ordering::SeqCst);
-        if self.region.parked(other(self.side)).load(Ordering::Relaxed) != 0 && self.doorbell.ring() == Signal::PeerDead
-        {
+        if handshake::must_ring(self.region.parked(other(self.side))) && self.doorbell.ring() == Signal::PeerDead {
             self.peer_dead();
         }
     }
@@ -1061,10 +1058,7 @@ impl Session {
             if !keep_polling {
                 // Park: announce it, then recheck so a descriptor pushed before the
                 // announcement is not left behind.
-                parked.store(1, Ordering::SeqCst);
-                fence(Ordering::SeqCst);
-                if matches!(rx.pending(), Ok(n) if n > 0) {
-                    parked.store(0, Ordering::Relaxed);
+                if !handshake::try_park(parked, || matches!(rx.pending(), Ok(n) if n > 0)) {
                     continue;
                 }
                 drop(rx);

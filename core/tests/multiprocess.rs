@@ -375,3 +375,66 @@ fn wait_strategies_all_work_and_peers_shut_down_gracefully() {
         assert!(status.success(), "{wait}: a cell told goodbye exits cleanly, got {status}");
     }
 }
+
+#[test]
+fn blocking_mode_under_concurrency_never_loses_a_wakeup() {
+    // Every thread sleeps on the doorbell between messages; a lost wakeup would show up
+    // as a call stalled until the 250 ms recheck.
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
+    let ticket =
+        hub.add_peer("blocking", PeerOptions { wait: cellshm::WaitStrategy::Block, ..PeerOptions::default() }).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("__cell").env("CELLSHM_WAIT", "block").env("CELLSHM_WORKERS", "3");
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let peer = peer.clone();
+            thread::spawn(move || {
+                let mut slowest = Duration::ZERO;
+                for i in 0..300u32 {
+                    let payload = pattern(8 + (i as usize % 60), t);
+                    let started = Instant::now();
+                    // Half the calls bounce through a host method: both directions at once.
+                    let method = if i % 2 == 0 { "Echo.echo" } else { "Test.call_host" };
+                    let reply = peer.call(method, &payload, &secs(5)).unwrap();
+                    slowest = slowest.max(started.elapsed());
+                    assert_eq!(reply.bytes(), &payload[..], "thread {t} call {i}");
+                }
+                slowest
+            })
+        })
+        .collect();
+    for t in threads {
+        let slowest = t.join().unwrap();
+        assert!(slowest < Duration::from_millis(200), "a call took {slowest:?}: a wakeup was lost");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_process_that_never_joins_is_reported_dead_not_waited_for() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let ticket = hub.add_peer("not-a-cell", PeerOptions::default()).unwrap();
+    let (peer, mut child) = ticket.spawn(&mut Command::new("true")).unwrap();
+    let t = Instant::now();
+    let err = peer.wait_ready(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(err.status(), Status::PeerDead, "{err}");
+    assert!(err.message().contains("died before it was ready"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_full_hub_says_so() {
+    let hub = Hub::create(HubConfig { max_peers: 2, ..HubConfig::default() }).unwrap();
+    let _a = hub.add_peer("a", PeerOptions::default()).unwrap();
+    let _b = hub.add_peer("b", PeerOptions::default()).unwrap();
+    let err = hub.add_peer("c", PeerOptions::default()).unwrap_err();
+    assert_eq!(err.status(), Status::HubFull);
+    assert!(err.message().contains("all 2 peer slots"), "{err}");
+    let err = hub.add_peer("d", PeerOptions { doorbell_fd: 1, ..PeerOptions::default() }).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+}
