@@ -168,7 +168,7 @@ impl Hooks for CellHooks {
             && !self.state.host_goodbye.load(Ordering::SeqCst)
         {
             if !self.state.quiet {
-                eprintln!("cellshm: the host is gone ({}); exiting", error.message());
+                eprintln!("cellshm: {}; exiting", error.message());
             }
             std::process::exit(70);
         }
@@ -365,6 +365,13 @@ impl Cell {
         options: &CallOptions,
     ) -> Result<Response> {
         self.session.call_with(frame::method_id(method), Some(method), max_len, fill, options)
+    }
+
+    /// Sends PING to the host and waits for PONG; returns the round-trip time.
+    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        self.session.control_call(ControlKind::Ping, &[], timeout)?;
+        Ok(started.elapsed())
     }
 
     /// Sends a notification to the host.

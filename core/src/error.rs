@@ -6,7 +6,8 @@ use crate::frame::Status;
 
 /// A failed operation: a [`Status`] (the same numbers in Rust, C and Python) and a
 /// human-readable message saying what went wrong and where.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status}: {message}")]
 pub struct Error {
     status: Status,
     message: String,
@@ -44,16 +45,8 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
-    }
-}
-
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Error({}: {:?})", self.status, self.message)
     }
 }
-
-impl std::error::Error for Error {}

@@ -12,7 +12,8 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::doorbell;
 use crate::error::{Error, Result};
 use crate::frame::{
-    self, builtin, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL, ROLE_HOST,
+    self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
+    ROLE_HOST,
 };
 use crate::hub::{HostHubFile, HubConfig, PeerSlotState, Side};
 use crate::session::{
@@ -457,6 +458,14 @@ impl Peer {
         options: &CallOptions,
     ) -> Result<Response> {
         self.inner.session()?.call_with(frame::method_id(method), Some(method), max_len, fill, options)
+    }
+
+    /// Sends PING and waits for PONG: proves the cell's receive path is alive and
+    /// returns the round-trip time.
+    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let started = Instant::now();
+        self.inner.session()?.control_call(ControlKind::Ping, &[], timeout)?;
+        Ok(started.elapsed())
     }
 
     /// Sends a notification (no response).

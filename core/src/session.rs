@@ -86,17 +86,35 @@ impl WaitStrategy {
     }
 }
 
-/// Per-call options.
+/// Per-call options. Reusable: a timeout counts from the start of each call.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions {
-    /// Absolute CLOCK_MONOTONIC deadline in ns (see [`frame::deadline_after`]); 0 = none.
+    /// Time each call may take, counted from its start; `None` = no timeout.
+    pub timeout: Option<Duration>,
+    /// An absolute CLOCK_MONOTONIC deadline in ns (for example [`Call::deadline_ns`] of
+    /// the request being served, to propagate it); 0 = none. With both set, the earlier
+    /// one applies.
     pub deadline_ns: u64,
 }
 
 impl CallOptions {
-    /// A deadline `timeout` from now.
+    /// Each call may take `timeout` from its start.
     pub fn timeout(timeout: Duration) -> CallOptions {
-        CallOptions { deadline_ns: frame::deadline_after(timeout) }
+        CallOptions { timeout: Some(timeout), deadline_ns: 0 }
+    }
+
+    /// Every call must finish by the absolute CLOCK_MONOTONIC time `deadline_ns`.
+    pub fn deadline(deadline_ns: u64) -> CallOptions {
+        CallOptions { timeout: None, deadline_ns }
+    }
+
+    /// The absolute deadline of a call starting now (0 = none).
+    pub fn deadline_for_call_starting_now(&self) -> u64 {
+        let from_timeout = self.timeout.map_or(0, frame::deadline_after);
+        match (from_timeout, self.deadline_ns) {
+            (0, d) | (d, 0) => d,
+            (a, b) => a.min(b),
+        }
     }
 }
 
@@ -831,10 +849,14 @@ impl Session {
         if method_id == 0 {
             return Err(Error::new(Status::InvalidArgument, "method id 0 is reserved"));
         }
-        let body = self.fill_body(max_len, opts.deadline_ns, fill)?;
+        let deadline_ns = opts.deadline_for_call_starting_now();
+        if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
+            return Err(Error::new(Status::DeadlineExceeded, "the deadline passed before the call was sent"));
+        }
+        let body = self.fill_body(max_len, deadline_ns, fill)?;
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
         let flags = flags::REQUEST | extra_flags;
-        Ok((Descriptor { msg_id, method_id, flags, deadline_ns: opts.deadline_ns, ..Default::default() }, body))
+        Ok((Descriptor { msg_id, method_id, flags, deadline_ns, ..Default::default() }, body))
     }
 
     /// Calls `method_id` with a payload written in place by `fill`, and waits for the
@@ -854,7 +876,8 @@ impl Session {
         // Start polling before the request leaves, so a quick response never finds us
         // parked (which would cost the peer a doorbell syscall).
         let claimed = self.claim_ring();
-        if let Err(e) = self.send(d, body, opts.deadline_ns) {
+        let deadline_ns = d.deadline_ns;
+        if let Err(e) = self.send(d, body, deadline_ns) {
             if let Some(rx) = claimed {
                 self.release_ring(rx);
             }
@@ -862,9 +885,8 @@ impl Session {
             return Err(e);
         }
         self.count(control::CALLS_SENT, 1);
-        let message = self
-            .wait_response(&waiter, msg_id, opts.deadline_ns, claimed)
-            .map_err(|e| self.name_in(e, method_id, name))?;
+        let message =
+            self.wait_response(&waiter, msg_id, deadline_ns, claimed).map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
             let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
@@ -897,7 +919,8 @@ impl Session {
         opts: &CallOptions,
     ) -> Result<()> {
         let (d, body) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
-        self.send(d, body, opts.deadline_ns)?;
+        let deadline_ns = d.deadline_ns;
+        self.send(d, body, deadline_ns)?;
         self.count(control::CALLS_SENT, 1);
         Ok(())
     }

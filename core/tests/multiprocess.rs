@@ -141,6 +141,16 @@ fn deadlines_are_honoured_on_both_sides() {
     let after = r.peer.cell_counters().unwrap();
     assert_eq!(after.requests_served - before.requests_served, 2);
     assert_eq!(after.errors - before.errors, 1, "the expired request was skipped, not run");
+    // Options are reusable: a timeout counts from the start of each call, not from
+    // when the options were made.
+    let options = CallOptions::timeout(Duration::from_millis(100));
+    thread::sleep(Duration::from_millis(150));
+    for _ in 0..3 {
+        r.peer.call("Echo.echo", b"fresh", &options).unwrap();
+    }
+    // An absolute deadline in the past fails at once, without a round trip.
+    let past = CallOptions::deadline(cellshm::frame::monotonic_now_ns() - 1);
+    assert_eq!(r.peer.call("Echo.echo", b"late", &past).unwrap_err().status(), Status::DeadlineExceeded);
     // The link is healthy afterwards and no slot leaked.
     assert_eq!(r.peer.call("Echo.echo", b"still here", &secs(5)).unwrap().bytes(), b"still here");
     assert_eq!(r.peer.held_slots(), Some(0));
@@ -169,6 +179,8 @@ fn errors_unknown_methods_and_panics_come_back_and_the_cell_keeps_serving() {
 
     assert_eq!(r.peer.call("Echo.echo", b"alive", &secs(5)).unwrap().bytes(), b"alive");
     assert_eq!(r.peer.state(), PeerState::Ready);
+    let rtt = r.peer.ping(Duration::from_secs(5)).unwrap();
+    assert!(rtt < Duration::from_secs(5));
 }
 
 #[test]

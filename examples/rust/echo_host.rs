@@ -38,6 +38,7 @@ fn main() -> Result<(), cellshm::Error> {
         println!("{name}: ready ({}, pid {})", command.join(" "), peer.pid().unwrap_or(0));
         running.push((peer, child));
     }
+    // A timeout counts from the start of each call, so one options value serves them all.
     let options = CallOptions::timeout(Duration::from_secs(2));
     for (peer, _) in &running {
         let reply = peer.call("Echo.echo", b"hello from the Rust host", &options)?;

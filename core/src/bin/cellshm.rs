@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use cellshm::{CallOptions, Cell, Error, Hub, HubConfig, PeerOptions, Status, WaitStrategy};
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when stdout is a closed pipe (`cellshm bench | head`):
+    // end quietly. Doorbell sends use MSG_NOSIGNAL and are unaffected.
+    // SAFETY: restoring the default disposition of SIGPIPE at startup, before any thread.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("inspect") => match args.get(1) {
@@ -167,7 +171,7 @@ impl Sampler {
 
     fn report(&self, name: &str) -> u64 {
         let p50 = self.percentile(0.50);
-        println!("{name} p50_ns={p50} p99_ns={} n={}", self.percentile(0.99), self.samples.len());
+        println!("{name} p50_ns={p50} p99_ns={}", self.percentile(0.99));
         p50
     }
 }
@@ -182,8 +186,7 @@ fn bench(quick: bool) -> Result<(), Error> {
     let n_block = 20_000 / scale;
     let n_large = 2_000 / scale;
     println!(
-        "# {} round trips, two processes, {} cpus; all cases measured in this run",
-        if quick { "quick" } else { "full" },
+        "# round trips between two processes, {} cpus, all measured in this run; samples: {n_fast} (spin/adaptive), {n_block} (block), {n_large} (1 MiB)",
         num_cpus()
     );
 
