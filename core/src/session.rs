@@ -25,6 +25,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
+mod dispatch;
+mod options;
+
+use dispatch::ReplyBody;
+pub use dispatch::{Call, Dispatcher, Handler};
+pub use options::{CallOptions, WaitStrategy};
+
 use crate::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 use crate::error::{Error, Result};
 use crate::frame::{
@@ -35,88 +42,6 @@ use crate::hub::layout::control;
 use crate::hub::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::hub::ring::{Consumer, Producer, PushError, RingMemory};
 use crate::hub::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side};
-
-/// How a thread waits for the other side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WaitStrategy {
-    /// Poll the ring without ever sleeping: lowest latency, one core busy while waiting.
-    Spin,
-    /// Poll for `spin`, then sleep on the doorbell.
-    Adaptive {
-        /// How long to poll before sleeping.
-        spin: Duration,
-    },
-    /// Sleep on the doorbell at once: no CPU while waiting, a wakeup per message.
-    Block,
-}
-
-impl Default for WaitStrategy {
-    fn default() -> Self {
-        WaitStrategy::Adaptive { spin: Duration::from_micros(50) }
-    }
-}
-
-impl WaitStrategy {
-    /// Parses `spin`, `block`, `adaptive` or `adaptive:<microseconds>`.
-    pub fn parse(text: &str) -> Result<WaitStrategy> {
-        let bad = || {
-            Error::new(
-                Status::InvalidArgument,
-                format!("wait strategy {text:?}: expected spin, block, adaptive or adaptive:<µs>"),
-            )
-        };
-        match text.trim() {
-            "spin" => Ok(WaitStrategy::Spin),
-            "block" => Ok(WaitStrategy::Block),
-            "adaptive" => Ok(WaitStrategy::default()),
-            other => {
-                let us = other.strip_prefix("adaptive:").ok_or_else(bad)?;
-                let us: u64 = us.trim_end_matches("us").parse().map_err(|_| bad())?;
-                Ok(WaitStrategy::Adaptive { spin: Duration::from_micros(us) })
-            }
-        }
-    }
-
-    fn spin_budget(&self) -> Option<Duration> {
-        match *self {
-            WaitStrategy::Spin => None,
-            WaitStrategy::Adaptive { spin } => Some(spin),
-            WaitStrategy::Block => Some(Duration::ZERO),
-        }
-    }
-}
-
-/// Per-call options. Reusable: a timeout counts from the start of each call.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CallOptions {
-    /// Time each call may take, counted from its start; `None` = no timeout.
-    pub timeout: Option<Duration>,
-    /// An absolute CLOCK_MONOTONIC deadline in ns (for example [`Call::deadline_ns`] of
-    /// the request being served, to propagate it); 0 = none. With both set, the earlier
-    /// one applies.
-    pub deadline_ns: u64,
-}
-
-impl CallOptions {
-    /// Each call may take `timeout` from its start.
-    pub fn timeout(timeout: Duration) -> CallOptions {
-        CallOptions { timeout: Some(timeout), deadline_ns: 0 }
-    }
-
-    /// Every call must finish by the absolute CLOCK_MONOTONIC time `deadline_ns`.
-    pub fn deadline(deadline_ns: u64) -> CallOptions {
-        CallOptions { timeout: None, deadline_ns }
-    }
-
-    /// The absolute deadline of a call starting now (0 = none).
-    pub fn deadline_for_call_starting_now(&self) -> u64 {
-        let from_timeout = self.timeout.map_or(0, frame::deadline_after);
-        match (from_timeout, self.deadline_ns) {
-            (0, d) | (d, 0) => d,
-            (a, b) => a.min(b),
-        }
-    }
-}
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
 pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
@@ -161,58 +86,6 @@ const RECHECK: Duration = Duration::from_millis(250);
 const LIVENESS_CHECK: Duration = Duration::from_millis(1);
 /// Error messages longer than this are cut (with a marker) to fit a slot.
 const MAX_ERROR_MESSAGE: usize = 4096;
-
-/// A handler: reads the request through [`Call::payload`], answers through
-/// [`Call::reply`] (or returns an error).
-pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
-
-/// Methods served on one side, by id.
-#[derive(Default)]
-pub struct Dispatcher {
-    // Method ids are FNV hashes already: hash them as themselves.
-    methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
-}
-
-impl fmt::Debug for Dispatcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.methods.values().map(|(n, _)| n)).finish()
-    }
-}
-
-impl Dispatcher {
-    /// An empty dispatcher.
-    pub fn new() -> Dispatcher {
-        Dispatcher::default()
-    }
-
-    /// Registers `handler` for `"Service.method"`. Two names with the same id (a hash
-    /// collision or a name registered twice) are refused.
-    pub fn register<F>(&mut self, name: &str, handler: F) -> Result<()>
-    where
-        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
-    {
-        let id = frame::method_id(name);
-        if let Some((existing, _)) = self.methods.get(&id) {
-            return Err(Error::new(
-                Status::AlreadyExists,
-                format!("method {name:?} has id {id:#010x}, already registered for {existing:?}"),
-            ));
-        }
-        self.methods.insert(id, (name.to_string(), Arc::new(handler)));
-        Ok(())
-    }
-
-    /// Registered method names and ids, sorted by name.
-    pub fn methods(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<_> = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id)).collect();
-        v.sort();
-        v
-    }
-
-    fn get(&self, id: u32) -> Option<Arc<Handler>> {
-        self.methods.get(&id).map(|(_, h)| h.clone())
-    }
-}
 
 /// Side-specific behaviour plugged into a session (host peer or cell).
 pub(crate) trait Hooks: Send + Sync {
@@ -380,84 +253,6 @@ struct Sleepers {
     queued: std::sync::atomic::AtomicUsize,
     standby_taken: AtomicBool,
     idle_servers: std::sync::atomic::AtomicUsize,
-}
-
-/// What a request's handler produced.
-enum ReplyBody {
-    Empty,
-    Inline([u8; INLINE_CAPACITY], usize),
-    Slot(OutSlot, usize),
-}
-
-/// A request being served: the payload, read in place, and the reply being built.
-pub struct Call<'a> {
-    payload: &'a [u8],
-    method_id: u32,
-    deadline_ns: u64,
-    session: &'a Arc<Session>,
-    reply: ReplyBody,
-}
-
-impl fmt::Debug for Call<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call").field("method_id", &self.method_id).field("len", &self.payload.len()).finish()
-    }
-}
-
-impl<'a> Call<'a> {
-    /// The request payload, in shared memory, valid for the duration of the handler.
-    pub fn payload(&self) -> &'a [u8] {
-        self.payload
-    }
-
-    /// The method id being called.
-    pub fn method_id(&self) -> u32 {
-        self.method_id
-    }
-
-    /// The caller's absolute deadline (CLOCK_MONOTONIC ns), 0 if none.
-    pub fn deadline_ns(&self) -> u64 {
-        self.deadline_ns
-    }
-
-    /// Time left before the caller's deadline, if it has one.
-    pub fn remaining(&self) -> Option<Duration> {
-        (self.deadline_ns != 0).then(|| Duration::from_nanos(self.deadline_ns.saturating_sub(monotonic_now_ns())))
-    }
-
-    /// Sets the reply to a copy of `bytes`.
-    pub fn reply(&mut self, bytes: &[u8]) -> Result<()> {
-        self.reply_with(bytes.len(), copy_of(bytes))
-    }
-
-    /// Writes the reply in place: `fill` gets a buffer of `max_len` bytes (in shared
-    /// memory when larger than 16) and returns how many it wrote.
-    pub fn reply_with(&mut self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
-        self.discard_reply();
-        self.reply = self.session.fill_body(max_len, self.deadline_ns, fill)?.into();
-        Ok(())
-    }
-
-    fn discard_reply(&mut self) {
-        if let ReplyBody::Slot(slot, _) = std::mem::replace(&mut self.reply, ReplyBody::Empty) {
-            self.session.tx_pool.lock().free_unsent(slot);
-        }
-    }
-}
-
-impl Drop for Call<'_> {
-    fn drop(&mut self) {
-        self.discard_reply();
-    }
-}
-
-impl From<OutBody> for ReplyBody {
-    fn from(b: OutBody) -> ReplyBody {
-        match b {
-            OutBody::Inline(bytes, n) => ReplyBody::Inline(bytes, n),
-            OutBody::Slot(s, n) => ReplyBody::Slot(s, n),
-        }
-    }
 }
 
 /// A payload ready to send.

@@ -1,0 +1,141 @@
+//! Serving: the method table and the context a handler runs in.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{copy_of, MsgIdHasher, OutBody, Session};
+use crate::error::{Error, Result};
+use crate::frame::{self, monotonic_now_ns, Status, INLINE_CAPACITY};
+use crate::hub::pool::OutSlot;
+
+/// A handler: reads the request through [`Call::payload`], answers through
+/// [`Call::reply`] (or returns an error).
+pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
+
+/// Methods served on one side, by id.
+#[derive(Default)]
+pub struct Dispatcher {
+    // Method ids are FNV hashes already: hash them as themselves.
+    methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.methods.values().map(|(n, _)| n)).finish()
+    }
+}
+
+impl Dispatcher {
+    /// An empty dispatcher.
+    pub fn new() -> Dispatcher {
+        Dispatcher::default()
+    }
+
+    /// Registers `handler` for `"Service.method"`. Two names with the same id (a hash
+    /// collision or a name registered twice) are refused.
+    pub fn register<F>(&mut self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
+    {
+        let id = frame::method_id(name);
+        if let Some((existing, _)) = self.methods.get(&id) {
+            return Err(Error::new(
+                Status::AlreadyExists,
+                format!("method {name:?} has id {id:#010x}, already registered for {existing:?}"),
+            ));
+        }
+        self.methods.insert(id, (name.to_string(), Arc::new(handler)));
+        Ok(())
+    }
+
+    /// Registered method names and ids, sorted by name.
+    pub fn methods(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id)).collect();
+        v.sort();
+        v
+    }
+
+    pub(super) fn get(&self, id: u32) -> Option<Arc<Handler>> {
+        self.methods.get(&id).map(|(_, h)| h.clone())
+    }
+}
+
+/// What a request's handler produced.
+pub(super) enum ReplyBody {
+    Empty,
+    Inline([u8; INLINE_CAPACITY], usize),
+    Slot(OutSlot, usize),
+}
+
+/// A request being served: the payload, read in place, and the reply being built.
+pub struct Call<'a> {
+    pub(super) payload: &'a [u8],
+    pub(super) method_id: u32,
+    pub(super) deadline_ns: u64,
+    pub(super) session: &'a Arc<Session>,
+    pub(super) reply: ReplyBody,
+}
+
+impl fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call").field("method_id", &self.method_id).field("len", &self.payload.len()).finish()
+    }
+}
+
+impl<'a> Call<'a> {
+    /// The request payload, in shared memory, valid for the duration of the handler.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The method id being called.
+    pub fn method_id(&self) -> u32 {
+        self.method_id
+    }
+
+    /// The caller's absolute deadline (CLOCK_MONOTONIC ns), 0 if none.
+    pub fn deadline_ns(&self) -> u64 {
+        self.deadline_ns
+    }
+
+    /// Time left before the caller's deadline, if it has one.
+    pub fn remaining(&self) -> Option<Duration> {
+        (self.deadline_ns != 0).then(|| Duration::from_nanos(self.deadline_ns.saturating_sub(monotonic_now_ns())))
+    }
+
+    /// Sets the reply to a copy of `bytes`.
+    pub fn reply(&mut self, bytes: &[u8]) -> Result<()> {
+        self.reply_with(bytes.len(), copy_of(bytes))
+    }
+
+    /// Writes the reply in place: `fill` gets a buffer of `max_len` bytes (in shared
+    /// memory when larger than 16) and returns how many it wrote.
+    pub fn reply_with(&mut self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
+        self.discard_reply();
+        self.reply = self.session.fill_body(max_len, self.deadline_ns, fill)?.into();
+        Ok(())
+    }
+
+    fn discard_reply(&mut self) {
+        if let ReplyBody::Slot(slot, _) = std::mem::replace(&mut self.reply, ReplyBody::Empty) {
+            self.session.tx_pool.lock().free_unsent(slot);
+        }
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.discard_reply();
+    }
+}
+
+impl From<OutBody> for ReplyBody {
+    fn from(b: OutBody) -> ReplyBody {
+        match b {
+            OutBody::Inline(bytes, n) => ReplyBody::Inline(bytes, n),
+            OutBody::Slot(s, n) => ReplyBody::Slot(s, n),
+        }
+    }
+}

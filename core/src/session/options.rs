@@ -1,0 +1,88 @@
+//! How calls wait and when they give up: wait strategies and per-call options.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::frame::{self, Status};
+
+/// How a thread waits for the other side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Poll the ring without ever sleeping: lowest latency, one core busy while waiting.
+    Spin,
+    /// Poll for `spin`, then sleep on the doorbell.
+    Adaptive {
+        /// How long to poll before sleeping.
+        spin: Duration,
+    },
+    /// Sleep on the doorbell at once: no CPU while waiting, a wakeup per message.
+    Block,
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::Adaptive { spin: Duration::from_micros(50) }
+    }
+}
+
+impl WaitStrategy {
+    /// Parses `spin`, `block`, `adaptive` or `adaptive:<microseconds>`.
+    pub fn parse(text: &str) -> Result<WaitStrategy> {
+        let bad = || {
+            Error::new(
+                Status::InvalidArgument,
+                format!("wait strategy {text:?}: expected spin, block, adaptive or adaptive:<µs>"),
+            )
+        };
+        match text.trim() {
+            "spin" => Ok(WaitStrategy::Spin),
+            "block" => Ok(WaitStrategy::Block),
+            "adaptive" => Ok(WaitStrategy::default()),
+            other => {
+                let us = other.strip_prefix("adaptive:").ok_or_else(bad)?;
+                let us: u64 = us.trim_end_matches("us").parse().map_err(|_| bad())?;
+                Ok(WaitStrategy::Adaptive { spin: Duration::from_micros(us) })
+            }
+        }
+    }
+
+    pub(super) fn spin_budget(&self) -> Option<Duration> {
+        match *self {
+            WaitStrategy::Spin => None,
+            WaitStrategy::Adaptive { spin } => Some(spin),
+            WaitStrategy::Block => Some(Duration::ZERO),
+        }
+    }
+}
+
+/// Per-call options. Reusable: a timeout counts from the start of each call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallOptions {
+    /// Time each call may take, counted from its start; `None` = no timeout.
+    pub timeout: Option<Duration>,
+    /// An absolute CLOCK_MONOTONIC deadline in ns (for example [`Call::deadline_ns`] of
+    /// the request being served, to propagate it); 0 = none. With both set, the earlier
+    /// one applies.
+    pub deadline_ns: u64,
+}
+
+impl CallOptions {
+    /// Each call may take `timeout` from its start.
+    pub fn timeout(timeout: Duration) -> CallOptions {
+        CallOptions { timeout: Some(timeout), deadline_ns: 0 }
+    }
+
+    /// Every call must finish by the absolute CLOCK_MONOTONIC time `deadline_ns`.
+    pub fn deadline(deadline_ns: u64) -> CallOptions {
+        CallOptions { timeout: None, deadline_ns }
+    }
+
+    /// The absolute deadline of a call starting now (0 = none).
+    pub fn deadline_for_call_starting_now(&self) -> u64 {
+        let from_timeout = self.timeout.map_or(0, frame::deadline_after);
+        match (from_timeout, self.deadline_ns) {
+            (0, d) | (d, 0) => d,
+            (a, b) => a.min(b),
+        }
+    }
+}
