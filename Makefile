@@ -1,18 +1,37 @@
 # cellshm: the two set-up commands of the quick start are `make demo` and `make test`.
-# Both work on a fresh machine with Rust, a C compiler and Python 3.
+# Both work on a fresh machine with Rust, a C compiler and Python 3: cmake and
+# pkg-config are taken from the machine, or installed from PyPI into .venv if missing.
 
 CARGO ?= cargo
+PYTHON ?= python3
+VENV := $(abspath .venv)
 LOOM_TARGET_DIR ?= target/loom
 
-.PHONY: demo test test-rust test-loom lint bench chaos clean
+ifeq ($(shell command -v cmake 2>/dev/null),)
+CMAKE := $(VENV)/bin/cmake
+CTEST := $(VENV)/bin/ctest
+PIP_TOOLS += cmake
+else
+CMAKE := cmake
+CTEST := ctest
+endif
+ifeq ($(shell command -v pkg-config 2>/dev/null),)
+PIP_TOOLS += pkgconf
+endif
+# Tools installed into .venv are found first.
+export PATH := $(VENV)/bin:$(PATH)
 
-## Runs the demo: a Rust host spawning echo cells on one hub.
-demo:
+.PHONY: demo test test-rust test-loom test-c test-asan lint header check-header tools bench chaos clean
+
+## Runs the demo: a Rust host with a Rust cell and a C cell on one hub.
+demo: tools
 	$(CARGO) build --release --quiet -p cellshm-examples
-	./target/release/echo-host
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Debug > /dev/null
+	$(CMAKE) --build build --target echo_cell > /dev/null
+	./target/release/echo-host -- ./target/release/echo-cell -- ./build/echo_cell
 
 ## Runs every test suite.
-test: lint test-rust test-loom
+test: lint check-header test-rust test-loom test-c test-asan
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -22,13 +41,43 @@ test-rust:
 test-loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p cellshm --lib --target-dir $(LOOM_TARGET_DIR) -- loom
 
+## The ctest suite: C and C++ examples and tests, header and symbol checks, install.
+test-c: tools
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Debug
+	$(CMAKE) --build build -j2
+	cd build && $(CTEST) --output-on-failure
+
+## The ctest suite again, built with AddressSanitizer (errors and leaks fail it).
+test-asan: tools
+	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCELLSHM_SANITIZE=ON
+	$(CMAKE) --build build-asan -j2
+	cd build-asan && $(CTEST) --output-on-failure
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
-## Round-trip benchmarks beside their floors (see BENCHMARKS.md).
-bench:
-	$(CARGO) run --release --quiet -p cellshm --bin cellshm -- bench
+## Regenerates include/cellshm.h from ffi/src/lib.rs.
+header:
+	$(CARGO) run --quiet -p cellshm-header-gen
+
+## Fails if include/cellshm.h is not what ffi/src/lib.rs generates.
+check-header:
+	$(CARGO) run --quiet -p cellshm-header-gen -- --check
+
+tools:
+	@if [ -n "$(PIP_TOOLS)" ]; then \
+	  test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV); \
+	  echo "installing $(PIP_TOOLS) into .venv"; \
+	  $(VENV)/bin/pip install --quiet $(PIP_TOOLS); \
+	fi
+
+## Round-trip benchmarks beside their floors, Rust and C API in one run (BENCHMARKS.md).
+bench: tools
+	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
+	$(CMAKE) --build build --target bench_c_caller > /dev/null
+	CELLSHM_C_BENCH=./build/bench_c_caller $(CARGO) run --release --quiet -p cellshm --bin cellshm -- bench
 
 clean:
 	$(CARGO) clean
+	rm -rf build build-asan

@@ -35,7 +35,7 @@ pub mod host;
 pub(crate) mod hub;
 pub mod session;
 
-pub use cell::{Cell, CellOptions};
+pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
 pub use frame::{method_id, Status};
 pub use host::{Hub, Peer, PeerOptions, PeerState, PeerTicket};

@@ -244,12 +244,74 @@ fn bench(quick: bool) -> Result<(), Error> {
     drop(hub);
     let _ = child.wait();
 
+    // The C API caller, when `make bench` built it (CELLSHM_C_BENCH=path): paired with the
+    // Rust API in alternating rounds, so machine drift hits both alike.
+    if let Some(program) = std::env::var_os("CELLSHM_C_BENCH") {
+        bench_c_api_paired(&program, n_fast)?;
+    }
     let spin = p50s[1].1;
     let block = p50s[3].1;
     println!(
         "# spin p50 {spin} ns = {:.1}x the shm floor ({shm_floor} ns); block p50 {block} ns = {:.2}x the socketpair floor ({sock_floor} ns)",
         spin as f64 / shm_floor.max(1) as f64,
         block as f64 / sock_floor.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Alternates rounds of the Rust API and the C-API caller (tests/c/bench_c_caller.c),
+/// each against a fresh Spin-mode cell, and prints the median over rounds of each side's
+/// p50 and p99.
+fn bench_c_api_paired(program: &std::ffi::OsStr, iterations: usize) -> Result<(), Error> {
+    const ROUNDS: usize = 6;
+    let per_round = (iterations / ROUNDS).max(1000);
+    let (mut rust, mut c) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (hub, peer, mut child) = spawn_bench_cell(WaitStrategy::Spin)?;
+        let payload = [7u8; 64];
+        let s = Sampler::run(per_round, per_round / 10, || {
+            let r = peer.call("Echo.echo", &payload, &CallOptions::default()).expect("echo");
+            assert_eq!(r.len(), 64);
+        });
+        rust.push((s.percentile(0.50), s.percentile(0.99)));
+        peer.shutdown(Duration::from_secs(1));
+        drop(hub);
+        let _ = child.wait();
+
+        let out = Command::new(program)
+            .arg(per_round.to_string())
+            .arg(self_exe()?)
+            .arg("__cell")
+            .output()
+            .map_err(|e| Error::system(format!("running {}", program.to_string_lossy()), e))?;
+        if !out.status.success() {
+            return Err(Error::new(
+                Status::Internal,
+                format!("the C bench failed: {}", String::from_utf8_lossy(&out.stderr)),
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field =
+            |name: &str| text.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<u64>().ok());
+        match (field("p50_ns="), field("p99_ns=")) {
+            (Some(p50), Some(p99)) => c.push((p50, p99)),
+            _ => return Err(Error::new(Status::Internal, format!("unexpected C bench output: {text}"))),
+        }
+    }
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let report = |name: &str, rounds: &[(u64, u64)]| {
+        let p50 = median(&mut rounds.iter().map(|r| r.0).collect());
+        println!("{name} p50_ns={p50} p99_ns={}", median(&mut rounds.iter().map(|r| r.1).collect()));
+        p50
+    };
+    let rust_p50 = report("cellshm_rtt_64B_spin_rust_api_paired", &rust);
+    let c_p50 = report("cellshm_rtt_64B_spin_c_api_paired", &c);
+    println!(
+        "# C API vs Rust API, {ROUNDS} alternating rounds of {per_round}: C p50 {c_p50} ns = {:.2}x Rust p50 {rust_p50} ns",
+        c_p50 as f64 / rust_p50.max(1) as f64
     );
     Ok(())
 }

@@ -118,6 +118,37 @@ impl<'a> Call<'a> {
         Ok(())
     }
 
+    /// Two-step in-place reply (for callers that cannot pass a closure, such as C):
+    /// returns a buffer of `max_len` bytes (in shared memory when larger than 16) that
+    /// becomes the reply; shorten it afterwards with [`Call::set_reply_len`].
+    pub fn reply_buffer(&mut self, max_len: usize) -> Result<&mut [u8]> {
+        self.reply_with(max_len, |buf| buf.len())?;
+        Ok(match &mut self.reply {
+            ReplyBody::Inline(bytes, n) => &mut bytes[..*n],
+            ReplyBody::Slot(slot, n) => &mut slot.buffer()[..*n],
+            ReplyBody::Empty => &mut [],
+        })
+    }
+
+    /// Sets how many bytes of the buffer from [`Call::reply_buffer`] are the reply.
+    pub fn set_reply_len(&mut self, len: usize) -> Result<()> {
+        let capacity = match &self.reply {
+            ReplyBody::Inline(_, n) | ReplyBody::Slot(_, n) => *n,
+            ReplyBody::Empty => 0,
+        };
+        if len > capacity {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("reply length {len} exceeds the {capacity}-byte reply buffer"),
+            ));
+        }
+        match &mut self.reply {
+            ReplyBody::Inline(_, n) | ReplyBody::Slot(_, n) => *n = len,
+            ReplyBody::Empty => {}
+        }
+        Ok(())
+    }
+
     fn discard_reply(&mut self) {
         if let ReplyBody::Slot(slot, _) = std::mem::replace(&mut self.reply, ReplyBody::Empty) {
             self.session.tx_pool.lock().free_unsent(slot);

@@ -1,0 +1,210 @@
+// cellshm.hpp: a header-only C++17 wrapper over the C API (include/cellshm.h).
+//
+// RAII handles (Hub, Peer, Cell, Response) release their C objects; every failing call
+// throws cellshm::Error carrying the status and the library's message. Handlers are
+// std::function objects; an exception thrown by a handler becomes an error response
+// (cellshm::Error keeps its status, anything else is INTERNAL) and never crosses into
+// the library.
+#ifndef CELLSHM_HPP
+#define CELLSHM_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cellshm.h"
+
+namespace cellshm {
+
+/// A failed cellshm call: the status code and the library's message.
+class Error : public std::runtime_error {
+  public:
+    Error(cellshm_status status, const std::string &message)
+        : std::runtime_error(std::string(cellshm_status_str(status)) + ": " + message), status_(status),
+          message_(message) {}
+    cellshm_status status() const noexcept { return status_; }
+    const std::string &message() const noexcept { return message_; }
+
+  private:
+    cellshm_status status_;
+    std::string message_;
+};
+
+namespace detail {
+inline void check(cellshm_status status) {
+    if (status != CELLSHM_OK) {
+        throw Error(status, cellshm_last_error_message());
+    }
+}
+
+struct ResponseFree {
+    void operator()(cellshm_response *r) const noexcept { cellshm_response_free(r); }
+};
+struct PeerFree {
+    void operator()(cellshm_peer *p) const noexcept { cellshm_peer_free(p); }
+};
+struct HubFree {
+    void operator()(cellshm_hub *h) const noexcept { cellshm_hub_free(h); }
+};
+struct CellFree {
+    void operator()(cellshm_cell *c) const noexcept { cellshm_cell_free(c); }
+};
+
+inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
+    cellshm_call_options options{};
+    options.timeout_ms = static_cast<uint64_t>(timeout.count());
+    return options;
+}
+} // namespace detail
+
+/// A handler: gets the request bytes, returns the reply bytes, or throws.
+using Handler = std::function<std::string(std::string_view request)>;
+
+namespace detail {
+inline uint32_t trampoline(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) noexcept {
+    try {
+        const Handler &handler = *static_cast<const Handler *>(userdata);
+        std::string answer = handler(std::string_view(reinterpret_cast<const char *>(request), len));
+        return cellshm_reply_write(reply, reinterpret_cast<const uint8_t *>(answer.data()), answer.size());
+    } catch (const Error &e) {
+        cellshm_reply_error_message(reply, e.message().c_str());
+        return e.status();
+    } catch (const std::exception &e) {
+        cellshm_reply_error_message(reply, e.what());
+        return CELLSHM_INTERNAL;
+    } catch (...) {
+        cellshm_reply_error_message(reply, "a C++ handler threw a non-standard exception");
+        return CELLSHM_INTERNAL;
+    }
+}
+
+inline void delete_handler(void *userdata) noexcept { delete static_cast<Handler *>(userdata); }
+} // namespace detail
+
+/// A response; its bytes live in shared memory until the Response is destroyed.
+class Response {
+  public:
+    explicit Response(cellshm_response *raw) : raw_(raw) {}
+    const uint8_t *data() const noexcept { return cellshm_response_data(raw_.get()); }
+    size_t size() const noexcept { return cellshm_response_len(raw_.get()); }
+    std::string_view view() const noexcept { return {reinterpret_cast<const char *>(data()), size()}; }
+    std::string str() const { return std::string(view()); }
+
+  private:
+    std::unique_ptr<cellshm_response, detail::ResponseFree> raw_;
+};
+
+/// The host's handle on one cell. Methods are thread-safe.
+class Peer {
+  public:
+    explicit Peer(cellshm_peer *raw) : raw_(raw) {}
+
+    void wait_ready(std::chrono::milliseconds timeout) {
+        detail::check(cellshm_peer_wait_ready(raw_.get(), static_cast<uint64_t>(timeout.count())));
+    }
+
+    Response call(const char *method, std::string_view request,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
+        cellshm_call_options options = detail::options_for(timeout);
+        cellshm_response *out = nullptr;
+        detail::check(cellshm_peer_call(raw_.get(), method, reinterpret_cast<const uint8_t *>(request.data()),
+                                        request.size(), &options, &out));
+        return Response(out);
+    }
+
+    void notify(const char *method, std::string_view request) const {
+        detail::check(cellshm_peer_notify(raw_.get(), method, reinterpret_cast<const uint8_t *>(request.data()),
+                                          request.size()));
+    }
+
+    uint32_t pid() const noexcept { return cellshm_peer_pid(raw_.get()); }
+
+    /// GOODBYE, a grace period, then SIGKILL; returns the exit code.
+    int shutdown(std::chrono::milliseconds grace) {
+        int code = -1;
+        detail::check(cellshm_peer_shutdown(raw_.get(), static_cast<uint64_t>(grace.count())));
+        detail::check(cellshm_peer_wait_exit(raw_.get(), 0, &code));
+        return code;
+    }
+
+  private:
+    std::unique_ptr<cellshm_peer, detail::PeerFree> raw_;
+};
+
+/// The host's hub. Freed (cells told to leave, file removed) on destruction.
+class Hub {
+  public:
+    explicit Hub(const char *path = nullptr, uint32_t max_peers = 0) {
+        cellshm_hub *raw = nullptr;
+        detail::check(cellshm_hub_new(path, max_peers, &raw));
+        raw_.reset(raw);
+    }
+
+    std::string path() const { return cellshm_hub_path(raw_.get()); }
+
+    /// Serves `name` to every cell of this hub.
+    void method(const char *name, Handler handler) {
+        auto *owned = new Handler(std::move(handler));
+        // On failure the library has already released `owned` through delete_handler.
+        detail::check(cellshm_hub_register(raw_.get(), name, detail::trampoline, owned, detail::delete_handler));
+    }
+
+    /// Spawns `program` with `args` (the hub appends its own) and extra `env` entries.
+    Peer spawn(const char *name, const std::string &program, const std::vector<std::string> &args = {},
+               const std::vector<std::string> &env = {}) {
+        std::vector<const char *> argv;
+        for (const auto &a : args) argv.push_back(a.c_str());
+        argv.push_back(nullptr);
+        std::vector<const char *> envp;
+        for (const auto &e : env) envp.push_back(e.c_str());
+        envp.push_back(nullptr);
+        cellshm_peer *out = nullptr;
+        detail::check(cellshm_hub_spawn(raw_.get(), name, program.c_str(), argv.data(), envp.data(), nullptr, &out));
+        return Peer(out);
+    }
+
+  private:
+    std::unique_ptr<cellshm_hub, detail::HubFree> raw_;
+};
+
+/// A cell. Register methods, then run().
+class Cell {
+  public:
+    Cell(int argc, char **argv) {
+        cellshm_cell *raw = nullptr;
+        detail::check(cellshm_cell_new(argc, const_cast<const char *const *>(argv), &raw));
+        raw_.reset(raw);
+    }
+
+    void method(const char *name, Handler handler) {
+        auto *owned = new Handler(std::move(handler));
+        detail::check(cellshm_cell_register(raw_.get(), name, detail::trampoline, owned, detail::delete_handler));
+    }
+
+    /// Serves until the host says goodbye.
+    void run() { detail::check(cellshm_cell_run(raw_.get())); }
+
+    Response call(const char *method, std::string_view request,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
+        cellshm_call_options options = detail::options_for(timeout);
+        cellshm_response *out = nullptr;
+        detail::check(cellshm_cell_call(raw_.get(), method, reinterpret_cast<const uint8_t *>(request.data()),
+                                        request.size(), &options, &out));
+        return Response(out);
+    }
+
+    void log(const std::string &line) const { detail::check(cellshm_cell_log(raw_.get(), line.c_str())); }
+
+  private:
+    std::unique_ptr<cellshm_cell, detail::CellFree> raw_;
+};
+
+} // namespace cellshm
+
+#endif

@@ -1,0 +1,1236 @@
+//! The C ABI of cellshm (`libcellshm.so`, `libcellshm.a`, `include/cellshm.h`).
+//!
+//! Every exported function runs inside [`boundary`], so no panic unwinds into C; checks
+//! every pointer before use (NULL → `CELLSHM_INVALID_ARGUMENT`); writes out-parameters
+//! only on success; and records a message for `cellshm_last_error_message`.
+//! Values that come *from* C and name a status or an option are taken as plain integers
+//! and validated, never as Rust enums (an out-of-range enum value would be undefined
+//! behaviour on the Rust side).
+
+#![allow(non_camel_case_types)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cellshm::{
+    Call, CallOptions, Cell, CellOptions, Error, Hub, HubConfig, JoinArgs, Peer, PeerOptions, PeerState, Response,
+    Status, WaitStrategy,
+};
+
+// ----- status ------------------------------------------------------------------------
+
+/// Result of every fallible function. The numbers are cellshm's one status table
+/// (gRPC's canonical codes, then cellshm's own from 100), the same in Rust and Python.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cellshm_status {
+    CELLSHM_OK = 0,
+    CELLSHM_CANCELLED = 1,
+    CELLSHM_UNKNOWN = 2,
+    CELLSHM_INVALID_ARGUMENT = 3,
+    CELLSHM_DEADLINE_EXCEEDED = 4,
+    CELLSHM_NOT_FOUND = 5,
+    CELLSHM_ALREADY_EXISTS = 6,
+    CELLSHM_PERMISSION_DENIED = 7,
+    CELLSHM_RESOURCE_EXHAUSTED = 8,
+    CELLSHM_FAILED_PRECONDITION = 9,
+    CELLSHM_ABORTED = 10,
+    CELLSHM_OUT_OF_RANGE = 11,
+    CELLSHM_UNIMPLEMENTED = 12,
+    CELLSHM_INTERNAL = 13,
+    CELLSHM_UNAVAILABLE = 14,
+    CELLSHM_DATA_LOSS = 15,
+    CELLSHM_UNAUTHENTICATED = 16,
+    /// The peer process died or closed its doorbell.
+    CELLSHM_PEER_DEAD = 100,
+    /// The local link was closed.
+    CELLSHM_SESSION_CLOSED = 101,
+    /// The payload is larger than the largest slot class.
+    CELLSHM_PAYLOAD_TOO_LARGE = 102,
+    /// The peer broke the protocol and was dropped.
+    CELLSHM_PROTOCOL_ERROR = 103,
+    /// Every peer slot of the hub is in use.
+    CELLSHM_HUB_FULL = 104,
+    /// An operating-system call failed.
+    CELLSHM_SYSTEM_ERROR = 105,
+}
+
+use cellshm_status::*;
+
+impl From<Status> for cellshm_status {
+    fn from(s: Status) -> cellshm_status {
+        match s {
+            Status::Ok => CELLSHM_OK,
+            Status::Cancelled => CELLSHM_CANCELLED,
+            Status::Unknown => CELLSHM_UNKNOWN,
+            Status::InvalidArgument => CELLSHM_INVALID_ARGUMENT,
+            Status::DeadlineExceeded => CELLSHM_DEADLINE_EXCEEDED,
+            Status::NotFound => CELLSHM_NOT_FOUND,
+            Status::AlreadyExists => CELLSHM_ALREADY_EXISTS,
+            Status::PermissionDenied => CELLSHM_PERMISSION_DENIED,
+            Status::ResourceExhausted => CELLSHM_RESOURCE_EXHAUSTED,
+            Status::FailedPrecondition => CELLSHM_FAILED_PRECONDITION,
+            Status::Aborted => CELLSHM_ABORTED,
+            Status::OutOfRange => CELLSHM_OUT_OF_RANGE,
+            Status::Unimplemented => CELLSHM_UNIMPLEMENTED,
+            Status::Internal => CELLSHM_INTERNAL,
+            Status::Unavailable => CELLSHM_UNAVAILABLE,
+            Status::DataLoss => CELLSHM_DATA_LOSS,
+            Status::Unauthenticated => CELLSHM_UNAUTHENTICATED,
+            Status::PeerDead => CELLSHM_PEER_DEAD,
+            Status::SessionClosed => CELLSHM_SESSION_CLOSED,
+            Status::PayloadTooLarge => CELLSHM_PAYLOAD_TOO_LARGE,
+            Status::ProtocolError => CELLSHM_PROTOCOL_ERROR,
+            Status::HubFull => CELLSHM_HUB_FULL,
+            Status::SystemError => CELLSHM_SYSTEM_ERROR,
+        }
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn remember(message: &str) {
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = text);
+}
+
+fn fail(error: Error) -> cellshm_status {
+    remember(error.message());
+    error.status().into()
+}
+
+fn invalid(message: impl Into<String>) -> cellshm_status {
+    fail(Error::new(Status::InvalidArgument, message))
+}
+
+/// Runs an exported function's body: a panic becomes `CELLSHM_INTERNAL`.
+fn boundary(name: &str, body: impl FnOnce() -> cellshm_status) -> cellshm_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(status) => status,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            fail(Error::new(Status::Internal, format!("{name} panicked: {what}")))
+        }
+    }
+}
+
+/// Like [`boundary`] for functions that return a value instead of a status.
+fn boundary_value<T>(default: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(default)
+}
+
+/// A borrowed NUL-terminated UTF-8 string argument.
+///
+/// # Safety
+/// `ptr` is NULL or points to a NUL-terminated string that outlives `'a`.
+unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, cellshm_status> {
+    if ptr.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees NUL termination and lifetime.
+    unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+}
+
+/// A borrowed byte buffer argument (`ptr` may be NULL only when `len` is 0).
+///
+/// # Safety
+/// `ptr` points to `len` readable bytes that outlive `'a`.
+unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], cellshm_status> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(invalid(format!("{what} is NULL but its length is {len}")));
+    }
+    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A NULL-terminated array of strings (NULL itself means none).
+///
+/// # Safety
+/// `list` is NULL or a NULL-terminated array of valid C strings.
+unsafe fn c_str_list<'a>(list: *const *const c_char, what: &str) -> Result<Vec<&'a str>, cellshm_status> {
+    let mut out = Vec::new();
+    if list.is_null() {
+        return Ok(out);
+    }
+    for i in 0.. {
+        // SAFETY: the array is NULL-terminated, so every index up to the terminator is readable.
+        let item = unsafe { *list.add(i) };
+        if item.is_null() {
+            break;
+        }
+        // SAFETY: a non-NULL entry of the list is a valid C string.
+        out.push(unsafe { c_str(item, &format!("{what}[{i}]")) }?);
+    }
+    Ok(out)
+}
+
+/// Borrows `*ptr` or reports `what` as NULL.
+///
+/// # Safety
+/// `ptr` is NULL or a live object created by this library.
+unsafe fn object<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, cellshm_status> {
+    // SAFETY: the caller guarantees a non-NULL ptr is live and of this type.
+    unsafe { ptr.as_ref() }.ok_or_else(|| invalid(format!("{what} is NULL")))
+}
+
+/// Writes an out-parameter (after the call succeeded).
+///
+/// # Safety
+/// `out` was checked non-NULL and points to writable storage for a `T`.
+unsafe fn put<T>(out: *mut T, value: T) -> cellshm_status {
+    // SAFETY: per the contract above.
+    unsafe { out.write(value) };
+    CELLSHM_OK
+}
+
+macro_rules! try_c {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(status) => return status,
+        }
+    };
+}
+
+macro_rules! try_cellshm {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(error) => return fail(error),
+        }
+    };
+}
+
+macro_rules! out_param {
+    ($out:ident) => {
+        if $out.is_null() {
+            return invalid(concat!(stringify!($out), " is NULL"));
+        }
+    };
+}
+
+// ----- library information ------------------------------------------------------------
+
+/// The library version, e.g. "0.1.0". Static storage; never NULL.
+#[no_mangle]
+pub extern "C" fn cellshm_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The canonical name of a status code ("OK", "DEADLINE_EXCEEDED", "PEER_DEAD", ...), or
+/// "UNRECOGNIZED_STATUS" for a number outside the table. Static storage; never NULL.
+#[no_mangle]
+pub extern "C" fn cellshm_status_str(status: u32) -> *const c_char {
+    boundary_value(c"UNRECOGNIZED_STATUS".as_ptr(), || {
+        static NAMES: std::sync::OnceLock<Vec<(u32, CString)>> = std::sync::OnceLock::new();
+        let names = NAMES.get_or_init(|| {
+            Status::ALL.iter().map(|s| (s.code(), CString::new(s.name()).unwrap_or_default())).collect()
+        });
+        names.iter().find(|(code, _)| *code == status).map_or(c"UNRECOGNIZED_STATUS".as_ptr(), |(_, n)| n.as_ptr())
+    })
+}
+
+/// The message of the most recent failed cellshm call on this thread ("" if none). The
+/// pointer stays valid until the next failing cellshm call on the same thread.
+#[no_mangle]
+pub extern "C" fn cellshm_last_error_message() -> *const c_char {
+    boundary_value(c"".as_ptr(), || LAST_ERROR.with(|e| e.borrow().as_ptr()))
+}
+
+/// The method id of `name` ("Service.method"): FNV-1a 64 of its bytes folded to 32 bits.
+/// Returns 0 (the reserved id) if `name` is NULL or not UTF-8.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_id(name: *const c_char) -> u32 {
+    boundary_value(0, || {
+        if name.is_null() {
+            return 0;
+        }
+        // SAFETY: non-NULL and NUL-terminated per this function's contract.
+        match unsafe { CStr::from_ptr(name) }.to_str() {
+            Ok(s) => cellshm::method_id(s),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of `cellshm_call_options.deadline_ns`.
+#[no_mangle]
+pub extern "C" fn cellshm_monotonic_now_ns() -> u64 {
+    cellshm::frame::monotonic_now_ns()
+}
+
+// ----- options -------------------------------------------------------------------------
+
+/// `cellshm_peer_options.wait`: poll for `spin_us`, then sleep (the default).
+pub const CELLSHM_WAIT_ADAPTIVE: u32 = 0;
+/// `cellshm_peer_options.wait`: poll, never sleep (lowest latency, one core busy).
+pub const CELLSHM_WAIT_SPIN: u32 = 1;
+/// `cellshm_peer_options.wait`: sleep at once (one wakeup per message).
+pub const CELLSHM_WAIT_BLOCK: u32 = 2;
+
+/// Per-call options. Pass NULL for "no timeout, no deadline".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cellshm_call_options {
+    /// Milliseconds each call may take from its start; 0 = no timeout.
+    pub timeout_ms: u64,
+    /// Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
+    pub deadline_ns: u64,
+}
+
+fn call_options(opts: *const cellshm_call_options) -> CallOptions {
+    // SAFETY: the callers pass NULL or a pointer to a readable cellshm_call_options.
+    match unsafe { opts.as_ref() } {
+        None => CallOptions::default(),
+        Some(o) => CallOptions {
+            timeout: (o.timeout_ms != 0).then(|| Duration::from_millis(o.timeout_ms)),
+            deadline_ns: o.deadline_ns,
+        },
+    }
+}
+
+/// How the host talks to one peer. Start from cellshm_peer_options_default().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cellshm_peer_options {
+    /// CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
+    pub wait: u32,
+    /// With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping.
+    pub spin_us: u32,
+    /// Host threads serving this peer's calls to the host (at least 1).
+    pub server_threads: u32,
+    /// The fd number the doorbell gets in the child (at least 3).
+    pub doorbell_fd: c_int,
+}
+
+/// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
+/// doorbell on fd 3).
+#[no_mangle]
+pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
+    let d = PeerOptions::default();
+    let spin_us = match d.wait {
+        WaitStrategy::Adaptive { spin } => spin.as_micros() as u32,
+        _ => 50,
+    };
+    cellshm_peer_options {
+        wait: CELLSHM_WAIT_ADAPTIVE,
+        spin_us,
+        server_threads: d.server_threads as u32,
+        doorbell_fd: d.doorbell_fd,
+    }
+}
+
+fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
+    let mut out = PeerOptions::default();
+    // SAFETY: the callers pass NULL or a pointer to a readable cellshm_peer_options.
+    let Some(o) = (unsafe { opts.as_ref() }) else { return Ok(out) };
+    out.wait = match o.wait {
+        CELLSHM_WAIT_ADAPTIVE => WaitStrategy::Adaptive { spin: Duration::from_micros(o.spin_us as u64) },
+        CELLSHM_WAIT_SPIN => WaitStrategy::Spin,
+        CELLSHM_WAIT_BLOCK => WaitStrategy::Block,
+        other => return Err(invalid(format!("cellshm_peer_options.wait = {other} is not a CELLSHM_WAIT_* value"))),
+    };
+    out.server_threads = o.server_threads.max(1) as usize;
+    out.doorbell_fd = o.doorbell_fd;
+    Ok(out)
+}
+
+// ----- callbacks and userdata ----------------------------------------------------------
+
+/// Releases a userdata pointer. Called exactly once per registration, when the
+/// registration ends (the owning object is freed) or at once if registration fails.
+pub type cellshm_free_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// A method handler. `request` holds `request_len` bytes (in shared memory), valid
+/// until the handler returns. Answer with cellshm_reply_write or cellshm_reply_buffer
+/// (no answer = empty reply) and return CELLSHM_OK; or return another status, with an
+/// optional message set by cellshm_reply_error_message. Handlers of one object may run
+/// concurrently on several threads.
+pub type cellshm_handler_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        request: *const u8,
+        request_len: usize,
+        reply: *mut cellshm_reply,
+    ) -> u32,
+>;
+
+/// Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
+/// CELLSHM_PROTOCOL_ERROR, CELLSHM_SESSION_CLOSED, ...) and a message valid during the call.
+pub type cellshm_death_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, status: u32, message: *const c_char)>;
+
+/// C userdata with its optional free function, called exactly once on drop.
+struct Userdata {
+    ptr: *mut c_void,
+    free: cellshm_free_fn,
+}
+
+// SAFETY: the C API documents that userdata passed with a handler or callback is used
+// from several threads (handlers run concurrently); the caller takes on that contract.
+unsafe impl Send for Userdata {}
+// SAFETY: as above.
+unsafe impl Sync for Userdata {}
+
+impl Drop for Userdata {
+    fn drop(&mut self) {
+        if let Some(free) = self.free {
+            // SAFETY: the C caller gave us this function for this pointer, to be called once.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe { free(self.ptr) }));
+        }
+    }
+}
+
+/// The reply being built by a handler; valid only during the handler call.
+#[derive(Debug)]
+pub struct cellshm_reply {
+    _opaque: (),
+}
+
+struct ReplyState<'a, 'b> {
+    call: &'a mut Call<'b>,
+    error_message: Option<String>,
+}
+
+fn c_handler(
+    handler: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cellshm_reply) -> u32,
+    userdata: Arc<Userdata>,
+) -> impl Fn(&mut Call<'_>) -> cellshm::Result<()> + Send + Sync + 'static {
+    move |call| {
+        let request = call.payload();
+        let mut state = ReplyState { call, error_message: None };
+        let reply = (&mut state as *mut ReplyState<'_, '_>).cast::<cellshm_reply>();
+        // SAFETY: the handler was registered by C for this purpose; `request` stays valid
+        // and `reply` points to live state for the duration of the call.
+        let code = unsafe { handler(userdata.ptr, request.as_ptr(), request.len(), reply) };
+        if code == CELLSHM_OK as u32 {
+            return Ok(());
+        }
+        let status = Status::from_code(code).unwrap_or(Status::Unknown);
+        let message = state.error_message.take().unwrap_or_else(|| format!("handler returned {}", status.name()));
+        Err(Error::new(status, message))
+    }
+}
+
+/// # Safety
+/// `reply` is NULL or the pointer passed to the running handler.
+unsafe fn reply_state<'a>(reply: *mut cellshm_reply) -> Result<&'a mut ReplyState<'a, 'a>, cellshm_status> {
+    // SAFETY: a non-NULL reply is the ReplyState the running handler was given.
+    unsafe { reply.cast::<ReplyState<'a, 'a>>().as_mut() }.ok_or_else(|| invalid("reply is NULL"))
+}
+
+/// Sets the reply to a copy of `len` bytes at `data`.
+///
+/// # Safety
+/// `reply` is the handler's reply; `data` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_write(reply: *mut cellshm_reply, data: *const u8, len: usize) -> cellshm_status {
+    boundary("cellshm_reply_write", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        // SAFETY: per this function's contract.
+        let bytes = try_c!(unsafe { c_bytes(data, len, "data") });
+        try_cellshm!(state.call.reply(bytes));
+        CELLSHM_OK
+    })
+}
+
+/// In-place reply: sets `*out_buffer` to `max_len` writable bytes (in shared memory when
+/// larger than 16) that become the reply, valid until the handler returns. Call
+/// cellshm_reply_set_len afterwards if fewer bytes were written.
+///
+/// # Safety
+/// `reply` is the handler's reply; `out_buffer` points to writable storage.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_buffer(
+    reply: *mut cellshm_reply,
+    max_len: usize,
+    out_buffer: *mut *mut u8,
+) -> cellshm_status {
+    boundary("cellshm_reply_buffer", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        out_param!(out_buffer);
+        let buffer = try_cellshm!(state.call.reply_buffer(max_len));
+        // SAFETY: out_buffer checked non-NULL.
+        unsafe { put(out_buffer, buffer.as_mut_ptr()) }
+    })
+}
+
+/// Sets how many bytes of the cellshm_reply_buffer buffer are the reply.
+///
+/// # Safety
+/// `reply` is the handler's reply.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_set_len(reply: *mut cellshm_reply, len: usize) -> cellshm_status {
+    boundary("cellshm_reply_set_len", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        try_cellshm!(state.call.set_reply_len(len));
+        CELLSHM_OK
+    })
+}
+
+/// Sets the message sent with the error status the handler is about to return.
+///
+/// # Safety
+/// `reply` is the handler's reply; `message` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_error_message(
+    reply: *mut cellshm_reply,
+    message: *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_reply_error_message", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        // SAFETY: per this function's contract.
+        let message = try_c!(unsafe { c_str(message, "message") });
+        state.error_message = Some(message.to_string());
+        CELLSHM_OK
+    })
+}
+
+/// The caller's absolute deadline (CLOCK_MONOTONIC ns) of the request being handled,
+/// 0 if none; pass it on in cellshm_call_options.deadline_ns to propagate it.
+///
+/// # Safety
+/// `reply` is NULL or the handler's reply.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_deadline_ns(reply: *mut cellshm_reply) -> u64 {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| s.call.deadline_ns())
+    })
+}
+
+// ----- responses -----------------------------------------------------------------------
+
+/// A response payload, read in place from shared memory. Owned by the caller; release
+/// it with cellshm_response_free (that hands the slot back to the sender).
+#[derive(Debug)]
+pub struct cellshm_response {
+    response: Response,
+}
+
+/// The response bytes (NULL for a NULL response). Valid until cellshm_response_free.
+///
+/// # Safety
+/// `response` is NULL or a live response.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response) -> *const u8 {
+    boundary_value(std::ptr::null(), || {
+        // SAFETY: per this function's contract.
+        let response = unsafe { response.as_ref() };
+        response.map_or(std::ptr::null(), |r| r.response.bytes().as_ptr())
+    })
+}
+
+/// The response length in bytes (0 for a NULL response).
+///
+/// # Safety
+/// `response` is NULL or a live response.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_response_len(response: *const cellshm_response) -> usize {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { response.as_ref() }.map_or(0, |r| r.response.len()))
+}
+
+/// Releases a response. NULL is a no-op.
+///
+/// # Safety
+/// `response` is NULL or a response not yet freed; it must not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_response_free(response: *mut cellshm_response) {
+    if !response.is_null() {
+        // SAFETY: created by Box::into_raw in a call function and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(response) })));
+    }
+}
+
+fn deliver_response(result: cellshm::Result<Response>, out: *mut *mut cellshm_response) -> cellshm_status {
+    let response = try_cellshm!(result);
+    // SAFETY: callers checked `out` non-NULL.
+    unsafe { put(out, Box::into_raw(Box::new(cellshm_response { response }))) }
+}
+
+// ----- host: hub -----------------------------------------------------------------------
+
+/// The host's hub: one shared-memory file and the links to its cells. Thread-safe:
+/// every function but cellshm_hub_free may be called from any thread at any time.
+#[derive(Debug)]
+pub struct cellshm_hub {
+    hub: Hub,
+    path: CString,
+}
+
+/// Creates a hub. `path` may be NULL (a unique file under $XDG_RUNTIME_DIR or /dev/shm);
+/// `max_peers` 0 means the default (8). On success `*out_hub` is owned by the caller.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `out_hub` points to writable storage.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_new(
+    path: *const c_char,
+    max_peers: u32,
+    out_hub: *mut *mut cellshm_hub,
+) -> cellshm_status {
+    boundary("cellshm_hub_new", || {
+        out_param!(out_hub);
+        let mut config = HubConfig::default();
+        if !path.is_null() {
+            // SAFETY: per this function's contract.
+            config.path = Some(try_c!(unsafe { c_str(path, "path") }).into());
+        }
+        if max_peers != 0 {
+            config.max_peers = max_peers;
+        }
+        let hub = try_cellshm!(Hub::create(config));
+        let path = CString::new(hub.path().to_string_lossy().into_owned()).unwrap_or_default();
+        // SAFETY: out_hub checked non-NULL.
+        unsafe { put(out_hub, Box::into_raw(Box::new(cellshm_hub { hub, path }))) }
+    })
+}
+
+/// The hub file's path. Borrowed: valid until cellshm_hub_free. NULL for a NULL hub.
+///
+/// # Safety
+/// `hub` is NULL or a live hub.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_path(hub: *const cellshm_hub) -> *const c_char {
+    // SAFETY: per this function's contract.
+    boundary_value(std::ptr::null(), || unsafe { hub.as_ref() }.map_or(std::ptr::null(), |h| h.path.as_ptr()))
+}
+
+/// Serves "Service.method" to every cell of the hub. `free_userdata` (may be NULL) is
+/// called exactly once: when the hub is freed, or before this returns if it fails.
+///
+/// # Safety
+/// `hub` is a live hub; `name` a NUL-terminated string; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_register(
+    hub: *mut cellshm_hub,
+    name: *const c_char,
+    handler: cellshm_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_hub_register", move || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let Some(handler) = handler else { return invalid("handler is NULL") };
+        try_cellshm!(hub.hub.method(name, c_handler(handler, userdata)));
+        CELLSHM_OK
+    })
+}
+
+/// Spawns `program` as a cell named `name`. `argv` (may be NULL) is a NULL-terminated
+/// list of extra arguments; the hub appends --hub-path=, --peer-id=, --doorbell-fd=.
+/// `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited
+/// environment. `options` may be NULL for the defaults. On success `*out_peer` is owned
+/// by the caller (free it with cellshm_peer_free); wait for it with
+/// cellshm_peer_wait_ready.
+///
+/// # Safety
+/// All strings are NUL-terminated; the lists NULL-terminated; `out_peer` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_spawn(
+    hub: *mut cellshm_hub,
+    name: *const c_char,
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    options: *const cellshm_peer_options,
+    out_peer: *mut *mut cellshm_peer,
+) -> cellshm_status {
+    boundary("cellshm_hub_spawn", || {
+        out_param!(out_peer);
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: per this function's contract.
+        let program = try_c!(unsafe { c_str(program, "program") });
+        // SAFETY: per this function's contract.
+        let args = try_c!(unsafe { c_str_list(argv, "argv") });
+        // SAFETY: per this function's contract.
+        let env = try_c!(unsafe { c_str_list(envp, "envp") });
+        let options = try_c!(peer_options(options));
+        let mut command = Command::new(program);
+        command.args(&args);
+        for entry in env {
+            let Some((key, value)) = entry.split_once('=') else {
+                return invalid(format!("envp entry {entry:?} is not KEY=VALUE"));
+            };
+            command.env(key, value);
+        }
+        let ticket = try_cellshm!(hub.hub.add_peer(name, options));
+        let (peer, child) = try_cellshm!(ticket.spawn(&mut command));
+        let handle = cellshm_peer { peer, process: Mutex::new(Process::Running(child)) };
+        // SAFETY: out_peer checked non-NULL.
+        unsafe { put(out_peer, Box::into_raw(Box::new(handle))) }
+    })
+}
+
+/// Frees the hub: closes every link (cells see EOF and exit) and removes the file.
+/// Peer handles stay valid to free; their calls then fail with CELLSHM_SESSION_CLOSED.
+/// NULL is a no-op.
+///
+/// # Safety
+/// `hub` is NULL or a hub not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_free(hub: *mut cellshm_hub) {
+    if !hub.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_hub_new and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(hub) })));
+    }
+}
+
+// ----- host: peers ---------------------------------------------------------------------
+
+/// Life cycle of a peer, as seen by the host.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cellshm_peer_state {
+    /// Spawned; no HELLO yet.
+    CELLSHM_PEER_STATE_STARTING = 0,
+    /// HELLO accepted; not ready yet.
+    CELLSHM_PEER_STATE_JOINED = 1,
+    /// Ready for calls.
+    CELLSHM_PEER_STATE_READY = 2,
+    /// Said goodbye.
+    CELLSHM_PEER_STATE_LEAVING = 3,
+    /// Gone (see cellshm_peer_on_death for why).
+    CELLSHM_PEER_STATE_DEAD = 4,
+}
+
+/// The host's handle on one cell. Thread-safe: every function but cellshm_peer_free may
+/// be called from any thread, concurrently.
+#[derive(Debug)]
+pub struct cellshm_peer {
+    peer: Peer,
+    process: Mutex<Process>,
+}
+
+/// The cell's process as far as this handle knows.
+#[derive(Debug)]
+enum Process {
+    Running(Child),
+    /// Reaped, with its exit code (or 128 + signal).
+    Exited(c_int),
+}
+
+impl Process {
+    /// Reaps the process if it has exited.
+    fn poll(&mut self) -> std::io::Result<Option<c_int>> {
+        match self {
+            Process::Exited(code) => Ok(Some(*code)),
+            Process::Running(child) => Ok(child.try_wait()?.map(|status| {
+                let code = exit_code(status);
+                *self = Process::Exited(code);
+                code
+            })),
+        }
+    }
+}
+
+/// Waits until the cell is ready (CELLSHM_OK), dies first (its status, e.g.
+/// CELLSHM_PEER_DEAD) or `timeout_ms` passes (CELLSHM_DEADLINE_EXCEEDED).
+///
+/// # Safety
+/// `peer` is a live peer.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_wait_ready(peer: *const cellshm_peer, timeout_ms: u64) -> cellshm_status {
+    boundary("cellshm_peer_wait_ready", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        try_cellshm!(peer.peer.wait_ready(Duration::from_millis(timeout_ms)));
+        CELLSHM_OK
+    })
+}
+
+/// Calls "Service.method" with `request_len` bytes at `request` and waits for the
+/// response. `options` may be NULL. On success `*out_response` is owned by the caller.
+/// On failure the status says why and cellshm_last_error_message() has the message (for
+/// a handler error: the handler's own message).
+///
+/// # Safety
+/// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
+/// `out_response` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_call(
+    peer: *const cellshm_peer,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_peer_call", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        deliver_response(peer.peer.call(method, request, &call_options(options)), out_response)
+    })
+}
+
+/// Sends a notification to "Service.method": no response is expected or waited for.
+///
+/// # Safety
+/// As for cellshm_peer_call.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_notify(
+    peer: *const cellshm_peer,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+) -> cellshm_status {
+    boundary("cellshm_peer_notify", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        try_cellshm!(peer.peer.notify(method, request, &CallOptions::default()));
+        CELLSHM_OK
+    })
+}
+
+/// Writes the peer's current state to `*out_state`.
+///
+/// # Safety
+/// `peer` is live; `out_state` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_get_state(
+    peer: *const cellshm_peer,
+    out_state: *mut cellshm_peer_state,
+) -> cellshm_status {
+    boundary("cellshm_peer_get_state", || {
+        out_param!(out_state);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let state = match peer.peer.state() {
+            PeerState::Starting => cellshm_peer_state::CELLSHM_PEER_STATE_STARTING,
+            PeerState::Joined => cellshm_peer_state::CELLSHM_PEER_STATE_JOINED,
+            PeerState::Ready => cellshm_peer_state::CELLSHM_PEER_STATE_READY,
+            PeerState::Leaving => cellshm_peer_state::CELLSHM_PEER_STATE_LEAVING,
+            PeerState::Dead(_) => cellshm_peer_state::CELLSHM_PEER_STATE_DEAD,
+        };
+        // SAFETY: out_state checked non-NULL.
+        unsafe { put(out_state, state) }
+    })
+}
+
+/// The cell's process id (0 for NULL).
+///
+/// # Safety
+/// `peer` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_pid(peer: *const cellshm_peer) -> u32 {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { peer.as_ref() }.and_then(|p| p.peer.pid()).unwrap_or(0))
+}
+
+/// Registers `callback` to run once when the peer dies (at once if it already has).
+/// It runs on a cellshm thread. `free_userdata` (may be NULL) is called exactly once,
+/// after the callback ran or when the peer handle's last reference goes away.
+///
+/// # Safety
+/// `peer` is live; `callback` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_on_death(
+    peer: *const cellshm_peer,
+    callback: cellshm_death_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Userdata { ptr: userdata, free: free_userdata };
+    boundary("cellshm_peer_on_death", move || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let Some(callback) = callback else { return invalid("callback is NULL") };
+        peer.peer.on_death(move |error| {
+            let message = CString::new(error.message().replace('\0', "\\0")).unwrap_or_default();
+            // SAFETY: registered by C for this purpose; message is valid during the call.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                callback(userdata.ptr, error.status().code(), message.as_ptr())
+            }));
+            drop(userdata);
+        });
+        CELLSHM_OK
+    })
+}
+
+fn exit_code(status: std::process::ExitStatus) -> c_int {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Waits up to `timeout_ms` for the cell's process to exit and reaps it. On success
+/// `*out_exit_code` (may be NULL) is its exit code, or 128 + the signal that killed it
+/// (also after cellshm_peer_shutdown reaped it). CELLSHM_DEADLINE_EXCEEDED if it is still
+/// running.
+///
+/// # Safety
+/// `peer` is live; `out_exit_code` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_wait_exit(
+    peer: *const cellshm_peer,
+    timeout_ms: u64,
+    out_exit_code: *mut c_int,
+) -> cellshm_status {
+    boundary("cellshm_peer_wait_exit", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let until = Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            let polled = peer.process.lock().unwrap_or_else(|p| p.into_inner()).poll();
+            match polled {
+                Ok(Some(code)) => {
+                    if !out_exit_code.is_null() {
+                        // SAFETY: checked non-NULL; writable per this function's contract.
+                        unsafe { put(out_exit_code, code) };
+                    }
+                    return CELLSHM_OK;
+                }
+                Ok(None) => {}
+                Err(e) => return fail(Error::system("waiting for the cell", e)),
+            }
+            if Instant::now() >= until {
+                return fail(Error::new(
+                    Status::DeadlineExceeded,
+                    format!("the cell is still running after {timeout_ms} ms"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
+/// Sends SIGKILL to the cell's process (reap it with cellshm_peer_wait_exit). A process
+/// that already exited is left alone.
+///
+/// # Safety
+/// `peer` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_kill(peer: *const cellshm_peer) -> cellshm_status {
+    boundary("cellshm_peer_kill", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let mut process = peer.process.lock().unwrap_or_else(|p| p.into_inner());
+        if let Process::Running(child) = &mut *process {
+            try_cellshm!(child.kill().map_err(|e| Error::system("killing the cell", e)));
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Stops the cell: GOODBYE, then up to `grace_ms` for it to exit, then SIGKILL; the
+/// process is reaped (its exit code stays available to cellshm_peer_wait_exit) and the
+/// link closed. Safe to call more than once.
+///
+/// # Safety
+/// `peer` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_shutdown(peer: *const cellshm_peer, grace_ms: u64) -> cellshm_status {
+    boundary("cellshm_peer_shutdown", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let grace = Duration::from_millis(grace_ms);
+        let started = Instant::now();
+        peer.peer.shutdown(grace);
+        let mut process = peer.process.lock().unwrap_or_else(|p| p.into_inner());
+        while matches!(process.poll(), Ok(None)) && started.elapsed() < grace {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Process::Running(child) = &mut *process {
+            let _ = child.kill();
+            let code = child.wait().map(exit_code).unwrap_or(-1);
+            *process = Process::Exited(code);
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Frees the handle. The cell keeps running until the hub is freed or it is shut down
+/// (it exits when its link closes); a process still running is reaped in the background
+/// when it exits. NULL is a no-op.
+///
+/// # Safety
+/// `peer` is NULL or a peer not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
+    if !peer.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_hub_spawn and not freed before.
+        let handle = unsafe { Box::from_raw(peer) };
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            // Reap in the background once the process exits, so no zombie is left.
+            let process =
+                std::mem::replace(&mut *handle.process.lock().unwrap_or_else(|p| p.into_inner()), Process::Exited(0));
+            if let Process::Running(mut child) = process {
+                if !matches!(child.try_wait(), Ok(Some(_))) {
+                    let _ = std::thread::Builder::new().name("cellshm-reaper".into()).spawn(move || child.wait());
+                }
+            }
+        }));
+    }
+}
+
+// ----- cell ----------------------------------------------------------------------------
+
+/// A cell: joins the hub its host named, serves methods, calls the host. Register
+/// methods before cellshm_cell_serve / cellshm_cell_run; cellshm_cell_call,
+/// cellshm_cell_notify and cellshm_cell_log may then be used from any thread.
+#[derive(Debug)]
+pub struct cellshm_cell {
+    cell: Cell,
+}
+
+/// Joins the hub: reads --hub-path=, --peer-id=, --doorbell-fd= from `argv` (argc
+/// entries, argv[0] being the program; may be NULL with argc 0) or the CELLSHM_*
+/// environment variables, checks them, and says HELLO. On success `*out_cell` is owned
+/// by the caller.
+///
+/// # Safety
+/// `argv` has `argc` NUL-terminated strings (or is NULL with argc 0); `out_cell` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_new(
+    argc: c_int,
+    argv: *const *const c_char,
+    out_cell: *mut *mut cellshm_cell,
+) -> cellshm_status {
+    boundary("cellshm_cell_new", || {
+        out_param!(out_cell);
+        if argc < 0 || (argc > 0 && argv.is_null()) {
+            return invalid(format!("argc is {argc} but argv is {:?}", argv));
+        }
+        let mut args = Vec::new();
+        for i in 1..argc.max(0) as usize {
+            // SAFETY: argv has argc entries per this function's contract.
+            let arg = unsafe { *argv.add(i) };
+            // SAFETY: each entry is a NUL-terminated string.
+            args.push(std::ffi::OsString::from(try_c!(unsafe { c_str(arg, "argv entry") })));
+        }
+        let join = try_cellshm!(JoinArgs::parse(args));
+        let options = try_cellshm!(CellOptions::from_env());
+        let cell = try_cellshm!(Cell::join(join, options));
+        // SAFETY: out_cell checked non-NULL.
+        unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
+    })
+}
+
+/// Serves "Service.method" with `handler`. `free_userdata` (may be NULL) is called
+/// exactly once: when the cell is freed, or before this returns if it fails.
+///
+/// # Safety
+/// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_register(
+    cell: *mut cellshm_cell,
+    name: *const c_char,
+    handler: cellshm_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_cell_register", move || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let Some(handler) = handler else { return invalid("handler is NULL") };
+        try_cellshm!(cell.cell.method(name, c_handler(handler, userdata)));
+        CELLSHM_OK
+    })
+}
+
+/// Starts serving and announces readiness to the host; returns once the host accepted.
+///
+/// # Safety
+/// `cell` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_serve(cell: *mut cellshm_cell) -> cellshm_status {
+    boundary("cellshm_cell_serve", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        try_cellshm!(cell.cell.serve());
+        CELLSHM_OK
+    })
+}
+
+/// Serves until the host says goodbye (CELLSHM_OK) or goes away (its status). By
+/// default a cell whose host dies exits the process instead of returning.
+///
+/// # Safety
+/// `cell` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_run(cell: *mut cellshm_cell) -> cellshm_status {
+    boundary("cellshm_cell_run", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        try_cellshm!(cell.cell.run());
+        CELLSHM_OK
+    })
+}
+
+/// Calls a host method; as cellshm_peer_call.
+///
+/// # Safety
+/// As for cellshm_peer_call, with a live `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_call(
+    cell: *const cellshm_cell,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_cell_call", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        deliver_response(cell.cell.call(method, request, &call_options(options)), out_response)
+    })
+}
+
+/// Sends a notification to a host method (no response).
+///
+/// # Safety
+/// As for cellshm_peer_notify, with a live `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_notify(
+    cell: *const cellshm_cell,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+) -> cellshm_status {
+    boundary("cellshm_cell_notify", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        try_cellshm!(cell.cell.notify(method, request, &CallOptions::default()));
+        CELLSHM_OK
+    })
+}
+
+/// Sends a log line to the host, where it appears in the host's log with the cell's name.
+///
+/// # Safety
+/// `cell` is live; `line` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_log(cell: *const cellshm_cell, line: *const c_char) -> cellshm_status {
+    boundary("cellshm_cell_log", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let line = try_c!(unsafe { c_str(line, "line") });
+        try_cellshm!(cell.cell.log(line));
+        CELLSHM_OK
+    })
+}
+
+/// This cell's peer id (0 for NULL).
+///
+/// # Safety
+/// `cell` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_peer_id(cell: *const cellshm_cell) -> u32 {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { cell.as_ref() }.map_or(0, |c| c.cell.peer_id()))
+}
+
+/// Leaves the hub: tells the host goodbye and frees the cell. Registered userdata is
+/// released. NULL is a no-op.
+///
+/// # Safety
+/// `cell` is NULL or a cell not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_free(cell: *mut cellshm_cell) {
+    if !cell.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_cell_new and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(cell) })));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_c_status_table_is_the_rust_status_table() {
+        for s in Status::ALL {
+            let c: cellshm_status = s.into();
+            assert_eq!(c as u32, s.code(), "{s}");
+            assert_eq!(format!("{c:?}"), format!("CELLSHM_{}", s.name()));
+            // SAFETY: cellshm_status_str returns a static C string.
+            let name = unsafe { CStr::from_ptr(cellshm_status_str(s.code())) };
+            assert_eq!(name.to_str().unwrap(), s.name());
+        }
+        // SAFETY: static C string.
+        assert_eq!(unsafe { CStr::from_ptr(cellshm_status_str(999)) }.to_str().unwrap(), "UNRECOGNIZED_STATUS");
+    }
+
+    #[test]
+    fn null_arguments_are_invalid_not_crashes() {
+        let mut hub: *mut cellshm_hub = std::ptr::null_mut();
+        // SAFETY: deliberately NULL out-parameter; the function must refuse it.
+        assert_eq!(unsafe { cellshm_hub_new(std::ptr::null(), 0, std::ptr::null_mut()) }, CELLSHM_INVALID_ARGUMENT);
+        // SAFETY: NULL peer / method, checked by the functions.
+        unsafe {
+            assert_eq!(
+                cellshm_peer_call(
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                    std::ptr::null(),
+                    &mut std::ptr::null_mut()
+                ),
+                CELLSHM_INVALID_ARGUMENT
+            );
+            assert_eq!(cellshm_method_id(std::ptr::null()), 0);
+            assert_eq!(cellshm_method_id(c"Echo.echo".as_ptr()), 0x3e89_5c50);
+            cellshm_hub_free(std::ptr::null_mut());
+            cellshm_peer_free(std::ptr::null_mut());
+            cellshm_cell_free(std::ptr::null_mut());
+            cellshm_response_free(std::ptr::null_mut());
+            assert!(hub.is_null());
+            assert_eq!(cellshm_hub_new(std::ptr::null(), 0, &mut hub), CELLSHM_OK);
+            assert!(!hub.is_null());
+            cellshm_hub_free(hub);
+        }
+        // SAFETY: static or thread-local C string.
+        let message = unsafe { CStr::from_ptr(cellshm_last_error_message()) };
+        assert!(message.to_str().unwrap().contains("is NULL"), "{message:?}");
+    }
+}

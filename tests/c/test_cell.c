@@ -1,0 +1,145 @@
+/* The C cell used by the ctest suite. Every reply path of the C API is exercised:
+ *   Echo.echo       in place (cellshm_reply_buffer)
+ *   Test.write      copied (cellshm_reply_write), shortened with cellshm_reply_set_len
+ *   Test.sleep      u32 milliseconds, empty reply
+ *   Test.fail       u32 status + message: an error with a message
+ *   Test.call_host  calls the host's Host.echo and replies with its answer
+ *   Test.log        sends the request as a log line to the host
+ * On exit it checks that every registration's userdata was freed exactly once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cellshm.h"
+
+static cellshm_cell *the_cell = NULL;
+static int registrations = 0;
+static int frees = 0;
+
+static void count_free(void *userdata) {
+    int *counter = (int *)userdata;
+    (*counter)++;
+}
+
+static uint32_t u32_at(const uint8_t *bytes) {
+    return (uint32_t)bytes[0] | (uint32_t)bytes[1] << 8 | (uint32_t)bytes[2] << 16 | (uint32_t)bytes[3] << 24;
+}
+
+static uint32_t echo(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    uint8_t *buffer = NULL;
+    cellshm_status status = cellshm_reply_buffer(reply, len, &buffer);
+    (void)userdata;
+    if (status == CELLSHM_OK && len > 0) {
+        memcpy(buffer, request, len);
+    }
+    return status;
+}
+
+static uint32_t write_copy(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    uint8_t *buffer = NULL;
+    cellshm_status status;
+    (void)userdata;
+    /* Ask for more than needed, then shorten: exercises cellshm_reply_set_len. */
+    status = cellshm_reply_buffer(reply, len + 100, &buffer);
+    if (status != CELLSHM_OK) {
+        return status;
+    }
+    status = cellshm_reply_set_len(reply, len + 101);
+    if (status != CELLSHM_INVALID_ARGUMENT) {
+        return CELLSHM_INTERNAL; /* growing past the buffer must be refused */
+    }
+    return cellshm_reply_write(reply, request, len);
+}
+
+static uint32_t sleep_ms(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    struct timespec ts;
+    uint32_t ms;
+    (void)userdata;
+    (void)reply;
+    if (len < 4) {
+        cellshm_reply_error_message(reply, "Test.sleep wants a u32 of milliseconds");
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    ms = u32_at(request);
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+    return CELLSHM_OK;
+}
+
+static uint32_t fail(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    char message[256];
+    size_t n;
+    (void)userdata;
+    if (len < 4) {
+        return CELLSHM_INVALID_ARGUMENT; /* no message: the status name is sent */
+    }
+    n = len - 4 < sizeof message - 1 ? len - 4 : sizeof message - 1;
+    memcpy(message, request + 4, n);
+    message[n] = '\0';
+    cellshm_reply_error_message(reply, message);
+    return u32_at(request);
+}
+
+static uint32_t call_host(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    cellshm_response *response = NULL;
+    cellshm_call_options options;
+    cellshm_status status;
+    (void)userdata;
+    options.timeout_ms = 5000;
+    options.deadline_ns = cellshm_reply_deadline_ns(reply);
+    status = cellshm_cell_call(the_cell, "Host.echo", request, len, &options, &response);
+    if (status != CELLSHM_OK) {
+        cellshm_reply_error_message(reply, cellshm_last_error_message());
+        return status;
+    }
+    status = cellshm_reply_write(reply, cellshm_response_data(response), cellshm_response_len(response));
+    cellshm_response_free(response);
+    return status;
+}
+
+static uint32_t log_line(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    char line[512];
+    size_t n = len < sizeof line - 1 ? len : sizeof line - 1;
+    (void)userdata;
+    (void)reply;
+    memcpy(line, request, n);
+    line[n] = '\0';
+    return cellshm_cell_log(the_cell, line);
+}
+
+static int add(const char *name, cellshm_handler_fn handler) {
+    registrations++;
+    if (cellshm_cell_register(the_cell, name, handler, &frees, count_free) != CELLSHM_OK) {
+        fprintf(stderr, "test_cell: registering %s: %s\n", name, cellshm_last_error_message());
+        return 0;
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    cellshm_status status = cellshm_cell_new(argc, (const char *const *)argv, &the_cell);
+    if (status != CELLSHM_OK) {
+        fprintf(stderr, "test_cell: %s\n", cellshm_last_error_message());
+        return 2;
+    }
+    if (!add("Echo.echo", echo) || !add("Test.write", write_copy) || !add("Test.sleep", sleep_ms) ||
+        !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line)) {
+        cellshm_cell_free(the_cell);
+        return 2;
+    }
+    /* A duplicate name is refused, and its userdata is freed at once. */
+    registrations++;
+    if (cellshm_cell_register(the_cell, "Echo.echo", echo, &frees, count_free) != CELLSHM_ALREADY_EXISTS || frees != 1) {
+        fprintf(stderr, "test_cell: duplicate registration was not refused cleanly\n");
+        return 3;
+    }
+    status = cellshm_cell_run(the_cell);
+    cellshm_cell_free(the_cell);
+    if (frees != registrations) {
+        fprintf(stderr, "test_cell: %d userdata frees for %d registrations\n", frees, registrations);
+        return 3;
+    }
+    return status == CELLSHM_OK ? 0 : 1;
+}
