@@ -524,7 +524,14 @@ pub unsafe extern "C" fn cellshm_reply_deadline_ns(reply: *mut cellshm_reply) ->
 /// it with cellshm_response_free (that hands the slot back to the sender).
 #[derive(Debug)]
 pub struct cellshm_response {
-    response: Response,
+    /// `None` only while the box waits in a thread's spare slot for reuse.
+    response: Option<Response>,
+}
+
+impl cellshm_response {
+    fn bytes(&self) -> &[u8] {
+        self.response.as_ref().map_or(&[], |r| r.bytes())
+    }
 }
 
 /// The response bytes (NULL for a NULL response). Valid until cellshm_response_free.
@@ -536,7 +543,7 @@ pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response
     boundary_value(std::ptr::null(), || {
         // SAFETY: per this function's contract.
         let response = unsafe { response.as_ref() };
-        response.map_or(std::ptr::null(), |r| r.response.bytes().as_ptr())
+        response.map_or(std::ptr::null(), |r| r.bytes().as_ptr())
     })
 }
 
@@ -547,7 +554,7 @@ pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_response_len(response: *const cellshm_response) -> usize {
     // SAFETY: per this function's contract.
-    boundary_value(0, || unsafe { response.as_ref() }.map_or(0, |r| r.response.len()))
+    boundary_value(0, || unsafe { response.as_ref() }.map_or(0, |r| r.bytes().len()))
 }
 
 /// Releases a response. NULL is a no-op.
@@ -557,15 +564,36 @@ pub unsafe extern "C" fn cellshm_response_len(response: *const cellshm_response)
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_response_free(response: *mut cellshm_response) {
     if !response.is_null() {
-        // SAFETY: created by Box::into_raw in a call function and not freed before.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(response) })));
+        // SAFETY: created by Box::into_raw in deliver_response and not freed before.
+        let boxed = unsafe { Box::from_raw(response) };
+        let _ = catch_unwind(AssertUnwindSafe(|| recycle(boxed)));
     }
+}
+
+thread_local! {
+    /// One spare response box per thread: a call loop then allocates nothing per call
+    /// (this keeps the C API within a few percent of the Rust API on the hot path).
+    static SPARE_RESPONSE: RefCell<Option<Box<cellshm_response>>> = const { RefCell::new(None) };
+}
+
+fn recycle(mut boxed: Box<cellshm_response>) {
+    // Dropping the response hands its slot back before the box is kept for reuse.
+    boxed.response = None;
+    let _ = SPARE_RESPONSE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.is_none() {
+            *spare = Some(boxed);
+        }
+    });
 }
 
 fn deliver_response(result: cellshm::Result<Response>, out: *mut *mut cellshm_response) -> cellshm_status {
     let response = try_cellshm!(result);
+    let spare = SPARE_RESPONSE.try_with(|spare| spare.borrow_mut().take()).ok().flatten();
+    let mut boxed = spare.unwrap_or_else(|| Box::new(cellshm_response { response: None }));
+    boxed.response = Some(response);
     // SAFETY: callers checked `out` non-NULL.
-    unsafe { put(out, Box::into_raw(Box::new(cellshm_response { response }))) }
+    unsafe { put(out, Box::into_raw(boxed)) }
 }
 
 // ----- host: hub -----------------------------------------------------------------------
