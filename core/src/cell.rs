@@ -17,7 +17,10 @@ use crate::frame::{
     ROLE_HOST,
 };
 use crate::hub::{CellHubFile, HubInfo, PeerSlotState, Side};
-use crate::session::{copy_of, Call, CallOptions, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy};
+use crate::session::{
+    copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
+    WaitStrategy,
+};
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
 const LIFECYCLE_SERVING: u32 = 1;
@@ -145,6 +148,7 @@ struct CellState {
     host_goodbye: AtomicBool,
     stopped: Mutex<bool>,
     stopped_cv: Condvar,
+    on_stop: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     exit_with_host: bool,
     quiet: bool,
 }
@@ -153,16 +157,25 @@ struct CellHooks {
     state: Arc<CellState>,
 }
 
+impl CellState {
+    fn stop(&self) {
+        *self.stopped.lock() = true;
+        self.stopped_cv.notify_all();
+        let listeners: Vec<_> = self.on_stop.lock().drain(..).collect();
+        for listener in listeners {
+            listener();
+        }
+    }
+}
+
 impl Hooks for CellHooks {
     fn on_goodbye(&self) {
         self.state.host_goodbye.store(true, Ordering::SeqCst);
-        *self.state.stopped.lock() = true;
-        self.state.stopped_cv.notify_all();
+        self.state.stop();
     }
 
     fn on_dead(&self, error: &Error) {
-        *self.state.stopped.lock() = true;
-        self.state.stopped_cv.notify_all();
+        self.state.stop();
         if error.status() == Status::PeerDead
             && self.state.exit_with_host
             && !self.state.host_goodbye.load(Ordering::SeqCst)
@@ -224,6 +237,7 @@ impl Cell {
             host_goodbye: AtomicBool::new(false),
             stopped: Mutex::new(false),
             stopped_cv: Condvar::new(),
+            on_stop: Mutex::new(Vec::new()),
             exit_with_host: options.exit_with_host,
             quiet: options.quiet,
         });
@@ -379,9 +393,54 @@ impl Cell {
         self.session.notify_with(frame::method_id(method), payload.len(), copy_of(payload), options)
     }
 
-    /// Sends a log line to the host (`cellshm.Log.event`).
+    /// Sends a log line to the host at INFO level (`cellshm.Log.event`).
     pub fn log(&self, line: &str) -> Result<()> {
-        self.session.notify_with(builtin::LOG_EVENT_ID, line.len(), copy_of(line.as_bytes()), &CallOptions::default())
+        self.log_event(frame::log_level::INFO, "", line)
+    }
+
+    /// Sends a log record to the host: `level` from [`frame::log_level`], `target` the
+    /// logger or module it comes from.
+    pub fn log_event(&self, level: u32, target: &str, message: &str) -> Result<()> {
+        let body = frame::LogEvent { level, target: target.to_string(), message: message.to_string() }.encode();
+        self.session.notify_with(builtin::LOG_EVENT_ID, body.len(), copy_of(&body), &CallOptions::default())
+    }
+
+    /// Starts a call to a host method without blocking (see [`crate::Peer::call_start`]).
+    /// The cell must be serving: its server threads receive the response.
+    pub fn call_start(
+        &self,
+        method: &str,
+        payload: &[u8],
+        options: &CallOptions,
+        on_complete: Completion,
+    ) -> Result<PendingCall> {
+        self.session.call_start(
+            frame::method_id(method),
+            Some(method),
+            payload.len(),
+            copy_of(payload),
+            options,
+            on_complete,
+        )
+    }
+
+    /// Runs `callback` once when the cell stops serving (the host said goodbye, went
+    /// away, or the cell was closed); at once if it already has.
+    pub fn on_stop(&self, callback: impl FnOnce() + Send + 'static) {
+        let mut listeners = self.state.on_stop.lock();
+        if *self.state.stopped.lock() {
+            drop(listeners);
+            callback();
+        } else {
+            // `stop` sets the flag before draining the listeners under this lock, so a
+            // listener pushed here either runs there or saw the flag above.
+            listeners.push(Box::new(callback));
+        }
+    }
+
+    /// True once the cell has stopped serving.
+    pub fn is_stopped(&self) -> bool {
+        *self.state.stopped.lock()
     }
 
     /// Tells the host we are leaving on purpose, then stops serving.

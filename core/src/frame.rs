@@ -548,6 +548,42 @@ impl Ready {
     }
 }
 
+/// Levels of [`LogEvent`], as in `tracing` (smaller = more severe).
+#[allow(missing_docs)]
+pub mod log_level {
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+}
+
+/// Body of `cellshm.Log.event`: `u32 level, str target, str message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEvent {
+    /// One of [`log_level`]; other values are treated as INFO.
+    pub level: u32,
+    /// Where the record comes from (a logger name or module path); may be empty.
+    pub target: String,
+    /// The formatted message.
+    pub message: String,
+}
+
+impl LogEvent {
+    /// Encodes the body.
+    pub fn encode(&self) -> Vec<u8> {
+        BodyWriter::default().u32(self.level).str(&self.target).str(&self.message).finish()
+    }
+
+    /// Decodes a body received from a peer.
+    pub fn decode(bytes: &[u8]) -> Result<LogEvent, String> {
+        let mut r = BodyReader::new(bytes);
+        let event = LogEvent { level: r.u32()?, target: r.str()?, message: r.str()? };
+        r.finish()?;
+        Ok(event)
+    }
+}
+
 /// CLOCK_MONOTONIC now, in ns: the clock every deadline on the wire refers to.
 pub fn monotonic_now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -680,6 +716,9 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(Ready::decode(&extra).is_err());
+        let log = LogEvent { level: log_level::WARN, target: "app.db".into(), message: "slow query".into() };
+        assert_eq!(LogEvent::decode(&log.encode()), Ok(log.clone()));
+        assert!(LogEvent::decode(&log.encode()[..7]).is_err());
         let mut huge_count = bytes[..bytes.len() - 1].to_vec();
         huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Ready::decode(&huge_count).is_err());

@@ -17,7 +17,8 @@ use crate::frame::{
 };
 use crate::hub::{HostHubFile, HubConfig, PeerSlotState, Side};
 use crate::session::{
-    copy_of, Call, CallOptions, Counters, Dispatcher, Hooks, Response, Session, SessionConfig, WaitStrategy,
+    copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
+    WaitStrategy,
 };
 
 /// The fd a cell finds its doorbell on unless [`PeerOptions::doorbell_fd`] says otherwise.
@@ -100,6 +101,36 @@ struct HubShared {
     file: HostHubFile,
     dispatcher: Arc<RwLock<Dispatcher>>,
     peers: Mutex<Vec<Arc<PeerInner>>>,
+    log_sink: RwLock<Option<LogSink>>,
+}
+
+/// A log record a cell sent with `cellshm.Log.event`.
+#[derive(Debug)]
+pub struct LogRecord<'a> {
+    /// The cell's name (as given to [`Hub::add_peer`]).
+    pub cell: &'a str,
+    /// The cell's peer id.
+    pub peer_id: u32,
+    /// One of [`frame::log_level`].
+    pub level: u32,
+    /// The logger or module the record comes from (may be empty).
+    pub target: &'a str,
+    /// The message.
+    pub message: &'a str,
+}
+
+/// Receives the log records of every cell of a hub (see [`Hub::set_log_sink`]).
+pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
+
+fn log_to_tracing(r: &LogRecord<'_>) {
+    let (cell, peer_id, target, message) = (r.cell, r.peer_id, r.target, r.message);
+    match r.level {
+        frame::log_level::ERROR => tracing::error!(cell, peer_id, target, "{message}"),
+        frame::log_level::WARN => tracing::warn!(cell, peer_id, target, "{message}"),
+        frame::log_level::DEBUG => tracing::debug!(cell, peer_id, target, "{message}"),
+        frame::log_level::TRACE => tracing::trace!(cell, peer_id, target, "{message}"),
+        _ => tracing::info!(cell, peer_id, target, "{message}"),
+    }
 }
 
 /// Hooks of a host-side session: HELLO, the lifecycle built-ins, death.
@@ -158,11 +189,23 @@ impl Hooks for PeerHooks {
                 peer.set_state(PeerState::Leaving);
                 Some(Ok(Vec::new()))
             }
-            builtin::LOG_EVENT_ID => {
-                let text = String::from_utf8_lossy(payload);
-                tracing::info!(cell = %peer.name, peer_id = peer.id, "{text}");
-                Some(Ok(Vec::new()))
-            }
+            builtin::LOG_EVENT_ID => Some((|| {
+                let event = frame::LogEvent::decode(payload)
+                    .map_err(|m| Error::new(Status::InvalidArgument, format!("bad log event: {m}")))?;
+                let record = LogRecord {
+                    cell: &peer.name,
+                    peer_id: peer.id,
+                    level: event.level,
+                    target: &event.target,
+                    message: &event.message,
+                };
+                let sink = peer.hub.log_sink.read().clone();
+                match sink {
+                    Some(sink) => sink(&record),
+                    None => log_to_tracing(&record),
+                }
+                Ok(Vec::new())
+            })()),
             _ => None,
         }
     }
@@ -217,6 +260,7 @@ impl Hub {
                 file,
                 dispatcher: Arc::new(RwLock::new(Dispatcher::new())),
                 peers: Mutex::new(Vec::new()),
+                log_sink: RwLock::new(None),
             }),
         })
     }
@@ -232,6 +276,12 @@ impl Hub {
         F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
     {
         self.shared.dispatcher.write().register(name, handler)
+    }
+
+    /// Where cells' log records go. `None` (the default) emits them as `tracing` events
+    /// with the fields `cell`, `peer_id` and `target`.
+    pub fn set_log_sink(&self, sink: Option<LogSink>) {
+        *self.shared.log_sink.write() = sink;
     }
 
     /// Reserves a peer slot and its doorbell. Spawn the cell with [`PeerTicket::spawn`].
@@ -466,6 +516,25 @@ impl Peer {
         let started = Instant::now();
         self.inner.session()?.control_call(ControlKind::Ping, &[], timeout)?;
         Ok(started.elapsed())
+    }
+
+    /// Starts a call without blocking: `on_complete` runs on a receiving thread once the
+    /// result is in; collect it with [`PendingCall::try_take`]. For event loops.
+    pub fn call_start(
+        &self,
+        method: &str,
+        payload: &[u8],
+        options: &CallOptions,
+        on_complete: Completion,
+    ) -> Result<PendingCall> {
+        self.inner.session()?.call_start(
+            frame::method_id(method),
+            Some(method),
+            payload.len(),
+            copy_of(payload),
+            options,
+            on_complete,
+        )
     }
 
     /// Sends a notification (no response).

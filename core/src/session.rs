@@ -192,7 +192,13 @@ struct Waiter {
     /// Written once by the thread that removed this waiter from `pending` (so exactly
     /// one writer), then published by `done`; read only by the caller after `done`.
     result: std::cell::UnsafeCell<Option<Result<Message>>>,
+    /// For calls nobody waits on (see [`Session::call_start`]): run by the completer,
+    /// under the same single-writer rule as `result`.
+    on_complete: std::cell::UnsafeCell<Option<Completion>>,
 }
+
+/// Runs once when an asynchronous call completes, on the thread that completed it.
+pub type Completion = Box<dyn FnOnce() + Send>;
 
 // SAFETY: `result` is written by exactly one thread (the one that removed the waiter
 // from the pending map) before a Release store of `done`, and read by the caller only
@@ -207,6 +213,17 @@ impl Waiter {
             polling: AtomicBool::new(false),
             kick,
             result: std::cell::UnsafeCell::new(None),
+            on_complete: std::cell::UnsafeCell::new(None),
+        })
+    }
+
+    fn with_completion(on_complete: Completion) -> Arc<Waiter> {
+        Arc::new(Waiter {
+            done: AtomicBool::new(false),
+            polling: AtomicBool::new(false),
+            kick: None,
+            result: std::cell::UnsafeCell::new(None),
+            on_complete: std::cell::UnsafeCell::new(Some(on_complete)),
         })
     }
 
@@ -215,7 +232,12 @@ impl Waiter {
         // SAFETY: see `unsafe impl Sync`: we are the single writer (we removed the waiter
         // from the map), and the caller does not read before `done` is set below.
         unsafe { *self.result.get() = Some(result) };
+        // SAFETY: as above: only the single completer touches `on_complete`.
+        let on_complete = unsafe { (*self.on_complete.get()).take() };
         self.done.store(true, Ordering::SeqCst);
+        if let Some(callback) = on_complete {
+            callback();
+        }
         if self.polling.load(Ordering::SeqCst) {
             if let Some(kick) = &self.kick {
                 kick.notify();
@@ -259,6 +281,51 @@ struct Sleepers {
 enum OutBody {
     Inline([u8; INLINE_CAPACITY], usize),
     Slot(OutSlot, usize),
+}
+
+/// A call started with [`Session::call_start`]. Dropping it before completion cancels
+/// it (a late response is then dropped and its slot returned).
+pub struct PendingCall {
+    session: Arc<Session>,
+    msg_id: u64,
+    waiter: Arc<Waiter>,
+    method_id: u32,
+    name: Option<String>,
+}
+
+impl fmt::Debug for PendingCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingCall").field("msg_id", &self.msg_id).field("done", &self.is_done()).finish()
+    }
+}
+
+impl PendingCall {
+    /// True once the result is in.
+    pub fn is_done(&self) -> bool {
+        self.waiter.done.load(Ordering::Acquire)
+    }
+
+    /// The result, once in (`None` before). Returns it once; later calls get an error.
+    pub fn try_take(&self) -> Option<Result<Response>> {
+        if !self.is_done() {
+            return None;
+        }
+        Some(self.session.finish_call(self.waiter.take(), self.method_id, self.name.as_deref()))
+    }
+
+    /// Stops waiting. Returns true if the call was still outstanding (its completion
+    /// callback will then never run).
+    pub fn cancel(&self) -> bool {
+        self.session.pending.lock().remove(&self.msg_id).is_some()
+    }
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        if !self.is_done() {
+            self.cancel();
+        }
+    }
 }
 
 /// Counters each side keeps in its control block.
@@ -680,14 +747,45 @@ impl Session {
             return Err(e);
         }
         self.count(control::CALLS_SENT, 1);
-        let message =
-            self.wait_response(&waiter, msg_id, deadline_ns, claimed).map_err(|e| self.name_in(e, method_id, name))?;
+        let message = self.wait_response(&waiter, msg_id, deadline_ns, claimed);
+        self.finish_call(message, method_id, name)
+    }
+
+    /// Turns a delivered message into the caller's result.
+    fn finish_call(&self, message: Result<Message>, method_id: u32, name: Option<&str>) -> Result<Response> {
+        let message = message.map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
             let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
             return Err(self.name_in(Error::new(status, text), method_id, name));
         }
         Ok(Response { payload: message.payload })
+    }
+
+    /// Starts a call nobody blocks on: `on_complete` runs (on a receiving thread) once
+    /// the response, an error, or the link's failure is in; then
+    /// [`PendingCall::try_take`] returns it. Receiving is done by the server threads,
+    /// so the session must have some (a host always does; a cell once it serves).
+    pub fn call_start(
+        self: &Arc<Self>,
+        method_id: u32,
+        name: Option<&str>,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        opts: &CallOptions,
+        on_complete: Completion,
+    ) -> Result<PendingCall> {
+        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let msg_id = d.msg_id;
+        let deadline_ns = d.deadline_ns;
+        let waiter = Waiter::with_completion(on_complete);
+        self.pending.lock().insert(msg_id, waiter.clone());
+        if let Err(e) = self.send(d, body, deadline_ns) {
+            self.pending.lock().remove(&msg_id);
+            return Err(e);
+        }
+        self.count(control::CALLS_SENT, 1);
+        Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned) })
     }
 
     fn name_in(&self, e: Error, method_id: u32, name: Option<&str>) -> Error {

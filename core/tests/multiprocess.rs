@@ -450,3 +450,57 @@ fn a_full_hub_says_so() {
     let err = hub.add_peer("d", PeerOptions { doorbell_fd: 1, ..PeerOptions::default() }).unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
 }
+
+#[test]
+fn started_calls_complete_through_their_callback_cancel_on_drop_and_fail_on_death() {
+    let mut r = start(HubConfig::default(), &[]);
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
+    let mut started = Vec::new();
+    for i in 0..50u32 {
+        let tx = tx.clone();
+        let call =
+            r.peer.call_start("Echo.echo", &i.to_le_bytes(), &secs(5), Box::new(move || tx.send(i).unwrap())).unwrap();
+        started.push((i, call));
+    }
+    let mut completed: Vec<u32> = (0..50).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
+    completed.sort();
+    assert_eq!(completed, (0..50).collect::<Vec<_>>());
+    for (i, call) in &started {
+        assert_eq!(call.try_take().unwrap().unwrap().bytes(), &i.to_le_bytes());
+    }
+    // Dropped before completion: the response is dropped when it comes, nothing leaks.
+    let slow =
+        r.peer.call_start("Test.sleep", &50u32.to_le_bytes(), &secs(5), Box::new(|| panic!("cancelled"))).unwrap();
+    assert!(!slow.is_done());
+    drop(slow);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(r.peer.held_slots(), Some(0));
+    // A death completes every started call with PEER_DEAD.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let doomed = r
+        .peer
+        .call_start("Test.sleep", &5000u32.to_le_bytes(), &secs(10), Box::new(move || tx.send(()).unwrap()))
+        .unwrap();
+    r.child.kill().unwrap();
+    rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    assert_eq!(doomed.try_take().unwrap().unwrap_err().status(), Status::PeerDead);
+}
+
+#[test]
+fn cell_log_records_reach_the_hubs_log_sink_with_the_cell_name() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    hub.set_log_sink(Some(Arc::new(move |record: &cellshm::LogRecord<'_>| {
+        let _ = tx.lock().unwrap().send((record.cell.to_string(), record.level, record.message.to_string()));
+    })));
+    let (peer, mut child) = spawn_cell_on(&hub, "chatty", &[]);
+    peer.call("Test.log", b"hello from the cell", &secs(5)).unwrap();
+    let (cell, level, message) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (cell.as_str(), level, message.as_str()),
+        ("chatty", cellshm::frame::log_level::INFO, "hello from the cell")
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
