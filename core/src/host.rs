@@ -591,3 +591,102 @@ impl Peer {
         self.inner.session()?.free_slots()
     }
 }
+
+/// A spawned cell's process, for hosts that manage it through the library (the C and
+/// Python APIs): wait for it with a timeout, kill it, or stop it gracefully. The exit
+/// code stays available after it was reaped. Thread-safe.
+#[derive(Debug)]
+pub struct CellProcess {
+    state: Mutex<ProcessState>,
+}
+
+#[derive(Debug)]
+enum ProcessState {
+    Running(Child),
+    /// Reaped: the exit code, or 128 + the signal that ended it.
+    Exited(i32),
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+impl CellProcess {
+    /// Takes over `child`.
+    pub fn new(child: Child) -> CellProcess {
+        CellProcess { state: Mutex::new(ProcessState::Running(child)) }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> Option<u32> {
+        match &*self.state.lock() {
+            ProcessState::Running(child) => Some(child.id()),
+            ProcessState::Exited(_) => None,
+        }
+    }
+
+    /// The exit code if the process has exited (reaping it), without waiting.
+    pub fn try_exit_code(&self) -> Result<Option<i32>> {
+        let mut state = self.state.lock();
+        if let ProcessState::Running(child) = &mut *state {
+            match child.try_wait().map_err(|e| Error::system("waiting for the cell", e))? {
+                Some(status) => *state = ProcessState::Exited(exit_code(status)),
+                None => return Ok(None),
+            }
+        }
+        match *state {
+            ProcessState::Exited(code) => Ok(Some(code)),
+            ProcessState::Running(_) => Ok(None),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, or
+    /// DEADLINE_EXCEEDED if it is still running.
+    pub fn wait_exit(&self, timeout: Duration) -> Result<i32> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.try_exit_code()? {
+                return Ok(code);
+            }
+            if Instant::now() >= until {
+                return Err(Error::new(
+                    Status::DeadlineExceeded,
+                    format!("the cell is still running after {} ms", timeout.as_millis()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Sends SIGKILL (a process that already exited is left alone).
+    pub fn kill(&self) -> Result<()> {
+        if let ProcessState::Running(child) = &mut *self.state.lock() {
+            child.kill().map_err(|e| Error::system("killing the cell", e))?;
+        }
+        Ok(())
+    }
+
+    /// Stops the cell: GOODBYE through `peer`, up to `grace` for the process to exit,
+    /// then SIGKILL; reaps it and returns its exit code.
+    pub fn shutdown(&self, peer: &Peer, grace: Duration) -> i32 {
+        let started = Instant::now();
+        peer.shutdown(grace);
+        let left = grace.saturating_sub(started.elapsed());
+        if let Ok(code) = self.wait_exit(left) {
+            return code;
+        }
+        let _ = self.kill();
+        self.wait_exit(Duration::from_secs(5)).unwrap_or(-1)
+    }
+
+    /// Lets go of the process without waiting: a thread reaps it once it exits, so no
+    /// zombie is left behind.
+    pub fn detach(self) {
+        if let ProcessState::Running(mut child) = self.state.into_inner() {
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = std::thread::Builder::new().name("cellshm-reaper".into()).spawn(move || child.wait());
+            }
+        }
+    }
+}

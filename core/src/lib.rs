@@ -38,6 +38,6 @@ pub mod session;
 pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
 pub use frame::{method_id, Status};
-pub use host::{Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
+pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use hub::{inspect_header, HubConfig, HubInfo, SlotClass};
 pub use session::{Call, CallOptions, Completion, Counters, Dispatcher, PendingCall, Response, WaitStrategy};

@@ -12,13 +12,13 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
 
 use cellshm::{
-    Call, CallOptions, Cell, CellOptions, Error, Hub, HubConfig, JoinArgs, Peer, PeerOptions, PeerState, Response,
-    Status, WaitStrategy,
+    Call, CallOptions, Cell, CellOptions, CellProcess, Error, Hub, HubConfig, JoinArgs, Peer, PeerOptions, PeerState,
+    Response, Status, WaitStrategy,
 };
 
 // ----- status ------------------------------------------------------------------------
@@ -711,7 +711,7 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
         }
         let ticket = try_cellshm!(hub.hub.add_peer(name, options));
         let (peer, child) = try_cellshm!(ticket.spawn(&mut command));
-        let handle = cellshm_peer { peer, process: Mutex::new(Process::Running(child)) };
+        let handle = cellshm_peer { peer, process: CellProcess::new(child) };
         // SAFETY: out_peer checked non-NULL.
         unsafe { put(out_peer, Box::into_raw(Box::new(handle))) }
     })
@@ -754,29 +754,7 @@ pub enum cellshm_peer_state {
 #[derive(Debug)]
 pub struct cellshm_peer {
     peer: Peer,
-    process: Mutex<Process>,
-}
-
-/// The cell's process as far as this handle knows.
-#[derive(Debug)]
-enum Process {
-    Running(Child),
-    /// Reaped, with its exit code (or 128 + signal).
-    Exited(c_int),
-}
-
-impl Process {
-    /// Reaps the process if it has exited.
-    fn poll(&mut self) -> std::io::Result<Option<c_int>> {
-        match self {
-            Process::Exited(code) => Ok(Some(*code)),
-            Process::Running(child) => Ok(child.try_wait()?.map(|status| {
-                let code = exit_code(status);
-                *self = Process::Exited(code);
-                code
-            })),
-        }
-    }
+    process: CellProcess,
 }
 
 /// Waits until the cell is ready (CELLSHM_OK), dies first (its status, e.g.
@@ -911,11 +889,6 @@ pub unsafe extern "C" fn cellshm_peer_on_death(
     })
 }
 
-fn exit_code(status: std::process::ExitStatus) -> c_int {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-}
-
 /// Waits up to `timeout_ms` for the cell's process to exit and reaps it. On success
 /// `*out_exit_code` (may be NULL) is its exit code, or 128 + the signal that killed it
 /// (also after cellshm_peer_shutdown reaped it). CELLSHM_DEADLINE_EXCEEDED if it is still
@@ -932,28 +905,12 @@ pub unsafe extern "C" fn cellshm_peer_wait_exit(
     boundary("cellshm_peer_wait_exit", || {
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        let until = Instant::now() + Duration::from_millis(timeout_ms);
-        loop {
-            let polled = peer.process.lock().unwrap_or_else(|p| p.into_inner()).poll();
-            match polled {
-                Ok(Some(code)) => {
-                    if !out_exit_code.is_null() {
-                        // SAFETY: checked non-NULL; writable per this function's contract.
-                        unsafe { put(out_exit_code, code) };
-                    }
-                    return CELLSHM_OK;
-                }
-                Ok(None) => {}
-                Err(e) => return fail(Error::system("waiting for the cell", e)),
-            }
-            if Instant::now() >= until {
-                return fail(Error::new(
-                    Status::DeadlineExceeded,
-                    format!("the cell is still running after {timeout_ms} ms"),
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(2));
+        let code = try_cellshm!(peer.process.wait_exit(Duration::from_millis(timeout_ms)));
+        if !out_exit_code.is_null() {
+            // SAFETY: checked non-NULL; writable per this function's contract.
+            unsafe { put(out_exit_code, code) };
         }
+        CELLSHM_OK
     })
 }
 
@@ -967,10 +924,7 @@ pub unsafe extern "C" fn cellshm_peer_kill(peer: *const cellshm_peer) -> cellshm
     boundary("cellshm_peer_kill", || {
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        let mut process = peer.process.lock().unwrap_or_else(|p| p.into_inner());
-        if let Process::Running(child) = &mut *process {
-            try_cellshm!(child.kill().map_err(|e| Error::system("killing the cell", e)));
-        }
+        try_cellshm!(peer.process.kill());
         CELLSHM_OK
     })
 }
@@ -986,18 +940,7 @@ pub unsafe extern "C" fn cellshm_peer_shutdown(peer: *const cellshm_peer, grace_
     boundary("cellshm_peer_shutdown", || {
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        let grace = Duration::from_millis(grace_ms);
-        let started = Instant::now();
-        peer.peer.shutdown(grace);
-        let mut process = peer.process.lock().unwrap_or_else(|p| p.into_inner());
-        while matches!(process.poll(), Ok(None)) && started.elapsed() < grace {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if let Process::Running(child) = &mut *process {
-            let _ = child.kill();
-            let code = child.wait().map(exit_code).unwrap_or(-1);
-            *process = Process::Exited(code);
-        }
+        peer.process.shutdown(&peer.peer, Duration::from_millis(grace_ms));
         CELLSHM_OK
     })
 }
@@ -1013,16 +956,8 @@ pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
     if !peer.is_null() {
         // SAFETY: created by Box::into_raw in cellshm_hub_spawn and not freed before.
         let handle = unsafe { Box::from_raw(peer) };
-        let _ = catch_unwind(AssertUnwindSafe(move || {
-            // Reap in the background once the process exits, so no zombie is left.
-            let process =
-                std::mem::replace(&mut *handle.process.lock().unwrap_or_else(|p| p.into_inner()), Process::Exited(0));
-            if let Process::Running(mut child) = process {
-                if !matches!(child.try_wait(), Ok(Some(_))) {
-                    let _ = std::thread::Builder::new().name("cellshm-reaper".into()).spawn(move || child.wait());
-                }
-            }
-        }));
+        // A process still running is reaped in the background once it exits.
+        let _ = catch_unwind(AssertUnwindSafe(move || handle.process.detach()));
     }
 }
 
