@@ -21,21 +21,21 @@ endif
 # Tools installed into .venv are found first.
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-loom test-c test-asan lint header check-header tools bench chaos clean
+.PHONY: demo test test-rust test-loom test-c test-asan test-python python lint header check-header tools bench bench-python clean
 
-## Runs the demo: a Rust host with a Rust cell and a C cell on one hub.
-demo: tools
+## Runs the demo: a Rust host with a Rust cell, a C cell and a Python cell on one hub.
+demo: tools python
 	$(CARGO) build --release --quiet -p cellshm-examples
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Debug > /dev/null
 	$(CMAKE) --build build --target echo_cell > /dev/null
-	./target/release/echo-host -- ./target/release/echo-cell -- ./build/echo_cell
+	./target/release/echo-host -- ./target/release/echo-cell -- ./build/echo_cell -- $(VENV)/bin/python examples/python/echo_cell.py
 
 ## Runs every test suite.
-test: lint check-header test-rust test-loom test-c test-asan
+test: lint check-header test-rust test-loom test-c test-asan test-python
 	@echo "make test: all suites passed"
 
 test-rust:
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --exclude cellshm-python --no-fail-fast
 
 ## The loom models: SPSC ring and parked handshake (a separate build with --cfg loom).
 test-loom:
@@ -52,6 +52,17 @@ test-asan: tools
 	$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCELLSHM_SANITIZE=ON
 	$(CMAKE) --build build-asan -j2
 	cd build-asan && $(CTEST) --output-on-failure
+
+## The Python binding, installed into .venv the way users install it.
+python:
+	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions
+	$(VENV)/bin/pip install --quiet ./bindings/python
+
+## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs.
+test-python: python
+	$(CARGO) build --release --quiet -p cellshm -p cellshm-examples
+	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -77,6 +88,13 @@ bench: tools
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 	$(CMAKE) --build build --target bench_c_caller > /dev/null
 	CELLSHM_C_BENCH=./build/bench_c_caller $(CARGO) run --release --quiet -p cellshm --bin cellshm -- bench
+
+## Python round trips beside multiprocessing.Pipe, socketpair and pyzmq (own venv).
+bench-python: python
+	$(CARGO) build --release --quiet -p cellshm
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet pyzmq ./bindings/python
+	.venv-bench/bin/python bindings/python/bench/bench.py
 
 clean:
 	$(CARGO) clean

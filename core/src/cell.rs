@@ -354,15 +354,30 @@ impl Cell {
     /// Serves until the host says goodbye (Ok) or goes away (the error).
     pub fn run(&self) -> Result<()> {
         self.serve()?;
+        while !self.wait_stopped(Duration::from_secs(3600)) {}
+        self.outcome()
+    }
+
+    /// Waits up to `timeout` for the cell to stop serving; true if it has.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
         let mut stopped = self.state.stopped.lock();
-        while !*stopped {
-            self.state.stopped_cv.wait(&mut stopped);
+        if !*stopped {
+            let _ = self.state.stopped_cv.wait_for(&mut stopped, timeout);
         }
-        drop(stopped);
+        *stopped
+    }
+
+    /// Why the cell stopped: Ok after the host's goodbye, the error otherwise (also
+    /// while it still serves: SESSION_CLOSED is not reported until it stopped).
+    pub fn outcome(&self) -> Result<()> {
         if self.state.host_goodbye.load(Ordering::SeqCst) {
             return Ok(());
         }
-        Err(self.session.failure().unwrap_or_else(|| Error::new(Status::SessionClosed, "stopped")))
+        match self.session.failure() {
+            Some(e) => Err(e),
+            None if self.is_stopped() => Err(Error::new(Status::SessionClosed, "the cell stopped")),
+            None => Ok(()),
+        }
     }
 
     /// Calls a host method.

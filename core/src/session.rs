@@ -379,6 +379,8 @@ pub(crate) struct Session {
     sleepers: Sleepers,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
+    failing: AtomicBool,
+    failing_thread: Mutex<Option<std::thread::ThreadId>>,
     servers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -441,6 +443,8 @@ impl Session {
             sleepers: Sleepers::default(),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            failing_thread: Mutex::new(None),
             servers: Mutex::new(Vec::new()),
         }))
     }
@@ -486,10 +490,15 @@ impl Session {
     }
 
     fn check_open(&self) -> Result<()> {
-        match self.failure() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
+        // While `fail` runs the death hooks, only the thread running them is refused
+        // (so it cannot wait on a dead peer); everyone else learns after the hooks.
+        if self.failing.load(Ordering::Relaxed) && *self.failing_thread.lock() == Some(std::thread::current().id()) {
+            return Err(self.failure.lock().clone().unwrap_or_else(|| Error::new(Status::SessionClosed, "closed")));
+        }
+        Ok(())
     }
 
     fn count(&self, field: usize, n: u64) {
@@ -507,14 +516,17 @@ impl Session {
             }
             *slot = Some(error.clone());
         }
-        self.failed.store(true, Ordering::Release);
         if matches!(error.status(), Status::ProtocolError | Status::SessionClosed) {
             // Drop the peer: it sees EOF on its doorbell now.
             self.doorbell.shutdown();
         }
-        // State and death callbacks first, so a caller woken with this error already
-        // sees the peer as dead.
+        // State and death callbacks first, and only then is the failure published: no
+        // caller sees this error before the peer is marked dead and its callbacks ran.
+        // A callback that calls this session fails at once (see `check_open`).
+        *self.failing_thread.lock() = Some(std::thread::current().id());
+        self.failing.store(true, Ordering::SeqCst);
         self.hooks.on_dead(&error);
+        self.failed.store(true, Ordering::Release);
         let waiters: Vec<_> = self.pending.lock().drain().map(|(_, w)| w).collect();
         for w in waiters {
             w.complete(Err(error.clone()));

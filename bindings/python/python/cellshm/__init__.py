@@ -1,0 +1,474 @@
+"""cellshm: shared-memory RPC between a host process and the cells it spawns.
+
+A host::
+
+    with cellshm.Hub() as hub:
+        peer = hub.spawn([sys.executable, "echo_cell.py"])
+        peer.wait_ready(10)
+        assert peer.call("Echo.echo", b"hi", timeout=1.0) == b"hi"
+
+A cell::
+
+    cell = cellshm.Cell.from_args()
+
+    @cell.method("Echo.echo")
+    def echo(request: bytes) -> bytes:
+        return request
+
+    cell.run()
+
+Calls release the GIL while they wait; ``call_async`` awaits on asyncio without
+blocking the loop. Failures raise a subclass of :class:`CellshmError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import sys
+import weakref
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+
+from . import _native
+from .errors import *  # noqa: F401,F403  (the exception classes are part of the API)
+from .errors import CellshmError, DeadlineExceeded, error_class
+from .errors import __all__ as _error_names
+
+__version__: str = _native.VERSION
+method_id = _native.method_id
+status_name = _native.status_name
+
+#: A payload: anything bytes-like that cellshm accepts.
+Payload = Union[bytes, bytearray, memoryview]
+Handler = Callable[[Any], Union[Payload, None, Awaitable[Union[Payload, None]]]]
+H = TypeVar("H", bound=Handler)
+
+_log = logging.getLogger("cellshm")
+
+# cellshm log levels (Rust `tracing`): 1 error, 2 warn, 3 info, 4 debug, 5 trace.
+_TO_PYTHON_LEVEL = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG, 5: logging.DEBUG - 5}
+
+
+def _to_cellshm_level(levelno: int) -> int:
+    if levelno >= logging.ERROR:
+        return 1
+    if levelno >= logging.WARNING:
+        return 2
+    if levelno >= logging.INFO:
+        return 3
+    if levelno >= logging.DEBUG:
+        return 4
+    return 5
+
+
+# ----- asyncio ------------------------------------------------------------------------
+
+
+class _LoopCalls:
+    """Per event loop: one eventfd watched with ``loop.add_reader``. The library pushes a
+    started call's token there when it completes; the loop then resolves its future. No
+    thread polls: the callback runs only when the fd is readable."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.notifier = _native.AsyncNotifier()
+        self.tokens = itertools.count(1)
+        self.waiting: Dict[int, Tuple["asyncio.Future[Any]", Any]] = {}
+        loop.add_reader(self.notifier.fileno(), self._on_readable)
+        weakref.finalize(self, _remove_reader, weakref.ref(loop), self.notifier.fileno())
+
+    def _on_readable(self) -> None:
+        for token in self.notifier.drain():
+            entry = self.waiting.pop(token, None)
+            if entry is None:
+                continue
+            future, pending = entry
+            if future.done():
+                continue
+            if pending is None:  # a stop notification (Cell.serve_async)
+                future.set_result(None)
+                continue
+            try:
+                future.set_result(pending.take())
+            except CellshmError as error:
+                future.set_exception(error)
+
+    def register(self, start: Callable[[Any, int], Any]) -> Tuple["asyncio.Future[Any]", Any, int]:
+        token = next(self.tokens)
+        future: "asyncio.Future[Any]" = self.loop.create_future()
+        self.waiting[token] = (future, None)
+        try:
+            pending = start(self.notifier, token)
+        except BaseException:
+            self.waiting.pop(token, None)
+            raise
+        if token in self.waiting:
+            self.waiting[token] = (future, pending)
+        return future, pending, token
+
+    async def call(self, start: Callable[[Any, int], Any], timeout: Optional[float], what: str) -> bytes:
+        future, pending, token = self.register(start)
+        timer = None
+        if timeout is not None:
+            timer = self.loop.call_later(timeout, self._expire, token, what, timeout)
+        try:
+            answer: bytes = await future
+            return answer
+        except asyncio.CancelledError:
+            self.waiting.pop(token, None)
+            pending.cancel()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, token: int, what: str, timeout: float) -> None:
+        entry = self.waiting.get(token)
+        if entry is None:
+            return
+        future, pending = entry
+        # If cancel() loses the race, the completion is already queued on the fd.
+        if pending.cancel() and not future.done():
+            self.waiting.pop(token, None)
+            future.set_exception(DeadlineExceeded(f"{what}: no response within {timeout} s"))
+
+
+def _remove_reader(loop_ref: "weakref.ref[asyncio.AbstractEventLoop]", fd: int) -> None:
+    loop = loop_ref()
+    if loop is not None and not loop.is_closed():
+        try:
+            loop.remove_reader(fd)
+        except Exception:  # the loop may be shutting down
+            pass
+
+
+_calls_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCalls]" = weakref.WeakKeyDictionary()
+
+
+def _loop_calls() -> _LoopCalls:
+    loop = asyncio.get_running_loop()
+    calls = _calls_by_loop.get(loop)
+    if calls is None:
+        calls = _calls_by_loop[loop] = _LoopCalls(loop)
+    return calls
+
+
+def _check_timeout(timeout: Optional[float]) -> Optional[float]:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if timeout < 0 or timeout != timeout:
+        raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout}")
+    return float(timeout)
+
+
+# ----- host ---------------------------------------------------------------------------
+
+
+class Peer:
+    """The host's handle on one cell. Thread-safe."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @property
+    def id(self) -> int:
+        """The peer slot id."""
+        return int(self._native.id)
+
+    @property
+    def name(self) -> str:
+        return str(self._native.name)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._native.pid  # type: ignore[no-any-return]
+
+    @property
+    def state(self) -> str:
+        """"starting", "joined", "ready", "leaving" or "dead"."""
+        return str(self._native.state)
+
+    @property
+    def death(self) -> Optional[CellshmError]:
+        """Why the peer died (an exception instance), or None while it lives."""
+        death = self._native.death
+        return None if death is None else error_class(death[0])(death[1])
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Waits until the cell announced itself ready; raises if it dies first or the
+        timeout passes."""
+        self._native.wait_ready(_check_timeout(timeout))
+
+    def call(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Calls ``"Service.method"`` and returns the response. The GIL is released while
+        waiting."""
+        return self._native.call(method, payload, _check_timeout(timeout))  # type: ignore[no-any-return]
+
+    async def call_async(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Like :meth:`call`, awaited on the running asyncio loop."""
+        timeout = _check_timeout(timeout)
+        calls = _loop_calls()
+        return await calls.call(
+            lambda notifier, token: self._native.call_start(method, payload, timeout, notifier, token),
+            timeout,
+            f"{method!r} on cell {self.name!r}",
+        )
+
+    def notify(self, method: str, payload: Payload = b"") -> None:
+        """Sends a notification: no response."""
+        self._native.notify(method, payload)
+
+    def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip time of a PING, in seconds."""
+        return float(self._native.ping(_check_timeout(timeout)))
+
+    def on_death(self, callback: Callable[[CellshmError], None]) -> None:
+        """Calls ``callback(error)`` once when the peer dies (at once if it has), from a
+        cellshm thread."""
+        self._native.on_death(lambda code, message: callback(error_class(code)(message)))
+
+    def kill(self) -> None:
+        """Sends SIGKILL to the cell's process."""
+        self._native.kill()
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        """Waits for the process to exit and returns its exit code (128 + signal)."""
+        return int(self._native.wait_exit(_check_timeout(timeout)))
+
+    def shutdown(self, grace: float = 2.0) -> int:
+        """GOODBYE, up to ``grace`` seconds to leave, then SIGKILL. Returns the exit code."""
+        return int(self._native.shutdown(_check_timeout(grace)))
+
+    @property
+    def doorbell_fd(self) -> Optional[int]:
+        return self._native.doorbell_fd  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<cellshm.Peer {self.name!r} id={self.id} pid={self.pid} {self.state}>"
+
+
+def _log_to_python(cell: str, peer_id: int, level: int, target: str, message: str) -> None:
+    logger = logging.getLogger(f"cellshm.cell.{cell}")
+    extra = {"cell": cell, "peer_id": peer_id, "cell_logger": target}
+    logger.log(_TO_PYTHON_LEVEL.get(level, logging.INFO), message, extra=extra)
+
+
+class Hub:
+    """The host's hub: one shared-memory file and the links to its cells. Use it as a
+    context manager (or call :meth:`close`): closing tells every cell to leave and
+    removes the file. Log records sent by cells appear in the logger
+    ``cellshm.cell.<name>`` with the extra fields ``cell`` and ``peer_id``."""
+
+    def __init__(self, path: Optional[str] = None, *, max_peers: int = 8, forward_logs: bool = True) -> None:
+        if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
+            raise ValueError(f"max_peers must be a positive int, got {max_peers!r}")
+        self._native = _native.Hub(path, max_peers)
+        self._peers: List[Peer] = []
+        if forward_logs:
+            self._native.set_log_sink(_log_to_python)
+
+    @property
+    def path(self) -> str:
+        return str(self._native.path)
+
+    def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
+        """Decorator: serves ``name`` to every cell of the hub (see :meth:`Cell.method`)."""
+
+        def register(handler: H) -> H:
+            self._native.method(name, _sync_handler(handler, lambda: None), view)
+            return handler
+
+        return register
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        name: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        wait: str = "adaptive",
+        spin_us: int = 50,
+        server_threads: int = 2,
+    ) -> Peer:
+        """Starts ``argv`` as a cell (the hub appends ``--hub-path=``, ``--peer-id=``,
+        ``--doorbell-fd=``). ``env`` adds variables to the inherited environment."""
+        if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
+            raise TypeError("argv must be a sequence of str, e.g. [sys.executable, 'cell.py']")
+        argv = list(argv)
+        if not argv:
+            raise ValueError("argv is empty")
+        peer = Peer(
+            self._native.spawn(name or argv[-1].rsplit("/", 1)[-1], argv, dict(env or {}), wait, spin_us, server_threads)
+        )
+        self._peers.append(peer)
+        return peer
+
+    @property
+    def peers(self) -> List[Peer]:
+        return list(self._peers)
+
+    def close(self) -> None:
+        """Closes every link and removes the hub file. Idempotent."""
+        self._native.close()
+
+    def __enter__(self) -> "Hub":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<cellshm.Hub {self.path!r}{' closed' if self._native.closed else ''}>"
+
+
+# ----- cell ---------------------------------------------------------------------------
+
+
+def _sync_handler(handler: Handler, loop_of: Callable[[], Optional[asyncio.AbstractEventLoop]]) -> Callable[[Any], Any]:
+    """Runs ``handler`` on a cellshm thread; a coroutine result runs on the cell's event
+    loop (set by :meth:`Cell.serve_async`) while this thread waits without the GIL."""
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+
+    def run(request: Any) -> Any:
+        result = handler(request)
+        if inspect.isawaitable(result):
+            loop = loop_of()
+            if loop is None:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise RuntimeError("async handlers run on the loop of Cell.serve_async(); this cell is not serving with it")
+            return asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
+        return result
+
+    return run
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class Cell:
+    """A cell: joins the hub its host named, serves methods, calls the host."""
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    @classmethod
+    def from_args(cls, argv: Optional[Sequence[str]] = None) -> "Cell":
+        """Joins from ``--hub-path=``, ``--peer-id=``, ``--doorbell-fd=`` in ``argv``
+        (default ``sys.argv``) or the ``CELLSHM_*`` environment variables."""
+        return cls(_native.Cell.join(list(sys.argv if argv is None else argv)))
+
+    @property
+    def peer_id(self) -> int:
+        return int(self._native.peer_id)
+
+    def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
+        """Decorator registering a handler for ``"Service.method"``. It receives the
+        request as ``bytes`` (or, with ``view=True``, a read-only ``memoryview`` into shared
+        memory, valid only during the call) and returns a bytes-like object or None. An
+        ``async def`` handler runs on the loop of :meth:`serve_async`. A raised
+        :class:`CellshmError` keeps its status; any other exception is INTERNAL with its
+        message. The cell keeps serving either way."""
+
+        def register(handler: H) -> H:
+            self._native.method(name, _sync_handler(handler, lambda: self._loop), view)
+            return handler
+
+        return register
+
+    def serve(self) -> None:
+        """Starts serving and announces readiness to the host; returns at once."""
+        self._native.serve()
+
+    def run(self) -> None:
+        """Serves until the host says goodbye; raises :class:`PeerDead` (or another error)
+        if it goes away instead."""
+        self._native.run()
+
+    async def serve_async(self) -> None:
+        """Serves until the host says goodbye, awaiting on the running loop; ``async def``
+        handlers run on this loop."""
+        self._loop = asyncio.get_running_loop()
+        calls = _loop_calls()
+        future, _, _ = calls.register(lambda notifier, token: self._native.notify_on_stop(notifier, token))
+        self.serve()
+        try:
+            await future
+        finally:
+            self._loop = None
+        self._native.outcome()
+
+    def call(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Calls a host method."""
+        return self._native.call(method, payload, _check_timeout(timeout))  # type: ignore[no-any-return]
+
+    async def call_async(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Calls a host method from asyncio (the cell must be serving)."""
+        timeout = _check_timeout(timeout)
+        return await _loop_calls().call(
+            lambda notifier, token: self._native.call_start(method, payload, timeout, notifier, token),
+            timeout,
+            f"{method!r} on the host",
+        )
+
+    def notify(self, method: str, payload: Payload = b"") -> None:
+        self._native.notify(method, payload)
+
+    def log_handler(self, level: int = logging.NOTSET) -> "CellLogHandler":
+        """A ``logging.Handler`` sending records to the host's log."""
+        return CellLogHandler(self, level)
+
+    def goodbye(self) -> None:
+        """Tells the host this cell is leaving on purpose, and closes it."""
+        self._native.goodbye()
+
+    def close(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> "Cell":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CellLogHandler(logging.Handler):
+    """Forwards log records from a cell to its host, where they appear in the host's log
+    with the cell's name. Records are sent without waiting (notifications)."""
+
+    def __init__(self, cell: Cell, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.cell = cell
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.cell._native.log(_to_cellshm_level(record.levelno), record.name, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def iter_status_codes() -> Iterator[Tuple[str, int]]:
+    """(name, code) for every status."""
+    return iter(sorted(_native.STATUS_CODES.items(), key=lambda item: item[1]))
+
+
+__all__ = [
+    "Hub",
+    "Peer",
+    "Cell",
+    "CellLogHandler",
+    "Payload",
+    "method_id",
+    "status_name",
+    "iter_status_codes",
+    "__version__",
+    *_error_names,
+]

@@ -1,0 +1,720 @@
+//! `cellshm._native`: the Python binding's native module. The pure-Python package
+//! `cellshm` wraps it; `python/cellshm/_native.pyi` describes it (checked by stubtest).
+//!
+//! Every blocking wait and every large copy runs with the GIL released
+//! (`Python::detach`); handlers run on cellshm's threads and take the GIL only while
+//! Python code runs. Errors become the exception classes of `cellshm.errors`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cellshm::{
+    frame, Call, CallOptions, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub, HubConfig, JoinArgs,
+    LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response, Status,
+    WaitStrategy,
+};
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
+
+/// Responses from this size on are copied into Python with the GIL released.
+const LARGE_COPY: usize = 64 * 1024;
+
+// ----- errors --------------------------------------------------------------------------
+
+/// The `cellshm.errors` exception for `error`.
+fn to_py(py: Python<'_>, error: &Error) -> PyErr {
+    let made = py
+        .import("cellshm.errors")
+        .and_then(|m| m.call_method1("_from_status", (error.status().code(), error.message())));
+    match made {
+        Ok(exception) => PyErr::from_value(exception),
+        Err(import_failed) => import_failed,
+    }
+}
+
+fn err(error: Error) -> PyErr {
+    Python::attach(|py| to_py(py, &error))
+}
+
+/// The status and message for an exception raised by a Python handler: a
+/// `cellshm.CellshmError` keeps its code; anything else is INTERNAL "Type: message".
+fn from_py(py: Python<'_>, exception: PyErr) -> Error {
+    let value = exception.value(py);
+    let code = value.getattr("code").ok().and_then(|c| c.extract::<u32>().ok());
+    let is_ours = py
+        .import("cellshm.errors")
+        .and_then(|m| m.getattr("CellshmError"))
+        .map(|base| value.is_instance(&base).unwrap_or(false))
+        .unwrap_or(false);
+    match (is_ours, code.and_then(Status::from_code)) {
+        (true, Some(status)) => {
+            let message = value.getattr("message").and_then(|m| m.extract::<String>()).unwrap_or_default();
+            Error::new(status, message)
+        }
+        _ => {
+            let kind = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
+            let text = value.str().map(|s| s.to_string()).unwrap_or_default();
+            Error::new(Status::Internal, if text.is_empty() { kind } else { format!("{kind}: {text}") })
+        }
+    }
+}
+
+// ----- arguments -----------------------------------------------------------------------
+
+/// A request payload borrowed from Python: bytes are read in place (immutable, kept
+/// alive); other bytes-like objects are copied once while the GIL is held.
+enum Payload {
+    Bytes { _keep: Py<PyBytes>, ptr: *const u8, len: usize },
+    Owned(Vec<u8>),
+}
+
+// SAFETY: `ptr` points into the immutable buffer of a bytes object kept alive by `keep`;
+// reading it from another thread while the GIL is released is sound because bytes
+// objects never change after creation.
+unsafe impl Send for Payload {}
+// SAFETY: as above; the data is only ever read.
+unsafe impl Sync for Payload {}
+
+impl Payload {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            // SAFETY: see `unsafe impl Send`: the bytes object outlives `self`.
+            Payload::Bytes { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+fn payload(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Payload> {
+    let Some(obj) = obj else { return Ok(Payload::Owned(Vec::new())) };
+    if let Ok(bytes) = obj.cast::<PyBytes>() {
+        let data = bytes.as_bytes();
+        return Ok(Payload::Bytes { ptr: data.as_ptr(), len: data.len(), _keep: bytes.clone().unbind() });
+    }
+    if let Ok(array) = obj.cast::<PyByteArray>() {
+        return Ok(Payload::Owned(array.to_vec()));
+    }
+    if obj.cast::<PyMemoryView>().is_ok() {
+        let bytes = obj.call_method0("tobytes")?;
+        let bytes = bytes.cast::<PyBytes>()?;
+        return Ok(Payload::Owned(bytes.as_bytes().to_vec()));
+    }
+    let kind = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(PyTypeError::new_err(format!("payload must be bytes, bytearray or memoryview, not {kind}")))
+}
+
+fn duration(seconds: f64, what: &str) -> PyResult<Duration> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!("{what} must be a non-negative number of seconds, got {seconds}")));
+    }
+    Ok(Duration::from_secs_f64(seconds.min(1e9)))
+}
+
+fn call_options(timeout: Option<f64>) -> PyResult<CallOptions> {
+    Ok(match timeout {
+        None => CallOptions::default(),
+        Some(t) => CallOptions::timeout(duration(t, "timeout")?),
+    })
+}
+
+fn method_name(method: &str) -> PyResult<&str> {
+    if method.is_empty() {
+        return Err(PyValueError::new_err("method name is empty; expected \"Service.method\""));
+    }
+    Ok(method)
+}
+
+fn wait_strategy(wait: &str, spin_us: u64) -> PyResult<WaitStrategy> {
+    match wait {
+        "spin" => Ok(WaitStrategy::Spin),
+        "block" => Ok(WaitStrategy::Block),
+        "adaptive" => Ok(WaitStrategy::Adaptive { spin: Duration::from_micros(spin_us) }),
+        other => Err(PyValueError::new_err(format!("wait must be \"spin\", \"adaptive\" or \"block\", not {other:?}"))),
+    }
+}
+
+/// Copies a response into a new bytes object; large ones with the GIL released.
+fn response_bytes(py: Python<'_>, response: &Response) -> PyResult<Py<PyBytes>> {
+    let data = response.bytes();
+    let bytes = PyBytes::new_with(py, data.len(), |buf| {
+        if data.len() >= LARGE_COPY {
+            // The new bytes object is not shared yet, so filling it without the GIL is safe.
+            py.detach(|| buf.copy_from_slice(data));
+        } else {
+            buf.copy_from_slice(data);
+        }
+        Ok(())
+    })?;
+    Ok(bytes.unbind())
+}
+
+// ----- handlers ------------------------------------------------------------------------
+
+/// A Python callable as a cellshm handler. It gets the request as bytes (or, with
+/// `view`, a read-only memoryview into shared memory, released when it returns) and
+/// returns a bytes-like object or None.
+fn py_handler(handler: Py<PyAny>, view: bool) -> impl Fn(&mut Call<'_>) -> cellshm::Result<()> + Send + Sync + 'static {
+    move |call| {
+        keep_thread_state();
+        Python::attach(|py| {
+            let request = call.payload();
+            let argument = if view {
+                memoryview(py, request).map_err(|e| from_py(py, e))?
+            } else {
+                PyBytes::new(py, request).into_any()
+            };
+            let result = handler.call1(py, (argument.clone(),));
+            if view {
+                // The slot goes back to the sender after this call: invalidate the view.
+                let _ = argument.call_method0("release");
+            }
+            let answer = result.map_err(|e| from_py(py, e))?;
+            let answer = answer.bind(py);
+            if answer.is_none() {
+                return Ok(());
+            }
+            let data = payload(Some(answer)).map_err(|e| from_py(py, e))?;
+            call.reply(data.as_slice())
+        })
+    }
+}
+
+/// Gives the calling cellshm server thread a Python thread state that lives as long as
+/// the thread. Without it every `Python::attach` on a non-Python thread creates and
+/// destroys one, which cost ~10 µs per handler call.
+fn keep_thread_state() {
+    thread_local!(static KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    KEPT.with(|kept| {
+        if !kept.get() {
+            // SAFETY: handlers run only on cellshm's own server threads, which never hold
+            // the GIL here. Ensure creates this thread's state and takes the GIL; SaveThread
+            // releases the GIL but keeps the state (its Ensure count stays at 1), so later
+            // attaches on this thread reuse it.
+            unsafe {
+                let _ = pyo3::ffi::PyGILState_Ensure();
+                let _ = pyo3::ffi::PyEval_SaveThread();
+            }
+            kept.set(true);
+        }
+    });
+}
+
+/// CPython's `PyBUF_READ` flag for `PyMemoryView_FromMemory` (part of the stable ABI).
+const PYBUF_READ: std::os::raw::c_int = 0x100;
+
+/// A read-only memoryview of `data` (valid until released).
+fn memoryview<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: PyMemoryView_FromMemory makes a read-only view (PyBUF_READ) of `data`; the
+    // caller releases it before `data` stops being valid.
+    unsafe {
+        let raw = pyo3::ffi::PyMemoryView_FromMemory(
+            data.as_ptr() as *mut std::os::raw::c_char,
+            data.len() as pyo3::ffi::Py_ssize_t,
+            PYBUF_READ,
+        );
+        Bound::from_owned_ptr_or_err(py, raw)
+    }
+}
+
+// ----- asyncio support -----------------------------------------------------------------
+
+/// An eventfd an event loop watches (`loop.add_reader`): started calls push their token
+/// here when they complete and signal the fd; `drain` hands the tokens to the loop.
+#[pyclass(module = "cellshm._native", frozen)]
+struct AsyncNotifier {
+    inner: Arc<NotifierInner>,
+}
+
+struct NotifierInner {
+    fd: OwnedFd,
+    done: Mutex<Vec<u64>>,
+}
+
+impl NotifierInner {
+    fn signal(&self, token: u64) {
+        self.done.lock().push(token);
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a live local to our eventfd; a full counter already
+        // means "signalled".
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+#[pymethods]
+impl AsyncNotifier {
+    #[new]
+    fn new() -> PyResult<Self> {
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(err(Error::system("creating an eventfd", std::io::Error::last_os_error())));
+        }
+        // SAFETY: eventfd succeeded; the fd is ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(AsyncNotifier { inner: Arc::new(NotifierInner { fd, done: Mutex::new(Vec::new()) }) })
+    }
+
+    /// The fd to watch for readability.
+    fn fileno(&self) -> i32 {
+        self.inner.fd.as_raw_fd()
+    }
+
+    /// Clears the fd and returns the tokens of the calls completed since the last drain.
+    fn drain(&self) -> Vec<u64> {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a live local from our non-blocking eventfd.
+        unsafe { libc::read(self.inner.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        std::mem::take(&mut *self.inner.done.lock())
+    }
+}
+
+fn completion(notifier: &AsyncNotifier, token: u64) -> cellshm::Completion {
+    let inner = notifier.inner.clone();
+    Box::new(move || inner.signal(token))
+}
+
+/// A call started by `call_start`; its notifier token says when `take` has the result.
+#[pyclass(module = "cellshm._native", frozen)]
+struct PendingCall {
+    call: CorePendingCall,
+}
+
+#[pymethods]
+impl PendingCall {
+    /// True once the result is in.
+    fn done(&self) -> bool {
+        self.call.is_done()
+    }
+
+    /// The response (raises the call's error). Only once the call is done.
+    fn take(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        match self.call.try_take() {
+            None => Err(PyValueError::new_err("the call has not completed yet")),
+            Some(Ok(response)) => response_bytes(py, &response),
+            Some(Err(e)) => Err(to_py(py, &e)),
+        }
+    }
+
+    /// Stops waiting; True if the call was still outstanding.
+    fn cancel(&self) -> bool {
+        self.call.cancel()
+    }
+}
+
+// ----- host ----------------------------------------------------------------------------
+
+/// The host's hub (see `cellshm.Hub`).
+#[pyclass(module = "cellshm._native", frozen)]
+struct Hub {
+    hub: Mutex<Option<CoreHub>>,
+    path: String,
+}
+
+impl Hub {
+    fn with<T>(&self, f: impl FnOnce(&CoreHub) -> cellshm::Result<T>) -> PyResult<T> {
+        match self.hub.lock().as_ref() {
+            Some(hub) => f(hub).map_err(err),
+            None => Err(err(Error::new(Status::SessionClosed, "the hub is closed"))),
+        }
+    }
+}
+
+#[pymethods]
+impl Hub {
+    #[new]
+    #[pyo3(signature = (path=None, max_peers=8))]
+    fn new(py: Python<'_>, path: Option<String>, max_peers: u32) -> PyResult<Self> {
+        let config = HubConfig { path: path.map(Into::into), max_peers, ..HubConfig::default() };
+        let hub = py.detach(|| CoreHub::create(config)).map_err(err)?;
+        let path = hub.path().display().to_string();
+        Ok(Hub { hub: Mutex::new(Some(hub)), path })
+    }
+
+    #[getter]
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    /// Serves `name` to every cell of the hub.
+    #[pyo3(signature = (name, handler, view=false))]
+    fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {
+        let name = method_name(name)?;
+        self.with(|hub| hub.method(name, py_handler(handler, view)))
+    }
+
+    /// Routes cells' log records to `sink(cell, peer_id, level, target, message)`, or
+    /// back to Rust `tracing` with None.
+    fn set_log_sink(&self, sink: Option<Py<PyAny>>) -> PyResult<()> {
+        let sink = sink.map(|sink| {
+            Arc::new(move |r: &LogRecord<'_>| {
+                Python::attach(|py| {
+                    if let Err(e) = sink.call1(py, (r.cell, r.peer_id, r.level, r.target, r.message)) {
+                        e.print(py);
+                    }
+                })
+            }) as cellshm::LogSink
+        });
+        self.with(|hub| {
+            hub.set_log_sink(sink);
+            Ok(())
+        })
+    }
+
+    /// Spawns `argv` as a cell named `name`; returns its Peer (not yet ready).
+    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2))]
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        argv: Vec<String>,
+        env: Option<&Bound<'_, PyDict>>,
+        wait: &str,
+        spin_us: u64,
+        server_threads: usize,
+    ) -> PyResult<Peer> {
+        let Some(program) = argv.first() else {
+            return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
+        };
+        let mut command = std::process::Command::new(program);
+        command.args(&argv[1..]);
+        if let Some(env) = env {
+            for (key, value) in env.iter() {
+                command.env(key.extract::<String>()?, value.extract::<String>()?);
+            }
+        }
+        let options = PeerOptions {
+            wait: wait_strategy(wait, spin_us)?,
+            server_threads: server_threads.max(1),
+            ..PeerOptions::default()
+        };
+        let ticket = self.with(|hub| hub.add_peer(name, options))?;
+        let (peer, child) = py.detach(|| ticket.spawn(&mut command)).map_err(err)?;
+        Ok(Peer { peer, process: CellProcess::new(child) })
+    }
+
+    /// Closes every link (cells see EOF and leave) and removes the hub file.
+    fn close(&self, py: Python<'_>) {
+        let hub = self.hub.lock().take();
+        py.detach(move || drop(hub));
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.hub.lock().is_none()
+    }
+}
+
+/// The host's handle on one cell (see `cellshm.Peer`).
+#[pyclass(module = "cellshm._native", frozen)]
+struct Peer {
+    peer: CorePeer,
+    process: CellProcess,
+}
+
+#[pymethods]
+impl Peer {
+    #[getter]
+    fn id(&self) -> u32 {
+        self.peer.id()
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.peer.name().to_string()
+    }
+
+    #[getter]
+    fn pid(&self) -> Option<u32> {
+        self.peer.pid()
+    }
+
+    /// "starting", "joined", "ready", "leaving" or "dead".
+    #[getter]
+    fn state(&self) -> &'static str {
+        match self.peer.state() {
+            PeerState::Starting => "starting",
+            PeerState::Joined => "joined",
+            PeerState::Ready => "ready",
+            PeerState::Leaving => "leaving",
+            PeerState::Dead(_) => "dead",
+        }
+    }
+
+    /// Why the peer died, as (code, message), or None while alive.
+    #[getter]
+    fn death(&self) -> Option<(u32, String)> {
+        match self.peer.state() {
+            PeerState::Dead(e) => Some((e.status().code(), e.message().to_string())),
+            _ => None,
+        }
+    }
+
+    fn wait_ready(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let timeout = duration(timeout, "timeout")?;
+        py.detach(|| self.peer.wait_ready(timeout)).map_err(err)
+    }
+
+    #[pyo3(signature = (method, payload=None, timeout=None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyBytes>> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let response = py.detach(|| self.peer.call(method, data.as_slice(), &options)).map_err(err)?;
+        response_bytes(py, &response)
+    }
+
+    #[pyo3(signature = (method, payload, timeout, notifier, token))]
+    fn call_start(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        notifier: &AsyncNotifier,
+        token: u64,
+    ) -> PyResult<PendingCall> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let done = completion(notifier, token);
+        let call = py.detach(|| self.peer.call_start(method, data.as_slice(), &options, done)).map_err(err)?;
+        Ok(PendingCall { call })
+    }
+
+    #[pyo3(signature = (method, payload=None))]
+    fn notify(&self, py: Python<'_>, method: &str, payload: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let method = method_name(method)?;
+        let data = self::payload(payload)?;
+        py.detach(|| self.peer.notify(method, data.as_slice(), &CallOptions::default())).map_err(err)
+    }
+
+    /// Round-trip time of a PING, in seconds.
+    fn ping(&self, py: Python<'_>, timeout: f64) -> PyResult<f64> {
+        let timeout = duration(timeout, "timeout")?;
+        py.detach(|| self.peer.ping(timeout)).map(|d| d.as_secs_f64()).map_err(err)
+    }
+
+    /// Calls `callback(code, message)` once when the peer dies (at once if it has).
+    fn on_death(&self, callback: Py<PyAny>) {
+        self.peer.on_death(move |e| {
+            Python::attach(|py| {
+                if let Err(exception) = callback.call1(py, (e.status().code(), e.message())) {
+                    exception.print(py);
+                }
+            })
+        });
+    }
+
+    fn kill(&self) -> PyResult<()> {
+        self.process.kill().map_err(err)
+    }
+
+    /// Waits for the process to exit; its exit code (128 + signal if killed).
+    fn wait_exit(&self, py: Python<'_>, timeout: f64) -> PyResult<i32> {
+        let timeout = duration(timeout, "timeout")?;
+        py.detach(|| self.process.wait_exit(timeout)).map_err(err)
+    }
+
+    /// GOODBYE, up to `grace` seconds, then SIGKILL; returns the exit code.
+    fn shutdown(&self, py: Python<'_>, grace: f64) -> PyResult<i32> {
+        let grace = duration(grace, "grace")?;
+        Ok(py.detach(|| self.process.shutdown(&self.peer, grace)))
+    }
+
+    #[getter]
+    fn doorbell_fd(&self) -> Option<i32> {
+        self.peer.doorbell_fd()
+    }
+}
+
+// ----- cell ----------------------------------------------------------------------------
+
+/// A joined cell (see `cellshm.Cell`).
+#[pyclass(module = "cellshm._native", frozen)]
+struct Cell {
+    cell: Arc<Mutex<Option<Arc<CoreCell>>>>,
+}
+
+impl Cell {
+    fn get(&self) -> PyResult<Arc<CoreCell>> {
+        self.cell.lock().clone().ok_or_else(|| err(Error::new(Status::SessionClosed, "the cell is closed")))
+    }
+}
+
+#[pymethods]
+impl Cell {
+    /// Joins the hub named by `argv` (like sys.argv: argv[0] is skipped) or by the
+    /// CELLSHM_* environment variables.
+    #[staticmethod]
+    #[pyo3(signature = (argv=None))]
+    fn join(py: Python<'_>, argv: Option<Vec<String>>) -> PyResult<Cell> {
+        let args = argv.unwrap_or_default().into_iter().skip(1).map(Into::into);
+        let join = JoinArgs::parse(args).map_err(err)?;
+        let options = CellOptions::from_env().map_err(err)?;
+        let cell = py.detach(|| CoreCell::join(join, options)).map_err(err)?;
+        Ok(Cell { cell: Arc::new(Mutex::new(Some(Arc::new(cell)))) })
+    }
+
+    #[getter]
+    fn peer_id(&self) -> PyResult<u32> {
+        Ok(self.get()?.peer_id())
+    }
+
+    #[pyo3(signature = (name, handler, view=false))]
+    fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {
+        let name = method_name(name)?;
+        self.get()?.method(name, py_handler(handler, view)).map_err(err)
+    }
+
+    /// Starts serving and announces readiness to the host.
+    fn serve(&self, py: Python<'_>) -> PyResult<()> {
+        let cell = self.get()?;
+        py.detach(|| cell.serve()).map_err(err)
+    }
+
+    /// Serves until the host says goodbye; raises if the host goes away. Ctrl-C works.
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
+        let cell = self.get()?;
+        py.detach(|| cell.serve()).map_err(err)?;
+        while !py.detach(|| cell.wait_stopped(Duration::from_millis(100))) {
+            py.check_signals()?;
+        }
+        cell.outcome().map_err(err)
+    }
+
+    /// Signals `token` on `notifier` once the cell stops serving.
+    fn notify_on_stop(&self, notifier: &AsyncNotifier, token: u64) -> PyResult<()> {
+        let done = completion(notifier, token);
+        self.get()?.on_stop(done);
+        Ok(())
+    }
+
+    /// Ok if the host said goodbye; the error that stopped the cell otherwise.
+    fn outcome(&self) -> PyResult<()> {
+        self.get()?.outcome().map_err(err)
+    }
+
+    #[pyo3(signature = (method, payload=None, timeout=None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyBytes>> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let cell = self.get()?;
+        let response = py.detach(|| cell.call(method, data.as_slice(), &options)).map_err(err)?;
+        response_bytes(py, &response)
+    }
+
+    #[pyo3(signature = (method, payload, timeout, notifier, token))]
+    fn call_start(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+        notifier: &AsyncNotifier,
+        token: u64,
+    ) -> PyResult<PendingCall> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let done = completion(notifier, token);
+        let cell = self.get()?;
+        let call = py.detach(|| cell.call_start(method, data.as_slice(), &options, done)).map_err(err)?;
+        Ok(PendingCall { call })
+    }
+
+    #[pyo3(signature = (method, payload=None))]
+    fn notify(&self, py: Python<'_>, method: &str, payload: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let method = method_name(method)?;
+        let data = self::payload(payload)?;
+        let cell = self.get()?;
+        py.detach(|| cell.notify(method, data.as_slice(), &CallOptions::default())).map_err(err)
+    }
+
+    /// Sends a log record to the host (level: 1 error ... 5 trace).
+    fn log(&self, level: u32, target: &str, message: &str) -> PyResult<()> {
+        self.get()?.log_event(level, target, message).map_err(err)
+    }
+
+    /// Tells the host goodbye and closes the cell.
+    fn goodbye(&self, py: Python<'_>) -> PyResult<()> {
+        let cell = self.cell.lock().take();
+        match cell {
+            Some(cell) => py.detach(move || cell.goodbye()).map_err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the cell (the host sees it leave).
+    fn close(&self, py: Python<'_>) {
+        let cell = self.cell.lock().take();
+        py.detach(move || drop(cell));
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.cell.lock().is_none()
+    }
+}
+
+// ----- module --------------------------------------------------------------------------
+
+/// Method id of "Service.method" (FNV-1a 64 folded to 32 bits).
+#[pyfunction]
+fn method_id(name: &str) -> u32 {
+    frame::method_id(name)
+}
+
+/// The canonical name of a status code, e.g. 4 -> "DEADLINE_EXCEEDED".
+#[pyfunction]
+fn status_name(code: u32) -> PyResult<&'static str> {
+    Status::from_code(code)
+        .map(Status::name)
+        .ok_or_else(|| PyValueError::new_err(format!("{code} is not a cellshm status code")))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("VERSION", env!("CARGO_PKG_VERSION"))?;
+    let codes = PyDict::new(py);
+    for status in Status::ALL {
+        codes.set_item(status.name(), status.code())?;
+    }
+    m.add("STATUS_CODES", codes)?;
+    let levels = PyTuple::new(
+        py,
+        [
+            frame::log_level::ERROR,
+            frame::log_level::WARN,
+            frame::log_level::INFO,
+            frame::log_level::DEBUG,
+            frame::log_level::TRACE,
+        ],
+    )?;
+    m.add("LOG_LEVELS", levels)?;
+    m.add_function(wrap_pyfunction!(method_id, m)?)?;
+    m.add_function(wrap_pyfunction!(status_name, m)?)?;
+    m.add_class::<Hub>()?;
+    m.add_class::<Peer>()?;
+    m.add_class::<Cell>()?;
+    m.add_class::<PendingCall>()?;
+    m.add_class::<AsyncNotifier>()?;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+"""The Python cell used by the pytest suite.
+
+Methods: Echo.echo, Echo.view (memoryview request), Test.sleep (u32 ms), Test.raise
+(raises ValueError), Test.not_found (raises cellshm.NotFound), Test.call_host (calls the
+host's Host.echo), Test.log (logs the request at WARNING), Test.async_echo (async def).
+With PY_CELL_MODE=async the cell serves with asyncio (serve_async)."""
+
+import asyncio
+import logging
+import os
+import struct
+import time
+
+import cellshm
+
+cell = cellshm.Cell.from_args()
+log = logging.getLogger("py_test_cell")
+log.addHandler(cell.log_handler())
+log.setLevel(logging.DEBUG)
+
+
+@cell.method("Echo.echo")
+def echo(request: bytes) -> bytes:
+    return request
+
+
+@cell.method("Echo.view", view=True)
+def view(request: memoryview) -> bytes:
+    assert isinstance(request, memoryview) and request.readonly
+    return bytes(request[::-1])
+
+
+@cell.method("Test.sleep")
+def sleep(request: bytes) -> None:
+    (ms,) = struct.unpack("<I", request[:4])
+    time.sleep(ms / 1000)
+
+
+@cell.method("Test.raise")
+def fail(request: bytes) -> bytes:
+    raise ValueError(f"bad request of {len(request)} bytes")
+
+
+@cell.method("Test.not_found")
+def not_found(request: bytes) -> bytes:
+    raise cellshm.NotFound(f"no widget {request.decode()}")
+
+
+@cell.method("Test.call_host")
+def call_host(request: bytes) -> bytes:
+    return cell.call("Host.echo", request, timeout=5.0)
+
+
+@cell.method("Test.log")
+def log_it(request: bytes) -> None:
+    log.warning("the host said %s", request.decode())
+
+
+@cell.method("Test.async_echo")
+async def async_echo(request: bytes) -> bytes:
+    await asyncio.sleep(0.001)
+    return b"async:" + request
+
+
+if os.environ.get("PY_CELL_MODE") == "async":
+    asyncio.run(cell.serve_async())
+else:
+    cell.run()
