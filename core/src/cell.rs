@@ -94,6 +94,8 @@ pub struct JoinArgs {
     pub peer_id: u32,
     /// The inherited doorbell fd.
     pub doorbell_fd: i32,
+    /// The slot epoch the ticket was issued for (`--peer-epoch=`); checked if given.
+    pub peer_epoch: Option<u32>,
 }
 
 impl JoinArgs {
@@ -103,6 +105,7 @@ impl JoinArgs {
         let mut hub_path = None;
         let mut peer_id = None;
         let mut doorbell_fd = None;
+        let mut peer_epoch = None;
         for arg in args {
             let Some(arg) = arg.to_str().map(str::to_owned) else {
                 continue;
@@ -113,6 +116,8 @@ impl JoinArgs {
                 peer_id = Some(v.to_string());
             } else if let Some(v) = arg.strip_prefix("--doorbell-fd=") {
                 doorbell_fd = Some(v.to_string());
+            } else if let Some(v) = arg.strip_prefix("--peer-epoch=") {
+                peer_epoch = Some(v.to_string());
             }
         }
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -129,7 +134,16 @@ impl JoinArgs {
         let doorbell_fd = doorbell_fd
             .or_else(|| env("CELLSHM_DOORBELL_FD"))
             .ok_or_else(|| missing("--doorbell-fd=", "CELLSHM_DOORBELL_FD"))?;
+        let peer_epoch = peer_epoch.or_else(|| env("CELLSHM_PEER_EPOCH"));
+        let peer_epoch = match peer_epoch {
+            None => None,
+            Some(e) => Some(
+                e.parse()
+                    .map_err(|_| Error::new(Status::InvalidArgument, format!("--peer-epoch={e:?} is not a number")))?,
+            ),
+        };
         Ok(JoinArgs {
+            peer_epoch,
             hub_path: PathBuf::from(hub_path),
             peer_id: peer_id.parse().map_err(|_| {
                 Error::new(Status::InvalidArgument, format!("--peer-id={peer_id:?} is not a peer number"))
@@ -224,7 +238,7 @@ impl Cell {
         let started = Instant::now();
         let doorbell =
             Doorbell::from_inherited(args.doorbell_fd).map_err(|m| Error::new(Status::InvalidArgument, m))?;
-        let file = CellHubFile::open(&args.hub_path, args.peer_id, options.ready_timeout)?;
+        let file = CellHubFile::open(&args.hub_path, args.peer_id, args.peer_epoch, options.ready_timeout)?;
         let hub = file.info.clone();
         // Die with the host. If it is already gone (we were re-parented before prctl), stop.
         set_parent_death_signal();
@@ -259,6 +273,7 @@ impl Cell {
             major: PROTOCOL_VERSION_MAJOR,
             minor: PROTOCOL_VERSION_MINOR,
             role: ROLE_CELL,
+            epoch: file.epoch,
             peer_id: args.peer_id,
             max_payload: hub.geometry.max_payload(),
         };
@@ -500,7 +515,9 @@ mod tests {
     #[test]
     fn join_args_parse_and_explain_what_is_missing() {
         let a = JoinArgs::parse(os(&["x", "--hub-path=/h", "--peer-id=2", "--doorbell-fd=5"])).unwrap();
-        assert_eq!(a, JoinArgs { hub_path: "/h".into(), peer_id: 2, doorbell_fd: 5 });
+        assert_eq!(a, JoinArgs { hub_path: "/h".into(), peer_id: 2, doorbell_fd: 5, peer_epoch: None });
+        let a = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=2", "--doorbell-fd=5", "--peer-epoch=7"])).unwrap();
+        assert_eq!(a.peer_epoch, Some(7));
         let e = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=two", "--doorbell-fd=5"])).unwrap_err();
         assert!(e.message().contains("--peer-id=\"two\""), "{e}");
         if std::env::var_os("CELLSHM_HUB_PATH").is_none() {

@@ -362,6 +362,8 @@ pub struct Hello {
     pub minor: u16,
     /// [`ROLE_HOST`] or [`ROLE_CELL`].
     pub role: u8,
+    /// The low 24 bits of the peer slot's epoch the sender joined at.
+    pub epoch: u32,
     /// The sender's peer id (the cell's slot in the hub).
     pub peer_id: u32,
     /// Largest payload the sender can receive.
@@ -375,6 +377,7 @@ impl Hello {
         out[0..2].copy_from_slice(&self.major.to_le_bytes());
         out[2..4].copy_from_slice(&self.minor.to_le_bytes());
         out[4] = self.role;
+        out[5..8].copy_from_slice(&self.epoch.to_le_bytes()[..3]);
         out[8..12].copy_from_slice(&self.peer_id.to_le_bytes());
         out[12..16].copy_from_slice(&self.max_payload.to_le_bytes());
         out
@@ -389,6 +392,7 @@ impl Hello {
             major: u16::from_le_bytes([bytes[0], bytes[1]]),
             minor: u16::from_le_bytes([bytes[2], bytes[3]]),
             role: bytes[4],
+            epoch: u32::from_le_bytes([bytes[5], bytes[6], bytes[7], 0]),
             peer_id: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
             max_payload: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
         })
@@ -697,7 +701,7 @@ mod tests {
 
     #[test]
     fn hello_and_ready_round_trip_and_reject_garbage() {
-        let h = Hello { major: 1, minor: 2, role: ROLE_CELL, peer_id: 3, max_payload: 1 << 20 };
+        let h = Hello { major: 1, minor: 2, role: ROLE_CELL, epoch: 0x00ab_cdef, peer_id: 3, max_payload: 1 << 20 };
         assert_eq!(Hello::decode(&h.encode()), Ok(h));
         assert!(Hello::decode(&[0; 3]).is_err());
 

@@ -69,6 +69,8 @@ type DeathCallback = Box<dyn FnOnce(&Error) + Send>;
 
 struct PeerInner {
     id: u32,
+    /// The slot's epoch for this launch.
+    epoch: u32,
     name: String,
     hub: Arc<HubShared>,
     session: Mutex<Option<Arc<Session>>>,
@@ -150,6 +152,12 @@ impl Hooks for PeerHooks {
                 ),
             ));
         }
+        if hello.epoch != peer.epoch & 0x00ff_ffff {
+            return Err(Error::new(
+                Status::FailedPrecondition,
+                format!("HELLO for epoch {} of peer slot {}, which is at epoch {}", hello.epoch, peer.id, peer.epoch),
+            ));
+        }
         if hello.role != ROLE_CELL || hello.peer_id != peer.id {
             return Err(Error::new(
                 Status::ProtocolError,
@@ -162,6 +170,7 @@ impl Hooks for PeerHooks {
             major: PROTOCOL_VERSION_MAJOR,
             minor: PROTOCOL_VERSION_MINOR,
             role: ROLE_HOST,
+            epoch: peer.epoch & 0x00ff_ffff,
             peer_id: peer.id,
             max_payload: peer.hub.file.geometry().max_payload(),
         })
@@ -294,17 +303,27 @@ impl Hub {
         }
         let file = &self.shared.file;
         let mut peers = self.shared.peers.lock();
-        let id =
-            (0..file.geometry().max_peers).find(|&p| file.peer_state(p) == PeerSlotState::Free).ok_or_else(|| {
+        let id = (0..file.geometry().max_peers)
+            .find(|&p| match file.peer_state(p) {
+                PeerSlotState::Free => true,
+                PeerSlotState::Dead => reclaim(&mut peers, p),
+                _ => false,
+            })
+            .ok_or_else(|| {
                 Error::new(
                     Status::HubFull,
-                    format!("all {} peer slots of {} are in use", file.geometry().max_peers, file.path().display()),
+                    format!(
+                        "all {} peer slots of {} are in use (a dead cell's slot is reused once its process is gone)",
+                        file.geometry().max_peers,
+                        file.path().display()
+                    ),
                 )
             })?;
         let (ours, child_end) = doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
-        file.reserve_peer(id, name);
+        let epoch = file.reserve_peer(id, name);
         let inner = Arc::new(PeerInner {
             id,
+            epoch,
             name: name.to_string(),
             hub: self.shared.clone(),
             session: Mutex::new(None),
@@ -350,6 +369,42 @@ impl Drop for Hub {
     }
 }
 
+/// Makes a Dead slot reusable: only once its process is gone (it can no longer write
+/// into the region) and every thread of its old link has been joined (none can touch
+/// the region either). Called with the peers lock held.
+fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
+    let Some(index) = peers.iter().rposition(|p| p.id == slot) else { return true };
+    let old = &peers[index];
+    if !matches!(*old.state.lock(), PeerState::Dead(_)) {
+        return false;
+    }
+    if let Some(pid) = *old.pid.lock() {
+        if !process_gone(pid) {
+            return false;
+        }
+    }
+    let session = old.session.lock().clone();
+    if let Some(session) = session {
+        if !session.close() {
+            // Called from one of that link's own threads (a death callback): try later.
+            return false;
+        }
+    }
+    peers.remove(index);
+    true
+}
+
+/// True once `pid` has exited (gone, or a zombie waiting to be reaped: either way its
+/// memory, and so its mapping of the hub, is gone).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rsplit(')').next().is_some_and(|rest| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
+    }
+}
+
 /// A reserved peer slot: the arguments and doorbell a cell needs to join.
 #[derive(Debug)]
 pub struct PeerTicket {
@@ -370,6 +425,7 @@ impl PeerTicket {
             format!("--hub-path={}", self.peer.inner.hub.file.path().display()),
             format!("--peer-id={}", self.peer.inner.id),
             format!("--doorbell-fd={}", self.doorbell_fd),
+            format!("--peer-epoch={}", self.peer.inner.epoch),
         ]
     }
 

@@ -39,5 +39,6 @@ pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
 pub use frame::{method_id, Status};
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
-pub use hub::{inspect_header, HubConfig, HubInfo, SlotClass};
+pub use hub::inspect::{snapshot, HubSnapshot, PeerSnapshot};
+pub use hub::{inspect_header, HubConfig, HubInfo, PeerSlotState, SlotClass};
 pub use session::{Call, CallOptions, Completion, Counters, Dispatcher, PendingCall, Response, WaitStrategy};

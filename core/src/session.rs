@@ -128,6 +128,11 @@ impl Payload {
 
 impl Drop for Payload {
     fn drop(&mut self) {
+        // Once the link failed, its region is reset before it is reused: a slot must not
+        // be returned into it any more.
+        if self.session.failed.load(Ordering::Acquire) {
+            return;
+        }
         if let Body::Slot(slot) = &self.body {
             if let Err(m) = self.session.rx_pool.release(slot) {
                 self.session.protocol_error(m);
@@ -549,16 +554,21 @@ impl Session {
     }
 
     /// Closes the session: the peer sees EOF; pending calls fail with SESSION_CLOSED;
-    /// server threads stop and are joined (unless called from one of them).
-    pub fn close(&self) {
+    /// server threads stop and are joined, unless called from one of them: then this
+    /// returns false and that thread finishes on its own.
+    pub fn close(&self) -> bool {
         self.fail(Error::new(Status::SessionClosed, format!("session with {} was closed", self.label)));
         let handles: Vec<_> = self.servers.lock().drain(..).collect();
         let me = std::thread::current().id();
+        let mut all_joined = true;
         for h in handles {
-            if h.thread().id() != me {
+            if h.thread().id() == me {
+                all_joined = false;
+            } else {
                 let _ = h.join();
             }
         }
+        all_joined
     }
 
     // ----- sending -----------------------------------------------------------------

@@ -504,3 +504,109 @@ fn cell_log_records_reach_the_hubs_log_sink_with_the_cell_name() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn dead_peer_slots_are_reused_with_a_new_epoch_many_times() {
+    // 4 slots, 40 launches: every relaunch must reuse the slot of a dead cell.
+    let hub = Hub::create(HubConfig { max_peers: 4, ..HubConfig::default() }).unwrap();
+    let mut epochs = std::collections::HashMap::new();
+    for round in 0..40u32 {
+        let (peer, mut child) = spawn_cell_on(&hub, &format!("round-{round}"), &[]);
+        let payload = round.to_le_bytes();
+        assert_eq!(peer.call("Echo.echo", &payload, &secs(5)).unwrap().bytes(), &payload);
+        let epoch = epochs.entry(peer.id()).or_insert(0u32);
+        *epoch += 1;
+        if round % 2 == 0 {
+            child.kill().unwrap();
+        } else {
+            peer.shutdown(Duration::from_secs(2));
+        }
+        child.wait().unwrap();
+        let t = Instant::now();
+        while !matches!(peer.state(), PeerState::Dead(_)) {
+            assert!(t.elapsed() < Duration::from_secs(2));
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(epochs.values().sum::<u32>() == 40 && epochs.len() <= 4, "{epochs:?}");
+}
+
+#[test]
+fn a_cell_started_with_a_stale_ticket_is_refused_before_touching_the_region() {
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    let stale = hub.add_peer("first", PeerOptions::default()).unwrap();
+    let stale_args = stale.args();
+    drop(stale);
+    // The slot dies unused (its doorbell closed) and is reused for a new cell.
+    let t = Instant::now();
+    while !matches!(hub.peers()[0].state(), PeerState::Dead(_)) {
+        assert!(t.elapsed() < Duration::from_secs(2));
+        thread::sleep(Duration::from_millis(1));
+    }
+    let (peer, mut child) = spawn_cell_on(&hub, "second", &[]);
+    // A late cell with the first ticket (but a live doorbell) is told its ticket is stale.
+    let (code, err) = run_cell_by_hand(
+        &stale_args
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.starts_with("--doorbell-fd"))
+            .chain(["--doorbell-fd=3"])
+            .collect::<Vec<_>>(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("stale ticket"), "{err}");
+    assert_eq!(peer.call("Echo.echo", b"unharmed", &secs(5)).unwrap().bytes(), b"unharmed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_idle_cell_killed_with_sigkill_is_seen_dead_within_100_ms() {
+    let mut r = start(HubConfig::default(), &[]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    r.peer.on_death(move |_| tx.send(Instant::now()).unwrap());
+    thread::sleep(Duration::from_millis(100)); // idle: every thread of both sides asleep
+    let killed = Instant::now();
+    r.child.kill().unwrap();
+    let seen = rx.recv_timeout(Duration::from_secs(1)).unwrap();
+    let latency = seen - killed;
+    println!("death seen {latency:?} after SIGKILL");
+    assert!(latency < Duration::from_millis(100), "death seen after {latency:?}");
+}
+
+#[test]
+fn inspect_shows_peers_rings_pools_and_counters() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (a, mut child_a) = spawn_cell_on(&hub, "alpha", &[]);
+    let (b, mut child_b) = spawn_cell_on(&hub, "beta", &[]);
+    for i in 0..20u32 {
+        a.call("Echo.echo", &vec![i as u8; 300], &secs(5)).unwrap();
+    }
+    let held = b.call("Test.sized", &5000u32.to_le_bytes(), &secs(5)).unwrap();
+    let snap = cellshm::snapshot(hub.path()).unwrap();
+    assert_eq!(snap.peers.len(), 2);
+    let pa = snap.peers.iter().find(|p| p.name == "alpha").unwrap();
+    let pb = snap.peers.iter().find(|p| p.name == "beta").unwrap();
+    assert_eq!((pa.state, pa.epoch, pa.pid), (cellshm::PeerSlotState::Active, 1, child_a.id()));
+    assert_eq!(pa.host_counters.calls_sent, 20);
+    assert_eq!(pa.cell_counters.requests_served, 20);
+    assert_eq!((pa.host_to_cell_depth, pa.cell_to_host_depth), (0, 0));
+    assert!(pa.host_pool_in_use.iter().chain(&pa.cell_pool_in_use).all(|&n| n == 0), "{pa:?}");
+    // The 5000-byte response we still hold occupies one slot of beta's pool.
+    assert_eq!(pb.cell_pool_in_use.iter().sum::<u32>(), 1, "{pb:?}");
+    drop(held);
+    let snap = cellshm::snapshot(hub.path()).unwrap();
+    let pb = snap.peers.iter().find(|p| p.name == "beta").unwrap();
+    assert_eq!(pb.cell_pool_in_use.iter().sum::<u32>(), 0, "{pb:?}");
+    // The CLI prints the same as JSON.
+    let out = Command::new(CELL).args(["inspect", &hub.path().display().to_string(), "--json"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && text.contains("\"name\":\"alpha\"") && text.contains("\"state\":\"Active\""),
+        "{text}"
+    );
+    let _ = child_a.kill();
+    let _ = child_b.kill();
+    let _ = child_a.wait();
+    let _ = child_b.wait();
+}

@@ -22,10 +22,13 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("inspect") => match args.get(1) {
-            Some(path) => inspect(Path::new(path)),
-            None => Err(usage()),
-        },
+        Some("inspect") => {
+            let json = args.iter().any(|a| a == "--json");
+            match args.iter().skip(1).find(|a| !a.starts_with("--")) {
+                Some(path) => inspect(Path::new(path), json),
+                None => Err(usage()),
+            }
+        }
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("__cell") => test_cell(),
         Some("__host") => test_host(),
@@ -47,20 +50,138 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> Error {
-    Error::new(Status::InvalidArgument, "usage: cellshm inspect HUB | cellshm bench [--quick]")
+    Error::new(Status::InvalidArgument, "usage: cellshm inspect HUB [--json] | cellshm bench [--quick]")
 }
 
-fn inspect(path: &Path) -> Result<(), Error> {
-    let info = cellshm::inspect_header(path)?;
-    println!("hub         {}", path.display());
-    println!("layout      {}.{}", info.version.0, info.version.1);
-    println!("host pid    {}", info.host_pid);
-    println!("max peers   {}", info.geometry.max_peers);
-    println!("ring        {} descriptors", info.geometry.ring_capacity);
-    for (i, c) in info.geometry.classes.iter().enumerate() {
-        println!("class {i}     {} slots x {} bytes", c.slot_count, c.slot_size);
+fn inspect(path: &Path, json: bool) -> Result<(), Error> {
+    let snap = cellshm::snapshot(path)?;
+    if json {
+        println!("{}", snapshot_json(&snap));
+        return Ok(());
+    }
+    let g = &snap.info.geometry;
+    println!(
+        "hub {}  layout {}.{}  host pid {}",
+        path.display(),
+        snap.info.version.0,
+        snap.info.version.1,
+        snap.info.host_pid
+    );
+    let classes: Vec<String> =
+        g.classes.iter().map(|c| format!("{}x{}", c.slot_count, human(c.slot_size as u64))).collect();
+    println!(
+        "{} peer slots, rings of {} descriptors, slot classes {}",
+        g.max_peers,
+        g.ring_capacity,
+        classes.join(" ")
+    );
+    println!(
+        "{:>4} {:<10} {:>5} {:>7} {:<16} {:>9} {:>9} {:<16} {:<16} {:>9} {:>9} {:>7}",
+        "peer",
+        "state",
+        "epoch",
+        "pid",
+        "name",
+        "ring h>c",
+        "ring c>h",
+        "host pool",
+        "cell pool",
+        "calls h>c",
+        "calls c>h",
+        "errors"
+    );
+    for p in &snap.peers {
+        let pool = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join("/");
+        println!(
+            "{:>4} {:<10} {:>5} {:>7} {:<16} {:>9} {:>9} {:<16} {:<16} {:>9} {:>9} {:>7}",
+            p.id,
+            format!("{:?}", p.state),
+            p.epoch,
+            p.pid,
+            p.name,
+            p.host_to_cell_depth,
+            p.cell_to_host_depth,
+            pool(&p.host_pool_in_use),
+            pool(&p.cell_pool_in_use),
+            p.host_counters.calls_sent,
+            p.cell_counters.calls_sent,
+            p.host_counters.errors + p.cell_counters.errors
+        );
+    }
+    if snap.peers.is_empty() {
+        println!("(no peers)");
     }
     Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}KiB", b >> 10),
+        b => format!("{b}B"),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn counters_json(c: &cellshm::Counters) -> String {
+    format!(
+        "{{\"calls_sent\":{},\"requests_served\":{},\"errors\":{},\"bytes_sent\":{}}}",
+        c.calls_sent, c.requests_served, c.errors, c.bytes_sent
+    )
+}
+
+fn snapshot_json(snap: &cellshm::HubSnapshot) -> String {
+    let g = &snap.info.geometry;
+    let classes: Vec<String> = g
+        .classes
+        .iter()
+        .map(|c| format!("{{\"slot_size\":{},\"slot_count\":{}}}", c.slot_size, c.slot_count))
+        .collect();
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let peers: Vec<String> = snap
+        .peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"id\":{},\"state\":{},\"epoch\":{},\"pid\":{},\"name\":{},\"ring_host_to_cell\":{},\"ring_cell_to_host\":{},\"host_pool_in_use\":[{}],\"cell_pool_in_use\":[{}],\"host\":{},\"cell\":{}}}",
+                p.id,
+                json_string(&format!("{:?}", p.state)),
+                p.epoch,
+                p.pid,
+                json_string(&p.name),
+                p.host_to_cell_depth,
+                p.cell_to_host_depth,
+                list(&p.host_pool_in_use),
+                list(&p.cell_pool_in_use),
+                counters_json(&p.host_counters),
+                counters_json(&p.cell_counters)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"path\":{},\"layout\":\"{}.{}\",\"host_pid\":{},\"max_peers\":{},\"ring_capacity\":{},\"slot_classes\":[{}],\"peers\":[{}]}}",
+        json_string(&snap.path.display().to_string()),
+        snap.info.version.0,
+        snap.info.version.1,
+        snap.info.host_pid,
+        g.max_peers,
+        g.ring_capacity,
+        classes.join(","),
+        peers.join(",")
+    )
 }
 
 // ----- the test / benchmark cell -----------------------------------------------------

@@ -70,6 +70,9 @@ pub(crate) mod control {
     pub const REQUESTS_SERVED: usize = 72;
     pub const ERRORS: usize = 80;
     pub const BYTES_SENT: usize = 88;
+    /// u32 per slot class (up to 8): slots of the writer's pool handed out and not yet
+    /// returned, published by the pool's allocator (for `cellshm inspect`).
+    pub const IN_USE: usize = 96;
 }
 
 /// State of a peer-table entry.

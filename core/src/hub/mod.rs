@@ -4,6 +4,7 @@
 //! read-only and its own region read-write, so a buggy cell can scribble only there.
 //! Everything that crosses the mapping goes through atomics or volatile copies.
 
+pub mod inspect;
 pub(crate) mod layout;
 pub(crate) mod pool;
 pub(crate) mod ring;
@@ -244,7 +245,7 @@ impl Region {
         self.view
     }
 
-    fn control_block(&self, side: Side) -> usize {
+    pub fn control_block(&self, side: Side) -> usize {
         match side {
             Side::Host => control::HOST_BLOCK,
             Side::Cell => control::CELL_BLOCK,
@@ -427,8 +428,9 @@ impl HostHubFile {
         self.view().atomic_u32(self.entry(peer) + peer_entry::PID).store(pid, Ordering::Release);
     }
 
-    /// Fills a Free entry for a new peer; the name is cut at [`PEER_NAME_MAX`] bytes.
-    pub fn reserve_peer(&self, peer: u32, name: &str) {
+    /// Fills a Free (or reclaimed) entry for a new peer and returns its new epoch; the
+    /// name is cut at [`PEER_NAME_MAX`] bytes.
+    pub fn reserve_peer(&self, peer: u32, name: &str) -> u32 {
         let entry = self.entry(peer);
         let mut cut = name.len().min(PEER_NAME_MAX);
         while !name.is_char_boundary(cut) {
@@ -440,9 +442,10 @@ impl HostHubFile {
         view.write_bytes(entry + peer_entry::NAME, &bytes);
         view.atomic_u32(entry + peer_entry::NAME_LEN).store(cut as u32, Ordering::Relaxed);
         view.atomic_u32(entry + peer_entry::PID).store(0, Ordering::Relaxed);
-        view.atomic_u32(entry + peer_entry::EPOCH).fetch_add(1, Ordering::Relaxed);
+        let epoch = view.atomic_u32(entry + peer_entry::EPOCH).fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         self.region(peer).reset_control();
         self.set_peer_state(peer, PeerSlotState::Reserved);
+        epoch
     }
 }
 
@@ -547,14 +550,18 @@ fn read_header(file: &File, path: &Path) -> Result<(HubInfo, layout::HubLayout)>
 #[derive(Debug)]
 pub(crate) struct CellHubFile {
     pub info: HubInfo,
+    /// The slot's epoch when we joined.
+    pub epoch: u32,
     table: Arc<MmapRaw>,
     region: Region,
     peer_id: u32,
 }
 
 impl CellHubFile {
-    /// Opens `path` as peer `peer_id`, waiting up to `wait` for the file to appear.
-    pub fn open(path: &Path, peer_id: u32, wait: Duration) -> Result<CellHubFile> {
+    /// Opens `path` as peer `peer_id`, waiting up to `wait` for the file to appear. With
+    /// `epoch`, the slot must still be at that epoch (a ticket of an earlier launch of
+    /// this slot is refused before anything in the region is touched).
+    pub fn open(path: &Path, peer_id: u32, epoch: Option<u32>, wait: Duration) -> Result<CellHubFile> {
         let start = Instant::now();
         let file = loop {
             match OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path) {
@@ -584,6 +591,15 @@ impl CellHubFile {
         }
         let table = map_raw(&file, 0, layout.regions_offset, false, "the peer table")?;
         let entry = PEER_TABLE_OFFSET as usize + peer_id as usize * PEER_ENTRY_SIZE as usize;
+        let current = view_of(&table).atomic_u32(entry + peer_entry::EPOCH).load(Ordering::Acquire);
+        if let Some(expected) = epoch {
+            if expected != current {
+                return Err(Error::new(
+                    Status::FailedPrecondition,
+                    format!("peer slot {peer_id} is at epoch {current}, this cell was started for epoch {expected} (a stale ticket)"),
+                ));
+            }
+        }
         let state = view_of(&table).atomic_u32(entry + peer_entry::STATE).load(Ordering::Acquire);
         match PeerSlotState::from_raw(state) {
             Some(PeerSlotState::Reserved) => {}
@@ -601,7 +617,7 @@ impl CellHubFile {
         let region_map = map_raw(&file, layout.region_offset(peer_id), layout.region_size, true, "the peer region")?;
         let region =
             Region { view: view_of(&region_map), layout: Arc::new(info.geometry.region_layout()), keep: region_map };
-        Ok(CellHubFile { info, table, region, peer_id })
+        Ok(CellHubFile { info, table, region, peer_id, epoch: current })
     }
 
     pub fn region(&self) -> Region {
@@ -646,12 +662,16 @@ mod tests {
         assert_eq!(info.geometry, cfg.geometry());
         assert_eq!(info.host_pid, std::process::id());
 
-        let err = CellHubFile::open(&path, 0, Duration::ZERO).unwrap_err();
+        let err = CellHubFile::open(&path, 0, None, Duration::ZERO).unwrap_err();
         assert!(err.message().contains("not reserved"), "{err}");
-        hub.reserve_peer(0, "unit");
-        let cell = CellHubFile::open(&path, 0, Duration::ZERO).unwrap();
+        let epoch = hub.reserve_peer(0, "unit");
+        assert!(CellHubFile::open(&path, 0, Some(epoch + 1), Duration::ZERO)
+            .unwrap_err()
+            .message()
+            .contains("stale ticket"));
+        let cell = CellHubFile::open(&path, 0, Some(epoch), Duration::ZERO).unwrap();
         assert_eq!(cell.peer_state(), Some(PeerSlotState::Reserved));
-        assert!(CellHubFile::open(&path, 5, Duration::ZERO).unwrap_err().message().contains("out of range"));
+        assert!(CellHubFile::open(&path, 5, None, Duration::ZERO).unwrap_err().message().contains("out of range"));
 
         // A truncated copy and a file of garbage are refused, never mapped past their end.
         let short = path.with_extension("short");
@@ -670,7 +690,7 @@ mod tests {
     fn missing_hub_times_out_with_a_clear_error() {
         let path = std::env::temp_dir().join("cellshm-unit-never-created.hub");
         let start = Instant::now();
-        let err = CellHubFile::open(&path, 0, Duration::from_millis(50)).unwrap_err();
+        let err = CellHubFile::open(&path, 0, None, Duration::from_millis(50)).unwrap_err();
         assert_eq!(err.status(), Status::NotFound);
         assert!(err.message().contains("did not appear within 50 ms"), "{err}");
         assert!(start.elapsed() >= Duration::from_millis(50));

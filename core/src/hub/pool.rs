@@ -62,6 +62,8 @@ pub(crate) struct SlotAllocator {
     generation: Vec<Vec<u32>>,
     outstanding: Vec<Vec<bool>>,
     returns: Consumer<ShmRing<u64>>,
+    /// Where the in-use count per class is published (our own control block).
+    usage: usize,
 }
 
 impl SlotAllocator {
@@ -80,7 +82,8 @@ impl SlotAllocator {
         // SAFETY: the caller guarantees we are this pool's only allocator, hence the only
         // consumer of its return ring.
         let returns = unsafe { Consumer::new(region.return_ring(side)) };
-        SlotAllocator { view: region.view(), layout, free, generation, outstanding, returns }
+        let usage = region.control_block(side) + super::layout::control::IN_USE;
+        SlotAllocator { view: region.view(), layout, free, generation, outstanding, returns, usage }
     }
 
     pub fn max_payload(&self) -> usize {
@@ -100,8 +103,14 @@ impl SlotAllocator {
             }
             self.outstanding[class][index as usize] = false;
             self.free[class].push(index);
+            self.publish_usage(class);
         }
         Ok(())
+    }
+
+    fn publish_usage(&self, class: usize) {
+        let in_use = self.layout.classes[class].slot_count as usize - self.free[class].len();
+        self.view.atomic_u32(self.usage + class * 4).store(in_use as u32, Ordering::Relaxed);
     }
 
     /// A slot for `len` bytes from the smallest class that has one free, or `None` when
@@ -119,13 +128,14 @@ impl SlotAllocator {
             .find(|&c| self.layout.classes[c].slot_size as usize >= len && !self.free[c].is_empty())?;
         let index = self.free[class].pop()?;
         let c = self.layout.classes[class];
-        let generation = &mut self.generation[class][index as usize];
-        *generation = generation.wrapping_add(1).max(1);
+        let generation = self.generation[class][index as usize].wrapping_add(1).max(1);
+        self.generation[class][index as usize] = generation;
         self.outstanding[class][index as usize] = true;
+        self.publish_usage(class);
         let offset = c.offset + index as usize * c.slot_size as usize;
         Some(OutSlot {
             slot: wire_slot(class, index),
-            generation: *generation,
+            generation,
             ptr: self.view.ptr(offset),
             capacity: c.slot_size as usize,
         })
@@ -136,6 +146,7 @@ impl SlotAllocator {
         let (class, index) = split_slot(slot.slot);
         self.outstanding[class][index as usize] = false;
         self.free[class].push(index);
+        self.publish_usage(class);
     }
 
     /// Free slots per class (after collecting returns).
