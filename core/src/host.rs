@@ -1,5 +1,7 @@
 //! The host side: create a hub, add peers, spawn cells, call them.
 
+pub mod supervisor;
+
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -79,9 +81,16 @@ struct PeerInner {
     ready: Mutex<Option<Ready>>,
     pid: Mutex<Option<u32>>,
     on_death: Mutex<Vec<DeathCallback>>,
+    /// The cell said goodbye (kept after it dies, unlike the Leaving state).
+    said_goodbye: std::sync::atomic::AtomicBool,
 }
 
 impl PeerInner {
+    fn goodbye(&self) {
+        self.said_goodbye.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.set_state(PeerState::Leaving);
+    }
+
     fn set_state(&self, state: PeerState) {
         let mut s = self.state.lock();
         if matches!(*s, PeerState::Dead(_)) {
@@ -195,7 +204,7 @@ impl Hooks for PeerHooks {
                 Ok(Vec::new())
             })()),
             builtin::LIFECYCLE_GOODBYE_ID => {
-                peer.set_state(PeerState::Leaving);
+                peer.goodbye();
                 Some(Ok(Vec::new()))
             }
             builtin::LOG_EVENT_ID => Some((|| {
@@ -221,7 +230,7 @@ impl Hooks for PeerHooks {
 
     fn on_goodbye(&self) {
         if let Some(peer) = self.peer.upgrade() {
-            peer.set_state(PeerState::Leaving);
+            peer.goodbye();
         }
     }
 
@@ -332,6 +341,7 @@ impl Hub {
             ready: Mutex::new(None),
             pid: Mutex::new(None),
             on_death: Mutex::new(Vec::new()),
+            said_goodbye: std::sync::atomic::AtomicBool::new(false),
         });
         let config = SessionConfig {
             side: Side::Host,
@@ -490,6 +500,11 @@ impl Peer {
     /// What the cell sent in `cellshm.Lifecycle.ready`.
     pub fn ready_info(&self) -> Option<Ready> {
         self.inner.ready.lock().clone()
+    }
+
+    /// True if the cell said goodbye (it left on purpose), also after it died.
+    pub fn said_goodbye(&self) -> bool {
+        self.inner.said_goodbye.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The current state.
@@ -659,8 +674,8 @@ pub struct CellProcess {
 #[derive(Debug)]
 enum ProcessState {
     Running(Child),
-    /// Reaped: the exit code, or 128 + the signal that ended it.
-    Exited(i32),
+    /// Reaped.
+    Exited(std::process::ExitStatus),
 }
 
 fn exit_code(status: std::process::ExitStatus) -> i32 {
@@ -682,19 +697,36 @@ impl CellProcess {
         }
     }
 
-    /// The exit code if the process has exited (reaping it), without waiting.
-    pub fn try_exit_code(&self) -> Result<Option<i32>> {
+    /// The exit status if the process has exited (reaping it), without waiting.
+    pub fn try_exit_status(&self) -> Result<Option<std::process::ExitStatus>> {
         let mut state = self.state.lock();
         if let ProcessState::Running(child) = &mut *state {
             match child.try_wait().map_err(|e| Error::system("waiting for the cell", e))? {
-                Some(status) => *state = ProcessState::Exited(exit_code(status)),
+                Some(status) => *state = ProcessState::Exited(status),
                 None => return Ok(None),
             }
         }
         match *state {
-            ProcessState::Exited(code) => Ok(Some(code)),
+            ProcessState::Exited(status) => Ok(Some(status)),
             ProcessState::Running(_) => Ok(None),
         }
+    }
+
+    /// The exit code (128 + signal when a signal ended it) if the process has exited.
+    pub fn try_exit_code(&self) -> Result<Option<i32>> {
+        Ok(self.try_exit_status()?.map(exit_code))
+    }
+
+    /// Sends `signal` to the process if it is still running.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        if let ProcessState::Running(child) = &*self.state.lock() {
+            // SAFETY: kill takes no pointers; the pid is our unreaped child, so it cannot
+            // have been reused by another process.
+            if unsafe { libc::kill(child.id() as libc::pid_t, signal) } != 0 {
+                return Err(Error::system("signalling the cell", std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
     }
 
     /// Waits up to `timeout` for the process to exit; its exit code, or
@@ -723,13 +755,16 @@ impl CellProcess {
         Ok(())
     }
 
-    /// Stops the cell: GOODBYE through `peer`, up to `grace` for the process to exit,
-    /// then SIGKILL; reaps it and returns its exit code.
+    /// Stops the cell: GOODBYE through `peer` and up to `grace` for the process to exit,
+    /// then SIGTERM and `grace` again, then SIGKILL; reaps it and returns its exit code.
     pub fn shutdown(&self, peer: &Peer, grace: Duration) -> i32 {
         let started = Instant::now();
         peer.shutdown(grace);
-        let left = grace.saturating_sub(started.elapsed());
-        if let Ok(code) = self.wait_exit(left) {
+        if let Ok(code) = self.wait_exit(grace.saturating_sub(started.elapsed())) {
+            return code;
+        }
+        let _ = self.signal(libc::SIGTERM);
+        if let Ok(code) = self.wait_exit(grace) {
             return code;
         }
         let _ = self.kill();

@@ -38,6 +38,7 @@ pub mod session;
 pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
 pub use frame::{method_id, Status};
+pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supervisor, SupervisorEvent};
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use hub::inspect::{snapshot, HubSnapshot, PeerSnapshot};
 pub use hub::{inspect_header, HubConfig, HubInfo, PeerSlotState, SlotClass};

@@ -202,6 +202,8 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.garbage`: pushes a garbage descriptor towards the host.
 /// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
 /// - `Test.log`: sends the payload as a log line.
+/// - `Test.goodbye`: answers, then leaves on purpose (goodbye).
+/// - `Test.exit`: exits the process at once with code u32.
 fn test_cell() -> Result<(), Error> {
     let cell = std::sync::Arc::new(Cell::from_args()?);
     cell.method("Echo.echo", |call| {
@@ -243,6 +245,19 @@ fn test_cell() -> Result<(), Error> {
         let answer = cell.call("Host.echo", call.payload(), &CallOptions::timeout(Duration::from_secs(5)))?;
         call.reply(answer.bytes())
     })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.goodbye", move |_| {
+        // Answer first, then leave on purpose.
+        let weak = weak.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some(cell) = weak.upgrade() {
+                let _ = cell.goodbye();
+            }
+        });
+        Ok(())
+    })?;
+    cell.method("Test.exit", |call| std::process::exit(u32_at(call.payload(), 0)? as i32))?;
     let weak = std::sync::Arc::downgrade(&cell);
     cell.method("Test.log", move |call| {
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;

@@ -1,0 +1,153 @@
+//! The supervisor with real cell processes: relaunch, reasons, backoff, give-up,
+//! goodbye, graceful stop, and many relaunches through reused peer slots.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cellshm::{
+    CallOptions, CellSpec, CellStatus, ExitReason, Hub, HubConfig, RestartPolicy, Status, Supervisor, SupervisorEvent,
+};
+
+const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+
+fn test_cell(name: &str) -> CellSpec {
+    CellSpec::new(name, CELL).args(["__cell"]).env("CELLSHM_QUIET", "1").restart(RestartPolicy {
+        max_restarts: 100,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+        reset_after: Duration::from_secs(60),
+    })
+}
+
+fn supervisor(max_peers: u32) -> (Supervisor, Arc<Mutex<Vec<SupervisorEvent>>>) {
+    let sup = Supervisor::new(Hub::create(HubConfig { max_peers, ..HubConfig::default() }).unwrap()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    sup.on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    (sup, events)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ready(sup: &Supervisor, name: &str) {
+    sup.wait_for(name, secs(10), |s| *s == CellStatus::Ready).unwrap();
+}
+
+#[test]
+fn a_crashed_cell_is_relaunched_under_the_same_name() {
+    let (sup, events) = supervisor(4);
+    sup.add(test_cell("echo")).unwrap();
+    ready(&sup, "echo");
+    let first = sup.peer("echo").unwrap().pid().unwrap();
+    assert_eq!(sup.call("echo", "Echo.echo", b"one", &CallOptions::timeout(secs(5))).unwrap().bytes(), b"one");
+
+    // SIGKILL: Crashed(Signal(9)), relaunched, reachable under the same name.
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    sup.wait_for("echo", secs(5), |s| *s == CellStatus::Crashed(ExitReason::Signal(9))).unwrap();
+    ready(&sup, "echo");
+    let second = sup.peer("echo").unwrap().pid().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(sup.call("echo", "Echo.echo", b"two", &CallOptions::timeout(secs(5))).unwrap().bytes(), b"two");
+
+    // An exit code is a crash too.
+    let _ = sup.call("echo", "Test.exit", &3u32.to_le_bytes(), &CallOptions::timeout(secs(5)));
+    sup.wait_for("echo", secs(5), |s| *s == CellStatus::Crashed(ExitReason::Code(3))).unwrap();
+    ready(&sup, "echo");
+
+    let statuses: Vec<CellStatus> = events.lock().unwrap().iter().map(|e| e.status.clone()).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            CellStatus::Starting,
+            CellStatus::Ready,
+            CellStatus::Crashed(ExitReason::Signal(9)),
+            CellStatus::Starting,
+            CellStatus::Ready,
+            CellStatus::Crashed(ExitReason::Code(3)),
+            CellStatus::Starting,
+            CellStatus::Ready
+        ]
+    );
+}
+
+#[test]
+fn calls_while_restarting_are_unavailable_not_hanging() {
+    let (sup, _) = supervisor(4);
+    let err = sup.call("nobody", "Echo.echo", b"", &CallOptions::default()).unwrap_err();
+    assert_eq!(err.status(), Status::NotFound);
+    sup.add(test_cell("slow").env("CELLSHM_READY_TIMEOUT_MS", "5000")).unwrap();
+    // Right after adding, it is starting.
+    let err = sup.call("slow", "Echo.echo", b"", &CallOptions::default());
+    if let Err(e) = err {
+        assert_eq!(e.status(), Status::Unavailable);
+    }
+    assert_eq!(sup.add(test_cell("slow")).unwrap_err().status(), Status::AlreadyExists);
+}
+
+#[test]
+fn a_cell_that_keeps_crashing_is_given_up_after_max_restarts_with_backoff() {
+    let (sup, events) = supervisor(4);
+    let spec = CellSpec::new("doomed", "false").restart(RestartPolicy {
+        max_restarts: 3,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(40),
+        reset_after: Duration::from_secs(60),
+    });
+    sup.add(spec).unwrap();
+    let status = sup.wait_for("doomed", secs(10), |s| matches!(s, CellStatus::Failed(_))).unwrap();
+    assert_eq!(status, CellStatus::Failed(ExitReason::Code(1)));
+    let events = events.lock().unwrap();
+    let crashes = events.iter().filter(|e| matches!(e.status, CellStatus::Crashed(_))).count();
+    assert_eq!(crashes, 3, "three relaunches, then given up");
+    assert_eq!(events.last().unwrap().restarts, 3);
+}
+
+#[test]
+fn a_cell_that_says_goodbye_is_not_relaunched() {
+    let (sup, _) = supervisor(4);
+    sup.add(test_cell("polite")).unwrap();
+    ready(&sup, "polite");
+    sup.call("polite", "Test.goodbye", b"", &CallOptions::timeout(secs(5))).unwrap();
+    sup.wait_for("polite", secs(5), |s| *s == CellStatus::Exited(ExitReason::Goodbye)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sup.status("polite"), Some(CellStatus::Exited(ExitReason::Goodbye)));
+}
+
+#[test]
+fn stop_is_graceful_and_final() {
+    let (sup, _) = supervisor(4);
+    sup.add(test_cell("a")).unwrap();
+    sup.add(test_cell("b")).unwrap();
+    ready(&sup, "a");
+    ready(&sup, "b");
+    assert_eq!(sup.stop("a", secs(2)).unwrap(), 0, "a cell told goodbye exits 0");
+    assert_eq!(sup.status("a"), Some(CellStatus::Exited(ExitReason::Stopped(0))));
+    assert_eq!(sup.call("b", "Echo.echo", b"b", &CallOptions::timeout(secs(5))).unwrap().bytes(), b"b");
+    sup.stop_all(secs(2));
+    assert_eq!(sup.status("b"), Some(CellStatus::Exited(ExitReason::Stopped(0))));
+}
+
+#[test]
+fn a_hundred_relaunches_on_a_four_peer_hub() {
+    let (sup, _) = supervisor(4);
+    for name in ["x", "y"] {
+        sup.add(test_cell(name)).unwrap();
+        ready(&sup, name);
+    }
+    for round in 0..100 {
+        let name = if round % 2 == 0 { "x" } else { "y" };
+        let pid = sup.peer(name).unwrap().pid().unwrap();
+        // SAFETY: kill takes no pointers.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        sup.wait_for(name, secs(5), |s| matches!(s, CellStatus::Crashed(_))).unwrap();
+        ready(&sup, name);
+        let payload = (round as u32).to_le_bytes();
+        assert_eq!(sup.call(name, "Echo.echo", &payload, &CallOptions::timeout(secs(5))).unwrap().bytes(), &payload);
+    }
+    let snap = cellshm::snapshot(sup.hub().path()).unwrap();
+    let live = snap.peers.iter().filter(|p| p.state == cellshm::PeerSlotState::Active).count();
+    assert_eq!(live, 2, "{:?}", snap.peers);
+}
