@@ -411,6 +411,12 @@ impl Cell {
         self.session.call_with(frame::method_id(method), Some(method), max_len, fill, options)
     }
 
+    /// The methods the host serves to cells, as (name, id), sorted by name.
+    pub fn host_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
+        let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
+        frame::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
+    }
+
     /// Sends PING to the host and waits for PONG; returns the round-trip time.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();

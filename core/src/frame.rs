@@ -588,6 +588,28 @@ impl LogEvent {
     }
 }
 
+/// Body of the `cellshm.Introspect.methods` response: `u32 n, n × (str name, u32 id)`.
+pub fn encode_methods(methods: &[(String, u32)]) -> Vec<u8> {
+    let mut w = BodyWriter::default();
+    w.u32(methods.len() as u32);
+    for (name, id) in methods {
+        w.str(name).u32(*id);
+    }
+    w.finish()
+}
+
+/// Decodes a `cellshm.Introspect.methods` response.
+pub fn decode_methods(bytes: &[u8]) -> Result<Vec<(String, u32)>, String> {
+    let mut r = BodyReader::new(bytes);
+    let count = r.u32()? as usize;
+    if count > bytes.len() / 8 {
+        return Err(format!("{count} methods in {} bytes", bytes.len()));
+    }
+    let methods = (0..count).map(|_| Ok((r.str()?, r.u32()?))).collect::<Result<Vec<_>, String>>()?;
+    r.finish()?;
+    Ok(methods)
+}
+
 /// CLOCK_MONOTONIC now, in ns: the clock every deadline on the wire refers to.
 pub fn monotonic_now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -723,6 +745,9 @@ mod tests {
         let log = LogEvent { level: log_level::WARN, target: "app.db".into(), message: "slow query".into() };
         assert_eq!(LogEvent::decode(&log.encode()), Ok(log.clone()));
         assert!(LogEvent::decode(&log.encode()[..7]).is_err());
+        let methods = vec![("Echo.echo".to_string(), method_id("Echo.echo")), ("A.b".to_string(), 7)];
+        assert_eq!(decode_methods(&encode_methods(&methods)), Ok(methods));
+        assert!(decode_methods(&[255, 255, 255, 255]).is_err());
         let mut huge_count = bytes[..bytes.len() - 1].to_vec();
         huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Ready::decode(&huge_count).is_err());

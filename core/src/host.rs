@@ -581,6 +581,13 @@ impl Peer {
         self.inner.session()?.call_with(frame::method_id(method), Some(method), max_len, fill, options)
     }
 
+    /// The methods the cell serves, as (name, id), sorted by name
+    /// (`cellshm.Introspect.methods`).
+    pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
+        let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
+        frame::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
+    }
+
     /// Sends PING and waits for PONG: proves the cell's receive path is alive and
     /// returns the round-trip time.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {

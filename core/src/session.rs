@@ -1298,6 +1298,13 @@ impl Session {
                 format!("the request expired before {} served it", self.label),
             ));
         }
+        if desc.method_id == frame::builtin::INTROSPECT_METHODS_ID {
+            let mut methods = self.dispatcher.read().methods();
+            methods.push((frame::builtin::INTROSPECT_METHODS.to_string(), frame::builtin::INTROSPECT_METHODS_ID));
+            methods.sort();
+            let body = frame::encode_methods(&methods);
+            return Ok(self.fill_body(body.len(), desc.deadline_ns, copy_of(&body))?.into());
+        }
         if let Some(result) = self.hooks.builtin(desc.method_id, payload.bytes()) {
             let bytes = result?;
             return Ok(self.fill_body(bytes.len(), desc.deadline_ns, copy_of(&bytes))?.into());

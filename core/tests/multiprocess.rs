@@ -610,3 +610,21 @@ fn inspect_shows_peers_rings_pools_and_counters() {
     let _ = child_a.wait();
     let _ = child_b.wait();
 }
+
+#[test]
+fn both_sides_list_the_methods_they_serve() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
+    let (peer, mut child) = spawn_cell_on(&hub, "listed", &[]);
+    let methods = peer.methods(Duration::from_secs(5)).unwrap();
+    let names: Vec<&str> = methods.iter().map(|(n, _)| n.as_str()).collect();
+    for expected in ["Echo.echo", "Test.sleep", "Test.panic", "cellshm.Introspect.methods"] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    assert!(methods.iter().all(|(n, id)| cellshm::method_id(n) == *id));
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let _ = child.kill();
+    let _ = child.wait();
+}

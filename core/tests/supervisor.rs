@@ -57,6 +57,11 @@ fn a_crashed_cell_is_relaunched_under_the_same_name() {
     sup.wait_for("echo", secs(5), |s| *s == CellStatus::Crashed(ExitReason::Code(3))).unwrap();
     ready(&sup, "echo");
 
+    // Events are delivered right after the status changes: wait for the last one.
+    let deadline = std::time::Instant::now() + secs(5);
+    while events.lock().unwrap().len() < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let statuses: Vec<CellStatus> = events.lock().unwrap().iter().map(|e| e.status.clone()).collect();
     assert_eq!(
         statuses,
