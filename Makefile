@@ -59,10 +59,11 @@ python:
 	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions
 	$(VENV)/bin/pip install --quiet ./bindings/python
 
-## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs.
-test-python: python
+## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
+## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
+test-python: python test-c
 	$(CARGO) build --release --quiet -p cellshm -p cellshm-examples
-	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider
+	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
         Some("__cell") => test_cell(),
         Some("__host") => test_host(),
+        Some("__matrix-host") => matrix_host(&args[1..]),
         Some("__floor-shm") => floor_shm_child(&args[1..]),
         Some("__floor-sock") => floor_socket_child(&args[1..]),
         Some("-h" | "--help" | "help") => {
@@ -276,6 +277,57 @@ fn test_host() -> Result<(), Error> {
         .and_then(|_| out.flush())
         .map_err(|e| Error::system("writing to stdout", e))?;
     std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+/// The Rust host of the cross-language matrix (tests/matrix): runs the four checks
+/// against the cell started by `argv` and prints `matrix host=rust: ok`.
+fn matrix_host(argv: &[String]) -> Result<(), Error> {
+    let fail = |what: &str| Error::new(Status::Internal, format!("matrix host=rust: {what}"));
+    let program = argv.first().ok_or_else(usage)?;
+    let hub = Hub::create(HubConfig::default())?;
+    let ticket = hub.add_peer("matrix", PeerOptions::default())?;
+    let mut cmd = Command::new(program);
+    cmd.args(&argv[1..]).env("CELLSHM_QUIET", "1");
+    let (peer, mut child) = ticket.spawn(&mut cmd)?;
+    peer.wait_ready(Duration::from_secs(15))?;
+    let opts = CallOptions::timeout(Duration::from_secs(5));
+    // 1. echo
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    if peer.call("Echo.echo", &data, &opts)?.bytes() != &data[..] {
+        return Err(fail("echo returned other bytes"));
+    }
+    // 2. error propagation: status and message
+    let mut request = Status::NotFound.code().to_le_bytes().to_vec();
+    request.extend_from_slice(b"no widget 7");
+    match peer.call("Test.fail", &request, &opts) {
+        Err(e) if e.status() == Status::NotFound && e.message().contains("no widget 7") => {}
+        other => return Err(fail(&format!("Test.fail gave {other:?}"))),
+    }
+    // 3. deadline
+    match peer.call("Test.sleep", &500u32.to_le_bytes(), &CallOptions::timeout(Duration::from_millis(50))) {
+        Err(e) if e.status() == Status::DeadlineExceeded => {}
+        other => return Err(fail(&format!("deadline gave {other:?}"))),
+    }
+    // 4. death detection: killed mid-call -> PEER_DEAD within a second
+    let killer = std::thread::spawn({
+        let pid = child.id();
+        move || {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            Instant::now()
+        }
+    });
+    let result = peer.call("Test.sleep", &10_000u32.to_le_bytes(), &CallOptions::timeout(Duration::from_secs(30)));
+    let ended = Instant::now();
+    let killed = killer.join().map_err(|_| fail("killer thread"))?;
+    match result {
+        Err(e) if e.status() == Status::PeerDead && ended.duration_since(killed) < Duration::from_secs(1) => {}
+        other => return Err(fail(&format!("death gave {other:?} after {:?}", ended.duration_since(killed)))),
+    }
+    let _ = child.wait();
+    println!("matrix host=rust: ok");
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 """The Python cell used by the pytest suite.
 
-Methods: Echo.echo, Echo.view (memoryview request), Test.sleep (u32 ms), Test.raise
-(raises ValueError), Test.not_found (raises cellshm.NotFound), Test.call_host (calls the
+Methods: Echo.echo, Echo.view (memoryview request), Test.sleep (u32 ms), Test.fail (u32
+status + message, like the Rust and C test cells), Test.raise (raises ValueError), Test.not_found (raises cellshm.NotFound), Test.call_host (calls the
 host's Host.echo), Test.log (logs the request at WARNING), Test.async_echo (async def).
 With PY_CELL_MODE=async the cell serves with asyncio (serve_async)."""
 
@@ -44,6 +44,12 @@ def fail(request: bytes) -> bytes:
 @cell.method("Test.not_found")
 def not_found(request: bytes) -> bytes:
     raise cellshm.NotFound(f"no widget {request.decode()}")
+
+
+@cell.method("Test.fail")
+def fail_with(request: bytes) -> bytes:
+    (code,) = struct.unpack("<I", request[:4])
+    raise cellshm.error_class(code)(request[4:].decode())
 
 
 @cell.method("Test.call_host")
