@@ -21,7 +21,7 @@ endif
 # Tools installed into .venv are found first.
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-rust test-loom test-c test-asan test-python python lint header check-header tools bench bench-python clean
+.PHONY: demo test test-rust test-loom test-c test-asan test-python test-chaos chaos python lint header check-header tools bench bench-python clean
 
 ## Runs the demo: a Rust host with a Rust cell, a C cell and a Python cell on one hub.
 demo: tools python
@@ -31,7 +31,7 @@ demo: tools python
 	./target/release/echo-host -- ./target/release/echo-cell -- ./build/echo_cell -- $(VENV)/bin/python examples/python/echo_cell.py
 
 ## Runs every test suite.
-test: lint check-header test-rust test-loom test-c test-asan test-python
+test: lint check-header test-rust test-loom test-c test-asan test-python test-chaos
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -64,6 +64,19 @@ python:
 test-python: python test-c
 	$(CARGO) build --release --quiet -p cellshm -p cellshm-examples
 	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
+
+CHAOS_CELLS = -- ./target/release/cellshm __cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py
+
+## Chaos, short: 30 SIGKILLs at random moments to Rust, C and Python cells under a
+## supervisor while 4 threads call them (every call ends in time; pools free; no slot lost).
+test-chaos: test-c python
+	$(CARGO) build --release --quiet -p cellshm
+	./target/release/cellshm __chaos 30 $(CHAOS_CELLS)
+
+## Chaos, full: 200 rounds.
+chaos: test-c python
+	$(CARGO) build --release --quiet -p cellshm
+	./target/release/cellshm __chaos 200 $(CHAOS_CELLS)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Some("__cell") => test_cell(),
         Some("__host") => test_host(),
         Some("__matrix-host") => matrix_host(&args[1..]),
+        Some("__chaos") => chaos(&args[1..]),
         Some("__floor-shm") => floor_shm_child(&args[1..]),
         Some("__floor-sock") => floor_socket_child(&args[1..]),
         Some("-h" | "--help" | "help") => {
@@ -328,6 +329,147 @@ fn matrix_host(argv: &[String]) -> Result<(), Error> {
     }
     let _ = child.wait();
     println!("matrix host=rust: ok");
+    Ok(())
+}
+
+/// The chaos test: `__chaos ROUNDS -- CELL... [-- CELL...]`. Supervises the cells, keeps
+/// 4 threads calling them, and SIGKILLs one at a random moment ROUNDS times. Every call
+/// must end within its deadline, OK (with the right bytes), PEER_DEAD, or UNAVAILABLE
+/// while the cell restarts; every kill must be followed by a relaunch; at the end every
+/// pool must be free and no peer slot lost.
+fn chaos(args: &[String]) -> Result<(), Error> {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+    let fail = |what: String| Error::new(Status::Internal, format!("chaos: {what}"));
+    let rounds: u32 = args.first().and_then(|r| r.parse().ok()).ok_or_else(usage)?;
+    let cells: Vec<Vec<String>> =
+        args[1..].split(|a| a == "--").filter(|c| !c.is_empty()).map(|c| c.to_vec()).collect();
+    if cells.is_empty() {
+        return Err(usage());
+    }
+    let max_peers = 8;
+    let sup = Arc::new(cellshm::Supervisor::new(Hub::create(HubConfig { max_peers, ..HubConfig::default() })?)?);
+    let names: Vec<String> = (0..cells.len()).map(|i| format!("chaos-{i}")).collect();
+    for (name, argv) in names.iter().zip(&cells) {
+        let spec = cellshm::CellSpec::new(name.clone(), &argv[0])
+            .args(argv[1..].iter().cloned())
+            .env("CELLSHM_QUIET", "1")
+            .restart(cellshm::RestartPolicy {
+                max_restarts: u32::MAX,
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                reset_after: Duration::from_secs(1),
+            });
+        sup.add(spec)?;
+    }
+    let ready = |name: &str| sup.wait_for(name, Duration::from_secs(20), |s| *s == cellshm::CellStatus::Ready);
+    for name in &names {
+        ready(name)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default()); // ok, peer dead, unavailable, calls
+    let callers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (sup, stop, counts, names) = (sup.clone(), stop.clone(), counts.clone(), names.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ (t + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let name = &names[(rng % names.len() as u64) as usize];
+                    let size = [8usize, 200, 5000, 70_000][(rng >> 8) as usize % 4];
+                    let payload: Vec<u8> = (0..size).map(|i| (i as u64 ^ rng) as u8).collect();
+                    let deadline = Duration::from_secs(2);
+                    let started = Instant::now();
+                    let result = sup.call(name, "Echo.echo", &payload, &CallOptions::timeout(deadline));
+                    let took = started.elapsed();
+                    if took > deadline + Duration::from_millis(500) {
+                        return Err(format!("a call to {name} took {took:?}"));
+                    }
+                    counts[3].fetch_add(1, Ordering::Relaxed);
+                    match result {
+                        Ok(r) if r.bytes() == &payload[..] => counts[0].fetch_add(1, Ordering::Relaxed),
+                        Ok(_) => return Err(format!("{name} answered with other bytes")),
+                        Err(e) if e.status() == Status::PeerDead => counts[1].fetch_add(1, Ordering::Relaxed),
+                        Err(e) if e.status() == Status::Unavailable => {
+                            std::thread::sleep(Duration::from_millis(1));
+                            counts[2].fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => return Err(format!("{name}: unexpected {e}")),
+                    };
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    // Waits for an instance of `name` other than the one with `killed` pid to be ready.
+    let relaunched = |name: &str, killed: Option<u32>| -> Result<(), Error> {
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pid = sup.peer(name).and_then(|p| p.pid());
+            if sup.status(name) == Some(cellshm::CellStatus::Ready) && pid.is_some() && pid != killed {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                return Err(fail(format!("{name} was not relaunched ({:?})", sup.status(name))));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let mut killed: Vec<Option<u32>> = vec![None; names.len()];
+    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ std::process::id() as u64;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let which = (rng % names.len() as u64) as usize;
+        relaunched(&names[which], killed[which])?;
+        std::thread::sleep(Duration::from_micros(rng % 20_000));
+        if let Some(pid) = sup.peer(&names[which]).and_then(|p| p.pid()) {
+            // SAFETY: kill takes no pointers.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            killed[which] = Some(pid);
+        }
+    }
+    for (name, pid) in names.iter().zip(&killed) {
+        relaunched(name, *pid)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.join().map_err(|_| fail("a caller panicked".into()))?.map_err(fail)?;
+    }
+    // Every pool free, every launched cell accounted for, no slot lost.
+    std::thread::sleep(Duration::from_millis(50));
+    let snap = cellshm::snapshot(sup.hub().path())?;
+    let active: Vec<_> = snap.peers.iter().filter(|p| p.state == cellshm::PeerSlotState::Active).collect();
+    if active.len() != names.len() {
+        return Err(fail(format!("{} active slots for {} cells: {:?}", active.len(), names.len(), snap.peers)));
+    }
+    for p in &active {
+        if p.host_pool_in_use.iter().chain(&p.cell_pool_in_use).any(|&n| n != 0) {
+            return Err(fail(format!("slots still in use: {p:?}")));
+        }
+    }
+    let mut spare = Vec::new();
+    for i in 0..max_peers as usize - names.len() {
+        spare.push(sup.hub().add_peer(&format!("spare-{i}"), PeerOptions::default()).map_err(|e| {
+            fail(format!(
+                "peer slot lost: only {i} of {} spare slots could be reserved: {e}",
+                max_peers as usize - names.len()
+            ))
+        })?);
+    }
+    println!(
+        "chaos: {rounds} kills in {:.1} s; {} calls: {} ok, {} PEER_DEAD, {} unavailable while restarting; pools free; no slot lost",
+        started.elapsed().as_secs_f64(),
+        counts[3].load(Ordering::Relaxed),
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
+        counts[2].load(Ordering::Relaxed)
+    );
+    drop(spare);
     Ok(())
 }
 
