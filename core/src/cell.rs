@@ -235,17 +235,36 @@ impl Cell {
 
     /// Joins the hub `args` name: validates the doorbell fd and the hub, sends HELLO.
     pub fn join(args: JoinArgs, options: CellOptions) -> Result<Cell> {
+        Cell::join_inner(args, options, None)
+    }
+
+    /// Joins a running hub the host did not spawn us for, through its attach socket
+    /// (`<hub>.sock`, see [`crate::host::attach`]); the host must have enabled attaching
+    /// and allow our uid.
+    pub fn attach(hub_path: &std::path::Path, name: &str, mut options: CellOptions) -> Result<Cell> {
+        let (args, file) = crate::host::attach::request(hub_path, name)?;
+        options.name = name.to_string();
+        Cell::join_inner(args, options, Some(file))
+    }
+
+    fn join_inner(args: JoinArgs, options: CellOptions, hub_file: Option<std::fs::File>) -> Result<Cell> {
         let started = Instant::now();
         let doorbell =
             Doorbell::from_inherited(args.doorbell_fd).map_err(|m| Error::new(Status::InvalidArgument, m))?;
-        let file = CellHubFile::open(&args.hub_path, args.peer_id, args.peer_epoch, options.ready_timeout)?;
+        let spawned = hub_file.is_none();
+        let file = match hub_file {
+            None => CellHubFile::open(&args.hub_path, args.peer_id, args.peer_epoch, options.ready_timeout)?,
+            Some(f) => CellHubFile::open_file(f, &args.hub_path, args.peer_id, args.peer_epoch)?,
+        };
         let hub = file.info.clone();
-        // Die with the host. If it is already gone (we were re-parented before prctl), stop.
-        set_parent_death_signal();
-        // SAFETY: getppid has no preconditions.
-        let parent = unsafe { libc::getppid() } as u32;
-        if parent != hub.host_pid && parent == 1 {
-            return Err(Error::new(Status::PeerDead, "the host exited before this cell started"));
+        if spawned {
+            // Die with the host. If it is already gone (we were re-parented before prctl), stop.
+            set_parent_death_signal();
+            // SAFETY: getppid has no preconditions.
+            let parent = unsafe { libc::getppid() } as u32;
+            if parent != hub.host_pid && parent == 1 {
+                return Err(Error::new(Status::PeerDead, "the host exited before this cell started"));
+            }
         }
         let state = Arc::new(CellState {
             host_goodbye: AtomicBool::new(false),

@@ -304,6 +304,108 @@ pub fn place_in_child(command: &mut Command, child_end: RawFd, target: RawFd) {
     unsafe { command.pre_exec(place) };
 }
 
+/// Unix-socket plumbing for attaching a process the host did not spawn: the peer's
+/// credentials, and file descriptors passed with SCM_RIGHTS.
+pub mod unix {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    use super::cvt;
+
+    /// (pid, uid, gid) of the process at the other end of a connected Unix socket.
+    pub fn peer_credentials(socket: &impl AsRawFd) -> io::Result<(u32, u32, u32)> {
+        let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred`/`len` describe a writable ucred, as SO_PEERCRED requires.
+        cvt(unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        })?;
+        Ok((cred.pid as u32, cred.uid, cred.gid))
+    }
+
+    const MAX_FDS: usize = 4;
+
+    /// Sends `data` with `fds` attached (SCM_RIGHTS). The fds stay open here.
+    pub fn send_with_fds(socket: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+        assert!(fds.len() <= MAX_FDS && !data.is_empty());
+        let mut control = [0u8; 64];
+        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+        // SAFETY: msghdr is plain data; every pointer set below stays valid during sendmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            let bytes = std::mem::size_of_val(fds) as u32;
+            // SAFETY: CMSG_SPACE only computes a size.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+            assert!(msg.msg_controllen <= control.len());
+            msg.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: the control buffer is large enough for one header with `bytes` of
+            // data (asserted above); CMSG_FIRSTHDR/CMSG_DATA point inside it.
+            unsafe {
+                let header = libc::CMSG_FIRSTHDR(&msg);
+                (*header).cmsg_level = libc::SOL_SOCKET;
+                (*header).cmsg_type = libc::SCM_RIGHTS;
+                (*header).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+                std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header).cast::<RawFd>(), fds.len());
+            }
+        }
+        // SAFETY: `msg` describes valid buffers; MSG_NOSIGNAL avoids SIGPIPE.
+        let sent = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if sent as usize != data.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on the attach socket"));
+        }
+        Ok(())
+    }
+
+    /// Receives up to `buf.len()` bytes and any fds attached (which we then own; each is
+    /// made CLOEXEC).
+    pub fn recv_with_fds(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+        let mut control = [0u8; 64];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: msghdr is plain data; every pointer set below stays valid during recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        // SAFETY: `msg` describes valid, writable buffers.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut fds = Vec::new();
+        // SAFETY: the kernel filled `control` (msg_controllen says how much); the CMSG
+        // macros walk only within it, and each SCM_RIGHTS entry holds fds now ours.
+        unsafe {
+            let mut header = libc::CMSG_FIRSTHDR(&msg);
+            while !header.is_null() {
+                if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(header).cast::<RawFd>();
+                    let count = ((*header).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                    for i in 0..count {
+                        fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                    }
+                }
+                header = libc::CMSG_NXTHDR(&msg, header);
+            }
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "too many file descriptors on the attach socket"));
+        }
+        Ok((n as usize, fds))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +438,24 @@ mod tests {
         assert_eq!(a.wait(&[&kick], Some(Duration::from_secs(5))), Wake::PeerDead);
         assert!(start.elapsed() < Duration::from_secs(1));
         assert_eq!(a.ring(), Signal::PeerDead);
+    }
+
+    #[test]
+    fn fds_travel_over_a_unix_socket_with_credentials() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (pid, uid, _) = unix::peer_credentials(&b).unwrap();
+        assert_eq!(pid, std::process::id());
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(uid, unsafe { libc::geteuid() });
+        let (bell, _theirs) = pair().unwrap();
+        unix::send_with_fds(&a, b"hello", &[bell.as_raw_fd()]).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, fds) = unix::recv_with_fds(&b, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(fds.len(), 1);
+        let received =
+            Doorbell::from_inherited(std::os::fd::IntoRawFd::into_raw_fd(fds.into_iter().next().unwrap())).unwrap();
+        assert!(received.is_alive());
     }
 
     #[test]

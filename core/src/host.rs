@@ -1,5 +1,6 @@
 //! The host side: create a hub, add peers, spawn cells, call them.
 
+pub mod attach;
 pub mod supervisor;
 
 use std::fmt;
@@ -304,62 +305,13 @@ impl Hub {
 
     /// Reserves a peer slot and its doorbell. Spawn the cell with [`PeerTicket::spawn`].
     pub fn add_peer(&self, name: &str, options: PeerOptions) -> Result<PeerTicket> {
-        if options.doorbell_fd < 3 {
-            return Err(Error::new(
-                Status::InvalidArgument,
-                format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
-            ));
-        }
-        let file = &self.shared.file;
-        let mut peers = self.shared.peers.lock();
-        let id = (0..file.geometry().max_peers)
-            .find(|&p| match file.peer_state(p) {
-                PeerSlotState::Free => true,
-                PeerSlotState::Dead => reclaim(&mut peers, p),
-                _ => false,
-            })
-            .ok_or_else(|| {
-                Error::new(
-                    Status::HubFull,
-                    format!(
-                        "all {} peer slots of {} are in use (a dead cell's slot is reused once its process is gone)",
-                        file.geometry().max_peers,
-                        file.path().display()
-                    ),
-                )
-            })?;
-        let (ours, child_end) = doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
-        let epoch = file.reserve_peer(id, name);
-        let inner = Arc::new(PeerInner {
-            id,
-            epoch,
-            name: name.to_string(),
-            hub: self.shared.clone(),
-            session: Mutex::new(None),
-            state: Mutex::new(PeerState::Starting),
-            state_cv: Condvar::new(),
-            ready: Mutex::new(None),
-            pid: Mutex::new(None),
-            on_death: Mutex::new(Vec::new()),
-            said_goodbye: std::sync::atomic::AtomicBool::new(false),
-        });
-        let config = SessionConfig {
-            side: Side::Host,
-            label: format!("cell {name:?} (peer {id})"),
-            region: file.region(id),
-            doorbell: ours,
-            wait: options.wait,
-            server_wait: options.server_wait,
-            dispatcher: self.shared.dispatcher.clone(),
-            hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
-        };
-        // SAFETY: the slot was Free and is now reserved by us under the peers lock, so this
-        // is the only host-side session on this region.
-        let session = unsafe { Session::new(config) }.inspect_err(|_| file.set_peer_state(id, PeerSlotState::Free))?;
-        session.start_servers(options.server_threads)?;
-        *inner.session.lock() = Some(session);
-        peers.push(inner.clone());
-        Ok(PeerTicket { peer: Peer { inner }, child_end: Some(child_end), doorbell_fd: options.doorbell_fd })
+        add_peer(&self.shared, name, options)
+    }
+
+    /// Lets processes the host did not spawn join through a Unix socket next to the hub
+    /// file (see [`attach::AttachPolicy`]). Stops when the returned listener is dropped.
+    pub fn enable_attach(&self, policy: attach::AttachPolicy) -> Result<attach::AttachListener> {
+        attach::listen(self.shared.clone(), policy)
     }
 
     /// Every peer added so far, dead ones included.
@@ -377,6 +329,66 @@ impl Drop for Hub {
             }
         }
     }
+}
+
+/// Reserves a peer slot (a Free one, or a Dead one that can be reclaimed) and its doorbell.
+fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result<PeerTicket> {
+    if options.doorbell_fd < 3 {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
+        ));
+    }
+    let file = &shared.file;
+    let mut peers = shared.peers.lock();
+    let id = (0..file.geometry().max_peers)
+        .find(|&p| match file.peer_state(p) {
+            PeerSlotState::Free => true,
+            PeerSlotState::Dead => reclaim(&mut peers, p),
+            _ => false,
+        })
+        .ok_or_else(|| {
+            Error::new(
+                Status::HubFull,
+                format!(
+                    "all {} peer slots of {} are in use (a dead cell's slot is reused once its process is gone)",
+                    file.geometry().max_peers,
+                    file.path().display()
+                ),
+            )
+        })?;
+    let (ours, child_end) = doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
+    let epoch = file.reserve_peer(id, name);
+    let inner = Arc::new(PeerInner {
+        id,
+        epoch,
+        name: name.to_string(),
+        hub: shared.clone(),
+        session: Mutex::new(None),
+        state: Mutex::new(PeerState::Starting),
+        state_cv: Condvar::new(),
+        ready: Mutex::new(None),
+        pid: Mutex::new(None),
+        on_death: Mutex::new(Vec::new()),
+        said_goodbye: std::sync::atomic::AtomicBool::new(false),
+    });
+    let config = SessionConfig {
+        side: Side::Host,
+        label: format!("cell {name:?} (peer {id})"),
+        region: file.region(id),
+        doorbell: ours,
+        wait: options.wait,
+        server_wait: options.server_wait,
+        dispatcher: shared.dispatcher.clone(),
+        hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
+    };
+    // SAFETY: the slot was Free and is now reserved by us under the peers lock, so this
+    // is the only host-side session on this region.
+    let session = unsafe { Session::new(config) }.inspect_err(|_| file.set_peer_state(id, PeerSlotState::Free))?;
+    session.start_servers(options.server_threads)?;
+    *inner.session.lock() = Some(session);
+    peers.push(inner.clone());
+    Ok(PeerTicket { peer: Peer { inner }, child_end: Some(child_end), doorbell_fd: options.doorbell_fd })
 }
 
 /// Makes a Dead slot reusable: only once its process is gone (it can no longer write
@@ -437,6 +449,20 @@ impl PeerTicket {
             format!("--doorbell-fd={}", self.doorbell_fd),
             format!("--peer-epoch={}", self.peer.inner.epoch),
         ]
+    }
+
+    /// Hands the slot to a process that was not spawned for it (the attach path): the
+    /// peer, and the child's end of the doorbell to pass to that process.
+    pub(crate) fn into_attached(mut self, pid: u32) -> (Peer, OwnedFd) {
+        let child_end = self.child_end.take().expect("a ticket is handed over once");
+        *self.peer.inner.pid.lock() = Some(pid);
+        self.peer.inner.hub.file.set_peer_pid(self.peer.inner.id, pid);
+        (self.peer.clone(), child_end)
+    }
+
+    /// The slot epoch this ticket is for.
+    pub fn epoch(&self) -> u32 {
+        self.peer.inner.epoch
     }
 
     /// Appends the arguments to `command`, arranges the doorbell fd in the child, spawns

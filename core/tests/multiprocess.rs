@@ -628,3 +628,58 @@ fn both_sides_list_the_methods_they_serve() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn wait_for_peer(hub: &Hub, name: &str) -> Peer {
+    let t = Instant::now();
+    loop {
+        if let Some(peer) = hub.peers().into_iter().find(|p| p.name() == name && p.state() == PeerState::Ready) {
+            return peer;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{name} did not attach");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_process_the_host_did_not_spawn_attaches_through_the_hub_socket() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let listener = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
+    assert!(listener.path().exists());
+    let mut stranger = Command::new(CELL)
+        .args(["__attach", &hub.path().display().to_string(), "stranger"])
+        .env("CELLSHM_QUIET", "1")
+        .spawn()
+        .unwrap();
+    let peer = wait_for_peer(&hub, "stranger");
+    assert_eq!(peer.pid(), Some(stranger.id()));
+    assert_eq!(peer.call("Echo.echo", b"attached", &secs(5)).unwrap().bytes(), b"attached");
+    // Its death is seen like any other cell's.
+    stranger.kill().unwrap();
+    stranger.wait().unwrap();
+    let t = Instant::now();
+    while !matches!(peer.state(), PeerState::Dead(_)) {
+        assert!(t.elapsed() < Duration::from_secs(1));
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(listener.refusals().is_empty());
+    let socket = listener.path().to_path_buf();
+    drop(listener);
+    assert!(!socket.exists(), "the socket is removed with its listener");
+}
+
+#[test]
+fn a_process_of_another_uid_is_refused_with_a_logged_reason() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let listener = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", CELL, "__attach", &hub.path().display().to_string(), "intruder"])
+        .output()
+        .expect("runuser (util-linux) is needed to run a process as another user");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("attach refused") && stderr.contains("not allowed"), "{stderr}");
+    let refusals = listener.refusals();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].contains("uid 65534"), "{refusals:?}");
+    assert!(hub.peers().is_empty(), "no slot was reserved for the refused process");
+}

@@ -4,7 +4,8 @@
 //! cellshm inspect HUB            header and geometry of a hub file
 //! cellshm bench [--quick]        round-trip benchmarks beside their floors
 //! ```
-//! `cellshm __cell` is the cell the benchmarks and the multi-process tests spawn.
+//! `cellshm __cell` is the cell the benchmarks and the multi-process tests spawn;
+//! `cellshm __attach HUB NAME` is the same cell joining a running hub by attaching.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -30,7 +31,13 @@ fn main() -> ExitCode {
             }
         }
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
-        Some("__cell") => test_cell(),
+        Some("__cell") => Cell::from_args().and_then(test_cell),
+        Some("__attach") => match (args.get(1), args.get(2)) {
+            (Some(hub), Some(name)) => cellshm::CellOptions::from_env()
+                .and_then(|options| Cell::attach(Path::new(hub), name, options))
+                .and_then(test_cell),
+            _ => Err(usage()),
+        },
         Some("__host") => test_host(),
         Some("__matrix-host") => matrix_host(&args[1..]),
         Some("__chaos") => chaos(&args[1..]),
@@ -206,8 +213,8 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.log`: sends the payload as a log line.
 /// - `Test.goodbye`: answers, then leaves on purpose (goodbye).
 /// - `Test.exit`: exits the process at once with code u32.
-fn test_cell() -> Result<(), Error> {
-    let cell = std::sync::Arc::new(Cell::from_args()?);
+fn test_cell(cell: Cell) -> Result<(), Error> {
+    let cell = std::sync::Arc::new(cell);
     cell.method("Echo.echo", |call| {
         let request = call.payload();
         call.reply_with(request.len(), |buf| {

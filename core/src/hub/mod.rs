@@ -328,10 +328,15 @@ pub(crate) struct HostHubFile {
     layout: layout::HubLayout,
     region_layout: Arc<RegionLayout>,
     map: Arc<MmapRaw>,
-    _file: File,
+    file: File,
 }
 
 impl HostHubFile {
+    /// The open hub file (passed to attaching processes).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Creates the file exclusively (mode 0600), sizes it, writes the header, and only
     /// then makes it visible under its final name, so no reader ever sees half a header.
     pub fn create(config: &HubConfig) -> Result<HostHubFile> {
@@ -358,8 +363,7 @@ impl HostHubFile {
             .open(&path)
             .map_err(|e| Error::system(format!("opening hub file {}", path.display()), e))?;
         let map = map_raw(&file, 0, layout.total_size, true, "the hub file")?;
-        let hub =
-            HostHubFile { path, region_layout: Arc::new(geometry.region_layout()), geometry, layout, map, _file: file };
+        let hub = HostHubFile { path, region_layout: Arc::new(geometry.region_layout()), geometry, layout, map, file };
         for peer in 0..hub.geometry.max_peers {
             hub.region(peer).reset_control();
         }
@@ -578,6 +582,12 @@ impl CellHubFile {
                 Err(e) => return Err(Error::system(format!("opening hub file {}", path.display()), e)),
             }
         };
+        Self::open_file(file, path, peer_id, epoch)
+    }
+
+    /// Joins through an already open hub file (for example one passed over the attach
+    /// socket); `path` is only used in messages.
+    pub fn open_file(file: File, path: &Path, peer_id: u32, epoch: Option<u32>) -> Result<CellHubFile> {
         let (info, layout) = read_header(&file, path)?;
         if peer_id >= info.geometry.max_peers {
             return Err(Error::new(
