@@ -159,6 +159,7 @@ impl JoinArgs {
 }
 
 struct CellState {
+    log_filter: Arc<RwLock<crate::log::LogFilter>>,
     host_goodbye: AtomicBool,
     stopped: Mutex<bool>,
     stopped_cv: Condvar,
@@ -183,6 +184,19 @@ impl CellState {
 }
 
 impl Hooks for CellHooks {
+    fn builtin(&self, method_id: u32, payload: &[u8]) -> Option<Result<Vec<u8>>> {
+        if method_id != builtin::LOG_SET_FILTER_ID {
+            return None;
+        }
+        Some((|| {
+            let mut r = frame::BodyReader::new(payload);
+            let text = r.str().map_err(|m| Error::new(Status::InvalidArgument, format!("bad filter: {m}")))?;
+            r.finish().map_err(|m| Error::new(Status::InvalidArgument, format!("bad filter: {m}")))?;
+            *self.state.log_filter.write() = crate::log::LogFilter::parse(&text)?;
+            Ok(Vec::new())
+        })())
+    }
+
     fn on_goodbye(&self) {
         self.state.host_goodbye.store(true, Ordering::SeqCst);
         self.state.stop();
@@ -267,6 +281,7 @@ impl Cell {
             }
         }
         let state = Arc::new(CellState {
+            log_filter: Arc::new(RwLock::new(crate::log::LogFilter::default())),
             host_goodbye: AtomicBool::new(false),
             stopped: Mutex::new(false),
             stopped_cv: Condvar::new(),
@@ -455,9 +470,20 @@ impl Cell {
 
     /// Sends a log record to the host: `level` from [`frame::log_level`], `target` the
     /// logger or module it comes from.
+    /// Records the host's filter excludes are not sent at all.
     pub fn log_event(&self, level: u32, target: &str, message: &str) -> Result<()> {
-        let body = frame::LogEvent { level, target: target.to_string(), message: message.to_string() }.encode();
-        self.session.notify_with(builtin::LOG_EVENT_ID, body.len(), copy_of(&body), &CallOptions::default())
+        self.log_sender().send(level, target, message)
+    }
+
+    /// A handle sending log records after the host's filter (for `tracing` layers and
+    /// other threads).
+    pub fn log_sender(&self) -> crate::log::LogSender {
+        crate::log::LogSender { session: Arc::downgrade(&self.session), filter: self.state.log_filter.clone() }
+    }
+
+    /// True if a record of `level` from `target` passes the host's filter.
+    pub fn log_enabled(&self, level: u32, target: &str) -> bool {
+        self.state.log_filter.read().enabled(level, target)
     }
 
     /// Starts a call to a host method without blocking (see [`crate::Peer::call_start`]).

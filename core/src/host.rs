@@ -607,6 +607,14 @@ impl Peer {
         self.inner.session()?.call_with(frame::method_id(method), Some(method), max_len, fill, options)
     }
 
+    /// Pushes a log filter (`"warn,mycell=debug"`) to the cell: records it excludes are
+    /// no longer sent at all.
+    pub fn set_log_filter(&self, filter: &str, timeout: Duration) -> Result<()> {
+        crate::log::LogFilter::parse(filter)?;
+        let body = frame::BodyWriter::default().str(filter).finish();
+        self.call(builtin::LOG_SET_FILTER, &body, &CallOptions::timeout(timeout)).map(drop)
+    }
+
     /// The methods the cell serves, as (name, id), sorted by name
     /// (`cellshm.Introspect.methods`).
     pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {

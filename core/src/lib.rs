@@ -33,6 +33,7 @@ mod error;
 pub mod frame;
 pub mod host;
 pub(crate) mod hub;
+pub mod log;
 pub mod session;
 
 pub use cell::{Cell, CellOptions, JoinArgs};

@@ -683,3 +683,44 @@ fn a_process_of_another_uid_is_refused_with_a_logged_reason() {
     assert!(refusals[0].contains("uid 65534"), "{refusals:?}");
     assert!(hub.peers().is_empty(), "no slot was reserved for the refused process");
 }
+
+#[test]
+fn tracing_events_of_a_rust_cell_reach_the_host_through_the_filter_it_pushed() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    hub.set_log_sink(Some(Arc::new(move |r: &cellshm::LogRecord<'_>| {
+        let _ = tx.lock().unwrap().send((r.cell.to_string(), r.level, r.target.to_string(), r.message.to_string()));
+    })));
+    let (peer, mut child) = spawn_cell_on(&hub, "tracer", &[]);
+    let collect = |expected: usize| {
+        let sent_before = peer.cell_counters().unwrap().calls_sent;
+        peer.call("Test.trace", b"", &secs(5)).unwrap();
+        let got: Vec<_> = (0..expected).map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap()).collect();
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "more records than expected");
+        // Filtered-out events were never sent: the cell sent exactly what arrived.
+        assert_eq!(peer.cell_counters().unwrap().calls_sent - sent_before, expected as u64);
+        got.into_iter()
+            .map(|(cell, level, target, message)| {
+                assert_eq!(cell, "tracer");
+                (level, target, message)
+            })
+            .collect::<Vec<_>>()
+    };
+    use cellshm::frame::log_level::{DEBUG, ERROR, INFO, WARN};
+    // The default filter: info and more severe.
+    let got = collect(3);
+    assert_eq!(got[0], (INFO, "other".into(), "info from other".into()));
+    assert_eq!(got[1], (WARN, "other".into(), "warn from other".into()));
+    assert_eq!(got[2], (ERROR, "mycell".into(), "error with a field answer=42".into()));
+    // The host pushes "warn,mycell=debug".
+    peer.set_log_filter("warn,mycell=debug", Duration::from_secs(5)).unwrap();
+    let got = collect(3);
+    assert_eq!(got[0], (WARN, "other".into(), "warn from other".into()));
+    assert_eq!(got[1], (DEBUG, "mycell::db".into(), "debug from mycell".into()));
+    assert_eq!(got[2].0, ERROR);
+    let err = peer.set_log_filter("loud", Duration::from_secs(5)).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    let _ = child.kill();
+    let _ = child.wait();
+}

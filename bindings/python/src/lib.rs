@@ -504,6 +504,18 @@ impl Peer {
         py.detach(|| self.peer.ping(timeout)).map(|d| d.as_secs_f64()).map_err(err)
     }
 
+    /// Pushes a log filter ("warn,mycell=debug") to the cell.
+    fn set_log_filter(&self, py: Python<'_>, filter: &str, timeout: f64) -> PyResult<()> {
+        let timeout = duration(timeout, "timeout")?;
+        py.detach(|| self.peer.set_log_filter(filter, timeout)).map_err(err)
+    }
+
+    /// The methods the cell serves, as (name, id), sorted by name.
+    fn methods(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32)>> {
+        let timeout = duration(timeout, "timeout")?;
+        py.detach(|| self.peer.methods(timeout)).map_err(err)
+    }
+
     /// Calls `callback(code, message)` once when the peer dies (at once if it has).
     fn on_death(&self, callback: Py<PyAny>) {
         self.peer.on_death(move |e| {
@@ -647,9 +659,15 @@ impl Cell {
         py.detach(|| cell.notify(method, data.as_slice(), &CallOptions::default())).map_err(err)
     }
 
-    /// Sends a log record to the host (level: 1 error ... 5 trace).
+    /// Sends a log record to the host (level: 1 error ... 5 trace) if the host's filter
+    /// lets it through.
     fn log(&self, level: u32, target: &str, message: &str) -> PyResult<()> {
         self.get()?.log_event(level, target, message).map_err(err)
+    }
+
+    /// True if a record of `level` from `target` passes the host's filter.
+    fn log_enabled(&self, level: u32, target: &str) -> PyResult<bool> {
+        Ok(self.get()?.log_enabled(level, target))
     }
 
     /// Tells the host goodbye and closes the cell.

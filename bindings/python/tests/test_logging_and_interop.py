@@ -70,3 +70,25 @@ def test_the_python_example_host_runs_python_and_rust_cells(rust_echo_host):
     assert "echo-0: Echo.upper -> 'SHOUT'" in out.stdout
     assert "cellshm.cell.echo-0: upper-casing 5 bytes" in out.stderr, "the cell's log record reached the host's log"
     assert "echo-1: exited with code 0" in out.stdout
+
+
+def test_the_host_filters_what_a_python_cell_sends_and_lists_its_methods(hub, py_test_cell, caplog):
+    peer = spawn_ready(hub, py_test_cell, name="filtered")
+    names = [name for name, _ in peer.methods()]
+    assert "Echo.echo" in names and "Test.log" in names and "cellshm.Introspect.methods" in names
+    peer.set_log_filter("error")
+    with caplog.at_level(logging.DEBUG, logger="cellshm.cell"):
+        peer.call("Test.log", b"dropped", timeout=5.0)  # logs at WARNING: filtered out in the cell
+        peer.set_log_filter("warn,py_test_cell=warn")
+        peer.call("Test.log", b"kept", timeout=5.0)
+        deadline = time.monotonic() + 5
+        while not any("kept" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    messages = [r.getMessage() for r in caplog.records if r.name == "cellshm.cell.filtered"]
+    assert any("the host said kept" in m for m in messages), messages
+    assert not any("dropped" in m for m in messages), messages
+    import pytest
+    import cellshm
+
+    with pytest.raises(cellshm.InvalidArgument):
+        peer.set_log_filter("loud")

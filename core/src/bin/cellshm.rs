@@ -212,8 +212,20 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
 /// - `Test.log`: sends the payload as a log line.
 /// - `Test.goodbye`: answers, then leaves on purpose (goodbye).
+/// - `Test.trace`: emits `tracing` events (forwarded to the host through the log filter).
 /// - `Test.exit`: exits the process at once with code u32.
 fn test_cell(cell: Cell) -> Result<(), Error> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry().with(cellshm::log::CellLayer::new(cell.log_sender()));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    cell.method("Test.trace", |_| {
+        tracing::info!(target: "other", "info from other");
+        tracing::warn!(target: "other", "warn from other");
+        tracing::debug!(target: "mycell::db", "debug from mycell");
+        tracing::trace!(target: "mycell::db", "trace from mycell");
+        tracing::error!(target: "mycell", answer = 42, "error with a field");
+        Ok(())
+    })?;
     let cell = std::sync::Arc::new(cell);
     cell.method("Echo.echo", |call| {
         let request = call.payload();

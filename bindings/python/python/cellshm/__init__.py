@@ -226,6 +226,15 @@ class Peer:
         """Round-trip time of a PING, in seconds."""
         return float(self._native.ping(_check_timeout(timeout)))
 
+    def set_log_filter(self, filter: str, timeout: float = 5.0) -> None:
+        """Pushes a log filter such as ``"warn,mycell=debug"`` to the cell: records it
+        excludes are not sent at all."""
+        self._native.set_log_filter(filter, _check_timeout(timeout))
+
+    def methods(self, timeout: float = 5.0) -> List[Tuple[str, int]]:
+        """The methods the cell serves, as (name, id), sorted by name."""
+        return list(self._native.methods(_check_timeout(timeout)))
+
     def on_death(self, callback: Callable[[CellshmError], None]) -> None:
         """Calls ``callback(error)`` once when the peer dies (at once if it has), from a
         cellshm thread."""
@@ -450,7 +459,10 @@ class CellLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.cell._native.log(_to_cellshm_level(record.levelno), record.name, self.format(record))
+            level = _to_cellshm_level(record.levelno)
+            if not self.cell._native.log_enabled(level, record.name):
+                return  # the host's filter excludes it: not even formatted
+            self.cell._native.log(level, record.name, self.format(record))
         except Exception:
             self.handleError(record)
 
