@@ -393,7 +393,25 @@ impl Hub {
         };
         let ticket = self.with(|hub| hub.add_peer(name, options))?;
         let (peer, child) = py.detach(|| ticket.spawn(&mut command)).map_err(err)?;
-        Ok(Peer { peer, process: CellProcess::new(child) })
+        Ok(Peer { peer, process: Some(CellProcess::new(child)) })
+    }
+
+    /// The most recent peer named `name` (spawned or attached), if any.
+    fn peer(&self, name: &str) -> PyResult<Option<Peer>> {
+        let found = self.with(|hub| Ok(hub.peers().into_iter().rev().find(|p| p.name() == name)))?;
+        Ok(found.map(|peer| Peer { peer, process: None }))
+    }
+
+    /// Lets processes this host did not spawn attach through `<hub>.sock` (uids in
+    /// `allowed_uids`, the host's own by default).
+    #[pyo3(signature = (allowed_uids=None))]
+    fn enable_attach(&self, allowed_uids: Option<Vec<u32>>) -> PyResult<AttachListener> {
+        let mut policy = cellshm::host::attach::AttachPolicy::default();
+        if let Some(uids) = allowed_uids {
+            policy.allowed_uids = uids;
+        }
+        let listener = self.with(|hub| hub.enable_attach(policy))?;
+        Ok(AttachListener { listener: Mutex::new(Some(listener)) })
     }
 
     /// Closes every link (cells see EOF and leave) and removes the hub file.
@@ -412,7 +430,19 @@ impl Hub {
 #[pyclass(module = "cellshm._native", frozen)]
 struct Peer {
     peer: CorePeer,
-    process: CellProcess,
+    /// None for a cell that attached (the host did not spawn it).
+    process: Option<CellProcess>,
+}
+
+impl Peer {
+    fn process(&self) -> PyResult<&CellProcess> {
+        self.process.as_ref().ok_or_else(|| {
+            err(Error::new(
+                Status::FailedPrecondition,
+                format!("cell {:?} was not spawned by this host", self.peer.name()),
+            ))
+        })
+    }
 }
 
 #[pymethods]
@@ -528,24 +558,210 @@ impl Peer {
     }
 
     fn kill(&self) -> PyResult<()> {
-        self.process.kill().map_err(err)
+        self.process()?.kill().map_err(err)
     }
 
     /// Waits for the process to exit; its exit code (128 + signal if killed).
     fn wait_exit(&self, py: Python<'_>, timeout: f64) -> PyResult<i32> {
         let timeout = duration(timeout, "timeout")?;
-        py.detach(|| self.process.wait_exit(timeout)).map_err(err)
+        let process = self.process()?;
+        py.detach(|| process.wait_exit(timeout)).map_err(err)
     }
 
     /// GOODBYE, up to `grace` seconds, then SIGKILL; returns the exit code.
     fn shutdown(&self, py: Python<'_>, grace: f64) -> PyResult<i32> {
         let grace = duration(grace, "grace")?;
-        Ok(py.detach(|| self.process.shutdown(&self.peer, grace)))
+        match &self.process {
+            Some(process) => Ok(py.detach(|| process.shutdown(&self.peer, grace))),
+            None => {
+                py.detach(|| self.peer.shutdown(grace));
+                Ok(0)
+            }
+        }
     }
 
     #[getter]
     fn doorbell_fd(&self) -> Option<i32> {
         self.peer.doorbell_fd()
+    }
+}
+
+// ----- supervision and attach ----------------------------------------------------------
+
+fn status_parts(status: &cellshm::CellStatus) -> (&'static str, Option<String>) {
+    use cellshm::{CellStatus as S, ExitReason as R};
+    let reason = |r: &R| match r {
+        R::Code(c) => format!("code {c}"),
+        R::Signal(s) => format!("signal {s}"),
+        R::Goodbye => "goodbye".into(),
+        R::ProtocolError(m) => format!("protocol error: {m}"),
+        R::ReadyTimeout => "ready timeout".into(),
+        R::SpawnFailed(m) => format!("spawn failed: {m}"),
+        R::Stopped(c) => format!("stopped (exit code {c})"),
+    };
+    match status {
+        S::Starting => ("starting", None),
+        S::Ready => ("ready", None),
+        S::Stopping => ("stopping", None),
+        S::Exited(r) => ("exited", Some(reason(r))),
+        S::Crashed(r) => ("crashed", Some(reason(r))),
+        S::Failed(r) => ("failed", Some(reason(r))),
+    }
+}
+
+/// Cells kept alive under stable names (see `cellshm.Supervisor`).
+#[pyclass(module = "cellshm._native", frozen)]
+struct Supervisor {
+    sup: Mutex<Option<Arc<cellshm::Supervisor>>>,
+    path: String,
+}
+
+impl Supervisor {
+    fn get(&self) -> PyResult<Arc<cellshm::Supervisor>> {
+        self.sup.lock().clone().ok_or_else(|| err(Error::new(Status::SessionClosed, "the supervisor is closed")))
+    }
+}
+
+#[pymethods]
+impl Supervisor {
+    #[new]
+    #[pyo3(signature = (path=None, max_peers=8))]
+    fn new(py: Python<'_>, path: Option<String>, max_peers: u32) -> PyResult<Self> {
+        let config = HubConfig { path: path.map(Into::into), max_peers, ..HubConfig::default() };
+        let sup = py.detach(|| CoreHub::create(config).and_then(cellshm::Supervisor::new)).map_err(err)?;
+        let path = sup.hub().path().display().to_string();
+        Ok(Supervisor { sup: Mutex::new(Some(Arc::new(sup))), path })
+    }
+
+    #[getter]
+    fn hub_path(&self) -> String {
+        self.path.clone()
+    }
+
+    #[pyo3(signature = (name, handler, view=false))]
+    fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {
+        let name = method_name(name)?;
+        self.get()?.hub().method(name, py_handler(handler, view)).map_err(err)
+    }
+
+    /// Calls `callback(name, status, reason, peer_id, pid, restarts)` on every change.
+    fn on_event(&self, callback: Py<PyAny>) -> PyResult<()> {
+        self.get()?.on_event(move |e| {
+            let (status, reason) = status_parts(&e.status);
+            Python::attach(|py| {
+                if let Err(exception) =
+                    callback.call1(py, (e.name.as_str(), status, reason, e.peer_id, e.pid, e.restarts))
+                {
+                    exception.print(py);
+                }
+            })
+        });
+        Ok(())
+    }
+
+    #[pyo3(signature = (name, argv, env=None, ready_timeout=10.0, max_restarts=5, initial_backoff=0.05, max_backoff=5.0, reset_after=60.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        argv: Vec<String>,
+        env: Option<&Bound<'_, PyDict>>,
+        ready_timeout: f64,
+        max_restarts: u32,
+        initial_backoff: f64,
+        max_backoff: f64,
+        reset_after: f64,
+    ) -> PyResult<()> {
+        let Some(program) = argv.first() else {
+            return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
+        };
+        let mut spec = cellshm::CellSpec::new(name, program).args(argv[1..].iter().cloned());
+        if let Some(env) = env {
+            for (key, value) in env.iter() {
+                spec = spec.env(key.extract::<String>()?, value.extract::<String>()?);
+            }
+        }
+        spec.ready_timeout = duration(ready_timeout, "ready_timeout")?;
+        spec.restart = cellshm::RestartPolicy {
+            max_restarts,
+            initial_backoff: duration(initial_backoff, "initial_backoff")?,
+            max_backoff: duration(max_backoff, "max_backoff")?,
+            reset_after: duration(reset_after, "reset_after")?,
+        };
+        let sup = self.get()?;
+        py.detach(|| sup.add(spec)).map_err(err)
+    }
+
+    /// (status, reason) of a cell, or None for an unknown name.
+    fn status(&self, name: &str) -> PyResult<Option<(&'static str, Option<String>)>> {
+        Ok(self.get()?.status(name).map(|s| status_parts(&s)))
+    }
+
+    /// Waits until the cell's status is `status` ("ready", "crashed", ...); the reason.
+    fn wait_for(&self, py: Python<'_>, name: &str, status: &str, timeout: f64) -> PyResult<Option<String>> {
+        let timeout = duration(timeout, "timeout")?;
+        let sup = self.get()?;
+        let wanted = status.to_string();
+        let got = py.detach(|| sup.wait_for(name, timeout, |s| status_parts(s).0 == wanted)).map_err(err)?;
+        Ok(status_parts(&got).1)
+    }
+
+    #[pyo3(signature = (name, method, payload=None, timeout=None))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyBytes>> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let sup = self.get()?;
+        let response = py.detach(|| sup.call(name, method, data.as_slice(), &options)).map_err(err)?;
+        response_bytes(py, &response)
+    }
+
+    /// The current instance's pid, if one runs.
+    fn pid(&self, name: &str) -> PyResult<Option<u32>> {
+        Ok(self.get()?.peer(name).and_then(|p| p.pid()))
+    }
+
+    fn stop(&self, py: Python<'_>, name: &str, grace: f64) -> PyResult<i32> {
+        let grace = duration(grace, "grace")?;
+        let sup = self.get()?;
+        py.detach(|| sup.stop(name, grace)).map_err(err)
+    }
+
+    fn close(&self, py: Python<'_>, grace: f64) -> PyResult<()> {
+        let grace = duration(grace, "grace")?;
+        let sup = self.sup.lock().take();
+        py.detach(move || {
+            if let Some(sup) = sup {
+                sup.stop_all(grace);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The attach socket of a hub (see `cellshm.Hub.enable_attach`).
+#[pyclass(module = "cellshm._native", frozen)]
+struct AttachListener {
+    listener: Mutex<Option<cellshm::host::attach::AttachListener>>,
+}
+
+#[pymethods]
+impl AttachListener {
+    fn refusals(&self) -> Vec<String> {
+        self.listener.lock().as_ref().map(|l| l.refusals()).unwrap_or_default()
+    }
+
+    fn close(&self, py: Python<'_>) {
+        let listener = self.listener.lock().take();
+        py.detach(move || drop(listener));
     }
 }
 
@@ -574,6 +790,15 @@ impl Cell {
         let join = JoinArgs::parse(args).map_err(err)?;
         let options = CellOptions::from_env().map_err(err)?;
         let cell = py.detach(|| CoreCell::join(join, options)).map_err(err)?;
+        Ok(Cell { cell: Arc::new(Mutex::new(Some(Arc::new(cell)))) })
+    }
+
+    /// Joins a running hub by attaching through its socket as `name`.
+    #[staticmethod]
+    fn attach(py: Python<'_>, hub_path: &str, name: &str) -> PyResult<Cell> {
+        let options = CellOptions::from_env().map_err(err)?;
+        let path = std::path::PathBuf::from(hub_path);
+        let cell = py.detach(|| CoreCell::attach(&path, name, options)).map_err(err)?;
         Ok(Cell { cell: Arc::new(Mutex::new(Some(Arc::new(cell)))) })
     }
 
@@ -734,5 +959,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Cell>()?;
     m.add_class::<PendingCall>()?;
     m.add_class::<AsyncNotifier>()?;
+    m.add_class::<Supervisor>()?;
+    m.add_class::<AttachListener>()?;
     Ok(())
 }

@@ -320,6 +320,19 @@ class Hub:
     def peers(self) -> List[Peer]:
         return list(self._peers)
 
+    def peer(self, name: str) -> Optional[Peer]:
+        """The most recent cell named ``name``, spawned or attached (an attached cell's
+        Peer cannot kill or wait for its process: the host did not spawn it)."""
+        native = self._native.peer(name)
+        return None if native is None else Peer(native)
+
+    def enable_attach(self, allowed_uids: Optional[Sequence[int]] = None) -> Any:
+        """Lets processes this host did not spawn join through ``<hub>.sock``
+        (:meth:`Cell.attach`). Only ``allowed_uids`` may (the host's own uid by default);
+        refusals are logged and listed by ``.refusals()`` of the returned listener, which
+        stops accepting when closed."""
+        return self._native.enable_attach(None if allowed_uids is None else list(allowed_uids))
+
     def close(self) -> None:
         """Closes every link and removes the hub file. Idempotent."""
         self._native.close()
@@ -374,6 +387,11 @@ class Cell:
         """Joins from ``--hub-path=``, ``--peer-id=``, ``--doorbell-fd=`` in ``argv``
         (default ``sys.argv``) or the ``CELLSHM_*`` environment variables."""
         return cls(_native.Cell.join(list(sys.argv if argv is None else argv)))
+
+    @classmethod
+    def attach(cls, hub_path: str, name: str) -> "Cell":
+        """Joins a running hub whose host enabled attaching, as ``name``."""
+        return cls(_native.Cell.attach(hub_path, name))
 
     @property
     def peer_id(self) -> int:
@@ -449,6 +467,80 @@ class Cell:
         self.close()
 
 
+class Supervisor:
+    """Keeps cells alive under stable names: relaunch on crash with capped exponential
+    backoff, no relaunch after a goodbye, graceful stop (GOODBYE, SIGTERM, SIGKILL).
+    Statuses: "starting", "ready", "stopping", "exited", "crashed", "failed", each with a
+    reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
+
+    def __init__(self, path: Optional[str] = None, *, max_peers: int = 8) -> None:
+        self._native = _native.Supervisor(path, max_peers)
+
+    @property
+    def hub_path(self) -> str:
+        return str(self._native.hub_path)
+
+    def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
+        """Decorator: a host method the supervised cells can call."""
+
+        def register(handler: H) -> H:
+            self._native.method(name, _sync_handler(handler, lambda: None), view)
+            return handler
+
+        return register
+
+    def on_event(self, callback: Callable[..., None]) -> None:
+        """``callback(name, status, reason, peer_id, pid, restarts)`` on every change."""
+        self._native.on_event(callback)
+
+    def add(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        ready_timeout: float = 10.0,
+        max_restarts: int = 5,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        reset_after: float = 60.0,
+    ) -> None:
+        """Adds a cell and starts it."""
+        if isinstance(argv, (str, bytes)):
+            raise TypeError("argv must be a sequence of str")
+        self._native.add(
+            name, list(argv), dict(env or {}), ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after
+        )
+
+    def status(self, name: str) -> Optional[Tuple[str, Optional[str]]]:
+        return self._native.status(name)
+
+    def wait_for(self, name: str, status: str, timeout: float = 10.0) -> Optional[str]:
+        """Waits until ``name`` has ``status``; returns its reason (if any)."""
+        return self._native.wait_for(name, status, timeout)
+
+    def call(self, name: str, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Calls the current instance of ``name``; :class:`Unavailable` while it restarts."""
+        return self._native.call(name, method, payload, _check_timeout(timeout))
+
+    def pid(self, name: str) -> Optional[int]:
+        return self._native.pid(name)
+
+    def stop(self, name: str, grace: float = 2.0) -> int:
+        """Stops ``name`` for good; returns its exit code."""
+        return int(self._native.stop(name, grace))
+
+    def close(self, grace: float = 1.0) -> None:
+        """Stops every cell and closes the hub."""
+        self._native.close(grace)
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class CellLogHandler(logging.Handler):
     """Forwards log records from a cell to its host, where they appear in the host's log
     with the cell's name. Records are sent without waiting (notifications)."""
@@ -477,6 +569,7 @@ __all__ = [
     "Peer",
     "Cell",
     "CellLogHandler",
+    "Supervisor",
     "Payload",
     "method_id",
     "status_name",
