@@ -29,6 +29,24 @@
 // `cellshm_peer_options.wait`: sleep at once (one wakeup per message).
 #define CELLSHM_WAIT_BLOCK 2
 
+// Status of a supervised cell: launched, not ready yet.
+#define CELLSHM_CELL_STARTING 0
+
+// Status of a supervised cell: serving.
+#define CELLSHM_CELL_READY 1
+
+// Status of a supervised cell: being stopped.
+#define CELLSHM_CELL_STOPPING 2
+
+// Status of a supervised cell: ended on purpose (goodbye, a clean exit, a stop).
+#define CELLSHM_CELL_EXITED 3
+
+// Status of a supervised cell: crashed; a relaunch is scheduled.
+#define CELLSHM_CELL_CRASHED 4
+
+// Status of a supervised cell: crashed too often, or cannot start: given up.
+#define CELLSHM_CELL_FAILED 5
+
 // Result of every fallible function. The numbers are cellshm's one status table
 // (gRPC's canonical codes, then cellshm's own from 100), the same in Rust and Python.
 enum cellshm_status
@@ -119,6 +137,11 @@ typedef struct cellshm_reply cellshm_reply;
 // it with cellshm_response_free (that hands the slot back to the sender).
 typedef struct cellshm_response cellshm_response;
 
+// Keeps cells alive under stable names (relaunch with backoff, graceful stop). Owns its
+// hub. Thread-safe: every function but cellshm_supervisor_free may be called from any
+// thread.
+typedef struct cellshm_supervisor cellshm_supervisor;
+
 // How the host talks to one peer. Start from cellshm_peer_options_default().
 typedef struct {
   // CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
@@ -156,6 +179,27 @@ typedef struct {
 // Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
 // CELLSHM_PROTOCOL_ERROR, CELLSHM_SESSION_CLOSED, ...) and a message valid during the call.
 typedef void (*cellshm_death_fn)(void *userdata, uint32_t status, const char *message);
+
+// How often a crashed cell is started again. Start from cellshm_restart_policy_default().
+typedef struct {
+  // Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
+  uint32_t max_restarts;
+  // Delay before the first relaunch (doubled after each crash).
+  uint64_t initial_backoff_ms;
+  // Upper bound of the delay.
+  uint64_t max_backoff_ms;
+  // A cell up this long has its restart count reset.
+  uint64_t reset_after_ms;
+  // How long a cell may take to become ready.
+  uint64_t ready_timeout_ms;
+} cellshm_restart_policy;
+
+// Called on every status change of a supervised cell, on the supervisor's thread:
+// `name` and `reason` (empty unless it ended) are valid during the call.
+typedef void (*cellshm_cell_event_fn)(void *userdata,
+                                      const char *name,
+                                      uint32_t status,
+                                      const char *reason);
 
 #ifdef __cplusplus
 extern "C" {
@@ -374,6 +418,124 @@ cellshm_status cellshm_peer_shutdown(const cellshm_peer *peer, uint64_t grace_ms
 // `peer` is NULL or a peer not yet freed, not in use by another thread.
 void cellshm_peer_free(cellshm_peer *peer);
 
+// Lets processes the host did not spawn join the hub through its socket
+// (`<hub path>.sock`, see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
+// lists the uids allowed; none means the host's own uid. Refused connections are
+// logged. Attaching stays enabled until the hub is freed.
+//
+// # Safety
+// `hub` is live; `uids` has `uid_count` readable entries (or is NULL with 0).
+cellshm_status cellshm_hub_enable_attach(cellshm_hub *hub, const uint32_t *uids, size_t uid_count);
+
+// Finds the most recent peer named `name`, spawned or attached. On success
+// `*out_peer` is a new handle owned by the caller (free it with cellshm_peer_free);
+// for an attached cell, cellshm_peer_kill and cellshm_peer_wait_exit fail with
+// CELLSHM_FAILED_PRECONDITION (the host did not spawn it). CELLSHM_NOT_FOUND if none.
+//
+// # Safety
+// `hub` is live; `name` NUL-terminated; `out_peer` writable.
+cellshm_status cellshm_hub_find_peer(const cellshm_hub *hub,
+                                     const char *name,
+                                     cellshm_peer **out_peer);
+
+// Pushes a log filter (e.g. "warn,mycell=debug") to the cell: records it excludes are
+// no longer sent at all.
+//
+// # Safety
+// `peer` is live; `filter` NUL-terminated.
+cellshm_status cellshm_peer_set_log_filter(const cellshm_peer *peer,
+                                           const char *filter,
+                                           uint64_t timeout_ms);
+
+// The default restart policy: 5 restarts per minute, backoff 50 ms doubling to 5 s,
+// 10 s to become ready.
+cellshm_restart_policy cellshm_restart_policy_default(void);
+
+// Creates a supervisor with its own hub (`path` may be NULL; `max_peers` 0 = 8). On
+// success `*out_supervisor` is owned by the caller.
+//
+// # Safety
+// `path` is NULL or NUL-terminated; `out_supervisor` writable.
+cellshm_status cellshm_supervisor_new(const char *path,
+                                      uint32_t max_peers,
+                                      cellshm_supervisor **out_supervisor);
+
+// Calls `callback` on every status change. `free_userdata` (may be NULL) is called
+// exactly once, when the supervisor is freed.
+//
+// # Safety
+// `supervisor` is live; `callback` a valid function.
+cellshm_status cellshm_supervisor_on_event(const cellshm_supervisor *supervisor,
+                                           cellshm_cell_event_fn callback,
+                                           void *userdata,
+                                           cellshm_free_fn free_userdata);
+
+// Adds a cell named `name` running `program` with `argv` (NULL-terminated, may be NULL)
+// and extra `envp` entries ("KEY=VALUE", NULL-terminated, may be NULL), and starts it.
+// `policy` may be NULL for the default.
+//
+// # Safety
+// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+cellshm_status cellshm_supervisor_add(const cellshm_supervisor *supervisor,
+                                      const char *name,
+                                      const char *program,
+                                      const char *const *argv,
+                                      const char *const *envp,
+                                      const cellshm_restart_policy *policy);
+
+// Writes the cell's status (CELLSHM_CELL_*) to `*out_status`; CELLSHM_NOT_FOUND for an
+// unknown name.
+//
+// # Safety
+// `supervisor` is live; `name` NUL-terminated; `out_status` writable.
+cellshm_status cellshm_supervisor_status(const cellshm_supervisor *supervisor,
+                                         const char *name,
+                                         uint32_t *out_status);
+
+// Waits up to `timeout_ms` for the cell to reach `status` (a CELLSHM_CELL_* value).
+//
+// # Safety
+// `supervisor` is live; `name` NUL-terminated.
+cellshm_status cellshm_supervisor_wait_status(const cellshm_supervisor *supervisor,
+                                              const char *name,
+                                              uint32_t status,
+                                              uint64_t timeout_ms);
+
+// The current instance's process id (0 if none runs).
+//
+// # Safety
+// `supervisor` is NULL or live; `name` NULL or NUL-terminated.
+uint32_t cellshm_supervisor_pid(const cellshm_supervisor *supervisor, const char *name);
+
+// Calls the current instance of the cell named `cell`; CELLSHM_UNAVAILABLE while it
+// (re)starts. As cellshm_peer_call otherwise.
+//
+// # Safety
+// As for cellshm_peer_call, with a live `supervisor` and a NUL-terminated `cell`.
+cellshm_status cellshm_supervisor_call(const cellshm_supervisor *supervisor,
+                                       const char *cell,
+                                       const char *method,
+                                       const uint8_t *request,
+                                       size_t request_len,
+                                       const cellshm_call_options *options,
+                                       cellshm_response **out_response);
+
+// Stops the cell for good: GOODBYE, then SIGTERM, then SIGKILL, each after `grace_ms`.
+// `*out_exit_code` (may be NULL) gets its exit code.
+//
+// # Safety
+// `supervisor` is live; `name` NUL-terminated; `out_exit_code` NULL or writable.
+cellshm_status cellshm_supervisor_stop(const cellshm_supervisor *supervisor,
+                                       const char *name,
+                                       uint64_t grace_ms,
+                                       int *out_exit_code);
+
+// Stops every cell (briefly) and frees the supervisor and its hub. NULL is a no-op.
+//
+// # Safety
+// `supervisor` is NULL or not yet freed, not in use by another thread.
+void cellshm_supervisor_free(cellshm_supervisor *supervisor);
+
 // Joins the hub: reads --hub-path=, --peer-id=, --doorbell-fd= from `argv` (argc
 // entries, argv[0] being the program; may be NULL with argc 0) or the CELLSHM_*
 // environment variables, checks them, and says HELLO. On success `*out_cell` is owned
@@ -382,6 +544,13 @@ void cellshm_peer_free(cellshm_peer *peer);
 // # Safety
 // `argv` has `argc` NUL-terminated strings (or is NULL with argc 0); `out_cell` writable.
 cellshm_status cellshm_cell_new(int argc, const char *const *argv, cellshm_cell **out_cell);
+
+// Joins a running hub whose host enabled attaching (cellshm_hub_enable_attach), as
+// `name`, through its socket. On success `*out_cell` is owned by the caller.
+//
+// # Safety
+// `hub_path` and `name` NUL-terminated; `out_cell` writable.
+cellshm_status cellshm_cell_attach(const char *hub_path, const char *name, cellshm_cell **out_cell);
 
 // Serves "Service.method" with `handler`. `free_userdata` (may be NULL) is called
 // exactly once: when the cell is freed, or before this returns if it fails.
@@ -432,6 +601,17 @@ cellshm_status cellshm_cell_notify(const cellshm_cell *cell,
 // # Safety
 // `cell` is live; `line` NUL-terminated.
 cellshm_status cellshm_cell_log(const cellshm_cell *cell, const char *line);
+
+// Sends a log record to the host: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace;
+// `target` the logger or module (may be ""). Records the host's filter excludes are not
+// sent.
+//
+// # Safety
+// `cell` is live; `target` and `message` NUL-terminated.
+cellshm_status cellshm_cell_log_event(const cellshm_cell *cell,
+                                      uint32_t level,
+                                      const char *target,
+                                      const char *message);
 
 // This cell's peer id (0 for NULL).
 //

@@ -235,6 +235,11 @@ impl Hooks for PeerHooks {
         }
     }
 
+    fn in_order(&self, method_id: u32) -> bool {
+        // Log records must reach the sink in the order the cell sent them.
+        method_id == builtin::LOG_EVENT_ID
+    }
+
     fn on_dead(&self, error: &Error) {
         let Some(peer) = self.peer.upgrade() else {
             return;

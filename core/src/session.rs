@@ -100,6 +100,10 @@ pub(crate) trait Hooks: Send + Sync {
     }
     /// The peer sent GOODBYE.
     fn on_goodbye(&self) {}
+    /// Built-in notifications to handle on the receiving thread, in arrival order.
+    fn in_order(&self, _method_id: u32) -> bool {
+        false
+    }
     /// The session failed for good (called once).
     fn on_dead(&self, _error: &Error) {}
 }
@@ -740,6 +744,8 @@ impl Session {
         let body = self.fill_body(max_len, deadline_ns, fill)?;
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
         let flags = flags::REQUEST | extra_flags;
+        // Counted before sending: the peer never sees a call the counter does not include.
+        self.count(control::CALLS_SENT, 1);
         Ok((Descriptor { msg_id, method_id, flags, deadline_ns, ..Default::default() }, body))
     }
 
@@ -768,7 +774,6 @@ impl Session {
             self.pending.lock().remove(&msg_id);
             return Err(e);
         }
-        self.count(control::CALLS_SENT, 1);
         let message = self.wait_response(&waiter, msg_id, deadline_ns, claimed);
         self.finish_call(message, method_id, name)
     }
@@ -806,7 +811,6 @@ impl Session {
             self.pending.lock().remove(&msg_id);
             return Err(e);
         }
-        self.count(control::CALLS_SENT, 1);
         Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned) })
     }
 
@@ -836,7 +840,6 @@ impl Session {
         let (d, body) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
         let deadline_ns = d.deadline_ns;
         self.send(d, body, deadline_ns)?;
-        self.count(control::CALLS_SENT, 1);
         Ok(())
     }
 
@@ -1074,6 +1077,14 @@ impl Session {
         };
         let payload = Payload { session: self.clone(), body };
         match kind {
+            // Built-in notifications whose order matters (log records) are handled right
+            // here, in arrival order, instead of on whichever server thread is free.
+            FrameKind::Request { no_reply: true } if self.hooks.in_order(d.method_id) => {
+                if let Some(Err(e)) = self.hooks.builtin(d.method_id, payload.bytes()) {
+                    tracing::warn!(peer = %self.label, method_id = d.method_id, "notification failed: {e}");
+                }
+                None
+            }
             FrameKind::Request { no_reply } => Some(Incoming { desc: d, payload, no_reply }),
             FrameKind::Response { .. } => {
                 self.deliver(d, payload);

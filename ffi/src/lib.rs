@@ -604,6 +604,7 @@ fn deliver_response(result: cellshm::Result<Response>, out: *mut *mut cellshm_re
 pub struct cellshm_hub {
     hub: Hub,
     path: CString,
+    attach: std::sync::Mutex<Option<cellshm::host::attach::AttachListener>>,
 }
 
 /// Creates a hub. `path` may be NULL (a unique file under $XDG_RUNTIME_DIR or /dev/shm);
@@ -630,7 +631,7 @@ pub unsafe extern "C" fn cellshm_hub_new(
         let hub = try_cellshm!(Hub::create(config));
         let path = CString::new(hub.path().to_string_lossy().into_owned()).unwrap_or_default();
         // SAFETY: out_hub checked non-NULL.
-        unsafe { put(out_hub, Box::into_raw(Box::new(cellshm_hub { hub, path }))) }
+        unsafe { put(out_hub, Box::into_raw(Box::new(cellshm_hub { hub, path, attach: std::sync::Mutex::new(None) }))) }
     })
 }
 
@@ -711,7 +712,7 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
         }
         let ticket = try_cellshm!(hub.hub.add_peer(name, options));
         let (peer, child) = try_cellshm!(ticket.spawn(&mut command));
-        let handle = cellshm_peer { peer, process: CellProcess::new(child) };
+        let handle = cellshm_peer { peer, process: Some(CellProcess::new(child)) };
         // SAFETY: out_peer checked non-NULL.
         unsafe { put(out_peer, Box::into_raw(Box::new(handle))) }
     })
@@ -754,7 +755,16 @@ pub enum cellshm_peer_state {
 #[derive(Debug)]
 pub struct cellshm_peer {
     peer: Peer,
-    process: CellProcess,
+    /// None for a cell that attached (the host did not spawn it).
+    process: Option<CellProcess>,
+}
+
+impl cellshm_peer {
+    fn process(&self) -> cellshm::Result<&CellProcess> {
+        self.process.as_ref().ok_or_else(|| {
+            Error::new(Status::FailedPrecondition, format!("cell {:?} was not spawned by this host", self.peer.name()))
+        })
+    }
 }
 
 /// Waits until the cell is ready (CELLSHM_OK), dies first (its status, e.g.
@@ -905,7 +915,7 @@ pub unsafe extern "C" fn cellshm_peer_wait_exit(
     boundary("cellshm_peer_wait_exit", || {
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        let code = try_cellshm!(peer.process.wait_exit(Duration::from_millis(timeout_ms)));
+        let code = try_cellshm!(peer.process().and_then(|p| p.wait_exit(Duration::from_millis(timeout_ms))));
         if !out_exit_code.is_null() {
             // SAFETY: checked non-NULL; writable per this function's contract.
             unsafe { put(out_exit_code, code) };
@@ -924,7 +934,7 @@ pub unsafe extern "C" fn cellshm_peer_kill(peer: *const cellshm_peer) -> cellshm
     boundary("cellshm_peer_kill", || {
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        try_cellshm!(peer.process.kill());
+        try_cellshm!(peer.process().and_then(|p| p.kill()));
         CELLSHM_OK
     })
 }
@@ -940,7 +950,10 @@ pub unsafe extern "C" fn cellshm_peer_shutdown(peer: *const cellshm_peer, grace_
     boundary("cellshm_peer_shutdown", || {
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        peer.process.shutdown(&peer.peer, Duration::from_millis(grace_ms));
+        match &peer.process {
+            Some(process) => drop(process.shutdown(&peer.peer, Duration::from_millis(grace_ms))),
+            None => peer.peer.shutdown(Duration::from_millis(grace_ms)),
+        }
         CELLSHM_OK
     })
 }
@@ -957,7 +970,403 @@ pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
         // SAFETY: created by Box::into_raw in cellshm_hub_spawn and not freed before.
         let handle = unsafe { Box::from_raw(peer) };
         // A process still running is reaped in the background once it exits.
-        let _ = catch_unwind(AssertUnwindSafe(move || handle.process.detach()));
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            if let Some(process) = handle.process {
+                process.detach();
+            }
+        }));
+    }
+}
+
+/// Lets processes the host did not spawn join the hub through its socket
+/// (`<hub path>.sock`, see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
+/// lists the uids allowed; none means the host's own uid. Refused connections are
+/// logged. Attaching stays enabled until the hub is freed.
+///
+/// # Safety
+/// `hub` is live; `uids` has `uid_count` readable entries (or is NULL with 0).
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_enable_attach(
+    hub: *mut cellshm_hub,
+    uids: *const u32,
+    uid_count: usize,
+) -> cellshm_status {
+    boundary("cellshm_hub_enable_attach", || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        let mut policy = cellshm::host::attach::AttachPolicy::default();
+        if uid_count > 0 {
+            if uids.is_null() {
+                return invalid("uids is NULL but uid_count is not 0");
+            }
+            // SAFETY: `uids` has `uid_count` readable entries per this function's contract.
+            policy.allowed_uids = unsafe { std::slice::from_raw_parts(uids, uid_count) }.to_vec();
+        }
+        let listener = try_cellshm!(hub.hub.enable_attach(policy));
+        *hub.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        CELLSHM_OK
+    })
+}
+
+/// Finds the most recent peer named `name`, spawned or attached. On success
+/// `*out_peer` is a new handle owned by the caller (free it with cellshm_peer_free);
+/// for an attached cell, cellshm_peer_kill and cellshm_peer_wait_exit fail with
+/// CELLSHM_FAILED_PRECONDITION (the host did not spawn it). CELLSHM_NOT_FOUND if none.
+///
+/// # Safety
+/// `hub` is live; `name` NUL-terminated; `out_peer` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_find_peer(
+    hub: *const cellshm_hub,
+    name: *const c_char,
+    out_peer: *mut *mut cellshm_peer,
+) -> cellshm_status {
+    boundary("cellshm_hub_find_peer", || {
+        out_param!(out_peer);
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let Some(peer) = hub.hub.peers().into_iter().rev().find(|p| p.name() == name) else {
+            return fail(Error::new(Status::NotFound, format!("no peer named {name:?}")));
+        };
+        // SAFETY: out_peer checked non-NULL.
+        unsafe { put(out_peer, Box::into_raw(Box::new(cellshm_peer { peer, process: None }))) }
+    })
+}
+
+/// Pushes a log filter (e.g. "warn,mycell=debug") to the cell: records it excludes are
+/// no longer sent at all.
+///
+/// # Safety
+/// `peer` is live; `filter` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_set_log_filter(
+    peer: *const cellshm_peer,
+    filter: *const c_char,
+    timeout_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_peer_set_log_filter", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let filter = try_c!(unsafe { c_str(filter, "filter") });
+        try_cellshm!(peer.peer.set_log_filter(filter, Duration::from_millis(timeout_ms)));
+        CELLSHM_OK
+    })
+}
+
+// ----- supervisor ----------------------------------------------------------------------
+
+/// Status of a supervised cell: launched, not ready yet.
+pub const CELLSHM_CELL_STARTING: u32 = 0;
+/// Status of a supervised cell: serving.
+pub const CELLSHM_CELL_READY: u32 = 1;
+/// Status of a supervised cell: being stopped.
+pub const CELLSHM_CELL_STOPPING: u32 = 2;
+/// Status of a supervised cell: ended on purpose (goodbye, a clean exit, a stop).
+pub const CELLSHM_CELL_EXITED: u32 = 3;
+/// Status of a supervised cell: crashed; a relaunch is scheduled.
+pub const CELLSHM_CELL_CRASHED: u32 = 4;
+/// Status of a supervised cell: crashed too often, or cannot start: given up.
+pub const CELLSHM_CELL_FAILED: u32 = 5;
+
+fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
+    use cellshm::{CellStatus as S, ExitReason as R};
+    let reason = |r: &R| match r {
+        R::Code(c) => format!("code {c}"),
+        R::Signal(s) => format!("signal {s}"),
+        R::Goodbye => "goodbye".into(),
+        R::ProtocolError(m) => format!("protocol error: {m}"),
+        R::ReadyTimeout => "ready timeout".into(),
+        R::SpawnFailed(m) => format!("spawn failed: {m}"),
+        R::Stopped(c) => format!("stopped (exit code {c})"),
+    };
+    match status {
+        S::Starting => (CELLSHM_CELL_STARTING, String::new()),
+        S::Ready => (CELLSHM_CELL_READY, String::new()),
+        S::Stopping => (CELLSHM_CELL_STOPPING, String::new()),
+        S::Exited(r) => (CELLSHM_CELL_EXITED, reason(r)),
+        S::Crashed(r) => (CELLSHM_CELL_CRASHED, reason(r)),
+        S::Failed(r) => (CELLSHM_CELL_FAILED, reason(r)),
+    }
+}
+
+/// How often a crashed cell is started again. Start from cellshm_restart_policy_default().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cellshm_restart_policy {
+    /// Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
+    pub max_restarts: u32,
+    /// Delay before the first relaunch (doubled after each crash).
+    pub initial_backoff_ms: u64,
+    /// Upper bound of the delay.
+    pub max_backoff_ms: u64,
+    /// A cell up this long has its restart count reset.
+    pub reset_after_ms: u64,
+    /// How long a cell may take to become ready.
+    pub ready_timeout_ms: u64,
+}
+
+/// The default restart policy: 5 restarts per minute, backoff 50 ms doubling to 5 s,
+/// 10 s to become ready.
+#[no_mangle]
+pub extern "C" fn cellshm_restart_policy_default() -> cellshm_restart_policy {
+    let d = cellshm::RestartPolicy::default();
+    cellshm_restart_policy {
+        max_restarts: d.max_restarts,
+        initial_backoff_ms: d.initial_backoff.as_millis() as u64,
+        max_backoff_ms: d.max_backoff.as_millis() as u64,
+        reset_after_ms: d.reset_after.as_millis() as u64,
+        ready_timeout_ms: 10_000,
+    }
+}
+
+/// Called on every status change of a supervised cell, on the supervisor's thread:
+/// `name` and `reason` (empty unless it ended) are valid during the call.
+pub type cellshm_cell_event_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, name: *const c_char, status: u32, reason: *const c_char)>;
+
+/// Keeps cells alive under stable names (relaunch with backoff, graceful stop). Owns its
+/// hub. Thread-safe: every function but cellshm_supervisor_free may be called from any
+/// thread.
+#[derive(Debug)]
+pub struct cellshm_supervisor {
+    sup: cellshm::Supervisor,
+}
+
+/// Creates a supervisor with its own hub (`path` may be NULL; `max_peers` 0 = 8). On
+/// success `*out_supervisor` is owned by the caller.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated; `out_supervisor` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_new(
+    path: *const c_char,
+    max_peers: u32,
+    out_supervisor: *mut *mut cellshm_supervisor,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_new", || {
+        out_param!(out_supervisor);
+        let mut config = HubConfig::default();
+        if !path.is_null() {
+            // SAFETY: per this function's contract.
+            config.path = Some(try_c!(unsafe { c_str(path, "path") }).into());
+        }
+        if max_peers != 0 {
+            config.max_peers = max_peers;
+        }
+        let sup = try_cellshm!(Hub::create(config).and_then(cellshm::Supervisor::new));
+        // SAFETY: out_supervisor checked non-NULL.
+        unsafe { put(out_supervisor, Box::into_raw(Box::new(cellshm_supervisor { sup }))) }
+    })
+}
+
+/// Calls `callback` on every status change. `free_userdata` (may be NULL) is called
+/// exactly once, when the supervisor is freed.
+///
+/// # Safety
+/// `supervisor` is live; `callback` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_on_event(
+    supervisor: *const cellshm_supervisor,
+    callback: cellshm_cell_event_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_supervisor_on_event", move || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        let Some(callback) = callback else { return invalid("callback is NULL") };
+        sup.sup.on_event(move |event| {
+            let (status, reason) = cell_status_parts(&event.status);
+            let name = CString::new(event.name.replace('\0', "")).unwrap_or_default();
+            let reason = CString::new(reason.replace('\0', "")).unwrap_or_default();
+            // SAFETY: registered by C for this purpose; the strings live during the call.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                callback(userdata.ptr, name.as_ptr(), status, reason.as_ptr())
+            }));
+        });
+        CELLSHM_OK
+    })
+}
+
+/// Adds a cell named `name` running `program` with `argv` (NULL-terminated, may be NULL)
+/// and extra `envp` entries ("KEY=VALUE", NULL-terminated, may be NULL), and starts it.
+/// `policy` may be NULL for the default.
+///
+/// # Safety
+/// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_add(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    policy: *const cellshm_restart_policy,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_add", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: per this function's contract.
+        let program = try_c!(unsafe { c_str(program, "program") });
+        // SAFETY: per this function's contract.
+        let args = try_c!(unsafe { c_str_list(argv, "argv") });
+        // SAFETY: per this function's contract.
+        let env = try_c!(unsafe { c_str_list(envp, "envp") });
+        let mut spec = cellshm::CellSpec::new(name, program).args(args.iter().map(|a| a.to_string()));
+        for entry in env {
+            let Some((key, value)) = entry.split_once('=') else {
+                return invalid(format!("envp entry {entry:?} is not KEY=VALUE"));
+            };
+            spec = spec.env(key, value);
+        }
+        // SAFETY: per this function's contract.
+        let policy = unsafe { policy.as_ref() }.copied().unwrap_or_else(|| cellshm_restart_policy_default());
+        spec.ready_timeout = Duration::from_millis(policy.ready_timeout_ms);
+        spec.restart = cellshm::RestartPolicy {
+            max_restarts: policy.max_restarts,
+            initial_backoff: Duration::from_millis(policy.initial_backoff_ms),
+            max_backoff: Duration::from_millis(policy.max_backoff_ms),
+            reset_after: Duration::from_millis(policy.reset_after_ms),
+        };
+        try_cellshm!(sup.sup.add(spec));
+        CELLSHM_OK
+    })
+}
+
+/// Writes the cell's status (CELLSHM_CELL_*) to `*out_status`; CELLSHM_NOT_FOUND for an
+/// unknown name.
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated; `out_status` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_status(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    out_status: *mut u32,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_status", || {
+        out_param!(out_status);
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        match sup.sup.status(name) {
+            // SAFETY: out_status checked non-NULL.
+            Some(status) => unsafe { put(out_status, cell_status_parts(&status).0) },
+            None => fail(Error::new(Status::NotFound, format!("no cell named {name:?}"))),
+        }
+    })
+}
+
+/// Waits up to `timeout_ms` for the cell to reach `status` (a CELLSHM_CELL_* value).
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_wait_status(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    status: u32,
+    timeout_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_wait_status", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        try_cellshm!(sup.sup.wait_for(name, Duration::from_millis(timeout_ms), |s| cell_status_parts(s).0 == status));
+        CELLSHM_OK
+    })
+}
+
+/// The current instance's process id (0 if none runs).
+///
+/// # Safety
+/// `supervisor` is NULL or live; `name` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_pid(supervisor: *const cellshm_supervisor, name: *const c_char) -> u32 {
+    boundary_value(0, || {
+        if name.is_null() {
+            return 0;
+        }
+        // SAFETY: per this function's contract.
+        let Some(sup) = (unsafe { supervisor.as_ref() }) else { return 0 };
+        // SAFETY: non-NULL and NUL-terminated per this function's contract.
+        let Ok(name) = (unsafe { CStr::from_ptr(name) }).to_str() else { return 0 };
+        sup.sup.peer(name).and_then(|p| p.pid()).unwrap_or(0)
+    })
+}
+
+/// Calls the current instance of the cell named `cell`; CELLSHM_UNAVAILABLE while it
+/// (re)starts. As cellshm_peer_call otherwise.
+///
+/// # Safety
+/// As for cellshm_peer_call, with a live `supervisor` and a NUL-terminated `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_call(
+    supervisor: *const cellshm_supervisor,
+    cell: *const c_char,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_call", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { c_str(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        deliver_response(sup.sup.call(cell, method, request, &call_options(options)), out_response)
+    })
+}
+
+/// Stops the cell for good: GOODBYE, then SIGTERM, then SIGKILL, each after `grace_ms`.
+/// `*out_exit_code` (may be NULL) gets its exit code.
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated; `out_exit_code` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_stop(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    grace_ms: u64,
+    out_exit_code: *mut c_int,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_stop", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let code = try_cellshm!(sup.sup.stop(name, Duration::from_millis(grace_ms)));
+        if !out_exit_code.is_null() {
+            // SAFETY: checked non-NULL; writable per this function's contract.
+            unsafe { put(out_exit_code, code) };
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Stops every cell (briefly) and frees the supervisor and its hub. NULL is a no-op.
+///
+/// # Safety
+/// `supervisor` is NULL or not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_free(supervisor: *mut cellshm_supervisor) {
+    if !supervisor.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_supervisor_new and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(supervisor) })));
     }
 }
 
@@ -999,6 +1408,30 @@ pub unsafe extern "C" fn cellshm_cell_new(
         let join = try_cellshm!(JoinArgs::parse(args));
         let options = try_cellshm!(CellOptions::from_env());
         let cell = try_cellshm!(Cell::join(join, options));
+        // SAFETY: out_cell checked non-NULL.
+        unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
+    })
+}
+
+/// Joins a running hub whose host enabled attaching (cellshm_hub_enable_attach), as
+/// `name`, through its socket. On success `*out_cell` is owned by the caller.
+///
+/// # Safety
+/// `hub_path` and `name` NUL-terminated; `out_cell` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_attach(
+    hub_path: *const c_char,
+    name: *const c_char,
+    out_cell: *mut *mut cellshm_cell,
+) -> cellshm_status {
+    boundary("cellshm_cell_attach", || {
+        out_param!(out_cell);
+        // SAFETY: per this function's contract.
+        let hub_path = try_c!(unsafe { c_str(hub_path, "hub_path") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let options = try_cellshm!(CellOptions::from_env());
+        let cell = try_cellshm!(Cell::attach(std::path::Path::new(hub_path), name, options));
         // SAFETY: out_cell checked non-NULL.
         unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
     })
@@ -1118,6 +1551,31 @@ pub unsafe extern "C" fn cellshm_cell_log(cell: *const cellshm_cell, line: *cons
         // SAFETY: per this function's contract.
         let line = try_c!(unsafe { c_str(line, "line") });
         try_cellshm!(cell.cell.log(line));
+        CELLSHM_OK
+    })
+}
+
+/// Sends a log record to the host: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace;
+/// `target` the logger or module (may be ""). Records the host's filter excludes are not
+/// sent.
+///
+/// # Safety
+/// `cell` is live; `target` and `message` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_log_event(
+    cell: *const cellshm_cell,
+    level: u32,
+    target: *const c_char,
+    message: *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_cell_log_event", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let target = try_c!(unsafe { c_str(target, "target") });
+        // SAFETY: per this function's contract.
+        let message = try_c!(unsafe { c_str(message, "message") });
+        try_cellshm!(cell.cell.log_event(level, target, message));
         CELLSHM_OK
     })
 }

@@ -154,10 +154,16 @@ pub(crate) fn request(hub_path: &Path, name: &str) -> Result<(crate::cell::JoinA
     let path = socket_path(hub_path);
     let mut stream = UnixStream::connect(&path)
         .map_err(|e| Error::system(format!("connecting to the attach socket {}", path.display()), e))?;
-    stream.write_all(format!("ATTACH {name}\n").as_bytes()).map_err(|e| Error::system("sending ATTACH", e))?;
+    // A refused client may find the socket closed before its request is written: the
+    // refusal is then already waiting to be read, so read before reporting the write.
+    let sent = stream.write_all(format!("ATTACH {name}\n").as_bytes());
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buf = [0u8; 512];
-    let (n, fds) = unix::recv_with_fds(&stream, &mut buf).map_err(|e| Error::system("reading the attach reply", e))?;
+    let (n, fds) = match unix::recv_with_fds(&stream, &mut buf) {
+        Ok((0, _)) | Err(_) if sent.is_err() => return Err(Error::system("sending ATTACH", sent.unwrap_err())),
+        Ok(reply) => reply,
+        Err(e) => return Err(Error::system("reading the attach reply", e)),
+    };
     let reply = String::from_utf8_lossy(&buf[..n]).trim_end().to_string();
     if let Some(reason) = reply.strip_prefix("REFUSED ") {
         return Err(Error::new(crate::Status::PermissionDenied, format!("attach refused: {reason}")));

@@ -1,0 +1,129 @@
+/* The supervisor, attach and log filters through the C API.
+ *   test_supervision TEST_CELL
+ * It also runs itself as an attaching cell: test_supervision --attach-cell HUB NAME */
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+
+extern char **environ;
+
+static int events = 0;
+static int frees = 0;
+static char last_reason[128];
+
+static void on_event(void *userdata, const char *name, uint32_t status, const char *reason) {
+    (void)userdata;
+    (void)name;
+    (void)status;
+    events++;
+    snprintf(last_reason, sizeof last_reason, "%s", reason);
+}
+
+static void count_free(void *userdata) {
+    (*(int *)userdata)++;
+}
+
+static uint32_t echo(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    (void)userdata;
+    return cellshm_reply_write(reply, request, len);
+}
+
+static int attach_cell(const char *hub_path, const char *name) {
+    cellshm_cell *cell = NULL;
+    cellshm_status status;
+    CHECK_STATUS(cellshm_cell_attach(hub_path, name, &cell), CELLSHM_OK);
+    CHECK_STATUS(cellshm_cell_register(cell, "Echo.echo", echo, NULL, NULL), CELLSHM_OK);
+    CHECK_STATUS(cellshm_cell_log_event(cell, 3, "c.attach", "attached from C"), CELLSHM_OK);
+    status = cellshm_cell_run(cell);
+    cellshm_cell_free(cell);
+    return status == CELLSHM_OK ? 0 : 1;
+}
+
+static void supervised(const char *test_cell) {
+    cellshm_supervisor *sup = NULL;
+    cellshm_restart_policy policy = cellshm_restart_policy_default();
+    const char *env[] = {"CELLSHM_QUIET=1", NULL};
+    cellshm_response *response = NULL;
+    uint32_t status = 99;
+    uint32_t first;
+    int exit_code = -1;
+
+    policy.initial_backoff_ms = 10;
+    policy.max_backoff_ms = 50;
+    CHECK_STATUS(cellshm_supervisor_new(NULL, 4, &sup), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_on_event(sup, on_event, &frees, count_free), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_add(sup, "echo", test_cell, NULL, env, &policy), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_add(sup, "echo", test_cell, NULL, env, &policy), CELLSHM_ALREADY_EXISTS);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "echo", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_call(sup, "echo", "Echo.echo", (const uint8_t *)"one", 3, NULL, &response), CELLSHM_OK);
+    CHECK(cellshm_response_len(response) == 3);
+    cellshm_response_free(response);
+    first = cellshm_supervisor_pid(sup, "echo");
+    CHECK(first != 0);
+    CHECK(kill((pid_t)first, SIGKILL) == 0);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "echo", CELLSHM_CELL_CRASHED, 5000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "echo", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    CHECK(cellshm_supervisor_pid(sup, "echo") != first);
+    CHECK_STATUS(cellshm_supervisor_call(sup, "echo", "Echo.echo", (const uint8_t *)"two", 3, NULL, &response), CELLSHM_OK);
+    cellshm_response_free(response);
+    CHECK_STATUS(cellshm_supervisor_stop(sup, "echo", 3000, &exit_code), CELLSHM_OK);
+    CHECK(exit_code == 0);
+    CHECK_STATUS(cellshm_supervisor_status(sup, "echo", &status), CELLSHM_OK);
+    CHECK(status == CELLSHM_CELL_EXITED);
+    CHECK(strstr(last_reason, "stopped") != NULL);
+    CHECK_STATUS(cellshm_supervisor_call(sup, "echo", "Echo.echo", (const uint8_t *)"x", 1, NULL, &response), CELLSHM_UNAVAILABLE);
+    CHECK_STATUS(cellshm_supervisor_status(sup, "nobody", &status), CELLSHM_NOT_FOUND);
+    CHECK(events >= 7);
+    cellshm_supervisor_free(sup);
+    CHECK(frees == 1);
+}
+
+static void attached(const char *self) {
+    cellshm_hub *hub = NULL;
+    cellshm_peer *peer = NULL;
+    cellshm_response *response = NULL;
+    pid_t pid;
+    int wstatus;
+    int i;
+    char *argv[5];
+
+    CHECK_STATUS(cellshm_hub_new(NULL, 4, &hub), CELLSHM_OK);
+    CHECK_STATUS(cellshm_hub_enable_attach(hub, NULL, 0), CELLSHM_OK);
+    argv[0] = (char *)self;
+    argv[1] = (char *)"--attach-cell";
+    argv[2] = (char *)cellshm_hub_path(hub);
+    argv[3] = (char *)"visitor";
+    argv[4] = NULL;
+    CHECK(posix_spawn(&pid, self, NULL, NULL, argv, environ) == 0);
+    for (i = 0; i < 1000 && cellshm_hub_find_peer(hub, "visitor", &peer) != CELLSHM_OK; i++) {
+        usleep(10 * 1000);
+    }
+    CHECK(peer != NULL);
+    CHECK_STATUS(cellshm_peer_wait_ready(peer, 10000), CELLSHM_OK);
+    CHECK(cellshm_peer_pid(peer) == (uint32_t)pid);
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", (const uint8_t *)"visit", 5, NULL, &response), CELLSHM_OK);
+    cellshm_response_free(response);
+    CHECK_STATUS(cellshm_peer_set_log_filter(peer, "error", 5000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_peer_set_log_filter(peer, "loud", 5000), CELLSHM_INVALID_ARGUMENT);
+    CHECK_STATUS(cellshm_peer_kill(peer), CELLSHM_FAILED_PRECONDITION);
+    CHECK_STATUS(cellshm_hub_find_peer(hub, "nobody", &peer), CELLSHM_NOT_FOUND);
+    CHECK_STATUS(cellshm_peer_shutdown(peer, 3000), CELLSHM_OK);
+    CHECK(waitpid(pid, &wstatus, 0) == pid);
+    CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    cellshm_peer_free(peer);
+    cellshm_hub_free(hub);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[1], "--attach-cell") == 0) {
+        return attach_cell(argv[2], argv[3]);
+    }
+    CHECK(argc == 2);
+    supervised(argv[1]);
+    attached(argv[0]);
+    printf("test_supervision: all checks passed\n");
+    return 0;
+}
