@@ -156,3 +156,35 @@ fn a_hundred_relaunches_on_a_four_peer_hub() {
     let live = snap.peers.iter().filter(|p| p.state == cellshm::PeerSlotState::Active).count();
     assert_eq!(live, 2, "{:?}", snap.peers);
 }
+
+#[test]
+fn a_cell_that_never_becomes_ready_is_killed_and_counted_as_a_crash() {
+    let (sup, _) = supervisor(4);
+    let mut spec = CellSpec::new("mute", "sh").args(["-c", "exec sleep 30", "sh"]).restart(RestartPolicy {
+        max_restarts: 1,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+        reset_after: Duration::from_secs(60),
+    });
+    spec.ready_timeout = Duration::from_millis(200);
+    sup.add(spec).unwrap();
+    sup.wait_for("mute", secs(5), |s| *s == CellStatus::Crashed(ExitReason::ReadyTimeout)).unwrap();
+    let status = sup.wait_for("mute", secs(5), |s| matches!(s, CellStatus::Failed(_))).unwrap();
+    assert_eq!(status, CellStatus::Failed(ExitReason::ReadyTimeout));
+}
+
+#[test]
+fn stop_escalates_to_sigterm_when_goodbye_is_ignored() {
+    let (sup, _) = supervisor(4);
+    let mut spec = CellSpec::new("deaf", "sh").args(["-c", "exec sleep 30", "sh"]);
+    spec.ready_timeout = secs(30);
+    sup.add(spec).unwrap();
+    sup.wait_for("deaf", secs(5), |s| *s == CellStatus::Starting).unwrap();
+    while sup.peer("deaf").and_then(|p| p.pid()).is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = std::time::Instant::now();
+    let code = sup.stop("deaf", Duration::from_millis(200)).unwrap();
+    assert_eq!(code, 128 + libc::SIGTERM, "GOODBYE went unanswered, SIGTERM ended it");
+    assert!(started.elapsed() < secs(2));
+}
