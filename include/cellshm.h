@@ -126,6 +126,10 @@ typedef struct cellshm_cell cellshm_cell;
 // every function but cellshm_hub_free may be called from any thread at any time.
 typedef struct cellshm_hub cellshm_hub;
 
+// The methods a cell serves (cellshm_peer_methods). Owned by the caller; free it with
+// cellshm_method_list_free.
+typedef struct cellshm_method_list cellshm_method_list;
+
 // The host's handle on one cell. Thread-safe: every function but cellshm_peer_free may
 // be called from any thread, concurrently.
 typedef struct cellshm_peer cellshm_peer;
@@ -446,6 +450,40 @@ cellshm_status cellshm_hub_find_peer(const cellshm_hub *hub,
 cellshm_status cellshm_peer_set_log_filter(const cellshm_peer *peer,
                                            const char *filter,
                                            uint64_t timeout_ms);
+
+// Asks the cell which methods it serves (`cellshm.Introspect.methods`). On success
+// `*out_list` is owned by the caller.
+//
+// # Safety
+// `peer` is live; `out_list` writable.
+cellshm_status cellshm_peer_methods(const cellshm_peer *peer,
+                                    uint64_t timeout_ms,
+                                    cellshm_method_list **out_list);
+
+// Number of methods in the list (0 for NULL).
+//
+// # Safety
+// `list` is NULL or live.
+size_t cellshm_method_list_len(const cellshm_method_list *list);
+
+// The name of method `index` (sorted by name), or NULL out of range. Borrowed: valid
+// until the list is freed.
+//
+// # Safety
+// `list` is NULL or live.
+const char *cellshm_method_list_name(const cellshm_method_list *list, size_t index);
+
+// The id of method `index`, or 0 out of range.
+//
+// # Safety
+// `list` is NULL or live.
+uint32_t cellshm_method_list_id(const cellshm_method_list *list, size_t index);
+
+// Frees a method list. NULL is a no-op.
+//
+// # Safety
+// `list` is NULL or not yet freed.
+void cellshm_method_list_free(cellshm_method_list *list);
 
 // The default restart policy: 5 restarts per minute, backoff 50 ms doubling to 5 s,
 // 10 s to become ready.

@@ -1056,6 +1056,85 @@ pub unsafe extern "C" fn cellshm_peer_set_log_filter(
     })
 }
 
+/// The methods a cell serves (cellshm_peer_methods). Owned by the caller; free it with
+/// cellshm_method_list_free.
+#[derive(Debug)]
+pub struct cellshm_method_list {
+    methods: Vec<(CString, u32)>,
+}
+
+/// Asks the cell which methods it serves (`cellshm.Introspect.methods`). On success
+/// `*out_list` is owned by the caller.
+///
+/// # Safety
+/// `peer` is live; `out_list` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_methods(
+    peer: *const cellshm_peer,
+    timeout_ms: u64,
+    out_list: *mut *mut cellshm_method_list,
+) -> cellshm_status {
+    boundary("cellshm_peer_methods", || {
+        out_param!(out_list);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let methods = try_cellshm!(peer.peer.methods(Duration::from_millis(timeout_ms)));
+        let methods =
+            methods.into_iter().map(|(n, id)| (CString::new(n.replace('\0', "")).unwrap_or_default(), id)).collect();
+        // SAFETY: out_list checked non-NULL.
+        unsafe { put(out_list, Box::into_raw(Box::new(cellshm_method_list { methods }))) }
+    })
+}
+
+/// Number of methods in the list (0 for NULL).
+///
+/// # Safety
+/// `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_len(list: *const cellshm_method_list) -> usize {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { list.as_ref() }.map_or(0, |l| l.methods.len()))
+}
+
+/// The name of method `index` (sorted by name), or NULL out of range. Borrowed: valid
+/// until the list is freed.
+///
+/// # Safety
+/// `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_name(list: *const cellshm_method_list, index: usize) -> *const c_char {
+    boundary_value(std::ptr::null(), || {
+        // SAFETY: per this function's contract.
+        let list = unsafe { list.as_ref() };
+        list.and_then(|l| l.methods.get(index)).map_or(std::ptr::null(), |(n, _)| n.as_ptr())
+    })
+}
+
+/// The id of method `index`, or 0 out of range.
+///
+/// # Safety
+/// `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_id(list: *const cellshm_method_list, index: usize) -> u32 {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        let list = unsafe { list.as_ref() };
+        list.and_then(|l| l.methods.get(index)).map_or(0, |(_, id)| *id)
+    })
+}
+
+/// Frees a method list. NULL is a no-op.
+///
+/// # Safety
+/// `list` is NULL or not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_free(list: *mut cellshm_method_list) {
+    if !list.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_peer_methods and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(list) })));
+    }
+}
+
 // ----- supervisor ----------------------------------------------------------------------
 
 /// Status of a supervised cell: launched, not ready yet.

@@ -106,6 +106,20 @@ static void attached(const char *self) {
     CHECK(cellshm_peer_pid(peer) == (uint32_t)pid);
     CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", (const uint8_t *)"visit", 5, NULL, &response), CELLSHM_OK);
     cellshm_response_free(response);
+    {
+        cellshm_method_list *methods = NULL;
+        size_t n;
+        int found = 0;
+        CHECK_STATUS(cellshm_peer_methods(peer, 5000, &methods), CELLSHM_OK);
+        for (n = 0; n < cellshm_method_list_len(methods); n++) {
+            if (strcmp(cellshm_method_list_name(methods, n), "Echo.echo") == 0) {
+                found = cellshm_method_list_id(methods, n) == cellshm_method_id("Echo.echo");
+            }
+        }
+        CHECK(found);
+        CHECK(cellshm_method_list_name(methods, 1000) == NULL);
+        cellshm_method_list_free(methods);
+    }
     CHECK_STATUS(cellshm_peer_set_log_filter(peer, "error", 5000), CELLSHM_OK);
     CHECK_STATUS(cellshm_peer_set_log_filter(peer, "loud", 5000), CELLSHM_INVALID_ARGUMENT);
     CHECK_STATUS(cellshm_peer_kill(peer), CELLSHM_FAILED_PRECONDITION);
