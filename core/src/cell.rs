@@ -18,8 +18,8 @@ use crate::frame::{
 };
 use crate::hub::{CellHubFile, HubInfo, PeerSlotState, Side};
 use crate::session::{
-    copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
-    WaitStrategy,
+    copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
+    StreamCall, WaitStrategy,
 };
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
@@ -357,6 +357,15 @@ impl Cell {
         self.dispatcher.write().register(name, handler)
     }
 
+    /// Serves the stream method `"Service.method"`: each stream the host opens runs
+    /// `handler` on its own thread (see [`StreamCall`]).
+    pub fn stream_method<F>(&self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+    {
+        self.dispatcher.write().register_stream(name, handler)
+    }
+
     /// Starts the worker threads and announces `ready` (with retry and backoff within
     /// the ready timeout). Returns at once; [`Cell::run`] also waits.
     pub fn serve(&self) -> Result<()> {
@@ -443,6 +452,11 @@ impl Cell {
         options: &CallOptions,
     ) -> Result<Response> {
         self.session.call_with(frame::method_id(method), Some(method), max_len, fill, options)
+    }
+
+    /// Opens a stream to the host's stream method `"Service.method"`.
+    pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
+        self.session.open_stream(frame::method_id(method), Some(method), request, options)
     }
 
     /// The methods the host serves to cells, as (name, id), sorted by name.

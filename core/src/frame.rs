@@ -254,14 +254,21 @@ impl Descriptor {
         if f & !flags::KNOWN != 0 {
             return Err(format!("unknown flag bits {:#x}", f & !flags::KNOWN));
         }
-        if f & (flags::DATA | flags::EOS | flags::CANCEL) != 0 {
-            return Err(format!("stream flags {f:#x} on a session without streams"));
-        }
         if self.is_inline() && self.payload_len as usize > INLINE_CAPACITY {
             return Err(format!("inline payload of {} bytes (max {INLINE_CAPACITY})", self.payload_len));
         }
+        let is_error = f & flags::ERROR != 0;
+        if is_error == (self.status == 0) {
+            return Err(format!("status {} does not match the ERROR flag", self.status));
+        }
         if self.channel_id != CONTROL_CHANNEL {
-            return Err(format!("channel {} is not open", self.channel_id));
+            return self.check_stream_shape().map(FrameKind::Stream);
+        }
+        if f & (flags::DATA | flags::EOS | flags::CANCEL) != 0 {
+            return Err(format!("stream flags {f:#x} on channel 0"));
+        }
+        if self.credit != 0 {
+            return Err(format!("credit {} on channel 0", self.credit));
         }
         let kind = if f & flags::CONTROL != 0 {
             if f != flags::CONTROL {
@@ -290,12 +297,45 @@ impl Descriptor {
         } else {
             return Err(format!("frame with neither REQUEST, RESPONSE nor CONTROL ({f:#x})"));
         };
-        let is_error = f & flags::ERROR != 0;
-        if is_error == (self.status == 0) {
-            return Err(format!("status {} does not match the ERROR flag", self.status));
-        }
         Ok(kind)
     }
+
+    /// A frame on a stream channel: exactly one of OPEN (REQUEST), DATA, EOS, CANCEL,
+    /// FINISH (RESPONSE, optionally ERROR), or a credit grant (no flags, credit > 0).
+    fn check_stream_shape(&self) -> Result<StreamFrame, String> {
+        let f = self.flags;
+        let empty = self.payload_len == 0;
+        Ok(match f {
+            flags::REQUEST if self.method_id != 0 => StreamFrame::Open,
+            flags::DATA => StreamFrame::Data,
+            flags::EOS if empty => StreamFrame::Eos,
+            flags::CANCEL if empty => StreamFrame::Cancel,
+            flags::RESPONSE => StreamFrame::Finish { error: false },
+            f if f == flags::RESPONSE | flags::ERROR => StreamFrame::Finish { error: true },
+            0 if empty && self.credit > 0 => StreamFrame::Credit,
+            _ => return Err(format!("stream frame with flags {f:#x} on channel {}", self.channel_id)),
+        })
+    }
+}
+
+/// The kind of a frame on a stream channel (channel id != 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFrame {
+    /// Opens the channel: `method_id`, the initial request, the opener's window in `credit`.
+    Open,
+    /// One item.
+    Data,
+    /// The sender will send no more items.
+    Eos,
+    /// Give up the stream (either side).
+    Cancel,
+    /// The callee's final status (and payload); ends the stream.
+    Finish {
+        /// ERROR flag set: the payload is a UTF-8 message.
+        error: bool,
+    },
+    /// Grants the receiver `credit` more DATA frames.
+    Credit,
 }
 
 /// The kind of a frame whose shape has been checked.
@@ -313,6 +353,8 @@ pub enum FrameKind {
     },
     /// A control frame on channel 0.
     Control(ControlKind),
+    /// A frame on a stream channel.
+    Stream(StreamFrame),
 }
 
 /// Control frames (flags == CONTROL, channel 0, kind in `method_id`, inline payload).
@@ -701,6 +743,20 @@ mod tests {
         assert_eq!(request(flags::REQUEST).check_shape(), Ok(FrameKind::Request { no_reply: false }));
         assert_eq!(request(flags::REQUEST | flags::NO_REPLY).check_shape(), Ok(FrameKind::Request { no_reply: true }));
         assert!(request(0).check_shape().is_err());
+        let on = |flags: u32, credit: u32, len: u32| {
+            let mut d = request(flags);
+            d.channel_id = 3;
+            d.credit = credit;
+            d.payload_len = len;
+            d.check_shape()
+        };
+        assert_eq!(on(flags::REQUEST, 8, 0), Ok(FrameKind::Stream(StreamFrame::Open)));
+        assert_eq!(on(flags::DATA, 1, 16), Ok(FrameKind::Stream(StreamFrame::Data)));
+        assert_eq!(on(0, 4, 0), Ok(FrameKind::Stream(StreamFrame::Credit)));
+        assert!(on(0, 0, 0).is_err(), "an empty credit frame");
+        assert!(on(flags::EOS, 0, 3).is_err(), "EOS with a payload");
+        assert!(on(flags::DATA | flags::REQUEST, 0, 0).is_err());
+        assert!(request(flags::DATA).check_shape().is_err(), "DATA on channel 0");
         assert!(request(1 << 20).check_shape().is_err());
         assert!(request(flags::REQUEST | flags::RESPONSE).check_shape().is_err());
         assert!(request(flags::REQUEST | flags::ERROR).check_shape().is_err());

@@ -21,7 +21,7 @@ use crate::frame::{
 use crate::hub::{HostHubFile, HubConfig, PeerSlotState, Side};
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
-    WaitStrategy,
+    Stream, StreamCall, WaitStrategy,
 };
 
 /// The fd a cell finds its doorbell on unless [`PeerOptions::doorbell_fd`] says otherwise.
@@ -300,6 +300,15 @@ impl Hub {
         F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
     {
         self.shared.dispatcher.write().register(name, handler)
+    }
+
+    /// Serves the stream method `"Service.method"` to every cell of this hub: each
+    /// stream a cell opens runs `handler` on its own thread (see [`StreamCall`]).
+    pub fn stream_method<F>(&self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+    {
+        self.shared.dispatcher.write().register_stream(name, handler)
     }
 
     /// Where cells' log records go. `None` (the default) emits them as `tracing` events
@@ -610,6 +619,13 @@ impl Peer {
         options: &CallOptions,
     ) -> Result<Response> {
         self.inner.session()?.call_with(frame::method_id(method), Some(method), max_len, fill, options)
+    }
+
+    /// Opens a stream to the cell's stream method `"Service.method"`, with `request` as
+    /// its opening message. Read items with [`Stream::recv`] (or iterate), send with
+    /// [`Stream::send`]; the deadline in `options` covers the whole stream.
+    pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
+        self.inner.session()?.open_stream(frame::method_id(method), Some(method), request, options)
     }
 
     /// Pushes a log filter (`"warn,mycell=debug"`) to the cell: records it excludes are

@@ -43,4 +43,7 @@ pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supe
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use hub::inspect::{snapshot, HubSnapshot, PeerSnapshot};
 pub use hub::{inspect_header, HubConfig, HubInfo, PeerSlotState, SlotClass};
-pub use session::{Call, CallOptions, Completion, Counters, Dispatcher, PendingCall, Response, WaitStrategy};
+pub use session::{
+    Call, CallOptions, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall, StreamHandler,
+    StreamItem, WaitStrategy, STREAM_WINDOW,
+};

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,10 +27,13 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 mod dispatch;
 mod options;
+mod stream;
 
 use dispatch::ReplyBody;
 pub use dispatch::{Call, Dispatcher, Handler};
 pub use options::{CallOptions, WaitStrategy};
+use stream::StreamState;
+pub use stream::{Stream, StreamCall, StreamHandler, StreamItem, STREAM_WINDOW};
 
 use crate::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 use crate::error::{Error, Result};
@@ -391,6 +394,9 @@ pub(crate) struct Session {
     failing: AtomicBool,
     failing_thread: Mutex<Option<std::thread::ThreadId>>,
     servers: Mutex<Vec<JoinHandle<()>>>,
+    /// Open streams by channel id.
+    streams: Mutex<HashMap<u32, Arc<StreamState>>>,
+    next_channel: AtomicU32,
 }
 
 impl fmt::Debug for Session {
@@ -455,6 +461,12 @@ impl Session {
             failing: AtomicBool::new(false),
             failing_thread: Mutex::new(None),
             servers: Mutex::new(Vec::new()),
+            streams: Mutex::new(HashMap::new()),
+            // Each side opens channels of its own parity, so both can open at once.
+            next_channel: AtomicU32::new(match side {
+                Side::Host => 1,
+                Side::Cell => 2,
+            }),
         }))
     }
 
@@ -540,6 +552,7 @@ impl Session {
         for w in waiters {
             w.complete(Err(error.clone()));
         }
+        self.stop_streams(&error);
         let queued: Vec<_> = self.coord.lock().work.drain(..).collect();
         self.sleepers.queued.store(0, Ordering::Release);
         drop(queued);
@@ -1092,6 +1105,10 @@ impl Session {
             }
             FrameKind::Control(kind) => {
                 self.on_control(kind, d, payload);
+                None
+            }
+            FrameKind::Stream(kind) => {
+                self.on_stream_frame(kind, d, payload);
                 None
             }
         }

@@ -279,12 +279,106 @@ fn test_cell(cell: Cell) -> Result<(), Error> {
         Ok(())
     })?;
     cell.method("Test.exit", |call| std::process::exit(u32_at(call.payload(), 0)? as i32))?;
+    serve_test_streams(&cell)?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.stream_from_host", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let stream =
+            cell.open_stream("Host.countdown", call.payload(), &CallOptions::timeout(Duration::from_secs(5)))?;
+        let mut got = Vec::new();
+        for item in stream {
+            got.extend_from_slice(item?.bytes());
+        }
+        call.reply(&got)
+    })?;
     let weak = std::sync::Arc::downgrade(&cell);
     cell.method("Test.log", move |call| {
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         cell.log(&String::from_utf8_lossy(call.payload()))
     })?;
     cell.run()
+}
+
+/// When `Stream.forever` last saw its stream cancelled (CLOCK_MONOTONIC ns), so a test
+/// can measure how long a cancellation takes to reach the handler.
+static LAST_CANCEL_SEEN_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// FNV-1a over a stream of items: what `Stream.sum` answers, and what callers check.
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash = (hash ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+/// The stream methods of the test cell:
+/// - `Stream.count {n, size, sleep_ms}`: n items of `size` bytes, each starting with its index
+///   (the rest is not written);
+/// - `Stream.fail_after {n}`: n items, then ABORTED;
+/// - `Stream.forever {size}`: items until cancelled; records when it saw the cancel;
+/// - `Stream.sum`: reads every item, answers {bytes: u64, fnv1a: u64};
+/// - `Stream.echo`: sends every item it receives back.
+fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
+    cell.stream_method("Stream.count", |call| {
+        let n = u32_at(call.request(), 0)?;
+        let size = (u32_at(call.request(), 4)? as usize).max(4);
+        let sleep = Duration::from_millis(u32_at(call.request(), 8).unwrap_or(0) as u64);
+        for i in 0..n {
+            // Only the index is written: the tests check order and length, and the
+            // large-chunk ones measure flow control, not how fast we fill memory.
+            call.send_with(size, |buf| {
+                buf[..4].copy_from_slice(&i.to_le_bytes());
+                size
+            })?;
+            if !sleep.is_zero() {
+                std::thread::sleep(sleep);
+            }
+        }
+        Ok(())
+    })?;
+    cell.stream_method("Stream.fail_after", |call| {
+        let n = u32_at(call.request(), 0)?;
+        for i in 0..n {
+            call.send(&i.to_le_bytes())?;
+        }
+        Err(Error::new(Status::Aborted, format!("gave up after {n} items")))
+    })?;
+    cell.stream_method("Stream.forever", |call| {
+        let size = u32_at(call.request(), 0)? as usize;
+        loop {
+            if let Err(e) = call.send_with(size, |buf| buf.len()) {
+                if call.is_cancelled() {
+                    LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        }
+    })?;
+    cell.method("Stream.last_cancel_seen", |call| {
+        call.reply(&LAST_CANCEL_SEEN_NS.load(std::sync::atomic::Ordering::SeqCst).to_le_bytes())
+    })?;
+    cell.stream_method("Stream.sum", |call| {
+        let (mut total, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+        while let Some(item) = call.recv()? {
+            total += item.bytes().len() as u64;
+            hash = fnv1a(hash, item.bytes());
+        }
+        let mut answer = total.to_le_bytes().to_vec();
+        answer.extend_from_slice(&hash.to_le_bytes());
+        call.set_response(&answer);
+        Ok(())
+    })?;
+    cell.stream_method("Stream.echo", |call| {
+        while let Some(item) = call.recv()? {
+            let bytes = item.bytes();
+            call.send_with(bytes.len(), |buf| {
+                buf.copy_from_slice(bytes);
+                bytes.len()
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// A host that spawns one `__cell`, prints `cell_pid=N` once it is ready, and then

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{copy_of, MsgIdHasher, OutBody, Session};
+use super::{copy_of, MsgIdHasher, OutBody, Session, StreamCall, StreamHandler};
 use crate::error::{Error, Result};
 use crate::frame::{self, monotonic_now_ns, Status, INLINE_CAPACITY};
 use crate::hub::pool::OutSlot;
@@ -19,11 +19,14 @@ pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
 pub struct Dispatcher {
     // Method ids are FNV hashes already: hash them as themselves.
     methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
+    streams: HashMap<u32, (String, Arc<StreamHandler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
 }
 
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.methods.values().map(|(n, _)| n)).finish()
+        f.debug_list()
+            .entries(self.methods.values().map(|(n, _)| n).chain(self.streams.values().map(|(n, _)| n)))
+            .finish()
     }
 }
 
@@ -39,6 +42,24 @@ impl Dispatcher {
     where
         F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
     {
+        let id = self.free_id(name)?;
+        self.methods.insert(id, (name.to_string(), Arc::new(handler)));
+        Ok(())
+    }
+
+    /// Registers a stream method: `handler` runs on its own thread for each stream
+    /// opened to `"Service.method"`, and may send and receive items until it returns.
+    /// Unary and stream methods share one id space.
+    pub fn register_stream<F>(&mut self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+    {
+        let id = self.free_id(name)?;
+        self.streams.insert(id, (name.to_string(), Arc::new(handler)));
+        Ok(())
+    }
+
+    fn free_id(&self, name: &str) -> Result<u32> {
         let id = frame::method_id(name);
         if let Some((existing, _)) = self.methods.get(&id) {
             return Err(Error::new(
@@ -46,19 +67,29 @@ impl Dispatcher {
                 format!("method {name:?} has id {id:#010x}, already registered for {existing:?}"),
             ));
         }
-        self.methods.insert(id, (name.to_string(), Arc::new(handler)));
-        Ok(())
+        if let Some((existing, _)) = self.streams.get(&id) {
+            return Err(Error::new(
+                Status::AlreadyExists,
+                format!("method {name:?} has id {id:#010x}, already registered for stream {existing:?}"),
+            ));
+        }
+        Ok(id)
     }
 
     /// Registered method names and ids, sorted by name.
     pub fn methods(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<_> = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id)).collect();
+        let unary = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id));
+        let mut v: Vec<_> = unary.chain(self.streams.iter().map(|(id, (n, _))| (n.clone(), *id))).collect();
         v.sort();
         v
     }
 
     pub(super) fn get(&self, id: u32) -> Option<Arc<Handler>> {
         self.methods.get(&id).map(|(_, h)| h.clone())
+    }
+
+    pub(super) fn get_stream(&self, id: u32) -> Option<Arc<StreamHandler>> {
+        self.streams.get(&id).map(|(_, h)| h.clone())
     }
 }
 

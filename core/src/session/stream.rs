@@ -1,0 +1,585 @@
+//! Streams on channels other than 0: server streaming, client streaming and both at
+//! once, with cancellation and per-channel flow control.
+//!
+//! Flow control: a side may have at most `window` DATA frames of a channel that the
+//! other side has not released yet. The receiver grants credit back when the *user*
+//! drops an item (not when it is received), so a stream never holds more slots than its
+//! window, and a slow consumer slows its own producer and nobody else.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{CallOptions, OutBody, Payload, Response, Session};
+use crate::error::{Error, Result};
+use crate::frame::{flags, monotonic_now_ns, Descriptor, StreamFrame, INLINE_CAPACITY};
+use crate::Status;
+
+/// DATA frames a side may have in flight per stream (its receive window).
+pub const STREAM_WINDOW: u32 = 8;
+
+/// Streams a peer may have open towards us at once. Each runs its handler on a thread,
+/// so a misbehaving peer must not be able to open them without bound.
+pub const MAX_INBOUND_STREAMS: usize = 64;
+
+/// A stream handler: reads items with [`StreamCall::recv`], sends with
+/// [`StreamCall::send`]; returning ends the stream (Ok, or the error for the caller).
+pub type StreamHandler = dyn Fn(&mut StreamCall) -> Result<()> + Send + Sync;
+
+pub(crate) struct StreamState {
+    channel: u32,
+    method_id: u32,
+    name: Option<String>,
+    deadline_ns: u64,
+    inner: Mutex<StreamInner>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct StreamInner {
+    inbound: VecDeque<Payload>,
+    peer_eos: bool,
+    /// Caller side: the callee's final status (with its payload).
+    finished: Option<Result<Option<Payload>>>,
+    /// Why the stream stopped early (cancelled by either side, deadline, link failure).
+    stopped: Option<Error>,
+    send_credits: u32,
+    released: u32,
+    local_eos: bool,
+}
+
+impl fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream").field("channel", &self.channel).field("method_id", &self.method_id).finish()
+    }
+}
+
+impl StreamState {
+    fn new(
+        channel: u32,
+        method_id: u32,
+        name: Option<String>,
+        deadline_ns: u64,
+        send_credits: u32,
+    ) -> Arc<StreamState> {
+        Arc::new(StreamState {
+            channel,
+            method_id,
+            name,
+            deadline_ns,
+            inner: Mutex::new(StreamInner { send_credits, ..StreamInner::default() }),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn stop(&self, error: Error) {
+        let mut inner = self.inner.lock();
+        if inner.stopped.is_none() {
+            inner.stopped = Some(error);
+        }
+        self.cv.notify_all();
+    }
+
+    fn what(&self) -> String {
+        match &self.name {
+            Some(n) => format!("stream {n:?} (channel {})", self.channel),
+            None => format!("stream {:#010x} (channel {})", self.method_id, self.channel),
+        }
+    }
+
+    /// Waits on the condition variable until `deadline_ns` (0 = no deadline).
+    fn wait(&self, inner: &mut parking_lot::MutexGuard<'_, StreamInner>) -> Result<()> {
+        if self.deadline_ns == 0 {
+            self.cv.wait_for(inner, Duration::from_millis(250));
+            return Ok(());
+        }
+        let now = monotonic_now_ns();
+        if now >= self.deadline_ns {
+            return Err(Error::new(Status::DeadlineExceeded, format!("{} passed its deadline", self.what())));
+        }
+        self.cv.wait_for(inner, Duration::from_nanos(self.deadline_ns - now).min(Duration::from_millis(250)));
+        Ok(())
+    }
+}
+
+/// One item of a stream, read in place. Dropping it releases its slot and gives the
+/// sender credit for one more item.
+pub struct StreamItem {
+    payload: Option<Payload>,
+    stream: Arc<StreamState>,
+    session: Arc<Session>,
+}
+
+impl StreamItem {
+    /// The item's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.payload.as_ref().map_or(&[], |p| p.bytes())
+    }
+
+    /// Copies the item out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes().to_vec()
+    }
+}
+
+impl fmt::Debug for StreamItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamItem").field("len", &self.bytes().len()).finish()
+    }
+}
+
+impl Drop for StreamItem {
+    fn drop(&mut self) {
+        // Release the slot first, then grant credit: the sender never gets credit for a
+        // slot we still hold.
+        drop(self.payload.take());
+        let grant = {
+            let mut inner = self.stream.inner.lock();
+            inner.released += 1;
+            if inner.released >= STREAM_WINDOW / 2 || inner.peer_eos {
+                std::mem::take(&mut inner.released)
+            } else {
+                0
+            }
+        };
+        if grant > 0 {
+            let _ = self.session.stream_frame(&self.stream, 0, grant, None);
+        }
+    }
+}
+
+impl Session {
+    /// Sends one frame on a stream channel: `flags` with `credit`, and a payload
+    /// written by `body` (or none).
+    fn stream_frame(&self, stream: &StreamState, flags: u32, credit: u32, body: Option<OutBody>) -> Result<()> {
+        let d = Descriptor {
+            msg_id: self.next_msg_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            channel_id: stream.channel,
+            method_id: stream.method_id,
+            flags,
+            credit,
+            deadline_ns: stream.deadline_ns,
+            ..Default::default()
+        };
+        let body = body.unwrap_or(OutBody::Inline([0; INLINE_CAPACITY], 0));
+        self.send(d, body, stream.deadline_ns)
+    }
+
+    fn finish_stream_frame(&self, stream: &StreamState, status: &Result<Vec<u8>>) -> Result<()> {
+        let d = |flags: u32, code: u32| Descriptor {
+            msg_id: self.next_msg_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            channel_id: stream.channel,
+            method_id: stream.method_id,
+            flags,
+            status: code,
+            deadline_ns: stream.deadline_ns,
+            ..Default::default()
+        };
+        match status {
+            Ok(bytes) => {
+                let body = self.fill_body(bytes.len(), 0, super::copy_of(bytes))?;
+                self.send(d(flags::RESPONSE, 0), body, 0)
+            }
+            Err(e) => {
+                let body = self.error_body(e.message())?;
+                self.send(d(flags::RESPONSE | flags::ERROR, e.status().code()), body, 0)
+            }
+        }
+    }
+
+    /// Stops every stream with `error` (the link failed).
+    pub(crate) fn stop_streams(&self, error: &Error) {
+        let streams: Vec<_> = self.streams.lock().drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            stream.stop(error.clone());
+        }
+    }
+
+    /// Opens a stream to `method_id` with `request` as its initial message.
+    pub(crate) fn open_stream(
+        self: &Arc<Self>,
+        method_id: u32,
+        name: Option<&str>,
+        request: &[u8],
+        opts: &CallOptions,
+    ) -> Result<Stream> {
+        self.check_open()?;
+        let deadline_ns = opts.deadline_for_call_starting_now();
+        let mut channel = self.next_channel.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        if channel == 0 {
+            // Wrapped around: channel 0 is the unary channel.
+            channel = self.next_channel.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        }
+        // The callee grants its own window with its first credit frame.
+        let stream = StreamState::new(channel, method_id, name.map(str::to_owned), deadline_ns, 0);
+        self.streams.lock().insert(channel, stream.clone());
+        let body = self.fill_body(request.len(), deadline_ns, super::copy_of(request));
+        let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, STREAM_WINDOW, Some(body)));
+        if let Err(e) = sent {
+            self.streams.lock().remove(&channel);
+            return Err(e);
+        }
+        Ok(Stream { state: stream, session: self.clone(), ended: false })
+    }
+
+    /// A frame arrived on a stream channel.
+    pub(crate) fn on_stream_frame(self: &Arc<Self>, kind: StreamFrame, d: Descriptor, payload: Payload) {
+        if kind == StreamFrame::Open {
+            return self.accept_stream(d, payload);
+        }
+        let stream = self.streams.lock().get(&d.channel_id).cloned();
+        // A late frame of a closed channel: dropping its payload returns the slot.
+        let Some(stream) = stream else { return };
+        let mut inner = stream.inner.lock();
+        inner.send_credits = inner.send_credits.saturating_add(d.credit);
+        match kind {
+            StreamFrame::Data => inner.inbound.push_back(payload),
+            StreamFrame::Eos => inner.peer_eos = true,
+            StreamFrame::Cancel => {
+                if inner.stopped.is_none() {
+                    inner.stopped =
+                        Some(Error::new(Status::Cancelled, format!("{} was cancelled by the peer", stream.what())));
+                }
+            }
+            StreamFrame::Finish { error } => {
+                inner.finished = Some(if error {
+                    let status = Status::from_code(d.status).unwrap_or(Status::Unknown);
+                    Err(Error::new(status, String::from_utf8_lossy(payload.bytes()).into_owned()))
+                } else {
+                    Ok(Some(payload))
+                });
+                drop(inner);
+                self.streams.lock().remove(&d.channel_id);
+                stream.cv.notify_all();
+                return;
+            }
+            StreamFrame::Credit | StreamFrame::Open => {}
+        }
+        drop(inner);
+        stream.cv.notify_all();
+    }
+
+    fn accept_stream(self: &Arc<Self>, d: Descriptor, request: Payload) {
+        // The peer opens channels of the other parity than ours.
+        let ours = self.next_channel.load(std::sync::atomic::Ordering::Relaxed) % 2;
+        if d.channel_id % 2 == ours || self.streams.lock().contains_key(&d.channel_id) {
+            return self.protocol_error(format_args!("OPEN of channel {} it may not open", d.channel_id));
+        }
+        let stream = StreamState::new(d.channel_id, d.method_id, None, d.deadline_ns, d.credit);
+        {
+            let mut streams = self.streams.lock();
+            let inbound = streams.keys().filter(|c| *c % 2 != ours).count();
+            if inbound >= MAX_INBOUND_STREAMS {
+                drop(streams);
+                let refusal = Error::new(
+                    Status::ResourceExhausted,
+                    format!("{MAX_INBOUND_STREAMS} streams are open already; close one first"),
+                );
+                if let Err(e) = self.finish_stream_frame(&stream, &Err(refusal)) {
+                    tracing::debug!("could not refuse a stream: {e}");
+                }
+                return;
+            }
+            streams.insert(d.channel_id, stream.clone());
+        }
+        let handler = self.dispatcher.read().get_stream(d.method_id);
+        let session = self.clone();
+        let spawned = std::thread::Builder::new().name("cellshm-stream".into()).spawn(move || {
+            let outcome = match handler {
+                None => {
+                    Err(Error::new(Status::Unimplemented, format!("no stream method with id {:#010x}", d.method_id)))
+                }
+                Some(handler) => {
+                    // Give the caller our window before the handler runs.
+                    let _ = session.stream_frame(&stream, 0, STREAM_WINDOW, None);
+                    let mut call = StreamCall {
+                        request: Some(request),
+                        stream: stream.clone(),
+                        session: session.clone(),
+                        response: Vec::new(),
+                    };
+                    match catch_unwind(AssertUnwindSafe(|| handler(&mut call))) {
+                        Ok(Ok(())) => Ok(std::mem::take(&mut call.response)),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(Error::new(Status::Internal, "the stream handler panicked")),
+                    }
+                }
+            };
+            let cancelled = stream.inner.lock().stopped.is_some();
+            session.streams.lock().remove(&stream.channel);
+            // Drop what the caller sent and we did not read: that returns the slots.
+            stream.inner.lock().inbound.clear();
+            if !cancelled {
+                if let Err(e) = session.finish_stream_frame(&stream, &outcome) {
+                    tracing::debug!("could not finish a stream: {e}");
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("could not start a stream handler thread: {e}");
+        }
+    }
+
+    fn send_item(&self, stream: &StreamState, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
+        {
+            let mut inner = stream.inner.lock();
+            loop {
+                if let Some(e) = &inner.stopped {
+                    return Err(e.clone());
+                }
+                if let Some(Err(e)) = &inner.finished {
+                    return Err(e.clone());
+                }
+                if inner.finished.is_some() {
+                    return Err(Error::new(Status::FailedPrecondition, format!("{} has finished", stream.what())));
+                }
+                if inner.local_eos {
+                    return Err(Error::new(
+                        Status::FailedPrecondition,
+                        format!("{} was closed for sending", stream.what()),
+                    ));
+                }
+                if inner.send_credits > 0 {
+                    inner.send_credits -= 1;
+                    break;
+                }
+                self.check_open()?;
+                stream.wait(&mut inner)?;
+            }
+        }
+        let body = self.fill_body(max_len, stream.deadline_ns, fill)?;
+        self.stream_frame(stream, flags::DATA, 0, Some(body))
+    }
+
+    fn recv_item(self: &Arc<Self>, stream: &Arc<StreamState>) -> Result<Option<StreamItem>> {
+        let mut inner = stream.inner.lock();
+        loop {
+            if let Some(payload) = inner.inbound.pop_front() {
+                return Ok(Some(StreamItem { payload: Some(payload), stream: stream.clone(), session: self.clone() }));
+            }
+            if let Some(e) = &inner.stopped {
+                return Err(e.clone());
+            }
+            if inner.peer_eos {
+                return Ok(None);
+            }
+            match &inner.finished {
+                Some(Ok(_)) => return Ok(None),
+                Some(Err(e)) => return Err(e.clone()),
+                None => {}
+            }
+            if let Some(e) = self.failure() {
+                return Err(e);
+            }
+            stream.wait(&mut inner)?;
+        }
+    }
+
+    fn cancel_stream(&self, stream: &StreamState, reason: Error) {
+        let already = stream.inner.lock().stopped.is_some();
+        stream.stop(reason);
+        if self.streams.lock().remove(&stream.channel).is_some() && !already {
+            let _ = self.stream_frame(stream, flags::CANCEL, 0, None);
+        }
+        stream.inner.lock().inbound.clear();
+    }
+}
+
+/// The caller's end of a stream. Dropping it before the stream finished cancels it.
+pub struct Stream {
+    state: Arc<StreamState>,
+    session: Arc<Session>,
+    ended: bool,
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.state.fmt(f)
+    }
+}
+
+impl Stream {
+    /// Sends one item to the handler (client streaming); waits for credit.
+    pub fn send(&self, item: &[u8]) -> Result<()> {
+        self.with_deadline(self.session.send_item(&self.state, item.len(), super::copy_of(item)))
+    }
+
+    /// Sends one item written in place.
+    pub fn send_with(&self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
+        self.with_deadline(self.session.send_item(&self.state, max_len, fill))
+    }
+
+    /// Tells the handler no more items follow.
+    pub fn close_send(&self) -> Result<()> {
+        let mut inner = self.state.inner.lock();
+        if inner.local_eos {
+            return Ok(());
+        }
+        inner.local_eos = true;
+        drop(inner);
+        self.session.stream_frame(&self.state, flags::EOS, 0, None)
+    }
+
+    /// The next item from the handler; `None` once it finished successfully.
+    pub fn recv(&mut self) -> Result<Option<StreamItem>> {
+        let got = self.session.recv_item(&self.state);
+        if matches!(got, Ok(None) | Err(_)) {
+            self.ended = true;
+        }
+        self.with_deadline(got)
+    }
+
+    /// Closes sending, drops any items still coming, and returns the handler's final
+    /// response (client streaming).
+    pub fn finish(mut self) -> Result<Response> {
+        self.close_send()?;
+        let mut inner = self.state.inner.lock();
+        loop {
+            inner.inbound.clear();
+            match inner.finished.take() {
+                Some(Ok(Some(payload))) => {
+                    self.ended = true;
+                    return Ok(Response { payload });
+                }
+                Some(Ok(None)) => {
+                    self.ended = true;
+                    return Err(Error::new(Status::Internal, "stream finished twice"));
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                None => {}
+            }
+            if let Some(e) = inner.stopped.clone() {
+                self.ended = true;
+                return Err(e);
+            }
+            if let Err(e) = self.state.wait(&mut inner) {
+                drop(inner);
+                self.session.cancel_stream(&self.state, e.clone());
+                self.ended = true;
+                return Err(e);
+            }
+        }
+    }
+
+    /// Gives up the stream: the handler sees it cancelled; late items are dropped.
+    pub fn cancel(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.session.cancel_stream(&self.state, Error::new(Status::Cancelled, "cancelled by the caller"));
+        }
+    }
+
+    fn with_deadline<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            if e.status() == Status::DeadlineExceeded {
+                self.session.cancel_stream(&self.state, e.clone());
+            }
+        }
+        result
+    }
+}
+
+impl Iterator for Stream {
+    type Item = Result<StreamItem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.ended {
+            return None;
+        }
+        self.recv().transpose()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let finished = self.state.inner.lock().finished.is_some();
+        if !self.ended && !finished {
+            self.cancel();
+        }
+    }
+}
+
+/// The handler's end of a stream.
+pub struct StreamCall {
+    request: Option<Payload>,
+    stream: Arc<StreamState>,
+    session: Arc<Session>,
+    response: Vec<u8>,
+}
+
+impl fmt::Debug for StreamCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.stream.fmt(f)
+    }
+}
+
+impl StreamCall {
+    /// The message the caller opened the stream with.
+    pub fn request(&self) -> &[u8] {
+        self.request.as_ref().map_or(&[], |p| p.bytes())
+    }
+
+    /// Sends one item to the caller; waits for credit (a slow caller slows us down).
+    /// Fails with CANCELLED once the caller cancelled.
+    pub fn send(&mut self, item: &[u8]) -> Result<()> {
+        self.session.send_item(&self.stream, item.len(), super::copy_of(item))
+    }
+
+    /// Sends one item written in place.
+    pub fn send_with(&mut self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
+        self.session.send_item(&self.stream, max_len, fill)
+    }
+
+    /// The next item from the caller; `None` after it closed its sending side.
+    pub fn recv(&mut self) -> Result<Option<StreamItem>> {
+        self.session.recv_item(&self.stream)
+    }
+
+    /// True once the caller cancelled (or its deadline passed, or the link failed).
+    pub fn is_cancelled(&self) -> bool {
+        self.stream.inner.lock().stopped.is_some()
+            || (self.stream.deadline_ns != 0 && monotonic_now_ns() >= self.stream.deadline_ns)
+            || self.session.failure().is_some()
+    }
+
+    /// Waits up to `timeout` for cancellation; true if the stream was cancelled.
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        let mut inner = self.stream.inner.lock();
+        while inner.stopped.is_none() && self.session.failure().is_none() {
+            if self.stream.cv.wait_until(&mut inner, until).timed_out() {
+                break;
+            }
+        }
+        drop(inner);
+        self.is_cancelled()
+    }
+
+    /// The final response sent when the handler returns Ok (client streaming).
+    pub fn set_response(&mut self, bytes: &[u8]) {
+        self.response = bytes.to_vec();
+    }
+
+    /// The caller's deadline (CLOCK_MONOTONIC ns), 0 if none.
+    pub fn deadline_ns(&self) -> u64 {
+        self.stream.deadline_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_handles_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<super::Stream>();
+        is_send::<super::StreamItem>();
+        is_send::<super::StreamCall>();
+    }
+}
