@@ -29,6 +29,7 @@ mod dispatch;
 mod options;
 mod stream;
 
+use dispatch::CancelledCalls;
 use dispatch::ReplyBody;
 pub use dispatch::{Call, Dispatcher, Handler};
 pub use options::{CallOptions, WaitStrategy};
@@ -325,10 +326,19 @@ impl PendingCall {
         Some(self.session.finish_call(self.waiter.take(), self.method_id, self.name.as_deref()))
     }
 
-    /// Stops waiting. Returns true if the call was still outstanding (its completion
-    /// callback will then never run).
+    /// Stops waiting and tells the callee (a CANCEL frame its handler sees through
+    /// [`Call::is_cancelled`]). Returns true if the call was still outstanding (its
+    /// completion callback will then never run); its late response is dropped.
     pub fn cancel(&self) -> bool {
-        self.session.pending.lock().remove(&self.msg_id).is_some()
+        let outstanding = self.session.pending.lock().remove(&self.msg_id).is_some();
+        if outstanding {
+            // Best effort and bounded: a cancel must not block on a full ring for long.
+            let give_up = frame::deadline_after(Duration::from_millis(10));
+            if let Err(e) = self.session.send_control_until(ControlKind::Cancel, self.msg_id, &[], give_up) {
+                tracing::debug!("could not send CANCEL: {e}");
+            }
+        }
+        outstanding
     }
 }
 
@@ -397,6 +407,7 @@ pub(crate) struct Session {
     /// Open streams by channel id.
     streams: Mutex<HashMap<u32, Arc<StreamState>>>,
     next_channel: AtomicU32,
+    cancelled_calls: CancelledCalls,
 }
 
 impl fmt::Debug for Session {
@@ -462,6 +473,7 @@ impl Session {
             failing_thread: Mutex::new(None),
             servers: Mutex::new(Vec::new()),
             streams: Mutex::new(HashMap::new()),
+            cancelled_calls: CancelledCalls::default(),
             // Each side opens channels of its own parity, so both can open at once.
             next_channel: AtomicU32::new(match side {
                 Side::Host => 1,
@@ -723,6 +735,10 @@ impl Session {
     }
 
     fn send_control(&self, kind: ControlKind, msg_id: u64, payload: &[u8]) -> Result<()> {
+        self.send_control_until(kind, msg_id, payload, 0)
+    }
+
+    fn send_control_until(&self, kind: ControlKind, msg_id: u64, payload: &[u8], deadline_ns: u64) -> Result<()> {
         let mut inline = [0u8; INLINE_CAPACITY];
         inline[..payload.len()].copy_from_slice(payload);
         let d = Descriptor {
@@ -732,7 +748,7 @@ impl Session {
             flags: flags::CONTROL,
             ..Default::default()
         };
-        self.send(d, OutBody::Inline(inline, payload.len()), 0)
+        self.send(d, OutBody::Inline(inline, payload.len()), deadline_ns)
     }
 
     // ----- calling -----------------------------------------------------------------
@@ -1147,9 +1163,9 @@ impl Session {
                 }
             }
             ControlKind::Goodbye => self.hooks.on_goodbye(),
-            // Unary calls cannot be cancelled mid-flight yet; the caller has already
-            // stopped waiting, and the late response is dropped.
-            ControlKind::Cancel => {}
+            // The caller gave up on a unary call: its handler may see it and stop. The
+            // response, if any, is dropped by the caller when it arrives.
+            ControlKind::Cancel => self.cancelled_calls.add(d.msg_id),
         }
     }
 
@@ -1254,6 +1270,7 @@ impl Session {
         let Incoming { desc, payload, no_reply } = request;
         let outcome = self.run_handler(&desc, &payload);
         drop(payload);
+        self.cancelled_calls.forget(desc.msg_id);
         let claimed = self.claim_ring();
         self.count(control::REQUESTS_SERVED, 1);
         let (body, error) = match outcome {
@@ -1349,6 +1366,7 @@ impl Session {
             ));
         };
         let mut call = Call {
+            msg_id: desc.msg_id,
             payload: payload.bytes(),
             method_id: desc.method_id,
             deadline_ns: desc.deadline_ns,

@@ -126,6 +126,42 @@ fn cancelling_reaches_the_handler_within_10_ms_and_returns_every_slot() {
     assert_eq!(r.peer.call("Echo.echo", b"after", &secs(5)).unwrap().bytes(), b"after");
 }
 
+fn wait_for_cancel_seen_after(peer: &Peer, since_ns: u64) -> Duration {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = peer.call("Stream.last_cancel_seen", b"", &secs(5)).unwrap();
+        let seen = u64::from_le_bytes(reply.bytes().try_into().unwrap());
+        if seen >= since_ns {
+            return Duration::from_nanos(seen - since_ns);
+        }
+        assert!(Instant::now() < deadline, "the handler never saw the cancellation");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_cancelled_unary_call_reaches_its_handler_within_10_ms() {
+    let r = start(HubConfig::default());
+    let pending = r.peer.call_start("Test.until_cancelled", b"", &secs(30), Box::new(|| {})).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert!(!pending.is_done());
+    let cancelled_at = monotonic_now_ns();
+    assert!(pending.cancel());
+    let latency = wait_for_cancel_seen_after(&r.peer, cancelled_at);
+    assert!(latency < Duration::from_millis(10), "cancellation took {latency:?}");
+    // Dropping an outstanding call cancels it the same way.
+    let pending = r.peer.call_start("Test.until_cancelled", b"", &secs(30), Box::new(|| {})).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    let dropped_at = monotonic_now_ns();
+    drop(pending);
+    wait_for_cancel_seen_after(&r.peer, dropped_at);
+    // A deadline cancels too: the handler stops at the deadline, the caller gets
+    // DEADLINE_EXCEEDED.
+    let e = r.peer.call("Test.until_cancelled", b"", &CallOptions::timeout(Duration::from_millis(30))).unwrap_err();
+    assert_eq!(e.status(), Status::DeadlineExceeded);
+    assert_eq!(r.peer.call("Echo.echo", b"fine", &secs(5)).unwrap().bytes(), b"fine");
+}
+
 #[test]
 fn dropping_an_unfinished_stream_cancels_it() {
     let r = start(HubConfig::default());

@@ -299,7 +299,7 @@ fn test_cell(cell: Cell) -> Result<(), Error> {
     cell.run()
 }
 
-/// When `Stream.forever` last saw its stream cancelled (CLOCK_MONOTONIC ns), so a test
+/// When `Stream.forever` or `Test.until_cancelled` last saw a cancellation (CLOCK_MONOTONIC ns), so a test
 /// can measure how long a cancellation takes to reach the handler.
 static LAST_CANCEL_SEEN_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -353,6 +353,13 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
                 return Err(e);
             }
         }
+    })?;
+    cell.method("Test.until_cancelled", |call| {
+        if call.wait_cancelled(Duration::from_secs(10)) {
+            LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+            return Err(Error::new(Status::Cancelled, "the caller cancelled"));
+        }
+        Ok(())
     })?;
     cell.method("Stream.last_cancel_seen", |call| {
         call.reply(&LAST_CANCEL_SEEN_NS.load(std::sync::atomic::Ordering::SeqCst).to_le_bytes())

@@ -102,6 +102,7 @@ pub(super) enum ReplyBody {
 
 /// A request being served: the payload, read in place, and the reply being built.
 pub struct Call<'a> {
+    pub(super) msg_id: u64,
     pub(super) payload: &'a [u8],
     pub(super) method_id: u32,
     pub(super) deadline_ns: u64,
@@ -129,6 +130,25 @@ impl<'a> Call<'a> {
     /// The caller's absolute deadline (CLOCK_MONOTONIC ns), 0 if none.
     pub fn deadline_ns(&self) -> u64 {
         self.deadline_ns
+    }
+
+    /// True once the caller cancelled this call, its deadline passed, or the link
+    /// failed: a long handler polls this and stops early (its answer would be dropped).
+    pub fn is_cancelled(&self) -> bool {
+        (self.deadline_ns != 0 && monotonic_now_ns() >= self.deadline_ns)
+            || self.session.cancelled_calls.contains(self.msg_id)
+            || self.session.failure().is_some()
+    }
+
+    /// Waits up to `timeout` for [`Call::is_cancelled`] to become true; returns it.
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        let mut limit = until;
+        if let Some(left) = self.remaining() {
+            limit = limit.min(std::time::Instant::now() + left);
+        }
+        self.session.cancelled_calls.wait_for(self.msg_id, limit, || self.session.failure().is_some());
+        self.is_cancelled()
     }
 
     /// Time left before the caller's deadline, if it has one.
@@ -198,6 +218,56 @@ impl From<OutBody> for ReplyBody {
         match b {
             OutBody::Inline(bytes, n) => ReplyBody::Inline(bytes, n),
             OutBody::Slot(s, n) => ReplyBody::Slot(s, n),
+        }
+    }
+}
+
+/// Unary calls the caller cancelled while we serve them. Message ids are never reused,
+/// so an id only has to be remembered while its handler runs; a CANCEL that arrives
+/// after the handler finished is remembered until the bound pushes it out.
+#[derive(Default)]
+pub(super) struct CancelledCalls {
+    /// Fast path: serving a call only takes the lock when some cancel is remembered.
+    count: std::sync::atomic::AtomicUsize,
+    ids: parking_lot::Mutex<std::collections::VecDeque<u64>>,
+    changed: parking_lot::Condvar,
+}
+
+impl CancelledCalls {
+    /// How many cancels of already finished calls are remembered at most.
+    const BOUND: usize = 1024;
+
+    pub(super) fn add(&self, msg_id: u64) {
+        let mut ids = self.ids.lock();
+        if ids.len() >= Self::BOUND {
+            ids.pop_front();
+        }
+        ids.push_back(msg_id);
+        self.count.store(ids.len(), std::sync::atomic::Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    pub(super) fn contains(&self, msg_id: u64) -> bool {
+        self.count.load(std::sync::atomic::Ordering::Acquire) != 0 && self.ids.lock().contains(&msg_id)
+    }
+
+    pub(super) fn forget(&self, msg_id: u64) {
+        if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut ids = self.ids.lock();
+        ids.retain(|id| *id != msg_id);
+        self.count.store(ids.len(), std::sync::atomic::Ordering::Release);
+    }
+
+    fn wait_for(&self, msg_id: u64, until: std::time::Instant, stop: impl Fn() -> bool) {
+        let mut ids = self.ids.lock();
+        while !ids.contains(&msg_id) && !stop() {
+            // Wake now and then to notice `stop` (the session failing).
+            let step = until.min(std::time::Instant::now() + Duration::from_millis(50));
+            if self.changed.wait_until(&mut ids, step).timed_out() && std::time::Instant::now() >= until {
+                return;
+            }
         }
     }
 }
