@@ -14,7 +14,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cellshm::{CallOptions, Cell, Error, Hub, HubConfig, PeerOptions, Status, WaitStrategy};
+use cellshm::{CallOptions, Cell, Error, Hub, HubConfig, PeerOptions, SlotClass, Status, WaitStrategy};
 
 fn main() -> ExitCode {
     // Behave like other Unix tools when stdout is a closed pipe (`cellshm bench | head`):
@@ -333,6 +333,18 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
             if !sleep.is_zero() {
                 std::thread::sleep(sleep);
             }
+        }
+        Ok(())
+    })?;
+    cell.stream_method("Stream.fill", |call| {
+        // The benchmark's producer: every byte of every chunk written in place.
+        let n = u32_at(call.request(), 0)?;
+        let size = u32_at(call.request(), 4)? as usize;
+        for i in 0..n {
+            call.send_with(size, |buf| {
+                buf.fill(i as u8);
+                size
+            })?;
         }
         Ok(())
     })?;
@@ -699,6 +711,7 @@ fn bench(quick: bool) -> Result<(), Error> {
     if let Some(program) = std::env::var_os("CELLSHM_C_BENCH") {
         bench_c_api_paired(&program, n_fast)?;
     }
+    bench_streams(quick)?;
     let spin = p50s[1].1;
     let block = p50s[3].1;
     println!(
@@ -707,6 +720,123 @@ fn bench(quick: bool) -> Result<(), Error> {
         block as f64 / sock_floor.max(1) as f64
     );
     Ok(())
+}
+
+/// Stream throughput: the cell writes every byte of each chunk in place (`Stream.fill`),
+/// the host receives it and checks its first and last byte; beside a single-thread
+/// memcpy of the same chunk size, measured in this run.
+fn bench_streams(quick: bool) -> Result<(), Error> {
+    const ROUNDS: usize = 5;
+    let total_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
+    let config = HubConfig {
+        slot_classes: vec![
+            SlotClass { slot_size: 256, slot_count: 256 },
+            SlotClass { slot_size: 64 << 10, slot_count: 96 },
+            SlotClass { slot_size: 1 << 20, slot_count: 16 },
+        ],
+        ..HubConfig::default()
+    };
+    println!("# streams: {} MiB per round, {ROUNDS} rounds, median round reported", total_bytes >> 20);
+    for chunk in [64usize << 10, 1 << 20] {
+        let n = total_bytes / chunk;
+        // Measured before the cell exists: its receive thread would share our 2 cores.
+        let floor = memcpy_rate(chunk, n.max(64));
+        let wait =
+            if std::env::var_os("CELLSHM_BENCH_SPIN").is_some() { WaitStrategy::Spin } else { WaitStrategy::default() };
+        let (hub, peer, mut child) = spawn_bench_cell_with(config.clone(), wait)?;
+        let mut rates = Vec::new();
+        let mut gaps = Vec::new();
+        for _ in 0..ROUNDS {
+            let request: Vec<u8> = [n as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let started = Instant::now();
+            let mut last = started;
+            let mut received = 0usize;
+            for (i, item) in peer.open_stream("Stream.fill", &request, &CallOptions::default())?.enumerate() {
+                let item = item?;
+                let bytes = item.bytes();
+                assert!(bytes.len() == chunk && bytes[0] == i as u8 && bytes[chunk - 1] == i as u8);
+                received += bytes.len();
+                let now = Instant::now();
+                gaps.push((now - last).as_nanos() as u64);
+                last = now;
+            }
+            rates.push(received as f64 / started.elapsed().as_secs_f64() / 1e9);
+        }
+        rates.sort_by(|a, b| a.total_cmp(b));
+        gaps.sort_unstable();
+        let median = rates[ROUNDS / 2];
+        println!(
+            "cellshm_stream_{}KiB_in_place gbps_median={median:.2} gbps_min={:.2} chunk_gap_p50_ns={} chunk_gap_p99_ns={} floor_memcpy_gbps={floor:.2} ratio={:.2}",
+            chunk >> 10,
+            rates[0],
+            gaps[gaps.len() / 2],
+            gaps[gaps.len() * 99 / 100],
+            median / floor
+        );
+        peer.shutdown(Duration::from_secs(1));
+        drop(hub);
+        let _ = child.wait();
+    }
+    // Eight streams of 256 KiB chunks at once on one peer.
+    let config = HubConfig {
+        slot_classes: vec![
+            SlotClass { slot_size: 256, slot_count: 256 },
+            SlotClass { slot_size: 256 << 10, slot_count: 8 * cellshm::STREAM_WINDOW + 8 },
+        ],
+        ..HubConfig::default()
+    };
+    let chunk = 256usize << 10;
+    let per_stream = total_bytes / 8 / chunk;
+    let floor = memcpy_rate(chunk, per_stream * 8);
+    let (hub, peer, mut child) = spawn_bench_cell_with(config, WaitStrategy::default())?;
+    let peer = std::sync::Arc::new(peer);
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let peer = peer.clone();
+                std::thread::spawn(move || -> Result<usize, Error> {
+                    let request: Vec<u8> =
+                        [per_stream as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let mut received = 0;
+                    for item in peer.open_stream("Stream.fill", &request, &CallOptions::default())? {
+                        received += item?.bytes().len();
+                    }
+                    Ok(received)
+                })
+            })
+            .collect();
+        let mut received = 0;
+        for t in threads {
+            received += t.join().map_err(|_| Error::new(Status::Internal, "stream thread panicked"))??;
+        }
+        rates.push(received as f64 / started.elapsed().as_secs_f64() / 1e9);
+    }
+    rates.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "cellshm_8_streams_256KiB_aggregate gbps_median={:.2} gbps_min={:.2} floor_memcpy_256KiB_gbps={:.2}",
+        rates[ROUNDS / 2],
+        rates[0],
+        floor
+    );
+    peer.shutdown(Duration::from_secs(1));
+    drop(hub);
+    let _ = child.wait();
+    Ok(())
+}
+
+/// Single-thread memcpy of `chunk`-byte buffers, GB/s at the median copy, from a
+/// source that changes every copy (so no copy is elided or served from a cached result).
+fn memcpy_rate(chunk: usize, copies: usize) -> f64 {
+    let mut src = vec![0x5Au8; chunk];
+    let mut dst = vec![0u8; chunk];
+    let s = Sampler::run(copies, copies / 10, || {
+        src[0] = src[0].wrapping_add(1);
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+    });
+    chunk as f64 / s.percentile(0.5) as f64
 }
 
 /// Alternates rounds of the Rust API and the C-API caller (tests/c/bench_c_caller.c),
@@ -771,7 +901,14 @@ fn num_cpus() -> usize {
 }
 
 fn spawn_bench_cell(wait: WaitStrategy) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
-    let hub = Hub::create(HubConfig::default())?;
+    spawn_bench_cell_with(HubConfig::default(), wait)
+}
+
+fn spawn_bench_cell_with(
+    config: HubConfig,
+    wait: WaitStrategy,
+) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
+    let hub = Hub::create(config)?;
     let ticket = hub.add_peer("bench", PeerOptions { wait, ..PeerOptions::default() })?;
     let wait_text = match wait {
         WaitStrategy::Spin => "spin".to_string(),
