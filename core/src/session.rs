@@ -34,7 +34,7 @@ use dispatch::ReplyBody;
 pub use dispatch::{Call, Dispatcher, Handler};
 pub use options::{CallOptions, WaitStrategy};
 use stream::StreamState;
-pub use stream::{Stream, StreamCall, StreamHandler, StreamItem, STREAM_WINDOW};
+pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, STREAM_WINDOW};
 
 use crate::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 use crate::error::{Error, Result};

@@ -74,7 +74,7 @@ fn ten_thousand_items_arrive_in_order_and_the_stream_ends_ok() {
 #[test]
 fn a_stream_that_fails_delivers_its_items_then_the_error() {
     let r = start(HubConfig::default());
-    let mut stream = r.peer.open_stream("Stream.fail_after", &words(&[5]), &secs(10)).unwrap();
+    let stream = r.peer.open_stream("Stream.fail_after", &words(&[5]), &secs(10)).unwrap();
     for i in 0..5u32 {
         let item = stream.recv().unwrap().expect("an item before the error");
         assert_eq!(item.bytes(), i.to_le_bytes());
@@ -87,17 +87,17 @@ fn a_stream_that_fails_delivers_its_items_then_the_error() {
 #[test]
 fn unknown_stream_methods_and_unary_names_are_refused() {
     let r = start(HubConfig::default());
-    let mut stream = r.peer.open_stream("Stream.nope", b"", &secs(5)).unwrap();
+    let stream = r.peer.open_stream("Stream.nope", b"", &secs(5)).unwrap();
     assert_eq!(stream.recv().unwrap_err().status(), Status::Unimplemented);
     // A unary method is not a stream method.
-    let mut stream = r.peer.open_stream("Echo.echo", b"", &secs(5)).unwrap();
+    let stream = r.peer.open_stream("Echo.echo", b"", &secs(5)).unwrap();
     assert_eq!(stream.recv().unwrap_err().status(), Status::Unimplemented);
 }
 
 #[test]
 fn cancelling_reaches_the_handler_within_10_ms_and_returns_every_slot() {
     let r = start(HubConfig::default());
-    let mut stream = r.peer.open_stream("Stream.forever", &words(&[4096]), &secs(30)).unwrap();
+    let stream = r.peer.open_stream("Stream.forever", &words(&[4096]), &secs(30)).unwrap();
     for _ in 0..100 {
         stream.recv().unwrap().unwrap();
     }
@@ -165,7 +165,7 @@ fn a_cancelled_unary_call_reaches_its_handler_within_10_ms() {
 #[test]
 fn dropping_an_unfinished_stream_cancels_it() {
     let r = start(HubConfig::default());
-    let mut stream = r.peer.open_stream("Stream.forever", &words(&[64]), &secs(30)).unwrap();
+    let stream = r.peer.open_stream("Stream.forever", &words(&[64]), &secs(30)).unwrap();
     stream.recv().unwrap().unwrap();
     let dropped_at = monotonic_now_ns();
     drop(stream);
@@ -186,7 +186,7 @@ fn a_deadline_mid_stream_ends_it_with_deadline_exceeded_on_both_sides() {
     // 100 items, 10 ms apart, but only 150 ms to do it.
     let opts = CallOptions::timeout(Duration::from_millis(150));
     let started = Instant::now();
-    let mut stream = r.peer.open_stream("Stream.count", &words(&[100, 16, 10]), &opts).unwrap();
+    let stream = r.peer.open_stream("Stream.count", &words(&[100, 16, 10]), &opts).unwrap();
     let mut got = 0;
     let e = loop {
         match stream.recv() {
@@ -229,7 +229,7 @@ fn a_256_mib_client_stream_arrives_intact() {
 #[test]
 fn bidirectional_echo_interleaves_sends_and_receives() {
     let r = start(HubConfig::default());
-    let mut stream = r.peer.open_stream("Stream.echo", b"", &secs(30)).unwrap();
+    let stream = r.peer.open_stream("Stream.echo", b"", &secs(30)).unwrap();
     // More items than the window, one at a time, then a burst of a full window.
     for i in 0..100u32 {
         let item = words(&[i, i * 3]);
@@ -305,7 +305,7 @@ fn eight_streams_of_256_kib_chunks_and_a_slow_consumer_do_not_starve_unary_calls
 #[test]
 fn a_killed_cell_ends_the_hosts_stream_with_peer_dead() {
     let r = start(HubConfig::default());
-    let mut stream = r.peer.open_stream("Stream.forever", &words(&[64]), &secs(30)).unwrap();
+    let stream = r.peer.open_stream("Stream.forever", &words(&[64]), &secs(30)).unwrap();
     stream.recv().unwrap().unwrap();
     let mut child = Command::new("kill").arg("-9").arg(r.child.id().to_string()).spawn().unwrap();
     child.wait().unwrap();

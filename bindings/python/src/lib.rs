@@ -12,7 +12,7 @@ use std::time::Duration;
 use cellshm::{
     frame, Call, CallOptions, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub, HubConfig, JoinArgs,
     LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response, Status,
-    WaitStrategy,
+    Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd, WaitStrategy,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -138,7 +138,11 @@ fn wait_strategy(wait: &str, spin_us: u64) -> PyResult<WaitStrategy> {
 
 /// Copies a response into a new bytes object; large ones with the GIL released.
 fn response_bytes(py: Python<'_>, response: &Response) -> PyResult<Py<PyBytes>> {
-    let data = response.bytes();
+    bytes_of(py, response.bytes())
+}
+
+/// Copies `data` into a new bytes object; large ones with the GIL released.
+fn bytes_of(py: Python<'_>, data: &[u8]) -> PyResult<Py<PyBytes>> {
     let bytes = PyBytes::new_with(py, data.len(), |buf| {
         if data.len() >= LARGE_COPY {
             // The new bytes object is not shared yet, so filling it without the GIL is safe.
@@ -304,6 +308,133 @@ impl PendingCall {
     }
 }
 
+// ----- streams -------------------------------------------------------------------------
+
+/// The caller's end of a stream (see `cellshm.Stream`). Every blocking wait releases
+/// the GIL; the stream is cancelled if it is closed (or collected) before it ended.
+#[pyclass(module = "cellshm._native", frozen)]
+struct Stream {
+    stream: Mutex<Option<Arc<CoreStream>>>,
+}
+
+impl Stream {
+    fn get(&self) -> PyResult<Arc<CoreStream>> {
+        self.stream.lock().clone().ok_or_else(|| err(Error::new(Status::FailedPrecondition, "the stream is closed")))
+    }
+}
+
+#[pymethods]
+impl Stream {
+    /// The next item as bytes, or None once the handler finished.
+    fn recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let stream = self.get()?;
+        match py.detach(|| stream.recv()).map_err(err)? {
+            Some(item) => Ok(Some(bytes_of(py, item.bytes())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn send(&self, py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = self::payload(Some(payload))?;
+        let stream = self.get()?;
+        py.detach(|| stream.send(data.as_slice())).map_err(err)
+    }
+
+    fn close_send(&self, py: Python<'_>) -> PyResult<()> {
+        let stream = self.get()?;
+        py.detach(|| stream.close_send()).map_err(err)
+    }
+
+    /// Closes sending and waits for the handler's response (client streaming).
+    fn finish(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let stream = self
+            .stream
+            .lock()
+            .take()
+            .ok_or_else(|| err(Error::new(Status::FailedPrecondition, "the stream is closed")))?;
+        let stream = Arc::try_unwrap(stream)
+            .map_err(|_| err(Error::new(Status::FailedPrecondition, "the stream is in use by another thread")))?;
+        let response = py.detach(|| stream.finish()).map_err(err)?;
+        response_bytes(py, &response)
+    }
+
+    fn cancel(&self, py: Python<'_>) {
+        if let Some(stream) = self.stream.lock().take() {
+            py.detach(move || {
+                stream.cancel();
+                drop(stream)
+            });
+        }
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.stream.lock().is_none()
+    }
+}
+
+/// The handler's end of a stream, given to Python stream handlers (see
+/// `cellshm.StreamCall`). It stops working once the handler returned.
+#[pyclass(module = "cellshm._native", frozen)]
+struct StreamCall {
+    end: StreamEnd,
+    request: Py<PyBytes>,
+}
+
+#[pymethods]
+impl StreamCall {
+    #[getter]
+    fn request(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.request.clone_ref(py)
+    }
+
+    fn send(&self, py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = self::payload(Some(payload))?;
+        py.detach(|| self.end.send(data.as_slice())).map_err(err)
+    }
+
+    /// The next item from the caller, or None once it closed its sending side.
+    fn recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        match py.detach(|| self.end.recv()).map_err(err)? {
+            Some(item) => Ok(Some(bytes_of(py, item.bytes())?)),
+            None => Ok(None),
+        }
+    }
+
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.end.is_cancelled()
+    }
+
+    fn wait_cancelled(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = duration(timeout, "timeout")?;
+        Ok(py.detach(|| self.end.wait_cancelled(timeout)))
+    }
+}
+
+/// A Python callable as a stream handler: it gets a `StreamCall` and returns the final
+/// response (bytes-like or None). Runs on the stream's own thread.
+fn py_stream_handler(
+    handler: Py<PyAny>,
+) -> impl Fn(&mut CoreStreamCall) -> cellshm::Result<()> + Send + Sync + 'static {
+    move |call| {
+        let answer = Python::attach(|py| -> cellshm::Result<Option<Vec<u8>>> {
+            let request = PyBytes::new(py, call.request()).unbind();
+            let native = Py::new(py, StreamCall { end: call.end(), request }).map_err(|e| from_py(py, e))?;
+            let answer = handler.call1(py, (native,)).map_err(|e| from_py(py, e))?;
+            let answer = answer.bind(py);
+            if answer.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(payload(Some(answer)).map_err(|e| from_py(py, e))?.as_slice().to_vec()))
+        })?;
+        if let Some(bytes) = answer {
+            call.set_response(&bytes);
+        }
+        Ok(())
+    }
+}
+
 // ----- host ----------------------------------------------------------------------------
 
 /// The host's hub (see `cellshm.Hub`).
@@ -343,6 +474,12 @@ impl Hub {
     fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {
         let name = method_name(name)?;
         self.with(|hub| hub.method(name, py_handler(handler, view)))
+    }
+
+    /// Serves the stream method `name` to every cell of the hub.
+    fn stream_method(&self, name: &str, handler: Py<PyAny>) -> PyResult<()> {
+        let name = method_name(name)?;
+        self.with(|hub| hub.stream_method(name, py_stream_handler(handler)))
     }
 
     /// Routes cells' log records to `sink(cell, peer_id, level, target, message)`, or
@@ -501,6 +638,21 @@ impl Peer {
         let data = self::payload(payload)?;
         let response = py.detach(|| self.peer.call(method, data.as_slice(), &options)).map_err(err)?;
         response_bytes(py, &response)
+    }
+
+    #[pyo3(signature = (method, payload=None, timeout=None))]
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Stream> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let stream = py.detach(|| self.peer.open_stream(method, data.as_slice(), &options)).map_err(err)?;
+        Ok(Stream { stream: Mutex::new(Some(Arc::new(stream))) })
     }
 
     #[pyo3(signature = (method, payload, timeout, notifier, token))]
@@ -813,6 +965,27 @@ impl Cell {
         self.get()?.method(name, py_handler(handler, view)).map_err(err)
     }
 
+    fn stream_method(&self, name: &str, handler: Py<PyAny>) -> PyResult<()> {
+        let name = method_name(name)?;
+        self.get()?.stream_method(name, py_stream_handler(handler)).map_err(err)
+    }
+
+    #[pyo3(signature = (method, payload=None, timeout=None))]
+    fn open_stream(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        payload: Option<&Bound<'_, PyAny>>,
+        timeout: Option<f64>,
+    ) -> PyResult<Stream> {
+        let method = method_name(method)?;
+        let options = call_options(timeout)?;
+        let data = self::payload(payload)?;
+        let cell = self.get()?;
+        let stream = py.detach(|| cell.open_stream(method, data.as_slice(), &options)).map_err(err)?;
+        Ok(Stream { stream: Mutex::new(Some(Arc::new(stream))) })
+    }
+
     /// Starts serving and announces readiness to the host.
     fn serve(&self, py: Python<'_>) -> PyResult<()> {
         let cell = self.get()?;
@@ -958,6 +1131,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Peer>()?;
     m.add_class::<Cell>()?;
     m.add_class::<PendingCall>()?;
+    m.add_class::<Stream>()?;
+    m.add_class::<StreamCall>()?;
     m.add_class::<AsyncNotifier>()?;
     m.add_class::<Supervisor>()?;
     m.add_class::<AttachListener>()?;

@@ -50,6 +50,8 @@ struct StreamInner {
     send_credits: u32,
     released: u32,
     local_eos: bool,
+    /// Handler side: the handler returned (its FINISH is sent or being sent).
+    handler_done: bool,
 }
 
 impl fmt::Debug for StreamState {
@@ -223,7 +225,7 @@ impl Session {
             self.streams.lock().remove(&channel);
             return Err(e);
         }
-        Ok(Stream { state: stream, session: self.clone(), ended: false })
+        Ok(Stream { state: stream, session: self.clone(), ended: std::sync::atomic::AtomicBool::new(false) })
     }
 
     /// A frame arrived on a stream channel.
@@ -298,8 +300,7 @@ impl Session {
                     let _ = session.stream_frame(&stream, 0, STREAM_WINDOW, None);
                     let mut call = StreamCall {
                         request: Some(request),
-                        stream: stream.clone(),
-                        session: session.clone(),
+                        end: StreamEnd { stream: stream.clone(), session: session.clone() },
                         response: Vec::new(),
                     };
                     match catch_unwind(AssertUnwindSafe(|| handler(&mut call))) {
@@ -309,7 +310,12 @@ impl Session {
                     }
                 }
             };
-            let cancelled = stream.inner.lock().stopped.is_some();
+            let cancelled = {
+                let mut inner = stream.inner.lock();
+                // Handles the handler gave away may not send after its FINISH.
+                inner.handler_done = true;
+                inner.stopped.is_some()
+            };
             session.streams.lock().remove(&stream.channel);
             // Drop what the caller sent and we did not read: that returns the slots.
             stream.inner.lock().inbound.clear();
@@ -393,7 +399,8 @@ impl Session {
 pub struct Stream {
     state: Arc<StreamState>,
     session: Arc<Session>,
-    ended: bool,
+    /// Set once the caller saw the end (or cancelled): no CANCEL on drop then.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Stream {
@@ -425,55 +432,62 @@ impl Stream {
     }
 
     /// The next item from the handler; `None` once it finished successfully.
-    pub fn recv(&mut self) -> Result<Option<StreamItem>> {
+    pub fn recv(&self) -> Result<Option<StreamItem>> {
         let got = self.session.recv_item(&self.state);
         if matches!(got, Ok(None) | Err(_)) {
-            self.ended = true;
+            self.set_ended();
         }
         self.with_deadline(got)
     }
 
     /// Closes sending, drops any items still coming, and returns the handler's final
     /// response (client streaming).
-    pub fn finish(mut self) -> Result<Response> {
+    pub fn finish(self) -> Result<Response> {
         self.close_send()?;
         let mut inner = self.state.inner.lock();
         loop {
             inner.inbound.clear();
             match inner.finished.take() {
                 Some(Ok(Some(payload))) => {
-                    self.ended = true;
+                    self.set_ended();
                     return Ok(Response { payload });
                 }
                 Some(Ok(None)) => {
-                    self.ended = true;
+                    self.set_ended();
                     return Err(Error::new(Status::Internal, "stream finished twice"));
                 }
                 Some(Err(e)) => {
-                    self.ended = true;
+                    self.set_ended();
                     return Err(e);
                 }
                 None => {}
             }
             if let Some(e) = inner.stopped.clone() {
-                self.ended = true;
+                self.set_ended();
                 return Err(e);
             }
             if let Err(e) = self.state.wait(&mut inner) {
                 drop(inner);
                 self.session.cancel_stream(&self.state, e.clone());
-                self.ended = true;
+                self.set_ended();
                 return Err(e);
             }
         }
     }
 
     /// Gives up the stream: the handler sees it cancelled; late items are dropped.
-    pub fn cancel(&mut self) {
-        if !self.ended {
-            self.ended = true;
+    pub fn cancel(&self) {
+        if !self.ended.swap(true, std::sync::atomic::Ordering::AcqRel) {
             self.session.cancel_stream(&self.state, Error::new(Status::Cancelled, "cancelled by the caller"));
         }
+    }
+
+    fn set_ended(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn with_deadline<T>(&self, result: Result<T>) -> Result<T> {
@@ -490,7 +504,7 @@ impl Iterator for Stream {
     type Item = Result<StreamItem>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.ended {
+        if self.is_ended() {
             return None;
         }
         self.recv().transpose()
@@ -500,7 +514,7 @@ impl Iterator for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         let finished = self.state.inner.lock().finished.is_some();
-        if !self.ended && !finished {
+        if !self.is_ended() && !finished {
             self.cancel();
         }
     }
@@ -509,14 +523,13 @@ impl Drop for Stream {
 /// The handler's end of a stream.
 pub struct StreamCall {
     request: Option<Payload>,
-    stream: Arc<StreamState>,
-    session: Arc<Session>,
+    end: StreamEnd,
     response: Vec<u8>,
 }
 
 impl fmt::Debug for StreamCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.stream.fmt(f)
+        self.end.stream.fmt(f)
     }
 }
 
@@ -529,16 +542,76 @@ impl StreamCall {
     /// Sends one item to the caller; waits for credit (a slow caller slows us down).
     /// Fails with CANCELLED once the caller cancelled.
     pub fn send(&mut self, item: &[u8]) -> Result<()> {
-        self.session.send_item(&self.stream, item.len(), super::copy_of(item))
+        self.end.send(item)
     }
 
     /// Sends one item written in place.
     pub fn send_with(&mut self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
-        self.session.send_item(&self.stream, max_len, fill)
+        self.end.send_with(max_len, fill)
     }
 
     /// The next item from the caller; `None` after it closed its sending side.
     pub fn recv(&mut self) -> Result<Option<StreamItem>> {
+        self.end.recv()
+    }
+
+    /// True once the caller cancelled (or its deadline passed, or the link failed).
+    pub fn is_cancelled(&self) -> bool {
+        self.end.is_cancelled()
+    }
+
+    /// Waits up to `timeout` for cancellation; true if the stream was cancelled.
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        self.end.wait_cancelled(timeout)
+    }
+
+    /// The final response sent when the handler returns Ok (client streaming).
+    pub fn set_response(&mut self, bytes: &[u8]) {
+        self.response = bytes.to_vec();
+    }
+
+    /// The caller's deadline (CLOCK_MONOTONIC ns), 0 if none.
+    pub fn deadline_ns(&self) -> u64 {
+        self.end.stream.deadline_ns
+    }
+
+    /// A cloneable handle to this end of the stream, for sending or receiving from
+    /// another thread (and for language bindings). It stops working once the handler
+    /// returned: the stream is finished then.
+    pub fn end(&self) -> StreamEnd {
+        self.end.clone()
+    }
+}
+
+/// A handle to the handler's end of a stream (see [`StreamCall::end`]).
+#[derive(Clone)]
+pub struct StreamEnd {
+    stream: Arc<StreamState>,
+    session: Arc<Session>,
+}
+
+impl fmt::Debug for StreamEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.stream.fmt(f)
+    }
+}
+
+impl StreamEnd {
+    /// Sends one item to the caller (see [`StreamCall::send`]).
+    pub fn send(&self, item: &[u8]) -> Result<()> {
+        self.send_with(item.len(), super::copy_of(item))
+    }
+
+    /// Sends one item written in place.
+    pub fn send_with(&self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
+        if self.stream.inner.lock().handler_done {
+            return Err(Error::new(Status::FailedPrecondition, format!("{} has finished", self.stream.what())));
+        }
+        self.session.send_item(&self.stream, max_len, fill)
+    }
+
+    /// The next item from the caller; `None` after it closed its sending side.
+    pub fn recv(&self) -> Result<Option<StreamItem>> {
         self.session.recv_item(&self.stream)
     }
 
@@ -554,22 +627,16 @@ impl StreamCall {
         let until = std::time::Instant::now() + timeout;
         let mut inner = self.stream.inner.lock();
         while inner.stopped.is_none() && self.session.failure().is_none() {
-            if self.stream.cv.wait_until(&mut inner, until).timed_out() {
+            let step = until.min(std::time::Instant::now() + Duration::from_millis(50));
+            if self.stream.cv.wait_until(&mut inner, step).timed_out() && std::time::Instant::now() >= until {
+                break;
+            }
+            if self.stream.deadline_ns != 0 && monotonic_now_ns() >= self.stream.deadline_ns {
                 break;
             }
         }
         drop(inner);
         self.is_cancelled()
-    }
-
-    /// The final response sent when the handler returns Ok (client streaming).
-    pub fn set_response(&mut self, bytes: &[u8]) {
-        self.response = bytes.to_vec();
-    }
-
-    /// The caller's deadline (CLOCK_MONOTONIC ns), 0 if none.
-    pub fn deadline_ns(&self) -> u64 {
-        self.stream.deadline_ns
     }
 }
 
@@ -581,5 +648,6 @@ mod tests {
         is_send::<super::Stream>();
         is_send::<super::StreamItem>();
         is_send::<super::StreamCall>();
+        is_send::<super::StreamEnd>();
     }
 }

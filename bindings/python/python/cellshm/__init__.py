@@ -168,6 +168,134 @@ def _check_timeout(timeout: Optional[float]) -> Optional[float]:
 # ----- host ---------------------------------------------------------------------------
 
 
+# ----- streams ------------------------------------------------------------------------
+
+
+class Stream:
+    """The caller's end of a stream, from :meth:`Peer.open_stream` or
+    :meth:`Cell.open_stream`.
+
+    Iterate it (``for item in stream`` or ``async for item in stream``) to read the
+    handler's items as ``bytes``; :meth:`send` and :meth:`finish` for client streaming.
+    Every wait releases the GIL. Closing the stream (or leaving its ``with`` block)
+    before it ended cancels it: the handler sees ``call.cancelled``.
+    """
+
+    def __init__(self, native: Any, what: str) -> None:
+        self._native = native
+        self._what = what
+
+    def recv(self) -> Optional[bytes]:
+        """The next item, or None once the handler finished; raises its error."""
+        return self._native.recv()  # type: ignore[no-any-return]
+
+    def send(self, item: Payload) -> None:
+        """Sends one item to the handler; waits while its window is full."""
+        self._native.send(item)
+
+    def close_send(self) -> None:
+        """Tells the handler no more items follow."""
+        self._native.close_send()
+
+    def finish(self) -> bytes:
+        """Closes sending and returns the handler's response (client streaming)."""
+        return self._native.finish()  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        """Gives up the stream; the handler sees it cancelled."""
+        self._native.cancel()
+
+    close = cancel
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._native.closed)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        item = self.recv()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        try:
+            # recv releases the GIL, so a worker thread waits without blocking the loop.
+            item = await loop.run_in_executor(None, self._native.recv)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if item is None:
+            raise StopAsyncIteration
+        return item  # type: ignore[no-any-return]
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __repr__(self) -> str:
+        return f"<cellshm.Stream {self._what}{' closed' if self.closed else ''}>"
+
+
+class StreamCall:
+    """The handler's end of a stream, passed to a :meth:`Cell.stream_method` handler.
+
+    ``request`` is the opening message; :meth:`send` items to the caller (waits while
+    the caller's window is full, raises :class:`Cancelled` once it gave up); iterate it
+    to read the caller's items. The handler's return value is the final response.
+    """
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @property
+    def request(self) -> bytes:
+        return self._native.request  # type: ignore[no-any-return]
+
+    def send(self, item: Payload) -> None:
+        self._native.send(item)
+
+    def recv(self) -> Optional[bytes]:
+        """The caller's next item, or None once it closed its sending side."""
+        return self._native.recv()  # type: ignore[no-any-return]
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller cancelled, its deadline passed, or it went away."""
+        return bool(self._native.cancelled)
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds for cancellation (GIL released)."""
+        return bool(self._native.wait_cancelled(_check_timeout(timeout)))
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            item = self.recv()
+            if item is None:
+                return
+            yield item
+
+
+StreamHandler = Callable[[StreamCall], Optional[Payload]]
+SH = TypeVar("SH", bound=StreamHandler)
+
+
+def _stream_handler(handler: StreamHandler) -> Callable[[Any], Optional[Payload]]:
+    def run(native: Any) -> Optional[Payload]:
+        return handler(StreamCall(native))
+
+    return run
+
+
+
 class Peer:
     """The host's handle on one cell. Thread-safe."""
 
@@ -217,6 +345,11 @@ class Peer:
             timeout,
             f"{method!r} on cell {self.name!r}",
         )
+
+    def open_stream(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> Stream:
+        """Opens a stream to the cell's stream method ``method`` with ``payload`` as its
+        opening message; ``timeout`` bounds the whole stream."""
+        return Stream(self._native.open_stream(method, payload, _check_timeout(timeout)), f"{method!r} on {self.name!r}")
 
     def notify(self, method: str, payload: Payload = b"") -> None:
         """Sends a notification: no response."""
@@ -289,6 +422,16 @@ class Hub:
 
         def register(handler: H) -> H:
             self._native.method(name, _sync_handler(handler, lambda: None), view)
+            return handler
+
+        return register
+
+    def stream_method(self, name: str) -> Callable[[SH], SH]:
+        """Decorator: serves the stream method ``name`` to every cell of the hub (see
+        :meth:`Cell.stream_method`)."""
+
+        def register(handler: SH) -> SH:
+            self._native.stream_method(name, _stream_handler(handler))
             return handler
 
         return register
@@ -410,6 +553,21 @@ class Cell:
             return handler
 
         return register
+
+    def stream_method(self, name: str) -> Callable[[SH], SH]:
+        """Decorator registering a stream handler for ``"Service.method"``: it runs on its
+        own thread for each stream opened to it, gets a :class:`StreamCall`, and returns
+        the final response (bytes-like or None). Raising ends the stream with that error."""
+
+        def register(handler: SH) -> SH:
+            self._native.stream_method(name, _stream_handler(handler))
+            return handler
+
+        return register
+
+    def open_stream(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> Stream:
+        """Opens a stream to the host's stream method ``method``."""
+        return Stream(self._native.open_stream(method, payload, _check_timeout(timeout)), f"{method!r} on the host")
 
     def serve(self) -> None:
         """Starts serving and announces readiness to the host; returns at once."""
@@ -570,6 +728,8 @@ __all__ = [
     "Cell",
     "CellLogHandler",
     "Supervisor",
+    "Stream",
+    "StreamCall",
     "Payload",
     "method_id",
     "status_name",

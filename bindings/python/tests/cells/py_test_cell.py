@@ -68,6 +68,31 @@ async def async_echo(request: bytes) -> bytes:
     return b"async:" + request
 
 
+@cell.stream_method("Stream.count")
+def count(call: cellshm.StreamCall) -> None:
+    n, size = struct.unpack_from("<II", call.request)
+    for i in range(n):
+        call.send(struct.pack("<I", i).ljust(size, b"."))
+
+
+@cell.stream_method("Stream.sum")
+def total(call: cellshm.StreamCall) -> bytes:
+    count, digest = 0, 0
+    for item in call:
+        count += len(item)
+        digest = (digest * 31 + sum(item)) % (1 << 61)
+    return struct.pack("<QQ", count, digest)
+
+
+@cell.stream_method("Stream.until_cancelled")
+def until_cancelled(call: cellshm.StreamCall) -> None:
+    call.send(b"started")
+    if call.wait_cancelled(10.0):
+        # Tell the host through a unary call that the handler saw it.
+        cell.notify("Host.cancel_seen", struct.pack("<d", time.monotonic()))
+        raise cellshm.Cancelled("the caller cancelled")
+
+
 if os.environ.get("PY_CELL_MODE") == "async":
     asyncio.run(cell.serve_async())
 else:
