@@ -141,6 +141,19 @@ typedef struct cellshm_reply cellshm_reply;
 // it with cellshm_response_free (that hands the slot back to the sender).
 typedef struct cellshm_response cellshm_response;
 
+// The caller's end of a stream (cellshm_peer_open_stream, cellshm_cell_open_stream).
+// Owned by the caller; release it with cellshm_stream_free, which cancels a stream
+// that has not ended. Use it from one thread at a time, except cellshm_stream_cancel,
+// which any thread may call to wake a thread blocked in cellshm_stream_next.
+typedef struct cellshm_stream cellshm_stream;
+
+// The handler's end of a stream; valid only during the stream handler call.
+typedef struct cellshm_stream_call cellshm_stream_call;
+
+// One item of a stream, read in place from shared memory. Owned by the caller;
+// cellshm_stream_item_free releases its slot and lets the sender send one more.
+typedef struct cellshm_stream_item cellshm_stream_item;
+
 // Keeps cells alive under stable names (relaunch with backoff, graceful stop). Owns its
 // hub. Thread-safe: every function but cellshm_supervisor_free may be called from any
 // thread.
@@ -204,6 +217,16 @@ typedef void (*cellshm_cell_event_fn)(void *userdata,
                                       const char *name,
                                       uint32_t status,
                                       const char *reason);
+
+// A stream handler. It runs on its own thread for each stream opened to it; `request`
+// (the opening message, `request_len` bytes) is valid until it returns. It sends items
+// with cellshm_stream_call_send, reads the caller's with cellshm_stream_call_next, and
+// returns CELLSHM_OK to end the stream (with the response set by
+// cellshm_stream_call_set_response), or another status to end it with that error.
+typedef uint32_t (*cellshm_stream_handler_fn)(void *userdata,
+                                              const uint8_t *request,
+                                              size_t request_len,
+                                              cellshm_stream_call *call);
 
 #ifdef __cplusplus
 extern "C" {
@@ -663,6 +686,151 @@ uint32_t cellshm_cell_peer_id(const cellshm_cell *cell);
 // # Safety
 // `cell` is NULL or a cell not yet freed, not in use by another thread.
 void cellshm_cell_free(cellshm_cell *cell);
+
+// Opens a stream to the cell's stream method "Service.method" with `request_len`
+// bytes at `request` as its opening message. `options` may be NULL; its timeout covers
+// the whole stream. On success `*out_stream` is owned by the caller.
+//
+// # Safety
+// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
+// `out_stream` is writable.
+cellshm_status cellshm_peer_open_stream(const cellshm_peer *peer,
+                                        const char *method,
+                                        const uint8_t *request,
+                                        size_t request_len,
+                                        const cellshm_call_options *options,
+                                        cellshm_stream **out_stream);
+
+// Opens a stream to the host's stream method "Service.method" (see
+// cellshm_peer_open_stream).
+//
+// # Safety
+// As for cellshm_peer_open_stream, with a live `cell`.
+cellshm_status cellshm_cell_open_stream(const cellshm_cell *cell,
+                                        const char *method,
+                                        const uint8_t *request,
+                                        size_t request_len,
+                                        const cellshm_call_options *options,
+                                        cellshm_stream **out_stream);
+
+// Waits for the next item of the stream. On CELLSHM_OK `*out_item` is an item owned
+// by the caller, or NULL once the handler finished successfully. Any other status is
+// the stream's end: the handler's error, CELLSHM_CANCELLED, CELLSHM_DEADLINE_EXCEEDED,
+// CELLSHM_PEER_DEAD, ... with the message in cellshm_last_error_message().
+//
+// # Safety
+// `stream` is live; `out_item` is writable.
+cellshm_status cellshm_stream_next(const cellshm_stream *stream, cellshm_stream_item **out_item);
+
+// Sends one item (a copy of `len` bytes at `data`) to the handler; waits while the
+// handler's window is full.
+//
+// # Safety
+// `stream` is live; `data` has `len` readable bytes.
+cellshm_status cellshm_stream_send(const cellshm_stream *stream, const uint8_t *data, size_t len);
+
+// Tells the handler that no more items follow.
+//
+// # Safety
+// `stream` is live.
+cellshm_status cellshm_stream_close_send(const cellshm_stream *stream);
+
+// Closes sending, drops items still coming, and waits for the handler's response
+// (client streaming). On success `*out_response` is owned by the caller. The stream
+// is finished afterwards either way; it still has to be freed.
+//
+// # Safety
+// `stream` is live; `out_response` is writable.
+cellshm_status cellshm_stream_finish(const cellshm_stream *stream, cellshm_response **out_response);
+
+// Cancels the stream: the handler sees it cancelled, a thread blocked in
+// cellshm_stream_next returns CELLSHM_CANCELLED, late items are dropped. Idempotent.
+//
+// # Safety
+// `stream` is live.
+cellshm_status cellshm_stream_cancel(const cellshm_stream *stream);
+
+// Releases a stream, cancelling it if it has not ended. NULL is a no-op.
+//
+// # Safety
+// `stream` is NULL or a stream not yet freed, used by no other thread; it must not be
+// used afterwards.
+void cellshm_stream_free(cellshm_stream *stream);
+
+// The item's bytes (NULL for a NULL item). Valid until cellshm_stream_item_free.
+//
+// # Safety
+// `item` is NULL or a live item.
+const uint8_t *cellshm_stream_item_data(const cellshm_stream_item *item);
+
+// The item's length in bytes (0 for a NULL item).
+//
+// # Safety
+// `item` is NULL or a live item.
+size_t cellshm_stream_item_len(const cellshm_stream_item *item);
+
+// Releases an item: its slot goes back and the sender gets credit. NULL is a no-op.
+//
+// # Safety
+// `item` is NULL or an item not yet freed; it must not be used afterwards.
+void cellshm_stream_item_free(cellshm_stream_item *item);
+
+// Serves the stream method "Service.method" to every cell of the hub. `userdata` is
+// passed to every call and released with `free_userdata` (may be NULL) exactly once.
+//
+// # Safety
+// `hub` is live; `name` NUL-terminated; `handler` a valid function.
+cellshm_status cellshm_hub_register_stream(const cellshm_hub *hub,
+                                           const char *name,
+                                           cellshm_stream_handler_fn handler,
+                                           void *userdata,
+                                           cellshm_free_fn free_userdata);
+
+// Serves the stream method "Service.method" (see cellshm_hub_register_stream).
+//
+// # Safety
+// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+cellshm_status cellshm_cell_register_stream(cellshm_cell *cell,
+                                            const char *name,
+                                            cellshm_stream_handler_fn handler,
+                                            void *userdata,
+                                            cellshm_free_fn free_userdata);
+
+// Sends one item (a copy of `len` bytes at `data`) to the caller; waits while the
+// caller's window is full. CELLSHM_CANCELLED once the caller gave up: return then.
+//
+// # Safety
+// `call` is the running stream handler's; `data` has `len` readable bytes.
+cellshm_status cellshm_stream_call_send(cellshm_stream_call *call, const uint8_t *data, size_t len);
+
+// Waits for the caller's next item: on CELLSHM_OK `*out_item` is an item owned by the
+// handler (free it with cellshm_stream_item_free), or NULL once the caller closed its
+// sending side.
+//
+// # Safety
+// `call` is the running stream handler's; `out_item` is writable.
+cellshm_status cellshm_stream_call_next(cellshm_stream_call *call, cellshm_stream_item **out_item);
+
+// 1 once the caller cancelled (or its deadline passed, or it went away), else 0 (also
+// for NULL).
+//
+// # Safety
+// `call` is NULL or the running stream handler's.
+int cellshm_stream_call_cancelled(cellshm_stream_call *call);
+
+// Sets the response sent when the handler returns CELLSHM_OK (a copy of `len` bytes).
+//
+// # Safety
+// `call` is the running stream handler's; `data` has `len` readable bytes.
+cellshm_status cellshm_stream_call_set_response(cellshm_stream_call *call,
+                                                const uint8_t *data,
+                                                size_t len);
+
+// Sets the message that goes with the error status the handler is about to return.
+//
+// # Safety
+// `call` is the running stream handler's; `message` NUL-terminated.
+cellshm_status cellshm_stream_call_error_message(cellshm_stream_call *call, const char *message);
 
 #ifdef __cplusplus
 }  // extern "C"

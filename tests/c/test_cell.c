@@ -109,6 +109,84 @@ static uint32_t log_line(void *userdata, const uint8_t *request, size_t len, cel
     return cellshm_cell_log(the_cell, line);
 }
 
+/* Stream.count {n, size}: n items of `size` bytes, each starting with its index. */
+static uint32_t stream_count(void *userdata, const uint8_t *request, size_t len, cellshm_stream_call *call) {
+    uint8_t item[4096];
+    uint32_t n, size, i;
+    cellshm_status status;
+    (void)userdata;
+    if (len < 8 || (size = u32_at(request + 4)) < 4 || size > sizeof item) {
+        cellshm_stream_call_error_message(call, "Stream.count wants {n, size}, 4 <= size <= 4096");
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    n = u32_at(request);
+    memset(item, '.', size);
+    for (i = 0; i < n; i++) {
+        item[0] = (uint8_t)i;
+        item[1] = (uint8_t)(i >> 8);
+        item[2] = (uint8_t)(i >> 16);
+        item[3] = (uint8_t)(i >> 24);
+        if ((status = cellshm_stream_call_send(call, item, size)) != CELLSHM_OK) {
+            return status;
+        }
+    }
+    return CELLSHM_OK;
+}
+
+/* Stream.sum: reads every item; the response is {bytes: u64, fnv1a: u64}. */
+static uint32_t stream_sum(void *userdata, const uint8_t *request, size_t len, cellshm_stream_call *call) {
+    uint64_t total = 0, hash = 0xcbf29ce484222325ull;
+    uint8_t answer[16];
+    int k;
+    (void)userdata;
+    (void)request;
+    (void)len;
+    for (;;) {
+        cellshm_stream_item *item = NULL;
+        const uint8_t *data;
+        size_t n, j;
+        cellshm_status status = cellshm_stream_call_next(call, &item);
+        if (status != CELLSHM_OK) {
+            return status;
+        }
+        if (item == NULL) {
+            break;
+        }
+        data = cellshm_stream_item_data(item);
+        n = cellshm_stream_item_len(item);
+        for (j = 0; j < n; j++) {
+            hash = (hash ^ data[j]) * 0x100000001b3ull;
+        }
+        total += n;
+        cellshm_stream_item_free(item);
+    }
+    for (k = 0; k < 8; k++) {
+        answer[k] = (uint8_t)(total >> (8 * k));
+        answer[8 + k] = (uint8_t)(hash >> (8 * k));
+    }
+    return cellshm_stream_call_set_response(call, answer, sizeof answer);
+}
+
+/* Stream.forever: items until the caller cancels; then the send fails and we return. */
+static uint32_t stream_forever(void *userdata, const uint8_t *request, size_t len, cellshm_stream_call *call) {
+    static const uint8_t item[64] = {0};
+    (void)userdata;
+    (void)request;
+    (void)len;
+    while (cellshm_stream_call_send(call, item, sizeof item) == CELLSHM_OK) {
+    }
+    return cellshm_stream_call_cancelled(call) ? CELLSHM_CANCELLED : CELLSHM_INTERNAL;
+}
+
+static int add_stream(const char *name, cellshm_stream_handler_fn handler) {
+    registrations++;
+    if (cellshm_cell_register_stream(the_cell, name, handler, &frees, count_free) != CELLSHM_OK) {
+        fprintf(stderr, "test_cell: registering %s: %s\n", name, cellshm_last_error_message());
+        return 0;
+    }
+    return 1;
+}
+
 static int add(const char *name, cellshm_handler_fn handler) {
     registrations++;
     if (cellshm_cell_register(the_cell, name, handler, &frees, count_free) != CELLSHM_OK) {
@@ -125,7 +203,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!add("Echo.echo", echo) || !add("Test.write", write_copy) || !add("Test.sleep", sleep_ms) ||
-        !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line)) {
+        !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line) ||
+        !add_stream("Stream.count", stream_count) || !add_stream("Stream.sum", stream_sum) ||
+        !add_stream("Stream.forever", stream_forever)) {
         cellshm_cell_free(the_cell);
         return 2;
     }

@@ -369,6 +369,9 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
     cell.method("Test.until_cancelled", |call| {
         if call.wait_cancelled(Duration::from_secs(10)) {
             LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+            if call.remaining() == Some(Duration::ZERO) {
+                return Err(Error::new(Status::DeadlineExceeded, "the caller's deadline passed"));
+            }
             return Err(Error::new(Status::Cancelled, "the caller cancelled"));
         }
         Ok(())
