@@ -19,7 +19,7 @@ pub const CONTROL_CHANNEL: u32 = 0;
 /// Protocol version spoken by this build. A major mismatch refuses the peer.
 pub const PROTOCOL_VERSION_MAJOR: u16 = 1;
 /// Minor version: additions a peer of the same major may ignore.
-pub const PROTOCOL_VERSION_MINOR: u16 = 0;
+pub const PROTOCOL_VERSION_MINOR: u16 = 1;
 
 /// Descriptor flag bits (`flags` field, offset 16).
 #[allow(missing_docs)]

@@ -66,6 +66,9 @@ pub(crate) struct SlotAllocator {
     usage: usize,
 }
 
+/// Payloads from this size on are written into the most recently returned slot.
+const COLLECT_FIRST_FROM: usize = 32 << 10;
+
 impl SlotAllocator {
     /// The allocator for the pool written by `side`.
     ///
@@ -116,7 +119,15 @@ impl SlotAllocator {
     /// A slot for `len` bytes from the smallest class that has one free, or `None` when
     /// every fitting class is exhausted.
     pub fn alloc(&mut self, len: usize) -> Result<Option<OutSlot>, String> {
-        if let Some(slot) = self.take(len) {
+        // Large payloads take returns first: the free lists are LIFO, so the slot handed
+        // out is the one the receiver released last, still in cache; cycling through the
+        // whole pool would write every large payload into memory gone cold (1 MiB
+        // streams ran at half the speed). Small ones collect returns only when they run
+        // out: polling the return ring on every call costs a cache line bounced between
+        // the processes, which doubled the 64-byte round trip.
+        if len >= COLLECT_FIRST_FROM {
+            self.collect_returns()?;
+        } else if let Some(slot) = self.take(len) {
             return Ok(Some(slot));
         }
         self.collect_returns()?;
