@@ -793,7 +793,7 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
     let floor = memcpy_rate(chunk, per_stream * 8);
     let (hub, peer, mut child) = spawn_bench_cell_with(config, WaitStrategy::default())?;
     let peer = std::sync::Arc::new(peer);
-    let mut rates = Vec::new();
+    let (mut rates, mut unary) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let started = Instant::now();
         let threads: Vec<_> = (0..8)
@@ -810,6 +810,13 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
                 })
             })
             .collect();
+        // Unary calls on the same peer meanwhile, one every 100 µs.
+        while !threads.iter().all(|t| t.is_finished()) {
+            let t = Instant::now();
+            peer.call("Echo.echo", &[7u8; 64], &CallOptions::timeout(Duration::from_secs(5)))?;
+            unary.push(t.elapsed().as_nanos() as u64);
+            std::thread::sleep(Duration::from_micros(100));
+        }
         let mut received = 0;
         for t in threads {
             received += t.join().map_err(|_| Error::new(Status::Internal, "stream thread panicked"))??;
@@ -817,6 +824,15 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
         rates.push(received as f64 / started.elapsed().as_secs_f64() / 1e9);
     }
     rates.sort_by(|a, b| a.total_cmp(b));
+    unary.sort_unstable();
+    if !unary.is_empty() {
+        println!(
+            "cellshm_unary_64B_during_8_streams p50_ns={} p99_ns={} calls={}",
+            unary[unary.len() / 2],
+            unary[unary.len() * 99 / 100],
+            unary.len()
+        );
+    }
     println!(
         "cellshm_8_streams_256KiB_aggregate gbps_median={:.2} gbps_min={:.2} floor_memcpy_256KiB_gbps={:.2}",
         rates[ROUNDS / 2],
