@@ -290,6 +290,13 @@ cellshm_status cellshm_reply_error_message(cellshm_reply *reply, const char *mes
 // `reply` is NULL or the handler's reply.
 uint64_t cellshm_reply_deadline_ns(cellshm_reply *reply);
 
+// 1 once the caller cancelled the request being handled (or its deadline passed, or it
+// went away), else 0 (also for NULL). A long handler polls this and returns early.
+//
+// # Safety
+// `reply` is NULL or the handler's reply.
+int cellshm_reply_cancelled(cellshm_reply *reply);
+
 // The response bytes (NULL for a NULL response). Valid until cellshm_response_free.
 //
 // # Safety

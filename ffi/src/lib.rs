@@ -518,6 +518,19 @@ pub unsafe extern "C" fn cellshm_reply_deadline_ns(reply: *mut cellshm_reply) ->
     })
 }
 
+/// 1 once the caller cancelled the request being handled (or its deadline passed, or it
+/// went away), else 0 (also for NULL). A long handler polls this and returns early.
+///
+/// # Safety
+/// `reply` is NULL or the handler's reply.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_cancelled(reply: *mut cellshm_reply) -> c_int {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| c_int::from(s.call.is_cancelled()))
+    })
+}
+
 // ----- responses -----------------------------------------------------------------------
 
 /// A response payload, read in place from shared memory. Owned by the caller; release

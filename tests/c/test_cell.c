@@ -109,6 +109,39 @@ static uint32_t log_line(void *userdata, const uint8_t *request, size_t len, cel
     return cellshm_cell_log(the_cell, line);
 }
 
+/* Test.wait_cancel: waits (up to 5 s) until the caller cancels or its deadline passes;
+ * Test.cancels_seen answers how many times that happened (u32). */
+static volatile int cancels_seen = 0;
+
+static uint32_t wait_cancel(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    struct timespec ts = {0, 1000000L};
+    int i;
+    (void)userdata;
+    (void)request;
+    (void)len;
+    for (i = 0; i < 5000; i++) {
+        if (cellshm_reply_cancelled(reply)) {
+            __atomic_add_fetch(&cancels_seen, 1, __ATOMIC_SEQ_CST);
+            return CELLSHM_CANCELLED;
+        }
+        nanosleep(&ts, NULL);
+    }
+    return CELLSHM_OK;
+}
+
+static uint32_t get_cancels_seen(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    uint8_t answer[4];
+    uint32_t n = (uint32_t)__atomic_load_n(&cancels_seen, __ATOMIC_SEQ_CST);
+    (void)userdata;
+    (void)request;
+    (void)len;
+    answer[0] = (uint8_t)n;
+    answer[1] = (uint8_t)(n >> 8);
+    answer[2] = (uint8_t)(n >> 16);
+    answer[3] = (uint8_t)(n >> 24);
+    return cellshm_reply_write(reply, answer, sizeof answer);
+}
+
 /* Stream.count {n, size}: n items of `size` bytes, each starting with its index. */
 static uint32_t stream_count(void *userdata, const uint8_t *request, size_t len, cellshm_stream_call *call) {
     uint8_t item[4096];
@@ -205,7 +238,8 @@ int main(int argc, char **argv) {
     if (!add("Echo.echo", echo) || !add("Test.write", write_copy) || !add("Test.sleep", sleep_ms) ||
         !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line) ||
         !add_stream("Stream.count", stream_count) || !add_stream("Stream.sum", stream_sum) ||
-        !add_stream("Stream.forever", stream_forever)) {
+        !add_stream("Stream.forever", stream_forever) || !add("Test.wait_cancel", wait_cancel) ||
+        !add("Test.cancels_seen", get_cancels_seen)) {
         cellshm_cell_free(the_cell);
         return 2;
     }

@@ -103,6 +103,26 @@ int main(int argc, char **argv) {
     cellshm_stream_free(NULL);
     cellshm_stream_item_free(NULL);
 
+    /* A unary handler sees its caller's deadline pass (cellshm_reply_cancelled). */
+    {
+        cellshm_call_options short_timeout = {50, 0};
+        cellshm_call_options wait = {5000, 0};
+        int polls;
+        CHECK_STATUS(cellshm_peer_call(peer, "Test.wait_cancel", NULL, 0, &short_timeout, &response),
+                     CELLSHM_DEADLINE_EXCEEDED);
+        for (polls = 0; polls < 1000; polls++) {
+            struct timespec ts = {0, 1000000L};
+            CHECK_STATUS(cellshm_peer_call(peer, "Test.cancels_seen", NULL, 0, &wait, &response), CELLSHM_OK);
+            received = u32_at(cellshm_response_data(response));
+            cellshm_response_free(response);
+            if (received == 1) {
+                break;
+            }
+            nanosleep(&ts, NULL);
+        }
+        CHECK(received == 1);
+    }
+
     CHECK_STATUS(cellshm_peer_shutdown(peer, 3000), CELLSHM_OK);
     cellshm_peer_free(peer);
     cellshm_hub_free(hub);
