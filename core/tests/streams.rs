@@ -342,3 +342,21 @@ fn a_cell_opens_a_stream_to_the_host() {
     let expected: Vec<u8> = (0..50u32).rev().flat_map(|i| i.to_le_bytes()).collect();
     assert_eq!(reply.bytes(), expected);
 }
+
+#[test]
+fn holding_a_whole_window_of_items_is_a_clear_error_not_a_hang() {
+    let r = start(HubConfig::default());
+    let stream = r.peer.open_stream("Stream.count", &words(&[100, 64]), &secs(30)).unwrap();
+    // Holding 5 items (more than the credit batch) and asking for more still works.
+    let mut held: Vec<_> = (0..5).map(|_| stream.recv().unwrap().unwrap()).collect();
+    held.extend((0..3).map(|_| stream.recv().unwrap().unwrap()));
+    let started = Instant::now();
+    let e = stream.recv().unwrap_err();
+    assert_eq!(e.status(), Status::FailedPrecondition);
+    assert!(e.message().contains("holds all"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Dropping them lets the stream go on to its end.
+    drop(held);
+    let rest = stream.count();
+    assert_eq!(rest, 100 - STREAM_WINDOW as usize);
+}

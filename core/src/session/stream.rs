@@ -49,6 +49,8 @@ struct StreamInner {
     stopped: Option<Error>,
     send_credits: u32,
     released: u32,
+    /// Items handed to the user and not yet dropped.
+    held: u32,
     local_eos: bool,
     /// Handler side: the handler returned (its FINISH is sent or being sent).
     handler_done: bool,
@@ -84,6 +86,12 @@ impl StreamState {
             inner.stopped = Some(error);
         }
         self.cv.notify_all();
+    }
+
+    /// Nothing more will arrive: finished, stopped, or the peer closed its side.
+    fn is_over(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.finished.is_some() || inner.stopped.is_some() || inner.peer_eos
     }
 
     fn what(&self) -> String {
@@ -142,6 +150,7 @@ impl Drop for StreamItem {
         let grant = {
             let mut inner = self.stream.inner.lock();
             inner.released += 1;
+            inner.held = inner.held.saturating_sub(1);
             if inner.released >= STREAM_WINDOW / 2 || inner.peer_eos {
                 std::mem::take(&mut inner.released)
             } else {
@@ -365,6 +374,7 @@ impl Session {
         let mut inner = stream.inner.lock();
         loop {
             if let Some(payload) = inner.inbound.pop_front() {
+                inner.held += 1;
                 return Ok(Some(StreamItem { payload: Some(payload), stream: stream.clone(), session: self.clone() }));
             }
             if let Some(e) = &inner.stopped {
@@ -380,6 +390,27 @@ impl Session {
             }
             if let Some(e) = self.failure() {
                 return Err(e);
+            }
+            if inner.held >= STREAM_WINDOW {
+                // The sender has no credit left until some of these are dropped: waiting
+                // would never end.
+                return Err(Error::new(
+                    Status::FailedPrecondition,
+                    format!(
+                        "{} holds all {STREAM_WINDOW} items of its window; items are read in place, drop (or copy \
+                         and drop) some before asking for more",
+                        stream.what()
+                    ),
+                ));
+            }
+            // About to wait: grant what was released but not yet granted (credit goes
+            // back in batches), or a sender waiting for it and we would wait on each other.
+            let pending = std::mem::take(&mut inner.released);
+            if pending > 0 {
+                drop(inner);
+                let _ = self.stream_frame(stream, 0, pending, None);
+                inner = stream.inner.lock();
+                continue;
             }
             stream.wait(&mut inner)?;
         }
@@ -433,11 +464,16 @@ impl Stream {
 
     /// The next item from the handler; `None` once it finished successfully.
     pub fn recv(&self) -> Result<Option<StreamItem>> {
-        let got = self.session.recv_item(&self.state);
-        if matches!(got, Ok(None) | Err(_)) {
+        let got = self.with_deadline(self.session.recv_item(&self.state));
+        // Errors end the stream, except one the caller can fix (holding a whole window).
+        let ended = match &got {
+            Ok(item) => item.is_none(),
+            Err(_) => self.state.is_over() || self.session.failure().is_some(),
+        };
+        if ended {
             self.set_ended();
         }
-        self.with_deadline(got)
+        got
     }
 
     /// Closes sending, drops any items still coming, and returns the handler's final
