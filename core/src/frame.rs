@@ -172,7 +172,7 @@ pub const fn method_id(name: &str) -> u32 {
 pub struct Descriptor {
     /// Offset 0. Unique per sender; a response echoes its request's.
     pub msg_id: u64,
-    /// Offset 8. 0 = control frames and unary calls.
+    /// Offset 8. 0 = control frames and unary calls; otherwise a stream.
     pub channel_id: u32,
     /// Offset 12. Method id, echoed in responses; the control kind on control frames.
     pub method_id: u32,
@@ -186,7 +186,7 @@ pub struct Descriptor {
     pub slot: u32,
     /// Offset 32. Generation of the slot when it was handed over.
     pub slot_gen: u32,
-    /// Offset 36. Stream flow-control credit (reserved for streams).
+    /// Offset 36. Stream flow control: DATA frames granted to the receiver of this frame.
     pub credit: u32,
     /// Offset 40. Absolute CLOCK_MONOTONIC deadline in ns; 0 = none.
     pub deadline_ns: u64,

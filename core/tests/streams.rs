@@ -360,3 +360,30 @@ fn holding_a_whole_window_of_items_is_a_clear_error_not_a_hang() {
     let rest = stream.count();
     assert_eq!(rest, 100 - STREAM_WINDOW as usize);
 }
+
+#[test]
+fn a_cell_that_ignores_credit_is_dropped_with_protocol_error_and_the_hub_goes_on() {
+    let r = start(HubConfig::default());
+    let stream = r.peer.open_stream("Stream.ignore_credit", b"", &secs(10)).unwrap();
+    // Read nothing yet: were we to release items (and grant credit) as fast as they
+    // come, the flood might stay within the window.
+    thread::sleep(Duration::from_millis(300));
+    let e = loop {
+        match stream.recv() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended normally"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.status(), Status::ProtocolError, "{e}");
+    assert!(e.message().contains("beyond the granted credit"), "{e}");
+    // The hub serves a new cell as before.
+    let ticket = r.hub.add_peer("next", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("__cell").env("CELLSHM_QUIET", "1");
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    assert_eq!(peer.call("Echo.echo", b"fine", &secs(5)).unwrap().bytes(), b"fine");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -281,6 +281,23 @@ fn test_cell(cell: Cell) -> Result<(), Error> {
     cell.method("Test.exit", |call| std::process::exit(u32_at(call.payload(), 0)? as i32))?;
     serve_test_streams(&cell)?;
     let weak = std::sync::Arc::downgrade(&cell);
+    cell.stream_method("Stream.ignore_credit", move |call| {
+        // A misbehaving cell: 100 inline DATA frames at once, ignoring the window.
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        for i in 0..100u64 {
+            let d = cellshm::frame::Descriptor {
+                msg_id: 1 << 40 | i,
+                channel_id: call.channel_id(),
+                method_id: cellshm::method_id("Stream.ignore_credit"),
+                flags: cellshm::frame::flags::DATA,
+                slot: cellshm::frame::SLOT_INLINE,
+                ..Default::default()
+            };
+            cell.push_raw_descriptor_for_tests(d.encode())?;
+        }
+        Ok(())
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
     cell.method("Test.stream_from_host", move |call| {
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         let stream =

@@ -51,6 +51,8 @@ struct StreamInner {
     released: u32,
     /// Items handed to the user and not yet dropped.
     held: u32,
+    /// DATA frames the peer may still send us (the credit we granted, minus what came).
+    recv_allowance: u32,
     local_eos: bool,
     /// Handler side: the handler returned (its FINISH is sent or being sent).
     handler_done: bool,
@@ -167,6 +169,11 @@ impl Session {
     /// Sends one frame on a stream channel: `flags` with `credit`, and a payload
     /// written by `body` (or none).
     fn stream_frame(&self, stream: &StreamState, flags: u32, credit: u32, body: Option<OutBody>) -> Result<()> {
+        if credit > 0 {
+            // Counted before it is sent: the DATA it allows may arrive before we return.
+            let mut inner = stream.inner.lock();
+            inner.recv_allowance = inner.recv_allowance.saturating_add(credit);
+        }
         let d = Descriptor {
             msg_id: self.next_msg_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             channel_id: stream.channel,
@@ -248,7 +255,15 @@ impl Session {
         let mut inner = stream.inner.lock();
         inner.send_credits = inner.send_credits.saturating_add(d.credit);
         match kind {
-            StreamFrame::Data => inner.inbound.push_back(payload),
+            StreamFrame::Data if inner.recv_allowance == 0 => {
+                drop(inner);
+                // Ignoring credit would let a peer queue frames here without bound.
+                return self.protocol_error(format_args!("DATA beyond the granted credit on channel {}", d.channel_id));
+            }
+            StreamFrame::Data => {
+                inner.recv_allowance -= 1;
+                inner.inbound.push_back(payload);
+            }
             StreamFrame::Eos => inner.peer_eos = true,
             StreamFrame::Cancel => {
                 if inner.stopped.is_none() {
@@ -609,6 +624,12 @@ impl StreamCall {
     /// The caller's deadline (CLOCK_MONOTONIC ns), 0 if none.
     pub fn deadline_ns(&self) -> u64 {
         self.end.stream.deadline_ns
+    }
+
+    /// The stream's channel id (for tests that forge frames on it).
+    #[doc(hidden)]
+    pub fn channel_id(&self) -> u32 {
+        self.end.stream.channel
     }
 
     /// A cloneable handle to this end of the stream, for sending or receiving from
