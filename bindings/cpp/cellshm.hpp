@@ -1,6 +1,6 @@
 // cellshm.hpp: a header-only C++17 wrapper over the C API (include/cellshm.h).
 //
-// RAII handles (Hub, Peer, Cell, Response) release their C objects; every failing call
+// RAII handles (Hub, Peer, Cell, Response, Stream, StreamItem) release their C objects; every failing call
 // throws cellshm::Error carrying the status and the library's message. Handlers are
 // std::function objects; an exception thrown by a handler becomes an error response
 // (cellshm::Error keeps its status, anything else is INTERNAL) and never crosses into
@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -54,6 +55,12 @@ struct HubFree {
 };
 struct CellFree {
     void operator()(cellshm_cell *c) const noexcept { cellshm_cell_free(c); }
+};
+struct StreamFree {
+    void operator()(cellshm_stream *s) const noexcept { cellshm_stream_free(s); }
+};
+struct StreamItemFree {
+    void operator()(cellshm_stream_item *i) const noexcept { cellshm_stream_item_free(i); }
 };
 
 inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
@@ -100,6 +107,104 @@ class Response {
     std::unique_ptr<cellshm_response, detail::ResponseFree> raw_;
 };
 
+/// One item of a stream, read in place; destroying it returns its slot and lets the
+/// sender send one more.
+class StreamItem {
+  public:
+    explicit StreamItem(cellshm_stream_item *raw) : raw_(raw) {}
+    const uint8_t *data() const noexcept { return cellshm_stream_item_data(raw_.get()); }
+    size_t size() const noexcept { return cellshm_stream_item_len(raw_.get()); }
+    std::string_view view() const noexcept { return {reinterpret_cast<const char *>(data()), size()}; }
+    std::string str() const { return std::string(view()); }
+
+  private:
+    std::unique_ptr<cellshm_stream_item, detail::StreamItemFree> raw_;
+};
+
+/// The caller's end of a stream. Destroying it before the stream ended cancels it.
+class Stream {
+  public:
+    explicit Stream(cellshm_stream *raw) : raw_(raw) {}
+
+    /// The next item, or std::nullopt once the handler finished; throws its error.
+    std::optional<StreamItem> next() {
+        cellshm_stream_item *item = nullptr;
+        detail::check(cellshm_stream_next(raw_.get(), &item));
+        if (item == nullptr) return std::nullopt;
+        return StreamItem(item);
+    }
+
+    void send(std::string_view item) {
+        detail::check(cellshm_stream_send(raw_.get(), reinterpret_cast<const uint8_t *>(item.data()), item.size()));
+    }
+
+    void close_send() { detail::check(cellshm_stream_close_send(raw_.get())); }
+
+    /// Closes sending and returns the handler's response (client streaming).
+    Response finish() {
+        cellshm_response *out = nullptr;
+        detail::check(cellshm_stream_finish(raw_.get(), &out));
+        return Response(out);
+    }
+
+    void cancel() noexcept { cellshm_stream_cancel(raw_.get()); }
+
+  private:
+    std::unique_ptr<cellshm_stream, detail::StreamFree> raw_;
+};
+
+/// The handler's end of a stream, valid during the stream handler call.
+class StreamCall {
+  public:
+    explicit StreamCall(cellshm_stream_call *raw) : raw_(raw) {}
+
+    /// Sends one item; waits while the caller's window is full. Throws CANCELLED once
+    /// the caller gave up.
+    void send(std::string_view item) {
+        detail::check(cellshm_stream_call_send(raw_, reinterpret_cast<const uint8_t *>(item.data()), item.size()));
+    }
+
+    /// The caller's next item, or std::nullopt once it closed its sending side.
+    std::optional<StreamItem> next() {
+        cellshm_stream_item *item = nullptr;
+        detail::check(cellshm_stream_call_next(raw_, &item));
+        if (item == nullptr) return std::nullopt;
+        return StreamItem(item);
+    }
+
+    bool cancelled() const noexcept { return cellshm_stream_call_cancelled(raw_) != 0; }
+
+  private:
+    cellshm_stream_call *raw_;
+};
+
+/// A stream handler: gets the opening request and the call; returns the final
+/// response (empty for a pure server stream), or throws to end the stream with an error.
+using StreamHandler = std::function<std::string(std::string_view request, StreamCall &call)>;
+
+namespace detail {
+inline uint32_t stream_trampoline(void *userdata, const uint8_t *request, size_t len,
+                                  cellshm_stream_call *raw) noexcept {
+    try {
+        const StreamHandler &handler = *static_cast<const StreamHandler *>(userdata);
+        StreamCall call(raw);
+        std::string answer = handler(std::string_view(reinterpret_cast<const char *>(request), len), call);
+        return cellshm_stream_call_set_response(raw, reinterpret_cast<const uint8_t *>(answer.data()), answer.size());
+    } catch (const Error &e) {
+        cellshm_stream_call_error_message(raw, e.message().c_str());
+        return e.status();
+    } catch (const std::exception &e) {
+        cellshm_stream_call_error_message(raw, e.what());
+        return CELLSHM_INTERNAL;
+    } catch (...) {
+        cellshm_stream_call_error_message(raw, "a C++ stream handler threw a non-standard exception");
+        return CELLSHM_INTERNAL;
+    }
+}
+
+inline void delete_stream_handler(void *userdata) noexcept { delete static_cast<StreamHandler *>(userdata); }
+} // namespace detail
+
 /// The host's handle on one cell. Methods are thread-safe.
 class Peer {
   public:
@@ -116,6 +221,16 @@ class Peer {
         detail::check(cellshm_peer_call(raw_.get(), method, reinterpret_cast<const uint8_t *>(request.data()),
                                         request.size(), &options, &out));
         return Response(out);
+    }
+
+    /// Opens a stream to the cell's stream method; `timeout` covers the whole stream.
+    Stream open_stream(const char *method, std::string_view request,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
+        cellshm_call_options options = detail::options_for(timeout);
+        cellshm_stream *out = nullptr;
+        detail::check(cellshm_peer_open_stream(raw_.get(), method, reinterpret_cast<const uint8_t *>(request.data()),
+                                               request.size(), &options, &out));
+        return Stream(out);
     }
 
     void notify(const char *method, std::string_view request) const {
@@ -155,6 +270,13 @@ class Hub {
         detail::check(cellshm_hub_register(raw_.get(), name, detail::trampoline, owned, detail::delete_handler));
     }
 
+    /// Serves the stream method `name` to every cell of this hub.
+    void stream_method(const char *name, StreamHandler handler) {
+        auto *owned = new StreamHandler(std::move(handler));
+        detail::check(cellshm_hub_register_stream(raw_.get(), name, detail::stream_trampoline, owned,
+                                                  detail::delete_stream_handler));
+    }
+
     /// Spawns `program` with `args` (the hub appends its own) and extra `env` entries.
     Peer spawn(const char *name, const std::string &program, const std::vector<std::string> &args = {},
                const std::vector<std::string> &env = {}) {
@@ -185,6 +307,12 @@ class Cell {
     void method(const char *name, Handler handler) {
         auto *owned = new Handler(std::move(handler));
         detail::check(cellshm_cell_register(raw_.get(), name, detail::trampoline, owned, detail::delete_handler));
+    }
+
+    void stream_method(const char *name, StreamHandler handler) {
+        auto *owned = new StreamHandler(std::move(handler));
+        detail::check(cellshm_cell_register_stream(raw_.get(), name, detail::stream_trampoline, owned,
+                                                   detail::delete_stream_handler));
     }
 
     /// Serves until the host says goodbye.

@@ -1,5 +1,5 @@
 // A C++ program that is both a host and a cell: run without arguments it creates a hub,
-// spawns itself as a cell serving Text.upper, calls it, shows how errors surface as
+// spawns itself as a cell serving Text.upper and the stream Text.words, calls them, shows how errors surface as
 // exceptions, and shuts the cell down. The hub starts it again with --hub-path=... etc.
 #include <cctype>
 #include <chrono>
@@ -20,6 +20,17 @@ static int run_cell(int argc, char **argv) {
     cell.method("Text.strict", [](std::string_view request) -> std::string {
         if (request.empty()) throw cellshm::Error(CELLSHM_INVALID_ARGUMENT, "Text.strict wants some text");
         return std::string(request);
+    });
+    // A stream: one item per word of the request.
+    cell.stream_method("Text.words", [](std::string_view request, cellshm::StreamCall &call) {
+        size_t start = 0;
+        while (start < request.size()) {
+            size_t end = request.find(' ', start);
+            if (end == std::string_view::npos) end = request.size();
+            if (end > start) call.send(request.substr(start, end - start));
+            start = end + 1;
+        }
+        return std::string();
     });
     cell.run();
     return 0;
@@ -43,6 +54,10 @@ static int run_host(const char *self) {
     } catch (const cellshm::Error &e) {
         std::cout << "Text.nope -> " << cellshm_status_str(e.status()) << "\n";
     }
+    std::cout << "Text.words ->";
+    cellshm::Stream words = peer.open_stream("Text.words", "streams  of words", 2s);
+    while (auto word = words.next()) std::cout << " [" << word->view() << "]";
+    std::cout << "\n";
     std::cout << "cell exited with code " << peer.shutdown(2s) << "\n";
     return 0;
 }
