@@ -44,6 +44,6 @@ pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerStat
 pub use hub::inspect::{snapshot, HubSnapshot, PeerSnapshot};
 pub use hub::{inspect_header, HubConfig, HubInfo, PeerSlotState, SlotClass};
 pub use session::{
-    Call, CallOptions, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall, StreamEnd,
-    StreamHandler, StreamItem, WaitStrategy, STREAM_WINDOW,
+    Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,
+    StreamEnd, StreamHandler, StreamItem, WaitStrategy, STREAM_WINDOW,
 };

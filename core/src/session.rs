@@ -31,7 +31,7 @@ mod stream;
 
 use dispatch::CancelledCalls;
 use dispatch::ReplyBody;
-pub use dispatch::{Call, Dispatcher, Handler};
+pub use dispatch::{Call, CancelToken, Dispatcher, Handler};
 pub use options::{CallOptions, WaitStrategy};
 use stream::StreamState;
 pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, STREAM_WINDOW};

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cellshm::{
-    frame, Call, CallOptions, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub, HubConfig, JoinArgs,
-    LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response, Status,
-    Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd, WaitStrategy,
+    frame, Call, CallOptions, CancelToken, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub,
+    HubConfig, JoinArgs, LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response,
+    Status, Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd, WaitStrategy,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -170,7 +170,10 @@ fn py_handler(handler: Py<PyAny>, view: bool) -> impl Fn(&mut Call<'_>) -> cells
             } else {
                 PyBytes::new(py, request).into_any()
             };
-            let result = handler.call1(py, (argument.clone(),));
+            let result = {
+                let _current = CurrentCall::enter(call.cancel_token());
+                handler.call1(py, (argument.clone(),))
+            };
             if view {
                 // The slot goes back to the sender after this call: invalidate the view.
                 let _ = argument.call_method0("release");
@@ -184,6 +187,62 @@ fn py_handler(handler: Py<PyAny>, view: bool) -> impl Fn(&mut Call<'_>) -> cells
             call.reply(data.as_slice())
         })
     }
+}
+
+thread_local! {
+    /// The unary call this thread's Python handler is running, for `current_call()`.
+    static CURRENT_CALL: std::cell::RefCell<Option<CancelToken>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `current_call()` answer for one handler run; restores the previous on drop.
+struct CurrentCall(Option<CancelToken>);
+
+impl CurrentCall {
+    fn enter(token: CancelToken) -> CurrentCall {
+        CurrentCall(CURRENT_CALL.with(|c| c.replace(Some(token))))
+    }
+}
+
+impl Drop for CurrentCall {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT_CALL.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+/// The unary call a Python handler is serving (see `cellshm.current_call`).
+#[pyclass(module = "cellshm._native", frozen)]
+struct CallContext {
+    token: CancelToken,
+}
+
+#[pymethods]
+impl CallContext {
+    /// True once the caller cancelled the call, its deadline passed, or it went away.
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Waits up to `timeout` seconds (GIL released) for cancellation; returns it.
+    fn wait_cancelled(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = duration(timeout, "timeout")?;
+        Ok(py.detach(|| self.token.wait_cancelled(timeout)))
+    }
+
+    /// The caller's deadline (CLOCK_MONOTONIC ns, as `time.monotonic_ns()`), 0 if none.
+    #[getter]
+    fn deadline_ns(&self) -> u64 {
+        self.token.deadline_ns()
+    }
+}
+
+/// The unary call being handled on this thread; RuntimeError outside a handler.
+#[pyfunction]
+fn current_call() -> PyResult<CallContext> {
+    CURRENT_CALL.with(|c| c.borrow().clone()).map(|token| CallContext { token }).ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("current_call() is only valid inside a (sync) method handler")
+    })
 }
 
 /// Gives the calling cellshm server thread a Python thread state that lives as long as
@@ -1127,6 +1186,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LOG_LEVELS", levels)?;
     m.add_function(wrap_pyfunction!(method_id, m)?)?;
     m.add_function(wrap_pyfunction!(status_name, m)?)?;
+    m.add_function(wrap_pyfunction!(current_call, m)?)?;
+    m.add_class::<CallContext>()?;
     m.add_class::<Hub>()?;
     m.add_class::<Peer>()?;
     m.add_class::<Cell>()?;

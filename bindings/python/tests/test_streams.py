@@ -112,3 +112,29 @@ def test_wrong_arguments_are_clear_errors(hub: cellshm.Hub, rust_test_cell: List
     stream.cancel()
     with pytest.raises(cellshm.CellshmError, match="closed"):
         stream.recv()
+
+
+def test_a_python_unary_handler_sees_its_call_cancelled(hub: cellshm.Hub, py_test_cell: List[str]) -> None:
+    seen = threading.Event()
+
+    @hub.method("Host.cancel_seen")
+    def cancel_seen(request: bytes) -> None:
+        seen.set()
+
+    peer = spawn_ready(hub, py_test_cell)
+    with pytest.raises(cellshm.DeadlineExceeded):
+        peer.call("Test.until_cancelled", timeout=0.1)
+    assert seen.wait(5.0), "the handler never saw its deadline pass"
+    seen.clear()
+
+    async def cancel_one() -> None:
+        task = asyncio.ensure_future(peer.call_async("Test.until_cancelled", timeout=30))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_one())
+    assert seen.wait(5.0), "the handler never saw the cancellation"
+    with pytest.raises(RuntimeError, match="only valid inside"):
+        cellshm.current_call()

@@ -93,6 +93,46 @@ impl Dispatcher {
     }
 }
 
+/// Tells whether one unary call was cancelled (see [`Call::cancel_token`]).
+#[derive(Clone)]
+pub struct CancelToken {
+    session: Arc<Session>,
+    msg_id: u64,
+    deadline_ns: u64,
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken").field("msg_id", &self.msg_id).field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+impl CancelToken {
+    /// True once the caller cancelled the call, its deadline passed, or the link failed.
+    pub fn is_cancelled(&self) -> bool {
+        (self.deadline_ns != 0 && monotonic_now_ns() >= self.deadline_ns)
+            || self.session.cancelled_calls.contains(self.msg_id)
+            || self.session.failure().is_some()
+    }
+
+    /// Waits up to `timeout` (and no longer than the call's deadline) for cancellation;
+    /// returns [`CancelToken::is_cancelled`].
+    pub fn wait_cancelled(&self, timeout: Duration) -> bool {
+        let mut until = std::time::Instant::now() + timeout;
+        if self.deadline_ns != 0 {
+            let left = Duration::from_nanos(self.deadline_ns.saturating_sub(monotonic_now_ns()));
+            until = until.min(std::time::Instant::now() + left);
+        }
+        self.session.cancelled_calls.wait_for(self.msg_id, until, || self.session.failure().is_some());
+        self.is_cancelled()
+    }
+
+    /// The call's deadline (CLOCK_MONOTONIC ns), 0 if none.
+    pub fn deadline_ns(&self) -> u64 {
+        self.deadline_ns
+    }
+}
+
 /// What a request's handler produced.
 pub(super) enum ReplyBody {
     Empty,
@@ -135,20 +175,18 @@ impl<'a> Call<'a> {
     /// True once the caller cancelled this call, its deadline passed, or the link
     /// failed: a long handler polls this and stops early (its answer would be dropped).
     pub fn is_cancelled(&self) -> bool {
-        (self.deadline_ns != 0 && monotonic_now_ns() >= self.deadline_ns)
-            || self.session.cancelled_calls.contains(self.msg_id)
-            || self.session.failure().is_some()
+        self.cancel_token().is_cancelled()
     }
 
     /// Waits up to `timeout` for [`Call::is_cancelled`] to become true; returns it.
     pub fn wait_cancelled(&self, timeout: Duration) -> bool {
-        let until = std::time::Instant::now() + timeout;
-        let mut limit = until;
-        if let Some(left) = self.remaining() {
-            limit = limit.min(std::time::Instant::now() + left);
-        }
-        self.session.cancelled_calls.wait_for(self.msg_id, limit, || self.session.failure().is_some());
-        self.is_cancelled()
+        self.cancel_token().wait_cancelled(timeout)
+    }
+
+    /// A handle that answers [`Call::is_cancelled`] from anywhere (another thread the
+    /// handler hands work to, or a language binding), for as long as it is kept.
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken { session: self.session.clone(), msg_id: self.msg_id, deadline_ns: self.deadline_ns }
     }
 
     /// Time left before the caller's deadline, if it has one.

@@ -39,6 +39,11 @@ from .errors import __all__ as _error_names
 __version__: str = _native.VERSION
 method_id = _native.method_id
 status_name = _native.status_name
+#: The unary call a (sync) handler is serving: ``cellshm.current_call().cancelled`` turns
+#: true once the caller cancelled it or its deadline passed; ``wait_cancelled(timeout)``
+#: waits for that with the GIL released. RuntimeError outside a handler.
+current_call = _native.current_call
+CallContext = _native.CallContext
 
 #: A payload: anything bytes-like that cellshm accepts.
 Payload = Union[bytes, bytearray, memoryview]
@@ -730,6 +735,8 @@ __all__ = [
     "Supervisor",
     "Stream",
     "StreamCall",
+    "CallContext",
+    "current_call",
     "Payload",
     "method_id",
     "status_name",

@@ -68,6 +68,17 @@ async def async_echo(request: bytes) -> bytes:
     return b"async:" + request
 
 
+@cell.method("Test.until_cancelled")
+def unary_until_cancelled(request: bytes) -> bytes:
+    call = cellshm.current_call()
+    if call.wait_cancelled(10.0):
+        cell.notify("Host.cancel_seen", struct.pack("<d", time.monotonic()))
+        if call.deadline_ns and time.monotonic_ns() >= call.deadline_ns:
+            raise cellshm.DeadlineExceeded("the caller's deadline passed")
+        raise cellshm.Cancelled("the caller cancelled")
+    return b"never cancelled"
+
+
 @cell.stream_method("Stream.count")
 def count(call: cellshm.StreamCall) -> None:
     n, size = struct.unpack_from("<II", call.request)
