@@ -44,6 +44,10 @@ pub struct CellOptions {
     pub quiet: bool,
     /// Exit the process when the host goes away (default true: cells die with their host).
     pub exit_with_host: bool,
+    /// The minor protocol version announced in HELLO. Only tests of version handling
+    /// lower it, to act as an older cell.
+    #[doc(hidden)]
+    pub protocol_minor: u16,
 }
 
 impl CellOptions {
@@ -61,6 +65,7 @@ impl CellOptions {
             workers: 4,
             quiet: false,
             exit_with_host: true,
+            protocol_minor: PROTOCOL_VERSION_MINOR,
         };
         if let Some(ms) = var("CELLSHM_READY_TIMEOUT_MS") {
             let ms: u64 = ms.parse().map_err(|_| {
@@ -305,7 +310,7 @@ impl Cell {
         let session = unsafe { Session::new(config) }?;
         let hello = Hello {
             major: PROTOCOL_VERSION_MAJOR,
-            minor: PROTOCOL_VERSION_MINOR,
+            minor: options.protocol_minor,
             role: ROLE_CELL,
             epoch: file.epoch,
             peer_id: args.peer_id,
@@ -319,6 +324,7 @@ impl Cell {
         inline[..ack.payload_len.min(16) as usize].copy_from_slice(&ack.inline[..ack.payload_len.min(16) as usize]);
         let ack = Hello::decode(&inline[..ack.payload_len.min(16) as usize])
             .map_err(|m| Error::new(Status::ProtocolError, m))?;
+        session.set_peer_minor(ack.minor);
         if ack.major != PROTOCOL_VERSION_MAJOR || ack.role != ROLE_HOST {
             return Err(Error::new(
                 Status::FailedPrecondition,

@@ -408,6 +408,8 @@ pub(crate) struct Session {
     streams: Mutex<HashMap<u32, Arc<StreamState>>>,
     next_channel: AtomicU32,
     cancelled_calls: CancelledCalls,
+    /// The minor protocol version the peer announced in HELLO (or HELLO_ACK).
+    peer_minor: AtomicU32,
 }
 
 impl fmt::Debug for Session {
@@ -474,6 +476,7 @@ impl Session {
             servers: Mutex::new(Vec::new()),
             streams: Mutex::new(HashMap::new()),
             cancelled_calls: CancelledCalls::default(),
+            peer_minor: AtomicU32::new(0),
             // Each side opens channels of its own parity, so both can open at once.
             next_channel: AtomicU32::new(match side {
                 Side::Host => 1,
@@ -501,6 +504,11 @@ impl Session {
     /// Marks our lifecycle word in the region (read by tools such as `inspect`).
     pub fn set_lifecycle(&self, state: u32) {
         self.region.state_word(self.side).store(state, Ordering::Release);
+    }
+
+    /// Records the peer's minor protocol version (what it understands of 1.x).
+    pub(crate) fn set_peer_minor(&self, minor: u16) {
+        self.peer_minor.store(minor as u32, Ordering::Relaxed);
     }
 
     /// Slots of the peer's pool we currently hold.
@@ -1146,7 +1154,10 @@ impl Session {
             ControlKind::Hello => {
                 let answer = frame::Hello::decode(payload.bytes())
                     .map_err(|m| Error::new(Status::ProtocolError, m))
-                    .and_then(|hello| self.hooks.on_hello(hello));
+                    .and_then(|hello| {
+                        self.set_peer_minor(hello.minor);
+                        self.hooks.on_hello(hello)
+                    });
                 match answer {
                     Ok(ack) => {
                         if let Err(e) = self.send_control(ControlKind::HelloAck, d.msg_id, &ack.encode()) {

@@ -387,3 +387,41 @@ fn a_cell_that_ignores_credit_is_dropped_with_protocol_error_and_the_hub_goes_on
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn streams_are_not_opened_to_a_cell_that_announced_protocol_1_0() {
+    use cellshm::{Cell, CellOptions};
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let _listener = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
+    let path = hub.path().to_path_buf();
+    // An older cell, in this process: it announces 1.0 in its HELLO.
+    let old = thread::spawn(move || {
+        let options =
+            CellOptions { protocol_minor: 0, exit_with_host: false, quiet: true, ..CellOptions::from_env().unwrap() };
+        let cell = Cell::attach(&path, "old", options).unwrap();
+        cell.method("Echo.echo", |call| {
+            let request = call.payload();
+            call.reply(request)
+        })
+        .unwrap();
+        cell.serve().unwrap();
+        cell
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let peer = loop {
+        if let Some(peer) = hub.peers().into_iter().find(|p| p.name() == "old") {
+            if peer.wait_ready(Duration::from_secs(10)).is_ok() {
+                break peer;
+            }
+        }
+        assert!(Instant::now() < deadline, "the old cell never attached");
+        thread::sleep(Duration::from_millis(5));
+    };
+    let cell = old.join().unwrap();
+    let e = peer.open_stream("Stream.count", &words(&[1, 4]), &secs(5)).unwrap_err();
+    assert_eq!(e.status(), Status::Unimplemented);
+    assert!(e.message().contains("protocol 1.0"), "{e}");
+    // Unary calls to it work as before.
+    assert_eq!(peer.call("Echo.echo", b"old", &secs(5)).unwrap().bytes(), b"old");
+    drop(cell);
+}
