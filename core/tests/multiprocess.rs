@@ -4,49 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions, PeerState, SlotClass, Status};
 
-const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
-
-struct Running {
-    _hub: Hub,
-    peer: Peer,
-    child: Child,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_cell_on(hub: &Hub, name: &str, env: &[(&str, &str)]) -> (Peer, Child) {
-    let ticket = hub.add_peer(name, PeerOptions::default()).unwrap();
-    let mut cmd = Command::new(CELL);
-    cmd.arg("__cell").env("CELLSHM_QUIET", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let (peer, child) = ticket.spawn(&mut cmd).unwrap();
-    peer.wait_ready(Duration::from_secs(10)).unwrap();
-    (peer, child)
-}
-
-fn start(config: HubConfig, env: &[(&str, &str)]) -> Running {
-    let hub = Hub::create(config).unwrap();
-    let (peer, child) = spawn_cell_on(&hub, "test", env);
-    Running { _hub: hub, peer, child }
-}
-
-fn secs(n: u64) -> CallOptions {
-    CallOptions::timeout(Duration::from_secs(n))
-}
+mod common;
+use common::{secs, spawn_cell_on, start, CELL};
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()

@@ -2,7 +2,7 @@
 //! server streaming, client streaming, both at once, errors, cancellation, deadlines
 //! and flow control, over real shared memory.
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,37 +10,15 @@ use std::time::{Duration, Instant};
 use cellshm::frame::monotonic_now_ns;
 use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions, SlotClass, Status, STREAM_WINDOW};
 
-const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+mod common;
+use common::{secs, spawn_cell_on, start as start_with, Running, CELL};
 
 /// The CPU-heavy tests run one at a time: on a 2-core machine, the 256 MiB transfer
 /// would otherwise decide the unary latency the 8-stream test checks.
 static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-struct Running {
-    hub: Hub,
-    peer: Peer,
-    child: Child,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(config: HubConfig) -> Running {
-    let hub = Hub::create(config).unwrap();
-    let ticket = hub.add_peer("streamer", PeerOptions::default()).unwrap();
-    let mut cmd = Command::new(CELL);
-    cmd.arg("__cell").env("CELLSHM_QUIET", "1");
-    let (peer, child) = ticket.spawn(&mut cmd).unwrap();
-    peer.wait_ready(Duration::from_secs(10)).unwrap();
-    Running { hub, peer, child }
-}
-
-fn secs(n: u64) -> CallOptions {
-    CallOptions::timeout(Duration::from_secs(n))
+    start_with(config, &[])
 }
 
 fn words(values: &[u32]) -> Vec<u8> {
@@ -378,11 +356,7 @@ fn a_cell_that_ignores_credit_is_dropped_with_protocol_error_and_the_hub_goes_on
     assert_eq!(e.status(), Status::ProtocolError, "{e}");
     assert!(e.message().contains("beyond the granted credit"), "{e}");
     // The hub serves a new cell as before.
-    let ticket = r.hub.add_peer("next", PeerOptions::default()).unwrap();
-    let mut cmd = Command::new(CELL);
-    cmd.arg("__cell").env("CELLSHM_QUIET", "1");
-    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
-    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    let (peer, mut child) = spawn_cell_on(&r.hub, "next", &[]);
     assert_eq!(peer.call("Echo.echo", b"fine", &secs(5)).unwrap().bytes(), b"fine");
     let _ = child.kill();
     let _ = child.wait();
