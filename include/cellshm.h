@@ -723,7 +723,9 @@ cellshm_status cellshm_cell_open_stream(const cellshm_cell *cell,
 // Waits for the next item of the stream. On CELLSHM_OK `*out_item` is an item owned
 // by the caller, or NULL once the handler finished successfully. Any other status is
 // the stream's end: the handler's error, CELLSHM_CANCELLED, CELLSHM_DEADLINE_EXCEEDED,
-// CELLSHM_PEER_DEAD, ... with the message in cellshm_last_error_message().
+// CELLSHM_PEER_DEAD, ... with the message in cellshm_last_error_message(). One
+// exception: CELLSHM_FAILED_PRECONDITION while the caller still holds a whole window
+// (8) of items, which could never be followed by more; free some and call again.
 //
 // # Safety
 // `stream` is live; `out_item` is writable.
