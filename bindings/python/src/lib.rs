@@ -411,8 +411,14 @@ impl Stream {
             .lock()
             .take()
             .ok_or_else(|| err(Error::new(Status::FailedPrecondition, "the stream is closed")))?;
-        let stream = Arc::try_unwrap(stream)
-            .map_err(|_| err(Error::new(Status::FailedPrecondition, "the stream is in use by another thread")))?;
+        let stream = match Arc::try_unwrap(stream) {
+            Ok(stream) => stream,
+            Err(shared) => {
+                // Another thread is in recv/send: leave the stream as it was.
+                *self.stream.lock() = Some(shared);
+                return Err(err(Error::new(Status::FailedPrecondition, "another thread is using the stream")));
+            }
+        };
         let response = py.detach(|| stream.finish()).map_err(err)?;
         response_bytes(py, &response)
     }
