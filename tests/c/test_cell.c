@@ -121,8 +121,11 @@ static uint32_t wait_cancel(void *userdata, const uint8_t *request, size_t len, 
     (void)len;
     for (i = 0; i < 5000; i++) {
         if (cellshm_reply_cancelled(reply)) {
+            uint64_t deadline = cellshm_reply_deadline_ns(reply);
             __atomic_add_fetch(&cancels_seen, 1, __ATOMIC_SEQ_CST);
-            return CELLSHM_CANCELLED;
+            /* Say why: our answer can reach the caller before its own deadline check. */
+            return deadline != 0 && cellshm_monotonic_now_ns() >= deadline ? CELLSHM_DEADLINE_EXCEEDED
+                                                                            : CELLSHM_CANCELLED;
         }
         nanosleep(&ts, NULL);
     }
