@@ -156,6 +156,22 @@ unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8]
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
+/// The "Service.method" name and request buffer every call-like export takes.
+///
+/// # Safety
+/// As for [`c_str`] on `method` and [`c_bytes`] on `request`/`request_len`.
+unsafe fn method_and_request<'a>(
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+) -> Result<(&'a str, &'a [u8]), cellshm_status> {
+    // SAFETY: per this function's contract.
+    let method = unsafe { c_str(method, "method") }?;
+    // SAFETY: per this function's contract.
+    let request = unsafe { c_bytes(request, request_len, "request") }?;
+    Ok((method, request))
+}
+
 /// A NULL-terminated array of strings (NULL itself means none).
 ///
 /// # Safety
@@ -817,9 +833,7 @@ pub unsafe extern "C" fn cellshm_peer_call(
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         deliver_response(peer.peer.call(method, request, &call_options(options)), out_response)
     })
 }
@@ -839,9 +853,7 @@ pub unsafe extern "C" fn cellshm_peer_notify(
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         try_cellshm!(peer.peer.notify(method, request, &CallOptions::default()));
         CELLSHM_OK
     })
@@ -1417,9 +1429,7 @@ pub unsafe extern "C" fn cellshm_supervisor_call(
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { c_str(cell, "cell") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         deliver_response(sup.sup.call(cell, method, request, &call_options(options)), out_response)
     })
 }
@@ -1601,9 +1611,7 @@ pub unsafe extern "C" fn cellshm_cell_call(
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         deliver_response(cell.cell.call(method, request, &call_options(options)), out_response)
     })
 }
@@ -1623,9 +1631,7 @@ pub unsafe extern "C" fn cellshm_cell_notify(
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         try_cellshm!(cell.cell.notify(method, request, &CallOptions::default()));
         CELLSHM_OK
     })
@@ -1809,9 +1815,7 @@ pub unsafe extern "C" fn cellshm_peer_open_stream(
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         deliver_stream(peer.peer.open_stream(method, request, &call_options(options)), out_stream)
     })
 }
@@ -1835,9 +1839,7 @@ pub unsafe extern "C" fn cellshm_cell_open_stream(
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
         // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let request = try_c!(unsafe { c_bytes(request, request_len, "request") });
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
         deliver_stream(cell.cell.open_stream(method, request, &call_options(options)), out_stream)
     })
 }
