@@ -174,37 +174,36 @@ impl Session {
             let mut inner = stream.inner.lock();
             inner.recv_allowance = inner.recv_allowance.saturating_add(credit);
         }
-        let d = Descriptor {
-            msg_id: self.next_msg_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            channel_id: stream.channel,
-            method_id: stream.method_id,
-            flags,
-            credit,
-            deadline_ns: stream.deadline_ns,
-            ..Default::default()
-        };
+        let d = Descriptor { credit, ..self.stream_descriptor(stream, flags) };
         let body = body.unwrap_or(OutBody::Inline([0; INLINE_CAPACITY], 0));
         self.send(d, body, stream.deadline_ns)
     }
 
-    fn finish_stream_frame(&self, stream: &StreamState, status: &Result<Vec<u8>>) -> Result<()> {
-        let d = |flags: u32, code: u32| Descriptor {
+    /// A fresh frame of `stream` with `flags`: what every stream frame carries.
+    fn stream_descriptor(&self, stream: &StreamState, flags: u32) -> Descriptor {
+        Descriptor {
             msg_id: self.next_msg_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             channel_id: stream.channel,
             method_id: stream.method_id,
             flags,
-            status: code,
             deadline_ns: stream.deadline_ns,
             ..Default::default()
-        };
+        }
+    }
+
+    fn finish_stream_frame(&self, stream: &StreamState, status: &Result<Vec<u8>>) -> Result<()> {
         match status {
             Ok(bytes) => {
                 let body = self.fill_body(bytes.len(), 0, super::copy_of(bytes))?;
-                self.send(d(flags::RESPONSE, 0), body, 0)
+                self.send(self.stream_descriptor(stream, flags::RESPONSE), body, 0)
             }
             Err(e) => {
                 let body = self.error_body(e.message())?;
-                self.send(d(flags::RESPONSE | flags::ERROR, e.status().code()), body, 0)
+                let d = Descriptor {
+                    status: e.status().code(),
+                    ..self.stream_descriptor(stream, flags::RESPONSE | flags::ERROR)
+                };
+                self.send(d, body, 0)
             }
         }
     }
