@@ -120,6 +120,17 @@ fn call_options(timeout: Option<f64>) -> PyResult<CallOptions> {
     })
 }
 
+/// The arguments of every call-like method, checked in this order.
+fn call_args<'a>(
+    method: &'a str,
+    payload: Option<&Bound<'_, PyAny>>,
+    timeout: Option<f64>,
+) -> PyResult<(&'a str, Payload, CallOptions)> {
+    let method = method_name(method)?;
+    let options = call_options(timeout)?;
+    Ok((method, self::payload(payload)?, options))
+}
+
 fn method_name(method: &str) -> PyResult<&str> {
     if method.is_empty() {
         return Err(PyValueError::new_err("method name is empty; expected \"Service.method\""));
@@ -698,9 +709,7 @@ impl Peer {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyBytes>> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let response = py.detach(|| self.peer.call(method, data.as_slice(), &options)).map_err(err)?;
         response_bytes(py, &response)
     }
@@ -713,9 +722,7 @@ impl Peer {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Stream> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let stream = py.detach(|| self.peer.open_stream(method, data.as_slice(), &options)).map_err(err)?;
         Ok(Stream { stream: Mutex::new(Some(Arc::new(stream))) })
     }
@@ -730,9 +737,7 @@ impl Peer {
         notifier: &AsyncNotifier,
         token: u64,
     ) -> PyResult<PendingCall> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let done = completion(notifier, token);
         let call = py.detach(|| self.peer.call_start(method, data.as_slice(), &options, done)).map_err(err)?;
         Ok(PendingCall { call })
@@ -933,9 +938,7 @@ impl Supervisor {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyBytes>> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let sup = self.get()?;
         let response = py.detach(|| sup.call(name, method, data.as_slice(), &options)).map_err(err)?;
         response_bytes(py, &response)
@@ -1043,9 +1046,7 @@ impl Cell {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Stream> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let cell = self.get()?;
         let stream = py.detach(|| cell.open_stream(method, data.as_slice(), &options)).map_err(err)?;
         Ok(Stream { stream: Mutex::new(Some(Arc::new(stream))) })
@@ -1087,9 +1088,7 @@ impl Cell {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyBytes>> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let cell = self.get()?;
         let response = py.detach(|| cell.call(method, data.as_slice(), &options)).map_err(err)?;
         response_bytes(py, &response)
@@ -1105,9 +1104,7 @@ impl Cell {
         notifier: &AsyncNotifier,
         token: u64,
     ) -> PyResult<PendingCall> {
-        let method = method_name(method)?;
-        let options = call_options(timeout)?;
-        let data = self::payload(payload)?;
+        let (method, data, options) = call_args(method, payload, timeout)?;
         let done = completion(notifier, token);
         let cell = self.get()?;
         let call = py.detach(|| cell.call_start(method, data.as_slice(), &options, done)).map_err(err)?;
