@@ -1176,23 +1176,14 @@ pub const CELLSHM_CELL_CRASHED: u32 = 4;
 pub const CELLSHM_CELL_FAILED: u32 = 5;
 
 fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
-    use cellshm::{CellStatus as S, ExitReason as R};
-    let reason = |r: &R| match r {
-        R::Code(c) => format!("code {c}"),
-        R::Signal(s) => format!("signal {s}"),
-        R::Goodbye => "goodbye".into(),
-        R::ProtocolError(m) => format!("protocol error: {m}"),
-        R::ReadyTimeout => "ready timeout".into(),
-        R::SpawnFailed(m) => format!("spawn failed: {m}"),
-        R::Stopped(c) => format!("stopped (exit code {c})"),
-    };
+    use cellshm::CellStatus as S;
     match status {
         S::Starting => (CELLSHM_CELL_STARTING, String::new()),
         S::Ready => (CELLSHM_CELL_READY, String::new()),
         S::Stopping => (CELLSHM_CELL_STOPPING, String::new()),
-        S::Exited(r) => (CELLSHM_CELL_EXITED, reason(r)),
-        S::Crashed(r) => (CELLSHM_CELL_CRASHED, reason(r)),
-        S::Failed(r) => (CELLSHM_CELL_FAILED, reason(r)),
+        S::Exited(r) => (CELLSHM_CELL_EXITED, r.to_string()),
+        S::Crashed(r) => (CELLSHM_CELL_CRASHED, r.to_string()),
+        S::Failed(r) => (CELLSHM_CELL_FAILED, r.to_string()),
     }
 }
 

@@ -811,23 +811,14 @@ impl Peer {
 // ----- supervision and attach ----------------------------------------------------------
 
 fn status_parts(status: &cellshm::CellStatus) -> (&'static str, Option<String>) {
-    use cellshm::{CellStatus as S, ExitReason as R};
-    let reason = |r: &R| match r {
-        R::Code(c) => format!("code {c}"),
-        R::Signal(s) => format!("signal {s}"),
-        R::Goodbye => "goodbye".into(),
-        R::ProtocolError(m) => format!("protocol error: {m}"),
-        R::ReadyTimeout => "ready timeout".into(),
-        R::SpawnFailed(m) => format!("spawn failed: {m}"),
-        R::Stopped(c) => format!("stopped (exit code {c})"),
-    };
+    use cellshm::CellStatus as S;
     match status {
         S::Starting => ("starting", None),
         S::Ready => ("ready", None),
         S::Stopping => ("stopping", None),
-        S::Exited(r) => ("exited", Some(reason(r))),
-        S::Crashed(r) => ("crashed", Some(reason(r))),
-        S::Failed(r) => ("failed", Some(reason(r))),
+        S::Exited(r) => ("exited", Some(r.to_string())),
+        S::Crashed(r) => ("crashed", Some(r.to_string())),
+        S::Failed(r) => ("failed", Some(r.to_string())),
     }
 }
 

@@ -117,6 +117,21 @@ pub enum ExitReason {
     Stopped(i32),
 }
 
+/// Short text for logs and the language bindings: "code 3", "signal 9", "goodbye", ...
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Code(c) => write!(f, "code {c}"),
+            ExitReason::Signal(s) => write!(f, "signal {s}"),
+            ExitReason::Goodbye => f.write_str("goodbye"),
+            ExitReason::ProtocolError(m) => write!(f, "protocol error: {m}"),
+            ExitReason::ReadyTimeout => f.write_str("ready timeout"),
+            ExitReason::SpawnFailed(m) => write!(f, "spawn failed: {m}"),
+            ExitReason::Stopped(c) => write!(f, "stopped (exit code {c})"),
+        }
+    }
+}
+
 /// Where a logical cell is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CellStatus {
