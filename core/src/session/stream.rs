@@ -299,12 +299,13 @@ impl Session {
     fn accept_stream(self: &Arc<Self>, d: Descriptor, request: Payload) {
         // The peer opens channels of the other parity than ours.
         let ours = self.next_channel.load(std::sync::atomic::Ordering::Relaxed) % 2;
-        if d.channel_id % 2 == ours || self.streams.lock().contains_key(&d.channel_id) {
-            return self.protocol_error(format_args!("OPEN of channel {} it may not open", d.channel_id));
-        }
         let stream = StreamState::new(d.channel_id, d.method_id, None, d.deadline_ns, d.credit);
         {
             let mut streams = self.streams.lock();
+            if d.channel_id % 2 == ours || streams.contains_key(&d.channel_id) {
+                drop(streams);
+                return self.protocol_error(format_args!("OPEN of channel {} it may not open", d.channel_id));
+            }
             let inbound = streams.keys().filter(|c| *c % 2 != ours).count();
             if inbound >= MAX_INBOUND_STREAMS {
                 drop(streams);
