@@ -371,11 +371,14 @@ impl Shared {
                 restarts: cell.map_or(0, |c| c.restarts),
             }
         };
-        self.wake.notify_all();
         let listeners: Vec<Listener> = self.listeners.lock().clone();
         for listener in listeners {
             listener(&event);
         }
+        // Waiters are woken only after the listeners saw the event: otherwise a thread
+        // returning from `wait_for(ready)` could stop the cell and have its "stopping"
+        // event delivered before this "ready" one.
+        self.wake.notify_all();
     }
 
     fn notify(&self, notice: Notice) {
