@@ -167,8 +167,11 @@ typedef struct {
   uint32_t spin_us;
   // Host threads serving this peer's calls to the host (at least 1).
   uint32_t server_threads;
-  // The fd number the doorbell gets in the child (at least 3).
+  // The fd number the doorbell gets in the child (at least 3); the child finds it in
+  // CELLSHM_DOORBELL_FD.
   int doorbell_fd;
+  // Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
+  bool append_join_args;
 } cellshm_peer_options;
 
 // A method handler. `request` holds `request_len` bytes (in shared memory), valid
@@ -315,18 +318,22 @@ size_t cellshm_response_len(const cellshm_response *response);
 // `response` is NULL or a response not yet freed; it must not be used afterwards.
 void cellshm_response_free(cellshm_response *response);
 
-// Creates a hub. `path` may be NULL (a unique file under $XDG_RUNTIME_DIR or /dev/shm);
-// `max_peers` 0 means the default (8). On success `*out_hub` is owned by the caller.
+// Creates a hub and starts serving its discovery socket `@cellshm/<uid>/<name>`
+// (`cellshm list` and `cellshm inspect NAME` find it there). `name` may be NULL (a
+// unique `hub-<pid>-<n>`); otherwise 1 to 64 of A-Z a-z 0-9 . _ -, unique among this
+// user's live hubs (CELLSHM_ALREADY_EXISTS otherwise). `max_peers` 0 means the default
+// (8). Nothing of the hub outlives the process, even if it never calls cellshm_hub_free.
+// On success `*out_hub` is owned by the caller.
 //
 // # Safety
-// `path` is NULL or a NUL-terminated string; `out_hub` points to writable storage.
-cellshm_status cellshm_hub_new(const char *path, uint32_t max_peers, cellshm_hub **out_hub);
+// `name` is NULL or a NUL-terminated string; `out_hub` points to writable storage.
+cellshm_status cellshm_hub_new(const char *name, uint32_t max_peers, cellshm_hub **out_hub);
 
-// The hub file's path. Borrowed: valid until cellshm_hub_free. NULL for a NULL hub.
+// The hub's name. Borrowed: valid until cellshm_hub_free. NULL for a NULL hub.
 //
 // # Safety
 // `hub` is NULL or a live hub.
-const char *cellshm_hub_path(const cellshm_hub *hub);
+const char *cellshm_hub_name(const cellshm_hub *hub);
 
 // Serves "Service.method" to every cell of the hub. `free_userdata` (may be NULL) is
 // called exactly once: when the hub is freed, or before this returns if it fails.
@@ -340,7 +347,8 @@ cellshm_status cellshm_hub_register(cellshm_hub *hub,
                                     cellshm_free_fn free_userdata);
 
 // Spawns `program` as a cell named `name`. `argv` (may be NULL) is a NULL-terminated
-// list of extra arguments; the hub appends --hub-path=, --peer-id=, --doorbell-fd=.
+// list of arguments; the hub does not add any (the cell finds its doorbell through
+// CELLSHM_DOORBELL_FD unless `options->append_join_args` asks for `--doorbell-fd=N`).
 // `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited
 // environment. `options` may be NULL for the defaults. On success `*out_peer` is owned
 // by the caller (free it with cellshm_peer_free); wait for it with
@@ -452,8 +460,8 @@ cellshm_status cellshm_peer_shutdown(const cellshm_peer *peer, uint64_t grace_ms
 // `peer` is NULL or a peer not yet freed, not in use by another thread.
 void cellshm_peer_free(cellshm_peer *peer);
 
-// Lets processes the host did not spawn join the hub through its socket
-// (`<hub path>.sock`, see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
+// Lets processes the host did not spawn join the hub through its discovery socket
+// (see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
 // lists the uids allowed; none means the host's own uid. Refused connections are
 // logged. Attaching stays enabled until the hub is freed.
 //
@@ -519,12 +527,12 @@ void cellshm_method_list_free(cellshm_method_list *list);
 // 10 s to become ready.
 cellshm_restart_policy cellshm_restart_policy_default(void);
 
-// Creates a supervisor with its own hub (`path` may be NULL; `max_peers` 0 = 8). On
-// success `*out_supervisor` is owned by the caller.
+// Creates a supervisor with its own hub (`name` as for cellshm_hub_new, may be NULL;
+// `max_peers` 0 = 8). On success `*out_supervisor` is owned by the caller.
 //
 // # Safety
-// `path` is NULL or NUL-terminated; `out_supervisor` writable.
-cellshm_status cellshm_supervisor_new(const char *path,
+// `name` is NULL or NUL-terminated; `out_supervisor` writable.
+cellshm_status cellshm_supervisor_new(const char *name,
                                       uint32_t max_peers,
                                       cellshm_supervisor **out_supervisor);
 
@@ -604,21 +612,24 @@ cellshm_status cellshm_supervisor_stop(const cellshm_supervisor *supervisor,
 // `supervisor` is NULL or not yet freed, not in use by another thread.
 void cellshm_supervisor_free(cellshm_supervisor *supervisor);
 
-// Joins the hub: reads --hub-path=, --peer-id=, --doorbell-fd= from `argv` (argc
-// entries, argv[0] being the program; may be NULL with argc 0) or the CELLSHM_*
-// environment variables, checks them, and says HELLO. On success `*out_cell` is owned
-// by the caller.
+// Joins the hub whose host spawned this process: finds the doorbell through the
+// CELLSHM_DOORBELL_FD environment variable (or a `--doorbell-fd=N` entry of `argv`, if
+// the host was asked to append one; every other entry is left alone), receives the
+// join record and the link's memfds on it, checks and maps them, and says HELLO.
+// `argv` has argc entries, argv[0] being the program; it may be NULL with argc 0. On
+// success `*out_cell` is owned by the caller.
 //
 // # Safety
 // `argv` has `argc` NUL-terminated strings (or is NULL with argc 0); `out_cell` writable.
 cellshm_status cellshm_cell_new(int argc, const char *const *argv, cellshm_cell **out_cell);
 
 // Joins a running hub whose host enabled attaching (cellshm_hub_enable_attach), as
-// `name`, through its socket. On success `*out_cell` is owned by the caller.
+// `name`, through its discovery socket. `hub` is the hub's name (a hub of this user)
+// or "UID/NAME" (a hub of user UID). On success `*out_cell` is owned by the caller.
 //
 // # Safety
-// `hub_path` and `name` NUL-terminated; `out_cell` writable.
-cellshm_status cellshm_cell_attach(const char *hub_path, const char *name, cellshm_cell **out_cell);
+// `hub` and `name` NUL-terminated; `out_cell` writable.
+cellshm_status cellshm_cell_attach(const char *hub, const char *name, cellshm_cell **out_cell);
 
 // Serves "Service.method" with `handler`. `free_userdata` (may be NULL) is called
 // exactly once: when the cell is freed, or before this returns if it fails.

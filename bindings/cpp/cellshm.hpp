@@ -255,13 +255,13 @@ class Peer {
 /// The host's hub. Freed (cells told to leave, file removed) on destruction.
 class Hub {
   public:
-    explicit Hub(const char *path = nullptr, uint32_t max_peers = 0) {
+    explicit Hub(const char *name = nullptr, uint32_t max_peers = 0) {
         cellshm_hub *raw = nullptr;
-        detail::check(cellshm_hub_new(path, max_peers, &raw));
+        detail::check(cellshm_hub_new(name, max_peers, &raw));
         raw_.reset(raw);
     }
 
-    std::string path() const { return cellshm_hub_path(raw_.get()); }
+    std::string name() const { return cellshm_hub_name(raw_.get()); }
 
     /// Serves `name` to every cell of this hub.
     void method(const char *name, Handler handler) {
@@ -298,10 +298,19 @@ class Hub {
 /// A cell. Register methods, then run().
 class Cell {
   public:
+    /// Joins the hub that spawned this process (its doorbell is in CELLSHM_DOORBELL_FD;
+    /// argv is only searched for a `--doorbell-fd=N` the host may have been asked to add).
     Cell(int argc, char **argv) {
         cellshm_cell *raw = nullptr;
         detail::check(cellshm_cell_new(argc, const_cast<const char *const *>(argv), &raw));
         raw_.reset(raw);
+    }
+
+    /// Joins the running hub `hub` (its name, or "UID/NAME") by attaching as `name`.
+    static Cell attach(const char *hub, const char *name) {
+        cellshm_cell *raw = nullptr;
+        detail::check(cellshm_cell_attach(hub, name, &raw));
+        return Cell(raw);
     }
 
     void method(const char *name, Handler handler) {
@@ -330,6 +339,7 @@ class Cell {
     void log(const std::string &line) const { detail::check(cellshm_cell_log(raw_.get(), line.c_str())); }
 
   private:
+    explicit Cell(cellshm_cell *raw) { raw_.reset(raw); }
     std::unique_ptr<cellshm_cell, detail::CellFree> raw_;
 };
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,17 +11,17 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::doorbell::Doorbell;
 use crate::error::{Error, Result};
 use crate::frame::{
     self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
     ROLE_HOST,
 };
-use crate::hub::{CellHubFile, HubInfo, PeerSlotState, Side};
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
     StreamCall, WaitStrategy,
 };
+use crate::shm::{HubInfo, JoinHandoff, JoinRecord, Side};
+use crate::sys::doorbell::Doorbell;
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
 const LIFECYCLE_SERVING: u32 = 1;
@@ -33,7 +34,7 @@ pub struct CellOptions {
     pub name: String,
     /// The version announced in `ready`.
     pub version: String,
-    /// How long joining may take: waiting for the hub file, HELLO, and `ready`
+    /// How long joining may take: waiting for the join record, HELLO, and `ready`
     /// (`CELLSHM_READY_TIMEOUT_MS`, default 10 s).
     pub ready_timeout: Duration,
     /// How threads wait (`CELLSHM_WAIT`: spin, block, adaptive, adaptive:<µs>).
@@ -89,77 +90,38 @@ impl CellOptions {
     }
 }
 
-/// Where to join: parsed from `--hub-path=`, `--peer-id=`, `--doorbell-fd=` or the
-/// `CELLSHM_HUB_PATH`, `CELLSHM_PEER_ID`, `CELLSHM_DOORBELL_FD` variables.
+/// Where to join: the inherited doorbell, from `CELLSHM_DOORBELL_FD` (set by the host
+/// when it spawns the cell) or a `--doorbell-fd=N` argument (appended only when the
+/// host was asked to). Everything else arrives on the doorbell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinArgs {
-    /// The hub file.
-    pub hub_path: PathBuf,
-    /// Our peer slot.
-    pub peer_id: u32,
     /// The inherited doorbell fd.
     pub doorbell_fd: i32,
-    /// The slot epoch the ticket was issued for (`--peer-epoch=`); checked if given.
-    pub peer_epoch: Option<u32>,
 }
 
 impl JoinArgs {
-    /// Parses `args` (the program's arguments, without argv[0]); missing values come
-    /// from the environment. Unrelated arguments are ignored.
+    /// Finds the doorbell in `args` (the program's arguments, without argv[0]), else in
+    /// the environment. Every other argument is left to the program.
     pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<JoinArgs> {
-        let mut hub_path = None;
-        let mut peer_id = None;
-        let mut doorbell_fd = None;
-        let mut peer_epoch = None;
-        for arg in args {
-            let Some(arg) = arg.to_str().map(str::to_owned) else {
-                continue;
+        let flag = args
+            .into_iter()
+            .filter_map(|a| a.to_str().and_then(|a| a.strip_prefix("--doorbell-fd=")).map(str::to_owned))
+            .last();
+        let (value, origin) =
+            match flag {
+                Some(v) => (v, "--doorbell-fd"),
+                None => match std::env::var("CELLSHM_DOORBELL_FD").ok().filter(|v| !v.is_empty()) {
+                    Some(v) => (v, "CELLSHM_DOORBELL_FD"),
+                    None => return Err(Error::new(
+                        Status::InvalidArgument,
+                        "CELLSHM_DOORBELL_FD is not set: this program is a cellshm cell and must be started by a host",
+                    )),
+                },
             };
-            if let Some(v) = arg.strip_prefix("--hub-path=") {
-                hub_path = Some(v.to_string());
-            } else if let Some(v) = arg.strip_prefix("--peer-id=") {
-                peer_id = Some(v.to_string());
-            } else if let Some(v) = arg.strip_prefix("--doorbell-fd=") {
-                doorbell_fd = Some(v.to_string());
-            } else if let Some(v) = arg.strip_prefix("--peer-epoch=") {
-                peer_epoch = Some(v.to_string());
-            }
-        }
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let missing = |flag: &str, var: &str| {
-            Error::new(
-                Status::InvalidArgument,
-                format!("missing {flag} (or {var}): this program is a cellshm cell and must be started by a host"),
-            )
-        };
-        let hub_path =
-            hub_path.or_else(|| env("CELLSHM_HUB_PATH")).ok_or_else(|| missing("--hub-path=", "CELLSHM_HUB_PATH"))?;
-        let peer_id =
-            peer_id.or_else(|| env("CELLSHM_PEER_ID")).ok_or_else(|| missing("--peer-id=", "CELLSHM_PEER_ID"))?;
-        let doorbell_fd = doorbell_fd
-            .or_else(|| env("CELLSHM_DOORBELL_FD"))
-            .ok_or_else(|| missing("--doorbell-fd=", "CELLSHM_DOORBELL_FD"))?;
-        let peer_epoch = peer_epoch.or_else(|| env("CELLSHM_PEER_EPOCH"));
-        let peer_epoch = match peer_epoch {
-            None => None,
-            Some(e) => Some(
-                e.parse()
-                    .map_err(|_| Error::new(Status::InvalidArgument, format!("--peer-epoch={e:?} is not a number")))?,
-            ),
-        };
-        Ok(JoinArgs {
-            peer_epoch,
-            hub_path: PathBuf::from(hub_path),
-            peer_id: peer_id.parse().map_err(|_| {
-                Error::new(Status::InvalidArgument, format!("--peer-id={peer_id:?} is not a peer number"))
-            })?,
-            doorbell_fd: doorbell_fd.parse().map_err(|_| {
-                Error::new(
-                    Status::InvalidArgument,
-                    format!("--doorbell-fd={doorbell_fd:?} is not a file descriptor number"),
-                )
-            })?,
-        })
+        let doorbell_fd = value.parse().map_err(|_| {
+            Error::new(Status::InvalidArgument, format!("{origin}={value:?} is not a file descriptor number"))
+        })?;
+        Ok(JoinArgs { doorbell_fd })
     }
 }
 
@@ -227,21 +189,14 @@ pub struct Cell {
     dispatcher: Arc<RwLock<Dispatcher>>,
     state: Arc<CellState>,
     options: CellOptions,
-    args: JoinArgs,
     hub: HubInfo,
     serving: AtomicBool,
-    _file: CellHubFile,
 }
 
 impl fmt::Debug for Cell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cell").field("peer_id", &self.args.peer_id).field("name", &self.options.name).finish()
+        f.debug_struct("Cell").field("peer_id", &self.hub.peer_id).field("name", &self.options.name).finish()
     }
-}
-
-fn set_parent_death_signal() {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
 }
 
 impl Cell {
@@ -252,39 +207,44 @@ impl Cell {
         Cell::join(args, CellOptions::from_env()?)
     }
 
-    /// Joins the hub `args` name: validates the doorbell fd and the hub, sends HELLO.
+    /// Joins through the doorbell `args` names: reads the join record and the link's
+    /// memfds from it, checks and maps them, sends HELLO.
     pub fn join(args: JoinArgs, options: CellOptions) -> Result<Cell> {
-        Cell::join_inner(args, options, None)
-    }
-
-    /// Joins a running hub the host did not spawn us for, through its attach socket
-    /// (`<hub>.sock`, see [`crate::host::attach`]); the host must have enabled attaching
-    /// and allow our uid.
-    pub fn attach(hub_path: &std::path::Path, name: &str, mut options: CellOptions) -> Result<Cell> {
-        let (args, file) = crate::host::attach::request(hub_path, name)?;
-        options.name = name.to_string();
-        Cell::join_inner(args, options, Some(file))
-    }
-
-    fn join_inner(args: JoinArgs, options: CellOptions, hub_file: Option<std::fs::File>) -> Result<Cell> {
-        let started = Instant::now();
         let doorbell =
             Doorbell::from_inherited(args.doorbell_fd).map_err(|m| Error::new(Status::InvalidArgument, m))?;
-        let spawned = hub_file.is_none();
-        let file = match hub_file {
-            None => CellHubFile::open(&args.hub_path, args.peer_id, args.peer_epoch, options.ready_timeout)?,
-            Some(f) => CellHubFile::open_file(f, &args.hub_path, args.peer_id, args.peer_epoch)?,
+        Cell::join_doorbell(doorbell, options)
+    }
+
+    /// Joins a running hub the host did not spawn us for, through its discovery socket
+    /// (`@cellshm/<uid>/<hub_name>`, see [`crate::host::attach`]); the host must have
+    /// enabled attaching and allow our uid.
+    pub fn attach(hub_name: &str, name: &str, mut options: CellOptions) -> Result<Cell> {
+        let doorbell = crate::host::attach::request(hub_name, name)?;
+        options.name = name.to_string();
+        Cell::join_doorbell(doorbell, options)
+    }
+
+    fn join_doorbell(doorbell: Doorbell, options: CellOptions) -> Result<Cell> {
+        let started = Instant::now();
+        let protocol = |m: String| Error::new(Status::ProtocolError, m);
+        let (message, fds) = doorbell.recv_join(options.ready_timeout).map_err(|m| {
+            let status = if m.contains("closed") { Status::PeerDead } else { Status::Unavailable };
+            Error::new(status, m)
+        })?;
+        let record = JoinRecord::decode(&message).map_err(protocol)?;
+        let mut fds = fds.into_iter();
+        let (Some(host_memory), Some(cell_memory), None) = (fds.next(), fds.next(), fds.next()) else {
+            return Err(protocol("the join record must carry exactly two memfds".into()));
         };
-        let hub = file.info.clone();
-        if spawned {
-            // Die with the host. If it is already gone (we were re-parented before prctl), stop.
-            set_parent_death_signal();
-            // SAFETY: getppid has no preconditions.
-            let parent = unsafe { libc::getppid() } as u32;
-            if parent != hub.host_pid && parent == 1 {
-                return Err(Error::new(Status::PeerDead, "the host exited before this cell started"));
-            }
-        }
+        let handoff =
+            JoinHandoff { record, host_memory: File::from(host_memory), cell_memory: File::from(cell_memory) };
+        let region = handoff.map_as_cell()?;
+        let record = handoff.record;
+        // Our memfds stay mapped; their descriptors are not needed any more.
+        drop((handoff.host_memory, handoff.cell_memory));
+        // Other same-uid processes must not reach our link through /proc/<pid>/fd.
+        crate::sys::process::harden();
+        let hub = HubInfo::from(&record);
         let state = Arc::new(CellState {
             log_filter: Arc::new(RwLock::new(crate::log::LogFilter::default())),
             host_goodbye: AtomicBool::new(false),
@@ -298,22 +258,22 @@ impl Cell {
         let config = SessionConfig {
             side: Side::Cell,
             label: "the host".into(),
-            region: file.region(),
+            region,
             doorbell,
             wait: options.wait,
             server_wait: options.wait,
             dispatcher: dispatcher.clone(),
             hooks: Box::new(CellHooks { state: state.clone() }),
         };
-        // SAFETY: the peer slot was Reserved for us and the doorbell was handed to us, so
-        // we are the only cell-side session on this region.
+        // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
+        // we are the only cell-side session on them.
         let session = unsafe { Session::new(config) }?;
         let hello = Hello {
             major: PROTOCOL_VERSION_MAJOR,
             minor: options.protocol_minor,
             role: ROLE_CELL,
-            epoch: file.epoch,
-            peer_id: args.peer_id,
+            epoch: record.epoch & 0x00ff_ffff,
+            peer_id: record.peer_id,
             max_payload: hub.geometry.max_payload(),
         };
         let left = options.ready_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
@@ -331,21 +291,15 @@ impl Cell {
                 format!("the host speaks protocol {}.{} (role {})", ack.major, ack.minor, ack.role),
             ));
         }
-        if file.peer_state() != Some(PeerSlotState::Active) {
-            return Err(Error::new(
-                Status::ProtocolError,
-                format!("the host acknowledged HELLO but left peer slot {} {:?}", args.peer_id, file.peer_state()),
-            ));
-        }
-        Ok(Cell { session, dispatcher, state, options, args, hub, serving: AtomicBool::new(false), _file: file })
+        Ok(Cell { session, dispatcher, state, options, hub, serving: AtomicBool::new(false) })
     }
 
     /// Our peer id.
     pub fn peer_id(&self) -> u32 {
-        self.args.peer_id
+        self.hub.peer_id
     }
 
-    /// What the hub header says.
+    /// What the join record said about the hub.
     pub fn hub_info(&self) -> &HubInfo {
         &self.hub
     }
@@ -381,7 +335,7 @@ impl Cell {
         self.session.start_servers(self.options.workers)?;
         self.session.set_lifecycle(LIFECYCLE_SERVING);
         let ready = Ready {
-            peer_id: self.args.peer_id,
+            peer_id: self.hub.peer_id,
             pid: std::process::id(),
             name: self.options.name.clone(),
             version: self.options.version.clone(),
@@ -584,16 +538,14 @@ mod tests {
     }
 
     #[test]
-    fn join_args_parse_and_explain_what_is_missing() {
-        let a = JoinArgs::parse(os(&["x", "--hub-path=/h", "--peer-id=2", "--doorbell-fd=5"])).unwrap();
-        assert_eq!(a, JoinArgs { hub_path: "/h".into(), peer_id: 2, doorbell_fd: 5, peer_epoch: None });
-        let a = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=2", "--doorbell-fd=5", "--peer-epoch=7"])).unwrap();
-        assert_eq!(a.peer_epoch, Some(7));
-        let e = JoinArgs::parse(os(&["--hub-path=/h", "--peer-id=two", "--doorbell-fd=5"])).unwrap_err();
-        assert!(e.message().contains("--peer-id=\"two\""), "{e}");
-        if std::env::var_os("CELLSHM_HUB_PATH").is_none() {
+    fn join_args_take_the_flag_else_the_environment_and_leave_other_arguments_alone() {
+        let a = JoinArgs::parse(os(&["x", "--verbose", "--doorbell-fd=5", "-n", "3"])).unwrap();
+        assert_eq!(a, JoinArgs { doorbell_fd: 5 });
+        let e = JoinArgs::parse(os(&["--doorbell-fd=five"])).unwrap_err();
+        assert!(e.message().contains("--doorbell-fd=\"five\""), "{e}");
+        if std::env::var_os("CELLSHM_DOORBELL_FD").is_none() {
             let e = JoinArgs::parse(os(&["--peer-id=1"])).unwrap_err();
-            assert!(e.message().contains("missing --hub-path="), "{e}");
+            assert!(e.message().contains("CELLSHM_DOORBELL_FD is not set"), "{e}");
         }
     }
 }

@@ -1,28 +1,30 @@
 //! The host side: create a hub, add peers, spawn cells, call them.
 
 pub mod attach;
+pub mod discovery;
 pub mod supervisor;
 
 use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
 use std::process::{Child, Command};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::doorbell;
 use crate::error::{Error, Result};
 use crate::frame::{
     self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
     ROLE_HOST,
 };
-use crate::hub::{HostHubFile, HubConfig, PeerSlotState, Side};
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
     Stream, StreamCall, WaitStrategy,
 };
+use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, Side};
+use crate::sys::doorbell;
+use crate::sys::process::Pidfd;
 
 /// The fd a cell finds its doorbell on unless [`PeerOptions::doorbell_fd`] says otherwise.
 pub const DEFAULT_DOORBELL_FD: i32 = 3;
@@ -38,8 +40,11 @@ pub struct PeerOptions {
     /// own responses, so idle servers need not spin (on 2 cores a third spinner costs
     /// milliseconds of scheduling latency).
     pub server_wait: WaitStrategy,
-    /// The fd number the doorbell gets in the child.
+    /// The fd number the doorbell gets in the child (`CELLSHM_DOORBELL_FD` tells it).
     pub doorbell_fd: i32,
+    /// Also append `--doorbell-fd=N` to the cell's arguments, for cells that read their
+    /// join values from flags. Off by default: the host leaves argv alone.
+    pub append_join_args: bool,
 }
 
 impl Default for PeerOptions {
@@ -49,6 +54,7 @@ impl Default for PeerOptions {
             server_threads: 2,
             server_wait: WaitStrategy::Block,
             doorbell_fd: DEFAULT_DOORBELL_FD,
+            append_join_args: false,
         }
     }
 }
@@ -76,11 +82,16 @@ struct PeerInner {
     epoch: u32,
     name: String,
     hub: Arc<HubShared>,
+    /// Both memfds of the link (the session maps them too; kept for `inspect`).
+    link: LinkMemory,
     session: Mutex<Option<Arc<Session>>>,
     state: Mutex<PeerState>,
     state_cv: Condvar,
     ready: Mutex<Option<Ready>>,
+    /// From fork or SO_PEERCRED, never from what the cell says.
     pid: Mutex<Option<u32>>,
+    /// For a cell we spawned: how it ended.
+    pidfd: Mutex<Option<Pidfd>>,
     on_death: Mutex<Vec<DeathCallback>>,
     /// The cell said goodbye (kept after it dies, unlike the Leaving state).
     said_goodbye: std::sync::atomic::AtomicBool,
@@ -110,10 +121,25 @@ impl PeerInner {
 }
 
 struct HubShared {
-    file: HostHubFile,
+    name: String,
+    max_peers: u32,
+    geometry: Geometry,
+    started: SystemTime,
+    started_at: Instant,
     dispatcher: Arc<RwLock<Dispatcher>>,
-    peers: Mutex<Vec<Arc<PeerInner>>>,
+    peers: Mutex<PeerTable>,
     log_sink: RwLock<Option<LogSink>>,
+    discovery: discovery::DiscoveryState,
+}
+
+/// The host's record of its peer slots (private memory: nothing a cell writes decides
+/// which slot is free).
+#[derive(Default)]
+struct PeerTable {
+    /// Every peer not yet reclaimed, dead ones included.
+    live: Vec<Arc<PeerInner>>,
+    /// Launches per slot so far.
+    epochs: Vec<u32>,
 }
 
 /// A log record a cell sent with `cellshm.Log.event`.
@@ -153,9 +179,11 @@ struct PeerHooks {
 impl Hooks for PeerHooks {
     fn on_hello(&self, hello: Hello) -> Result<Hello> {
         let peer = self.peer.upgrade().ok_or_else(|| Error::new(Status::SessionClosed, "peer dropped"))?;
+        // Any HELLO this host cannot accept drops the peer (PROTOCOL_ERROR shuts the
+        // doorbell down), so its slot can be reclaimed at once.
         if hello.major != PROTOCOL_VERSION_MAJOR {
             return Err(Error::new(
-                Status::FailedPrecondition,
+                Status::ProtocolError,
                 format!(
                     "cell {} speaks protocol {}.{}, the host {PROTOCOL_VERSION_MAJOR}.x",
                     peer.name, hello.major, hello.minor
@@ -164,7 +192,7 @@ impl Hooks for PeerHooks {
         }
         if hello.epoch != peer.epoch & 0x00ff_ffff {
             return Err(Error::new(
-                Status::FailedPrecondition,
+                Status::ProtocolError,
                 format!("HELLO for epoch {} of peer slot {}, which is at epoch {}", hello.epoch, peer.id, peer.epoch),
             ));
         }
@@ -174,7 +202,6 @@ impl Hooks for PeerHooks {
                 format!("HELLO for peer {} with role {} on the link of peer {}", hello.peer_id, hello.role, peer.id),
             ));
         }
-        peer.hub.file.set_peer_state(peer.id, PeerSlotState::Active);
         peer.set_state(PeerState::Joined);
         Ok(Hello {
             major: PROTOCOL_VERSION_MAJOR,
@@ -182,7 +209,7 @@ impl Hooks for PeerHooks {
             role: ROLE_HOST,
             epoch: peer.epoch & 0x00ff_ffff,
             peer_id: peer.id,
-            max_payload: peer.hub.file.geometry().max_payload(),
+            max_payload: peer.hub.geometry.max_payload(),
         })
     }
 
@@ -198,8 +225,9 @@ impl Hooks for PeerHooks {
                         format!("ready for peer {} on the link of peer {}", ready.peer_id, peer.id),
                     ));
                 }
+                // The pid the cell states is informational only: the kernel's word (fork,
+                // SO_PEERCRED) is the one kept.
                 tracing::info!(cell = %peer.name, peer_id = peer.id, pid = ready.pid, version = %ready.version, "cell ready");
-                *peer.pid.lock() = Some(ready.pid);
                 *peer.ready.lock() = Some(ready);
                 peer.set_state(PeerState::Ready);
                 Ok(Vec::new())
@@ -240,11 +268,26 @@ impl Hooks for PeerHooks {
         method_id == builtin::LOG_EVENT_ID
     }
 
+    fn explain_death(&self, error: Error) -> Error {
+        let Some(peer) = self.peer.upgrade() else { return error };
+        let pidfd = peer.pidfd.lock();
+        let Some(pidfd) = pidfd.as_ref() else { return error };
+        // EOF on the doorbell comes as the process closes its files on the way out; its
+        // exit status follows within microseconds.
+        if !pidfd.wait_gone(Duration::from_millis(100)) {
+            let message = format!("{} (its process is still running)", error.message());
+            return Error::new(error.status(), message);
+        }
+        match pidfd.exit_reason() {
+            Some(reason) => Error::new(error.status(), format!("{}: {reason}", error.message())),
+            None => error,
+        }
+    }
+
     fn on_dead(&self, error: &Error) {
         let Some(peer) = self.peer.upgrade() else {
             return;
         };
-        peer.hub.file.set_peer_state(peer.id, PeerSlotState::Dead);
         {
             let mut s = peer.state.lock();
             if matches!(*s, PeerState::Dead(_)) {
@@ -263,35 +306,58 @@ impl Hooks for PeerHooks {
     }
 }
 
-/// The host's hub: owns the shared-memory file and every peer link.
-/// Dropping it closes every link (cells see EOF and exit) and removes the file.
+/// The host's hub: every peer link and the hub's discovery socket. Nothing of it
+/// exists outside this process: its memory is memfds and its socket is abstract, so
+/// when the process ends, however it ends, the hub is gone.
+/// Dropping it closes every link (cells see EOF and exit).
 pub struct Hub {
     shared: Arc<HubShared>,
+    discovery: Mutex<Option<discovery::DiscoveryServer>>,
 }
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hub").field("path", &self.path()).finish()
+        f.debug_struct("Hub").field("name", &self.name()).finish()
     }
 }
 
+/// Names hubs created without one: `hub-<pid>-<n>`.
+static NEXT_HUB: AtomicU32 = AtomicU32::new(0);
+
 impl Hub {
-    /// Creates the hub file.
+    /// Creates a hub and starts serving its discovery socket
+    /// (`@cellshm/<uid>/<name>`). ALREADY_EXISTS if a live hub of this user has its name.
     pub fn create(config: HubConfig) -> Result<Hub> {
-        let file = HostHubFile::create(&config)?;
-        Ok(Hub {
-            shared: Arc::new(HubShared {
-                file,
-                dispatcher: Arc::new(RwLock::new(Dispatcher::new())),
-                peers: Mutex::new(Vec::new()),
-                log_sink: RwLock::new(None),
-            }),
-        })
+        config.validate()?;
+        let name = match &config.name {
+            Some(name) => name.clone(),
+            None => {
+                format!("hub-{}-{}", std::process::id(), NEXT_HUB.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            }
+        };
+        discovery::validate_hub_name(&name)?;
+        // Same-uid processes (cells among them) must not reach our memfds through
+        // /proc/<pid>/fd or map_files.
+        crate::sys::process::harden();
+        let shared = Arc::new(HubShared {
+            name,
+            max_peers: config.max_peers,
+            geometry: config.geometry(),
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            dispatcher: Arc::new(RwLock::new(Dispatcher::new())),
+            peers: Mutex::new(PeerTable { live: Vec::new(), epochs: vec![0; config.max_peers as usize] }),
+            log_sink: RwLock::new(None),
+            discovery: discovery::DiscoveryState::default(),
+        });
+        let server = discovery::DiscoveryServer::start(&shared)?;
+        Ok(Hub { shared, discovery: Mutex::new(Some(server)) })
     }
 
-    /// The hub file's path.
-    pub fn path(&self) -> &Path {
-        self.shared.file.path()
+    /// The hub's name: `cellshm list` shows it; `cellshm inspect`, [`crate::Cell::attach`]
+    /// and [`crate::snapshot`] take it.
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 
     /// Serves `"Service.method"` to every cell of this hub.
@@ -322,30 +388,36 @@ impl Hub {
         add_peer(&self.shared, name, options)
     }
 
-    /// Lets processes the host did not spawn join through a Unix socket next to the hub
-    /// file (see [`attach::AttachPolicy`]). Stops when the returned listener is dropped.
+    /// Lets processes the host did not spawn join through the hub's discovery socket
+    /// (see [`attach::AttachPolicy`]). Stops when the returned listener is dropped.
     pub fn enable_attach(&self, policy: attach::AttachPolicy) -> Result<attach::AttachListener> {
-        attach::listen(self.shared.clone(), policy)
+        attach::enable(&self.shared, policy)
     }
 
-    /// Every peer added so far, dead ones included.
+    /// Every peer added and not yet reclaimed, dead ones included.
     pub fn peers(&self) -> Vec<Peer> {
-        self.shared.peers.lock().iter().map(|inner| Peer { inner: inner.clone() }).collect()
+        self.shared.peers.lock().live.iter().map(|inner| Peer { inner: inner.clone() }).collect()
     }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        let peers: Vec<_> = self.shared.peers.lock().drain(..).collect();
+        // Stop answering first: nobody attaches to a hub that is going away.
+        let server = self.discovery.lock().take();
+        drop(server);
+        let peers: Vec<_> = self.shared.peers.lock().live.drain(..).collect();
         for peer in peers {
-            if let Some(session) = peer.session.lock().take() {
+            // Taken out of the lock before closing: close joins the link's threads.
+            let session = peer.session.lock().take();
+            if let Some(session) = session {
                 session.close();
             }
         }
     }
 }
 
-/// Reserves a peer slot (a Free one, or a Dead one that can be reclaimed) and its doorbell.
+/// Reserves a peer slot (a free one, or a dead one that can be reclaimed), creates the
+/// link's memfds and doorbell, and queues the join record on the doorbell.
 fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result<PeerTicket> {
     if options.doorbell_fd < 3 {
         return Err(Error::new(
@@ -353,26 +425,31 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
             format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
         ));
     }
-    let file = &shared.file;
     let mut peers = shared.peers.lock();
-    let id = (0..file.geometry().max_peers)
-        .find(|&p| match file.peer_state(p) {
-            PeerSlotState::Free => true,
-            PeerSlotState::Dead => reclaim(&mut peers, p),
-            _ => false,
-        })
-        .ok_or_else(|| {
-            Error::new(
-                Status::HubFull,
-                format!(
-                    "all {} peer slots of {} are in use (a dead cell's slot is reused once its process is gone)",
-                    file.geometry().max_peers,
-                    file.path().display()
-                ),
-            )
-        })?;
+    let id = (0..shared.max_peers).find(|&p| reclaim(&mut peers.live, p)).ok_or_else(|| {
+        Error::new(
+            Status::HubFull,
+            format!(
+                "all {} peer slots of hub {:?} are in use (a dead cell's slot is reused once its link is closed)",
+                shared.max_peers, shared.name
+            ),
+        )
+    })?;
+    let epoch = peers.epochs[id as usize].wrapping_add(1).max(1);
+    let record = JoinRecord {
+        peer_id: id,
+        epoch,
+        host_pid: std::process::id(),
+        hub_name: shared.name.clone(),
+        geometry: shared.geometry.clone(),
+    };
+    let (link, handoff) = LinkMemory::create(&record)?;
     let (ours, child_end) = doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
-    let epoch = file.reserve_peer(id, name);
+    // Queued before the cell exists: it is the first message the cell reads.
+    ours.send_join(&record.encode(), &[handoff.host_memory.as_raw_fd(), handoff.cell_memory.as_raw_fd()])
+        .map_err(|e| Error::system("sending the join record", e))?;
+    drop(handoff);
+    peers.epochs[id as usize] = epoch;
     let inner = Arc::new(PeerInner {
         id,
         epoch,
@@ -383,41 +460,43 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         state_cv: Condvar::new(),
         ready: Mutex::new(None),
         pid: Mutex::new(None),
+        pidfd: Mutex::new(None),
         on_death: Mutex::new(Vec::new()),
         said_goodbye: std::sync::atomic::AtomicBool::new(false),
+        link,
     });
     let config = SessionConfig {
         side: Side::Host,
         label: format!("cell {name:?} (peer {id})"),
-        region: file.region(id),
+        region: inner.link.region.clone(),
         doorbell: ours,
         wait: options.wait,
         server_wait: options.server_wait,
         dispatcher: shared.dispatcher.clone(),
         hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
     };
-    // SAFETY: the slot was Free and is now reserved by us under the peers lock, so this
-    // is the only host-side session on this region.
-    let session = unsafe { Session::new(config) }.inspect_err(|_| file.set_peer_state(id, PeerSlotState::Free))?;
+    // SAFETY: the memfds were created for this link just now, so this is the only
+    // host-side session on them.
+    let session = unsafe { Session::new(config) }?;
     session.start_servers(options.server_threads)?;
     *inner.session.lock() = Some(session);
-    peers.push(inner.clone());
-    Ok(PeerTicket { peer: Peer { inner }, child_end: Some(child_end), doorbell_fd: options.doorbell_fd })
+    peers.live.push(inner.clone());
+    Ok(PeerTicket {
+        peer: Peer { inner },
+        child_end: Some(child_end),
+        doorbell_fd: options.doorbell_fd,
+        append_join_args: options.append_join_args,
+    })
 }
 
-/// Makes a Dead slot reusable: only once its process is gone (it can no longer write
-/// into the region) and every thread of its old link has been joined (none can touch
-/// the region either). Called with the peers lock held.
+/// True if `slot` is free, or held by a dead link whose threads could all be joined
+/// (then it is removed). A new launch gets new memfds, so the old process, alive or
+/// not, can no longer touch anything of the new link. Called with the peers lock held.
 fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
     let Some(index) = peers.iter().rposition(|p| p.id == slot) else { return true };
     let old = &peers[index];
     if !matches!(*old.state.lock(), PeerState::Dead(_)) {
         return false;
-    }
-    if let Some(pid) = *old.pid.lock() {
-        if !process_gone(pid) {
-            return false;
-        }
     }
     let session = old.session.lock().clone();
     if let Some(session) = session {
@@ -430,23 +509,13 @@ fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
     true
 }
 
-/// True once `pid` has exited (gone, or a zombie waiting to be reaped: either way its
-/// memory, and so its mapping of the hub, is gone).
-fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            stat.rsplit(')').next().is_some_and(|rest| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
-        }
-    }
-}
-
 /// A reserved peer slot: the arguments and doorbell a cell needs to join.
 #[derive(Debug)]
 pub struct PeerTicket {
     peer: Peer,
     child_end: Option<OwnedFd>,
     doorbell_fd: i32,
+    append_join_args: bool,
 }
 
 impl PeerTicket {
@@ -455,14 +524,18 @@ impl PeerTicket {
         &self.peer
     }
 
-    /// The arguments appended to the cell's command line.
-    pub fn args(&self) -> Vec<String> {
+    /// The environment a cell needs to join: `CELLSHM_DOORBELL_FD` (where its doorbell
+    /// is) and `CELLSHM_HUB` (the hub's name, informational).
+    pub fn env(&self) -> Vec<(String, String)> {
         vec![
-            format!("--hub-path={}", self.peer.inner.hub.file.path().display()),
-            format!("--peer-id={}", self.peer.inner.id),
-            format!("--doorbell-fd={}", self.doorbell_fd),
-            format!("--peer-epoch={}", self.peer.inner.epoch),
+            ("CELLSHM_DOORBELL_FD".into(), self.doorbell_fd.to_string()),
+            ("CELLSHM_HUB".into(), self.peer.inner.hub.name.clone()),
         ]
+    }
+
+    /// The flags [`PeerOptions::append_join_args`] appends: `--doorbell-fd=N`.
+    pub fn args(&self) -> Vec<String> {
+        vec![format!("--doorbell-fd={}", self.doorbell_fd)]
     }
 
     /// Hands the slot to a process that was not spawned for it (the attach path): the
@@ -470,7 +543,6 @@ impl PeerTicket {
     pub(crate) fn into_attached(mut self, pid: u32) -> (Peer, OwnedFd) {
         let child_end = self.child_end.take().expect("a ticket is handed over once");
         *self.peer.inner.pid.lock() = Some(pid);
-        self.peer.inner.hub.file.set_peer_pid(self.peer.inner.id, pid);
         (self.peer.clone(), child_end)
     }
 
@@ -479,12 +551,17 @@ impl PeerTicket {
         self.peer.inner.epoch
     }
 
-    /// Appends the arguments to `command`, arranges the doorbell fd in the child, spawns
-    /// it, and closes the host's copy of the child's end (so the child's death is seen
-    /// as EOF at once).
+    /// Sets the join environment on `command` (and the flags, if asked), arranges the
+    /// doorbell fd in the child, spawns it, and closes the host's copy of the child's
+    /// end (so the child's death is seen as EOF at once). The cell's argv is otherwise
+    /// left as given. The cell does not depend on the spawning thread living on: it
+    /// ends with the host through its doorbell, not a parent-death signal.
     pub fn spawn(mut self, command: &mut Command) -> Result<(Peer, Child)> {
         let child_end = self.child_end.take().expect("a ticket spawns once");
-        command.args(self.args());
+        command.envs(self.env());
+        if self.append_join_args {
+            command.args(self.args());
+        }
         doorbell::place_in_child(command, child_end.as_raw_fd(), self.doorbell_fd);
         let spawned = command.spawn();
         drop(child_end);
@@ -492,7 +569,11 @@ impl PeerTicket {
         match spawned {
             Ok(child) => {
                 *peer.inner.pid.lock() = Some(child.id());
-                peer.inner.hub.file.set_peer_pid(peer.inner.id, child.id());
+                // An unreaped child: its pid cannot have been reused yet.
+                match Pidfd::open(child.id()) {
+                    Ok(pidfd) => *peer.inner.pidfd.lock() = Some(pidfd),
+                    Err(e) => tracing::debug!("no pidfd for cell {:?}: {e}", peer.inner.name),
+                }
                 Ok((peer, child))
             }
             Err(e) => {
@@ -677,7 +758,7 @@ impl Peer {
 
     /// Largest payload that can be sent to this peer.
     pub fn max_payload(&self) -> usize {
-        self.inner.hub.file.geometry().max_payload() as usize
+        self.inner.hub.geometry.max_payload() as usize
     }
 
     /// Asks the cell to leave (GOODBYE), waits up to `grace` for it to close its end,

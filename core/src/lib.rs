@@ -28,22 +28,23 @@
 #![warn(missing_docs)]
 
 pub mod cell;
-pub(crate) mod doorbell;
 mod error;
 pub mod frame;
 pub mod host;
-pub(crate) mod hub;
 pub mod log;
 pub mod session;
+pub(crate) mod shm;
+pub(crate) mod sys;
 
 pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
 pub use frame::{method_id, Status};
+pub use host::discovery::{hub_listing, list_hubs, HubListing};
 pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supervisor, SupervisorEvent};
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
-pub use hub::inspect::{snapshot, HubSnapshot, PeerSnapshot};
-pub use hub::{inspect_header, HubConfig, HubInfo, PeerSlotState, SlotClass};
 pub use session::{
     Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,
     StreamEnd, StreamHandler, StreamItem, WaitStrategy, STREAM_WINDOW,
 };
+pub use shm::inspect::{snapshot, HubSnapshot, PeerSnapshot};
+pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SlotClass};

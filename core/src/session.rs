@@ -36,16 +36,16 @@ pub use options::{CallOptions, WaitStrategy};
 use stream::StreamState;
 pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, STREAM_WINDOW};
 
-use crate::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 use crate::error::{Error, Result};
 use crate::frame::{
     self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY,
     SLOT_INLINE,
 };
-use crate::hub::layout::control;
-use crate::hub::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
-use crate::hub::ring::{Consumer, Producer, PushError, RingMemory};
-use crate::hub::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side};
+use crate::shm::layout::control;
+use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
+use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
+use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side};
+use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
 pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
@@ -107,6 +107,11 @@ pub(crate) trait Hooks: Send + Sync {
     /// Built-in notifications to handle on the receiving thread, in arrival order.
     fn in_order(&self, _method_id: u32) -> bool {
         false
+    }
+    /// The peer is gone: the error callers get, with what is known about how it ended
+    /// (the host adds a spawned cell's exit status).
+    fn explain_death(&self, error: Error) -> Error {
+        error
     }
     /// The session failed for good (called once).
     fn on_dead(&self, _error: &Error) {}
@@ -550,6 +555,10 @@ impl Session {
 
     /// Fails the session for good: every pending and future call gets `error`.
     pub fn fail(&self, error: Error) {
+        if self.failure.lock().is_some() {
+            return;
+        }
+        let error = if error.status() == Status::PeerDead { self.hooks.explain_death(error) } else { error };
         {
             let mut slot = self.failure.lock();
             if slot.is_some() {

@@ -276,62 +276,70 @@ fn garbage_from_one_cell_drops_that_peer_and_the_host_keeps_serving_another() {
     let _ = good_child.wait();
 }
 
-/// Runs the cell binary by hand with the given arguments and a doorbell socket on fd 3.
-fn run_cell_by_hand(args: &[&str]) -> (i32, String) {
+/// Runs the cell binary by hand with `env` and a doorbell socket on fd 3, on which
+/// `first_message` (if any) is waiting.
+fn run_cell_by_hand(env: &[(&str, &str)], first_message: Option<&[u8]>) -> (i32, String) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
     let made =
         unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
     assert_eq!(made, 0);
     // SAFETY: fresh fds owned by nobody else.
-    let (_ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if let Some(message) = first_message {
+        // SAFETY: sends from a live buffer.
+        let sent = unsafe { libc::send(ours.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
+        assert_eq!(sent, message.len() as isize);
+    }
     let child_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(CELL);
-    cmd.arg("__cell").args(args).env("CELLSHM_READY_TIMEOUT_MS", "200").stderr(Stdio::piped());
+    cmd.arg("__cell").env_remove("CELLSHM_DOORBELL_FD").env("CELLSHM_READY_TIMEOUT_MS", "200").stderr(Stdio::piped());
+    cmd.envs(env.iter().copied());
     // SAFETY: dup2 is async-signal-safe.
     unsafe {
         cmd.pre_exec(move || if libc::dup2(child_fd, 3) < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) })
     };
     let out = cmd.output().unwrap();
+    drop(ours);
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
-fn bad_join_arguments_fail_with_clear_errors() {
-    let (code, err) = run_cell_by_hand(&[]);
+fn bad_join_values_fail_with_clear_errors() {
+    let (code, err) = run_cell_by_hand(&[], None);
     assert_ne!(code, 0);
-    assert!(err.contains("missing --hub-path="), "{err}");
+    assert!(err.contains("CELLSHM_DOORBELL_FD is not set"), "{err}");
 
-    let (code, err) = run_cell_by_hand(&["--hub-path=/nonexistent/x.hub", "--peer-id=0", "--doorbell-fd=77"]);
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "77")], None);
     assert_ne!(code, 0);
-    assert!(err.contains("--doorbell-fd=77 is not an open file descriptor"), "{err}");
+    assert!(err.contains("doorbell fd 77 is not an open file descriptor"), "{err}");
 
-    let (code, err) = run_cell_by_hand(&["--hub-path=/nonexistent/x.hub", "--peer-id=0", "--doorbell-fd=1"]);
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "1")], None);
     assert_ne!(code, 0);
-    assert!(err.contains("--doorbell-fd=1 is not a socket"), "{err}");
+    assert!(err.contains("doorbell fd 1 is not a socket"), "{err}");
+
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "x")], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("CELLSHM_DOORBELL_FD=\"x\" is not a file descriptor number"), "{err}");
 
     let t = Instant::now();
-    let (code, err) = run_cell_by_hand(&["--hub-path=/nonexistent/x.hub", "--peer-id=0", "--doorbell-fd=3"]);
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], None);
     assert_ne!(code, 0);
-    assert!(err.contains("did not appear within 200 ms"), "{err}");
+    assert!(err.contains("no join record on the doorbell within 200 ms"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3));
 
-    let hub = Hub::create(HubConfig::default()).unwrap();
-    let path = format!("--hub-path={}", hub.path().display());
-    let (code, err) = run_cell_by_hand(&[&path, "--peer-id=3", "--doorbell-fd=3"]);
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], Some(b"hello"));
     assert_ne!(code, 0);
-    assert!(err.contains("peer id 3 is not reserved"), "{err}");
-    let (code, err) = run_cell_by_hand(&[&path, "--peer-id=99", "--doorbell-fd=3"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("out of range"), "{err}");
-
-    let not_a_hub = std::env::temp_dir().join(format!("cellshm-not-a-hub-{}", std::process::id()));
-    std::fs::write(&not_a_hub, vec![0x41u8; 10_000]).unwrap();
-    let (code, err) =
-        run_cell_by_hand(&[&format!("--hub-path={}", not_a_hub.display()), "--peer-id=0", "--doorbell-fd=3"]);
-    std::fs::remove_file(&not_a_hub).unwrap();
+    assert!(err.contains("PROTOCOL_ERROR") && err.contains("a join record is 176 bytes"), "{err}");
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], Some(&[0x41; 176]));
     assert_ne!(code, 0);
     assert!(err.contains("bad magic"), "{err}");
+    let mut no_fds = [0u8; 176];
+    no_fds[..8].copy_from_slice(b"CSHMJOIN");
+    no_fds[8] = 2;
+    let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], Some(&no_fds));
+    assert_ne!(code, 0);
+    assert!(err.contains("slot classes") || err.contains("exactly two memfds"), "{err}");
 }
 
 #[test]
@@ -498,29 +506,19 @@ fn dead_peer_slots_are_reused_with_a_new_epoch_many_times() {
 }
 
 #[test]
-fn a_cell_started_with_a_stale_ticket_is_refused_before_touching_the_region() {
+fn a_dropped_ticket_frees_its_slot_and_shares_nothing_with_the_next_launch() {
     let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
     let stale = hub.add_peer("first", PeerOptions::default()).unwrap();
-    let stale_args = stale.args();
     drop(stale);
-    // The slot dies unused (its doorbell closed) and is reused for a new cell.
+    // The slot dies unused (its doorbell closed) and is reused for a new cell, with new
+    // memfds: nothing the first launch could have held reaches the second.
     let t = Instant::now();
     while !matches!(hub.peers()[0].state(), PeerState::Dead(_)) {
         assert!(t.elapsed() < Duration::from_secs(2));
         thread::sleep(Duration::from_millis(1));
     }
     let (peer, mut child) = spawn_cell_on(&hub, "second", &[]);
-    // A late cell with the first ticket (but a live doorbell) is told its ticket is stale.
-    let (code, err) = run_cell_by_hand(
-        &stale_args
-            .iter()
-            .map(String::as_str)
-            .filter(|a| !a.starts_with("--doorbell-fd"))
-            .chain(["--doorbell-fd=3"])
-            .collect::<Vec<_>>(),
-    );
-    assert_ne!(code, 0);
-    assert!(err.contains("stale ticket"), "{err}");
+    assert_eq!(peer.id(), 0);
     assert_eq!(peer.call("Echo.echo", b"unharmed", &secs(5)).unwrap().bytes(), b"unharmed");
     let _ = child.kill();
     let _ = child.wait();
@@ -549,7 +547,7 @@ fn inspect_shows_peers_rings_pools_and_counters() {
         a.call("Echo.echo", &vec![i as u8; 300], &secs(5)).unwrap();
     }
     let held = b.call("Test.sized", &5000u32.to_le_bytes(), &secs(5)).unwrap();
-    let snap = cellshm::snapshot(hub.path()).unwrap();
+    let snap = cellshm::snapshot(hub.name()).unwrap();
     assert_eq!(snap.peers.len(), 2);
     let pa = snap.peers.iter().find(|p| p.name == "alpha").unwrap();
     let pb = snap.peers.iter().find(|p| p.name == "beta").unwrap();
@@ -561,11 +559,11 @@ fn inspect_shows_peers_rings_pools_and_counters() {
     // The 5000-byte response we still hold occupies one slot of beta's pool.
     assert_eq!(pb.cell_pool_in_use.iter().sum::<u32>(), 1, "{pb:?}");
     drop(held);
-    let snap = cellshm::snapshot(hub.path()).unwrap();
+    let snap = cellshm::snapshot(hub.name()).unwrap();
     let pb = snap.peers.iter().find(|p| p.name == "beta").unwrap();
     assert_eq!(pb.cell_pool_in_use.iter().sum::<u32>(), 0, "{pb:?}");
     // The CLI prints the same as JSON.
-    let out = Command::new(CELL).args(["inspect", &hub.path().display().to_string(), "--json"]).output().unwrap();
+    let out = Command::new(CELL).args(["inspect", hub.name(), "--json"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         out.status.success() && text.contains("\"name\":\"alpha\"") && text.contains("\"state\":\"Active\""),
@@ -610,12 +608,9 @@ fn wait_for_peer(hub: &Hub, name: &str) -> Peer {
 fn a_process_the_host_did_not_spawn_attaches_through_the_hub_socket() {
     let hub = Hub::create(HubConfig::default()).unwrap();
     let listener = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
-    assert!(listener.path().exists());
-    let mut stranger = Command::new(CELL)
-        .args(["__attach", &hub.path().display().to_string(), "stranger"])
-        .env("CELLSHM_QUIET", "1")
-        .spawn()
-        .unwrap();
+    assert_eq!(listener.hub_name(), hub.name());
+    let mut stranger =
+        Command::new(CELL).args(["__attach", hub.name(), "stranger"]).env("CELLSHM_QUIET", "1").spawn().unwrap();
     let peer = wait_for_peer(&hub, "stranger");
     assert_eq!(peer.pid(), Some(stranger.id()));
     assert_eq!(peer.call("Echo.echo", b"attached", &secs(5)).unwrap().bytes(), b"attached");
@@ -628,9 +623,10 @@ fn a_process_the_host_did_not_spawn_attaches_through_the_hub_socket() {
         thread::sleep(Duration::from_millis(1));
     }
     assert!(listener.refusals().is_empty());
-    let socket = listener.path().to_path_buf();
     drop(listener);
-    assert!(!socket.exists(), "the socket is removed with its listener");
+    let out = Command::new(CELL).args(["__attach", hub.name(), "late"]).env("CELLSHM_QUIET", "1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("attaching is not enabled"), "{stderr}");
 }
 
 #[test]
@@ -638,14 +634,14 @@ fn a_process_of_another_uid_is_refused_with_a_logged_reason() {
     let hub = Hub::create(HubConfig::default()).unwrap();
     let listener = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
     let out = Command::new("runuser")
-        .args(["-u", "nobody", "--", CELL, "__attach", &hub.path().display().to_string(), "intruder"])
+        .args(["-u", "nobody", "--", CELL, "__attach", &format!("{}/{}", host_uid(), hub.name()), "intruder"])
         .output()
         .expect("runuser (util-linux) is needed to run a process as another user");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("attach refused") && stderr.contains("not allowed"), "{stderr}");
     let refusals = listener.refusals();
-    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!((refusals.len(), listener.refusal_count()), (1, 1), "{refusals:?}");
     assert!(refusals[0].contains("uid 65534"), "{refusals:?}");
     assert!(hub.peers().is_empty(), "no slot was reserved for the refused process");
 }
@@ -689,4 +685,9 @@ fn tracing_events_of_a_rust_cell_reach_the_host_through_the_filter_it_pushed() {
     assert_eq!(err.status(), Status::InvalidArgument);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+fn host_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
 }

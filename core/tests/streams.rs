@@ -367,12 +367,12 @@ fn streams_are_not_opened_to_a_cell_that_announced_protocol_1_0() {
     use cellshm::{Cell, CellOptions};
     let hub = Hub::create(HubConfig::default()).unwrap();
     let _listener = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
-    let path = hub.path().to_path_buf();
+    let name = hub.name().to_string();
     // An older cell, in this process: it announces 1.0 in its HELLO.
     let old = thread::spawn(move || {
         let options =
             CellOptions { protocol_minor: 0, exit_with_host: false, quiet: true, ..CellOptions::from_env().unwrap() };
-        let cell = Cell::attach(&path, "old", options).unwrap();
+        let cell = Cell::attach(&name, "old", options).unwrap();
         cell.method("Echo.echo", |call| {
             let request = call.payload();
             call.reply(request)

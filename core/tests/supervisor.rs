@@ -152,7 +152,7 @@ fn a_hundred_relaunches_on_a_four_peer_hub() {
         let payload = (round as u32).to_le_bytes();
         assert_eq!(sup.call(name, "Echo.echo", &payload, &CallOptions::timeout(secs(5))).unwrap().bytes(), &payload);
     }
-    let snap = cellshm::snapshot(sup.hub().path()).unwrap();
+    let snap = cellshm::snapshot(sup.hub().name()).unwrap();
     let live = snap.peers.iter().filter(|p| p.state == cellshm::PeerSlotState::Active).count();
     assert_eq!(live, 2, "{:?}", snap.peers);
 }

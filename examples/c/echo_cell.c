@@ -1,5 +1,5 @@
-/* A C cell serving Echo.echo and Echo.reverse. Started by a host, which appends
- * --hub-path=, --peer-id= and --doorbell-fd= to its command line. */
+/* A C cell serving Echo.echo and Echo.reverse. Started by a host, which passes it a
+ * doorbell (CELLSHM_DOORBELL_FD); the join record and memory arrive on it. */
 #include <stdio.h>
 #include <string.h>
 

@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
     if (cellshm_hub_new(NULL, 0, &hub) != CELLSHM_OK) {
         return report("creating the hub");
     }
-    printf("hub %s\n", cellshm_hub_path(hub));
+    printf("hub %s\n", cellshm_hub_name(hub));
     for (i = 0; i < count && !failed; i++) {
         char name[32];
         snprintf(name, sizeof name, "echo-%d", i);

@@ -1,8 +1,9 @@
 // A C++ program that is both a host and a cell: run without arguments it creates a hub,
 // spawns itself as a cell serving Text.upper and the stream Text.words, calls them, shows how errors surface as
-// exceptions, and shuts the cell down. The hub starts it again with --hub-path=... etc.
+// exceptions, and shuts the cell down. The hub starts it again as a cell (CELLSHM_DOORBELL_FD set).
 #include <cctype>
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -64,7 +65,7 @@ static int run_host(const char *self) {
 
 int main(int argc, char **argv) {
     try {
-        bool is_cell = argc > 1 && std::string(argv[1]).rfind("--hub-path=", 0) == 0;
+        bool is_cell = std::getenv("CELLSHM_DOORBELL_FD") != nullptr;
         return is_cell ? run_cell(argc, argv) : run_host("/proc/self/exe");
     } catch (const cellshm::Error &e) {
         std::cerr << "text_service: " << e.what() << "\n";

@@ -1,5 +1,5 @@
-"""A Python cell serving Echo.echo and Echo.upper. Started by a host, which appends
---hub-path=, --peer-id= and --doorbell-fd= to its command line."""
+"""A Python cell serving Echo.echo and Echo.upper. Started by a host, which passes it a
+doorbell (CELLSHM_DOORBELL_FD); the join record and the link's memory arrive on it."""
 
 import logging
 

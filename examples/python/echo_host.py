@@ -31,7 +31,7 @@ def cell_commands():
 
 
 with cellshm.Hub() as hub:
-    print(f"hub {hub.path}")
+    print(f"hub {hub.name}")
     peers = [hub.spawn(argv, name=f"echo-{i}") for i, argv in enumerate(cell_commands())]
     for peer in peers:
         peer.wait_ready(10)

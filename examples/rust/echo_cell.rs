@@ -1,5 +1,5 @@
 //! A cell serving `Echo.echo` (and `Echo.reverse`). Started by a host, never by hand:
-//! the host appends `--hub-path=`, `--peer-id=` and `--doorbell-fd=`.
+//! the host hands it a doorbell (`CELLSHM_DOORBELL_FD`) and the join record arrives on it.
 
 use cellshm::Cell;
 

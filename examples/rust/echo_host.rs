@@ -26,7 +26,7 @@ fn cell_commands() -> Vec<Vec<String>> {
 
 fn main() -> Result<(), cellshm::Error> {
     let hub = Hub::create(HubConfig::default())?;
-    println!("hub {}", hub.path().display());
+    println!("hub {}", hub.name());
     let mut running = Vec::new();
     for (i, command) in cell_commands().into_iter().enumerate() {
         let name = format!("echo-{i}");

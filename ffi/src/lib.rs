@@ -331,8 +331,11 @@ pub struct cellshm_peer_options {
     pub spin_us: u32,
     /// Host threads serving this peer's calls to the host (at least 1).
     pub server_threads: u32,
-    /// The fd number the doorbell gets in the child (at least 3).
+    /// The fd number the doorbell gets in the child (at least 3); the child finds it in
+    /// CELLSHM_DOORBELL_FD.
     pub doorbell_fd: c_int,
+    /// Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
+    pub append_join_args: bool,
 }
 
 /// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
@@ -349,6 +352,7 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         spin_us,
         server_threads: d.server_threads as u32,
         doorbell_fd: d.doorbell_fd,
+        append_join_args: d.append_join_args,
     }
 }
 
@@ -364,6 +368,7 @@ fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellsh
     };
     out.server_threads = o.server_threads.max(1) as usize;
     out.doorbell_fd = o.doorbell_fd;
+    out.append_join_args = o.append_join_args;
     Ok(out)
 }
 
@@ -632,46 +637,51 @@ fn deliver_response(result: cellshm::Result<Response>, out: *mut *mut cellshm_re
 #[derive(Debug)]
 pub struct cellshm_hub {
     hub: Hub,
-    path: CString,
+    name: CString,
     attach: std::sync::Mutex<Option<cellshm::host::attach::AttachListener>>,
 }
 
-/// Creates a hub. `path` may be NULL (a unique file under $XDG_RUNTIME_DIR or /dev/shm);
-/// `max_peers` 0 means the default (8). On success `*out_hub` is owned by the caller.
+/// Creates a hub and starts serving its discovery socket `@cellshm/<uid>/<name>`
+/// (`cellshm list` and `cellshm inspect NAME` find it there). `name` may be NULL (a
+/// unique `hub-<pid>-<n>`); otherwise 1 to 64 of A-Z a-z 0-9 . _ -, unique among this
+/// user's live hubs (CELLSHM_ALREADY_EXISTS otherwise). `max_peers` 0 means the default
+/// (8). Nothing of the hub outlives the process, even if it never calls cellshm_hub_free.
+/// On success `*out_hub` is owned by the caller.
 ///
 /// # Safety
-/// `path` is NULL or a NUL-terminated string; `out_hub` points to writable storage.
+/// `name` is NULL or a NUL-terminated string; `out_hub` points to writable storage.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_new(
-    path: *const c_char,
+    name: *const c_char,
     max_peers: u32,
     out_hub: *mut *mut cellshm_hub,
 ) -> cellshm_status {
     boundary("cellshm_hub_new", || {
         out_param!(out_hub);
         let mut config = HubConfig::default();
-        if !path.is_null() {
+        if !name.is_null() {
             // SAFETY: per this function's contract.
-            config.path = Some(try_c!(unsafe { c_str(path, "path") }).into());
+            config.name = Some(try_c!(unsafe { c_str(name, "name") }).into());
         }
         if max_peers != 0 {
             config.max_peers = max_peers;
         }
         let hub = try_cellshm!(Hub::create(config));
-        let path = CString::new(hub.path().to_string_lossy().into_owned()).unwrap_or_default();
+        // Hub names are validated ASCII: no interior NUL.
+        let name = CString::new(hub.name()).unwrap_or_default();
         // SAFETY: out_hub checked non-NULL.
-        unsafe { put(out_hub, Box::into_raw(Box::new(cellshm_hub { hub, path, attach: std::sync::Mutex::new(None) }))) }
+        unsafe { put(out_hub, Box::into_raw(Box::new(cellshm_hub { hub, name, attach: std::sync::Mutex::new(None) }))) }
     })
 }
 
-/// The hub file's path. Borrowed: valid until cellshm_hub_free. NULL for a NULL hub.
+/// The hub's name. Borrowed: valid until cellshm_hub_free. NULL for a NULL hub.
 ///
 /// # Safety
 /// `hub` is NULL or a live hub.
 #[no_mangle]
-pub unsafe extern "C" fn cellshm_hub_path(hub: *const cellshm_hub) -> *const c_char {
+pub unsafe extern "C" fn cellshm_hub_name(hub: *const cellshm_hub) -> *const c_char {
     // SAFETY: per this function's contract.
-    boundary_value(std::ptr::null(), || unsafe { hub.as_ref() }.map_or(std::ptr::null(), |h| h.path.as_ptr()))
+    boundary_value(std::ptr::null(), || unsafe { hub.as_ref() }.map_or(std::ptr::null(), |h| h.name.as_ptr()))
 }
 
 /// Serves "Service.method" to every cell of the hub. `free_userdata` (may be NULL) is
@@ -700,7 +710,8 @@ pub unsafe extern "C" fn cellshm_hub_register(
 }
 
 /// Spawns `program` as a cell named `name`. `argv` (may be NULL) is a NULL-terminated
-/// list of extra arguments; the hub appends --hub-path=, --peer-id=, --doorbell-fd=.
+/// list of arguments; the hub does not add any (the cell finds its doorbell through
+/// CELLSHM_DOORBELL_FD unless `options->append_join_args` asks for `--doorbell-fd=N`).
 /// `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited
 /// environment. `options` may be NULL for the defaults. On success `*out_peer` is owned
 /// by the caller (free it with cellshm_peer_free); wait for it with
@@ -1003,8 +1014,8 @@ pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
     }
 }
 
-/// Lets processes the host did not spawn join the hub through its socket
-/// (`<hub path>.sock`, see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
+/// Lets processes the host did not spawn join the hub through its discovery socket
+/// (see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
 /// lists the uids allowed; none means the host's own uid. Refused connections are
 /// logged. Attaching stays enabled until the hub is freed.
 ///
@@ -1230,23 +1241,23 @@ pub struct cellshm_supervisor {
     sup: cellshm::Supervisor,
 }
 
-/// Creates a supervisor with its own hub (`path` may be NULL; `max_peers` 0 = 8). On
-/// success `*out_supervisor` is owned by the caller.
+/// Creates a supervisor with its own hub (`name` as for cellshm_hub_new, may be NULL;
+/// `max_peers` 0 = 8). On success `*out_supervisor` is owned by the caller.
 ///
 /// # Safety
-/// `path` is NULL or NUL-terminated; `out_supervisor` writable.
+/// `name` is NULL or NUL-terminated; `out_supervisor` writable.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_supervisor_new(
-    path: *const c_char,
+    name: *const c_char,
     max_peers: u32,
     out_supervisor: *mut *mut cellshm_supervisor,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_new", || {
         out_param!(out_supervisor);
         let mut config = HubConfig::default();
-        if !path.is_null() {
+        if !name.is_null() {
             // SAFETY: per this function's contract.
-            config.path = Some(try_c!(unsafe { c_str(path, "path") }).into());
+            config.name = Some(try_c!(unsafe { c_str(name, "name") }).into());
         }
         if max_peers != 0 {
             config.max_peers = max_peers;
@@ -1473,10 +1484,12 @@ pub struct cellshm_cell {
     cell: Cell,
 }
 
-/// Joins the hub: reads --hub-path=, --peer-id=, --doorbell-fd= from `argv` (argc
-/// entries, argv[0] being the program; may be NULL with argc 0) or the CELLSHM_*
-/// environment variables, checks them, and says HELLO. On success `*out_cell` is owned
-/// by the caller.
+/// Joins the hub whose host spawned this process: finds the doorbell through the
+/// CELLSHM_DOORBELL_FD environment variable (or a `--doorbell-fd=N` entry of `argv`, if
+/// the host was asked to append one; every other entry is left alone), receives the
+/// join record and the link's memfds on it, checks and maps them, and says HELLO.
+/// `argv` has argc entries, argv[0] being the program; it may be NULL with argc 0. On
+/// success `*out_cell` is owned by the caller.
 ///
 /// # Safety
 /// `argv` has `argc` NUL-terminated strings (or is NULL with argc 0); `out_cell` writable.
@@ -1507,24 +1520,25 @@ pub unsafe extern "C" fn cellshm_cell_new(
 }
 
 /// Joins a running hub whose host enabled attaching (cellshm_hub_enable_attach), as
-/// `name`, through its socket. On success `*out_cell` is owned by the caller.
+/// `name`, through its discovery socket. `hub` is the hub's name (a hub of this user)
+/// or "UID/NAME" (a hub of user UID). On success `*out_cell` is owned by the caller.
 ///
 /// # Safety
-/// `hub_path` and `name` NUL-terminated; `out_cell` writable.
+/// `hub` and `name` NUL-terminated; `out_cell` writable.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_attach(
-    hub_path: *const c_char,
+    hub: *const c_char,
     name: *const c_char,
     out_cell: *mut *mut cellshm_cell,
 ) -> cellshm_status {
     boundary("cellshm_cell_attach", || {
         out_param!(out_cell);
         // SAFETY: per this function's contract.
-        let hub_path = try_c!(unsafe { c_str(hub_path, "hub_path") });
+        let hub = try_c!(unsafe { c_str(hub, "hub") });
         // SAFETY: per this function's contract.
         let name = try_c!(unsafe { c_str(name, "name") });
         let options = try_cellshm!(CellOptions::from_env());
-        let cell = try_cellshm!(Cell::attach(std::path::Path::new(hub_path), name, options));
+        let cell = try_cellshm!(Cell::attach(hub, name, options));
         // SAFETY: out_cell checked non-NULL.
         unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
     })

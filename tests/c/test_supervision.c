@@ -31,10 +31,10 @@ static uint32_t echo(void *userdata, const uint8_t *request, size_t len, cellshm
     return cellshm_reply_write(reply, request, len);
 }
 
-static int attach_cell(const char *hub_path, const char *name) {
+static int attach_cell(const char *hub_name, const char *name) {
     cellshm_cell *cell = NULL;
     cellshm_status status;
-    CHECK_STATUS(cellshm_cell_attach(hub_path, name, &cell), CELLSHM_OK);
+    CHECK_STATUS(cellshm_cell_attach(hub_name, name, &cell), CELLSHM_OK);
     CHECK_STATUS(cellshm_cell_register(cell, "Echo.echo", echo, NULL, NULL), CELLSHM_OK);
     CHECK_STATUS(cellshm_cell_log_event(cell, 3, "c.attach", "attached from C"), CELLSHM_OK);
     status = cellshm_cell_run(cell);
@@ -94,7 +94,7 @@ static void attached(const char *self) {
     CHECK_STATUS(cellshm_hub_enable_attach(hub, NULL, 0), CELLSHM_OK);
     argv[0] = (char *)self;
     argv[1] = (char *)"--attach-cell";
-    argv[2] = (char *)cellshm_hub_path(hub);
+    argv[2] = (char *)cellshm_hub_name(hub);
     argv[3] = (char *)"visitor";
     argv[4] = NULL;
     CHECK(posix_spawn(&pid, self, NULL, NULL, argv, environ) == 0);

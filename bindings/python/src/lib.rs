@@ -517,7 +517,7 @@ fn py_stream_handler(
 #[pyclass(module = "cellshm._native", frozen)]
 struct Hub {
     hub: Mutex<Option<CoreHub>>,
-    path: String,
+    name: String,
 }
 
 impl Hub {
@@ -532,17 +532,17 @@ impl Hub {
 #[pymethods]
 impl Hub {
     #[new]
-    #[pyo3(signature = (path=None, max_peers=8))]
-    fn new(py: Python<'_>, path: Option<String>, max_peers: u32) -> PyResult<Self> {
-        let config = HubConfig { path: path.map(Into::into), max_peers, ..HubConfig::default() };
+    #[pyo3(signature = (name=None, max_peers=8))]
+    fn new(py: Python<'_>, name: Option<String>, max_peers: u32) -> PyResult<Self> {
+        let config = HubConfig { name, max_peers, ..HubConfig::default() };
         let hub = py.detach(|| CoreHub::create(config)).map_err(err)?;
-        let path = hub.path().display().to_string();
-        Ok(Hub { hub: Mutex::new(Some(hub)), path })
+        let name = hub.name().to_string();
+        Ok(Hub { hub: Mutex::new(Some(hub)), name })
     }
 
     #[getter]
-    fn path(&self) -> String {
-        self.path.clone()
+    fn name(&self) -> String {
+        self.name.clone()
     }
 
     /// Serves `name` to every cell of the hub.
@@ -826,7 +826,7 @@ fn status_parts(status: &cellshm::CellStatus) -> (&'static str, Option<String>) 
 #[pyclass(module = "cellshm._native", frozen)]
 struct Supervisor {
     sup: Mutex<Option<Arc<cellshm::Supervisor>>>,
-    path: String,
+    name: String,
 }
 
 impl Supervisor {
@@ -838,17 +838,17 @@ impl Supervisor {
 #[pymethods]
 impl Supervisor {
     #[new]
-    #[pyo3(signature = (path=None, max_peers=8))]
-    fn new(py: Python<'_>, path: Option<String>, max_peers: u32) -> PyResult<Self> {
-        let config = HubConfig { path: path.map(Into::into), max_peers, ..HubConfig::default() };
+    #[pyo3(signature = (name=None, max_peers=8))]
+    fn new(py: Python<'_>, name: Option<String>, max_peers: u32) -> PyResult<Self> {
+        let config = HubConfig { name, max_peers, ..HubConfig::default() };
         let sup = py.detach(|| CoreHub::create(config).and_then(cellshm::Supervisor::new)).map_err(err)?;
-        let path = sup.hub().path().display().to_string();
-        Ok(Supervisor { sup: Mutex::new(Some(Arc::new(sup))), path })
+        let name = sup.hub().name().to_string();
+        Ok(Supervisor { sup: Mutex::new(Some(Arc::new(sup))), name })
     }
 
     #[getter]
-    fn hub_path(&self) -> String {
-        self.path.clone()
+    fn hub_name(&self) -> String {
+        self.name.clone()
     }
 
     #[pyo3(signature = (name, handler, view=false))]
@@ -958,7 +958,7 @@ impl Supervisor {
     }
 }
 
-/// The attach socket of a hub (see `cellshm.Hub.enable_attach`).
+/// Attaching to a hub is enabled while this is open (see `cellshm.Hub.enable_attach`).
 #[pyclass(module = "cellshm._native", frozen)]
 struct AttachListener {
     listener: Mutex<Option<cellshm::host::attach::AttachListener>>,
@@ -968,6 +968,11 @@ struct AttachListener {
 impl AttachListener {
     fn refusals(&self) -> Vec<String> {
         self.listener.lock().as_ref().map(|l| l.refusals()).unwrap_or_default()
+    }
+
+    /// How many requests were refused in all (`refusals` keeps the last 16).
+    fn refusal_count(&self) -> u64 {
+        self.listener.lock().as_ref().map(|l| l.refusal_count()).unwrap_or(0)
     }
 
     fn close(&self, py: Python<'_>) {
@@ -992,8 +997,9 @@ impl Cell {
 
 #[pymethods]
 impl Cell {
-    /// Joins the hub named by `argv` (like sys.argv: argv[0] is skipped) or by the
-    /// CELLSHM_* environment variables.
+    /// Joins the hub that spawned this process: its doorbell is named by
+    /// CELLSHM_DOORBELL_FD (or a `--doorbell-fd=N` in `argv`, like sys.argv: argv[0] is
+    /// skipped; every other argument is left alone).
     #[staticmethod]
     #[pyo3(signature = (argv=None))]
     fn join(py: Python<'_>, argv: Option<Vec<String>>) -> PyResult<Cell> {
@@ -1004,12 +1010,11 @@ impl Cell {
         Ok(Cell { cell: Arc::new(Mutex::new(Some(Arc::new(cell)))) })
     }
 
-    /// Joins a running hub by attaching through its socket as `name`.
+    /// Joins the running hub `hub` (its name, or "UID/NAME") by attaching as `name`.
     #[staticmethod]
-    fn attach(py: Python<'_>, hub_path: &str, name: &str) -> PyResult<Cell> {
+    fn attach(py: Python<'_>, hub: &str, name: &str) -> PyResult<Cell> {
         let options = CellOptions::from_env().map_err(err)?;
-        let path = std::path::PathBuf::from(hub_path);
-        let cell = py.detach(|| CoreCell::attach(&path, name, options)).map_err(err)?;
+        let cell = py.detach(|| CoreCell::attach(hub, name, options)).map_err(err)?;
         Ok(Cell { cell: Arc::new(Mutex::new(Some(Arc::new(cell)))) })
     }
 

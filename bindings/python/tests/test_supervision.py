@@ -43,7 +43,7 @@ def test_a_cell_that_cannot_start_is_given_up():
 
 def test_a_python_process_attaches_and_a_uid_outside_the_list_is_refused(hub):
     listener = hub.enable_attach()
-    cell = subprocess.Popen([sys.executable, str(HERE / "cells" / "py_attach_cell.py"), hub.path, "visitor"])
+    cell = subprocess.Popen([sys.executable, str(HERE / "cells" / "py_attach_cell.py"), hub.name, "visitor"])
     try:
         deadline = time.monotonic() + 10
         peer = None
@@ -66,6 +66,6 @@ def test_a_python_process_attaches_and_a_uid_outside_the_list_is_refused(hub):
     # covers a real other user, running as nobody).
     strict = hub.enable_attach(allowed_uids=[os.getuid() + 12345])
     with pytest.raises(cellshm.PermissionDenied, match="not allowed"):
-        cellshm.Cell.attach(hub.path, "intruder")
+        cellshm.Cell.attach(hub.name, "intruder")
     assert any(f"uid {os.getuid()}" in r for r in strict.refusals())
     strict.close()

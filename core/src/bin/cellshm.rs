@@ -1,7 +1,8 @@
-//! `cellshm` command line: inspect a hub, run the benchmarks.
+//! `cellshm` command line: list and inspect live hubs, run the benchmarks.
 //!
 //! ```text
-//! cellshm inspect HUB            header and geometry of a hub file
+//! cellshm list [--json]          the live hubs of this user: name, host pid, peers, uptime
+//! cellshm inspect HUB [--json]   every link of a live hub, read through read-only memfds
 //! cellshm bench [--quick]        round-trip benchmarks beside their floors
 //! ```
 //! `cellshm __cell` is the cell the benchmarks and the multi-process tests spawn;
@@ -9,7 +10,6 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,18 +23,26 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("list") => list(args.iter().any(|a| a == "--json")),
         Some("inspect") => {
             let json = args.iter().any(|a| a == "--json");
             match args.iter().skip(1).find(|a| !a.starts_with("--")) {
-                Some(path) => inspect(Path::new(path), json),
+                Some(name) => inspect(name, json),
                 None => Err(usage()),
             }
         }
         Some("bench") => bench(args.iter().any(|a| a == "--quick")),
-        Some("__cell") => Cell::from_args().and_then(test_cell),
+        // Strict, like a clap program: any argument is an error, so every test that
+        // spawns this cell proves the host left its argv alone.
+        Some("__cell") => match args.get(1) {
+            Some(extra) => {
+                Err(Error::new(Status::InvalidArgument, format!("__cell takes no arguments, got {extra:?}")))
+            }
+            None => Cell::from_args().and_then(test_cell),
+        },
         Some("__attach") => match (args.get(1), args.get(2)) {
             (Some(hub), Some(name)) => cellshm::CellOptions::from_env()
-                .and_then(|options| Cell::attach(Path::new(hub), name, options))
+                .and_then(|options| Cell::attach(hub, name, options))
                 .and_then(test_cell),
             _ => Err(usage()),
         },
@@ -59,28 +67,82 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> Error {
-    Error::new(Status::InvalidArgument, "usage: cellshm inspect HUB [--json] | cellshm bench [--quick]")
+    Error::new(
+        Status::InvalidArgument,
+        "usage: cellshm list [--json] | cellshm inspect HUB [--json] | cellshm bench [--quick]",
+    )
 }
 
-fn inspect(path: &Path, json: bool) -> Result<(), Error> {
-    let snap = cellshm::snapshot(path)?;
+fn duration_text(ms: u64) -> String {
+    match ms / 1000 {
+        s if s >= 86_400 => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}.{}s", ms % 1000 / 100),
+    }
+}
+
+fn listing_json(h: &cellshm::HubListing) -> String {
+    format!(
+        "{{\"name\":{},\"layout\":\"{}.{}\",\"host_pid\":{},\"uid\":{},\"peers\":{},\"max_peers\":{},\"uptime_ms\":{},\"started_unix_ms\":{},\"attach\":{}}}",
+        json_string(&h.name),
+        h.version.0,
+        h.version.1,
+        h.host_pid,
+        h.uid,
+        h.peers,
+        h.max_peers,
+        h.uptime_ms,
+        h.started_unix_ms,
+        h.attach
+    )
+}
+
+fn list(json: bool) -> Result<(), Error> {
+    let hubs = cellshm::list_hubs()?;
+    if json {
+        let items: Vec<String> = hubs.iter().map(listing_json).collect();
+        println!("[{}]", items.join(","));
+        return Ok(());
+    }
+    if hubs.is_empty() {
+        println!("(no live hubs)");
+        return Ok(());
+    }
+    println!("{:<32} {:>8} {:>9} {:>9} {:>6}", "hub", "pid", "peers", "uptime", "attach");
+    for h in &hubs {
+        println!(
+            "{:<32} {:>8} {:>9} {:>9} {:>6}",
+            h.name,
+            h.host_pid,
+            format!("{}/{}", h.peers, h.max_peers),
+            duration_text(h.uptime_ms),
+            if h.attach { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn inspect(name: &str, json: bool) -> Result<(), Error> {
+    let snap = cellshm::snapshot(name)?;
     if json {
         println!("{}", snapshot_json(&snap));
         return Ok(());
     }
     let g = &snap.info.geometry;
     println!(
-        "hub {}  layout {}.{}  host pid {}",
-        path.display(),
+        "hub {}  layout {}.{}  host pid {}  up {}",
+        snap.info.name,
         snap.info.version.0,
         snap.info.version.1,
-        snap.info.host_pid
+        snap.info.host_pid,
+        duration_text(snap.info.uptime_ms)
     );
     let classes: Vec<String> =
         g.classes.iter().map(|c| format!("{}x{}", c.slot_count, human(c.slot_size as u64))).collect();
     println!(
         "{} peer slots, rings of {} descriptors, slot classes {}",
-        g.max_peers,
+        snap.info.max_peers,
         g.ring_capacity,
         classes.join(" ")
     );
@@ -181,12 +243,12 @@ fn snapshot_json(snap: &cellshm::HubSnapshot) -> String {
         })
         .collect();
     format!(
-        "{{\"path\":{},\"layout\":\"{}.{}\",\"host_pid\":{},\"max_peers\":{},\"ring_capacity\":{},\"slot_classes\":[{}],\"peers\":[{}]}}",
-        json_string(&snap.path.display().to_string()),
+        "{{\"name\":{},\"layout\":\"{}.{}\",\"host_pid\":{},\"max_peers\":{},\"ring_capacity\":{},\"slot_classes\":[{}],\"peers\":[{}]}}",
+        json_string(&snap.info.name),
         snap.info.version.0,
         snap.info.version.1,
         snap.info.host_pid,
-        g.max_peers,
+        snap.info.max_peers,
         g.ring_capacity,
         classes.join(","),
         peers.join(",")
@@ -594,7 +656,7 @@ fn chaos(args: &[String]) -> Result<(), Error> {
     }
     // Every pool free, every launched cell accounted for, no slot lost.
     std::thread::sleep(Duration::from_millis(50));
-    let snap = cellshm::snapshot(sup.hub().path())?;
+    let snap = cellshm::snapshot(sup.hub().name())?;
     let active: Vec<_> = snap.peers.iter().filter(|p| p.state == cellshm::PeerSlotState::Active).collect();
     if active.len() != names.len() {
         return Err(fail(format!("{} active slots for {} cells: {:?}", active.len(), names.len(), snap.peers)));

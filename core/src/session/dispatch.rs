@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{copy_of, MsgIdHasher, OutBody, Session, StreamCall, StreamHandler};
 use crate::error::{Error, Result};
 use crate::frame::{self, monotonic_now_ns, Status, INLINE_CAPACITY};
-use crate::hub::pool::OutSlot;
+use crate::shm::pool::OutSlot;
 
 /// A handler: reads the request through [`Call::payload`], answers through
 /// [`Call::reply`] (or returns an error).

@@ -25,5 +25,5 @@ fn echo_cell_started_by_hand_explains_what_is_missing() {
     let out = Command::new(env!("CARGO_BIN_EXE_echo-cell")).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("missing --hub-path="), "{stderr}");
+    assert!(stderr.contains("CELLSHM_DOORBELL_FD is not set"), "{stderr}");
 }

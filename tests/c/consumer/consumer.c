@@ -1,6 +1,7 @@
 /* A program built outside the cellshm tree against an installed cellshm: it hosts
- * itself as a cell (started with --hub-path=... it is the cell) and checks one call. */
+ * itself as a cell (started with CELLSHM_DOORBELL_FD set, it is the cell) and checks one call. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cellshm.h>
@@ -28,7 +29,7 @@ int main(int argc, char **argv) {
     cellshm_peer *peer = NULL;
     cellshm_response *response = NULL;
     int ok;
-    if (argc > 1 && strncmp(argv[1], "--hub-path=", 11) == 0) {
+    if (getenv("CELLSHM_DOORBELL_FD") != NULL) {
         return cell_main(argc, argv);
     }
     if (cellshm_hub_new(NULL, 0, &hub) != CELLSHM_OK ||

@@ -405,22 +405,27 @@ def _log_to_python(cell: str, peer_id: int, level: int, target: str, message: st
 
 
 class Hub:
-    """The host's hub: one shared-memory file and the links to its cells. Use it as a
-    context manager (or call :meth:`close`): closing tells every cell to leave and
-    removes the file. Log records sent by cells appear in the logger
-    ``cellshm.cell.<name>`` with the extra fields ``cell`` and ``peer_id``."""
+    """The host's hub: the links to its cells, and a discovery socket under the hub's
+    ``name`` (``cellshm list`` shows it, ``cellshm inspect NAME`` reads it). Its memory
+    is memfds and its socket is abstract: nothing of it outlives the process. Use it as
+    a context manager (or call :meth:`close`): closing tells every cell to leave. Log
+    records sent by cells appear in the logger ``cellshm.cell.<name>`` with the extra
+    fields ``cell`` and ``peer_id``."""
 
-    def __init__(self, path: Optional[str] = None, *, max_peers: int = 8, forward_logs: bool = True) -> None:
+    def __init__(self, name: Optional[str] = None, *, max_peers: int = 8, forward_logs: bool = True) -> None:
         if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
             raise ValueError(f"max_peers must be a positive int, got {max_peers!r}")
-        self._native = _native.Hub(path, max_peers)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        self._native = _native.Hub(name, max_peers)
         self._peers: List[Peer] = []
         if forward_logs:
             self._native.set_log_sink(_log_to_python)
 
     @property
-    def path(self) -> str:
-        return str(self._native.path)
+    def name(self) -> str:
+        """The hub's name (unique among this user's live hubs)."""
+        return str(self._native.name)
 
     def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
         """Decorator: serves ``name`` to every cell of the hub (see :meth:`Cell.method`)."""
@@ -451,8 +456,9 @@ class Hub:
         spin_us: int = 50,
         server_threads: int = 2,
     ) -> Peer:
-        """Starts ``argv`` as a cell (the hub appends ``--hub-path=``, ``--peer-id=``,
-        ``--doorbell-fd=``). ``env`` adds variables to the inherited environment."""
+        """Starts ``argv`` as a cell. Its argv is left as given: the cell finds its
+        doorbell through ``CELLSHM_DOORBELL_FD``. ``env`` adds variables to the inherited
+        environment. Safe from any thread: the cell does not die with the spawning thread."""
         if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a sequence of str, e.g. [sys.executable, 'cell.py']")
         argv = list(argv)
@@ -475,14 +481,14 @@ class Hub:
         return None if native is None else Peer(native)
 
     def enable_attach(self, allowed_uids: Optional[Sequence[int]] = None) -> Any:
-        """Lets processes this host did not spawn join through ``<hub>.sock``
+        """Lets processes this host did not spawn join through the hub's discovery socket
         (:meth:`Cell.attach`). Only ``allowed_uids`` may (the host's own uid by default);
-        refusals are logged and listed by ``.refusals()`` of the returned listener, which
-        stops accepting when closed."""
+        refusals are logged, counted by ``.refusal_count()`` and the last 16 listed by
+        ``.refusals()`` of the returned listener, which stops accepting when closed."""
         return self._native.enable_attach(None if allowed_uids is None else list(allowed_uids))
 
     def close(self) -> None:
-        """Closes every link and removes the hub file. Idempotent."""
+        """Closes every link and the discovery socket. Idempotent."""
         self._native.close()
 
     def __enter__(self) -> "Hub":
@@ -492,7 +498,7 @@ class Hub:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<cellshm.Hub {self.path!r}{' closed' if self._native.closed else ''}>"
+        return f"<cellshm.Hub {self.name!r}{' closed' if self._native.closed else ''}>"
 
 
 # ----- cell ---------------------------------------------------------------------------
@@ -532,14 +538,16 @@ class Cell:
 
     @classmethod
     def from_args(cls, argv: Optional[Sequence[str]] = None) -> "Cell":
-        """Joins from ``--hub-path=``, ``--peer-id=``, ``--doorbell-fd=`` in ``argv``
-        (default ``sys.argv``) or the ``CELLSHM_*`` environment variables."""
+        """Joins the hub that spawned this process, through the doorbell named by
+        ``CELLSHM_DOORBELL_FD`` (or a ``--doorbell-fd=N`` in ``argv``, default
+        ``sys.argv``; other arguments are left to the program, e.g. argparse)."""
         return cls(_native.Cell.join(list(sys.argv if argv is None else argv)))
 
     @classmethod
-    def attach(cls, hub_path: str, name: str) -> "Cell":
-        """Joins a running hub whose host enabled attaching, as ``name``."""
-        return cls(_native.Cell.attach(hub_path, name))
+    def attach(cls, hub: str, name: str) -> "Cell":
+        """Joins the running hub ``hub`` (its name, or ``"UID/NAME"`` for another
+        user's hub) whose host enabled attaching, as ``name``."""
+        return cls(_native.Cell.attach(hub, name))
 
     @property
     def peer_id(self) -> int:
@@ -636,12 +644,12 @@ class Supervisor:
     Statuses: "starting", "ready", "stopping", "exited", "crashed", "failed", each with a
     reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
 
-    def __init__(self, path: Optional[str] = None, *, max_peers: int = 8) -> None:
-        self._native = _native.Supervisor(path, max_peers)
+    def __init__(self, name: Optional[str] = None, *, max_peers: int = 8) -> None:
+        self._native = _native.Supervisor(name, max_peers)
 
     @property
-    def hub_path(self) -> str:
-        return str(self._native.hub_path)
+    def hub_name(self) -> str:
+        return str(self._native.hub_name)
 
     def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
         """Decorator: a host method the supervised cells can call."""

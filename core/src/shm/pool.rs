@@ -9,7 +9,7 @@
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::layout::PoolLayout;
+use super::layout::ClassLayout;
 use super::ring::{Consumer, Producer, PushError};
 use super::{RawView, Region, ShmRing, Side};
 use crate::frame::{Descriptor, SLOT_INLINE};
@@ -57,7 +57,7 @@ impl OutSlot {
 #[derive(Debug)]
 pub(crate) struct SlotAllocator {
     view: RawView,
-    layout: PoolLayout,
+    classes: Vec<ClassLayout>,
     free: Vec<Vec<u32>>,
     generation: Vec<Vec<u32>>,
     outstanding: Vec<Vec<bool>>,
@@ -75,22 +75,19 @@ impl SlotAllocator {
     /// # Safety
     /// At most one allocator exists per pool (it consumes the pool's return ring).
     pub unsafe fn new(region: &Region, side: Side) -> Self {
-        let layout = match side {
-            Side::Host => region.layout().host_pool.clone(),
-            Side::Cell => region.layout().cell_pool.clone(),
-        };
-        let free = layout.classes.iter().map(|c| (0..c.slot_count).rev().collect()).collect();
-        let generation = layout.classes.iter().map(|c| vec![0; c.slot_count as usize]).collect();
-        let outstanding = layout.classes.iter().map(|c| vec![false; c.slot_count as usize]).collect();
+        let classes = region.layout().classes.clone();
+        let free = classes.iter().map(|c| (0..c.slot_count).rev().collect()).collect();
+        let generation = classes.iter().map(|c| vec![0; c.slot_count as usize]).collect();
+        let outstanding = classes.iter().map(|c| vec![false; c.slot_count as usize]).collect();
         // SAFETY: the caller guarantees we are this pool's only allocator, hence the only
         // consumer of its return ring.
         let returns = unsafe { Consumer::new(region.return_ring(side)) };
-        let usage = region.control_block(side) + super::layout::control::IN_USE;
-        SlotAllocator { view: region.view(), layout, free, generation, outstanding, returns, usage }
+        let usage = super::layout::control::BLOCK + super::layout::control::IN_USE;
+        SlotAllocator { view: region.view(side), classes, free, generation, outstanding, returns, usage }
     }
 
     pub fn max_payload(&self) -> usize {
-        self.layout.classes.last().map(|c| c.slot_size as usize).unwrap_or(0)
+        self.classes.last().map(|c| c.slot_size as usize).unwrap_or(0)
     }
 
     /// Takes back every slot the receiver returned. A return the allocator did not
@@ -112,7 +109,7 @@ impl SlotAllocator {
     }
 
     fn publish_usage(&self, class: usize) {
-        let in_use = self.layout.classes[class].slot_count as usize - self.free[class].len();
+        let in_use = self.classes[class].slot_count as usize - self.free[class].len();
         self.view.atomic_u32(self.usage + class * 4).store(in_use as u32, Ordering::Relaxed);
     }
 
@@ -135,10 +132,10 @@ impl SlotAllocator {
     }
 
     fn take(&mut self, len: usize) -> Option<OutSlot> {
-        let class = (0..self.layout.classes.len())
-            .find(|&c| self.layout.classes[c].slot_size as usize >= len && !self.free[c].is_empty())?;
+        let class =
+            (0..self.classes.len()).find(|&c| self.classes[c].slot_size as usize >= len && !self.free[c].is_empty())?;
         let index = self.free[class].pop()?;
-        let c = self.layout.classes[class];
+        let c = self.classes[class];
         let generation = self.generation[class][index as usize].wrapping_add(1).max(1);
         self.generation[class][index as usize] = generation;
         self.outstanding[class][index as usize] = true;
@@ -199,7 +196,7 @@ impl InSlot {
 #[derive(Debug)]
 pub(crate) struct SlotReceiver {
     view: RawView,
-    layout: PoolLayout,
+    classes: Vec<ClassLayout>,
     /// One bit per slot: set while we hold it, so a slot sent twice is caught.
     held: Vec<AtomicU64>,
     class_bit_base: Vec<usize>,
@@ -212,20 +209,17 @@ impl SlotReceiver {
     /// # Safety
     /// At most one receiver exists per pool (it produces into the pool's return ring).
     pub unsafe fn new(region: &Region, writer: Side) -> Self {
-        let layout = match writer {
-            Side::Host => region.layout().host_pool.clone(),
-            Side::Cell => region.layout().cell_pool.clone(),
-        };
+        let classes = region.layout().classes.clone();
         let mut class_bit_base = Vec::new();
         let mut bits = 0usize;
-        for c in &layout.classes {
+        for c in &classes {
             class_bit_base.push(bits);
             bits += c.slot_count as usize;
         }
         let held = (0..bits.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
         // SAFETY: the caller guarantees we are the only producer of this return ring.
         let returns = Mutex::new(unsafe { Producer::new(region.return_ring(writer)) });
-        SlotReceiver { view: region.view(), layout, held, class_bit_base, returns }
+        SlotReceiver { view: region.view(writer), classes, held, class_bit_base, returns }
     }
 
     fn bit(&self, class: usize, index: u32) -> (usize, u64) {
@@ -237,7 +231,7 @@ impl SlotReceiver {
     pub fn accept(&self, d: &Descriptor) -> Result<InSlot, String> {
         debug_assert_ne!(d.slot, SLOT_INLINE);
         let (class, index) = split_slot(d.slot);
-        let Some(c) = self.layout.classes.get(class) else {
+        let Some(c) = self.classes.get(class) else {
             return Err(format!("slot {:#x}: no class {class}", d.slot));
         };
         if index >= c.slot_count {
@@ -276,22 +270,23 @@ impl SlotReceiver {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{HostHubFile, HubConfig, SlotClass};
+    use super::super::{Geometry, LinkMemory, SlotClass};
     use super::*;
     use crate::frame::Descriptor;
 
-    fn hub(tag: &str) -> HostHubFile {
-        HostHubFile::create(&HubConfig {
-            path: Some(std::env::temp_dir().join(format!("cellshm-pool-{tag}-{}.hub", std::process::id()))),
-            max_peers: 1,
+    /// The host's and the cell's mappings of one link.
+    fn link() -> (LinkMemory, Region) {
+        let geometry = Geometry {
             ring_capacity: 4,
-            slot_classes: vec![
+            classes: vec![
                 SlotClass { slot_size: 64, slot_count: 2 },
                 SlotClass { slot_size: 128, slot_count: 1 },
                 SlotClass { slot_size: 1024, slot_count: 3 },
             ],
-        })
-        .unwrap()
+        };
+        let (link, handoff) = LinkMemory::create(&super::super::tests::record(geometry)).unwrap();
+        let cell = handoff.map_as_cell().unwrap();
+        (link, cell)
     }
 
     fn descriptor_for(s: &OutSlot, len: u32) -> Descriptor {
@@ -300,11 +295,11 @@ mod tests {
 
     #[test]
     fn every_class_allocates_falls_back_and_returns() {
-        let hub = hub("classes");
-        let region = hub.region(0);
-        // SAFETY: one allocator and one receiver for the host pool in this test.
+        let (host, cell) = link();
+        // SAFETY: one allocator (in the host's mapping) and one receiver (in the cell's)
+        // for the host pool in this test.
         let (mut alloc, recv) =
-            unsafe { (SlotAllocator::new(&region, Side::Host), SlotReceiver::new(&region, Side::Host)) };
+            unsafe { (SlotAllocator::new(&host.region, Side::Host), SlotReceiver::new(&cell, Side::Host)) };
         assert_eq!(alloc.max_payload(), 1024);
         let mut slots = Vec::new();
         for _ in 0..6 {
@@ -321,7 +316,7 @@ mod tests {
         }
         for (i, s) in slots.iter().enumerate() {
             let held = recv.accept(&descriptor_for(s, 4)).unwrap();
-            // SAFETY: the hub mapping is alive and the slot is held.
+            // SAFETY: the cell's mapping is alive and the slot is held.
             assert_eq!(unsafe { held.bytes() }, &(i as u32).to_le_bytes());
             recv.release(&held).unwrap();
         }
@@ -334,11 +329,10 @@ mod tests {
 
     #[test]
     fn bad_slots_and_forged_returns_are_rejected() {
-        let hub = hub("bad");
-        let region = hub.region(0);
+        let (host, cell) = link();
         // SAFETY: one allocator and one receiver for the host pool in this test.
         let (mut alloc, recv) =
-            unsafe { (SlotAllocator::new(&region, Side::Host), SlotReceiver::new(&region, Side::Host)) };
+            unsafe { (SlotAllocator::new(&host.region, Side::Host), SlotReceiver::new(&cell, Side::Host)) };
         let s = alloc.alloc(64).unwrap().unwrap();
         assert!(recv.accept(&Descriptor { slot: wire_slot(7, 0), ..Default::default() }).is_err());
         assert!(recv.accept(&Descriptor { slot: wire_slot(0, 2), ..Default::default() }).is_err());

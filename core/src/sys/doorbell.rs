@@ -114,16 +114,16 @@ pub fn pair() -> io::Result<(Doorbell, OwnedFd)> {
 }
 
 impl Doorbell {
-    /// Takes over an inherited fd (a cell's `--doorbell-fd`), after checking it is an
+    /// Takes over an inherited fd (a cell's `CELLSHM_DOORBELL_FD`), after checking it is an
     /// open `AF_UNIX SOCK_SEQPACKET` socket. Sets CLOEXEC and O_NONBLOCK on it.
     pub fn from_inherited(fd: RawFd) -> Result<Doorbell, String> {
         if fd < 0 {
-            return Err(format!("--doorbell-fd={fd} is negative"));
+            return Err(format!("doorbell fd {fd} is negative"));
         }
         // SAFETY: F_GETFD only queries the descriptor table; any int is acceptable.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
         if flags < 0 {
-            return Err(format!("--doorbell-fd={fd} is not an open file descriptor ({})", io::Error::last_os_error()));
+            return Err(format!("doorbell fd {fd} is not an open file descriptor ({})", io::Error::last_os_error()));
         }
         let sockopt = |opt: libc::c_int| -> io::Result<libc::c_int> {
             let mut value: libc::c_int = 0;
@@ -136,11 +136,9 @@ impl Doorbell {
         };
         match (sockopt(libc::SO_DOMAIN), sockopt(libc::SO_TYPE)) {
             (Ok(libc::AF_UNIX), Ok(libc::SOCK_SEQPACKET)) => {}
-            (Err(e), _) | (_, Err(e)) => return Err(format!("--doorbell-fd={fd} is not a socket ({e})")),
+            (Err(e), _) | (_, Err(e)) => return Err(format!("doorbell fd {fd} is not a socket ({e})")),
             (Ok(d), Ok(t)) => {
-                return Err(format!(
-                    "--doorbell-fd={fd} is a socket of domain {d} type {t}, not AF_UNIX SOCK_SEQPACKET"
-                ))
+                return Err(format!("doorbell fd {fd} is a socket of domain {d} type {t}, not AF_UNIX SOCK_SEQPACKET"))
             }
         }
         // SAFETY: fd is open (checked); setting CLOEXEC and O_NONBLOCK changes no ownership.
@@ -153,6 +151,38 @@ impl Doorbell {
         // the Doorbell owns it and nothing else in the process closes it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Doorbell { fd })
+    }
+
+    /// Sends the join record with the link's memfds attached: the first message on
+    /// every doorbell (docs/PROTOCOL.md §2).
+    pub fn send_join(&self, record: &[u8], fds: &[RawFd]) -> io::Result<()> {
+        unix::send_with_fds(&self.fd, record, fds)
+    }
+
+    /// Receives the first message of the doorbell, the join record and the fds attached
+    /// to it, waiting up to `timeout` for it.
+    pub fn recv_join(&self, timeout: Duration) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 {
+                break;
+            }
+            if n == 0 {
+                return Err(format!("no join record on the doorbell within {} ms", timeout.as_millis()));
+            }
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return Err(format!("waiting for the join record: {}", io::Error::last_os_error()));
+            }
+        }
+        let mut buf = [0u8; 512];
+        match unix::recv_with_fds(&self.fd, &mut buf) {
+            Ok((0, _)) => Err("the host closed the doorbell before sending the join record".into()),
+            Ok((n, fds)) => Ok((buf[..n].to_vec(), fds)),
+            Err(e) => Err(format!("reading the join record: {e}")),
+        }
     }
 
     /// Wakes the other end.
@@ -276,10 +306,17 @@ impl Kick {
         unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    fn drain(&self) {
+    /// Consumes a pending notification, if any.
+    pub fn drain(&self) {
         let mut value = 0u64;
         // SAFETY: reads 8 bytes into a live local.
         unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for Kick {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -362,7 +399,7 @@ pub mod unix {
             return Err(io::Error::last_os_error());
         }
         if sent as usize != data.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on the attach socket"));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write on a Unix socket"));
         }
         Ok(())
     }
@@ -400,7 +437,7 @@ pub mod unix {
             }
         }
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "too many file descriptors on the attach socket"));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "too many file descriptors in one message"));
         }
         Ok((n as usize, fds))
     }

@@ -1,0 +1,168 @@
+//! The hub's discovery socket: `AF_UNIX SOCK_SEQPACKET` in the abstract namespace, so
+//! it vanishes with the process and nothing stale is ever left on disk.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The address of an abstract socket named `name` (without the leading NUL).
+fn abstract_address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; zeroed is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = name.as_bytes();
+    if bytes.len() + 1 > addr.sun_path.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket name too long"));
+    }
+    for (dst, &src) in addr.sun_path[1..].iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len();
+    Ok((addr, len as libc::socklen_t))
+}
+
+fn seqpacket_socket() -> io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers.
+    let fd = cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Listens on the abstract socket `name`. Fails with `AddrInUse` while another live
+/// process listens on it.
+pub(crate) fn listen(name: &str) -> io::Result<OwnedFd> {
+    let fd = seqpacket_socket()?;
+    let (addr, len) = abstract_address(name)?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })?;
+    // SAFETY: listen on a socket we own.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) })?;
+    set_nonblocking(fd.as_raw_fd())?;
+    Ok(fd)
+}
+
+/// Connects to the abstract socket `name`; replies are awaited up to `timeout`.
+pub(crate) fn connect(name: &str, timeout: Duration) -> io::Result<OwnedFd> {
+    let fd = seqpacket_socket()?;
+    let (addr, len) = abstract_address(name)?;
+    // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
+    cvt(unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })?;
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: `tv` is a timeval, as these options require.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+    }
+    Ok(fd)
+}
+
+/// Accepts one pending connection (non-blocking; `None` when there is none).
+pub(crate) fn accept(listener: &OwnedFd) -> io::Result<Option<OwnedFd>> {
+    // SAFETY: accept4 with NULL address pointers.
+    let fd = unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ECONNABORTED) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
+/// One message (up to `max` bytes), without fds; `Ok(None)` if none is waiting on a
+/// non-blocking socket, an empty vector at EOF.
+pub(crate) fn recv_message(socket: &OwnedFd, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; max];
+    // SAFETY: receives into a live buffer of the stated size.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+/// The names of the abstract Unix sockets listening on this machine (as far as this
+/// process's network namespace shows), from `/proc/net/unix`.
+pub(crate) fn listening_abstract_names(prefix: &str) -> io::Result<Vec<String>> {
+    let table = std::fs::read_to_string("/proc/net/unix")?;
+    let mut names: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path; listening sockets carry
+            // __SO_ACCEPTCON (0x10000) in Flags.
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let path = fields.get(7)?.strip_prefix('@')?;
+            (flags & 0x10000 != 0 && path.starts_with(prefix)).then(|| path.to_string())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abstract_listener_is_found_connected_to_and_gone_when_closed() {
+        let name = format!("cellshm-unit/{}/sock", std::process::id());
+        let listener = listen(&name).unwrap();
+        assert_eq!(listen(&name).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert!(listening_abstract_names("cellshm-unit/").unwrap().contains(&name));
+        let client = connect(&name, Duration::from_secs(1)).unwrap();
+        let server = loop {
+            if let Some(s) = accept(&listener).unwrap() {
+                break s;
+            }
+        };
+        crate::sys::doorbell::unix::send_with_fds(&client, b"PING", &[]).unwrap();
+        let got = loop {
+            if let Some(m) = recv_message(&server, 64).unwrap() {
+                break m;
+            }
+        };
+        assert_eq!(got, b"PING");
+        drop(listener);
+        assert!(!listening_abstract_names("cellshm-unit/").unwrap().contains(&name));
+        assert!(connect(&name, Duration::from_secs(1)).is_err());
+    }
+}
