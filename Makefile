@@ -68,10 +68,14 @@ test-python: python test-c
 CHAOS_CELLS = -- ./target/release/cellshm __cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py
 
 ## Chaos, short: 30 SIGKILLs at random moments to Rust, C and Python cells under a
-## supervisor while 4 threads call them (every call ends in time; pools free; no slot lost).
+## supervisor while 4 threads call them (every call ends in time; pools free; no slot lost);
+## then 50 SIGKILLs of a host with attach enabled and a Rust, a C and a Python cell (each
+## cell exits within 1 s; nothing new in /dev/shm, $XDG_RUNTIME_DIR, /tmp or the abstract
+## socket namespace).
 test-chaos: test-c python
 	$(CARGO) build --release --quiet -p cellshm
 	./target/release/cellshm __chaos 30 $(CHAOS_CELLS)
+	./target/release/cellshm __kill-hosts 50 $(CHAOS_CELLS)
 
 ## Chaos, full: 200 rounds.
 chaos: test-c python

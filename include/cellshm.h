@@ -11,6 +11,16 @@
  * - Pointer parameters are borrowed for the duration of the call unless documented
  *   otherwise. Strings are NUL-terminated UTF-8.
  * - No Rust panic crosses this boundary: it becomes CELLSHM_INTERNAL.
+ *
+ * Hubs and joining (protocol 2.0, docs/PROTOCOL.md):
+ * - A hub has a name, not a file: cellshm_hub_new(name, ...) listens on the abstract
+ *   socket @cellshm/<uid>/<name>; `cellshm list` shows live hubs, `cellshm inspect NAME`
+ *   reads one, cellshm_cell_attach(name, ...) joins one. Each cell's link is two sealed
+ *   memfds (one written by the host, one by the cell, each read-only to the other side).
+ *   When the host process ends, for any reason, nothing of the hub remains.
+ * - A spawned cell inherits one descriptor, its doorbell, named by CELLSHM_DOORBELL_FD;
+ *   the host leaves its argv alone. cellshm_cell_new receives the join record and the
+ *   memfds on the doorbell.
  */
 
 #ifndef CELLSHM_H

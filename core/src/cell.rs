@@ -26,6 +26,8 @@ use crate::sys::doorbell::Doorbell;
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
 const LIFECYCLE_SERVING: u32 = 1;
 const LIFECYCLE_LEAVING: u32 = 2;
+/// Exit status of a cell whose host went away without GOODBYE (EX_SOFTWARE).
+pub const EXIT_HOST_GONE: i32 = 70;
 
 /// How a cell joins and serves. [`CellOptions::from_env`] reads the `CELLSHM_*` variables.
 #[derive(Clone, Debug)]
@@ -49,6 +51,10 @@ pub struct CellOptions {
     /// lower it, to act as an older cell.
     #[doc(hidden)]
     pub protocol_minor: u16,
+    /// The pid announced in `ready` instead of ours. Only tests that prove the host
+    /// ignores a cell's word about itself set it.
+    #[doc(hidden)]
+    pub announced_pid: Option<u32>,
 }
 
 impl CellOptions {
@@ -67,6 +73,7 @@ impl CellOptions {
             quiet: false,
             exit_with_host: true,
             protocol_minor: PROTOCOL_VERSION_MINOR,
+            announced_pid: None,
         };
         if let Some(ms) = var("CELLSHM_READY_TIMEOUT_MS") {
             let ms: u64 = ms.parse().map_err(|_| {
@@ -170,7 +177,8 @@ impl Hooks for CellHooks {
     }
 
     fn on_dead(&self, error: &Error) {
-        self.state.stop();
+        // Exit before anything else wakes: a `run()` woken by `stop` would otherwise race
+        // this exit with its own error and exit status.
         if error.status() == Status::PeerDead
             && self.state.exit_with_host
             && !self.state.host_goodbye.load(Ordering::SeqCst)
@@ -178,8 +186,9 @@ impl Hooks for CellHooks {
             if !self.state.quiet {
                 eprintln!("cellshm: {}; exiting", error.message());
             }
-            std::process::exit(70);
+            std::process::exit(EXIT_HOST_GONE);
         }
+        self.state.stop();
     }
 }
 
@@ -336,7 +345,7 @@ impl Cell {
         self.session.set_lifecycle(LIFECYCLE_SERVING);
         let ready = Ready {
             peer_id: self.hub.peer_id,
-            pid: std::process::id(),
+            pid: self.options.announced_pid.unwrap_or_else(std::process::id),
             name: self.options.name.clone(),
             version: self.options.version.clone(),
             features: Vec::new(),

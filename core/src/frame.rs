@@ -17,9 +17,9 @@ pub const SLOT_INLINE: u32 = u32::MAX;
 pub const CONTROL_CHANNEL: u32 = 0;
 
 /// Protocol version spoken by this build. A major mismatch refuses the peer.
-pub const PROTOCOL_VERSION_MAJOR: u16 = 1;
+pub const PROTOCOL_VERSION_MAJOR: u16 = 2;
 /// Minor version: additions a peer of the same major may ignore.
-pub const PROTOCOL_VERSION_MINOR: u16 = 1;
+pub const PROTOCOL_VERSION_MINOR: u16 = 0;
 
 /// Descriptor flag bits (`flags` field, offset 16).
 #[allow(missing_docs)]

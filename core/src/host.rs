@@ -350,7 +350,7 @@ impl Hub {
             log_sink: RwLock::new(None),
             discovery: discovery::DiscoveryState::default(),
         });
-        let server = discovery::DiscoveryServer::start(&shared)?;
+        let server = discovery::DiscoveryServer::start(&shared, config.socket_path.as_deref())?;
         Ok(Hub { shared, discovery: Mutex::new(Some(server)) })
     }
 

@@ -532,9 +532,9 @@ impl Hub {
 #[pymethods]
 impl Hub {
     #[new]
-    #[pyo3(signature = (name=None, max_peers=8))]
-    fn new(py: Python<'_>, name: Option<String>, max_peers: u32) -> PyResult<Self> {
-        let config = HubConfig { name, max_peers, ..HubConfig::default() };
+    #[pyo3(signature = (name=None, max_peers=8, socket_path=None))]
+    fn new(py: Python<'_>, name: Option<String>, max_peers: u32, socket_path: Option<String>) -> PyResult<Self> {
+        let config = HubConfig { name, max_peers, socket_path: socket_path.map(Into::into), ..HubConfig::default() };
         let hub = py.detach(|| CoreHub::create(config)).map_err(err)?;
         let name = hub.name().to_string();
         Ok(Hub { hub: Mutex::new(Some(hub)), name })
@@ -1163,6 +1163,16 @@ fn status_name(code: u32) -> PyResult<&'static str> {
         .ok_or_else(|| PyValueError::new_err(format!("{code} is not a cellshm status code")))
 }
 
+/// One live hub: (name, host_pid, uid, peers, max_peers, uptime_ms, attach).
+type HubRow = (String, u32, u32, u32, u32, u64, bool);
+
+/// The live hubs of this user.
+#[pyfunction]
+fn list_hubs(py: Python<'_>) -> PyResult<Vec<HubRow>> {
+    let hubs = py.detach(cellshm::list_hubs).map_err(err)?;
+    Ok(hubs.into_iter().map(|h| (h.name, h.host_pid, h.uid, h.peers, h.max_peers, h.uptime_ms, h.attach)).collect())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -1184,6 +1194,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("LOG_LEVELS", levels)?;
     m.add_function(wrap_pyfunction!(method_id, m)?)?;
+    m.add_function(wrap_pyfunction!(list_hubs, m)?)?;
     m.add_function(wrap_pyfunction!(status_name, m)?)?;
     m.add_function(wrap_pyfunction!(current_call, m)?)?;
     m.add_class::<CallContext>()?;

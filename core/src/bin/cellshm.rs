@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use cellshm::{CallOptions, Cell, Error, Hub, HubConfig, PeerOptions, SlotClass, Status, WaitStrategy};
 
+#[path = "testkit/raw.rs"]
+mod testkit;
+
 fn main() -> ExitCode {
     // Behave like other Unix tools when stdout is a closed pipe (`cellshm bench | head`):
     // end quietly. Doorbell sends use MSG_NOSIGNAL and are unaffected.
@@ -38,7 +41,13 @@ fn main() -> ExitCode {
             Some(extra) => {
                 Err(Error::new(Status::InvalidArgument, format!("__cell takes no arguments, got {extra:?}")))
             }
-            None => Cell::from_args().and_then(test_cell),
+            None => cellshm::CellOptions::from_env()
+                .and_then(|mut options| {
+                    // A forged pid in `ready`, for the test proving the host ignores it.
+                    options.announced_pid = std::env::var("TEST_CELL_ANNOUNCED_PID").ok().and_then(|p| p.parse().ok());
+                    Cell::join(cellshm::JoinArgs::parse(std::env::args_os().skip(2))?, options)
+                })
+                .and_then(test_cell),
         },
         Some("__attach") => match (args.get(1), args.get(2)) {
             (Some(hub), Some(name)) => cellshm::CellOptions::from_env()
@@ -46,7 +55,11 @@ fn main() -> ExitCode {
                 .and_then(test_cell),
             _ => Err(usage()),
         },
-        Some("__host") => test_host(),
+        Some("__host") => test_host(&args[1..]),
+        Some("__kill-hosts") => kill_hosts(&args[1..]),
+        Some("__hostile") => testkit::hostile(),
+        Some("__bad-hello") => testkit::bad_hello(),
+        Some("__attach-flood") => testkit::attach_flood(&args[1..]),
         Some("__matrix-host") => matrix_host(&args[1..]),
         Some("__chaos") => chaos(&args[1..]),
         Some("__floor-shm") => floor_shm_child(&args[1..]),
@@ -482,16 +495,138 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
     Ok(())
 }
 
-/// A host that spawns one `__cell`, prints `cell_pid=N` once it is ready, and then
-/// idles: tests kill it to check that its cell follows.
-fn test_host() -> Result<(), Error> {
-    let (_hub, peer, _child) = spawn_bench_cell(WaitStrategy::default())?;
+/// Splits `-- CMD ARGS... -- CMD ARGS...` into commands.
+fn commands(args: &[String]) -> Vec<Vec<String>> {
+    args.split(|a| a == "--").filter(|c| !c.is_empty()).map(<[String]>::to_vec).collect()
+}
+
+/// `__host [--name NAME] [--attach] [-- CELL ARGS...]...`: a host that spawns the cells
+/// given (one `__cell` if none), prints `cell_pid=N` for each once it is ready and then
+/// `ready`, and idles: tests kill it to check that its cells follow and nothing of the
+/// hub remains.
+fn test_host(args: &[String]) -> Result<(), Error> {
+    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let (flags, cells) = args.split_at(split);
+    let name = flags.iter().position(|a| a == "--name").and_then(|i| flags.get(i + 1)).cloned();
+    let hub = Hub::create(HubConfig { name, ..HubConfig::default() })?;
+    let _attach = if flags.iter().any(|a| a == "--attach") {
+        Some(hub.enable_attach(cellshm::host::attach::AttachPolicy::default())?)
+    } else {
+        None
+    };
+    let mut cells = commands(cells);
+    if cells.is_empty() {
+        cells.push(vec![self_exe()?.display().to_string(), "__cell".into()]);
+    }
+    let mut children = Vec::new();
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "cell_pid={}", peer.pid().unwrap_or(0))
+    for (i, argv) in cells.iter().enumerate() {
+        let ticket = hub.add_peer(&format!("cell-{i}"), PeerOptions::default())?;
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]).env("CELLSHM_QUIET", "1");
+        let (peer, child) = ticket.spawn(&mut command)?;
+        peer.wait_ready(Duration::from_secs(20))?;
+        writeln!(out, "cell_pid={}", child.id()).map_err(|e| Error::system("writing to stdout", e))?;
+        children.push((peer, child));
+    }
+    writeln!(out, "ready {}", hub.name())
         .and_then(|_| out.flush())
         .map_err(|e| Error::system("writing to stdout", e))?;
     std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+/// Names under `dir` (for leftover checks); empty if it does not exist.
+fn entries(dir: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// Abstract Unix socket names starting with `cellshm`.
+fn abstract_cellshm_sockets() -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter(|p| p.starts_with("@cellshm"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|r| matches!(r.trim_start().chars().next(), Some('Z' | 'X'))),
+    }
+}
+
+/// `__kill-hosts N -- CELL... -- CELL...`: N times, starts a host (`__host --attach`)
+/// with the given cells, SIGKILLs it once they are ready, and checks that every cell
+/// exits within 1 s and that nothing new is left in /dev/shm, $XDG_RUNTIME_DIR, /tmp or
+/// the abstract socket namespace.
+fn kill_hosts(args: &[String]) -> Result<(), Error> {
+    let rounds: usize = args.first().and_then(|n| n.parse().ok()).ok_or_else(usage)?;
+    let cells = &args[1..];
+    let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/run/user/none".into());
+    let dirs = ["/dev/shm".to_string(), runtime, std::env::temp_dir().display().to_string()];
+    let before: Vec<_> = dirs.iter().map(|d| entries(d)).collect();
+    let sockets_before = abstract_cellshm_sockets();
+    let fail = |m: String| Error::new(Status::Internal, m);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for round in 0..rounds {
+        let mut host = Command::new(self_exe()?)
+            .args(["__host", "--attach", "--name", &format!("kill-{}-{round}", std::process::id())])
+            .args(cells)
+            .env("CELLSHM_QUIET", "1")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::system("spawning a host", e))?;
+        let mut pids = Vec::new();
+        let mut reader = std::io::BufReader::new(host.stdout.take().expect("piped"));
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line).map_err(|e| Error::system("reading the host", e))?
+                == 0
+            {
+                return Err(fail(format!("round {round}: the host ended before its cells were ready")));
+            }
+            if let Some(pid) = line.trim().strip_prefix("cell_pid=") {
+                pids.push(pid.parse::<u32>().map_err(|_| fail(format!("bad line {line:?}")))?);
+            } else if line.starts_with("ready") {
+                break;
+            }
+        }
+        host.kill().map_err(|e| Error::system("killing the host", e))?;
+        let killed = Instant::now();
+        host.wait().map_err(|e| Error::system("reaping the host", e))?;
+        while pids.iter().any(|&p| pid_alive(p)) {
+            if killed.elapsed() > Duration::from_secs(1) {
+                return Err(fail(format!("round {round}: cells {pids:?} outlived their host by 1 s")));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slowest = slowest.max(killed.elapsed());
+    }
+    for (dir, before) in dirs.iter().zip(&before) {
+        let new: Vec<_> = entries(dir).difference(before).cloned().collect();
+        if !new.is_empty() {
+            return Err(fail(format!("left behind in {dir}: {new:?}")));
+        }
+    }
+    let new: Vec<_> = abstract_cellshm_sockets().difference(&sockets_before).cloned().collect();
+    if !new.is_empty() {
+        return Err(fail(format!("abstract sockets left behind: {new:?}")));
+    }
+    println!(
+        "kill-hosts: {rounds} hosts SIGKILLed with {} cells each in {:.1} s; every cell gone within {} ms; nothing left in {} or the abstract namespace",
+        commands(cells).len().max(1),
+        started.elapsed().as_secs_f64(),
+        slowest.as_millis(),
+        dirs.join(", ")
+    );
     Ok(())
 }
 

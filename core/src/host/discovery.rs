@@ -93,27 +93,38 @@ impl DiscoveryState {
 pub(crate) struct DiscoveryServer {
     kick: Arc<Kick>,
     thread: Option<JoinHandle<()>>,
+    /// The filesystem socket, if the hub has one: removed when the server stops.
+    path: Option<std::path::PathBuf>,
 }
 
 impl DiscoveryServer {
     /// Binds the hub's socket and starts serving it. ALREADY_EXISTS if a live hub of
     /// this user has the name.
-    pub(super) fn start(hub: &Arc<HubShared>) -> Result<DiscoveryServer> {
+    pub(super) fn start(hub: &Arc<HubShared>, path: Option<&std::path::Path>) -> Result<DiscoveryServer> {
         let name = socket_name(euid(), &hub.name);
-        let listener = socket::listen(&name).map_err(|e| {
+        let mut listeners = vec![socket::listen(socket::Address::Abstract(&name)).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 Error::new(Status::AlreadyExists, format!("a live hub is already named {:?}", hub.name))
             } else {
                 Error::system(format!("listening on @{name}"), e)
             }
-        })?;
+        })?];
+        if let Some(path) = path {
+            listeners.push(socket::listen(socket::Address::Path(path)).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    Error::new(Status::AlreadyExists, format!("a live hub already listens on {}", path.display()))
+                } else {
+                    Error::system(format!("listening on {}", path.display()), e)
+                }
+            })?);
+        }
         let kick = Arc::new(Kick::new().map_err(|e| Error::system("creating an eventfd", e))?);
         let (weak, stop) = (Arc::downgrade(hub), kick.clone());
         let thread = std::thread::Builder::new()
             .name("cellshm-discovery".into())
-            .spawn(move || serve(listener, &stop, weak))
+            .spawn(move || serve(listeners, &stop, weak))
             .map_err(|e| Error::system("spawning the discovery thread", e))?;
-        Ok(DiscoveryServer { kick, thread: Some(thread) })
+        Ok(DiscoveryServer { kick, thread: Some(thread), path: path.map(Into::into) })
     }
 
     /// Stops serving: the socket is closed (its name is free again) when this returns.
@@ -123,6 +134,9 @@ impl DiscoveryServer {
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
+        }
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -138,16 +152,15 @@ struct Client {
     deadline: Instant,
 }
 
-fn serve(listener: OwnedFd, stop: &Kick, hub: Weak<HubShared>) {
+fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
     let mut clients: VecDeque<Client> = VecDeque::new();
+    let first_client = 1 + listeners.len();
     loop {
         let now = Instant::now();
         clients.retain(|c| c.deadline > now);
         let timeout = clients.iter().map(|c| c.deadline.saturating_duration_since(now)).min();
-        let mut fds = vec![
-            libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
+        let mut fds = vec![libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        fds.extend(listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
         fds.extend(clients.iter().map(|c| libc::pollfd { fd: c.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
         let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32 + 1);
         // SAFETY: `fds` is a live array of `fds.len()` pollfds.
@@ -155,13 +168,13 @@ fn serve(listener: OwnedFd, stop: &Kick, hub: Weak<HubShared>) {
         if n < 0 {
             continue;
         }
-        if fds[1].revents != 0 {
+        if fds[0].revents != 0 {
             return;
         }
         let Some(hub) = hub.upgrade() else { return };
         // Clients first (their indices follow the order of `fds`), then new ones.
         let mut done = Vec::new();
-        for (i, pfd) in fds[2..].iter().enumerate() {
+        for (i, pfd) in fds[first_client..].iter().enumerate() {
             if pfd.revents == 0 {
                 continue;
             }
@@ -177,8 +190,11 @@ fn serve(listener: OwnedFd, stop: &Kick, hub: Weak<HubShared>) {
         for i in done.into_iter().rev() {
             clients.remove(i);
         }
-        if fds[0].revents != 0 {
-            while let Ok(Some(socket)) = socket::accept(&listener) {
+        for (listener, pfd) in listeners.iter().zip(&fds[1..first_client]) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            while let Ok(Some(socket)) = socket::accept(listener) {
                 if clients.len() == MAX_CLIENTS {
                     clients.pop_front();
                 }
@@ -204,6 +220,9 @@ fn answer(hub: &Arc<HubShared>, client: &OwnedFd, message: &[u8]) {
         "INFO" | "INSPECT" if uid != euid() => {
             refuse(format!("uid {uid} (pid {pid}) may not {verb} a hub of uid {}", euid()))
         }
+        "INSPECT" if is_cell_or_descendant(hub, pid) => {
+            refuse(format!("pid {pid} is a cell of this hub (or started by one): cells may not INSPECT"))
+        }
         "INFO" => {
             let _ = unix::send_with_fds(client, info_text(hub).as_bytes(), &[]);
         }
@@ -211,6 +230,27 @@ fn answer(hub: &Arc<HubShared>, client: &OwnedFd, message: &[u8]) {
         "ATTACH" => super::attach::serve(hub, client, pid, uid, argument, &refuse),
         _ => refuse(format!("pid {pid} sent {:?}, not INFO, INSPECT or ATTACH <name>", truncate(request, 64))),
     }
+}
+
+/// True if `pid` is one of the hub's cells or a process they started, as far as the
+/// parent chain in /proc shows (a process re-parented away from its cell is not caught:
+/// run cells that must not read other links as another uid, see docs/PROTOCOL.md §1).
+fn is_cell_or_descendant(hub: &HubShared, pid: u32) -> bool {
+    let cells: Vec<u32> = hub.peers.lock().live.iter().filter_map(|p| *p.pid.lock()).collect();
+    let mut current = pid;
+    for _ in 0..64 {
+        if cells.contains(&current) {
+            return true;
+        }
+        let parent = std::fs::read_to_string(format!("/proc/{current}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok());
+        match parent {
+            Some(p) if p > 1 && p != std::process::id() => current = p,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -362,10 +402,26 @@ impl HubListing {
     }
 }
 
-/// Connects to a hub: `NAME` (a hub of this user) or `UID/NAME` (of user `UID`, for
-/// attaching across users), and checks that the process listening is of that uid (an
-/// abstract name can be taken by anyone: an impostor of another uid is refused).
+/// True if `hub` names a filesystem socket (`/...` or `./...`) rather than a hub name.
+fn is_path(hub: &str) -> bool {
+    hub.starts_with('/') || hub.starts_with("./") || hub.starts_with("../")
+}
+
+/// Connects to a hub: `NAME` (a hub of this user), `UID/NAME` (of user `UID`, for
+/// attaching across users) or the path of a hub's filesystem socket (`/...`, `./...`).
+/// For a name, checks that the process listening is of that uid (an abstract name can
+/// be taken by anyone: an impostor of another uid is refused); for a path, the file's
+/// permissions decide who could have bound it.
 pub(crate) fn connect(hub: &str) -> Result<OwnedFd> {
+    if is_path(hub) {
+        let path = std::path::Path::new(hub);
+        return socket::connect(socket::Address::Path(path), Duration::from_secs(10)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                Error::new(Status::NotFound, format!("no live hub listens on {hub}"))
+            }
+            _ => Error::system(format!("connecting to {hub}"), e),
+        });
+    }
     let (owner, name) = match hub.split_once('/') {
         Some((uid, name)) => (
             uid.parse()
@@ -376,12 +432,13 @@ pub(crate) fn connect(hub: &str) -> Result<OwnedFd> {
     };
     validate_hub_name(name)?;
     let address = socket_name(owner, name);
-    let socket = socket::connect(&address, Duration::from_secs(10)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
-            Error::new(Status::NotFound, format!("no live hub named {name:?} (socket @{address})"))
-        }
-        _ => Error::system(format!("connecting to hub {name:?} (@{address})"), e),
-    })?;
+    let socket =
+        socket::connect(socket::Address::Abstract(&address), Duration::from_secs(10)).map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound => {
+                Error::new(Status::NotFound, format!("no live hub named {name:?} (socket @{address})"))
+            }
+            _ => Error::system(format!("connecting to hub {name:?} (@{address})"), e),
+        })?;
     let (pid, uid, _) =
         unix::peer_credentials(&socket).map_err(|e| Error::system("reading the hub's credentials", e))?;
     if uid != owner {

@@ -225,14 +225,6 @@ impl Session {
         opts: &CallOptions,
     ) -> Result<Stream> {
         self.check_open()?;
-        let minor = self.peer_minor.load(std::sync::atomic::Ordering::Relaxed);
-        if minor < 1 {
-            // A 1.0 peer would take a frame on channel != 0 for a protocol error.
-            return Err(Error::new(
-                Status::Unimplemented,
-                format!("{} speaks protocol 1.{minor}, which has no streams (1.1 added them)", self.label),
-            ));
-        }
         let deadline_ns = opts.deadline_for_call_starting_now();
         let mut channel = self.next_channel.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
         if channel == 0 {

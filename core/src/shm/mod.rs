@@ -37,6 +37,11 @@ pub struct HubConfig {
     /// and `cellshm inspect` and attaching find the hub by it. `None` picks
     /// `hub-<pid>-<n>`.
     pub name: Option<String>,
+    /// Also listen on this filesystem path (for containers that share a directory but
+    /// not the network namespace, where abstract sockets live). Unlike the abstract
+    /// socket, a path outlives a host that is killed; the next hub to bind it takes it
+    /// over if nobody answers there.
+    pub socket_path: Option<std::path::PathBuf>,
     /// Peer slots.
     pub max_peers: u32,
     /// Descriptors per ring (power of two).
@@ -50,6 +55,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             name: None,
+            socket_path: None,
             max_peers: 8,
             ring_capacity: 256,
             slot_classes: vec![

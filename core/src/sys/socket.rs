@@ -13,19 +13,31 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// The address of an abstract socket named `name` (without the leading NUL).
-fn abstract_address(name: &str) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+/// Where a discovery socket lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Address<'a> {
+    /// In the abstract namespace (no file; gone with its process).
+    Abstract(&'a str),
+    /// A filesystem path (for containers that share a directory, not a network namespace).
+    Path(&'a std::path::Path),
+}
+
+fn socket_address(address: Address<'_>) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: sockaddr_un is plain data; zeroed is valid.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = name.as_bytes();
-    if bytes.len() + 1 > addr.sun_path.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket name too long"));
+    let (bytes, skip): (&[u8], usize) = match address {
+        Address::Abstract(name) => (name.as_bytes(), 1),
+        Address::Path(path) => (std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()), 0),
+    };
+    // A path needs its terminating NUL; an abstract name its leading one.
+    if bytes.len() + 1 > addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket address too long or with a NUL byte"));
     }
-    for (dst, &src) in addr.sun_path[1..].iter_mut().zip(bytes) {
+    for (dst, &src) in addr.sun_path[skip..].iter_mut().zip(bytes) {
         *dst = src as libc::c_char;
     }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + bytes.len();
+    let len = std::mem::size_of::<libc::sa_family_t>() + skip + bytes.len() + (1 - skip);
     Ok((addr, len as libc::socklen_t))
 }
 
@@ -36,23 +48,36 @@ fn seqpacket_socket() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Listens on the abstract socket `name`. Fails with `AddrInUse` while another live
-/// process listens on it.
-pub(crate) fn listen(name: &str) -> io::Result<OwnedFd> {
+/// Listens on `address`. Fails with `AddrInUse` while another live process listens on
+/// it (a path left behind by a process that died is taken over).
+pub(crate) fn listen(address: Address<'_>) -> io::Result<OwnedFd> {
     let fd = seqpacket_socket()?;
-    let (addr, len) = abstract_address(name)?;
+    let (addr, len) = socket_address(address)?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })?;
+    let bind = || cvt(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) });
+    match (bind(), address) {
+        (Err(e), Address::Path(path)) if e.kind() == io::ErrorKind::AddrInUse => {
+            // Stale only if nobody answers there.
+            if connect(address, Duration::from_millis(100)).is_ok() {
+                return Err(e);
+            }
+            std::fs::remove_file(path)?;
+            bind()?;
+        }
+        (result, _) => {
+            result?;
+        }
+    }
     // SAFETY: listen on a socket we own.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), 64) })?;
     set_nonblocking(fd.as_raw_fd())?;
     Ok(fd)
 }
 
-/// Connects to the abstract socket `name`; replies are awaited up to `timeout`.
-pub(crate) fn connect(name: &str, timeout: Duration) -> io::Result<OwnedFd> {
+/// Connects to `address`; replies are awaited up to `timeout`.
+pub(crate) fn connect(address: Address<'_>, timeout: Duration) -> io::Result<OwnedFd> {
     let fd = seqpacket_socket()?;
-    let (addr, len) = abstract_address(name)?;
+    let (addr, len) = socket_address(address)?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     cvt(unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })?;
     let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
@@ -145,10 +170,10 @@ mod tests {
     #[test]
     fn an_abstract_listener_is_found_connected_to_and_gone_when_closed() {
         let name = format!("cellshm-unit/{}/sock", std::process::id());
-        let listener = listen(&name).unwrap();
-        assert_eq!(listen(&name).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        let listener = listen(Address::Abstract(&name)).unwrap();
+        assert_eq!(listen(Address::Abstract(&name)).unwrap_err().kind(), io::ErrorKind::AddrInUse);
         assert!(listening_abstract_names("cellshm-unit/").unwrap().contains(&name));
-        let client = connect(&name, Duration::from_secs(1)).unwrap();
+        let client = connect(Address::Abstract(&name), Duration::from_secs(1)).unwrap();
         let server = loop {
             if let Some(s) = accept(&listener).unwrap() {
                 break s;
@@ -163,6 +188,19 @@ mod tests {
         assert_eq!(got, b"PING");
         drop(listener);
         assert!(!listening_abstract_names("cellshm-unit/").unwrap().contains(&name));
-        assert!(connect(&name, Duration::from_secs(1)).is_err());
+        assert!(connect(Address::Abstract(&name), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_path_socket_left_by_a_dead_listener_is_taken_over_but_a_live_one_is_not() {
+        let path = std::env::temp_dir().join(format!("cellshm-unit-{}.sock", std::process::id()));
+        let first = listen(Address::Path(&path)).unwrap();
+        assert_eq!(listen(Address::Path(&path)).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        drop(first); // the file stays, as after a crash
+        assert!(path.exists());
+        let second = listen(Address::Path(&path)).unwrap();
+        assert!(connect(Address::Path(&path), Duration::from_secs(1)).is_ok());
+        drop(second);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -29,7 +29,21 @@ import itertools
 import logging
 import sys
 import weakref
-from typing import Any, Awaitable, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from . import _native
 from .errors import *  # noqa: F401,F403  (the exception classes are part of the API)
@@ -410,14 +424,22 @@ class Hub:
     is memfds and its socket is abstract: nothing of it outlives the process. Use it as
     a context manager (or call :meth:`close`): closing tells every cell to leave. Log
     records sent by cells appear in the logger ``cellshm.cell.<name>`` with the extra
-    fields ``cell`` and ``peer_id``."""
+    fields ``cell`` and ``peer_id``. ``socket_path`` also listens on a filesystem path,
+    for containers that share a directory but not the abstract socket namespace."""
 
-    def __init__(self, name: Optional[str] = None, *, max_peers: int = 8, forward_logs: bool = True) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        max_peers: int = 8,
+        forward_logs: bool = True,
+        socket_path: Optional[str] = None,
+    ) -> None:
         if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
             raise ValueError(f"max_peers must be a positive int, got {max_peers!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
-        self._native = _native.Hub(name, max_peers)
+        self._native = _native.Hub(name, max_peers, socket_path)
         self._peers: List[Peer] = []
         if forward_logs:
             self._native.set_log_sink(_log_to_python)
@@ -730,6 +752,24 @@ class CellLogHandler(logging.Handler):
             self.handleError(record)
 
 
+class HubListing(NamedTuple):
+    """A live hub, as ``cellshm list`` shows it."""
+
+    name: str
+    host_pid: int
+    uid: int
+    peers: int
+    max_peers: int
+    uptime_ms: int
+    attach: bool
+
+
+def list_hubs() -> List[HubListing]:
+    """The live hubs of this user on this machine (found through their abstract
+    discovery sockets: a hub whose process ended is never listed)."""
+    return [HubListing(*h) for h in _native.list_hubs()]
+
+
 def iter_status_codes() -> Iterator[Tuple[str, int]]:
     """(name, code) for every status."""
     return iter(sorted(_native.STATUS_CODES.items(), key=lambda item: item[1]))
@@ -749,6 +789,8 @@ __all__ = [
     "method_id",
     "status_name",
     "iter_status_codes",
+    "list_hubs",
+    "HubListing",
     "__version__",
     *_error_names,
 ]

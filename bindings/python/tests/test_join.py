@@ -1,0 +1,74 @@
+"""Protocol 2.0 joining from Python: argv left alone, spawning from any thread, and
+nothing left behind by a host that ends without cleaning up."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Set
+
+import cellshm
+
+from conftest import HERE, ROOT, spawn_ready
+
+
+def test_a_cell_with_strict_argparse_joins_and_keeps_its_own_arguments(hub: cellshm.Hub) -> None:
+    argv = [sys.executable, str(HERE / "cells" / "py_argparse_cell.py"), "--greeting", "hej"]
+    peer = spawn_ready(hub, argv)
+    assert peer.call("Greeter.greet", b"world", timeout=5) == b"hej world"
+
+
+def test_a_cell_spawned_from_a_thread_that_then_exits_keeps_serving(
+    hub: cellshm.Hub, rust_test_cell: List[str]
+) -> None:
+    spawned: Dict[str, cellshm.Peer] = {}
+    thread = threading.Thread(target=lambda: spawned.update(peer=spawn_ready(hub, rust_test_cell)))
+    thread.start()
+    thread.join()
+    peer = spawned["peer"]
+    # The spawning thread is gone; the cell is not (no parent-death signal tied to it).
+    for i in range(20):
+        assert peer.call("Echo.echo", bytes([i]) * 100, timeout=5) == bytes([i]) * 100
+        time.sleep(0.01)
+    assert peer.state == "ready"
+
+
+def _abstract_sockets() -> Set[str]:
+    with open("/proc/net/unix") as table:
+        return {f.split()[7] for f in table.readlines()[1:] if len(f.split()) > 7 and f.split()[7].startswith("@cellshm")}
+
+
+def _listing(dirs: List[str]) -> Dict[str, Set[str]]:
+    return {d: set(os.listdir(d)) if os.path.isdir(d) else set() for d in dirs}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_c_host_that_returns_without_freeing_leaves_nothing_behind() -> None:
+    program = ROOT / "build" / "host_without_free"
+    cell = ROOT / "build" / "test_cell"
+    assert program.exists() and cell.exists(), "run `make test-c` first"
+    dirs = ["/dev/shm", "/tmp", os.environ.get("XDG_RUNTIME_DIR", "/run/user/none")]
+    before, sockets = _listing(dirs), _abstract_sockets()
+    name = f"no-free-{os.getpid()}"
+    for _ in range(5):
+        out = subprocess.run([str(program), str(cell), name], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "CELLSHM_QUIET": "1"})
+        assert out.returncode == 0, out.stderr
+        pid = int(out.stdout.strip().split("=")[1])
+        ended = time.monotonic()
+        while not _gone(pid):
+            assert time.monotonic() - ended < 1.0, f"cell {pid} outlived its host by 1 s"
+            time.sleep(0.005)
+        # The name is free again at once: nothing of the hub survived its process.
+        assert all(h.name != name for h in cellshm.list_hubs())
+    assert _listing(dirs) == before
+    assert _abstract_sockets() == sockets

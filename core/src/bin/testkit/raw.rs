@@ -1,0 +1,342 @@
+//! Cells that speak the protocol by hand, as a cell in another language would from
+//! docs/PROTOCOL.md: `__hostile` attacks the host through every descriptor it holds,
+//! `__bad-hello` joins and sends a HELLO the host must refuse, `__attach-flood`
+//! hammers a hub's socket with attach requests.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use cellshm::frame::{flags, ControlKind, Descriptor, Hello, ROLE_CELL, SLOT_INLINE};
+use cellshm::{Error, Status};
+
+fn fail(m: impl Into<String>) -> Error {
+    Error::new(Status::Internal, m.into())
+}
+
+/// What arrives first on a doorbell: the join record and the two memfds.
+pub struct Joined {
+    pub doorbell: OwnedFd,
+    pub record: Vec<u8>,
+    pub host_memory: OwnedFd,
+    pub cell_memory: OwnedFd,
+}
+
+impl Joined {
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_le_bytes(self.record[at..at + 4].try_into().unwrap_or_default())
+    }
+    pub fn peer_id(&self) -> u32 {
+        self.u32_at(12)
+    }
+    pub fn epoch(&self) -> u32 {
+        self.u32_at(16)
+    }
+    pub fn host_pid(&self) -> u32 {
+        self.u32_at(20)
+    }
+    pub fn size(&self) -> usize {
+        u64::from_le_bytes(self.record[96..104].try_into().unwrap_or_default()) as usize
+    }
+    pub fn hub_name(&self) -> String {
+        let len = (self.u32_at(104) as usize).min(64);
+        String::from_utf8_lossy(&self.record[112..112 + len]).into_owned()
+    }
+}
+
+/// Reads the join record from the doorbell in `CELLSHM_DOORBELL_FD` (§2 of the protocol).
+pub fn join_by_hand() -> Result<Joined, Error> {
+    let fd: RawFd = std::env::var("CELLSHM_DOORBELL_FD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| fail("CELLSHM_DOORBELL_FD is not set"))?;
+    // SAFETY: the host handed us this descriptor; we own it from now on.
+    let doorbell = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut buf = [0u8; 512];
+    let mut control = [0u8; 64];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: msghdr is plain data; the pointers below stay valid during recvmsg.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    // SAFETY: a blocking recvmsg into live buffers.
+    let n = unsafe { libc::recvmsg(doorbell.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n != 176 {
+        return Err(fail(format!("join record of {n} bytes")));
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walks the control data the kernel filled in.
+    unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        if !header.is_null() && (*header).cmsg_type == libc::SCM_RIGHTS {
+            let data = libc::CMSG_DATA(header).cast::<RawFd>();
+            let count = ((*header).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+            for i in 0..count {
+                fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+            }
+        }
+    }
+    let mut fds = fds.into_iter();
+    let (Some(host_memory), Some(cell_memory)) = (fds.next(), fds.next()) else {
+        return Err(fail("no memfds with the join record"));
+    };
+    Ok(Joined { doorbell, record: buf[..n as usize].to_vec(), host_memory, cell_memory })
+}
+
+fn errno() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+/// One attack: `Ok(how it was refused)` or `Err(what it achieved)`.
+type Outcome = Result<String, String>;
+
+fn refused_if(rc: i64, what: &str) -> Outcome {
+    if rc < 0 {
+        Ok(errno())
+    } else {
+        Err(format!("{what} succeeded"))
+    }
+}
+
+fn map(fd: RawFd, size: usize, prot: i32) -> Result<*mut libc::c_void, String> {
+    // SAFETY: a new mapping; nothing else is touched.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), size, prot, libc::MAP_SHARED, fd, 0) };
+    if p == libc::MAP_FAILED {
+        Err(errno())
+    } else {
+        Ok(p)
+    }
+}
+
+fn size_of_fd(fd: RawFd) -> i64 {
+    // SAFETY: stat is plain data; fstat writes it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::fstat(fd, &mut st) };
+    st.st_size
+}
+
+// Thin wrappers: each syscall below takes a descriptor we hold and live arguments, so
+// calling it cannot affect this process's memory; the outcome is what is tested.
+fn ftruncate(fd: RawFd, len: usize) -> i64 {
+    // SAFETY: see above.
+    unsafe { libc::ftruncate(fd, len as libc::off_t) as i64 }
+}
+fn fallocate(fd: RawFd, mode: i32, offset: usize, len: usize) -> i64 {
+    // SAFETY: see above.
+    unsafe { libc::fallocate(fd, mode, offset as libc::off_t, len as libc::off_t) as i64 }
+}
+fn pwrite(fd: RawFd) -> i64 {
+    // SAFETY: see above; one byte from a static buffer.
+    unsafe { libc::pwrite(fd, b"X".as_ptr().cast(), 1, 0) as i64 }
+}
+fn mprotect_writable(p: *mut libc::c_void, size: usize) -> i64 {
+    // SAFETY: `p..p+size` is a mapping this process made; only its protection changes.
+    unsafe { libc::mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE) as i64 }
+}
+fn mremap_double(p: *mut libc::c_void, size: usize) -> *mut libc::c_void {
+    // SAFETY: `p..p+size` is a mapping this process made and nothing refers into it.
+    unsafe { libc::mremap(p, size, 2 * size, libc::MREMAP_MAYMOVE) }
+}
+
+/// The attacks on descriptors that refer to the host's memory.
+fn attack_host_memory(label: &str, fd: RawFd, size: usize, report: &mut Vec<(String, Outcome)>) {
+    let mut add = |what: &str, outcome: Outcome| report.push((format!("{label}: {what}"), outcome));
+    add("ftruncate to 0", refused_if(ftruncate(fd, 0), "shrinking"));
+    add("ftruncate to twice its size", refused_if(ftruncate(fd, 2 * size), "growing"));
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    add("fallocate punch hole", refused_if(fallocate(fd, punch, 0, 4096), "punching a hole"));
+    add("fallocate beyond its end", refused_if(fallocate(fd, 0, size, 4096), "growing"));
+    add("write", refused_if(pwrite(fd), "writing"));
+    add(
+        "mmap PROT_WRITE MAP_SHARED",
+        match map(fd, size, libc::PROT_READ | libc::PROT_WRITE) {
+            Ok(_) => Err("a writable shared mapping".into()),
+            Err(e) => Ok(e),
+        },
+    );
+    let outcome = match map(fd, size, libc::PROT_READ) {
+        Err(e) => Ok(format!("not even mappable read-only: {e}")),
+        Ok(p) => refused_if(mprotect_writable(p, size), "making the mapping writable"),
+    };
+    add("mprotect a read-only mapping to PROT_WRITE", outcome);
+    let outcome = match map(fd, size, libc::PROT_READ) {
+        Err(e) => Ok(format!("not mappable: {e}")),
+        Ok(p) => {
+            let moved = mremap_double(p, size);
+            if moved == libc::MAP_FAILED {
+                Ok(errno())
+            } else if mprotect_writable(moved, size) == 0 {
+                Err("mremap gave a writable mapping".into())
+            } else if size_of_fd(fd) != size as i64 {
+                Err("mremap resized the memfd".into())
+            } else {
+                Ok(format!("remapped, still read-only ({}), memfd still {size} bytes", errno()))
+            }
+        }
+    };
+    add("mremap to twice its size", outcome);
+}
+
+/// `__hostile`: joins by hand and tries everything a cell could do to the host or to
+/// other cells; prints one line per attempt and fails if any succeeded. With
+/// `HOSTILE_ONLY=socket` only the hub-socket attempts run (for a same-uid run as root,
+/// where /proc access is root's privilege, outside the threat model).
+pub fn hostile() -> Result<(), Error> {
+    let joined = join_by_hand()?;
+    let only_socket = std::env::var("HOSTILE_ONLY").is_ok_and(|v| v == "socket");
+    let size = joined.size();
+    let host = joined.host_pid();
+    let mut report: Vec<(String, Outcome)> = Vec::new();
+    if !only_socket {
+        attack_host_memory("host memory fd", joined.host_memory.as_raw_fd(), size, &mut report);
+        // Reopening the same memfd read-write through /proc/self/fd.
+        let reopened = format!("/proc/self/fd/{}", joined.host_memory.as_raw_fd());
+        match std::fs::OpenOptions::new().read(true).write(true).open(&reopened) {
+            Err(e) => report.push(("reopen host memory read-write".into(), Ok(e.to_string()))),
+            Ok(f) => attack_host_memory("host memory reopened read-write", f.as_raw_fd(), size, &mut report),
+        }
+        // The cell's own memory is the host's to read: it must not change size either.
+        let cell = joined.cell_memory.as_raw_fd();
+        // SAFETY: ftruncate on a descriptor we hold.
+        report.push((
+            "cell memory: ftruncate to 0".into(),
+            refused_if(unsafe { libc::ftruncate(cell, 0) } as i64, "shrinking"),
+        ));
+        // SAFETY: as above.
+        let grown = unsafe { libc::ftruncate(cell, 2 * size as i64) } as i64;
+        report.push(("cell memory: ftruncate to twice its size".into(), refused_if(grown, "growing")));
+        for dir in ["fd", "map_files"] {
+            let path = format!("/proc/{host}/{dir}");
+            let outcome = match std::fs::read_dir(&path) {
+                Err(e) => Ok(e.to_string()),
+                Ok(entries) => Err(format!("listed {} entries", entries.count())),
+            };
+            report.push((format!("list {path}"), outcome));
+        }
+        let opened: Vec<u32> =
+            (0..256).filter(|n| std::fs::File::open(format!("/proc/{host}/fd/{n}")).is_ok()).collect();
+        let outcome =
+            if opened.is_empty() { Ok("none of 0..256 opened".into()) } else { Err(format!("opened {opened:?}")) };
+        report.push((format!("open /proc/{host}/fd/N"), outcome));
+        let outcome = match std::fs::read(format!("/proc/{host}/mem")) {
+            Err(e) => Ok(e.to_string()),
+            Ok(_) => Err("read the host's memory".into()),
+        };
+        report.push((format!("read /proc/{host}/mem"), outcome));
+    }
+    // The hub's socket: INSPECT would hand out every link's memory.
+    let status = std::fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
+    let host_uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(0);
+    let hub = format!("{host_uid}/{}", joined.hub_name());
+    let outcome = match cellshm::snapshot(&hub) {
+        Err(e) => Ok(e.to_string()),
+        Ok(snap) => Err(format!("INSPECT gave {} links", snap.peers.len())),
+    };
+    report.push((format!("INSPECT hub {hub}"), outcome));
+    let mut broken = 0;
+    for (what, outcome) in &report {
+        match outcome {
+            Ok(why) => println!("refused  {what}: {why}"),
+            Err(how) => {
+                broken += 1;
+                println!("BROKEN   {what}: {how}")
+            }
+        }
+    }
+    println!("hostile: {} attempts, {broken} succeeded", report.len());
+    if broken == 0 {
+        Ok(())
+    } else {
+        Err(fail(format!("{broken} attacks succeeded")))
+    }
+}
+
+/// `__bad-hello`: joins by hand and sends a HELLO for the wrong epoch, then waits for
+/// the host to drop it (doorbell EOF). Exits 0 once dropped.
+pub fn bad_hello() -> Result<(), Error> {
+    let joined = join_by_hand()?;
+    let size = joined.size();
+    let cell = map(joined.cell_memory.as_raw_fd(), size, libc::PROT_READ | libc::PROT_WRITE).map_err(fail)?;
+    let hello = Hello {
+        major: 2,
+        minor: 0,
+        role: ROLE_CELL,
+        epoch: (joined.epoch() + 7) & 0x00ff_ffff,
+        peer_id: joined.peer_id(),
+        max_payload: 0,
+    }
+    .encode();
+    let mut inline = [0u8; 16];
+    inline.copy_from_slice(&hello);
+    let d = Descriptor {
+        msg_id: 1,
+        method_id: ControlKind::Hello as u32,
+        flags: flags::CONTROL,
+        payload_len: 16,
+        slot: SLOT_INLINE,
+        inline,
+        ..Descriptor::default()
+    };
+    // The cell's descriptor ring starts at 384 in its memfd: tail at +0, entries at +64.
+    // SAFETY: inside our own read-write mapping of `size` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(d.encode().as_ptr(), cell.cast::<u8>().add(384 + 64), 64);
+        (*cell.cast::<u8>().add(384).cast::<std::sync::atomic::AtomicU64>())
+            .store(1, std::sync::atomic::Ordering::Release);
+        libc::send(joined.doorbell.as_raw_fd(), b"\x01".as_ptr().cast(), 1, libc::MSG_NOSIGNAL);
+    }
+    let mut pfd = libc::pollfd { fd: joined.doorbell.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    for _ in 0..100 {
+        // SAFETY: one pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 100) };
+        let mut b = [0u8; 16];
+        // SAFETY: reads into a live buffer.
+        let n = unsafe { libc::recv(joined.doorbell.as_raw_fd(), b.as_mut_ptr().cast(), 16, libc::MSG_DONTWAIT) };
+        if n == 0 {
+            println!("bad-hello: dropped by the host");
+            return Ok(());
+        }
+    }
+    Err(fail("the host did not drop a cell with a bad HELLO within 10 s"))
+}
+
+/// `__attach-flood N HUB`: N attach requests, each refused; prints how many.
+pub fn attach_flood(args: &[String]) -> Result<(), Error> {
+    let (Some(n), Some(hub)) = (args.first().and_then(|n| n.parse::<u64>().ok()), args.get(1)) else {
+        return Err(Error::new(Status::InvalidArgument, "usage: __attach-flood N HUB"));
+    };
+    let (uid, name) = hub.split_once('/').ok_or_else(|| Error::new(Status::InvalidArgument, "HUB is UID/NAME"))?;
+    let address = format!("cellshm/{uid}/{name}");
+    let mut refused = 0u64;
+    for _ in 0..n {
+        // SAFETY: plain socket calls on descriptors we own, with live buffers.
+        unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path[1..].iter_mut().zip(address.bytes()) {
+                *d = s as libc::c_char;
+            }
+            let len = (2 + 1 + address.len()) as libc::socklen_t;
+            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) == 0 {
+                libc::send(fd, b"ATTACH flood\n".as_ptr().cast(), 13, libc::MSG_NOSIGNAL);
+                let mut buf = [0u8; 256];
+                let got = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if got > 8 && buf.starts_with(b"REFUSED") {
+                    refused += 1;
+                }
+            }
+            libc::close(fd);
+        }
+    }
+    println!("attach-flood: {refused} of {n} refused");
+    std::thread::sleep(Duration::from_millis(1));
+    Ok(())
+}

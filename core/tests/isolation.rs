@@ -1,0 +1,249 @@
+//! Protocol 2.0 isolation, with real processes: what a misbehaving cell can do to the
+//! host and to other cells (nothing), what a dead host leaves behind (nothing), and
+//! which of a cell's words the host trusts (none).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cellshm::{Hub, HubConfig, PeerOptions, PeerState, Status};
+
+mod common;
+use common::{secs, spawn_cell_on, CELL};
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+const NOBODY: u32 = 65534;
+
+fn wait_dead(peer: &cellshm::Peer) -> cellshm::Error {
+    let t = Instant::now();
+    loop {
+        if let PeerState::Dead(e) = peer.state() {
+            return e;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{} did not die", peer.name());
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Runs `__hostile` as a cell of `hub` (as `nobody` when we are root: root may read any
+/// process's /proc, which the threat model leaves out) while another cell is called in
+/// a loop; returns the hostile cell's report.
+fn run_hostile(hub: &Hub, env: &[(&str, &str)], as_nobody: bool) -> (bool, String) {
+    let ticket = hub.add_peer("hostile", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("__hostile").envs(env.iter().copied()).stdout(Stdio::piped());
+    if as_nobody {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    let (_peer, child) = ticket.spawn(&mut cmd).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn a_hostile_cell_fails_at_every_attempt_and_the_host_and_another_cell_never_notice() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
+    let (honest, mut honest_child) = spawn_cell_on(&hub, "honest", &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let caller = {
+        let (honest, stop, calls, failures) = (honest.clone(), stop.clone(), calls.clone(), failures.clone());
+        thread::spawn(move || {
+            let payload = vec![7u8; 300];
+            while !stop.load(Ordering::Relaxed) {
+                match honest.call("Echo.echo", &payload, &secs(5)) {
+                    Ok(r) if r.bytes() == &payload[..] => calls.fetch_add(1, Ordering::Relaxed),
+                    _ => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let (ok, report) = run_hostile(&hub, &[], euid() == 0);
+    println!("{report}");
+    // A same-uid cell asking the hub's socket for every link's memory is refused too.
+    let (socket_ok, socket_report) = run_hostile(&hub, &[("HOSTILE_ONLY", "socket")], false);
+    println!("{socket_report}");
+    stop.store(true, Ordering::Relaxed);
+    caller.join().unwrap();
+    assert!(ok && report.contains(", 0 succeeded"), "{report}");
+    assert!(report.lines().filter(|l| l.starts_with("refused")).count() >= 20, "{report}");
+    assert!(socket_ok && socket_report.contains("cells may not INSPECT"), "{socket_report}");
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "the honest cell lost calls");
+    assert!(calls.load(Ordering::Relaxed) > 0);
+    assert_eq!(honest.call("Echo.echo", b"still here", &secs(5)).unwrap().bytes(), b"still here");
+    let _ = honest_child.kill();
+    let _ = honest_child.wait();
+}
+
+#[test]
+fn a_garbage_hello_is_a_protocol_error_and_the_slot_is_reused() {
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    let ticket = hub.add_peer("liar", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("__bad-hello").stdout(Stdio::piped());
+    let (peer, child) = ticket.spawn(&mut cmd).unwrap();
+    let error = wait_dead(&peer);
+    assert_eq!(error.status(), Status::ProtocolError, "{error}");
+    assert!(error.message().contains("epoch"), "{error}");
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped by the host"));
+    let (again, mut child) = spawn_cell_on(&hub, "next", &[]);
+    assert_eq!(again.id(), peer.id(), "the only slot was reclaimed");
+    assert_eq!(again.call("Echo.echo", b"ok", &secs(5)).unwrap().bytes(), b"ok");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_forged_pid_in_ready_decides_nothing() {
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    let (peer, mut child) = spawn_cell_on(&hub, "forger", &[("TEST_CELL_ANNOUNCED_PID", "1")]);
+    assert_eq!(peer.ready_info().unwrap().pid, 1, "the cell did say pid 1");
+    assert_eq!(peer.pid(), Some(child.id()), "the host keeps the pid fork gave it");
+    child.kill().unwrap();
+    // Reaped only after the host saw the death: its reason carries the signal.
+    let error = wait_dead(&peer);
+    child.wait().unwrap();
+    assert!(error.message().contains("killed by signal 9 (SIGKILL)"), "{error}");
+    let (next, mut next_child) = spawn_cell_on(&hub, "next", &[]);
+    assert_eq!(next.id(), peer.id());
+    let _ = next_child.kill();
+    let _ = next_child.wait();
+}
+
+#[test]
+fn a_cell_that_exits_early_is_reported_with_its_exit_status() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let ticket = hub.add_peer("quitter", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exit 3"]);
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    let error = peer.wait_ready(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(error.status(), Status::PeerDead, "{error}");
+    assert!(
+        error.message().contains("died before it was ready") && error.message().contains("exited with status 3"),
+        "{error}"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(3), "still the caller's to reap");
+}
+
+/// Starts `cellshm __host ARGS` (a host with one ready cell) and waits until it says so.
+fn start_host(args: &[&str]) -> std::process::Child {
+    let mut host =
+        Command::new(CELL).arg("__host").args(args).env("CELLSHM_QUIET", "1").stdout(Stdio::piped()).spawn().unwrap();
+    let mut reader = BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("ready") {
+        line.clear();
+        assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the host ended before it was ready");
+    }
+    host
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn flood(uid_name: &str, n: u32) -> String {
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", CELL, "__attach-flood", &n.to_string(), uid_name])
+        .output()
+        .expect("runuser (util-linux) is needed to run a process as another user");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn attach_refusals_from_another_uid_do_not_grow_the_host() {
+    if euid() != 0 {
+        eprintln!("skipped: needs root to run the flood as another user");
+        return;
+    }
+    let name = format!("flooded-{}", std::process::id());
+    let mut host = start_host(&["--attach", "--name", &name]);
+    let target = format!("{}/{name}", euid());
+    assert!(flood(&target, 10_000).contains("10000 of 10000 refused"));
+    let before = vm_rss_kib(host.id());
+    let started = Instant::now();
+    assert!(flood(&target, 300_000).contains("300000 of 300000 refused"));
+    let after = vm_rss_kib(host.id());
+    println!("300k refusals in {:?}: host RSS {before} KiB -> {after} KiB", started.elapsed());
+    assert!(after <= before + 1024, "host RSS grew from {before} KiB to {after} KiB");
+    let _ = host.kill();
+    let _ = host.wait();
+}
+
+#[test]
+fn cellshm_list_shows_live_hubs_and_not_a_killed_one_and_inspect_reads_a_live_one() {
+    let pid = std::process::id();
+    let a = Hub::create(HubConfig { name: Some(format!("list-a-{pid}")), ..HubConfig::default() }).unwrap();
+    let b = Hub::create(HubConfig { name: Some(format!("list-b-{pid}")), ..HubConfig::default() }).unwrap();
+    let (_peer, mut child) = spawn_cell_on(&a, "listed", &[]);
+    let err = Hub::create(HubConfig { name: Some(format!("list-a-{pid}")), ..HubConfig::default() }).unwrap_err();
+    assert_eq!(err.status(), Status::AlreadyExists, "{err}");
+    let killed = format!("list-killed-{pid}");
+    let mut host = start_host(&["--name", &killed]);
+    let listed = |name: &str| cellshm::list_hubs().unwrap().iter().any(|h| h.name == name);
+    assert!(listed(&killed));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let out = Command::new(CELL).args(["list", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("\"name\":\"list-a-{pid}\"")) && text.contains(&format!("\"name\":\"list-b-{pid}\"")),
+        "{text}"
+    );
+    assert!(!text.contains(&killed), "{text}");
+    let table = String::from_utf8_lossy(&Command::new(CELL).arg("list").output().unwrap().stdout).into_owned();
+    assert!(table.contains(&format!("list-a-{pid}")) && table.contains("1/8"), "{table}");
+    let inspected = Command::new(CELL).args(["inspect", a.name()]).output().unwrap();
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    assert!(inspected.status.success() && text.contains("listed") && text.contains("Active"), "{text}");
+    let missing = Command::new(CELL).args(["inspect", &killed]).output().unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no live hub named"));
+    drop(b);
+    assert!(!listed(&format!("list-b-{pid}")), "a dropped hub is gone at once");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_hub_can_also_listen_on_a_filesystem_path_for_containers() {
+    let path = std::env::temp_dir().join(format!("cellshm-path-{}.sock", std::process::id()));
+    let hub = Hub::create(HubConfig { socket_path: Some(path.clone()), ..HubConfig::default() }).unwrap();
+    let _attach = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
+    let path_text = path.display().to_string();
+    let mut visitor =
+        Command::new(CELL).args(["__attach", &path_text, "visitor"]).env("CELLSHM_QUIET", "1").spawn().unwrap();
+    let t = Instant::now();
+    let peer = loop {
+        if let Some(p) = hub.peers().into_iter().find(|p| p.name() == "visitor" && p.state() == PeerState::Ready) {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "the visitor did not attach through {path_text}");
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(peer.call("Echo.echo", b"via a path", &secs(5)).unwrap().bytes(), b"via a path");
+    let snap = cellshm::snapshot(&path_text).unwrap();
+    assert_eq!(snap.info.name, hub.name());
+    assert!(snap.peers.iter().any(|p| p.name == "visitor"));
+    let _ = visitor.kill();
+    let _ = visitor.wait();
+    drop(hub);
+    assert!(!path.exists(), "the socket file is removed with its hub");
+}
