@@ -182,6 +182,9 @@ typedef struct {
   int doorbell_fd;
   // Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
   bool append_join_args;
+  // Keep the last this many bytes of the cell's stderr (which still reaches ours) and
+  // add them to the message it dies with; 0 (the default) leaves its stderr alone.
+  uint32_t stderr_tail;
 } cellshm_peer_options;
 
 // A method handler. `request` holds `request_len` bytes (in shared memory), valid

@@ -45,6 +45,10 @@ pub struct PeerOptions {
     /// Also append `--doorbell-fd=N` to the cell's arguments, for cells that read their
     /// join values from flags. Off by default: the host leaves argv alone.
     pub append_join_args: bool,
+    /// Keep the last this many bytes of a spawned cell's stderr and add them to its death
+    /// reason (0, the default: the cell's stderr is left alone). Its stderr still reaches
+    /// ours, through a thread per cell that passes it on.
+    pub stderr_tail: usize,
 }
 
 impl Default for PeerOptions {
@@ -55,6 +59,7 @@ impl Default for PeerOptions {
             server_wait: WaitStrategy::Block,
             doorbell_fd: DEFAULT_DOORBELL_FD,
             append_join_args: false,
+            stderr_tail: 0,
         }
     }
 }
@@ -92,6 +97,8 @@ struct PeerInner {
     pid: Mutex<Option<u32>>,
     /// For a cell we spawned: how it ended.
     pidfd: Mutex<Option<Pidfd>>,
+    /// The end of its stderr, if asked for (`PeerOptions::stderr_tail`).
+    stderr: Mutex<Option<Arc<crate::sys::process::StderrTail>>>,
     on_death: Mutex<Vec<DeathCallback>>,
     /// The cell said goodbye (kept after it dies, unlike the Leaving state).
     said_goodbye: std::sync::atomic::AtomicBool,
@@ -270,18 +277,23 @@ impl Hooks for PeerHooks {
 
     fn explain_death(&self, error: Error) -> Error {
         let Some(peer) = self.peer.upgrade() else { return error };
-        let pidfd = peer.pidfd.lock();
-        let Some(pidfd) = pidfd.as_ref() else { return error };
-        // EOF on the doorbell comes as the process closes its files on the way out; its
-        // exit status follows within microseconds.
-        if !pidfd.wait_gone(Duration::from_millis(100)) {
-            let message = format!("{} (its process is still running)", error.message());
-            return Error::new(error.status(), message);
+        let mut message = error.message().to_string();
+        if let Some(pidfd) = peer.pidfd.lock().as_ref() {
+            // EOF on the doorbell comes as the process closes its files on the way out;
+            // its exit status follows within microseconds.
+            if !pidfd.wait_gone(Duration::from_millis(100)) {
+                message.push_str(" (its process is still running)");
+            } else if let Some(reason) = pidfd.exit_reason() {
+                message = format!("{message}: {reason}");
+            }
         }
-        match pidfd.exit_reason() {
-            Some(reason) => Error::new(error.status(), format!("{}: {reason}", error.message())),
-            None => error,
+        if let Some(tail) = peer.stderr.lock().as_ref() {
+            let text = tail.text(Duration::from_millis(100));
+            if !text.is_empty() {
+                message = format!("{message}; its stderr ended with:\n{text}");
+            }
         }
+        Error::new(error.status(), message)
     }
 
     fn on_dead(&self, error: &Error) {
@@ -461,6 +473,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         ready: Mutex::new(None),
         pid: Mutex::new(None),
         pidfd: Mutex::new(None),
+        stderr: Mutex::new(None),
         on_death: Mutex::new(Vec::new()),
         said_goodbye: std::sync::atomic::AtomicBool::new(false),
         link,
@@ -486,6 +499,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         child_end: Some(child_end),
         doorbell_fd: options.doorbell_fd,
         append_join_args: options.append_join_args,
+        stderr_tail: options.stderr_tail,
     })
 }
 
@@ -516,6 +530,7 @@ pub struct PeerTicket {
     child_end: Option<OwnedFd>,
     doorbell_fd: i32,
     append_join_args: bool,
+    stderr_tail: usize,
 }
 
 impl PeerTicket {
@@ -559,6 +574,9 @@ impl PeerTicket {
     pub fn spawn(mut self, command: &mut Command) -> Result<(Peer, Child)> {
         let child_end = self.child_end.take().expect("a ticket spawns once");
         command.envs(self.env());
+        if self.stderr_tail > 0 {
+            command.stderr(std::process::Stdio::piped());
+        }
         if self.append_join_args {
             command.args(self.args());
         }
@@ -567,11 +585,24 @@ impl PeerTicket {
         drop(child_end);
         let peer = self.peer.clone();
         match spawned {
-            Ok(child) => {
+            Ok(mut child) => {
                 *peer.inner.pid.lock() = Some(child.id());
+                if let Some(pipe) = child.stderr.take() {
+                    match crate::sys::process::StderrTail::collect(pipe, self.stderr_tail) {
+                        Ok(tail) => *peer.inner.stderr.lock() = Some(tail),
+                        Err(e) => tracing::debug!("not collecting the stderr of {:?}: {e}", peer.inner.name),
+                    }
+                }
                 // An unreaped child: its pid cannot have been reused yet.
                 match Pidfd::open(child.id()) {
-                    Ok(pidfd) => *peer.inner.pidfd.lock() = Some(pidfd),
+                    Ok(pidfd) => {
+                        // Its end is its death, even if a child it forked keeps the
+                        // doorbell open.
+                        if let (Ok(fd), Some(session)) = (pidfd.try_clone_fd(), peer.inner.session.lock().as_ref()) {
+                            session.watch_process(fd);
+                        }
+                        *peer.inner.pidfd.lock() = Some(pidfd);
+                    }
                     Err(e) => tracing::debug!("no pidfd for cell {:?}: {e}", peer.inner.name),
                 }
                 Ok((peer, child))

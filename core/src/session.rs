@@ -494,6 +494,14 @@ impl Session {
         std::os::fd::AsRawFd::as_raw_fd(&self.doorbell)
     }
 
+    /// Counts the end of the process behind `pidfd` as the peer's death, like EOF on the
+    /// doorbell, and wakes the sleeping threads so that they watch it too.
+    pub fn watch_process(&self, pidfd: std::os::fd::OwnedFd) {
+        self.doorbell.watch_process(pidfd);
+        self.kick.notify();
+        self.coord_cv.notify_all();
+    }
+
     /// The counters the peer keeps in its control block (untrusted, informational).
     pub fn peer_counters(&self) -> Counters {
         let peer = other(self.side);
@@ -596,7 +604,8 @@ impl Session {
     }
 
     fn peer_dead(&self) {
-        self.fail(Error::new(Status::PeerDead, format!("{} is gone (doorbell closed)", self.label)));
+        let how = if self.doorbell.socket_open() { "its process ended" } else { "doorbell closed" };
+        self.fail(Error::new(Status::PeerDead, format!("{} is gone ({how})", self.label)));
     }
 
     /// Closes the session: the peer sees EOF; pending calls fail with SESSION_CLOSED;

@@ -121,19 +121,26 @@ fn a_forged_pid_in_ready_decides_nothing() {
 }
 
 #[test]
-fn a_cell_that_exits_early_is_reported_with_its_exit_status() {
+fn a_cell_that_exits_early_is_reported_with_its_exit_status_and_stderr() {
     let hub = Hub::create(HubConfig::default()).unwrap();
-    let ticket = hub.add_peer("quitter", PeerOptions::default()).unwrap();
+    let ticket = hub.add_peer("quitter", PeerOptions { stderr_tail: 50, ..PeerOptions::default() }).unwrap();
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", "exit 3"]);
+    let script = "echo 'an earlier line, cut off' >&2; echo 'config not found: /etc/quitter.toml' >&2; exit 3";
+    cmd.args(["-c", script]);
     let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
     let error = peer.wait_ready(Duration::from_secs(10)).unwrap_err();
     assert_eq!(error.status(), Status::PeerDead, "{error}");
-    assert!(
-        error.message().contains("died before it was ready") && error.message().contains("exited with status 3"),
-        "{error}"
-    );
+    let message = error.message();
+    assert!(message.contains("died before it was ready") && message.contains("exited with status 3"), "{error}");
+    assert!(message.ends_with("its stderr ended with:\nconfig not found: /etc/quitter.toml"), "{error}");
+    assert!(!message.contains("an earlier line"), "only the last 50 bytes, from a line start, are kept: {error}");
     assert_eq!(child.wait().unwrap().code(), Some(3), "still the caller's to reap");
+    // Without a tail asked for, the cell's stderr is left alone and the reason is short.
+    let ticket = hub.add_peer("quiet-quitter", PeerOptions::default()).unwrap();
+    let (peer, mut child) = ticket.spawn(Command::new("sh").args(["-c", "exit 4"])).unwrap();
+    let error = peer.wait_ready(Duration::from_secs(10)).unwrap_err();
+    assert!(error.message().ends_with("exited with status 4"), "{error}");
+    child.wait().unwrap();
 }
 
 /// Starts `cellshm __host ARGS` (a host with one ready cell) and waits until it says so.
@@ -246,4 +253,26 @@ fn a_hub_can_also_listen_on_a_filesystem_path_for_containers() {
     let _ = visitor.wait();
     drop(hub);
     assert!(!path.exists(), "the socket file is removed with its hub");
+}
+
+#[test]
+fn a_cell_whose_child_keeps_the_doorbell_open_is_still_seen_dead_when_it_ends() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let ticket = hub.add_peer("forker", PeerOptions::default()).unwrap();
+    // The shell's background `sleep` inherits the doorbell (fd 3, not close-on-exec in
+    // the shell); then the shell becomes the cell. Killing the cell leaves the doorbell
+    // open in `sleep`: only the pidfd tells the host the cell is gone.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "sleep 3 & exec \"$0\" __cell", CELL]).env("CELLSHM_QUIET", "1");
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    peer.on_death(move |e| tx.send((Instant::now(), e.clone())).unwrap());
+    thread::sleep(Duration::from_millis(50)); // idle: every thread asleep
+    let killed = Instant::now();
+    child.kill().unwrap();
+    let (seen, error) = rx.recv_timeout(Duration::from_secs(2)).expect("the death was not seen");
+    child.wait().unwrap();
+    assert!(seen - killed < Duration::from_millis(100), "seen after {:?}", seen - killed);
+    assert!(error.message().contains("its process ended") && error.message().contains("SIGKILL"), "{error}");
 }

@@ -336,6 +336,9 @@ pub struct cellshm_peer_options {
     pub doorbell_fd: c_int,
     /// Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
     pub append_join_args: bool,
+    /// Keep the last this many bytes of the cell's stderr (which still reaches ours) and
+    /// add them to the message it dies with; 0 (the default) leaves its stderr alone.
+    pub stderr_tail: u32,
 }
 
 /// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
@@ -353,6 +356,7 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         server_threads: d.server_threads as u32,
         doorbell_fd: d.doorbell_fd,
         append_join_args: d.append_join_args,
+        stderr_tail: d.stderr_tail as u32,
     }
 }
 
@@ -369,6 +373,7 @@ fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellsh
     out.server_threads = o.server_threads.max(1) as usize;
     out.doorbell_fd = o.doorbell_fd;
     out.append_join_args = o.append_join_args;
+    out.stderr_tail = o.stderr_tail as usize;
     Ok(out)
 }
 

@@ -577,7 +577,7 @@ impl Hub {
     }
 
     /// Spawns `argv` as a cell named `name`; returns its Peer (not yet ready).
-    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2))]
+    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
@@ -588,6 +588,7 @@ impl Hub {
         wait: &str,
         spin_us: u64,
         server_threads: usize,
+        stderr_tail: usize,
     ) -> PyResult<Peer> {
         let Some(program) = argv.first() else {
             return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -602,6 +603,7 @@ impl Hub {
         let options = PeerOptions {
             wait: wait_strategy(wait, spin_us)?,
             server_threads: server_threads.max(1),
+            stderr_tail,
             ..PeerOptions::default()
         };
         let ticket = self.with(|hub| hub.add_peer(name, options))?;

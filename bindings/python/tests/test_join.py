@@ -6,8 +6,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Dict, List, Set
+
+import pytest
 
 import cellshm
 
@@ -72,3 +73,12 @@ def test_a_c_host_that_returns_without_freeing_leaves_nothing_behind() -> None:
         assert all(h.name != name for h in cellshm.list_hubs())
     assert _listing(dirs) == before
     assert _abstract_sockets() == sockets
+
+
+def test_a_cell_that_dies_early_reports_its_exit_status_and_the_end_of_its_stderr(hub: cellshm.Hub) -> None:
+    script = "import sys; sys.stderr.write('boom: no config at /etc/cell.toml\\n'); sys.exit(3)"
+    peer = hub.spawn([sys.executable, "-c", script], name="early", stderr_tail=256)
+    with pytest.raises(cellshm.PeerDead, match=r"(?s)exited with status 3.*boom: no config at /etc/cell.toml"):
+        peer.wait_ready(10)
+    with pytest.raises(ValueError):
+        hub.spawn([sys.executable, "-c", "pass"], stderr_tail=-1)

@@ -90,10 +90,12 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// One end of a doorbell socketpair.
+/// One end of a doorbell socketpair, and optionally a pidfd of the process at the other
+/// end: its exit counts as death even if a child it forked still holds the other end.
 #[derive(Debug)]
 pub struct Doorbell {
     fd: OwnedFd,
+    process: std::sync::OnceLock<OwnedFd>,
 }
 
 /// Creates a doorbell pair: (our end, the child's end). Both are CLOEXEC and non-blocking.
@@ -110,7 +112,7 @@ pub fn pair() -> io::Result<(Doorbell, OwnedFd)> {
     })?;
     // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((Doorbell { fd: ours }, theirs))
+    Ok((Doorbell { fd: ours, process: std::sync::OnceLock::new() }, theirs))
 }
 
 impl Doorbell {
@@ -150,7 +152,7 @@ impl Doorbell {
         // SAFETY: the fd was handed to this process for exactly this purpose; from now on
         // the Doorbell owns it and nothing else in the process closes it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Doorbell { fd })
+        Ok(Doorbell { fd, process: std::sync::OnceLock::new() })
     }
 
     /// Sends the join record with the link's memfds attached: the first message on
@@ -223,12 +225,31 @@ impl Doorbell {
         }
     }
 
-    /// True while the other end is open. Costs one `poll` with a zero timeout.
-    pub fn is_alive(&self) -> bool {
+    /// Also treats the exit of the process `pidfd` refers to as the other end's death
+    /// (a cell that forked without exec leaves its doorbell open in the child). Threads
+    /// already asleep see it at their next wait; callers kick them.
+    pub fn watch_process(&self, pidfd: OwnedFd) {
+        let _ = self.process.set(pidfd);
+    }
+
+    fn process_ended(&self, timeout_ms: i32) -> bool {
+        let Some(process) = self.process.get() else { return false };
+        let mut pfd = libc::pollfd { fd: process.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
+    }
+
+    /// True while the other end of the socket is open. One `poll` with a zero timeout.
+    pub fn socket_open(&self) -> bool {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: 0, revents: 0 };
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, 0) };
         !(n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0)
+    }
+
+    /// True while the other end is open and its process, if watched, runs.
+    pub fn is_alive(&self) -> bool {
+        self.socket_open() && !self.process_ended(0)
     }
 
     /// Sleeps until the doorbell rings, one of `kicks` fires, the peer dies or `timeout`
@@ -236,11 +257,15 @@ impl Doorbell {
     pub fn wait(&self, kicks: &[&Kick], timeout: Option<Duration>) -> Wake {
         const MAX_KICKS: usize = 2;
         assert!(kicks.len() <= MAX_KICKS);
-        let mut fds = [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 1 + MAX_KICKS];
+        let mut fds = [libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }; 2 + MAX_KICKS];
         for (slot, kick) in fds[1..].iter_mut().zip(kicks) {
             slot.fd = kick.fd.as_raw_fd();
         }
-        let nfds = 1 + kicks.len();
+        let mut nfds = 1 + kicks.len();
+        if let Some(process) = self.process.get() {
+            fds[nfds].fd = process.as_raw_fd();
+            nfds += 1;
+        }
         let ms = match timeout {
             None => -1,
             Some(t) => t.as_millis().min(i32::MAX as u128) as i32 + i32::from(t.subsec_nanos() % 1_000_000 != 0),
@@ -258,6 +283,9 @@ impl Doorbell {
             if pfd.revents != 0 {
                 kick.drain();
             }
+        }
+        if self.process.get().is_some() && fds[1 + kicks.len()].revents != 0 {
+            return Wake::PeerDead;
         }
         let bell = fds[0].revents;
         if bell & (libc::POLLHUP | libc::POLLERR) != 0 {
@@ -451,7 +479,7 @@ mod tests {
     #[test]
     fn ring_wait_coalesce_and_death() {
         let (a, b_fd) = pair().unwrap();
-        let b = Doorbell { fd: b_fd };
+        let b = Doorbell { fd: b_fd, process: std::sync::OnceLock::new() };
         let kick = Kick::new().unwrap();
         assert_eq!(b.wait(&[&kick], Some(Duration::from_millis(1))), Wake::TimedOut);
         assert_eq!(a.ring(), Signal::Sent);

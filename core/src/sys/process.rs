@@ -25,6 +25,11 @@ impl Pidfd {
         Ok(Pidfd { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) } })
     }
 
+    /// A second descriptor of the same pidfd.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
     /// Waits up to `timeout` for the process to end; true once it has.
     pub fn wait_gone(&self, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -59,6 +64,60 @@ impl Pidfd {
             libc::CLD_DUMPED => format!("killed by signal {status} ({}, core dumped)", signal_name(status)),
             code => format!("ended (code {code}, status {status})"),
         })
+    }
+}
+
+/// The last bytes a child wrote to its stderr, collected by a thread that also passes
+/// everything through to our own stderr (so nothing is hidden from the user).
+#[derive(Debug, Default)]
+pub(crate) struct StderrTail {
+    /// (the last bytes, whether earlier ones were dropped, whether the pipe ended)
+    state: parking_lot::Mutex<(std::collections::VecDeque<u8>, bool, bool)>,
+    ended: parking_lot::Condvar,
+}
+
+impl StderrTail {
+    /// Starts collecting from `pipe`, keeping the last `keep` bytes.
+    pub fn collect(pipe: std::process::ChildStderr, keep: usize) -> io::Result<std::sync::Arc<StderrTail>> {
+        use std::io::{Read, Write};
+        let tail = std::sync::Arc::new(StderrTail::default());
+        let sink = tail.clone();
+        std::thread::Builder::new().name("cellshm-stderr".into()).spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = [0u8; 4096];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = std::io::stderr().write_all(&buf[..n]);
+                        let mut state = sink.state.lock();
+                        state.0.extend(&buf[..n]);
+                        let excess = state.0.len().saturating_sub(keep);
+                        state.0.drain(..excess);
+                        state.1 |= excess > 0;
+                    }
+                }
+            }
+            sink.state.lock().2 = true;
+            sink.ended.notify_all();
+        })?;
+        Ok(tail)
+    }
+
+    /// The tail, from the first whole line kept, once the child closed its stderr or
+    /// `timeout` passed.
+    pub fn text(&self, timeout: Duration) -> String {
+        let mut state = self.state.lock();
+        if !state.2 {
+            let _ = self.ended.wait_for(&mut state, timeout);
+        }
+        let mut bytes: Vec<u8> = state.0.iter().copied().collect();
+        if state.1 {
+            if let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+                bytes.drain(..=newline);
+            }
+        }
+        String::from_utf8_lossy(&bytes).trim_end().to_string()
     }
 }
 

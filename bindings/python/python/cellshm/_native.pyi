@@ -73,6 +73,7 @@ class Hub:
         wait: str = "adaptive",
         spin_us: int = 50,
         server_threads: int = 2,
+        stderr_tail: int = 0,
     ) -> Peer: ...
     def close(self) -> None: ...
 
