@@ -1,9 +1,10 @@
 //! cellshm: RPC between a host process and the cells it spawns, through shared memory.
 //!
-//! A [`Hub`] is one shared-memory file created by the host. Each cell gets a peer slot
-//! with its own region (two descriptor rings and two slot pools) and a doorbell socket
-//! for wakeups and liveness. Calls are 64-byte descriptors; payloads up to 16 bytes
-//! travel inline, larger ones are written in place into slots.
+//! A [`Hub`] is a named set of links created by the host. Each cell's link is two sealed
+//! memfds, one written by each side and read-only to the other (two descriptor rings,
+//! two return rings, two slot pools), and a doorbell socket for wakeups and liveness.
+//! Calls are 64-byte descriptors; payloads up to 16 bytes travel inline, larger ones are
+//! written in place into slots. Nothing of a hub outlives its process.
 //!
 //! ```no_run
 //! use cellshm::{CallOptions, Hub, HubConfig, PeerOptions};
@@ -21,8 +22,9 @@
 //! # Ok::<(), cellshm::Error>(())
 //! ```
 //!
-//! The module map follows `DESIGN.md`: [`frame`] is the wire vocabulary, `hub` the
-//! shared-memory file, `doorbell` the wakeup sockets, [`session`] RPC over one link,
+//! The module map follows `DESIGN.md`: [`frame`] is the wire vocabulary, `shm` the
+//! memfds and everything in them, `sys` the doorbell, pidfd and socket calls,
+//! [`session`] RPC over one link,
 //! [`host`] and [`cell`] the two ends.
 
 #![warn(missing_docs)]

@@ -1,4 +1,4 @@
-//! RPC over one link (one peer region plus its doorbell): calls, correlation,
+//! RPC over one link (its two memfds plus its doorbell): calls, correlation,
 //! deadlines, dispatch to handlers, and the receive protocol.
 //!
 //! # How receiving works
@@ -141,8 +141,8 @@ impl Payload {
 
 impl Drop for Payload {
     fn drop(&mut self) {
-        // Once the link failed, its region is reset before it is reused: a slot must not
-        // be returned into it any more.
+        // Once the link failed, nothing is returned into it any more: the peer is gone
+        // or dropped, and the slot's next launch has memfds of its own.
         if self.session.failed.load(Ordering::Acquire) {
             return;
         }

@@ -617,8 +617,8 @@ impl Hub {
         Ok(found.map(|peer| Peer { peer, process: None }))
     }
 
-    /// Lets processes this host did not spawn attach through `<hub>.sock` (uids in
-    /// `allowed_uids`, the host's own by default).
+    /// Lets processes this host did not spawn attach through the hub's discovery socket
+    /// (uids in `allowed_uids`, the host's own by default).
     #[pyo3(signature = (allowed_uids=None))]
     fn enable_attach(&self, allowed_uids: Option<Vec<u32>>) -> PyResult<AttachListener> {
         let mut policy = cellshm::host::attach::AttachPolicy::default();
@@ -629,7 +629,7 @@ impl Hub {
         Ok(AttachListener { listener: Mutex::new(Some(listener)) })
     }
 
-    /// Closes every link (cells see EOF and leave) and removes the hub file.
+    /// Closes every link (cells see EOF and leave) and the discovery socket.
     fn close(&self, py: Python<'_>) {
         let hub = self.hub.lock().take();
         py.detach(move || drop(hub));
