@@ -175,7 +175,7 @@ typedef struct {
   uint32_t wait;
   // With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping.
   uint32_t spin_us;
-  // Host threads serving this peer's calls to the host (at least 1).
+  // Host threads serving this peer's calls to the host (1 to 64).
   uint32_t server_threads;
   // The fd number the doorbell gets in the child (at least 3); the child finds it in
   // CELLSHM_DOORBELL_FD.

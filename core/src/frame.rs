@@ -101,6 +101,13 @@ impl Status {
         Status::SystemError,
     ];
 
+    /// True for the statuses a link produces locally about itself (PEER_DEAD,
+    /// SESSION_CLOSED, PROTOCOL_ERROR): they never travel in a response, so receiving
+    /// one always means what it says.
+    pub const fn is_link_local(self) -> bool {
+        matches!(self, Status::PeerDead | Status::SessionClosed | Status::ProtocolError)
+    }
+
     /// The numeric code.
     pub const fn code(self) -> u32 {
         self as u32

@@ -26,6 +26,9 @@ use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, Side};
 use crate::sys::doorbell;
 use crate::sys::process::Pidfd;
 
+/// Most server threads one peer may have (threads are a bounded resource of the host).
+pub const MAX_SERVER_THREADS: usize = 64;
+
 /// The fd a cell finds its doorbell on unless [`PeerOptions::doorbell_fd`] says otherwise.
 pub const DEFAULT_DOORBELL_FD: i32 = 3;
 
@@ -102,6 +105,8 @@ struct PeerInner {
     on_death: Mutex<Vec<DeathCallback>>,
     /// The cell said goodbye (kept after it dies, unlike the Leaving state).
     said_goodbye: std::sync::atomic::AtomicBool,
+    /// The host asked the cell to leave: its death that follows is the normal end.
+    host_said_goodbye: std::sync::atomic::AtomicBool,
 }
 
 impl PeerInner {
@@ -130,6 +135,7 @@ impl PeerInner {
 struct HubShared {
     name: String,
     max_peers: u32,
+    shutdown_grace: Duration,
     geometry: Geometry,
     started: SystemTime,
     started_at: Instant,
@@ -308,7 +314,11 @@ impl Hooks for PeerHooks {
             *s = PeerState::Dead(error.clone());
             peer.state_cv.notify_all();
         }
-        if error.status() != Status::SessionClosed {
+        let expected = peer.said_goodbye.load(std::sync::atomic::Ordering::SeqCst)
+            || peer.host_said_goodbye.load(std::sync::atomic::Ordering::SeqCst);
+        if expected || error.status() == Status::SessionClosed {
+            tracing::debug!(cell = %peer.name, peer_id = peer.id, "cell left: {error}");
+        } else {
             tracing::warn!(cell = %peer.name, peer_id = peer.id, "peer lost: {error}");
         }
         let callbacks: Vec<_> = peer.on_death.lock().drain(..).collect();
@@ -354,6 +364,7 @@ impl Hub {
         let shared = Arc::new(HubShared {
             name,
             max_peers: config.max_peers,
+            shutdown_grace: config.shutdown_grace,
             geometry: config.geometry(),
             started: SystemTime::now(),
             started_at: Instant::now(),
@@ -413,11 +424,37 @@ impl Hub {
 }
 
 impl Drop for Hub {
+    /// Stops answering the discovery socket, asks every joined cell to leave (GOODBYE),
+    /// gives them up to [`HubConfig::shutdown_grace`] to close their ends, then closes
+    /// every link. A cell told goodbye exits 0; only a real host death reads as one.
     fn drop(&mut self) {
         // Stop answering first: nobody attaches to a hub that is going away.
         let server = self.discovery.lock().take();
         drop(server);
         let peers: Vec<_> = self.shared.peers.lock().live.drain(..).collect();
+        let grace = self.shared.shutdown_grace;
+        let until = Instant::now() + grace;
+        // A full ring must not hold the hub past its grace: the GOODBYE waits no longer.
+        let deadline_ns = frame::deadline_after(grace);
+        let mut leaving = Vec::new();
+        for peer in &peers {
+            let joined = matches!(*peer.state.lock(), PeerState::Joined | PeerState::Ready | PeerState::Leaving);
+            if !joined {
+                continue;
+            }
+            peer.host_said_goodbye.store(true, std::sync::atomic::Ordering::SeqCst);
+            if peer.session().and_then(|s| s.send_goodbye_until(deadline_ns)).is_ok() {
+                leaving.push(peer);
+            }
+        }
+        for peer in leaving {
+            let mut state = peer.state.lock();
+            while !matches!(*state, PeerState::Dead(_)) {
+                if peer.state_cv.wait_until(&mut state, until).timed_out() {
+                    break;
+                }
+            }
+        }
         for peer in peers {
             // Taken out of the lock before closing: close joins the link's threads.
             let session = peer.session.lock().take();
@@ -435,6 +472,12 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         return Err(Error::new(
             Status::InvalidArgument,
             format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
+        ));
+    }
+    if !(1..=MAX_SERVER_THREADS).contains(&options.server_threads) {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!("server_threads {} is not in 1..={MAX_SERVER_THREADS}", options.server_threads),
         ));
     }
     let mut peers = shared.peers.lock();
@@ -476,6 +519,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         stderr: Mutex::new(None),
         on_death: Mutex::new(Vec::new()),
         said_goodbye: std::sync::atomic::AtomicBool::new(false),
+        host_said_goodbye: std::sync::atomic::AtomicBool::new(false),
         link,
     });
     let config = SessionConfig {
@@ -491,6 +535,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
     // SAFETY: the memfds were created for this link just now, so this is the only
     // host-side session on them.
     let session = unsafe { Session::new(config) }?;
+    // On failure the session joined the threads it had started; the slot stays free.
     session.start_servers(options.server_threads)?;
     *inner.session.lock() = Some(session);
     peers.live.push(inner.clone());
@@ -503,23 +548,21 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
     })
 }
 
-/// True if `slot` is free, or held by a dead link whose threads could all be joined
-/// (then it is removed). A new launch gets new memfds, so the old process, alive or
-/// not, can no longer touch anything of the new link. Called with the peers lock held.
+/// True if `slot` is free, or held by a dead link (which is then removed). A new launch
+/// gets new memfds, so nothing of the old link, its process or its threads can touch
+/// the new one: the old link's threads need not be joined first, and are not (this runs
+/// under the peers lock, possibly under the GIL; they end on their own, the link having
+/// failed). Called with the peers lock held.
 fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
     let Some(index) = peers.iter().rposition(|p| p.id == slot) else { return true };
-    let old = &peers[index];
-    if !matches!(*old.state.lock(), PeerState::Dead(_)) {
+    if !matches!(*peers[index].state.lock(), PeerState::Dead(_)) {
         return false;
     }
-    let session = old.session.lock().clone();
-    if let Some(session) = session {
-        if !session.close() {
-            // Called from one of that link's own threads (a death callback): try later.
-            return false;
-        }
+    let old = peers.remove(index);
+    if let Some(session) = old.session.lock().take() {
+        // Fails it (if not yet) and wakes its threads; joins nothing.
+        session.fail(Error::new(Status::SessionClosed, format!("the slot of cell {:?} was reused", old.name)));
     }
-    peers.remove(index);
     true
 }
 
@@ -581,33 +624,40 @@ impl PeerTicket {
             command.args(self.args());
         }
         doorbell::place_in_child(command, child_end.as_raw_fd(), self.doorbell_fd);
+        let peer = self.peer.clone();
+        // Held from before the fork until everything is known about the child: a cell
+        // that dies (or asks the hub's socket something) at once is judged with its pid,
+        // pidfd and stderr, never without. Lock order: pid, pidfd, stderr, session.
+        let mut pid = peer.inner.pid.lock();
+        let mut pidfd = peer.inner.pidfd.lock();
+        let mut stderr = peer.inner.stderr.lock();
         let spawned = command.spawn();
         drop(child_end);
-        let peer = self.peer.clone();
         match spawned {
             Ok(mut child) => {
-                *peer.inner.pid.lock() = Some(child.id());
+                *pid = Some(child.id());
                 if let Some(pipe) = child.stderr.take() {
                     match crate::sys::process::StderrTail::collect(pipe, self.stderr_tail) {
-                        Ok(tail) => *peer.inner.stderr.lock() = Some(tail),
+                        Ok(tail) => *stderr = Some(tail),
                         Err(e) => tracing::debug!("not collecting the stderr of {:?}: {e}", peer.inner.name),
                     }
                 }
                 // An unreaped child: its pid cannot have been reused yet.
                 match Pidfd::open(child.id()) {
-                    Ok(pidfd) => {
+                    Ok(opened) => {
                         // Its end is its death, even if a child it forked keeps the
                         // doorbell open.
-                        if let (Ok(fd), Some(session)) = (pidfd.try_clone_fd(), peer.inner.session.lock().as_ref()) {
+                        if let (Ok(fd), Some(session)) = (opened.try_clone_fd(), peer.inner.session.lock().as_ref()) {
                             session.watch_process(fd);
                         }
-                        *peer.inner.pidfd.lock() = Some(pidfd);
+                        *pidfd = Some(opened);
                     }
                     Err(e) => tracing::debug!("no pidfd for cell {:?}: {e}", peer.inner.name),
                 }
-                Ok((peer, child))
+                Ok((peer.clone(), child))
             }
             Err(e) => {
+                drop((pid, pidfd, stderr));
                 let err = Error::system(format!("spawning {:?}", command.get_program()), e);
                 peer.close_with(err.clone());
                 Err(err)
@@ -798,6 +848,7 @@ impl Peer {
         let Ok(session) = self.inner.session() else {
             return;
         };
+        self.inner.host_said_goodbye.store(true, std::sync::atomic::Ordering::SeqCst);
         if session.send_goodbye().is_ok() {
             let until = Instant::now() + grace;
             let mut state = self.inner.state.lock();

@@ -309,6 +309,7 @@ pub struct PendingCall {
     waiter: Arc<Waiter>,
     method_id: u32,
     name: Option<String>,
+    deadline_ns: u64,
 }
 
 impl fmt::Debug for PendingCall {
@@ -328,7 +329,7 @@ impl PendingCall {
         if !self.is_done() {
             return None;
         }
-        Some(self.session.finish_call(self.waiter.take(), self.method_id, self.name.as_deref()))
+        Some(self.session.finish_call(self.waiter.take(), self.method_id, self.name.as_deref(), self.deadline_ns))
     }
 
     /// Stops waiting and tells the callee (a CANCEL frame its handler sees through
@@ -830,16 +831,37 @@ impl Session {
             return Err(e);
         }
         let message = self.wait_response(&waiter, msg_id, deadline_ns, claimed);
-        self.finish_call(message, method_id, name)
+        self.finish_call(message, method_id, name, deadline_ns)
     }
 
     /// Turns a delivered message into the caller's result.
-    fn finish_call(&self, message: Result<Message>, method_id: u32, name: Option<&str>) -> Result<Response> {
+    /// Turns a delivered message into the caller's result. The caller, not the callee,
+    /// has the last word on two statuses: a link-local one in a response (a peer that
+    /// relays one) is INTERNAL, and CANCELLED after the caller's own deadline passed (it
+    /// never cancels a blocking call) is DEADLINE_EXCEEDED.
+    fn finish_call(
+        &self,
+        message: Result<Message>,
+        method_id: u32,
+        name: Option<&str>,
+        deadline_ns: u64,
+    ) -> Result<Response> {
         let message = message.map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
             let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
-            return Err(self.name_in(Error::new(status, text), method_id, name));
+            let expired = deadline_ns != 0 && monotonic_now_ns() >= deadline_ns;
+            let error = if status.is_link_local() {
+                Error::new(
+                    Status::Internal,
+                    format!("{} answered {status}, which only a link reports about itself: {text}", self.label),
+                )
+            } else if status == Status::Cancelled && expired {
+                Error::new(Status::DeadlineExceeded, format!("{text} (the call's deadline passed)"))
+            } else {
+                Error::new(status, text)
+            };
+            return Err(self.name_in(error, method_id, name));
         }
         Ok(Response { payload: message.payload })
     }
@@ -866,7 +888,7 @@ impl Session {
             self.pending.lock().remove(&msg_id);
             return Err(e);
         }
-        Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned) })
+        Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned), deadline_ns })
     }
 
     fn name_in(&self, e: Error, method_id: u32, name: Option<&str>) -> Error {
@@ -915,6 +937,11 @@ impl Session {
     /// Sends GOODBYE: we are leaving on purpose.
     pub fn send_goodbye(&self) -> Result<()> {
         self.send_control(ControlKind::Goodbye, 0, &[])
+    }
+
+    /// Sends GOODBYE, waiting for ring space no later than `deadline_ns`.
+    pub fn send_goodbye_until(&self, deadline_ns: u64) -> Result<()> {
+        self.send_control_until(ControlKind::Goodbye, 0, &[], deadline_ns)
     }
 
     fn wait_response(
@@ -1201,15 +1228,23 @@ impl Session {
     // ----- serving -----------------------------------------------------------------
 
     /// Starts `count` server threads that receive and run handlers.
+    /// Starts `count` server threads. If one cannot be started, the session is closed
+    /// and the ones already started are joined: nothing of the attempt is left running.
     pub fn start_servers(self: &Arc<Self>, count: usize) -> Result<()> {
         let mut servers = self.servers.lock();
         for i in 0..count.max(1) {
             let me = self.clone();
-            let handle = std::thread::Builder::new()
+            let started = std::thread::Builder::new()
                 .name(format!("cellshm-{}-{i}", self.label.chars().take(8).collect::<String>()))
-                .spawn(move || me.serve_loop())
-                .map_err(|e| Error::system("spawning a server thread", e))?;
-            servers.push(handle);
+                .spawn(move || me.serve_loop());
+            match started {
+                Ok(handle) => servers.push(handle),
+                Err(e) => {
+                    drop(servers);
+                    self.close();
+                    return Err(Error::system(format!("spawning server thread {} of {count}", i + 1), e));
+                }
+            }
         }
         Ok(())
     }
@@ -1297,7 +1332,7 @@ impl Session {
     /// it before sending (so the next message finds this server polling, not parked).
     fn serve(self: &Arc<Self>, request: Incoming) -> Option<RxGuard<'_>> {
         let Incoming { desc, payload, no_reply } = request;
-        let outcome = self.run_handler(&desc, &payload);
+        let outcome = self.run_handler(&desc, &payload).map_err(|e| self.status_to_send(e, &desc));
         drop(payload);
         self.cancelled_calls.forget(desc.msg_id);
         let claimed = self.claim_ring();
@@ -1342,6 +1377,23 @@ impl Session {
             tracing::debug!(peer = %self.label, "could not send a response: {e}");
         }
         claimed
+    }
+
+    /// What a handler's error becomes on the wire: a link-local status is not the
+    /// handler's to give (INTERNAL, naming it), and CANCELLED for a call nobody cancelled
+    /// but whose deadline passed is DEADLINE_EXCEEDED.
+    fn status_to_send(&self, e: Error, desc: &Descriptor) -> Error {
+        let expired = desc.deadline_ns != 0 && monotonic_now_ns() >= desc.deadline_ns;
+        if e.status().is_link_local() {
+            Error::new(
+                Status::Internal,
+                format!("the handler answered {}, which only a link reports about itself: {}", e.status(), e.message()),
+            )
+        } else if e.status() == Status::Cancelled && expired && !self.cancelled_calls.contains(desc.msg_id) {
+            Error::new(Status::DeadlineExceeded, format!("{} (the call's deadline passed)", e.message()))
+        } else {
+            e
+        }
     }
 
     fn error_body(&self, message: &str) -> Result<OutBody> {

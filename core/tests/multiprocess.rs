@@ -691,3 +691,102 @@ fn host_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() }
 }
+
+#[test]
+fn dropping_a_hub_says_goodbye_and_its_cells_exit_0_and_print_nothing() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let mut children = Vec::new();
+    for i in 0..3 {
+        let ticket = hub.add_peer(&format!("leaver-{i}"), PeerOptions::default()).unwrap();
+        // Not quiet: anything a cell would print about its end shows here.
+        let mut cmd = Command::new(CELL);
+        cmd.arg("__cell").stderr(Stdio::piped());
+        let (peer, child) = ticket.spawn(&mut cmd).unwrap();
+        peer.wait_ready(Duration::from_secs(10)).unwrap();
+        children.push(child);
+    }
+    let started = Instant::now();
+    drop(hub);
+    // Generous: the cells leave at once; the grace (2 s) is only for cells that do not.
+    assert!(started.elapsed() < Duration::from_millis(1500), "dropping took {:?}", started.elapsed());
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stderr.is_empty(), "a cell told goodbye printed {stderr:?}");
+    }
+}
+
+/// Runs `f` on a thread and fails the test if it does not return within `limit`.
+fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}: a deadlock"))
+}
+
+#[test]
+fn dropping_a_hub_while_a_host_handler_calls_back_into_its_cell_does_not_deadlock() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let callee: Arc<std::sync::Mutex<Option<Peer>>> = Arc::default();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let target = callee.clone();
+    hub.method("Host.echo", move |call| {
+        let _ = entered_tx.lock().unwrap().send(());
+        let peer = target.lock().unwrap().clone().expect("set before the first call");
+        // Calls back into the cell while the hub is being dropped.
+        let _ = peer.call("Test.sleep", &300u32.to_le_bytes(), &secs(5));
+        call.reply(call.payload())
+    })
+    .unwrap();
+    let (peer, mut child) = spawn_cell_on(&hub, "caller", &[]);
+    *callee.lock().unwrap() = Some(peer.clone());
+    let caller = thread::spawn(move || peer.call("Test.call_host", b"round", &secs(10)));
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    within(Duration::from_secs(10), "dropping the hub", move || drop(hub));
+    let _ = caller.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn reusing_the_slot_of_a_cell_that_died_mid_handler_does_not_wait_for_that_handler() {
+    let hub = Arc::new(Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap());
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let entered_tx = std::sync::Mutex::new(entered_tx);
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    hub.method("Host.echo", move |call| {
+        let _ = entered_tx.lock().unwrap().send(());
+        // Held until the test has reused the slot.
+        let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(20));
+        call.reply(call.payload())
+    })
+    .unwrap();
+    let (peer, mut child) = spawn_cell_on(&hub, "first", &[]);
+    let caller = thread::spawn(move || peer.call("Test.call_host", b"x", &secs(20)));
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = caller.join().unwrap();
+    let h = hub.clone();
+    let (next, mut next_child) =
+        within(Duration::from_secs(10), "reusing the slot", move || spawn_cell_on(&h, "second", &[]));
+    assert_eq!(next.call("Echo.echo", b"fresh", &secs(5)).unwrap().bytes(), b"fresh");
+    release_tx.send(()).unwrap();
+    let _ = next_child.kill();
+    let _ = next_child.wait();
+}
+
+#[test]
+fn a_handler_cannot_answer_a_link_local_status() {
+    let r = start(HubConfig::default(), &[]);
+    for status in [Status::PeerDead, Status::SessionClosed, Status::ProtocolError] {
+        let mut request = status.code().to_le_bytes().to_vec();
+        request.extend_from_slice(b"pretending");
+        let e = r.peer.call("Test.fail", &request, &secs(5)).unwrap_err();
+        assert_eq!(e.status(), Status::Internal, "{e}");
+        assert!(e.message().contains(status.name()) && e.message().contains("pretending"), "{e}");
+    }
+    assert_eq!(r.peer.state(), PeerState::Ready, "the peer is alive whatever its handler said");
+}

@@ -188,3 +188,30 @@ fn stop_escalates_to_sigterm_when_goodbye_is_ignored() {
     assert_eq!(code, 128 + libc::SIGTERM, "GOODBYE went unanswered, SIGTERM ended it");
     assert!(started.elapsed() < secs(2));
 }
+
+#[test]
+fn stopping_a_cell_while_its_listener_calls_the_supervisor_does_not_deadlock() {
+    let sup = Arc::new(Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap());
+    let weak = Arc::downgrade(&sup);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    sup.on_event(move |e| {
+        // Back into the supervisor from inside its own event.
+        if let Some(sup) = weak.upgrade() {
+            let status = sup.status(&e.name);
+            let _ = sup.peer(&e.name).map(|p| p.ping(Duration::from_millis(200)));
+            sink.lock().unwrap().push((e.status.clone(), status));
+        }
+    });
+    sup.add(test_cell("busy")).unwrap();
+    sup.wait_for("busy", secs(10), |s| *s == CellStatus::Ready).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stopper = sup.clone();
+    std::thread::spawn(move || tx.send(stopper.stop("busy", secs(2))).unwrap());
+    let code = rx.recv_timeout(secs(10)).expect("stop deadlocked with a listener calling the supervisor");
+    assert_eq!(code.unwrap(), 0);
+    let seen = seen.lock().unwrap();
+    let stops = seen.iter().filter(|(s, _)| matches!(s, CellStatus::Stopping)).count();
+    let exits = seen.iter().filter(|(s, _)| matches!(s, CellStatus::Exited(_))).count();
+    assert_eq!((stops, exits), (1, 1), "each event once: {seen:?}");
+}

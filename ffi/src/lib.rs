@@ -329,7 +329,7 @@ pub struct cellshm_peer_options {
     pub wait: u32,
     /// With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping.
     pub spin_us: u32,
-    /// Host threads serving this peer's calls to the host (at least 1).
+    /// Host threads serving this peer's calls to the host (1 to 64).
     pub server_threads: u32,
     /// The fd number the doorbell gets in the child (at least 3); the child finds it in
     /// CELLSHM_DOORBELL_FD.

@@ -606,7 +606,9 @@ impl Hub {
             stderr_tail,
             ..PeerOptions::default()
         };
-        let ticket = self.with(|hub| hub.add_peer(name, options))?;
+        // Without the GIL: reserving a slot may take the hub's locks, which a server
+        // thread finishing a Python handler could hold while it waits for the GIL.
+        let ticket = py.detach(|| self.with(|hub| hub.add_peer(name, options)))?;
         let (peer, child) = py.detach(|| ticket.spawn(&mut command)).map_err(err)?;
         Ok(Peer { peer, process: Some(CellProcess::new(child)) })
     }

@@ -282,6 +282,8 @@ fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.sleep`: sleeps u32 ms, replies empty.
 /// - `Test.panic`: panics.
 /// - `Test.fail`: returns status u32 with the rest of the payload as message.
+/// - `Test.cancelled_at_deadline`: waits for cancellation (its deadline included), then
+///   answers CANCELLED.
 /// - `Test.sized`: replies with u32 bytes of a pattern.
 /// - `Test.garbage`: pushes a garbage descriptor towards the host.
 /// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
@@ -467,6 +469,12 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
             return Err(Error::new(Status::Cancelled, "the caller cancelled"));
         }
         Ok(())
+    })?;
+    // Answers CANCELLED as soon as it sees the call cancelled, also when that is only
+    // its deadline passing: the library must turn that into DEADLINE_EXCEEDED.
+    cell.method("Test.cancelled_at_deadline", |call| {
+        call.wait_cancelled(Duration::from_secs(10));
+        Err(Error::new(Status::Cancelled, "stopped: the call was cancelled"))
     })?;
     cell.method("Stream.last_cancel_seen", |call| {
         call.reply(&LAST_CANCEL_SEEN_NS.load(std::sync::atomic::Ordering::SeqCst).to_le_bytes())

@@ -565,15 +565,23 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
 
 /// Records a crash and schedules the relaunch, or gives up.
 fn crashed(shared: &Arc<Shared>, name: &str, generation: u64, reason: ExitReason) {
-    let status = {
+    let instance = {
         let mut cells = shared.cells.lock();
         let Some(cell) = cells.get_mut(name) else { return };
         if cell.generation != generation || cell.stopping {
             return;
         }
-        if let Some(instance) = cell.instance.take() {
-            // Reap it so its peer slot can be reused.
-            let _ = instance.process.wait_exit(Duration::from_secs(5));
+        cell.instance.take()
+    };
+    // Reaped outside the lock: waiting for a process must not hold up every other call.
+    if let Some(instance) = instance {
+        let _ = instance.process.wait_exit(Duration::from_secs(5));
+    }
+    let status = {
+        let mut cells = shared.cells.lock();
+        let Some(cell) = cells.get_mut(name) else { return };
+        if cell.generation != generation || cell.stopping {
+            return;
         }
         let policy = &cell.spec.restart;
         if matches!(reason, ExitReason::SpawnFailed(_)) || cell.restarts >= policy.max_restarts {

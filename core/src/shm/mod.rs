@@ -49,6 +49,8 @@ pub struct HubConfig {
     /// Slot classes of each pool, smallest first. The largest slot size is the largest
     /// payload a call can carry.
     pub slot_classes: Vec<SlotClass>,
+    /// How long dropping the hub waits for its cells to leave after GOODBYE (2 s).
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for HubConfig {
@@ -64,6 +66,7 @@ impl Default for HubConfig {
                 SlotClass { slot_size: 64 << 10, slot_count: 32 },
                 SlotClass { slot_size: 1 << 20, slot_count: 4 },
             ],
+            shutdown_grace: std::time::Duration::from_secs(2),
         }
     }
 }
