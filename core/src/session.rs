@@ -926,11 +926,13 @@ impl Session {
         let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
         let waiter = Waiter::new();
         self.pending.lock().insert(msg_id, waiter.clone());
-        if let Err(e) = self.send_control(kind, msg_id, payload) {
+        // The timeout covers the send too: a full ring must not hold a PING or HELLO
+        // longer than its caller asked.
+        let deadline = frame::deadline_after(timeout);
+        if let Err(e) = self.send_control_until(kind, msg_id, payload, deadline) {
             self.pending.lock().remove(&msg_id);
             return Err(e);
         }
-        let deadline = frame::deadline_after(timeout);
         Ok(self.wait_response(&waiter, msg_id, deadline, None)?.desc)
     }
 
@@ -1022,6 +1024,7 @@ impl Session {
         let mut empty_polls: u32 = 0;
         let mut idle_since: Option<Instant> = None;
         let mut last_liveness: Option<Instant> = None;
+        let mut frames: u32 = 0;
         loop {
             let popped = match rx.try_pop() {
                 Ok(p) => p,
@@ -1043,8 +1046,12 @@ impl Session {
                         Poller::Caller { .. } => self.enqueue(request),
                     }
                 }
-                if let Poller::Caller { waiter, .. } = poller {
-                    if waiter.done.load(Ordering::Acquire) {
+                if let Poller::Caller { waiter, deadline_ns, .. } = poller {
+                    // A peer that keeps sending must not keep a caller past its deadline:
+                    // the clock is read every CHECK_EVERY frames as well as when idle.
+                    frames = frames.wrapping_add(1);
+                    let expired = || frames % CHECK_EVERY == 0 && deadline_ns != 0 && monotonic_now_ns() >= deadline_ns;
+                    if waiter.done.load(Ordering::Acquire) || expired() {
                         self.release_ring(rx);
                         return None;
                     }
@@ -1214,7 +1221,10 @@ impl Session {
             }
             ControlKind::HelloAck | ControlKind::Pong => self.deliver(d, payload),
             ControlKind::Ping => {
-                if let Err(e) = self.send_control(ControlKind::Pong, d.msg_id, &[]) {
+                // One attempt, never a wait: this runs on whichever thread polls the ring
+                // (maybe a caller with a deadline of its own). A peer that does not read
+                // its ring gets no PONG, and its pinger times out, as it should.
+                if let Err(e) = self.send_control_until(ControlKind::Pong, d.msg_id, &[], monotonic_now_ns()) {
                     tracing::debug!(peer = %self.label, "could not answer PING: {e}");
                 }
             }

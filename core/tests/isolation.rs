@@ -276,3 +276,35 @@ fn a_cell_whose_child_keeps_the_doorbell_open_is_still_seen_dead_when_it_ends() 
     assert!(seen - killed < Duration::from_millis(100), "seen after {:?}", seen - killed);
     assert!(error.message().contains("its process ended") && error.message().contains("SIGKILL"), "{error}");
 }
+
+#[test]
+fn a_cell_that_stops_reading_and_floods_pings_cannot_hold_a_host_call_past_its_deadline() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (honest, mut honest_child) = spawn_cell_on(&hub, "honest", &[]);
+    let ticket = hub.add_peer("flooder", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("__ping-flood").stdout(Stdio::piped());
+    let (flooder, mut child) = ticket.spawn(&mut cmd).unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "flooding");
+    let timeout = Duration::from_millis(300);
+    for round in 0..5 {
+        let started = Instant::now();
+        let e = flooder.call("Echo.echo", b"anyone?", &cellshm::CallOptions::timeout(timeout)).unwrap_err();
+        let took = started.elapsed();
+        assert!(took < timeout + Duration::from_millis(50), "round {round}: held {took:?} by a 300 ms deadline ({e})");
+        assert!(matches!(e.status(), Status::DeadlineExceeded | Status::ResourceExhausted), "{e}");
+    }
+    let started = Instant::now();
+    assert!(flooder.ping(timeout).is_err(), "a cell that does not read gets no PONG");
+    assert!(started.elapsed() < timeout + Duration::from_millis(50), "a PING held {:?}", started.elapsed());
+    for i in 0..200u32 {
+        let payload = i.to_le_bytes();
+        assert_eq!(honest.call("Echo.echo", &payload, &secs(5)).unwrap().bytes(), &payload, "call {i}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = honest_child.kill();
+    let _ = honest_child.wait();
+}

@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         Some("__kill-hosts") => kill_hosts(&args[1..]),
         Some("__hostile") => testkit::hostile(),
         Some("__bad-hello") => testkit::bad_hello(),
+        Some("__ping-flood") => testkit::ping_flood(),
         Some("__attach-flood") => testkit::attach_flood(&args[1..]),
         Some("__matrix-host") => matrix_host(&args[1..]),
         Some("__chaos") => chaos(&args[1..]),

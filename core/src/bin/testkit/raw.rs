@@ -1,7 +1,7 @@
 //! Cells that speak the protocol by hand, as a cell in another language would from
 //! docs/PROTOCOL.md: `__hostile` attacks the host through every descriptor it holds,
-//! `__bad-hello` joins and sends a HELLO the host must refuse, `__attach-flood`
-//! hammers a hub's socket with attach requests.
+//! `__bad-hello` joins and sends a HELLO the host must refuse, `__ping-flood` stops
+//! reading and floods PINGs, `__attach-flood` hammers a hub's socket with attach requests.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -22,7 +22,7 @@ pub struct Joined {
 }
 
 impl Joined {
-    fn u32_at(&self, at: usize) -> u32 {
+    pub fn u32_at(&self, at: usize) -> u32 {
         u32::from_le_bytes(self.record[at..at + 4].try_into().unwrap_or_default())
     }
     pub fn peer_id(&self) -> u32 {
@@ -339,4 +339,76 @@ pub fn attach_flood(args: &[String]) -> Result<(), Error> {
     println!("attach-flood: {refused} of {n} refused");
     std::thread::sleep(Duration::from_millis(1));
     Ok(())
+}
+
+/// `__ping-flood`: joins by hand with a correct HELLO, then never reads its ring and
+/// sends PINGs as fast as the host consumes them (printing `flooding` once the ring has
+/// been filled). Runs until killed.
+pub fn ping_flood() -> Result<(), Error> {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    let joined = join_by_hand()?;
+    let size = joined.size();
+    let cell = map(joined.cell_memory.as_raw_fd(), size, libc::PROT_READ | libc::PROT_WRITE).map_err(fail)?;
+    let host = map(joined.host_memory.as_raw_fd(), size, libc::PROT_READ).map_err(fail)?;
+    let capacity = u64::from(joined.u32_at(24));
+    // 8- and 4-aligned words inside our mappings of `size` bytes, at the offsets
+    // docs/PROTOCOL.md §3 gives; atomics are how shared words are read and written.
+    // SAFETY: as just said (our ring's tail, in our read-write mapping).
+    let tail = unsafe { &*cell.cast::<u8>().add(384).cast::<AtomicU64>() };
+    // SAFETY: as above (the host's consumer cursor of our ring, read-only to us).
+    let head = unsafe { &*host.cast::<u8>().add(256).cast::<AtomicU64>() };
+    // SAFETY: as above (our own parked flag: 0, "polling", so the host never rings us).
+    let parked = unsafe { &*cell.cast::<u8>().add(128).cast::<AtomicU32>() };
+    parked.store(0, Ordering::SeqCst);
+    let hello = Hello {
+        major: 2,
+        minor: 0,
+        role: ROLE_CELL,
+        epoch: joined.epoch() & 0x00ff_ffff,
+        peer_id: joined.peer_id(),
+        max_payload: 0,
+    }
+    .encode();
+    let frame = |kind: ControlKind, msg_id: u64, payload: [u8; 16], len: u32| Descriptor {
+        msg_id,
+        method_id: kind as u32,
+        flags: flags::CONTROL,
+        payload_len: len,
+        slot: SLOT_INLINE,
+        inline: payload,
+        ..Descriptor::default()
+    };
+    let mut next: u64 = 0;
+    let mut said_flooding = false;
+    loop {
+        if next.wrapping_sub(head.load(Ordering::Acquire)) < capacity {
+            let d = if next == 0 {
+                frame(ControlKind::Hello, 1, hello, 16)
+            } else {
+                frame(ControlKind::Ping, next + 1, [0; 16], 0)
+            };
+            let at = 384 + 64 + (next % capacity) as usize * 64;
+            // SAFETY: the entry lies inside our ring in our read-write mapping.
+            unsafe { std::ptr::copy_nonoverlapping(d.encode().as_ptr(), cell.cast::<u8>().add(at), 64) };
+            next += 1;
+            tail.store(next, Ordering::Release);
+            // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
+            unsafe {
+                libc::send(
+                    joined.doorbell.as_raw_fd(),
+                    b"\x01".as_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        } else {
+            if !said_flooding {
+                said_flooding = true;
+                println!("flooding");
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            }
+            std::thread::yield_now();
+        }
+    }
 }
