@@ -90,6 +90,8 @@ const RECHECK: Duration = Duration::from_millis(250);
 const LIVENESS_CHECK: Duration = Duration::from_millis(1);
 /// Error messages longer than this are cut (with a marker) to fit a slot.
 const MAX_ERROR_MESSAGE: usize = 4096;
+/// Requests waiting for a server thread, at most; more are refused (RESOURCE_EXHAUSTED).
+const MAX_QUEUED: usize = 1024;
 
 /// Side-specific behaviour plugged into a session (host peer or cell).
 pub(crate) trait Hooks: Send + Sync {
@@ -686,6 +688,10 @@ impl Session {
                     format!("no free {len}-byte slot towards {} before the deadline (all are in flight)", self.label),
                 ));
             }
+            if backoff.sleeping() && !self.doorbell.is_alive() {
+                self.peer_dead();
+                self.check_open()?;
+            }
             backoff.snooze();
         }
     }
@@ -738,6 +744,12 @@ impl Session {
                 Err(PushError::Full) => {
                     // Make sure the receiver is awake to drain it.
                     self.ring_doorbell_if_parked();
+                    // A peer that died with its ring full is seen here, not after the
+                    // deadline: nobody else may be polling its doorbell.
+                    if backoff.sleeping() && !self.doorbell.is_alive() {
+                        self.peer_dead();
+                        return self.check_open();
+                    }
                     if give_up == 0 {
                         give_up = Self::give_up_at(deadline_ns);
                     }
@@ -1261,6 +1273,10 @@ impl Session {
 
     fn enqueue(&self, request: Incoming) {
         let mut c = self.coord.lock();
+        if c.work.len() >= MAX_QUEUED {
+            drop(c);
+            return self.refuse_queued(request);
+        }
         c.work.push_back(request);
         self.sleepers.queued.fetch_add(1, Ordering::Release);
         if self.sleepers.idle_servers.load(Ordering::Relaxed) > 0 {
@@ -1269,6 +1285,29 @@ impl Session {
             drop(c);
             self.kick.notify();
         }
+    }
+
+    /// Answers a request the work queue has no room for with RESOURCE_EXHAUSTED, in one
+    /// attempt (the receive path never waits on a send): a flood costs the flooder
+    /// errors, not the host memory.
+    fn refuse_queued(&self, request: Incoming) {
+        let Incoming { desc, payload, no_reply } = request;
+        drop(payload);
+        self.count(control::ERRORS, 1);
+        if no_reply {
+            return;
+        }
+        let text = b"queue full";
+        let mut inline = [0u8; INLINE_CAPACITY];
+        inline[..text.len()].copy_from_slice(text);
+        let response = Descriptor {
+            msg_id: desc.msg_id,
+            method_id: desc.method_id,
+            flags: flags::RESPONSE | flags::ERROR,
+            status: Status::ResourceExhausted.code(),
+            ..Default::default()
+        };
+        let _ = self.send(response, OutBody::Inline(inline, text.len()), monotonic_now_ns());
     }
 
     fn serve_loop(self: Arc<Self>) {
@@ -1517,6 +1556,11 @@ struct Backoff {
 impl Backoff {
     fn new() -> Backoff {
         Backoff { step: 0 }
+    }
+
+    /// True once the waits are sleeps: the moment to check that the peer still lives.
+    fn sleeping(&self) -> bool {
+        self.step >= 128
     }
 
     fn snooze(&mut self) {

@@ -341,10 +341,23 @@ pub fn attach_flood(args: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
-/// `__ping-flood`: joins by hand with a correct HELLO, then never reads its ring and
-/// sends PINGs as fast as the host consumes them (printing `flooding` once the ring has
-/// been filled). Runs until killed.
-pub fn ping_flood() -> Result<(), Error> {
+/// What a flooding cell sends after its HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    /// PING after PING, forever.
+    Pings,
+    /// `n` requests of `Host.echo`, whose responses it never reads.
+    Requests(u64),
+    /// `n` notifications (NO_REPLY) of `Host.count`.
+    Notifications(u64),
+}
+
+/// `__ping-flood`, `__request-flood N`, `__notify-flood N`: joins by hand with a correct
+/// HELLO, then never reads its ring and sends as fast as the host consumes. Prints
+/// `flooding` once its ring has been full, and `sent` when a finite flood is all out;
+/// then waits to be killed.
+pub fn flood(kind: Flood) -> Result<(), Error> {
+    use std::io::Write;
     use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
     let joined = join_by_hand()?;
     let size = joined.size();
@@ -369,27 +382,50 @@ pub fn ping_flood() -> Result<(), Error> {
         max_payload: 0,
     }
     .encode();
-    let frame = |kind: ControlKind, msg_id: u64, payload: [u8; 16], len: u32| Descriptor {
-        msg_id,
-        method_id: kind as u32,
-        flags: flags::CONTROL,
-        payload_len: len,
-        slot: SLOT_INLINE,
-        inline: payload,
-        ..Descriptor::default()
+    let total = match kind {
+        Flood::Pings => u64::MAX,
+        Flood::Requests(n) | Flood::Notifications(n) => n.saturating_add(1),
+    };
+    let frame = |next: u64| -> Descriptor {
+        let mut d = Descriptor { msg_id: next + 1, slot: SLOT_INLINE, ..Descriptor::default() };
+        match (next, kind) {
+            (0, _) => {
+                d.flags = flags::CONTROL;
+                d.method_id = ControlKind::Hello as u32;
+                d.payload_len = 16;
+                d.inline = hello;
+            }
+            (_, Flood::Pings) => {
+                d.flags = flags::CONTROL;
+                d.method_id = ControlKind::Ping as u32;
+            }
+            (_, Flood::Requests(_)) => {
+                d.flags = flags::REQUEST;
+                d.method_id = cellshm::method_id("Host.echo");
+                d.payload_len = 8;
+                d.inline[..8].copy_from_slice(&next.to_le_bytes());
+            }
+            (_, Flood::Notifications(_)) => {
+                d.flags = flags::REQUEST | flags::NO_REPLY;
+                d.method_id = cellshm::method_id("Host.count");
+            }
+        }
+        d
     };
     let mut next: u64 = 0;
     let mut said_flooding = false;
-    loop {
+    // The test may stop reading our stdout: a closed pipe must not end the flood.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let say = |what: &str| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{what}").and_then(|_| out.flush());
+    };
+    while next < total {
         if next.wrapping_sub(head.load(Ordering::Acquire)) < capacity {
-            let d = if next == 0 {
-                frame(ControlKind::Hello, 1, hello, 16)
-            } else {
-                frame(ControlKind::Ping, next + 1, [0; 16], 0)
-            };
             let at = 384 + 64 + (next % capacity) as usize * 64;
             // SAFETY: the entry lies inside our ring in our read-write mapping.
-            unsafe { std::ptr::copy_nonoverlapping(d.encode().as_ptr(), cell.cast::<u8>().add(at), 64) };
+            unsafe { std::ptr::copy_nonoverlapping(frame(next).encode().as_ptr(), cell.cast::<u8>().add(at), 64) };
             next += 1;
             tail.store(next, Ordering::Release);
             // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
@@ -404,11 +440,24 @@ pub fn ping_flood() -> Result<(), Error> {
         } else {
             if !said_flooding {
                 said_flooding = true;
-                println!("flooding");
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
+                say("flooding");
+            }
+            if host_gone(&joined.doorbell, 0) {
+                return Ok(());
             }
             std::thread::yield_now();
         }
     }
+    say("sent");
+    // Until the host closes the doorbell (or we are killed).
+    while !host_gone(&joined.doorbell, 1000) {}
+    Ok(())
+}
+
+/// True once the host's end of the doorbell is closed (waits up to `ms` for it).
+fn host_gone(doorbell: &OwnedFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd { fd: doorbell.as_raw_fd(), events: 0, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }

@@ -1,0 +1,152 @@
+//! Floods from a cell: requests it never reads the answers of, then its death; a million
+//! notifications. The host notices death at once, keeps its threads and memory bounded,
+//! and reuses the slot. Its own test binary, so threads and RSS are this test's alone.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cellshm::{CallOptions, Hub, HubConfig, PeerOptions, Status};
+
+const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+
+/// The tests of this binary count the process's threads and memory: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn status_field(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn settles(what: &str, expected: u64) {
+    let t = Instant::now();
+    while status_field(what) != expected {
+        assert!(t.elapsed() < Duration::from_secs(5), "{what} {} did not come back to {expected}", status_field(what));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Spawns a flooding cell and waits for the line `until` on its stdout.
+fn flooder(hub: &Hub, args: &[&str], until: &str) -> (cellshm::Peer, Child) {
+    let ticket = hub.add_peer("flooder", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.args(args).stdout(Stdio::piped());
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != until {
+        line.clear();
+        assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the flooder ended");
+    }
+    (peer, child)
+}
+
+#[test]
+fn a_cell_that_floods_requests_then_dies_is_seen_dead_at_once_and_leaves_nothing_behind() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
+    let threads_before = status_field("Threads:");
+    let (peer, mut child) = flooder(&hub, &["__request-flood", "1000000"], "flooding");
+    // A call of ours is pending when it dies.
+    let pending = {
+        let peer = peer.clone();
+        std::thread::spawn(move || peer.call("Echo.echo", b"hello?", &CallOptions::timeout(Duration::from_secs(30))))
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    peer.on_death(move |e| tx.send((Instant::now(), e.clone())).unwrap());
+    let killed = Instant::now();
+    child.kill().unwrap();
+    let (seen, error) = rx.recv_timeout(Duration::from_secs(5)).expect("the death was not seen");
+    child.wait().unwrap();
+    assert!(seen - killed < Duration::from_millis(100), "seen after {:?}", seen - killed);
+    assert_eq!(error.status(), Status::PeerDead, "{error}");
+    assert_eq!(pending.join().unwrap().unwrap_err().status(), Status::PeerDead);
+    // The slot is reusable, and the flooded link's threads are gone.
+    let ticket = hub.add_peer("next", PeerOptions::default()).unwrap();
+    let (next, mut next_child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
+    next.wait_ready(Duration::from_secs(10)).unwrap();
+    assert_eq!(next.call("Echo.echo", b"ok", &CallOptions::timeout(Duration::from_secs(5))).unwrap().bytes(), b"ok");
+    settles("Threads:", threads_before + PeerOptions::default().server_threads as u64);
+    let _ = next_child.kill();
+    let _ = next_child.wait();
+}
+
+#[test]
+fn a_million_notifications_keep_the_host_bounded() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let counted = Arc::new(AtomicU64::new(0));
+    let counter = counted.clone();
+    hub.method("Host.count", move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    })
+    .unwrap();
+    // Warm up (allocator arenas of the server threads), then measure.
+    let (_, mut warm) = flooder(&hub, &["__notify-flood", "20000"], "sent");
+    let _ = warm.kill();
+    let _ = warm.wait();
+    counted.store(0, Ordering::SeqCst);
+    let rss_before = status_field("VmRSS:");
+    let started = Instant::now();
+    let (_peer, mut child) = flooder(&hub, &["__notify-flood", "1000000"], "sent");
+    // The last ones may still be on their way through the ring.
+    while counted.load(Ordering::Relaxed) < 1_000_000 {
+        assert!(started.elapsed() < Duration::from_secs(60), "only {} arrived", counted.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rss_after = status_field("VmRSS:");
+    println!(
+        "1,000,000 notifications in {:?}, {} handled: host RSS {rss_before} KiB -> {rss_after} KiB",
+        started.elapsed(),
+        counted.load(Ordering::Relaxed)
+    );
+    // All of them ran (plus, at most, the warm-up's last ring, killed mid-way).
+    let n = counted.load(Ordering::Relaxed);
+    assert!((1_000_000..=1_000_256).contains(&n), "{n} notifications ran");
+    assert!(rss_after <= rss_before + 2048, "host RSS grew from {rss_before} KiB to {rss_after} KiB");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn requests_beyond_the_work_queue_are_refused_not_stored() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    // Both server threads end up stuck here, so requests pile up for them.
+    hub.method("Host.echo", move |call| {
+        let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        call.reply(call.payload())
+    })
+    .unwrap();
+    let (peer, mut child) = flooder(&hub, &["__request-flood", "100000"], "flooding");
+    // A caller waiting for a response that never comes polls the ring meanwhile, and
+    // queues the requests it finds for the (busy) servers, up to the bound.
+    let caller = {
+        let peer = peer.clone();
+        std::thread::spawn(move || peer.call("Echo.echo", b"?", &CallOptions::timeout(Duration::from_secs(2))))
+    };
+    let t = Instant::now();
+    let refused = || {
+        let snap = cellshm::snapshot(hub.name()).unwrap();
+        snap.peers.iter().find(|p| p.name == "flooder").map_or(0, |p| p.host_counters.errors)
+    };
+    while refused() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "no request was refused: the queue is not bounded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let e = caller.join().unwrap().unwrap_err();
+    assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
+    drop(release_tx);
+    let _ = child.kill();
+    let _ = child.wait();
+}
