@@ -894,6 +894,8 @@ impl Peer {
 #[derive(Debug)]
 pub struct CellProcess {
     state: Mutex<ProcessState>,
+    /// Readable once the process ended: waits sleep on it instead of polling.
+    pidfd: Option<Pidfd>,
 }
 
 #[derive(Debug)]
@@ -911,7 +913,9 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 impl CellProcess {
     /// Takes over `child`.
     pub fn new(child: Child) -> CellProcess {
-        CellProcess { state: Mutex::new(ProcessState::Running(child)) }
+        // An unreaped child: its pid cannot have been reused yet.
+        let pidfd = Pidfd::open(child.id()).ok();
+        CellProcess { state: Mutex::new(ProcessState::Running(child)), pidfd }
     }
 
     /// The process id.
@@ -962,13 +966,20 @@ impl CellProcess {
             if let Some(code) = self.try_exit_code()? {
                 return Ok(code);
             }
-            if Instant::now() >= until {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(Error::new(
                     Status::DeadlineExceeded,
                     format!("the cell is still running after {} ms", timeout.as_millis()),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(2));
+            // One sleep until it ends (or the time is up), not a poll every few ms.
+            match &self.pidfd {
+                Some(pidfd) => {
+                    pidfd.wait_gone(left);
+                }
+                None => std::thread::sleep(left.min(Duration::from_millis(2))),
+            }
         }
     }
 

@@ -593,6 +593,8 @@ impl Session {
             w.complete(Err(error.clone()));
         }
         self.stop_streams(&error);
+        // Handlers waiting for cancellation see the failure now.
+        self.cancelled_calls.wake_all();
         let queued: Vec<_> = self.coord.lock().work.drain(..).collect();
         self.sleepers.queued.store(0, Ordering::Release);
         drop(queued);

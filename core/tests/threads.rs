@@ -1,5 +1,6 @@
-//! What a failed start leaves behind: nothing. Its own test binary, so that no other
-//! test's threads come and go while threads are counted.
+//! Threads: what a failed start leaves behind (nothing), and waits that sleep instead of
+//! polling. Its own test binary, so that no other test's threads come and go while
+//! threads and context switches are counted.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -7,6 +8,9 @@ use std::time::{Duration, Instant};
 use cellshm::{Hub, HubConfig, PeerOptions, Status};
 
 const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+
+/// These tests count the process's threads and a thread's context switches: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn threads() -> usize {
     std::fs::read_to_string("/proc/self/status")
@@ -32,6 +36,7 @@ fn settles_at(expected: usize) -> bool {
 
 #[test]
 fn failed_spawns_and_absurd_thread_counts_leave_the_thread_count_as_it_was() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let hub = Hub::create(HubConfig::default()).unwrap();
     // A working cell first, so every lazily started thread exists already.
     let ticket = hub.add_peer("ok", PeerOptions::default()).unwrap();
@@ -58,4 +63,60 @@ fn failed_spawns_and_absurd_thread_counts_leave_the_thread_count_as_it_was() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Context switches of the calling thread so far.
+fn my_context_switches() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("voluntary_ctxt_switches:").or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        })
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn a_handler_waiting_for_cancellation_sleeps_without_timers() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    hub.method("Host.echo", move |call| {
+        let before = my_context_switches();
+        let cancelled = call.wait_cancelled(Duration::from_secs(10));
+        let _ = tx.lock().unwrap().send((cancelled, my_context_switches() - before));
+        call.reply(call.payload())
+    })
+    .unwrap();
+    let ticket = hub.add_peer("caller", PeerOptions::default()).unwrap();
+    let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    // The cell calls Host.echo with a deadline of 5 s (Test.call_host); the handler waits
+    // for it to pass.
+    let _ = peer.call("Test.call_host", b"x", &cellshm::CallOptions::timeout(Duration::from_secs(10)));
+    let (cancelled, switches) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(cancelled, "the deadline counts as cancellation");
+    // One sleep for the whole wait (a few switches at most), not a wakeup every 50 ms.
+    assert!(switches <= 5, "{switches} context switches while waiting 5 s");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn waiting_for_a_cell_to_exit_sleeps_until_it_does() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let child = Command::new("sleep").arg("1").spawn().unwrap();
+    let process = cellshm::CellProcess::new(child);
+    let before = my_context_switches();
+    assert_eq!(process.wait_exit(Duration::from_secs(10)).unwrap(), 0);
+    let switches = my_context_switches() - before;
+    assert!(switches <= 5, "{switches} context switches while waiting for a 1 s process");
+    let child = Command::new("sleep").arg("10").spawn().unwrap();
+    let process = cellshm::CellProcess::new(child);
+    let e = process.wait_exit(Duration::from_millis(100)).unwrap_err();
+    assert_eq!(e.status(), Status::DeadlineExceeded);
+    process.kill().unwrap();
+    assert_eq!(process.wait_exit(Duration::from_secs(5)).unwrap(), 128 + 9);
 }

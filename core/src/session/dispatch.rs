@@ -298,14 +298,22 @@ impl CancelledCalls {
         self.count.store(ids.len(), std::sync::atomic::Ordering::Release);
     }
 
+    /// Waits until `msg_id` is cancelled, `stop()` holds or `until` passes. Sleeps
+    /// without timers: a cancel and the session's failure ([`CancelledCalls::wake_all`])
+    /// both notify.
     fn wait_for(&self, msg_id: u64, until: std::time::Instant, stop: impl Fn() -> bool) {
         let mut ids = self.ids.lock();
         while !ids.contains(&msg_id) && !stop() {
-            // Wake now and then to notice `stop` (the session failing).
-            let step = until.min(std::time::Instant::now() + Duration::from_millis(50));
-            if self.changed.wait_until(&mut ids, step).timed_out() && std::time::Instant::now() >= until {
+            if self.changed.wait_until(&mut ids, until).timed_out() {
                 return;
             }
         }
+    }
+
+    /// Wakes every waiter to recheck its `stop` condition. Called after the session
+    /// failed; taking the lock orders it after any waiter's check.
+    pub(super) fn wake_all(&self) {
+        let _ids = self.ids.lock();
+        self.changed.notify_all();
     }
 }
