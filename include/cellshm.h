@@ -185,6 +185,9 @@ typedef struct {
   // Keep the last this many bytes of the cell's stderr (which still reaches ours) and
   // add them to the message it dies with; 0 (the default) leaves its stderr alone.
   uint32_t stderr_tail;
+  // Streams the cell may have open towards the host at once (1 to 1024, default 64);
+  // more are refused with CELLSHM_RESOURCE_EXHAUSTED.
+  uint32_t max_streams;
 } cellshm_peer_options;
 
 // A method handler. `request` holds `request_len` bytes (in shared memory), valid

@@ -273,6 +273,7 @@ impl Cell {
             server_wait: options.wait,
             dispatcher: dispatcher.clone(),
             hooks: Box::new(CellHooks { state: state.clone() }),
+            max_inbound_streams: crate::session::MAX_INBOUND_STREAMS,
         };
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.

@@ -48,6 +48,9 @@ pub struct PeerOptions {
     /// Also append `--doorbell-fd=N` to the cell's arguments, for cells that read their
     /// join values from flags. Off by default: the host leaves argv alone.
     pub append_join_args: bool,
+    /// Streams the cell may have open towards the host at once (each runs a host handler
+    /// thread); more are refused with RESOURCE_EXHAUSTED. 1 to 1024, default 64.
+    pub max_streams: usize,
     /// Keep the last this many bytes of a spawned cell's stderr and add them to its death
     /// reason (0, the default: the cell's stderr is left alone). Its stderr still reaches
     /// ours, through a thread per cell that passes it on.
@@ -62,6 +65,7 @@ impl Default for PeerOptions {
             server_wait: WaitStrategy::Block,
             doorbell_fd: DEFAULT_DOORBELL_FD,
             append_join_args: false,
+            max_streams: crate::session::MAX_INBOUND_STREAMS,
             stderr_tail: 0,
         }
     }
@@ -474,6 +478,12 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
             format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
         ));
     }
+    if !(1..=1024).contains(&options.max_streams) {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!("max_streams {} is not in 1..=1024", options.max_streams),
+        ));
+    }
     if !(1..=MAX_SERVER_THREADS).contains(&options.server_threads) {
         return Err(Error::new(
             Status::InvalidArgument,
@@ -531,6 +541,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         server_wait: options.server_wait,
         dispatcher: shared.dispatcher.clone(),
         hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
+        max_inbound_streams: options.max_streams,
     };
     // SAFETY: the memfds were created for this link just now, so this is the only
     // host-side session on them.

@@ -46,7 +46,7 @@ pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supe
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use session::{
     Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,
-    StreamEnd, StreamHandler, StreamItem, WaitStrategy, STREAM_WINDOW,
+    StreamEnd, StreamHandler, StreamItem, WaitStrategy, MAX_INBOUND_STREAMS, STREAM_WINDOW,
 };
 pub use shm::inspect::{snapshot, HubSnapshot, PeerSnapshot};
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SlotClass};

@@ -34,7 +34,7 @@ use dispatch::ReplyBody;
 pub use dispatch::{Call, CancelToken, Dispatcher, Handler};
 pub use options::{CallOptions, WaitStrategy};
 use stream::StreamState;
-pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, STREAM_WINDOW};
+pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_WINDOW};
 
 use crate::error::{Error, Result};
 use crate::frame::{
@@ -383,6 +383,8 @@ pub(crate) struct SessionConfig {
     pub server_wait: WaitStrategy,
     pub dispatcher: Arc<RwLock<Dispatcher>>,
     pub hooks: Box<dyn Hooks>,
+    /// Streams the peer may have open towards us at once (each runs a handler thread).
+    pub max_inbound_streams: usize,
 }
 
 /// RPC over one link.
@@ -418,6 +420,7 @@ pub(crate) struct Session {
     cancelled_calls: CancelledCalls,
     /// The minor protocol version the peer announced in HELLO (or HELLO_ACK).
     peer_minor: AtomicU32,
+    pub(crate) max_inbound_streams: usize,
 }
 
 impl fmt::Debug for Session {
@@ -485,6 +488,7 @@ impl Session {
             streams: Mutex::new(HashMap::new()),
             cancelled_calls: CancelledCalls::default(),
             peer_minor: AtomicU32::new(0),
+            max_inbound_streams: cfg.max_inbound_streams,
             // Each side opens channels of its own parity, so both can open at once.
             next_channel: AtomicU32::new(match side {
                 Side::Host => 1,

@@ -150,3 +150,36 @@ fn requests_beyond_the_work_queue_are_refused_not_stored() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+    hub.stream_method("Host.hold", move |_call| {
+        let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(10));
+        Ok(())
+    })
+    .unwrap();
+    let threads_before = status_field("Threads:");
+    let ticket = hub.add_peer("streamer", PeerOptions { max_streams: 16, ..PeerOptions::default() }).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.args(["__stream-flood", "1000"]).stdout(Stdio::piped());
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line.trim() != "sent" {
+        line.clear();
+        assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the flooder ended");
+    }
+    // All 1000 OPENs were taken off the ring: 16 got a handler thread, the rest a refusal.
+    let bound = threads_before + PeerOptions::default().server_threads as u64 + 16;
+    settles("Threads:", bound);
+    assert!(matches!(peer.state(), cellshm::PeerState::Joined), "{:?}", peer.state());
+    drop(release_tx);
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = hub.add_peer("greedy", PeerOptions { max_streams: 0, ..PeerOptions::default() }).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+}

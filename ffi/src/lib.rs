@@ -339,6 +339,9 @@ pub struct cellshm_peer_options {
     /// Keep the last this many bytes of the cell's stderr (which still reaches ours) and
     /// add them to the message it dies with; 0 (the default) leaves its stderr alone.
     pub stderr_tail: u32,
+    /// Streams the cell may have open towards the host at once (1 to 1024, default 64);
+    /// more are refused with CELLSHM_RESOURCE_EXHAUSTED.
+    pub max_streams: u32,
 }
 
 /// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
@@ -357,6 +360,7 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         doorbell_fd: d.doorbell_fd,
         append_join_args: d.append_join_args,
         stderr_tail: d.stderr_tail as u32,
+        max_streams: d.max_streams as u32,
     }
 }
 
@@ -374,6 +378,7 @@ fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellsh
     out.doorbell_fd = o.doorbell_fd;
     out.append_join_args = o.append_join_args;
     out.stderr_tail = o.stderr_tail as usize;
+    out.max_streams = o.max_streams as usize;
     Ok(out)
 }
 

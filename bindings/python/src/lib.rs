@@ -577,7 +577,7 @@ impl Hub {
     }
 
     /// Spawns `argv` as a cell named `name`; returns its Peer (not yet ready).
-    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0))]
+    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
@@ -589,6 +589,7 @@ impl Hub {
         spin_us: u64,
         server_threads: usize,
         stderr_tail: usize,
+        max_streams: usize,
     ) -> PyResult<Peer> {
         let Some(program) = argv.first() else {
             return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -604,6 +605,7 @@ impl Hub {
             wait: wait_strategy(wait, spin_us)?,
             server_threads: server_threads.max(1),
             stderr_tail,
+            max_streams,
             ..PeerOptions::default()
         };
         // Without the GIL: reserving a slot may take the hub's locks, which a server

@@ -60,11 +60,14 @@ fn main() -> ExitCode {
         Some("__hostile") => testkit::hostile(),
         Some("__bad-hello") => testkit::bad_hello(),
         Some("__ping-flood") => testkit::flood(testkit::Flood::Pings),
-        Some(flood @ ("__request-flood" | "__notify-flood")) => match args.get(1).and_then(|n| n.parse().ok()) {
-            Some(n) if flood == "__request-flood" => testkit::flood(testkit::Flood::Requests(n)),
-            Some(n) => testkit::flood(testkit::Flood::Notifications(n)),
-            None => Err(usage()),
-        },
+        Some(flood @ ("__request-flood" | "__notify-flood" | "__stream-flood")) => {
+            match args.get(1).and_then(|n| n.parse().ok()) {
+                Some(n) if flood == "__request-flood" => testkit::flood(testkit::Flood::Requests(n)),
+                Some(n) if flood == "__notify-flood" => testkit::flood(testkit::Flood::Notifications(n)),
+                Some(n) => testkit::flood(testkit::Flood::Streams(n)),
+                None => Err(usage()),
+            }
+        }
         Some("__attach-flood") => testkit::attach_flood(&args[1..]),
         Some("__matrix-host") => matrix_host(&args[1..]),
         Some("__chaos") => chaos(&args[1..]),

@@ -22,8 +22,9 @@ use crate::Status;
 /// DATA frames a side may have in flight per stream (its receive window).
 pub const STREAM_WINDOW: u32 = 8;
 
-/// Streams a peer may have open towards us at once. Each runs its handler on a thread,
-/// so a misbehaving peer must not be able to open them without bound.
+/// Streams a peer may have open towards us at once, unless configured otherwise
+/// (`PeerOptions::max_streams`). Each runs its handler on a thread, so a misbehaving peer
+/// must not be able to open them without bound.
 pub const MAX_INBOUND_STREAMS: usize = 64;
 
 /// A stream handler: reads items with [`StreamCall::recv`], sends with
@@ -299,13 +300,19 @@ impl Session {
                 return self.protocol_error(format_args!("OPEN of channel {} it may not open", d.channel_id));
             }
             let inbound = streams.keys().filter(|c| *c % 2 != ours).count();
-            if inbound >= MAX_INBOUND_STREAMS {
+            if inbound >= self.max_inbound_streams {
                 drop(streams);
-                let refusal = Error::new(
-                    Status::ResourceExhausted,
-                    format!("{MAX_INBOUND_STREAMS} streams are open already; close one first"),
-                );
-                if let Err(e) = self.finish_stream_frame(&stream, &Err(refusal)) {
+                drop(request);
+                // One attempt with an inline message: this is the receive path, which
+                // never waits on a send (nor for a slot).
+                let text = b"too many streams";
+                let mut inline = [0u8; INLINE_CAPACITY];
+                inline[..text.len()].copy_from_slice(text);
+                let d = Descriptor {
+                    status: Status::ResourceExhausted.code(),
+                    ..self.stream_descriptor(&stream, flags::RESPONSE | flags::ERROR)
+                };
+                if let Err(e) = self.send(d, super::OutBody::Inline(inline, text.len()), monotonic_now_ns()) {
                     tracing::debug!("could not refuse a stream: {e}");
                 }
                 return;

@@ -478,12 +478,14 @@ class Hub:
         spin_us: int = 50,
         server_threads: int = 2,
         stderr_tail: int = 0,
+        max_streams: int = 64,
     ) -> Peer:
         """Starts ``argv`` as a cell. Its argv is left as given: the cell finds its
         doorbell through ``CELLSHM_DOORBELL_FD``. ``env`` adds variables to the inherited
         environment. Safe from any thread: the cell does not die with the spawning thread.
         With ``stderr_tail`` > 0, the last that many bytes of the cell's stderr (which
-        still reaches ours) are added to the error it dies with."""
+        still reaches ours) are added to the error it dies with. ``max_streams`` bounds
+        the streams (each a host thread) the cell may have open towards the host."""
         if not isinstance(stderr_tail, int) or isinstance(stderr_tail, bool) or stderr_tail < 0:
             raise ValueError(f"stderr_tail must be a non-negative int, got {stderr_tail!r}")
         if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
@@ -493,7 +495,14 @@ class Hub:
             raise ValueError("argv is empty")
         peer = Peer(
             self._native.spawn(
-                name or argv[-1].rsplit("/", 1)[-1], argv, dict(env or {}), wait, spin_us, server_threads, stderr_tail
+                name or argv[-1].rsplit("/", 1)[-1],
+                argv,
+                dict(env or {}),
+                wait,
+                spin_us,
+                server_threads,
+                stderr_tail,
+                max_streams,
             )
         )
         self._peers.append(peer)

@@ -74,6 +74,7 @@ class Hub:
         spin_us: int = 50,
         server_threads: int = 2,
         stderr_tail: int = 0,
+        max_streams: int = 64,
     ) -> Peer: ...
     def close(self) -> None: ...
 

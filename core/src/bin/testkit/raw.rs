@@ -350,9 +350,11 @@ pub enum Flood {
     Requests(u64),
     /// `n` notifications (NO_REPLY) of `Host.count`.
     Notifications(u64),
+    /// `n` streams opened to `Host.hold`, none ever read or closed.
+    Streams(u64),
 }
 
-/// `__ping-flood`, `__request-flood N`, `__notify-flood N`: joins by hand with a correct
+/// `__ping-flood`, `__request-flood N`, `__notify-flood N`, `__stream-flood N`: joins by hand with a correct
 /// HELLO, then never reads its ring and sends as fast as the host consumes. Prints
 /// `flooding` once its ring has been full, and `sent` when a finite flood is all out;
 /// then waits to be killed.
@@ -384,7 +386,7 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
     .encode();
     let total = match kind {
         Flood::Pings => u64::MAX,
-        Flood::Requests(n) | Flood::Notifications(n) => n.saturating_add(1),
+        Flood::Requests(n) | Flood::Notifications(n) | Flood::Streams(n) => n.saturating_add(1),
     };
     let frame = |next: u64| -> Descriptor {
         let mut d = Descriptor { msg_id: next + 1, slot: SLOT_INLINE, ..Descriptor::default() };
@@ -408,6 +410,13 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
             (_, Flood::Notifications(_)) => {
                 d.flags = flags::REQUEST | flags::NO_REPLY;
                 d.method_id = cellshm::method_id("Host.count");
+            }
+            (_, Flood::Streams(_)) => {
+                // OPEN on a channel of the cell's parity (even), with a window of 8.
+                d.flags = flags::REQUEST;
+                d.channel_id = (2 * next) as u32;
+                d.method_id = cellshm::method_id("Host.hold");
+                d.credit = 8;
             }
         }
         d
