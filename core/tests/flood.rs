@@ -24,10 +24,30 @@ fn status_field(field: &str) -> u64 {
         .unwrap()
 }
 
-fn settles(what: &str, expected: u64) {
+/// The library's link threads in this process (all are named `cellshm-…`); the test
+/// harness's own threads come and go as tests start and wait for their turn.
+fn cellshm_threads() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        // Per link (servers, stream handlers); the hub's discovery thread is left out:
+        // a thread is named only once it runs, so a new hub's may not be counted yet.
+        .filter(|comm| comm.starts_with("cellshm") && !comm.starts_with("cellshm-discov"))
+        .count() as u64
+}
+
+/// Waits until the library's threads are at most `bound` (what this test started is
+/// gone; threads of earlier tests on their way out only lower the count).
+fn settles(bound: u64) {
     let t = Instant::now();
-    while status_field(what) != expected {
-        assert!(t.elapsed() < Duration::from_secs(5), "{what} {} did not come back to {expected}", status_field(what));
+    while cellshm_threads() > bound {
+        if t.elapsed() > Duration::from_secs(10) {
+            let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .collect();
+            panic!("{} cellshm threads did not come back to {bound}: {names:?}", cellshm_threads());
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -52,7 +72,7 @@ fn a_cell_that_floods_requests_then_dies_is_seen_dead_at_once_and_leaves_nothing
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
     hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
-    let threads_before = status_field("Threads:");
+    let threads_before = cellshm_threads();
     let (peer, mut child) = flooder(&hub, &["__request-flood", "1000000"], "flooding");
     // A call of ours is pending when it dies.
     let pending = {
@@ -73,7 +93,7 @@ fn a_cell_that_floods_requests_then_dies_is_seen_dead_at_once_and_leaves_nothing
     let (next, mut next_child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
     next.wait_ready(Duration::from_secs(10)).unwrap();
     assert_eq!(next.call("Echo.echo", b"ok", &CallOptions::timeout(Duration::from_secs(5))).unwrap().bytes(), b"ok");
-    settles("Threads:", threads_before + PeerOptions::default().server_threads as u64);
+    settles(threads_before + PeerOptions::default().server_threads as u64);
     let _ = next_child.kill();
     let _ = next_child.wait();
 }
@@ -162,7 +182,7 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
         Ok(())
     })
     .unwrap();
-    let threads_before = status_field("Threads:");
+    let threads_before = cellshm_threads();
     let ticket = hub.add_peer("streamer", PeerOptions { max_streams: 16, ..PeerOptions::default() }).unwrap();
     let mut cmd = Command::new(CELL);
     cmd.args(["__stream-flood", "1000"]).stdout(Stdio::piped());
@@ -173,9 +193,15 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
         line.clear();
         assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the flooder ended");
     }
-    // All 1000 OPENs were taken off the ring: 16 got a handler thread, the rest a refusal.
+    // All 1000 OPENs were taken off the ring: 16 got a handler thread, the rest a refusal
+    // (and the handlers hold their threads for 10 s, so none has ended yet).
     let bound = threads_before + PeerOptions::default().server_threads as u64 + 16;
-    settles("Threads:", bound);
+    settles(bound);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(200) {
+        assert!(cellshm_threads() <= bound, "more than 16 stream threads: {}", cellshm_threads());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(matches!(peer.state(), cellshm::PeerState::Joined), "{:?}", peer.state());
     drop(release_tx);
     let _ = child.kill();
