@@ -974,13 +974,24 @@ impl Session {
         let budget = self.wait.spin_budget();
         let started = Instant::now();
         let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
+        // Set once we slept on the doorbell: a wakeup we drained may have been meant for
+        // a descriptor of another caller, which we then must not swallow.
+        let mut slept = false;
         loop {
             if waiter.done.load(Ordering::Acquire) {
+                if slept {
+                    // Someone else delivered our response, but the doorbell byte we drained
+                    // may announce another caller's: pass the wakeup on if the ring holds
+                    // anything (a lost wakeup here cost that caller the 250 ms recheck).
+                    self.after_release();
+                }
                 return waiter.take();
             }
             if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
                 if let Some(rx) = claimed.take() {
                     self.release_ring(rx);
+                } else if slept {
+                    self.after_release();
                 }
                 if self.pending.lock().remove(&msg_id).is_some() {
                     return Err(Error::new(Status::DeadlineExceeded, "no response before the deadline"));
@@ -1018,6 +1029,7 @@ impl Session {
                     Some(own) => self.doorbell.wait(&[&self.kick, own], Some(timeout)),
                     None => self.doorbell.wait(&[&self.kick], Some(timeout)),
                 };
+                slept = true;
                 if woken == Wake::PeerDead {
                     self.peer_dead();
                 }
