@@ -658,8 +658,8 @@ impl PeerTicket {
                     Ok(opened) => {
                         // Its end is its death, even if a child it forked keeps the
                         // doorbell open.
-                        if let (Ok(fd), Some(session)) = (opened.try_clone_fd(), peer.inner.session.lock().as_ref()) {
-                            session.watch_process(fd);
+                        if let (Ok(watched), Some(session)) = (opened.try_clone(), peer.inner.session.lock().as_ref()) {
+                            session.watch_process(watched);
                         }
                         *pidfd = Some(opened);
                     }

@@ -503,7 +503,7 @@ impl Session {
 
     /// Counts the end of the process behind `pidfd` as the peer's death, like EOF on the
     /// doorbell, and wakes the sleeping threads so that they watch it too.
-    pub fn watch_process(&self, pidfd: std::os::fd::OwnedFd) {
+    pub fn watch_process(&self, pidfd: crate::sys::process::Pidfd) {
         self.doorbell.watch_process(pidfd);
         self.kick.notify();
         self.coord_cv.notify_all();
@@ -1315,17 +1315,23 @@ impl Session {
         if no_reply {
             return;
         }
-        let text = b"queue full";
+        let response =
+            Descriptor { msg_id: desc.msg_id, method_id: desc.method_id, flags: flags::RESPONSE, ..Default::default() };
+        if let Err(e) = self.refuse_now(response, Status::ResourceExhausted, "queue full") {
+            tracing::debug!(peer = %self.label, "could not refuse a request: {e}");
+        }
+    }
+
+    /// Sends `d` as an error with `status` and a short inline message, in one attempt:
+    /// for refusals made on the receive path, which never waits on a send (or a slot).
+    pub(crate) fn refuse_now(&self, mut d: Descriptor, status: Status, text: &'static str) -> Result<()> {
+        // Short by construction: a refusal's message travels inline.
+        let text = &text.as_bytes()[..text.len().min(INLINE_CAPACITY)];
         let mut inline = [0u8; INLINE_CAPACITY];
         inline[..text.len()].copy_from_slice(text);
-        let response = Descriptor {
-            msg_id: desc.msg_id,
-            method_id: desc.method_id,
-            flags: flags::RESPONSE | flags::ERROR,
-            status: Status::ResourceExhausted.code(),
-            ..Default::default()
-        };
-        let _ = self.send(response, OutBody::Inline(inline, text.len()), monotonic_now_ns());
+        d.flags |= flags::ERROR;
+        d.status = status.code();
+        self.send(d, OutBody::Inline(inline, text.len()), monotonic_now_ns())
     }
 
     fn serve_loop(self: Arc<Self>) {

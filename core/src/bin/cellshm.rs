@@ -572,11 +572,24 @@ fn abstract_cellshm_sockets() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|r| matches!(r.trim_start().chars().next(), Some('Z' | 'X'))),
+/// A pidfd of `pid`, or `None` if the process is already gone.
+fn pidfd_of(pid: u32) -> Result<Option<OwnedFd>, Error> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(None) } else { Err(Error::system("pidfd_open", e)) };
     }
+    // SAFETY: a new descriptor nobody else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+/// Waits on a pidfd (readable once its process ended) until `until`; true if it ended.
+fn ends_by(pidfd: &OwnedFd, until: Instant) -> bool {
+    let ms = until.saturating_duration_since(Instant::now()).as_millis() as i32;
+    let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
 }
 
 /// `__kill-hosts N -- CELL... -- CELL...`: N times, starts a host (`__host --attach`)
@@ -601,6 +614,7 @@ fn kill_hosts(args: &[String]) -> Result<(), Error> {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| Error::system("spawning a host", e))?;
+        // (pid, pidfd): opened while the cell is alive, so no other process can have its pid.
         let mut pids = Vec::new();
         let mut reader = std::io::BufReader::new(host.stdout.take().expect("piped"));
         loop {
@@ -611,7 +625,8 @@ fn kill_hosts(args: &[String]) -> Result<(), Error> {
                 return Err(fail(format!("round {round}: the host ended before its cells were ready")));
             }
             if let Some(pid) = line.trim().strip_prefix("cell_pid=") {
-                pids.push(pid.parse::<u32>().map_err(|_| fail(format!("bad line {line:?}")))?);
+                let pid = pid.parse::<u32>().map_err(|_| fail(format!("bad line {line:?}")))?;
+                pids.push((pid, pidfd_of(pid)?));
             } else if line.starts_with("ready") {
                 break;
             }
@@ -619,11 +634,9 @@ fn kill_hosts(args: &[String]) -> Result<(), Error> {
         host.kill().map_err(|e| Error::system("killing the host", e))?;
         let killed = Instant::now();
         host.wait().map_err(|e| Error::system("reaping the host", e))?;
-        while pids.iter().any(|&p| pid_alive(p)) {
-            if killed.elapsed() > Duration::from_secs(1) {
-                return Err(fail(format!("round {round}: cells {pids:?} outlived their host by 1 s")));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        let deadline = killed + Duration::from_secs(1);
+        if let Some((pid, _)) = pids.iter().find(|(_, fd)| fd.as_ref().is_some_and(|fd| !ends_by(fd, deadline))) {
+            return Err(fail(format!("round {round}: cell {pid} outlived its host by 1 s")));
         }
         slowest = slowest.max(killed.elapsed());
     }

@@ -293,7 +293,7 @@ fn info_text(hub: &HubShared) -> String {
 
 fn inspect(hub: &HubShared, client: &OwnedFd) {
     // The replies carry descriptors: send them blocking, within a bound.
-    let _ = set_blocking_with_timeout(client, Duration::from_secs(1));
+    let _ = socket::set_blocking_sends(client, Duration::from_secs(1));
     let peers: Vec<_> = hub.peers.lock().live.clone();
     let mut text = info_text(hub);
     let _ = writeln!(text, "peer_records={}", peers.len());
@@ -309,27 +309,6 @@ fn inspect(hub: &HubShared, client: &OwnedFd) {
             return;
         }
     }
-}
-
-fn set_blocking_with_timeout(socket: &OwnedFd, timeout: Duration) -> std::io::Result<()> {
-    let fd = socket.as_raw_fd();
-    // SAFETY: fcntl and setsockopt on a descriptor we own, with a live timeval.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
-        if libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 // ----- the client side -------------------------------------------------------------

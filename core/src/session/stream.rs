@@ -303,16 +303,8 @@ impl Session {
             if inbound >= self.max_inbound_streams {
                 drop(streams);
                 drop(request);
-                // One attempt with an inline message: this is the receive path, which
-                // never waits on a send (nor for a slot).
-                let text = b"too many streams";
-                let mut inline = [0u8; INLINE_CAPACITY];
-                inline[..text.len()].copy_from_slice(text);
-                let d = Descriptor {
-                    status: Status::ResourceExhausted.code(),
-                    ..self.stream_descriptor(&stream, flags::RESPONSE | flags::ERROR)
-                };
-                if let Err(e) = self.send(d, super::OutBody::Inline(inline, text.len()), monotonic_now_ns()) {
+                let finish = self.stream_descriptor(&stream, flags::RESPONSE);
+                if let Err(e) = self.refuse_now(finish, Status::ResourceExhausted, "too many streams") {
                     tracing::debug!("could not refuse a stream: {e}");
                 }
                 return;

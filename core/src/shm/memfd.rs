@@ -18,19 +18,12 @@ use std::sync::Arc;
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+use crate::sys::cvt;
 
 /// Seals of every memfd of a link: its size is fixed and the seals themselves too.
 pub(crate) const SIZE_SEALS: i32 = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 /// Seals of the memfd the other side may only read.
 pub(crate) const READ_ONLY_SEALS: i32 = SIZE_SEALS | libc::F_SEAL_FUTURE_WRITE;
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
 
 /// A new memfd of `size` bytes (zeroed), close-on-exec and sealable.
 pub(crate) fn create(name: &str, size: u64) -> Result<File> {

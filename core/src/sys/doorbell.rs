@@ -82,20 +82,14 @@ pub mod handshake {
     }
 }
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use super::cvt;
 
 /// One end of a doorbell socketpair, and optionally a pidfd of the process at the other
 /// end: its exit counts as death even if a child it forked still holds the other end.
 #[derive(Debug)]
 pub struct Doorbell {
     fd: OwnedFd,
-    process: std::sync::OnceLock<OwnedFd>,
+    process: std::sync::OnceLock<super::process::Pidfd>,
 }
 
 /// Creates a doorbell pair: (our end, the child's end). Both are CLOEXEC and non-blocking.
@@ -228,15 +222,8 @@ impl Doorbell {
     /// Also treats the exit of the process `pidfd` refers to as the other end's death
     /// (a cell that forked without exec leaves its doorbell open in the child). Threads
     /// already asleep see it at their next wait; callers kick them.
-    pub fn watch_process(&self, pidfd: OwnedFd) {
+    pub fn watch_process(&self, pidfd: super::process::Pidfd) {
         let _ = self.process.set(pidfd);
-    }
-
-    fn process_ended(&self, timeout_ms: i32) -> bool {
-        let Some(process) = self.process.get() else { return false };
-        let mut pfd = libc::pollfd { fd: process.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, timeout_ms) > 0 }
     }
 
     /// True while the other end of the socket is open. One `poll` with a zero timeout.
@@ -249,7 +236,7 @@ impl Doorbell {
 
     /// True while the other end is open and its process, if watched, runs.
     pub fn is_alive(&self) -> bool {
-        self.socket_open() && !self.process_ended(0)
+        self.socket_open() && !self.process.get().is_some_and(|p| p.wait_gone(Duration::ZERO))
     }
 
     /// Sleeps until the doorbell rings, one of `kicks` fires, the peer dies or `timeout`

@@ -4,3 +4,12 @@
 pub(crate) mod doorbell;
 pub(crate) mod process;
 pub(crate) mod socket;
+
+/// A libc return value as an `io::Result`: negative means `errno` says why.
+pub(crate) fn cvt(ret: libc::c_int) -> std::io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}

@@ -26,8 +26,8 @@ impl Pidfd {
     }
 
     /// A second descriptor of the same pidfd.
-    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
-        self.fd.try_clone()
+    pub fn try_clone(&self) -> io::Result<Pidfd> {
+        Ok(Pidfd { fd: self.fd.try_clone()? })
     }
 
     /// Waits up to `timeout` for the process to end; true once it has.
@@ -64,6 +64,12 @@ impl Pidfd {
             libc::CLD_DUMPED => format!("killed by signal {status} ({}, core dumped)", signal_name(status)),
             code => format!("ended (code {code}, status {status})"),
         })
+    }
+}
+
+impl AsRawFd for Pidfd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 

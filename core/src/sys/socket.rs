@@ -5,13 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
+use super::cvt;
 
 /// Where a discovery socket lives.
 #[derive(Clone, Copy, Debug)]
@@ -80,20 +74,35 @@ pub(crate) fn connect(address: Address<'_>, timeout: Duration) -> io::Result<Own
     let (addr, len) = socket_address(address)?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     cvt(unsafe { libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })?;
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: `tv` is a timeval, as these options require.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })?;
-    }
+    set_timeout(&fd, libc::SO_RCVTIMEO, timeout)?;
+    set_timeout(&fd, libc::SO_SNDTIMEO, timeout)?;
     Ok(fd)
+}
+
+/// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO`: how long a blocking receive or send may wait.
+fn set_timeout(socket: &OwnedFd, option: libc::c_int, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as _ };
+    // SAFETY: `tv` is a timeval, as these options require, and lives for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Makes an accepted (non-blocking) socket blocking, with sends bounded by `timeout`:
+/// for replies that carry descriptors and must not be dropped on a full buffer.
+pub(crate) fn set_blocking_sends(socket: &OwnedFd, timeout: Duration) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = cvt(unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(socket.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })?;
+    set_timeout(socket, libc::SO_SNDTIMEO, timeout)
 }
 
 /// Accepts one pending connection (non-blocking; `None` when there is none).

@@ -4,7 +4,7 @@
 //! reading and floods PINGs, `__attach-flood` hammers a hub's socket with attach requests.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cellshm::frame::{flags, ControlKind, Descriptor, Hello, ROLE_CELL, SLOT_INLINE};
 use cellshm::{Error, Status};
@@ -258,51 +258,102 @@ pub fn hostile() -> Result<(), Error> {
     }
 }
 
+/// A link joined by hand, as a foreign cell would: both memfds mapped (ours read-write,
+/// the host's read-only) and our descriptor ring, written at the offsets
+/// docs/PROTOCOL.md §3 gives.
+struct RawLink {
+    joined: Joined,
+    cell: *mut u8,
+    host: *const u8,
+    capacity: u64,
+    /// Frames published so far (our private copy of the ring's tail).
+    sent: u64,
+}
+
+impl RawLink {
+    /// Joins by hand and maps both memfds; our parked flag says "polling", so the host
+    /// never rings us (we never read).
+    fn open() -> Result<RawLink, Error> {
+        let joined = join_by_hand()?;
+        let size = joined.size();
+        let cell = map(joined.cell_memory.as_raw_fd(), size, libc::PROT_READ | libc::PROT_WRITE).map_err(fail)?;
+        let host = map(joined.host_memory.as_raw_fd(), size, libc::PROT_READ).map_err(fail)?;
+        let capacity = u64::from(joined.u32_at(24));
+        let link = RawLink { joined, cell: cell.cast(), host: host.cast(), capacity, sent: 0 };
+        link.word32(link.cell, 128).store(0, Ordering::SeqCst);
+        Ok(link)
+    }
+
+    /// The 4-aligned shared word at `offset` of a mapping (atomics are how shared words
+    /// are read and written).
+    fn word32(&self, base: *const u8, offset: usize) -> &AtomicU32 {
+        // SAFETY: `offset` is one of the protocol's 4-aligned offsets, inside a mapping of
+        // `size` bytes that lives as long as the process (never unmapped).
+        unsafe { &*base.add(offset).cast::<AtomicU32>() }
+    }
+
+    fn word64(&self, base: *const u8, offset: usize) -> &AtomicU64 {
+        // SAFETY: as for `word32`, 8-aligned.
+        unsafe { &*base.add(offset).cast::<AtomicU64>() }
+    }
+
+    /// A HELLO for `epoch` (the right one is the record's).
+    fn hello(&self, epoch: u32) -> Descriptor {
+        let hello = Hello {
+            major: 2,
+            minor: 0,
+            role: ROLE_CELL,
+            epoch: epoch & 0x00ff_ffff,
+            peer_id: self.joined.peer_id(),
+            max_payload: 0,
+        }
+        .encode();
+        Descriptor {
+            msg_id: 1,
+            method_id: ControlKind::Hello as u32,
+            flags: flags::CONTROL,
+            payload_len: 16,
+            slot: SLOT_INLINE,
+            inline: hello,
+            ..Descriptor::default()
+        }
+    }
+
+    /// Publishes `d` on our ring and rings the doorbell; false if the ring is full.
+    fn try_push(&mut self, d: &Descriptor) -> bool {
+        // Our ring's tail is at 384 in our memory; the host's head of it at 256 in its.
+        if self.sent.wrapping_sub(self.word64(self.host, 256).load(Ordering::Acquire)) >= self.capacity {
+            return false;
+        }
+        let at = 384 + 64 + (self.sent % self.capacity) as usize * 64;
+        // SAFETY: the entry lies inside our ring, in our read-write mapping.
+        unsafe { std::ptr::copy_nonoverlapping(d.encode().as_ptr(), self.cell.add(at), 64) };
+        self.sent += 1;
+        self.word64(self.cell, 384).store(self.sent, Ordering::Release);
+        // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
+        unsafe {
+            libc::send(
+                self.joined.doorbell.as_raw_fd(),
+                b"\x01".as_ptr().cast(),
+                1,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        true
+    }
+}
+
 /// `__bad-hello`: joins by hand and sends a HELLO for the wrong epoch, then waits for
 /// the host to drop it (doorbell EOF). Exits 0 once dropped.
 pub fn bad_hello() -> Result<(), Error> {
-    let joined = join_by_hand()?;
-    let size = joined.size();
-    let cell = map(joined.cell_memory.as_raw_fd(), size, libc::PROT_READ | libc::PROT_WRITE).map_err(fail)?;
-    let hello = Hello {
-        major: 2,
-        minor: 0,
-        role: ROLE_CELL,
-        epoch: (joined.epoch() + 7) & 0x00ff_ffff,
-        peer_id: joined.peer_id(),
-        max_payload: 0,
+    let mut link = RawLink::open()?;
+    let hello = link.hello(link.joined.epoch() + 7);
+    if !link.try_push(&hello) {
+        return Err(fail("a new ring is full"));
     }
-    .encode();
-    let mut inline = [0u8; 16];
-    inline.copy_from_slice(&hello);
-    let d = Descriptor {
-        msg_id: 1,
-        method_id: ControlKind::Hello as u32,
-        flags: flags::CONTROL,
-        payload_len: 16,
-        slot: SLOT_INLINE,
-        inline,
-        ..Descriptor::default()
-    };
-    // The cell's descriptor ring starts at 384 in its memfd: tail at +0, entries at +64.
-    // SAFETY: inside our own read-write mapping of `size` bytes.
-    unsafe {
-        std::ptr::copy_nonoverlapping(d.encode().as_ptr(), cell.cast::<u8>().add(384 + 64), 64);
-        (*cell.cast::<u8>().add(384).cast::<std::sync::atomic::AtomicU64>())
-            .store(1, std::sync::atomic::Ordering::Release);
-        libc::send(joined.doorbell.as_raw_fd(), b"\x01".as_ptr().cast(), 1, libc::MSG_NOSIGNAL);
-    }
-    let mut pfd = libc::pollfd { fd: joined.doorbell.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    for _ in 0..100 {
-        // SAFETY: one pollfd.
-        unsafe { libc::poll(&mut pfd, 1, 100) };
-        let mut b = [0u8; 16];
-        // SAFETY: reads into a live buffer.
-        let n = unsafe { libc::recv(joined.doorbell.as_raw_fd(), b.as_mut_ptr().cast(), 16, libc::MSG_DONTWAIT) };
-        if n == 0 {
-            println!("bad-hello: dropped by the host");
-            return Ok(());
-        }
+    if host_gone(&link.joined.doorbell, 10_000) {
+        println!("bad-hello: dropped by the host");
+        return Ok(());
     }
     Err(fail("the host did not drop a cell with a bad HELLO within 10 s"))
 }
@@ -337,7 +388,6 @@ pub fn attach_flood(args: &[String]) -> Result<(), Error> {
         }
     }
     println!("attach-flood: {refused} of {n} refused");
-    std::thread::sleep(Duration::from_millis(1));
     Ok(())
 }
 
@@ -360,30 +410,8 @@ pub enum Flood {
 /// then waits to be killed.
 pub fn flood(kind: Flood) -> Result<(), Error> {
     use std::io::Write;
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-    let joined = join_by_hand()?;
-    let size = joined.size();
-    let cell = map(joined.cell_memory.as_raw_fd(), size, libc::PROT_READ | libc::PROT_WRITE).map_err(fail)?;
-    let host = map(joined.host_memory.as_raw_fd(), size, libc::PROT_READ).map_err(fail)?;
-    let capacity = u64::from(joined.u32_at(24));
-    // 8- and 4-aligned words inside our mappings of `size` bytes, at the offsets
-    // docs/PROTOCOL.md §3 gives; atomics are how shared words are read and written.
-    // SAFETY: as just said (our ring's tail, in our read-write mapping).
-    let tail = unsafe { &*cell.cast::<u8>().add(384).cast::<AtomicU64>() };
-    // SAFETY: as above (the host's consumer cursor of our ring, read-only to us).
-    let head = unsafe { &*host.cast::<u8>().add(256).cast::<AtomicU64>() };
-    // SAFETY: as above (our own parked flag: 0, "polling", so the host never rings us).
-    let parked = unsafe { &*cell.cast::<u8>().add(128).cast::<AtomicU32>() };
-    parked.store(0, Ordering::SeqCst);
-    let hello = Hello {
-        major: 2,
-        minor: 0,
-        role: ROLE_CELL,
-        epoch: joined.epoch() & 0x00ff_ffff,
-        peer_id: joined.peer_id(),
-        max_payload: 0,
-    }
-    .encode();
+    let mut link = RawLink::open()?;
+    let hello = link.hello(link.joined.epoch());
     let total = match kind {
         Flood::Pings => u64::MAX,
         Flood::Requests(n) | Flood::Notifications(n) | Flood::Streams(n) => n.saturating_add(1),
@@ -391,12 +419,7 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
     let frame = |next: u64| -> Descriptor {
         let mut d = Descriptor { msg_id: next + 1, slot: SLOT_INLINE, ..Descriptor::default() };
         match (next, kind) {
-            (0, _) => {
-                d.flags = flags::CONTROL;
-                d.method_id = ControlKind::Hello as u32;
-                d.payload_len = 16;
-                d.inline = hello;
-            }
+            (0, _) => return hello,
             (_, Flood::Pings) => {
                 d.flags = flags::CONTROL;
                 d.method_id = ControlKind::Ping as u32;
@@ -431,27 +454,14 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
         let _ = writeln!(out, "{what}").and_then(|_| out.flush());
     };
     while next < total {
-        if next.wrapping_sub(head.load(Ordering::Acquire)) < capacity {
-            let at = 384 + 64 + (next % capacity) as usize * 64;
-            // SAFETY: the entry lies inside our ring in our read-write mapping.
-            unsafe { std::ptr::copy_nonoverlapping(frame(next).encode().as_ptr(), cell.cast::<u8>().add(at), 64) };
+        if link.try_push(&frame(next)) {
             next += 1;
-            tail.store(next, Ordering::Release);
-            // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
-            unsafe {
-                libc::send(
-                    joined.doorbell.as_raw_fd(),
-                    b"\x01".as_ptr().cast(),
-                    1,
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
         } else {
             if !said_flooding {
                 said_flooding = true;
                 say("flooding");
             }
-            if host_gone(&joined.doorbell, 0) {
+            if host_gone(&link.joined.doorbell, 0) {
                 return Ok(());
             }
             std::thread::yield_now();
@@ -459,7 +469,7 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
     }
     say("sent");
     // Until the host closes the doorbell (or we are killed).
-    while !host_gone(&joined.doorbell, 1000) {}
+    while !host_gone(&link.joined.doorbell, 1000) {}
     Ok(())
 }
 
