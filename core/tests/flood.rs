@@ -10,46 +10,20 @@ use std::time::{Duration, Instant};
 
 use cellshm::{CallOptions, Hub, HubConfig, PeerOptions, Status};
 
-const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+mod common;
+use common::{link_threads, poll_until, proc_status, CELL};
 
 /// The tests of this binary count the process's threads and memory: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn status_field(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-/// The library's link threads in this process (all are named `cellshm-…`); the test
-/// harness's own threads come and go as tests start and wait for their turn.
-fn cellshm_threads() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        // Per link (servers, stream handlers); the hub's discovery thread is left out:
-        // a thread is named only once it runs, so a new hub's may not be counted yet.
-        .filter(|comm| comm.starts_with("cellshm") && !comm.starts_with("cellshm-discov"))
-        .count() as u64
-}
-
-/// Waits until the library's threads are at most `bound` (what this test started is
-/// gone; threads of earlier tests on their way out only lower the count).
+/// Waits until the library's link threads are at most `bound` (what this test started
+/// is gone; threads of earlier tests on their way out only lower the count).
 fn settles(bound: u64) {
-    let t = Instant::now();
-    while cellshm_threads() > bound {
-        if t.elapsed() > Duration::from_secs(10) {
-            let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-                .unwrap()
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .collect();
-            panic!("{} cellshm threads did not come back to {bound}: {names:?}", cellshm_threads());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(
+        Duration::from_secs(10),
+        || format!("{} link threads did not come back to {bound}", link_threads()),
+        || link_threads() <= bound,
+    );
 }
 
 /// Spawns a flooding cell and waits for the line `until` on its stdout.
@@ -72,7 +46,7 @@ fn a_cell_that_floods_requests_then_dies_is_seen_dead_at_once_and_leaves_nothing
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
     hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
-    let threads_before = cellshm_threads();
+    let threads_before = link_threads();
     let (peer, mut child) = flooder(&hub, &["__request-flood", "1000000"], "flooding");
     // A call of ours is pending when it dies.
     let pending = {
@@ -104,8 +78,13 @@ fn a_million_notifications_keep_the_host_bounded() {
     let hub = Hub::create(HubConfig::default()).unwrap();
     let counted = Arc::new(AtomicU64::new(0));
     let counter = counted.clone();
+    // Reaching a million after the reset below is an event the handler reports.
+    let (millionth_tx, millionth) = std::sync::mpsc::channel();
+    let millionth_tx = std::sync::Mutex::new(millionth_tx);
     hub.method("Host.count", move |_| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        if counter.fetch_add(1, Ordering::Relaxed) + 1 == 1_000_000 {
+            let _ = millionth_tx.lock().unwrap().send(());
+        }
         Ok(())
     })
     .unwrap();
@@ -114,15 +93,14 @@ fn a_million_notifications_keep_the_host_bounded() {
     let _ = warm.kill();
     let _ = warm.wait();
     counted.store(0, Ordering::SeqCst);
-    let rss_before = status_field("VmRSS:");
+    let rss_before = proc_status("self", "VmRSS:");
     let started = Instant::now();
     let (_peer, mut child) = flooder(&hub, &["__notify-flood", "1000000"], "sent");
     // The last ones may still be on their way through the ring.
-    while counted.load(Ordering::Relaxed) < 1_000_000 {
-        assert!(started.elapsed() < Duration::from_secs(60), "only {} arrived", counted.load(Ordering::Relaxed));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let rss_after = status_field("VmRSS:");
+    millionth
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("only {} arrived", counted.load(Ordering::Relaxed)));
+    let rss_after = proc_status("self", "VmRSS:");
     println!(
         "1,000,000 notifications in {:?}, {} handled: host RSS {rss_before} KiB -> {rss_after} KiB",
         started.elapsed(),
@@ -155,15 +133,11 @@ fn requests_beyond_the_work_queue_are_refused_not_stored() {
         let peer = peer.clone();
         std::thread::spawn(move || peer.call("Echo.echo", b"?", &CallOptions::timeout(Duration::from_secs(2))))
     };
-    let t = Instant::now();
     let refused = || {
         let snap = cellshm::snapshot(hub.name()).unwrap();
         snap.peers.iter().find(|p| p.name == "flooder").map_or(0, |p| p.host_counters.errors)
     };
-    while refused() == 0 {
-        assert!(t.elapsed() < Duration::from_secs(10), "no request was refused: the queue is not bounded");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(Duration::from_secs(10), || "no request was refused: the queue is not bounded".into(), || refused() > 0);
     let e = caller.join().unwrap().unwrap_err();
     assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
     drop(release_tx);
@@ -182,7 +156,7 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
         Ok(())
     })
     .unwrap();
-    let threads_before = cellshm_threads();
+    let threads_before = link_threads();
     let ticket = hub.add_peer("streamer", PeerOptions { max_streams: 16, ..PeerOptions::default() }).unwrap();
     let mut cmd = Command::new(CELL);
     cmd.args(["__stream-flood", "1000"]).stdout(Stdio::piped());
@@ -199,7 +173,7 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
     settles(bound);
     let t = Instant::now();
     while t.elapsed() < Duration::from_millis(200) {
-        assert!(cellshm_threads() <= bound, "more than 16 stream threads: {}", cellshm_threads());
+        assert!(link_threads() <= bound, "more than 16 stream threads: {}", link_threads());
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(matches!(peer.state(), cellshm::PeerState::Joined), "{:?}", peer.state());

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cellshm::{Hub, HubConfig, PeerOptions, PeerState, Status};
+use cellshm::{Hub, HubConfig, PeerOptions, Status};
 
 mod common;
-use common::{secs, spawn_cell_on, CELL};
+use common::{proc_status, secs, spawn_cell_on, wait_dead, wait_for_peer, CELL};
 
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -21,17 +21,6 @@ fn euid() -> u32 {
 }
 
 const NOBODY: u32 = 65534;
-
-fn wait_dead(peer: &cellshm::Peer) -> cellshm::Error {
-    let t = Instant::now();
-    loop {
-        if let PeerState::Dead(e) = peer.state() {
-            return e;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "{} did not die", peer.name());
-        thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// Runs `__hostile` as a cell of `hub` (as `nobody` when we are root: root may read any
 /// process's /proc, which the threat model leaves out) while another cell is called in
@@ -156,15 +145,6 @@ fn start_host(args: &[&str]) -> std::process::Child {
     host
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 fn flood(uid_name: &str, n: u32) -> String {
     let out = Command::new("runuser")
         .args(["-u", "nobody", "--", CELL, "__attach-flood", &n.to_string(), uid_name])
@@ -184,10 +164,10 @@ fn attach_refusals_from_another_uid_do_not_grow_the_host() {
     let mut host = start_host(&["--attach", "--name", &name]);
     let target = format!("{}/{name}", euid());
     assert!(flood(&target, 10_000).contains("10000 of 10000 refused"));
-    let before = vm_rss_kib(host.id());
+    let before = proc_status(&host.id().to_string(), "VmRSS:");
     let started = Instant::now();
     assert!(flood(&target, 300_000).contains("300000 of 300000 refused"));
-    let after = vm_rss_kib(host.id());
+    let after = proc_status(&host.id().to_string(), "VmRSS:");
     println!("300k refusals in {:?}: host RSS {before} KiB -> {after} KiB", started.elapsed());
     assert!(after <= before + 1024, "host RSS grew from {before} KiB to {after} KiB");
     let _ = host.kill();
@@ -237,14 +217,7 @@ fn a_hub_can_also_listen_on_a_filesystem_path_for_containers() {
     let path_text = path.display().to_string();
     let mut visitor =
         Command::new(CELL).args(["__attach", &path_text, "visitor"]).env("CELLSHM_QUIET", "1").spawn().unwrap();
-    let t = Instant::now();
-    let peer = loop {
-        if let Some(p) = hub.peers().into_iter().find(|p| p.name() == "visitor" && p.state() == PeerState::Ready) {
-            break p;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "the visitor did not attach through {path_text}");
-        thread::sleep(Duration::from_millis(5));
-    };
+    let peer = wait_for_peer(&hub, "visitor");
     assert_eq!(peer.call("Echo.echo", b"via a path", &secs(5)).unwrap().bytes(), b"via a path");
     let snap = cellshm::snapshot(&path_text).unwrap();
     assert_eq!(snap.info.name, hub.name());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions, PeerState, SlotClass, Status};
 
 mod common;
-use common::{secs, spawn_cell_on, start, CELL};
+use common::{secs, spawn_cell_on, start, wait_for_peer, CELL};
 
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
@@ -591,17 +591,6 @@ fn both_sides_list_the_methods_they_serve() {
     assert_eq!(names, sorted);
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn wait_for_peer(hub: &Hub, name: &str) -> Peer {
-    let t = Instant::now();
-    loop {
-        if let Some(peer) = hub.peers().into_iter().find(|p| p.name() == name && p.state() == PeerState::Ready) {
-            return peer;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "{name} did not attach");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

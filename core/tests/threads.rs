@@ -3,39 +3,19 @@
 //! threads and context switches are counted.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cellshm::{Hub, HubConfig, PeerOptions, Status};
 
-const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+mod common;
+use common::{link_threads, poll_until, CELL};
+
+fn limit() -> Duration {
+    Duration::from_secs(5)
+}
 
 /// These tests count the process's threads and a thread's context switches: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// The library's link threads in this process (all are named `cellshm-…`); the test
-/// harness's own threads come and go as tests start and wait for their turn.
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        // Per link (servers, stream handlers); the hub's discovery thread is left out:
-        // a thread is named only once it runs, so a new hub's may not be counted yet.
-        .filter(|comm| comm.starts_with("cellshm") && !comm.starts_with("cellshm-discov"))
-        .count()
-}
-
-/// Threads of a failed start may still be on their way out: wait for the count (an
-/// event), within a generous bound.
-fn settles_at(expected: usize) -> bool {
-    let t = Instant::now();
-    while threads() != expected {
-        if t.elapsed() > Duration::from_secs(5) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
 
 #[test]
 fn failed_spawns_and_absurd_thread_counts_leave_the_thread_count_as_it_was() {
@@ -45,19 +25,28 @@ fn failed_spawns_and_absurd_thread_counts_leave_the_thread_count_as_it_was() {
     let ticket = hub.add_peer("ok", PeerOptions::default()).unwrap();
     let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
     peer.wait_ready(Duration::from_secs(10)).unwrap();
-    let before = threads();
+    let before = link_threads();
 
     for round in 0..20 {
         let ticket = hub.add_peer(&format!("missing-{round}"), PeerOptions::default()).unwrap();
         let err = ticket.spawn(&mut Command::new("/nonexistent/cell")).unwrap_err();
         assert_eq!(err.status(), Status::SystemError, "{err}");
     }
-    assert!(settles_at(before), "a failed spawn left threads: {} -> {}", before, threads());
+    // Threads of a failed start may still be on their way out: wait for the count.
+    poll_until(
+        limit(),
+        || format!("a failed spawn left threads: {before} -> {}", link_threads()),
+        || link_threads() == before,
+    );
 
     let err = hub.add_peer("greedy", PeerOptions { server_threads: 100_000, ..PeerOptions::default() }).unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument, "{err}");
     assert!(err.message().contains("server_threads"), "{err}");
-    assert!(settles_at(before), "a refused peer left threads: {} -> {}", before, threads());
+    poll_until(
+        limit(),
+        || format!("a refused peer left threads: {before} -> {}", link_threads()),
+        || link_threads() == before,
+    );
 
     // Every failed slot is reusable: the hub is not full.
     assert_eq!(

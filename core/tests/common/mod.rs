@@ -49,3 +49,52 @@ pub fn start(config: HubConfig, env: &[(&str, &str)]) -> Running {
 pub fn secs(n: u64) -> CallOptions {
     CallOptions::timeout(Duration::from_secs(n))
 }
+
+/// Waits for `peer`'s death, an event (its death callback), and returns the reason.
+pub fn wait_dead(peer: &Peer) -> cellshm::Error {
+    let (tx, rx) = std::sync::mpsc::channel();
+    peer.on_death(move |e| {
+        let _ = tx.send(e.clone());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{} did not die within 10 s", peer.name()))
+}
+
+/// Checks `done` every few milliseconds until it holds, and fails the test with
+/// `what()` after `limit`. Only for states nothing signals (a thread count, a peer
+/// attaching, another process's counters): events are waited on directly.
+pub fn poll_until(limit: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{}", what());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The ready peer named `name` (one that attached), once there is one.
+pub fn wait_for_peer(hub: &Hub, name: &str) -> Peer {
+    let find = || hub.peers().into_iter().find(|p| p.name() == name && p.state() == cellshm::PeerState::Ready);
+    poll_until(Duration::from_secs(10), || format!("{name} did not attach"), || find().is_some());
+    find().expect("found above")
+}
+
+/// A numeric field of `/proc/<pid>/status` (`pid` may be "self"), e.g. `VmRSS:` in KiB.
+pub fn proc_status(pid: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The library's link threads in this process (servers, stream handlers: all named
+/// `cellshm-…`). The test harness's own threads come and go as tests start and wait for
+/// their turn, and the hub's discovery thread is left out: a thread is named only once
+/// it runs, so a new hub's may not be counted yet.
+pub fn link_threads() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with("cellshm") && !comm.starts_with("cellshm-discov"))
+        .count() as u64
+}
