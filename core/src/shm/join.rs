@@ -39,10 +39,6 @@ impl JoinRecord {
         put(20, &self.host_pid.to_le_bytes());
         put(24, &self.geometry.ring_capacity.to_le_bytes());
         put(28, &(self.geometry.classes.len() as u32).to_le_bytes());
-        for (i, c) in self.geometry.classes.iter().enumerate().take(MAX_CLASSES) {
-            put(32 + i * 8, &c.slot_size.to_le_bytes());
-            put(36 + i * 8, &c.slot_count.to_le_bytes());
-        }
         put(96, &self.geometry.side_layout().size.to_le_bytes());
         let mut cut = self.hub_name.len().min(HUB_NAME_MAX);
         while !self.hub_name.is_char_boundary(cut) {
@@ -50,6 +46,7 @@ impl JoinRecord {
         }
         put(104, &(cut as u32).to_le_bytes());
         put(112, &self.hub_name.as_bytes()[..cut]);
+        self.geometry.put_classes(&mut out[32..32 + 8 * MAX_CLASSES]);
         out
     }
 

@@ -165,6 +165,15 @@ impl Geometry {
         Ok(())
     }
 
+    /// Writes the class table as it appears in the join record and the memfd headers:
+    /// (slot_size u32, slot_count u32) per class, little-endian, from `out[0]`.
+    pub(crate) fn put_classes(&self, out: &mut [u8]) {
+        for (pair, c) in out.chunks_exact_mut(8).zip(self.classes.iter().take(MAX_CLASSES)) {
+            pair[..4].copy_from_slice(&c.slot_size.to_le_bytes());
+            pair[4..].copy_from_slice(&c.slot_count.to_le_bytes());
+        }
+    }
+
     /// Largest payload a slot can carry.
     pub fn max_payload(&self) -> u32 {
         self.classes.iter().map(|c| c.slot_size).max().unwrap_or(0)

@@ -375,10 +375,7 @@ fn header_bytes(record: &JoinRecord, writer: Side, size: u64) -> [u8; 128] {
     let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     put(header::CREATED_UNIX_NS, &created.to_le_bytes());
     put(header::CLASS_COUNT, &(record.geometry.classes.len() as u32).to_le_bytes());
-    for (i, c) in record.geometry.classes.iter().enumerate() {
-        put(header::CLASSES + i * 8, &c.slot_size.to_le_bytes());
-        put(header::CLASSES + i * 8 + 4, &c.slot_count.to_le_bytes());
-    }
+    record.geometry.put_classes(&mut out[header::CLASSES..header::CLASSES + 8 * layout::MAX_CLASSES]);
     out
 }
 
