@@ -190,8 +190,9 @@ typedef struct {
   uint32_t max_streams;
 } cellshm_peer_options;
 
-// A method handler. `request` holds `request_len` bytes (in shared memory), valid
-// until the handler returns. Answer with cellshm_reply_write or cellshm_reply_buffer
+// A method handler. `request` holds `request_len` bytes, valid until the handler
+// returns: read in place (zero-copy) when larger than 16 bytes, in memory the caller
+// can still write, so copy what you validate before trusting it. Answer with cellshm_reply_write or cellshm_reply_buffer
 // (no answer = empty reply) and return CELLSHM_OK; or return another status, with an
 // optional message set by cellshm_reply_error_message. Handlers of one object may run
 // concurrently on several threads.
@@ -316,7 +317,10 @@ uint64_t cellshm_reply_deadline_ns(cellshm_reply *reply);
 // `reply` is NULL or the handler's reply.
 int cellshm_reply_cancelled(cellshm_reply *reply);
 
-// The response bytes (NULL for a NULL response). Valid until cellshm_response_free.
+// The response bytes (NULL for a NULL response), read in place (zero-copy). Valid
+// until cellshm_response_free. Payloads larger than 16 bytes lie in the sender's shared
+// memory: a well-behaved sender never writes them before the free, a hostile one can
+// change them while you read, so copy what you validate before trusting it.
 //
 // # Safety
 // `response` is NULL or a live response.
@@ -793,7 +797,9 @@ cellshm_status cellshm_stream_cancel(const cellshm_stream *stream);
 // used afterwards.
 void cellshm_stream_free(cellshm_stream *stream);
 
-// The item's bytes (NULL for a NULL item). Valid until cellshm_stream_item_free.
+// The item's bytes (NULL for a NULL item), read in place (zero-copy). Valid until
+// cellshm_stream_item_free. Like a response's, they may lie in memory a hostile sender
+// can change while you read: copy what you validate.
 //
 // # Safety
 // `item` is NULL or a live item.

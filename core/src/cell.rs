@@ -20,7 +20,7 @@ use crate::session::{
     copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
     StreamCall, WaitStrategy,
 };
-use crate::shm::{HubInfo, JoinHandoff, JoinRecord, Side};
+use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
 use crate::sys::doorbell::Doorbell;
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
@@ -158,12 +158,13 @@ impl CellState {
 }
 
 impl Hooks for CellHooks {
-    fn builtin(&self, method_id: u32, payload: &[u8]) -> Option<Result<Vec<u8>>> {
+    fn builtin(&self, method_id: u32, payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
         if method_id != builtin::LOG_SET_FILTER_ID {
             return None;
         }
         Some((|| {
-            let mut r = frame::BodyReader::new(payload);
+            let payload = payload.to_vec();
+            let mut r = frame::BodyReader::new(&payload);
             let text = r.str().map_err(|m| Error::new(Status::InvalidArgument, format!("bad filter: {m}")))?;
             r.finish().map_err(|m| Error::new(Status::InvalidArgument, format!("bad filter: {m}")))?;
             *self.state.log_filter.write() = crate::log::LogFilter::parse(&text)?;

@@ -22,7 +22,7 @@ use crate::session::{
     copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
     Stream, StreamCall, WaitStrategy,
 };
-use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, Side};
+use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, SharedBytes, Side};
 use crate::sys::doorbell;
 use crate::sys::process::Pidfd;
 
@@ -230,11 +230,11 @@ impl Hooks for PeerHooks {
         })
     }
 
-    fn builtin(&self, method_id: u32, payload: &[u8]) -> Option<Result<Vec<u8>>> {
+    fn builtin(&self, method_id: u32, payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
         let peer = self.peer.upgrade()?;
         match method_id {
             builtin::LIFECYCLE_READY_ID => Some((|| {
-                let ready = Ready::decode(payload)
+                let ready = Ready::decode(&payload.to_vec())
                     .map_err(|m| Error::new(Status::InvalidArgument, format!("bad ready message: {m}")))?;
                 if ready.peer_id != peer.id {
                     return Err(Error::new(
@@ -254,7 +254,7 @@ impl Hooks for PeerHooks {
                 Some(Ok(Vec::new()))
             }
             builtin::LOG_EVENT_ID => Some((|| {
-                let event = frame::LogEvent::decode(payload)
+                let event = frame::LogEvent::decode(&payload.to_vec())
                     .map_err(|m| Error::new(Status::InvalidArgument, format!("bad log event: {m}")))?;
                 let record = LogRecord {
                     cell: &peer.name,
@@ -490,6 +490,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
             format!("server_threads {} is not in 1..={MAX_SERVER_THREADS}", options.server_threads),
         ));
     }
+    notice_dead_links(shared);
     let mut peers = shared.peers.lock();
     let id = (0..shared.max_peers).find(|&p| reclaim(&mut peers.live, p)).ok_or_else(|| {
         Error::new(
@@ -564,6 +565,23 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
 /// the new one: the old link's threads need not be joined first, and are not (this runs
 /// under the peers lock, possibly under the GIL; they end on their own, the link having
 /// failed). Called with the peers lock held.
+/// When every slot is taken, asks each link at once (doorbell and pidfd, no wait)
+/// whether its cell still lives: a cell that has just died frees its slot for this very
+/// call instead of the caller getting HUB_FULL until a link thread notices. Runs
+/// outside the peers lock, because noticing a death runs on_death callbacks.
+fn notice_dead_links(shared: &HubShared) {
+    let sessions: Vec<Arc<Session>> = {
+        let peers = shared.peers.lock();
+        if peers.live.len() < shared.max_peers as usize {
+            return;
+        }
+        peers.live.iter().filter_map(|p| p.session.lock().clone()).collect()
+    };
+    for session in sessions {
+        session.check_alive();
+    }
+}
+
 fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
     let Some(index) = peers.iter().rposition(|p| p.id == slot) else { return true };
     if !matches!(*peers[index].state.lock(), PeerState::Dead(_)) {

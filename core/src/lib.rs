@@ -49,4 +49,4 @@ pub use session::{
     StreamEnd, StreamHandler, StreamItem, WaitStrategy, MAX_INBOUND_STREAMS, STREAM_WINDOW,
 };
 pub use shm::inspect::{snapshot, HubSnapshot, PeerSnapshot};
-pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SlotClass};
+pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};

@@ -19,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ mod stream;
 
 use dispatch::CancelledCalls;
 use dispatch::ReplyBody;
-pub use dispatch::{Call, CancelToken, Dispatcher, Handler};
+pub use dispatch::{Call, CancelToken, Dispatcher, Handler, RetainCheck};
 pub use options::{CallOptions, WaitStrategy};
 use stream::StreamState;
 pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_WINDOW};
@@ -44,7 +44,7 @@ use crate::frame::{
 use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
-use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, ShmRing, Side};
+use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, SharedBytes, ShmRing, Side};
 use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
@@ -101,7 +101,7 @@ pub(crate) trait Hooks: Send + Sync {
         Err(Error::new(Status::ProtocolError, "unexpected HELLO"))
     }
     /// Built-in methods handled before user methods: `Some(result)` if handled.
-    fn builtin(&self, _method_id: u32, _payload: &[u8]) -> Option<Result<Vec<u8>>> {
+    fn builtin(&self, _method_id: u32, _payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
         None
     }
     /// The peer sent GOODBYE.
@@ -123,6 +123,9 @@ pub(crate) trait Hooks: Send + Sync {
 pub(crate) struct Payload {
     session: Arc<Session>,
     body: Body,
+    /// The private copy of a slot's bytes that `bytes` hands out, made on first use:
+    /// the slot itself is in memory the sender can write, so it is never borrowed.
+    copy: OnceLock<Box<[u8]>>,
 }
 
 enum Body {
@@ -131,12 +134,32 @@ enum Body {
 }
 
 impl Payload {
-    fn bytes(&self) -> &[u8] {
+    fn new(session: Arc<Session>, body: Body) -> Payload {
+        Payload { session, body, copy: OnceLock::new() }
+    }
+
+    /// The payload where it lies, read through volatile loads.
+    pub(crate) fn shared(&self) -> SharedBytes<'_> {
         match &self.body {
-            Body::Inline(b, n) => &b[..*n],
+            Body::Inline(b, n) => SharedBytes::private(&b[..*n]),
             // SAFETY: the session (and so the mapping) is alive while `self` holds it, and
             // the slot is released only in Drop.
-            Body::Slot(s) => unsafe { s.bytes() },
+            Body::Slot(s) => unsafe { s.shared() },
+        }
+    }
+
+    /// The payload as private bytes: inline ones as they are, a slot's copied once.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Inline(b, n) => &b[..*n],
+            Body::Slot(_) => self.copy.get_or_init(|| self.shared().to_vec().into_boxed_slice()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match &self.body {
+            Body::Inline(_, n) => *n,
+            Body::Slot(s) => s.len(),
         }
     }
 }
@@ -156,31 +179,38 @@ impl Drop for Payload {
     }
 }
 
-/// A response: its payload is read in place from shared memory and its slot goes back
-/// to the sender when the `Response` is dropped.
+/// A response: its payload stays in shared memory and its slot goes back to the sender
+/// when the `Response` is dropped.
 pub struct Response {
     payload: Payload,
 }
 
 impl Response {
-    /// The payload bytes.
+    /// The payload bytes. Payloads larger than 16 bytes are copied out of shared memory
+    /// on the first call (the sender could change them under a reference); read them in
+    /// place with [`Response::payload`] instead.
     pub fn bytes(&self) -> &[u8] {
         self.payload.bytes()
     }
 
+    /// The payload where it lies, without a copy.
+    pub fn payload(&self) -> SharedBytes<'_> {
+        self.payload.shared()
+    }
+
     /// Payload length.
     pub fn len(&self) -> usize {
-        self.bytes().len()
+        self.payload.len()
     }
 
     /// True for an empty payload.
     pub fn is_empty(&self) -> bool {
-        self.bytes().is_empty()
+        self.len() == 0
     }
 
     /// Copies the payload out.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.bytes().to_vec()
+        self.payload.shared().to_vec()
     }
 }
 
@@ -421,6 +451,10 @@ pub(crate) struct Session {
     /// The minor protocol version the peer announced in HELLO (or HELLO_ACK).
     peer_minor: AtomicU32,
     pub(crate) max_inbound_streams: usize,
+    /// Requests a handler kept past its return (see `Call::retain_request_until`), with
+    /// the check that frees each; at most one per slot of the peer's pool.
+    retained: Mutex<Vec<(Payload, RetainCheck)>>,
+    has_retained: AtomicBool,
 }
 
 impl fmt::Debug for Session {
@@ -488,6 +522,8 @@ impl Session {
             streams: Mutex::new(HashMap::new()),
             cancelled_calls: CancelledCalls::default(),
             peer_minor: AtomicU32::new(0),
+            retained: Mutex::new(Vec::new()),
+            has_retained: AtomicBool::new(false),
             max_inbound_streams: cfg.max_inbound_streams,
             // Each side opens channels of its own parity, so both can open at once.
             next_channel: AtomicU32::new(match side {
@@ -610,6 +646,19 @@ impl Session {
         let error = Error::new(Status::ProtocolError, format!("{} broke the protocol: {message}", self.label));
         tracing::error!(peer = %self.label, "{}", error.message());
         self.fail(error);
+    }
+
+    /// Says whether the link still works, asking the doorbell and the peer's pidfd
+    /// without waiting; a dead peer fails the link here and now.
+    pub fn check_alive(&self) -> bool {
+        if self.failed.load(Ordering::Acquire) {
+            return false;
+        }
+        if !self.doorbell.is_alive() {
+            self.peer_dead();
+            return false;
+        }
+        true
     }
 
     fn peer_dead(&self) {
@@ -1194,12 +1243,12 @@ impl Session {
                 }
             }
         };
-        let payload = Payload { session: self.clone(), body };
+        let payload = Payload::new(self.clone(), body);
         match kind {
             // Built-in notifications whose order matters (log records) are handled right
             // here, in arrival order, instead of on whichever server thread is free.
             FrameKind::Request { no_reply: true } if self.hooks.in_order(d.method_id) => {
-                if let Some(Err(e)) = self.hooks.builtin(d.method_id, payload.bytes()) {
+                if let Some(Err(e)) = self.hooks.builtin(d.method_id, payload.shared()) {
                     tracing::warn!(peer = %self.label, method_id = d.method_id, "notification failed: {e}");
                 }
                 None
@@ -1405,8 +1454,15 @@ impl Session {
     /// it before sending (so the next message finds this server polling, not parked).
     fn serve(self: &Arc<Self>, request: Incoming) -> Option<RxGuard<'_>> {
         let Incoming { desc, payload, no_reply } = request;
-        let outcome = self.run_handler(&desc, &payload).map_err(|e| self.status_to_send(e, &desc));
-        drop(payload);
+        if self.has_retained.load(Ordering::Relaxed) {
+            self.release_retained();
+        }
+        let (outcome, retain) = self.run_handler(&desc, &payload);
+        let outcome = outcome.map_err(|e| self.status_to_send(e, &desc));
+        match retain {
+            Some(check) => self.retain(payload, check),
+            None => drop(payload),
+        }
         self.cancelled_calls.forget(desc.msg_id);
         let claimed = self.claim_ring();
         self.count(control::REQUESTS_SERVED, 1);
@@ -1452,6 +1508,30 @@ impl Session {
         claimed
     }
 
+    fn retain(&self, payload: Payload, check: RetainCheck) {
+        tracing::warn!(
+            peer = %self.label,
+            "a request's zero-copy view outlived its handler: its slot stays held until the view is released"
+        );
+        self.retained.lock().push((payload, check));
+        self.has_retained.store(true, Ordering::Relaxed);
+    }
+
+    /// Asks every retained request's check again and lets go of those it allows. The
+    /// checks run outside the lock (a binding's check may need its interpreter lock).
+    fn release_retained(&self) {
+        let candidates = std::mem::take(&mut *self.retained.lock());
+        let mut still_held = Vec::new();
+        for (payload, mut check) in candidates {
+            if !check() {
+                still_held.push((payload, check));
+            }
+        }
+        let mut retained = self.retained.lock();
+        retained.extend(still_held);
+        self.has_retained.store(!retained.is_empty(), Ordering::Relaxed);
+    }
+
     /// What a handler's error becomes on the wire: a link-local status is not the
     /// handler's to give (INTERNAL, naming it), and CANCELLED for a call nobody cancelled
     /// but whose deadline passed is DEADLINE_EXCEEDED.
@@ -1490,25 +1570,42 @@ impl Session {
         })
     }
 
-    fn run_handler(self: &Arc<Self>, desc: &Descriptor, payload: &Payload) -> Result<ReplyBody> {
-        if desc.deadline_ns != 0 && monotonic_now_ns() >= desc.deadline_ns {
+    /// Runs the handler of a request; also returns the check of a request the handler
+    /// retained.
+    fn run_handler(self: &Arc<Self>, desc: &Descriptor, payload: &Payload) -> (Result<ReplyBody>, Option<RetainCheck>) {
+        let mut call = Call {
+            msg_id: desc.msg_id,
+            request: payload,
+            retain: None,
+            method_id: desc.method_id,
+            deadline_ns: desc.deadline_ns,
+            session: self,
+            reply: ReplyBody::Empty,
+        };
+        let outcome = self.run_call(&mut call);
+        (outcome, call.retain.take())
+    }
+
+    fn run_call(self: &Arc<Self>, call: &mut Call<'_>) -> Result<ReplyBody> {
+        let (method_id, deadline_ns) = (call.method_id, call.deadline_ns);
+        if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
             return Err(Error::new(
                 Status::DeadlineExceeded,
                 format!("the request expired before {} served it", self.label),
             ));
         }
-        if desc.method_id == frame::builtin::INTROSPECT_METHODS_ID {
+        if method_id == frame::builtin::INTROSPECT_METHODS_ID {
             let mut methods = self.dispatcher.read().methods();
             methods.push((frame::builtin::INTROSPECT_METHODS.to_string(), frame::builtin::INTROSPECT_METHODS_ID));
             methods.sort();
             let body = frame::encode_methods(&methods);
-            return Ok(self.fill_body(body.len(), desc.deadline_ns, copy_of(&body))?.into());
+            return Ok(self.fill_body(body.len(), deadline_ns, copy_of(&body))?.into());
         }
-        if let Some(result) = self.hooks.builtin(desc.method_id, payload.bytes()) {
+        if let Some(result) = self.hooks.builtin(method_id, call.request.shared()) {
             let bytes = result?;
-            return Ok(self.fill_body(bytes.len(), desc.deadline_ns, copy_of(&bytes))?.into());
+            return Ok(self.fill_body(bytes.len(), deadline_ns, copy_of(&bytes))?.into());
         }
-        let handler = self.dispatcher.read().get(desc.method_id);
+        let handler = self.dispatcher.read().get(method_id);
         let Some(handler) = handler else {
             let side = match self.side {
                 Side::Host => "the host",
@@ -1516,18 +1613,10 @@ impl Session {
             };
             return Err(Error::new(
                 Status::Unimplemented,
-                format!("{side} serves no method with id {:#010x}", desc.method_id),
+                format!("{side} serves no method with id {:#010x}", method_id),
             ));
         };
-        let mut call = Call {
-            msg_id: desc.msg_id,
-            payload: payload.bytes(),
-            method_id: desc.method_id,
-            deadline_ns: desc.deadline_ns,
-            session: self,
-            reply: ReplyBody::Empty,
-        };
-        match catch_unwind(AssertUnwindSafe(|| handler(&mut call))) {
+        match catch_unwind(AssertUnwindSafe(|| handler(call))) {
             Ok(Ok(())) => Ok(std::mem::replace(&mut call.reply, ReplyBody::Empty)),
             Ok(Err(e)) => Err(e),
             Err(panic) => {
@@ -1536,10 +1625,7 @@ impl Session {
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a non-string panic".into());
-                Err(Error::new(
-                    Status::Internal,
-                    format!("handler for method {:#010x} panicked: {what}", desc.method_id),
-                ))
+                Err(Error::new(Status::Internal, format!("handler for method {:#010x} panicked: {what}", method_id)))
             }
         }
     }

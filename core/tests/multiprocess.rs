@@ -525,6 +525,20 @@ fn a_dropped_ticket_frees_its_slot_and_shares_nothing_with_the_next_launch() {
 }
 
 #[test]
+fn the_slot_of_a_cell_whose_exit_was_reaped_is_free_at_once() {
+    // Once the caller has reaped the killed cell, a new spawn on a one-slot hub must not
+    // race the link's threads noticing the death: add_peer asks the link itself.
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    for round in 0..20 {
+        let (peer, mut child) = spawn_cell_on(&hub, &format!("cell-{round}"), &[]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let next = hub.add_peer("next", PeerOptions::default());
+        assert!(next.is_ok(), "round {round}: {:?} (old peer {:?})", next.err(), peer.state());
+    }
+}
+
+#[test]
 fn an_idle_cell_killed_with_sigkill_is_seen_dead_within_100_ms() {
     let mut r = start(HubConfig::default(), &[]);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -5,11 +5,14 @@ use cellshm::Cell;
 
 fn main() -> Result<(), cellshm::Error> {
     let cell = Cell::from_args()?;
-    // The request is read in place from shared memory; the reply is written in place.
+    // The request is copied straight from the caller's shared memory into the reply,
+    // which is written in place. (`call.request()` reads without making a Rust
+    // reference of memory the caller can still write; `call.payload()` gives a private
+    // copy as `&[u8]`.)
     cell.method("Echo.echo", |call| {
-        let request = call.payload();
+        let request = call.request();
         call.reply_with(request.len(), |buf| {
-            buf.copy_from_slice(request);
+            request.copy_to_slice(0, buf);
             request.len()
         })
     })?;

@@ -388,8 +388,9 @@ fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellsh
 /// registration ends (the owning object is freed) or at once if registration fails.
 pub type cellshm_free_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
-/// A method handler. `request` holds `request_len` bytes (in shared memory), valid
-/// until the handler returns. Answer with cellshm_reply_write or cellshm_reply_buffer
+/// A method handler. `request` holds `request_len` bytes, valid until the handler
+/// returns: read in place (zero-copy) when larger than 16 bytes, in memory the caller
+/// can still write, so copy what you validate before trusting it. Answer with cellshm_reply_write or cellshm_reply_buffer
 /// (no answer = empty reply) and return CELLSHM_OK; or return another status, with an
 /// optional message set by cellshm_reply_error_message. Handlers of one object may run
 /// concurrently on several threads.
@@ -443,7 +444,8 @@ fn c_handler(
     userdata: Arc<Userdata>,
 ) -> impl Fn(&mut Call<'_>) -> cellshm::Result<()> + Send + Sync + 'static {
     move |call| {
-        let request = call.payload();
+        // Zero-copy: C reads the request where it lies (no Rust reference is made of it).
+        let request = call.request();
         let mut state = ReplyState { call, error_message: None };
         let reply = (&mut state as *mut ReplyState<'_, '_>).cast::<cellshm_reply>();
         // SAFETY: the handler was registered by C for this purpose; `request` stays valid
@@ -572,13 +574,10 @@ pub struct cellshm_response {
     response: Option<Response>,
 }
 
-impl cellshm_response {
-    fn bytes(&self) -> &[u8] {
-        self.response.as_ref().map_or(&[], |r| r.bytes())
-    }
-}
-
-/// The response bytes (NULL for a NULL response). Valid until cellshm_response_free.
+/// The response bytes (NULL for a NULL response), read in place (zero-copy). Valid
+/// until cellshm_response_free. Payloads larger than 16 bytes lie in the sender's shared
+/// memory: a well-behaved sender never writes them before the free, a hostile one can
+/// change them while you read, so copy what you validate before trusting it.
 ///
 /// # Safety
 /// `response` is NULL or a live response.
@@ -587,7 +586,7 @@ pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response
     boundary_value(std::ptr::null(), || {
         // SAFETY: per this function's contract.
         let response = unsafe { response.as_ref() };
-        response.map_or(std::ptr::null(), |r| r.bytes().as_ptr())
+        response.and_then(|r| r.response.as_ref()).map_or(std::ptr::null(), |r| r.payload().as_ptr())
     })
 }
 
@@ -598,7 +597,7 @@ pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_response_len(response: *const cellshm_response) -> usize {
     // SAFETY: per this function's contract.
-    boundary_value(0, || unsafe { response.as_ref() }.map_or(0, |r| r.bytes().len()))
+    boundary_value(0, || unsafe { response.as_ref() }.and_then(|r| r.response.as_ref()).map_or(0, Response::len))
 }
 
 /// Releases a response. NULL is a no-op.
@@ -1977,14 +1976,18 @@ pub unsafe extern "C" fn cellshm_stream_free(stream: *mut cellshm_stream) {
     }
 }
 
-/// The item's bytes (NULL for a NULL item). Valid until cellshm_stream_item_free.
+/// The item's bytes (NULL for a NULL item), read in place (zero-copy). Valid until
+/// cellshm_stream_item_free. Like a response's, they may lie in memory a hostile sender
+/// can change while you read: copy what you validate.
 ///
 /// # Safety
 /// `item` is NULL or a live item.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_item_data(item: *const cellshm_stream_item) -> *const u8 {
-    // SAFETY: per this function's contract.
-    boundary_value(std::ptr::null(), || unsafe { item.as_ref() }.map_or(std::ptr::null(), |i| i.item.bytes().as_ptr()))
+    boundary_value(std::ptr::null(), || {
+        // SAFETY: per this function's contract.
+        unsafe { item.as_ref() }.map_or(std::ptr::null(), |i| i.item.payload().as_ptr())
+    })
 }
 
 /// The item's length in bytes (0 for a NULL item).
@@ -1994,7 +1997,7 @@ pub unsafe extern "C" fn cellshm_stream_item_data(item: *const cellshm_stream_it
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_item_len(item: *const cellshm_stream_item) -> usize {
     // SAFETY: per this function's contract.
-    boundary_value(0, || unsafe { item.as_ref() }.map_or(0, |i| i.item.bytes().len()))
+    boundary_value(0, || unsafe { item.as_ref() }.map_or(0, |i| i.item.len()))
 }
 
 /// Releases an item: its slot goes back and the sender gets credit. NULL is a no-op.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cellshm::{
     frame, Call, CallOptions, CancelToken, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub,
     HubConfig, JoinArgs, LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response,
-    Status, Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd, WaitStrategy,
+    SharedBytes, Status, Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd, WaitStrategy,
 };
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -149,17 +149,18 @@ fn wait_strategy(wait: &str, spin_us: u64) -> PyResult<WaitStrategy> {
 
 /// Copies a response into a new bytes object; large ones with the GIL released.
 fn response_bytes(py: Python<'_>, response: &Response) -> PyResult<Py<PyBytes>> {
-    bytes_of(py, response.bytes())
+    bytes_of(py, response.payload())
 }
 
-/// Copies `data` into a new bytes object; large ones with the GIL released.
-fn bytes_of(py: Python<'_>, data: &[u8]) -> PyResult<Py<PyBytes>> {
+/// Copies `data` (straight out of shared memory) into a new bytes object; large ones
+/// with the GIL released.
+fn bytes_of(py: Python<'_>, data: SharedBytes<'_>) -> PyResult<Py<PyBytes>> {
     let bytes = PyBytes::new_with(py, data.len(), |buf| {
         if data.len() >= LARGE_COPY {
             // The new bytes object is not shared yet, so filling it without the GIL is safe.
-            py.detach(|| buf.copy_from_slice(data));
+            py.detach(|| data.copy_to_slice(0, buf));
         } else {
-            buf.copy_from_slice(data);
+            data.copy_to_slice(0, buf);
         }
         Ok(())
     })?;
@@ -175,19 +176,20 @@ fn py_handler(handler: Py<PyAny>, view: bool) -> impl Fn(&mut Call<'_>) -> cells
     move |call| {
         keep_thread_state();
         Python::attach(|py| {
-            let request = call.payload();
             let argument = if view {
-                memoryview(py, request).map_err(|e| from_py(py, e))?
+                memoryview(py, call.request()).map_err(|e| from_py(py, e))?
             } else {
-                PyBytes::new(py, request).into_any()
+                bytes_of(py, call.request()).map_err(|e| from_py(py, e))?.into_bound(py).into_any()
             };
             let result = {
                 let _current = CurrentCall::enter(call.cancel_token());
                 handler.call1(py, (argument.clone(),))
             };
-            if view {
-                // The slot goes back to the sender after this call: invalidate the view.
-                let _ = argument.call_method0("release");
+            if view && argument.call_method0("release").is_err() {
+                // Something made from the view (a numpy array, a memoryview slice) is
+                // still alive: the slot stays ours until the view can be released.
+                let view = argument.unbind();
+                call.retain_request_until(move || Python::attach(|py| view.bind(py).call_method0("release").is_ok()));
             }
             let answer = result.map_err(|e| from_py(py, e))?;
             let answer = answer.bind(py);
@@ -279,10 +281,11 @@ fn keep_thread_state() {
 /// CPython's `PyBUF_READ` flag for `PyMemoryView_FromMemory` (part of the stable ABI).
 const PYBUF_READ: std::os::raw::c_int = 0x100;
 
-/// A read-only memoryview of `data` (valid until released).
-fn memoryview<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+/// A read-only memoryview of `data` where it lies (valid until released).
+fn memoryview<'py>(py: Python<'py>, data: SharedBytes<'_>) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: PyMemoryView_FromMemory makes a read-only view (PyBUF_READ) of `data`; the
-    // caller releases it before `data` stops being valid.
+    // caller releases it before `data` stops being valid, or retains the request until
+    // it can. Python reads it through C, never through a Rust reference.
     unsafe {
         let raw = pyo3::ffi::PyMemoryView_FromMemory(
             data.as_ptr() as *mut std::os::raw::c_char,
@@ -399,7 +402,7 @@ impl Stream {
     fn recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
         let stream = self.get()?;
         match py.detach(|| stream.recv()).map_err(err)? {
-            Some(item) => Ok(Some(bytes_of(py, item.bytes())?)),
+            Some(item) => Ok(Some(bytes_of(py, item.payload())?)),
             None => Ok(None),
         }
     }
@@ -472,7 +475,7 @@ impl StreamCall {
     /// The next item from the caller, or None once it closed its sending side.
     fn recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
         match py.detach(|| self.end.recv()).map_err(err)? {
-            Some(item) => Ok(Some(bytes_of(py, item.bytes())?)),
+            Some(item) => Ok(Some(bytes_of(py, item.payload())?)),
             None => Ok(None),
         }
     }

@@ -57,6 +57,21 @@ def test_memoryview_requests_are_read_in_place(hub, py_test_cell):
     assert peer.call("Echo.view", data, timeout=5.0) == data[::-1]
 
 
+def test_a_view_kept_past_its_handler_keeps_its_slot_until_released(hub, py_test_cell):
+    peer = spawn_ready(hub, py_test_cell)
+    kept = bytes([0xAA]) * 1000
+    peer.call("Echo.keep_view", kept, timeout=5.0)
+    # Requests of the same size cycle through all 128 of the host's 4 KiB slots: had the
+    # kept view's slot come back, one of these would overwrite what it shows.
+    for i in range(300):
+        assert peer.call("Echo.echo", bytes([i % 256]) * 1000, timeout=5.0) == bytes([i % 256]) * 1000
+    assert peer.call("Test.kept_views", b"", timeout=5.0) == kept
+    peer.call("Test.drop_kept_views", b"", timeout=5.0)
+    # Released now: the next request lets the slot go, and the pool is whole again.
+    for i in range(300):
+        assert peer.call("Echo.echo", bytes([i % 256]) * 1000, timeout=5.0) == bytes([i % 256]) * 1000
+
+
 def test_cells_call_host_methods_in_both_languages(hub, rust_test_cell, py_test_cell):
     @hub.method("Host.echo")
     def host_echo(request: bytes) -> bytes:

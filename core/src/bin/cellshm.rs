@@ -314,9 +314,10 @@ fn test_cell(cell: Cell) -> Result<(), Error> {
     })?;
     let cell = std::sync::Arc::new(cell);
     cell.method("Echo.echo", |call| {
-        let request = call.payload();
+        // Straight from the request's slot into the reply's, without a private copy.
+        let request = call.request();
         call.reply_with(request.len(), |buf| {
-            buf.copy_from_slice(request);
+            request.copy_to_slice(0, buf);
             request.len()
         })
     })?;
@@ -1000,8 +1001,9 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
             let mut received = 0usize;
             for (i, item) in peer.open_stream("Stream.fill", &request, &CallOptions::default())?.enumerate() {
                 let item = item?;
-                let bytes = item.bytes();
-                assert!(bytes.len() == chunk && bytes[0] == i as u8 && bytes[chunk - 1] == i as u8);
+                // Checked in place: a copy of each chunk is not what this case measures.
+                let bytes = item.payload();
+                assert!(bytes.len() == chunk && bytes.get(0) == Some(i as u8) && bytes.get(chunk - 1) == Some(i as u8));
                 received += bytes.len();
                 let now = Instant::now();
                 gaps.push((now - last).as_nanos() as u64);
@@ -1048,7 +1050,7 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
                         [per_stream as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
                     let mut received = 0;
                     for item in peer.open_stream("Stream.fill", &request, &CallOptions::default())? {
-                        received += item?.bytes().len();
+                        received += item?.len();
                     }
                     Ok(received)
                 })

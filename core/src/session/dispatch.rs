@@ -5,10 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{copy_of, MsgIdHasher, OutBody, Session, StreamCall, StreamHandler};
+use super::{copy_of, MsgIdHasher, OutBody, Payload, Session, StreamCall, StreamHandler};
 use crate::error::{Error, Result};
 use crate::frame::{self, monotonic_now_ns, Status, INLINE_CAPACITY};
 use crate::shm::pool::OutSlot;
+use crate::shm::SharedBytes;
 
 /// A handler: reads the request through [`Call::payload`], answers through
 /// [`Call::reply`] (or returns an error).
@@ -140,10 +141,16 @@ pub(super) enum ReplyBody {
     Slot(OutSlot, usize),
 }
 
-/// A request being served: the payload, read in place, and the reply being built.
+/// Decides, when asked again, whether a request retained past its handler may go: true
+/// once nothing outside the library reads it any more.
+pub type RetainCheck = Box<dyn FnMut() -> bool + Send>;
+
+/// A request being served: the request, the reply being built, and what the handler
+/// asked to keep.
 pub struct Call<'a> {
     pub(super) msg_id: u64,
-    pub(super) payload: &'a [u8],
+    pub(super) request: &'a Payload,
+    pub(super) retain: Option<RetainCheck>,
     pub(super) method_id: u32,
     pub(super) deadline_ns: u64,
     pub(super) session: &'a Arc<Session>,
@@ -152,14 +159,33 @@ pub struct Call<'a> {
 
 impl fmt::Debug for Call<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Call").field("method_id", &self.method_id).field("len", &self.payload.len()).finish()
+        f.debug_struct("Call").field("method_id", &self.method_id).field("len", &self.request.len()).finish()
     }
 }
 
 impl<'a> Call<'a> {
-    /// The request payload, in shared memory, valid for the duration of the handler.
+    /// The request payload. Payloads larger than 16 bytes are copied out of shared
+    /// memory on the first call (the caller could change them under a reference); read
+    /// them in place with [`Call::request`] instead.
     pub fn payload(&self) -> &'a [u8] {
-        self.payload
+        self.request.bytes()
+    }
+
+    /// The request where it lies, without a copy, valid for the handler's run. Its
+    /// lifetime is not tied to `self`, so a reply can be written from it in place:
+    /// `let r = call.request(); call.reply_with(r.len(), |b| { r.copy_to_slice(0, b); b.len() })`.
+    pub fn request(&self) -> SharedBytes<'a> {
+        self.request.shared()
+    }
+
+    /// Keeps the request's memory (its slot) past the handler's return until `check`
+    /// answers true, asked before each later request of this link is served. For
+    /// zero-copy views a binding hands to code that may keep them (a Python memoryview
+    /// something still exports): the slot stays the reader's, the sender's pool is one
+    /// slot smaller meanwhile. A link that ends with requests retained keeps its memory
+    /// mapped while they are.
+    pub fn retain_request_until(&mut self, check: impl FnMut() -> bool + Send + 'static) {
+        self.retain = Some(Box::new(check));
     }
 
     /// The method id being called.

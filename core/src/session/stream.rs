@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use super::{CallOptions, OutBody, Payload, Response, Session};
 use crate::error::{Error, Result};
 use crate::frame::{flags, monotonic_now_ns, Descriptor, StreamFrame, INLINE_CAPACITY};
+use crate::shm::SharedBytes;
 use crate::Status;
 
 /// DATA frames a side may have in flight per stream (its receive window).
@@ -128,20 +129,37 @@ pub struct StreamItem {
 }
 
 impl StreamItem {
-    /// The item's bytes.
+    /// The item's bytes. Items larger than 16 bytes are copied out of shared memory on
+    /// the first call (the sender could change them under a reference); read them in
+    /// place with [`StreamItem::payload`] instead.
     pub fn bytes(&self) -> &[u8] {
         self.payload.as_ref().map_or(&[], |p| p.bytes())
     }
 
+    /// The item where it lies, without a copy.
+    pub fn payload(&self) -> SharedBytes<'_> {
+        self.payload.as_ref().map_or(SharedBytes::private(&[]), |p| p.shared())
+    }
+
+    /// The item's length.
+    pub fn len(&self) -> usize {
+        self.payload.as_ref().map_or(0, |p| p.len())
+    }
+
+    /// True for an empty item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Copies the item out.
     pub fn to_vec(&self) -> Vec<u8> {
-        self.bytes().to_vec()
+        self.payload().to_vec()
     }
 }
 
 impl fmt::Debug for StreamItem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamItem").field("len", &self.bytes().len()).finish()
+        f.debug_struct("StreamItem").field("len", &self.len()).finish()
     }
 }
 
@@ -584,9 +602,15 @@ impl fmt::Debug for StreamCall {
 }
 
 impl StreamCall {
-    /// The message the caller opened the stream with.
+    /// The message the caller opened the stream with (copied out of shared memory on
+    /// the first call when larger than 16 bytes, see [`StreamCall::request_payload`]).
     pub fn request(&self) -> &[u8] {
         self.request.as_ref().map_or(&[], |p| p.bytes())
+    }
+
+    /// The opening message where it lies, without a copy.
+    pub fn request_payload(&self) -> SharedBytes<'_> {
+        self.request.as_ref().map_or(SharedBytes::private(&[]), |p| p.shared())
     }
 
     /// Sends one item to the caller; waits for credit (a slow caller slows us down).

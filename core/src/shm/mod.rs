@@ -13,6 +13,7 @@ pub(crate) mod layout;
 pub(crate) mod memfd;
 pub(crate) mod pool;
 pub(crate) mod ring;
+pub mod shared_bytes;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -28,6 +29,7 @@ use crate::frame::Status;
 pub(crate) use join::JoinRecord;
 use layout::{control, cursors, header, SideLayout, MAGIC, RING_HEADER_SIZE};
 pub use layout::{Geometry, PeerSlotState, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR, PEER_NAME_MAX};
+pub use shared_bytes::SharedBytes;
 
 /// How a hub is shaped. The defaults suit a few dozen cells exchanging messages from
 /// bytes to 1 MiB; everything is configurable.

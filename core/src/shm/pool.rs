@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::ClassLayout;
 use super::ring::{Consumer, Producer, PushError};
+use super::shared_bytes::SharedBytes;
 use super::{RawView, Region, ShmRing, Side};
 use crate::frame::{Descriptor, SLOT_INLINE};
 
@@ -179,16 +180,21 @@ unsafe impl Send for InSlot {}
 unsafe impl Sync for InSlot {}
 
 impl InSlot {
-    /// The payload, read in place.
+    /// The payload's length, from the validated descriptor.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The payload, read in place through volatile loads (the writer can still write it).
     ///
     /// # Safety
-    /// The receiver's mapping must still be alive (the session that produced this slot
-    /// is alive), and the slot must not have been released.
-    pub unsafe fn bytes(&self) -> &[u8] {
-        // SAFETY: bounds were checked against the slot class in `accept`; between the
-        // descriptor's publication and our release the writer may not touch the slot. A
-        // peer that does anyway can only change the bytes we read, not their bounds.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    /// The receiver's mapping must stay alive (the session that produced this slot is
+    /// alive) for as long as the view is used.
+    pub unsafe fn shared(&self) -> SharedBytes<'_> {
+        // SAFETY: bounds were checked against the slot class in `accept`, and the caller
+        // keeps the mapping alive. A peer that writes the slot anyway changes only the
+        // bytes we copy, never their bounds: SharedBytes never makes a reference of them.
+        unsafe { SharedBytes::from_raw(self.ptr, self.len) }
     }
 }
 
@@ -317,7 +323,7 @@ mod tests {
         for (i, s) in slots.iter().enumerate() {
             let held = recv.accept(&descriptor_for(s, 4)).unwrap();
             // SAFETY: the cell's mapping is alive and the slot is held.
-            assert_eq!(unsafe { held.bytes() }, &(i as u32).to_le_bytes());
+            assert!(unsafe { held.shared() } == (i as u32).to_le_bytes()[..]);
             recv.release(&held).unwrap();
         }
         assert_eq!(recv.held_count(), 0);

@@ -594,7 +594,9 @@ class Cell:
     def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
         """Decorator registering a handler for ``"Service.method"``. It receives the
         request as ``bytes`` (or, with ``view=True``, a read-only ``memoryview`` into shared
-        memory, valid only during the call) and returns a bytes-like object or None. An
+        memory, released when the handler returns; if something made from it, such as a
+        numpy array, is still alive then, the request's slot stays held until it is gone,
+        and a warning is logged) and returns a bytes-like object or None. An
         ``async def`` handler runs on the loop of :meth:`serve_async`. A raised
         :class:`CellshmError` keeps its status; any other exception is INTERNAL with its
         message. The cell keeps serving either way."""

@@ -1,6 +1,7 @@
 """The Python cell used by the pytest suite.
 
-Methods: Echo.echo, Echo.view (memoryview request), Test.sleep (u32 ms), Test.fail (u32
+Methods: Echo.echo, Echo.view (memoryview request), Echo.keep_view / Test.kept_views /
+Test.drop_kept_views (a view kept past its handler), Test.sleep (u32 ms), Test.fail (u32
 status + message, like the Rust and C test cells), Test.raise (raises ValueError), Test.not_found (raises cellshm.NotFound), Test.call_host (calls the
 host's Host.echo), Test.log (logs the request at WARNING), Test.async_echo (async def).
 With PY_CELL_MODE=async the cell serves with asyncio (serve_async)."""
@@ -8,6 +9,7 @@ With PY_CELL_MODE=async the cell serves with asyncio (serve_async)."""
 import asyncio
 import logging
 import os
+import pickle
 import struct
 import time
 
@@ -28,6 +30,28 @@ def echo(request: bytes) -> bytes:
 def view(request: memoryview) -> bytes:
     assert isinstance(request, memoryview) and request.readonly
     return bytes(request[::-1])
+
+
+# Buffers still exported from request views after their handler returned.
+kept_views: "list[pickle.PickleBuffer]" = []
+
+
+@cell.method("Echo.keep_view", view=True)
+def keep_view(request: memoryview) -> bytes:
+    # A PickleBuffer holds an export of the view, so the view cannot be released when
+    # the handler returns: the binding must keep the slot it reads from.
+    kept_views.append(pickle.PickleBuffer(request))
+    return b""
+
+
+@cell.method("Test.kept_views")
+def read_kept_views(request: bytes) -> bytes:
+    return b"".join(bytes(view) for view in kept_views)
+
+
+@cell.method("Test.drop_kept_views")
+def drop_kept_views(request: bytes) -> None:
+    kept_views.clear()
 
 
 @cell.method("Test.sleep")
