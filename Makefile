@@ -62,10 +62,10 @@ python:
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
 ## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
 test-python: python test-c
-	$(CARGO) build --release --quiet -p cellshm -p cellshm-examples
+	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples
 	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
 
-CHAOS_CELLS = -- ./target/release/cellshm __cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py
+CHAOS_CELLS = -- ./target/release/cellshm-testkit cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py
 
 ## Chaos, short: 30 SIGKILLs at random moments to Rust, C and Python cells under a
 ## supervisor while 4 threads call them (every call ends in time; pools free; no slot lost);
@@ -73,14 +73,14 @@ CHAOS_CELLS = -- ./target/release/cellshm __cell -- ./build/test_cell -- $(VENV)
 ## cell exits within 1 s; nothing new in /dev/shm, $XDG_RUNTIME_DIR, /tmp or the abstract
 ## socket namespace).
 test-chaos: test-c python
-	$(CARGO) build --release --quiet -p cellshm
-	./target/release/cellshm __chaos 30 $(CHAOS_CELLS)
-	./target/release/cellshm __kill-hosts 50 $(CHAOS_CELLS)
+	$(CARGO) build --release --quiet -p cellshm-testkit
+	./target/release/cellshm-testkit chaos 30 $(CHAOS_CELLS)
+	./target/release/cellshm-testkit kill-hosts 50 $(CHAOS_CELLS)
 
 ## Chaos, full: 200 rounds.
 chaos: test-c python
-	$(CARGO) build --release --quiet -p cellshm
-	./target/release/cellshm __chaos 200 $(CHAOS_CELLS)
+	$(CARGO) build --release --quiet -p cellshm-testkit
+	./target/release/cellshm-testkit chaos 200 $(CHAOS_CELLS)
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -105,11 +105,11 @@ tools:
 bench: tools
 	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 	$(CMAKE) --build build --target bench_c_caller > /dev/null
-	CELLSHM_C_BENCH=./build/bench_c_caller $(CARGO) run --release --quiet -p cellshm --bin cellshm -- bench
+	CELLSHM_C_BENCH=./build/bench_c_caller $(CARGO) run --release --quiet -p cellshm-bench --
 
 ## Python round trips beside multiprocessing.Pipe, socketpair and pyzmq (own venv).
 bench-python: python
-	$(CARGO) build --release --quiet -p cellshm
+	$(CARGO) build --release --quiet -p cellshm-testkit
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install --quiet pyzmq ./bindings/python
 	.venv-bench/bin/python bindings/python/bench/bench.py

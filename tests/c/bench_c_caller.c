@@ -1,4 +1,4 @@
-/* The C-API half of `cellshm bench`: 64-byte Echo.echo round trips through the C API,
+/* The C-API half of `cellshm-bench`: 64-byte Echo.echo round trips through the C API,
  * Spin mode on both sides, timed one by one.
  *   bench_c_caller ITERATIONS CELL_PROGRAM [CELL_ARG...]
  * Prints: cellshm_rtt_64B_spin_c_api p50_ns=N p99_ns=N */

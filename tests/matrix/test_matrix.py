@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RUST = ROOT / "target" / "release" / "cellshm"
+RUST = ROOT / "target" / "release" / "cellshm-testkit"
 C_BUILD = ROOT / "build"
 PY_CELL = ROOT / "bindings" / "python" / "tests" / "cells" / "py_test_cell.py"
 
 HOSTS = {
-    "rust": [str(RUST), "__matrix-host"],
+    "rust": [str(RUST), "matrix-host"],
     "c": [str(C_BUILD / "matrix_host")],
     "python": [sys.executable, str(Path(__file__).with_name("matrix_host.py"))],
 }
 CELLS = {
-    "rust": [str(RUST), "__cell"],
+    "rust": [str(RUST), "cell"],
     "c": [str(C_BUILD / "test_cell")],
     "python": [sys.executable, str(PY_CELL)],
 }

@@ -42,7 +42,7 @@ def measure(name: str, once: Callable[[], object], n: int = N) -> float:
 
 
 def bench_cellshm() -> None:
-    rust_cell = [str(ROOT / "target" / "release" / "cellshm"), "__cell"]
+    rust_cell = [str(ROOT / "target" / "release" / "cellshm-testkit"), "cell"]
     py_cell = [sys.executable, str(PY_CELL)]
     for wait in ("spin", "adaptive"):
         for label, argv in (("python_cell", py_cell), ("rust_cell", rust_cell)):

@@ -20,14 +20,14 @@ def _cargo_binary(name: str) -> Path:
         path = ROOT / "target" / profile / name
         if path.exists():
             return path
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "cellshm", "-p", "cellshm-examples"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "cellshm-testkit", "-p", "cellshm-examples"], cwd=ROOT, check=True)
     return ROOT / "target" / "release" / name
 
 
 @pytest.fixture(scope="session")
 def rust_test_cell() -> List[str]:
-    """The Rust test cell (`cellshm __cell`): Echo.echo, Test.sleep, Test.fail, ..."""
-    return [str(_cargo_binary("cellshm")), "__cell"]
+    """The Rust test cell (`cellshm-testkit cell`): Echo.echo, Test.sleep, Test.fail, ..."""
+    return [str(_cargo_binary("cellshm-testkit")), "cell"]
 
 
 @pytest.fixture(scope="session")

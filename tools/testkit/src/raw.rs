@@ -1,7 +1,7 @@
 //! Cells that speak the protocol by hand, as a cell in another language would from
-//! docs/PROTOCOL.md: `__hostile` attacks the host through every descriptor it holds,
-//! `__bad-hello` joins and sends a HELLO the host must refuse, `__ping-flood` stops
-//! reading and floods PINGs, `__attach-flood` hammers a hub's socket with attach requests.
+//! docs/PROTOCOL.md: `cellshm-testkit hostile` attacks the host through every descriptor it holds,
+//! `bad-hello` joins and sends a HELLO the host must refuse, `ping-flood` stops
+//! reading and floods PINGs, `attach-flood` hammers a hub's socket with attach requests.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ fn fail(m: impl Into<String>) -> Error {
 }
 
 /// What arrives first on a doorbell: the join record and the two memfds.
+#[derive(Debug)]
 pub struct Joined {
     pub doorbell: OwnedFd,
     pub record: Vec<u8>,
@@ -179,7 +180,7 @@ fn attack_host_memory(label: &str, fd: RawFd, size: usize, report: &mut Vec<(Str
     add("mremap to twice its size", outcome);
 }
 
-/// `__hostile`: joins by hand and tries everything a cell could do to the host or to
+/// `hostile`: joins by hand and tries everything a cell could do to the host or to
 /// other cells; prints one line per attempt and fails if any succeeded. With
 /// `HOSTILE_ONLY=socket` only the hub-socket attempts run (for a same-uid run as root,
 /// where /proc access is root's privilege, outside the threat model).
@@ -343,7 +344,7 @@ impl RawLink {
     }
 }
 
-/// `__bad-hello`: joins by hand and sends a HELLO for the wrong epoch, then waits for
+/// `bad-hello`: joins by hand and sends a HELLO for the wrong epoch, then waits for
 /// the host to drop it (doorbell EOF). Exits 0 once dropped.
 pub fn bad_hello() -> Result<(), Error> {
     let mut link = RawLink::open()?;
@@ -358,7 +359,7 @@ pub fn bad_hello() -> Result<(), Error> {
     Err(fail("the host did not drop a cell with a bad HELLO within 10 s"))
 }
 
-/// `__attach-flood N HUB`: N attach requests, each refused; prints how many.
+/// `attach-flood N HUB`: N attach requests, each refused; prints how many.
 pub fn attach_flood(args: &[String]) -> Result<(), Error> {
     let (Some(n), Some(hub)) = (args.first().and_then(|n| n.parse::<u64>().ok()), args.get(1)) else {
         return Err(Error::new(Status::InvalidArgument, "usage: __attach-flood N HUB"));
@@ -404,7 +405,7 @@ pub enum Flood {
     Streams(u64),
 }
 
-/// `__ping-flood`, `__request-flood N`, `__notify-flood N`, `__stream-flood N`: joins by hand with a correct
+/// `ping-flood`, `request-flood N`, `notify-flood N`, `stream-flood N`: joins by hand with a correct
 /// HELLO, then never reads its ring and sends as fast as the host consumes. Prints
 /// `flooding` once its ring has been full, and `sent` when a finite flood is all out;
 /// then waits to be killed.

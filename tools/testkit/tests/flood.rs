@@ -47,7 +47,7 @@ fn a_cell_that_floods_requests_then_dies_is_seen_dead_at_once_and_leaves_nothing
     let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
     hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
     let threads_before = link_threads();
-    let (peer, mut child) = flooder(&hub, &["__request-flood", "1000000"], "flooding");
+    let (peer, mut child) = flooder(&hub, &["request-flood", "1000000"], "flooding");
     // A call of ours is pending when it dies.
     let pending = {
         let peer = peer.clone();
@@ -64,7 +64,7 @@ fn a_cell_that_floods_requests_then_dies_is_seen_dead_at_once_and_leaves_nothing
     assert_eq!(pending.join().unwrap().unwrap_err().status(), Status::PeerDead);
     // The slot is reusable, and the flooded link's threads are gone.
     let ticket = hub.add_peer("next", PeerOptions::default()).unwrap();
-    let (next, mut next_child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
+    let (next, mut next_child) = ticket.spawn(Command::new(CELL).arg("cell").env("CELLSHM_QUIET", "1")).unwrap();
     next.wait_ready(Duration::from_secs(10)).unwrap();
     assert_eq!(next.call("Echo.echo", b"ok", &CallOptions::timeout(Duration::from_secs(5))).unwrap().bytes(), b"ok");
     settles(threads_before + PeerOptions::default().server_threads as u64);
@@ -89,13 +89,13 @@ fn a_million_notifications_keep_the_host_bounded() {
     })
     .unwrap();
     // Warm up (allocator arenas of the server threads), then measure.
-    let (_, mut warm) = flooder(&hub, &["__notify-flood", "20000"], "sent");
+    let (_, mut warm) = flooder(&hub, &["notify-flood", "20000"], "sent");
     let _ = warm.kill();
     let _ = warm.wait();
     counted.store(0, Ordering::SeqCst);
     let rss_before = proc_status("self", "VmRSS:");
     let started = Instant::now();
-    let (_peer, mut child) = flooder(&hub, &["__notify-flood", "1000000"], "sent");
+    let (_peer, mut child) = flooder(&hub, &["notify-flood", "1000000"], "sent");
     // The last ones may still be on their way through the ring.
     millionth
         .recv_timeout(Duration::from_secs(60))
@@ -126,7 +126,7 @@ fn requests_beyond_the_work_queue_are_refused_not_stored() {
         call.reply(call.payload())
     })
     .unwrap();
-    let (peer, mut child) = flooder(&hub, &["__request-flood", "100000"], "flooding");
+    let (peer, mut child) = flooder(&hub, &["request-flood", "100000"], "flooding");
     // A caller waiting for a response that never comes polls the ring meanwhile, and
     // queues the requests it finds for the (busy) servers, up to the bound.
     let caller = {
@@ -159,7 +159,7 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
     let threads_before = link_threads();
     let ticket = hub.add_peer("streamer", PeerOptions { max_streams: 16, ..PeerOptions::default() }).unwrap();
     let mut cmd = Command::new(CELL);
-    cmd.args(["__stream-flood", "1000"]).stdout(Stdio::piped());
+    cmd.args(["stream-flood", "1000"]).stdout(Stdio::piped());
     let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();

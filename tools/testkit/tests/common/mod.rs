@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions};
 
-/// `cellshm __cell` is the test cell (see `src/bin/cellshm.rs`).
-pub const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+/// `cellshm-testkit cell` is the test cell (see `tools/testkit/src/lib.rs`).
+pub const CELL: &str = env!("CARGO_BIN_EXE_cellshm-testkit");
 
 /// A hub with one ready test cell; the cell is killed on drop.
 pub struct Running {
@@ -30,7 +30,7 @@ impl Drop for Running {
 pub fn spawn_cell_on(hub: &Hub, name: &str, env: &[(&str, &str)]) -> (Peer, Child) {
     let ticket = hub.add_peer(name, PeerOptions::default()).unwrap();
     let mut cmd = Command::new(CELL);
-    cmd.arg("__cell").env("CELLSHM_QUIET", "1");
+    cmd.arg("cell").env("CELLSHM_QUIET", "1");
     for (k, v) in env {
         cmd.env(k, v);
     }

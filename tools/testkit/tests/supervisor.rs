@@ -8,10 +8,10 @@ use cellshm::{
     CallOptions, CellSpec, CellStatus, ExitReason, Hub, HubConfig, RestartPolicy, Status, Supervisor, SupervisorEvent,
 };
 
-const CELL: &str = env!("CARGO_BIN_EXE_cellshm");
+const CELL: &str = env!("CARGO_BIN_EXE_cellshm-testkit");
 
 fn test_cell(name: &str) -> CellSpec {
-    CellSpec::new(name, CELL).args(["__cell"]).env("CELLSHM_QUIET", "1").restart(RestartPolicy {
+    CellSpec::new(name, CELL).args(["cell"]).env("CELLSHM_QUIET", "1").restart(RestartPolicy {
         max_restarts: 100,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),

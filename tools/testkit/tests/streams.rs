@@ -1,4 +1,4 @@
-//! Streams between a real host (this test process) and a real cell (`cellshm __cell`):
+//! Streams between a real host (this test process) and a real cell (`cellshm-testkit cell`):
 //! server streaming, client streaming, both at once, errors, cancellation, deadlines
 //! and flow control, over real shared memory.
 
@@ -311,7 +311,7 @@ fn a_cell_opens_a_stream_to_the_host() {
     .unwrap();
     let ticket = hub.add_peer("streamer", PeerOptions::default()).unwrap();
     let mut cmd = Command::new(CELL);
-    cmd.arg("__cell").env("CELLSHM_QUIET", "1");
+    cmd.arg("cell").env("CELLSHM_QUIET", "1");
     let (peer, child) = ticket.spawn(&mut cmd).unwrap();
     let r = Running { hub, peer, child };
     r.peer.wait_ready(Duration::from_secs(10)).unwrap();

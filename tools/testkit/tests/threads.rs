@@ -23,7 +23,7 @@ fn failed_spawns_and_absurd_thread_counts_leave_the_thread_count_as_it_was() {
     let hub = Hub::create(HubConfig::default()).unwrap();
     // A working cell first, so every lazily started thread exists already.
     let ticket = hub.add_peer("ok", PeerOptions::default()).unwrap();
-    let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
+    let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("cell").env("CELLSHM_QUIET", "1")).unwrap();
     peer.wait_ready(Duration::from_secs(10)).unwrap();
     let before = link_threads();
 
@@ -83,7 +83,7 @@ fn a_handler_waiting_for_cancellation_sleeps_without_timers() {
     })
     .unwrap();
     let ticket = hub.add_peer("caller", PeerOptions::default()).unwrap();
-    let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("__cell").env("CELLSHM_QUIET", "1")).unwrap();
+    let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("cell").env("CELLSHM_QUIET", "1")).unwrap();
     peer.wait_ready(Duration::from_secs(10)).unwrap();
     // The cell calls Host.echo with a deadline of 5 s (Test.call_host); the handler waits
     // for it to pass.

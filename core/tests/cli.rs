@@ -1,0 +1,112 @@
+//! The shipped `cellshm` command line (`list`, `inspect`) against live hubs.
+//!
+//! The cells and the host this kills are this very test binary run again in a role
+//! (`CELLSHM_CLI_TEST_ROLE`): the test kit's programs belong to another package, and the
+//! CLI's own binary is only built for this package's tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use cellshm::{CallOptions, Cell, CellOptions, Hub, HubConfig, JoinArgs, PeerOptions};
+
+const CLI: &str = env!("CARGO_BIN_EXE_cellshm");
+const ROLE: &str = "CELLSHM_CLI_TEST_ROLE";
+
+/// This test binary, started so that [`role`] becomes the program `role` names.
+fn run_as(role: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "role", "--nocapture", "--test-threads=1"]).env(ROLE, role).env("CELLSHM_QUIET", "1");
+    cmd
+}
+
+/// Does nothing in a normal run. As `cell`: an echo cell joined through
+/// `CELLSHM_DOORBELL_FD`, serving until the host says goodbye. As `host:NAME`: a hub
+/// called NAME that prints `cli-test-host-ready` and waits to be killed.
+#[test]
+fn role() {
+    match std::env::var(ROLE).as_deref() {
+        Ok("cell") => {
+            let args = JoinArgs::parse(std::iter::empty::<std::ffi::OsString>()).unwrap();
+            let cell = Cell::join(args, CellOptions::from_env().unwrap()).unwrap();
+            cell.method("Echo.echo", |call| call.reply(call.payload())).unwrap();
+            cell.run().unwrap();
+        }
+        Ok(role) if role.starts_with("host:") => {
+            let _hub =
+                Hub::create(HubConfig { name: Some(role["host:".len()..].into()), ..HubConfig::default() }).unwrap();
+            println!("\ncli-test-host-ready");
+            loop {
+                std::thread::park();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn spawn_cell(hub: &Hub, name: &str) -> (cellshm::Peer, std::process::Child) {
+    let ticket = hub.add_peer(name, PeerOptions::default()).unwrap();
+    let (peer, child) = ticket.spawn(&mut run_as("cell")).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    (peer, child)
+}
+
+#[test]
+fn cellshm_list_shows_live_hubs_and_not_a_killed_one_and_inspect_reads_a_live_one() {
+    let pid = std::process::id();
+    let a = Hub::create(HubConfig { name: Some(format!("cli-a-{pid}")), ..HubConfig::default() }).unwrap();
+    let b = Hub::create(HubConfig { name: Some(format!("cli-b-{pid}")), ..HubConfig::default() }).unwrap();
+    let (_peer, mut child) = spawn_cell(&a, "listed");
+    let killed = format!("cli-killed-{pid}");
+    let mut host = run_as(&format!("host:{killed}")).stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = BufReader::new(host.stdout.take().unwrap());
+    assert!(
+        stdout.lines().any(|l| l.is_ok_and(|l| l.contains("cli-test-host-ready"))),
+        "the host role never got ready"
+    );
+    host.kill().unwrap();
+    host.wait().unwrap();
+
+    let out = Command::new(CLI).args(["list", "--json"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("\"name\":\"cli-a-{pid}\"")) && text.contains(&format!("\"name\":\"cli-b-{pid}\"")));
+    assert!(!text.contains(&killed), "{text}");
+    let table = String::from_utf8_lossy(&Command::new(CLI).arg("list").output().unwrap().stdout).into_owned();
+    assert!(table.contains(&format!("cli-a-{pid}")) && table.contains("1/8"), "{table}");
+
+    let inspected = Command::new(CLI).args(["inspect", a.name()]).output().unwrap();
+    let text = String::from_utf8_lossy(&inspected.stdout);
+    assert!(inspected.status.success() && text.contains("listed") && text.contains("Active"), "{text}");
+    let missing = Command::new(CLI).args(["inspect", &killed]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no live hub named"));
+    drop(b);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn cellshm_inspect_json_reports_each_link_and_its_counters() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (peer, mut child) = spawn_cell(&hub, "alpha");
+    for _ in 0..20 {
+        peer.call("Echo.echo", &[1u8; 100], &CallOptions::timeout(Duration::from_secs(5))).unwrap();
+    }
+    let out = Command::new(CLI).args(["inspect", hub.name(), "--json"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\"name\":\"alpha\"") && text.contains("\"state\":\"Active\""), "{text}");
+    assert!(text.contains("\"calls_sent\":20"), "{text}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn cellshm_without_a_known_command_prints_usage_and_exits_2() {
+    for args in [&[][..], &["bench"][..], &["inspect"][..]] {
+        let out = Command::new(CLI).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("usage: cellshm list"), "{args:?}");
+    }
+}

@@ -1,0 +1,257 @@
+//! cellshm's test kit: the cells and hosts its multi-process tests, chaos runs, the
+//! cross-language matrix and the benchmark spawn. Not part of the shipped `cellshm`
+//! binary; `cellshm-testkit` (src/main.rs) runs them.
+
+pub mod raw;
+
+use std::time::Duration;
+
+use cellshm::{CallOptions, Cell, Error, Status};
+
+/// Joins as the test cell from the environment (`CELLSHM_DOORBELL_FD`) and serves
+/// [`test_cell`]'s methods. Strict, like a clap program: any argument is an error, so
+/// every test that spawns this cell proves the host left its argv alone.
+pub fn run_test_cell(extra_args: &[String]) -> Result<(), Error> {
+    if let Some(extra) = extra_args.first() {
+        return Err(Error::new(Status::InvalidArgument, format!("the test cell takes no arguments, got {extra:?}")));
+    }
+    let mut options = cellshm::CellOptions::from_env()?;
+    // A forged pid in `ready`, for the test proving the host ignores it.
+    options.announced_pid = std::env::var("TEST_CELL_ANNOUNCED_PID").ok().and_then(|p| p.parse().ok());
+    let cell = Cell::join(cellshm::JoinArgs::parse(std::iter::empty::<std::ffi::OsString>())?, options)?;
+    test_cell(cell)
+}
+
+pub fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
+    bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| Error::new(Status::InvalidArgument, format!("expected a u32 at byte {at}")))
+}
+
+/// The cell spawned by tests and benchmarks. Methods:
+/// - `Echo.echo`: replies with the request, written in place.
+/// - `Test.sleep`: sleeps u32 ms, replies empty.
+/// - `Test.panic`: panics.
+/// - `Test.fail`: returns status u32 with the rest of the payload as message.
+/// - `Test.cancelled_at_deadline`: waits for cancellation (its deadline included), then
+///   answers CANCELLED.
+/// - `Test.sized`: replies with u32 bytes of a pattern.
+/// - `Test.garbage`: pushes a garbage descriptor towards the host.
+/// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
+/// - `Test.log`: sends the payload as a log line.
+/// - `Test.goodbye`: answers, then leaves on purpose (goodbye).
+/// - `Test.trace`: emits `tracing` events (forwarded to the host through the log filter).
+/// - `Test.exit`: exits the process at once with code u32.
+pub fn test_cell(cell: Cell) -> Result<(), Error> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let subscriber = tracing_subscriber::registry().with(cellshm::log::CellLayer::new(cell.log_sender()));
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    cell.method("Test.trace", |_| {
+        tracing::info!(target: "other", "info from other");
+        tracing::warn!(target: "other", "warn from other");
+        tracing::debug!(target: "mycell::db", "debug from mycell");
+        tracing::trace!(target: "mycell::db", "trace from mycell");
+        tracing::error!(target: "mycell", answer = 42, "error with a field");
+        Ok(())
+    })?;
+    let cell = std::sync::Arc::new(cell);
+    cell.method("Echo.echo", |call| {
+        // Straight from the request's slot into the reply's, without a private copy.
+        let request = call.request();
+        call.reply_with(request.len(), |buf| {
+            request.copy_to_slice(0, buf);
+            request.len()
+        })
+    })?;
+    cell.method("Test.sleep", |call| {
+        std::thread::sleep(Duration::from_millis(u32_at(call.payload(), 0)? as u64));
+        Ok(())
+    })?;
+    cell.method("Test.panic", |_| panic!("deliberate panic in Test.panic"))?;
+    cell.method("Test.fail", |call| {
+        let code = u32_at(call.payload(), 0)?;
+        let status = Status::from_code(code).unwrap_or(Status::Unknown);
+        Err(Error::new(status, String::from_utf8_lossy(&call.payload()[4..]).into_owned()))
+    })?;
+    cell.method("Test.sized", |call| {
+        let n = u32_at(call.payload(), 0)? as usize;
+        call.reply_with(n, |buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (i % 251) as u8;
+            }
+            n
+        })
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.garbage", move |_| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let mut garbage = [0xA5u8; 64];
+        garbage[16..20].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        cell.push_raw_descriptor_for_tests(garbage)
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.call_host", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let answer = cell.call("Host.echo", call.payload(), &CallOptions::timeout(Duration::from_secs(5)))?;
+        call.reply(answer.bytes())
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.goodbye", move |_| {
+        // Answer first, then leave on purpose.
+        let weak = weak.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some(cell) = weak.upgrade() {
+                let _ = cell.goodbye();
+            }
+        });
+        Ok(())
+    })?;
+    cell.method("Test.exit", |call| std::process::exit(u32_at(call.payload(), 0)? as i32))?;
+    serve_test_streams(&cell)?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.stream_method("Stream.ignore_credit", move |call| {
+        // A misbehaving cell: 100 inline DATA frames at once, ignoring the window.
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        for i in 0..100u64 {
+            let d = cellshm::frame::Descriptor {
+                msg_id: 1 << 40 | i,
+                channel_id: call.channel_id(),
+                method_id: cellshm::method_id("Stream.ignore_credit"),
+                flags: cellshm::frame::flags::DATA,
+                slot: cellshm::frame::SLOT_INLINE,
+                ..Default::default()
+            };
+            cell.push_raw_descriptor_for_tests(d.encode())?;
+        }
+        Ok(())
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.stream_from_host", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let stream =
+            cell.open_stream("Host.countdown", call.payload(), &CallOptions::timeout(Duration::from_secs(5)))?;
+        let mut got = Vec::new();
+        for item in stream {
+            got.extend_from_slice(item?.bytes());
+        }
+        call.reply(&got)
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.log", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        cell.log(&String::from_utf8_lossy(call.payload()))
+    })?;
+    cell.run()
+}
+
+/// When `Stream.forever` or `Test.until_cancelled` last saw a cancellation (CLOCK_MONOTONIC ns), so a test
+/// can measure how long a cancellation takes to reach the handler.
+static LAST_CANCEL_SEEN_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// FNV-1a over a stream of items: what `Stream.sum` answers, and what callers check.
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        hash = (hash ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+/// The stream methods of the test cell:
+/// - `Stream.count {n, size, sleep_ms}`: n items of `size` bytes, each starting with its index
+///   (the rest is not written);
+/// - `Stream.fail_after {n}`: n items, then ABORTED;
+/// - `Stream.forever {size}`: items until cancelled; records when it saw the cancel;
+/// - `Stream.sum`: reads every item, answers {bytes: u64, fnv1a: u64};
+/// - `Stream.echo`: sends every item it receives back.
+fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
+    cell.stream_method("Stream.count", |call| {
+        let n = u32_at(call.request(), 0)?;
+        let size = (u32_at(call.request(), 4)? as usize).max(4);
+        let sleep = Duration::from_millis(u32_at(call.request(), 8).unwrap_or(0) as u64);
+        for i in 0..n {
+            // Only the index is written: the tests check order and length, and the
+            // large-chunk ones measure flow control, not how fast we fill memory.
+            call.send_with(size, |buf| {
+                buf[..4].copy_from_slice(&i.to_le_bytes());
+                size
+            })?;
+            if !sleep.is_zero() {
+                std::thread::sleep(sleep);
+            }
+        }
+        Ok(())
+    })?;
+    cell.stream_method("Stream.fill", |call| {
+        // The benchmark's producer: every byte of every chunk written in place.
+        let n = u32_at(call.request(), 0)?;
+        let size = u32_at(call.request(), 4)? as usize;
+        for i in 0..n {
+            call.send_with(size, |buf| {
+                buf.fill(i as u8);
+                size
+            })?;
+        }
+        Ok(())
+    })?;
+    cell.stream_method("Stream.fail_after", |call| {
+        let n = u32_at(call.request(), 0)?;
+        for i in 0..n {
+            call.send(&i.to_le_bytes())?;
+        }
+        Err(Error::new(Status::Aborted, format!("gave up after {n} items")))
+    })?;
+    cell.stream_method("Stream.forever", |call| {
+        let size = u32_at(call.request(), 0)? as usize;
+        loop {
+            if let Err(e) = call.send_with(size, |buf| buf.len()) {
+                if call.is_cancelled() {
+                    LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        }
+    })?;
+    cell.method("Test.until_cancelled", |call| {
+        if call.wait_cancelled(Duration::from_secs(10)) {
+            LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+            if call.remaining() == Some(Duration::ZERO) {
+                return Err(Error::new(Status::DeadlineExceeded, "the caller's deadline passed"));
+            }
+            return Err(Error::new(Status::Cancelled, "the caller cancelled"));
+        }
+        Ok(())
+    })?;
+    // Answers CANCELLED as soon as it sees the call cancelled, also when that is only
+    // its deadline passing: the library must turn that into DEADLINE_EXCEEDED.
+    cell.method("Test.cancelled_at_deadline", |call| {
+        call.wait_cancelled(Duration::from_secs(10));
+        Err(Error::new(Status::Cancelled, "stopped: the call was cancelled"))
+    })?;
+    cell.method("Stream.last_cancel_seen", |call| {
+        call.reply(&LAST_CANCEL_SEEN_NS.load(std::sync::atomic::Ordering::SeqCst).to_le_bytes())
+    })?;
+    cell.stream_method("Stream.sum", |call| {
+        let (mut total, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+        while let Some(item) = call.recv()? {
+            total += item.bytes().len() as u64;
+            hash = fnv1a(hash, item.bytes());
+        }
+        let mut answer = total.to_le_bytes().to_vec();
+        answer.extend_from_slice(&hash.to_le_bytes());
+        call.set_response(&answer);
+        Ok(())
+    })?;
+    cell.stream_method("Stream.echo", |call| {
+        while let Some(item) = call.recv()? {
+            let bytes = item.bytes();
+            call.send_with(bytes.len(), |buf| {
+                buf.copy_from_slice(bytes);
+                bytes.len()
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
