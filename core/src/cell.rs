@@ -21,7 +21,7 @@ use crate::session::{
     StreamCall, WaitStrategy,
 };
 use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
-use crate::sys::doorbell::Doorbell;
+use crate::sys::doorbell::{Doorbell, Kick};
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
 const LIFECYCLE_SERVING: u32 = 1;
@@ -137,6 +137,8 @@ struct CellState {
     host_goodbye: AtomicBool,
     stopped: Mutex<bool>,
     stopped_cv: Condvar,
+    /// Signalled once stopped, for waits that must also end on a signal.
+    stopped_kick: Kick,
     on_stop: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     exit_with_host: bool,
     quiet: bool,
@@ -150,6 +152,7 @@ impl CellState {
     fn stop(&self) {
         *self.stopped.lock() = true;
         self.stopped_cv.notify_all();
+        self.stopped_kick.notify();
         let listeners: Vec<_> = self.on_stop.lock().drain(..).collect();
         for listener in listeners {
             listener();
@@ -260,6 +263,7 @@ impl Cell {
             host_goodbye: AtomicBool::new(false),
             stopped: Mutex::new(false),
             stopped_cv: Condvar::new(),
+            stopped_kick: Kick::new().map_err(|e| Error::system("creating an eventfd", e))?,
             on_stop: Mutex::new(Vec::new()),
             exit_with_host: options.exit_with_host,
             quiet: options.quiet,
@@ -394,6 +398,13 @@ impl Cell {
             let _ = self.state.stopped_cv.wait_for(&mut stopped, timeout);
         }
         *stopped
+    }
+
+    /// Waits until the cell stops serving (true) or a signal handler runs on this
+    /// thread (false), without a timer: for a binding's main thread that must handle
+    /// signals (Python's `Cell.run` checks for Ctrl-C between waits).
+    pub fn wait_stopped_or_signal(&self) -> bool {
+        *self.state.stopped.lock() || (self.state.stopped_kick.wait_or_signal() && *self.state.stopped.lock())
     }
 
     /// Why the cell stopped: Ok after the host's goodbye, the error otherwise (also

@@ -1437,7 +1437,10 @@ impl Session {
         if !sleepers.standby_taken.load(Ordering::SeqCst) {
             sleepers.standby_taken.store(true, Ordering::SeqCst);
             drop(c);
-            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick], Some(RECHECK)) == Wake::PeerDead {
+            // No timer: the peer rings the doorbell for what it sends while we are
+            // parked (the parked handshake, loom-checked), and every local event that
+            // needs a receiver (a released ring with descriptors left, a failure) kicks.
+            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick], None) == Wake::PeerDead {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
@@ -1445,7 +1448,9 @@ impl Session {
             sleepers.standby_taken.store(false, Ordering::SeqCst);
         } else {
             sleepers.idle_servers.fetch_add(1, Ordering::SeqCst);
-            self.coord_cv.wait_for(&mut c, RECHECK);
+            // Woken under the coordination lock by whoever queues work, hands over the
+            // standby role or fails the link, so no wakeup falls between check and wait.
+            self.coord_cv.wait(&mut c);
             sleepers.idle_servers.fetch_sub(1, Ordering::SeqCst);
         }
     }

@@ -1067,7 +1067,9 @@ impl Cell {
     fn run(&self, py: Python<'_>) -> PyResult<()> {
         let cell = self.get()?;
         py.detach(|| cell.serve()).map_err(err)?;
-        while !py.detach(|| cell.wait_stopped(Duration::from_millis(100))) {
+        // No timer: the wait ends when the cell stops or a signal (Ctrl-C) interrupts
+        // it, which the kernel delivers to the main thread first.
+        while !py.detach(|| cell.wait_stopped_or_signal()) {
             py.check_signals()?;
         }
         cell.outcome().map_err(err)

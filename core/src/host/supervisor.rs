@@ -349,8 +349,13 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         self.stop_all(Duration::from_millis(500));
-        self.shared.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.shared.wake.notify_all();
+        {
+            // Under the cells lock, like every wakeup of the monitor: it checks for work
+            // and sleeps holding it, so nothing falls in between.
+            let _cells = self.shared.cells.lock();
+            self.shared.shutting_down.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.shared.wake.notify_all();
+        }
         if let Some(monitor) = self.monitor.take() {
             let _ = monitor.join();
         }
@@ -408,17 +413,16 @@ fn monitor(shared: Arc<Shared>) {
             launch(&shared, &name);
         }
         let mut cells = shared.cells.lock();
-        if !shared.notices.lock().is_empty() {
+        if !shared.notices.lock().is_empty() || shared.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             continue;
         }
-        let next = cells.values().filter_map(|c| c.next_start).min();
-        match next {
+        // No timer unless a restart is due: notices, new cells and shutdown all wake
+        // us under the cells lock.
+        match cells.values().filter_map(|c| c.next_start).min() {
             Some(t) => {
                 shared.wake.wait_until(&mut cells, t);
             }
-            None => {
-                shared.wake.wait_for(&mut cells, Duration::from_millis(500));
-            }
+            None => shared.wake.wait(&mut cells),
         }
     }
 }
