@@ -259,6 +259,11 @@ const char *cellshm_version(void);
 // "UNRECOGNIZED_STATUS" for a number outside the table. Static storage; never NULL.
 const char *cellshm_status_str(uint32_t status);
 
+// The status number of the most recent failed cellshm call on this thread (0 if none),
+// as it came: a number this library does not know (a newer peer's) is kept here, while
+// the call itself returned CELLSHM_UNKNOWN.
+uint32_t cellshm_last_error_code(void);
+
 // The message of the most recent failed cellshm call on this thread ("" if none). The
 // pointer stays valid until the next failing cellshm call on the same thread.
 const char *cellshm_last_error_message(void);

@@ -128,11 +128,16 @@ impl PeerInner {
         self.state_cv.notify_all();
     }
 
+    /// The link, while it exists. Once it is gone (closed, or its slot reused after the
+    /// cell died) a call reports why: the death if the cell died, else SESSION_CLOSED.
     fn session(&self) -> Result<Arc<Session>> {
-        self.session
-            .lock()
-            .clone()
-            .ok_or_else(|| Error::new(Status::SessionClosed, format!("peer {} is closed", self.name)))
+        if let Some(session) = self.session.lock().clone() {
+            return Ok(session);
+        }
+        match &*self.state.lock() {
+            PeerState::Dead(e) if e.status() == Status::PeerDead => Err(e.clone()),
+            _ => Err(Error::new(Status::SessionClosed, format!("peer {} is closed", self.name))),
+        }
     }
 }
 

@@ -915,7 +915,8 @@ impl Session {
     ) -> Result<Response> {
         let message = message.map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
-            let status = Status::from_code(message.desc.status).unwrap_or(Status::Unknown);
+            let code = message.desc.status;
+            let status = Status::from_code(code).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
             let expired = deadline_ns != 0 && monotonic_now_ns() >= deadline_ns;
             let error = if status.is_link_local() {
@@ -926,7 +927,7 @@ impl Session {
             } else if status == Status::Cancelled && expired {
                 Error::new(Status::DeadlineExceeded, format!("{text} (the call's deadline passed)"))
             } else {
-                Error::new(status, text)
+                Error::with_code(code, text)
             };
             return Err(self.name_in(error, method_id, name));
         }
@@ -962,12 +963,12 @@ impl Session {
         match (e.status(), name) {
             (Status::Unimplemented, Some(name)) => {
                 let message = format!("{} (called as {name:?})", e.message());
-                Error::new(e.status(), message)
+                Error::with_code(e.code(), message)
             }
             (Status::DeadlineExceeded, _) => {
                 let what = name.map(|n| format!("{n:?}")).unwrap_or_else(|| format!("method {method_id:#010x}"));
                 let message = format!("{what} on {}: {}", self.label, e.message());
-                Error::new(e.status(), message)
+                Error::with_code(e.code(), message)
             }
             _ => e,
         }
@@ -1497,7 +1498,7 @@ impl Session {
             },
             Some(e) => {
                 response.flags |= flags::ERROR;
-                response.status = e.status().code();
+                response.status = e.code();
                 match self.error_body(e.message()) {
                     Ok(body) => body,
                     Err(e) => {

@@ -93,15 +93,17 @@ impl From<Status> for cellshm_status {
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERROR_CODE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-fn remember(message: &str) {
+fn remember(message: &str, code: u32) {
     let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = text);
+    LAST_ERROR_CODE.with(|c| c.set(code));
 }
 
 fn fail(error: Error) -> cellshm_status {
-    remember(error.message());
+    remember(error.message(), error.code());
     error.status().into()
 }
 
@@ -257,6 +259,14 @@ pub extern "C" fn cellshm_status_str(status: u32) -> *const c_char {
         });
         names.iter().find(|(code, _)| *code == status).map_or(c"UNRECOGNIZED_STATUS".as_ptr(), |(_, n)| n.as_ptr())
     })
+}
+
+/// The status number of the most recent failed cellshm call on this thread (0 if none),
+/// as it came: a number this library does not know (a newer peer's) is kept here, while
+/// the call itself returned CELLSHM_UNKNOWN.
+#[no_mangle]
+pub extern "C" fn cellshm_last_error_code() -> u32 {
+    boundary_value(0, || LAST_ERROR_CODE.with(std::cell::Cell::get))
 }
 
 /// The message of the most recent failed cellshm call on this thread ("" if none). The
@@ -454,9 +464,9 @@ fn c_handler(
         if code == CELLSHM_OK as u32 {
             return Ok(());
         }
-        let status = Status::from_code(code).unwrap_or(Status::Unknown);
-        let message = state.error_message.take().unwrap_or_else(|| format!("handler returned {}", status.name()));
-        Err(Error::new(status, message))
+        let name = Status::from_code(code).map_or_else(|| format!("status {code}"), |s| s.name().to_string());
+        let message = state.error_message.take().unwrap_or_else(|| format!("handler returned {name}"));
+        Err(Error::with_code(code, message))
     }
 }
 
@@ -935,9 +945,8 @@ pub unsafe extern "C" fn cellshm_peer_on_death(
         peer.peer.on_death(move |error| {
             let message = CString::new(error.message().replace('\0', "\\0")).unwrap_or_default();
             // SAFETY: registered by C for this purpose; message is valid during the call.
-            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
-                callback(userdata.ptr, error.status().code(), message.as_ptr())
-            }));
+            let _ =
+                catch_unwind(AssertUnwindSafe(|| unsafe { callback(userdata.ptr, error.code(), message.as_ptr()) }));
             drop(userdata);
         });
         CELLSHM_OK
@@ -2052,10 +2061,9 @@ fn c_stream_handler(
         if code == CELLSHM_OK as u32 {
             return Ok(());
         }
-        let status = Status::from_code(code).unwrap_or(Status::Unknown);
-        let message =
-            state.error_message.take().unwrap_or_else(|| format!("stream handler returned {}", status.name()));
-        Err(Error::new(status, message))
+        let name = Status::from_code(code).map_or_else(|| format!("status {code}"), |s| s.name().to_string());
+        let message = state.error_message.take().unwrap_or_else(|| format!("stream handler returned {name}"));
+        Err(Error::with_code(code, message))
     }
 }
 

@@ -49,6 +49,12 @@ int main(int argc, char **argv) {
     memcpy(request + 4, "no widget 7", 11);
     CHECK_STATUS(cellshm_peer_call(peer, "Test.fail", request, 15, &opts, &response), CELLSHM_NOT_FOUND);
     CHECK(strstr(cellshm_last_error_message(), "no widget 7") != NULL);
+    /* 2b. a status number this library does not know arrives as it was sent */
+    put_u32(request, 142);
+    memcpy(request + 4, "from the future", 15);
+    CHECK_STATUS(cellshm_peer_call(peer, "Test.fail", request, 19, &opts, &response), CELLSHM_UNKNOWN);
+    CHECK(cellshm_last_error_code() == 142);
+    CHECK(strstr(cellshm_last_error_message(), "from the future") != NULL);
     /* 3. deadline */
     put_u32(request, 500);
     CHECK_STATUS(cellshm_peer_call(peer, "Test.sleep", request, 4, &short_opts, &response), CELLSHM_DEADLINE_EXCEEDED);

@@ -20,6 +20,13 @@ def main(argv: list) -> None:
         except cellshm.NotFound as error:
             assert "no widget 7" in error.message, error
         try:
+            peer.call("Test.fail", (142).to_bytes(4, "little") + b"from the future", timeout=5)
+            raise AssertionError("Test.fail did not fail")
+        except cellshm.CellshmError as error:
+            # A status number this side does not know arrives as it was sent.
+            assert type(error) is cellshm.CellshmError and error.code == 142, error
+            assert "from the future" in error.message, error
+        try:
             peer.call("Test.sleep", (500).to_bytes(4, "little"), timeout=0.05)
             raise AssertionError("no deadline")
         except cellshm.DeadlineExceeded:

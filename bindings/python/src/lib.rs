@@ -26,9 +26,8 @@ const LARGE_COPY: usize = 64 * 1024;
 
 /// The `cellshm.errors` exception for `error`.
 fn to_py(py: Python<'_>, error: &Error) -> PyErr {
-    let made = py
-        .import("cellshm.errors")
-        .and_then(|m| m.call_method1("_from_status", (error.status().code(), error.message())));
+    let made =
+        py.import("cellshm.errors").and_then(|m| m.call_method1("_from_status", (error.code(), error.message())));
     match made {
         Ok(exception) => PyErr::from_value(exception),
         Err(import_failed) => import_failed,
@@ -49,10 +48,11 @@ fn from_py(py: Python<'_>, exception: PyErr) -> Error {
         .and_then(|m| m.getattr("CellshmError"))
         .map(|base| value.is_instance(&base).unwrap_or(false))
         .unwrap_or(false);
-    match (is_ours, code.and_then(Status::from_code)) {
-        (true, Some(status)) => {
+    match (is_ours, code) {
+        // A code this side does not know is kept as it is (see Error::with_code).
+        (true, Some(code)) if code != 0 => {
             let message = value.getattr("message").and_then(|m| m.extract::<String>()).unwrap_or_default();
-            Error::new(status, message)
+            Error::with_code(code, message)
         }
         _ => {
             let kind = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
@@ -700,7 +700,7 @@ impl Peer {
     #[getter]
     fn death(&self) -> Option<(u32, String)> {
         match self.peer.state() {
-            PeerState::Dead(e) => Some((e.status().code(), e.message().to_string())),
+            PeerState::Dead(e) => Some((e.code(), e.message().to_string())),
             _ => None,
         }
     }
@@ -781,7 +781,7 @@ impl Peer {
     fn on_death(&self, callback: Py<PyAny>) {
         self.peer.on_death(move |e| {
             Python::attach(|py| {
-                if let Err(exception) = callback.call1(py, (e.status().code(), e.message())) {
+                if let Err(exception) = callback.call1(py, (e.code(), e.message())) {
                     exception.print(py);
                 }
             })

@@ -218,10 +218,8 @@ impl Session {
             }
             Err(e) => {
                 let body = self.error_body(e.message())?;
-                let d = Descriptor {
-                    status: e.status().code(),
-                    ..self.stream_descriptor(stream, flags::RESPONSE | flags::ERROR)
-                };
+                let d =
+                    Descriptor { status: e.code(), ..self.stream_descriptor(stream, flags::RESPONSE | flags::ERROR) };
                 self.send(d, body, 0)
             }
         }
@@ -291,8 +289,7 @@ impl Session {
             }
             StreamFrame::Finish { error } => {
                 inner.finished = Some(if error {
-                    let status = Status::from_code(d.status).unwrap_or(Status::Unknown);
-                    Err(Error::new(status, String::from_utf8_lossy(payload.bytes()).into_owned()))
+                    Err(Error::with_code(d.status, String::from_utf8_lossy(payload.bytes()).into_owned()))
                 } else {
                     Ok(Some(payload))
                 });

@@ -242,6 +242,13 @@ fn matrix_host(argv: &[String]) -> Result<(), Error> {
         Err(e) if e.status() == Status::NotFound && e.message().contains("no widget 7") => {}
         other => return Err(fail(&format!("Test.fail gave {other:?}"))),
     }
+    // 2b. a status number this side does not know arrives as it was sent
+    let mut request = 142u32.to_le_bytes().to_vec();
+    request.extend_from_slice(b"from the future");
+    match peer.call("Test.fail", &request, &opts) {
+        Err(e) if e.status() == Status::Unknown && e.code() == 142 && e.message().contains("from the future") => {}
+        other => return Err(fail(&format!("Test.fail with status 142 gave {other:?}"))),
+    }
     // 3. deadline
     match peer.call("Test.sleep", &500u32.to_le_bytes(), &CallOptions::timeout(Duration::from_millis(50))) {
         Err(e) if e.status() == Status::DeadlineExceeded => {}

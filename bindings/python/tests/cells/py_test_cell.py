@@ -73,7 +73,10 @@ def not_found(request: bytes) -> bytes:
 @cell.method("Test.fail")
 def fail_with(request: bytes) -> bytes:
     (code,) = struct.unpack("<I", request[:4])
-    raise cellshm.error_class(code)(request[4:].decode())
+    error_class = cellshm.error_class(code)
+    if error_class is cellshm.CellshmError:
+        raise cellshm.CellshmError(request[4:].decode(), code=code)  # a code we do not know
+    raise error_class(request[4:].decode())
 
 
 @cell.method("Test.call_host")
