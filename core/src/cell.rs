@@ -12,10 +12,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::frame::{
-    self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
-    ROLE_HOST,
-};
+use crate::frame::{self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MINOR};
+use crate::proto::hello;
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
     StreamCall, WaitStrategy,
@@ -283,14 +281,8 @@ impl Cell {
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.
         let session = unsafe { Session::new(config) }?;
-        let hello = Hello {
-            major: PROTOCOL_VERSION_MAJOR,
-            minor: options.protocol_minor,
-            role: ROLE_CELL,
-            epoch: record.epoch & 0x00ff_ffff,
-            peer_id: record.peer_id,
-            max_payload: hub.geometry.max_payload(),
-        };
+        let link = hello::LinkId { peer_id: record.peer_id, epoch: record.epoch };
+        let hello = hello::cell_hello(link, options.protocol_minor, hub.geometry.max_payload());
         let left = options.ready_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let ack = session
             .control_call(ControlKind::Hello, &hello.encode(), left)
@@ -300,12 +292,9 @@ impl Cell {
         let ack = Hello::decode(&inline[..ack.payload_len.min(16) as usize])
             .map_err(|m| Error::new(Status::ProtocolError, m))?;
         session.set_peer_minor(ack.minor);
-        if ack.major != PROTOCOL_VERSION_MAJOR || ack.role != ROLE_HOST {
-            return Err(Error::new(
-                Status::FailedPrecondition,
-                format!("the host speaks protocol {}.{} (role {})", ack.major, ack.minor, ack.role),
-            ));
-        }
+        hello::cell_accepts_ack(link, &ack).map_err(|refusal| {
+            Error::new(Status::FailedPrecondition, format!("HELLO_ACK refused: {}", refusal.describe(link, "the host")))
+        })?;
         Ok(Cell { session, dispatcher, state, options, hub, serving: AtomicBool::new(false) })
     }
 

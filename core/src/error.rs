@@ -77,11 +77,7 @@ impl Error {
 
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.code == self.status.code() {
-            write!(f, "Error({}: {:?})", self.status, self.message)
-        } else {
-            write!(f, "Error(status {}: {:?})", self.code, self.message)
-        }
+        write!(f, "Error({self})")
     }
 }
 

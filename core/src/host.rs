@@ -14,10 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::frame::{
-    self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL,
-    ROLE_HOST,
-};
+use crate::frame::{self, builtin, ControlKind, Hello, Ready, Status};
+use crate::proto::hello;
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
     Stream, StreamCall, WaitStrategy,
@@ -203,36 +201,15 @@ impl Hooks for PeerHooks {
         let peer = self.peer.upgrade().ok_or_else(|| Error::new(Status::SessionClosed, "peer dropped"))?;
         // Any HELLO this host cannot accept drops the peer (PROTOCOL_ERROR shuts the
         // doorbell down), so its slot can be reclaimed at once.
-        if hello.major != PROTOCOL_VERSION_MAJOR {
-            return Err(Error::new(
+        let link = hello::LinkId { peer_id: peer.id, epoch: peer.epoch };
+        hello::host_accepts(link, &hello).map_err(|refusal| {
+            Error::new(
                 Status::ProtocolError,
-                format!(
-                    "cell {} speaks protocol {}.{}, the host {PROTOCOL_VERSION_MAJOR}.x",
-                    peer.name, hello.major, hello.minor
-                ),
-            ));
-        }
-        if hello.epoch != peer.epoch & 0x00ff_ffff {
-            return Err(Error::new(
-                Status::ProtocolError,
-                format!("HELLO for epoch {} of peer slot {}, which is at epoch {}", hello.epoch, peer.id, peer.epoch),
-            ));
-        }
-        if hello.role != ROLE_CELL || hello.peer_id != peer.id {
-            return Err(Error::new(
-                Status::ProtocolError,
-                format!("HELLO for peer {} with role {} on the link of peer {}", hello.peer_id, hello.role, peer.id),
-            ));
-        }
+                format!("HELLO refused: {}", refusal.describe(link, &format!("cell {}", peer.name))),
+            )
+        })?;
         peer.set_state(PeerState::Joined);
-        Ok(Hello {
-            major: PROTOCOL_VERSION_MAJOR,
-            minor: PROTOCOL_VERSION_MINOR,
-            role: ROLE_HOST,
-            epoch: peer.epoch & 0x00ff_ffff,
-            peer_id: peer.id,
-            max_payload: peer.hub.geometry.max_payload(),
-        })
+        Ok(hello::host_ack(link, peer.hub.geometry.max_payload()))
     }
 
     fn builtin(&self, method_id: u32, payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {

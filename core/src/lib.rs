@@ -34,6 +34,7 @@ mod error;
 pub mod frame;
 pub mod host;
 pub mod log;
+pub(crate) mod proto;
 pub mod session;
 pub(crate) mod shm;
 pub(crate) mod sys;

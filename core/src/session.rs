@@ -41,6 +41,7 @@ use crate::frame::{
     self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY,
     SLOT_INLINE,
 };
+use crate::proto::status::{self, Verdict};
 use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
@@ -916,18 +917,16 @@ impl Session {
         let message = message.map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
             let code = message.desc.status;
-            let status = Status::from_code(code).unwrap_or(Status::Unknown);
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
-            let expired = deadline_ns != 0 && monotonic_now_ns() >= deadline_ns;
-            let error = if status.is_link_local() {
-                Error::new(
+            let error = match status::inbound(code, deadline_ns, monotonic_now_ns()) {
+                Verdict::Keep => Error::with_code(code, text),
+                Verdict::LinkLocal(status) => Error::new(
                     Status::Internal,
                     format!("{} answered {status}, which only a link reports about itself: {text}", self.label),
-                )
-            } else if status == Status::Cancelled && expired {
-                Error::new(Status::DeadlineExceeded, format!("{text} (the call's deadline passed)"))
-            } else {
-                Error::with_code(code, text)
+                ),
+                Verdict::Expired => {
+                    Error::new(Status::DeadlineExceeded, format!("{text} (the call's deadline passed)"))
+                }
             };
             return Err(self.name_in(error, method_id, name));
         }
@@ -1542,16 +1541,16 @@ impl Session {
     /// handler's to give (INTERNAL, naming it), and CANCELLED for a call nobody cancelled
     /// but whose deadline passed is DEADLINE_EXCEEDED.
     fn status_to_send(&self, e: Error, desc: &Descriptor) -> Error {
-        let expired = desc.deadline_ns != 0 && monotonic_now_ns() >= desc.deadline_ns;
-        if e.status().is_link_local() {
-            Error::new(
+        let cancelled = self.cancelled_calls.contains(desc.msg_id);
+        match status::outbound(e.code(), desc.deadline_ns, monotonic_now_ns(), cancelled) {
+            Verdict::Keep => e,
+            Verdict::LinkLocal(status) => Error::new(
                 Status::Internal,
-                format!("the handler answered {}, which only a link reports about itself: {}", e.status(), e.message()),
-            )
-        } else if e.status() == Status::Cancelled && expired && !self.cancelled_calls.contains(desc.msg_id) {
-            Error::new(Status::DeadlineExceeded, format!("{} (the call's deadline passed)", e.message()))
-        } else {
-            e
+                format!("the handler answered {status}, which only a link reports about itself: {}", e.message()),
+            ),
+            Verdict::Expired => {
+                Error::new(Status::DeadlineExceeded, format!("{} (the call's deadline passed)", e.message()))
+            }
         }
     }
 

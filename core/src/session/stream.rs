@@ -17,11 +17,11 @@ use parking_lot::{Condvar, Mutex};
 use super::{CallOptions, OutBody, Payload, Response, Session};
 use crate::error::{Error, Result};
 use crate::frame::{flags, monotonic_now_ns, Descriptor, StreamFrame, INLINE_CAPACITY};
+use crate::proto::stream::{accept_open, Arrival, OpenVerdict, StreamFlow};
 use crate::shm::SharedBytes;
 use crate::Status;
 
-/// DATA frames a side may have in flight per stream (its receive window).
-pub const STREAM_WINDOW: u32 = 8;
+pub use crate::proto::stream::STREAM_WINDOW;
 
 /// Streams a peer may have open towards us at once, unless configured otherwise
 /// (`PeerOptions::max_streams`). Each runs its handler on a thread, so a misbehaving peer
@@ -44,18 +44,12 @@ pub(crate) struct StreamState {
 #[derive(Default)]
 struct StreamInner {
     inbound: VecDeque<Payload>,
-    peer_eos: bool,
+    /// Credit, window and which side closed (the protocol's half of the stream).
+    flow: StreamFlow,
     /// Caller side: the callee's final status (with its payload).
     finished: Option<Result<Option<Payload>>>,
     /// Why the stream stopped early (cancelled by either side, deadline, link failure).
     stopped: Option<Error>,
-    send_credits: u32,
-    released: u32,
-    /// Items handed to the user and not yet dropped.
-    held: u32,
-    /// DATA frames the peer may still send us (the credit we granted, minus what came).
-    recv_allowance: u32,
-    local_eos: bool,
     /// Handler side: the handler returned (its FINISH is sent or being sent).
     handler_done: bool,
 }
@@ -79,7 +73,7 @@ impl StreamState {
             method_id,
             name,
             deadline_ns,
-            inner: Mutex::new(StreamInner { send_credits, ..StreamInner::default() }),
+            inner: Mutex::new(StreamInner { flow: StreamFlow::new(send_credits), ..StreamInner::default() }),
             cv: Condvar::new(),
         })
     }
@@ -95,7 +89,7 @@ impl StreamState {
     /// Nothing more will arrive: finished, stopped, or the peer closed its side.
     fn is_over(&self) -> bool {
         let inner = self.inner.lock();
-        inner.finished.is_some() || inner.stopped.is_some() || inner.peer_eos
+        inner.finished.is_some() || inner.stopped.is_some() || inner.flow.peer_closed()
     }
 
     fn what(&self) -> String {
@@ -168,16 +162,7 @@ impl Drop for StreamItem {
         // Release the slot first, then grant credit: the sender never gets credit for a
         // slot we still hold.
         drop(self.payload.take());
-        let grant = {
-            let mut inner = self.stream.inner.lock();
-            inner.released += 1;
-            inner.held = inner.held.saturating_sub(1);
-            if inner.released >= STREAM_WINDOW / 2 || inner.peer_eos {
-                std::mem::take(&mut inner.released)
-            } else {
-                0
-            }
-        };
+        let grant = { self.stream.inner.lock().flow.item_released() };
         if grant > 0 {
             let _ = self.session.stream_frame(&self.stream, 0, grant, None);
         }
@@ -190,8 +175,7 @@ impl Session {
     fn stream_frame(&self, stream: &StreamState, flags: u32, credit: u32, body: Option<OutBody>) -> Result<()> {
         if credit > 0 {
             // Counted before it is sent: the DATA it allows may arrive before we return.
-            let mut inner = stream.inner.lock();
-            inner.recv_allowance = inner.recv_allowance.saturating_add(credit);
+            stream.inner.lock().flow.grant(credit);
         }
         let d = Descriptor { credit, ..self.stream_descriptor(stream, flags) };
         let body = body.unwrap_or(OutBody::Inline([0; INLINE_CAPACITY], 0));
@@ -269,25 +253,23 @@ impl Session {
         // A late frame of a closed channel: dropping its payload returns the slot.
         let Some(stream) = stream else { return };
         let mut inner = stream.inner.lock();
-        inner.send_credits = inner.send_credits.saturating_add(d.credit);
-        match kind {
-            StreamFrame::Data if inner.recv_allowance == 0 => {
+        let arrival = match inner.flow.handle_frame(kind, d.credit) {
+            Ok(arrival) => arrival,
+            Err(violation) => {
                 drop(inner);
-                // Ignoring credit would let a peer queue frames here without bound.
-                return self.protocol_error(format_args!("DATA beyond the granted credit on channel {}", d.channel_id));
+                return self.protocol_error(format_args!("{violation} on channel {}", d.channel_id));
             }
-            StreamFrame::Data => {
-                inner.recv_allowance -= 1;
-                inner.inbound.push_back(payload);
-            }
-            StreamFrame::Eos => inner.peer_eos = true,
-            StreamFrame::Cancel => {
+        };
+        match arrival {
+            Arrival::Item => inner.inbound.push_back(payload),
+            Arrival::PeerClosed | Arrival::Credit => {}
+            Arrival::Cancelled => {
                 if inner.stopped.is_none() {
                     inner.stopped =
                         Some(Error::new(Status::Cancelled, format!("{} was cancelled by the peer", stream.what())));
                 }
             }
-            StreamFrame::Finish { error } => {
+            Arrival::Finished { error } => {
                 inner.finished = Some(if error {
                     Err(Error::with_code(d.status, String::from_utf8_lossy(payload.bytes()).into_owned()))
                 } else {
@@ -298,7 +280,6 @@ impl Session {
                 stream.cv.notify_all();
                 return;
             }
-            StreamFrame::Credit | StreamFrame::Open => {}
         }
         drop(inner);
         stream.cv.notify_all();
@@ -310,12 +291,14 @@ impl Session {
         let stream = StreamState::new(d.channel_id, d.method_id, None, d.deadline_ns, d.credit);
         {
             let mut streams = self.streams.lock();
-            if d.channel_id % 2 == ours || streams.contains_key(&d.channel_id) {
+            let inbound = streams.keys().filter(|c| *c % 2 != ours).count();
+            let verdict =
+                accept_open(d.channel_id, ours, streams.contains_key(&d.channel_id), inbound, self.max_inbound_streams);
+            if verdict == OpenVerdict::Violation {
                 drop(streams);
                 return self.protocol_error(format_args!("OPEN of channel {} it may not open", d.channel_id));
             }
-            let inbound = streams.keys().filter(|c| *c % 2 != ours).count();
-            if inbound >= self.max_inbound_streams {
+            if verdict == OpenVerdict::Refuse {
                 drop(streams);
                 drop(request);
                 let finish = self.stream_descriptor(&stream, flags::RESPONSE);
@@ -381,14 +364,13 @@ impl Session {
                 if inner.finished.is_some() {
                     return Err(Error::new(Status::FailedPrecondition, format!("{} has finished", stream.what())));
                 }
-                if inner.local_eos {
+                if inner.flow.send_closed() {
                     return Err(Error::new(
                         Status::FailedPrecondition,
                         format!("{} was closed for sending", stream.what()),
                     ));
                 }
-                if inner.send_credits > 0 {
-                    inner.send_credits -= 1;
+                if inner.flow.take_send_credit() {
                     break;
                 }
                 self.check_open()?;
@@ -403,13 +385,13 @@ impl Session {
         let mut inner = stream.inner.lock();
         loop {
             if let Some(payload) = inner.inbound.pop_front() {
-                inner.held += 1;
+                inner.flow.item_taken();
                 return Ok(Some(StreamItem { payload: Some(payload), stream: stream.clone(), session: self.clone() }));
             }
             if let Some(e) = &inner.stopped {
                 return Err(e.clone());
             }
-            if inner.peer_eos {
+            if inner.flow.peer_closed() {
                 return Ok(None);
             }
             match &inner.finished {
@@ -420,7 +402,7 @@ impl Session {
             if let Some(e) = self.failure() {
                 return Err(e);
             }
-            if inner.held >= STREAM_WINDOW {
+            if inner.flow.holds_whole_window() {
                 // The sender has no credit left until some of these are dropped: waiting
                 // would never end.
                 return Err(Error::new(
@@ -434,7 +416,7 @@ impl Session {
             }
             // About to wait: grant what was released but not yet granted (credit goes
             // back in batches), or a sender waiting for it and we would wait on each other.
-            let pending = std::mem::take(&mut inner.released);
+            let pending = inner.flow.grant_before_waiting();
             if pending > 0 {
                 drop(inner);
                 let _ = self.stream_frame(stream, 0, pending, None);
@@ -482,12 +464,9 @@ impl Stream {
 
     /// Tells the handler no more items follow.
     pub fn close_send(&self) -> Result<()> {
-        let mut inner = self.state.inner.lock();
-        if inner.local_eos {
+        if !self.state.inner.lock().flow.close_send() {
             return Ok(());
         }
-        inner.local_eos = true;
-        drop(inner);
         self.session.stream_frame(&self.state, flags::EOS, 0, None)
     }
 

@@ -1,0 +1,16 @@
+//! The link's protocol rules as plain state and pure functions: no syscalls, threads,
+//! clocks or user callbacks (time is passed in), so every rule is a table test here
+//! rather than a multi-process test. The runtime (`session`) asks these for every
+//! decision it makes about a frame and carries the I/O out.
+//!
+//! - [`hello`]: what HELLO and HELLO_ACK must say, on both sides;
+//! - [`status`]: what a handler's status becomes on the wire, and what a received one
+//!   means to the caller;
+//! - [`stream`]: opening a channel, and a stream's flow control (credit, window, ends).
+//!
+//! The unary call table, cancellation and the waiter protocol still live in `session`;
+//! DESIGN.md §4 moves them here too.
+
+pub(crate) mod hello;
+pub(crate) mod status;
+pub(crate) mod stream;
