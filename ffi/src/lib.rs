@@ -777,9 +777,11 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
     })
 }
 
-/// Frees the hub: closes every link (cells see EOF and exit) and removes the file.
-/// Peer handles stay valid to free; their calls then fail with CELLSHM_SESSION_CLOSED.
-/// NULL is a no-op.
+/// Frees the hub: says GOODBYE to every cell, gives them the hub's shutdown grace (2 s)
+/// to finish their calls and leave (they exit 0 and print nothing), then closes every
+/// link; nothing of the hub remains. Peer handles stay valid: reap a cell with
+/// cellshm_peer_wait_exit, then free the handle; calls on them fail with
+/// CELLSHM_SESSION_CLOSED. NULL is a no-op.
 ///
 /// # Safety
 /// `hub` is NULL or a hub not yet freed, not in use by another thread.
