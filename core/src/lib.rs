@@ -35,6 +35,7 @@ pub mod frame;
 pub mod host;
 pub mod log;
 pub(crate) mod proto;
+pub(crate) mod runtime;
 pub mod session;
 pub(crate) mod shm;
 pub(crate) mod sys;

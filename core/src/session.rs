@@ -15,7 +15,7 @@
 //! nothing to do sleep: callers in `poll` on the doorbell, one server ("standby") in
 //! `poll` on the doorbell, other servers on a condition variable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -23,13 +23,13 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 mod dispatch;
 mod options;
 mod stream;
 
-use dispatch::CancelledCalls;
+use crate::runtime::cancellation::CancelledCalls;
 use dispatch::ReplyBody;
 pub use dispatch::{Call, CancelToken, Dispatcher, Handler, RetainCheck};
 pub use options::{CallOptions, WaitStrategy};
@@ -42,6 +42,7 @@ use crate::frame::{
     SLOT_INLINE,
 };
 use crate::proto::status::{self, Verdict};
+use crate::runtime::workers::Workers;
 use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
@@ -313,21 +314,6 @@ struct Incoming {
     no_reply: bool,
 }
 
-/// Which threads sleep where. Changed under `Session::coord`; the atomics may be read
-/// without the lock by the hot paths, which only use them to skip work (a server leaving
-/// the standby role always re-evaluates, so a stale read cannot strand a request).
-#[derive(Default)]
-struct Coordination {
-    work: VecDeque<Incoming>,
-}
-
-#[derive(Default)]
-struct Sleepers {
-    queued: std::sync::atomic::AtomicUsize,
-    standby_taken: AtomicBool,
-    idle_servers: std::sync::atomic::AtomicUsize,
-}
-
 /// A payload ready to send.
 enum OutBody {
     Inline([u8; INLINE_CAPACITY], usize),
@@ -437,9 +423,8 @@ pub(crate) struct Session {
     rx_pool: SlotReceiver,
     next_msg_id: AtomicU64,
     pending: Mutex<PendingCalls>,
-    coord: Mutex<Coordination>,
-    coord_cv: Condvar,
-    sleepers: Sleepers,
+    /// Requests waiting for a server, and which server sleeps where.
+    workers: Workers<Incoming>,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
     failing: AtomicBool,
@@ -512,9 +497,7 @@ impl Session {
             region,
             next_msg_id: AtomicU64::new(1),
             pending: Mutex::new(PendingCalls::default()),
-            coord: Mutex::new(Coordination::default()),
-            coord_cv: Condvar::new(),
-            sleepers: Sleepers::default(),
+            workers: Workers::new(MAX_QUEUED),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             failing: AtomicBool::new(false),
@@ -543,7 +526,6 @@ impl Session {
     pub fn watch_process(&self, pidfd: crate::sys::process::Pidfd) {
         self.doorbell.watch_process(pidfd);
         self.kick.notify();
-        self.coord_cv.notify_all();
     }
 
     /// The counters the peer keeps in its control block (untrusted, informational).
@@ -636,11 +618,10 @@ impl Session {
         self.stop_streams(&error);
         // Handlers waiting for cancellation see the failure now.
         self.cancelled_calls.wake_all();
-        let queued: Vec<_> = self.coord.lock().work.drain(..).collect();
-        self.sleepers.queued.store(0, Ordering::Release);
-        drop(queued);
+        // Queued requests are dropped (their slots go nowhere: the link is over) outside
+        // the queue's lock; condvar sleepers are woken by `stop`, the standby by the kick.
+        drop(self.workers.stop());
         self.kick.notify();
-        self.coord_cv.notify_all();
     }
 
     fn protocol_error(&self, message: impl fmt::Display) {
@@ -1214,7 +1195,7 @@ impl Session {
         fence(Ordering::SeqCst);
         if self.ring_nonempty() {
             self.kick.notify();
-            self.coord_cv.notify_one();
+            self.workers.wake_one();
         }
     }
 
@@ -1339,18 +1320,8 @@ impl Session {
     }
 
     fn enqueue(&self, request: Incoming) {
-        let mut c = self.coord.lock();
-        if c.work.len() >= MAX_QUEUED {
-            drop(c);
-            return self.refuse_queued(request);
-        }
-        c.work.push_back(request);
-        self.sleepers.queued.fetch_add(1, Ordering::Release);
-        if self.sleepers.idle_servers.load(Ordering::Relaxed) > 0 {
-            self.coord_cv.notify_one();
-        } else {
-            drop(c);
-            self.kick.notify();
+        if let Err(request) = self.workers.push(request, || self.kick.notify()) {
+            self.refuse_queued(request);
         }
     }
 
@@ -1387,7 +1358,7 @@ impl Session {
         // The ring as claimed by `serve` before it sent its response.
         let mut held: Option<RxGuard<'_>> = None;
         while !self.failed.load(Ordering::Acquire) {
-            let queued = if self.sleepers.queued.load(Ordering::Acquire) > 0 { self.dequeue() } else { None };
+            let queued = if self.workers.has_work() { self.workers.pop() } else { None };
             if let Some(request) = queued {
                 if let Some(rx) = held.take() {
                     self.release_ring(rx);
@@ -1397,7 +1368,7 @@ impl Session {
             }
             if let Some(rx) = held.take().or_else(|| self.rx_ring.try_lock()) {
                 if let Some(request) = self.poll_ring(rx, Poller::Server) {
-                    self.hand_over_standby();
+                    self.workers.hand_over_standby();
                     held = self.serve(request);
                     continue;
                 }
@@ -1410,49 +1381,21 @@ impl Session {
         }
     }
 
-    fn dequeue(&self) -> Option<Incoming> {
-        let request = self.coord.lock().work.pop_front();
-        if request.is_some() {
-            self.sleepers.queued.fetch_sub(1, Ordering::Release);
-        }
-        request
-    }
-
-    /// Before running a possibly slow handler: make sure some idle server watches the
-    /// doorbell, so requests arriving meanwhile are received.
-    fn hand_over_standby(&self) {
-        let sleepers = &self.sleepers;
-        if !sleepers.standby_taken.load(Ordering::SeqCst) && sleepers.idle_servers.load(Ordering::SeqCst) > 0 {
-            let _c = self.coord.lock();
-            self.coord_cv.notify_one();
-        }
-    }
-
+    /// Sleeps until there may be something to do (see `runtime::workers`).
     fn sleep_server(&self) {
-        let sleepers = &self.sleepers;
-        let mut c = self.coord.lock();
-        if !c.work.is_empty() || self.failed.load(Ordering::Acquire) {
+        if self.failed.load(Ordering::Acquire) {
             return;
         }
-        if !sleepers.standby_taken.load(Ordering::SeqCst) {
-            sleepers.standby_taken.store(true, Ordering::SeqCst);
-            drop(c);
+        self.workers.sleep(|| {
             // No timer: the peer rings the doorbell for what it sends while we are
             // parked (the parked handshake, loom-checked), and every local event that
-            // needs a receiver (a released ring with descriptors left, a failure) kicks.
+            // needs a receiver (a released ring with descriptors left, queued work with
+            // no condvar sleeper, a failure) kicks.
             if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick], None) == Wake::PeerDead {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
-            let _c = self.coord.lock();
-            sleepers.standby_taken.store(false, Ordering::SeqCst);
-        } else {
-            sleepers.idle_servers.fetch_add(1, Ordering::SeqCst);
-            // Woken under the coordination lock by whoever queues work, hands over the
-            // standby role or fails the link, so no wakeup falls between check and wait.
-            self.coord_cv.wait(&mut c);
-            sleepers.idle_servers.fetch_sub(1, Ordering::SeqCst);
-        }
+        });
     }
 
     /// Runs one request and sends its response. Returns the receive ring if it claimed

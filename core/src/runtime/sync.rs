@@ -1,0 +1,87 @@
+//! The synchronisation primitives the runtime uses: parking_lot and std atomics
+//! normally, loom's checked versions under `--cfg loom` (tokio's pattern), behind one
+//! API (parking_lot's: `lock()` without poisoning, `Condvar::wait(&mut guard)`).
+
+#[cfg(not(all(test, loom)))]
+pub(crate) use parking_lot::{Condvar, Mutex};
+#[cfg(not(all(test, loom)))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+
+#[cfg(all(test, loom))]
+pub(crate) use self::checked::{Condvar, Mutex};
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+
+#[cfg(all(test, loom))]
+mod checked {
+    use std::ops::{Deref, DerefMut};
+
+    /// loom's mutex with parking_lot's face.
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    /// A guard a [`Condvar`] can wait on in place.
+    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Mutex<T> {
+            Mutex(loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            MutexGuard(Some(self.0.lock().expect("no poisoning under loom")))
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            self.0.as_ref().expect("held")
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            self.0.as_mut().expect("held")
+        }
+    }
+
+    /// What a wait with a deadline returned.
+    pub(crate) struct WaitTimeout;
+
+    impl WaitTimeout {
+        pub(crate) fn timed_out(&self) -> bool {
+            false
+        }
+    }
+
+    /// loom's condition variable with parking_lot's face.
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Condvar {
+            Condvar(loom::sync::Condvar::new())
+        }
+
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            let inner = guard.0.take().expect("held");
+            guard.0 = Some(self.0.wait(inner).expect("no poisoning under loom"));
+        }
+
+        /// Under loom a wait never times out (time does not pass in a model): only a
+        /// notify ends it, which is what the models check.
+        pub(crate) fn wait_until<T>(&self, guard: &mut MutexGuard<'_, T>, _until: std::time::Instant) -> WaitTimeout {
+            self.wait(guard);
+            WaitTimeout
+        }
+
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+}
