@@ -182,8 +182,9 @@ impl<'a> Call<'a> {
     /// answers true, asked before each later request of this link is served. For
     /// zero-copy views a binding hands to code that may keep them (a Python memoryview
     /// something still exports): the slot stays the reader's, the sender's pool is one
-    /// slot smaller meanwhile. A link that ends with requests retained keeps its memory
-    /// mapped while they are.
+    /// slot smaller meanwhile. A link that ends with requests still retained keeps its
+    /// memory mapped for good (nobody asks the checks again): a leak, but never a view
+    /// into unmapped or reused memory.
     pub fn retain_request_until(&mut self, check: impl FnMut() -> bool + Send + 'static) {
         self.retain = Some(Box::new(check));
     }
