@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::frame::{self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MINOR};
 use crate::proto::hello;
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
@@ -20,6 +19,7 @@ use crate::session::{
 };
 use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
 use crate::sys::doorbell::{Doorbell, Kick};
+use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status, PROTOCOL_VERSION_MINOR};
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
 const LIFECYCLE_SERVING: u32 = 1;
@@ -165,7 +165,7 @@ impl Hooks for CellHooks {
         }
         Some((|| {
             let payload = payload.to_vec();
-            let mut r = frame::BodyReader::new(&payload);
+            let mut r = wire::BodyReader::new(&payload);
             let text = r.str().map_err(|m| Error::new(Status::InvalidArgument, format!("bad filter: {m}")))?;
             r.finish().map_err(|m| Error::new(Status::InvalidArgument, format!("bad filter: {m}")))?;
             *self.state.log_filter.write() = crate::log::LogFilter::parse(&text)?;
@@ -422,18 +422,18 @@ impl Cell {
         fill: impl FnOnce(&mut [u8]) -> usize,
         options: &CallOptions,
     ) -> Result<Response> {
-        self.session.call_with(frame::method_id(method), Some(method), max_len, fill, options)
+        self.session.call_with(wire::method_id(method), Some(method), max_len, fill, options)
     }
 
     /// Opens a stream to the host's stream method `"Service.method"`.
     pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        self.session.open_stream(frame::method_id(method), Some(method), request, options)
+        self.session.open_stream(wire::method_id(method), Some(method), request, options)
     }
 
     /// The methods the host serves to cells, as (name, id), sorted by name.
     pub fn host_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
         let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
-        frame::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
+        wire::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
     }
 
     /// Sends PING to the host and waits for PONG; returns the round-trip time.
@@ -445,15 +445,15 @@ impl Cell {
 
     /// Sends a notification to the host.
     pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        self.session.notify_with(frame::method_id(method), payload.len(), copy_of(payload), options)
+        self.session.notify_with(wire::method_id(method), payload.len(), copy_of(payload), options)
     }
 
     /// Sends a log line to the host at INFO level (`cellshm.Log.event`).
     pub fn log(&self, line: &str) -> Result<()> {
-        self.log_event(frame::log_level::INFO, "", line)
+        self.log_event(wire::log_level::INFO, "", line)
     }
 
-    /// Sends a log record to the host: `level` from [`frame::log_level`], `target` the
+    /// Sends a log record to the host: `level` from [`wire::log_level`], `target` the
     /// logger or module it comes from.
     /// Records the host's filter excludes are not sent at all.
     pub fn log_event(&self, level: u32, target: &str, message: &str) -> Result<()> {
@@ -481,7 +481,7 @@ impl Cell {
         on_complete: Completion,
     ) -> Result<PendingCall> {
         self.session.call_start(
-            frame::method_id(method),
+            wire::method_id(method),
             Some(method),
             payload.len(),
             copy_of(payload),

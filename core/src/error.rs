@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::frame::Status;
+use crate::wire::Status;
 
 /// A failed operation: a [`Status`] (the same numbers in Rust, C and Python) and a
 /// human-readable message saying what went wrong and where. A status number this side

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::frame::{self, builtin, ControlKind, Hello, Ready, Status};
 use crate::proto::hello;
 use crate::session::{
     copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
@@ -23,6 +22,7 @@ use crate::session::{
 use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, SharedBytes, Side};
 use crate::sys::doorbell;
 use crate::sys::process::Pidfd;
+use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status};
 
 /// Most server threads one peer may have (threads are a bounded resource of the host).
 pub const MAX_SERVER_THREADS: usize = 64;
@@ -169,7 +169,7 @@ pub struct LogRecord<'a> {
     pub cell: &'a str,
     /// The cell's peer id.
     pub peer_id: u32,
-    /// One of [`frame::log_level`].
+    /// One of [`wire::log_level`].
     pub level: u32,
     /// The logger or module the record comes from (may be empty).
     pub target: &'a str,
@@ -183,10 +183,10 @@ pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
 fn log_to_tracing(r: &LogRecord<'_>) {
     let (cell, peer_id, target, message) = (r.cell, r.peer_id, r.target, r.message);
     match r.level {
-        frame::log_level::ERROR => tracing::error!(cell, peer_id, target, "{message}"),
-        frame::log_level::WARN => tracing::warn!(cell, peer_id, target, "{message}"),
-        frame::log_level::DEBUG => tracing::debug!(cell, peer_id, target, "{message}"),
-        frame::log_level::TRACE => tracing::trace!(cell, peer_id, target, "{message}"),
+        wire::log_level::ERROR => tracing::error!(cell, peer_id, target, "{message}"),
+        wire::log_level::WARN => tracing::warn!(cell, peer_id, target, "{message}"),
+        wire::log_level::DEBUG => tracing::debug!(cell, peer_id, target, "{message}"),
+        wire::log_level::TRACE => tracing::trace!(cell, peer_id, target, "{message}"),
         _ => tracing::info!(cell, peer_id, target, "{message}"),
     }
 }
@@ -236,7 +236,7 @@ impl Hooks for PeerHooks {
                 Some(Ok(Vec::new()))
             }
             builtin::LOG_EVENT_ID => Some((|| {
-                let event = frame::LogEvent::decode(&payload.to_vec())
+                let event = wire::LogEvent::decode(&payload.to_vec())
                     .map_err(|m| Error::new(Status::InvalidArgument, format!("bad log event: {m}")))?;
                 let record = LogRecord {
                     cell: &peer.name,
@@ -421,7 +421,7 @@ impl Drop for Hub {
         let grace = self.shared.shutdown_grace;
         let until = Instant::now() + grace;
         // A full ring must not hold the hub past its grace: the GOODBYE waits no longer.
-        let deadline_ns = frame::deadline_after(grace);
+        let deadline_ns = crate::sys::clock::deadline_after(grace);
         let mut leaving = Vec::new();
         for peer in &peers {
             let joined = matches!(*peer.state.lock(), PeerState::Joined | PeerState::Ready | PeerState::Leaving);
@@ -791,21 +791,21 @@ impl Peer {
         fill: impl FnOnce(&mut [u8]) -> usize,
         options: &CallOptions,
     ) -> Result<Response> {
-        self.inner.session()?.call_with(frame::method_id(method), Some(method), max_len, fill, options)
+        self.inner.session()?.call_with(wire::method_id(method), Some(method), max_len, fill, options)
     }
 
     /// Opens a stream to the cell's stream method `"Service.method"`, with `request` as
     /// its opening message. Read items with [`Stream::recv`] (or iterate), send with
     /// [`Stream::send`]; the deadline in `options` covers the whole stream.
     pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        self.inner.session()?.open_stream(frame::method_id(method), Some(method), request, options)
+        self.inner.session()?.open_stream(wire::method_id(method), Some(method), request, options)
     }
 
     /// Pushes a log filter (`"warn,mycell=debug"`) to the cell: records it excludes are
     /// no longer sent at all.
     pub fn set_log_filter(&self, filter: &str, timeout: Duration) -> Result<()> {
         crate::log::LogFilter::parse(filter)?;
-        let body = frame::BodyWriter::default().str(filter).finish();
+        let body = wire::BodyWriter::default().str(filter).finish();
         self.call(builtin::LOG_SET_FILTER, &body, &CallOptions::timeout(timeout)).map(drop)
     }
 
@@ -813,7 +813,7 @@ impl Peer {
     /// (`cellshm.Introspect.methods`).
     pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
         let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
-        frame::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
+        wire::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
     }
 
     /// Sends PING and waits for PONG: proves the cell's receive path is alive and
@@ -834,7 +834,7 @@ impl Peer {
         on_complete: Completion,
     ) -> Result<PendingCall> {
         self.inner.session()?.call_start(
-            frame::method_id(method),
+            wire::method_id(method),
             Some(method),
             payload.len(),
             copy_of(payload),
@@ -845,7 +845,7 @@ impl Peer {
 
     /// Sends a notification (no response).
     pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        self.inner.session()?.notify_with(frame::method_id(method), payload.len(), copy_of(payload), options)
+        self.inner.session()?.notify_with(wire::method_id(method), payload.len(), copy_of(payload), options)
     }
 
     /// Largest payload that can be sent to this peer.

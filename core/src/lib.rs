@@ -31,7 +31,6 @@
 
 pub mod cell;
 mod error;
-pub mod frame;
 pub mod host;
 pub mod log;
 pub(crate) mod proto;
@@ -39,10 +38,10 @@ pub(crate) mod runtime;
 pub mod session;
 pub(crate) mod shm;
 pub(crate) mod sys;
+pub mod wire;
 
 pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
-pub use frame::{method_id, Status};
 pub use host::discovery::{hub_listing, list_hubs, HubListing};
 pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supervisor, SupervisorEvent};
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
@@ -52,3 +51,5 @@ pub use session::{
 };
 pub use shm::inspect::{snapshot, HubSnapshot, PeerSnapshot};
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};
+pub use sys::clock::{deadline_after, monotonic_now_ns};
+pub use wire::{method_id, Status};

@@ -8,8 +8,8 @@ use std::sync::{Arc, Weak};
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
-use crate::frame::{self, builtin, log_level};
 use crate::session::{copy_of, CallOptions, Session};
+use crate::wire::{self, builtin, log_level};
 use crate::Status;
 
 const NAMES: [(&str, u32); 6] = [
@@ -113,7 +113,7 @@ impl LogSender {
             return Ok(());
         }
         let Some(session) = self.session.upgrade() else { return Ok(()) };
-        let body = frame::LogEvent { level, target: target.to_string(), message: message.to_string() }.encode();
+        let body = wire::LogEvent { level, target: target.to_string(), message: message.to_string() }.encode();
         session.notify_with(builtin::LOG_EVENT_ID, body.len(), copy_of(&body), &CallOptions::default())
     }
 }

@@ -37,17 +37,17 @@ use stream::StreamState;
 pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_WINDOW};
 
 use crate::error::{Error, Result};
-use crate::frame::{
-    self, flags, monotonic_now_ns, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY,
-    SLOT_INLINE,
-};
 use crate::proto::status::{self, Verdict};
 use crate::runtime::workers::Workers;
 use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
 use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, SharedBytes, ShmRing, Side};
+use crate::sys::clock::monotonic_now_ns;
 use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
+use crate::wire::{
+    self, flags, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY, SLOT_INLINE,
+};
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
 pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
@@ -99,7 +99,7 @@ const MAX_QUEUED: usize = 1024;
 pub(crate) trait Hooks: Send + Sync {
     /// A HELLO arrived (host side). Returns the HELLO_ACK to send, or the reason to
     /// drop the peer.
-    fn on_hello(&self, _hello: frame::Hello) -> Result<frame::Hello> {
+    fn on_hello(&self, _hello: wire::Hello) -> Result<wire::Hello> {
         Err(Error::new(Status::ProtocolError, "unexpected HELLO"))
     }
     /// Built-in methods handled before user methods: `Some(result)` if handled.
@@ -358,7 +358,7 @@ impl PendingCall {
         let outstanding = self.session.pending.lock().remove(&self.msg_id).is_some();
         if outstanding {
             // Best effort and bounded: a cancel must not block on a full ring for long.
-            let give_up = frame::deadline_after(Duration::from_millis(10));
+            let give_up = crate::sys::clock::deadline_after(Duration::from_millis(10));
             if let Err(e) = self.session.send_control_until(ControlKind::Cancel, self.msg_id, &[], give_up) {
                 tracing::debug!("could not send CANCEL: {e}");
             }
@@ -410,7 +410,12 @@ pub(crate) struct Session {
     side: Side,
     region: Region,
     doorbell: Doorbell,
+    /// Wakes whoever sleeps on the doorbell (callers and the standby server) to look at
+    /// the ring; a thread that drains it polls the ring or passes it on.
     kick: Kick,
+    /// Wakes the standby server only: queued work must reach a server, and a kick that
+    /// callers also wait on can be drained by one of them instead.
+    standby_kick: Kick,
     wait: WaitStrategy,
     server_wait: WaitStrategy,
     dispatcher: Arc<RwLock<Dispatcher>>,
@@ -478,6 +483,7 @@ impl Session {
             )
         };
         let kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
+        let standby_kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
         region.parked(side).store(1, Ordering::SeqCst);
         Ok(Arc::new(Session {
             label: cfg.label,
@@ -485,6 +491,7 @@ impl Session {
             rx_peek: region.ring(peer),
             doorbell: cfg.doorbell,
             kick,
+            standby_kick,
             wait: cfg.wait,
             server_wait: cfg.server_wait,
             dispatcher: cfg.dispatcher,
@@ -526,6 +533,7 @@ impl Session {
     pub fn watch_process(&self, pidfd: crate::sys::process::Pidfd) {
         self.doorbell.watch_process(pidfd);
         self.kick.notify();
+        self.standby_kick.notify();
     }
 
     /// The counters the peer keeps in its control block (untrusted, informational).
@@ -622,6 +630,7 @@ impl Session {
         // the queue's lock; condvar sleepers are woken by `stop`, the standby by the kick.
         drop(self.workers.stop());
         self.kick.notify();
+        self.standby_kick.notify();
     }
 
     fn protocol_error(&self, message: impl fmt::Display) {
@@ -693,7 +702,7 @@ impl Session {
         if deadline_ns != 0 {
             deadline_ns
         } else {
-            frame::deadline_after(SEND_TIMEOUT)
+            crate::sys::clock::deadline_after(SEND_TIMEOUT)
         }
     }
 
@@ -976,7 +985,7 @@ impl Session {
         self.pending.lock().insert(msg_id, waiter.clone());
         // The timeout covers the send too: a full ring must not hold a PING or HELLO
         // longer than its caller asked.
-        let deadline = frame::deadline_after(timeout);
+        let deadline = crate::sys::clock::deadline_after(timeout);
         if let Err(e) = self.send_control_until(kind, msg_id, payload, deadline) {
             self.pending.lock().remove(&msg_id);
             return Err(e);
@@ -1195,6 +1204,7 @@ impl Session {
         fence(Ordering::SeqCst);
         if self.ring_nonempty() {
             self.kick.notify();
+            self.standby_kick.notify();
             self.workers.wake_one();
         }
     }
@@ -1264,7 +1274,7 @@ impl Session {
     fn on_control(&self, kind: ControlKind, d: Descriptor, payload: Payload) {
         match kind {
             ControlKind::Hello => {
-                let answer = frame::Hello::decode(payload.bytes())
+                let answer = wire::Hello::decode(payload.bytes())
                     .map_err(|m| Error::new(Status::ProtocolError, m))
                     .and_then(|hello| {
                         self.set_peer_minor(hello.minor);
@@ -1320,7 +1330,7 @@ impl Session {
     }
 
     fn enqueue(&self, request: Incoming) {
-        if let Err(request) = self.workers.push(request, || self.kick.notify()) {
+        if let Err(request) = self.workers.push(request, || self.standby_kick.notify()) {
             self.refuse_queued(request);
         }
     }
@@ -1391,7 +1401,7 @@ impl Session {
             // parked (the parked handshake, loom-checked), and every local event that
             // needs a receiver (a released ring with descriptors left, queued work with
             // no condvar sleeper, a failure) kicks.
-            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick], None) == Wake::PeerDead {
+            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick, &self.standby_kick], None) == Wake::PeerDead {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
@@ -1542,11 +1552,11 @@ impl Session {
                 format!("the request expired before {} served it", self.label),
             ));
         }
-        if method_id == frame::builtin::INTROSPECT_METHODS_ID {
+        if method_id == wire::builtin::INTROSPECT_METHODS_ID {
             let mut methods = self.dispatcher.read().methods();
-            methods.push((frame::builtin::INTROSPECT_METHODS.to_string(), frame::builtin::INTROSPECT_METHODS_ID));
+            methods.push((wire::builtin::INTROSPECT_METHODS.to_string(), wire::builtin::INTROSPECT_METHODS_ID));
             methods.sort();
-            let body = frame::encode_methods(&methods);
+            let body = wire::encode_methods(&methods);
             return Ok(self.fill_body(body.len(), deadline_ns, copy_of(&body))?.into());
         }
         if let Some(result) = self.hooks.builtin(method_id, call.request.shared()) {

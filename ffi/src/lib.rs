@@ -298,7 +298,7 @@ pub unsafe extern "C" fn cellshm_method_id(name: *const c_char) -> u32 {
 /// CLOCK_MONOTONIC now, in ns: the clock of `cellshm_call_options.deadline_ns`.
 #[no_mangle]
 pub extern "C" fn cellshm_monotonic_now_ns() -> u64 {
-    cellshm::frame::monotonic_now_ns()
+    cellshm::monotonic_now_ns()
 }
 
 // ----- options -------------------------------------------------------------------------

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cellshm::{
-    frame, Call, CallOptions, CancelToken, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub,
-    HubConfig, JoinArgs, LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response,
+    wire, Call, CallOptions, CancelToken, Cell as CoreCell, CellOptions, CellProcess, Error, Hub as CoreHub, HubConfig,
+    JoinArgs, LogRecord, Peer as CorePeer, PeerOptions, PeerState, PendingCall as CorePendingCall, Response,
     SharedBytes, Status, Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd, WaitStrategy,
 };
 use parking_lot::Mutex;
@@ -1163,7 +1163,7 @@ impl Cell {
 /// Method id of "Service.method" (FNV-1a 64 folded to 32 bits).
 #[pyfunction]
 fn method_id(name: &str) -> u32 {
-    frame::method_id(name)
+    wire::method_id(name)
 }
 
 /// The canonical name of a status code, e.g. 4 -> "DEADLINE_EXCEEDED".
@@ -1196,11 +1196,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let levels = PyTuple::new(
         py,
         [
-            frame::log_level::ERROR,
-            frame::log_level::WARN,
-            frame::log_level::INFO,
-            frame::log_level::DEBUG,
-            frame::log_level::TRACE,
+            wire::log_level::ERROR,
+            wire::log_level::WARN,
+            wire::log_level::INFO,
+            wire::log_level::DEBUG,
+            wire::log_level::TRACE,
         ],
     )?;
     m.add("LOG_LEVELS", levels)?;

@@ -17,8 +17,8 @@ use std::sync::{Arc, Weak};
 use super::discovery;
 use super::{add_peer, HubShared, PeerOptions};
 use crate::error::{Error, Result};
-use crate::frame::Status;
 use crate::sys::doorbell::{unix, Doorbell};
+use crate::wire::Status;
 
 /// Who may attach, and how the host talks to attached cells.
 #[derive(Clone, Debug)]

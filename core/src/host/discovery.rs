@@ -20,10 +20,10 @@ use parking_lot::Mutex;
 use super::attach::AttachPolicy;
 use super::{HubShared, PeerState};
 use crate::error::{Error, Result};
-use crate::frame::Status;
 use crate::shm::{Geometry, PeerSlotState, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR};
 use crate::sys::doorbell::{unix, Kick};
 use crate::sys::socket;
+use crate::wire::Status;
 
 /// Every hub's socket name starts with this.
 pub(crate) const SOCKET_PREFIX: &str = "cellshm/";

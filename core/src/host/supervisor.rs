@@ -19,8 +19,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{CellProcess, Hub, Peer, PeerOptions};
 use crate::error::{Error, Result};
-use crate::frame::Status;
 use crate::session::{CallOptions, Response};
+use crate::wire::Status;
 
 /// When and how often a crashed cell is started again.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@
 //! accept is a protocol error (the link is dropped, its slot reusable at once); a
 //! HELLO_ACK the cell cannot accept ends the join with the reason.
 
-use crate::frame::{Hello, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL, ROLE_HOST};
+use crate::wire::{Hello, PROTOCOL_VERSION_MAJOR, PROTOCOL_VERSION_MINOR, ROLE_CELL, ROLE_HOST};
 
 /// The link a handshake is for, as the join record gave it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! by its caller: CANCELLED once the deadline passed, with no CANCEL from the caller,
 //! is DEADLINE_EXCEEDED. Every other number, known here or not, passes unchanged.
 
-use crate::frame::Status;
+use crate::wire::Status;
 
 /// What becomes of a status on its way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

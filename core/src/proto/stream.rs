@@ -5,7 +5,7 @@
 //! runtime keeps the payloads and the waiting; it asks the flow what each frame means
 //! and when to grant credit.
 
-use crate::frame::StreamFrame;
+use crate::wire::StreamFrame;
 
 /// DATA frames a side may have in flight per stream (its receive window).
 pub const STREAM_WINDOW: u32 = 8;

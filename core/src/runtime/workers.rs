@@ -11,7 +11,10 @@
 //! - every change of the queue and of who sleeps where happens under the queue's lock,
 //!   and a server checks for work and goes to sleep under that same lock;
 //! - queued work wakes a condvar sleeper if there is one, else kicks the standby (an
-//!   eventfd: a kick sent before the standby sleeps is still there when it does);
+//!   eventfd: a kick sent before the standby sleeps is still there when it does). That
+//!   kick must be the standby's alone: on a kick that callers also sleep on, a caller
+//!   can drain it first and the request waits for nobody (CI saw a 5 s stall this way
+//!   once the 250 ms recheck that used to hide it was gone);
 //! - stopping wakes everyone.
 //!
 //! `loom_model` below checks these with loom through [`super::sync`].

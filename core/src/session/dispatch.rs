@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use super::{copy_of, MsgIdHasher, OutBody, Payload, Session, StreamCall, StreamHandler};
 use crate::error::{Error, Result};
-use crate::frame::{self, monotonic_now_ns, Status, INLINE_CAPACITY};
 use crate::shm::pool::OutSlot;
 use crate::shm::SharedBytes;
+use crate::sys::clock::monotonic_now_ns;
+use crate::wire::{self, Status, INLINE_CAPACITY};
 
 /// A handler: reads the request through [`Call::payload`], answers through
 /// [`Call::reply`] (or returns an error).
@@ -61,7 +62,7 @@ impl Dispatcher {
     }
 
     fn free_id(&self, name: &str) -> Result<u32> {
-        let id = frame::method_id(name);
+        let id = wire::method_id(name);
         if let Some((existing, _)) = self.methods.get(&id) {
             return Err(Error::new(
                 Status::AlreadyExists,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::frame::{self, Status};
+use crate::wire::Status;
 
 /// How a thread waits for the other side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl CallOptions {
 
     /// The absolute deadline of a call starting now (0 = none).
     pub fn deadline_for_call_starting_now(&self) -> u64 {
-        let from_timeout = self.timeout.map_or(0, frame::deadline_after);
+        let from_timeout = self.timeout.map_or(0, crate::sys::clock::deadline_after);
         match (from_timeout, self.deadline_ns) {
             (0, d) | (d, 0) => d,
             (a, b) => a.min(b),

@@ -16,9 +16,10 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{CallOptions, OutBody, Payload, Response, Session};
 use crate::error::{Error, Result};
-use crate::frame::{flags, monotonic_now_ns, Descriptor, StreamFrame, INLINE_CAPACITY};
 use crate::proto::stream::{accept_open, Arrival, OpenVerdict, StreamFlow};
 use crate::shm::SharedBytes;
+use crate::sys::clock::monotonic_now_ns;
+use crate::wire::{flags, Descriptor, StreamFrame, INLINE_CAPACITY};
 use crate::Status;
 
 pub use crate::proto::stream::STREAM_WINDOW;

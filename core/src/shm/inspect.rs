@@ -8,9 +8,9 @@ use std::sync::atomic::Ordering;
 use super::layout::{control, cursors, PeerSlotState, SideLayout, RING_HEADER_SIZE};
 use super::{memfd, view_of, RawView};
 use crate::error::{Error, Result};
-use crate::frame::Status;
 use crate::host::discovery::{self, HubListing};
 use crate::session::Counters;
+use crate::wire::Status;
 
 /// One peer slot as seen from outside.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use memmap2::MmapRaw;
 
 use crate::error::{Error, Result};
-use crate::frame::Status;
+use crate::wire::Status;
 pub(crate) use join::JoinRecord;
 use layout::{control, cursors, header, SideLayout, MAGIC, RING_HEADER_SIZE};
 pub use layout::{Geometry, PeerSlotState, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR, PEER_NAME_MAX};
@@ -217,15 +217,15 @@ impl<E: Copy> ring::RingMemory for ShmRing<E> {
 pub(crate) type DescriptorWords = [u64; 8];
 
 /// Converts between ring entries and descriptors.
-pub(crate) fn words_to_descriptor(words: DescriptorWords) -> crate::frame::Descriptor {
+pub(crate) fn words_to_descriptor(words: DescriptorWords) -> crate::wire::Descriptor {
     let mut bytes = [0u8; 64];
     for (i, w) in words.iter().enumerate() {
         bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
     }
-    crate::frame::Descriptor::decode(&bytes)
+    crate::wire::Descriptor::decode(&bytes)
 }
 
-pub(crate) fn descriptor_to_words(d: &crate::frame::Descriptor) -> DescriptorWords {
+pub(crate) fn descriptor_to_words(d: &crate::wire::Descriptor) -> DescriptorWords {
     let bytes = d.encode();
     let mut words = [0u64; 8];
     for (i, w) in words.iter_mut().enumerate() {

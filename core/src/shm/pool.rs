@@ -13,7 +13,7 @@ use super::layout::ClassLayout;
 use super::ring::{Consumer, Producer, PushError};
 use super::shared_bytes::SharedBytes;
 use super::{RawView, Region, ShmRing, Side};
-use crate::frame::{Descriptor, SLOT_INLINE};
+use crate::wire::{Descriptor, SLOT_INLINE};
 
 const CLASS_SHIFT: u32 = 24;
 const INDEX_MASK: u32 = (1 << CLASS_SHIFT) - 1;
@@ -278,7 +278,7 @@ impl SlotReceiver {
 mod tests {
     use super::super::{Geometry, LinkMemory, SlotClass};
     use super::*;
-    use crate::frame::Descriptor;
+    use crate::wire::Descriptor;
 
     /// The host's and the cell's mappings of one link.
     fn link() -> (LinkMemory, Region) {

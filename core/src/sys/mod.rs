@@ -1,6 +1,7 @@
 //! Every libc call outside `shm/`: doorbells, eventfds, fd passing, pidfds, process
-//! hardening and the discovery socket.
+//! hardening, the discovery socket and the clock.
 
+pub mod clock;
 pub(crate) mod doorbell;
 pub(crate) mod process;
 pub(crate) mod socket;

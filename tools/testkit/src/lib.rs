@@ -115,12 +115,12 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         // A misbehaving cell: 100 inline DATA frames at once, ignoring the window.
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         for i in 0..100u64 {
-            let d = cellshm::frame::Descriptor {
+            let d = cellshm::wire::Descriptor {
                 msg_id: 1 << 40 | i,
                 channel_id: call.channel_id(),
                 method_id: cellshm::method_id("Stream.ignore_credit"),
-                flags: cellshm::frame::flags::DATA,
-                slot: cellshm::frame::SLOT_INLINE,
+                flags: cellshm::wire::flags::DATA,
+                slot: cellshm::wire::SLOT_INLINE,
                 ..Default::default()
             };
             cell.push_raw_descriptor_for_tests(d.encode())?;
@@ -207,7 +207,7 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
         loop {
             if let Err(e) = call.send_with(size, |buf| buf.len()) {
                 if call.is_cancelled() {
-                    LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+                    LAST_CANCEL_SEEN_NS.store(cellshm::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
                 }
                 return Err(e);
             }
@@ -215,7 +215,7 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
     })?;
     cell.method("Test.until_cancelled", |call| {
         if call.wait_cancelled(Duration::from_secs(10)) {
-            LAST_CANCEL_SEEN_NS.store(cellshm::frame::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+            LAST_CANCEL_SEEN_NS.store(cellshm::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
             if call.remaining() == Some(Duration::ZERO) {
                 return Err(Error::new(Status::DeadlineExceeded, "the caller's deadline passed"));
             }

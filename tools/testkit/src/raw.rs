@@ -6,7 +6,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use cellshm::frame::{flags, ControlKind, Descriptor, Hello, ROLE_CELL, SLOT_INLINE};
+use cellshm::wire::{flags, ControlKind, Descriptor, Hello, ROLE_CELL, SLOT_INLINE};
 use cellshm::{Error, Status};
 
 fn fail(m: impl Into<String>) -> Error {

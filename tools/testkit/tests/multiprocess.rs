@@ -115,7 +115,7 @@ fn deadlines_are_honoured_on_both_sides() {
         r.peer.call("Echo.echo", b"fresh", &options).unwrap();
     }
     // An absolute deadline in the past fails at once, without a round trip.
-    let past = CallOptions::deadline(cellshm::frame::monotonic_now_ns() - 1);
+    let past = CallOptions::deadline(cellshm::monotonic_now_ns() - 1);
     assert_eq!(r.peer.call("Echo.echo", b"late", &past).unwrap_err().status(), Status::DeadlineExceeded);
     // The link is healthy afterwards and no slot leaked.
     assert_eq!(r.peer.call("Echo.echo", b"still here", &secs(5)).unwrap().bytes(), b"still here");
@@ -364,14 +364,26 @@ fn wait_strategies_all_work_and_peers_shut_down_gracefully() {
 
 #[test]
 fn blocking_mode_under_concurrency_never_loses_a_wakeup() {
+    blocking_calls_in_both_directions("3");
+}
+
+#[test]
+fn blocking_mode_with_one_and_two_servers_never_loses_a_wakeup() {
+    // Few servers: requests a handler's own call finds while it waits for the host are
+    // queued for a server asleep on the doorbell; the kick that wakes it must be its own.
+    blocking_calls_in_both_directions("1");
+    blocking_calls_in_both_directions("2");
+}
+
+fn blocking_calls_in_both_directions(workers: &str) {
     // Every thread sleeps on the doorbell between messages; a lost wakeup would show up
-    // as a call stalled until the 250 ms recheck.
+    // as a call stalled until its deadline (servers have no recheck timer).
     let hub = Hub::create(HubConfig::default()).unwrap();
     hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
     let ticket =
         hub.add_peer("blocking", PeerOptions { wait: cellshm::WaitStrategy::Block, ..PeerOptions::default() }).unwrap();
     let mut cmd = Command::new(CELL);
-    cmd.arg("cell").env("CELLSHM_WAIT", "block").env("CELLSHM_WORKERS", "3");
+    cmd.arg("cell").env("CELLSHM_WAIT", "block").env("CELLSHM_WORKERS", workers);
     let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
     peer.wait_ready(Duration::from_secs(10)).unwrap();
     let threads: Vec<_> = (0..4u8)
@@ -394,7 +406,7 @@ fn blocking_mode_under_concurrency_never_loses_a_wakeup() {
         .collect();
     for t in threads {
         let slowest = t.join().unwrap();
-        assert!(slowest < Duration::from_millis(200), "a call took {slowest:?}: a wakeup was lost");
+        assert!(slowest < Duration::from_millis(200), "{workers} servers: a call took {slowest:?}: a wakeup was lost");
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -473,7 +485,7 @@ fn cell_log_records_reach_the_hubs_log_sink_with_the_cell_name() {
     let (cell, level, message) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         (cell.as_str(), level, message.as_str()),
-        ("chatty", cellshm::frame::log_level::INFO, "hello from the cell")
+        ("chatty", cellshm::wire::log_level::INFO, "hello from the cell")
     );
     let _ = child.kill();
     let _ = child.wait();
@@ -665,7 +677,7 @@ fn tracing_events_of_a_rust_cell_reach_the_host_through_the_filter_it_pushed() {
             })
             .collect::<Vec<_>>()
     };
-    use cellshm::frame::log_level::{DEBUG, ERROR, INFO, WARN};
+    use cellshm::wire::log_level::{DEBUG, ERROR, INFO, WARN};
     // The default filter: info and more severe.
     let got = collect(3);
     assert_eq!(got[0], (INFO, "other".into(), "info from other".into()));

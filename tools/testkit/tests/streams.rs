@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cellshm::frame::monotonic_now_ns;
+use cellshm::monotonic_now_ns;
 use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions, SlotClass, Status, STREAM_WINDOW};
 
 mod common;

@@ -1,0 +1,266 @@
+//! HELLO and the binary encoding of the built-in messages (lifecycle, log, introspection),
+//! docs/PROTOCOL.md §10–§12. Decoders return an error on any input they cannot read.
+
+use super::INLINE_CAPACITY;
+
+/// Role announced in HELLO.
+pub const ROLE_HOST: u8 = 1;
+/// Role announced in HELLO.
+pub const ROLE_CELL: u8 = 2;
+
+/// The inline payload of HELLO / HELLO_ACK (16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol major version.
+    pub major: u16,
+    /// Protocol minor version.
+    pub minor: u16,
+    /// [`ROLE_HOST`] or [`ROLE_CELL`].
+    pub role: u8,
+    /// The low 24 bits of the peer slot's epoch the sender joined at.
+    pub epoch: u32,
+    /// The sender's peer id (the cell's slot in the hub).
+    pub peer_id: u32,
+    /// Largest payload the sender can receive.
+    pub max_payload: u32,
+}
+
+impl Hello {
+    /// Encodes into the 16 inline bytes.
+    pub fn encode(&self) -> [u8; INLINE_CAPACITY] {
+        let mut out = [0u8; INLINE_CAPACITY];
+        out[0..2].copy_from_slice(&self.major.to_le_bytes());
+        out[2..4].copy_from_slice(&self.minor.to_le_bytes());
+        out[4] = self.role;
+        out[5..8].copy_from_slice(&self.epoch.to_le_bytes()[..3]);
+        out[8..12].copy_from_slice(&self.peer_id.to_le_bytes());
+        out[12..16].copy_from_slice(&self.max_payload.to_le_bytes());
+        out
+    }
+
+    /// Decodes the inline payload; it must be exactly 16 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Hello, String> {
+        if bytes.len() != INLINE_CAPACITY {
+            return Err(format!("HELLO payload of {} bytes (expected 16)", bytes.len()));
+        }
+        Ok(Hello {
+            major: u16::from_le_bytes([bytes[0], bytes[1]]),
+            minor: u16::from_le_bytes([bytes[2], bytes[3]]),
+            role: bytes[4],
+            epoch: u32::from_le_bytes([bytes[5], bytes[6], bytes[7], 0]),
+            peer_id: u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]),
+            max_payload: u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]),
+        })
+    }
+}
+
+/// Names and ids of the built-in services.
+pub mod builtin {
+    use crate::wire::method_id;
+
+    /// Cell → host, once the cell serves: [`super::Ready`].
+    pub const LIFECYCLE_READY: &str = "cellshm.Lifecycle.ready";
+    /// Cell → host: the cell is leaving on purpose (empty payload).
+    pub const LIFECYCLE_GOODBYE: &str = "cellshm.Lifecycle.goodbye";
+    /// Cell → host, NO_REPLY: a log record.
+    pub const LOG_EVENT: &str = "cellshm.Log.event";
+    /// Host → cell: a log filter string.
+    pub const LOG_SET_FILTER: &str = "cellshm.Log.set_filter";
+    /// Either way: the method names the callee serves.
+    pub const INTROSPECT_METHODS: &str = "cellshm.Introspect.methods";
+
+    /// Id of [`LIFECYCLE_READY`].
+    pub const LIFECYCLE_READY_ID: u32 = method_id(LIFECYCLE_READY);
+    /// Id of [`LIFECYCLE_GOODBYE`].
+    pub const LIFECYCLE_GOODBYE_ID: u32 = method_id(LIFECYCLE_GOODBYE);
+    /// Id of [`LOG_EVENT`].
+    pub const LOG_EVENT_ID: u32 = method_id(LOG_EVENT);
+    /// Id of [`LOG_SET_FILTER`].
+    pub const LOG_SET_FILTER_ID: u32 = method_id(LOG_SET_FILTER);
+    /// Id of [`INTROSPECT_METHODS`].
+    pub const INTROSPECT_METHODS_ID: u32 = method_id(INTROSPECT_METHODS);
+}
+
+/// Little-endian writer for built-in message bodies.
+#[derive(Debug, Default)]
+pub struct BodyWriter {
+    buf: Vec<u8>,
+}
+
+impl BodyWriter {
+    /// Appends a u32.
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    /// Appends a u32-length-prefixed UTF-8 string.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.u32(s.len() as u32);
+        self.buf.extend_from_slice(s.as_bytes());
+        self
+    }
+
+    /// Appends a u32 count followed by that many strings.
+    pub fn str_list<S: AsRef<str>>(&mut self, items: &[S]) -> &mut Self {
+        self.u32(items.len() as u32);
+        for s in items {
+            self.str(s.as_ref());
+        }
+        self
+    }
+
+    /// The encoded bytes.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Reader for built-in message bodies; every read is bounds-checked.
+#[derive(Debug)]
+pub struct BodyReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> BodyReader<'a> {
+    /// Reads from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        BodyReader { rest: bytes }
+    }
+
+    /// Reads a u32.
+    pub fn u32(&mut self) -> Result<u32, String> {
+        if self.rest.len() < 4 {
+            return Err("truncated: expected a u32".into());
+        }
+        let (head, tail) = self.rest.split_at(4);
+        self.rest = tail;
+        Ok(u32::from_le_bytes([head[0], head[1], head[2], head[3]]))
+    }
+
+    /// Reads a u32-length-prefixed UTF-8 string.
+    pub fn str(&mut self) -> Result<String, String> {
+        let len = self.u32()? as usize;
+        if self.rest.len() < len {
+            return Err(format!("truncated: string of {len} bytes, {} left", self.rest.len()));
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        String::from_utf8(head.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+    }
+
+    /// Reads a u32 count and that many strings.
+    pub fn str_list(&mut self) -> Result<Vec<String>, String> {
+        let count = self.u32()? as usize;
+        // Each string needs at least its 4-byte length: refuse counts the input cannot hold.
+        if count > self.rest.len() / 4 {
+            return Err(format!("list of {count} strings in {} bytes", self.rest.len()));
+        }
+        (0..count).map(|_| self.str()).collect()
+    }
+
+    /// Fails if bytes are left over.
+    pub fn finish(self) -> Result<(), String> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} trailing bytes", self.rest.len()))
+        }
+    }
+}
+
+/// Body of `cellshm.Lifecycle.ready`:
+/// `u32 peer_id, u32 pid, str name, str version, u32 n, n × str feature`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The cell's peer id.
+    pub peer_id: u32,
+    /// The cell's process id.
+    pub pid: u32,
+    /// The cell's name.
+    pub name: String,
+    /// The cell's own version string.
+    pub version: String,
+    /// Optional features the cell supports.
+    pub features: Vec<String>,
+}
+
+impl Ready {
+    /// Encodes the body.
+    pub fn encode(&self) -> Vec<u8> {
+        BodyWriter::default()
+            .u32(self.peer_id)
+            .u32(self.pid)
+            .str(&self.name)
+            .str(&self.version)
+            .str_list(&self.features)
+            .finish()
+    }
+
+    /// Decodes a body received from a peer.
+    pub fn decode(bytes: &[u8]) -> Result<Ready, String> {
+        let mut r = BodyReader::new(bytes);
+        let ready =
+            Ready { peer_id: r.u32()?, pid: r.u32()?, name: r.str()?, version: r.str()?, features: r.str_list()? };
+        r.finish()?;
+        Ok(ready)
+    }
+}
+
+/// Levels of [`LogEvent`], as in `tracing` (smaller = more severe).
+#[allow(missing_docs)]
+pub mod log_level {
+    pub const ERROR: u32 = 1;
+    pub const WARN: u32 = 2;
+    pub const INFO: u32 = 3;
+    pub const DEBUG: u32 = 4;
+    pub const TRACE: u32 = 5;
+}
+
+/// Body of `cellshm.Log.event`: `u32 level, str target, str message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEvent {
+    /// One of [`log_level`]; other values are treated as INFO.
+    pub level: u32,
+    /// Where the record comes from (a logger name or module path); may be empty.
+    pub target: String,
+    /// The formatted message.
+    pub message: String,
+}
+
+impl LogEvent {
+    /// Encodes the body.
+    pub fn encode(&self) -> Vec<u8> {
+        BodyWriter::default().u32(self.level).str(&self.target).str(&self.message).finish()
+    }
+
+    /// Decodes a body received from a peer.
+    pub fn decode(bytes: &[u8]) -> Result<LogEvent, String> {
+        let mut r = BodyReader::new(bytes);
+        let event = LogEvent { level: r.u32()?, target: r.str()?, message: r.str()? };
+        r.finish()?;
+        Ok(event)
+    }
+}
+
+/// Body of the `cellshm.Introspect.methods` response: `u32 n, n × (str name, u32 id)`.
+pub fn encode_methods(methods: &[(String, u32)]) -> Vec<u8> {
+    let mut w = BodyWriter::default();
+    w.u32(methods.len() as u32);
+    for (name, id) in methods {
+        w.str(name).u32(*id);
+    }
+    w.finish()
+}
+
+/// Decodes a `cellshm.Introspect.methods` response.
+pub fn decode_methods(bytes: &[u8]) -> Result<Vec<(String, u32)>, String> {
+    let mut r = BodyReader::new(bytes);
+    let count = r.u32()? as usize;
+    if count > bytes.len() / 8 {
+        return Err(format!("{count} methods in {} bytes", bytes.len()));
+    }
+    let methods = (0..count).map(|_| Ok((r.str()?, r.u32()?))).collect::<Result<Vec<_>, String>>()?;
+    r.finish()?;
+    Ok(methods)
+}
