@@ -216,16 +216,7 @@ impl Hooks for PeerHooks {
         let peer = self.peer.upgrade()?;
         match method_id {
             builtin::LIFECYCLE_READY_ID => Some((|| {
-                let ready = Ready::decode(&payload.to_vec())
-                    .map_err(|m| Error::new(Status::InvalidArgument, format!("bad ready message: {m}")))?;
-                if ready.peer_id != peer.id {
-                    return Err(Error::new(
-                        Status::InvalidArgument,
-                        format!("ready for peer {} on the link of peer {}", ready.peer_id, peer.id),
-                    ));
-                }
-                // The pid the cell states is informational only: the kernel's word (fork,
-                // SO_PEERCRED) is the one kept.
+                let ready = crate::builtin::lifecycle::accept_ready(peer.id, payload)?;
                 tracing::info!(cell = %peer.name, peer_id = peer.id, pid = ready.pid, version = %ready.version, "cell ready");
                 *peer.ready.lock() = Some(ready);
                 peer.set_state(PeerState::Ready);
@@ -236,8 +227,7 @@ impl Hooks for PeerHooks {
                 Some(Ok(Vec::new()))
             }
             builtin::LOG_EVENT_ID => Some((|| {
-                let event = wire::LogEvent::decode(&payload.to_vec())
-                    .map_err(|m| Error::new(Status::InvalidArgument, format!("bad log event: {m}")))?;
+                let event = crate::builtin::log::decode_event(payload)?;
                 let record = LogRecord {
                     cell: &peer.name,
                     peer_id: peer.id,
@@ -804,8 +794,7 @@ impl Peer {
     /// Pushes a log filter (`"warn,mycell=debug"`) to the cell: records it excludes are
     /// no longer sent at all.
     pub fn set_log_filter(&self, filter: &str, timeout: Duration) -> Result<()> {
-        crate::log::LogFilter::parse(filter)?;
-        let body = wire::BodyWriter::default().str(filter).finish();
+        let body = crate::builtin::log::encode_filter(filter)?;
         self.call(builtin::LOG_SET_FILTER, &body, &CallOptions::timeout(timeout)).map(drop)
     }
 
@@ -813,7 +802,7 @@ impl Peer {
     /// (`cellshm.Introspect.methods`).
     pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
         let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
-        wire::decode_methods(response.bytes()).map_err(|m| Error::new(Status::ProtocolError, m))
+        crate::builtin::introspect::decode(response.bytes())
     }
 
     /// Sends PING and waits for PONG: proves the cell's receive path is alive and

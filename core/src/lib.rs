@@ -29,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub(crate) mod builtin;
 pub mod cell;
 mod error;
 pub mod host;

@@ -1553,10 +1553,7 @@ impl Session {
             ));
         }
         if method_id == wire::builtin::INTROSPECT_METHODS_ID {
-            let mut methods = self.dispatcher.read().methods();
-            methods.push((wire::builtin::INTROSPECT_METHODS.to_string(), wire::builtin::INTROSPECT_METHODS_ID));
-            methods.sort();
-            let body = wire::encode_methods(&methods);
+            let body = crate::builtin::introspect::answer(self.dispatcher.read().methods());
             return Ok(self.fill_body(body.len(), deadline_ns, copy_of(&body))?.into());
         }
         if let Some(result) = self.hooks.builtin(method_id, call.request.shared()) {

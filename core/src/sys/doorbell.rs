@@ -321,22 +321,14 @@ impl Kick {
         unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Sleeps until the kick is signalled (true; the notification stays pending) or a
-    /// signal handler interrupts the wait (false): for a binding's main thread, which
-    /// must get back to its interpreter's signal handling (Python's Ctrl-C) but has
-    /// nothing else to wake it up for.
+    /// Sleeps until the kick is signalled (true; the notification stays pending) or the
+    /// wait is interrupted (false: a signal handler ran, or poll failed): for a binding's
+    /// main thread, which must get back to its interpreter's signal handling (Python's
+    /// Ctrl-C) but has nothing else to wake it up for.
     pub fn wait_or_signal(&self) -> bool {
         let mut fd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        loop {
-            // SAFETY: one live pollfd.
-            let n = unsafe { libc::poll(&mut fd, 1, -1) };
-            if n > 0 {
-                return true;
-            }
-            if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                return false;
-            }
-        }
+        // SAFETY: one live pollfd; no timeout, so 0 (timed out) cannot come back.
+        unsafe { libc::poll(&mut fd, 1, -1) > 0 }
     }
 
     /// Consumes a pending notification, if any.
