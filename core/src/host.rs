@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::proto::hello;
 use crate::session::{
@@ -22,7 +23,7 @@ use crate::session::{
 use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, SharedBytes, Side};
 use crate::sys::doorbell;
 use crate::sys::process::Pidfd;
-use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status};
+use crate::wire::{self, builtin, Hello, Ready, Status};
 
 /// Most server threads one peer may have (threads are a bounded resource of the host).
 pub const MAX_SERVER_THREADS: usize = 64;
@@ -764,7 +765,7 @@ impl Peer {
 
     /// Calls `"Service.method"` and waits for the response.
     pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        self.call_with(method, payload.len(), copy_of(payload), options)
+        Endpoint(&self.inner.session()?).call(method, payload, options)
     }
 
     /// Calls a method by id.
@@ -781,14 +782,14 @@ impl Peer {
         fill: impl FnOnce(&mut [u8]) -> usize,
         options: &CallOptions,
     ) -> Result<Response> {
-        self.inner.session()?.call_with(wire::method_id(method), Some(method), max_len, fill, options)
+        Endpoint(&self.inner.session()?).call_with(method, max_len, fill, options)
     }
 
     /// Opens a stream to the cell's stream method `"Service.method"`, with `request` as
     /// its opening message. Read items with [`Stream::recv`] (or iterate), send with
     /// [`Stream::send`]; the deadline in `options` covers the whole stream.
     pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        self.inner.session()?.open_stream(wire::method_id(method), Some(method), request, options)
+        Endpoint(&self.inner.session()?).open_stream(method, request, options)
     }
 
     /// Pushes a log filter (`"warn,mycell=debug"`) to the cell: records it excludes are
@@ -801,16 +802,13 @@ impl Peer {
     /// The methods the cell serves, as (name, id), sorted by name
     /// (`cellshm.Introspect.methods`).
     pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
-        let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
-        crate::builtin::introspect::decode(response.bytes())
+        Endpoint(&self.inner.session()?).methods(timeout)
     }
 
     /// Sends PING and waits for PONG: proves the cell's receive path is alive and
     /// returns the round-trip time.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        let started = Instant::now();
-        self.inner.session()?.control_call(ControlKind::Ping, &[], timeout)?;
-        Ok(started.elapsed())
+        Endpoint(&self.inner.session()?).ping(timeout)
     }
 
     /// Starts a call without blocking: `on_complete` runs on a receiving thread once the
@@ -822,19 +820,12 @@ impl Peer {
         options: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        self.inner.session()?.call_start(
-            wire::method_id(method),
-            Some(method),
-            payload.len(),
-            copy_of(payload),
-            options,
-            on_complete,
-        )
+        Endpoint(&self.inner.session()?).call_start(method, payload, options, on_complete)
     }
 
     /// Sends a notification (no response).
     pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        self.inner.session()?.notify_with(wire::method_id(method), payload.len(), copy_of(payload), options)
+        Endpoint(&self.inner.session()?).notify(method, payload, options)
     }
 
     /// Largest payload that can be sent to this peer.

@@ -31,6 +31,7 @@
 
 pub(crate) mod builtin;
 pub mod cell;
+pub(crate) mod endpoint;
 mod error;
 pub mod host;
 pub mod log;

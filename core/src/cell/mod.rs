@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::proto::hello;
 use crate::session::{
@@ -305,7 +306,7 @@ impl Cell {
 
     /// Calls a host method.
     pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        self.call_with(method, payload.len(), copy_of(payload), options)
+        Endpoint(&self.session).call(method, payload, options)
     }
 
     /// Calls a host method with the request written in place.
@@ -316,30 +317,27 @@ impl Cell {
         fill: impl FnOnce(&mut [u8]) -> usize,
         options: &CallOptions,
     ) -> Result<Response> {
-        self.session.call_with(wire::method_id(method), Some(method), max_len, fill, options)
+        Endpoint(&self.session).call_with(method, max_len, fill, options)
     }
 
     /// Opens a stream to the host's stream method `"Service.method"`.
     pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        self.session.open_stream(wire::method_id(method), Some(method), request, options)
+        Endpoint(&self.session).open_stream(method, request, options)
     }
 
     /// The methods the host serves to cells, as (name, id), sorted by name.
     pub fn host_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
-        let response = self.call(builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
-        crate::builtin::introspect::decode(response.bytes())
+        Endpoint(&self.session).methods(timeout)
     }
 
     /// Sends PING to the host and waits for PONG; returns the round-trip time.
     pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        let started = Instant::now();
-        self.session.control_call(ControlKind::Ping, &[], timeout)?;
-        Ok(started.elapsed())
+        Endpoint(&self.session).ping(timeout)
     }
 
     /// Sends a notification to the host.
     pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        self.session.notify_with(wire::method_id(method), payload.len(), copy_of(payload), options)
+        Endpoint(&self.session).notify(method, payload, options)
     }
 
     /// Sends a log line to the host at INFO level (`cellshm.Log.event`).
@@ -374,14 +372,7 @@ impl Cell {
         options: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        self.session.call_start(
-            wire::method_id(method),
-            Some(method),
-            payload.len(),
-            copy_of(payload),
-            options,
-            on_complete,
-        )
+        Endpoint(&self.session).call_start(method, payload, options, on_complete)
     }
 
     /// Runs `callback` once when the cell stops serving (the host said goodbye, went
