@@ -906,18 +906,8 @@ impl Session {
     ) -> Result<Response> {
         let message = message.map_err(|e| self.name_in(e, method_id, name))?;
         if message.desc.flags & flags::ERROR != 0 {
-            let code = message.desc.status;
             let text = String::from_utf8_lossy(message.payload.bytes()).into_owned();
-            let error = match status::inbound(code, deadline_ns, monotonic_now_ns()) {
-                Verdict::Keep => Error::with_code(code, text),
-                Verdict::LinkLocal(status) => Error::new(
-                    Status::Internal,
-                    format!("{} answered {status}, which only a link reports about itself: {text}", self.label),
-                ),
-                Verdict::Expired => {
-                    Error::new(Status::DeadlineExceeded, format!("{text} (the call's deadline passed)"))
-                }
-            };
+            let error = self.received_error(message.desc.status, text, deadline_ns);
             return Err(self.name_in(error, method_id, name));
         }
         Ok(Response { payload: message.payload })
@@ -1494,8 +1484,25 @@ impl Session {
     /// handler's to give (INTERNAL, naming it), and CANCELLED for a call nobody cancelled
     /// but whose deadline passed is DEADLINE_EXCEEDED.
     fn status_to_send(&self, e: Error, desc: &Descriptor) -> Error {
-        let cancelled = self.cancelled_calls.contains(desc.msg_id);
-        match status::outbound(e.code(), desc.deadline_ns, monotonic_now_ns(), cancelled) {
+        self.error_to_send(e, desc.deadline_ns, self.cancelled_calls.contains(desc.msg_id))
+    }
+
+    /// A received error (a response's or a stream's FINISH) as the caller reports it
+    /// (see `proto::status::inbound`).
+    pub(crate) fn received_error(&self, code: u32, text: String, deadline_ns: u64) -> Error {
+        match status::inbound(code, deadline_ns, monotonic_now_ns()) {
+            Verdict::Keep => Error::with_code(code, text),
+            Verdict::LinkLocal(status) => Error::new(
+                Status::Internal,
+                format!("{} answered {status}, which only a link reports about itself: {text}", self.label),
+            ),
+            Verdict::Expired => Error::new(Status::DeadlineExceeded, format!("{text} (the call's deadline passed)")),
+        }
+    }
+
+    /// A handler's error as it goes on the wire (see `proto::status::outbound`).
+    pub(crate) fn error_to_send(&self, e: Error, deadline_ns: u64, caller_cancelled: bool) -> Error {
+        match status::outbound(e.code(), deadline_ns, monotonic_now_ns(), caller_cancelled) {
             Verdict::Keep => e,
             Verdict::LinkLocal(status) => Error::new(
                 Status::Internal,

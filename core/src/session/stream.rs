@@ -202,6 +202,10 @@ impl Session {
                 self.send(self.stream_descriptor(stream, flags::RESPONSE), body, 0)
             }
             Err(e) => {
+                // A stream handler has no more say over link-local statuses than a unary
+                // one. A cancelled stream sends no FINISH, so "cancelled by its caller"
+                // never applies here.
+                let e = self.error_to_send(e.clone(), stream.deadline_ns, false);
                 let body = self.error_body(e.message())?;
                 let d =
                     Descriptor { status: e.code(), ..self.stream_descriptor(stream, flags::RESPONSE | flags::ERROR) };
@@ -272,7 +276,8 @@ impl Session {
             }
             Arrival::Finished { error } => {
                 inner.finished = Some(if error {
-                    Err(Error::with_code(d.status, String::from_utf8_lossy(payload.bytes()).into_owned()))
+                    let text = String::from_utf8_lossy(payload.bytes()).into_owned();
+                    Err(self.received_error(d.status, text, stream.deadline_ns))
                 } else {
                     Ok(Some(payload))
                 });

@@ -162,6 +162,7 @@ pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
 /// - `Stream.count {n, size, sleep_ms}`: n items of `size` bytes, each starting with its index
 ///   (the rest is not written);
 /// - `Stream.fail_after {n}`: n items, then ABORTED;
+/// - `Stream.fail_with {status}`: ends at once with that status number;
 /// - `Stream.forever {size}`: items until cancelled; records when it saw the cancel;
 /// - `Stream.sum`: reads every item, answers {bytes: u64, fnv1a: u64};
 /// - `Stream.echo`: sends every item it receives back.
@@ -201,6 +202,10 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
             call.send(&i.to_le_bytes())?;
         }
         Err(Error::new(Status::Aborted, format!("gave up after {n} items")))
+    })?;
+    cell.stream_method("Stream.fail_with", |call| {
+        // Ends with the status given, whatever it is (link-local ones included).
+        Err(Error::with_code(u32_at(call.request(), 0)?, "as asked"))
     })?;
     cell.stream_method("Stream.forever", |call| {
         let size = u32_at(call.request(), 0)? as usize;

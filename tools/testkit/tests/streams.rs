@@ -63,6 +63,21 @@ fn a_stream_that_fails_delivers_its_items_then_the_error() {
 }
 
 #[test]
+fn a_stream_handler_cannot_end_with_a_link_local_status_and_unknown_ones_arrive_as_sent() {
+    let r = start(HubConfig::default());
+    for status in [Status::PeerDead, Status::SessionClosed, Status::ProtocolError] {
+        let stream = r.peer.open_stream("Stream.fail_with", &words(&[status.code()]), &secs(5)).unwrap();
+        let e = stream.recv().unwrap_err();
+        assert_eq!(e.status(), Status::Internal, "{e}");
+        assert!(e.message().contains(status.name()) && e.message().contains("as asked"), "{e}");
+    }
+    let stream = r.peer.open_stream("Stream.fail_with", &words(&[142]), &secs(5)).unwrap();
+    let e = stream.recv().unwrap_err();
+    assert_eq!((e.status(), e.code()), (Status::Unknown, 142), "{e}");
+    assert_eq!(r.peer.state(), cellshm::PeerState::Ready, "the peer is alive whatever its handler said");
+}
+
+#[test]
 fn unknown_stream_methods_and_unary_names_are_refused() {
     let r = start(HubConfig::default());
     let stream = r.peer.open_stream("Stream.nope", b"", &secs(5)).unwrap();
