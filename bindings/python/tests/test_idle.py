@@ -6,6 +6,7 @@ thread of every process, from /proc."""
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -33,6 +34,33 @@ def thread_activity(pid: int) -> Dict[str, Tuple[int, int]]:
     return activity
 
 
+def thread_states(pid: int) -> Dict[str, str]:
+    """Per thread ("tid"): its scheduler state letter (R running, S sleeping, ...)."""
+    states = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                states[tid] = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            continue
+    return states
+
+
+def wait_until_asleep(pids: List[int], timeout: float = 5.0) -> None:
+    """Polls /proc (nothing signals "asleep") until no thread of `pids` runs, except this
+    one, which is reading /proc."""
+    me = str(threading.get_native_id())
+    deadline = time.monotonic() + timeout
+    while True:
+        running = {
+            (pid, tid) for pid in pids for tid, state in thread_states(pid).items() if state == "R" and tid != me
+        }
+        if not running:
+            return
+        assert time.monotonic() < deadline, f"threads still running: {running}"
+        time.sleep(0.005)
+
+
 def test_an_idle_hub_with_rust_c_and_python_cells_makes_almost_no_wakeups(
     rust_test_cell: List[str], py_test_cell: List[str]
 ) -> None:
@@ -47,8 +75,9 @@ def test_an_idle_hub_with_rust_c_and_python_cells_makes_almost_no_wakeups(
                 peer.wait_ready(15.0)
                 assert peer.call("Echo.echo", b"awake", timeout=5.0) == b"awake"
                 pids[peer.name] = peer.pid
-        # Let the adaptive waits that followed the calls run out (50 us of spinning).
-        threading.Event().wait(0.2)
+        # The adaptive waits that followed the calls spin for 50 us: wait until every
+        # thread of every process is asleep before the window opens.
+        wait_until_asleep(list(pids.values()))
         before = {name: thread_activity(pid) for name, pid in pids.items()}
         threading.Event().wait(IDLE_SECONDS)
         after = {name: thread_activity(pid) for name, pid in pids.items()}

@@ -90,8 +90,7 @@ impl<T> Workers<T> {
     /// condvar sleeper to take that role, so what arrives meanwhile is received.
     pub(crate) fn hand_over_standby(&self) {
         if !self.standby_taken.load(Ordering::SeqCst) && self.idle.load(Ordering::SeqCst) > 0 {
-            let _queue = self.queue.lock();
-            self.wake.notify_one();
+            self.wake_one();
         }
     }
 

@@ -342,6 +342,11 @@ impl RawLink {
         };
         true
     }
+
+    /// Whether the host has taken every frame we published off the ring.
+    fn all_taken(&self) -> bool {
+        self.word64(self.host, 256).load(Ordering::Acquire) == self.sent
+    }
 }
 
 /// `bad-hello`: joins by hand and sends a HELLO for the wrong epoch, then waits for
@@ -407,8 +412,8 @@ pub enum Flood {
 
 /// `ping-flood`, `request-flood N`, `notify-flood N`, `stream-flood N`: joins by hand with a correct
 /// HELLO, then never reads its ring and sends as fast as the host consumes. Prints
-/// `flooding` once its ring has been full, and `sent` when a finite flood is all out;
-/// then waits to be killed.
+/// `flooding` once its ring has been full, `sent` when a finite flood is all out and
+/// `taken` once the host has taken all of it off the ring; then waits to be killed.
 pub fn flood(kind: Flood) -> Result<(), Error> {
     use std::io::Write;
     let mut link = RawLink::open()?;
@@ -469,6 +474,13 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
         }
     }
     say("sent");
+    while !link.all_taken() {
+        if host_gone(&link.joined.doorbell, 0) {
+            return Ok(());
+        }
+        std::thread::yield_now();
+    }
+    say("taken");
     // Until the host closes the doorbell (or we are killed).
     while !host_gone(&link.joined.doorbell, 1000) {}
     Ok(())

@@ -163,19 +163,20 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
     let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    while line.trim() != "sent" {
+    while line.trim() != "taken" {
         line.clear();
         assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the flooder ended");
     }
     // All 1000 OPENs were taken off the ring: 16 got a handler thread, the rest a refusal
-    // (and the handlers hold their threads for 10 s, so none has ended yet).
+    // (and the handlers hold their threads for 10 s, so none has ended yet). Once every
+    // accepted handler runs, the count is final and must be exactly the bound.
     let bound = threads_before + PeerOptions::default().server_threads as u64 + 16;
-    settles(bound);
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(200) {
-        assert!(link_threads() <= bound, "more than 16 stream threads: {}", link_threads());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(
+        Duration::from_secs(10),
+        || format!("{} link threads, expected {bound}", link_threads()),
+        || link_threads() >= bound,
+    );
+    assert_eq!(link_threads(), bound, "more than 16 stream threads");
     assert!(matches!(peer.state(), cellshm::PeerState::Joined), "{:?}", peer.state());
     drop(release_tx);
     let _ = child.kill();
