@@ -15,10 +15,9 @@
 //! nothing to do sleep: callers in `poll` on the doorbell, one server ("standby") in
 //! `poll` on the doorbell, other servers on a condition variable.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +36,7 @@ use stream::StreamState;
 pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_WINDOW};
 
 use crate::error::{Error, Result};
+use crate::proto::link::{Answer, Inbound, Link, Timer};
 use crate::proto::status::{self, Verdict};
 use crate::runtime::workers::Workers;
 use crate::shm::layout::control;
@@ -45,9 +45,7 @@ use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
 use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, SharedBytes, ShmRing, Side};
 use crate::sys::clock::monotonic_now_ns;
 use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
-use crate::wire::{
-    self, flags, ControlKind, Descriptor, FrameKind, Status, CONTROL_CHANNEL, INLINE_CAPACITY, SLOT_INLINE,
-};
+use crate::wire::{self, flags, ControlKind, Descriptor, Status, CONTROL_CHANNEL, INLINE_CAPACITY, SLOT_INLINE};
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
 pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
@@ -57,29 +55,8 @@ pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
     }
 }
 
-/// Hashes msg ids and method ids as themselves: msg ids are our own sequence numbers
-/// (a peer's are only looked up, never inserted) and method ids are hashes already.
-#[derive(Default)]
-struct MsgIdHasher(u64);
-
-impl std::hash::Hasher for MsgIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.0 = v as u64;
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | b as u64;
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type PendingCalls = HashMap<u64, Arc<Waiter>, std::hash::BuildHasherDefault<MsgIdHasher>>;
+/// The link's protocol state, with the runtime's handles on its callers and streams.
+type LinkState = Link<Arc<Waiter>, Arc<StreamState>>;
 
 /// The receive ring, held by the one thread polling it.
 type RxGuard<'a> = MutexGuard<'a, Consumer<ShmRing<DescriptorWords>>>;
@@ -88,6 +65,8 @@ type RxGuard<'a> = MutexGuard<'a, Consumer<ShmRing<DescriptorWords>>>;
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sleeping threads wake at least this often to recheck their state.
 const RECHECK: Duration = Duration::from_millis(250);
+/// While frames are owed to a peer whose ring is full, the standby retries this often.
+const OWED_RETRY: Duration = Duration::from_millis(50);
 /// A thread polling the ring checks the doorbell for the peer's death this often.
 const LIVENESS_CHECK: Duration = Duration::from_millis(1);
 /// Error messages longer than this are cut (with a marker) to fit a slot.
@@ -355,14 +334,15 @@ impl PendingCall {
     /// [`Call::is_cancelled`]). Returns true if the call was still outstanding (its
     /// completion callback will then never run); its late response is dropped.
     pub fn cancel(&self) -> bool {
-        let outstanding = self.session.pending.lock().remove(&self.msg_id).is_some();
-        if outstanding {
-            // Best effort and bounded: a cancel must not block on a full ring for long.
-            let give_up = crate::sys::clock::deadline_after(Duration::from_millis(10));
-            if let Err(e) = self.session.send_control_until(ControlKind::Cancel, self.msg_id, &[], give_up) {
-                tracing::debug!("could not send CANCEL: {e}");
-            }
-        }
+        let outstanding = {
+            let mut link = self.session.link.lock();
+            let outstanding = link.give_up(self.msg_id, true).is_some();
+            self.session.owes.store(link.owes(), Ordering::Release);
+            outstanding
+        };
+        // The CANCEL is owed: sent now if the ring has room, else with the next frame
+        // (a cancel never waits on a full ring).
+        self.session.flush_owed();
         outstanding
     }
 }
@@ -426,8 +406,13 @@ pub(crate) struct Session {
     rx_ring: Mutex<Consumer<ShmRing<DescriptorWords>>>,
     rx_peek: ShmRing<DescriptorWords>,
     rx_pool: SlotReceiver,
-    next_msg_id: AtomicU64,
-    pending: Mutex<PendingCalls>,
+    /// The protocol state: calls waiting, open channels, frames owed to the peer.
+    link: Mutex<LinkState>,
+    /// Frames are owed to the peer (`Link::owes`, mirrored; written under the link's lock).
+    owes: AtomicBool,
+    /// Calls nobody waits on have deadlines the standby must watch (set with the link's
+    /// lock held, cleared by the standby once `Link::poll_timeout` says none are left).
+    link_timed: AtomicBool,
     /// Requests waiting for a server, and which server sleeps where.
     workers: Workers<Incoming>,
     failure: Mutex<Option<Error>>,
@@ -435,13 +420,7 @@ pub(crate) struct Session {
     failing: AtomicBool,
     failing_thread: Mutex<Option<std::thread::ThreadId>>,
     servers: Mutex<Vec<JoinHandle<()>>>,
-    /// Open streams by channel id.
-    streams: Mutex<HashMap<u32, Arc<StreamState>>>,
-    next_channel: AtomicU32,
     cancelled_calls: CancelledCalls,
-    /// The minor protocol version the peer announced in HELLO (or HELLO_ACK).
-    peer_minor: AtomicU32,
-    pub(crate) max_inbound_streams: usize,
     /// Requests a handler kept past its return (see `Call::retain_request_until`), with
     /// the check that frees each; at most one per slot of the peer's pool.
     retained: Mutex<Vec<(Payload, RetainCheck)>>,
@@ -482,6 +461,7 @@ impl Session {
                 SlotReceiver::new(&region, peer),
             )
         };
+        let link = Link::new(side, cfg.label.clone(), cfg.max_inbound_streams);
         let kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
         let standby_kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
         region.parked(side).store(1, Ordering::SeqCst);
@@ -502,25 +482,18 @@ impl Session {
             rx_ring: Mutex::new(rx_ring),
             rx_pool,
             region,
-            next_msg_id: AtomicU64::new(1),
-            pending: Mutex::new(PendingCalls::default()),
+            link: Mutex::new(link),
+            owes: AtomicBool::new(false),
+            link_timed: AtomicBool::new(false),
             workers: Workers::new(MAX_QUEUED),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             failing: AtomicBool::new(false),
             failing_thread: Mutex::new(None),
             servers: Mutex::new(Vec::new()),
-            streams: Mutex::new(HashMap::new()),
             cancelled_calls: CancelledCalls::default(),
-            peer_minor: AtomicU32::new(0),
             retained: Mutex::new(Vec::new()),
             has_retained: AtomicBool::new(false),
-            max_inbound_streams: cfg.max_inbound_streams,
-            // Each side opens channels of its own parity, so both can open at once.
-            next_channel: AtomicU32::new(match side {
-                Side::Host => 1,
-                Side::Cell => 2,
-            }),
         }))
     }
 
@@ -551,11 +524,6 @@ impl Session {
     /// Marks our lifecycle word in the region (read by tools such as `inspect`).
     pub fn set_lifecycle(&self, state: u32) {
         self.region.state_word(self.side).store(state, Ordering::Release);
-    }
-
-    /// Records the peer's minor protocol version (what it understands of 1.x).
-    pub(crate) fn set_peer_minor(&self, minor: u16) {
-        self.peer_minor.store(minor as u32, Ordering::Relaxed);
     }
 
     /// Slots of the peer's pool we currently hold.
@@ -619,11 +587,13 @@ impl Session {
         self.failing.store(true, Ordering::SeqCst);
         self.hooks.on_dead(&error);
         self.failed.store(true, Ordering::Release);
-        let waiters: Vec<_> = self.pending.lock().drain().map(|(_, w)| w).collect();
+        let (waiters, streams) = self.link.lock().fail(error.clone());
         for w in waiters {
             w.complete(Err(error.clone()));
         }
-        self.stop_streams(&error);
+        for stream in streams {
+            stream.stop(error.clone());
+        }
         // Handlers waiting for cancellation see the failure now.
         self.cancelled_calls.wake_all();
         // Queued requests are dropped (their slots go nowhere: the link is over) outside
@@ -634,7 +604,10 @@ impl Session {
     }
 
     fn protocol_error(&self, message: impl fmt::Display) {
-        let error = Error::new(Status::ProtocolError, format!("{} broke the protocol: {message}", self.label));
+        self.fail_protocol(Error::new(Status::ProtocolError, format!("{} broke the protocol: {message}", self.label)));
+    }
+
+    fn fail_protocol(&self, error: Error) {
         tracing::error!(peer = %self.label, "{}", error.message());
         self.fail(error);
     }
@@ -810,7 +783,52 @@ impl Session {
             }
         }
         self.ring_doorbell_if_parked();
+        // The ring had room: send what is owed too.
+        self.flush_owed();
         Ok(())
+    }
+
+    /// Sends the control frames the link owes the peer (PONG, HELLO_ACK, CANCEL,
+    /// refusals) while the ring has room, without waiting: what does not fit stays owed
+    /// for the next attempt.
+    fn flush_owed(&self) {
+        if !self.owes.load(Ordering::Acquire) {
+            return;
+        }
+        let mut sent = false;
+        loop {
+            let next = {
+                let mut link = self.link.lock();
+                let next = link.poll_transmit();
+                self.owes.store(link.owes(), Ordering::Release);
+                next
+            };
+            let Some(d) = next else { break };
+            let pushed = self.tx_ring.lock().try_push(descriptor_to_words(&d));
+            match pushed {
+                Ok(()) => sent = true,
+                Err(PushError::Full) => {
+                    let mut link = self.link.lock();
+                    link.retransmit_first(d);
+                    self.owes.store(true, Ordering::Release);
+                    break;
+                }
+                Err(PushError::Corrupt(c)) => {
+                    self.protocol_error(format_args!("send ring cursor corrupt ({c:?})"));
+                    return;
+                }
+            }
+        }
+        if sent {
+            self.ring_doorbell_if_parked();
+        }
+    }
+
+    /// Lets go of a payload that was filled but will not be sent.
+    fn discard(&self, body: OutBody) {
+        if let OutBody::Slot(slot, _) = body {
+            self.tx_pool.lock().free_unsent(slot);
+        }
     }
 
     fn ring_doorbell_if_parked(&self) {
@@ -838,7 +856,7 @@ impl Session {
 
     // ----- calling -----------------------------------------------------------------
 
-    /// A request descriptor and its filled payload.
+    /// A request descriptor (its msg id still 0) and its filled payload.
     fn prepare_request(
         &self,
         method_id: u32,
@@ -856,11 +874,46 @@ impl Session {
             return Err(Error::new(Status::DeadlineExceeded, "the deadline passed before the call was sent"));
         }
         let body = self.fill_body(max_len, deadline_ns, fill)?;
-        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
         let flags = flags::REQUEST | extra_flags;
         // Counted before sending: the peer never sees a call the counter does not include.
         self.count(control::CALLS_SENT, 1);
-        Ok((Descriptor { msg_id, method_id, flags, deadline_ns, ..Default::default() }, body))
+        Ok((Descriptor { method_id, flags, deadline_ns, ..Default::default() }, body))
+    }
+
+    /// Registers the call of `d` with the link (which gives it its msg id); a link that
+    /// failed meanwhile refuses it, and its payload is let go.
+    fn register_call(
+        &self,
+        d: &mut Descriptor,
+        body: &mut Option<OutBody>,
+        waiter: &Arc<Waiter>,
+        timer: Timer,
+    ) -> Result<()> {
+        let registered = {
+            let mut link = self.link.lock();
+            let earliest = if timer == Timer::Link { link.poll_timeout() } else { None };
+            let registered = link.start_call(waiter.clone(), Answer::Response, d.deadline_ns, timer);
+            if registered.is_ok() && timer == Timer::Link && d.deadline_ns != 0 {
+                self.link_timed.store(true, Ordering::Release);
+                if earliest.is_none_or(|e| d.deadline_ns < e) {
+                    // The standby sleeps until the earliest deadline it knew of.
+                    self.standby_kick.notify();
+                }
+            }
+            registered
+        };
+        match registered {
+            Ok(msg_id) => {
+                d.msg_id = msg_id;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(body) = body.take() {
+                    self.discard(body);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Calls `method_id` with a payload written in place by `fill`, and waits for the
@@ -873,10 +926,11 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<Response> {
-        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
-        let msg_id = d.msg_id;
+        let (mut d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
         let waiter = Waiter::new();
-        self.pending.lock().insert(msg_id, waiter.clone());
+        let mut body = Some(body);
+        self.register_call(&mut d, &mut body, &waiter, Timer::Caller)?;
+        let (msg_id, body) = (d.msg_id, body.expect("registered calls keep their payload"));
         // Start polling before the request leaves, so a quick response never finds us
         // parked (which would cost the peer a doorbell syscall).
         let claimed = self.claim_ring();
@@ -885,7 +939,7 @@ impl Session {
             if let Some(rx) = claimed {
                 self.release_ring(rx);
             }
-            self.pending.lock().remove(&msg_id);
+            self.link.lock().give_up(msg_id, false);
             return Err(e);
         }
         let message = self.wait_response(&waiter, msg_id, deadline_ns, claimed);
@@ -926,13 +980,15 @@ impl Session {
         opts: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
-        let msg_id = d.msg_id;
-        let deadline_ns = d.deadline_ns;
+        let (mut d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
         let waiter = Waiter::with_completion(on_complete);
-        self.pending.lock().insert(msg_id, waiter.clone());
+        let mut body = Some(body);
+        // Nobody waits on it, so the link watches its deadline (the standby sleeps until
+        // the earliest one and fails what expired).
+        self.register_call(&mut d, &mut body, &waiter, Timer::Link)?;
+        let (msg_id, deadline_ns, body) = (d.msg_id, d.deadline_ns, body.expect("registered calls keep their payload"));
         if let Err(e) = self.send(d, body, deadline_ns) {
-            self.pending.lock().remove(&msg_id);
+            self.link.lock().give_up(msg_id, false);
             return Err(e);
         }
         Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned), deadline_ns })
@@ -961,7 +1017,8 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<()> {
-        let (d, body) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
+        let (mut d, body) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
+        d.msg_id = self.link.lock().next_msg_id();
         let deadline_ns = d.deadline_ns;
         self.send(d, body, deadline_ns)?;
         Ok(())
@@ -970,14 +1027,18 @@ impl Session {
     /// Sends a control frame that expects an answer (HELLO → HELLO_ACK, PING → PONG).
     pub fn control_call(self: &Arc<Self>, kind: ControlKind, payload: &[u8], timeout: Duration) -> Result<Descriptor> {
         self.check_open()?;
-        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let answer = match kind {
+            ControlKind::Hello => Answer::HelloAck,
+            ControlKind::Ping => Answer::Pong,
+            _ => return Err(Error::new(Status::Internal, format!("{kind:?} expects no answer"))),
+        };
         let waiter = Waiter::new();
-        self.pending.lock().insert(msg_id, waiter.clone());
         // The timeout covers the send too: a full ring must not hold a PING or HELLO
         // longer than its caller asked.
         let deadline = crate::sys::clock::deadline_after(timeout);
+        let msg_id = self.link.lock().start_call(waiter.clone(), answer, deadline, Timer::Caller)?;
         if let Err(e) = self.send_control_until(kind, msg_id, payload, deadline) {
-            self.pending.lock().remove(&msg_id);
+            self.link.lock().give_up(msg_id, false);
             return Err(e);
         }
         Ok(self.wait_response(&waiter, msg_id, deadline, None)?.desc)
@@ -1022,7 +1083,7 @@ impl Session {
                 } else if slept {
                     self.after_release();
                 }
-                if self.pending.lock().remove(&msg_id).is_some() {
+                if self.link.lock().give_up(msg_id, false).is_some() {
                     return Err(Error::new(Status::DeadlineExceeded, "no response before the deadline"));
                 }
                 // The response is being delivered right now.
@@ -1203,95 +1264,105 @@ impl Session {
         self.rx_peek.load_tail(Ordering::Acquire) != self.rx_peek.load_head(Ordering::Relaxed)
     }
 
-    /// Validates one descriptor and acts on it. Returns requests for a server to run.
+    /// Hands one descriptor to the link and carries out what it decides. Returns
+    /// requests for a server to run. Never waits on a send and never runs user code:
+    /// answers owed to the peer go out with `flush_owed`, in one attempt.
     fn process(self: &Arc<Self>, d: Descriptor) -> Option<Incoming> {
-        let kind = match d.check_shape() {
-            Ok(k) => k,
-            Err(m) => {
-                self.protocol_error(format_args!("bad descriptor (msg_id {}): {m}", d.msg_id));
+        let inbound = {
+            let mut link = self.link.lock();
+            let inbound = link.handle_frame(&d);
+            if link.owes() {
+                self.owes.store(true, Ordering::Release);
+            }
+            inbound
+        };
+        if let Inbound::Violation(error) = inbound {
+            self.fail_protocol(error);
+            return None;
+        }
+        let payload = match self.accept_payload(&d) {
+            Ok(payload) => payload,
+            Err(error) => {
+                // What the link handed out is no longer in its tables: fail it here.
+                match inbound {
+                    Inbound::Deliver(w) => w.complete(Err(error.clone())),
+                    Inbound::Stream(stream, _) => stream.stop(error.clone()),
+                    _ => {}
+                }
+                self.fail_protocol(error);
                 return None;
             }
         };
-        let body = if d.is_inline() {
-            let n = d.payload_len as usize;
-            Body::Inline(d.inline, n)
-        } else {
-            match self.rx_pool.accept(&d) {
-                Ok(slot) => Body::Slot(slot),
-                Err(m) => {
-                    self.protocol_error(format_args!("bad slot (msg_id {}): {m}", d.msg_id));
-                    return None;
-                }
+        let request = match inbound {
+            Inbound::Deliver(w) => {
+                w.complete(Ok(Message { desc: d, payload }));
+                None
             }
-        };
-        let payload = Payload::new(self.clone(), body);
-        match kind {
+            Inbound::Discard | Inbound::Violation(_) => None,
             // Built-in notifications whose order matters (log records) are handled right
             // here, in arrival order, instead of on whichever server thread is free.
-            FrameKind::Request { no_reply: true } if self.hooks.in_order(d.method_id) => {
+            Inbound::Request { no_reply: true } if self.hooks.in_order(d.method_id) => {
                 if let Some(Err(e)) = self.hooks.builtin(d.method_id, payload.shared()) {
                     tracing::warn!(peer = %self.label, method_id = d.method_id, "notification failed: {e}");
                 }
                 None
             }
-            FrameKind::Request { no_reply } => Some(Incoming { desc: d, payload, no_reply }),
-            FrameKind::Response { .. } => {
-                self.deliver(d, payload);
+            Inbound::Request { no_reply } => Some(Incoming { desc: d, payload, no_reply }),
+            Inbound::Hello => {
+                self.answer_hello(&d, &payload);
                 None
             }
-            FrameKind::Control(kind) => {
-                self.on_control(kind, d, payload);
-                None
-            }
-            FrameKind::Stream(kind) => {
-                self.on_stream_frame(kind, d, payload);
-                None
-            }
-        }
-    }
-
-    fn deliver(&self, desc: Descriptor, payload: Payload) {
-        let waiter = self.pending.lock().remove(&desc.msg_id);
-        match waiter {
-            Some(w) => w.complete(Ok(Message { desc, payload })),
-            // A response to a call that already gave up: dropping it returns the slot.
-            None => {
-                tracing::debug!(peer = %self.label, msg_id = desc.msg_id, "late response dropped")
-            }
-        }
-    }
-
-    fn on_control(&self, kind: ControlKind, d: Descriptor, payload: Payload) {
-        match kind {
-            ControlKind::Hello => {
-                let answer = wire::Hello::decode(payload.bytes())
-                    .map_err(|m| Error::new(Status::ProtocolError, m))
-                    .and_then(|hello| {
-                        self.set_peer_minor(hello.minor);
-                        self.hooks.on_hello(hello)
-                    });
-                match answer {
-                    Ok(ack) => {
-                        if let Err(e) = self.send_control(ControlKind::HelloAck, d.msg_id, &ack.encode()) {
-                            tracing::warn!(peer = %self.label, "could not answer HELLO: {e}");
-                        }
-                    }
-                    Err(e) => self.fail(e),
-                }
-            }
-            ControlKind::HelloAck | ControlKind::Pong => self.deliver(d, payload),
-            ControlKind::Ping => {
-                // One attempt, never a wait: this runs on whichever thread polls the ring
-                // (maybe a caller with a deadline of its own). A peer that does not read
-                // its ring gets no PONG, and its pinger times out, as it should.
-                if let Err(e) = self.send_control_until(ControlKind::Pong, d.msg_id, &[], monotonic_now_ns()) {
-                    tracing::debug!(peer = %self.label, "could not answer PING: {e}");
-                }
-            }
-            ControlKind::Goodbye => self.hooks.on_goodbye(),
             // The caller gave up on a unary call: its handler may see it and stop. The
             // response, if any, is dropped by the caller when it arrives.
-            ControlKind::Cancel => self.cancelled_calls.add(d.msg_id),
+            Inbound::Cancelled(msg_id) => {
+                self.cancelled_calls.add(msg_id);
+                None
+            }
+            Inbound::Goodbye => {
+                self.hooks.on_goodbye();
+                None
+            }
+            Inbound::Open(channel) => {
+                self.accept_stream(channel, d, payload);
+                None
+            }
+            Inbound::Stream(stream, frame) => {
+                self.on_stream_frame(&stream, frame, d, payload);
+                None
+            }
+        };
+        self.flush_owed();
+        request
+    }
+
+    /// The payload of an accepted frame: inline bytes, or the slot it names, checked.
+    fn accept_payload(self: &Arc<Self>, d: &Descriptor) -> Result<Payload> {
+        let body = if d.is_inline() {
+            Body::Inline(d.inline, d.payload_len as usize)
+        } else {
+            let slot = self.rx_pool.accept(d).map_err(|m| {
+                Error::new(
+                    Status::ProtocolError,
+                    format!("{} broke the protocol: bad slot (msg_id {}): {m}", self.label, d.msg_id),
+                )
+            })?;
+            Body::Slot(slot)
+        };
+        Ok(Payload::new(self.clone(), body))
+    }
+
+    /// The cell's HELLO (host side): the hooks decide, the link owes the answer.
+    fn answer_hello(&self, d: &Descriptor, payload: &Payload) {
+        let answer = wire::Hello::decode(payload.bytes())
+            .map_err(|m| Error::new(Status::ProtocolError, m))
+            .and_then(|hello| self.hooks.on_hello(hello));
+        match answer {
+            Ok(ack) => {
+                let mut link = self.link.lock();
+                link.answer_hello(d.msg_id, &ack.encode());
+                self.owes.store(true, Ordering::Release);
+            }
+            Err(e) => self.fail(e),
         }
     }
 
@@ -1335,23 +1406,19 @@ impl Session {
         if no_reply {
             return;
         }
-        let response =
-            Descriptor { msg_id: desc.msg_id, method_id: desc.method_id, flags: flags::RESPONSE, ..Default::default() };
-        if let Err(e) = self.refuse_now(response, Status::ResourceExhausted, "queue full") {
-            tracing::debug!(peer = %self.label, "could not refuse a request: {e}");
-        }
+        self.refuse(&desc, Status::ResourceExhausted, "queue full");
     }
 
-    /// Sends `d` as an error with `status` and a short inline message, in one attempt:
-    /// for refusals made on the receive path, which never waits on a send (or a slot).
-    pub(crate) fn refuse_now(&self, mut d: Descriptor, status: Status, text: &'static str) -> Result<()> {
-        // Short by construction: a refusal's message travels inline.
-        let text = &text.as_bytes()[..text.len().min(INLINE_CAPACITY)];
-        let mut inline = [0u8; INLINE_CAPACITY];
-        inline[..text.len()].copy_from_slice(text);
-        d.flags |= flags::ERROR;
-        d.status = status.code();
-        self.send(d, OutBody::Inline(inline, text.len()), monotonic_now_ns())
+    /// Owes the peer a refusal of `request` (a RESPONSE or a stream's FINISH with
+    /// `status`) and sends it if the ring has room: refusals are decided on the receive
+    /// path, which never waits on a send (or a slot).
+    pub(crate) fn refuse(&self, request: &Descriptor, status: Status, text: &str) {
+        {
+            let mut link = self.link.lock();
+            link.refuse(request, status, text);
+            self.owes.store(link.owes(), Ordering::Release);
+        }
+        self.flush_owed();
     }
 
     fn serve_loop(self: Arc<Self>) {
@@ -1387,15 +1454,57 @@ impl Session {
             return;
         }
         self.workers.sleep(|| {
-            // No timer: the peer rings the doorbell for what it sends while we are
+            // No idle timer: the peer rings the doorbell for what it sends while we are
             // parked (the parked handshake, loom-checked), and every local event that
             // needs a receiver (a released ring with descriptors left, queued work with
-            // no condvar sleeper, a failure) kicks.
-            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick, &self.standby_kick], None) == Wake::PeerDead {
+            // no condvar sleeper, a failure, an earlier deadline to watch) kicks. Only
+            // work in hand sets a timeout: the deadline of a call nobody waits on, and
+            // frames owed to a peer whose ring was full.
+            let timeout = self.standby_timeout();
+            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick, &self.standby_kick], timeout) == Wake::PeerDead
+            {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
+            self.flush_owed();
+            self.expire_calls();
         });
+    }
+
+    /// How long the standby may sleep: until the earliest deadline of a call nobody
+    /// waits on, and no more than `OWED_RETRY` while frames are owed; `None` is forever.
+    fn standby_timeout(&self) -> Option<Duration> {
+        let owed = self.owes.load(Ordering::Acquire).then_some(OWED_RETRY);
+        if !self.link_timed.load(Ordering::Acquire) {
+            return owed;
+        }
+        let deadline = {
+            let mut link = self.link.lock();
+            let deadline = link.poll_timeout();
+            if deadline.is_none() {
+                self.link_timed.store(false, Ordering::Release);
+            }
+            deadline
+        };
+        let until_deadline = deadline.map(|d| Duration::from_nanos(d.saturating_sub(monotonic_now_ns())));
+        match (owed, until_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fails the calls nobody waits on whose deadline passed (outside the link's lock:
+    /// a completion runs the caller's callback).
+    fn expire_calls(&self) {
+        if !self.link_timed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = monotonic_now_ns();
+        loop {
+            let expired = self.link.lock().expire(now);
+            let Some(waiter) = expired else { break };
+            waiter.complete(Err(Error::new(Status::DeadlineExceeded, "no response before the deadline")));
+        }
     }
 
     /// Runs one request and sends its response. Returns the receive ring if it claimed

@@ -186,7 +186,6 @@ impl Cell {
         inline[..ack.payload_len.min(16) as usize].copy_from_slice(&ack.inline[..ack.payload_len.min(16) as usize]);
         let ack = Hello::decode(&inline[..ack.payload_len.min(16) as usize])
             .map_err(|m| Error::new(Status::ProtocolError, m))?;
-        session.set_peer_minor(ack.minor);
         hello::cell_accepts_ack(link, &ack).map_err(|refusal| {
             Error::new(Status::FailedPrecondition, format!("HELLO_ACK refused: {}", refusal.describe(link, "the host")))
         })?;

@@ -6,11 +6,11 @@
 //! - [`hello`]: what HELLO and HELLO_ACK must say, on both sides;
 //! - [`status`]: what a handler's status becomes on the wire, and what a received one
 //!   means to the caller;
-//! - [`stream`]: opening a channel, and a stream's flow control (credit, window, ends).
-//!
-//! The unary call table, cancellation and the waiter protocol still live in `session`;
-//! DESIGN.md §4 moves them here too.
+//! - [`stream`]: opening a channel, and a stream's flow control (credit, window, ends);
+//! - [`link`]: one link's state: calls waiting and their deadlines, msg ids, open
+//!   channels, HELLO and GOODBYE, and the control frames owed to the peer.
 
 pub(crate) mod hello;
+pub(crate) mod link;
 pub(crate) mod status;
 pub(crate) mod stream;

@@ -5,8 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{copy_of, MsgIdHasher, OutBody, Payload, Session, StreamCall, StreamHandler};
+use super::{copy_of, OutBody, Payload, Session, StreamCall, StreamHandler};
 use crate::error::{Error, Result};
+use crate::proto::link::IdHasher;
 use crate::shm::pool::OutSlot;
 use crate::shm::SharedBytes;
 use crate::sys::clock::monotonic_now_ns;
@@ -20,8 +21,8 @@ pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
 #[derive(Default)]
 pub struct Dispatcher {
     // Method ids are FNV hashes already: hash them as themselves.
-    methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
-    streams: HashMap<u32, (String, Arc<StreamHandler>), std::hash::BuildHasherDefault<MsgIdHasher>>,
+    methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<IdHasher>>,
+    streams: HashMap<u32, (String, Arc<StreamHandler>), std::hash::BuildHasherDefault<IdHasher>>,
 }
 
 impl fmt::Debug for Dispatcher {

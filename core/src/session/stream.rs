@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{CallOptions, OutBody, Payload, Response, Session};
 use crate::error::{Error, Result};
-use crate::proto::stream::{accept_open, Arrival, OpenVerdict, StreamFlow};
+use crate::proto::stream::{Arrival, StreamFlow};
 use crate::shm::SharedBytes;
 use crate::sys::clock::monotonic_now_ns;
 use crate::wire::{flags, Descriptor, StreamFrame, INLINE_CAPACITY};
@@ -100,17 +100,21 @@ impl StreamState {
         }
     }
 
-    /// Waits on the condition variable until `deadline_ns` (0 = no deadline).
+    /// Waits on the condition variable until something changes or `deadline_ns` passes
+    /// (0 = no deadline). No timer otherwise: every change a waiter can be waiting for
+    /// notifies under the lock (a frame, a stop — which the link's failure is for every
+    /// stream still open —, the handler's return), and a stream leaves the link's table
+    /// only through one of those.
     fn wait(&self, inner: &mut parking_lot::MutexGuard<'_, StreamInner>) -> Result<()> {
         if self.deadline_ns == 0 {
-            self.cv.wait_for(inner, Duration::from_millis(250));
+            self.cv.wait(inner);
             return Ok(());
         }
         let now = monotonic_now_ns();
         if now >= self.deadline_ns {
             return Err(Error::new(Status::DeadlineExceeded, format!("{} passed its deadline", self.what())));
         }
-        self.cv.wait_for(inner, Duration::from_nanos(self.deadline_ns - now).min(Duration::from_millis(250)));
+        self.cv.wait_for(inner, Duration::from_nanos(self.deadline_ns - now));
         Ok(())
     }
 }
@@ -186,7 +190,7 @@ impl Session {
     /// A fresh frame of `stream` with `flags`: what every stream frame carries.
     fn stream_descriptor(&self, stream: &StreamState, flags: u32) -> Descriptor {
         Descriptor {
-            msg_id: self.next_msg_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            msg_id: self.link.lock().next_msg_id(),
             channel_id: stream.channel,
             method_id: stream.method_id,
             flags,
@@ -214,14 +218,6 @@ impl Session {
         }
     }
 
-    /// Stops every stream with `error` (the link failed).
-    pub(crate) fn stop_streams(&self, error: &Error) {
-        let streams: Vec<_> = self.streams.lock().drain().map(|(_, s)| s).collect();
-        for stream in streams {
-            stream.stop(error.clone());
-        }
-    }
-
     /// Opens a stream to `method_id` with `request` as its initial message.
     pub(crate) fn open_stream(
         self: &Arc<Self>,
@@ -232,31 +228,28 @@ impl Session {
     ) -> Result<Stream> {
         self.check_open()?;
         let deadline_ns = opts.deadline_for_call_starting_now();
-        let mut channel = self.next_channel.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-        if channel == 0 {
-            // Wrapped around: channel 0 is the unary channel.
-            channel = self.next_channel.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
-        }
         // The callee grants its own window with its first credit frame.
-        let stream = StreamState::new(channel, method_id, name.map(str::to_owned), deadline_ns, 0);
-        self.streams.lock().insert(channel, stream.clone());
+        let name = name.map(str::to_owned);
+        let stream =
+            self.link.lock().open_channel(|channel| StreamState::new(channel, method_id, name, deadline_ns, 0))?;
         let body = self.fill_body(request.len(), deadline_ns, super::copy_of(request));
         let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, STREAM_WINDOW, Some(body)));
         if let Err(e) = sent {
-            self.streams.lock().remove(&channel);
+            self.link.lock().close_channel(stream.channel);
             return Err(e);
         }
         Ok(Stream { state: stream, session: self.clone(), ended: std::sync::atomic::AtomicBool::new(false) })
     }
 
-    /// A frame arrived on a stream channel.
-    pub(crate) fn on_stream_frame(self: &Arc<Self>, kind: StreamFrame, d: Descriptor, payload: Payload) {
-        if kind == StreamFrame::Open {
-            return self.accept_stream(d, payload);
-        }
-        let stream = self.streams.lock().get(&d.channel_id).cloned();
-        // A late frame of a closed channel: dropping its payload returns the slot.
-        let Some(stream) = stream else { return };
+    /// A frame arrived on an open stream's channel (the link routed it; a FINISH has
+    /// closed the channel there already).
+    pub(crate) fn on_stream_frame(
+        &self,
+        stream: &Arc<StreamState>,
+        kind: StreamFrame,
+        d: Descriptor,
+        payload: Payload,
+    ) {
         let mut inner = stream.inner.lock();
         let arrival = match inner.flow.handle_frame(kind, d.credit) {
             Ok(arrival) => arrival,
@@ -282,7 +275,6 @@ impl Session {
                     Ok(Some(payload))
                 });
                 drop(inner);
-                self.streams.lock().remove(&d.channel_id);
                 stream.cv.notify_all();
                 return;
             }
@@ -291,29 +283,13 @@ impl Session {
         stream.cv.notify_all();
     }
 
-    fn accept_stream(self: &Arc<Self>, d: Descriptor, request: Payload) {
-        // The peer opens channels of the other parity than ours.
-        let ours = self.next_channel.load(std::sync::atomic::Ordering::Relaxed) % 2;
-        let stream = StreamState::new(d.channel_id, d.method_id, None, d.deadline_ns, d.credit);
-        {
-            let mut streams = self.streams.lock();
-            let inbound = streams.keys().filter(|c| *c % 2 != ours).count();
-            let verdict =
-                accept_open(d.channel_id, ours, streams.contains_key(&d.channel_id), inbound, self.max_inbound_streams);
-            if verdict == OpenVerdict::Violation {
-                drop(streams);
-                return self.protocol_error(format_args!("OPEN of channel {} it may not open", d.channel_id));
-            }
-            if verdict == OpenVerdict::Refuse {
-                drop(streams);
-                drop(request);
-                let finish = self.stream_descriptor(&stream, flags::RESPONSE);
-                if let Err(e) = self.refuse_now(finish, Status::ResourceExhausted, "too many streams") {
-                    tracing::debug!("could not refuse a stream: {e}");
-                }
-                return;
-            }
-            streams.insert(d.channel_id, stream.clone());
+    /// The peer opened `channel` (the link checked its parity and the bound): runs its
+    /// handler.
+    pub(crate) fn accept_stream(self: &Arc<Self>, channel: u32, d: Descriptor, request: Payload) {
+        let stream = StreamState::new(channel, d.method_id, None, d.deadline_ns, d.credit);
+        if self.link.lock().accept_channel(channel, stream.clone()).is_err() {
+            // The link failed meanwhile.
+            return;
         }
         let handler = self.dispatcher.read().get_stream(d.method_id);
         let session = self.clone();
@@ -339,11 +315,12 @@ impl Session {
             };
             let cancelled = {
                 let mut inner = stream.inner.lock();
-                // Handles the handler gave away may not send after its FINISH.
+                // Handles the handler gave away may not send or wait after its FINISH.
                 inner.handler_done = true;
+                stream.cv.notify_all();
                 inner.stopped.is_some()
             };
-            session.streams.lock().remove(&stream.channel);
+            session.link.lock().close_channel(stream.channel);
             // Drop what the caller sent and we did not read: that returns the slots.
             stream.inner.lock().inbound.clear();
             if !cancelled {
@@ -353,7 +330,10 @@ impl Session {
             }
         });
         if let Err(e) = spawned {
-            tracing::error!("could not start a stream handler thread: {e}");
+            tracing::error!(peer = %self.label, "could not start a stream handler thread: {e}");
+            // The stream cannot run: refused, like one beyond the bound.
+            self.link.lock().close_channel(channel);
+            self.refuse(&d, Status::ResourceExhausted, "no thread for the stream");
         }
     }
 
@@ -400,6 +380,9 @@ impl Session {
             if inner.flow.peer_closed() {
                 return Ok(None);
             }
+            if inner.handler_done {
+                return Err(Error::new(Status::FailedPrecondition, format!("{} has finished", stream.what())));
+            }
             match &inner.finished {
                 Some(Ok(_)) => return Ok(None),
                 Some(Err(e)) => return Err(e.clone()),
@@ -436,7 +419,7 @@ impl Session {
     fn cancel_stream(&self, stream: &StreamState, reason: Error) {
         let already = stream.inner.lock().stopped.is_some();
         stream.stop(reason);
-        if self.streams.lock().remove(&stream.channel).is_some() && !already {
+        if self.link.lock().close_channel(stream.channel).is_some() && !already {
             let _ = self.stream_frame(stream, flags::CANCEL, 0, None);
         }
         stream.inner.lock().inbound.clear();
@@ -686,14 +669,16 @@ impl StreamEnd {
 
     /// Waits up to `timeout` for cancellation; true if the stream was cancelled.
     pub fn wait_cancelled(&self, timeout: Duration) -> bool {
-        let until = std::time::Instant::now() + timeout;
+        // Until the timeout or the stream's deadline, whichever is first; a cancel, the
+        // link's failure (a stop) and the handler's return notify.
+        let mut until = std::time::Instant::now() + timeout;
+        if self.stream.deadline_ns != 0 {
+            let left = Duration::from_nanos(self.stream.deadline_ns.saturating_sub(monotonic_now_ns()));
+            until = until.min(std::time::Instant::now() + left);
+        }
         let mut inner = self.stream.inner.lock();
-        while inner.stopped.is_none() && self.session.failure().is_none() {
-            let step = until.min(std::time::Instant::now() + Duration::from_millis(50));
-            if self.stream.cv.wait_until(&mut inner, step).timed_out() && std::time::Instant::now() >= until {
-                break;
-            }
-            if self.stream.deadline_ns != 0 && monotonic_now_ns() >= self.stream.deadline_ns {
+        while inner.stopped.is_none() && !inner.handler_done && self.session.failure().is_none() {
+            if self.stream.cv.wait_until(&mut inner, until).timed_out() {
                 break;
             }
         }
