@@ -188,6 +188,9 @@ typedef struct {
   // Streams the cell may have open towards the host at once (1 to 1024, default 64);
   // more are refused with CELLSHM_RESOURCE_EXHAUSTED.
   uint32_t max_streams;
+  // Host threads running the handlers of those streams, at most (1 to 1024, default
+  // 8); a stream beyond them waits for one to finish its handler.
+  uint32_t stream_threads;
 } cellshm_peer_options;
 
 // A method handler. `request` holds `request_len` bytes, valid until the handler

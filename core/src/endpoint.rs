@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::builtin;
 use crate::error::Result;
-use crate::session::{copy_of, CallOptions, Completion, PendingCall, Response, Session, Stream};
+use crate::runtime::session::{copy_of, CallOptions, Completion, PendingCall, Response, Session, Stream};
 use crate::wire::{self, ControlKind};
 
 /// One side's view of its link, for calls.

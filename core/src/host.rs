@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::proto::hello;
-use crate::session::{
+use crate::runtime::session::{
     copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
     Stream, StreamCall, WaitStrategy,
 };
@@ -47,9 +47,12 @@ pub struct PeerOptions {
     /// Also append `--doorbell-fd=N` to the cell's arguments, for cells that read their
     /// join values from flags. Off by default: the host leaves argv alone.
     pub append_join_args: bool,
-    /// Streams the cell may have open towards the host at once (each runs a host handler
-    /// thread); more are refused with RESOURCE_EXHAUSTED. 1 to 1024, default 64.
+    /// Streams the cell may have open towards the host at once; more are refused with
+    /// RESOURCE_EXHAUSTED. 1 to 1024, default 64.
     pub max_streams: usize,
+    /// Host threads that run the handlers of those streams, at most; a stream beyond
+    /// them waits for one to finish its handler. 1 to 1024, default 8.
+    pub stream_threads: usize,
     /// Keep the last this many bytes of a spawned cell's stderr and add them to its death
     /// reason (0, the default: the cell's stderr is left alone). Its stderr still reaches
     /// ours, through a thread per cell that passes it on.
@@ -64,7 +67,8 @@ impl Default for PeerOptions {
             server_wait: WaitStrategy::Block,
             doorbell_fd: DEFAULT_DOORBELL_FD,
             append_join_args: false,
-            max_streams: crate::session::MAX_INBOUND_STREAMS,
+            max_streams: crate::runtime::session::MAX_INBOUND_STREAMS,
+            stream_threads: crate::runtime::session::STREAM_THREADS,
             stderr_tail: 0,
         }
     }
@@ -457,6 +461,12 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
             format!("max_streams {} is not in 1..=1024", options.max_streams),
         ));
     }
+    if !(1..=1024).contains(&options.stream_threads) {
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!("stream_threads {} is not in 1..=1024", options.stream_threads),
+        ));
+    }
     if !(1..=MAX_SERVER_THREADS).contains(&options.server_threads) {
         return Err(Error::new(
             Status::InvalidArgument,
@@ -516,6 +526,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         dispatcher: shared.dispatcher.clone(),
         hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
         max_inbound_streams: options.max_streams,
+        stream_threads: options.stream_threads,
     };
     // SAFETY: the memfds were created for this link just now, so this is the only
     // host-side session on them.

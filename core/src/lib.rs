@@ -22,10 +22,11 @@
 //! # Ok::<(), cellshm::Error>(())
 //! ```
 //!
-//! The module map follows `DESIGN.md`: [`frame`] is the wire vocabulary, `shm` the
-//! memfds and everything in them, `sys` the doorbell, pidfd and socket calls,
-//! [`session`] RPC over one link,
-//! [`host`] and [`cell`] the two ends.
+//! The module map follows `DESIGN.md` §4: [`wire`] is the wire vocabulary, `sys` the
+//! doorbell, clock, pidfd and socket calls, `shm` the memfds and everything in them,
+//! `proto` the link's rules as plain state, `runtime` the driver that carries them out
+//! over one link ([`session`] is its public face: calls, handlers, streams), `builtin`
+//! the built-in services, [`host`] and [`cell`] the two ends.
 
 #![warn(missing_docs)]
 
@@ -37,7 +38,7 @@ pub mod host;
 pub mod log;
 pub(crate) mod proto;
 pub(crate) mod runtime;
-pub mod session;
+pub use runtime::session;
 pub(crate) mod shm;
 pub(crate) mod sys;
 pub mod wire;
@@ -49,7 +50,7 @@ pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supe
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use session::{
     Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,
-    StreamEnd, StreamHandler, StreamItem, WaitStrategy, MAX_INBOUND_STREAMS, STREAM_WINDOW,
+    StreamEnd, StreamHandler, StreamItem, WaitStrategy, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
 };
 pub use shm::inspect::{snapshot, HubSnapshot, PeerSnapshot};
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};

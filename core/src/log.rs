@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
-use crate::session::{copy_of, CallOptions, Session};
+use crate::runtime::session::{copy_of, CallOptions, Session};
 use crate::wire::{self, builtin, log_level};
 use crate::Status;
 

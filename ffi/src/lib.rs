@@ -352,6 +352,9 @@ pub struct cellshm_peer_options {
     /// Streams the cell may have open towards the host at once (1 to 1024, default 64);
     /// more are refused with CELLSHM_RESOURCE_EXHAUSTED.
     pub max_streams: u32,
+    /// Host threads running the handlers of those streams, at most (1 to 1024, default
+    /// 8); a stream beyond them waits for one to finish its handler.
+    pub stream_threads: u32,
 }
 
 /// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
@@ -371,6 +374,7 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         append_join_args: d.append_join_args,
         stderr_tail: d.stderr_tail as u32,
         max_streams: d.max_streams as u32,
+        stream_threads: d.stream_threads as u32,
     }
 }
 
@@ -389,6 +393,7 @@ fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellsh
     out.append_join_args = o.append_join_args;
     out.stderr_tail = o.stderr_tail as usize;
     out.max_streams = o.max_streams as usize;
+    out.stream_threads = o.stream_threads as usize;
     Ok(out)
 }
 

@@ -580,7 +580,7 @@ impl Hub {
     }
 
     /// Spawns `argv` as a cell named `name`; returns its Peer (not yet ready).
-    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64))]
+    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64, stream_threads=8))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
@@ -593,6 +593,7 @@ impl Hub {
         server_threads: usize,
         stderr_tail: usize,
         max_streams: usize,
+        stream_threads: usize,
     ) -> PyResult<Peer> {
         let Some(program) = argv.first() else {
             return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -609,6 +610,7 @@ impl Hub {
             server_threads: server_threads.max(1),
             stderr_tail,
             max_streams,
+            stream_threads,
             ..PeerOptions::default()
         };
         // Without the GIL: reserving a slot may take the hub's locks, which a server

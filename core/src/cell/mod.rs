@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::proto::hello;
-use crate::session::{
+use crate::runtime::session::{
     copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
     StreamCall,
 };
@@ -171,7 +171,8 @@ impl Cell {
             server_wait: options.wait,
             dispatcher: dispatcher.clone(),
             hooks: Box::new(CellHooks { state: state.clone() }),
-            max_inbound_streams: crate::session::MAX_INBOUND_STREAMS,
+            max_inbound_streams: crate::runtime::session::MAX_INBOUND_STREAMS,
+            stream_threads: crate::runtime::session::STREAM_THREADS,
         };
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::session::WaitStrategy;
+use crate::runtime::session::WaitStrategy;
 use crate::wire::{Status, PROTOCOL_VERSION_MINOR};
 
 /// How a cell joins and serves. [`CellOptions::from_env`] reads the `CELLSHM_*` variables.

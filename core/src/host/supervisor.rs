@@ -19,7 +19,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{CellProcess, Hub, Peer, PeerOptions};
 use crate::error::{Error, Result};
-use crate::session::{CallOptions, Response};
+use crate::runtime::session::{CallOptions, Response};
 use crate::wire::Status;
 
 /// When and how often a crashed cell is started again.

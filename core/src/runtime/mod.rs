@@ -1,13 +1,21 @@
-//! The driver's building blocks that coordinate threads, written against [`sync`] so
-//! loom can check them (`make test-loom`).
+//! The driver: what carries out the link's rules (`proto`) over its rings, pools and
+//! doorbell, with threads, waits and user callbacks.
 //!
+//! - [`session`]: the driver of one link: the receive path, callers' waits, serving,
+//!   streams (and the public types of calls, handlers and streams);
+//!
+//! and its building blocks that coordinate threads, written against [`sync`] so loom
+//! can check them (`make test-loom`):
+//!
+//! - [`waiter`]: a caller waiting for its answer and the one thread that delivers it;
 //! - [`workers`]: how the server threads of one link share the queued requests and the
 //!   standby role (who sleeps on the doorbell), with no timer anywhere;
+//! - [`pool`]: the bounded pool of threads that run stream handlers;
 //! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it.
-//!
-//! The rest of the driver (the receive path, callers' waits, streams) is still in
-//! `session`; DESIGN.md §4 moves it here.
 
 pub(crate) mod cancellation;
+pub(crate) mod pool;
+pub mod session;
 pub(crate) mod sync;
+pub(crate) mod waiter;
 pub(crate) mod workers;

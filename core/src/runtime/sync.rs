@@ -3,14 +3,61 @@
 //! API (parking_lot's: `lock()` without poisoning, `Condvar::wait(&mut guard)`).
 
 #[cfg(not(all(test, loom)))]
+pub(crate) use self::unchecked::UnsafeCell;
+#[cfg(not(all(test, loom)))]
 pub(crate) use parking_lot::{Condvar, Mutex};
 #[cfg(not(all(test, loom)))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicUsize};
 
 #[cfg(all(test, loom))]
 pub(crate) use self::checked::{Condvar, Mutex};
 #[cfg(all(test, loom))]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+pub(crate) use loom::cell::UnsafeCell;
+#[cfg(all(test, loom))]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicUsize};
+
+#[cfg(not(all(test, loom)))]
+mod unchecked {
+    /// `std::cell::UnsafeCell` with loom's face: access through a closure, so that
+    /// under loom every access is checked for races.
+    #[derive(Debug, Default)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) fn new(value: T) -> UnsafeCell<T> {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+/// A level-triggered kick for loom models, like the eventfds the runtime sleeps on: a
+/// kick sent before anybody waits is still there when somebody does.
+#[cfg(all(test, loom))]
+#[derive(Debug, Default)]
+pub(crate) struct Bell {
+    rung: loom::sync::Mutex<bool>,
+    cv: loom::sync::Condvar,
+}
+
+#[cfg(all(test, loom))]
+impl Bell {
+    pub(crate) fn ring(&self) {
+        *self.rung.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn wait(&self) {
+        let mut rung = self.rung.lock().unwrap();
+        while !*rung {
+            rung = self.cv.wait(rung).unwrap();
+        }
+        *rung = false;
+    }
+}
 
 #[cfg(all(test, loom))]
 mod checked {

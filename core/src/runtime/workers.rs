@@ -179,28 +179,8 @@ mod loom_model {
     use super::*;
     use loom::sync::Arc;
 
-    /// The doorbell and kick as the standby sees them: a level-triggered event (an
-    /// eventfd) that a wait consumes.
-    #[derive(Default)]
-    struct Bell {
-        rung: loom::sync::Mutex<bool>,
-        cv: loom::sync::Condvar,
-    }
-
-    impl Bell {
-        fn ring(&self) {
-            *self.rung.lock().unwrap() = true;
-            self.cv.notify_all();
-        }
-
-        fn wait(&self) {
-            let mut rung = self.rung.lock().unwrap();
-            while !*rung {
-                rung = self.cv.wait(rung).unwrap();
-            }
-            *rung = false;
-        }
-    }
+    /// The doorbell and kick as the standby sees them.
+    use crate::runtime::sync::Bell;
 
     /// `servers` servers, requests queued from another thread (a caller that found
     /// them while polling), some while every server is busy or asleep on the doorbell:

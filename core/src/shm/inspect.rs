@@ -9,7 +9,7 @@ use super::layout::{control, cursors, PeerSlotState, SideLayout, RING_HEADER_SIZ
 use super::{memfd, view_of, RawView};
 use crate::error::{Error, Result};
 use crate::host::discovery::{self, HubListing};
-use crate::session::Counters;
+use crate::runtime::session::Counters;
 use crate::wire::Status;
 
 /// One peer slot as seen from outside.

@@ -157,7 +157,8 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
     })
     .unwrap();
     let threads_before = link_threads();
-    let ticket = hub.add_peer("streamer", PeerOptions { max_streams: 16, ..PeerOptions::default() }).unwrap();
+    let options = PeerOptions { max_streams: 16, stream_threads: 4, ..PeerOptions::default() };
+    let ticket = hub.add_peer("streamer", options).unwrap();
     let mut cmd = Command::new(CELL);
     cmd.args(["stream-flood", "1000"]).stdout(Stdio::piped());
     let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
@@ -167,20 +168,23 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
         line.clear();
         assert_ne!(reader.read_line(&mut line).unwrap(), 0, "the flooder ended");
     }
-    // All 1000 OPENs were taken off the ring: 16 got a handler thread, the rest a refusal
-    // (and the handlers hold their threads for 10 s, so none has ended yet). Once every
-    // accepted handler runs, the count is final and must be exactly the bound.
-    let bound = threads_before + PeerOptions::default().server_threads as u64 + 16;
+    // All 1000 OPENs were taken off the ring: 16 were accepted, the rest refused; 4 of
+    // the 16 run on the peer's stream threads and 12 wait for one (the handlers hold
+    // their threads for 10 s, so none has ended yet). Once those 4 run, the count is
+    // final and must be exactly the bound.
+    let bound = threads_before + PeerOptions::default().server_threads as u64 + 4;
     poll_until(
         Duration::from_secs(10),
         || format!("{} link threads, expected {bound}", link_threads()),
         || link_threads() >= bound,
     );
-    assert_eq!(link_threads(), bound, "more than 16 stream threads");
+    assert_eq!(link_threads(), bound, "more than 4 stream threads");
     assert!(matches!(peer.state(), cellshm::PeerState::Joined), "{:?}", peer.state());
     drop(release_tx);
     let _ = child.kill();
     let _ = child.wait();
     let err = hub.add_peer("greedy", PeerOptions { max_streams: 0, ..PeerOptions::default() }).unwrap_err();
+    assert_eq!(err.status(), Status::InvalidArgument);
+    let err = hub.add_peer("idle", PeerOptions { stream_threads: 0, ..PeerOptions::default() }).unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
 }

@@ -376,3 +376,20 @@ fn a_cell_that_ignores_credit_is_dropped_with_protocol_error_and_the_hub_goes_on
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn streams_beyond_the_cells_stream_threads_wait_their_turn_and_all_finish() {
+    let r = start(HubConfig::default());
+    // More streams than the cell has threads for their handlers, read last one first:
+    // the later ones start only as earlier handlers finish (3 items fit their window,
+    // so those finish without being read).
+    let count = 2 * cellshm::STREAM_THREADS + 1;
+    let streams: Vec<_> =
+        (0..count).map(|_| r.peer.open_stream("Stream.count", &words(&[3, 16]), &secs(30)).unwrap()).collect();
+    for (i, stream) in streams.into_iter().enumerate().rev() {
+        let items: Vec<u32> =
+            stream.map(|item| u32::from_le_bytes(item.unwrap().bytes()[..4].try_into().unwrap())).collect();
+        assert_eq!(items, [0, 1, 2], "stream {i}");
+    }
+    assert_eq!(r.peer.held_slots(), Some(0));
+}

@@ -479,13 +479,15 @@ class Hub:
         server_threads: int = 2,
         stderr_tail: int = 0,
         max_streams: int = 64,
+        stream_threads: int = 8,
     ) -> Peer:
         """Starts ``argv`` as a cell. Its argv is left as given: the cell finds its
         doorbell through ``CELLSHM_DOORBELL_FD``. ``env`` adds variables to the inherited
         environment. Safe from any thread: the cell does not die with the spawning thread.
         With ``stderr_tail`` > 0, the last that many bytes of the cell's stderr (which
         still reaches ours) are added to the error it dies with. ``max_streams`` bounds
-        the streams (each a host thread) the cell may have open towards the host."""
+        the streams the cell may have open towards the host, ``stream_threads`` the host
+        threads running their handlers (a stream beyond them waits for one)."""
         if not isinstance(stderr_tail, int) or isinstance(stderr_tail, bool) or stderr_tail < 0:
             raise ValueError(f"stderr_tail must be a non-negative int, got {stderr_tail!r}")
         if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
@@ -503,6 +505,7 @@ class Hub:
                 server_threads,
                 stderr_tail,
                 max_streams,
+                stream_threads,
             )
         )
         self._peers.append(peer)

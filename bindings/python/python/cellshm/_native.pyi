@@ -75,6 +75,7 @@ class Hub:
         server_threads: int = 2,
         stderr_tail: int = 0,
         max_streams: int = 64,
+        stream_threads: int = 8,
     ) -> Peer: ...
     def close(self) -> None: ...
 

@@ -29,11 +29,16 @@ mod options;
 mod stream;
 
 use crate::runtime::cancellation::CancelledCalls;
+use crate::runtime::pool::{self, TaskPool};
+use crate::runtime::waiter;
+pub use crate::runtime::waiter::Completion;
 use dispatch::ReplyBody;
 pub use dispatch::{Call, CancelToken, Dispatcher, Handler, RetainCheck};
 pub use options::{CallOptions, WaitStrategy};
 use stream::StreamState;
-pub use stream::{Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_WINDOW};
+pub use stream::{
+    Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
+};
 
 use crate::error::{Error, Result};
 use crate::proto::link::{Answer, Inbound, Link, Timer};
@@ -212,78 +217,22 @@ thread_local! {
     static THREAD_KICK: Option<Arc<Kick>> = Kick::new().ok().map(Arc::new);
 }
 
-/// One outstanding call.
-struct Waiter {
-    done: AtomicBool,
-    /// The caller sleeps in `poll` on the doorbell and must be kicked on completion.
-    polling: AtomicBool,
-    /// The caller thread's own kick (`None` only if eventfd creation failed: the caller
-    /// then rechecks every `RECHECK`).
-    kick: Option<Arc<Kick>>,
-    /// Written once by the thread that removed this waiter from `pending` (so exactly
-    /// one writer), then published by `done`; read only by the caller after `done`.
-    result: std::cell::UnsafeCell<Option<Result<Message>>>,
-    /// For calls nobody waits on (see [`Session::call_start`]): run by the completer,
-    /// under the same single-writer rule as `result`.
-    on_complete: std::cell::UnsafeCell<Option<Completion>>,
+/// One outstanding call (see `runtime::waiter`), kicked through its thread's eventfd.
+type Waiter = waiter::Waiter<Result<Message>, Kick>;
+
+impl waiter::Wakeup for Kick {
+    fn notify(&self) {
+        Kick::notify(self);
+    }
 }
 
-/// Runs once when an asynchronous call completes, on the thread that completed it.
-pub type Completion = Box<dyn FnOnce() + Send>;
+fn new_waiter() -> Arc<Waiter> {
+    Arc::new(Waiter::new(THREAD_KICK.with(|k| k.clone())))
+}
 
-// SAFETY: `result` is written by exactly one thread (the one that removed the waiter
-// from the pending map) before a Release store of `done`, and read by the caller only
-// after an Acquire load of `done` saw true; the Message inside is Send.
-unsafe impl Sync for Waiter {}
-
-impl Waiter {
-    fn new() -> Arc<Waiter> {
-        let kick = THREAD_KICK.with(|k| k.clone());
-        Arc::new(Waiter {
-            done: AtomicBool::new(false),
-            polling: AtomicBool::new(false),
-            kick,
-            result: std::cell::UnsafeCell::new(None),
-            on_complete: std::cell::UnsafeCell::new(None),
-        })
-    }
-
-    fn with_completion(on_complete: Completion) -> Arc<Waiter> {
-        Arc::new(Waiter {
-            done: AtomicBool::new(false),
-            polling: AtomicBool::new(false),
-            kick: None,
-            result: std::cell::UnsafeCell::new(None),
-            on_complete: std::cell::UnsafeCell::new(Some(on_complete)),
-        })
-    }
-
-    /// Only the thread that removed this waiter from the pending map may call this.
-    fn complete(&self, result: Result<Message>) {
-        // SAFETY: see `unsafe impl Sync`: we are the single writer (we removed the waiter
-        // from the map), and the caller does not read before `done` is set below.
-        unsafe { *self.result.get() = Some(result) };
-        // SAFETY: as above: only the single completer touches `on_complete`.
-        let on_complete = unsafe { (*self.on_complete.get()).take() };
-        self.done.store(true, Ordering::SeqCst);
-        if let Some(callback) = on_complete {
-            callback();
-        }
-        if self.polling.load(Ordering::SeqCst) {
-            if let Some(kick) = &self.kick {
-                kick.notify();
-            }
-        }
-    }
-
-    /// Only the caller may call this, after seeing `done`.
-    fn take(&self) -> Result<Message> {
-        debug_assert!(self.done.load(Ordering::Acquire));
-        // SAFETY: `done` was observed true with Acquire, so the single write happened
-        // before and no other write follows; only the caller (us) reads.
-        let result = unsafe { (*self.result.get()).take() };
-        result.unwrap_or_else(|| Err(Error::new(Status::Internal, "call completed twice")))
-    }
+/// The result of a call whose waiter was seen done.
+fn take_result(waiter: &Waiter) -> Result<Message> {
+    waiter.take().unwrap_or_else(|| Err(Error::new(Status::Internal, "call result taken twice")))
 }
 
 /// A request waiting for a server thread.
@@ -319,7 +268,7 @@ impl fmt::Debug for PendingCall {
 impl PendingCall {
     /// True once the result is in.
     pub fn is_done(&self) -> bool {
-        self.waiter.done.load(Ordering::Acquire)
+        self.waiter.is_done()
     }
 
     /// The result, once in (`None` before). Returns it once; later calls get an error.
@@ -327,7 +276,12 @@ impl PendingCall {
         if !self.is_done() {
             return None;
         }
-        Some(self.session.finish_call(self.waiter.take(), self.method_id, self.name.as_deref(), self.deadline_ns))
+        Some(self.session.finish_call(
+            take_result(&self.waiter),
+            self.method_id,
+            self.name.as_deref(),
+            self.deadline_ns,
+        ))
     }
 
     /// Stops waiting and tells the callee (a CANCEL frame its handler sees through
@@ -380,8 +334,10 @@ pub(crate) struct SessionConfig {
     pub server_wait: WaitStrategy,
     pub dispatcher: Arc<RwLock<Dispatcher>>,
     pub hooks: Box<dyn Hooks>,
-    /// Streams the peer may have open towards us at once (each runs a handler thread).
+    /// Streams the peer may have open towards us at once.
     pub max_inbound_streams: usize,
+    /// Threads that run those streams' handlers, at most (the others wait for one).
+    pub stream_threads: usize,
 }
 
 /// RPC over one link.
@@ -420,6 +376,8 @@ pub(crate) struct Session {
     failing: AtomicBool,
     failing_thread: Mutex<Option<std::thread::ThreadId>>,
     servers: Mutex<Vec<JoinHandle<()>>>,
+    /// Runs the handlers of the streams the peer opens.
+    stream_pool: Arc<TaskPool>,
     cancelled_calls: CancelledCalls,
     /// Requests a handler kept past its return (see `Call::retain_request_until`), with
     /// the check that frees each; at most one per slot of the peer's pool.
@@ -431,6 +389,11 @@ impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session").field("label", &self.label).field("side", &self.side).finish()
     }
+}
+
+/// The start of a peer's label, for thread names (which Linux cuts at 15 bytes).
+fn label_prefix(label: &str) -> String {
+    label.chars().take(8).collect()
 }
 
 fn other(side: Side) -> Side {
@@ -462,6 +425,8 @@ impl Session {
             )
         };
         let link = Link::new(side, cfg.label.clone(), cfg.max_inbound_streams);
+        let stream_pool =
+            TaskPool::new(format!("cellshm-{}-s", label_prefix(&cfg.label)), cfg.stream_threads, pool::os_thread);
         let kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
         let standby_kick = Kick::new().map_err(|e| Error::system("creating an eventfd", e))?;
         region.parked(side).store(1, Ordering::SeqCst);
@@ -491,6 +456,7 @@ impl Session {
             failing: AtomicBool::new(false),
             failing_thread: Mutex::new(None),
             servers: Mutex::new(Vec::new()),
+            stream_pool,
             cancelled_calls: CancelledCalls::default(),
             retained: Mutex::new(Vec::new()),
             has_retained: AtomicBool::new(false),
@@ -596,9 +562,11 @@ impl Session {
         }
         // Handlers waiting for cancellation see the failure now.
         self.cancelled_calls.wake_all();
-        // Queued requests are dropped (their slots go nowhere: the link is over) outside
-        // the queue's lock; condvar sleepers are woken by `stop`, the standby by the kick.
+        // Queued requests and streams are dropped (their slots go nowhere: the link is
+        // over) outside the queues' locks; condvar sleepers are woken by `stop`, the
+        // standby by the kick.
         drop(self.workers.stop());
+        drop(self.stream_pool.stop());
         self.kick.notify();
         self.standby_kick.notify();
     }
@@ -635,7 +603,8 @@ impl Session {
     /// returns false and that thread finishes on its own.
     pub fn close(&self) -> bool {
         self.fail(Error::new(Status::SessionClosed, format!("session with {} was closed", self.label)));
-        let handles: Vec<_> = self.servers.lock().drain(..).collect();
+        let mut handles: Vec<_> = self.servers.lock().drain(..).collect();
+        handles.extend(self.stream_pool.take_threads());
         let me = std::thread::current().id();
         let mut all_joined = true;
         for h in handles {
@@ -927,7 +896,7 @@ impl Session {
         opts: &CallOptions,
     ) -> Result<Response> {
         let (mut d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
-        let waiter = Waiter::new();
+        let waiter = new_waiter();
         let mut body = Some(body);
         self.register_call(&mut d, &mut body, &waiter, Timer::Caller)?;
         let (msg_id, body) = (d.msg_id, body.expect("registered calls keep their payload"));
@@ -981,7 +950,7 @@ impl Session {
         on_complete: Completion,
     ) -> Result<PendingCall> {
         let (mut d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
-        let waiter = Waiter::with_completion(on_complete);
+        let waiter = Arc::new(Waiter::with_completion(on_complete));
         let mut body = Some(body);
         // Nobody waits on it, so the link watches its deadline (the standby sleeps until
         // the earliest one and fails what expired).
@@ -1032,7 +1001,7 @@ impl Session {
             ControlKind::Ping => Answer::Pong,
             _ => return Err(Error::new(Status::Internal, format!("{kind:?} expects no answer"))),
         };
-        let waiter = Waiter::new();
+        let waiter = new_waiter();
         // The timeout covers the send too: a full ring must not hold a PING or HELLO
         // longer than its caller asked.
         let deadline = crate::sys::clock::deadline_after(timeout);
@@ -1068,14 +1037,14 @@ impl Session {
         // a descriptor of another caller, which we then must not swallow.
         let mut slept = false;
         loop {
-            if waiter.done.load(Ordering::Acquire) {
+            if waiter.is_done() {
                 if slept {
                     // Someone else delivered our response, but the doorbell byte we drained
                     // may announce another caller's: pass the wakeup on if the ring holds
                     // anything (a lost wakeup here cost that caller the 250 ms recheck).
                     self.after_release();
                 }
-                return waiter.take();
+                return take_result(waiter);
             }
             if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
                 if let Some(rx) = claimed.take() {
@@ -1087,10 +1056,10 @@ impl Session {
                     return Err(Error::new(Status::DeadlineExceeded, "no response before the deadline"));
                 }
                 // The response is being delivered right now.
-                while !waiter.done.load(Ordering::Acquire) {
+                while !waiter.is_done() {
                     std::hint::spin_loop();
                 }
-                return waiter.take();
+                return take_result(waiter);
             }
             if let Err(e) = self.check_open() {
                 if let Some(rx) = claimed.take() {
@@ -1102,7 +1071,7 @@ impl Session {
                 // Returns once our response is in, the deadline passed, or the spin budget
                 // is spent (then the ring is parked and we sleep below).
                 self.poll_ring(rx, Poller::Caller { waiter, deadline_ns, within_budget: &within_budget });
-                if waiter.done.load(Ordering::Acquire) || within_budget() {
+                if waiter.is_done() || within_budget() {
                     continue;
                 }
             } else if within_budget() {
@@ -1110,12 +1079,11 @@ impl Session {
                 continue;
             }
             // Sleep on the doorbell: whoever delivers our response kicks us.
-            waiter.polling.store(true, Ordering::SeqCst);
-            if !waiter.done.load(Ordering::SeqCst) {
+            waiter.sleep_unless_done(|| {
                 let left =
                     (deadline_ns != 0).then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
                 let timeout = left.map_or(RECHECK, |l| l.min(RECHECK));
-                let woken = match &waiter.kick {
+                let woken = match waiter.kick() {
                     Some(own) => self.doorbell.wait(&[&self.kick, own], Some(timeout)),
                     None => self.doorbell.wait(&[&self.kick], Some(timeout)),
                 };
@@ -1126,8 +1094,7 @@ impl Session {
                 // Pairs with the fence in `release_ring`: after a wakeup we either see the
                 // ring released or its holder sees the descriptor that woke us.
                 fence(Ordering::SeqCst);
-            }
-            waiter.polling.store(false, Ordering::SeqCst);
+            });
         }
     }
 
@@ -1171,7 +1138,7 @@ impl Session {
                     // the clock is read every CHECK_EVERY frames as well as when idle.
                     frames = frames.wrapping_add(1);
                     let expired = || frames % CHECK_EVERY == 0 && deadline_ns != 0 && monotonic_now_ns() >= deadline_ns;
-                    if waiter.done.load(Ordering::Acquire) || expired() {
+                    if waiter.is_done() || expired() {
                         self.release_ring(rx);
                         return None;
                     }
@@ -1182,7 +1149,7 @@ impl Session {
             empty_polls = empty_polls.wrapping_add(1);
             if let Poller::Caller { waiter, .. } = poller {
                 // Another thread may have delivered our response.
-                if waiter.done.load(Ordering::Acquire) {
+                if waiter.is_done() {
                     self.release_ring(rx);
                     return None;
                 }
@@ -1195,9 +1162,7 @@ impl Session {
             let idle_started = *idle_since.get_or_insert(now);
             let keep_polling = match poller {
                 Poller::Caller { waiter, deadline_ns, within_budget } => {
-                    !waiter.done.load(Ordering::Acquire)
-                        && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns)
-                        && within_budget()
+                    !waiter.is_done() && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns) && within_budget()
                 }
                 Poller::Server => self.server_wait.spin_budget().is_none_or(|b| now - idle_started < b),
             };
@@ -1376,7 +1341,7 @@ impl Session {
         for i in 0..count.max(1) {
             let me = self.clone();
             let started = std::thread::Builder::new()
-                .name(format!("cellshm-{}-{i}", self.label.chars().take(8).collect::<String>()))
+                .name(format!("cellshm-{}-{i}", label_prefix(&self.label)))
                 .spawn(move || me.serve_loop());
             match started {
                 Ok(handle) => servers.push(handle),

@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex};
 use super::{CallOptions, OutBody, Payload, Response, Session};
 use crate::error::{Error, Result};
 use crate::proto::stream::{Arrival, StreamFlow};
+use crate::runtime::pool::Refused;
 use crate::shm::SharedBytes;
 use crate::sys::clock::monotonic_now_ns;
 use crate::wire::{flags, Descriptor, StreamFrame, INLINE_CAPACITY};
@@ -25,9 +26,15 @@ use crate::Status;
 pub use crate::proto::stream::STREAM_WINDOW;
 
 /// Streams a peer may have open towards us at once, unless configured otherwise
-/// (`PeerOptions::max_streams`). Each runs its handler on a thread, so a misbehaving peer
-/// must not be able to open them without bound.
+/// (`PeerOptions::max_streams`): a misbehaving peer must not be able to open them
+/// without bound. More are refused with RESOURCE_EXHAUSTED.
 pub const MAX_INBOUND_STREAMS: usize = 64;
+
+/// Threads that run the handlers of one peer's streams, at most, unless configured
+/// otherwise (`PeerOptions::stream_threads`). A stream beyond them waits for one of them
+/// to finish its handler; its caller cannot send items before then (the handler's first
+/// credit goes out when it starts).
+pub const STREAM_THREADS: usize = 8;
 
 /// A stream handler: reads items with [`StreamCall::recv`], sends with
 /// [`StreamCall::send`]; returning ends the stream (Ok, or the error for the caller).
@@ -283,8 +290,8 @@ impl Session {
         stream.cv.notify_all();
     }
 
-    /// The peer opened `channel` (the link checked its parity and the bound): runs its
-    /// handler.
+    /// The peer opened `channel` (the link checked its parity and the bound): its
+    /// handler runs on the stream pool, at once or when a pool thread comes free.
     pub(crate) fn accept_stream(self: &Arc<Self>, channel: u32, d: Descriptor, request: Payload) {
         let stream = StreamState::new(channel, d.method_id, None, d.deadline_ns, d.credit);
         if self.link.lock().accept_channel(channel, stream.clone()).is_err() {
@@ -293,7 +300,13 @@ impl Session {
         }
         let handler = self.dispatcher.read().get_stream(d.method_id);
         let session = self.clone();
-        let spawned = std::thread::Builder::new().name("cellshm-stream".into()).spawn(move || {
+        let run = Box::new(move || {
+            if stream.inner.lock().stopped.is_some() {
+                // Cancelled (or the link failed) while it waited for a thread.
+                session.link.lock().close_channel(stream.channel);
+                stream.inner.lock().inbound.clear();
+                return;
+            }
             let outcome = match handler {
                 None => {
                     Err(Error::new(Status::Unimplemented, format!("no stream method with id {:#010x}", d.method_id)))
@@ -329,11 +342,17 @@ impl Session {
                 }
             }
         });
-        if let Err(e) = spawned {
-            tracing::error!(peer = %self.label, "could not start a stream handler thread: {e}");
-            // The stream cannot run: refused, like one beyond the bound.
-            self.link.lock().close_channel(channel);
-            self.refuse(&d, Status::ResourceExhausted, "no thread for the stream");
+        match self.stream_pool.submit(run) {
+            Ok(()) => {}
+            // The link failed: its streams are stopped already.
+            Err(Refused::Stopped(run)) => drop(run),
+            Err(Refused::NoThread(run, e)) => {
+                tracing::error!(peer = %self.label, "could not start a stream handler thread: {e}");
+                drop(run);
+                // The stream cannot run: refused, like one beyond the bound.
+                self.link.lock().close_channel(channel);
+                self.refuse(&d, Status::ResourceExhausted, "no thread for the stream");
+            }
         }
     }
 
