@@ -341,6 +341,10 @@ impl<W, S: Clone> Link<W, S> {
             Ok(kind) => kind,
             Err(m) => return self.violation(format!("bad descriptor (msg_id {}): {m}", d.msg_id)),
         };
+        if self.side == Side::Host && self.hello == Hello::Pending && kind != FrameKind::Control(ControlKind::Hello) {
+            // Nothing a cell sends counts before its HELLO proved which link it is on.
+            return self.violation(format!("a frame before HELLO (msg_id {})", d.msg_id));
+        }
         match kind {
             FrameKind::Request { no_reply } => Inbound::Request { no_reply },
             FrameKind::Response { .. } => self.answer(d.msg_id, Answer::Response),
@@ -481,8 +485,11 @@ mod tests {
 
     type TestLink = Link<&'static str, u32>;
 
+    /// A host link whose cell has said HELLO.
     fn host() -> TestLink {
-        Link::new(Side::Host, "cell t", 2)
+        let mut link = Link::new(Side::Host, "cell t", 2);
+        assert_eq!(link.handle_frame(&control(ControlKind::Hello, 0)), Inbound::Hello);
+        link
     }
 
     fn cell() -> TestLink {
@@ -544,14 +551,20 @@ mod tests {
             ("a late HELLO_ACK", Side::Cell, control(ControlKind::HelloAck, 99), Inbound::Discard),
         ];
         for (what, side, d, expected) in cases {
-            let mut link: TestLink = Link::new(side, "peer", 2);
+            let mut link = match (side, &expected) {
+                (Side::Host, Inbound::Hello) => Link::new(side, "peer", 2),
+                _ => link_for(side),
+            };
             assert_eq!(link.start_call("call", Answer::Response, 0, Timer::Caller), Ok(1), "{what}");
             assert_eq!(link.handle_frame(&d), expected, "{what}");
         }
     }
 
     fn link_for(side: Side) -> TestLink {
-        Link::new(side, "peer", 2)
+        match side {
+            Side::Host => host(),
+            Side::Cell => cell(),
+        }
     }
 
     #[test]
@@ -589,8 +602,19 @@ mod tests {
     }
 
     #[test]
+    fn the_host_takes_nothing_before_hello() {
+        let frames = [request(1), response(1), control(ControlKind::Ping, 1), on_channel(2, flags::REQUEST)];
+        for d in frames {
+            let mut link: TestLink = Link::new(Side::Host, "cell t", 2);
+            assert!(is_violation(&link.handle_frame(&d)), "{d:?}");
+        }
+        let mut link: TestLink = Link::new(Side::Cell, "the host", 2);
+        assert_eq!(link.handle_frame(&control(ControlKind::Ping, 1)), Inbound::Discard, "a cell may be pinged early");
+    }
+
+    #[test]
     fn the_host_takes_one_hello_and_owes_its_ack() {
-        let mut link = host();
+        let mut link: TestLink = Link::new(Side::Host, "cell t", 2);
         assert_eq!(link.handle_frame(&control(ControlKind::Hello, 1)), Inbound::Hello);
         link.answer_hello(1, &[2, 0, 0, 0]);
         let ack = owed(&mut link);

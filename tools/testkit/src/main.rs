@@ -7,7 +7,7 @@
 //! cellshm-testkit kill-hosts N -- CELL...   SIGKILLs N such hosts; checks nothing is left
 //! cellshm-testkit chaos N -- CELL...    N SIGKILLs of supervised cells under load
 //! cellshm-testkit matrix-host -- CELL...  the Rust host of the cross-language matrix
-//! cellshm-testkit hostile | bad-hello | ping-flood | request-flood N | notify-flood N |
+//! cellshm-testkit hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N |
 //!                 stream-flood N | attach-flood N UID/NAME     hand-made hostile cells
 //! ```
 
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         Some("host") => test_host(&args[1..]),
         Some("kill-hosts") => kill_hosts(&args[1..]),
         Some("hostile") => raw::hostile(),
-        Some("bad-hello") => raw::bad_hello(),
+        Some("bad-hello") => raw::bad_hello(args.get(1).map(String::as_str) == Some("request-first")),
         Some("ping-flood") => raw::flood(raw::Flood::Pings),
         Some(flood @ ("request-flood" | "notify-flood" | "stream-flood")) => {
             match args.get(1).and_then(|n| n.parse().ok()) {
@@ -61,7 +61,7 @@ fn usage() -> Error {
     Error::new(
         Status::InvalidArgument,
         "usage: cellshm-testkit cell | attach HUB NAME | host ... | kill-hosts N -- CELL... | chaos N -- CELL... | \
-         matrix-host -- CELL... | hostile | bad-hello | ping-flood | request-flood N | notify-flood N | \
+         matrix-host -- CELL... | hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N | \
          stream-flood N | attach-flood N UID/NAME",
     )
 }

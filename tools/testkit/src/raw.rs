@@ -351,11 +351,28 @@ impl RawLink {
 
 /// `bad-hello`: joins by hand and sends a HELLO for the wrong epoch, then waits for
 /// the host to drop it (doorbell EOF). Exits 0 once dropped.
-pub fn bad_hello() -> Result<(), Error> {
+///
+/// `bad-hello request-first`: sends a request for `Host.secret` before a correct HELLO;
+/// the host must drop it without serving the request.
+pub fn bad_hello(request_first: bool) -> Result<(), Error> {
     let mut link = RawLink::open()?;
-    let hello = link.hello(link.joined.epoch() + 7);
-    if !link.try_push(&hello) {
-        return Err(fail("a new ring is full"));
+    if request_first {
+        let request = Descriptor {
+            msg_id: 1,
+            method_id: cellshm::method_id("Host.secret"),
+            flags: flags::REQUEST,
+            slot: SLOT_INLINE,
+            ..Descriptor::default()
+        };
+        let hello = link.hello(link.joined.epoch());
+        if !link.try_push(&request) || !link.try_push(&hello) {
+            return Err(fail("a new ring is full"));
+        }
+    } else {
+        let hello = link.hello(link.joined.epoch() + 7);
+        if !link.try_push(&hello) {
+            return Err(fail("a new ring is full"));
+        }
     }
     if host_gone(&link.joined.doorbell, 10_000) {
         println!("bad-hello: dropped by the host");

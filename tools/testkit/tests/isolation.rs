@@ -93,6 +93,32 @@ fn a_garbage_hello_is_a_protocol_error_and_the_slot_is_reused() {
 }
 
 #[test]
+fn a_request_before_hello_is_a_protocol_error_and_never_served() {
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    let served = Arc::new(AtomicBool::new(false));
+    let seen = served.clone();
+    hub.method("Host.secret", move |_| {
+        seen.store(true, Ordering::SeqCst);
+        Ok(())
+    })
+    .unwrap();
+    let ticket = hub.add_peer("early", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.args(["bad-hello", "request-first"]).stdout(Stdio::piped());
+    let (peer, child) = ticket.spawn(&mut cmd).unwrap();
+    let error = wait_dead(&peer);
+    assert_eq!(error.status(), Status::ProtocolError, "{error}");
+    assert!(error.message().contains("before HELLO"), "{error}");
+    let out = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped by the host"));
+    assert!(!served.load(Ordering::SeqCst), "a link nobody identified was served");
+    let (again, mut child) = spawn_cell_on(&hub, "next", &[]);
+    assert_eq!(again.id(), peer.id(), "the only slot was reclaimed");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn a_forged_pid_in_ready_decides_nothing() {
     let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
     let (peer, mut child) = spawn_cell_on(&hub, "forger", &[("TEST_CELL_ANNOUNCED_PID", "1")]);
