@@ -385,17 +385,17 @@ impl<W, S: Clone> Link<W, S> {
 
     /// The answer of kind `got` to our call `msg_id`.
     fn answer(&mut self, msg_id: u64, got: Answer) -> Inbound<W, S> {
-        match self.calls.get(&msg_id) {
+        // One lookup on the hot path: taken out, and put back only to fail the link.
+        match self.calls.remove(&msg_id) {
             // The call gave up already (deadline, cancel): a late answer is no violation.
             None => Inbound::Discard,
-            Some(call) if call.answer != got => {
+            Some(call) if call.answer == got => Inbound::Deliver(call.waiter),
+            Some(call) => {
                 let expected = call.answer;
+                // Back in the table, so that failing the link fails its caller too.
+                self.calls.insert(msg_id, call);
                 self.violation(format!("answered msg_id {msg_id} with {got:?} where {expected:?} was due"))
             }
-            Some(_) => match self.calls.remove(&msg_id) {
-                Some(call) => Inbound::Deliver(call.waiter),
-                None => Inbound::Discard,
-            },
         }
     }
 

@@ -915,7 +915,6 @@ impl Session {
         self.finish_call(message, method_id, name, deadline_ns)
     }
 
-    /// Turns a delivered message into the caller's result.
     /// Turns a delivered message into the caller's result. The caller, not the callee,
     /// has the last word on two statuses: a link-local one in a response (a peer that
     /// relays one) is INTERNAL, and CANCELLED after the caller's own deadline passed (it
@@ -1333,9 +1332,9 @@ impl Session {
 
     // ----- serving -----------------------------------------------------------------
 
-    /// Starts `count` server threads that receive and run handlers.
-    /// Starts `count` server threads. If one cannot be started, the session is closed
-    /// and the ones already started are joined: nothing of the attempt is left running.
+    /// Starts `count` server threads, which receive and run handlers. If one cannot be
+    /// started, the session is closed and the ones already started are joined: nothing
+    /// of the attempt is left running.
     pub fn start_servers(self: &Arc<Self>, count: usize) -> Result<()> {
         let mut servers = self.servers.lock();
         for i in 0..count.max(1) {

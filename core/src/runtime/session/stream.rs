@@ -225,6 +225,14 @@ impl Session {
         }
     }
 
+    /// Closes `channel` in the link; returns its stream if it was open. The stream is
+    /// handed back after the link's lock is let go: dropping the last handle on it drops
+    /// its queued items, whose slot release may fail the link, which takes that lock.
+    pub(crate) fn close_channel(&self, channel: u32) -> Option<Arc<StreamState>> {
+        let closed = self.link.lock().close_channel(channel);
+        closed
+    }
+
     /// Opens a stream to `method_id` with `request` as its initial message.
     pub(crate) fn open_stream(
         self: &Arc<Self>,
@@ -242,7 +250,7 @@ impl Session {
         let body = self.fill_body(request.len(), deadline_ns, super::copy_of(request));
         let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, STREAM_WINDOW, Some(body)));
         if let Err(e) = sent {
-            self.link.lock().close_channel(stream.channel);
+            self.close_channel(stream.channel);
             return Err(e);
         }
         Ok(Stream { state: stream, session: self.clone(), ended: std::sync::atomic::AtomicBool::new(false) })
@@ -303,7 +311,7 @@ impl Session {
         let run = Box::new(move || {
             if stream.inner.lock().stopped.is_some() {
                 // Cancelled (or the link failed) while it waited for a thread.
-                session.link.lock().close_channel(stream.channel);
+                session.close_channel(stream.channel);
                 stream.inner.lock().inbound.clear();
                 return;
             }
@@ -333,7 +341,7 @@ impl Session {
                 stream.cv.notify_all();
                 inner.stopped.is_some()
             };
-            session.link.lock().close_channel(stream.channel);
+            session.close_channel(stream.channel);
             // Drop what the caller sent and we did not read: that returns the slots.
             stream.inner.lock().inbound.clear();
             if !cancelled {
@@ -350,7 +358,7 @@ impl Session {
                 tracing::error!(peer = %self.label, "could not start a stream handler thread: {e}");
                 drop(run);
                 // The stream cannot run: refused, like one beyond the bound.
-                self.link.lock().close_channel(channel);
+                self.close_channel(channel);
                 self.refuse(&d, Status::ResourceExhausted, "no thread for the stream");
             }
         }
@@ -438,7 +446,7 @@ impl Session {
     fn cancel_stream(&self, stream: &StreamState, reason: Error) {
         let already = stream.inner.lock().stopped.is_some();
         stream.stop(reason);
-        if self.link.lock().close_channel(stream.channel).is_some() && !already {
+        if self.close_channel(stream.channel).is_some() && !already {
             let _ = self.stream_frame(stream, flags::CANCEL, 0, None);
         }
         stream.inner.lock().inbound.clear();
