@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod discovery;
+pub mod inspect;
 pub mod supervisor;
 
 use std::fmt;
@@ -342,6 +343,8 @@ impl Hub {
         // Same-uid processes (cells among them) must not reach our memfds through
         // /proc/<pid>/fd or map_files.
         crate::sys::process::harden();
+        let dispatcher = Arc::new(RwLock::new(Dispatcher::new()));
+        crate::builtin::introspect::serve_on(&dispatcher)?;
         let shared = Arc::new(HubShared {
             name,
             max_peers: config.max_peers,
@@ -349,7 +352,7 @@ impl Hub {
             geometry: config.geometry(),
             started: SystemTime::now(),
             started_at: Instant::now(),
-            dispatcher: Arc::new(RwLock::new(Dispatcher::new())),
+            dispatcher,
             peers: Mutex::new(PeerTable { live: Vec::new(), epochs: vec![0; config.max_peers as usize] }),
             log_sink: RwLock::new(None),
             discovery: discovery::DiscoveryState::default(),

@@ -1,12 +1,31 @@
 //! `cellshm.Introspect.methods`: the (name, id) pairs a side serves, sorted by name,
-//! the introspection method itself included.
+//! the introspection method itself included. Served like any method, from the
+//! dispatcher it describes (registered by `host` and `cell` when they make theirs).
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
+use crate::runtime::session::Dispatcher;
 use crate::wire::{builtin, decode_methods, encode_methods, Status};
+
+/// Serves the introspection method on `dispatcher`, answering with what it serves.
+pub(crate) fn serve_on(dispatcher: &Arc<RwLock<Dispatcher>>) -> Result<()> {
+    // Weak: the dispatcher owns this handler.
+    let described: Weak<RwLock<Dispatcher>> = Arc::downgrade(dispatcher);
+    dispatcher.write().register(builtin::INTROSPECT_METHODS, move |call| {
+        let methods = described.upgrade().map(|d| d.read().methods()).unwrap_or_default();
+        call.reply(&answer(methods))
+    })
+}
 
 /// The answer to an introspection call, given the methods the dispatcher serves.
 pub(crate) fn answer(mut methods: Vec<(String, u32)>) -> Vec<u8> {
-    methods.push((builtin::INTROSPECT_METHODS.to_string(), builtin::INTROSPECT_METHODS_ID));
+    let this = (builtin::INTROSPECT_METHODS.to_string(), builtin::INTROSPECT_METHODS_ID);
+    if !methods.contains(&this) {
+        methods.push(this);
+    }
     methods.sort();
     encode_methods(&methods)
 }
@@ -25,6 +44,8 @@ mod tests {
         let body = answer(vec![("Echo.echo".into(), 7), ("A.a".into(), 9)]);
         let names: Vec<String> = decode(&body).unwrap().into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["A.a", "Echo.echo", builtin::INTROSPECT_METHODS]);
+        let listed_already = vec![(builtin::INTROSPECT_METHODS.to_string(), builtin::INTROSPECT_METHODS_ID)];
+        assert_eq!(decode(&answer(listed_already)).unwrap().len(), 1, "listed once");
         assert_eq!(decode(&body[..body.len() - 1]).unwrap_err().status(), Status::ProtocolError);
     }
 }

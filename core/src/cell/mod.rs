@@ -162,6 +162,7 @@ impl Cell {
             quiet: options.quiet,
         });
         let dispatcher = Arc::new(RwLock::new(Dispatcher::new()));
+        crate::builtin::introspect::serve_on(&dispatcher)?;
         let config = SessionConfig {
             side: Side::Cell,
             label: "the host".into(),

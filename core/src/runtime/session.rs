@@ -47,6 +47,7 @@ use crate::runtime::workers::Workers;
 use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
+pub use crate::shm::Counters;
 use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, SharedBytes, ShmRing, Side};
 use crate::sys::clock::monotonic_now_ns;
 use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
@@ -307,19 +308,6 @@ impl Drop for PendingCall {
             self.cancel();
         }
     }
-}
-
-/// Counters each side keeps in its control block.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Calls and notifications sent.
-    pub calls_sent: u64,
-    /// Requests handled (successfully or not).
-    pub requests_served: u64,
-    /// Requests answered with an error.
-    pub errors: u64,
-    /// Payload bytes sent.
-    pub bytes_sent: u64,
 }
 
 /// How a session is set up.
@@ -1631,10 +1619,6 @@ impl Session {
                 Status::DeadlineExceeded,
                 format!("the request expired before {} served it", self.label),
             ));
-        }
-        if method_id == wire::builtin::INTROSPECT_METHODS_ID {
-            let body = crate::builtin::introspect::answer(self.dispatcher.read().methods());
-            return Ok(self.fill_body(body.len(), deadline_ns, copy_of(&body))?.into());
         }
         if let Some(result) = self.hooks.builtin(method_id, call.request.shared()) {
             let bytes = result?;

@@ -7,7 +7,7 @@
 //! ever sees another link's memory. Everything that crosses a mapping goes through
 //! atomics or volatile copies, never through Rust references.
 
-pub mod inspect;
+pub(crate) mod inspect;
 pub(crate) mod join;
 pub(crate) mod layout;
 pub(crate) mod memfd;
@@ -264,6 +264,19 @@ impl From<&JoinRecord> for HubInfo {
             geometry: r.geometry.clone(),
         }
     }
+}
+
+/// Counters each side keeps in its control block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls and notifications sent.
+    pub calls_sent: u64,
+    /// Requests handled (successfully or not).
+    pub requests_served: u64,
+    /// Requests answered with an error.
+    pub errors: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
 }
 
 /// Which end of a link this process is.

@@ -50,8 +50,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Registers a stream method: `handler` runs on its own thread for each stream
-    /// opened to `"Service.method"`, and may send and receive items until it returns.
+    /// Registers a stream method: `handler` runs on the link's stream pool for each
+    /// stream opened to `"Service.method"`, and may send and receive items until it
+    /// returns.
     /// Unary and stream methods share one id space.
     pub fn register_stream<F>(&mut self, name: &str, handler: F) -> Result<()>
     where
