@@ -571,7 +571,10 @@ fn notice_dead_links(shared: &HubShared) {
 
 fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
     let Some(index) = peers.iter().rposition(|p| p.id == slot) else { return true };
-    if !matches!(*peers[index].state.lock(), PeerState::Dead(_)) {
+    // A link another thread is failing right now counts as dead: its state turns Dead a
+    // moment later (once the death hooks run), and a spawn must not see HUB_FULL meanwhile.
+    let failing = || peers[index].session.lock().as_ref().is_some_and(|s| s.has_failed());
+    if !matches!(*peers[index].state.lock(), PeerState::Dead(_)) && !failing() {
         return false;
     }
     let old = peers.remove(index);

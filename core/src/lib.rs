@@ -46,13 +46,14 @@ pub mod wire;
 pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{Error, Result};
 pub use host::discovery::{hub_listing, list_hubs, HubListing};
-pub use host::inspect::{snapshot, HubSnapshot, PeerSnapshot};
+pub use host::inspect::{snapshot, HubSnapshot};
 pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supervisor, SupervisorEvent};
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use session::{
     Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,
     StreamEnd, StreamHandler, StreamItem, WaitStrategy, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
 };
+pub use shm::inspect::PeerSnapshot;
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};
 pub use sys::clock::{deadline_after, monotonic_now_ns};
 pub use wire::{method_id, Status};

@@ -499,6 +499,12 @@ impl Session {
         }
     }
 
+    /// Whether the session failed or is failing right now (its failure is recorded, its
+    /// death hooks may still run on another thread).
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failure.lock().is_some()
+    }
+
     fn check_open(&self) -> Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
@@ -1668,6 +1674,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.doorbell.shutdown();
+        // Idle stream threads wait on the pool's condvar: let them end (a running one
+        // holds the session, so none runs now).
+        drop(self.stream_pool.stop());
     }
 }
 

@@ -6,30 +6,61 @@
 use std::fs::File;
 use std::sync::atomic::Ordering;
 
-use super::layout::{control, cursors, SideLayout, RING_HEADER_SIZE};
+use super::layout::{control, cursors, PeerSlotState, SideLayout, RING_HEADER_SIZE};
 use super::{memfd, view_of, Counters, RawView};
 use crate::error::Result;
 
-/// What the two memfds of a link say about it.
+/// One peer slot as seen from outside.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct LinkSnapshot {
+pub struct PeerSnapshot {
+    /// Slot number.
+    pub id: u32,
+    /// Slot state, as the host keeps it.
+    pub state: PeerSlotState,
+    /// Launches of this slot so far.
+    pub epoch: u32,
+    /// The cell's pid, as the kernel reported it to the host (0 if unknown).
+    pub pid: u32,
+    /// The cell's name.
+    pub name: String,
+    /// Descriptors waiting in the host → cell ring.
     pub host_to_cell_depth: u64,
+    /// Descriptors waiting in the cell → host ring.
     pub cell_to_host_depth: u64,
+    /// Host pool slots in use, per class.
     pub host_pool_in_use: Vec<u32>,
+    /// Cell pool slots in use, per class.
     pub cell_pool_in_use: Vec<u32>,
+    /// Counters kept by the host for this link.
     pub host_counters: Counters,
+    /// Counters kept by the cell (written by the cell: informational).
     pub cell_counters: Counters,
+}
+
+/// What the hub says of a peer slot, beside its memfds.
+pub(crate) struct SlotRecord {
+    pub id: u32,
+    pub epoch: u32,
+    pub state: PeerSlotState,
+    pub pid: u32,
+    pub name: String,
 }
 
 /// Checks the seals and sizes of a link's two memfds (received from the hub), maps them
 /// read-only and reads them.
-pub(crate) fn read_link(host: File, cell: File, layout: &SideLayout) -> Result<LinkSnapshot> {
+pub(crate) fn read_peer(slot: SlotRecord, host: File, cell: File, layout: &SideLayout) -> Result<PeerSnapshot> {
     memfd::check_received(&host, layout.size, memfd::SIZE_SEALS, "the host memory")?;
     memfd::check_received(&cell, layout.size, memfd::SIZE_SEALS, "the cell memory")?;
     let host_map = memfd::map(&host, layout.size, false, "the host memory")?;
     let cell_map = memfd::map(&cell, layout.size, false, "the cell memory")?;
     let (h, c) = (view_of(&host_map), view_of(&cell_map));
-    Ok(LinkSnapshot {
+    let SlotRecord { id, epoch, state, pid, name } = slot;
+    Ok(PeerSnapshot {
+        id,
+        state,
+        epoch,
+        pid,
+        name,
         host_to_cell_depth: depth(&h, &c, layout.descriptors, cursors::DESCRIPTOR_HEAD),
         cell_to_host_depth: depth(&c, &h, layout.descriptors, cursors::DESCRIPTOR_HEAD),
         host_pool_in_use: in_use(&h, &c, layout),
