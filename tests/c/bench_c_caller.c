@@ -1,7 +1,7 @@
 /* The C-API half of `cellshm-bench`: 64-byte Echo.echo round trips through the C API,
  * Spin mode on both sides, timed one by one.
  *   bench_c_caller ITERATIONS CELL_PROGRAM [CELL_ARG...]
- * Prints: cellshm_rtt_64B_spin_c_api p50_ns=N p99_ns=N */
+ * Prints: cellshm_64B_spin_c_api p50_ns=N p99_ns=N */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
         }
     }
     qsort(samples, (size_t)n, sizeof *samples, compare);
-    printf("cellshm_rtt_64B_spin_c_api p50_ns=%llu p99_ns=%llu\n", (unsigned long long)samples[(n - 1) / 2],
+    printf("cellshm_64B_spin_c_api p50_ns=%llu p99_ns=%llu\n", (unsigned long long)samples[(n - 1) / 2],
            (unsigned long long)samples[(long)((double)(n - 1) * 0.99 + 0.5)]);
     cellshm_peer_shutdown(peer, 2000);
     cellshm_peer_free(peer);

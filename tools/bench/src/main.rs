@@ -1,11 +1,13 @@
 //! `cellshm-bench`: round trips and streams beside their floors (a raw shared-memory
-//! ping-pong, a socketpair ping-pong, memcpy), all measured in one run.
+//! ping-pong, a socketpair ping-pong, memcpy) and a peer (iceoryx2 request-response),
+//! all measured in one run, in interleaved rounds.
 //!
 //! ```text
 //! cellshm-bench [--quick] [--json]
 //! ```
-//! `--json` prints one JSON object per case instead of `name key=value ...` lines.
-//! With `CELLSHM_C_BENCH=path` the C API caller is measured paired with the Rust API.
+//! `--json` prints one object, `{"cases": {NAME: {"p50_ns": n, "p99_ns": n} | {"gbps": x}}}`,
+//! instead of a `NAME key=value ...` line per case and `# ...` notes.
+//! With `CELLSHM_C_BENCH=path` the C API caller is a case too (`cellshm_64B_spin_c_api`).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -14,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cellshm::{CallOptions, Error, Hub, HubConfig, PeerOptions, SlotClass, Status, WaitStrategy};
+
+mod peers;
 
 fn main() -> ExitCode {
     // Behave like other Unix tools when stdout is a closed pipe (`cellshm-bench | head`).
@@ -25,6 +29,7 @@ fn main() -> ExitCode {
         Some("__cell") => cellshm_testkit::run_test_cell(&args[1..]),
         Some("__floor-shm") => floor_shm_child(&args[1..]),
         Some("__floor-sock") => floor_socket_child(&args[1..]),
+        Some("__iceoryx2-server") => peers::iceoryx2_server(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{}", usage().message());
             Ok(())
@@ -48,19 +53,8 @@ fn usage() -> Error {
     Error::new(Status::InvalidArgument, "usage: cellshm-bench [--quick] [--json]")
 }
 
-/// Set by `--json`: cases are printed as JSON objects, notes are left out.
+/// Set by `--json`: one JSON object at the end instead of a line per case.
 static JSON: AtomicBool = AtomicBool::new(false);
-
-/// Prints one case: `name k=v ...`, or with `--json` `{"case":"name","k":v,...}`.
-fn emit(name: &str, fields: &[(&str, String)]) {
-    if JSON.load(Ordering::Relaxed) {
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!("{{\"case\":\"{name}\",{}}}", body.join(","));
-    } else {
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("{name} {}", body.join(" "));
-    }
-}
 
 /// Prints a `# ...` note (not in `--json` output).
 fn note(text: impl std::fmt::Display) {
@@ -69,181 +63,264 @@ fn note(text: impl std::fmt::Display) {
     }
 }
 
-struct Sampler {
-    samples: Vec<u64>,
+/// Round-trip times of `iterations` calls of `once`, after a tenth as many to warm up.
+fn sample(iterations: usize, mut once: impl FnMut()) -> Vec<u64> {
+    for _ in 0..iterations / 10 {
+        once();
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let t = Instant::now();
+        once();
+        samples.push(t.elapsed().as_nanos() as u64);
+    }
+    samples
 }
 
-impl Sampler {
-    fn run(iterations: usize, warmup: usize, mut once: impl FnMut()) -> Sampler {
-        for _ in 0..warmup {
-            once();
+/// The value at quantile `q` of sorted samples.
+fn quantile<T: Copy>(sorted: &[T], q: f64) -> T {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// What the cases measured, by name, in the order they first reported.
+#[derive(Default)]
+struct Results {
+    order: Vec<String>,
+    latencies: std::collections::HashMap<String, Vec<u64>>,
+    /// Cases that report each round's p50 and p99 themselves (another program).
+    summaries: std::collections::HashMap<String, Vec<(u64, u64)>>,
+    rates: std::collections::HashMap<String, Vec<f64>>,
+}
+
+impl Results {
+    fn seen(&mut self, name: &str) {
+        if !self.order.iter().any(|n| n == name) {
+            self.order.push(name.to_string());
         }
-        let mut samples = Vec::with_capacity(iterations);
-        for _ in 0..iterations {
-            let t = Instant::now();
-            once();
-            samples.push(t.elapsed().as_nanos() as u64);
+    }
+
+    /// Round trips (ns) of one round of `name`: its p50 and p99 are over every round's.
+    fn latency(&mut self, name: &str, samples: Vec<u64>) {
+        self.seen(name);
+        self.latencies.entry(name.to_string()).or_default().extend(samples);
+    }
+
+    /// One round's p50 and p99 of `name`, measured elsewhere: the medians over rounds
+    /// are reported.
+    fn summary(&mut self, name: &str, p50: u64, p99: u64) {
+        self.seen(name);
+        self.summaries.entry(name.to_string()).or_default().push((p50, p99));
+    }
+
+    /// One round's rate of `name` (GB/s): the median round is reported.
+    fn rate(&mut self, name: &str, gbps: f64) {
+        self.seen(name);
+        self.rates.entry(name.to_string()).or_default().push(gbps);
+    }
+
+    /// p50 and p99 of `name`: over every sample, or the medians of its rounds' own.
+    fn percentiles(&self, name: &str) -> Option<(u64, u64)> {
+        let median = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            quantile(&v, 0.5)
+        };
+        if let Some(samples) = self.latencies.get(name).filter(|v| !v.is_empty()) {
+            let mut v = samples.clone();
+            v.sort_unstable();
+            return Some((quantile(&v, 0.5), quantile(&v, 0.99)));
         }
-        samples.sort_unstable();
-        Sampler { samples }
+        let rounds = self.summaries.get(name).filter(|v| !v.is_empty())?;
+        Some((median(rounds.iter().map(|r| r.0).collect()), median(rounds.iter().map(|r| r.1).collect())))
     }
 
-    fn percentile(&self, p: f64) -> u64 {
-        let i = ((self.samples.len() as f64 - 1.0) * p).round() as usize;
-        self.samples[i]
+    fn p50(&self, name: &str) -> Option<u64> {
+        self.percentiles(name).map(|(p50, _)| p50)
     }
 
-    fn report(&self, name: &str) -> u64 {
-        let p50 = self.percentile(0.50);
-        emit(name, &[("p50_ns", p50.to_string()), ("p99_ns", self.percentile(0.99).to_string())]);
-        p50
+    fn gbps(&self, name: &str) -> Option<f64> {
+        let mut v = self.rates.get(name)?.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (!v.is_empty()).then(|| quantile(&v, 0.5))
+    }
+
+    /// `{"cases": {NAME: {"p50_ns": n, "p99_ns": n} | {"gbps": x}}}`, or a line per case.
+    fn print(&self) {
+        let mut entries = Vec::new();
+        for name in &self.order {
+            if let Some((p50, p99)) = self.percentiles(name) {
+                entries.push((
+                    name,
+                    format!("\"p50_ns\":{p50},\"p99_ns\":{p99}"),
+                    format!("p50_ns={p50} p99_ns={p99}"),
+                ));
+            } else if let Some(gbps) = self.gbps(name) {
+                entries.push((name, format!("\"gbps\":{gbps:.2}"), format!("gbps={gbps:.2}")));
+            }
+        }
+        if JSON.load(Ordering::Relaxed) {
+            let body: Vec<String> = entries.iter().map(|(n, json, _)| format!("\"{n}\":{{{json}}}")).collect();
+            println!("{{\"cases\":{{{}}}}}", body.join(","));
+        } else {
+            for (name, _, text) in &entries {
+                println!("{name} {text}");
+            }
+        }
     }
 }
 
-fn self_exe() -> Result<std::path::PathBuf, Error> {
-    std::env::current_exe().map_err(|e| Error::system("locating the cellshm-bench binary", e))
-}
+/// A benchmark case: one round of it at a time, setting up and tearing down its own
+/// processes, so that no case's spinning threads share the cores with another's.
+type Case<'a> = Box<dyn FnMut(&mut Results) -> Result<(), Error> + 'a>;
 
 fn bench(quick: bool) -> Result<(), Error> {
+    const ROUNDS: usize = 5;
     let scale = if quick { 10 } else { 1 };
-    let n_fast = 200_000 / scale;
-    let n_block = 20_000 / scale;
-    let n_large = 2_000 / scale;
+    let n_fast = 200_000 / scale / ROUNDS;
+    let n_block = 20_000 / scale / ROUNDS;
+    let n_large = 2_000 / scale / ROUNDS;
+    let stream_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
     note(format_args!(
-        "round trips between two processes, {} cpus, all measured in this run; samples: {n_fast} (spin/adaptive), {n_block} (block), {n_large} (1 MiB)",
-        num_cpus()
+        "two processes each, {} cpus; {ROUNDS} interleaved rounds of every case, so that drift hits all alike; \
+         per round {n_fast} samples (spin/adaptive), {n_block} (block), {n_large} (1 MiB), {} MiB per stream case",
+        num_cpus(),
+        stream_bytes >> 20
     ));
-
-    let shm_floor = floor_shm(n_fast)?.report("floor_shm_spin_pingpong_64B");
-    let sock_floor = floor_socket(n_block)?.report("floor_socketpair_pingpong_64B");
-
-    let mut p50s = Vec::new();
-    for (name, wait, n, size) in [
-        ("cellshm_rtt_16B_inline_spin", WaitStrategy::Spin, n_fast, 16),
-        ("cellshm_rtt_64B_spin", WaitStrategy::Spin, n_fast, 64),
-        ("cellshm_rtt_64B_adaptive", WaitStrategy::default(), n_fast, 64),
-        ("cellshm_rtt_64B_block", WaitStrategy::Block, n_block, 64),
-    ] {
-        let (hub, peer, mut child) = spawn_bench_cell(wait)?;
-        let opts = CallOptions::default();
-        let payload = vec![7u8; size];
-        let s = Sampler::run(n, n / 10, || {
-            let r = peer.call("Echo.echo", &payload, &opts).expect("echo");
-            assert_eq!(r.len(), size);
-        });
-        p50s.push((name, s.report(name)));
-        peer.shutdown(Duration::from_secs(1));
-        drop(hub);
-        let _ = child.wait();
-    }
-
-    // 1 MiB each way, written in place on both sides.
-    let (hub, peer, mut child) = spawn_bench_cell(WaitStrategy::Spin)?;
-    let big = peer.max_payload();
-    let opts = CallOptions::default();
-    let s = Sampler::run(n_large, n_large / 10, || {
-        let r = peer
-            .call_with(
-                "Echo.echo",
-                big,
-                |buf| {
-                    buf.fill(0x5A);
-                    buf.len()
-                },
-                &opts,
-            )
-            .expect("echo 1 MiB");
-        assert_eq!(r.len(), big);
-    });
-    s.report("cellshm_rtt_1MiB_in_place_spin");
-    let mut src = vec![0x5Au8; big];
-    let mut dst = vec![0u8; big];
-    let m = Sampler::run(n_large, n_large / 10, || {
-        src[0] = src[0].wrapping_add(1);
-        dst.copy_from_slice(&src);
-        std::hint::black_box(&dst);
-    });
-    m.report("floor_memcpy_1MiB_x1");
-    peer.shutdown(Duration::from_secs(1));
-    drop(hub);
-    let _ = child.wait();
-
-    // The C API caller, when `make bench` built it (CELLSHM_C_BENCH=path): paired with the
-    // Rust API in alternating rounds, so machine drift hits both alike.
+    let mut cases: Vec<Case<'_>> = vec![
+        Box::new(|r| {
+            r.latency("floor_shm_spin_64B", floor_shm(n_fast)?);
+            Ok(())
+        }),
+        Box::new(|r| {
+            r.latency("floor_socketpair_64B", floor_socket(n_block)?);
+            Ok(())
+        }),
+        Box::new(|r| {
+            r.rate("floor_memcpy_64KiB", memcpy_rate(64 << 10, 2_000 / scale));
+            r.rate("floor_memcpy_1MiB", memcpy_rate(1 << 20, n_large.max(20)));
+            Ok(())
+        }),
+        Box::new(|r| echo_case(r, "cellshm_16B_spin", WaitStrategy::Spin, n_fast, 16)),
+        Box::new(|r| echo_case(r, "cellshm_64B_spin", WaitStrategy::Spin, n_fast, 64)),
+        Box::new(|r| echo_case(r, "cellshm_64B_adaptive", WaitStrategy::default(), n_fast, 64)),
+        Box::new(|r| echo_case(r, "cellshm_64B_block", WaitStrategy::Block, n_block, 64)),
+        Box::new(|r| echo_in_place_case(r, "cellshm_1MiB_spin", n_large)),
+        Box::new(|r| {
+            r.latency("iceoryx2_rr_64B", peers::iceoryx2_request_response(n_fast)?);
+            Ok(())
+        }),
+        Box::new(|r| stream_case(r, "cellshm_stream_64KiB", 64 << 10, stream_bytes)),
+        Box::new(|r| stream_case(r, "cellshm_stream_1MiB", 1 << 20, stream_bytes)),
+        Box::new(|r| eight_streams_case(r, stream_bytes)),
+    ];
+    // The C API caller, when `make bench` built it: a case like the others, so that it
+    // alternates with the Rust API's `cellshm_64B_spin`.
     if let Some(program) = std::env::var_os("CELLSHM_C_BENCH") {
-        bench_c_api_paired(&program, n_fast)?;
+        cases.push(Box::new(move |r| c_api_case(r, &program, n_fast)));
     }
-    bench_streams(quick)?;
-    let spin = p50s[1].1;
-    let block = p50s[3].1;
-    note(format_args!(
-        "spin p50 {spin} ns = {:.1}x the shm floor ({shm_floor} ns); block p50 {block} ns = {:.2}x the socketpair floor ({sock_floor} ns)",
-        spin as f64 / shm_floor.max(1) as f64,
-        block as f64 / sock_floor.max(1) as f64
-    ));
+    let mut results = Results::default();
+    for _ in 0..ROUNDS {
+        for case in &mut cases {
+            case(&mut results)?;
+        }
+    }
+    results.print();
+    summarize(&results);
     Ok(())
 }
 
-/// Stream throughput: the cell writes every byte of each chunk in place (`Stream.fill`),
-/// the host receives it and checks its first and last byte; beside a single-thread
-/// memcpy of the same chunk size, measured in this run.
-fn bench_streams(quick: bool) -> Result<(), Error> {
-    const ROUNDS: usize = 5;
-    let total_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
-    let config = HubConfig {
+/// The ratios the targets are stated in (docs: BENCHMARKS.md), as notes.
+fn summarize(r: &Results) {
+    let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0 => format!("{:.2}", a as f64 / b as f64),
+        _ => "?".into(),
+    };
+    let floor = r.p50("floor_shm_spin_64B");
+    let ice = r.p50("iceoryx2_rr_64B");
+    for name in ["cellshm_16B_spin", "cellshm_64B_spin", "cellshm_64B_adaptive"] {
+        note(format_args!(
+            "{name}: {}x the shm floor; iceoryx2 request-response is {}x it",
+            ratio(r.p50(name), floor),
+            ratio(ice, r.p50(name))
+        ));
+    }
+    note(format_args!(
+        "cellshm_64B_block: {}x the socketpair floor",
+        ratio(r.p50("cellshm_64B_block"), r.p50("floor_socketpair_64B"))
+    ));
+    for (case, floor) in [("cellshm_stream_64KiB", "floor_memcpy_64KiB"), ("cellshm_stream_1MiB", "floor_memcpy_1MiB")]
+    {
+        if let (Some(a), Some(b)) = (r.gbps(case), r.gbps(floor)) {
+            note(format_args!("{case}: {:.2}x memcpy of its chunk size", a / b));
+        }
+    }
+}
+
+fn echo_case(r: &mut Results, name: &str, wait: WaitStrategy, n: usize, size: usize) -> Result<(), Error> {
+    let cell = BenchCell::spawn(HubConfig::default(), wait)?;
+    let peer = &cell.peer;
+    let opts = CallOptions::default();
+    let payload = vec![7u8; size];
+    let samples = sample(n, || {
+        let reply = peer.call("Echo.echo", &payload, &opts).expect("echo");
+        assert_eq!(reply.len(), size);
+    });
+    r.latency(name, samples);
+    Ok(())
+}
+
+/// The largest payload each way, written in place on both sides.
+fn echo_in_place_case(r: &mut Results, name: &str, n: usize) -> Result<(), Error> {
+    let cell = BenchCell::spawn(HubConfig::default(), WaitStrategy::Spin)?;
+    let peer = &cell.peer;
+    let big = peer.max_payload();
+    let opts = CallOptions::default();
+    let samples = sample(n, || {
+        let fill = |buf: &mut [u8]| {
+            buf.fill(0x5A);
+            buf.len()
+        };
+        let reply = peer.call_with("Echo.echo", big, fill, &opts).expect("echo 1 MiB");
+        assert_eq!(reply.len(), big);
+    });
+    r.latency(name, samples);
+    Ok(())
+}
+
+fn stream_config() -> HubConfig {
+    HubConfig {
         slot_classes: vec![
             SlotClass { slot_size: 256, slot_count: 256 },
             SlotClass { slot_size: 64 << 10, slot_count: 96 },
             SlotClass { slot_size: 1 << 20, slot_count: 16 },
         ],
         ..HubConfig::default()
-    };
-    note(format_args!("streams: {} MiB per round, {ROUNDS} rounds, median round reported", total_bytes >> 20));
-    for chunk in [64usize << 10, 1 << 20] {
-        let n = total_bytes / chunk;
-        // Measured before the cell exists: its receive thread would share our 2 cores.
-        let floor = memcpy_rate(chunk, n.max(64));
-        let wait =
-            if std::env::var_os("CELLSHM_BENCH_SPIN").is_some() { WaitStrategy::Spin } else { WaitStrategy::default() };
-        let (hub, peer, mut child) = spawn_bench_cell_with(config.clone(), wait)?;
-        let mut rates = Vec::new();
-        let mut gaps = Vec::new();
-        for _ in 0..ROUNDS {
-            let request: Vec<u8> = [n as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
-            let started = Instant::now();
-            let mut last = started;
-            let mut received = 0usize;
-            for (i, item) in peer.open_stream("Stream.fill", &request, &CallOptions::default())?.enumerate() {
-                let item = item?;
-                // Checked in place: a copy of each chunk is not what this case measures.
-                let bytes = item.payload();
-                assert!(bytes.len() == chunk && bytes.get(0) == Some(i as u8) && bytes.get(chunk - 1) == Some(i as u8));
-                received += bytes.len();
-                let now = Instant::now();
-                gaps.push((now - last).as_nanos() as u64);
-                last = now;
-            }
-            rates.push(received as f64 / started.elapsed().as_secs_f64() / 1e9);
-        }
-        rates.sort_by(|a, b| a.total_cmp(b));
-        gaps.sort_unstable();
-        let median = rates[ROUNDS / 2];
-        emit(
-            &format!("cellshm_stream_{}KiB_in_place", chunk >> 10),
-            &[
-                ("gbps_median", format!("{median:.2}")),
-                ("gbps_min", format!("{:.2}", rates[0])),
-                ("chunk_gap_p50_ns", gaps[gaps.len() / 2].to_string()),
-                ("chunk_gap_p99_ns", gaps[gaps.len() * 99 / 100].to_string()),
-                ("floor_memcpy_gbps", format!("{floor:.2}")),
-                ("ratio", format!("{:.2}", median / floor)),
-            ],
-        );
-        peer.shutdown(Duration::from_secs(1));
-        drop(hub);
-        let _ = child.wait();
     }
-    // Eight streams of 256 KiB chunks at once on one peer.
+}
+
+/// One stream of `chunk`-byte items the cell writes in place (`Stream.fill`); the host
+/// checks each item's first and last byte where it lies.
+fn stream_case(r: &mut Results, name: &str, chunk: usize, bytes: usize) -> Result<(), Error> {
+    let wait =
+        if std::env::var_os("CELLSHM_BENCH_SPIN").is_some() { WaitStrategy::Spin } else { WaitStrategy::default() };
+    let cell = BenchCell::spawn(stream_config(), wait)?;
+    let peer = &cell.peer;
+    let n = (bytes / chunk).max(1);
+    let request: Vec<u8> = [n as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let started = Instant::now();
+    let mut received = 0usize;
+    for (i, item) in peer.open_stream("Stream.fill", &request, &CallOptions::default())?.enumerate() {
+        let item = item?;
+        let bytes = item.payload();
+        assert!(bytes.len() == chunk && bytes.get(0) == Some(i as u8) && bytes.get(chunk - 1) == Some(i as u8));
+        received += bytes.len();
+    }
+    r.rate(name, received as f64 / started.elapsed().as_secs_f64() / 1e9);
+    Ok(())
+}
+
+/// Eight streams of 256 KiB chunks at once on one peer, and unary 64 B calls on the same
+/// peer meanwhile, one every 100 µs.
+fn eight_streams_case(r: &mut Results, bytes: usize) -> Result<(), Error> {
     let config = HubConfig {
         slot_classes: vec![
             SlotClass { slot_size: 256, slot_count: 256 },
@@ -252,63 +329,36 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
         ..HubConfig::default()
     };
     let chunk = 256usize << 10;
-    let per_stream = total_bytes / 8 / chunk;
-    let floor = memcpy_rate(chunk, per_stream * 8);
-    let (hub, peer, mut child) = spawn_bench_cell_with(config, WaitStrategy::default())?;
-    let peer = std::sync::Arc::new(peer);
-    let (mut rates, mut unary) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let started = Instant::now();
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let peer = peer.clone();
-                std::thread::spawn(move || -> Result<usize, Error> {
-                    let request: Vec<u8> =
-                        [per_stream as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
-                    let mut received = 0;
-                    for item in peer.open_stream("Stream.fill", &request, &CallOptions::default())? {
-                        received += item?.len();
-                    }
-                    Ok(received)
-                })
+    let per_stream = (bytes / 8 / chunk).max(1);
+    let cell = BenchCell::spawn(config, WaitStrategy::default())?;
+    let peer = &cell.peer;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let peer = peer.clone();
+            std::thread::spawn(move || -> Result<usize, Error> {
+                let request: Vec<u8> = [per_stream as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+                let mut received = 0;
+                for item in peer.open_stream("Stream.fill", &request, &CallOptions::default())? {
+                    received += item?.len();
+                }
+                Ok(received)
             })
-            .collect();
-        // Unary calls on the same peer meanwhile, one every 100 µs.
-        while !threads.iter().all(|t| t.is_finished()) {
-            let t = Instant::now();
-            peer.call("Echo.echo", &[7u8; 64], &CallOptions::timeout(Duration::from_secs(5)))?;
-            unary.push(t.elapsed().as_nanos() as u64);
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        let mut received = 0;
-        for t in threads {
-            received += t.join().map_err(|_| Error::new(Status::Internal, "stream thread panicked"))??;
-        }
-        rates.push(received as f64 / started.elapsed().as_secs_f64() / 1e9);
+        })
+        .collect();
+    let mut unary = Vec::new();
+    while !threads.iter().all(|t| t.is_finished()) {
+        let t = Instant::now();
+        peer.call("Echo.echo", &[7u8; 64], &CallOptions::timeout(Duration::from_secs(5)))?;
+        unary.push(t.elapsed().as_nanos() as u64);
+        std::thread::sleep(Duration::from_micros(100));
     }
-    rates.sort_by(|a, b| a.total_cmp(b));
-    unary.sort_unstable();
-    if !unary.is_empty() {
-        emit(
-            "cellshm_unary_64B_during_8_streams",
-            &[
-                ("p50_ns", unary[unary.len() / 2].to_string()),
-                ("p99_ns", unary[unary.len() * 99 / 100].to_string()),
-                ("calls", unary.len().to_string()),
-            ],
-        );
+    let mut received = 0;
+    for t in threads {
+        received += t.join().map_err(|_| Error::new(Status::Internal, "stream thread panicked"))??;
     }
-    emit(
-        "cellshm_8_streams_256KiB_aggregate",
-        &[
-            ("gbps_median", format!("{:.2}", rates[ROUNDS / 2])),
-            ("gbps_min", format!("{:.2}", rates[0])),
-            ("floor_memcpy_256KiB_gbps", format!("{floor:.2}")),
-        ],
-    );
-    peer.shutdown(Duration::from_secs(1));
-    drop(hub);
-    let _ = child.wait();
+    r.rate("cellshm_8_streams_256KiB", received as f64 / started.elapsed().as_secs_f64() / 1e9);
+    r.latency("cellshm_unary_during_8_streams", unary);
     Ok(())
 }
 
@@ -317,102 +367,83 @@ fn bench_streams(quick: bool) -> Result<(), Error> {
 fn memcpy_rate(chunk: usize, copies: usize) -> f64 {
     let mut src = vec![0x5Au8; chunk];
     let mut dst = vec![0u8; chunk];
-    let s = Sampler::run(copies, copies / 10, || {
+    let mut samples = sample(copies, || {
         src[0] = src[0].wrapping_add(1);
         dst.copy_from_slice(&src);
         std::hint::black_box(&dst);
     });
-    chunk as f64 / s.percentile(0.5) as f64
+    samples.sort_unstable();
+    chunk as f64 / quantile(&samples, 0.5) as f64
 }
 
-/// Alternates rounds of the Rust API and the C-API caller (tests/c/bench_c_caller.c),
-/// each against a fresh Spin-mode cell, and prints the median over rounds of each side's
-/// p50 and p99.
-fn bench_c_api_paired(program: &std::ffi::OsStr, iterations: usize) -> Result<(), Error> {
-    const ROUNDS: usize = 6;
-    let per_round = (iterations / ROUNDS).max(1000);
-    let (mut rust, mut c) = (Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        let (hub, peer, mut child) = spawn_bench_cell(WaitStrategy::Spin)?;
-        let payload = [7u8; 64];
-        let s = Sampler::run(per_round, per_round / 10, || {
-            let r = peer.call("Echo.echo", &payload, &CallOptions::default()).expect("echo");
-            assert_eq!(r.len(), 64);
-        });
-        rust.push((s.percentile(0.50), s.percentile(0.99)));
-        peer.shutdown(Duration::from_secs(1));
-        drop(hub);
-        let _ = child.wait();
-
-        let out = Command::new(program)
-            .arg(per_round.to_string())
-            .arg(self_exe()?)
-            .arg("__cell")
-            .output()
-            .map_err(|e| Error::system(format!("running {}", program.to_string_lossy()), e))?;
-        if !out.status.success() {
-            return Err(Error::new(
-                Status::Internal,
-                format!("the C bench failed: {}", String::from_utf8_lossy(&out.stderr)),
-            ));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field =
-            |name: &str| text.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<u64>().ok());
-        match (field("p50_ns="), field("p99_ns=")) {
-            (Some(p50), Some(p99)) => c.push((p50, p99)),
-            _ => return Err(Error::new(Status::Internal, format!("unexpected C bench output: {text}"))),
-        }
+/// One round of the C-API caller (tests/c/bench_c_caller.c) against a fresh Spin-mode
+/// cell. It reports its own p50 and p99; the median round is kept.
+fn c_api_case(r: &mut Results, program: &std::ffi::OsStr, iterations: usize) -> Result<(), Error> {
+    let out = Command::new(program)
+        .arg(iterations.max(1000).to_string())
+        .arg(self_exe()?)
+        .arg("__cell")
+        .output()
+        .map_err(|e| Error::system(format!("running {}", program.to_string_lossy()), e))?;
+    if !out.status.success() {
+        return Err(Error::new(
+            Status::Internal,
+            format!("the C bench failed: {}", String::from_utf8_lossy(&out.stderr)),
+        ));
     }
-    let median = |v: &mut Vec<u64>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
-    let report = |name: &str, rounds: &[(u64, u64)]| {
-        let p50 = median(&mut rounds.iter().map(|r| r.0).collect());
-        emit(
-            name,
-            &[("p50_ns", p50.to_string()), ("p99_ns", median(&mut rounds.iter().map(|r| r.1).collect()).to_string())],
-        );
-        p50
-    };
-    let rust_p50 = report("cellshm_rtt_64B_spin_rust_api_paired", &rust);
-    let c_p50 = report("cellshm_rtt_64B_spin_c_api_paired", &c);
-    note(format_args!(
-        "C API vs Rust API, {ROUNDS} alternating rounds of {per_round}: C p50 {c_p50} ns = {:.2}x Rust p50 {rust_p50} ns",
-        c_p50 as f64 / rust_p50.max(1) as f64
-    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field =
+        |name: &str| text.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<u64>().ok());
+    match (field("p50_ns="), field("p99_ns=")) {
+        (Some(p50), Some(p99)) => r.summary("cellshm_64B_spin_c_api", p50, p99),
+        _ => return Err(Error::new(Status::Internal, format!("unexpected C bench output: {text}"))),
+    }
     Ok(())
+}
+
+fn self_exe() -> Result<std::path::PathBuf, Error> {
+    std::env::current_exe().map_err(|e| Error::system("locating the cellshm-bench binary", e))
 }
 
 fn num_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn spawn_bench_cell(wait: WaitStrategy) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
-    spawn_bench_cell_with(HubConfig::default(), wait)
+/// A hub with one test cell on it, stopped (GOODBYE, then reaped) when dropped.
+struct BenchCell {
+    hub: Option<Hub>,
+    peer: cellshm::Peer,
+    child: std::process::Child,
 }
 
-fn spawn_bench_cell_with(
-    config: HubConfig,
-    wait: WaitStrategy,
-) -> Result<(Hub, cellshm::Peer, std::process::Child), Error> {
-    let hub = Hub::create(config)?;
-    let ticket = hub.add_peer("bench", PeerOptions { wait, ..PeerOptions::default() })?;
-    let wait_text = match wait {
-        WaitStrategy::Spin => "spin".to_string(),
-        WaitStrategy::Block => "block".to_string(),
-        WaitStrategy::Adaptive { spin } => format!("adaptive:{}", spin.as_micros()),
-    };
-    let mut cmd = Command::new(self_exe()?);
-    cmd.arg("__cell").env("CELLSHM_WAIT", wait_text).env("CELLSHM_WORKERS", "2");
-    let (peer, child) = ticket.spawn(&mut cmd)?;
-    peer.wait_ready(Duration::from_secs(10))?;
-    Ok((hub, peer, child))
+impl BenchCell {
+    fn spawn(config: HubConfig, wait: WaitStrategy) -> Result<BenchCell, Error> {
+        let hub = Hub::create(config)?;
+        let ticket = hub.add_peer("bench", PeerOptions { wait, ..PeerOptions::default() })?;
+        let wait_text = match wait {
+            WaitStrategy::Spin => "spin".to_string(),
+            WaitStrategy::Block => "block".to_string(),
+            WaitStrategy::Adaptive { spin } => format!("adaptive:{}", spin.as_micros()),
+        };
+        let mut cmd = Command::new(self_exe()?);
+        cmd.arg("__cell").env("CELLSHM_WAIT", wait_text).env("CELLSHM_WORKERS", "2");
+        let (peer, child) = ticket.spawn(&mut cmd)?;
+        let cell = BenchCell { hub: Some(hub), peer, child };
+        cell.peer.wait_ready(Duration::from_secs(10))?;
+        Ok(cell)
+    }
+}
+
+impl Drop for BenchCell {
+    fn drop(&mut self) {
+        self.peer.shutdown(Duration::from_secs(1));
+        drop(self.hub.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// Raw shared-memory ping-pong: two cache lines in a shared file, each side spins.
-fn floor_shm(iterations: usize) -> Result<Sampler, Error> {
+fn floor_shm(iterations: usize) -> Result<Vec<u64>, Error> {
     let path = std::env::temp_dir().join(format!("cellshm-floor-{}.shm", std::process::id()));
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -431,7 +462,7 @@ fn floor_shm(iterations: usize) -> Result<Sampler, Error> {
         .map_err(|e| Error::system("spawning the floor child", e))?;
     let (ping, pong) = (&lines[0], &lines[8]);
     let mut seq = 0u64;
-    let s = Sampler::run(iterations, iterations / 10, || {
+    let s = sample(iterations, || {
         seq += 1;
         ping.store(seq, Ordering::Release);
         while pong.load(Ordering::Acquire) != seq {
@@ -482,7 +513,7 @@ fn floor_shm_child(args: &[String]) -> Result<(), Error> {
 }
 
 /// Blocking socketpair ping-pong with 64-byte messages.
-fn floor_socket(iterations: usize) -> Result<Sampler, Error> {
+fn floor_socket(iterations: usize) -> Result<Vec<u64>, Error> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
     if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
@@ -501,7 +532,7 @@ fn floor_socket(iterations: usize) -> Result<Sampler, Error> {
     drop(theirs);
     let fd = ours.as_raw_fd();
     let mut buf = [0u8; 64];
-    let s = Sampler::run(iterations, iterations / 10, || {
+    let s = sample(iterations, || {
         // SAFETY: fd is open; buf is a live 64-byte buffer.
         unsafe {
             libc::write(fd, buf.as_ptr().cast(), 64);
