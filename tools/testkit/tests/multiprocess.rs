@@ -80,6 +80,42 @@ fn eight_threads_times_1000_concurrent_calls() {
 }
 
 #[test]
+fn a_call_completes_while_another_handler_of_the_same_cell_blocks() {
+    // Whichever server thread runs a handler that blocks, another one must take over the
+    // ring: calls complete while the first handler is still blocked, in every wait
+    // strategy (a fast path may run short handlers inline, never a blocked one). The
+    // blocked handler is `Test.call_host`, waiting for a host handler that tells us it
+    // runs and then waits for our word.
+    for wait in ["spin", "adaptive", "block"] {
+        let hub = Hub::create(HubConfig::default()).unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, release_rx) = (std::sync::Mutex::new(started_tx), std::sync::Mutex::new(release_rx));
+        hub.method("Host.echo", move |call| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            let _ = release_rx.lock().unwrap().recv_timeout(Duration::from_secs(4));
+            call.reply(b"released")
+        })
+        .unwrap();
+        let (peer, mut child) = spawn_cell_on(&hub, "blocker", &[("CELLSHM_WAIT", wait)]);
+        let blocked = {
+            let peer = peer.clone();
+            thread::spawn(move || peer.call("Test.call_host", b"x", &secs(10)).map(|r| r.to_vec()))
+        };
+        started_rx.recv_timeout(Duration::from_secs(5)).expect("the cell's handler called the host");
+        for i in 0..10u32 {
+            let reply = peer.call("Echo.echo", &i.to_le_bytes(), &secs(2)).unwrap();
+            assert_eq!(reply.bytes(), &i.to_le_bytes(), "{wait}: echo {i} while a handler is blocked");
+        }
+        assert!(!blocked.is_finished(), "{wait}: the blocked handler was not blocked");
+        release_tx.send(()).unwrap();
+        assert_eq!(blocked.join().unwrap().unwrap(), b"released", "{wait}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
 fn deadlines_are_honoured_on_both_sides() {
     let r = Arc::new(start(HubConfig::default(), &[("CELLSHM_WORKERS", "1")]));
     // Caller side: a slow handler and a short deadline.
