@@ -716,7 +716,7 @@ impl Session {
         let mut backoff = Backoff::new();
         loop {
             self.check_open()?;
-            let pushed = self.tx_ring.lock().try_push(words);
+            let pushed = self.tx_ring.lock().try_push_tagged(words);
             match pushed {
                 Ok(()) => break,
                 Err(PushError::Corrupt(c)) => {
@@ -767,7 +767,7 @@ impl Session {
                 next
             };
             let Some(d) = next else { break };
-            let pushed = self.tx_ring.lock().try_push(descriptor_to_words(&d));
+            let pushed = self.tx_ring.lock().try_push_tagged(descriptor_to_words(&d));
             match pushed {
                 Ok(()) => sent = true,
                 Err(PushError::Full) => {
@@ -1106,7 +1106,7 @@ impl Session {
         let mut last_liveness: Option<Instant> = None;
         let mut frames: u32 = 0;
         loop {
-            let popped = match rx.try_pop() {
+            let popped = match rx.try_pop_tagged() {
                 Ok(p) => p,
                 Err(c) => {
                     drop(rx);
@@ -1665,7 +1665,10 @@ impl Session {
             b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
             *w = u64::from_le_bytes(b);
         }
-        self.tx_ring.lock().try_push(words).map_err(|e| Error::new(Status::ResourceExhausted, format!("{e:?}")))?;
+        self.tx_ring
+            .lock()
+            .try_push_tagged(words)
+            .map_err(|e| Error::new(Status::ResourceExhausted, format!("{e:?}")))?;
         self.ring_doorbell_if_parked();
         Ok(())
     }

@@ -216,6 +216,46 @@ impl<E: Copy> ring::RingMemory for ShmRing<E> {
 /// A descriptor ring entry as stored: eight little-endian words.
 pub(crate) type DescriptorWords = [u64; 8];
 
+/// The word of a descriptor entry that carries its lap parity (flags and status), and
+/// the bit: the top bit of `flags`, which no descriptor uses (`wire::flags::LAP`).
+const LAP_WORD: usize = 2;
+const LAP_BIT: u64 = crate::wire::flags::LAP as u64;
+
+impl ring::LapTagged for ShmRing<DescriptorWords> {
+    unsafe fn write_with_lap(&self, index: usize, entry: DescriptorWords, lap: bool) {
+        let at = self.entry_ptr(index) as *mut u64;
+        for (i, word) in entry.iter().enumerate() {
+            if i != LAP_WORD {
+                // SAFETY: as in `write`: `at` points at this entry's 8 words, ours to write.
+                unsafe { ptr::write_volatile(at.add(i), *word) };
+            }
+        }
+        let tagged = (entry[LAP_WORD] & !LAP_BIT) | if lap { LAP_BIT } else { 0 };
+        let offset = RING_HEADER_SIZE as usize + index * std::mem::size_of::<DescriptorWords>() + LAP_WORD * 8;
+        // Release: the consumer that sees this parity sees the words written above.
+        self.entries.atomic_u64(offset).store(tagged, Ordering::Release);
+    }
+
+    unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<DescriptorWords> {
+        let offset = RING_HEADER_SIZE as usize + index * std::mem::size_of::<DescriptorWords>() + LAP_WORD * 8;
+        let tagged = self.entries.atomic_u64(offset).load(Ordering::Acquire);
+        if (tagged & LAP_BIT != 0) != lap {
+            return None;
+        }
+        let at = self.entry_ptr(index) as *const u64;
+        let mut words = [0u64; 8];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = if i == LAP_WORD {
+                tagged & !LAP_BIT
+            } else {
+                // SAFETY: as in `read`: volatile, since a misbehaving peer may write it.
+                unsafe { ptr::read_volatile(at.add(i)) }
+            };
+        }
+        Some(words)
+    }
+}
+
 /// Converts between ring entries and descriptors.
 pub(crate) fn words_to_descriptor(words: DescriptorWords) -> crate::wire::Descriptor {
     let mut bytes = [0u8; 64];

@@ -45,6 +45,30 @@ pub trait RingMemory {
     unsafe fn read(&self, index: usize) -> Self::Entry;
 }
 
+/// Rings whose entries carry the parity of the lap they were written in, so that the
+/// consumer polls the entry itself and never the producer's cursor: one cache line per
+/// entry crosses between the cores instead of two (the entry, then the tail). The ring
+/// must start at position 0 over zeroed entries (lap 0 writes parity 1).
+pub trait LapTagged: RingMemory {
+    /// Writes `entry` at `index` with lap parity `lap`: the word that carries it last,
+    /// with Release ordering.
+    ///
+    /// # Safety
+    /// As [`RingMemory::write`].
+    unsafe fn write_with_lap(&self, index: usize, entry: Self::Entry, lap: bool);
+    /// Entry `index` if the word that carries its parity (loaded with Acquire) says
+    /// `lap`, with the parity cleared; `None` while it still holds an older lap's.
+    ///
+    /// # Safety
+    /// As [`RingMemory::read`], for an index at the consumer's cursor.
+    unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<Self::Entry>;
+}
+
+/// The parity written into entries of the lap that contains `position`.
+fn lap_parity(position: u64, capacity: u64) -> bool {
+    (position / capacity) % 2 == 0
+}
+
 /// Why a push did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -101,6 +125,28 @@ impl<M: RingMemory> Producer<M> {
         Ok(())
     }
 
+    /// Appends `entry` with its lap parity (see [`LapTagged`]), if there is room.
+    pub fn try_push_tagged(&mut self, entry: M::Entry) -> Result<(), PushError>
+    where
+        M: LapTagged,
+    {
+        if self.tail.wrapping_sub(self.cached_head) >= self.memory.capacity() {
+            self.cached_head = self.published_head().map_err(PushError::Corrupt)?;
+            if self.tail.wrapping_sub(self.cached_head) == self.memory.capacity() {
+                return Err(PushError::Full);
+            }
+        }
+        let index = (self.tail & (self.memory.capacity() - 1)) as usize;
+        let lap = lap_parity(self.tail, self.memory.capacity());
+        // SAFETY: as in `try_push`: the consumer has released `index`.
+        unsafe { self.memory.write_with_lap(index, entry, lap) };
+        self.tail = self.tail.wrapping_add(1);
+        // Still published, for the parked handshake's recheck and for `inspect`; the
+        // consumer's fast path does not read it.
+        self.memory.store_tail(self.tail, Ordering::Release);
+        Ok(())
+    }
+
     /// Entries published and not yet consumed.
     #[cfg(test)]
     pub fn in_flight(&self) -> Result<u64, RingCorrupt> {
@@ -148,6 +194,23 @@ impl<M: RingMemory> Consumer<M> {
         // producer published with Release (paired with the Acquire load that cached it).
         let entry = unsafe { self.memory.read(index) };
         self.head = self.head.wrapping_add(1);
+        self.memory.store_head(self.head, Ordering::Release);
+        Ok(Some(entry))
+    }
+
+    /// Takes the oldest entry of a [`LapTagged`] ring, if its lap says it is there.
+    pub fn try_pop_tagged(&mut self) -> Result<Option<M::Entry>, RingCorrupt>
+    where
+        M: LapTagged,
+    {
+        let index = (self.head & (self.memory.capacity() - 1)) as usize;
+        let lap = lap_parity(self.head, self.memory.capacity());
+        // SAFETY: we are the only consumer and `index` is at our cursor; the Acquire load
+        // of the parity word pairs with the producer's Release store of it, after which
+        // it does not write this entry until we move past it.
+        let Some(entry) = (unsafe { self.memory.read_if_lap(index, lap) }) else { return Ok(None) };
+        self.head = self.head.wrapping_add(1);
+        self.cached_tail = self.head;
         self.memory.store_head(self.head, Ordering::Release);
         Ok(Some(entry))
     }
@@ -234,6 +297,81 @@ mod tests {
         assert_eq!(c.pending().unwrap(), 0);
     }
 
+    /// Entries of one value word and one tag word (the lap parity, 0 or 1).
+    struct TaggedHeapRing {
+        ring: HeapRing,
+        tags: Vec<AtomicU64>,
+    }
+
+    impl RingMemory for &TaggedHeapRing {
+        type Entry = u64;
+        fn capacity(&self) -> u64 {
+            (&self.ring).capacity()
+        }
+        fn load_head(&self, order: Ordering) -> u64 {
+            (&self.ring).load_head(order)
+        }
+        fn store_head(&self, value: u64, order: Ordering) {
+            (&self.ring).store_head(value, order)
+        }
+        fn load_tail(&self, order: Ordering) -> u64 {
+            (&self.ring).load_tail(order)
+        }
+        fn store_tail(&self, value: u64, order: Ordering) {
+            (&self.ring).store_tail(value, order)
+        }
+        unsafe fn write(&self, index: usize, entry: u64) {
+            // SAFETY: forwarded under the same contract.
+            unsafe { (&self.ring).write(index, entry) }
+        }
+        unsafe fn read(&self, index: usize) -> u64 {
+            // SAFETY: forwarded under the same contract.
+            unsafe { (&self.ring).read(index) }
+        }
+    }
+
+    impl LapTagged for &TaggedHeapRing {
+        unsafe fn write_with_lap(&self, index: usize, entry: u64, lap: bool) {
+            // SAFETY: forwarded under the same contract.
+            unsafe { (&self.ring).write(index, entry) };
+            self.tags[index].store(lap as u64, Ordering::Release);
+        }
+        unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<u64> {
+            // SAFETY: forwarded under the same contract, once the tag says it is there.
+            (self.tags[index].load(Ordering::Acquire) == lap as u64).then(|| unsafe { (&self.ring).read(index) })
+        }
+    }
+
+    #[test]
+    fn a_lap_tagged_ring_wraps_in_order_and_never_rereads_an_old_lap() {
+        let ring = TaggedHeapRing { ring: heap_ring(4, 0), tags: (0..4).map(|_| AtomicU64::new(0)).collect() };
+        // SAFETY: one producer and one consumer for this ring.
+        let (mut p, mut c) = unsafe { (Producer::new(&ring), Consumer::new(&ring)) };
+        assert_eq!(c.try_pop_tagged(), Ok(None), "zeroed entries are no lap's");
+        let mut next_out = 0u64;
+        for i in 0..1000u64 {
+            p.try_push_tagged(i).unwrap();
+            if i % 3 == 2 {
+                while let Some(v) = c.try_pop_tagged().unwrap() {
+                    assert_eq!(v, next_out);
+                    next_out += 1;
+                }
+                // Every entry of the ring now holds a value already taken, of this lap
+                // or the last: none may come out again.
+                assert_eq!(c.try_pop_tagged(), Ok(None), "after {i}");
+            }
+            if p.in_flight().unwrap() == 4 {
+                assert_eq!(p.try_push_tagged(99), Err(PushError::Full));
+            }
+        }
+        while let Some(v) = c.try_pop_tagged().unwrap() {
+            assert_eq!(v, next_out);
+            next_out += 1;
+        }
+        assert_eq!(next_out, 1000);
+        assert_eq!(c.pending().unwrap(), 0, "the tail is still published");
+    }
+
     #[test]
     fn impossible_cursors_are_reported_not_followed() {
         let ring = heap_ring(4, 0);
@@ -265,6 +403,7 @@ mod loom_model {
         head: AtomicU64,
         tail: AtomicU64,
         cells: Vec<UnsafeCell<u64>>,
+        tags: Vec<AtomicU64>,
     }
 
     #[derive(Clone)]
@@ -297,31 +436,53 @@ mod loom_model {
         }
     }
 
-    /// Every interleaving of a producer pushing 3 entries through a 2-entry ring and a
-    /// consumer popping them: entries arrive complete, in order, and no cell is read
-    /// while it is written.
-    #[test]
-    fn spsc_ring_is_race_free_and_ordered() {
-        loom::model(|| {
-            let ring = Shared(Arc::new(LoomRing {
-                head: AtomicU64::new(0),
-                tail: AtomicU64::new(0),
-                cells: (0..2).map(|_| UnsafeCell::new(0)).collect(),
-            }));
+    impl LapTagged for Shared {
+        unsafe fn write_with_lap(&self, index: usize, entry: u64, lap: bool) {
+            // SAFETY: loom checks that no read of this cell races with the write.
+            self.0.cells[index].with_mut(|p| unsafe { *p = entry });
+            self.0.tags[index].store(lap as u64, Ordering::Release);
+        }
+        unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<u64> {
+            if self.0.tags[index].load(Ordering::Acquire) != lap as u64 {
+                return None;
+            }
+            // SAFETY: loom checks that no write of this cell races with the read.
+            Some(self.0.cells[index].with(|p| unsafe { *p }))
+        }
+    }
+
+    fn loom_ring() -> Shared {
+        Shared(Arc::new(LoomRing {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            cells: (0..2).map(|_| UnsafeCell::new(0)).collect(),
+            tags: (0..2).map(|_| AtomicU64::new(0)).collect(),
+        }))
+    }
+
+    type Push = fn(&mut Producer<Shared>, u64) -> Result<(), PushError>;
+    type Pop = fn(&mut Consumer<Shared>) -> Result<Option<u64>, RingCorrupt>;
+
+    /// Every interleaving of a producer pushing 3 entries through a 2-entry ring (so
+    /// into its second lap) and a consumer popping them: entries arrive complete, in
+    /// order, and no cell is read while it is written.
+    fn three_entries_through_two_cells(push: Push, pop: Pop) {
+        loom::model(move || {
+            let ring = loom_ring();
             // SAFETY: exactly one producer and one consumer are created.
             let mut producer = unsafe { Producer::new(ring.clone()) };
             // SAFETY: as above.
             let mut consumer = unsafe { Consumer::new(ring) };
             let t = loom::thread::spawn(move || {
                 for v in 1..=3u64 {
-                    while producer.try_push(v * 11).is_err() {
+                    while push(&mut producer, v * 11).is_err() {
                         loom::thread::yield_now();
                     }
                 }
             });
             let mut got = Vec::new();
             while got.len() < 3 {
-                match consumer.try_pop().expect("cursors stay consistent") {
+                match pop(&mut consumer).expect("cursors stay consistent") {
                     Some(v) => got.push(v),
                     None => loom::thread::yield_now(),
                 }
@@ -329,5 +490,18 @@ mod loom_model {
             t.join().unwrap();
             assert_eq!(got, vec![11, 22, 33]);
         });
+    }
+
+    /// By cursors: the consumer reads the producer's tail.
+    #[test]
+    fn spsc_ring_is_race_free_and_ordered() {
+        three_entries_through_two_cells(Producer::try_push, Consumer::try_pop);
+    }
+
+    /// By laps: the consumer polls each entry's lap parity and never the tail (the model
+    /// fails if the producer stores the parity before the rest of the entry).
+    #[test]
+    fn lap_tagged_ring_is_race_free_and_ordered() {
+        three_entries_through_two_cells(Producer::try_push_tagged, Consumer::try_pop_tagged);
     }
 }

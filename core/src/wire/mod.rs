@@ -38,6 +38,9 @@ pub mod flags {
     pub const NO_REPLY: u32 = 1 << 7;
     /// Every bit this version knows; any other bit is a protocol error.
     pub const KNOWN: u32 = REQUEST | RESPONSE | ERROR | DATA | EOS | CANCEL | CONTROL | NO_REPLY;
+    /// Not a descriptor flag: the ring entry's lap parity (docs/PROTOCOL.md §4), set by
+    /// the producer's ring and cleared by the consumer's before the descriptor is read.
+    pub const LAP: u32 = 1 << 31;
 }
 
 /// Status codes: gRPC's canonical codes with gRPC's numbers, then cellshm's own from 100.

@@ -327,8 +327,20 @@ impl RawLink {
             return false;
         }
         let at = 384 + 64 + (self.sent % self.capacity) as usize * 64;
+        // Every byte but the flags/status word first; that word last, with Release and
+        // the lap's parity in the top bit of flags (1 on lap 0, 0 on lap 1, ...), which
+        // is what the host polls (docs/PROTOCOL.md §4).
+        let bytes = d.encode();
         // SAFETY: the entry lies inside our ring, in our read-write mapping.
-        unsafe { std::ptr::copy_nonoverlapping(d.encode().as_ptr(), self.cell.add(at), 64) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.cell.add(at), 16);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(24), self.cell.add(at + 24), 40);
+        }
+        let mut word = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
+        if (self.sent / self.capacity) % 2 == 0 {
+            word |= u64::from(flags::LAP);
+        }
+        self.word64(self.cell, at + 16).store(word, Ordering::Release);
         self.sent += 1;
         self.word64(self.cell, 384).store(self.sent, Ordering::Release);
         // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
