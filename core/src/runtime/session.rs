@@ -289,16 +289,9 @@ impl PendingCall {
     /// [`Call::is_cancelled`]). Returns true if the call was still outstanding (its
     /// completion callback will then never run); its late response is dropped.
     pub fn cancel(&self) -> bool {
-        let outstanding = {
-            let mut link = self.session.link.lock();
-            let outstanding = link.give_up(self.msg_id, true).is_some();
-            self.session.owes.store(link.owes(), Ordering::Release);
-            outstanding
-        };
         // The CANCEL is owed: sent now if the ring has room, else with the next frame
         // (a cancel never waits on a full ring).
-        self.session.flush_owed();
-        outstanding
+        self.session.owing(|link| link.give_up(self.msg_id, true).is_some())
     }
 }
 
@@ -751,6 +744,19 @@ impl Session {
         Ok(())
     }
 
+    /// Runs `change` on the link, mirrors in `owes` whether the link now owes the peer
+    /// frames (under its lock, as `owes` requires), and sends what it owes.
+    fn owing<R>(&self, change: impl FnOnce(&mut LinkState) -> R) -> R {
+        let result = {
+            let mut link = self.link.lock();
+            let result = change(&mut link);
+            self.owes.store(link.owes(), Ordering::Release);
+            result
+        };
+        self.flush_owed();
+        result
+    }
+
     /// Sends the control frames the link owes the peer (PONG, HELLO_ACK, CANCEL,
     /// refusals) while the ring has room, without waiting: what does not fit stays owed
     /// for the next attempt.
@@ -843,40 +849,36 @@ impl Session {
         Ok((Descriptor { method_id, flags, deadline_ns, ..Default::default() }, body))
     }
 
-    /// Registers the call of `d` with the link (which gives it its msg id); a link that
-    /// failed meanwhile refuses it, and its payload is let go.
-    fn register_call(
-        &self,
-        d: &mut Descriptor,
-        body: &mut Option<OutBody>,
-        waiter: &Arc<Waiter>,
-        timer: Timer,
-    ) -> Result<()> {
-        let registered = {
+    /// Registers the call of `d` with the link, which gives it its msg id, and sends
+    /// it; a link that failed meanwhile refuses it, and its payload is let go.
+    fn register_and_send(&self, mut d: Descriptor, body: OutBody, waiter: &Arc<Waiter>, timer: Timer) -> Result<u64> {
+        let (registered, earlier_deadline) = {
             let mut link = self.link.lock();
             let earliest = if timer == Timer::Link { link.poll_timeout() } else { None };
             let registered = link.start_call(waiter.clone(), Answer::Response, d.deadline_ns, timer);
-            if registered.is_ok() && timer == Timer::Link && d.deadline_ns != 0 {
+            let watched = registered.is_ok() && timer == Timer::Link && d.deadline_ns != 0;
+            if watched {
                 self.link_timed.store(true, Ordering::Release);
-                if earliest.is_none_or(|e| d.deadline_ns < e) {
-                    // The standby sleeps until the earliest deadline it knew of.
-                    self.standby_kick.notify();
-                }
             }
-            registered
+            (registered, watched && earliest.is_none_or(|e| d.deadline_ns < e))
         };
-        match registered {
-            Ok(msg_id) => {
-                d.msg_id = msg_id;
-                Ok(())
-            }
-            Err(e) => {
-                if let Some(body) = body.take() {
-                    self.discard(body);
-                }
-                Err(e)
-            }
+        if earlier_deadline {
+            // The standby sleeps until the earliest deadline it knew of.
+            self.standby_kick.notify();
         }
+        d.msg_id = match registered {
+            Ok(msg_id) => msg_id,
+            Err(e) => {
+                self.discard(body);
+                return Err(e);
+            }
+        };
+        let (msg_id, deadline_ns) = (d.msg_id, d.deadline_ns);
+        if let Err(e) = self.send(d, body, deadline_ns) {
+            self.link.lock().give_up(msg_id, false);
+            return Err(e);
+        }
+        Ok(msg_id)
     }
 
     /// Calls `method_id` with a payload written in place by `fill`, and waits for the
@@ -889,22 +891,21 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<Response> {
-        let (mut d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let deadline_ns = d.deadline_ns;
         let waiter = new_waiter();
-        let mut body = Some(body);
-        self.register_call(&mut d, &mut body, &waiter, Timer::Caller)?;
-        let (msg_id, body) = (d.msg_id, body.expect("registered calls keep their payload"));
         // Start polling before the request leaves, so a quick response never finds us
         // parked (which would cost the peer a doorbell syscall).
         let claimed = self.claim_ring();
-        let deadline_ns = d.deadline_ns;
-        if let Err(e) = self.send(d, body, deadline_ns) {
-            if let Some(rx) = claimed {
-                self.release_ring(rx);
+        let msg_id = match self.register_and_send(d, body, &waiter, Timer::Caller) {
+            Ok(msg_id) => msg_id,
+            Err(e) => {
+                if let Some(rx) = claimed {
+                    self.release_ring(rx);
+                }
+                return Err(e);
             }
-            self.link.lock().give_up(msg_id, false);
-            return Err(e);
-        }
+        };
         let message = self.wait_response(&waiter, msg_id, deadline_ns, claimed);
         self.finish_call(message, method_id, name, deadline_ns)
     }
@@ -942,17 +943,12 @@ impl Session {
         opts: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        let (mut d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let deadline_ns = d.deadline_ns;
         let waiter = Arc::new(Waiter::with_completion(on_complete));
-        let mut body = Some(body);
         // Nobody waits on it, so the link watches its deadline (the standby sleeps until
         // the earliest one and fails what expired).
-        self.register_call(&mut d, &mut body, &waiter, Timer::Link)?;
-        let (msg_id, deadline_ns, body) = (d.msg_id, d.deadline_ns, body.expect("registered calls keep their payload"));
-        if let Err(e) = self.send(d, body, deadline_ns) {
-            self.link.lock().give_up(msg_id, false);
-            return Err(e);
-        }
+        let msg_id = self.register_and_send(d, body, &waiter, Timer::Link)?;
         Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned), deadline_ns })
     }
 
@@ -1315,11 +1311,7 @@ impl Session {
             .map_err(|m| Error::new(Status::ProtocolError, m))
             .and_then(|hello| self.hooks.on_hello(hello));
         match answer {
-            Ok(ack) => {
-                let mut link = self.link.lock();
-                link.answer_hello(d.msg_id, &ack.encode());
-                self.owes.store(true, Ordering::Release);
-            }
+            Ok(ack) => self.owing(|link| link.answer_hello(d.msg_id, &ack.encode())),
             Err(e) => self.fail(e),
         }
     }
@@ -1371,12 +1363,7 @@ impl Session {
     /// `status`) and sends it if the ring has room: refusals are decided on the receive
     /// path, which never waits on a send (or a slot).
     pub(crate) fn refuse(&self, request: &Descriptor, status: Status, text: &str) {
-        {
-            let mut link = self.link.lock();
-            link.refuse(request, status, text);
-            self.owes.store(link.owes(), Ordering::Release);
-        }
-        self.flush_owed();
+        self.owing(|link| link.refuse(request, status, text));
     }
 
     fn serve_loop(self: Arc<Self>) {

@@ -221,6 +221,14 @@ pub(crate) type DescriptorWords = [u64; 8];
 const LAP_WORD: usize = 2;
 const LAP_BIT: u64 = crate::wire::flags::LAP as u64;
 
+impl ShmRing<DescriptorWords> {
+    /// The word of entry `index` that carries its lap parity.
+    fn lap_word(&self, index: usize) -> &AtomicU64 {
+        self.entries
+            .atomic_u64(RING_HEADER_SIZE as usize + index * std::mem::size_of::<DescriptorWords>() + LAP_WORD * 8)
+    }
+}
+
 impl ring::LapTagged for ShmRing<DescriptorWords> {
     unsafe fn write_with_lap(&self, index: usize, entry: DescriptorWords, lap: bool) {
         let at = self.entry_ptr(index) as *mut u64;
@@ -231,14 +239,12 @@ impl ring::LapTagged for ShmRing<DescriptorWords> {
             }
         }
         let tagged = (entry[LAP_WORD] & !LAP_BIT) | if lap { LAP_BIT } else { 0 };
-        let offset = RING_HEADER_SIZE as usize + index * std::mem::size_of::<DescriptorWords>() + LAP_WORD * 8;
         // Release: the consumer that sees this parity sees the words written above.
-        self.entries.atomic_u64(offset).store(tagged, Ordering::Release);
+        self.lap_word(index).store(tagged, Ordering::Release);
     }
 
     unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<DescriptorWords> {
-        let offset = RING_HEADER_SIZE as usize + index * std::mem::size_of::<DescriptorWords>() + LAP_WORD * 8;
-        let tagged = self.entries.atomic_u64(offset).load(Ordering::Acquire);
+        let tagged = self.lap_word(index).load(Ordering::Acquire);
         if (tagged & LAP_BIT != 0) != lap {
             return None;
         }

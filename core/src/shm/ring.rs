@@ -107,43 +107,47 @@ impl<M: RingMemory> Producer<M> {
         Ok(head)
     }
 
-    /// Appends `entry` if there is room.
-    pub fn try_push(&mut self, entry: M::Entry) -> Result<(), PushError> {
+    /// The index of the entry at the tail, if the consumer has released it (the ring is
+    /// not full).
+    fn free_index(&mut self) -> Result<usize, PushError> {
         if self.tail.wrapping_sub(self.cached_head) >= self.memory.capacity() {
             self.cached_head = self.published_head().map_err(PushError::Corrupt)?;
             if self.tail.wrapping_sub(self.cached_head) == self.memory.capacity() {
                 return Err(PushError::Full);
             }
         }
-        let index = (self.tail & (self.memory.capacity() - 1)) as usize;
+        Ok((self.tail & (self.memory.capacity() - 1)) as usize)
+    }
+
+    /// Publishes the entry written at the tail.
+    fn advance_tail(&mut self) {
+        self.tail = self.tail.wrapping_add(1);
+        self.memory.store_tail(self.tail, Ordering::Release);
+    }
+
+    /// Appends `entry` if there is room.
+    pub fn try_push(&mut self, entry: M::Entry) -> Result<(), PushError> {
+        let index = self.free_index()?;
         // SAFETY: we are the only producer (constructor contract), and `index` is not
         // between the cached head and tail, so the consumer has released it (the cached
         // head came from an Acquire load, and the consumer only moves forward).
         unsafe { self.memory.write(index, entry) };
-        self.tail = self.tail.wrapping_add(1);
-        self.memory.store_tail(self.tail, Ordering::Release);
+        self.advance_tail();
         Ok(())
     }
 
-    /// Appends `entry` with its lap parity (see [`LapTagged`]), if there is room.
+    /// Appends `entry` with its lap parity (see [`LapTagged`]), if there is room. The
+    /// tail is still published, for the parked handshake's recheck and for `inspect`;
+    /// the consumer's fast path does not read it.
     pub fn try_push_tagged(&mut self, entry: M::Entry) -> Result<(), PushError>
     where
         M: LapTagged,
     {
-        if self.tail.wrapping_sub(self.cached_head) >= self.memory.capacity() {
-            self.cached_head = self.published_head().map_err(PushError::Corrupt)?;
-            if self.tail.wrapping_sub(self.cached_head) == self.memory.capacity() {
-                return Err(PushError::Full);
-            }
-        }
-        let index = (self.tail & (self.memory.capacity() - 1)) as usize;
+        let index = self.free_index()?;
         let lap = lap_parity(self.tail, self.memory.capacity());
         // SAFETY: as in `try_push`: the consumer has released `index`.
         unsafe { self.memory.write_with_lap(index, entry, lap) };
-        self.tail = self.tail.wrapping_add(1);
-        // Still published, for the parked handshake's recheck and for `inspect`; the
-        // consumer's fast path does not read it.
-        self.memory.store_tail(self.tail, Ordering::Release);
+        self.advance_tail();
         Ok(())
     }
 

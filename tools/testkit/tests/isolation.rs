@@ -73,23 +73,30 @@ fn a_hostile_cell_fails_at_every_attempt_and_the_host_and_another_cell_never_not
     let _ = honest_child.wait();
 }
 
-#[test]
-fn a_garbage_hello_is_a_protocol_error_and_the_slot_is_reused() {
-    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+/// Spawns the hand-made cell `cellshm-testkit bad-hello ARGS` on the only slot of `hub`:
+/// the host drops it with a PROTOCOL_ERROR that names `reason`, the cell sees itself
+/// dropped, and the slot serves the next cell at once.
+fn a_bad_hello_is_dropped_and_its_slot_reused(hub: &Hub, args: &[&str], reason: &str) {
     let ticket = hub.add_peer("liar", PeerOptions::default()).unwrap();
     let mut cmd = Command::new(CELL);
-    cmd.arg("bad-hello").stdout(Stdio::piped());
+    cmd.arg("bad-hello").args(args).stdout(Stdio::piped());
     let (peer, child) = ticket.spawn(&mut cmd).unwrap();
     let error = wait_dead(&peer);
     assert_eq!(error.status(), Status::ProtocolError, "{error}");
-    assert!(error.message().contains("epoch"), "{error}");
+    assert!(error.message().contains(reason), "{error}");
     let out = child.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("dropped by the host"));
-    let (again, mut child) = spawn_cell_on(&hub, "next", &[]);
+    let (again, mut child) = spawn_cell_on(hub, "next", &[]);
     assert_eq!(again.id(), peer.id(), "the only slot was reclaimed");
     assert_eq!(again.call("Echo.echo", b"ok", &secs(5)).unwrap().bytes(), b"ok");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn a_garbage_hello_is_a_protocol_error_and_the_slot_is_reused() {
+    let hub = Hub::create(HubConfig { max_peers: 1, ..HubConfig::default() }).unwrap();
+    a_bad_hello_is_dropped_and_its_slot_reused(&hub, &[], "epoch");
 }
 
 #[test]
@@ -102,20 +109,8 @@ fn a_request_before_hello_is_a_protocol_error_and_never_served() {
         Ok(())
     })
     .unwrap();
-    let ticket = hub.add_peer("early", PeerOptions::default()).unwrap();
-    let mut cmd = Command::new(CELL);
-    cmd.args(["bad-hello", "request-first"]).stdout(Stdio::piped());
-    let (peer, child) = ticket.spawn(&mut cmd).unwrap();
-    let error = wait_dead(&peer);
-    assert_eq!(error.status(), Status::ProtocolError, "{error}");
-    assert!(error.message().contains("before HELLO"), "{error}");
-    let out = child.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("dropped by the host"));
+    a_bad_hello_is_dropped_and_its_slot_reused(&hub, &["request-first"], "before HELLO");
     assert!(!served.load(Ordering::SeqCst), "a link nobody identified was served");
-    let (again, mut child) = spawn_cell_on(&hub, "next", &[]);
-    assert_eq!(again.id(), peer.id(), "the only slot was reclaimed");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
