@@ -11,9 +11,11 @@
 //! - [`workers`]: how the server threads of one link share the queued requests and the
 //!   standby role (who sleeps on the doorbell), with no timer anywhere;
 //! - [`pool`]: the bounded pool of threads that run stream handlers;
-//! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it.
+//! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it;
+//! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby.
 
 pub(crate) mod cancellation;
+pub(crate) mod lease;
 pub(crate) mod pool;
 pub mod session;
 pub(crate) mod sync;

@@ -29,6 +29,7 @@ mod options;
 mod stream;
 
 use crate::runtime::cancellation::CancelledCalls;
+use crate::runtime::lease::{Lease, LEASE};
 use crate::runtime::pool::{self, TaskPool};
 use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
@@ -75,6 +76,9 @@ const RECHECK: Duration = Duration::from_millis(250);
 const OWED_RETRY: Duration = Duration::from_millis(50);
 /// A thread polling the ring checks the doorbell for the peer's death this often.
 const LIVENESS_CHECK: Duration = Duration::from_millis(1);
+
+/// Frames a waiter takes from the ring after it is done, at most, before letting go.
+const DRAIN_AFTER_DONE: u32 = 64;
 /// Error messages longer than this are cut (with a marker) to fit a slot.
 const MAX_ERROR_MESSAGE: usize = 4096;
 /// Requests waiting for a server thread, at most; more are refused (RESOURCE_EXHAUSTED).
@@ -227,13 +231,52 @@ impl waiter::Wakeup for Kick {
     }
 }
 
+/// This thread's own kick (`None` if creating its eventfd failed).
+fn thread_kick() -> Option<Arc<Kick>> {
+    THREAD_KICK.with(|k| k.clone())
+}
+
 fn new_waiter() -> Arc<Waiter> {
-    Arc::new(Waiter::new(THREAD_KICK.with(|k| k.clone())))
+    Arc::new(Waiter::new(thread_kick()))
 }
 
 /// The result of a call whose waiter was seen done.
 fn take_result(waiter: &Waiter) -> Result<Message> {
     waiter.take().unwrap_or_else(|| Err(Error::new(Status::Internal, "call result taken twice")))
+}
+
+/// What a thread waits for while it polls the receive ring itself
+/// (`Session::wait_polling`): a call's answer, or a change of a stream it reads or writes.
+trait Awaited {
+    /// True once the wait is over.
+    fn is_done(&self) -> bool;
+    /// Runs `sleep` (a wait on the doorbell and on `kick`) unless done already; whatever
+    /// makes it done from the moment this is called kicks `kick`.
+    fn sleep_unless_done(&self, sleep: &mut dyn FnMut());
+    /// The waiting thread's own kick.
+    fn kick(&self) -> Option<&Kick>;
+}
+
+impl Awaited for Waiter {
+    fn is_done(&self) -> bool {
+        waiter::Waiter::is_done(self)
+    }
+
+    fn sleep_unless_done(&self, sleep: &mut dyn FnMut()) {
+        waiter::Waiter::sleep_unless_done(self, sleep)
+    }
+
+    fn kick(&self) -> Option<&Kick> {
+        waiter::Waiter::kick(self)
+    }
+}
+
+/// How `Session::wait_polling` ended (the ring is let go in every case).
+enum Waited {
+    Done,
+    DeadlinePassed,
+    /// The link failed or was closed.
+    Failed(Error),
 }
 
 /// A request waiting for a server thread.
@@ -352,6 +395,10 @@ pub(crate) struct Session {
     link_timed: AtomicBool,
     /// Requests waiting for a server, and which server sleeps where.
     workers: Workers<Incoming>,
+    /// The receive ring let go without parking (see `runtime::lease`); only with a
+    /// standby server to bound it (`has_standby`).
+    lease: Lease,
+    has_standby: AtomicBool,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
     failing: AtomicBool,
@@ -432,6 +479,8 @@ impl Session {
             owes: AtomicBool::new(false),
             link_timed: AtomicBool::new(false),
             workers: Workers::new(MAX_QUEUED),
+            lease: Lease::default(),
+            has_standby: AtomicBool::new(false),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             failing: AtomicBool::new(false),
@@ -1017,30 +1066,12 @@ impl Session {
         waiter: &Waiter,
         msg_id: u64,
         deadline_ns: u64,
-        mut claimed: Option<RxGuard<'_>>,
+        claimed: Option<RxGuard<'_>>,
     ) -> Result<Message> {
-        let budget = self.wait.spin_budget();
-        let started = Instant::now();
-        let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
-        // Set once we slept on the doorbell: a wakeup we drained may have been meant for
-        // a descriptor of another caller, which we then must not swallow.
-        let mut slept = false;
-        loop {
-            if waiter.is_done() {
-                if slept {
-                    // Someone else delivered our response, but the doorbell byte we drained
-                    // may announce another caller's: pass the wakeup on if the ring holds
-                    // anything (a lost wakeup here cost that caller the 250 ms recheck).
-                    self.after_release();
-                }
-                return take_result(waiter);
-            }
-            if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
-                if let Some(rx) = claimed.take() {
-                    self.release_ring(rx);
-                } else if slept {
-                    self.after_release();
-                }
+        match self.wait_polling(waiter, deadline_ns, claimed) {
+            Waited::Done => take_result(waiter),
+            Waited::Failed(e) => Err(e),
+            Waited::DeadlinePassed => {
                 if self.link.lock().give_up(msg_id, false).is_some() {
                     return Err(Error::new(Status::DeadlineExceeded, "no response before the deadline"));
                 }
@@ -1048,31 +1079,69 @@ impl Session {
                 while !waiter.is_done() {
                     std::hint::spin_loop();
                 }
-                return take_result(waiter);
+                take_result(waiter)
+            }
+        }
+    }
+
+    /// Waits until `awaited` is done, polling the receive ring itself while it can (the
+    /// thread that waits is the one that receives: no thread hop on the fast path), and
+    /// sleeping on the doorbell and its own kick once the spin budget is spent. Returns
+    /// with the ring let go.
+    fn wait_polling(
+        self: &Arc<Self>,
+        awaited: &dyn Awaited,
+        deadline_ns: u64,
+        mut claimed: Option<RxGuard<'_>>,
+    ) -> Waited {
+        let budget = self.wait.spin_budget();
+        let started = Instant::now();
+        let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
+        // Set once we slept on the doorbell: a wakeup we drained may have been meant for
+        // a descriptor of another waiter, which we then must not swallow.
+        let mut slept = false;
+        loop {
+            if awaited.is_done() {
+                if slept {
+                    // Someone else delivered what we waited for, but the doorbell byte we
+                    // drained may announce another waiter's: pass the wakeup on if the
+                    // ring holds anything (a lost wakeup here cost that waiter the 250 ms
+                    // recheck).
+                    self.after_release();
+                }
+                return Waited::Done;
+            }
+            if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
+                if let Some(rx) = claimed.take() {
+                    self.release_ring(rx);
+                } else if slept {
+                    self.after_release();
+                }
+                return Waited::DeadlinePassed;
             }
             if let Err(e) = self.check_open() {
                 if let Some(rx) = claimed.take() {
                     self.release_ring(rx);
                 }
-                return Err(e);
+                return Waited::Failed(e);
             }
-            if let Some(rx) = claimed.take().or_else(|| self.rx_ring.try_lock()) {
-                // Returns once our response is in, the deadline passed, or the spin budget
-                // is spent (then the ring is parked and we sleep below).
-                self.poll_ring(rx, Poller::Caller { waiter, deadline_ns, within_budget: &within_budget });
-                if waiter.is_done() || within_budget() {
+            if let Some(rx) = claimed.take().or_else(|| self.claim_ring()) {
+                // Returns once we are done, the deadline passed, or the spin budget is
+                // spent (then the ring is parked and we sleep below).
+                self.poll_ring(rx, Poller::Waiting { awaited, deadline_ns, within_budget: &within_budget });
+                if awaited.is_done() || within_budget() {
                     continue;
                 }
             } else if within_budget() {
                 std::hint::spin_loop();
                 continue;
             }
-            // Sleep on the doorbell: whoever delivers our response kicks us.
-            waiter.sleep_unless_done(|| {
+            // Sleep on the doorbell: whoever makes us done kicks us.
+            awaited.sleep_unless_done(&mut || {
                 let left =
                     (deadline_ns != 0).then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
                 let timeout = left.map_or(RECHECK, |l| l.min(RECHECK));
-                let woken = match waiter.kick() {
+                let woken = match awaited.kick() {
                     Some(own) => self.doorbell.wait(&[&self.kick, own], Some(timeout)),
                     None => self.doorbell.wait(&[&self.kick], Some(timeout)),
                 };
@@ -1092,8 +1161,8 @@ impl Session {
     /// Polls the receive ring while holding it; returns a request when the poller is a
     /// server that should now run it (the ring has been released by then).
     fn poll_ring(self: &Arc<Self>, mut rx: RxGuard<'_>, poller: Poller<'_>) -> Option<Incoming> {
+        // Claimed: the parked flag is clear.
         let parked = self.region.parked(self.side);
-        parked.store(0, Ordering::Relaxed);
         // Clock reads and liveness checks happen on the first empty poll and then every
         // CHECK_EVERY empty polls, not on every iteration of the hot loop.
         const CHECK_EVERY: u32 = 64;
@@ -1101,6 +1170,7 @@ impl Session {
         let mut idle_since: Option<Instant> = None;
         let mut last_liveness: Option<Instant> = None;
         let mut frames: u32 = 0;
+        let mut drained_after_done: u32 = 0;
         loop {
             let popped = match rx.try_pop_tagged() {
                 Ok(p) => p,
@@ -1116,19 +1186,32 @@ impl Session {
                 if let Some(request) = self.process(words_to_descriptor(words)) {
                     match poller {
                         Poller::Server => {
-                            self.release_ring(rx);
+                            // The server claims the ring again once the handler returns;
+                            // a handler that runs long hands it to the standby.
+                            self.lease_ring(rx);
                             return Some(request);
                         }
-                        Poller::Caller { .. } => self.enqueue(request),
+                        Poller::Waiting { .. } => self.enqueue(request),
                     }
                 }
-                if let Poller::Caller { waiter, deadline_ns, .. } = poller {
-                    // A peer that keeps sending must not keep a caller past its deadline:
+                if let Poller::Waiting { awaited, deadline_ns, .. } = poller {
+                    // A peer that keeps sending must not keep a waiter past its deadline:
                     // the clock is read every CHECK_EVERY frames as well as when idle.
                     frames = frames.wrapping_add(1);
                     let expired = || frames % CHECK_EVERY == 0 && deadline_ns != 0 && monotonic_now_ns() >= deadline_ns;
-                    if waiter.is_done() || expired() {
+                    // Once done, what is already in the ring is taken too (up to a ring's
+                    // worth) before letting go: a ring let go with frames in it costs
+                    // wakeups of other threads to drain it, and those frames are likely
+                    // the next ones this waiter wants (a stream's next items).
+                    if awaited.is_done() {
+                        drained_after_done += 1;
+                    }
+                    if expired() {
                         self.release_ring(rx);
+                        return None;
+                    }
+                    if drained_after_done > DRAIN_AFTER_DONE {
+                        self.let_go_when_done(rx);
                         return None;
                     }
                 }
@@ -1136,10 +1219,10 @@ impl Session {
             }
             // Ring empty.
             empty_polls = empty_polls.wrapping_add(1);
-            if let Poller::Caller { waiter, .. } = poller {
-                // Another thread may have delivered our response.
-                if waiter.is_done() {
-                    self.release_ring(rx);
+            if let Poller::Waiting { awaited, .. } = poller {
+                // Done (by what we drained, or another thread delivered it).
+                if awaited.is_done() {
+                    self.let_go_when_done(rx);
                     return None;
                 }
             }
@@ -1150,8 +1233,8 @@ impl Session {
             let now = Instant::now();
             let idle_started = *idle_since.get_or_insert(now);
             let keep_polling = match poller {
-                Poller::Caller { waiter, deadline_ns, within_budget } => {
-                    !waiter.is_done() && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns) && within_budget()
+                Poller::Waiting { awaited, deadline_ns, within_budget } => {
+                    !awaited.is_done() && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns) && within_budget()
                 }
                 Poller::Server => self.server_wait.spin_budget().is_none_or(|b| now - idle_started < b),
             };
@@ -1182,11 +1265,42 @@ impl Session {
         }
     }
 
-    /// Takes the receive ring if nobody polls it, and says so (parked = 0) right away.
+    /// Takes the receive ring if nobody polls it, ends any lease on it, and says so
+    /// (parked = 0) right away. The flag is written only if it changes: the peer reads
+    /// its line after every push, and a store would take that line from it.
     fn claim_ring(&self) -> Option<RxGuard<'_>> {
         let rx = self.rx_ring.try_lock()?;
-        self.region.parked(self.side).store(0, Ordering::Relaxed);
+        self.lease.end();
+        let parked = self.region.parked(self.side);
+        if parked.load(Ordering::Relaxed) != 0 {
+            parked.store(0, Ordering::Relaxed);
+        }
         Some(rx)
+    }
+
+    /// Lets go of the ring without parking it: the thread will be back in a moment (see
+    /// `runtime::lease`; the standby bounds the lease). Without a standby, parks.
+    fn lease_ring(&self, rx: RxGuard<'_>) {
+        if !self.has_standby.load(Ordering::Relaxed) {
+            return self.release_ring(rx);
+        }
+        let unwatched = self.lease.grant();
+        drop(rx);
+        if unwatched {
+            self.standby_kick.notify();
+        }
+        self.after_release();
+    }
+
+    /// A waiter whose wait is over lets go of the ring: under a lease if it spins (it
+    /// is likely to wait again soon: the next call, the stream's next item), parked if it
+    /// blocks.
+    fn let_go_when_done(&self, rx: RxGuard<'_>) {
+        if self.wait == WaitStrategy::Block {
+            self.release_ring(rx);
+        } else {
+            self.lease_ring(rx);
+        }
     }
 
     fn release_parked(&self) {
@@ -1212,6 +1326,14 @@ impl Session {
             self.standby_kick.notify();
             self.workers.wake_one();
         }
+    }
+
+    /// The ring holds frames and nobody will look at them: nobody polls it and no
+    /// lease is out (a leaseholder comes back, or the standby takes a lease that stays
+    /// unclaimed). A standby that left its sleep for frames somebody else polls would
+    /// spin between the serve loop and its sleep.
+    fn ring_needs_a_poller(&self) -> bool {
+        self.ring_nonempty() && !self.rx_ring.is_locked() && !self.lease.is_out()
     }
 
     fn ring_nonempty(&self) -> bool {
@@ -1323,6 +1445,8 @@ impl Session {
     /// of the attempt is left running.
     pub fn start_servers(self: &Arc<Self>, count: usize) -> Result<()> {
         let mut servers = self.servers.lock();
+        // One of them is always the standby (or about to be), which bounds leases.
+        self.has_standby.store(true, Ordering::Relaxed);
         for i in 0..count.max(1) {
             let me = self.clone();
             let started = std::thread::Builder::new()
@@ -1373,12 +1497,12 @@ impl Session {
             let queued = if self.workers.has_work() { self.workers.pop() } else { None };
             if let Some(request) = queued {
                 if let Some(rx) = held.take() {
-                    self.release_ring(rx);
+                    self.lease_ring(rx);
                 }
                 held = self.serve(request);
                 continue;
             }
-            if let Some(rx) = held.take().or_else(|| self.rx_ring.try_lock()) {
+            if let Some(rx) = held.take().or_else(|| self.claim_ring()) {
                 if let Some(request) = self.poll_ring(rx, Poller::Server) {
                     self.workers.hand_over_standby();
                     held = self.serve(request);
@@ -1398,21 +1522,44 @@ impl Session {
         if self.failed.load(Ordering::Acquire) {
             return;
         }
-        self.workers.sleep(|| {
+        let mut last_seen = None;
+        self.workers.sleep(|| loop {
             // No idle timer: the peer rings the doorbell for what it sends while we are
             // parked (the parked handshake, loom-checked), and every local event that
             // needs a receiver (a released ring with descriptors left, queued work with
-            // no condvar sleeper, a failure, an earlier deadline to watch) kicks. Only
-            // work in hand sets a timeout: the deadline of a call nobody waits on, and
-            // frames owed to a peer whose ring was full.
-            let timeout = self.standby_timeout();
-            if !self.ring_nonempty() && self.doorbell.wait(&[&self.kick, &self.standby_kick], timeout) == Wake::PeerDead
-            {
+            // no condvar sleeper, a failure, an earlier deadline to watch, a lease out
+            // that nobody watched) kicks. Only work in hand sets a timeout: the deadline
+            // of a call nobody waits on, frames owed to a peer whose ring was full, and a
+            // lease out on the ring (`runtime::lease`).
+            let watched = self.lease.watch(&mut last_seen);
+            let timeout = match (self.standby_timeout(), watched.map(|_| LEASE)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let woken = if self.ring_needs_a_poller() {
+                Wake::Woken
+            } else {
+                self.doorbell.wait(&[&self.kick, &self.standby_kick], timeout)
+            };
+            self.lease.unwatch();
+            if woken == Wake::PeerDead {
                 self.peer_dead();
             }
             fence(Ordering::SeqCst);
             self.flush_owed();
             self.expire_calls();
+            // Back to the serve loop for work, a failure, frames to take, or a lease
+            // nobody claimed for a whole lease (the loop takes the ring, then polls or
+            // parks it); otherwise (the kick of a new lease, a new deadline, a lease
+            // renewed meanwhile) watch on.
+            let lease_expired = watched.is_some_and(|e| self.lease.expired(e));
+            if self.workers.has_work()
+                || self.failed.load(Ordering::Acquire)
+                || self.ring_needs_a_poller()
+                || lease_expired
+            {
+                break;
+            }
         });
     }
 
@@ -1672,7 +1819,13 @@ impl Drop for Session {
 
 #[derive(Clone, Copy)]
 enum Poller<'a> {
-    Caller { waiter: &'a Waiter, deadline_ns: u64, within_budget: &'a dyn Fn() -> bool },
+    /// A thread waiting for something (a call's answer, a stream's change) that receives
+    /// meanwhile: requests it finds go to the servers.
+    Waiting {
+        awaited: &'a dyn Awaited,
+        deadline_ns: u64,
+        within_budget: &'a dyn Fn() -> bool,
+    },
     Server,
 }
 

@@ -185,41 +185,61 @@ fn bench(quick: bool) -> Result<(), Error> {
         num_cpus(),
         stream_bytes >> 20
     ));
-    let mut cases: Vec<Case<'_>> = vec![
-        Box::new(|r| {
-            r.latency("floor_shm_spin_64B", floor_shm(n_fast)?);
-            Ok(())
-        }),
-        Box::new(|r| {
-            r.latency("floor_socketpair_64B", floor_socket(n_block)?);
-            Ok(())
-        }),
-        Box::new(|r| {
-            r.rate("floor_memcpy_64KiB", memcpy_rate(64 << 10, 2_000 / scale));
-            r.rate("floor_memcpy_1MiB", memcpy_rate(1 << 20, n_large.max(20)));
-            Ok(())
-        }),
-        Box::new(|r| echo_case(r, "cellshm_16B_spin", WaitStrategy::Spin, n_fast, 16)),
-        Box::new(|r| echo_case(r, "cellshm_64B_spin", WaitStrategy::Spin, n_fast, 64)),
-        Box::new(|r| echo_case(r, "cellshm_64B_adaptive", WaitStrategy::default(), n_fast, 64)),
-        Box::new(|r| echo_case(r, "cellshm_64B_block", WaitStrategy::Block, n_block, 64)),
-        Box::new(|r| echo_in_place_case(r, "cellshm_1MiB_spin", n_large)),
-        Box::new(|r| {
-            r.latency("iceoryx2_rr_64B", peers::iceoryx2_request_response(n_fast)?);
-            Ok(())
-        }),
-        Box::new(|r| stream_case(r, "cellshm_stream_64KiB", 64 << 10, stream_bytes)),
-        Box::new(|r| stream_case(r, "cellshm_stream_1MiB", 1 << 20, stream_bytes)),
-        Box::new(|r| eight_streams_case(r, stream_bytes)),
+    let mut cases: Vec<(&str, Case<'_>)> = vec![
+        (
+            "floor_shm_spin_64B",
+            Box::new(|r| {
+                r.latency("floor_shm_spin_64B", floor_shm(n_fast)?);
+                Ok(())
+            }),
+        ),
+        (
+            "floor_socketpair_64B",
+            Box::new(|r| {
+                r.latency("floor_socketpair_64B", floor_socket(n_block)?);
+                Ok(())
+            }),
+        ),
+        (
+            "floor_memcpy",
+            Box::new(|r| {
+                r.rate("floor_memcpy_64KiB", memcpy_rate(64 << 10, 2_000 / scale));
+                r.rate("floor_memcpy_1MiB", memcpy_rate(1 << 20, n_large.max(20)));
+                Ok(())
+            }),
+        ),
+        ("cellshm_16B_spin", Box::new(|r| echo_case(r, "cellshm_16B_spin", WaitStrategy::Spin, n_fast, 16))),
+        ("cellshm_64B_spin", Box::new(|r| echo_case(r, "cellshm_64B_spin", WaitStrategy::Spin, n_fast, 64))),
+        (
+            "cellshm_64B_adaptive",
+            Box::new(|r| echo_case(r, "cellshm_64B_adaptive", WaitStrategy::default(), n_fast, 64)),
+        ),
+        ("cellshm_64B_block", Box::new(|r| echo_case(r, "cellshm_64B_block", WaitStrategy::Block, n_block, 64))),
+        ("cellshm_1MiB_spin", Box::new(|r| echo_in_place_case(r, "cellshm_1MiB_spin", n_large))),
+        (
+            "iceoryx2_rr_64B",
+            Box::new(|r| {
+                r.latency("iceoryx2_rr_64B", peers::iceoryx2_request_response(n_fast)?);
+                Ok(())
+            }),
+        ),
+        ("cellshm_stream_64KiB", Box::new(|r| stream_case(r, "cellshm_stream_64KiB", 64 << 10, stream_bytes))),
+        ("cellshm_stream_1MiB", Box::new(|r| stream_case(r, "cellshm_stream_1MiB", 1 << 20, stream_bytes))),
+        ("cellshm_8_streams", Box::new(|r| eight_streams_case(r, stream_bytes))),
     ];
     // The C API caller, when `make bench` built it: a case like the others, so that it
     // alternates with the Rust API's `cellshm_64B_spin`.
     if let Some(program) = std::env::var_os("CELLSHM_C_BENCH") {
-        cases.push(Box::new(move |r| c_api_case(r, &program, n_fast)));
+        cases.push(("cellshm_64B_spin_c_api", Box::new(move |r| c_api_case(r, &program, n_fast))));
+    }
+    // CELLSHM_BENCH_ONLY=a,b runs only the cases whose names contain one of those (for
+    // looking at a few cases closely; the full run is what BENCHMARKS.md reports).
+    if let Some(only) = std::env::var("CELLSHM_BENCH_ONLY").ok().filter(|o| !o.is_empty()) {
+        cases.retain(|(name, _)| only.split(',').any(|part| name.contains(part.trim())));
     }
     let mut results = Results::default();
     for _ in 0..ROUNDS {
-        for case in &mut cases {
+        for (_, case) in &mut cases {
             case(&mut results)?;
         }
     }

@@ -12,14 +12,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{CallOptions, OutBody, Payload, Response, Session};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use super::{Awaited, CallOptions, OutBody, Payload, Response, Session, Waited};
 use crate::error::{Error, Result};
 use crate::proto::stream::{Arrival, StreamFlow};
 use crate::runtime::pool::Refused;
 use crate::shm::SharedBytes;
 use crate::sys::clock::monotonic_now_ns;
+use crate::sys::doorbell::Kick;
 use crate::wire::{flags, Descriptor, StreamFrame, INLINE_CAPACITY};
 use crate::Status;
 
@@ -46,6 +49,10 @@ pub(crate) struct StreamState {
     name: Option<String>,
     deadline_ns: u64,
     inner: Mutex<StreamInner>,
+    /// Bumped (under `inner`'s lock) on every change a waiter may wait for: a thread
+    /// that polls the ring while it waits looks at this, not at the lock.
+    changes: AtomicU64,
+    /// For `StreamEnd::wait_cancelled`, the one wait that does not poll the ring.
     cv: Condvar,
 }
 
@@ -60,6 +67,8 @@ struct StreamInner {
     stopped: Option<Error>,
     /// Handler side: the handler returned (its FINISH is sent or being sent).
     handler_done: bool,
+    /// The kicks of the threads asleep waiting for a change (see `StreamChange`).
+    sleepers: Vec<Arc<Kick>>,
 }
 
 impl fmt::Debug for StreamState {
@@ -82,6 +91,7 @@ impl StreamState {
             name,
             deadline_ns,
             inner: Mutex::new(StreamInner { flow: StreamFlow::new(send_credits), ..StreamInner::default() }),
+            changes: AtomicU64::new(0),
             cv: Condvar::new(),
         })
     }
@@ -90,6 +100,16 @@ impl StreamState {
         let mut inner = self.inner.lock();
         if inner.stopped.is_none() {
             inner.stopped = Some(error);
+        }
+        self.changed(&inner);
+    }
+
+    /// Tells every waiter that `inner` changed; called with its lock held, which is what
+    /// makes a change between a waiter's look and its sleep impossible to miss.
+    fn changed(&self, inner: &StreamInner) {
+        self.changes.fetch_add(1, Ordering::Release);
+        for kick in &inner.sleepers {
+            kick.notify();
         }
         self.cv.notify_all();
     }
@@ -106,23 +126,46 @@ impl StreamState {
             None => format!("stream {:#010x} (channel {})", self.method_id, self.channel),
         }
     }
+}
 
-    /// Waits on the condition variable until something changes or `deadline_ns` passes
-    /// (0 = no deadline). No timer otherwise: every change a waiter can be waiting for
-    /// notifies under the lock (a frame, a stop — which the link's failure is for every
-    /// stream still open —, the handler's return), and a stream leaves the link's table
-    /// only through one of those.
-    fn wait(&self, inner: &mut parking_lot::MutexGuard<'_, StreamInner>) -> Result<()> {
-        if self.deadline_ns == 0 {
-            self.cv.wait(inner);
-            return Ok(());
+/// A thread waiting for a stream to change from what it saw (`seen`, read under the
+/// stream's lock): done once `changes` moved on. It sleeps with its kick in the stream's
+/// `sleepers`, so that a change reaches it whichever thread makes it.
+struct StreamChange<'a> {
+    stream: &'a StreamState,
+    seen: u64,
+    kick: Option<Arc<Kick>>,
+}
+
+impl Awaited for StreamChange<'_> {
+    fn is_done(&self) -> bool {
+        self.stream.changes.load(Ordering::Acquire) != self.seen
+    }
+
+    fn sleep_unless_done(&self, sleep: &mut dyn FnMut()) {
+        let Some(kick) = &self.kick else {
+            // No kick of our own (creating it failed): the doorbell and its recheck only.
+            if !self.is_done() {
+                sleep();
+            }
+            return;
+        };
+        {
+            let mut inner = self.stream.inner.lock();
+            if self.is_done() {
+                return;
+            }
+            inner.sleepers.push(kick.clone());
         }
-        let now = monotonic_now_ns();
-        if now >= self.deadline_ns {
-            return Err(Error::new(Status::DeadlineExceeded, format!("{} passed its deadline", self.what())));
+        sleep();
+        let mut inner = self.stream.inner.lock();
+        if let Some(at) = inner.sleepers.iter().position(|k| Arc::ptr_eq(k, kick)) {
+            inner.sleepers.swap_remove(at);
         }
-        self.cv.wait_for(inner, Duration::from_nanos(self.deadline_ns - now));
-        Ok(())
+    }
+
+    fn kick(&self) -> Option<&Kick> {
+        self.kick.as_deref()
     }
 }
 
@@ -289,13 +332,11 @@ impl Session {
                 } else {
                     Ok(Some(payload))
                 });
-                drop(inner);
-                stream.cv.notify_all();
+                stream.changed(&inner);
                 return;
             }
         }
-        drop(inner);
-        stream.cv.notify_all();
+        stream.changed(&inner);
     }
 
     /// The peer opened `channel` (the link checked its parity and the bound): its
@@ -338,7 +379,7 @@ impl Session {
                 let mut inner = stream.inner.lock();
                 // Handles the handler gave away may not send or wait after its FINISH.
                 inner.handler_done = true;
-                stream.cv.notify_all();
+                stream.changed(&inner);
                 inner.stopped.is_some()
             };
             session.close_channel(stream.channel);
@@ -364,7 +405,35 @@ impl Session {
         }
     }
 
-    fn send_item(&self, stream: &StreamState, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
+    /// Waits until `stream` changes (with `inner`, its lock, let go meanwhile) or its
+    /// deadline passes, receiving on the ring meanwhile: no thread hop between the frame
+    /// that arrives and the thread that waits for it. No timer otherwise: every change a
+    /// waiter can be waiting for is announced under the lock (a frame, a stop — which the
+    /// link's failure is for every stream still open —, the handler's return), and a
+    /// stream leaves the link's table only through one of those.
+    fn wait_for_change<'a>(
+        self: &Arc<Self>,
+        stream: &'a StreamState,
+        inner: MutexGuard<'a, StreamInner>,
+    ) -> Result<MutexGuard<'a, StreamInner>> {
+        let seen = stream.changes.load(Ordering::Acquire);
+        drop(inner);
+        let change = StreamChange { stream, seen, kick: super::thread_kick() };
+        match self.wait_polling(&change, stream.deadline_ns, None) {
+            Waited::Done => Ok(stream.inner.lock()),
+            Waited::DeadlinePassed => {
+                Err(Error::new(Status::DeadlineExceeded, format!("{} passed its deadline", stream.what())))
+            }
+            Waited::Failed(e) => Err(e),
+        }
+    }
+
+    fn send_item(
+        self: &Arc<Self>,
+        stream: &StreamState,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<()> {
         {
             let mut inner = stream.inner.lock();
             loop {
@@ -387,7 +456,7 @@ impl Session {
                     break;
                 }
                 self.check_open()?;
-                stream.wait(&mut inner)?;
+                inner = self.wait_for_change(stream, inner)?;
             }
         }
         let body = self.fill_body(max_len, stream.deadline_ns, fill)?;
@@ -439,7 +508,7 @@ impl Session {
                 inner = stream.inner.lock();
                 continue;
             }
-            stream.wait(&mut inner)?;
+            inner = self.wait_for_change(stream, inner)?;
         }
     }
 
@@ -526,12 +595,14 @@ impl Stream {
                 self.set_ended();
                 return Err(e);
             }
-            if let Err(e) = self.state.wait(&mut inner) {
-                drop(inner);
-                self.session.cancel_stream(&self.state, e.clone());
-                self.set_ended();
-                return Err(e);
-            }
+            inner = match self.session.wait_for_change(&self.state, inner) {
+                Ok(inner) => inner,
+                Err(e) => {
+                    self.session.cancel_stream(&self.state, e.clone());
+                    self.set_ended();
+                    return Err(e);
+                }
+            };
         }
     }
 
