@@ -37,8 +37,9 @@ test: lint check-header test-rust test-loom test-c test-asan test-python test-ch
 test-rust:
 	$(CARGO) test --workspace --exclude cellshm-python --no-fail-fast
 
-## The loom models: SPSC ring, parked handshake, and the servers' work hand-off without
-## timers (runtime::workers, with 1 and 2 servers) (a separate build with --cfg loom).
+## The loom models: SPSC and lap-tagged rings, parked handshake and its lease, the
+## servers' work hand-off without timers (runtime::workers, with 1 and 2 servers), waiters,
+## cancellation and the stream pool (a separate build with --cfg loom).
 test-loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p cellshm --lib --target-dir $(LOOM_TARGET_DIR) -- loom
 

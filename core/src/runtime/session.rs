@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,6 +76,12 @@ const RECHECK: Duration = Duration::from_millis(250);
 const OWED_RETRY: Duration = Duration::from_millis(50);
 /// A thread polling the ring checks the doorbell for the peer's death this often.
 const LIVENESS_CHECK: Duration = Duration::from_millis(1);
+
+/// True on a machine with two cores or fewer: at most one thread of a link spins there.
+fn few_cores() -> bool {
+    static FEW: OnceLock<bool> = OnceLock::new();
+    *FEW.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() <= 2))
+}
 
 /// Frames a waiter takes from the ring after it is done, at most, before letting go.
 const DRAIN_AFTER_DONE: u32 = 64;
@@ -399,6 +405,8 @@ pub(crate) struct Session {
     /// standby server to bound it (`has_standby`).
     lease: Lease,
     has_standby: AtomicBool,
+    /// Waiters asleep on the doorbell (see `lease_ring`).
+    waiters_asleep: AtomicUsize,
     failure: Mutex<Option<Error>>,
     failed: AtomicBool,
     failing: AtomicBool,
@@ -481,6 +489,7 @@ impl Session {
             workers: Workers::new(MAX_QUEUED),
             lease: Lease::default(),
             has_standby: AtomicBool::new(false),
+            waiters_asleep: AtomicUsize::new(0),
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             failing: AtomicBool::new(false),
@@ -1132,19 +1141,26 @@ impl Session {
                 if awaited.is_done() || within_budget() {
                     continue;
                 }
-            } else if within_budget() {
+            } else if within_budget() && !few_cores() {
+                // Somebody else polls the ring and will deliver what we wait for; on a
+                // machine with cores to spare we watch for it without a syscall.
                 std::hint::spin_loop();
                 continue;
             }
-            // Sleep on the doorbell: whoever makes us done kicks us.
+            // Sleep on the doorbell: whoever makes us done kicks us. On two cores or
+            // fewer a waiter that does not hold the ring sleeps at once: the holder
+            // already spins, and a second spinner would take the core the peer (or the
+            // thread that has our answer) needs.
             awaited.sleep_unless_done(&mut || {
                 let left =
                     (deadline_ns != 0).then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
                 let timeout = left.map_or(RECHECK, |l| l.min(RECHECK));
+                self.waiters_asleep.fetch_add(1, Ordering::Relaxed);
                 let woken = match awaited.kick() {
                     Some(own) => self.doorbell.wait(&[&self.kick, own], Some(timeout)),
                     None => self.doorbell.wait(&[&self.kick], Some(timeout)),
                 };
+                self.waiters_asleep.fetch_sub(1, Ordering::Relaxed);
                 slept = true;
                 if woken == Wake::PeerDead {
                     self.peer_dead();
@@ -1186,9 +1202,14 @@ impl Session {
                 if let Some(request) = self.process(words_to_descriptor(words)) {
                     match poller {
                         Poller::Server => {
-                            // The server claims the ring again once the handler returns;
-                            // a handler that runs long hands it to the standby.
-                            self.lease_ring(rx);
+                            // A spinning server claims the ring again once the handler
+                            // returns (a handler that runs long hands it to the
+                            // standby); a blocking one parks it as it would anyway.
+                            if self.server_wait == WaitStrategy::Block {
+                                self.release_ring(rx);
+                            } else {
+                                self.lease_ring(rx);
+                            }
                             return Some(request);
                         }
                         Poller::Waiting { .. } => self.enqueue(request),
@@ -1280,8 +1301,13 @@ impl Session {
 
     /// Lets go of the ring without parking it: the thread will be back in a moment (see
     /// `runtime::lease`; the standby bounds the lease). Without a standby, parks.
+    ///
+    /// A waiter asleep on the doorbell (one that did not get the ring) is woken by the
+    /// peer's ring only if we park: with one asleep, we do, or its answer could wait for
+    /// the lease to run out. (A waiter that falls asleep just after this check costs at
+    /// most that: the lease still bounds it.)
     fn lease_ring(&self, rx: RxGuard<'_>) {
-        if !self.has_standby.load(Ordering::Relaxed) {
+        if !self.has_standby.load(Ordering::Relaxed) || self.waiters_asleep.load(Ordering::Relaxed) > 0 {
             return self.release_ring(rx);
         }
         let unwatched = self.lease.grant();

@@ -253,12 +253,16 @@ impl Doorbell {
             fds[nfds].fd = process.as_raw_fd();
             nfds += 1;
         }
-        let ms = match timeout {
-            None => -1,
-            Some(t) => t.as_millis().min(i32::MAX as u128) as i32 + i32::from(t.subsec_nanos() % 1_000_000 != 0),
-        };
-        // SAFETY: `nfds` valid pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, ms) };
+        // ppoll, not poll: a lease (`runtime::lease`) is a fraction of a millisecond,
+        // which poll's millisecond timeout would round up.
+        let timespec = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        });
+        let timespec_ptr = timespec.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `nfds` valid pollfds; the timespec (or null: no timeout) lives across
+        // the call; a null signal mask leaves the thread's mask as it is.
+        let n = unsafe { libc::ppoll(fds.as_mut_ptr(), nfds as libc::nfds_t, timespec_ptr, std::ptr::null()) };
         if n < 0 {
             // EINTR: treat as a spurious wakeup; callers recheck their condition.
             return Wake::Woken;
