@@ -791,7 +791,7 @@ impl Peer {
     }
 
     /// Calls with a request written in place: `fill` gets a buffer of `max_len` bytes
-    /// (in shared memory when larger than 16) and returns how many bytes it wrote.
+    /// (in shared memory when larger than 80) and returns how many bytes it wrote.
     pub fn call_with(
         &self,
         method: &str,

@@ -3,8 +3,9 @@
 //! A [`Hub`] is a named set of links created by the host. Each cell's link is two sealed
 //! memfds, one written by each side and read-only to the other (two descriptor rings,
 //! two return rings, two slot pools), and a doorbell socket for wakeups and liveness.
-//! Calls are 64-byte descriptors; payloads up to 16 bytes travel inline, larger ones are
-//! written in place into slots. Nothing of a hub outlives its process.
+//! Calls are 64-byte descriptors in two-line ring entries; payloads up to 80 bytes travel
+//! inline (16 in the descriptor, the rest in the entry's second cache line), larger ones
+//! are written in place into slots. Nothing of a hub outlives its process.
 //!
 //! ```no_run
 //! use cellshm::{CallOptions, Hub, HubConfig, PeerOptions};

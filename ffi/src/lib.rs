@@ -404,7 +404,7 @@ fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellsh
 pub type cellshm_free_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
 
 /// A method handler. `request` holds `request_len` bytes, valid until the handler
-/// returns: read in place (zero-copy) when larger than 16 bytes, in memory the caller
+/// returns: read in place (zero-copy) when larger than 80 bytes, in memory the caller
 /// can still write, so copy what you validate before trusting it. Answer with cellshm_reply_write or cellshm_reply_buffer
 /// (no answer = empty reply) and return CELLSHM_OK; or return another status, with an
 /// optional message set by cellshm_reply_error_message. Handlers of one object may run
@@ -499,7 +499,7 @@ pub unsafe extern "C" fn cellshm_reply_write(reply: *mut cellshm_reply, data: *c
 }
 
 /// In-place reply: sets `*out_buffer` to `max_len` writable bytes (in shared memory when
-/// larger than 16) that become the reply, valid until the handler returns. Call
+/// larger than 80) that become the reply, valid until the handler returns. Call
 /// cellshm_reply_set_len afterwards if fewer bytes were written.
 ///
 /// # Safety
@@ -590,7 +590,7 @@ pub struct cellshm_response {
 }
 
 /// The response bytes (NULL for a NULL response), read in place (zero-copy). Valid
-/// until cellshm_response_free. Payloads larger than 16 bytes lie in the sender's shared
+/// until cellshm_response_free. Payloads larger than 80 bytes lie in the sender's shared
 /// memory: a well-behaved sender never writes them before the free, a hostile one can
 /// change them while you read, so copy what you validate before trusting it.
 ///

@@ -22,7 +22,7 @@ use std::hash::BuildHasherDefault;
 use super::stream::{accept_open, OpenVerdict};
 use crate::error::Error;
 use crate::shm::Side;
-use crate::wire::{flags, ControlKind, Descriptor, FrameKind, Status, StreamFrame, CONTROL_CHANNEL, INLINE_CAPACITY};
+use crate::wire::{flags, ControlKind, Descriptor, FrameKind, Status, StreamFrame, CONTROL_CHANNEL, DESCRIPTOR_INLINE};
 
 /// Control frames owed to the peer, at most. A peer that floods PINGs while it does not
 /// read gets no PONG beyond these (its PINGs time out, as they should); a CANCEL or a
@@ -473,7 +473,7 @@ fn control_frame(kind: ControlKind, msg_id: u64, payload: &[u8]) -> Descriptor {
 
 /// Puts as much of `bytes` inline as fits.
 fn set_inline(d: &mut Descriptor, bytes: &[u8]) {
-    let n = bytes.len().min(INLINE_CAPACITY);
+    let n = bytes.len().min(DESCRIPTOR_INLINE);
     d.slot = crate::wire::SLOT_INLINE;
     d.inline[..n].copy_from_slice(&bytes[..n]);
     d.payload_len = n as u32;
@@ -573,7 +573,7 @@ mod tests {
             ("unknown flag bits", Side::Host, frame(1 << 30, 1)),
             ("ERROR without a status", Side::Host, frame(flags::RESPONSE | flags::ERROR, 1)),
             ("a status without ERROR", Side::Host, Descriptor { status: 5, ..response(1) }),
-            ("an inline payload too long", Side::Host, Descriptor { payload_len: 17, ..request(1) }),
+            ("an inline payload too long", Side::Host, Descriptor { payload_len: 81, ..request(1) }),
             ("a request for method 0", Side::Host, frame(flags::REQUEST, 1)),
             ("credit on channel 0", Side::Host, Descriptor { credit: 1, ..request(1) }),
             ("stream flags on channel 0", Side::Host, frame(flags::DATA, 1)),

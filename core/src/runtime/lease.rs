@@ -45,11 +45,15 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// The holder of the ring lets go of it under a lease (call before letting go, with
-    /// the ring held). Returns true if the standby does not watch and must be kicked.
-    pub(crate) fn grant(&self) -> bool {
+    /// The holder of the ring lets go of it under a lease: the lease is out from
+    /// before `let_go` (which releases the ring) runs. Returns true if the standby does
+    /// not watch and must be kicked. The full fence after `let_go` also orders the
+    /// release before whatever the caller reads next (`Session::lease_ring` rechecks the
+    /// ring, the check `Session::after_release` fences for).
+    pub(crate) fn grant(&self, let_go: impl FnOnce()) -> bool {
         let epoch = self.epoch.load(Ordering::Relaxed);
         self.epoch.store(epoch | 1, Ordering::Relaxed);
+        let_go();
         fence(Ordering::SeqCst);
         !self.watched.load(Ordering::Relaxed)
     }
@@ -107,19 +111,19 @@ mod tests {
         let mut seen = None;
         assert!(lease.watch(&mut seen).is_some(), "a first look: watch one lease");
         assert_eq!(lease.watch(&mut seen), None, "no lease out, nothing changed: sleep untimed");
-        assert!(lease.grant(), "the standby sleeps untimed: kick it");
+        assert!(lease.grant(|| {}), "the standby sleeps untimed: kick it");
         let watched = lease.watch(&mut seen).expect("a lease is out");
         assert!(lease.is_out() && lease.expired(watched), "nobody claimed the ring");
         lease.end();
         assert!(!lease.is_out() && !lease.expired(watched), "claimed: over");
         let claimed = lease.watch(&mut seen).expect("the ring changed hands: watch on");
         assert!(!lease.expired(claimed), "a ring held is no lease to expire");
-        assert!(!lease.grant(), "the standby watches: no kick");
+        assert!(!lease.grant(|| {}), "the standby watches: no kick");
         let again = lease.watch(&mut seen).expect("a new lease");
         assert_ne!(again, watched);
         lease.unwatch();
         lease.end();
-        assert!(lease.grant(), "the standby left its sleep: kick");
+        assert!(lease.grant(|| {}), "the standby left its sleep: kick");
         lease.end();
         lease.end();
         let _ = lease.watch(&mut seen);
@@ -182,8 +186,7 @@ mod loom_model {
                 loom::thread::spawn(move || {
                     if let Ok(held) = rx.ring.try_lock() {
                         rx.lease.end();
-                        let kick = rx.lease.grant();
-                        drop(held);
+                        let kick = rx.lease.grant(|| drop(held));
                         if kick {
                             rx.bell.ring();
                         }

@@ -49,10 +49,10 @@ use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
 use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
 pub use crate::shm::Counters;
-use crate::shm::{descriptor_to_words, words_to_descriptor, DescriptorWords, Region, SharedBytes, ShmRing, Side};
+use crate::shm::{EntryWords, Frame, Region, SharedBytes, ShmRing, Side};
 use crate::sys::clock::monotonic_now_ns;
 use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
-use crate::wire::{self, flags, ControlKind, Descriptor, Status, CONTROL_CHANNEL, INLINE_CAPACITY, SLOT_INLINE};
+use crate::wire::{self, flags, ControlKind, Descriptor, Status, CONTROL_CHANNEL, INLINE_CAPACITY};
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
 pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
@@ -66,7 +66,7 @@ pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
 type LinkState = Link<Arc<Waiter>, Arc<StreamState>>;
 
 /// The receive ring, held by the one thread polling it.
-type RxGuard<'a> = MutexGuard<'a, Consumer<ShmRing<DescriptorWords>>>;
+type RxGuard<'a> = MutexGuard<'a, Consumer<ShmRing<EntryWords>>>;
 
 /// A sender without a deadline gives up on a full ring or pool after this long.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,7 +183,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// The payload bytes. Payloads larger than 16 bytes are copied out of shared memory
+    /// The payload bytes. Payloads larger than 80 bytes are copied out of shared memory
     /// on the first call (the sender could change them under a reference); read them in
     /// place with [`Response::payload`] instead.
     pub fn bytes(&self) -> &[u8] {
@@ -386,11 +386,11 @@ pub(crate) struct Session {
     server_wait: WaitStrategy,
     dispatcher: Arc<RwLock<Dispatcher>>,
     hooks: Box<dyn Hooks>,
-    tx_ring: Mutex<Producer<ShmRing<DescriptorWords>>>,
+    tx_ring: Mutex<Producer<ShmRing<EntryWords>>>,
     tx_pool: Mutex<SlotAllocator>,
     tx_max_payload: usize,
-    rx_ring: Mutex<Consumer<ShmRing<DescriptorWords>>>,
-    rx_peek: ShmRing<DescriptorWords>,
+    rx_ring: Mutex<Consumer<ShmRing<EntryWords>>>,
+    rx_peek: ShmRing<EntryWords>,
     rx_pool: SlotReceiver,
     /// The protocol state: calls waiting, open channels, frames owed to the peer.
     link: Mutex<LinkState>,
@@ -730,22 +730,17 @@ impl Session {
     }
 
     fn send(&self, mut d: Descriptor, body: OutBody, deadline_ns: u64) -> Result<()> {
-        let slot = match body {
-            OutBody::Inline(bytes, n) => {
-                d.slot = SLOT_INLINE;
-                d.payload_len = n as u32;
-                d.inline = bytes;
-                None
-            }
+        let (frame, slot) = match body {
+            OutBody::Inline(bytes, n) => (Frame::inline(d, &bytes[..n]), None),
             OutBody::Slot(s, n) => {
                 d.slot = s.slot;
                 d.slot_gen = s.generation;
                 d.payload_len = n as u32;
-                Some(s)
+                (Frame::bare(d), Some(s))
             }
         };
-        let len = d.payload_len as u64;
-        match self.push(&d, deadline_ns) {
+        let len = frame.desc.payload_len as u64;
+        match self.push(&frame, deadline_ns) {
             // On success the slot belongs to the receiver until it comes back on the
             // return ring; the `OutSlot` handle (no destructor) is simply let go.
             Ok(()) => {
@@ -761,8 +756,8 @@ impl Session {
         }
     }
 
-    fn push(&self, d: &Descriptor, deadline_ns: u64) -> Result<()> {
-        let words = descriptor_to_words(d);
+    fn push(&self, frame: &Frame, deadline_ns: u64) -> Result<()> {
+        let words = frame.to_words();
         let mut give_up = 0;
         let mut backoff = Backoff::new();
         loop {
@@ -831,7 +826,7 @@ impl Session {
                 next
             };
             let Some(d) = next else { break };
-            let pushed = self.tx_ring.lock().try_push_tagged(descriptor_to_words(&d));
+            let pushed = self.tx_ring.lock().try_push_tagged(Frame::bare(d).to_words());
             match pushed {
                 Ok(()) => sent = true,
                 Err(PushError::Full) => {
@@ -1199,7 +1194,7 @@ impl Session {
             };
             if let Some(words) = popped {
                 empty_polls = 0;
-                if let Some(request) = self.process(words_to_descriptor(words)) {
+                if let Some(request) = self.process(Frame::from_words(words)) {
                     match poller {
                         Poller::Server => {
                             // A spinning server claims the ring again once the handler
@@ -1310,12 +1305,12 @@ impl Session {
         if !self.has_standby.load(Ordering::Relaxed) || self.waiters_asleep.load(Ordering::Relaxed) > 0 {
             return self.release_ring(rx);
         }
-        let unwatched = self.lease.grant();
-        drop(rx);
+        let unwatched = self.lease.grant(|| drop(rx));
         if unwatched {
             self.standby_kick.notify();
         }
-        self.after_release();
+        // `grant` fenced after letting go, as `after_release` would.
+        self.wake_for_frames_left();
     }
 
     /// A waiter whose wait is over lets go of the ring: under a lease if it spins (it
@@ -1347,6 +1342,11 @@ impl Session {
         // Pairs with the fence a woken thread issues before `try_lock`: if it failed to
         // take the ring because we still held it, we see its descriptor here.
         fence(Ordering::SeqCst);
+        self.wake_for_frames_left();
+    }
+
+    /// After letting go of the ring and a full fence: frames still in it get a poller.
+    fn wake_for_frames_left(&self) {
         if self.ring_nonempty() {
             self.kick.notify();
             self.standby_kick.notify();
@@ -1369,7 +1369,8 @@ impl Session {
     /// Hands one descriptor to the link and carries out what it decides. Returns
     /// requests for a server to run. Never waits on a send and never runs user code:
     /// answers owed to the peer go out with `flush_owed`, in one attempt.
-    fn process(self: &Arc<Self>, d: Descriptor) -> Option<Incoming> {
+    fn process(self: &Arc<Self>, frame: Frame) -> Option<Incoming> {
+        let d = frame.desc;
         let inbound = {
             let mut link = self.link.lock();
             let inbound = link.handle_frame(&d);
@@ -1382,7 +1383,7 @@ impl Session {
             self.fail_protocol(error);
             return None;
         }
-        let payload = match self.accept_payload(&d) {
+        let payload = match self.accept_payload(&frame) {
             Ok(payload) => payload,
             Err(error) => {
                 // What the link handed out is no longer in its tables: fail it here.
@@ -1438,9 +1439,11 @@ impl Session {
     }
 
     /// The payload of an accepted frame: inline bytes, or the slot it names, checked.
-    fn accept_payload(self: &Arc<Self>, d: &Descriptor) -> Result<Payload> {
+    fn accept_payload(self: &Arc<Self>, frame: &Frame) -> Result<Payload> {
+        let d = &frame.desc;
         let body = if d.is_inline() {
-            Body::Inline(d.inline, d.payload_len as usize)
+            let (bytes, len) = frame.inline_payload();
+            Body::Inline(bytes, len)
         } else {
             let slot = self.rx_pool.accept(d).map_err(|m| {
                 Error::new(
@@ -1819,12 +1822,7 @@ impl Session {
     /// tests that prove the other side survives garbage.
     #[doc(hidden)]
     pub fn push_raw_for_tests(&self, bytes: [u8; 64]) -> Result<()> {
-        let mut words = [0u64; 8];
-        for (i, w) in words.iter_mut().enumerate() {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            *w = u64::from_le_bytes(b);
-        }
+        let words = Frame::bare(Descriptor::decode(&bytes)).to_words();
         self.tx_ring
             .lock()
             .try_push_tagged(words)

@@ -202,7 +202,7 @@ impl Geometry {
             at += ring_bytes(capacity, entry);
             r
         };
-        let descriptors = ring(64, self.ring_capacity as u64);
+        let descriptors = ring(crate::wire::RING_ENTRY_SIZE as u64, self.ring_capacity as u64);
         let returns = ring(8, self.return_ring_capacity());
         let classes = self
             .classes

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use memmap2::MmapRaw;
 
 use crate::error::{Error, Result};
-use crate::wire::Status;
+use crate::wire::{self, Status};
 pub(crate) use join::JoinRecord;
 use layout::{control, cursors, header, SideLayout, MAGIC, RING_HEADER_SIZE};
 pub use layout::{Geometry, PeerSlotState, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR, PEER_NAME_MAX};
@@ -213,28 +213,45 @@ impl<E: Copy> ring::RingMemory for ShmRing<E> {
     }
 }
 
-/// A descriptor ring entry as stored: eight little-endian words.
-pub(crate) type DescriptorWords = [u64; 8];
+/// A descriptor ring entry as stored: sixteen little-endian words, two cache lines.
+/// Words 0..8 are the descriptor; words 8..16 carry the bytes of an inline payload past
+/// the descriptor's 16 (`wire::INLINE_CAPACITY`), and are written and read only when
+/// the descriptor says its payload has such bytes, so a small frame moves one line.
+pub(crate) type EntryWords = [u64; 16];
+
+/// The words of an entry that make up the descriptor.
+const DESCRIPTOR_WORDS: usize = wire::DESCRIPTOR_SIZE / 8;
 
 /// The word of a descriptor entry that carries its lap parity (flags and status), and
 /// the bit: the top bit of `flags`, which no descriptor uses (`wire::flags::LAP`).
 const LAP_WORD: usize = 2;
 const LAP_BIT: u64 = crate::wire::flags::LAP as u64;
 
-impl ShmRing<DescriptorWords> {
+/// The word with `payload_len` (low half) and `slot` (high half).
+const LEN_SLOT_WORD: usize = 3;
+
+/// Whether an entry's second line is in use, from its descriptor words: an inline
+/// payload longer than the descriptor holds. (A peer may claim any length: the
+/// descriptor's shape check refuses more than `INLINE_CAPACITY` afterwards.)
+fn uses_extension(words: &[u64]) -> bool {
+    let len_slot = words[LEN_SLOT_WORD];
+    (len_slot >> 32) as u32 == wire::SLOT_INLINE && (len_slot as u32) as usize > wire::DESCRIPTOR_INLINE
+}
+
+impl ShmRing<EntryWords> {
     /// The word of entry `index` that carries its lap parity.
     fn lap_word(&self, index: usize) -> &AtomicU64 {
-        self.entries
-            .atomic_u64(RING_HEADER_SIZE as usize + index * std::mem::size_of::<DescriptorWords>() + LAP_WORD * 8)
+        self.entries.atomic_u64(RING_HEADER_SIZE as usize + index * std::mem::size_of::<EntryWords>() + LAP_WORD * 8)
     }
 }
 
-impl ring::LapTagged for ShmRing<DescriptorWords> {
-    unsafe fn write_with_lap(&self, index: usize, entry: DescriptorWords, lap: bool) {
+impl ring::LapTagged for ShmRing<EntryWords> {
+    unsafe fn write_with_lap(&self, index: usize, entry: EntryWords, lap: bool) {
         let at = self.entry_ptr(index) as *mut u64;
-        for (i, word) in entry.iter().enumerate() {
+        let used = if uses_extension(&entry) { entry.len() } else { DESCRIPTOR_WORDS };
+        for (i, word) in entry[..used].iter().enumerate() {
             if i != LAP_WORD {
-                // SAFETY: as in `write`: `at` points at this entry's 8 words, ours to write.
+                // SAFETY: as in `write`: `at` points at this entry's 16 words, ours to write.
                 unsafe { ptr::write_volatile(at.add(i), *word) };
             }
         }
@@ -243,14 +260,14 @@ impl ring::LapTagged for ShmRing<DescriptorWords> {
         self.lap_word(index).store(tagged, Ordering::Release);
     }
 
-    unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<DescriptorWords> {
+    unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<EntryWords> {
         let tagged = self.lap_word(index).load(Ordering::Acquire);
         if (tagged & LAP_BIT != 0) != lap {
             return None;
         }
         let at = self.entry_ptr(index) as *const u64;
-        let mut words = [0u64; 8];
-        for (i, word) in words.iter_mut().enumerate() {
+        let mut words = [0u64; 16];
+        for (i, word) in words[..DESCRIPTOR_WORDS].iter_mut().enumerate() {
             *word = if i == LAP_WORD {
                 tagged & !LAP_BIT
             } else {
@@ -258,28 +275,78 @@ impl ring::LapTagged for ShmRing<DescriptorWords> {
                 unsafe { ptr::read_volatile(at.add(i)) }
             };
         }
+        if uses_extension(&words) {
+            for (i, word) in words.iter_mut().enumerate().skip(DESCRIPTOR_WORDS) {
+                // SAFETY: as above; the entry has 16 words.
+                *word = unsafe { ptr::read_volatile(at.add(i)) };
+            }
+        }
         Some(words)
     }
 }
 
-/// Converts between ring entries and descriptors.
-pub(crate) fn words_to_descriptor(words: DescriptorWords) -> crate::wire::Descriptor {
-    let mut bytes = [0u8; 64];
-    for (i, w) in words.iter().enumerate() {
-        bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
-    }
-    crate::wire::Descriptor::decode(&bytes)
+/// A frame as it travels on a descriptor ring: the descriptor, and the inline payload
+/// bytes past its own 16 (zero unless `Descriptor::uses_entry_extension`).
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub desc: crate::wire::Descriptor,
+    pub extension: [u8; wire::INLINE_CAPACITY - wire::DESCRIPTOR_INLINE],
 }
 
-pub(crate) fn descriptor_to_words(d: &crate::wire::Descriptor) -> DescriptorWords {
-    let bytes = d.encode();
-    let mut words = [0u64; 8];
-    for (i, w) in words.iter_mut().enumerate() {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-        *w = u64::from_le_bytes(b);
+impl Frame {
+    /// A frame whose payload (if any) fits the descriptor or lies in a slot.
+    pub fn bare(desc: crate::wire::Descriptor) -> Frame {
+        Frame { desc, extension: [0; wire::INLINE_CAPACITY - wire::DESCRIPTOR_INLINE] }
     }
-    words
+
+    /// A descriptor with an inline payload of `bytes` (at most `INLINE_CAPACITY`).
+    pub fn inline(mut desc: crate::wire::Descriptor, bytes: &[u8]) -> Frame {
+        debug_assert!(bytes.len() <= wire::INLINE_CAPACITY);
+        let (head, rest) = bytes.split_at(bytes.len().min(wire::DESCRIPTOR_INLINE));
+        desc.slot = wire::SLOT_INLINE;
+        desc.payload_len = bytes.len() as u32;
+        desc.inline = [0; wire::DESCRIPTOR_INLINE];
+        desc.inline[..head.len()].copy_from_slice(head);
+        let mut frame = Frame::bare(desc);
+        frame.extension[..rest.len()].copy_from_slice(rest);
+        frame
+    }
+
+    /// The inline payload (descriptor bytes, then extension bytes); only meaningful for
+    /// an inline frame whose shape check passed.
+    pub fn inline_payload(&self) -> ([u8; wire::INLINE_CAPACITY], usize) {
+        let len = (self.desc.payload_len as usize).min(wire::INLINE_CAPACITY);
+        let mut bytes = [0u8; wire::INLINE_CAPACITY];
+        bytes[..wire::DESCRIPTOR_INLINE].copy_from_slice(&self.desc.inline);
+        bytes[wire::DESCRIPTOR_INLINE..].copy_from_slice(&self.extension);
+        (bytes, len)
+    }
+
+    pub fn from_words(words: EntryWords) -> Frame {
+        let mut bytes = [0u8; wire::DESCRIPTOR_SIZE];
+        for (i, w) in words[..DESCRIPTOR_WORDS].iter().enumerate() {
+            bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let mut frame = Frame::bare(crate::wire::Descriptor::decode(&bytes));
+        if uses_extension(&words) {
+            for (chunk, w) in frame.extension.chunks_exact_mut(8).zip(&words[DESCRIPTOR_WORDS..]) {
+                chunk.copy_from_slice(&w.to_le_bytes());
+            }
+        }
+        frame
+    }
+
+    pub fn to_words(&self) -> EntryWords {
+        let bytes = self.desc.encode();
+        let mut words = [0u64; 16];
+        let descriptor_then_extension = bytes.chunks_exact(8).chain(self.extension.chunks_exact(8));
+        for (w, chunk) in words.iter_mut().zip(descriptor_then_extension) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *w = u64::from_le_bytes(b);
+        }
+        words
+    }
 }
 
 /// What a cell knows of the hub it joined (from its join record).
@@ -395,7 +462,7 @@ impl Region {
     }
 
     /// The descriptor ring `from` sends on.
-    pub fn ring(&self, from: Side) -> ShmRing<DescriptorWords> {
+    pub fn ring(&self, from: Side) -> ShmRing<EntryWords> {
         self.ring_between(from, self.layout.descriptors, cursors::DESCRIPTOR_HEAD)
     }
 
@@ -542,6 +609,42 @@ pub(crate) mod tests {
         let (h, c) = link.read_only_files();
         assert!(memfd::map(h, link.region.layout().size, true, "x").is_err());
         assert!(memfd::map(c, link.region.layout().size, true, "x").is_err());
+    }
+
+    /// Frames of every inline length from 0 to 80 bytes, then slot frames, through a
+    /// link's real ring: each comes out as it went in, and a frame that fits the
+    /// descriptor neither writes nor reads the entry's second line (what an earlier,
+    /// longer frame left there stays, and is not mistaken for its payload).
+    #[test]
+    fn inline_payloads_up_to_80_bytes_use_the_entry_s_second_line_only_when_they_need_it() {
+        use crate::shm::ring::{Consumer, Producer};
+        use crate::wire::{Descriptor, DESCRIPTOR_INLINE, INLINE_CAPACITY};
+        let (link, handoff) = LinkMemory::create(&record(HubConfig::default().geometry())).unwrap();
+        let cell = handoff.map_as_cell().unwrap();
+        // SAFETY: no session runs on this link: these are the ring's only two ends.
+        let (mut producer, mut consumer) =
+            unsafe { (Producer::new(link.region.ring(Side::Host)), Consumer::new(cell.ring(Side::Host))) };
+        let capacity = ring::RingMemory::capacity(&link.region.ring(Side::Host)) as usize;
+        for len in (0..=INLINE_CAPACITY).chain([5, 16, 80, 3]) {
+            let bytes: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(7).wrapping_add(1)).collect();
+            let frame = Frame::inline(Descriptor { msg_id: len as u64, ..Descriptor::default() }, &bytes);
+            assert_eq!(frame.desc.uses_entry_extension(), len > DESCRIPTOR_INLINE);
+            producer.try_push_tagged(frame.to_words()).unwrap();
+            let got = Frame::from_words(consumer.try_pop_tagged().unwrap().expect("pushed"));
+            let (payload, n) = got.inline_payload();
+            assert_eq!((got.desc.msg_id, &payload[..n]), (len as u64, &bytes[..]), "length {len}");
+            if len <= DESCRIPTOR_INLINE {
+                assert_eq!(got.extension, [0; INLINE_CAPACITY - DESCRIPTOR_INLINE], "second line not read");
+            }
+        }
+        // Around the ring once more: every entry's second line now holds old bytes.
+        for i in 0..capacity + 3 {
+            let d = Descriptor { msg_id: i as u64, slot: 5, payload_len: 100, ..Descriptor::default() };
+            producer.try_push_tagged(Frame::bare(d).to_words()).unwrap();
+            let got = Frame::from_words(consumer.try_pop_tagged().unwrap().expect("pushed"));
+            assert_eq!((got.desc.msg_id, got.desc.slot, got.desc.payload_len), (i as u64, 5, 100));
+            assert!(!got.desc.uses_entry_extension() && got.extension.iter().all(|b| *b == 0));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! HELLO and the binary encoding of the built-in messages (lifecycle, log, introspection),
 //! docs/PROTOCOL.md §10–§12. Decoders return an error on any input they cannot read.
 
-use super::INLINE_CAPACITY;
+use super::DESCRIPTOR_INLINE;
 
 /// Role announced in HELLO.
 pub const ROLE_HOST: u8 = 1;
@@ -27,8 +27,8 @@ pub struct Hello {
 
 impl Hello {
     /// Encodes into the 16 inline bytes.
-    pub fn encode(&self) -> [u8; INLINE_CAPACITY] {
-        let mut out = [0u8; INLINE_CAPACITY];
+    pub fn encode(&self) -> [u8; DESCRIPTOR_INLINE] {
+        let mut out = [0u8; DESCRIPTOR_INLINE];
         out[0..2].copy_from_slice(&self.major.to_le_bytes());
         out[2..4].copy_from_slice(&self.minor.to_le_bytes());
         out[4] = self.role;
@@ -40,7 +40,7 @@ impl Hello {
 
     /// Decodes the inline payload; it must be exactly 16 bytes.
     pub fn decode(bytes: &[u8]) -> Result<Hello, String> {
-        if bytes.len() != INLINE_CAPACITY {
+        if bytes.len() != DESCRIPTOR_INLINE {
             return Err(format!("HELLO payload of {} bytes (expected 16)", bytes.len()));
         }
         Ok(Hello {

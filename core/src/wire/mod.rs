@@ -11,10 +11,16 @@ use std::fmt;
 mod codec;
 pub use codec::*;
 
-/// Size of one descriptor on a ring.
+/// Size of one descriptor.
 pub const DESCRIPTOR_SIZE: usize = 64;
-/// Payloads up to this many bytes travel inside the descriptor.
-pub const INLINE_CAPACITY: usize = 16;
+/// Size of one descriptor ring entry: the descriptor's cache line, then a second line
+/// that carries the bytes of an inline payload past the descriptor's own 16.
+pub const RING_ENTRY_SIZE: usize = 128;
+/// Inline payload bytes inside the descriptor itself (its `inline` field).
+pub const DESCRIPTOR_INLINE: usize = 16;
+/// Payloads up to this many bytes travel inline, in the ring entry (the first 16 in the
+/// descriptor, the rest in the entry's second cache line); larger ones in a slot.
+pub const INLINE_CAPACITY: usize = DESCRIPTOR_INLINE + RING_ENTRY_SIZE - DESCRIPTOR_SIZE;
 /// `slot` value meaning "the payload is inline".
 pub const SLOT_INLINE: u32 = u32::MAX;
 /// Channel carrying control frames and unary calls.
@@ -204,8 +210,9 @@ pub struct Descriptor {
     pub credit: u32,
     /// Offset 40. Absolute CLOCK_MONOTONIC deadline in ns; 0 = none.
     pub deadline_ns: u64,
-    /// Offset 48. Inline payload bytes.
-    pub inline: [u8; INLINE_CAPACITY],
+    /// Offset 48. Inline payload bytes (the first 16; the rest, up to
+    /// [`INLINE_CAPACITY`], in the ring entry's second line).
+    pub inline: [u8; DESCRIPTOR_INLINE],
 }
 
 impl Descriptor {
@@ -234,7 +241,7 @@ impl Descriptor {
             b.copy_from_slice(&bytes[o..o + 8]);
             u64::from_le_bytes(b)
         };
-        let mut inline = [0u8; INLINE_CAPACITY];
+        let mut inline = [0u8; DESCRIPTOR_INLINE];
         inline.copy_from_slice(&bytes[48..64]);
         Descriptor {
             msg_id: u64_at(0),
@@ -256,9 +263,15 @@ impl Descriptor {
         self.slot == SLOT_INLINE
     }
 
-    /// The inline payload; only meaningful after [`Descriptor::check_shape`] passed.
+    /// The inline payload bytes the descriptor itself holds (all of them for control
+    /// frames, which [`Descriptor::check_shape`] keeps within the descriptor).
     pub fn inline_payload(&self) -> &[u8] {
-        &self.inline[..(self.payload_len as usize).min(INLINE_CAPACITY)]
+        &self.inline[..(self.payload_len as usize).min(DESCRIPTOR_INLINE)]
+    }
+
+    /// True when part of the inline payload lies in the ring entry's second line.
+    pub fn uses_entry_extension(&self) -> bool {
+        self.is_inline() && self.payload_len as usize > DESCRIPTOR_INLINE
     }
 
     /// What kind of frame this is, after checking that flags, status, channel and
@@ -290,6 +303,12 @@ impl Descriptor {
             }
             if !self.is_inline() {
                 return Err("control frame with a slot payload".into());
+            }
+            if self.payload_len as usize > DESCRIPTOR_INLINE {
+                return Err(format!(
+                    "control frame with a {}-byte payload (max {DESCRIPTOR_INLINE})",
+                    self.payload_len
+                ));
             }
             match ControlKind::from_code(self.method_id) {
                 Some(kind) => FrameKind::Control(kind),
@@ -499,8 +518,14 @@ mod tests {
         assert!(request(flags::REQUEST | flags::RESPONSE).check_shape().is_err());
         assert!(request(flags::REQUEST | flags::ERROR).check_shape().is_err());
         let mut big_inline = request(flags::REQUEST);
-        big_inline.payload_len = 17;
+        big_inline.payload_len = INLINE_CAPACITY as u32;
+        assert!(big_inline.check_shape().is_ok(), "80 bytes inline: 16 in the descriptor, 64 in the entry");
+        big_inline.payload_len += 1;
         assert!(big_inline.check_shape().is_err());
+        let mut big_control = request(flags::CONTROL);
+        big_control.method_id = ControlKind::Ping as u32;
+        big_control.payload_len = DESCRIPTOR_INLINE as u32 + 1;
+        assert!(big_control.check_shape().is_err(), "a control frame's payload stays in the descriptor");
         let mut zero_method = request(flags::REQUEST);
         zero_method.method_id = 0;
         assert!(zero_method.check_shape().is_err());

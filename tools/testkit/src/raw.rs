@@ -326,7 +326,9 @@ impl RawLink {
         if self.sent.wrapping_sub(self.word64(self.host, 256).load(Ordering::Acquire)) >= self.capacity {
             return false;
         }
-        let at = 384 + 64 + (self.sent % self.capacity) as usize * 64;
+        // Entries are two cache lines (docs/PROTOCOL.md §4); these frames carry at most 16
+        // payload bytes, so only the first line (the descriptor) is written.
+        let at = 384 + 64 + (self.sent % self.capacity) as usize * 128;
         // Every byte but the flags/status word first; that word last, with Release and
         // the lap's parity in the top bit of flags (1 on lap 0, 0 on lap 1, ...), which
         // is what the host polls (docs/PROTOCOL.md §4).

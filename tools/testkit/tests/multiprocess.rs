@@ -26,7 +26,9 @@ fn echo_every_payload_size_and_refuse_oversize() {
     assert_eq!(ready.pid, r.child.id());
     let largest = r.peer.max_payload();
     assert_eq!(largest, 1 << 20);
-    for size in [0, 1, 16, 17, 1024, 4096, 4097, 65_536, largest] {
+    // Every inline length (16 in the descriptor, up to 80 with the ring entry's second
+    // line), the first slot sizes after it, then the larger ones.
+    for size in (0..=100).chain([1024, 4096, 4097, 65_536, largest]) {
         let payload = pattern(size, size as u8);
         let reply = r.peer.call("Echo.echo", &payload, &secs(5)).unwrap_or_else(|e| panic!("size {size}: {e}"));
         assert_eq!(reply.bytes(), &payload[..], "size {size}");

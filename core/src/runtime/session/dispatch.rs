@@ -167,7 +167,7 @@ impl fmt::Debug for Call<'_> {
 }
 
 impl<'a> Call<'a> {
-    /// The request payload. Payloads larger than 16 bytes are copied out of shared
+    /// The request payload. Payloads larger than 80 bytes are copied out of shared
     /// memory on the first call (the caller could change them under a reference); read
     /// them in place with [`Call::request`] instead.
     pub fn payload(&self) -> &'a [u8] {
@@ -230,7 +230,7 @@ impl<'a> Call<'a> {
     }
 
     /// Writes the reply in place: `fill` gets a buffer of `max_len` bytes (in shared
-    /// memory when larger than 16) and returns how many it wrote.
+    /// memory when larger than 80) and returns how many it wrote.
     pub fn reply_with(&mut self, max_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<()> {
         self.discard_reply();
         self.reply = self.session.fill_body(max_len, self.deadline_ns, fill)?.into();
@@ -238,7 +238,7 @@ impl<'a> Call<'a> {
     }
 
     /// Two-step in-place reply (for callers that cannot pass a closure, such as C):
-    /// returns a buffer of `max_len` bytes (in shared memory when larger than 16) that
+    /// returns a buffer of `max_len` bytes (in shared memory when larger than 80) that
     /// becomes the reply; shorten it afterwards with [`Call::set_reply_len`].
     pub fn reply_buffer(&mut self, max_len: usize) -> Result<&mut [u8]> {
         self.reply_with(max_len, |buf| buf.len())?;

@@ -178,7 +178,7 @@ pub struct StreamItem {
 }
 
 impl StreamItem {
-    /// The item's bytes. Items larger than 16 bytes are copied out of shared memory on
+    /// The item's bytes. Items larger than 80 bytes are copied out of shared memory on
     /// the first call (the sender could change them under a reference); read them in
     /// place with [`StreamItem::payload`] instead.
     pub fn bytes(&self) -> &[u8] {
@@ -666,7 +666,7 @@ impl fmt::Debug for StreamCall {
 
 impl StreamCall {
     /// The message the caller opened the stream with (copied out of shared memory on
-    /// the first call when larger than 16 bytes, see [`StreamCall::request_payload`]).
+    /// the first call when larger than 80 bytes, see [`StreamCall::request_payload`]).
     pub fn request(&self) -> &[u8] {
         self.request.as_ref().map_or(&[], |p| p.bytes())
     }
