@@ -5,15 +5,20 @@
 //! At most one thread of this process polls the receive ring at a time: whoever holds
 //! the `rx` lock (taken with `try_lock` only, so nobody ever blocks on it). While it
 //! holds it, our *parked* flag in shared memory is 0 and the peer sends without any
-//! syscall. A thread that stops polling sets parked = 1, issues a full fence and
-//! rechecks the ring before letting go; the peer pushes, fences and then reads the
-//! flag, so either we see its descriptor or it sees our flag and rings the doorbell.
+//! syscall. A thread that stops polling for good sets parked = 1, issues a full fence
+//! and rechecks the ring before letting go; the peer pushes, fences and then reads the
+//! flag, so either we see its descriptor or it sees our flag and rings the doorbell. A
+//! thread that will be back in a moment leaves the flag at 0 under a lease instead,
+//! which the standby server bounds (`runtime::lease`).
 //!
-//! Callers poll for their own responses (no thread hop on the fast path). Server
-//! threads run handlers: a server that pops a request lets go of the ring *before*
-//! running the handler, so a slow handler never stalls receiving. Threads that have
-//! nothing to do sleep: callers in `poll` on the doorbell, one server ("standby") in
-//! `poll` on the doorbell, other servers on a condition variable.
+//! Whoever waits receives (`wait_polling`): a caller polls for its own response, a
+//! stream's reader for its items and its writer for credit, with no thread hop on the
+//! fast path; requests they find go to the servers. Server threads run handlers: a
+//! server that pops a request lets go of the ring (under a lease) *before* running the
+//! handler, so a slow handler never stalls receiving. Threads that have nothing to do
+//! sleep: waiters on the doorbell and their own kick, one server ("standby") on the
+//! doorbell, other servers on a condition variable. On two cores or fewer a waiter
+//! that does not get the ring sleeps at once instead of spinning beside its holder.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
