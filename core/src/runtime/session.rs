@@ -88,6 +88,14 @@ fn few_cores() -> bool {
     *FEW.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() <= 2))
 }
 
+/// The earlier of two optional timeouts (`None` is forever).
+fn earlier(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Frames a waiter takes from the ring after it is done, at most, before letting go.
 const DRAIN_AFTER_DONE: u32 = 64;
 /// Error messages longer than this are cut (with a marker) to fit a slot.
@@ -1205,11 +1213,7 @@ impl Session {
                             // A spinning server claims the ring again once the handler
                             // returns (a handler that runs long hands it to the
                             // standby); a blocking one parks it as it would anyway.
-                            if self.server_wait == WaitStrategy::Block {
-                                self.release_ring(rx);
-                            } else {
-                                self.lease_ring(rx);
-                            }
+                            self.let_go(rx, self.server_wait);
                             return Some(request);
                         }
                         Poller::Waiting { .. } => self.enqueue(request),
@@ -1232,7 +1236,7 @@ impl Session {
                         return None;
                     }
                     if drained_after_done > DRAIN_AFTER_DONE {
-                        self.let_go_when_done(rx);
+                        self.let_go(rx, self.wait);
                         return None;
                     }
                 }
@@ -1243,7 +1247,7 @@ impl Session {
             if let Poller::Waiting { awaited, .. } = poller {
                 // Done (by what we drained, or another thread delivered it).
                 if awaited.is_done() {
-                    self.let_go_when_done(rx);
+                    self.let_go(rx, self.wait);
                     return None;
                 }
             }
@@ -1318,11 +1322,11 @@ impl Session {
         self.wake_for_frames_left();
     }
 
-    /// A waiter whose wait is over lets go of the ring: under a lease if it spins (it
-    /// is likely to wait again soon: the next call, the stream's next item), parked if it
-    /// blocks.
-    fn let_go_when_done(&self, rx: RxGuard<'_>) {
-        if self.wait == WaitStrategy::Block {
+    /// A poller that waits with `strategy` lets go of the ring: under a lease if it
+    /// spins (it is likely to poll again soon: the next call, the stream's next item,
+    /// the end of the handler it is about to run), parked if it blocks.
+    fn let_go(&self, rx: RxGuard<'_>, strategy: WaitStrategy) {
+        if strategy == WaitStrategy::Block {
             self.release_ring(rx);
         } else {
             self.lease_ring(rx);
@@ -1566,10 +1570,7 @@ impl Session {
             // of a call nobody waits on, frames owed to a peer whose ring was full, and a
             // lease out on the ring (`runtime::lease`).
             let watched = self.lease.watch(&mut last_seen);
-            let timeout = match (self.standby_timeout(), watched.map(|_| LEASE)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let timeout = earlier(self.standby_timeout(), watched.map(|_| LEASE));
             let woken = if self.ring_needs_a_poller() {
                 Wake::Woken
             } else {
@@ -1613,10 +1614,7 @@ impl Session {
             deadline
         };
         let until_deadline = deadline.map(|d| Duration::from_nanos(d.saturating_sub(monotonic_now_ns())));
-        match (owed, until_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earlier(owed, until_deadline)
     }
 
     /// Fails the calls nobody waits on whose deadline passed (outside the link's lock:

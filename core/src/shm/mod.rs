@@ -235,7 +235,7 @@ const LEN_SLOT_WORD: usize = 3;
 /// descriptor's shape check refuses more than `INLINE_CAPACITY` afterwards.)
 fn uses_extension(words: &[u64]) -> bool {
     let len_slot = words[LEN_SLOT_WORD];
-    (len_slot >> 32) as u32 == wire::SLOT_INLINE && (len_slot as u32) as usize > wire::DESCRIPTOR_INLINE
+    wire::entry_extension_used((len_slot >> 32) as u32, len_slot as u32)
 }
 
 impl ShmRing<EntryWords> {

@@ -31,6 +31,13 @@ pub const PROTOCOL_VERSION_MAJOR: u16 = 2;
 /// Minor version: additions a peer of the same major may ignore.
 pub const PROTOCOL_VERSION_MINOR: u16 = 0;
 
+/// True when a descriptor with this `slot` and `payload_len` has part of its inline
+/// payload in the ring entry's second line (the one rule, for decoded descriptors and
+/// for raw ring words alike).
+pub fn entry_extension_used(slot: u32, payload_len: u32) -> bool {
+    slot == SLOT_INLINE && payload_len as usize > DESCRIPTOR_INLINE
+}
+
 /// Descriptor flag bits (`flags` field, offset 16).
 #[allow(missing_docs)]
 pub mod flags {
@@ -271,7 +278,7 @@ impl Descriptor {
 
     /// True when part of the inline payload lies in the ring entry's second line.
     pub fn uses_entry_extension(&self) -> bool {
-        self.is_inline() && self.payload_len as usize > DESCRIPTOR_INLINE
+        entry_extension_used(self.slot, self.payload_len)
     }
 
     /// What kind of frame this is, after checking that flags, status, channel and
