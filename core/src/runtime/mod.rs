@@ -12,12 +12,14 @@
 //!   standby role (who sleeps on the doorbell), with no timer anywhere;
 //! - [`pool`]: the bounded pool of threads that run stream handlers;
 //! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it;
-//! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby.
+//! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby;
+//! - [`spinning`]: who may spin (one thread per process on two cores or fewer).
 
 pub(crate) mod cancellation;
 pub(crate) mod lease;
 pub(crate) mod pool;
 pub mod session;
+pub(crate) mod spinning;
 pub(crate) mod sync;
 pub(crate) mod waiter;
 pub(crate) mod workers;

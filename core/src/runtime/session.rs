@@ -36,6 +36,7 @@ mod stream;
 use crate::runtime::cancellation::CancelledCalls;
 use crate::runtime::lease::{Lease, LEASE};
 use crate::runtime::pool::{self, TaskPool};
+use crate::runtime::spinning::{OpenLink, SpinPermits, Spinner};
 use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
 use dispatch::ReplyBody;
@@ -82,8 +83,9 @@ const OWED_RETRY: Duration = Duration::from_millis(50);
 /// A thread polling the ring checks the doorbell for the peer's death this often.
 const LIVENESS_CHECK: Duration = Duration::from_millis(1);
 
-/// True on a machine with two cores or fewer: at most one thread of a link spins there.
-fn few_cores() -> bool {
+/// True on a machine with two cores or fewer: at most one thread per process spins there
+/// (`runtime::spinning`), and a waiter that does not hold the ring sleeps at once.
+pub(crate) fn few_cores() -> bool {
     static FEW: OnceLock<bool> = OnceLock::new();
     *FEW.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() <= 2))
 }
@@ -432,6 +434,8 @@ pub(crate) struct Session {
     /// the check that frees each; at most one per slot of the peer's pool.
     retained: Mutex<Vec<(Payload, RetainCheck)>>,
     has_retained: AtomicBool,
+    /// Counted among the process's links while the session lives (`runtime::spinning`).
+    _open_link: OpenLink<'static>,
 }
 
 impl fmt::Debug for Session {
@@ -511,6 +515,7 @@ impl Session {
             stream_pool,
             cancelled_calls: CancelledCalls::default(),
             retained: Mutex::new(Vec::new()),
+            _open_link: SpinPermits::process().link_opened(),
             has_retained: AtomicBool::new(false),
         }))
     }
@@ -1113,7 +1118,9 @@ impl Session {
     ) -> Waited {
         let budget = self.wait.spin_budget();
         let started = Instant::now();
-        let within_budget = || budget.is_none_or(|b| started.elapsed() < b);
+        // Spinning takes the process's permit too (one spinner per process on two cores).
+        let spinner = Spinner::new(SpinPermits::process());
+        let may_spin = || budget.is_none_or(|b| started.elapsed() < b) && spinner.may_spin();
         // Set once we slept on the doorbell: a wakeup we drained may have been meant for
         // a descriptor of another waiter, which we then must not swallow.
         let mut slept = false;
@@ -1145,11 +1152,11 @@ impl Session {
             if let Some(rx) = claimed.take().or_else(|| self.claim_ring()) {
                 // Returns once we are done, the deadline passed, or the spin budget is
                 // spent (then the ring is parked and we sleep below).
-                self.poll_ring(rx, Poller::Waiting { awaited, deadline_ns, within_budget: &within_budget });
-                if awaited.is_done() || within_budget() {
+                self.poll_ring(rx, Poller::Waiting { awaited, deadline_ns, may_spin: &may_spin });
+                if awaited.is_done() || may_spin() {
                     continue;
                 }
-            } else if within_budget() && !few_cores() {
+            } else if !few_cores() && may_spin() {
                 // Somebody else polls the ring and will deliver what we wait for; on a
                 // machine with cores to spare we watch for it without a syscall.
                 std::hint::spin_loop();
@@ -1159,6 +1166,7 @@ impl Session {
             // fewer a waiter that does not hold the ring sleeps at once: the holder
             // already spins, and a second spinner would take the core the peer (or the
             // thread that has our answer) needs.
+            spinner.stop();
             awaited.sleep_unless_done(&mut || {
                 let left =
                     (deadline_ns != 0).then(|| Duration::from_nanos(deadline_ns.saturating_sub(monotonic_now_ns())));
@@ -1195,6 +1203,8 @@ impl Session {
         let mut last_liveness: Option<Instant> = None;
         let mut frames: u32 = 0;
         let mut drained_after_done: u32 = 0;
+        // A server's permit to spin on the empty ring, held until it parks or leaves.
+        let server_spinner = Spinner::new(SpinPermits::process());
         loop {
             let popped = match rx.try_pop_tagged() {
                 Ok(p) => p,
@@ -1258,10 +1268,12 @@ impl Session {
             let now = Instant::now();
             let idle_started = *idle_since.get_or_insert(now);
             let keep_polling = match poller {
-                Poller::Waiting { awaited, deadline_ns, within_budget } => {
-                    !awaited.is_done() && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns) && within_budget()
+                Poller::Waiting { awaited, deadline_ns, may_spin } => {
+                    !awaited.is_done() && (deadline_ns == 0 || monotonic_now_ns() < deadline_ns) && may_spin()
                 }
-                Poller::Server => self.server_wait.spin_budget().is_none_or(|b| now - idle_started < b),
+                Poller::Server => {
+                    self.server_wait.spin_budget().is_none_or(|b| now - idle_started < b) && server_spinner.may_spin()
+                }
             };
             if self.failed.load(Ordering::Relaxed) {
                 self.release_ring(rx);
@@ -1851,7 +1863,8 @@ enum Poller<'a> {
     Waiting {
         awaited: &'a dyn Awaited,
         deadline_ns: u64,
-        within_budget: &'a dyn Fn() -> bool,
+        /// Within the spin budget and holding a spin permit.
+        may_spin: &'a dyn Fn() -> bool,
     },
     Server,
 }

@@ -214,6 +214,7 @@ fn bench(quick: bool) -> Result<(), Error> {
             "cellshm_64B_adaptive",
             Box::new(|r| echo_case(r, "cellshm_64B_adaptive", WaitStrategy::default(), n_fast, 64)),
         ),
+        ("cellshm_64B_adaptive_3_cells", Box::new(|r| three_cells_case(r, n_block))),
         ("cellshm_64B_block", Box::new(|r| echo_case(r, "cellshm_64B_block", WaitStrategy::Block, n_block, 64))),
         ("cellshm_1MiB_spin", Box::new(|r| echo_in_place_case(r, "cellshm_1MiB_spin", n_large))),
         (
@@ -225,7 +226,7 @@ fn bench(quick: bool) -> Result<(), Error> {
         ),
         ("cellshm_stream_64KiB", Box::new(|r| stream_case(r, "cellshm_stream_64KiB", 64 << 10, stream_bytes))),
         ("cellshm_stream_1MiB", Box::new(|r| stream_case(r, "cellshm_stream_1MiB", 1 << 20, stream_bytes))),
-        ("cellshm_8_streams", Box::new(|r| eight_streams_case(r, stream_bytes))),
+        ("cellshm_8_streams", Box::new(|r| eight_streams_case(r, n_block / 2))),
     ];
     // The C API caller, when `make bench` built it: a case like the others, so that it
     // alternates with the Rust API's `cellshm_64B_spin`.
@@ -288,6 +289,30 @@ fn echo_case(r: &mut Results, name: &str, wait: WaitStrategy, n: usize, size: us
     Ok(())
 }
 
+/// A caller thread towards each of three cells at once, Adaptive (the default): on two
+/// cores they share the process's one spinner, the others park their rings.
+fn three_cells_case(r: &mut Results, n: usize) -> Result<(), Error> {
+    let cells: Vec<BenchCell> =
+        (0..3).map(|_| BenchCell::spawn(HubConfig::default(), WaitStrategy::default())).collect::<Result<_, _>>()?;
+    let per_cell: Vec<Vec<u64>> = std::thread::scope(|scope| {
+        let callers: Vec<_> = cells
+            .iter()
+            .map(|cell| {
+                scope.spawn(|| {
+                    let opts = CallOptions::default();
+                    sample(n, || {
+                        let reply = cell.peer.call("Echo.echo", &[7u8; 64], &opts).expect("echo");
+                        assert_eq!(reply.len(), 64);
+                    })
+                })
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().expect("caller thread")).collect()
+    });
+    r.latency("cellshm_64B_adaptive_3_cells", per_cell.concat());
+    Ok(())
+}
+
 /// The largest payload each way, written in place on both sides.
 fn echo_in_place_case(r: &mut Results, name: &str, n: usize) -> Result<(), Error> {
     let cell = BenchCell::spawn(HubConfig::default(), WaitStrategy::Spin)?;
@@ -338,46 +363,69 @@ fn stream_case(r: &mut Results, name: &str, chunk: usize, bytes: usize) -> Resul
     Ok(())
 }
 
-/// Eight streams of 256 KiB chunks at once on one peer, and unary 64 B calls on the same
-/// peer meanwhile, one every 100 µs.
-fn eight_streams_case(r: &mut Results, bytes: usize) -> Result<(), Error> {
+/// Eight streams of 256 KiB chunks at once on one peer, and `unary_calls` unary 64 B calls
+/// on the same peer meanwhile, one every 100 µs. Both are measured in the steady state:
+/// the calls start once every stream has its first chunk (slots faulted in, threads
+/// started), the rate counts the bytes received while the calls ran, and the streams are
+/// cancelled after the last call.
+fn eight_streams_case(r: &mut Results, unary_calls: usize) -> Result<(), Error> {
+    const STREAMS: u32 = 8;
     let config = HubConfig {
         slot_classes: vec![
             SlotClass { slot_size: 256, slot_count: 256 },
-            SlotClass { slot_size: 256 << 10, slot_count: 8 * cellshm::STREAM_WINDOW + 8 },
+            SlotClass { slot_size: 256 << 10, slot_count: STREAMS * cellshm::STREAM_WINDOW + 8 },
         ],
         ..HubConfig::default()
     };
     let chunk = 256usize << 10;
-    let per_stream = (bytes / 8 / chunk).max(1);
     let cell = BenchCell::spawn(config, WaitStrategy::default())?;
     let peer = &cell.peer;
-    let started = Instant::now();
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let peer = peer.clone();
-            std::thread::spawn(move || -> Result<usize, Error> {
-                let request: Vec<u8> = [per_stream as u32, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
-                let mut received = 0;
-                for item in peer.open_stream("Stream.fill", &request, &CallOptions::default())? {
-                    received += item?.len();
-                }
-                Ok(received)
+    let received = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let flowing = std::sync::Barrier::new(STREAMS as usize + 1);
+    let (rate, unary) = std::thread::scope(|scope| -> Result<(f64, Vec<u64>), Error> {
+        let threads: Vec<_> = (0..STREAMS)
+            .map(|_| {
+                let (received, stop, flowing) = (&received, &stop, &flowing);
+                scope.spawn(move || -> Result<(), Error> {
+                    // As many chunks as a stream could ever want: it ends by cancellation.
+                    let request: Vec<u8> = [u32::MAX, chunk as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+                    let mut stream = peer.open_stream("Stream.fill", &request, &CallOptions::default())?;
+                    let first = stream.next().ok_or_else(|| Error::new(Status::Internal, "stream ended at once"))??;
+                    received.fetch_add(first.len() as u64, Ordering::Relaxed);
+                    drop(first);
+                    flowing.wait();
+                    for item in stream.by_ref() {
+                        received.fetch_add(item?.len() as u64, Ordering::Relaxed);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })
             })
-        })
-        .collect();
-    let mut unary = Vec::new();
-    while !threads.iter().all(|t| t.is_finished()) {
-        let t = Instant::now();
-        peer.call("Echo.echo", &[7u8; 64], &CallOptions::timeout(Duration::from_secs(5)))?;
-        unary.push(t.elapsed().as_nanos() as u64);
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    let mut received = 0;
-    for t in threads {
-        received += t.join().map_err(|_| Error::new(Status::Internal, "stream thread panicked"))??;
-    }
-    r.rate("cellshm_8_streams_256KiB", received as f64 / started.elapsed().as_secs_f64() / 1e9);
+            .collect();
+        flowing.wait();
+        let (started, bytes_before) = (Instant::now(), received.load(Ordering::Relaxed));
+        let mut unary = Vec::with_capacity(unary_calls);
+        let mut outcome = Ok(());
+        for _ in 0..unary_calls {
+            let t = Instant::now();
+            if let Err(e) = peer.call("Echo.echo", &[7u8; 64], &CallOptions::timeout(Duration::from_secs(5))) {
+                outcome = Err(e);
+                break;
+            }
+            unary.push(t.elapsed().as_nanos() as u64);
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let rate = (received.load(Ordering::Relaxed) - bytes_before) as f64 / started.elapsed().as_secs_f64() / 1e9;
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().map_err(|_| Error::new(Status::Internal, "stream thread panicked"))??;
+        }
+        outcome.map(|()| (rate, unary))
+    })?;
+    r.rate("cellshm_8_streams_256KiB", rate);
     r.latency("cellshm_unary_during_8_streams", unary);
     Ok(())
 }

@@ -400,6 +400,46 @@ fn wait_strategies_all_work_and_peers_shut_down_gracefully() {
     }
 }
 
+/// On two cores one thread per process may spin (`runtime::spinning`): a spinning caller
+/// towards one cell leaves the callers towards the others to park their rings and be
+/// rung. Every call of every link still completes, in order, on any machine.
+#[test]
+fn spinning_callers_towards_three_cells_at_once_all_complete() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let cells: Vec<_> = (0..3)
+        .map(|i| {
+            let ticket = hub
+                .add_peer(
+                    &format!("spin-{i}"),
+                    PeerOptions { wait: cellshm::WaitStrategy::Spin, ..PeerOptions::default() },
+                )
+                .unwrap();
+            let mut cmd = Command::new(CELL);
+            cmd.arg("cell").env("CELLSHM_WAIT", "spin").env("CELLSHM_QUIET", "1");
+            let (peer, child) = ticket.spawn(&mut cmd).unwrap();
+            peer.wait_ready(Duration::from_secs(10)).unwrap();
+            (peer, child)
+        })
+        .collect();
+    thread::scope(|scope| {
+        for (c, (peer, _)) in cells.iter().enumerate() {
+            for t in 0..2u32 {
+                scope.spawn(move || {
+                    for i in 0..1500u32 {
+                        let payload = [c as u32, t, i].map(u32::to_le_bytes).concat();
+                        let reply = peer.call("Echo.echo", &payload, &secs(10)).unwrap();
+                        assert_eq!(reply.bytes(), &payload[..], "cell {c}, thread {t}, call {i}");
+                    }
+                });
+            }
+        }
+    });
+    for (peer, mut child) in cells {
+        peer.shutdown(Duration::from_secs(2));
+        assert!(child.wait().unwrap().success());
+    }
+}
+
 #[test]
 fn blocking_mode_under_concurrency_never_loses_a_wakeup() {
     blocking_calls_in_both_directions("3");
