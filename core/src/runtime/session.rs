@@ -404,6 +404,9 @@ pub(crate) struct Session {
     tx_ring: Mutex<Producer<ShmRing<EntryWords>>>,
     tx_pool: Mutex<SlotAllocator>,
     tx_max_payload: usize,
+    /// Entries of the send ring that stream DATA leaves free (a quarter): calls, their
+    /// responses and control frames never wait behind bulk frames.
+    bulk_reserve: u64,
     rx_ring: Mutex<Consumer<ShmRing<EntryWords>>>,
     rx_peek: ShmRing<EntryWords>,
     rx_pool: SlotReceiver,
@@ -495,6 +498,7 @@ impl Session {
             dispatcher: cfg.dispatcher,
             hooks: cfg.hooks,
             tx_max_payload: tx_pool.max_payload(),
+            bulk_reserve: region.ring(side).capacity() / 4,
             tx_ring: Mutex::new(tx_ring),
             tx_pool: Mutex::new(tx_pool),
             rx_ring: Mutex::new(rx_ring),
@@ -776,11 +780,12 @@ impl Session {
 
     fn push(&self, frame: &Frame, deadline_ns: u64) -> Result<()> {
         let words = frame.to_words();
+        let reserve = if frame.desc.flags & flags::DATA != 0 { self.bulk_reserve } else { 0 };
         let mut give_up = 0;
         let mut backoff = Backoff::new();
         loop {
             self.check_open()?;
-            let pushed = self.tx_ring.lock().try_push_tagged(words);
+            let pushed = self.tx_ring.lock().try_push_tagged_leaving(words, reserve);
             match pushed {
                 Ok(()) => break,
                 Err(PushError::Corrupt(c)) => {

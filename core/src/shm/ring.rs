@@ -107,12 +107,13 @@ impl<M: RingMemory> Producer<M> {
         Ok(head)
     }
 
-    /// The index of the entry at the tail, if the consumer has released it (the ring is
-    /// not full).
-    fn free_index(&mut self) -> Result<usize, PushError> {
-        if self.tail.wrapping_sub(self.cached_head) >= self.memory.capacity() {
+    /// The index of the entry at the tail, if the consumer has released it and more
+    /// than `reserve` entries are free (otherwise the ring is full for this push).
+    fn free_index(&mut self, reserve: u64) -> Result<usize, PushError> {
+        let room = self.memory.capacity().saturating_sub(reserve);
+        if self.tail.wrapping_sub(self.cached_head) >= room {
             self.cached_head = self.published_head().map_err(PushError::Corrupt)?;
-            if self.tail.wrapping_sub(self.cached_head) == self.memory.capacity() {
+            if self.tail.wrapping_sub(self.cached_head) >= room {
                 return Err(PushError::Full);
             }
         }
@@ -127,7 +128,7 @@ impl<M: RingMemory> Producer<M> {
 
     /// Appends `entry` if there is room.
     pub fn try_push(&mut self, entry: M::Entry) -> Result<(), PushError> {
-        let index = self.free_index()?;
+        let index = self.free_index(0)?;
         // SAFETY: we are the only producer (constructor contract), and `index` is not
         // between the cached head and tail, so the consumer has released it (the cached
         // head came from an Acquire load, and the consumer only moves forward).
@@ -143,7 +144,17 @@ impl<M: RingMemory> Producer<M> {
     where
         M: LapTagged,
     {
-        let index = self.free_index()?;
+        self.try_push_tagged_leaving(entry, 0)
+    }
+
+    /// [`Producer::try_push_tagged`] that also fails (`Full`) unless more than `reserve`
+    /// entries are free: bulk frames leave room for the frames that must not wait
+    /// behind them.
+    pub fn try_push_tagged_leaving(&mut self, entry: M::Entry, reserve: u64) -> Result<(), PushError>
+    where
+        M: LapTagged,
+    {
+        let index = self.free_index(reserve)?;
         let lap = lap_parity(self.tail, self.memory.capacity());
         // SAFETY: as in `try_push`: the consumer has released `index`.
         unsafe { self.memory.write_with_lap(index, entry, lap) };
@@ -374,6 +385,30 @@ mod tests {
         }
         assert_eq!(next_out, 1000);
         assert_eq!(c.pending().unwrap(), 0, "the tail is still published");
+    }
+
+    #[test]
+    fn a_push_leaving_a_reserve_stops_short_of_it_and_others_use_it() {
+        let ring = TaggedHeapRing { ring: heap_ring(8, 0), tags: (0..8).map(|_| AtomicU64::new(0)).collect() };
+        // SAFETY: one producer and one consumer for this ring.
+        let (mut p, mut c) = unsafe { (Producer::new(&ring), Consumer::new(&ring)) };
+        for v in 0..6 {
+            p.try_push_tagged_leaving(v, 2).unwrap();
+        }
+        assert_eq!(p.try_push_tagged_leaving(6, 2), Err(PushError::Full), "two entries stay free for others");
+        p.try_push_tagged(100).unwrap();
+        p.try_push_tagged(101).unwrap();
+        assert_eq!(p.try_push_tagged(102), Err(PushError::Full));
+        assert_eq!(c.try_pop_tagged(), Ok(Some(0)));
+        assert_eq!(p.try_push_tagged_leaving(6, 2), Err(PushError::Full), "7 of 8 in flight: still short");
+        for want in [1, 2, 3] {
+            assert_eq!(c.try_pop_tagged(), Ok(Some(want)));
+        }
+        p.try_push_tagged_leaving(6, 2).unwrap();
+        p.try_push_tagged_leaving(7, 2).unwrap();
+        assert_eq!(p.try_push_tagged_leaving(8, 2), Err(PushError::Full));
+        let rest: Vec<u64> = std::iter::from_fn(|| c.try_pop_tagged().unwrap()).collect();
+        assert_eq!(rest, [4, 5, 100, 101, 6, 7], "order is the order of the pushes");
     }
 
     #[test]

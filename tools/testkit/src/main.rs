@@ -8,7 +8,8 @@
 //! cellshm-testkit chaos N -- CELL...    N SIGKILLs of supervised cells under load
 //! cellshm-testkit matrix-host -- CELL...  the Rust host of the cross-language matrix
 //! cellshm-testkit hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N |
-//!                 stream-flood N | attach-flood N UID/NAME     hand-made hostile cells
+//!                 stream-flood N | attach-flood N UID/NAME | pour-and-watch
+//!                                                              hand-made hostile cells
 //! ```
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             }
         }
         Some("attach-flood") => raw::attach_flood(&args[1..]),
+        Some("pour-and-watch") => raw::pour_and_watch(),
         Some("matrix-host") => matrix_host(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         _ => Err(usage()),
@@ -62,7 +64,7 @@ fn usage() -> Error {
         Status::InvalidArgument,
         "usage: cellshm-testkit cell | attach HUB NAME | host ... | kill-hosts N -- CELL... | chaos N -- CELL... | \
          matrix-host -- CELL... | hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N | \
-         stream-flood N | attach-flood N UID/NAME",
+         stream-flood N | attach-flood N UID/NAME | pour-and-watch",
     )
 }
 

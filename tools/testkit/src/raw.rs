@@ -517,6 +517,63 @@ pub fn flood(kind: Flood) -> Result<(), Error> {
     Ok(())
 }
 
+/// `pour-and-watch`: joins by hand, opens a stream to `Host.pour` granting it a million
+/// DATA frames of credit, and never reads its ring: the host's stream handler sends
+/// until cellshm stops it short of the ring's reserve. Prints `poured N` once N = three
+/// quarters of the ring are in flight, then watches the entries after them and prints
+/// `through K` for the first unary request (channel 0) it finds, K entries in; `breached`
+/// if a DATA frame ever takes the reserve.
+pub fn pour_and_watch() -> Result<(), Error> {
+    use std::io::Write;
+    let mut link = RawLink::open()?;
+    let hello = link.hello(link.joined.epoch());
+    let open = Descriptor {
+        msg_id: 2,
+        channel_id: 2,
+        method_id: cellshm::method_id("Host.pour"),
+        flags: flags::REQUEST,
+        slot: SLOT_INLINE,
+        credit: 1_000_000,
+        ..Descriptor::default()
+    };
+    for d in [&hello, &open] {
+        while !link.try_push(d) {
+            std::thread::yield_now();
+        }
+    }
+    let say = |what: String| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{what}").and_then(|_| out.flush());
+    };
+    // The host's ring towards us: its tail at 384 in its memory, entries after it.
+    let bulk_limit = link.capacity - link.capacity / 4;
+    let mut seen: u64 = 0;
+    let mut said_poured = false;
+    loop {
+        let tail = link.word64(link.host, 384).load(Ordering::Acquire);
+        while seen < tail {
+            let at = 384 + 64 + (seen % link.capacity) as usize * 128;
+            let flags_word = link.word32(link.host, at + 16).load(Ordering::Acquire) & !flags::LAP;
+            let channel = link.word32(link.host, at + 8).load(Ordering::Relaxed);
+            seen += 1;
+            if flags_word & flags::DATA != 0 && seen > bulk_limit {
+                say("breached".into());
+            }
+            if channel == 0 && flags_word & flags::REQUEST != 0 {
+                say(format!("through {seen}"));
+            }
+        }
+        if !said_poured && tail >= bulk_limit {
+            said_poured = true;
+            say(format!("poured {tail}"));
+        }
+        if host_gone(&link.joined.doorbell, 0) {
+            return Ok(());
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// True once the host's end of the doorbell is closed (waits up to `ms` for it).
 fn host_gone(doorbell: &OwnedFd, ms: i32) -> bool {
     let mut pfd = libc::pollfd { fd: doorbell.as_raw_fd(), events: 0, revents: 0 };

@@ -188,3 +188,33 @@ fn a_thousand_streams_from_a_cell_keep_the_host_at_its_stream_bound() {
     let err = hub.add_peer("idle", PeerOptions { stream_threads: 0, ..PeerOptions::default() }).unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
 }
+
+/// A cell that grants a host stream a million frames of credit and never reads: the
+/// stream's DATA stops at three quarters of the ring, and a call made then still gets
+/// into the ring (it ends at its deadline, unanswered, instead of finding the ring full
+/// of bulk frames).
+#[test]
+fn stream_data_leaves_a_quarter_of_the_ring_to_calls() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.stream_method("Host.pour", |call| loop {
+        call.send(&[1u8; 8])?;
+    })
+    .unwrap();
+    let ticket = hub.add_peer("pourer", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("pour-and-watch").stdout(Stdio::piped());
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = move || lines.next().expect("the raw cell ended").unwrap();
+    let poured = next_line();
+    let in_flight: u64 =
+        poured.strip_prefix("poured ").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{poured}"));
+    let capacity = u64::from(HubConfig::default().ring_capacity);
+    assert_eq!(in_flight, capacity - capacity / 4, "{poured}");
+    let error = peer.call("Raw.never_answers", b"?", &CallOptions::timeout(Duration::from_millis(300))).unwrap_err();
+    assert_eq!(error.status(), Status::DeadlineExceeded, "the call was sent and not answered: {error}");
+    assert_eq!(next_line(), format!("through {}", in_flight + 1), "the request is the next entry after the DATA");
+    let _ = child.kill();
+    let _ = child.wait();
+}
