@@ -6,15 +6,17 @@
 //! takes the core the peer (or the thread that has its answer) needs, so every link's
 //! threads share one permit there: a poller spins only while it holds it, and parks its
 //! ring at once otherwise. Within one link the ring's holder is the only poller anyway,
-//! so a process with one link (every cell, a host with one cell) counts nothing: the
-//! permit is what keeps a host talking to several cells at one spinner in all, and costs
-//! two atomic operations per wait there only (measured: 5–10 % of a round trip, which a
-//! one-link process does not pay).
+//! so a process with one link (every cell, a host with one cell) counts nothing; the
+//! permit is what keeps a host that talks to several cells at one spinning thread, and
+//! only there it costs two atomic operations per wait (a version that counted for every
+//! link cost 5–11 % of a round trip).
 //!
 //! A permit is taken only once a poll finds the ring empty (the fast path's frames are
 //! taken without one) and given back as soon as its holder stops spinning or leaves to
-//! run a handler. (A waiter that polls may complete `call_start` callbacks meanwhile.) (Plain std atomics, not the loom facade: a count that only
-//! decides between spinning and parking, where parking is the loom-checked handshake.)
+//! run a handler. (A waiter that polls may complete `call_start` callbacks meanwhile.)
+//!
+//! Plain std atomics, not the loom facade: the count only decides between spinning and
+//! parking, and parking is the loom-checked handshake.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
