@@ -1,0 +1,6 @@
+fn main() -> std::io::Result<()> {
+    cellshm_codegen::compile_protos(
+        &["../tests/protos/shapes/drawing.proto", "../tests/protos/shapes/common.proto", "../tests/protos/plain.proto"],
+        &["../tests/protos"],
+    )
+}

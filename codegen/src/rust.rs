@@ -1,0 +1,255 @@
+//! The Rust output: prost's messages, and per service a client, a handler trait and a
+//! registration function over `cellshm::typed`.
+
+use std::fmt::Write;
+
+use cellshm::typed::MethodKind;
+use prost_build::{Method, Service, ServiceGenerator};
+use prost_types::FileDescriptorSet;
+
+use crate::{Error, GeneratedFile};
+
+/// The `.rs` files of the packages of `files` and of what they import (prost names
+/// them `pkg.rs`, or `_.rs` for no package), but for the well-known types, which are
+/// `prost_types`'.
+pub fn generate(fds: &FileDescriptorSet, files: &[String]) -> Result<Vec<GeneratedFile>, Error> {
+    let _ = files; // imported packages are generated too: the given files refer to them
+    let requests = fds
+        .file
+        .iter()
+        .filter(|f| f.package() != "google.protobuf")
+        .map(|f| (prost_build::Module::from_protobuf_package_name(f.package()), f.clone()))
+        .collect();
+    let mut config = prost_build::Config::new();
+    config.service_generator(Box::new(CellshmServices));
+    let modules = config.generate(requests).map_err(|e| Error(format!("generating Rust: {e}")))?;
+    let mut out: Vec<GeneratedFile> = modules
+        .into_iter()
+        .map(|(module, content)| {
+            let name = if module.parts().next().is_none() {
+                "_.rs".to_string()
+            } else {
+                format!("{}.rs", module.parts().collect::<Vec<_>>().join("."))
+            };
+            GeneratedFile { name, content }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// prost's hook for services: writes cellshm's client and server for each.
+struct CellshmServices;
+
+impl ServiceGenerator for CellshmServices {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let full = if service.package.is_empty() {
+            service.proto_name.clone()
+        } else {
+            format!("{}.{}", service.package, service.proto_name)
+        };
+        let _ = service_code(&service, &full, buf);
+    }
+}
+
+fn kind_of(m: &Method) -> MethodKind {
+    MethodKind::of(m.client_streaming, m.server_streaming)
+}
+
+fn kind_path(kind: MethodKind) -> &'static str {
+    match kind {
+        MethodKind::Unary => "Unary",
+        MethodKind::ServerStreaming => "ServerStreaming",
+        MethodKind::ClientStreaming => "ClientStreaming",
+        MethodKind::Bidi => "Bidi",
+    }
+}
+
+fn const_name(m: &Method) -> String {
+    m.name.trim_start_matches("r#").to_uppercase()
+}
+
+fn doc(buf: &mut String, indent: &str, lines: &[String]) {
+    // prost keeps the space after `//` in a comment's lines.
+    for line in lines.iter().flat_map(|l| l.lines()) {
+        let line = line.strip_prefix(' ').unwrap_or(line).trim_end();
+        let _ = writeln!(buf, "{indent}///{}{line}", if line.is_empty() { "" } else { " " });
+    }
+}
+
+fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
+    let svc = &s.name;
+    let methods_mod = format!("{}_methods", to_snake(svc));
+    let serve_fn = format!("serve_{}", to_snake(svc));
+    // The method table.
+    writeln!(buf, "/// The methods of `{full}` as cellshm names them.")?;
+    writeln!(buf, "pub mod {methods_mod} {{")?;
+    for m in &s.methods {
+        let name = format!("{full}.{}", m.proto_name);
+        writeln!(buf, "    /// `{name}`.")?;
+        writeln!(
+            buf,
+            "    pub const {}: ::cellshm::typed::MethodInfo = ::cellshm::typed::MethodInfo {{ name: \"{name}\", id: ::cellshm::method_id(\"{name}\"), kind: ::cellshm::typed::MethodKind::{} }};",
+            const_name(m),
+            kind_path(kind_of(m))
+        )?;
+    }
+    writeln!(buf, "    /// Every method, in declaration order.")?;
+    writeln!(
+        buf,
+        "    pub const ALL: [::cellshm::typed::MethodInfo; {}] = [{}];",
+        s.methods.len(),
+        s.methods.iter().map(const_name).collect::<Vec<_>>().join(", ")
+    )?;
+    writeln!(buf, "}}")?;
+
+    // The client.
+    doc(buf, "", &s.comments.leading);
+    writeln!(buf, "/// A client of `{full}`: calls the peer (a host's `Peer`, or a `Cell` calling its host).")?;
+    writeln!(buf, "pub struct {svc}Client<'a, C: ::cellshm::typed::Caller + ?Sized> {{")?;
+    writeln!(buf, "    caller: &'a C,")?;
+    writeln!(buf, "    options: ::cellshm::CallOptions,")?;
+    writeln!(buf, "}}")?;
+    writeln!(buf, "impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for {svc}Client<'_, C> {{")?;
+    writeln!(buf, "    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{")?;
+    writeln!(buf, "        f.debug_struct(\"{svc}Client\").field(\"options\", &self.options).finish_non_exhaustive()")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "}}")?;
+    writeln!(buf, "impl<'a, C: ::cellshm::typed::Caller + ?Sized> {svc}Client<'a, C> {{")?;
+    writeln!(buf, "    /// The service's name.")?;
+    writeln!(buf, "    pub const SERVICE: &'static str = \"{full}\";")?;
+    writeln!(buf, "    /// A client that calls through `caller` with default options (no timeout).")?;
+    writeln!(buf, "    pub fn new(caller: &'a C) -> Self {{")?;
+    writeln!(buf, "        Self {{ caller, options: ::cellshm::CallOptions::default() }}")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "    /// A client that first checks that the peer serves every method of `{full}`")?;
+    writeln!(buf, "    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).")?;
+    writeln!(buf, "    pub fn connect(caller: &'a C, timeout: ::std::time::Duration) -> ::cellshm::Result<Self> {{")?;
+    writeln!(buf, "        let served = caller.served_methods(timeout)?;")?;
+    writeln!(buf, "        ::cellshm::typed::check_served(&served, Self::SERVICE, &{methods_mod}::ALL)?;")?;
+    writeln!(buf, "        Ok(Self::new(caller))")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "    /// What this client calls through.")?;
+    writeln!(buf, "    pub fn caller(&self) -> &'a C {{")?;
+    writeln!(buf, "        self.caller")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "    /// The options every call of this client uses (a timeout, a deadline).")?;
+    writeln!(buf, "    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {{")?;
+    writeln!(buf, "        self.options = options;")?;
+    writeln!(buf, "        self")?;
+    writeln!(buf, "    }}")?;
+    for m in &s.methods {
+        let name = format!("{methods_mod}::{}.name", const_name(m));
+        let (input, output) = (&m.input_type, &m.output_type);
+        let fname = &m.name;
+        let with = format!("{}_with", fname.trim_start_matches("r#"));
+        // What each kind takes and returns, and the cellshm::typed function that does it.
+        let (what, request, returns, helper) = match kind_of(m) {
+            MethodKind::Unary => ("Calls", true, output.to_string(), "unary"),
+            MethodKind::ServerStreaming => (
+                "Opens (its responses, as an iterator)",
+                true,
+                format!("::cellshm::typed::Streaming<{output}>"),
+                "server_streaming",
+            ),
+            MethodKind::ClientStreaming => (
+                "Opens (send the requests, then `finish` for the response)",
+                false,
+                format!("::cellshm::typed::ClientStreaming<{input}, {output}>"),
+                "client_streaming",
+            ),
+            MethodKind::Bidi => (
+                "Opens (send and receive in any order)",
+                false,
+                format!("::cellshm::typed::Bidi<{input}, {output}>"),
+                "bidi",
+            ),
+        };
+        let (param, arg) = if request { (format!("request: &{input}, "), "request, ") } else { (String::new(), "") };
+        doc(buf, "    ", &m.comments.leading);
+        writeln!(buf, "    /// {what} `{full}.{}`.", m.proto_name)?;
+        writeln!(buf, "    pub fn {fname}(&self, {param}) -> ::cellshm::Result<{returns}> {{")?;
+        writeln!(buf, "        self.{with}({arg}&self.options)")?;
+        writeln!(buf, "    }}")?;
+        writeln!(buf, "    /// `{fname}` with these options.")?;
+        writeln!(
+            buf,
+            "    pub fn {with}(&self, {param}options: &::cellshm::CallOptions) -> ::cellshm::Result<{returns}> {{"
+        )?;
+        writeln!(buf, "        ::cellshm::typed::{helper}(self.caller, {name}, {arg}options)")?;
+        writeln!(buf, "    }}")?;
+    }
+    writeln!(buf, "}}")?;
+
+    // The handler trait.
+    doc(buf, "", &s.comments.leading);
+    writeln!(buf, "/// The handlers of `{full}`: implement it, then `{serve_fn}`.")?;
+    writeln!(buf, "pub trait {svc}: Send + Sync + 'static {{")?;
+    for m in &s.methods {
+        let (input, output) = (&m.input_type, &m.output_type);
+        doc(buf, "    ", &m.comments.leading);
+        writeln!(buf, "    /// Serves `{full}.{}`.", m.proto_name)?;
+        let fname = &m.name;
+        match kind_of(m) {
+            MethodKind::Unary => writeln!(buf, "    fn {fname}(&self, call: &::cellshm::Call<'_>, request: {input}) -> ::cellshm::Result<{output}>;")?,
+            MethodKind::ServerStreaming => writeln!(buf, "    fn {fname}(&self, request: {input}, stream: &mut ::cellshm::typed::ServerStream<'_, (), {output}>) -> ::cellshm::Result<()>;")?,
+            MethodKind::ClientStreaming => writeln!(buf, "    fn {fname}(&self, stream: &mut ::cellshm::typed::ServerStream<'_, {input}, ()>) -> ::cellshm::Result<{output}>;")?,
+            MethodKind::Bidi => writeln!(buf, "    fn {fname}(&self, stream: &mut ::cellshm::typed::ServerStream<'_, {input}, {output}>) -> ::cellshm::Result<()>;")?,
+        }
+    }
+    writeln!(buf, "}}")?;
+
+    // The registration.
+    writeln!(buf, "/// Serves `{full}` with `service` on a `Cell` (to its host) or a `Hub` (to every cell).")?;
+    writeln!(buf, "/// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.")?;
+    // A request of google.protobuf.Empty is `()`: binding it is still the clearest code.
+    writeln!(buf, "#[allow(clippy::let_unit_value)]")?;
+    writeln!(buf, "pub fn {serve_fn}<R: ::cellshm::typed::Registrar + ?Sized>(registrar: &R, service: impl {svc}) -> ::cellshm::Result<()> {{")?;
+    if s.methods.is_empty() {
+        writeln!(buf, "    let _ = (registrar, service);")?;
+    } else {
+        writeln!(buf, "    let service = ::std::sync::Arc::new(service);")?;
+    }
+    for m in &s.methods {
+        let info = format!("{methods_mod}::{}", const_name(m));
+        let fname = &m.name;
+        writeln!(buf, "    {{")?;
+        writeln!(buf, "        let service = service.clone();")?;
+        match kind_of(m) {
+            MethodKind::Unary => {
+                writeln!(buf, "        registrar.register_method({info}.name, Box::new(move |call| {{")?;
+                writeln!(buf, "            ::cellshm::typed::serve_unary(call, {info}.name, |call, request| service.{fname}(call, request))")?;
+            }
+            MethodKind::ServerStreaming => {
+                writeln!(buf, "        registrar.register_stream({info}.name, Box::new(move |call| {{")?;
+                writeln!(buf, "            let request = ::cellshm::typed::opening_request(call, {info}.name)?;")?;
+                writeln!(
+                    buf,
+                    "            service.{fname}(request, &mut ::cellshm::typed::ServerStream::new(call, {info}.name))"
+                )?;
+            }
+            MethodKind::ClientStreaming => {
+                writeln!(buf, "        registrar.register_stream({info}.name, Box::new(move |call| {{")?;
+                writeln!(buf, "            let response = service.{fname}(&mut ::cellshm::typed::ServerStream::new(call, {info}.name))?;")?;
+                writeln!(buf, "            ::cellshm::typed::set_stream_response(call, &response);")?;
+                writeln!(buf, "            Ok(())")?;
+            }
+            MethodKind::Bidi => {
+                writeln!(buf, "        registrar.register_stream({info}.name, Box::new(move |call| {{")?;
+                writeln!(
+                    buf,
+                    "            service.{fname}(&mut ::cellshm::typed::ServerStream::new(call, {info}.name))"
+                )?;
+            }
+        }
+        writeln!(buf, "        }}))?;")?;
+        writeln!(buf, "    }}")?;
+    }
+    writeln!(buf, "    Ok(())")?;
+    writeln!(buf, "}}")?;
+    Ok(())
+}
+
+fn to_snake(name: &str) -> String {
+    crate::model::snake_case(name)
+}
