@@ -20,12 +20,14 @@ pub fn header(file: &ProtoFile) -> GeneratedFile {
     h.push_str(
         "#ifndef CELLSHM_METHOD_KIND_DEFINED\n\
          #define CELLSHM_METHOD_KIND_DEFINED\n\
-         /* How a method is called: a unary call, or a stream (cellshm_peer_open_stream). */\n\
+         /* How a method is called: a unary call, or a stream (cellshm_peer_open_stream).\n   \
+            The numbers are those of cellshm.Introspect.methods (docs/PROTOCOL.md). */\n\
          typedef enum cellshm_method_kind {\n  \
            CELLSHM_METHOD_UNARY = 0,\n  \
-           CELLSHM_METHOD_SERVER_STREAMING = 1,\n  \
-           CELLSHM_METHOD_CLIENT_STREAMING = 2,\n  \
-           CELLSHM_METHOD_BIDI = 3\n\
+           CELLSHM_METHOD_STREAM = 1,\n  \
+           CELLSHM_METHOD_SERVER_STREAMING = 2,\n  \
+           CELLSHM_METHOD_CLIENT_STREAMING = 3,\n  \
+           CELLSHM_METHOD_BIDI = 4\n\
          } cellshm_method_kind;\n\n\
          /* One method of a service. */\n\
          typedef struct cellshm_method_info {\n  \
@@ -68,5 +70,6 @@ fn kind(kind: MethodKind) -> &'static str {
         MethodKind::ServerStreaming => "CELLSHM_METHOD_SERVER_STREAMING",
         MethodKind::ClientStreaming => "CELLSHM_METHOD_CLIENT_STREAMING",
         MethodKind::Bidi => "CELLSHM_METHOD_BIDI",
+        MethodKind::Stream => "CELLSHM_METHOD_STREAM",
     }
 }

@@ -62,6 +62,7 @@ fn kind_path(kind: MethodKind) -> &'static str {
         MethodKind::ServerStreaming => "ServerStreaming",
         MethodKind::ClientStreaming => "ClientStreaming",
         MethodKind::Bidi => "Bidi",
+        MethodKind::Stream => "Stream",
     }
 }
 
@@ -158,7 +159,7 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
                 format!("::cellshm::typed::ClientStreaming<{input}, {output}>"),
                 "client_streaming",
             ),
-            MethodKind::Bidi => (
+            MethodKind::Bidi | MethodKind::Stream => (
                 "Opens (send and receive in any order)",
                 false,
                 format!("::cellshm::typed::Bidi<{input}, {output}>"),
@@ -194,7 +195,7 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
             MethodKind::Unary => writeln!(buf, "    fn {fname}(&self, call: &::cellshm::Call<'_>, request: {input}) -> ::cellshm::Result<{output}>;")?,
             MethodKind::ServerStreaming => writeln!(buf, "    fn {fname}(&self, request: {input}, stream: &mut ::cellshm::typed::ServerStream<'_, (), {output}>) -> ::cellshm::Result<()>;")?,
             MethodKind::ClientStreaming => writeln!(buf, "    fn {fname}(&self, stream: &mut ::cellshm::typed::ServerStream<'_, {input}, ()>) -> ::cellshm::Result<{output}>;")?,
-            MethodKind::Bidi => writeln!(buf, "    fn {fname}(&self, stream: &mut ::cellshm::typed::ServerStream<'_, {input}, {output}>) -> ::cellshm::Result<()>;")?,
+            MethodKind::Bidi | MethodKind::Stream => writeln!(buf, "    fn {fname}(&self, stream: &mut ::cellshm::typed::ServerStream<'_, {input}, {output}>) -> ::cellshm::Result<()>;")?,
         }
     }
     writeln!(buf, "}}")?;
@@ -221,7 +222,7 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
                 writeln!(buf, "            ::cellshm::typed::serve_unary(call, {info}.name, |call, request| service.{fname}(call, request))")?;
             }
             MethodKind::ServerStreaming => {
-                writeln!(buf, "        registrar.register_stream({info}.name, Box::new(move |call| {{")?;
+                writeln!(buf, "        registrar.register_stream({info}.name, {info}.kind, Box::new(move |call| {{")?;
                 writeln!(buf, "            let request = ::cellshm::typed::opening_request(call, {info}.name)?;")?;
                 writeln!(
                     buf,
@@ -229,13 +230,13 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
                 )?;
             }
             MethodKind::ClientStreaming => {
-                writeln!(buf, "        registrar.register_stream({info}.name, Box::new(move |call| {{")?;
+                writeln!(buf, "        registrar.register_stream({info}.name, {info}.kind, Box::new(move |call| {{")?;
                 writeln!(buf, "            let response = service.{fname}(&mut ::cellshm::typed::ServerStream::new(call, {info}.name))?;")?;
                 writeln!(buf, "            ::cellshm::typed::set_stream_response(call, &response);")?;
                 writeln!(buf, "            Ok(())")?;
             }
-            MethodKind::Bidi => {
-                writeln!(buf, "        registrar.register_stream({info}.name, Box::new(move |call| {{")?;
+            MethodKind::Bidi | MethodKind::Stream => {
+                writeln!(buf, "        registrar.register_stream({info}.name, {info}.kind, Box::new(move |call| {{")?;
                 writeln!(
                     buf,
                     "            service.{fname}(&mut ::cellshm::typed::ServerStream::new(call, {info}.name))"

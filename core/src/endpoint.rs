@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::builtin;
 use crate::error::Result;
 use crate::runtime::session::{copy_of, CallOptions, Completion, PendingCall, Response, Session, Stream};
-use crate::wire::{self, ControlKind};
+use crate::wire::{self, ControlKind, MethodKind};
 
 /// One side's view of its link, for calls.
 #[derive(Clone, Copy, Debug)]
@@ -59,8 +59,8 @@ impl Endpoint<'_> {
         Ok(started.elapsed())
     }
 
-    /// The methods the other side serves, as (name, id), sorted by name.
-    pub(crate) fn methods(self, timeout: Duration) -> Result<Vec<(String, u32)>> {
+    /// The methods the other side serves, as (name, id, kind), sorted by name.
+    pub(crate) fn methods(self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
         let response = self.call(wire::builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
         builtin::introspect::decode(response.bytes())
     }

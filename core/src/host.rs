@@ -24,7 +24,7 @@ use crate::runtime::session::{
 use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, SharedBytes, Side};
 use crate::sys::doorbell;
 use crate::sys::process::Pidfd;
-use crate::wire::{self, builtin, Hello, Ready, Status};
+use crate::wire::{self, builtin, Hello, MethodKind, Ready, Status};
 
 /// Most server threads one peer may have (threads are a bounded resource of the host).
 pub const MAX_SERVER_THREADS: usize = 64;
@@ -382,6 +382,15 @@ impl Hub {
         F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
     {
         self.shared.dispatcher.write().register_stream(name, handler)
+    }
+
+    /// [`Hub::stream_method`] that also says which way items flow (what
+    /// `cellshm.Introspect.methods` reports and generated clients check).
+    pub fn stream_method_as<F>(&self, name: &str, kind: MethodKind, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+    {
+        self.shared.dispatcher.write().register_stream_as(name, kind, handler)
     }
 
     /// Where cells' log records go. `None` (the default) emits them as `tracing` events
@@ -819,6 +828,11 @@ impl Peer {
     /// The methods the cell serves, as (name, id), sorted by name
     /// (`cellshm.Introspect.methods`).
     pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
+        Ok(self.methods_and_kinds(timeout)?.into_iter().map(|(name, id, _)| (name, id)).collect())
+    }
+
+    /// [`Peer::methods`] with how each is called.
+    pub fn methods_and_kinds(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
         Endpoint(&self.inner.session()?).methods(timeout)
     }
 

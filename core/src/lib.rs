@@ -59,4 +59,4 @@ pub use session::{
 pub use shm::inspect::PeerSnapshot;
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};
 pub use sys::clock::{deadline_after, monotonic_now_ns};
-pub use wire::{method_id, Status};
+pub use wire::{method_id, MethodKind, Status};

@@ -26,35 +26,7 @@ use crate::session::{Call, CallOptions, Response, Stream, StreamCall, StreamItem
 use crate::wire::Status;
 use crate::{Cell, Hub, Peer};
 
-/// How a method of a service is called: gRPC's four kinds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MethodKind {
-    /// One request, one response.
-    Unary,
-    /// One request, a stream of responses.
-    ServerStreaming,
-    /// A stream of requests, one response.
-    ClientStreaming,
-    /// Streams both ways.
-    Bidi,
-}
-
-impl MethodKind {
-    /// The kind of a method with these `.proto` stream markers.
-    pub fn of(client_streaming: bool, server_streaming: bool) -> MethodKind {
-        match (client_streaming, server_streaming) {
-            (false, false) => MethodKind::Unary,
-            (false, true) => MethodKind::ServerStreaming,
-            (true, false) => MethodKind::ClientStreaming,
-            (true, true) => MethodKind::Bidi,
-        }
-    }
-
-    /// Whether cellshm serves it as a stream method.
-    pub fn is_stream(self) -> bool {
-        self != MethodKind::Unary
-    }
-}
+pub use crate::wire::MethodKind;
 
 /// One method of a service, as the generated code describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,8 +52,8 @@ pub trait Caller {
     ) -> Result<Response>;
     /// Opens a stream to `method` with `request` as its opening message.
     fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream>;
-    /// The methods the other side serves, as (name, id).
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>>;
+    /// The methods the other side serves, as (name, id, kind).
+    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>>;
 }
 
 impl Caller for Peer {
@@ -97,8 +69,8 @@ impl Caller for Peer {
     fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
         Peer::open_stream(self, method, request, options)
     }
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
-        self.methods(timeout)
+    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
+        self.methods_and_kinds(timeout)
     }
 }
 
@@ -115,8 +87,8 @@ impl Caller for Cell {
     fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
         Cell::open_stream(self, method, request, options)
     }
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
-        self.host_methods(timeout)
+    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
+        self.host_methods_and_kinds(timeout)
     }
 }
 
@@ -130,16 +102,16 @@ pub type BoxedStreamHandler = Box<dyn Fn(&mut StreamCall) -> Result<()> + Send +
 pub trait Registrar {
     /// Serves the unary method `name`.
     fn register_method(&self, name: &str, handler: BoxedHandler) -> Result<()>;
-    /// Serves the stream method `name`.
-    fn register_stream(&self, name: &str, handler: BoxedStreamHandler) -> Result<()>;
+    /// Serves the stream method `name`, whose items flow as `kind` says.
+    fn register_stream(&self, name: &str, kind: MethodKind, handler: BoxedStreamHandler) -> Result<()>;
 }
 
 impl Registrar for Cell {
     fn register_method(&self, name: &str, handler: BoxedHandler) -> Result<()> {
         self.method(name, handler)
     }
-    fn register_stream(&self, name: &str, handler: BoxedStreamHandler) -> Result<()> {
-        self.stream_method(name, handler)
+    fn register_stream(&self, name: &str, kind: MethodKind, handler: BoxedStreamHandler) -> Result<()> {
+        self.stream_method_as(name, kind, handler)
     }
 }
 
@@ -147,8 +119,8 @@ impl Registrar for Hub {
     fn register_method(&self, name: &str, handler: BoxedHandler) -> Result<()> {
         self.method(name, handler)
     }
-    fn register_stream(&self, name: &str, handler: BoxedStreamHandler) -> Result<()> {
-        self.stream_method(name, handler)
+    fn register_stream(&self, name: &str, kind: MethodKind, handler: BoxedStreamHandler) -> Result<()> {
+        self.stream_method_as(name, kind, handler)
     }
 }
 
@@ -392,20 +364,26 @@ pub fn set_stream_response<Resp: Message>(call: &mut StreamCall, response: &Resp
     call.set_response(&response.encode_to_vec());
 }
 
-/// Checks that the other side serves every method of a service (by name and id; the
-/// introspection answer does not carry kinds yet): FAILED_PRECONDITION
-/// naming the first one missing, ALREADY_EXISTS if a method it serves has the id of one
-/// of ours under another name (a hash collision).
-pub fn check_served(served: &[(String, u32)], service: &str, methods: &[MethodInfo]) -> Result<()> {
+/// Checks that the other side serves every method of a service, each as the kind the
+/// service declares: FAILED_PRECONDITION naming the first one missing or served as
+/// another kind, ALREADY_EXISTS if it serves another name under one of the service's
+/// ids (a hash collision: its handler would run for our calls).
+pub fn check_served(served: &[(String, u32, MethodKind)], service: &str, methods: &[MethodInfo]) -> Result<()> {
     for m in methods {
-        match served.iter().find(|(_, id)| *id == m.id) {
-            Some((name, _)) if name == m.name => {}
-            Some((name, _)) => {
+        match served.iter().find(|(_, id, _)| *id == m.id) {
+            Some((name, _, _)) if name != m.name => {
                 return Err(Error::new(
                     Status::AlreadyExists,
                     format!("{service}: the peer serves {name:?} with the id {:#010x} of {:?}", m.id, m.name),
                 ))
             }
+            Some((_, _, kind)) if !kind.serves(m.kind) => {
+                return Err(Error::new(
+                    Status::FailedPrecondition,
+                    format!("{service}: the peer serves {} as a {} method, not {}", m.name, kind.name(), m.kind.name()),
+                ))
+            }
+            Some(_) => {}
             None => {
                 return Err(Error::new(
                     Status::FailedPrecondition,
@@ -422,26 +400,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_follow_the_proto_markers() {
+    fn kinds_follow_the_proto_markers_and_an_undeclared_stream_serves_any_stream() {
         assert_eq!(MethodKind::of(false, false), MethodKind::Unary);
         assert_eq!(MethodKind::of(false, true), MethodKind::ServerStreaming);
         assert_eq!(MethodKind::of(true, false), MethodKind::ClientStreaming);
         assert_eq!(MethodKind::of(true, true), MethodKind::Bidi);
-        assert!(!MethodKind::Unary.is_stream() && MethodKind::Bidi.is_stream());
+        assert!(MethodKind::Stream.serves(MethodKind::Bidi) && MethodKind::Bidi.serves(MethodKind::Bidi));
+        assert!(!MethodKind::Stream.serves(MethodKind::Unary) && !MethodKind::Bidi.serves(MethodKind::ServerStreaming));
     }
 
     #[test]
-    fn the_contract_check_names_what_is_missing_or_collides() {
-        let ours = [
-            MethodInfo { name: "kv.Store.Get", id: crate::method_id("kv.Store.Get"), kind: MethodKind::Unary },
-            MethodInfo { name: "kv.Store.Put", id: crate::method_id("kv.Store.Put"), kind: MethodKind::Unary },
-        ];
-        let all: Vec<(String, u32)> = ours.iter().map(|m| (m.name.to_string(), m.id)).collect();
+    fn the_contract_check_names_what_is_missing_collides_or_has_another_kind() {
+        let method = |name: &'static str, kind| MethodInfo { name, id: crate::method_id(name), kind };
+        let ours = [method("kv.Store.Get", MethodKind::Unary), method("kv.Store.Watch", MethodKind::ServerStreaming)];
+        let all: Vec<(String, u32, MethodKind)> = ours.iter().map(|m| (m.name.to_string(), m.id, m.kind)).collect();
         check_served(&all, "kv.Store", &ours).unwrap();
+        let untyped_stream = vec![all[0].clone(), (all[1].0.clone(), all[1].1, MethodKind::Stream)];
+        check_served(&untyped_stream, "kv.Store", &ours).unwrap();
         let e = check_served(&all[..1], "kv.Store", &ours).unwrap_err();
         assert_eq!(e.status(), Status::FailedPrecondition);
-        assert!(e.message().contains("kv.Store.Put"), "{e}");
-        let collided = vec![all[0].clone(), ("Svc.m79518".to_string(), ours[1].id)];
+        assert!(e.message().contains("does not serve kv.Store.Watch"), "{e}");
+        let unary_watch = vec![all[0].clone(), (all[1].0.clone(), all[1].1, MethodKind::Unary)];
+        let e = check_served(&unary_watch, "kv.Store", &ours).unwrap_err();
+        assert_eq!(e.status(), Status::FailedPrecondition);
+        assert!(e.message().contains("serves kv.Store.Watch as a unary method, not server streaming"), "{e}");
+        let collided = vec![all[0].clone(), ("Svc.m79518".to_string(), ours[1].id, MethodKind::ServerStreaming)];
         let e = check_served(&collided, "kv.Store", &ours).unwrap_err();
         assert_eq!(e.status(), Status::AlreadyExists);
         assert!(e.message().contains("Svc.m79518"), "{e}");

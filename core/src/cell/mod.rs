@@ -18,7 +18,7 @@ use crate::runtime::session::{
 };
 use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
 use crate::sys::doorbell::{Doorbell, Kick};
-use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status};
+use crate::wire::{self, builtin, ControlKind, Hello, MethodKind, Ready, Status};
 
 mod options;
 pub use options::{CellOptions, JoinArgs};
@@ -226,6 +226,15 @@ impl Cell {
         self.dispatcher.write().register_stream(name, handler)
     }
 
+    /// [`Cell::stream_method`] that also says which way items flow (what
+    /// `cellshm.Introspect.methods` reports and generated clients check).
+    pub fn stream_method_as<F>(&self, name: &str, kind: MethodKind, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+    {
+        self.dispatcher.write().register_stream_as(name, kind, handler)
+    }
+
     /// Starts the worker threads and announces `ready` (with retry and backoff within
     /// the ready timeout). Returns at once; [`Cell::run`] also waits.
     pub fn serve(&self) -> Result<()> {
@@ -328,6 +337,11 @@ impl Cell {
 
     /// The methods the host serves to cells, as (name, id), sorted by name.
     pub fn host_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
+        Ok(self.host_methods_and_kinds(timeout)?.into_iter().map(|(name, id, _)| (name, id)).collect())
+    }
+
+    /// [`Cell::host_methods`] with how each is called.
+    pub fn host_methods_and_kinds(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
         Endpoint(&self.session).methods(timeout)
     }
 

@@ -1,7 +1,7 @@
 //! HELLO and the binary encoding of the built-in messages (lifecycle, log, introspection),
 //! docs/PROTOCOL.md §10–§12. Decoders return an error on any input they cannot read.
 
-use super::DESCRIPTOR_INLINE;
+use super::{MethodKind, DESCRIPTOR_INLINE};
 
 /// Role announced in HELLO.
 pub const ROLE_HOST: u8 = 1;
@@ -243,24 +243,31 @@ impl LogEvent {
     }
 }
 
-/// Body of the `cellshm.Introspect.methods` response: `u32 n, n × (str name, u32 id)`.
-pub fn encode_methods(methods: &[(String, u32)]) -> Vec<u8> {
+/// Body of the `cellshm.Introspect.methods` response: `u32 n, n × (str name, u32 id,
+/// u32 kind)`.
+pub fn encode_methods(methods: &[(String, u32, MethodKind)]) -> Vec<u8> {
     let mut w = BodyWriter::default();
     w.u32(methods.len() as u32);
-    for (name, id) in methods {
-        w.str(name).u32(*id);
+    for (name, id, kind) in methods {
+        w.str(name).u32(*id).u32(*kind as u32);
     }
     w.finish()
 }
 
 /// Decodes a `cellshm.Introspect.methods` response.
-pub fn decode_methods(bytes: &[u8]) -> Result<Vec<(String, u32)>, String> {
+pub fn decode_methods(bytes: &[u8]) -> Result<Vec<(String, u32, MethodKind)>, String> {
     let mut r = BodyReader::new(bytes);
     let count = r.u32()? as usize;
-    if count > bytes.len() / 8 {
+    if count > bytes.len() / 12 {
         return Err(format!("{count} methods in {} bytes", bytes.len()));
     }
-    let methods = (0..count).map(|_| Ok((r.str()?, r.u32()?))).collect::<Result<Vec<_>, String>>()?;
+    let methods = (0..count)
+        .map(|_| {
+            let (name, id, code) = (r.str()?, r.u32()?, r.u32()?);
+            let kind = MethodKind::from_code(code).ok_or_else(|| format!("unknown method kind {code} for {name:?}"))?;
+            Ok((name, id, kind))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     r.finish()?;
     Ok(methods)
 }

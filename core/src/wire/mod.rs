@@ -193,6 +193,69 @@ pub const fn method_id(name: &str) -> u32 {
     }
 }
 
+/// How a method is called, as `cellshm.Introspect.methods` reports it (a u32 on the
+/// wire): gRPC's four kinds, and `Stream` for a stream method registered without saying
+/// which way its items flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MethodKind {
+    /// One request, one response (0).
+    Unary = 0,
+    /// A stream method of undeclared direction (1).
+    Stream = 1,
+    /// One request, a stream of responses (2).
+    ServerStreaming = 2,
+    /// A stream of requests, one response (3).
+    ClientStreaming = 3,
+    /// Streams both ways (4).
+    Bidi = 4,
+}
+
+impl MethodKind {
+    /// The kind of a method with these `.proto` stream markers.
+    pub const fn of(client_streaming: bool, server_streaming: bool) -> MethodKind {
+        match (client_streaming, server_streaming) {
+            (false, false) => MethodKind::Unary,
+            (false, true) => MethodKind::ServerStreaming,
+            (true, false) => MethodKind::ClientStreaming,
+            (true, true) => MethodKind::Bidi,
+        }
+    }
+
+    /// Whether it is served as a stream method.
+    pub const fn is_stream(self) -> bool {
+        !matches!(self, MethodKind::Unary)
+    }
+
+    /// The kind numbered `code` on the wire, if any.
+    pub const fn from_code(code: u32) -> Option<MethodKind> {
+        Some(match code {
+            0 => MethodKind::Unary,
+            1 => MethodKind::Stream,
+            2 => MethodKind::ServerStreaming,
+            3 => MethodKind::ClientStreaming,
+            4 => MethodKind::Bidi,
+            _ => return None,
+        })
+    }
+
+    /// Whether a method served as `self` can be called as `wanted`: the same kind, or
+    /// a stream of undeclared direction for any stream.
+    pub const fn serves(self, wanted: MethodKind) -> bool {
+        self as u32 == wanted as u32 || (matches!(self, MethodKind::Stream) && wanted.is_stream())
+    }
+
+    /// Lower-case words, for messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "unary",
+            MethodKind::Stream => "stream",
+            MethodKind::ServerStreaming => "server streaming",
+            MethodKind::ClientStreaming => "client streaming",
+            MethodKind::Bidi => "bidi streaming",
+        }
+    }
+}
+
 /// One descriptor, the only unit a ring carries. Encoded little-endian at the
 /// offsets documented on each field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -571,9 +634,17 @@ mod tests {
         let log = LogEvent { level: log_level::WARN, target: "app.db".into(), message: "slow query".into() };
         assert_eq!(LogEvent::decode(&log.encode()), Ok(log.clone()));
         assert!(LogEvent::decode(&log.encode()[..7]).is_err());
-        let methods = vec![("Echo.echo".to_string(), method_id("Echo.echo")), ("A.b".to_string(), 7)];
-        assert_eq!(decode_methods(&encode_methods(&methods)), Ok(methods));
+        let methods = vec![
+            ("Echo.echo".to_string(), method_id("Echo.echo"), MethodKind::Unary),
+            ("A.b".to_string(), 7, MethodKind::Bidi),
+        ];
+        let body = encode_methods(&methods);
+        assert_eq!(decode_methods(&body), Ok(methods));
         assert!(decode_methods(&[255, 255, 255, 255]).is_err());
+        let mut unknown_kind = body.clone();
+        let last = unknown_kind.len() - 4;
+        unknown_kind[last..].copy_from_slice(&9u32.to_le_bytes());
+        assert_eq!(decode_methods(&unknown_kind), Err("unknown method kind 9 for \"A.b\"".to_string()));
         let mut huge_count = bytes[..bytes.len() - 1].to_vec();
         huge_count.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Ready::decode(&huge_count).is_err());

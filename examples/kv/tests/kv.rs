@@ -22,9 +22,13 @@ impl Drop for Running {
 }
 
 fn start(program: &str) -> Running {
+    start_with(program, &[])
+}
+
+fn start_with(program: &str, args: &[&str]) -> Running {
     let hub = Hub::create(HubConfig::default()).unwrap();
     let ticket = hub.add_peer("kv", PeerOptions::default()).unwrap();
-    let (peer, child) = ticket.spawn(Command::new(program).env("CELLSHM_QUIET", "1")).unwrap();
+    let (peer, child) = ticket.spawn(Command::new(program).args(args).env("CELLSHM_QUIET", "1")).unwrap();
     peer.wait_ready(Duration::from_secs(10)).unwrap();
     Running { _hub: hub, peer, child }
 }
@@ -127,6 +131,11 @@ fn the_contract_check_names_the_first_method_a_cell_does_not_serve() {
     assert_eq!(store.get(&GetRequest { key: "k".into() }).unwrap_err().status(), Status::NotFound);
     let e = store.watch(&WatchRequest::default()).unwrap().next().unwrap().unwrap_err();
     assert_eq!(e.status(), Status::Unimplemented, "{e}");
+    // A method served as another kind than the service declares is caught too.
+    let r = start_with(env!("CARGO_BIN_EXE_kv-partial-cell"), &["--watch-as-unary"]);
+    let e = StoreClient::connect(&r.peer, Duration::from_secs(5)).unwrap_err();
+    assert_eq!(e.status(), Status::FailedPrecondition);
+    assert!(e.message().contains("serves kv.Store.Watch as a unary method, not server streaming"), "{e}");
 }
 
 #[test]

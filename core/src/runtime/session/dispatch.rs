@@ -11,7 +11,7 @@ use crate::proto::link::IdHasher;
 use crate::shm::pool::OutSlot;
 use crate::shm::SharedBytes;
 use crate::sys::clock::monotonic_now_ns;
-use crate::wire::{self, Status, INLINE_CAPACITY};
+use crate::wire::{self, MethodKind, Status, INLINE_CAPACITY};
 
 /// A handler: reads the request through [`Call::payload`], answers through
 /// [`Call::reply`] (or returns an error).
@@ -22,13 +22,13 @@ pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
 pub struct Dispatcher {
     // Method ids are FNV hashes already: hash them as themselves.
     methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<IdHasher>>,
-    streams: HashMap<u32, (String, Arc<StreamHandler>), std::hash::BuildHasherDefault<IdHasher>>,
+    streams: HashMap<u32, (String, MethodKind, Arc<StreamHandler>), std::hash::BuildHasherDefault<IdHasher>>,
 }
 
 impl fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.methods.values().map(|(n, _)| n).chain(self.streams.values().map(|(n, _)| n)))
+            .entries(self.methods.values().map(|(n, _)| n).chain(self.streams.values().map(|(n, _, _)| n)))
             .finish()
     }
 }
@@ -58,8 +58,20 @@ impl Dispatcher {
     where
         F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
     {
+        self.register_stream_as(name, MethodKind::Stream, handler)
+    }
+
+    /// [`Dispatcher::register_stream`] that also says which way items flow (what
+    /// `cellshm.Introspect.methods` reports, and generated clients check).
+    pub fn register_stream_as<F>(&mut self, name: &str, kind: MethodKind, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+    {
+        if !kind.is_stream() {
+            return Err(Error::new(Status::InvalidArgument, format!("{name:?}: a stream method cannot be unary")));
+        }
         let id = self.free_id(name)?;
-        self.streams.insert(id, (name.to_string(), Arc::new(handler)));
+        self.streams.insert(id, (name.to_string(), kind, Arc::new(handler)));
         Ok(())
     }
 
@@ -71,7 +83,7 @@ impl Dispatcher {
                 format!("method {name:?} has id {id:#010x}, already registered for {existing:?}"),
             ));
         }
-        if let Some((existing, _)) = self.streams.get(&id) {
+        if let Some((existing, _, _)) = self.streams.get(&id) {
             return Err(Error::new(
                 Status::AlreadyExists,
                 format!("method {name:?} has id {id:#010x}, already registered for stream {existing:?}"),
@@ -82,9 +94,15 @@ impl Dispatcher {
 
     /// Registered method names and ids, sorted by name.
     pub fn methods(&self) -> Vec<(String, u32)> {
-        let unary = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id));
-        let mut v: Vec<_> = unary.chain(self.streams.iter().map(|(id, (n, _))| (n.clone(), *id))).collect();
-        v.sort();
+        self.methods_and_kinds().into_iter().map(|(n, id, _)| (n, id)).collect()
+    }
+
+    /// Registered method names, ids and kinds, sorted by name.
+    pub fn methods_and_kinds(&self) -> Vec<(String, u32, MethodKind)> {
+        let unary = self.methods.iter().map(|(id, (n, _))| (n.clone(), *id, MethodKind::Unary));
+        let streams = self.streams.iter().map(|(id, (n, kind, _))| (n.clone(), *id, *kind));
+        let mut v: Vec<_> = unary.chain(streams).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
@@ -93,7 +111,7 @@ impl Dispatcher {
     }
 
     pub(super) fn get_stream(&self, id: u32) -> Option<Arc<StreamHandler>> {
-        self.streams.get(&id).map(|(_, h)| h.clone())
+        self.streams.get(&id).map(|(_, _, h)| h.clone())
     }
 }
 

@@ -1,5 +1,6 @@
 //! A cell that serves only `kv.Store.Get` and `kv.Store.Put`, registered by hand with
-//! `cellshm::typed` (no generated trait): what a client's contract check catches.
+//! `cellshm::typed` (no generated trait): what a client's contract check catches. With
+//! `--watch-as-unary` it also serves `kv.Store.Watch`, as a unary method (the wrong kind).
 
 use cellshm::typed::serve_unary;
 use cellshm::{Cell, Error, Status};
@@ -15,5 +16,8 @@ fn main() -> Result<(), Error> {
     cell.method(kv::store_methods::PUT.name, |call| {
         serve_unary(call, kv::store_methods::PUT.name, |_, _request: PutRequest| Ok(PutReply::default()))
     })?;
+    if std::env::args().any(|a| a == "--watch-as-unary") {
+        cell.method(kv::store_methods::WATCH.name, |call| call.reply(b""))?;
+    }
     cell.run()
 }

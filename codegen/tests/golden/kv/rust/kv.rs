@@ -303,6 +303,7 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
         registrar
             .register_stream(
                 store_methods::WATCH.name,
+                store_methods::WATCH.kind,
                 Box::new(move |call| {
                     let request = ::cellshm::typed::opening_request(
                         call,
@@ -324,6 +325,7 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
         registrar
             .register_stream(
                 store_methods::UPLOAD.name,
+                store_methods::UPLOAD.kind,
                 Box::new(move |call| {
                     let response = service
                         .upload(
@@ -342,6 +344,7 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
         registrar
             .register_stream(
                 store_methods::CHAT.name,
+                store_methods::CHAT.kind,
                 Box::new(move |call| {
                     service
                         .chat(

@@ -271,6 +271,7 @@ pub fn serve_drawing<R: ::cellshm::typed::Registrar + ?Sized>(
         registrar
             .register_stream(
                 drawing_methods::MATCH.name,
+                drawing_methods::MATCH.kind,
                 Box::new(move |call| {
                     service
                         .r#match(
@@ -287,6 +288,7 @@ pub fn serve_drawing<R: ::cellshm::typed::Registrar + ?Sized>(
         registrar
             .register_stream(
                 drawing_methods::LOOP.name,
+                drawing_methods::LOOP.kind,
                 Box::new(move |call| {
                     let request = ::cellshm::typed::opening_request(
                         call,
