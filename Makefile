@@ -58,13 +58,13 @@ test-asan: tools
 ## The Python binding, installed into .venv the way users install it.
 python:
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions
-	$(VENV)/bin/pip install --quiet ./bindings/python
+	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions types-protobuf grpcio-tools
+	$(VENV)/bin/pip install --quiet './bindings/python[typed]'
 
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
 ## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
 test-python: python test-c
-	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples
+	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen
 	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
 
 CHAOS_CELLS = -- ./target/release/cellshm-testkit cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py

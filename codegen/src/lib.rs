@@ -15,7 +15,7 @@
 //! package `kv`, and per service `Svc`: a client `SvcClient`, a trait `Svc` for the
 //! handlers and `serve_svc(&cell_or_hub, impl Svc)`.
 //!
-//! From the command line: `cellshm-codegen --lang rust|c --out DIR [-I DIR]...
+//! From the command line: `cellshm-codegen --lang rust|c|python --out DIR [-I DIR]...
 //! FILE.proto...`, or as the protoc plugin `protoc-gen-cellshm`.
 
 use std::fmt;
@@ -25,6 +25,8 @@ use prost_types::FileDescriptorSet;
 
 pub mod c;
 pub mod model;
+pub mod plugin;
+pub mod python;
 pub mod rust;
 
 /// What went wrong, said for a person: a `.proto` that does not compile, a name clash,
@@ -53,15 +55,22 @@ pub enum Lang {
     Rust,
     /// A header per `.proto` file with each method's name, id and kind.
     C,
+    /// Per file `_pb2.py`/`_pb2.pyi` (protobuf's messages) and, with services,
+    /// `_cellshm.py` (typed clients, servicers, `serve_<svc>`).
+    Python,
+    /// [`Lang::Python`] without the `_pb2` modules: for protoc, whose `--python_out` and
+    /// `--pyi_out` write those.
+    PythonServices,
 }
 
 impl Lang {
-    /// `rust` or `c`.
+    /// `rust`, `c` or `python`.
     pub fn parse(name: &str) -> Result<Lang, Error> {
         match name {
             "rust" => Ok(Lang::Rust),
             "c" => Ok(Lang::C),
-            other => Err(Error(format!("unknown language {other:?}: expected rust or c"))),
+            "python" => Ok(Lang::Python),
+            other => Err(Error(format!("unknown language {other:?}: expected rust, c or python"))),
         }
     }
 }
@@ -77,6 +86,13 @@ pub struct GeneratedFile {
 
 /// Compiles `protos` (found in `includes`) into a descriptor set, imports included.
 pub fn parse(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<FileDescriptorSet, Error> {
+    for p in protos {
+        let p = p.as_ref();
+        // A name relative to an include directory is fine too (as protoc takes them).
+        if !p.exists() && !includes.iter().any(|i| i.as_ref().join(p).exists()) {
+            return Err(Error(format!("{}: no such file", p.display())));
+        }
+    }
     protox::compile(protos, includes).map_err(|e| Error(format!("{e:?}")))
 }
 
@@ -87,6 +103,8 @@ pub fn generate(lang: Lang, fds: &FileDescriptorSet, files: &[String]) -> Result
     match lang {
         Lang::C => Ok(protos.iter().map(c::header).collect()),
         Lang::Rust => rust::generate(fds, files),
+        Lang::Python => python::generate(fds, &protos, python::Output::All),
+        Lang::PythonServices => python::generate(fds, &protos, python::Output::ServicesOnly),
     }
 }
 

@@ -31,7 +31,7 @@ fn generated_files_match_the_golden_ones() {
     let update = std::env::var_os("CELLSHM_UPDATE_GOLDEN").is_some();
     let mut stale = Vec::new();
     for (case, files, include) in CASES {
-        for (lang, dir) in [(Lang::Rust, "rust"), (Lang::C, "c")] {
+        for (lang, dir) in [(Lang::Rust, "rust"), (Lang::C, "c"), (Lang::Python, "python")] {
             let golden = root().join("tests/golden").join(case).join(dir);
             for f in outputs(lang, files, include) {
                 let path = golden.join(&f.name);
@@ -92,7 +92,7 @@ fn two_method_names_with_one_id_are_refused_with_both_names() {
     let proto = "syntax = \"proto3\";\nmessage M {}\nservice Svc {\n  rpc m79518(M) returns (M);\n  rpc m67915(M) returns (M);\n}\n";
     std::fs::write(dir.join("clash.proto"), proto).unwrap();
     let fds = parse(&[dir.join("clash.proto")], &[&dir]).unwrap();
-    for lang in [Lang::Rust, Lang::C] {
+    for lang in [Lang::Rust, Lang::C, Lang::Python] {
         let e = generate(lang, &fds, &["clash.proto".to_string()]).unwrap_err();
         assert!(e.0.contains("Svc.m79518") && e.0.contains("Svc.m67915") && e.0.contains("0x66c0a660"), "{e}");
     }

@@ -493,6 +493,17 @@ impl StreamCall {
 
 /// A Python callable as a stream handler: it gets a `StreamCall` and returns the final
 /// response (bytes-like or None). Runs on the stream's own thread.
+/// A stream method's kind from its wire number; unary (0) and unknown numbers are
+/// ValueError.
+fn stream_kind(code: u32) -> PyResult<cellshm::MethodKind> {
+    match cellshm::MethodKind::from_code(code) {
+        Some(kind) if kind.is_stream() => Ok(kind),
+        _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "stream method kind {code} is not one of 1 (stream), 2 (server streaming), 3 (client streaming), 4 (bidi)"
+        ))),
+    }
+}
+
 fn py_stream_handler(
     handler: Py<PyAny>,
 ) -> impl Fn(&mut CoreStreamCall) -> cellshm::Result<()> + Send + Sync + 'static {
@@ -555,10 +566,14 @@ impl Hub {
         self.with(|hub| hub.method(name, py_handler(handler, view)))
     }
 
-    /// Serves the stream method `name` to every cell of the hub.
-    fn stream_method(&self, name: &str, handler: Py<PyAny>) -> PyResult<()> {
+    /// Serves the stream method `name` to every cell of the hub; `kind` (the numbers of
+    /// `cellshm.Introspect.methods`: 1 undeclared, 2 server, 3 client streaming, 4 bidi)
+    /// is what introspection reports.
+    #[pyo3(signature = (name, handler, kind=1))]
+    fn stream_method(&self, name: &str, handler: Py<PyAny>, kind: u32) -> PyResult<()> {
         let name = method_name(name)?;
-        self.with(|hub| hub.stream_method(name, py_stream_handler(handler)))
+        let kind = stream_kind(kind)?;
+        self.with(|hub| hub.stream_method_as(name, kind, py_stream_handler(handler)))
     }
 
     /// Routes cells' log records to `sink(cell, peer_id, level, target, message)`, or
@@ -777,6 +792,13 @@ impl Peer {
     fn methods(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32)>> {
         let timeout = duration(timeout, "timeout")?;
         py.detach(|| self.peer.methods(timeout)).map_err(err)
+    }
+
+    /// The methods the cell serves, as (name, id, kind number), sorted by name.
+    fn methods_and_kinds(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32, u32)>> {
+        let timeout = duration(timeout, "timeout")?;
+        let methods = py.detach(|| self.peer.methods_and_kinds(timeout)).map_err(err)?;
+        Ok(methods.into_iter().map(|(name, id, kind)| (name, id, kind as u32)).collect())
     }
 
     /// Calls `callback(code, message)` once when the peer dies (at once if it has).
@@ -1040,9 +1062,19 @@ impl Cell {
         self.get()?.method(name, py_handler(handler, view)).map_err(err)
     }
 
-    fn stream_method(&self, name: &str, handler: Py<PyAny>) -> PyResult<()> {
+    #[pyo3(signature = (name, handler, kind=1))]
+    fn stream_method(&self, name: &str, handler: Py<PyAny>, kind: u32) -> PyResult<()> {
         let name = method_name(name)?;
-        self.get()?.stream_method(name, py_stream_handler(handler)).map_err(err)
+        let kind = stream_kind(kind)?;
+        self.get()?.stream_method_as(name, kind, py_stream_handler(handler)).map_err(err)
+    }
+
+    /// The methods the host serves to cells, as (name, id, kind number).
+    fn host_methods_and_kinds(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32, u32)>> {
+        let timeout = duration(timeout, "timeout")?;
+        let cell = self.get()?;
+        let methods = py.detach(|| cell.host_methods_and_kinds(timeout)).map_err(err)?;
+        Ok(methods.into_iter().map(|(name, id, kind)| (name, id, kind as u32)).collect())
     }
 
     #[pyo3(signature = (method, payload=None, timeout=None))]
@@ -1186,6 +1218,32 @@ fn list_hubs(py: Python<'_>) -> PyResult<Vec<HubRow>> {
     Ok(hubs.into_iter().map(|h| (h.name, h.host_pid, h.uid, h.peers, h.max_peers, h.uptime_ms, h.attach)).collect())
 }
 
+/// Generates stubs for `lang` (`rust`, `c`, `python`) from `files` (found in
+/// `includes`) into `out`; returns the paths written, relative to `out`. ValueError
+/// for a bad language, a `.proto` that does not compile or clashing method ids.
+#[pyfunction]
+fn codegen(py: Python<'_>, lang: &str, out: &str, includes: Vec<String>, files: Vec<String>) -> PyResult<Vec<String>> {
+    let value_error = |e: cellshm_codegen::Error| pyo3::exceptions::PyValueError::new_err(e.0);
+    let lang = cellshm_codegen::Lang::parse(lang).map_err(value_error)?;
+    py.detach(|| {
+        let fds = cellshm_codegen::parse(&files, &includes)?;
+        let names = cellshm_codegen::file_names(&fds, &files, &includes);
+        cellshm_codegen::generate(lang, &fds, &names)
+    })
+    .map_err(value_error)
+    .and_then(|generated| {
+        cellshm_codegen::write(std::path::Path::new(out), &generated)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        Ok(generated.into_iter().map(|f| f.name).collect())
+    })
+}
+
+/// The protoc plugin: an encoded CodeGeneratorRequest in, the encoded response out.
+#[pyfunction]
+fn codegen_plugin(request: &[u8]) -> PyResult<Vec<u8>> {
+    cellshm_codegen::plugin::respond(request).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.0))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -1210,6 +1268,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_hubs, m)?)?;
     m.add_function(wrap_pyfunction!(status_name, m)?)?;
     m.add_function(wrap_pyfunction!(current_call, m)?)?;
+    m.add_function(wrap_pyfunction!(codegen, m)?)?;
+    m.add_function(wrap_pyfunction!(codegen_plugin, m)?)?;
     m.add_class::<CallContext>()?;
     m.add_class::<Hub>()?;
     m.add_class::<Peer>()?;

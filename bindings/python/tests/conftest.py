@@ -20,7 +20,8 @@ def _cargo_binary(name: str) -> Path:
         path = ROOT / "target" / profile / name
         if path.exists():
             return path
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "cellshm-testkit", "-p", "cellshm-examples"], cwd=ROOT, check=True)
+    packages = ["cellshm-testkit", "cellshm-examples", "cellshm-kv-example", "cellshm-codegen"]
+    subprocess.run(["cargo", "build", "--release", "-q", *[a for p in packages for a in ("-p", p)]], cwd=ROOT, check=True)
     return ROOT / "target" / "release" / name
 
 

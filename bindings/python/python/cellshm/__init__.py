@@ -24,6 +24,7 @@ blocking the loop. Failures raise a subclass of :class:`CellshmError`.
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import itertools
 import logging
@@ -46,9 +47,9 @@ from typing import (
 )
 
 from . import _native
+from . import errors as _errors
 from .errors import *  # noqa: F401,F403  (the exception classes are part of the API)
 from .errors import CellshmError, DeadlineExceeded, error_class
-from .errors import __all__ as _error_names
 
 __version__: str = _native.VERSION
 method_id = _native.method_id
@@ -188,6 +189,25 @@ def _check_timeout(timeout: Optional[float]) -> Optional[float]:
 
 
 # ----- streams ------------------------------------------------------------------------
+
+
+class MethodKind(enum.IntEnum):
+    """How a method is called, numbered as ``cellshm.Introspect.methods`` reports it."""
+
+    UNARY = 0
+    #: A stream method that did not declare which way its items flow.
+    STREAM = 1
+    SERVER_STREAMING = 2
+    CLIENT_STREAMING = 3
+    BIDI = 4
+
+
+def _stream_kind(kind: Optional[MethodKind]) -> int:
+    if kind is None:
+        return int(MethodKind.STREAM)
+    if kind == MethodKind.UNARY or kind not in tuple(MethodKind):
+        raise ValueError(f"a stream method's kind is a streaming MethodKind, not {kind!r}")
+    return int(kind)
 
 
 class Stream:
@@ -387,6 +407,10 @@ class Peer:
         """The methods the cell serves, as (name, id), sorted by name."""
         return list(self._native.methods(_check_timeout(timeout)))
 
+    def methods_and_kinds(self, timeout: float = 5.0) -> List[Tuple[str, int, MethodKind]]:
+        """The methods the cell serves, as (name, id, kind), sorted by name."""
+        return [(n, i, MethodKind(k)) for n, i, k in self._native.methods_and_kinds(_check_timeout(timeout))]
+
     def on_death(self, callback: Callable[[CellshmError], None]) -> None:
         """Calls ``callback(error)`` once when the peer dies (at once if it has), from a
         cellshm thread."""
@@ -458,12 +482,13 @@ class Hub:
 
         return register
 
-    def stream_method(self, name: str) -> Callable[[SH], SH]:
+    def stream_method(self, name: str, *, kind: Optional[MethodKind] = None) -> Callable[[SH], SH]:
         """Decorator: serves the stream method ``name`` to every cell of the hub (see
         :meth:`Cell.stream_method`)."""
+        code = _stream_kind(kind)
 
         def register(handler: SH) -> SH:
-            self._native.stream_method(name, _stream_handler(handler))
+            self._native.stream_method(name, _stream_handler(handler), code)
             return handler
 
         return register
@@ -610,13 +635,16 @@ class Cell:
 
         return register
 
-    def stream_method(self, name: str) -> Callable[[SH], SH]:
+    def stream_method(self, name: str, *, kind: Optional[MethodKind] = None) -> Callable[[SH], SH]:
         """Decorator registering a stream handler for ``"Service.method"``: it runs on its
         own thread for each stream opened to it, gets a :class:`StreamCall`, and returns
-        the final response (bytes-like or None). Raising ends the stream with that error."""
+        the final response (bytes-like or None). Raising ends the stream with that error.
+        ``kind`` (a :class:`MethodKind`) is what ``cellshm.Introspect.methods`` reports;
+        by default the stream's direction is left undeclared."""
+        code = _stream_kind(kind)
 
         def register(handler: SH) -> SH:
-            self._native.stream_method(name, _stream_handler(handler))
+            self._native.stream_method(name, _stream_handler(handler), code)
             return handler
 
         return register
@@ -662,6 +690,10 @@ class Cell:
 
     def notify(self, method: str, payload: Payload = b"") -> None:
         self._native.notify(method, payload)
+
+    def host_methods_and_kinds(self, timeout: float = 5.0) -> List[Tuple[str, int, MethodKind]]:
+        """The methods the host serves to cells, as (name, id, kind), sorted by name."""
+        return [(n, i, MethodKind(k)) for n, i, k in self._native.host_methods_and_kinds(_check_timeout(timeout))]
 
     def log_handler(self, level: int = logging.NOTSET) -> "CellLogHandler":
         """A ``logging.Handler`` sending records to the host's log."""
@@ -813,5 +845,7 @@ __all__ = [
     "list_hubs",
     "HubListing",
     "__version__",
-    *_error_names,
+    "MethodKind",
 ]
+# Extended from the literal list in errors.py, which type checkers follow.
+__all__ += _errors.__all__

@@ -184,4 +184,31 @@ def _from_status(code: int, message: str) -> CellshmError:
     return error
 
 
-__all__ = ["CellshmError", "error_class"] + [cls.__name__ for cls in _BY_CODE.values()]
+# Literal, so that type checkers see every name (mypy --strict rejects a computed list).
+__all__ = [
+    "CellshmError",
+    "error_class",
+    "Cancelled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+    "PeerDead",
+    "SessionClosed",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "HubFull",
+    "SystemCallFailed",
+]
+assert sorted(__all__[2:]) == sorted(cls.__name__ for cls in _BY_CODE.values())

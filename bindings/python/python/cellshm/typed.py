@@ -1,0 +1,330 @@
+"""Typed calls and streams over protobuf messages: what the ``*_cellshm.py`` modules
+that ``cellshm-codegen --lang python`` writes are made of.
+
+A service method ``pkg.Svc/Method`` is the cellshm method ``"pkg.Svc.Method"``; its
+request and response are protobuf messages (the ``protobuf`` package's, from the
+``*_pb2`` modules) serialized into the call's payload. Unary methods are calls, the
+three streaming kinds are streams: a server-streaming call opens the stream with its
+request, client-streaming and bidi calls open it empty and send the requests as items.
+A message that does not parse raises :class:`cellshm.Internal` on the side that got it.
+"""
+
+from __future__ import annotations
+
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Generic,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+    Union,
+)
+
+import cellshm
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+In = TypeVar("In", bound="Optional[Message]")
+Out = TypeVar("Out", bound="Optional[Message]")
+Req = TypeVar("Req", bound="Message")
+Resp = TypeVar("Resp", bound="Message")
+
+
+class MethodInfo(NamedTuple):
+    """One method of a service: its cellshm name, id and kind."""
+
+    name: str
+    id: int
+    kind: cellshm.MethodKind
+
+
+class Caller(Protocol):
+    """What a generated client calls through: a host's :class:`cellshm.Peer`, or a
+    :class:`cellshm.Cell` calling its host."""
+
+    def call(self, method: str, payload: cellshm.Payload = b"", *, timeout: Optional[float] = None) -> bytes: ...
+
+    async def call_async(
+        self, method: str, payload: cellshm.Payload = b"", *, timeout: Optional[float] = None
+    ) -> bytes: ...
+
+    def open_stream(
+        self, method: str, payload: cellshm.Payload = b"", *, timeout: Optional[float] = None
+    ) -> cellshm.Stream: ...
+
+
+def _decode(message_type: Type[Resp], data: bytes, method: str) -> Resp:
+    try:
+        return message_type.FromString(data)
+    except Exception as e:  # google.protobuf.message.DecodeError, and whatever a bad message raises
+        raise cellshm.Internal(f"{method}: could not decode {message_type.DESCRIPTOR.full_name}: {e}") from None
+
+
+def unary(caller: Caller, method: str, request: Message, response_type: Type[Resp], timeout: Optional[float]) -> Resp:
+    """Calls ``method`` with ``request``; the response parsed as ``response_type``."""
+    return _decode(response_type, caller.call(method, request.SerializeToString(), timeout=timeout), method)
+
+
+async def unary_async(
+    caller: Caller, method: str, request: Message, response_type: Type[Resp], timeout: Optional[float]
+) -> Resp:
+    """:func:`unary` from asyncio."""
+    data = await caller.call_async(method, request.SerializeToString(), timeout=timeout)
+    return _decode(response_type, data, method)
+
+
+class ServerStreaming(Generic[Resp]):
+    """The responses of a server-streaming call: iterate it, or ``async for``. Leaving
+    it before the end (``cancel``, or its ``with`` block) cancels the call."""
+
+    def __init__(self, stream: cellshm.Stream, response_type: Type[Resp], method: str) -> None:
+        self._stream = stream
+        self._type = response_type
+        self._method = method
+
+    def recv(self) -> Optional[Resp]:
+        """The next response, or None once the handler finished; raises its error."""
+        data = self._stream.recv()
+        return None if data is None else _decode(self._type, data, self._method)
+
+    def cancel(self) -> None:
+        """Gives up the call: the handler sees it cancelled."""
+        self._stream.cancel()
+
+    def __iter__(self) -> Iterator[Resp]:
+        return self
+
+    def __next__(self) -> Resp:
+        item = self.recv()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Resp]:
+        return self
+
+    async def __anext__(self) -> Resp:
+        data = await self._stream.__anext__()
+        return _decode(self._type, data, self._method)
+
+    def __enter__(self) -> "ServerStreaming[Resp]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class ClientStreaming(Generic[Req, Resp]):
+    """A client-streaming call: :meth:`send` the requests, then :meth:`finish`."""
+
+    def __init__(self, stream: cellshm.Stream, response_type: Type[Resp], method: str) -> None:
+        self._stream = stream
+        self._type = response_type
+        self._method = method
+
+    def send(self, request: Req) -> None:
+        """Sends one request; waits while the handler's window is full."""
+        self._stream.send(request.SerializeToString())
+
+    def finish(self) -> Resp:
+        """Ends the requests and returns the handler's response."""
+        return _decode(self._type, self._stream.finish(), self._method)
+
+    def cancel(self) -> None:
+        """Gives up the call: the handler sees it cancelled."""
+        self._stream.cancel()
+
+    def __enter__(self) -> "ClientStreaming[Req, Resp]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class Bidi(ServerStreaming[Resp], Generic[Req, Resp]):
+    """A bidi call: :meth:`send` requests and :meth:`recv` (or iterate) responses in any
+    order; :meth:`close_send` once no more requests follow."""
+
+    def send(self, request: Req) -> None:
+        """Sends one request; waits while the handler's window is full."""
+        self._stream.send(request.SerializeToString())
+
+    def close_send(self) -> None:
+        """Tells the handler no more requests follow."""
+        self._stream.close_send()
+
+
+def server_streaming(
+    caller: Caller, method: str, request: Message, response_type: Type[Resp], timeout: Optional[float]
+) -> ServerStreaming[Resp]:
+    """Opens a server-streaming call with ``request``."""
+    return ServerStreaming(caller.open_stream(method, request.SerializeToString(), timeout=timeout), response_type, method)
+
+
+def client_streaming(
+    caller: Caller, method: str, response_type: Type[Resp], timeout: Optional[float]
+) -> ClientStreaming[Any, Resp]:
+    """Opens a client-streaming call."""
+    return ClientStreaming(caller.open_stream(method, b"", timeout=timeout), response_type, method)
+
+
+def bidi(caller: Caller, method: str, response_type: Type[Resp], timeout: Optional[float]) -> Bidi[Any, Resp]:
+    """Opens a bidi call."""
+    return Bidi(caller.open_stream(method, b"", timeout=timeout), response_type, method)
+
+
+class ServerStream(Generic[In, Out]):
+    """A stream handler's typed end: ``In`` is what the caller sends (None for a
+    server-streaming method), ``Out`` what the handler sends (None for client streaming)."""
+
+    def __init__(self, call: cellshm.StreamCall, request_type: Optional[Type[Any]], method: str) -> None:
+        self._call = call
+        self._type = request_type
+        self._method = method
+
+    def send(self, message: Out) -> None:
+        """Sends one message to the caller; waits while its window is full, raises
+        :class:`cellshm.Cancelled` once it gave up."""
+        if message is None:
+            raise TypeError(f"{self._method} sends no messages from this side")
+        self._call.send(message.SerializeToString())
+
+    def recv(self) -> Optional[In]:
+        """The caller's next message, or None once it closed its sending side."""
+        data = self._call.recv()
+        if data is None:
+            return None
+        if self._type is None:
+            raise TypeError(f"{self._method}: the caller sends no messages")
+        return _decode(self._type, data, self._method)  # type: ignore[no-any-return]
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller cancelled, its deadline passed, or it went away."""
+        return self._call.cancelled
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds for cancellation (GIL released)."""
+        return self._call.wait_cancelled(timeout)
+
+    def __iter__(self) -> Iterator[In]:
+        while True:
+            message = self.recv()
+            if message is None:
+                return
+            yield message
+
+
+Target = Union[cellshm.Cell, cellshm.Hub]
+
+
+def serve_unary(
+    target: Target, info: MethodInfo, request_type: Type[Req], handler: Callable[[Req, cellshm.CallContext], Message]
+) -> None:
+    """Registers a typed unary handler."""
+
+    def run(data: bytes) -> bytes:
+        response = handler(_decode(request_type, data, info.name), cellshm.current_call())
+        return response.SerializeToString()
+
+    target.method(info.name)(run)
+
+
+def serve_server_streaming(
+    target: Target,
+    info: MethodInfo,
+    request_type: Type[Req],
+    handler: Callable[[Req, "ServerStream[None, Any]"], None],
+) -> None:
+    """Registers a typed server-streaming handler: the opening request, then sends."""
+
+    def run(call: cellshm.StreamCall) -> None:
+        request = _decode(request_type, call.request, info.name)
+        handler(request, ServerStream(call, None, info.name))
+
+    target.stream_method(info.name, kind=info.kind)(run)
+
+
+def serve_client_streaming(
+    target: Target, info: MethodInfo, request_type: Type[Req], handler: Callable[["ServerStream[Any, None]"], Message]
+) -> None:
+    """Registers a typed client-streaming handler: it receives, then returns the response."""
+
+    def run(call: cellshm.StreamCall) -> bytes:
+        return handler(ServerStream(call, request_type, info.name)).SerializeToString()
+
+    target.stream_method(info.name, kind=info.kind)(run)
+
+
+def serve_bidi(
+    target: Target, info: MethodInfo, request_type: Type[Req], handler: Callable[["ServerStream[Any, Any]"], None]
+) -> None:
+    """Registers a typed bidi handler."""
+
+    def run(call: cellshm.StreamCall) -> None:
+        handler(ServerStream(call, request_type, info.name))
+
+    target.stream_method(info.name, kind=info.kind)(run)
+
+
+def _served(caller: Caller, timeout: float) -> List[Tuple[str, int, cellshm.MethodKind]]:
+    if isinstance(caller, cellshm.Cell):
+        return caller.host_methods_and_kinds(timeout)
+    methods: Callable[[float], List[Tuple[str, int, cellshm.MethodKind]]] = getattr(caller, "methods_and_kinds")
+    return methods(timeout)
+
+
+def _serves(served: cellshm.MethodKind, wanted: cellshm.MethodKind) -> bool:
+    return served == wanted or (served == cellshm.MethodKind.STREAM and wanted != cellshm.MethodKind.UNARY)
+
+
+def check_served(caller: Caller, service: str, methods: Sequence[MethodInfo], timeout: float) -> None:
+    """Raises :class:`cellshm.FailedPrecondition` unless the peer serves every method of
+    ``service`` as its kind, :class:`cellshm.AlreadyExists` if it serves another name
+    under one of their ids (a hash collision)."""
+    by_id = {method_id: (name, kind) for name, method_id, kind in _served(caller, timeout)}
+    for m in methods:
+        found = by_id.get(m.id)
+        if found is None:
+            raise cellshm.FailedPrecondition(f"{service}: the peer does not serve {m.name}")
+        name, kind = found
+        if name != m.name:
+            raise cellshm.AlreadyExists(f"{service}: the peer serves {name!r} with the id {m.id:#010x} of {m.name!r}")
+        if not _serves(kind, m.kind):
+            raise cellshm.FailedPrecondition(
+                f"{service}: the peer serves {m.name} as a {_kind_words(kind)} method, not {_kind_words(m.kind)}"
+            )
+
+
+def _kind_words(kind: cellshm.MethodKind) -> str:
+    return kind.name.lower().replace("_", " ").replace("bidi", "bidi streaming")
+
+
+__all__ = [
+    "MethodInfo",
+    "Caller",
+    "ServerStreaming",
+    "ClientStreaming",
+    "Bidi",
+    "ServerStream",
+    "unary",
+    "unary_async",
+    "server_streaming",
+    "client_streaming",
+    "bidi",
+    "serve_unary",
+    "serve_server_streaming",
+    "serve_client_streaming",
+    "serve_bidi",
+    "check_served",
+]

@@ -1,0 +1,239 @@
+"""Typed services from examples/proto/kv.proto: the modules cellshm-codegen writes,
+between Python and Rust hosts and Python and Rust cells (real processes), every method
+kind, a deadline, a cancellation, error statuses, the contract check, and mypy --strict
+over a user's code that uses them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+import cellshm
+from conftest import ROOT, _cargo_binary, spawn_ready
+
+EXAMPLES = ROOT / "examples" / "python"
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kv_pb2.py, kv_pb2.pyi and kv_cellshm.py, written by the generator, importable."""
+    out = tmp_path_factory.mktemp("generated")
+    codegen = _cargo_binary("cellshm-codegen")
+    proto = ROOT / "examples" / "proto"
+    subprocess.run([str(codegen), "--lang", "python", "--out", str(out), "-I", str(proto), str(proto / "kv.proto")], check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["kv_cellshm.py", "kv_pb2.py", "kv_pb2.pyi"]
+    sys.path.insert(0, str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kv(generated: Path) -> Any:
+    import kv_cellshm  # noqa: F401  (generated)
+    import kv_pb2
+
+    return kv_pb2
+
+
+def cell_env(generated: Path) -> Dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(generated), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(params=["rust", "python"])
+def store_cell(request: pytest.FixtureRequest, generated: Path, hub: cellshm.Hub) -> cellshm.Peer:
+    if request.param == "rust":
+        return spawn_ready(hub, [str(_cargo_binary("kv-cell"))])
+    return spawn_ready(hub, [sys.executable, str(EXAMPLES / "kv_cell.py")], env=cell_env(generated))
+
+
+def client(peer: cellshm.Peer) -> Any:
+    import kv_cellshm
+
+    return kv_cellshm.StoreClient.connect(peer, timeout=10.0)
+
+
+def test_every_method_kind_from_a_python_host(kv: Any, store_cell: cellshm.Peer) -> None:
+    store = client(store_cell)
+    first = store.put(kv.PutRequest(key="a/1", value=b"one"))
+    reply = store.put(kv.PutRequest(key="a/1", value=b"uno"))
+    assert reply.previous == b"one" and reply.HasField("previous")
+    assert reply.sequence == first.sequence + 1
+    assert store.get(kv.GetRequest(key="a/1")).value == b"uno"
+    store.put(kv.PutRequest(key="b/x", value=b"another prefix"))
+    store.put(kv.PutRequest(key="a/2", value=b"two"))
+    events = [(e.key, e.value) for e in store.watch(kv.WatchRequest(prefix="a/", max_events=2, since=first.sequence))]
+    assert events == [("a/1", b"uno"), ("a/2", b"two")]
+    upload = store.upload()
+    total = 0
+    for i in range(100):
+        data = bytes([i % 256]) * (i * 37)
+        total += len(data)
+        upload.send(kv.Chunk(key="blob", data=data))
+    summary = upload.finish()
+    assert (summary.chunks, summary.bytes) == (100, total)
+    assert len(store.get(kv.GetRequest(key="blob")).value) == total
+    chat = store.chat()
+    for i in range(50):
+        chat.send(kv.ChatMessage(text=f"m{i}"))
+        answer = chat.recv()
+        assert answer is not None and answer.text == f"you said: m{i}"
+    chat.close_send()
+    assert chat.recv() is None
+
+
+def test_async_calls_and_async_iteration(kv: Any, store_cell: cellshm.Peer) -> None:
+    store = client(store_cell)
+
+    async def main() -> List[str]:
+        first = await store.put_async(kv.PutRequest(key="x", value=b"1"))
+        await store.put_async(kv.PutRequest(key="x", value=b"2"))
+        return [e.value.decode() async for e in store.watch(kv.WatchRequest(prefix="x", max_events=1, since=first.sequence))]
+
+    assert asyncio.run(main()) == ["2"]
+
+
+def test_statuses_deadlines_and_cancellation(kv: Any, store_cell: cellshm.Peer) -> None:
+    store = client(store_cell)
+    with pytest.raises(cellshm.NotFound, match="no key 'absent'|no key \"absent\""):
+        store.get(kv.GetRequest(key="absent"))
+    with pytest.raises(cellshm.InvalidArgument, match="the key is empty"):
+        store.put(kv.PutRequest(key="", value=b"v"))
+    quiet = kv.WatchRequest(prefix="never/")
+    with pytest.raises(cellshm.DeadlineExceeded):
+        list(store.watch(quiet, timeout=0.2))
+    # Twice as many watchers as the cell has stream threads, each cancelled: if their
+    # handlers did not end, the last watcher would never run.
+    for _ in range(16):
+        with store.watch(quiet):
+            pass
+    since = store.put(kv.PutRequest(key="c/0", value=b"")).sequence
+    watch = store.watch(kv.WatchRequest(prefix="c/", max_events=1, since=since), timeout=10.0)
+    store.put(kv.PutRequest(key="c/1", value=b"seen"))
+    assert [e.key for e in watch] == ["c/1"]
+
+
+def test_the_contract_check_names_what_a_cell_lacks(kv: Any, hub: cellshm.Hub) -> None:
+    import kv_cellshm
+
+    partial = spawn_ready(hub, [str(_cargo_binary("kv-partial-cell"))])
+    with pytest.raises(cellshm.FailedPrecondition, match="does not serve kv.Store.Watch"):
+        kv_cellshm.StoreClient.connect(partial)
+    wrong_kind = spawn_ready(hub, [str(_cargo_binary("kv-partial-cell")), "--watch-as-unary"])
+    with pytest.raises(cellshm.FailedPrecondition, match="serves kv.Store.Watch as a unary method, not server streaming"):
+        kv_cellshm.StoreClient.connect(wrong_kind)
+    # Without the check, what it serves works and the rest is UNIMPLEMENTED.
+    store = kv_cellshm.StoreClient(partial, timeout=5.0)
+    with pytest.raises(cellshm.NotFound):
+        store.get(kv.GetRequest(key="k"))
+    with pytest.raises(cellshm.Unimplemented):
+        list(store.watch(kv.WatchRequest()))
+
+
+def test_a_python_servicer_reports_its_kinds(generated: Path, hub: cellshm.Hub) -> None:
+    peer = spawn_ready(hub, [sys.executable, str(EXAMPLES / "kv_cell.py")], env=cell_env(generated))
+    kinds = {name: kind for name, _, kind in peer.methods_and_kinds()}
+    assert kinds["kv.Store.Get"] == cellshm.MethodKind.UNARY
+    assert kinds["kv.Store.Watch"] == cellshm.MethodKind.SERVER_STREAMING
+    assert kinds["kv.Store.Upload"] == cellshm.MethodKind.CLIENT_STREAMING
+    assert kinds["kv.Store.Chat"] == cellshm.MethodKind.BIDI
+
+
+@pytest.mark.parametrize("cell", ["rust", "python"])
+def test_the_example_hosts_run(generated: Path, cell: str) -> None:
+    env = {**os.environ, **cell_env(generated), "CELLSHM_QUIET": "1"}
+    cell_argv = [str(_cargo_binary("kv-cell"))] if cell == "rust" else [sys.executable, str(EXAMPLES / "kv_cell.py")]
+    hosts = [[sys.executable, str(EXAMPLES / "kv_host.py")], [str(_cargo_binary("kv-host"))]]
+    for host in hosts:
+        out = subprocess.run(host + cell_argv, env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        for line in ["fruit/pear", "get nothing: NOT_FOUND", "upload: 2 chunks, 22 bytes", "chat: you said: bye"]:
+            assert line in out.stdout, f"{host}: {line!r} missing in\n{out.stdout}"
+
+
+def test_user_code_over_the_generated_modules_passes_mypy_strict(generated: Path) -> None:
+    env = {**os.environ, "MYPYPATH": str(generated)}
+    files = [str(EXAMPLES / "kv_host.py"), str(EXAMPLES / "kv_cell.py"), str(generated / "kv_cellshm.py")]
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+
+def test_as_a_plugin_of_grpc_tools_protoc(generated: Path, tmp_path: Path) -> None:
+    """protoc (grpc_tools' build of it) writes the _pb2 modules, the plugin the cellshm
+    ones: the same kv_cellshm.py as the generator's own, and it works over protoc's
+    messages; lang=c gives the same header."""
+    plugin = _cargo_binary("protoc-gen-cellshm")
+    proto = ROOT / "examples" / "proto"
+    protoc = [sys.executable, "-m", "grpc_tools.protoc", f"--plugin=protoc-gen-cellshm={plugin}", f"-I{proto}"]
+    subprocess.run(
+        protoc + [f"--cellshm_out=lang=python:{tmp_path}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", "kv.proto"],
+        check=True,
+        cwd=proto,
+    )
+    assert (tmp_path / "kv_cellshm.py").read_text() == (generated / "kv_cellshm.py").read_text()
+    assert "Generated by the protocol buffer compiler" in (tmp_path / "kv_pb2.py").read_text()
+    c_dir = tmp_path / "c"
+    c_dir.mkdir()
+    subprocess.run(protoc + [f"--cellshm_out=lang=c:{c_dir}", "kv.proto"], check=True, cwd=proto)
+    golden = ROOT / "codegen" / "tests" / "golden" / "kv" / "c" / "kv.cellshm.h"
+    assert (c_dir / "kv.cellshm.h").read_text() == golden.read_text()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "CELLSHM_QUIET": "1"}
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "kv_host.py"), str(_cargo_binary("kv-cell"))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "chat: you said: bye" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_installed_package_generates_without_rust_or_protoc(generated: Path, tmp_path: Path) -> None:
+    """``python -m cellshm.codegen`` writes what the Rust binary writes, and the package's
+    ``protoc-gen-cellshm`` script is the plugin protoc finds on PATH."""
+    proto = ROOT / "examples" / "proto"
+    out = subprocess.run(
+        [sys.executable, "-m", "cellshm.codegen", "--lang", "python", "--out", str(tmp_path / "a"), "-I", str(proto), str(proto / "kv.proto")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("kv_pb2.py", "kv_pb2.pyi", "kv_cellshm.py"):
+        assert (tmp_path / "a" / name).read_text() == (generated / name).read_text(), name
+    missing = subprocess.run(
+        [sys.executable, "-m", "cellshm.codegen", "--lang", "python", "--out", str(tmp_path), "nope.proto"], capture_output=True, text=True
+    )
+    assert missing.returncode == 1 and "nope.proto: no such file" in missing.stderr
+    scripts = Path(sys.executable).parent
+    env = {**os.environ, "PATH": os.pathsep.join([str(scripts), os.environ.get("PATH", "")])}
+    (tmp_path / "b").mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto}", f"--cellshm_out=lang=python:{tmp_path / 'b'}", "kv.proto"],
+        check=True,
+        cwd=proto,
+        env=env,
+    )
+    assert (tmp_path / "b" / "kv_cellshm.py").read_text() == (generated / "kv_cellshm.py").read_text()
+
+
+def test_every_python_snippet_of_the_readme_passes_mypy_strict(generated: Path, tmp_path: Path) -> None:
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 3, "the README's Python snippets went missing"
+    files = []
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme_snippet_{i}.py"
+        path.write_text(block)
+        files.append(str(path))
+    env = {**os.environ, "MYPYPATH": str(generated)}
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
