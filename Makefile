@@ -111,9 +111,9 @@ bench: tools
 
 ## Python round trips beside multiprocessing.Pipe, socketpair and pyzmq (own venv).
 bench-python: python
-	$(CARGO) build --release --quiet -p cellshm-testkit
+	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-kv-example
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
-	.venv-bench/bin/pip install --quiet pyzmq ./bindings/python
+	.venv-bench/bin/pip install --quiet pyzmq './bindings/python[typed]'
 	.venv-bench/bin/python bindings/python/bench/bench.py
 
 clean:

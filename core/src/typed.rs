@@ -24,7 +24,7 @@ use prost::Message;
 use crate::error::{Error, Result};
 use crate::session::{Call, CallOptions, Response, Stream, StreamCall, StreamItem};
 use crate::wire::Status;
-use crate::{Cell, Hub, Peer};
+use crate::{Cell, Hub, Peer, Supervisor};
 
 pub use crate::wire::MethodKind;
 
@@ -97,6 +97,46 @@ pub type BoxedHandler = Box<dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync>;
 
 /// A stream handler, boxed.
 pub type BoxedStreamHandler = Box<dyn Fn(&mut StreamCall) -> Result<()> + Send + Sync>;
+
+/// A supervised cell, by name: each call goes to its current instance (after a
+/// relaunch, the new one); while it is not ready, calls fail with UNAVAILABLE.
+///
+/// ```no_run
+/// # fn f(supervisor: &cellshm::Supervisor) -> cellshm::Result<()> {
+/// let cell = cellshm::typed::Supervised::new(supervisor, "kv");
+/// // let store = kv::StoreClient::new(&cell);
+/// # let _ = cell; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Supervised<'a> {
+    supervisor: &'a Supervisor,
+    name: String,
+}
+
+impl<'a> Supervised<'a> {
+    /// The cell `name` of `supervisor`.
+    pub fn new(supervisor: &'a Supervisor, name: impl Into<String>) -> Supervised<'a> {
+        Supervised { supervisor, name: name.into() }
+    }
+}
+
+impl Caller for Supervised<'_> {
+    fn call_with(
+        &self,
+        method: &str,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        options: &CallOptions,
+    ) -> Result<Response> {
+        self.supervisor.ready_peer(&self.name)?.call_with(method, len, fill, options)
+    }
+    fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
+        self.supervisor.ready_peer(&self.name)?.open_stream(method, request, options)
+    }
+    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
+        self.supervisor.ready_peer(&self.name)?.methods_and_kinds(timeout)
+    }
+}
 
 /// Whatever serves methods: a [`Cell`] (to its host) and a [`Hub`] (to every cell).
 pub trait Registrar {

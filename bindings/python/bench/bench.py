@@ -1,7 +1,8 @@
 """64-byte round trips from Python, all measured in this one run, each as
 ``NAME p50_us=X p99_us=Y``: cellshm (Python host -> Python cell, Python host -> Rust
-cell, in Spin and Adaptive modes) beside multiprocessing.Pipe, socket.socketpair and
-pyzmq REQ/REP over ipc://.
+cell, in Spin and Adaptive modes; and the typed path, ``kv.Store.Get`` through the
+generated client answering 64 bytes, beside a raw 64 B echo) beside
+multiprocessing.Pipe, socket.socketpair and pyzmq REQ/REP over ipc://.
 
     make bench-python            # installs pyzmq into its own venv (.venv-bench)
     python bench.py [--quick]
@@ -52,6 +53,26 @@ def bench_cellshm() -> None:
                 peer.wait_ready(15)
                 measure(f"cellshm_python_host_{label}_{wait}", lambda: peer.call("Echo.echo", PAYLOAD))
                 peer.shutdown(2.0)
+
+
+def bench_typed() -> None:
+    """The generated client against the Rust kv cell, Spin: the typed path's cost."""
+    out = tempfile.mkdtemp(prefix="cellshm-bench-gen-")
+    proto = ROOT / "examples" / "proto"
+    cellshm._native.codegen("python", out, [str(proto)], [str(proto / "kv.proto")])
+    sys.path.insert(0, out)
+    import kv_cellshm  # type: ignore[import-not-found]
+    import kv_pb2  # type: ignore[import-not-found]
+
+    with cellshm.Hub() as hub:
+        env = {"CELLSHM_WAIT": "spin", "CELLSHM_WORKERS": "2", "CELLSHM_QUIET": "1"}
+        peer = hub.spawn([str(ROOT / "target" / "release" / "kv-cell")], env=env, wait="spin")
+        peer.wait_ready(15)
+        store = kv_cellshm.StoreClient(peer)
+        store.put(kv_pb2.PutRequest(key="k", value=PAYLOAD))
+        request = kv_pb2.GetRequest(key="k")
+        measure("cellshm_python_host_rust_cell_typed_get_spin", lambda: store.get(request))
+        peer.shutdown(2.0)
 
 
 def _pipe_child(conn) -> None:  # type: ignore[no-untyped-def]
@@ -146,6 +167,7 @@ def bench_zmq() -> None:
 if __name__ == "__main__":
     print(f"# 64 B round trips from Python {sys.version.split()[0]}, {os.cpu_count()} cpus, {N} samples each, one run")
     bench_cellshm()
+    bench_typed()
     bench_pipe()
     bench_socketpair()
     bench_zmq()

@@ -297,18 +297,18 @@ impl Supervisor {
     /// Calls the current instance of `name`. While it is (re)starting this fails with
     /// UNAVAILABLE; retrying is the caller's choice.
     pub fn call(&self, name: &str, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        let peer = {
-            let cells = self.shared.cells.lock();
-            let cell =
-                cells.get(name).ok_or_else(|| Error::new(Status::NotFound, format!("no cell named {name:?}")))?;
-            match (&cell.status, &cell.instance) {
-                (CellStatus::Ready, Some(instance)) => instance.peer.clone(),
-                (status, _) => {
-                    return Err(Error::new(Status::Unavailable, format!("cell {name:?} is not ready ({status:?})")));
-                }
-            }
-        };
-        peer.call(method, payload, options)
+        self.ready_peer(name)?.call(method, payload, options)
+    }
+
+    /// The peer of the current instance of `name` once it is ready: NOT_FOUND for a
+    /// name never added, UNAVAILABLE while it is (re)starting or stopped.
+    pub fn ready_peer(&self, name: &str) -> Result<Peer> {
+        let cells = self.shared.cells.lock();
+        let cell = cells.get(name).ok_or_else(|| Error::new(Status::NotFound, format!("no cell named {name:?}")))?;
+        match (&cell.status, &cell.instance) {
+            (CellStatus::Ready, Some(instance)) => Ok(instance.peer.clone()),
+            (status, _) => Err(Error::new(Status::Unavailable, format!("cell {name:?} is not ready ({status:?})"))),
+        }
     }
 
     /// Stops `name` gracefully: GOODBYE, then SIGTERM, then SIGKILL, each after `grace`.

@@ -156,3 +156,31 @@ fn the_example_host_runs_against_the_rust_cell() {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
 }
+
+#[test]
+fn a_client_of_a_supervised_cell_follows_it_across_a_relaunch() {
+    use cellshm::typed::Supervised;
+    use cellshm::{CellSpec, CellStatus, ExitReason, Supervisor};
+
+    let supervisor = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    supervisor.add(CellSpec::new("kv", env!("CARGO_BIN_EXE_kv-cell")).env("CELLSHM_QUIET", "1")).unwrap();
+    let ready = |s: &CellStatus| *s == CellStatus::Ready;
+    supervisor.wait_for("kv", Duration::from_secs(10), ready).unwrap();
+    let cell = Supervised::new(&supervisor, "kv");
+    let store = StoreClient::connect(&cell, Duration::from_secs(5))
+        .unwrap()
+        .with_options(CallOptions::timeout(Duration::from_secs(5)));
+    store.put(&PutRequest { key: "k".into(), value: b"v".to_vec() }).unwrap();
+    assert_eq!(store.get(&GetRequest { key: "k".into() }).unwrap().value, b"v");
+    let pid = supervisor.peer("kv").unwrap().pid().unwrap();
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    supervisor.wait_for("kv", Duration::from_secs(5), |s| *s == CellStatus::Crashed(ExitReason::Signal(9))).unwrap();
+    supervisor.wait_for("kv", Duration::from_secs(10), ready).unwrap();
+    // The same client reaches the new instance, whose memory starts empty.
+    assert_eq!(store.get(&GetRequest { key: "k".into() }).unwrap_err().status(), Status::NotFound);
+    store.put(&PutRequest { key: "k".into(), value: b"again".to_vec() }).unwrap();
+    assert_eq!(store.get(&GetRequest { key: "k".into() }).unwrap().value, b"again");
+    supervisor.stop_all(Duration::from_secs(2));
+    let e = store.get(&GetRequest { key: "k".into() }).unwrap_err();
+    assert_eq!(e.status(), Status::Unavailable, "{e}");
+}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use cellshm::{CallOptions, Error, Hub, HubConfig, PeerOptions, SlotClass, Status, WaitStrategy};
 
 mod peers;
+mod typed;
 
 fn main() -> ExitCode {
     // Behave like other Unix tools when stdout is a closed pipe (`cellshm-bench | head`).
@@ -25,8 +26,8 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        // The cell this benchmark spawns: the test kit's test cell.
-        Some("__cell") => cellshm_testkit::run_test_cell(&args[1..]),
+        // The cell this benchmark spawns: the test kit's test cell, plus kv.Store.
+        Some("__cell") => typed::bench_cell(&args[1..]),
         Some("__floor-shm") => floor_shm_child(&args[1..]),
         Some("__floor-sock") => floor_socket_child(&args[1..]),
         Some("__iceoryx2-server") => peers::iceoryx2_server(&args[1..]),
@@ -214,6 +215,7 @@ fn bench(quick: bool) -> Result<(), Error> {
             "cellshm_64B_adaptive",
             Box::new(|r| echo_case(r, "cellshm_64B_adaptive", WaitStrategy::default(), n_fast, 64)),
         ),
+        ("cellshm_typed_get_64B_spin", Box::new(|r| typed_case(r, n_fast))),
         ("cellshm_64B_adaptive_3_cells", Box::new(|r| three_cells_case(r, n_block))),
         ("cellshm_64B_block", Box::new(|r| echo_case(r, "cellshm_64B_block", WaitStrategy::Block, n_block, 64))),
         ("cellshm_1MiB_spin", Box::new(|r| echo_in_place_case(r, "cellshm_1MiB_spin", n_large))),
@@ -274,6 +276,20 @@ fn summarize(r: &Results) {
             note(format_args!("{case}: {:.2}x memcpy of its chunk size", a / b));
         }
     }
+}
+
+/// `kv.Store.Get` through the generated client (a 3-byte request, a 66-byte response
+/// holding 64 bytes), Spin: the typed path's cost beside `cellshm_64B_spin`.
+fn typed_case(r: &mut Results, n: usize) -> Result<(), Error> {
+    let cell = BenchCell::spawn(HubConfig::default(), WaitStrategy::Spin)?;
+    let store = cellshm_kv_example::kv::StoreClient::new(&cell.peer);
+    let request = cellshm_kv_example::kv::GetRequest { key: "k".into() };
+    let samples = sample(n, || {
+        let reply = store.get(&request).expect("kv.Store.Get");
+        assert_eq!(reply.value.len(), 64);
+    });
+    r.latency("cellshm_typed_get_64B_spin", samples);
+    Ok(())
 }
 
 fn echo_case(r: &mut Results, name: &str, wait: WaitStrategy, n: usize, size: usize) -> Result<(), Error> {
