@@ -102,6 +102,18 @@ tools:
 	  echo "installing $(PIP_TOOLS) into .venv"; \
 	  $(VENV)/bin/pip install --quiet $(PIP_TOOLS); \
 	fi
+	@# The C++ kv.Store cell needs protobuf's C++ library and protoc (Debian's packages);
+	@# where they cannot be installed, CMake skips it and says so.
+	@if ! command -v protoc >/dev/null 2>&1 || [ ! -e /usr/include/google/protobuf/message.h ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing libprotobuf-dev and protobuf-compiler (apt)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libprotobuf-dev protobuf-compiler >/dev/null 2>&1 \
+	      || (apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libprotobuf-dev protobuf-compiler >/dev/null 2>&1) \
+	      || echo "could not install them: the C++ kv.Store cell will be skipped"; \
+	  else \
+	    echo "protobuf's C++ library or protoc is missing and cannot be installed here: the C++ kv.Store cell will be skipped"; \
+	  fi; \
+	fi
 
 ## Round-trip benchmarks beside their floors, Rust and C API in one run (BENCHMARKS.md).
 bench: tools

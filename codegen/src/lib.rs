@@ -15,7 +15,7 @@
 //! package `kv`, and per service `Svc`: a client `SvcClient`, a trait `Svc` for the
 //! handlers and `serve_svc(&cell_or_hub, impl Svc)`.
 //!
-//! From the command line: `cellshm-codegen --lang rust|c|python --out DIR [-I DIR]...
+//! From the command line: `cellshm-codegen --lang rust|c|cpp|python --out DIR [-I DIR]...
 //! FILE.proto...`, or as the protoc plugin `protoc-gen-cellshm`.
 
 use std::fmt;
@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use prost_types::FileDescriptorSet;
 
 pub mod c;
+pub mod cpp;
 pub mod model;
 pub mod plugin;
 pub mod python;
@@ -55,6 +56,9 @@ pub enum Lang {
     Rust,
     /// A header per `.proto` file with each method's name, id and kind.
     C,
+    /// Per file with services `NAME.cellshm.hpp`: typed clients, servicers and
+    /// `serve_<svc>` over protobuf's C++ messages (`NAME.pb.h` from protoc).
+    Cpp,
     /// Per file `_pb2.py`/`_pb2.pyi` (protobuf's messages) and, with services,
     /// `_cellshm.py` (typed clients, servicers, `serve_<svc>`).
     Python,
@@ -64,13 +68,14 @@ pub enum Lang {
 }
 
 impl Lang {
-    /// `rust`, `c` or `python`.
+    /// `rust`, `c`, `cpp` or `python`.
     pub fn parse(name: &str) -> Result<Lang, Error> {
         match name {
             "rust" => Ok(Lang::Rust),
             "c" => Ok(Lang::C),
+            "cpp" => Ok(Lang::Cpp),
             "python" => Ok(Lang::Python),
-            other => Err(Error(format!("unknown language {other:?}: expected rust, c or python"))),
+            other => Err(Error(format!("unknown language {other:?}: expected rust, c, cpp or python"))),
         }
     }
 }
@@ -102,6 +107,7 @@ pub fn generate(lang: Lang, fds: &FileDescriptorSet, files: &[String]) -> Result
     let protos = model::services(fds, files)?;
     match lang {
         Lang::C => Ok(protos.iter().map(c::header).collect()),
+        Lang::Cpp => cpp::generate(fds, &protos),
         Lang::Rust => rust::generate(fds, files),
         Lang::Python => python::generate(fds, &protos, python::Output::All),
         Lang::PythonServices => python::generate(fds, &protos, python::Output::ServicesOnly),

@@ -17,7 +17,7 @@ pub fn respond(request: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(answer(request).encode_to_vec())
 }
 
-/// The options: `lang=c` (the default), `lang=rust`, or `lang=python` (the
+/// The options: `lang=c` (the default), `lang=rust`, `lang=cpp`, or `lang=python` (the
 /// `_cellshm.py` modules only: protoc's `--python_out`/`--pyi_out` write the `_pb2` ones).
 fn answer(request: CodeGeneratorRequest) -> CodeGeneratorResponse {
     let mut lang = Lang::C;
@@ -28,7 +28,11 @@ fn answer(request: CodeGeneratorRequest) -> CodeGeneratorResponse {
                 Ok(l) => lang = l,
                 Err(e) => return failed(e.0),
             },
-            _ => return failed(format!("unknown option {option:?}: expected lang=rust, lang=c or lang=python")),
+            _ => {
+                return failed(format!(
+                    "unknown option {option:?}: expected lang=rust, lang=c, lang=cpp or lang=python"
+                ))
+            }
         }
     }
     let fds = FileDescriptorSet { file: request.proto_file };

@@ -1,7 +1,8 @@
 //! Golden tests of the generator: each case's output is compared with the files under
 //! `tests/golden/CASE/LANG/`. After a deliberate change, regenerate them with
 //! `CELLSHM_UPDATE_GOLDEN=1 cargo test -p cellshm-codegen --test golden` and review the diff.
-//! The C headers are also compiled, as C99 and C++17 with warnings as errors.
+//! The C headers are also compiled, as C99 and C++17 with warnings as errors (the C++
+//! ones are compiled by CMake against protobuf, `make test-c`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -31,7 +32,7 @@ fn generated_files_match_the_golden_ones() {
     let update = std::env::var_os("CELLSHM_UPDATE_GOLDEN").is_some();
     let mut stale = Vec::new();
     for (case, files, include) in CASES {
-        for (lang, dir) in [(Lang::Rust, "rust"), (Lang::C, "c"), (Lang::Python, "python")] {
+        for (lang, dir) in [(Lang::Rust, "rust"), (Lang::C, "c"), (Lang::Cpp, "cpp"), (Lang::Python, "python")] {
             let golden = root().join("tests/golden").join(case).join(dir);
             for f in outputs(lang, files, include) {
                 let path = golden.join(&f.name);
@@ -92,7 +93,7 @@ fn two_method_names_with_one_id_are_refused_with_both_names() {
     let proto = "syntax = \"proto3\";\nmessage M {}\nservice Svc {\n  rpc m79518(M) returns (M);\n  rpc m67915(M) returns (M);\n}\n";
     std::fs::write(dir.join("clash.proto"), proto).unwrap();
     let fds = parse(&[dir.join("clash.proto")], &[&dir]).unwrap();
-    for lang in [Lang::Rust, Lang::C, Lang::Python] {
+    for lang in [Lang::Rust, Lang::C, Lang::Cpp, Lang::Python] {
         let e = generate(lang, &fds, &["clash.proto".to_string()]).unwrap_err();
         assert!(e.0.contains("Svc.m79518") && e.0.contains("Svc.m67915") && e.0.contains("0x66c0a660"), "{e}");
     }

@@ -44,10 +44,22 @@ def cell_env(generated: Path) -> Dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(generated), os.environ.get("PYTHONPATH", "")])}
 
 
-@pytest.fixture(params=["rust", "python"])
+#: The C++ cell, which CMake builds (make test-c) when protobuf's C++ library is found.
+CPP_KV_CELL = ROOT / "build" / "kv_cell_cpp"
+
+
+def cpp_kv_cell() -> List[str]:
+    if not CPP_KV_CELL.exists():
+        pytest.skip("build/kv_cell_cpp was not built: protobuf's C++ library or protoc is missing (see make test-c)")
+    return [str(CPP_KV_CELL)]
+
+
+@pytest.fixture(params=["rust", "python", "cpp"])
 def store_cell(request: pytest.FixtureRequest, generated: Path, hub: cellshm.Hub) -> cellshm.Peer:
     if request.param == "rust":
         return spawn_ready(hub, [str(_cargo_binary("kv-cell"))])
+    if request.param == "cpp":
+        return spawn_ready(hub, cpp_kv_cell())
     return spawn_ready(hub, [sys.executable, str(EXAMPLES / "kv_cell.py")], env=cell_env(generated))
 
 
@@ -143,10 +155,11 @@ def test_a_python_servicer_reports_its_kinds(generated: Path, hub: cellshm.Hub) 
     assert kinds["kv.Store.Chat"] == cellshm.MethodKind.BIDI
 
 
-@pytest.mark.parametrize("cell", ["rust", "python"])
+@pytest.mark.parametrize("cell", ["rust", "python", "cpp"])
 def test_the_example_hosts_run(generated: Path, cell: str) -> None:
     env = {**os.environ, **cell_env(generated), "CELLSHM_QUIET": "1"}
-    cell_argv = [str(_cargo_binary("kv-cell"))] if cell == "rust" else [sys.executable, str(EXAMPLES / "kv_cell.py")]
+    cells = {"rust": lambda: [str(_cargo_binary("kv-cell"))], "python": lambda: [sys.executable, str(EXAMPLES / "kv_cell.py")]}
+    cell_argv = cpp_kv_cell() if cell == "cpp" else cells[cell]()
     hosts = [[sys.executable, str(EXAMPLES / "kv_host.py")], [str(_cargo_binary("kv-host"))]]
     for host in hosts:
         out = subprocess.run(host + cell_argv, env=env, capture_output=True, text=True, timeout=60)

@@ -1,13 +1,15 @@
-//! `cellshm-codegen --lang rust|c|python --out DIR [-I DIR]... FILE.proto...`
+//! `cellshm-codegen --lang rust|c|cpp|python --out DIR [-I DIR]... FILE.proto...`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cellshm-codegen --lang rust|c|python --out DIR [-I DIR]... FILE.proto...
+const USAGE: &str = "usage: cellshm-codegen --lang rust|c|cpp|python --out DIR [-I DIR]... FILE.proto...
 
 Generates typed cellshm stubs from .proto files (compiled by protox: no protoc needed).
   --lang rust   prost messages and, per service, a client, a handler trait and serve_<svc>
   --lang c      a header per file: each method's name, id and kind
+  --lang cpp    per file with services NAME.cellshm.hpp: typed clients, servicers,
+                serve_<svc> over protobuf's C++ messages (NAME.pb.h from protoc --cpp_out)
   --lang python per file NAME_pb2.py/.pyi (protobuf messages) and NAME_cellshm.py
                 (typed clients, servicers, serve_<svc>)
   --out DIR     where the files go (made if missing)

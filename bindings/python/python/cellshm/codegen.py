@@ -20,7 +20,7 @@ from . import _native
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cellshm.codegen", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lang", required=True, choices=["python", "rust", "c"])
+    parser.add_argument("--lang", required=True, choices=["python", "rust", "c", "cpp"])
     parser.add_argument("--out", required=True, help="where the files go (made if missing)")
     parser.add_argument("-I", "--proto_path", dest="includes", action="append", default=[], help="where .proto files are")
     parser.add_argument("files", nargs="+", metavar="FILE.proto")
