@@ -127,6 +127,34 @@ typedef uint32_t cellshm_peer_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How a method is called, as `cellshm.Introspect.methods` reports it and clients
+// generated from a `.proto` check at connect time. A stream method registered with
+// cellshm_hub_register_stream or cellshm_cell_register_stream is CELLSHM_METHOD_STREAM
+// (its direction undeclared: it passes the check for any stream kind).
+enum cellshm_method_kind
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // One request, one response.
+  CELLSHM_METHOD_UNARY = 0,
+  // A stream method that does not say which way its items flow.
+  CELLSHM_METHOD_STREAM = 1,
+  // One request, a stream of responses.
+  CELLSHM_METHOD_SERVER_STREAMING = 2,
+  // A stream of requests, one response.
+  CELLSHM_METHOD_CLIENT_STREAMING = 3,
+  // Streams both ways.
+  CELLSHM_METHOD_BIDI = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum cellshm_method_kind cellshm_method_kind;
+#else
+typedef uint32_t cellshm_method_kind;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A cell: joins the hub its host named, serves methods, calls the host. Register
 // methods before cellshm_cell_serve / cellshm_cell_run; cellshm_cell_call,
 // cellshm_cell_notify and cellshm_cell_log may then be used from any thread.
@@ -838,6 +866,19 @@ cellshm_status cellshm_hub_register_stream(const cellshm_hub *hub,
                                            void *userdata,
                                            cellshm_free_fn free_userdata);
 
+// cellshm_hub_register_stream that also says which way items flow: `kind` is a
+// cellshm_method_kind other than CELLSHM_METHOD_UNARY (else CELLSHM_INVALID_ARGUMENT;
+// `userdata` is released then too).
+//
+// # Safety
+// `hub` is live; `name` NUL-terminated; `handler` a valid function.
+cellshm_status cellshm_hub_register_stream_kind(const cellshm_hub *hub,
+                                                const char *name,
+                                                uint32_t kind,
+                                                cellshm_stream_handler_fn handler,
+                                                void *userdata,
+                                                cellshm_free_fn free_userdata);
+
 // Serves the stream method "Service.method" (see cellshm_hub_register_stream).
 //
 // # Safety
@@ -847,6 +888,18 @@ cellshm_status cellshm_cell_register_stream(cellshm_cell *cell,
                                             cellshm_stream_handler_fn handler,
                                             void *userdata,
                                             cellshm_free_fn free_userdata);
+
+// cellshm_cell_register_stream that also says which way items flow (see
+// cellshm_hub_register_stream_kind).
+//
+// # Safety
+// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+cellshm_status cellshm_cell_register_stream_kind(cellshm_cell *cell,
+                                                 const char *name,
+                                                 uint32_t kind,
+                                                 cellshm_stream_handler_fn handler,
+                                                 void *userdata,
+                                                 cellshm_free_fn free_userdata);
 
 // Sends one item (a copy of `len` bytes at `data`) to the caller; waits while the
 // caller's window is full. CELLSHM_CANCELLED once the caller gave up: return then.

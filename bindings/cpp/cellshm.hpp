@@ -270,11 +270,12 @@ class Hub {
         detail::check(cellshm_hub_register(raw_.get(), name, detail::trampoline, owned, detail::delete_handler));
     }
 
-    /// Serves the stream method `name` to every cell of this hub.
-    void stream_method(const char *name, StreamHandler handler) {
+    /// Serves the stream method `name` to every cell of this hub; `kind` (not
+    /// CELLSHM_METHOD_UNARY) is what cellshm.Introspect.methods reports.
+    void stream_method(const char *name, StreamHandler handler, cellshm_method_kind kind = CELLSHM_METHOD_STREAM) {
         auto *owned = new StreamHandler(std::move(handler));
-        detail::check(cellshm_hub_register_stream(raw_.get(), name, detail::stream_trampoline, owned,
-                                                  detail::delete_stream_handler));
+        detail::check(cellshm_hub_register_stream_kind(raw_.get(), name, kind, detail::stream_trampoline, owned,
+                                                       detail::delete_stream_handler));
     }
 
     /// Spawns `program` with `args` (the hub appends its own) and extra `env` entries.
@@ -318,10 +319,11 @@ class Cell {
         detail::check(cellshm_cell_register(raw_.get(), name, detail::trampoline, owned, detail::delete_handler));
     }
 
-    void stream_method(const char *name, StreamHandler handler) {
+    /// Serves the stream method `name`; `kind` as for Hub::stream_method.
+    void stream_method(const char *name, StreamHandler handler, cellshm_method_kind kind = CELLSHM_METHOD_STREAM) {
         auto *owned = new StreamHandler(std::move(handler));
-        detail::check(cellshm_cell_register_stream(raw_.get(), name, detail::stream_trampoline, owned,
-                                                   detail::delete_stream_handler));
+        detail::check(cellshm_cell_register_stream_kind(raw_.get(), name, kind, detail::stream_trampoline, owned,
+                                                        detail::delete_stream_handler));
     }
 
     /// Serves until the host says goodbye.

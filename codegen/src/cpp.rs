@@ -9,6 +9,7 @@ use std::fmt::Write;
 use cellshm::typed::MethodKind;
 use prost_types::{DescriptorProto, FileDescriptorSet};
 
+use crate::c::kind_constant;
 use crate::model::{macro_case, snake_case, ProtoFile};
 use crate::{Error, GeneratedFile};
 
@@ -278,7 +279,12 @@ pub fn generate(fds: &FileDescriptorSet, protos: &[ProtoFile]) -> Result<Vec<Gen
                         h.push_str("        return std::string();\n");
                     }
                 }
-                h.push_str("    });\n");
+                match m.kind {
+                    MethodKind::Unary => h.push_str("    });\n"),
+                    kind => {
+                        let _ = writeln!(h, "    }}, {});", kind_constant(kind));
+                    }
+                }
             }
             h.push_str("}\n");
         }

@@ -74,7 +74,9 @@ fn c_headers_compile_as_c99_and_cpp17_and_carry_the_right_ids() {
     for (compiler, std, file) in [("cc", "-std=c99", "check.c"), ("c++", "-std=c++17", "check.cpp")] {
         let exe = dir.join(format!("{file}.out"));
         let status = Command::new(compiler)
-            .args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])
+            .args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-I"])
+            .arg(root().join("../include"))
+            .arg("-o")
             .arg(&exe)
             .arg(dir.join(file))
             .status()

@@ -176,12 +176,15 @@ pub fn encode<M: Message>(message: &M) -> Vec<u8> {
     message.encode_to_vec()
 }
 
-/// Writes `message` into `buf`, which is exactly `message.encoded_len()` bytes long.
-fn encode_into<M: Message>(message: &M, mut buf: &mut [u8]) -> usize {
-    let len = buf.len();
-    // `buf` has the encoded length, so encoding cannot run out of room.
-    match message.encode(&mut buf) {
-        Ok(()) => len,
+/// Writes `message` into `buf` (at least `message.encoded_len()` bytes: the length the
+/// call was started with) and returns how many bytes it wrote.
+fn encode_into<M: Message>(message: &M, buf: &mut [u8]) -> usize {
+    let capacity = buf.len();
+    let mut rest = &mut buf[..];
+    // Only a buffer shorter than `encoded_len` makes `encode` fail, and nothing is
+    // written then: the caller asked for `encoded_len` bytes, so this does not happen.
+    match message.encode(&mut rest) {
+        Ok(()) => capacity - rest.len(),
         Err(_) => 0,
     }
 }

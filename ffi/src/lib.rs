@@ -2081,6 +2081,36 @@ unsafe fn stream_call_state<'a>(call: *mut cellshm_stream_call) -> Result<&'a mu
     unsafe { call.cast::<StreamCallState<'a>>().as_mut() }.ok_or_else(|| invalid("call is NULL"))
 }
 
+/// How a method is called, as `cellshm.Introspect.methods` reports it and clients
+/// generated from a `.proto` check at connect time. A stream method registered with
+/// cellshm_hub_register_stream or cellshm_cell_register_stream is CELLSHM_METHOD_STREAM
+/// (its direction undeclared: it passes the check for any stream kind).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cellshm_method_kind {
+    /// One request, one response.
+    CELLSHM_METHOD_UNARY = 0,
+    /// A stream method that does not say which way its items flow.
+    CELLSHM_METHOD_STREAM = 1,
+    /// One request, a stream of responses.
+    CELLSHM_METHOD_SERVER_STREAMING = 2,
+    /// A stream of requests, one response.
+    CELLSHM_METHOD_CLIENT_STREAMING = 3,
+    /// Streams both ways.
+    CELLSHM_METHOD_BIDI = 4,
+}
+
+/// A stream method's kind from the number C passed; unary and unknown numbers are
+/// INVALID_ARGUMENT.
+fn stream_kind(kind: u32) -> Result<cellshm::MethodKind, cellshm_status> {
+    match cellshm::MethodKind::from_code(kind) {
+        Some(k) if k.is_stream() => Ok(k),
+        _ => Err(invalid(format!(
+            "kind {kind} is not a stream kind (CELLSHM_METHOD_STREAM, _SERVER_STREAMING, _CLIENT_STREAMING or _BIDI)"
+        ))),
+    }
+}
+
 /// Serves the stream method "Service.method" to every cell of the hub. `userdata` is
 /// passed to every call and released with `free_userdata` (may be NULL) exactly once.
 ///
@@ -2094,14 +2124,43 @@ pub unsafe extern "C" fn cellshm_hub_register_stream(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
+    // SAFETY: per this function's contract, which is that function's.
+    unsafe {
+        cellshm_hub_register_stream_kind(
+            hub,
+            name,
+            cellshm_method_kind::CELLSHM_METHOD_STREAM as u32,
+            handler,
+            userdata,
+            free_userdata,
+        )
+    }
+}
+
+/// cellshm_hub_register_stream that also says which way items flow: `kind` is a
+/// cellshm_method_kind other than CELLSHM_METHOD_UNARY (else CELLSHM_INVALID_ARGUMENT;
+/// `userdata` is released then too).
+///
+/// # Safety
+/// `hub` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
+    hub: *const cellshm_hub,
+    name: *const c_char,
+    kind: u32,
+    handler: cellshm_stream_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
     let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
-    boundary("cellshm_hub_register_stream", move || {
+    boundary("cellshm_hub_register_stream_kind", move || {
         // SAFETY: per this function's contract.
         let hub = try_c!(unsafe { object(hub, "hub") });
         // SAFETY: per this function's contract.
         let name = try_c!(unsafe { c_str(name, "name") });
+        let kind = try_c!(stream_kind(kind));
         let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(hub.hub.stream_method(name, c_stream_handler(handler, userdata)));
+        try_cellshm!(hub.hub.stream_method_as(name, kind, c_stream_handler(handler, userdata)));
         CELLSHM_OK
     })
 }
@@ -2118,14 +2177,42 @@ pub unsafe extern "C" fn cellshm_cell_register_stream(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
+    // SAFETY: per this function's contract, which is that function's.
+    unsafe {
+        cellshm_cell_register_stream_kind(
+            cell,
+            name,
+            cellshm_method_kind::CELLSHM_METHOD_STREAM as u32,
+            handler,
+            userdata,
+            free_userdata,
+        )
+    }
+}
+
+/// cellshm_cell_register_stream that also says which way items flow (see
+/// cellshm_hub_register_stream_kind).
+///
+/// # Safety
+/// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
+    cell: *mut cellshm_cell,
+    name: *const c_char,
+    kind: u32,
+    handler: cellshm_stream_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
     let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
-    boundary("cellshm_cell_register_stream", move || {
+    boundary("cellshm_cell_register_stream_kind", move || {
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
         // SAFETY: per this function's contract.
         let name = try_c!(unsafe { c_str(name, "name") });
+        let kind = try_c!(stream_kind(kind));
         let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(cell.cell.stream_method(name, c_stream_handler(handler, userdata)));
+        try_cellshm!(cell.cell.stream_method_as(name, kind, c_stream_handler(handler, userdata)));
         CELLSHM_OK
     })
 }

@@ -11,6 +11,20 @@ static uint64_t u64_at(const uint8_t *b) {
     return (uint64_t)u32_at(b) | (uint64_t)u32_at(b + 4) << 32;
 }
 
+static int freed;
+static void count_free(void *userdata) {
+    (void)userdata;
+    freed++;
+}
+
+static uint32_t no_stream(void *userdata, const uint8_t *request, size_t len, cellshm_stream_call *call) {
+    (void)userdata;
+    (void)request;
+    (void)len;
+    (void)call;
+    return CELLSHM_OK;
+}
+
 int main(int argc, char **argv) {
     cellshm_hub *hub = NULL;
     cellshm_peer *peer = NULL;
@@ -123,9 +137,24 @@ int main(int argc, char **argv) {
         CHECK(received == 1);
     }
 
+    /* A stream method's kind: not unary, not an unknown number; the userdata of a
+     * refused registration is released once, that of an accepted one with the hub. */
+    CHECK_STATUS(cellshm_hub_register_stream_kind(hub, "Kind.unary", CELLSHM_METHOD_UNARY, no_stream, NULL, count_free),
+                 CELLSHM_INVALID_ARGUMENT);
+    CHECK(strstr(cellshm_last_error_message(), "not a stream kind") != NULL);
+    CHECK_STATUS(cellshm_hub_register_stream_kind(hub, "Kind.nine", 9, no_stream, NULL, count_free),
+                 CELLSHM_INVALID_ARGUMENT);
+    CHECK(freed == 2);
+    CHECK_STATUS(cellshm_hub_register_stream_kind(hub, "Kind.bidi", CELLSHM_METHOD_BIDI, no_stream, NULL, count_free),
+                 CELLSHM_OK);
+    CHECK_STATUS(cellshm_hub_register_stream_kind(hub, "Kind.bidi", CELLSHM_METHOD_BIDI, no_stream, NULL, count_free),
+                 CELLSHM_ALREADY_EXISTS);
+    CHECK(freed == 3);
+
     CHECK_STATUS(cellshm_peer_shutdown(peer, 3000), CELLSHM_OK);
     cellshm_peer_free(peer);
     cellshm_hub_free(hub);
+    CHECK(freed == 4);
     printf("test_streams: 5000 items in order, 32 MiB checksummed, cancel and errors as expected\n");
     return 0;
 }

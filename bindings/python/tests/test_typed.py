@@ -146,8 +146,10 @@ def test_the_contract_check_names_what_a_cell_lacks(kv: Any, hub: cellshm.Hub) -
         list(store.watch(kv.WatchRequest()))
 
 
-def test_a_python_servicer_reports_its_kinds(generated: Path, hub: cellshm.Hub) -> None:
-    peer = spawn_ready(hub, [sys.executable, str(EXAMPLES / "kv_cell.py")], env=cell_env(generated))
+@pytest.mark.parametrize("cell", ["python", "cpp"])
+def test_python_and_cpp_servicers_report_their_kinds(generated: Path, hub: cellshm.Hub, cell: str) -> None:
+    argv = cpp_kv_cell() if cell == "cpp" else [sys.executable, str(EXAMPLES / "kv_cell.py")]
+    peer = spawn_ready(hub, argv, env=cell_env(generated))
     kinds = {name: kind for name, _, kind in peer.methods_and_kinds()}
     assert kinds["kv.Store.Get"] == cellshm.MethodKind.UNARY
     assert kinds["kv.Store.Watch"] == cellshm.MethodKind.SERVER_STREAMING
@@ -250,3 +252,31 @@ def test_every_python_snippet_of_the_readme_passes_mypy_strict(generated: Path, 
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_hash_collision_is_refused_when_registering_and_by_the_contract_check() -> None:
+    # "Svc.m79518" and "Svc.m67915" have the same 32-bit id (0x66c0a660).
+    assert cellshm.method_id("Svc.m79518") == cellshm.method_id("Svc.m67915")
+    with cellshm.Hub() as hub:
+        hub.method("Svc.m67915")(lambda request: b"67915")
+        with pytest.raises(cellshm.AlreadyExists, match="Svc.m79518.*Svc.m67915"):
+            hub.method("Svc.m79518")(lambda request: b"79518")
+        with pytest.raises(cellshm.AlreadyExists):
+            hub.stream_method("Svc.m79518", kind=cellshm.MethodKind.BIDI)(lambda call: None)
+        with pytest.raises(ValueError, match="streaming MethodKind"):
+            hub.stream_method("Svc.other", kind=cellshm.MethodKind.UNARY)(lambda call: None)
+
+
+def test_the_contract_check_refuses_another_name_under_one_of_its_ids(hub: cellshm.Hub) -> None:
+    from cellshm import typed
+
+    script = (
+        "import cellshm\n"
+        "cell = cellshm.Cell.from_args()\n"
+        "cell.method('Svc.m79518')(lambda request: b'79518')\n"
+        "cell.run()\n"
+    )
+    peer = spawn_ready(hub, [sys.executable, "-c", script])
+    ours = [typed.MethodInfo("Svc.m67915", cellshm.method_id("Svc.m67915"), cellshm.MethodKind.UNARY)]
+    with pytest.raises(cellshm.AlreadyExists, match="serves 'Svc.m79518' with the id 0x66c0a660 of 'Svc.m67915'"):
+        typed.check_served(peer, "Svc", ours, 5.0)

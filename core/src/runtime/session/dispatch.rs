@@ -307,3 +307,37 @@ impl From<OutBody> for ReplyBody {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_names_with_one_id_are_refused_naming_both() {
+        // "Svc.m79518" and "Svc.m67915" hash to 0x66c0a660: without the check, a call to
+        // one would run the other's handler.
+        assert_eq!(wire::method_id("Svc.m79518"), wire::method_id("Svc.m67915"));
+        let mut d = Dispatcher::new();
+        d.register("Svc.m67915", |call| call.reply(b"67915")).unwrap();
+        let e = d.register("Svc.m79518", |call| call.reply(b"79518")).unwrap_err();
+        assert_eq!(e.status(), Status::AlreadyExists);
+        assert!(e.message().contains("Svc.m79518") && e.message().contains("Svc.m67915"), "{e}");
+        let e = d.register_stream_as("Svc.m79518", MethodKind::Bidi, |_| Ok(())).unwrap_err();
+        assert_eq!(e.status(), Status::AlreadyExists, "{e}");
+        assert_eq!(d.methods(), [("Svc.m67915".to_string(), wire::method_id("Svc.m67915"))]);
+    }
+
+    #[test]
+    fn stream_kinds_are_kept_and_a_unary_kind_for_a_stream_is_refused() {
+        let mut d = Dispatcher::new();
+        d.register("A.unary", |call| call.reply(b"")).unwrap();
+        d.register_stream("A.any", |_| Ok(())).unwrap();
+        d.register_stream_as("A.up", MethodKind::ClientStreaming, |_| Ok(())).unwrap();
+        let kinds: Vec<(String, MethodKind)> = d.methods_and_kinds().into_iter().map(|(n, _, k)| (n, k)).collect();
+        let want =
+            [("A.any", MethodKind::Stream), ("A.unary", MethodKind::Unary), ("A.up", MethodKind::ClientStreaming)];
+        assert_eq!(kinds, want.map(|(n, k)| (n.to_string(), k)));
+        let e = d.register_stream_as("A.bad", MethodKind::Unary, |_| Ok(())).unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    }
+}

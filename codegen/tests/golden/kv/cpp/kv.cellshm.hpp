@@ -105,16 +105,16 @@ template <class Target> void serve_store(Target &target, StoreServicer &servicer
         ::cellshm::typed::ServerStream<::cellshm::typed::Nothing, ::kv::Event> stream(call, "kv.Store.Watch");
         servicer.watch(::cellshm::typed::decode<::kv::WatchRequest>(request, "kv.Store.Watch"), stream);
         return std::string();
-    });
+    }, CELLSHM_METHOD_SERVER_STREAMING);
     target.stream_method("kv.Store.Upload", [&servicer](std::string_view, ::cellshm::StreamCall &call) {
         ::cellshm::typed::ServerStream<::kv::Chunk, ::cellshm::typed::Nothing> stream(call, "kv.Store.Upload");
         return servicer.upload(stream).SerializeAsString();
-    });
+    }, CELLSHM_METHOD_CLIENT_STREAMING);
     target.stream_method("kv.Store.Chat", [&servicer](std::string_view, ::cellshm::StreamCall &call) {
         ::cellshm::typed::ServerStream<::kv::ChatMessage, ::kv::ChatMessage> stream(call, "kv.Store.Chat");
         servicer.chat(stream);
         return std::string();
-    });
+    }, CELLSHM_METHOD_BIDI);
 }
 
 } // namespace kv

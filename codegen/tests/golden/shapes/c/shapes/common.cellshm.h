@@ -4,19 +4,12 @@
 
 #include <stdint.h>
 
-#ifndef CELLSHM_METHOD_KIND_DEFINED
-#define CELLSHM_METHOD_KIND_DEFINED
-/* How a method is called: a unary call, or a stream (cellshm_peer_open_stream).
-   The numbers are those of cellshm.Introspect.methods (docs/PROTOCOL.md). */
-typedef enum cellshm_method_kind {
-  CELLSHM_METHOD_UNARY = 0,
-  CELLSHM_METHOD_STREAM = 1,
-  CELLSHM_METHOD_SERVER_STREAMING = 2,
-  CELLSHM_METHOD_CLIENT_STREAMING = 3,
-  CELLSHM_METHOD_BIDI = 4
-} cellshm_method_kind;
+#include "cellshm.h"
 
-/* One method of a service. */
+#ifndef CELLSHM_METHOD_INFO_DEFINED
+#define CELLSHM_METHOD_INFO_DEFINED
+/* One method of a service; `kind` is how it is called (cellshm_method_kind, as
+   cellshm.Introspect.methods reports it). */
 typedef struct cellshm_method_info {
   const char *name;
   uint32_t id;

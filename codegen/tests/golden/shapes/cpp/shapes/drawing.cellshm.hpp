@@ -97,12 +97,12 @@ template <class Target> void serve_drawing(Target &target, DrawingServicer &serv
         ::cellshm::typed::ServerStream<::shapes::v1::Figure, ::shapes::v1::Figure_Segment> stream(call, "shapes.v1.Drawing.match");
         servicer.match(stream);
         return std::string();
-    });
+    }, CELLSHM_METHOD_BIDI);
     target.stream_method("shapes.v1.Drawing.Loop", [&servicer](std::string_view request, ::cellshm::StreamCall &call) {
         ::cellshm::typed::ServerStream<::cellshm::typed::Nothing, ::google::protobuf::Timestamp> stream(call, "shapes.v1.Drawing.Loop");
         servicer.loop(::cellshm::typed::decode<::google::protobuf::Empty>(request, "shapes.v1.Drawing.Loop"), stream);
         return std::string();
-    });
+    }, CELLSHM_METHOD_SERVER_STREAMING);
 }
 
 /// A client of `shapes.v1.Empty`. `Caller` is a cellshm::Peer (a host calling its cell); a
