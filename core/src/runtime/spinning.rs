@@ -72,7 +72,7 @@ impl SpinPermits {
     }
 
     /// Threads spinning now.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn spinning(&self) -> usize {
         self.spinning.load(Ordering::Relaxed)
     }
