@@ -104,9 +104,51 @@ fn cellshm_inspect_json_reports_each_link_and_its_counters() {
 
 #[test]
 fn cellshm_without_a_known_command_prints_usage_and_exits_2() {
-    for args in [&[][..], &["bench"][..], &["inspect"][..]] {
+    for args in [&[][..], &["bench"][..], &["bench", "--help"][..], &["--bogus"][..]] {
         let out = Command::new(CLI).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("usage: cellshm list"), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("usage: cellshm [-h | --help] [--version] COMMAND") && err.contains("Exit codes"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout for a usage error");
     }
+}
+
+#[test]
+fn every_command_has_help_and_unknown_flags_or_arguments_exit_2_with_its_usage() {
+    let run = |args: &[&str]| Command::new(CLI).args(args).output().unwrap();
+    for (args, usage) in [
+        (&["--help"][..], "usage: cellshm [-h"),
+        (&["-h"][..], "usage: cellshm [-h"),
+        (&["help"][..], "usage: cellshm [-h"),
+        (&["list", "--help"][..], "usage: cellshm list [--json]"),
+        (&["inspect", "-h"][..], "usage: cellshm inspect HUB [--json]"),
+        (&["inspect", "some-hub", "--help"][..], "usage: cellshm inspect HUB [--json]"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains(usage), "{args:?}");
+    }
+    for (args, what, usage) in [
+        (&["list", "--bogus"][..], "unknown flag --bogus", "usage: cellshm list"),
+        (&["list", "extra"][..], "unexpected argument extra", "usage: cellshm list"),
+        (&["inspect"][..], "inspect needs the name of a hub", "usage: cellshm inspect"),
+        (&["inspect", "a", "b"][..], "unexpected argument b", "usage: cellshm inspect"),
+        (&["inspect", "a", "--jsn"][..], "unknown flag --jsn", "usage: cellshm inspect"),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(what) && err.contains(usage), "{args:?}: {err}");
+    }
+    let version = run(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(text.starts_with(&format!("cellshm {} (protocol 2.0)", env!("CARGO_PKG_VERSION"))), "{text}");
+    // A command that fails (not a usage error) exits 1.
+    let missing = run(&["inspect", "no-such-hub-anywhere"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no live hub named"));
 }

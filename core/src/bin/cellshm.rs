@@ -3,6 +3,7 @@
 //! ```text
 //! cellshm list [--json]          the live hubs of this user: name, host pid, peers, uptime
 //! cellshm inspect HUB [--json]   every link of a live hub, read through read-only memfds
+//! cellshm --version | -h         and COMMAND --help; exit codes 0 done, 1 failed, 2 usage
 //! ```
 //! The benchmark is `cellshm-bench` (tools/bench) and the test programs are
 //! `cellshm-testkit` (tools/testkit); neither ships in this binary.
@@ -11,38 +12,110 @@ use std::process::ExitCode;
 
 use cellshm::{Error, Status};
 
+const TOOL_USAGE: &str = "usage: cellshm [-h | --help] [--version] COMMAND [ARGS]
+
+Commands:
+  list [--json]          the live hubs of this user: name, host pid, peers, uptime, attach
+  inspect HUB [--json]   every link of a live hub, read through read-only memfds
+
+`cellshm COMMAND --help` describes a command.
+Exit codes: 0 done; 1 the command failed (no such hub, a system error); 2 bad usage.";
+
+const LIST_USAGE: &str = "usage: cellshm list [--json]
+
+The live hubs of this user on this machine, found through their abstract sockets (a hub
+whose process ended is never listed): name, host pid, peers in use / slots, uptime, and
+whether attaching is on. --json prints one array of objects.";
+
+const INSPECT_USAGE: &str = "usage: cellshm inspect HUB [--json]
+
+Every peer of the live hub HUB (its name, or UID/NAME), read through read-only
+descriptors of each link's memfds: state, epoch, pid, name, ring depths, slots in use
+per class, and call, error and byte counters. --json prints one object.";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Help(&'static str),
+    Version,
+    List { json: bool },
+    Inspect { hub: String, json: bool },
+}
+
+/// A usage error: what was wrong, and the usage of the command it was for.
+fn bad_usage(what: String, usage: &str) -> Error {
+    Error::new(Status::InvalidArgument, format!("{what}\n{usage}"))
+}
+
+/// The flags and positional arguments after a command: `--json` and `-h/--help` are the
+/// only flags; anything else starting with `-` is an error.
+fn command_args(args: &[String], usage: &'static str) -> Result<(bool, Vec<String>, bool), Error> {
+    let (mut json, mut help, mut positional) = (false, false, Vec::new());
+    for a in args {
+        match a.as_str() {
+            "--json" => json = true,
+            "-h" | "--help" => help = true,
+            flag if flag.starts_with('-') && flag != "-" => {
+                return Err(bad_usage(format!("unknown flag {flag}"), usage))
+            }
+            arg => positional.push(arg.to_string()),
+        }
+    }
+    Ok((json, positional, help))
+}
+
+fn parse(args: &[String]) -> Result<Command, Error> {
+    let Some(first) = args.first() else {
+        return Err(bad_usage("no command given".into(), TOOL_USAGE));
+    };
+    let rest = &args[1..];
+    match first.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help(TOOL_USAGE)),
+        "-V" | "--version" => Ok(Command::Version),
+        "list" => match command_args(rest, LIST_USAGE)? {
+            (_, _, true) => Ok(Command::Help(LIST_USAGE)),
+            (json, positional, false) if positional.is_empty() => Ok(Command::List { json }),
+            (_, positional, false) => Err(bad_usage(format!("unexpected argument {}", positional[0]), LIST_USAGE)),
+        },
+        "inspect" => match command_args(rest, INSPECT_USAGE)? {
+            (_, _, true) => Ok(Command::Help(INSPECT_USAGE)),
+            (json, positional, false) => match positional.as_slice() {
+                [hub] => Ok(Command::Inspect { hub: hub.clone(), json }),
+                [] => Err(bad_usage("inspect needs the name of a hub".into(), INSPECT_USAGE)),
+                [_, extra, ..] => Err(bad_usage(format!("unexpected argument {extra}"), INSPECT_USAGE)),
+            },
+        },
+        other if other.starts_with('-') => Err(bad_usage(format!("unknown flag {other}"), TOOL_USAGE)),
+        other => Err(bad_usage(format!("unknown command {other:?}"), TOOL_USAGE)),
+    }
+}
+
 fn main() -> ExitCode {
     // Behave like other Unix tools when stdout is a closed pipe (`cellshm list | head`):
     // end quietly. Doorbell sends use MSG_NOSIGNAL and are unaffected.
     // SAFETY: restoring the default disposition of SIGPIPE at startup, before any thread.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("list") => list(args.iter().any(|a| a == "--json")),
-        Some("inspect") => {
-            let json = args.iter().any(|a| a == "--json");
-            match args.iter().skip(1).find(|a| !a.starts_with("--")) {
-                Some(name) => inspect(name, json),
-                None => Err(usage()),
-            }
-        }
-        Some("-h" | "--help" | "help") => {
-            println!("{}", usage().message());
+    let result = parse(&args).and_then(|command| match command {
+        Command::Help(usage) => {
+            println!("{usage}");
             Ok(())
         }
-        _ => Err(usage()),
-    };
+        Command::Version => {
+            let (major, minor) = (cellshm::wire::PROTOCOL_VERSION_MAJOR, cellshm::wire::PROTOCOL_VERSION_MINOR);
+            println!("cellshm {} (protocol {major}.{minor})", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::List { json } => list(json),
+        Command::Inspect { hub, json } => inspect(&hub, json),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cellshm: {e}");
+            eprintln!("cellshm: {}", e.message());
             ExitCode::from(if e.status() == Status::InvalidArgument { 2 } else { 1 })
         }
     }
-}
-
-fn usage() -> Error {
-    Error::new(Status::InvalidArgument, "usage: cellshm list [--json] | cellshm inspect HUB [--json]")
 }
 
 fn duration_text(ms: u64) -> String {
