@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use cellshm::typed::MethodKind;
-use prost_types::{DescriptorProto, FileDescriptorSet};
+use prost_types::FileDescriptorSet;
 
 use crate::c::kind_constant;
-use crate::model::{macro_case, snake_case, ProtoFile};
+use crate::model::{macro_case, snake_case, stem, ProtoFile};
 use crate::{Error, GeneratedFile};
 
 const KEYWORDS: &[&str] = &[
@@ -92,28 +92,13 @@ fn cpp_method(name: &str) -> String {
     }
 }
 
-/// Each message's C++ type (`::pkg::Outer_Inner`) and the file that defines it.
+/// Each type's C++ name (protoc's: `::pkg::Outer_Inner`) and the file that defines it.
 fn message_types(fds: &FileDescriptorSet) -> HashMap<String, (String, String)> {
-    fn walk(map: &mut HashMap<String, (String, String)>, file: &str, scope: &str, cpp: &str, list: &[DescriptorProto]) {
-        for m in list {
-            let fq = format!("{scope}.{}", m.name());
-            let name = if cpp.ends_with("::") { format!("{cpp}{}", m.name()) } else { format!("{cpp}_{}", m.name()) };
-            map.insert(fq.clone(), (name.clone(), file.to_string()));
-            walk(map, file, &fq, &name, &m.nested_type);
-        }
-    }
-    let mut map = HashMap::new();
-    for f in &fds.file {
-        let scope = if f.package().is_empty() { String::new() } else { format!(".{}", f.package()) };
-        let ns =
-            if f.package().is_empty() { "::".to_string() } else { format!("::{}::", f.package().replace('.', "::")) };
-        walk(&mut map, f.name(), &scope, &ns, &f.message_type);
-    }
-    map
-}
-
-fn stem(file: &str) -> &str {
-    file.strip_suffix(".proto").unwrap_or(file)
+    let cpp = |t: &crate::model::TypeInfo| {
+        let ns = if t.package.is_empty() { String::new() } else { format!("::{}", t.package.replace('.', "::")) };
+        format!("{ns}::{}", t.path.join("_"))
+    };
+    crate::model::types(fds).into_iter().map(|(fq, t)| (fq, (cpp(&t), t.file))).collect()
 }
 
 /// The headers for `protos` (the files named on the command line) that have services.

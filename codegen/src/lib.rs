@@ -108,7 +108,8 @@ pub fn generate(lang: Lang, fds: &FileDescriptorSet, files: &[String]) -> Result
     match lang {
         Lang::C => Ok(protos.iter().map(c::header).collect()),
         Lang::Cpp => cpp::generate(fds, &protos),
-        Lang::Rust => rust::generate(fds, files),
+        // Every package of the set but the well-known types': the files given refer to them.
+        Lang::Rust => rust::generate(fds),
         Lang::Python => python::generate(fds, &protos, python::Output::All),
         Lang::PythonServices => python::generate(fds, &protos, python::Output::ServicesOnly),
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use cellshm::typed::MethodKind;
-use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use prost_types::{DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 
 use crate::Error;
 
@@ -107,6 +107,62 @@ fn check_ids(files: &[ProtoFile]) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A message or enum type of a descriptor set, as the language generators refer to it.
+#[derive(Clone, Debug)]
+pub struct TypeInfo {
+    /// The file that defines it.
+    pub file: String,
+    /// Its file's package, possibly empty.
+    pub package: String,
+    /// Its names from the outermost message down: `["Figure", "Segment"]`.
+    pub path: Vec<String>,
+    /// A map field's entry type: its key and value fields.
+    pub map_entry: Option<(FieldDescriptorProto, FieldDescriptorProto)>,
+}
+
+/// Every message and enum of `fds`, by fully qualified name with the leading dot
+/// (`.shapes.v1.Figure.Segment`), nested ones included.
+pub fn types(fds: &FileDescriptorSet) -> HashMap<String, TypeInfo> {
+    fn enums(map: &mut HashMap<String, TypeInfo>, owner: &TypeInfo, scope: &str, list: &[EnumDescriptorProto]) {
+        for e in list {
+            let mut path = owner.path.clone();
+            path.push(e.name().to_string());
+            map.insert(format!("{scope}.{}", e.name()), TypeInfo { path, map_entry: None, ..owner.clone() });
+        }
+    }
+    fn messages(map: &mut HashMap<String, TypeInfo>, owner: &TypeInfo, scope: &str, list: &[DescriptorProto]) {
+        for m in list {
+            let fq = format!("{scope}.{}", m.name());
+            let mut path = owner.path.clone();
+            path.push(m.name().to_string());
+            let map_entry =
+                m.options.as_ref().is_some_and(|o| o.map_entry()).then(|| (m.field[0].clone(), m.field[1].clone()));
+            let info = TypeInfo { path, map_entry, ..owner.clone() };
+            enums(map, &info, &fq, &m.enum_type);
+            messages(map, &info, &fq, &m.nested_type);
+            map.insert(fq, info);
+        }
+    }
+    let mut map = HashMap::new();
+    for f in &fds.file {
+        let scope = if f.package().is_empty() { String::new() } else { format!(".{}", f.package()) };
+        let file = TypeInfo {
+            file: f.name().to_string(),
+            package: f.package().to_string(),
+            path: Vec::new(),
+            map_entry: None,
+        };
+        messages(&mut map, &file, &scope, &f.message_type);
+        enums(&mut map, &file, &scope, &f.enum_type);
+    }
+    map
+}
+
+/// `dir/kv.proto` → `dir/kv`: what generated files are named after.
+pub fn stem(file: &str) -> &str {
+    file.strip_suffix(".proto").unwrap_or(file)
 }
 
 /// `CamelCase` or `mixedCase` to `snake_case` (what Python and Rust method names use).

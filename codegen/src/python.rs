@@ -12,7 +12,7 @@ use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, EnumDescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 
-use crate::model::{snake_case, ProtoFile};
+use crate::model::{snake_case, stem, ProtoFile, TypeInfo};
 use crate::{Error, GeneratedFile};
 
 /// What to write: everything, or only the cellshm modules (when protoc writes `_pb2`).
@@ -37,8 +37,7 @@ fn is_keyword(name: &str) -> bool {
 
 /// `shapes/drawing.proto` → `shapes.drawing_pb2` (protoc's module name).
 fn module_name(file: &str, suffix: &str) -> String {
-    let stem = file.strip_suffix(".proto").unwrap_or(file);
-    format!("{}{suffix}", stem.replace('-', "_").replace('/', "."))
+    format!("{}{suffix}", stem(file).replace('-', "_").replace('/', "."))
 }
 
 /// What a module is imported as (protoc's alias: `shapes.common_pb2` →
@@ -55,57 +54,15 @@ fn import_line(module: &str) -> String {
     }
 }
 
-/// A message or enum type, by its fully qualified name (with the leading dot).
-#[derive(Clone, Debug)]
-struct TypeRef {
-    /// The file that defines it.
-    file: String,
-    /// Its path inside that file's module: `Figure.Segment`.
-    path: String,
-    /// A map field's entry type: its key and value fields.
-    map_entry: Option<(FieldDescriptorProto, FieldDescriptorProto)>,
-}
-
-struct Types(HashMap<String, TypeRef>);
+/// The types of the descriptor set (`model::types`), looked up for Python.
+struct Types(HashMap<String, TypeInfo>);
 
 impl Types {
     fn of(fds: &FileDescriptorSet) -> Types {
-        fn messages(map: &mut HashMap<String, TypeRef>, file: &str, scope: &str, path: &str, list: &[DescriptorProto]) {
-            for m in list {
-                let fq = format!("{scope}.{}", m.name());
-                let p = if path.is_empty() { m.name().to_string() } else { format!("{path}.{}", m.name()) };
-                let map_entry =
-                    m.options.as_ref().is_some_and(|o| o.map_entry()).then(|| (m.field[0].clone(), m.field[1].clone()));
-                map.insert(fq.clone(), TypeRef { file: file.to_string(), path: p.clone(), map_entry });
-                enums(map, file, &fq, &p, &m.enum_type);
-                messages(map, file, &fq, &p, &m.nested_type);
-            }
-        }
-        fn enums(
-            map: &mut HashMap<String, TypeRef>,
-            file: &str,
-            scope: &str,
-            path: &str,
-            list: &[EnumDescriptorProto],
-        ) {
-            for e in list {
-                let p = if path.is_empty() { e.name().to_string() } else { format!("{path}.{}", e.name()) };
-                map.insert(
-                    format!("{scope}.{}", e.name()),
-                    TypeRef { file: file.to_string(), path: p, map_entry: None },
-                );
-            }
-        }
-        let mut map = HashMap::new();
-        for f in &fds.file {
-            let scope = if f.package().is_empty() { String::new() } else { format!(".{}", f.package()) };
-            messages(&mut map, f.name(), &scope, "", &f.message_type);
-            enums(&mut map, f.name(), &scope, "", &f.enum_type);
-        }
-        Types(map)
+        Types(crate::model::types(fds))
     }
 
-    fn get(&self, fq: &str) -> Result<&TypeRef, Error> {
+    fn get(&self, fq: &str) -> Result<&TypeInfo, Error> {
         self.0.get(fq).ok_or_else(|| Error(format!("type {fq} is not defined in the files given")))
     }
 
@@ -113,9 +70,9 @@ impl Types {
     fn python(&self, fq: &str, from_file: &str) -> Result<String, Error> {
         let t = self.get(fq)?;
         Ok(if t.file == from_file {
-            t.path.clone()
+            t.path.join(".")
         } else {
-            format!("{}.{}", alias(&module_name(&t.file, "_pb2")), t.path)
+            format!("{}.{}", alias(&module_name(&t.file, "_pb2")), t.path.join("."))
         })
     }
 }
@@ -372,7 +329,7 @@ fn services_py(file: &FileDescriptorProto, proto: &ProtoFile, types: &Types) -> 
     }
     let msg = |t: &str| -> Result<String, Error> {
         let r = types.get(&format!(".{t}"))?;
-        Ok(format!("{}.{}", alias(&module_name(&r.file, "_pb2")), r.path))
+        Ok(format!("{}.{}", alias(&module_name(&r.file, "_pb2")), r.path.join(".")))
     };
     let mut all = Vec::new();
     for service in &proto.services {

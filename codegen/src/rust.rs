@@ -9,11 +9,10 @@ use prost_types::FileDescriptorSet;
 
 use crate::{Error, GeneratedFile};
 
-/// The `.rs` files of the packages of `files` and of what they import (prost names
-/// them `pkg.rs`, or `_.rs` for no package), but for the well-known types, which are
-/// `prost_types`'.
-pub fn generate(fds: &FileDescriptorSet, files: &[String]) -> Result<Vec<GeneratedFile>, Error> {
-    let _ = files; // imported packages are generated too: the given files refer to them
+/// The `.rs` files of every package of `fds` (the files given and what they import;
+/// prost names them `pkg.rs`, or `_.rs` for no package), but for the well-known types,
+/// which are `prost_types`'.
+pub fn generate(fds: &FileDescriptorSet) -> Result<Vec<GeneratedFile>, Error> {
     let requests = fds
         .file
         .iter()

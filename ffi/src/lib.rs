@@ -2100,15 +2100,10 @@ pub enum cellshm_method_kind {
     CELLSHM_METHOD_BIDI = 4,
 }
 
-/// A stream method's kind from the number C passed; unary and unknown numbers are
-/// INVALID_ARGUMENT.
+/// A stream method's kind from the number C passed (INVALID_ARGUMENT for unary and
+/// unknown numbers).
 fn stream_kind(kind: u32) -> Result<cellshm::MethodKind, cellshm_status> {
-    match cellshm::MethodKind::from_code(kind) {
-        Some(k) if k.is_stream() => Ok(k),
-        _ => Err(invalid(format!(
-            "kind {kind} is not a stream kind (CELLSHM_METHOD_STREAM, _SERVER_STREAMING, _CLIENT_STREAMING or _BIDI)"
-        ))),
-    }
+    cellshm::MethodKind::stream_from_code(kind).map_err(invalid)
 }
 
 /// Serves the stream method "Service.method" to every cell of the hub. `userdata` is

@@ -496,12 +496,7 @@ impl StreamCall {
 /// A stream method's kind from its wire number; unary (0) and unknown numbers are
 /// ValueError.
 fn stream_kind(code: u32) -> PyResult<cellshm::MethodKind> {
-    match cellshm::MethodKind::from_code(code) {
-        Some(kind) if kind.is_stream() => Ok(kind),
-        _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "stream method kind {code} is not one of 1 (stream), 2 (server streaming), 3 (client streaming), 4 (bidi)"
-        ))),
-    }
+    cellshm::MethodKind::stream_from_code(code).map_err(pyo3::exceptions::PyValueError::new_err)
 }
 
 fn py_stream_handler(

@@ -238,6 +238,17 @@ impl MethodKind {
         })
     }
 
+    /// A stream method's kind from the number a caller of the C or Python API passed:
+    /// unary and unknown numbers are refused, with words that say which are allowed.
+    pub fn stream_from_code(code: u32) -> Result<MethodKind, String> {
+        match MethodKind::from_code(code) {
+            Some(kind) if kind.is_stream() => Ok(kind),
+            _ => Err(format!(
+                "kind {code} is not a stream kind: 1 (stream), 2 (server streaming), 3 (client streaming) or 4 (bidi)"
+            )),
+        }
+    }
+
     /// Whether a method served as `self` can be called as `wanted`: the same kind, or
     /// a stream of undeclared direction for any stream.
     pub const fn serves(self, wanted: MethodKind) -> bool {
