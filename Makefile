@@ -88,11 +88,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 
-## Regenerates include/cellshm.h from ffi/src/lib.rs.
+## Regenerates include/cellshm.h from ffi/src.
 header:
 	$(CARGO) run --quiet -p cellshm-header-gen
 
-## Fails if include/cellshm.h is not what ffi/src/lib.rs generates.
+## Fails if include/cellshm.h is not what ffi/src generates.
 check-header:
 	$(CARGO) run --quiet -p cellshm-header-gen -- --check
 

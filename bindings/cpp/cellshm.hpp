@@ -1,6 +1,6 @@
 // cellshm.hpp: a header-only C++17 wrapper over the C API (include/cellshm.h).
 //
-// RAII handles (Hub, Peer, Cell, Response, Stream, StreamItem) release their C objects; every failing call
+// RAII handles (Hub, Peer, Cell, Supervisor, Subscription, Response, Stream, StreamItem) release their C objects; every failing call
 // throws cellshm::Error carrying the status and the library's message. Handlers are
 // std::function objects; an exception thrown by a handler becomes an error response
 // (cellshm::Error keeps its status, anything else is INTERNAL) and never crosses into
@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -61,6 +62,12 @@ struct StreamFree {
 };
 struct StreamItemFree {
     void operator()(cellshm_stream_item *i) const noexcept { cellshm_stream_item_free(i); }
+};
+struct SupervisorFree {
+    void operator()(cellshm_supervisor *s) const noexcept { cellshm_supervisor_free(s); }
+};
+struct SubscriptionFree {
+    void operator()(cellshm_subscription *s) const noexcept { cellshm_subscription_free(s); }
 };
 
 inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
@@ -343,6 +350,158 @@ class Cell {
   private:
     explicit Cell(cellshm_cell *raw) { raw_.reset(raw); }
     std::unique_ptr<cellshm_cell, detail::CellFree> raw_;
+};
+
+/// Where a supervised cell is (the CELLSHM_CELL_* numbers).
+enum class CellStatus : uint32_t {
+    Starting = CELLSHM_CELL_STARTING,
+    Ready = CELLSHM_CELL_READY,
+    Stopping = CELLSHM_CELL_STOPPING,
+    Exited = CELLSHM_CELL_EXITED,
+    Crashed = CELLSHM_CELL_CRASHED,
+    Failed = CELLSHM_CELL_FAILED,
+    Removed = CELLSHM_CELL_REMOVED,
+};
+
+/// A status change of one supervised cell; `reason` is empty unless it ended.
+struct CellEvent {
+    std::string name;
+    CellStatus status;
+    std::string reason;
+};
+
+/// Gets every CellEvent. An exception it throws is reported on stderr and goes no
+/// further: the supervisor and the other listeners carry on.
+using EventListener = std::function<void(const CellEvent &)>;
+
+/// A registered EventListener; destroying it unregisters the listener (after the
+/// destructor returns it is not called again).
+class Subscription {
+  public:
+    explicit Subscription(cellshm_subscription *raw) : raw_(raw) {}
+
+  private:
+    std::unique_ptr<cellshm_subscription, detail::SubscriptionFree> raw_;
+};
+
+namespace detail {
+inline void event_trampoline(void *userdata, const char *name, uint32_t status, const char *reason) noexcept {
+    try {
+        const EventListener &listener = *static_cast<const EventListener *>(userdata);
+        listener(CellEvent{name, static_cast<CellStatus>(status), reason});
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "cellshm: a supervisor listener threw: %s\n", e.what());
+    } catch (...) {
+        std::fprintf(stderr, "cellshm: a supervisor listener threw a non-standard exception\n");
+    }
+}
+
+inline void delete_listener(void *userdata) noexcept { delete static_cast<EventListener *>(userdata); }
+
+/// argv or envp for the C API: pointers into `strings`, NULL-terminated.
+inline std::vector<const char *> c_list(const std::vector<std::string> &strings) {
+    std::vector<const char *> list;
+    for (const auto &s : strings) list.push_back(s.c_str());
+    list.push_back(nullptr);
+    return list;
+}
+} // namespace detail
+
+/// The recipe of a supervised cell.
+struct CellSpec {
+    std::string name;
+    std::string program;
+    std::vector<std::string> args;
+    /// "KEY=VALUE" entries added to the inherited environment.
+    std::vector<std::string> env;
+    cellshm_restart_policy policy = cellshm_restart_policy_default();
+};
+
+/// Keeps cells alive under stable names: relaunch on crash with backoff, graceful stop,
+/// restart, removal and new recipes. Thread-safe. Destroying it stops every cell.
+class Supervisor {
+  public:
+    explicit Supervisor(const char *name = nullptr, uint32_t max_peers = 0) {
+        cellshm_supervisor *raw = nullptr;
+        detail::check(cellshm_supervisor_new(name, max_peers, &raw));
+        raw_.reset(raw);
+    }
+
+    /// Calls `listener` with every event, in order, on the supervisor's event thread.
+    /// Keep the Subscription: destroying it unregisters the listener.
+    [[nodiscard]] Subscription on_event(EventListener listener) {
+        auto *owned = new EventListener(std::move(listener));
+        cellshm_subscription *out = nullptr;
+        // On failure the library has already released `owned` through delete_listener.
+        detail::check(
+            cellshm_supervisor_on_event(raw_.get(), detail::event_trampoline, owned, detail::delete_listener, &out));
+        return Subscription(out);
+    }
+
+    /// Adds a cell and starts it (Error ALREADY_EXISTS if the name is taken).
+    void add(const CellSpec &spec) {
+        auto argv = detail::c_list(spec.args);
+        auto envp = detail::c_list(spec.env);
+        detail::check(cellshm_supervisor_add(raw_.get(), spec.name.c_str(), spec.program.c_str(), argv.data(),
+                                             envp.data(), &spec.policy));
+    }
+
+    /// Replaces the recipe of `spec.name`; a running instance is restarted with it.
+    void update(const CellSpec &spec, std::chrono::milliseconds grace = std::chrono::seconds(2)) {
+        auto argv = detail::c_list(spec.args);
+        auto envp = detail::c_list(spec.env);
+        detail::check(cellshm_supervisor_update(raw_.get(), spec.name.c_str(), spec.program.c_str(), argv.data(),
+                                                envp.data(), &spec.policy, static_cast<uint64_t>(grace.count())));
+    }
+
+    /// Starts a cell that is not running (exited, stopped, failed) again.
+    void start(const std::string &name) { detail::check(cellshm_supervisor_start(raw_.get(), name.c_str())); }
+
+    /// Stops the running instance and starts a new one.
+    void restart(const std::string &name, std::chrono::milliseconds grace = std::chrono::seconds(2)) {
+        detail::check(cellshm_supervisor_restart(raw_.get(), name.c_str(), static_cast<uint64_t>(grace.count())));
+    }
+
+    /// Stops the cell (GOODBYE, SIGTERM, SIGKILL, `grace` each); returns its exit code.
+    int stop(const std::string &name, std::chrono::milliseconds grace = std::chrono::seconds(2)) {
+        int code = 0;
+        detail::check(cellshm_supervisor_stop(raw_.get(), name.c_str(), static_cast<uint64_t>(grace.count()), &code));
+        return code;
+    }
+
+    /// Stops the cell and forgets it (its last event is CellStatus::Removed).
+    void remove(const std::string &name, std::chrono::milliseconds grace = std::chrono::seconds(2)) {
+        detail::check(cellshm_supervisor_remove(raw_.get(), name.c_str(), static_cast<uint64_t>(grace.count())));
+    }
+
+    CellStatus status(const std::string &name) const {
+        uint32_t status = 0;
+        detail::check(cellshm_supervisor_status(raw_.get(), name.c_str(), &status));
+        return static_cast<CellStatus>(status);
+    }
+
+    /// Waits until the cell has `status` and the listeners have seen it.
+    void wait_for(const std::string &name, CellStatus status, std::chrono::milliseconds timeout) const {
+        detail::check(cellshm_supervisor_wait_status(raw_.get(), name.c_str(), static_cast<uint32_t>(status),
+                                                     static_cast<uint64_t>(timeout.count())));
+    }
+
+    /// The current instance's process id (0 if none runs).
+    uint32_t pid(const std::string &name) const noexcept { return cellshm_supervisor_pid(raw_.get(), name.c_str()); }
+
+    /// Calls the current instance of `cell` (Error UNAVAILABLE while it restarts).
+    Response call(const std::string &cell, const char *method, std::string_view request,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
+        cellshm_call_options options = detail::options_for(timeout);
+        cellshm_response *out = nullptr;
+        detail::check(cellshm_supervisor_call(raw_.get(), cell.c_str(), method,
+                                              reinterpret_cast<const uint8_t *>(request.data()), request.size(),
+                                              &options, &out));
+        return Response(out);
+    }
+
+  private:
+    std::unique_ptr<cellshm_supervisor, detail::SupervisorFree> raw_;
 };
 
 } // namespace cellshm

@@ -81,6 +81,15 @@ impl fmt::Debug for Error {
     }
 }
 
+/// What a caught panic said: its message if it was a string, else a placeholder.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

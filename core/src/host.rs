@@ -304,9 +304,17 @@ impl Hooks for PeerHooks {
             tracing::warn!(cell = %peer.name, peer_id = peer.id, "peer lost: {error}");
         }
         let callbacks: Vec<_> = peer.on_death.lock().drain(..).collect();
-        for cb in callbacks {
-            cb(error);
+        for callback in callbacks {
+            run_death_callback(&peer.name, callback, error);
         }
+    }
+}
+
+/// A death callback that panics is logged; the callbacks after it still run, and the
+/// link's failure (which fails every pending call) goes on.
+fn run_death_callback(cell: &str, callback: DeathCallback, error: &Error) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(error))) {
+        tracing::error!(cell, "a death callback panicked: {}", crate::error::panic_message(&*panic));
     }
 }
 
@@ -783,7 +791,7 @@ impl Peer {
         if let PeerState::Dead(e) = &*state {
             let e = e.clone();
             drop(state);
-            callback(&e);
+            run_death_callback(&self.inner.name, Box::new(callback), &e);
         } else {
             self.inner.on_death.lock().push(Box::new(callback));
         }

@@ -47,10 +47,12 @@ pub mod typed;
 pub mod wire;
 
 pub use cell::{Cell, CellOptions, JoinArgs};
-pub use error::{Error, Result};
+pub use error::{panic_message, Error, Result};
 pub use host::discovery::{hub_listing, list_hubs, HubListing};
 pub use host::inspect::{snapshot, HubSnapshot};
-pub use host::supervisor::{CellSpec, CellStatus, ExitReason, RestartPolicy, Supervisor, SupervisorEvent};
+pub use host::supervisor::{
+    CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent,
+};
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use session::{
     Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,

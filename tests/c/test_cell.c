@@ -5,6 +5,7 @@
  *   Test.fail       u32 status + message: an error with a message
  *   Test.call_host  calls the host's Host.echo and replies with its answer
  *   Test.log        sends the request as a log line to the host
+ *   Test.env        the value of the environment variable the request names ("" if unset)
  * On exit it checks that every registration's userdata was freed exactly once. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +215,22 @@ static uint32_t stream_forever(void *userdata, const uint8_t *request, size_t le
     return cellshm_stream_call_cancelled(call) ? CELLSHM_CANCELLED : CELLSHM_INTERNAL;
 }
 
+static uint32_t env_value(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    char name[128];
+    const char *value;
+    (void)userdata;
+    if (len >= sizeof name) {
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    memcpy(name, request, len);
+    name[len] = '\0';
+    value = getenv(name);
+    if (value == NULL) {
+        value = "";
+    }
+    return cellshm_reply_write(reply, (const uint8_t *)value, strlen(value));
+}
+
 static int add_stream(const char *name, cellshm_stream_handler_fn handler) {
     registrations++;
     if (cellshm_cell_register_stream(the_cell, name, handler, &frees, count_free) != CELLSHM_OK) {
@@ -242,7 +259,7 @@ int main(int argc, char **argv) {
         !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line) ||
         !add_stream("Stream.count", stream_count) || !add_stream("Stream.sum", stream_sum) ||
         !add_stream("Stream.forever", stream_forever) || !add("Test.wait_cancel", wait_cancel) ||
-        !add("Test.cancels_seen", get_cancels_seen)) {
+        !add("Test.cancels_seen", get_cancels_seen) || !add("Test.env", env_value)) {
         cellshm_cell_free(the_cell);
         return 2;
     }

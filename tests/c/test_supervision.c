@@ -54,7 +54,10 @@ static void supervised(const char *test_cell) {
     policy.initial_backoff_ms = 10;
     policy.max_backoff_ms = 50;
     CHECK_STATUS(cellshm_supervisor_new(NULL, 4, &sup), CELLSHM_OK);
-    CHECK_STATUS(cellshm_supervisor_on_event(sup, on_event, &frees, count_free), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_on_event(sup, on_event, &frees, count_free, NULL), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_on_event(sup, NULL, &frees, count_free, NULL), CELLSHM_INVALID_ARGUMENT);
+    CHECK(frees == 1); /* a refused registration frees its userdata at once */
+    frees = 0;
     CHECK_STATUS(cellshm_supervisor_add(sup, "echo", test_cell, NULL, env, &policy), CELLSHM_OK);
     CHECK_STATUS(cellshm_supervisor_add(sup, "echo", test_cell, NULL, env, &policy), CELLSHM_ALREADY_EXISTS);
     CHECK_STATUS(cellshm_supervisor_wait_status(sup, "echo", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
@@ -79,6 +82,100 @@ static void supervised(const char *test_cell) {
     CHECK(events >= 7);
     cellshm_supervisor_free(sup);
     CHECK(frees == 1);
+}
+
+/* Every status a listener saw, as CELLSHM_CELL_* numbers. */
+typedef struct {
+    uint32_t statuses[64];
+    int count;
+} recorded;
+
+static void record(void *userdata, const char *name, uint32_t status, const char *reason) {
+    recorded *r = (recorded *)userdata;
+    (void)name;
+    (void)reason;
+    if (r->count < 64) {
+        r->statuses[r->count++] = status;
+    }
+}
+
+static int recorded_frees = 0;
+
+static void free_recorded(void *userdata) {
+    (void)userdata;
+    recorded_frees++;
+}
+
+static void expect_env(cellshm_supervisor *sup, const char *value) {
+    cellshm_response *response = NULL;
+    CHECK_STATUS(cellshm_supervisor_call(sup, "w", "Test.env", (const uint8_t *)"FLAVOUR", 7, NULL, &response),
+                 CELLSHM_OK);
+    CHECK(cellshm_response_len(response) == strlen(value));
+    CHECK(memcmp(cellshm_response_data(response), value, strlen(value)) == 0);
+    cellshm_response_free(response);
+}
+
+/* restart, update, stop, start and remove, each event once and in order. */
+static void operations(const char *test_cell) {
+    static const uint32_t expected[] = {
+        CELLSHM_CELL_STARTING, CELLSHM_CELL_READY,                                             /* add */
+        CELLSHM_CELL_STOPPING, CELLSHM_CELL_EXITED, CELLSHM_CELL_STARTING, CELLSHM_CELL_READY, /* restart */
+        CELLSHM_CELL_STOPPING, CELLSHM_CELL_EXITED, CELLSHM_CELL_STARTING, CELLSHM_CELL_READY, /* update */
+        CELLSHM_CELL_STOPPING, CELLSHM_CELL_EXITED,                                            /* stop */
+        CELLSHM_CELL_STARTING, CELLSHM_CELL_READY,                                             /* start */
+        CELLSHM_CELL_STOPPING, CELLSHM_CELL_EXITED, CELLSHM_CELL_REMOVED,                      /* remove */
+    };
+    cellshm_supervisor *sup = NULL;
+    cellshm_subscription *subscription = NULL;
+    recorded seen;
+    const char *plain[] = {"CELLSHM_QUIET=1", "FLAVOUR=plain", NULL};
+    const char *spicy[] = {"CELLSHM_QUIET=1", "FLAVOUR=spicy", NULL};
+    uint32_t first;
+    uint32_t status;
+    int exit_code = -1;
+    size_t i;
+
+    memset(&seen, 0, sizeof seen);
+    CHECK_STATUS(cellshm_supervisor_new(NULL, 4, &sup), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_on_event(sup, record, &seen, free_recorded, &subscription), CELLSHM_OK);
+    CHECK(subscription != NULL);
+    CHECK_STATUS(cellshm_supervisor_restart(sup, "w", 1000), CELLSHM_NOT_FOUND);
+    CHECK_STATUS(cellshm_supervisor_add(sup, "w", test_cell, NULL, plain, NULL), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "w", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    expect_env(sup, "plain");
+    first = cellshm_supervisor_pid(sup, "w");
+
+    CHECK_STATUS(cellshm_supervisor_restart(sup, "w", 3000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "w", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    CHECK(cellshm_supervisor_pid(sup, "w") != first);
+
+    CHECK_STATUS(cellshm_supervisor_update(sup, "w", test_cell, NULL, spicy, NULL, 3000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "w", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    expect_env(sup, "spicy");
+    CHECK_STATUS(cellshm_supervisor_update(sup, "nobody", test_cell, NULL, spicy, NULL, 3000), CELLSHM_NOT_FOUND);
+
+    CHECK_STATUS(cellshm_supervisor_stop(sup, "w", 3000, &exit_code), CELLSHM_OK);
+    CHECK(exit_code == 0);
+    CHECK_STATUS(cellshm_supervisor_start(sup, "w"), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "w", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    expect_env(sup, "spicy");
+
+    CHECK_STATUS(cellshm_supervisor_remove(sup, "w", 3000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_status(sup, "w", &status), CELLSHM_NOT_FOUND);
+    CHECK(seen.count == (int)(sizeof expected / sizeof expected[0]));
+    for (i = 0; i < sizeof expected / sizeof expected[0]; i++) {
+        CHECK(seen.statuses[i] == expected[i]);
+    }
+
+    /* Freed: no more events reach it, and its userdata is released once. */
+    cellshm_subscription_free(subscription);
+    CHECK(recorded_frees == 1);
+    CHECK_STATUS(cellshm_supervisor_add(sup, "w", test_cell, NULL, plain, NULL), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "w", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    CHECK(seen.count == (int)(sizeof expected / sizeof expected[0]));
+    cellshm_supervisor_free(sup);
+    CHECK(recorded_frees == 1);
+    cellshm_subscription_free(NULL);
 }
 
 static void attached(const char *self) {
@@ -137,6 +234,7 @@ int main(int argc, char **argv) {
     }
     CHECK(argc == 2);
     supervised(argv[1]);
+    operations(argv[1]);
     attached(argv[0]);
     printf("test_supervision: all checks passed\n");
     return 0;

@@ -839,14 +839,75 @@ impl Peer {
 // ----- supervision and attach ----------------------------------------------------------
 
 fn status_parts(status: &cellshm::CellStatus) -> (&'static str, Option<String>) {
-    use cellshm::CellStatus as S;
-    match status {
-        S::Starting => ("starting", None),
-        S::Ready => ("ready", None),
-        S::Stopping => ("stopping", None),
-        S::Exited(r) => ("exited", Some(r.to_string())),
-        S::Crashed(r) => ("crashed", Some(r.to_string())),
-        S::Failed(r) => ("failed", Some(r.to_string())),
+    (status.name(), status.reason().map(|r| r.to_string()))
+}
+
+/// A recipe from `Supervisor.add`'s or `update`'s arguments.
+#[allow(clippy::too_many_arguments)]
+fn cell_spec(
+    name: &str,
+    argv: Vec<String>,
+    env: Option<&Bound<'_, PyDict>>,
+    ready_timeout: f64,
+    max_restarts: u32,
+    initial_backoff: f64,
+    max_backoff: f64,
+    reset_after: f64,
+) -> PyResult<cellshm::CellSpec> {
+    let Some(program) = argv.first() else {
+        return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
+    };
+    let mut spec = cellshm::CellSpec::new(name, program).args(argv[1..].iter().cloned());
+    if let Some(env) = env {
+        for (key, value) in env.iter() {
+            spec = spec.env(key.extract::<String>()?, value.extract::<String>()?);
+        }
+    }
+    spec.ready_timeout = duration(ready_timeout, "ready_timeout")?;
+    spec.restart = cellshm::RestartPolicy {
+        max_restarts,
+        initial_backoff: duration(initial_backoff, "initial_backoff")?,
+        max_backoff: duration(max_backoff, "max_backoff")?,
+        reset_after: duration(reset_after, "reset_after")?,
+    };
+    Ok(spec)
+}
+
+/// A listener registered with `Supervisor.on_event`; closing it (or dropping the last
+/// reference) unregisters it.
+#[pyclass(module = "cellshm._native", frozen)]
+struct EventSubscription {
+    subscription: Mutex<Option<cellshm::EventSubscription>>,
+    /// Checked under the GIL before each call: once `close` returns, the callback is
+    /// not called again (a call already under way finishes).
+    active: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EventSubscription {
+    fn cancel(&self) {
+        self.active.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(subscription) = self.subscription.lock().take() {
+            // Not waiting: the event thread may be waiting for the GIL this thread holds.
+            subscription.cancel_without_waiting();
+        }
+    }
+}
+
+#[pymethods]
+impl EventSubscription {
+    fn close(&self) {
+        self.cancel();
+    }
+
+    #[getter]
+    fn active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for EventSubscription {
+    fn drop(&mut self) {
+        self.cancel();
     }
 }
 
@@ -885,11 +946,18 @@ impl Supervisor {
         self.get()?.hub().method(name, py_handler(handler, view)).map_err(err)
     }
 
-    /// Calls `callback(name, status, reason, peer_id, pid, restarts)` on every change.
-    fn on_event(&self, callback: Py<PyAny>) -> PyResult<()> {
-        self.get()?.on_event(move |e| {
+    /// Calls `callback(name, status, reason, peer_id, pid, restarts)` on every change,
+    /// from the supervisor's event thread. The callback must not raise (the Python layer
+    /// wraps it); an exception that gets here anyway is printed and goes no further.
+    fn on_event(&self, callback: Py<PyAny>) -> PyResult<EventSubscription> {
+        let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let still_active = active.clone();
+        let subscription = self.get()?.on_event(move |e| {
             let (status, reason) = status_parts(&e.status);
             Python::attach(|py| {
+                if !still_active.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 if let Err(exception) =
                     callback.call1(py, (e.name.as_str(), status, reason, e.peer_id, e.pid, e.restarts))
                 {
@@ -897,7 +965,7 @@ impl Supervisor {
                 }
             })
         });
-        Ok(())
+        Ok(EventSubscription { subscription: Mutex::new(Some(subscription)), active })
     }
 
     #[pyo3(signature = (name, argv, env=None, ready_timeout=10.0, max_restarts=5, initial_backoff=0.05, max_backoff=5.0, reset_after=60.0))]
@@ -914,24 +982,52 @@ impl Supervisor {
         max_backoff: f64,
         reset_after: f64,
     ) -> PyResult<()> {
-        let Some(program) = argv.first() else {
-            return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
-        };
-        let mut spec = cellshm::CellSpec::new(name, program).args(argv[1..].iter().cloned());
-        if let Some(env) = env {
-            for (key, value) in env.iter() {
-                spec = spec.env(key.extract::<String>()?, value.extract::<String>()?);
-            }
-        }
-        spec.ready_timeout = duration(ready_timeout, "ready_timeout")?;
-        spec.restart = cellshm::RestartPolicy {
-            max_restarts,
-            initial_backoff: duration(initial_backoff, "initial_backoff")?,
-            max_backoff: duration(max_backoff, "max_backoff")?,
-            reset_after: duration(reset_after, "reset_after")?,
-        };
+        let spec = cell_spec(name, argv, env, ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after)?;
         let sup = self.get()?;
         py.detach(|| sup.add(spec)).map_err(err)
+    }
+
+    #[pyo3(signature = (name, argv, env=None, ready_timeout=10.0, max_restarts=5, initial_backoff=0.05, max_backoff=5.0, reset_after=60.0, grace=2.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        argv: Vec<String>,
+        env: Option<&Bound<'_, PyDict>>,
+        ready_timeout: f64,
+        max_restarts: u32,
+        initial_backoff: f64,
+        max_backoff: f64,
+        reset_after: f64,
+        grace: f64,
+    ) -> PyResult<()> {
+        let spec = cell_spec(name, argv, env, ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after)?;
+        let grace = duration(grace, "grace")?;
+        let sup = self.get()?;
+        py.detach(|| sup.update(spec, grace)).map_err(err)
+    }
+
+    fn start(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let sup = self.get()?;
+        py.detach(|| sup.start(name)).map_err(err)
+    }
+
+    fn restart(&self, py: Python<'_>, name: &str, grace: f64) -> PyResult<()> {
+        let grace = duration(grace, "grace")?;
+        let sup = self.get()?;
+        py.detach(|| sup.restart(name, grace)).map_err(err)
+    }
+
+    fn remove(&self, py: Python<'_>, name: &str, grace: f64) -> PyResult<()> {
+        let grace = duration(grace, "grace")?;
+        let sup = self.get()?;
+        py.detach(|| sup.remove(name, grace)).map_err(err)
+    }
+
+    /// The supervised names, sorted.
+    fn names(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.names())
     }
 
     /// (status, reason) of a cell, or None for an unknown name.
@@ -941,6 +1037,10 @@ impl Supervisor {
 
     /// Waits until the cell's status is `status` ("ready", "crashed", ...); the reason.
     fn wait_for(&self, py: Python<'_>, name: &str, status: &str, timeout: f64) -> PyResult<Option<String>> {
+        const STATUSES: [&str; 7] = ["starting", "ready", "stopping", "exited", "crashed", "failed", "removed"];
+        if !STATUSES.contains(&status) {
+            return Err(PyValueError::new_err(format!("unknown cell status {status:?}; expected one of {STATUSES:?}")));
+        }
         let timeout = duration(timeout, "timeout")?;
         let sup = self.get()?;
         let wanted = status.to_string();
@@ -1274,6 +1374,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<StreamCall>()?;
     m.add_class::<AsyncNotifier>()?;
     m.add_class::<Supervisor>()?;
+    m.add_class::<EventSubscription>()?;
     m.add_class::<AttachListener>()?;
     Ok(())
 }

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 def test_a_supervised_python_cell_is_relaunched_and_stopped(py_test_cell):
     events = []
     with cellshm.Supervisor(max_peers=4) as sup:
-        sup.on_event(lambda *event: events.append(event))
+        subscription = sup.on_event(events.append)
         sup.add("py", py_test_cell, env={"CELLSHM_QUIET": "1"}, initial_backoff=0.01, max_backoff=0.05)
         sup.wait_for("py", "ready")
         first = sup.pid("py")
@@ -31,8 +31,90 @@ def test_a_supervised_python_cell_is_relaunched_and_stopped(py_test_cell):
         assert sup.status("py") == ("exited", "stopped (exit code 0)")
         with pytest.raises(cellshm.Unavailable):
             sup.call("py", "Echo.echo", b"three", timeout=1)
-    statuses = [e[1] for e in events]
+    subscription.close()
+    statuses = [e.status for e in events]
     assert statuses[:5] == ["starting", "ready", "crashed", "starting", "ready"], statuses
+    assert events[2].reason == "signal 9" and events[2].pid == first and events[2].restarts == 1
+
+
+def test_restart_update_stop_start_and_remove_each_event_once_in_order_with_a_raising_listener(py_test_cell, caplog):
+    events = []
+    raised = []
+
+    def raising(event):
+        raised.append(event.status)
+        raise RuntimeError("deliberate error in a supervisor listener")
+
+    with cellshm.Supervisor(max_peers=4) as sup:
+        recorder = sup.on_event(events.append)
+        thrower = sup.on_event(raising)
+        quiet = {"CELLSHM_QUIET": "1"}
+        sup.add("w", py_test_cell, env={**quiet, "FLAVOUR": "plain"}, initial_backoff=0.01)
+        with pytest.raises(cellshm.AlreadyExists):
+            sup.add("w", py_test_cell)
+        sup.wait_for("w", "ready")
+        first = sup.pid("w")
+
+        sup.restart("w", grace=3)
+        sup.wait_for("w", "ready")
+        assert sup.pid("w") != first
+
+        sup.update("w", py_test_cell, env={**quiet, "FLAVOUR": "spicy"}, grace=3)
+        sup.wait_for("w", "ready")
+        assert sup.call("w", "Test.env", b"FLAVOUR", timeout=5) == b"spicy"
+        with pytest.raises(cellshm.NotFound):
+            sup.update("nobody", py_test_cell)
+
+        assert sup.stop("w", grace=3) == 0
+        assert sup.status("w") == ("exited", "stopped (exit code 0)")
+        sup.start("w")
+        sup.wait_for("w", "ready")
+
+        os.kill(sup.pid("w"), signal.SIGKILL)
+        assert sup.wait_for("w", "crashed") == "signal 9"
+        sup.wait_for("w", "ready")
+
+        sup.remove("w", grace=3)
+        assert sup.status("w") is None and sup.names() == []
+        with pytest.raises(cellshm.NotFound):
+            sup.restart("w")
+        with pytest.raises(ValueError, match="unknown cell status"):
+            sup.wait_for("w", "redy")
+        recorder.close()
+        thrower.close()
+    expected = (
+        ["starting", "ready"]  # add
+        + ["stopping", "exited", "starting", "ready"] * 2  # restart, update
+        + ["stopping", "exited"]  # stop
+        + ["starting", "ready"]  # start
+        + ["crashed", "starting", "ready"]  # SIGKILL
+        + ["stopping", "exited", "removed"]  # remove
+    )
+    assert [e.status for e in events] == expected
+    assert raised == expected, "the raising listener saw every event too"
+    errors = [r for r in caplog.records if r.name == "cellshm.supervisor"]
+    assert len(errors) == len(expected) and "deliberate error" in errors[0].exc_text
+
+
+def test_a_closed_or_collected_subscription_gets_no_more_events(py_test_cell):
+    import gc
+
+    kept, closed, collected = [], [], []
+    with cellshm.Supervisor(max_peers=4) as sup:
+        keep = sup.on_event(kept.append)
+        closing = sup.on_event(closed.append)
+        sup.on_event(collected.append)  # not kept: unregistered once collected
+        gc.collect()
+        sup.add("s", py_test_cell, env={"CELLSHM_QUIET": "1"})
+        sup.wait_for("s", "ready")
+        closing.close()
+        assert not closing.active
+        sup.restart("s")
+        sup.wait_for("s", "ready")
+        keep.close()
+    assert [e.status for e in kept] == ["starting", "ready", "stopping", "exited", "starting", "ready"]
+    assert [e.status for e in closed] == ["starting", "ready"]
+    assert collected == []
 
 
 def test_a_cell_that_cannot_start_is_given_up():

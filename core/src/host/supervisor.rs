@@ -1,10 +1,18 @@
 //! Keeping cells alive: a recipe per logical cell name, relaunch on crash with capped
 //! exponential backoff, stable names over changing peer ids, events on every
-//! transition, graceful stop.
+//! transition, graceful stop, restart, removal and a new recipe at run time.
 //!
-//! One monitor thread owns every decision. Deaths and readiness reach it as events, so
-//! relaunching never happens on a thread of the link that died: that link's region
-//! can only be reused once its threads are gone.
+//! One monitor thread owns every automatic decision (launch, relaunch, give up). Deaths
+//! and readiness reach it as notices, so relaunching never happens on a thread of the
+//! link that died. Operations a user asks for (stop, restart, remove, update) run on the
+//! caller's thread, one at a time. Each instance has a generation: whatever a notice,
+//! a launch or an operation finds with another generation than the cell's current one
+//! is about an instance that no longer counts, and is dropped.
+//!
+//! Events are queued in the order the statuses change (under the cells lock) and
+//! delivered by one thread of their own, so a slow or panicking listener holds up
+//! neither relaunches nor the operation that caused the event, and each listener sees
+//! each event once, in order.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -147,6 +155,32 @@ pub enum CellStatus {
     Crashed(ExitReason),
     /// Crashed too often (or cannot start): given up.
     Failed(ExitReason),
+    /// Removed from the supervisor ([`Supervisor::remove`]): the last event of a cell.
+    Removed,
+}
+
+impl CellStatus {
+    /// The status's name, as every language spells it: "starting", "ready", "stopping",
+    /// "exited", "crashed", "failed", "removed".
+    pub fn name(&self) -> &'static str {
+        match self {
+            CellStatus::Starting => "starting",
+            CellStatus::Ready => "ready",
+            CellStatus::Stopping => "stopping",
+            CellStatus::Exited(_) => "exited",
+            CellStatus::Crashed(_) => "crashed",
+            CellStatus::Failed(_) => "failed",
+            CellStatus::Removed => "removed",
+        }
+    }
+
+    /// Why the instance ended, for the statuses that say.
+    pub fn reason(&self) -> Option<&ExitReason> {
+        match self {
+            CellStatus::Exited(r) | CellStatus::Crashed(r) | CellStatus::Failed(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 /// A status change of one cell.
@@ -156,9 +190,9 @@ pub struct SupervisorEvent {
     pub name: String,
     /// The new status.
     pub status: CellStatus,
-    /// The instance's peer id, if it got one.
+    /// The instance's peer id, if it got one (for an ending, of the instance that ended).
     pub peer_id: Option<u32>,
-    /// The instance's process id, if it got one.
+    /// The instance's process id, if it got one (for an ending, of the instance that ended).
     pub pid: Option<u32>,
     /// Relaunches counted in the current window.
     pub restarts: u32,
@@ -169,18 +203,33 @@ type Listener = Arc<dyn Fn(&SupervisorEvent) + Send + Sync>;
 struct Instance {
     peer: Peer,
     process: Arc<CellProcess>,
-    generation: u64,
     up_since: Instant,
 }
 
 struct ManagedCell {
+    /// Tells this cell from an earlier one of the same name (removed, then added again).
+    key: u64,
     spec: CellSpec,
     status: CellStatus,
+    /// The last status whose event the listeners have seen: what `wait_for` waits on.
+    reported: CellStatus,
     instance: Option<Instance>,
+    /// (peer id, pid) of the latest instance, kept after it ended for the events that
+    /// report its end.
+    last_instance: Option<(u32, Option<u32>)>,
+    /// Bumped by every launch and by every operation that ends an instance.
     generation: u64,
     restarts: u32,
     next_start: Option<Instant>,
-    stopping: bool,
+}
+
+impl ManagedCell {
+    /// Running, starting, or due to start: something a stop has to end.
+    fn is_active(&self) -> bool {
+        self.instance.is_some()
+            || self.next_start.is_some()
+            || matches!(self.status, CellStatus::Starting | CellStatus::Ready | CellStatus::Stopping)
+    }
 }
 
 enum Notice {
@@ -188,12 +237,45 @@ enum Notice {
     Died { name: String, generation: u64, error: Error },
 }
 
+#[derive(Default)]
+struct EventQueue {
+    /// (cell key, sequence number, event).
+    queue: VecDeque<(u64, u64, SupervisorEvent)>,
+    /// The sequence number of the last event queued.
+    last_queued: u64,
+    closed: bool,
+}
+
+/// How long an operation waits for the listeners to see its events before it returns
+/// anyway (a listener that blocks must not hang `stop`).
+const EVENTS_SEEN_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Listeners {
+    next_id: u64,
+    registered: Vec<(u64, Listener)>,
+    /// The listener the event thread is calling now.
+    calling: Option<u64>,
+    /// The event thread (a listener dropping its own subscription must not wait for itself).
+    thread: Option<std::thread::ThreadId>,
+}
+
 struct Shared {
     hub: Hub,
     cells: Mutex<HashMap<String, ManagedCell>>,
+    next_key: std::sync::atomic::AtomicU64,
     notices: Mutex<VecDeque<Notice>>,
+    /// Wakes the monitor and `wait_for`; notified under the cells lock.
     wake: Condvar,
-    listeners: Mutex<Vec<Listener>>,
+    events: Mutex<EventQueue>,
+    events_ready: Condvar,
+    /// The sequence number of the last event every listener has seen (written under the
+    /// cells lock, then `wake` notified).
+    last_seen: std::sync::atomic::AtomicU64,
+    listeners: Mutex<Listeners>,
+    listener_returned: Condvar,
+    /// Serialises stop, restart, remove and update.
+    operations: Mutex<()>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -201,6 +283,7 @@ struct Shared {
 pub struct Supervisor {
     shared: Arc<Shared>,
     monitor: Option<JoinHandle<()>>,
+    event_thread: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Supervisor {
@@ -209,23 +292,101 @@ impl fmt::Debug for Supervisor {
     }
 }
 
+/// A listener registered with [`Supervisor::on_event`]. Dropping it unregisters the
+/// listener: once the drop returns the listener is not called again (when dropped from
+/// inside the listener itself, the call under way finishes first). [`detach`] keeps the
+/// listener for the supervisor's life.
+///
+/// [`detach`]: EventSubscription::detach
+#[must_use = "dropping the subscription unregisters the listener at once; call .detach() to keep it"]
+pub struct EventSubscription {
+    shared: std::sync::Weak<Shared>,
+    id: u64,
+}
+
+impl fmt::Debug for EventSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSubscription").field("id", &self.id).finish()
+    }
+}
+
+impl EventSubscription {
+    /// Keeps the listener for as long as the supervisor lives.
+    pub fn detach(self) {
+        std::mem::forget(self);
+    }
+
+    /// Unregisters the listener without waiting for a call of it under way, for bindings
+    /// whose listeners run under a lock the dropping thread may hold (Python's GIL): the
+    /// listener may still be running when this returns, but is not called again after.
+    pub fn cancel_without_waiting(self) {
+        self.unregister(false);
+        std::mem::forget(self);
+    }
+
+    fn unregister(&self, wait: bool) {
+        let Some(shared) = self.shared.upgrade() else { return };
+        let removed = {
+            let mut listeners = shared.listeners.lock();
+            let index = listeners.registered.iter().position(|(id, _)| *id == self.id);
+            let removed = index.map(|i| listeners.registered.remove(i));
+            if wait && listeners.thread != Some(std::thread::current().id()) {
+                while listeners.calling == Some(self.id) {
+                    shared.listener_returned.wait(&mut listeners);
+                }
+            }
+            removed
+        };
+        // Dropped outside the lock: a binding's listener may free its user data here.
+        drop(removed);
+    }
+}
+
+impl Drop for EventSubscription {
+    fn drop(&mut self) {
+        self.unregister(true);
+    }
+}
+
+fn no_such_cell(name: &str) -> Error {
+    Error::new(Status::NotFound, format!("no cell named {name:?}"))
+}
+
 impl Supervisor {
     /// Supervises cells on `hub` (register host methods on it before adding cells).
     pub fn new(hub: Hub) -> Result<Supervisor> {
         let shared = Arc::new(Shared {
             hub,
             cells: Mutex::new(HashMap::new()),
+            next_key: std::sync::atomic::AtomicU64::new(0),
             notices: Mutex::new(VecDeque::new()),
             wake: Condvar::new(),
-            listeners: Mutex::new(Vec::new()),
+            events: Mutex::new(EventQueue::default()),
+            events_ready: Condvar::new(),
+            last_seen: std::sync::atomic::AtomicU64::new(0),
+            listeners: Mutex::new(Listeners::default()),
+            listener_returned: Condvar::new(),
+            operations: Mutex::new(()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
+        let events_shared = shared.clone();
+        let event_thread = std::thread::Builder::new()
+            .name("cellshm-sup-events".into())
+            .spawn(move || deliver_events(events_shared))
+            .map_err(|e| Error::system("spawning the supervisor's event thread", e))?;
         let monitor_shared = shared.clone();
-        let monitor = std::thread::Builder::new()
+        let monitor = match std::thread::Builder::new()
             .name("cellshm-supervisor".into())
             .spawn(move || monitor(monitor_shared))
-            .map_err(|e| Error::system("spawning the supervisor thread", e))?;
-        Ok(Supervisor { shared, monitor: Some(monitor) })
+        {
+            Ok(monitor) => monitor,
+            Err(e) => {
+                shared.close_events();
+                let _ = event_thread.join();
+                return Err(Error::system("spawning the supervisor thread", e));
+            }
+        };
+        Ok(Supervisor { shared, monitor: Some(monitor), event_thread: Some(event_thread) })
     }
 
     /// The hub.
@@ -233,13 +394,22 @@ impl Supervisor {
         &self.shared.hub
     }
 
-    /// Calls `listener` on every status change (from the supervisor's thread).
-    pub fn on_event(&self, listener: impl Fn(&SupervisorEvent) + Send + Sync + 'static) {
-        self.shared.listeners.lock().push(Arc::new(listener));
+    /// Calls `listener` on every status change of every cell, in order, from the
+    /// supervisor's event thread (never from the thread that caused the change). A
+    /// panicking listener is logged and called again for the next event. Keep the
+    /// returned subscription: dropping it unregisters the listener.
+    pub fn on_event(&self, listener: impl Fn(&SupervisorEvent) + Send + Sync + 'static) -> EventSubscription {
+        let mut listeners = self.shared.listeners.lock();
+        listeners.next_id += 1;
+        let id = listeners.next_id;
+        listeners.registered.push((id, Arc::new(listener)));
+        EventSubscription { shared: Arc::downgrade(&self.shared), id }
     }
 
-    /// Adds a cell and starts it.
+    /// Adds a cell and starts it. ALREADY_EXISTS if the name is supervised already
+    /// (see [`Supervisor::start`], [`Supervisor::restart`] and [`Supervisor::update`]).
     pub fn add(&self, spec: CellSpec) -> Result<()> {
+        validate(&spec)?;
         let mut cells = self.shared.cells.lock();
         if cells.contains_key(&spec.name) {
             return Err(Error::new(
@@ -247,16 +417,19 @@ impl Supervisor {
                 format!("a cell named {:?} is already supervised", spec.name),
             ));
         }
+        let key = self.shared.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         cells.insert(
             spec.name.clone(),
             ManagedCell {
-                spec: spec.clone(),
+                key,
+                spec,
                 status: CellStatus::Starting,
+                reported: CellStatus::Starting,
                 instance: None,
+                last_instance: None,
                 generation: 0,
                 restarts: 0,
                 next_start: Some(Instant::now()),
-                stopping: false,
             },
         );
         self.shared.wake.notify_all();
@@ -268,20 +441,31 @@ impl Supervisor {
         self.shared.cells.lock().get(name).map(|c| c.status.clone())
     }
 
+    /// The names of the supervised cells, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.cells.lock().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The cell's recipe.
+    pub fn spec(&self, name: &str) -> Option<CellSpec> {
+        self.shared.cells.lock().get(name).map(|c| c.spec.clone())
+    }
+
     /// The current instance's peer (while one runs).
     pub fn peer(&self, name: &str) -> Option<Peer> {
         self.shared.cells.lock().get(name).and_then(|c| c.instance.as_ref().map(|i| i.peer.clone()))
     }
 
-    /// Waits until `name` reaches a status for which `until` is true; the status.
+    /// Waits until `name` reaches a status for which `until` is true, and the listeners
+    /// have seen it; the status. DEADLINE_EXCEEDED after `timeout`, NOT_FOUND for a name
+    /// not supervised (or removed meanwhile).
     pub fn wait_for(&self, name: &str, timeout: Duration, until: impl Fn(&CellStatus) -> bool) -> Result<CellStatus> {
         let deadline = Instant::now() + timeout;
         let mut cells = self.shared.cells.lock();
         loop {
-            let status = cells
-                .get(name)
-                .map(|c| c.status.clone())
-                .ok_or_else(|| Error::new(Status::NotFound, format!("no cell named {name:?}")))?;
+            let status = cells.get(name).map(|c| c.reported.clone()).ok_or_else(|| no_such_cell(name))?;
             if until(&status) {
                 return Ok(status);
             }
@@ -304,7 +488,7 @@ impl Supervisor {
     /// name never added, UNAVAILABLE while it is (re)starting or stopped.
     pub fn ready_peer(&self, name: &str) -> Result<Peer> {
         let cells = self.shared.cells.lock();
-        let cell = cells.get(name).ok_or_else(|| Error::new(Status::NotFound, format!("no cell named {name:?}")))?;
+        let cell = cells.get(name).ok_or_else(|| no_such_cell(name))?;
         match (&cell.status, &cell.instance) {
             (CellStatus::Ready, Some(instance)) => Ok(instance.peer.clone()),
             (status, _) => Err(Error::new(Status::Unavailable, format!("cell {name:?} is not ready ({status:?})"))),
@@ -312,38 +496,130 @@ impl Supervisor {
     }
 
     /// Stops `name` gracefully: GOODBYE, then SIGTERM, then SIGKILL, each after `grace`.
-    /// It is not relaunched. Returns the exit code.
+    /// It is not relaunched until [`Supervisor::start`] or [`Supervisor::restart`].
+    /// Returns the exit code (128 + the signal if one ended it; 0 when nothing ran).
     pub fn stop(&self, name: &str, grace: Duration) -> Result<i32> {
-        let instance = {
-            let mut cells = self.shared.cells.lock();
-            let cell =
-                cells.get_mut(name).ok_or_else(|| Error::new(Status::NotFound, format!("no cell named {name:?}")))?;
-            cell.stopping = true;
-            cell.next_start = None;
-            cell.instance.as_ref().map(|i| (i.peer.clone(), i.process.clone()))
-        };
-        self.shared.emit(name, CellStatus::Stopping);
-        let code = match instance {
-            Some((peer, process)) => process.shutdown(&peer, grace),
-            None => 0,
-        };
-        let mut cells = self.shared.cells.lock();
-        if let Some(cell) = cells.get_mut(name) {
-            cell.instance = None;
-            cell.status = CellStatus::Exited(ExitReason::Stopped(code));
-        }
-        drop(cells);
-        self.shared.emit(name, CellStatus::Exited(ExitReason::Stopped(code)));
+        let _operation = self.shared.operations.lock();
+        let code = self.halt(name, grace)?.unwrap_or(0);
+        self.shared.wait_events_seen();
         Ok(code)
+    }
+
+    /// Starts a cell that is not running (exited, stopped or failed) again, with a fresh
+    /// restart count. A cell running, starting or due to relaunch is left alone.
+    pub fn start(&self, name: &str) -> Result<()> {
+        let _operation = self.shared.operations.lock();
+        let mut cells = self.shared.cells.lock();
+        let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
+        if !cell.is_active() {
+            schedule_now(cell);
+            self.shared.wake.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Stops the running instance of `name` (as [`Supervisor::stop`] does, `grace` per
+    /// step) and starts a new one, with a fresh restart count; a cell not running is
+    /// started. Returns once the old instance has ended: wait for "ready" to call the new.
+    pub fn restart(&self, name: &str, grace: Duration) -> Result<()> {
+        let _operation = self.shared.operations.lock();
+        self.halt(name, grace)?;
+        self.shared.wait_events_seen();
+        self.schedule(name)
+    }
+
+    /// Replaces the recipe of a supervised cell (`spec.name` says which). A running
+    /// instance is restarted with the new recipe (stopped with `grace` per step); a cell
+    /// that is not running keeps its status and uses the recipe when next started.
+    pub fn update(&self, spec: CellSpec, grace: Duration) -> Result<()> {
+        validate(&spec)?;
+        let _operation = self.shared.operations.lock();
+        let name = spec.name.clone();
+        let was_active = {
+            let mut cells = self.shared.cells.lock();
+            let cell = cells.get_mut(&name).ok_or_else(|| no_such_cell(&name))?;
+            cell.spec = spec;
+            cell.is_active()
+        };
+        if was_active {
+            self.halt(&name, grace)?;
+            self.shared.wait_events_seen();
+            self.schedule(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Stops `name` (as [`Supervisor::stop`] does) and forgets it; its last event is
+    /// [`CellStatus::Removed`]. The name can be added again afterwards.
+    pub fn remove(&self, name: &str, grace: Duration) -> Result<()> {
+        let _operation = self.shared.operations.lock();
+        self.halt(name, grace)?;
+        let mut cells = self.shared.cells.lock();
+        let cell = cells.remove(name).ok_or_else(|| no_such_cell(name))?;
+        self.shared.queue_event(name, &cell, CellStatus::Removed);
+        self.shared.wake.notify_all();
+        drop(cells);
+        self.shared.wait_events_seen();
+        Ok(())
     }
 
     /// Stops every cell (see [`Supervisor::stop`]).
     pub fn stop_all(&self, grace: Duration) {
-        let names: Vec<String> = self.shared.cells.lock().keys().cloned().collect();
-        for name in names {
+        for name in self.names() {
             let _ = self.stop(&name, grace);
         }
     }
+
+    /// Ends the current instance of `name` and cancels any launch due, reporting
+    /// Stopping and then Exited(Stopped(code)); the exit code, or None if the cell was
+    /// not active (nothing is reported then). Runs under the operations lock.
+    fn halt(&self, name: &str, grace: Duration) -> Result<Option<i32>> {
+        let instance = {
+            let mut cells = self.shared.cells.lock();
+            let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
+            if !cell.is_active() {
+                return Ok(None);
+            }
+            // Whatever the monitor is doing with the instance now (a launch under way, a
+            // death being handled) is about an old generation from here on.
+            cell.generation += 1;
+            cell.next_start = None;
+            self.shared.set_status(name, cell, CellStatus::Stopping);
+            cell.instance.take()
+        };
+        let code = match instance {
+            Some(instance) => instance.process.shutdown(&instance.peer, grace),
+            None => 0,
+        };
+        let mut cells = self.shared.cells.lock();
+        if let Some(cell) = cells.get_mut(name) {
+            self.shared.set_status(name, cell, CellStatus::Exited(ExitReason::Stopped(code)));
+        }
+        Ok(Some(code))
+    }
+
+    fn schedule(&self, name: &str) -> Result<()> {
+        let mut cells = self.shared.cells.lock();
+        let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
+        schedule_now(cell);
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+}
+
+fn schedule_now(cell: &mut ManagedCell) {
+    cell.restarts = 0;
+    cell.next_start = Some(Instant::now());
+}
+
+fn validate(spec: &CellSpec) -> Result<()> {
+    if spec.name.is_empty() {
+        return Err(Error::new(Status::InvalidArgument, "a cell's name must not be empty"));
+    }
+    if spec.program.as_os_str().is_empty() {
+        return Err(Error::new(Status::InvalidArgument, format!("cell {:?} has no program", spec.name)));
+    }
+    Ok(())
 }
 
 impl Drop for Supervisor {
@@ -359,31 +635,63 @@ impl Drop for Supervisor {
         if let Some(monitor) = self.monitor.take() {
             let _ = monitor.join();
         }
+        // The events queued so far are still delivered, then the thread ends.
+        self.shared.close_events();
+        if let Some(events) = self.event_thread.take() {
+            // A listener that drops the supervisor would wait for itself: let it go.
+            if events.thread().id() != std::thread::current().id() {
+                let _ = events.join();
+            }
+        }
     }
 }
 
 impl Shared {
-    fn emit(&self, name: &str, status: CellStatus) {
-        let event = {
-            let cells = self.cells.lock();
-            let cell = cells.get(name);
-            let instance = cell.and_then(|c| c.instance.as_ref());
-            SupervisorEvent {
-                name: name.to_string(),
-                status,
-                peer_id: instance.map(|i| i.peer.id()),
-                pid: instance.and_then(|i| i.peer.pid()),
-                restarts: cell.map_or(0, |c| c.restarts),
-            }
+    /// Sets the status and queues its event; called under the cells lock, so events are
+    /// queued in the order the statuses change.
+    fn set_status(&self, name: &str, cell: &mut ManagedCell, status: CellStatus) {
+        cell.status = status.clone();
+        self.queue_event(name, cell, status);
+    }
+
+    fn queue_event(&self, name: &str, cell: &ManagedCell, status: CellStatus) {
+        let ids = cell.instance.as_ref().map(|i| (i.peer.id(), i.peer.pid())).or(cell.last_instance);
+        let event = SupervisorEvent {
+            name: name.to_string(),
+            status,
+            peer_id: ids.map(|(id, _)| id),
+            pid: ids.and_then(|(_, pid)| pid),
+            restarts: cell.restarts,
         };
-        let listeners: Vec<Listener> = self.listeners.lock().clone();
-        for listener in listeners {
-            listener(&event);
+        let mut events = self.events.lock();
+        events.last_queued += 1;
+        let seq = events.last_queued;
+        events.queue.push_back((cell.key, seq, event));
+        self.events_ready.notify_one();
+    }
+
+    /// Waits until the listeners have seen every event queued so far, so that an
+    /// operation returns after its events (a `wait_for` that follows cannot see a status
+    /// from before it). Not from the event thread (a listener calling an operation would
+    /// wait for itself), and at most [`EVENTS_SEEN_WAIT`].
+    fn wait_events_seen(&self) {
+        if self.listeners.lock().thread == Some(std::thread::current().id()) {
+            return;
         }
-        // Waiters are woken only after the listeners saw the event: otherwise a thread
-        // returning from `wait_for(ready)` could stop the cell and have its "stopping"
-        // event delivered before this "ready" one.
-        self.wake.notify_all();
+        let target = self.events.lock().last_queued;
+        let deadline = Instant::now() + EVENTS_SEEN_WAIT;
+        let mut cells = self.cells.lock();
+        while self.last_seen.load(std::sync::atomic::Ordering::SeqCst) < target {
+            if self.wake.wait_until(&mut cells, deadline).timed_out() {
+                tracing::warn!("supervisor listeners took over {} s for one event", EVENTS_SEEN_WAIT.as_secs());
+                return;
+            }
+        }
+    }
+
+    fn close_events(&self) {
+        self.events.lock().closed = true;
+        self.events_ready.notify_all();
     }
 
     fn notify(&self, notice: Notice) {
@@ -392,6 +700,55 @@ impl Shared {
         // the notice queue and waiting.
         let _cells = self.cells.lock();
         self.wake.notify_all();
+    }
+}
+
+/// The event thread: calls every listener with every event, in order, then marks the
+/// event seen (what `wait_for` waits on).
+fn deliver_events(shared: Arc<Shared>) {
+    shared.listeners.lock().thread = Some(std::thread::current().id());
+    loop {
+        let (key, seq, event) = {
+            let mut events = shared.events.lock();
+            loop {
+                if let Some(next) = events.queue.pop_front() {
+                    break next;
+                }
+                if events.closed {
+                    return;
+                }
+                shared.events_ready.wait(&mut events);
+            }
+        };
+        let ids: Vec<u64> = shared.listeners.lock().registered.iter().map(|(id, _)| *id).collect();
+        for id in ids {
+            let listener = {
+                let mut listeners = shared.listeners.lock();
+                // Unregistered since the list was taken: not called any more.
+                let Some(listener) = listeners.registered.iter().find(|(i, _)| *i == id).map(|(_, l)| l.clone()) else {
+                    continue;
+                };
+                listeners.calling = Some(id);
+                listener
+            };
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&event))) {
+                tracing::error!(
+                    cell = %event.name,
+                    status = event.status.name(),
+                    "a supervisor listener panicked (it stays registered): {}",
+                    crate::error::panic_message(&*panic)
+                );
+            }
+            drop(listener);
+            shared.listeners.lock().calling = None;
+            shared.listener_returned.notify_all();
+        }
+        let mut cells = shared.cells.lock();
+        if let Some(cell) = cells.get_mut(&event.name).filter(|c| c.key == key) {
+            cell.reported = event.status;
+        }
+        shared.last_seen.store(seq, std::sync::atomic::Ordering::SeqCst);
+        shared.wake.notify_all();
     }
 }
 
@@ -431,11 +788,12 @@ fn launch(shared: &Arc<Shared>, name: &str) {
     let (spec, generation) = {
         let mut cells = shared.cells.lock();
         let Some(cell) = cells.get_mut(name) else { return };
-        cell.next_start = None;
-        if cell.stopping {
-            return;
+        if cell.next_start.is_none_or(|t| t > Instant::now()) {
+            return; // an operation cancelled or moved it meanwhile
         }
+        cell.next_start = None;
         cell.generation += 1;
+        cell.last_instance = None;
         cell.status = CellStatus::Starting;
         (cell.spec.clone(), cell.generation)
     };
@@ -452,18 +810,26 @@ fn launch(shared: &Arc<Shared>, name: &str) {
             return;
         }
     };
+    let process = Arc::new(CellProcess::new(child));
     {
         let mut cells = shared.cells.lock();
-        if let Some(cell) = cells.get_mut(name) {
-            cell.instance = Some(Instance {
-                peer: peer.clone(),
-                process: Arc::new(CellProcess::new(child)),
-                generation,
-                up_since: Instant::now(),
-            });
+        match cells.get_mut(name).filter(|c| c.generation == generation) {
+            Some(cell) => {
+                cell.instance =
+                    Some(Instance { peer: peer.clone(), process: process.clone(), up_since: Instant::now() });
+                cell.last_instance = Some((peer.id(), peer.pid()));
+                shared.set_status(name, cell, CellStatus::Starting);
+            }
+            None => {
+                // Stopped, restarted or removed while it was being spawned: this instance
+                // was never reported and must not live on.
+                drop(cells);
+                let _ = process.kill();
+                let _ = process.wait_exit(Duration::from_secs(5));
+                return;
+            }
         }
     }
-    shared.emit(name, CellStatus::Starting);
     let weak = Arc::downgrade(shared);
     let cell_name = name.to_string();
     peer.on_death(move |error| {
@@ -482,10 +848,18 @@ fn launch(shared: &Arc<Shared>, name: &str) {
     });
 }
 
+/// The instance of `name` if it is of `generation`.
+fn current_process(shared: &Shared, name: &str, generation: u64) -> Option<(Arc<CellProcess>, Instant, bool)> {
+    let cells = shared.cells.lock();
+    let cell = cells.get(name).filter(|c| c.generation == generation)?;
+    let instance = cell.instance.as_ref()?;
+    Some((instance.process.clone(), instance.up_since, instance.peer.said_goodbye()))
+}
+
 fn handle(shared: &Arc<Shared>, notice: Notice) {
     match notice {
         Notice::Ready { name, generation, result } => {
-            let instance = {
+            let timed_out = {
                 let mut cells = shared.cells.lock();
                 let Some(cell) = cells.get_mut(&name) else { return };
                 if cell.generation != generation || cell.status != CellStatus::Starting {
@@ -493,8 +867,8 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
                 }
                 match &result {
                     Ok(()) => {
-                        cell.status = CellStatus::Ready;
-                        None
+                        shared.set_status(&name, cell, CellStatus::Ready);
+                        return;
                     }
                     Err(e) if e.status() == Status::DeadlineExceeded => {
                         cell.instance.as_ref().map(|i| i.process.clone())
@@ -503,28 +877,14 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
                     Err(_) => return,
                 }
             };
-            match (result, instance) {
-                (Ok(()), _) => shared.emit(&name, CellStatus::Ready),
-                (Err(_), Some(process)) => {
-                    let _ = process.kill();
-                    let _ = process.wait_exit(Duration::from_secs(5));
-                    crashed(shared, &name, generation, ExitReason::ReadyTimeout);
-                }
-                (Err(_), None) => {}
+            if let Some(process) = timed_out {
+                let _ = process.kill();
+                let _ = process.wait_exit(Duration::from_secs(5));
+                crashed(shared, &name, generation, ExitReason::ReadyTimeout);
             }
         }
         Notice::Died { name, generation, error } => {
-            let (instance, leaving, stopping) = {
-                let cells = shared.cells.lock();
-                let Some(cell) = cells.get(&name) else { return };
-                let Some(instance) = cell.instance.as_ref().filter(|i| i.generation == generation) else { return };
-                let leaving = instance.peer.said_goodbye();
-                ((instance.process.clone(), instance.up_since), leaving, cell.stopping)
-            };
-            if stopping {
-                return; // `stop` reports it
-            }
-            let (process, up_since) = instance;
+            let Some((process, up_since, leaving)) = current_process(shared, &name, generation) else { return };
             // The doorbell closes as the process exits: give it a moment to be reaped.
             let status = process
                 .wait_exit(Duration::from_millis(500))
@@ -545,21 +905,19 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
                 }
             };
             if matches!(reason, ExitReason::Goodbye | ExitReason::Code(0)) {
-                {
-                    let mut cells = shared.cells.lock();
-                    if let Some(cell) = cells.get_mut(&name) {
-                        cell.instance = None;
-                        cell.status = CellStatus::Exited(reason.clone());
-                    }
+                let mut cells = shared.cells.lock();
+                if let Some(cell) = cells.get_mut(&name).filter(|c| c.generation == generation) {
+                    cell.instance = None;
+                    shared.set_status(&name, cell, CellStatus::Exited(reason));
                 }
-                shared.emit(&name, CellStatus::Exited(reason));
                 return;
             }
-            if up_since.elapsed()
-                >= shared.cells.lock().get(&name).map_or(Duration::MAX, |c| c.spec.restart.reset_after)
             {
-                if let Some(cell) = shared.cells.lock().get_mut(&name) {
-                    cell.restarts = 0;
+                let mut cells = shared.cells.lock();
+                if let Some(cell) = cells.get_mut(&name).filter(|c| c.generation == generation) {
+                    if up_since.elapsed() >= cell.spec.restart.reset_after {
+                        cell.restarts = 0;
+                    }
                 }
             }
             crashed(shared, &name, generation, reason);
@@ -571,33 +929,24 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
 fn crashed(shared: &Arc<Shared>, name: &str, generation: u64, reason: ExitReason) {
     let instance = {
         let mut cells = shared.cells.lock();
-        let Some(cell) = cells.get_mut(name) else { return };
-        if cell.generation != generation || cell.stopping {
-            return;
-        }
+        let Some(cell) = cells.get_mut(name).filter(|c| c.generation == generation) else { return };
         cell.instance.take()
     };
     // Reaped outside the lock: waiting for a process must not hold up every other call.
     if let Some(instance) = instance {
         let _ = instance.process.wait_exit(Duration::from_secs(5));
     }
-    let status = {
-        let mut cells = shared.cells.lock();
-        let Some(cell) = cells.get_mut(name) else { return };
-        if cell.generation != generation || cell.stopping {
-            return;
-        }
-        let policy = &cell.spec.restart;
-        if matches!(reason, ExitReason::SpawnFailed(_)) || cell.restarts >= policy.max_restarts {
-            cell.status = CellStatus::Failed(reason);
-        } else {
-            let shift = cell.restarts.min(20);
-            let backoff = policy.initial_backoff.saturating_mul(1 << shift).min(policy.max_backoff);
-            cell.restarts += 1;
-            cell.next_start = Some(Instant::now() + backoff);
-            cell.status = CellStatus::Crashed(reason);
-        }
-        cell.status.clone()
+    let mut cells = shared.cells.lock();
+    let Some(cell) = cells.get_mut(name).filter(|c| c.generation == generation) else { return };
+    let policy = &cell.spec.restart;
+    let status = if matches!(reason, ExitReason::SpawnFailed(_)) || cell.restarts >= policy.max_restarts {
+        CellStatus::Failed(reason)
+    } else {
+        let shift = cell.restarts.min(20);
+        let backoff = policy.initial_backoff.saturating_mul(1 << shift).min(policy.max_backoff);
+        cell.restarts += 1;
+        cell.next_start = Some(Instant::now() + backoff);
+        CellStatus::Crashed(reason)
     };
-    shared.emit(name, status);
+    shared.set_status(name, cell, status);
 }

@@ -1827,14 +1827,10 @@ impl Session {
         match catch_unwind(AssertUnwindSafe(|| handler(call))) {
             Ok(Ok(())) => Ok(std::mem::replace(&mut call.reply, ReplyBody::Empty)),
             Ok(Err(e)) => Err(e),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".into());
-                Err(Error::new(Status::Internal, format!("handler for method {:#010x} panicked: {what}", method_id)))
-            }
+            Err(panic) => Err(Error::new(
+                Status::Internal,
+                format!("handler for method {:#010x} panicked: {}", method_id, crate::error::panic_message(&*panic)),
+            )),
         }
     }
 

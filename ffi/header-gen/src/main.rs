@@ -1,4 +1,4 @@
-//! Writes `include/cellshm.h` from `ffi/src/lib.rs` with cbindgen, or with `--check`
+//! Writes `include/cellshm.h` from `ffi/src` with cbindgen, or with `--check`
 //! fails if the committed header differs from what would be generated.
 
 use std::path::PathBuf;
@@ -27,9 +27,7 @@ fn main() -> ExitCode {
     if std::env::args().any(|a| a == "--check") {
         let committed = std::fs::read(&header).unwrap_or_default();
         if committed != fresh {
-            eprintln!(
-                "header-gen: include/cellshm.h is out of date with ffi/src/lib.rs; run `make header` and commit it"
-            );
+            eprintln!("header-gen: include/cellshm.h is out of date with ffi/src; run `make header` and commit it");
             return ExitCode::FAILURE;
         }
         println!("include/cellshm.h is up to date");

@@ -23,7 +23,7 @@ fn supervisor(max_peers: u32) -> (Supervisor, Arc<Mutex<Vec<SupervisorEvent>>>) 
     let sup = Supervisor::new(Hub::create(HubConfig { max_peers, ..HubConfig::default() }).unwrap()).unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = events.clone();
-    sup.on_event(move |e| sink.lock().unwrap().push(e.clone()));
+    sup.on_event(move |e| sink.lock().unwrap().push(e.clone())).detach();
     (sup, events)
 }
 
@@ -57,11 +57,7 @@ fn a_crashed_cell_is_relaunched_under_the_same_name() {
     sup.wait_for("echo", secs(5), |s| *s == CellStatus::Crashed(ExitReason::Code(3))).unwrap();
     ready(&sup, "echo");
 
-    // Events are delivered right after the status changes: wait for the last one.
-    let deadline = std::time::Instant::now() + secs(5);
-    while events.lock().unwrap().len() < 8 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // `wait_for` returns once the listeners have seen the status.
     let statuses: Vec<CellStatus> = events.lock().unwrap().iter().map(|e| e.status.clone()).collect();
     assert_eq!(
         statuses,
@@ -195,7 +191,7 @@ fn stopping_a_cell_while_its_listener_calls_the_supervisor_does_not_deadlock() {
     let weak = Arc::downgrade(&sup);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    sup.on_event(move |e| {
+    let _listener = sup.on_event(move |e| {
         // Back into the supervisor from inside its own event.
         if let Some(sup) = weak.upgrade() {
             let status = sup.status(&e.name);
@@ -214,4 +210,152 @@ fn stopping_a_cell_while_its_listener_calls_the_supervisor_does_not_deadlock() {
     let stops = seen.iter().filter(|(s, _)| matches!(s, CellStatus::Stopping)).count();
     let exits = seen.iter().filter(|(s, _)| matches!(s, CellStatus::Exited(_))).count();
     assert_eq!((stops, exits), (1, 1), "each event once: {seen:?}");
+}
+
+fn statuses(events: &Mutex<Vec<SupervisorEvent>>) -> Vec<CellStatus> {
+    events.lock().unwrap().iter().map(|e| e.status.clone()).collect()
+}
+
+fn echo(sup: &Supervisor, name: &str, payload: &[u8]) -> Vec<u8> {
+    sup.call(name, "Echo.echo", payload, &CallOptions::timeout(secs(5))).unwrap().bytes().to_vec()
+}
+
+#[test]
+fn restart_update_stop_start_and_remove_report_each_event_once_in_order_despite_a_panicking_listener() {
+    let (sup, events) = supervisor(4);
+    // Panics on every event: it is logged, stays registered, and holds up nothing.
+    let panics = Arc::new(Mutex::new(0));
+    let count = panics.clone();
+    let _panicking = sup.on_event(move |_| {
+        *count.lock().unwrap() += 1;
+        panic!("deliberate panic in a supervisor listener");
+    });
+    sup.add(test_cell("w").env("FLAVOUR", "plain")).unwrap();
+    ready(&sup, "w");
+    let first = sup.peer("w").unwrap().pid().unwrap();
+
+    sup.restart("w", secs(2)).unwrap();
+    ready(&sup, "w");
+    let second = sup.peer("w").unwrap().pid().unwrap();
+    assert_ne!(first, second, "restart runs a new process");
+    assert_eq!(echo(&sup, "w", b"after restart"), b"after restart");
+
+    sup.update(test_cell("w").env("FLAVOUR", "spicy"), secs(2)).unwrap();
+    ready(&sup, "w");
+    assert_eq!(sup.call("w", "Test.env", b"FLAVOUR", &CallOptions::timeout(secs(5))).unwrap().bytes(), b"spicy");
+    assert_eq!(
+        sup.spec("w").unwrap().env,
+        vec![("CELLSHM_QUIET".into(), "1".into()), ("FLAVOUR".into(), "spicy".into())]
+    );
+
+    assert_eq!(sup.stop("w", secs(2)).unwrap(), 0);
+    assert_eq!(sup.stop("w", secs(2)).unwrap(), 0, "stopping a stopped cell changes nothing");
+    sup.start("w").unwrap();
+    ready(&sup, "w");
+    sup.start("w").unwrap(); // running: left alone
+    assert_eq!(echo(&sup, "w", b"started again"), b"started again");
+
+    // A crash after all that is still relaunched.
+    let pid = sup.peer("w").unwrap().pid().unwrap();
+    // SAFETY: kill takes no pointers.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    sup.wait_for("w", secs(5), |s| matches!(s, CellStatus::Crashed(_))).unwrap();
+    ready(&sup, "w");
+
+    sup.remove("w", secs(2)).unwrap();
+    assert_eq!(sup.status("w"), None);
+    assert_eq!(sup.restart("w", secs(1)).unwrap_err().status(), Status::NotFound);
+    assert!(sup.names().is_empty());
+
+    use CellStatus::*;
+    let stopped = || Exited(ExitReason::Stopped(0));
+    let expected = vec![
+        Starting,
+        Ready, // add
+        Stopping,
+        stopped(),
+        Starting,
+        Ready, // restart
+        Stopping,
+        stopped(),
+        Starting,
+        Ready, // update
+        Stopping,
+        stopped(), // stop (the second stop: nothing)
+        Starting,
+        Ready, // start
+        Crashed(ExitReason::Signal(9)),
+        Starting,
+        Ready, // SIGKILL
+        Stopping,
+        stopped(),
+        Removed, // remove
+    ];
+    assert_eq!(statuses(&events), expected);
+    assert_eq!(*panics.lock().unwrap(), expected.len(), "the panicking listener saw every event too");
+
+    // The name is free again.
+    sup.add(test_cell("w")).unwrap();
+    ready(&sup, "w");
+    assert_eq!(echo(&sup, "w", b"new"), b"new");
+}
+
+#[test]
+fn a_dropped_subscription_is_not_called_again_and_a_listener_may_drop_its_own() {
+    let sup = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let sink = kept.clone();
+    let _kept = sup.on_event(move |e| sink.lock().unwrap().push(e.status.clone()));
+    let dropped = Arc::new(Mutex::new(0));
+    let count = dropped.clone();
+    let subscription = sup.on_event(move |_| *count.lock().unwrap() += 1);
+    // A listener that unsubscribes itself on its first event (it must not wait for itself).
+    let once = Arc::new(Mutex::new(None::<cellshm::EventSubscription>));
+    let slot = once.clone();
+    let calls = Arc::new(Mutex::new(0));
+    let count = calls.clone();
+    *once.lock().unwrap() = Some(sup.on_event(move |_| {
+        *count.lock().unwrap() += 1;
+        drop(slot.lock().unwrap().take());
+    }));
+    sup.add(test_cell("s")).unwrap();
+    ready(&sup, "s");
+    drop(subscription);
+    let seen_before = *dropped.lock().unwrap();
+    assert_eq!(seen_before, 2, "starting and ready");
+    sup.restart("s", secs(2)).unwrap();
+    ready(&sup, "s");
+    assert_eq!(*dropped.lock().unwrap(), seen_before, "no event after the drop");
+    assert_eq!(*calls.lock().unwrap(), 1, "the self-dropping listener ran once");
+    assert_eq!(kept.lock().unwrap().len(), 6);
+}
+
+#[test]
+fn a_panicking_death_callback_neither_strands_callers_nor_skips_the_next_callback() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let ticket = hub.add_peer("victim", cellshm::PeerOptions::default()).unwrap();
+    let mut command = std::process::Command::new(CELL);
+    command.arg("cell").env("CELLSHM_QUIET", "1");
+    let (peer, child) = ticket.spawn(&mut command).unwrap();
+    let process = cellshm::CellProcess::new(child);
+    peer.wait_ready(secs(10)).unwrap();
+    peer.on_death(|_| panic!("deliberate panic in a death callback"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    peer.on_death(move |e| tx.send(e.status()).unwrap());
+    // A call in flight when the cell dies: its completion must still come.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let pending = peer
+        .call_start(
+            "Test.sleep",
+            &10_000u32.to_le_bytes(),
+            &CallOptions::default(),
+            Box::new(move || done_tx.send(()).unwrap()),
+        )
+        .unwrap();
+    process.kill().unwrap();
+    assert_eq!(rx.recv_timeout(secs(5)).unwrap(), Status::PeerDead, "the callback after the panicking one ran");
+    done_rx.recv_timeout(secs(5)).expect("the pending call was stranded");
+    assert_eq!(pending.try_take().unwrap().unwrap_err().status(), Status::PeerDead);
+    // One registered after the death runs at once, also when it panics.
+    peer.on_death(|_| panic!("deliberate panic, registered late"));
 }

@@ -713,11 +713,54 @@ class Cell:
         self.close()
 
 
+class SupervisorEvent(NamedTuple):
+    """A status change of one supervised cell."""
+
+    name: str
+    #: "starting", "ready", "stopping", "exited", "crashed", "failed" or "removed".
+    status: str
+    #: Why the instance ended ("signal 9", "code 3", "goodbye", "stopped (exit code 0)",
+    #: ...), for "exited", "crashed" and "failed"; else None.
+    reason: Optional[str]
+    peer_id: Optional[int]
+    pid: Optional[int]
+    #: Relaunches counted in the current window.
+    restarts: int
+
+
+_supervisor_log = logging.getLogger("cellshm.supervisor")
+
+
+class Subscription:
+    """A listener registered with :meth:`Supervisor.on_event`. Closing it, leaving its
+    ``with`` block, or dropping the last reference to it unregisters the listener: keep
+    it for as long as you want events."""
+
+    def __init__(self, native: "_native.EventSubscription") -> None:
+        self._native = native
+
+    @property
+    def active(self) -> bool:
+        return bool(self._native.active)
+
+    def close(self) -> None:
+        """Unregisters the listener: it is not called again once this returns (a call
+        already under way on the event thread finishes)."""
+        self._native.close()
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Supervisor:
     """Keeps cells alive under stable names: relaunch on crash with capped exponential
-    backoff, no relaunch after a goodbye, graceful stop (GOODBYE, SIGTERM, SIGKILL).
-    Statuses: "starting", "ready", "stopping", "exited", "crashed", "failed", each with a
-    reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
+    backoff, no relaunch after a goodbye, graceful stop (GOODBYE, SIGTERM, SIGKILL),
+    restart, removal and new recipes at run time.
+    Statuses: "starting", "ready", "stopping", "exited", "crashed", "failed", "removed",
+    each with a reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
 
     def __init__(self, name: Optional[str] = None, *, max_peers: int = 8) -> None:
         self._native = _native.Supervisor(name, max_peers)
@@ -735,9 +778,28 @@ class Supervisor:
 
         return register
 
-    def on_event(self, callback: Callable[..., None]) -> None:
-        """``callback(name, status, reason, peer_id, pid, restarts)`` on every change."""
-        self._native.on_event(callback)
+    def on_event(self, callback: Callable[[SupervisorEvent], object]) -> Subscription:
+        """Calls ``callback(event)`` on every status change of every cell, each event
+        once and in order, from the supervisor's event thread. An exception it raises is
+        logged (logger ``cellshm.supervisor``) and stops nothing. Keep the returned
+        :class:`Subscription`: once it is closed or garbage-collected, the callback is
+        no longer called."""
+
+        def deliver(
+            name: str,
+            status: str,
+            reason: Optional[str],
+            peer_id: Optional[int],
+            pid: Optional[int],
+            restarts: int,
+        ) -> None:
+            event = SupervisorEvent(name, status, reason, peer_id, pid, restarts)
+            try:
+                callback(event)
+            except Exception:
+                _supervisor_log.exception("a supervisor listener raised on %s -> %s", name, status)
+
+        return Subscription(self._native.on_event(deliver))
 
     def add(
         self,
@@ -751,18 +813,73 @@ class Supervisor:
         max_backoff: float = 5.0,
         reset_after: float = 60.0,
     ) -> None:
-        """Adds a cell and starts it."""
-        if isinstance(argv, (str, bytes)):
-            raise TypeError("argv must be a sequence of str")
+        """Adds a cell and starts it (:class:`AlreadyExists` if the name is taken: see
+        :meth:`start`, :meth:`restart` and :meth:`update`)."""
         self._native.add(
-            name, list(argv), dict(env or {}), ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after
+            name,
+            _argv(argv),
+            dict(env or {}),
+            ready_timeout,
+            max_restarts,
+            initial_backoff,
+            max_backoff,
+            reset_after,
         )
 
+    def update(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        ready_timeout: float = 10.0,
+        max_restarts: int = 5,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 5.0,
+        reset_after: float = 60.0,
+        grace: float = 2.0,
+    ) -> None:
+        """Replaces the recipe of ``name`` (arguments as for :meth:`add`). A running
+        instance is restarted with it (stopped with ``grace`` per step); a cell that is
+        not running keeps its status and uses the recipe when next started."""
+        self._native.update(
+            name,
+            _argv(argv),
+            dict(env or {}),
+            ready_timeout,
+            max_restarts,
+            initial_backoff,
+            max_backoff,
+            reset_after,
+            grace,
+        )
+
+    def start(self, name: str) -> None:
+        """Starts a cell that is not running (exited, stopped, failed) again, with a
+        fresh restart count; one running or about to relaunch is left alone."""
+        self._native.start(name)
+
+    def restart(self, name: str, grace: float = 2.0) -> None:
+        """Stops the running instance (as :meth:`stop`) and starts a new one with a
+        fresh restart count. Returns once the old one ended: ``wait_for(name, "ready")``
+        for the new one."""
+        self._native.restart(name, grace)
+
+    def remove(self, name: str, grace: float = 2.0) -> None:
+        """Stops ``name`` and forgets it; its last event is "removed"."""
+        self._native.remove(name, grace)
+
+    def names(self) -> List[str]:
+        """The supervised cells' names, sorted."""
+        return list(self._native.names())
+
     def status(self, name: str) -> Optional[Tuple[str, Optional[str]]]:
+        """(status, reason) of ``name``, or None if it is not supervised."""
         return self._native.status(name)
 
     def wait_for(self, name: str, status: str, timeout: float = 10.0) -> Optional[str]:
-        """Waits until ``name`` has ``status``; returns its reason (if any)."""
+        """Waits until ``name`` has ``status`` and the listeners have seen it; returns
+        its reason (if any). :class:`DeadlineExceeded` after ``timeout``."""
         return self._native.wait_for(name, status, timeout)
 
     def call(self, name: str, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
@@ -773,7 +890,8 @@ class Supervisor:
         return self._native.pid(name)
 
     def stop(self, name: str, grace: float = 2.0) -> int:
-        """Stops ``name`` for good; returns its exit code."""
+        """Stops ``name`` (it is not relaunched until :meth:`start` or :meth:`restart`);
+        returns its exit code (0 if it was not running)."""
         return int(self._native.stop(name, grace))
 
     def close(self, grace: float = 1.0) -> None:
@@ -785,6 +903,12 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _argv(argv: Sequence[str]) -> List[str]:
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("argv must be a sequence of str")
+    return list(argv)
 
 
 class CellLogHandler(logging.Handler):
@@ -834,6 +958,8 @@ __all__ = [
     "Cell",
     "CellLogHandler",
     "Supervisor",
+    "SupervisorEvent",
+    "Subscription",
     "Stream",
     "StreamCall",
     "CallContext",

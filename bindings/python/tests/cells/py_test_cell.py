@@ -3,7 +3,8 @@
 Methods: Echo.echo, Echo.view (memoryview request), Echo.keep_view / Test.kept_views /
 Test.drop_kept_views (a view kept past its handler), Test.sleep (u32 ms), Test.fail (u32
 status + message, like the Rust and C test cells), Test.raise (raises ValueError), Test.not_found (raises cellshm.NotFound), Test.call_host (calls the
-host's Host.echo), Test.log (logs the request at WARNING), Test.async_echo (async def).
+host's Host.echo), Test.log (logs the request at WARNING), Test.async_echo (async def),
+Test.env (the value of the environment variable the request names).
 With PY_CELL_MODE=async the cell serves with asyncio (serve_async)."""
 
 import asyncio
@@ -24,6 +25,11 @@ log.setLevel(logging.DEBUG)
 @cell.method("Echo.echo")
 def echo(request: bytes) -> bytes:
     return request
+
+
+@cell.method("Test.env")
+def env(request: bytes) -> bytes:
+    return os.environ.get(request.decode(), "").encode()
 
 
 @cell.method("Echo.view", view=True)

@@ -1,0 +1,183 @@
+//! User data C hands us with its free function, and the unary handler trampoline.
+
+use crate::*;
+
+/// Releases a userdata pointer. Called exactly once per registration, when the
+/// registration ends (the owning object is freed) or at once if registration fails.
+pub type cellshm_free_fn = Option<unsafe extern "C" fn(userdata: *mut c_void)>;
+
+/// A method handler. `request` holds `request_len` bytes, valid until the handler
+/// returns: read in place (zero-copy) when larger than 80 bytes, in memory the caller
+/// can still write, so copy what you validate before trusting it. Answer with cellshm_reply_write or cellshm_reply_buffer
+/// (no answer = empty reply) and return CELLSHM_OK; or return another status, with an
+/// optional message set by cellshm_reply_error_message. Handlers of one object may run
+/// concurrently on several threads.
+pub type cellshm_handler_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        request: *const u8,
+        request_len: usize,
+        reply: *mut cellshm_reply,
+    ) -> u32,
+>;
+
+/// Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
+/// CELLSHM_PROTOCOL_ERROR, CELLSHM_SESSION_CLOSED, ...) and a message valid during the call.
+pub type cellshm_death_fn = Option<unsafe extern "C" fn(userdata: *mut c_void, status: u32, message: *const c_char)>;
+
+/// C userdata with its optional free function, called exactly once on drop.
+pub(crate) struct Userdata {
+    pub(crate) ptr: *mut c_void,
+    pub(crate) free: cellshm_free_fn,
+}
+
+// SAFETY: the C API documents that userdata passed with a handler or callback is used
+// from several threads (handlers run concurrently); the caller takes on that contract.
+unsafe impl Send for Userdata {}
+// SAFETY: as above.
+unsafe impl Sync for Userdata {}
+
+impl Drop for Userdata {
+    fn drop(&mut self) {
+        if let Some(free) = self.free {
+            // SAFETY: the C caller gave us this function for this pointer, to be called once.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe { free(self.ptr) }));
+        }
+    }
+}
+
+/// The reply being built by a handler; valid only during the handler call.
+#[derive(Debug)]
+pub struct cellshm_reply {
+    pub(crate) _opaque: (),
+}
+
+pub(crate) struct ReplyState<'a, 'b> {
+    pub(crate) call: &'a mut Call<'b>,
+    pub(crate) error_message: Option<String>,
+}
+
+pub(crate) fn c_handler(
+    handler: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cellshm_reply) -> u32,
+    userdata: Arc<Userdata>,
+) -> impl Fn(&mut Call<'_>) -> cellshm::Result<()> + Send + Sync + 'static {
+    move |call| {
+        // Zero-copy: C reads the request where it lies (no Rust reference is made of it).
+        let request = call.request();
+        let mut state = ReplyState { call, error_message: None };
+        let reply = (&mut state as *mut ReplyState<'_, '_>).cast::<cellshm_reply>();
+        // SAFETY: the handler was registered by C for this purpose; `request` stays valid
+        // and `reply` points to live state for the duration of the call.
+        let code = unsafe { handler(userdata.ptr, request.as_ptr(), request.len(), reply) };
+        if code == CELLSHM_OK as u32 {
+            return Ok(());
+        }
+        let name = Status::from_code(code).map_or_else(|| format!("status {code}"), |s| s.name().to_string());
+        let message = state.error_message.take().unwrap_or_else(|| format!("handler returned {name}"));
+        Err(Error::with_code(code, message))
+    }
+}
+
+/// # Safety
+/// `reply` is NULL or the pointer passed to the running handler.
+pub(crate) unsafe fn reply_state<'a>(reply: *mut cellshm_reply) -> Result<&'a mut ReplyState<'a, 'a>, cellshm_status> {
+    // SAFETY: a non-NULL reply is the ReplyState the running handler was given.
+    unsafe { reply.cast::<ReplyState<'a, 'a>>().as_mut() }.ok_or_else(|| invalid("reply is NULL"))
+}
+
+/// Sets the reply to a copy of `len` bytes at `data`.
+///
+/// # Safety
+/// `reply` is the handler's reply; `data` points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_write(reply: *mut cellshm_reply, data: *const u8, len: usize) -> cellshm_status {
+    boundary("cellshm_reply_write", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        // SAFETY: per this function's contract.
+        let bytes = try_c!(unsafe { c_bytes(data, len, "data") });
+        try_cellshm!(state.call.reply(bytes));
+        CELLSHM_OK
+    })
+}
+
+/// In-place reply: sets `*out_buffer` to `max_len` writable bytes (in shared memory when
+/// larger than 80) that become the reply, valid until the handler returns. Call
+/// cellshm_reply_set_len afterwards if fewer bytes were written.
+///
+/// # Safety
+/// `reply` is the handler's reply; `out_buffer` points to writable storage.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_buffer(
+    reply: *mut cellshm_reply,
+    max_len: usize,
+    out_buffer: *mut *mut u8,
+) -> cellshm_status {
+    boundary("cellshm_reply_buffer", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        out_param!(out_buffer);
+        let buffer = try_cellshm!(state.call.reply_buffer(max_len));
+        // SAFETY: out_buffer checked non-NULL.
+        unsafe { put(out_buffer, buffer.as_mut_ptr()) }
+    })
+}
+
+/// Sets how many bytes of the cellshm_reply_buffer buffer are the reply.
+///
+/// # Safety
+/// `reply` is the handler's reply.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_set_len(reply: *mut cellshm_reply, len: usize) -> cellshm_status {
+    boundary("cellshm_reply_set_len", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        try_cellshm!(state.call.set_reply_len(len));
+        CELLSHM_OK
+    })
+}
+
+/// Sets the message sent with the error status the handler is about to return.
+///
+/// # Safety
+/// `reply` is the handler's reply; `message` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_error_message(
+    reply: *mut cellshm_reply,
+    message: *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_reply_error_message", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        // SAFETY: per this function's contract.
+        let message = try_c!(unsafe { c_str(message, "message") });
+        state.error_message = Some(message.to_string());
+        CELLSHM_OK
+    })
+}
+
+/// The caller's absolute deadline (CLOCK_MONOTONIC ns) of the request being handled,
+/// 0 if none; pass it on in cellshm_call_options.deadline_ns to propagate it.
+///
+/// # Safety
+/// `reply` is NULL or the handler's reply.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_deadline_ns(reply: *mut cellshm_reply) -> u64 {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| s.call.deadline_ns())
+    })
+}
+
+/// 1 once the caller cancelled the request being handled (or its deadline passed, or it
+/// went away), else 0 (also for NULL). A long handler polls this and returns early.
+///
+/// # Safety
+/// `reply` is NULL or the handler's reply.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_cancelled(reply: *mut cellshm_reply) -> c_int {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| c_int::from(s.call.is_cancelled()))
+    })
+}

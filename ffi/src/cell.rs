@@ -1,0 +1,286 @@
+//! The cell side: join, serve, call the host.
+
+use crate::*;
+
+/// A cell: joins the hub its host named, serves methods, calls the host. Register
+/// methods before cellshm_cell_serve / cellshm_cell_run; cellshm_cell_call,
+/// cellshm_cell_notify and cellshm_cell_log may then be used from any thread.
+#[derive(Debug)]
+pub struct cellshm_cell {
+    pub(crate) cell: Cell,
+}
+
+/// Joins the hub whose host spawned this process: finds the doorbell through the
+/// CELLSHM_DOORBELL_FD environment variable (or a `--doorbell-fd=N` entry of `argv`, if
+/// the host was asked to append one; every other entry is left alone), receives the
+/// join record and the link's memfds on it, checks and maps them, and says HELLO.
+/// `argv` has argc entries, argv[0] being the program; it may be NULL with argc 0. On
+/// success `*out_cell` is owned by the caller.
+///
+/// # Safety
+/// `argv` has `argc` NUL-terminated strings (or is NULL with argc 0); `out_cell` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_new(
+    argc: c_int,
+    argv: *const *const c_char,
+    out_cell: *mut *mut cellshm_cell,
+) -> cellshm_status {
+    boundary("cellshm_cell_new", || {
+        out_param!(out_cell);
+        if argc < 0 || (argc > 0 && argv.is_null()) {
+            return invalid(format!("argc is {argc} but argv is {:?}", argv));
+        }
+        let mut args = Vec::new();
+        for i in 1..argc.max(0) as usize {
+            // SAFETY: argv has argc entries per this function's contract.
+            let arg = unsafe { *argv.add(i) };
+            // SAFETY: each entry is a NUL-terminated string.
+            args.push(std::ffi::OsString::from(try_c!(unsafe { c_str(arg, "argv entry") })));
+        }
+        let join = try_cellshm!(JoinArgs::parse(args));
+        let options = try_cellshm!(CellOptions::from_env());
+        let cell = try_cellshm!(Cell::join(join, options));
+        // SAFETY: out_cell checked non-NULL.
+        unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
+    })
+}
+
+/// Joins a running hub whose host enabled attaching (cellshm_hub_enable_attach), as
+/// `name`, through its discovery socket. `hub` is the hub's name (a hub of this user)
+/// or "UID/NAME" (a hub of user UID). On success `*out_cell` is owned by the caller.
+///
+/// # Safety
+/// `hub` and `name` NUL-terminated; `out_cell` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_attach(
+    hub: *const c_char,
+    name: *const c_char,
+    out_cell: *mut *mut cellshm_cell,
+) -> cellshm_status {
+    boundary("cellshm_cell_attach", || {
+        out_param!(out_cell);
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { c_str(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let options = try_cellshm!(CellOptions::from_env());
+        let cell = try_cellshm!(Cell::attach(hub, name, options));
+        // SAFETY: out_cell checked non-NULL.
+        unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
+    })
+}
+
+/// Serves "Service.method" with `handler`. `free_userdata` (may be NULL) is called
+/// exactly once: when the cell is freed, or before this returns if it fails.
+///
+/// # Safety
+/// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_register(
+    cell: *mut cellshm_cell,
+    name: *const c_char,
+    handler: cellshm_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_cell_register", move || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let Some(handler) = handler else { return invalid("handler is NULL") };
+        try_cellshm!(cell.cell.method(name, c_handler(handler, userdata)));
+        CELLSHM_OK
+    })
+}
+
+/// Starts serving and announces readiness to the host; returns once the host accepted.
+///
+/// # Safety
+/// `cell` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_serve(cell: *mut cellshm_cell) -> cellshm_status {
+    boundary("cellshm_cell_serve", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        try_cellshm!(cell.cell.serve());
+        CELLSHM_OK
+    })
+}
+
+/// Serves until the host says goodbye (CELLSHM_OK) or goes away (its status). By
+/// default a cell whose host dies exits the process instead of returning.
+///
+/// # Safety
+/// `cell` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_run(cell: *mut cellshm_cell) -> cellshm_status {
+    boundary("cellshm_cell_run", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        try_cellshm!(cell.cell.run());
+        CELLSHM_OK
+    })
+}
+
+/// Calls a host method; as cellshm_peer_call.
+///
+/// # Safety
+/// As for cellshm_peer_call, with a live `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_call(
+    cell: *const cellshm_cell,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_cell_call", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        deliver_response(cell.cell.call(method, request, &call_options(options)), out_response)
+    })
+}
+
+/// Sends a notification to a host method (no response).
+///
+/// # Safety
+/// As for cellshm_peer_notify, with a live `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_notify(
+    cell: *const cellshm_cell,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+) -> cellshm_status {
+    boundary("cellshm_cell_notify", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        try_cellshm!(cell.cell.notify(method, request, &CallOptions::default()));
+        CELLSHM_OK
+    })
+}
+
+/// Sends a log line to the host, where it appears in the host's log with the cell's name.
+///
+/// # Safety
+/// `cell` is live; `line` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_log(cell: *const cellshm_cell, line: *const c_char) -> cellshm_status {
+    boundary("cellshm_cell_log", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let line = try_c!(unsafe { c_str(line, "line") });
+        try_cellshm!(cell.cell.log(line));
+        CELLSHM_OK
+    })
+}
+
+/// Sends a log record to the host: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace;
+/// `target` the logger or module (may be ""). Records the host's filter excludes are not
+/// sent.
+///
+/// # Safety
+/// `cell` is live; `target` and `message` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_log_event(
+    cell: *const cellshm_cell,
+    level: u32,
+    target: *const c_char,
+    message: *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_cell_log_event", || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let target = try_c!(unsafe { c_str(target, "target") });
+        // SAFETY: per this function's contract.
+        let message = try_c!(unsafe { c_str(message, "message") });
+        try_cellshm!(cell.cell.log_event(level, target, message));
+        CELLSHM_OK
+    })
+}
+
+/// This cell's peer id (0 for NULL).
+///
+/// # Safety
+/// `cell` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_peer_id(cell: *const cellshm_cell) -> u32 {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { cell.as_ref() }.map_or(0, |c| c.cell.peer_id()))
+}
+
+/// Leaves the hub: tells the host goodbye and frees the cell. Registered userdata is
+/// released. NULL is a no-op.
+///
+/// # Safety
+/// `cell` is NULL or a cell not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_free(cell: *mut cellshm_cell) {
+    if !cell.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_cell_new and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(cell) })));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_c_status_table_is_the_rust_status_table() {
+        for s in Status::ALL {
+            let c: cellshm_status = s.into();
+            assert_eq!(c as u32, s.code(), "{s}");
+            assert_eq!(format!("{c:?}"), format!("CELLSHM_{}", s.name()));
+            // SAFETY: cellshm_status_str returns a static C string.
+            let name = unsafe { CStr::from_ptr(cellshm_status_str(s.code())) };
+            assert_eq!(name.to_str().unwrap(), s.name());
+        }
+        // SAFETY: static C string.
+        assert_eq!(unsafe { CStr::from_ptr(cellshm_status_str(999)) }.to_str().unwrap(), "UNRECOGNIZED_STATUS");
+    }
+
+    #[test]
+    fn null_arguments_are_invalid_not_crashes() {
+        let mut hub: *mut cellshm_hub = std::ptr::null_mut();
+        // SAFETY: deliberately NULL out-parameter; the function must refuse it.
+        assert_eq!(unsafe { cellshm_hub_new(std::ptr::null(), 0, std::ptr::null_mut()) }, CELLSHM_INVALID_ARGUMENT);
+        // SAFETY: NULL peer / method, checked by the functions.
+        unsafe {
+            assert_eq!(
+                cellshm_peer_call(
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                    std::ptr::null(),
+                    &mut std::ptr::null_mut()
+                ),
+                CELLSHM_INVALID_ARGUMENT
+            );
+            assert_eq!(cellshm_method_id(std::ptr::null()), 0);
+            assert_eq!(cellshm_method_id(c"Echo.echo".as_ptr()), 0x3e89_5c50);
+            cellshm_hub_free(std::ptr::null_mut());
+            cellshm_peer_free(std::ptr::null_mut());
+            cellshm_cell_free(std::ptr::null_mut());
+            cellshm_response_free(std::ptr::null_mut());
+            assert!(hub.is_null());
+            assert_eq!(cellshm_hub_new(std::ptr::null(), 0, &mut hub), CELLSHM_OK);
+            assert!(!hub.is_null());
+            cellshm_hub_free(hub);
+        }
+        // SAFETY: static or thread-local C string.
+        let message = unsafe { CStr::from_ptr(cellshm_last_error_message()) };
+        assert!(message.to_str().unwrap().contains("is NULL"), "{message:?}");
+    }
+}

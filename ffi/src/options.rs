@@ -1,0 +1,97 @@
+//! Call and peer options as C passes them, checked into the core's.
+
+use crate::*;
+
+/// `cellshm_peer_options.wait`: poll for `spin_us`, then sleep (the default).
+pub const CELLSHM_WAIT_ADAPTIVE: u32 = 0;
+/// `cellshm_peer_options.wait`: poll, never sleep (lowest latency, one core busy).
+pub const CELLSHM_WAIT_SPIN: u32 = 1;
+/// `cellshm_peer_options.wait`: sleep at once (one wakeup per message).
+pub const CELLSHM_WAIT_BLOCK: u32 = 2;
+
+/// Per-call options. Pass NULL for "no timeout, no deadline".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cellshm_call_options {
+    /// Milliseconds each call may take from its start; 0 = no timeout.
+    pub timeout_ms: u64,
+    /// Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
+    pub deadline_ns: u64,
+}
+
+pub(crate) fn call_options(opts: *const cellshm_call_options) -> CallOptions {
+    // SAFETY: the callers pass NULL or a pointer to a readable cellshm_call_options.
+    match unsafe { opts.as_ref() } {
+        None => CallOptions::default(),
+        Some(o) => CallOptions {
+            timeout: (o.timeout_ms != 0).then(|| Duration::from_millis(o.timeout_ms)),
+            deadline_ns: o.deadline_ns,
+        },
+    }
+}
+
+/// How the host talks to one peer. Start from cellshm_peer_options_default().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cellshm_peer_options {
+    /// CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
+    pub wait: u32,
+    /// With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping.
+    pub spin_us: u32,
+    /// Host threads serving this peer's calls to the host (1 to 64).
+    pub server_threads: u32,
+    /// The fd number the doorbell gets in the child (at least 3); the child finds it in
+    /// CELLSHM_DOORBELL_FD.
+    pub doorbell_fd: c_int,
+    /// Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
+    pub append_join_args: bool,
+    /// Keep the last this many bytes of the cell's stderr (which still reaches ours) and
+    /// add them to the message it dies with; 0 (the default) leaves its stderr alone.
+    pub stderr_tail: u32,
+    /// Streams the cell may have open towards the host at once (1 to 1024, default 64);
+    /// more are refused with CELLSHM_RESOURCE_EXHAUSTED.
+    pub max_streams: u32,
+    /// Host threads running the handlers of those streams, at most (1 to 1024, default
+    /// 8); a stream beyond them waits for one to finish its handler.
+    pub stream_threads: u32,
+}
+
+/// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
+/// doorbell on fd 3).
+#[no_mangle]
+pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
+    let d = PeerOptions::default();
+    let spin_us = match d.wait {
+        WaitStrategy::Adaptive { spin } => spin.as_micros() as u32,
+        _ => 50,
+    };
+    cellshm_peer_options {
+        wait: CELLSHM_WAIT_ADAPTIVE,
+        spin_us,
+        server_threads: d.server_threads as u32,
+        doorbell_fd: d.doorbell_fd,
+        append_join_args: d.append_join_args,
+        stderr_tail: d.stderr_tail as u32,
+        max_streams: d.max_streams as u32,
+        stream_threads: d.stream_threads as u32,
+    }
+}
+
+pub(crate) fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
+    let mut out = PeerOptions::default();
+    // SAFETY: the callers pass NULL or a pointer to a readable cellshm_peer_options.
+    let Some(o) = (unsafe { opts.as_ref() }) else { return Ok(out) };
+    out.wait = match o.wait {
+        CELLSHM_WAIT_ADAPTIVE => WaitStrategy::Adaptive { spin: Duration::from_micros(o.spin_us as u64) },
+        CELLSHM_WAIT_SPIN => WaitStrategy::Spin,
+        CELLSHM_WAIT_BLOCK => WaitStrategy::Block,
+        other => return Err(invalid(format!("cellshm_peer_options.wait = {other} is not a CELLSHM_WAIT_* value"))),
+    };
+    out.server_threads = o.server_threads.max(1) as usize;
+    out.doorbell_fd = o.doorbell_fd;
+    out.append_join_args = o.append_join_args;
+    out.stderr_tail = o.stderr_tail as usize;
+    out.max_streams = o.max_streams as usize;
+    out.stream_threads = o.stream_threads as usize;
+    Ok(out)
+}

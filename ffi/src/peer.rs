@@ -1,0 +1,399 @@
+//! Peers of a hub: spawn, call, watch, stop.
+
+use crate::*;
+
+/// Life cycle of a peer, as seen by the host.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cellshm_peer_state {
+    /// Spawned; no HELLO yet.
+    CELLSHM_PEER_STATE_STARTING = 0,
+    /// HELLO accepted; not ready yet.
+    CELLSHM_PEER_STATE_JOINED = 1,
+    /// Ready for calls.
+    CELLSHM_PEER_STATE_READY = 2,
+    /// Said goodbye.
+    CELLSHM_PEER_STATE_LEAVING = 3,
+    /// Gone (see cellshm_peer_on_death for why).
+    CELLSHM_PEER_STATE_DEAD = 4,
+}
+
+/// The host's handle on one cell. Thread-safe: every function but cellshm_peer_free may
+/// be called from any thread, concurrently.
+#[derive(Debug)]
+pub struct cellshm_peer {
+    pub(crate) peer: Peer,
+    /// None for a cell that attached (the host did not spawn it).
+    pub(crate) process: Option<CellProcess>,
+}
+
+impl cellshm_peer {
+    fn process(&self) -> cellshm::Result<&CellProcess> {
+        self.process.as_ref().ok_or_else(|| {
+            Error::new(Status::FailedPrecondition, format!("cell {:?} was not spawned by this host", self.peer.name()))
+        })
+    }
+}
+
+/// Waits until the cell is ready (CELLSHM_OK), dies first (its status, e.g.
+/// CELLSHM_PEER_DEAD) or `timeout_ms` passes (CELLSHM_DEADLINE_EXCEEDED).
+///
+/// # Safety
+/// `peer` is a live peer.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_wait_ready(peer: *const cellshm_peer, timeout_ms: u64) -> cellshm_status {
+    boundary("cellshm_peer_wait_ready", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        try_cellshm!(peer.peer.wait_ready(Duration::from_millis(timeout_ms)));
+        CELLSHM_OK
+    })
+}
+
+/// Calls "Service.method" with `request_len` bytes at `request` and waits for the
+/// response. `options` may be NULL. On success `*out_response` is owned by the caller.
+/// On failure the status says why and cellshm_last_error_message() has the message (for
+/// a handler error: the handler's own message).
+///
+/// # Safety
+/// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
+/// `out_response` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_call(
+    peer: *const cellshm_peer,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_peer_call", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        deliver_response(peer.peer.call(method, request, &call_options(options)), out_response)
+    })
+}
+
+/// Sends a notification to "Service.method": no response is expected or waited for.
+///
+/// # Safety
+/// As for cellshm_peer_call.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_notify(
+    peer: *const cellshm_peer,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+) -> cellshm_status {
+    boundary("cellshm_peer_notify", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        try_cellshm!(peer.peer.notify(method, request, &CallOptions::default()));
+        CELLSHM_OK
+    })
+}
+
+/// Writes the peer's current state to `*out_state`.
+///
+/// # Safety
+/// `peer` is live; `out_state` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_get_state(
+    peer: *const cellshm_peer,
+    out_state: *mut cellshm_peer_state,
+) -> cellshm_status {
+    boundary("cellshm_peer_get_state", || {
+        out_param!(out_state);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let state = match peer.peer.state() {
+            PeerState::Starting => cellshm_peer_state::CELLSHM_PEER_STATE_STARTING,
+            PeerState::Joined => cellshm_peer_state::CELLSHM_PEER_STATE_JOINED,
+            PeerState::Ready => cellshm_peer_state::CELLSHM_PEER_STATE_READY,
+            PeerState::Leaving => cellshm_peer_state::CELLSHM_PEER_STATE_LEAVING,
+            PeerState::Dead(_) => cellshm_peer_state::CELLSHM_PEER_STATE_DEAD,
+        };
+        // SAFETY: out_state checked non-NULL.
+        unsafe { put(out_state, state) }
+    })
+}
+
+/// The cell's process id (0 for NULL).
+///
+/// # Safety
+/// `peer` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_pid(peer: *const cellshm_peer) -> u32 {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { peer.as_ref() }.and_then(|p| p.peer.pid()).unwrap_or(0))
+}
+
+/// Registers `callback` to run once when the peer dies (at once if it already has).
+/// It runs on a cellshm thread. `free_userdata` (may be NULL) is called exactly once,
+/// after the callback ran or when the peer handle's last reference goes away.
+///
+/// # Safety
+/// `peer` is live; `callback` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_on_death(
+    peer: *const cellshm_peer,
+    callback: cellshm_death_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Userdata { ptr: userdata, free: free_userdata };
+    boundary("cellshm_peer_on_death", move || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let Some(callback) = callback else { return invalid("callback is NULL") };
+        peer.peer.on_death(move |error| {
+            let message = CString::new(error.message().replace('\0', "\\0")).unwrap_or_default();
+            // SAFETY: registered by C for this purpose; message is valid during the call.
+            let _ =
+                catch_unwind(AssertUnwindSafe(|| unsafe { callback(userdata.ptr, error.code(), message.as_ptr()) }));
+            drop(userdata);
+        });
+        CELLSHM_OK
+    })
+}
+
+/// Waits up to `timeout_ms` for the cell's process to exit and reaps it. On success
+/// `*out_exit_code` (may be NULL) is its exit code, or 128 + the signal that killed it
+/// (also after cellshm_peer_shutdown reaped it). CELLSHM_DEADLINE_EXCEEDED if it is still
+/// running.
+///
+/// # Safety
+/// `peer` is live; `out_exit_code` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_wait_exit(
+    peer: *const cellshm_peer,
+    timeout_ms: u64,
+    out_exit_code: *mut c_int,
+) -> cellshm_status {
+    boundary("cellshm_peer_wait_exit", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let code = try_cellshm!(peer.process().and_then(|p| p.wait_exit(Duration::from_millis(timeout_ms))));
+        if !out_exit_code.is_null() {
+            // SAFETY: checked non-NULL; writable per this function's contract.
+            unsafe { put(out_exit_code, code) };
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Sends SIGKILL to the cell's process (reap it with cellshm_peer_wait_exit). A process
+/// that already exited is left alone.
+///
+/// # Safety
+/// `peer` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_kill(peer: *const cellshm_peer) -> cellshm_status {
+    boundary("cellshm_peer_kill", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        try_cellshm!(peer.process().and_then(|p| p.kill()));
+        CELLSHM_OK
+    })
+}
+
+/// Stops the cell: GOODBYE, then up to `grace_ms` for it to exit, then SIGKILL; the
+/// process is reaped (its exit code stays available to cellshm_peer_wait_exit) and the
+/// link closed. Safe to call more than once.
+///
+/// # Safety
+/// `peer` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_shutdown(peer: *const cellshm_peer, grace_ms: u64) -> cellshm_status {
+    boundary("cellshm_peer_shutdown", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        match &peer.process {
+            Some(process) => drop(process.shutdown(&peer.peer, Duration::from_millis(grace_ms))),
+            None => peer.peer.shutdown(Duration::from_millis(grace_ms)),
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Frees the handle. The cell keeps running until the hub is freed or it is shut down
+/// (it exits when its link closes); a process still running is reaped in the background
+/// when it exits. NULL is a no-op.
+///
+/// # Safety
+/// `peer` is NULL or a peer not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
+    if !peer.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_hub_spawn and not freed before.
+        let handle = unsafe { Box::from_raw(peer) };
+        // A process still running is reaped in the background once it exits.
+        let _ = catch_unwind(AssertUnwindSafe(move || {
+            if let Some(process) = handle.process {
+                process.detach();
+            }
+        }));
+    }
+}
+
+/// Lets processes the host did not spawn join the hub through its discovery socket
+/// (see cellshm_cell_attach). `uids` (may be NULL with `uid_count` 0)
+/// lists the uids allowed; none means the host's own uid. Refused connections are
+/// logged. Attaching stays enabled until the hub is freed.
+///
+/// # Safety
+/// `hub` is live; `uids` has `uid_count` readable entries (or is NULL with 0).
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_enable_attach(
+    hub: *mut cellshm_hub,
+    uids: *const u32,
+    uid_count: usize,
+) -> cellshm_status {
+    boundary("cellshm_hub_enable_attach", || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        let mut policy = cellshm::host::attach::AttachPolicy::default();
+        if uid_count > 0 {
+            if uids.is_null() {
+                return invalid("uids is NULL but uid_count is not 0");
+            }
+            // SAFETY: `uids` has `uid_count` readable entries per this function's contract.
+            policy.allowed_uids = unsafe { std::slice::from_raw_parts(uids, uid_count) }.to_vec();
+        }
+        let listener = try_cellshm!(hub.hub.enable_attach(policy));
+        *hub.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
+        CELLSHM_OK
+    })
+}
+
+/// Finds the most recent peer named `name`, spawned or attached. On success
+/// `*out_peer` is a new handle owned by the caller (free it with cellshm_peer_free);
+/// for an attached cell, cellshm_peer_kill and cellshm_peer_wait_exit fail with
+/// CELLSHM_FAILED_PRECONDITION (the host did not spawn it). CELLSHM_NOT_FOUND if none.
+///
+/// # Safety
+/// `hub` is live; `name` NUL-terminated; `out_peer` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_find_peer(
+    hub: *const cellshm_hub,
+    name: *const c_char,
+    out_peer: *mut *mut cellshm_peer,
+) -> cellshm_status {
+    boundary("cellshm_hub_find_peer", || {
+        out_param!(out_peer);
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let Some(peer) = hub.hub.peers().into_iter().rev().find(|p| p.name() == name) else {
+            return fail(Error::new(Status::NotFound, format!("no peer named {name:?}")));
+        };
+        // SAFETY: out_peer checked non-NULL.
+        unsafe { put(out_peer, Box::into_raw(Box::new(cellshm_peer { peer, process: None }))) }
+    })
+}
+
+/// Pushes a log filter (e.g. "warn,mycell=debug") to the cell: records it excludes are
+/// no longer sent at all.
+///
+/// # Safety
+/// `peer` is live; `filter` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_set_log_filter(
+    peer: *const cellshm_peer,
+    filter: *const c_char,
+    timeout_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_peer_set_log_filter", || {
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let filter = try_c!(unsafe { c_str(filter, "filter") });
+        try_cellshm!(peer.peer.set_log_filter(filter, Duration::from_millis(timeout_ms)));
+        CELLSHM_OK
+    })
+}
+
+/// The methods a cell serves (cellshm_peer_methods). Owned by the caller; free it with
+/// cellshm_method_list_free.
+#[derive(Debug)]
+pub struct cellshm_method_list {
+    pub(crate) methods: Vec<(CString, u32)>,
+}
+
+/// Asks the cell which methods it serves (`cellshm.Introspect.methods`). On success
+/// `*out_list` is owned by the caller.
+///
+/// # Safety
+/// `peer` is live; `out_list` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_methods(
+    peer: *const cellshm_peer,
+    timeout_ms: u64,
+    out_list: *mut *mut cellshm_method_list,
+) -> cellshm_status {
+    boundary("cellshm_peer_methods", || {
+        out_param!(out_list);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        let methods = try_cellshm!(peer.peer.methods(Duration::from_millis(timeout_ms)));
+        let methods =
+            methods.into_iter().map(|(n, id)| (CString::new(n.replace('\0', "")).unwrap_or_default(), id)).collect();
+        // SAFETY: out_list checked non-NULL.
+        unsafe { put(out_list, Box::into_raw(Box::new(cellshm_method_list { methods }))) }
+    })
+}
+
+/// Number of methods in the list (0 for NULL).
+///
+/// # Safety
+/// `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_len(list: *const cellshm_method_list) -> usize {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { list.as_ref() }.map_or(0, |l| l.methods.len()))
+}
+
+/// The name of method `index` (sorted by name), or NULL out of range. Borrowed: valid
+/// until the list is freed.
+///
+/// # Safety
+/// `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_name(list: *const cellshm_method_list, index: usize) -> *const c_char {
+    boundary_value(std::ptr::null(), || {
+        // SAFETY: per this function's contract.
+        let list = unsafe { list.as_ref() };
+        list.and_then(|l| l.methods.get(index)).map_or(std::ptr::null(), |(n, _)| n.as_ptr())
+    })
+}
+
+/// The id of method `index`, or 0 out of range.
+///
+/// # Safety
+/// `list` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_id(list: *const cellshm_method_list, index: usize) -> u32 {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        let list = unsafe { list.as_ref() };
+        list.and_then(|l| l.methods.get(index)).map_or(0, |(_, id)| *id)
+    })
+}
+
+/// Frees a method list. NULL is a no-op.
+///
+/// # Safety
+/// `list` is NULL or not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_method_list_free(list: *mut cellshm_method_list) {
+    if !list.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_peer_methods and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(list) })));
+    }
+}

@@ -1,0 +1,526 @@
+//! Streams, both ways.
+
+use crate::*;
+
+/// The caller's end of a stream (cellshm_peer_open_stream, cellshm_cell_open_stream).
+/// Owned by the caller; release it with cellshm_stream_free, which cancels a stream
+/// that has not ended. Use it from one thread at a time, except cellshm_stream_cancel,
+/// which any thread may call to wake a thread blocked in cellshm_stream_next.
+#[derive(Debug)]
+pub struct cellshm_stream {
+    /// `None` once finished or cancelled.
+    pub(crate) stream: std::sync::Mutex<Option<Arc<Stream>>>,
+}
+
+impl cellshm_stream {
+    fn get(&self) -> Result<Arc<Stream>, cellshm_status> {
+        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        stream.ok_or_else(|| fail(Error::new(Status::FailedPrecondition, "the stream was finished or cancelled")))
+    }
+}
+
+/// One item of a stream, read in place from shared memory. Owned by the caller;
+/// cellshm_stream_item_free releases its slot and lets the sender send one more.
+#[derive(Debug)]
+pub struct cellshm_stream_item {
+    pub(crate) item: StreamItem,
+}
+
+pub(crate) fn deliver_item(
+    result: cellshm::Result<Option<StreamItem>>,
+    out: *mut *mut cellshm_stream_item,
+) -> cellshm_status {
+    let item = try_cellshm!(result);
+    let raw = item.map_or(std::ptr::null_mut(), |item| Box::into_raw(Box::new(cellshm_stream_item { item })));
+    // SAFETY: callers checked `out` non-NULL.
+    unsafe { put(out, raw) }
+}
+
+pub(crate) fn deliver_stream(result: cellshm::Result<Stream>, out: *mut *mut cellshm_stream) -> cellshm_status {
+    let stream = try_cellshm!(result);
+    let boxed = Box::new(cellshm_stream { stream: std::sync::Mutex::new(Some(Arc::new(stream))) });
+    // SAFETY: callers checked `out` non-NULL.
+    unsafe { put(out, Box::into_raw(boxed)) }
+}
+
+/// Opens a stream to the cell's stream method "Service.method" with `request_len`
+/// bytes at `request` as its opening message. `options` may be NULL; its timeout covers
+/// the whole stream. On success `*out_stream` is owned by the caller.
+///
+/// # Safety
+/// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
+/// `out_stream` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_open_stream(
+    peer: *const cellshm_peer,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_stream: *mut *mut cellshm_stream,
+) -> cellshm_status {
+    boundary("cellshm_peer_open_stream", || {
+        out_param!(out_stream);
+        // SAFETY: per this function's contract.
+        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        deliver_stream(peer.peer.open_stream(method, request, &call_options(options)), out_stream)
+    })
+}
+
+/// Opens a stream to the host's stream method "Service.method" (see
+/// cellshm_peer_open_stream).
+///
+/// # Safety
+/// As for cellshm_peer_open_stream, with a live `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_open_stream(
+    cell: *const cellshm_cell,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_stream: *mut *mut cellshm_stream,
+) -> cellshm_status {
+    boundary("cellshm_cell_open_stream", || {
+        out_param!(out_stream);
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        deliver_stream(cell.cell.open_stream(method, request, &call_options(options)), out_stream)
+    })
+}
+
+/// Waits for the next item of the stream. On CELLSHM_OK `*out_item` is an item owned
+/// by the caller, or NULL once the handler finished successfully. Any other status is
+/// the stream's end: the handler's error, CELLSHM_CANCELLED, CELLSHM_DEADLINE_EXCEEDED,
+/// CELLSHM_PEER_DEAD, ... with the message in cellshm_last_error_message(). One
+/// exception: CELLSHM_FAILED_PRECONDITION while the caller still holds a whole window
+/// (8) of items, which could never be followed by more; free some and call again.
+///
+/// # Safety
+/// `stream` is live; `out_item` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_next(
+    stream: *const cellshm_stream,
+    out_item: *mut *mut cellshm_stream_item,
+) -> cellshm_status {
+    boundary("cellshm_stream_next", || {
+        out_param!(out_item);
+        // SAFETY: per this function's contract.
+        let stream = try_c!(try_c!(unsafe { object(stream, "stream") }).get());
+        deliver_item(stream.recv(), out_item)
+    })
+}
+
+/// Sends one item (a copy of `len` bytes at `data`) to the handler; waits while the
+/// handler's window is full.
+///
+/// # Safety
+/// `stream` is live; `data` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_send(
+    stream: *const cellshm_stream,
+    data: *const u8,
+    len: usize,
+) -> cellshm_status {
+    boundary("cellshm_stream_send", || {
+        // SAFETY: per this function's contract.
+        let stream = try_c!(try_c!(unsafe { object(stream, "stream") }).get());
+        // SAFETY: per this function's contract.
+        let data = try_c!(unsafe { c_bytes(data, len, "data") });
+        try_cellshm!(stream.send(data));
+        CELLSHM_OK
+    })
+}
+
+/// Tells the handler that no more items follow.
+///
+/// # Safety
+/// `stream` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_close_send(stream: *const cellshm_stream) -> cellshm_status {
+    boundary("cellshm_stream_close_send", || {
+        // SAFETY: per this function's contract.
+        let stream = try_c!(try_c!(unsafe { object(stream, "stream") }).get());
+        try_cellshm!(stream.close_send());
+        CELLSHM_OK
+    })
+}
+
+/// Closes sending, drops items still coming, and waits for the handler's response
+/// (client streaming). On success `*out_response` is owned by the caller. The stream
+/// is finished afterwards either way; it still has to be freed.
+///
+/// # Safety
+/// `stream` is live; `out_response` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_finish(
+    stream: *const cellshm_stream,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_stream_finish", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let handle = try_c!(unsafe { object(stream, "stream") });
+        let taken = handle.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(stream) = taken else {
+            return fail(Error::new(Status::FailedPrecondition, "the stream was finished or cancelled"));
+        };
+        match Arc::try_unwrap(stream) {
+            Ok(stream) => deliver_response(stream.finish(), out_response),
+            Err(stream) => {
+                *handle.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                fail(Error::new(Status::FailedPrecondition, "another thread is using the stream"))
+            }
+        }
+    })
+}
+
+/// Cancels the stream: the handler sees it cancelled, a thread blocked in
+/// cellshm_stream_next returns CELLSHM_CANCELLED, late items are dropped. Idempotent.
+///
+/// # Safety
+/// `stream` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_cancel(stream: *const cellshm_stream) -> cellshm_status {
+    boundary("cellshm_stream_cancel", || {
+        // SAFETY: per this function's contract.
+        let handle = try_c!(unsafe { object(stream, "stream") });
+        let taken = handle.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(stream) = taken {
+            stream.cancel();
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Releases a stream, cancelling it if it has not ended. NULL is a no-op.
+///
+/// # Safety
+/// `stream` is NULL or a stream not yet freed, used by no other thread; it must not be
+/// used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_free(stream: *mut cellshm_stream) {
+    if !stream.is_null() {
+        // SAFETY: created by Box::into_raw in deliver_stream and not freed before.
+        let boxed = unsafe { Box::from_raw(stream) };
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(boxed)));
+    }
+}
+
+/// The item's bytes (NULL for a NULL item), read in place (zero-copy). Valid until
+/// cellshm_stream_item_free. Like a response's, they may lie in memory a hostile sender
+/// can change while you read: copy what you validate.
+///
+/// # Safety
+/// `item` is NULL or a live item.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_item_data(item: *const cellshm_stream_item) -> *const u8 {
+    boundary_value(std::ptr::null(), || {
+        // SAFETY: per this function's contract.
+        unsafe { item.as_ref() }.map_or(std::ptr::null(), |i| i.item.payload().as_ptr())
+    })
+}
+
+/// The item's length in bytes (0 for a NULL item).
+///
+/// # Safety
+/// `item` is NULL or a live item.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_item_len(item: *const cellshm_stream_item) -> usize {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { item.as_ref() }.map_or(0, |i| i.item.len()))
+}
+
+/// Releases an item: its slot goes back and the sender gets credit. NULL is a no-op.
+///
+/// # Safety
+/// `item` is NULL or an item not yet freed; it must not be used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_item_free(item: *mut cellshm_stream_item) {
+    if !item.is_null() {
+        // SAFETY: created by Box::into_raw in deliver_item and not freed before.
+        let boxed = unsafe { Box::from_raw(item) };
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(boxed)));
+    }
+}
+
+/// The handler's end of a stream; valid only during the stream handler call.
+#[derive(Debug)]
+pub struct cellshm_stream_call {
+    pub(crate) _opaque: (),
+}
+
+pub(crate) struct StreamCallState<'a> {
+    pub(crate) call: &'a mut StreamCall,
+    pub(crate) error_message: Option<String>,
+}
+
+/// A stream handler. It runs on its own thread for each stream opened to it; `request`
+/// (the opening message, `request_len` bytes) is valid until it returns. It sends items
+/// with cellshm_stream_call_send, reads the caller's with cellshm_stream_call_next, and
+/// returns CELLSHM_OK to end the stream (with the response set by
+/// cellshm_stream_call_set_response), or another status to end it with that error.
+pub type cellshm_stream_handler_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        request: *const u8,
+        request_len: usize,
+        call: *mut cellshm_stream_call,
+    ) -> u32,
+>;
+
+pub(crate) fn c_stream_handler(
+    handler: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cellshm_stream_call) -> u32,
+    userdata: Arc<Userdata>,
+) -> impl Fn(&mut StreamCall) -> cellshm::Result<()> + Send + Sync + 'static {
+    move |call| {
+        let request = call.request().to_vec();
+        let mut state = StreamCallState { call, error_message: None };
+        let raw = (&mut state as *mut StreamCallState<'_>).cast::<cellshm_stream_call>();
+        // SAFETY: registered by C for this purpose; `request` and `raw` stay valid for the
+        // duration of the call.
+        let code = unsafe { handler(userdata.ptr, request.as_ptr(), request.len(), raw) };
+        if code == CELLSHM_OK as u32 {
+            return Ok(());
+        }
+        let name = Status::from_code(code).map_or_else(|| format!("status {code}"), |s| s.name().to_string());
+        let message = state.error_message.take().unwrap_or_else(|| format!("stream handler returned {name}"));
+        Err(Error::with_code(code, message))
+    }
+}
+
+/// # Safety
+/// `call` is NULL or the pointer passed to the running stream handler.
+pub(crate) unsafe fn stream_call_state<'a>(
+    call: *mut cellshm_stream_call,
+) -> Result<&'a mut StreamCallState<'a>, cellshm_status> {
+    // SAFETY: a non-NULL call is the StreamCallState the running handler was given.
+    unsafe { call.cast::<StreamCallState<'a>>().as_mut() }.ok_or_else(|| invalid("call is NULL"))
+}
+
+/// How a method is called, as `cellshm.Introspect.methods` reports it and clients
+/// generated from a `.proto` check at connect time. A stream method registered with
+/// cellshm_hub_register_stream or cellshm_cell_register_stream is CELLSHM_METHOD_STREAM
+/// (its direction undeclared: it passes the check for any stream kind).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum cellshm_method_kind {
+    /// One request, one response.
+    CELLSHM_METHOD_UNARY = 0,
+    /// A stream method that does not say which way its items flow.
+    CELLSHM_METHOD_STREAM = 1,
+    /// One request, a stream of responses.
+    CELLSHM_METHOD_SERVER_STREAMING = 2,
+    /// A stream of requests, one response.
+    CELLSHM_METHOD_CLIENT_STREAMING = 3,
+    /// Streams both ways.
+    CELLSHM_METHOD_BIDI = 4,
+}
+
+/// A stream method's kind from the number C passed (INVALID_ARGUMENT for unary and
+/// unknown numbers).
+pub(crate) fn stream_kind(kind: u32) -> Result<cellshm::MethodKind, cellshm_status> {
+    cellshm::MethodKind::stream_from_code(kind).map_err(invalid)
+}
+
+/// Serves the stream method "Service.method" to every cell of the hub. `userdata` is
+/// passed to every call and released with `free_userdata` (may be NULL) exactly once.
+///
+/// # Safety
+/// `hub` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_register_stream(
+    hub: *const cellshm_hub,
+    name: *const c_char,
+    handler: cellshm_stream_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    // SAFETY: per this function's contract, which is that function's.
+    unsafe {
+        cellshm_hub_register_stream_kind(
+            hub,
+            name,
+            cellshm_method_kind::CELLSHM_METHOD_STREAM as u32,
+            handler,
+            userdata,
+            free_userdata,
+        )
+    }
+}
+
+/// cellshm_hub_register_stream that also says which way items flow: `kind` is a
+/// cellshm_method_kind other than CELLSHM_METHOD_UNARY (else CELLSHM_INVALID_ARGUMENT;
+/// `userdata` is released then too).
+///
+/// # Safety
+/// `hub` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
+    hub: *const cellshm_hub,
+    name: *const c_char,
+    kind: u32,
+    handler: cellshm_stream_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_hub_register_stream_kind", move || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let kind = try_c!(stream_kind(kind));
+        let Some(handler) = handler else { return invalid("handler is NULL") };
+        try_cellshm!(hub.hub.stream_method_as(name, kind, c_stream_handler(handler, userdata)));
+        CELLSHM_OK
+    })
+}
+
+/// Serves the stream method "Service.method" (see cellshm_hub_register_stream).
+///
+/// # Safety
+/// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_register_stream(
+    cell: *mut cellshm_cell,
+    name: *const c_char,
+    handler: cellshm_stream_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    // SAFETY: per this function's contract, which is that function's.
+    unsafe {
+        cellshm_cell_register_stream_kind(
+            cell,
+            name,
+            cellshm_method_kind::CELLSHM_METHOD_STREAM as u32,
+            handler,
+            userdata,
+            free_userdata,
+        )
+    }
+}
+
+/// cellshm_cell_register_stream that also says which way items flow (see
+/// cellshm_hub_register_stream_kind).
+///
+/// # Safety
+/// `cell` is live; `name` NUL-terminated; `handler` a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
+    cell: *mut cellshm_cell,
+    name: *const c_char,
+    kind: u32,
+    handler: cellshm_stream_handler_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_cell_register_stream_kind", move || {
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let kind = try_c!(stream_kind(kind));
+        let Some(handler) = handler else { return invalid("handler is NULL") };
+        try_cellshm!(cell.cell.stream_method_as(name, kind, c_stream_handler(handler, userdata)));
+        CELLSHM_OK
+    })
+}
+
+/// Sends one item (a copy of `len` bytes at `data`) to the caller; waits while the
+/// caller's window is full. CELLSHM_CANCELLED once the caller gave up: return then.
+///
+/// # Safety
+/// `call` is the running stream handler's; `data` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_call_send(
+    call: *mut cellshm_stream_call,
+    data: *const u8,
+    len: usize,
+) -> cellshm_status {
+    boundary("cellshm_stream_call_send", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { stream_call_state(call) });
+        // SAFETY: per this function's contract.
+        let data = try_c!(unsafe { c_bytes(data, len, "data") });
+        try_cellshm!(state.call.send(data));
+        CELLSHM_OK
+    })
+}
+
+/// Waits for the caller's next item: on CELLSHM_OK `*out_item` is an item owned by the
+/// handler (free it with cellshm_stream_item_free), or NULL once the caller closed its
+/// sending side.
+///
+/// # Safety
+/// `call` is the running stream handler's; `out_item` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_call_next(
+    call: *mut cellshm_stream_call,
+    out_item: *mut *mut cellshm_stream_item,
+) -> cellshm_status {
+    boundary("cellshm_stream_call_next", || {
+        out_param!(out_item);
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { stream_call_state(call) });
+        deliver_item(state.call.recv(), out_item)
+    })
+}
+
+/// 1 once the caller cancelled (or its deadline passed, or it went away), else 0 (also
+/// for NULL).
+///
+/// # Safety
+/// `call` is NULL or the running stream handler's.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_call_cancelled(call: *mut cellshm_stream_call) -> c_int {
+    boundary_value(0, || {
+        // SAFETY: per this function's contract.
+        unsafe { stream_call_state(call) }.map_or(0, |state| c_int::from(state.call.is_cancelled()))
+    })
+}
+
+/// Sets the response sent when the handler returns CELLSHM_OK (a copy of `len` bytes).
+///
+/// # Safety
+/// `call` is the running stream handler's; `data` has `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_call_set_response(
+    call: *mut cellshm_stream_call,
+    data: *const u8,
+    len: usize,
+) -> cellshm_status {
+    boundary("cellshm_stream_call_set_response", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { stream_call_state(call) });
+        // SAFETY: per this function's contract.
+        let data = try_c!(unsafe { c_bytes(data, len, "data") });
+        state.call.set_response(data);
+        CELLSHM_OK
+    })
+}
+
+/// Sets the message that goes with the error status the handler is about to return.
+///
+/// # Safety
+/// `call` is the running stream handler's; `message` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_call_error_message(
+    call: *mut cellshm_stream_call,
+    message: *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_stream_call_error_message", || {
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { stream_call_state(call) });
+        // SAFETY: per this function's contract.
+        let message = try_c!(unsafe { c_str(message, "message") });
+        state.error_message = Some(message.to_string());
+        CELLSHM_OK
+    })
+}

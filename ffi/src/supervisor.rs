@@ -1,0 +1,451 @@
+//! The supervisor: cells kept alive under stable names.
+
+use crate::*;
+
+/// Status of a supervised cell: launched, not ready yet.
+pub const CELLSHM_CELL_STARTING: u32 = 0;
+/// Status of a supervised cell: serving.
+pub const CELLSHM_CELL_READY: u32 = 1;
+/// Status of a supervised cell: being stopped.
+pub const CELLSHM_CELL_STOPPING: u32 = 2;
+/// Status of a supervised cell: ended on purpose (goodbye, a clean exit, a stop).
+pub const CELLSHM_CELL_EXITED: u32 = 3;
+/// Status of a supervised cell: crashed; a relaunch is scheduled.
+pub const CELLSHM_CELL_CRASHED: u32 = 4;
+/// Status of a supervised cell: crashed too often, or cannot start: given up.
+pub const CELLSHM_CELL_FAILED: u32 = 5;
+/// Status of a supervised cell: removed (cellshm_supervisor_remove); its last event.
+pub const CELLSHM_CELL_REMOVED: u32 = 6;
+
+pub(crate) fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
+    use cellshm::CellStatus as S;
+    match status {
+        S::Starting => (CELLSHM_CELL_STARTING, String::new()),
+        S::Ready => (CELLSHM_CELL_READY, String::new()),
+        S::Stopping => (CELLSHM_CELL_STOPPING, String::new()),
+        S::Exited(r) => (CELLSHM_CELL_EXITED, r.to_string()),
+        S::Crashed(r) => (CELLSHM_CELL_CRASHED, r.to_string()),
+        S::Failed(r) => (CELLSHM_CELL_FAILED, r.to_string()),
+        S::Removed => (CELLSHM_CELL_REMOVED, String::new()),
+    }
+}
+
+/// How often a crashed cell is started again. Start from cellshm_restart_policy_default().
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cellshm_restart_policy {
+    /// Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
+    pub max_restarts: u32,
+    /// Delay before the first relaunch (doubled after each crash).
+    pub initial_backoff_ms: u64,
+    /// Upper bound of the delay.
+    pub max_backoff_ms: u64,
+    /// A cell up this long has its restart count reset.
+    pub reset_after_ms: u64,
+    /// How long a cell may take to become ready.
+    pub ready_timeout_ms: u64,
+}
+
+/// The default restart policy: 5 restarts per minute, backoff 50 ms doubling to 5 s,
+/// 10 s to become ready.
+#[no_mangle]
+pub extern "C" fn cellshm_restart_policy_default() -> cellshm_restart_policy {
+    let d = cellshm::RestartPolicy::default();
+    cellshm_restart_policy {
+        max_restarts: d.max_restarts,
+        initial_backoff_ms: d.initial_backoff.as_millis() as u64,
+        max_backoff_ms: d.max_backoff.as_millis() as u64,
+        reset_after_ms: d.reset_after.as_millis() as u64,
+        ready_timeout_ms: 10_000,
+    }
+}
+
+/// Called on every status change of a supervised cell, in order, from the supervisor's
+/// event thread: `name` and `reason` (empty unless it ended) are valid during the call.
+/// It may call any cellshm_supervisor_* function (those that wait for events do not
+/// wait for the one being delivered).
+pub type cellshm_cell_event_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, name: *const c_char, status: u32, reason: *const c_char)>;
+
+/// A listener registered with cellshm_supervisor_on_event. Freeing it unregisters the
+/// listener: once cellshm_subscription_free returns, the callback is not called again
+/// (when freed from inside the callback, that call finishes first).
+#[derive(Debug)]
+pub struct cellshm_subscription {
+    // Held for its drop, which unregisters the listener.
+    pub(crate) _listener: cellshm::EventSubscription,
+}
+
+/// Frees (unregisters) a subscription; its `free_userdata` runs once the callback can no
+/// longer be called. NULL is a no-op. A subscription may outlive its supervisor.
+///
+/// # Safety
+/// `subscription` is NULL or not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_subscription_free(subscription: *mut cellshm_subscription) {
+    if !subscription.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_supervisor_on_event, not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(subscription) })));
+    }
+}
+
+/// Keeps cells alive under stable names (relaunch with backoff, graceful stop). Owns its
+/// hub. Thread-safe: every function but cellshm_supervisor_free may be called from any
+/// thread.
+#[derive(Debug)]
+pub struct cellshm_supervisor {
+    pub(crate) sup: cellshm::Supervisor,
+}
+
+/// Creates a supervisor with its own hub (`name` as for cellshm_hub_new, may be NULL;
+/// `max_peers` 0 = 8). On success `*out_supervisor` is owned by the caller.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated; `out_supervisor` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_new(
+    name: *const c_char,
+    max_peers: u32,
+    out_supervisor: *mut *mut cellshm_supervisor,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_new", || {
+        out_param!(out_supervisor);
+        let mut config = HubConfig::default();
+        if !name.is_null() {
+            // SAFETY: per this function's contract.
+            config.name = Some(try_c!(unsafe { c_str(name, "name") }).into());
+        }
+        if max_peers != 0 {
+            config.max_peers = max_peers;
+        }
+        let sup = try_cellshm!(Hub::create(config).and_then(cellshm::Supervisor::new));
+        // SAFETY: out_supervisor checked non-NULL.
+        unsafe { put(out_supervisor, Box::into_raw(Box::new(cellshm_supervisor { sup }))) }
+    })
+}
+
+/// Calls `callback` on every status change of every cell, each event once, in order, on
+/// the supervisor's event thread (never on the thread whose operation caused it).
+/// With `out_subscription` NULL the listener stays for the supervisor's life; otherwise
+/// `*out_subscription` is owned by the caller and freeing it unregisters the listener.
+/// `free_userdata` (may be NULL) is called exactly once, when the listener can no longer
+/// be called (also when this function fails).
+///
+/// # Safety
+/// `supervisor` is live; `callback` a valid function; `out_subscription` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_on_event(
+    supervisor: *const cellshm_supervisor,
+    callback: cellshm_cell_event_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+    out_subscription: *mut *mut cellshm_subscription,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_supervisor_on_event", move || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        let Some(callback) = callback else { return invalid("callback is NULL") };
+        let subscription = sup.sup.on_event(move |event| {
+            let (status, reason) = cell_status_parts(&event.status);
+            let name = CString::new(event.name.replace('\0', "")).unwrap_or_default();
+            let reason = CString::new(reason.replace('\0', "")).unwrap_or_default();
+            // SAFETY: registered by C for this purpose; the strings live during the call.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
+                callback(userdata.ptr, name.as_ptr(), status, reason.as_ptr())
+            }));
+        });
+        if out_subscription.is_null() {
+            subscription.detach();
+            return CELLSHM_OK;
+        }
+        let handle = Box::new(cellshm_subscription { _listener: subscription });
+        // SAFETY: out_subscription checked non-NULL.
+        unsafe { put(out_subscription, Box::into_raw(handle)) }
+    })
+}
+
+/// The recipe C passes to cellshm_supervisor_add and cellshm_supervisor_update.
+///
+/// # Safety
+/// As for cellshm_supervisor_add.
+unsafe fn c_cell_spec(
+    name: *const c_char,
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    policy: *const cellshm_restart_policy,
+) -> Result<cellshm::CellSpec, cellshm_status> {
+    // SAFETY: per this function's contract.
+    let name = unsafe { c_str(name, "name") }?;
+    // SAFETY: per this function's contract.
+    let program = unsafe { c_str(program, "program") }?;
+    // SAFETY: per this function's contract.
+    let args = unsafe { c_str_list(argv, "argv") }?;
+    // SAFETY: per this function's contract.
+    let env = unsafe { c_str_list(envp, "envp") }?;
+    let mut spec = cellshm::CellSpec::new(name, program).args(args.iter().map(|a| a.to_string()));
+    for entry in env {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(invalid(format!("envp entry {entry:?} is not KEY=VALUE")));
+        };
+        spec = spec.env(key, value);
+    }
+    // SAFETY: per this function's contract.
+    let policy = unsafe { policy.as_ref() }.copied().unwrap_or_else(|| cellshm_restart_policy_default());
+    spec.ready_timeout = Duration::from_millis(policy.ready_timeout_ms);
+    spec.restart = cellshm::RestartPolicy {
+        max_restarts: policy.max_restarts,
+        initial_backoff: Duration::from_millis(policy.initial_backoff_ms),
+        max_backoff: Duration::from_millis(policy.max_backoff_ms),
+        reset_after: Duration::from_millis(policy.reset_after_ms),
+    };
+    Ok(spec)
+}
+
+/// Adds a cell named `name` running `program` with `argv` (NULL-terminated, may be NULL)
+/// and extra `envp` entries ("KEY=VALUE", NULL-terminated, may be NULL), and starts it.
+/// `policy` may be NULL for the default. CELLSHM_ALREADY_EXISTS if `name` is supervised
+/// already (see cellshm_supervisor_start, _restart and _update).
+///
+/// # Safety
+/// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_add(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    policy: *const cellshm_restart_policy,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_add", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
+        try_cellshm!(sup.sup.add(spec));
+        CELLSHM_OK
+    })
+}
+
+/// Replaces the recipe of the supervised cell `name` (arguments as for
+/// cellshm_supervisor_add). A running instance is restarted with it (stopped as
+/// cellshm_supervisor_stop does, `grace_ms` per step); a cell not running keeps its status
+/// and uses the recipe when next started. CELLSHM_NOT_FOUND for an unknown name.
+///
+/// # Safety
+/// As for cellshm_supervisor_add.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_update(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    policy: *const cellshm_restart_policy,
+    grace_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_update", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
+        try_cellshm!(sup.sup.update(spec, Duration::from_millis(grace_ms)));
+        CELLSHM_OK
+    })
+}
+
+/// Starts a cell that is not running (exited, stopped or failed) again, with a fresh
+/// restart count; a cell running or about to relaunch is left alone.
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_start(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_start", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        try_cellshm!(sup.sup.start(name));
+        CELLSHM_OK
+    })
+}
+
+/// Stops the running instance of `name` (as cellshm_supervisor_stop, `grace_ms` per step)
+/// and starts a new one with a fresh restart count; a cell not running is started.
+/// Returns once the old instance has ended (wait for CELLSHM_CELL_READY for the new one).
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_restart(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    grace_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_restart", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        try_cellshm!(sup.sup.restart(name, Duration::from_millis(grace_ms)));
+        CELLSHM_OK
+    })
+}
+
+/// Stops `name` (as cellshm_supervisor_stop) and forgets it; its last event is
+/// CELLSHM_CELL_REMOVED. The name may be added again.
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_remove(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    grace_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_remove", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        try_cellshm!(sup.sup.remove(name, Duration::from_millis(grace_ms)));
+        CELLSHM_OK
+    })
+}
+
+/// Writes the cell's status (CELLSHM_CELL_*) to `*out_status`; CELLSHM_NOT_FOUND for an
+/// unknown name.
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated; `out_status` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_status(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    out_status: *mut u32,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_status", || {
+        out_param!(out_status);
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        match sup.sup.status(name) {
+            // SAFETY: out_status checked non-NULL.
+            Some(status) => unsafe { put(out_status, cell_status_parts(&status).0) },
+            None => fail(Error::new(Status::NotFound, format!("no cell named {name:?}"))),
+        }
+    })
+}
+
+/// Waits up to `timeout_ms` for the cell to reach `status` (a CELLSHM_CELL_* value) and
+/// the listeners to have seen it.
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_wait_status(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    status: u32,
+    timeout_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_wait_status", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        try_cellshm!(sup.sup.wait_for(name, Duration::from_millis(timeout_ms), |s| cell_status_parts(s).0 == status));
+        CELLSHM_OK
+    })
+}
+
+/// The current instance's process id (0 if none runs).
+///
+/// # Safety
+/// `supervisor` is NULL or live; `name` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_pid(supervisor: *const cellshm_supervisor, name: *const c_char) -> u32 {
+    boundary_value(0, || {
+        if name.is_null() {
+            return 0;
+        }
+        // SAFETY: per this function's contract.
+        let Some(sup) = (unsafe { supervisor.as_ref() }) else { return 0 };
+        // SAFETY: non-NULL and NUL-terminated per this function's contract.
+        let Ok(name) = (unsafe { CStr::from_ptr(name) }).to_str() else { return 0 };
+        sup.sup.peer(name).and_then(|p| p.pid()).unwrap_or(0)
+    })
+}
+
+/// Calls the current instance of the cell named `cell`; CELLSHM_UNAVAILABLE while it
+/// (re)starts. As cellshm_peer_call otherwise.
+///
+/// # Safety
+/// As for cellshm_peer_call, with a live `supervisor` and a NUL-terminated `cell`.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_call(
+    supervisor: *const cellshm_supervisor,
+    cell: *const c_char,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const cellshm_call_options,
+    out_response: *mut *mut cellshm_response,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_call", || {
+        out_param!(out_response);
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let cell = try_c!(unsafe { c_str(cell, "cell") });
+        // SAFETY: per this function's contract.
+        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
+        deliver_response(sup.sup.call(cell, method, request, &call_options(options)), out_response)
+    })
+}
+
+/// Stops the cell: GOODBYE, then SIGTERM, then SIGKILL, each after `grace_ms`; it is not
+/// relaunched until cellshm_supervisor_start or _restart. `*out_exit_code` (may be NULL)
+/// gets its exit code (0 if it was not running).
+///
+/// # Safety
+/// `supervisor` is live; `name` NUL-terminated; `out_exit_code` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_stop(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    grace_ms: u64,
+    out_exit_code: *mut c_int,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_stop", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: per this function's contract.
+        let name = try_c!(unsafe { c_str(name, "name") });
+        let code = try_cellshm!(sup.sup.stop(name, Duration::from_millis(grace_ms)));
+        if !out_exit_code.is_null() {
+            // SAFETY: checked non-NULL; writable per this function's contract.
+            unsafe { put(out_exit_code, code) };
+        }
+        CELLSHM_OK
+    })
+}
+
+/// Stops every cell (briefly) and frees the supervisor and its hub. NULL is a no-op.
+///
+/// # Safety
+/// `supervisor` is NULL or not yet freed, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_free(supervisor: *mut cellshm_supervisor) {
+    if !supervisor.is_null() {
+        // SAFETY: created by Box::into_raw in cellshm_supervisor_new and not freed before.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(supervisor) })));
+    }
+}
