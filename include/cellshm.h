@@ -39,6 +39,10 @@
 // `cellshm_peer_options.wait`: sleep at once (one wakeup per message).
 #define CELLSHM_WAIT_BLOCK 2
 
+// A timeout (`timeout_ms`, `default_timeout_ms`) that means "no limit": the call waits
+// until it is answered, cancelled or the peer dies. Never the default.
+#define CELLSHM_TIMEOUT_FOREVER UINT64_MAX
+
 // Status of a supervised cell: launched, not ready yet.
 #define CELLSHM_CELL_STARTING 0
 
@@ -220,9 +224,12 @@ typedef uint32_t (*cellshm_handler_fn)(void *userdata,
 // registration ends (the owning object is freed) or at once if registration fails.
 typedef void (*cellshm_free_fn)(void *userdata);
 
-// Per-call options. Pass NULL for "no timeout, no deadline".
+// Per-call options. NULL (or all zero): the peer's default timeout (30 s unless its
+// options, the supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams
+// have none).
 typedef struct {
-  // Milliseconds each call may take from its start; 0 = no timeout.
+  // Milliseconds each call may take from its start; 0 = the peer's default (unless
+  // `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
   uint64_t timeout_ms;
   // Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
   uint64_t deadline_ns;
@@ -250,6 +257,9 @@ typedef struct {
   // Host threads running the handlers of those streams, at most (1 to 1024, default
   // 8); a stream beyond them waits for one to finish its handler.
   uint32_t stream_threads;
+  // The time limit of calls to this peer whose options set none, in ms: 0 (the
+  // default) = 30 s; CELLSHM_TIMEOUT_FOREVER = no limit.
+  uint64_t default_timeout_ms;
 } cellshm_peer_options;
 
 // Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
@@ -266,7 +276,8 @@ typedef uint32_t (*cellshm_stream_handler_fn)(void *userdata,
                                               size_t request_len,
                                               cellshm_stream_call *call);
 
-// How often a crashed cell is started again. Start from cellshm_restart_policy_default().
+// How a supervised cell is kept alive: relaunches after a crash, readiness, heartbeats
+// and its default call timeout. Start from cellshm_restart_policy_default().
 typedef struct {
   // Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
   uint32_t max_restarts;
@@ -278,6 +289,16 @@ typedef struct {
   uint64_t reset_after_ms;
   // How long a cell may take to become ready.
   uint64_t ready_timeout_ms;
+  // Once it is ready, a heartbeat every this many ms, answered from the cell's handler
+  // threads; 0 (the default) = no heartbeats.
+  uint64_t heartbeat_interval_ms;
+  // Heartbeats in a row that may go unanswered; one more and the cell is killed and
+  // relaunched as "unresponsive".
+  uint32_t heartbeat_allowed_misses;
+  // The time limit of calls to the cell whose options set none, in ms; 0 (the default)
+  // = the supervisor's (cellshm_supervisor_set_default_timeout); CELLSHM_TIMEOUT_FOREVER
+  // = no limit.
+  uint64_t default_timeout_ms;
 } cellshm_restart_policy;
 
 // Called on every status change of a supervised cell, in order, from the supervisor's
@@ -859,7 +880,8 @@ cellshm_status cellshm_stream_call_set_response(cellshm_stream_call *call,
 cellshm_status cellshm_stream_call_error_message(cellshm_stream_call *call, const char *message);
 
 // The default restart policy: 5 restarts per minute, backoff 50 ms doubling to 5 s,
-// 10 s to become ready.
+// 10 s to become ready, no heartbeats (2 misses allowed once an interval is set), the
+// supervisor's default timeout.
 cellshm_restart_policy cellshm_restart_policy_default(void);
 
 // Frees (unregisters) a subscription; its `free_userdata` runs once the callback can no
@@ -892,6 +914,15 @@ cellshm_status cellshm_supervisor_on_event(const cellshm_supervisor *supervisor,
                                            void *userdata,
                                            cellshm_free_fn free_userdata,
                                            cellshm_subscription **out_subscription);
+
+// The time limit, in ms, of calls to the cells launched from now on whose options set
+// none, unless their policy's `default_timeout_ms` says otherwise (30 s until set;
+// CELLSHM_TIMEOUT_FOREVER = no limit; 0 restores 30 s).
+//
+// # Safety
+// `supervisor` is live.
+cellshm_status cellshm_supervisor_set_default_timeout(const cellshm_supervisor *supervisor,
+                                                      uint64_t timeout_ms);
 
 // Adds a cell named `name` running `program` with `argv` (NULL-terminated, may be NULL)
 // and extra `envp` entries ("KEY=VALUE", NULL-terminated, may be NULL), and starts it.

@@ -72,10 +72,15 @@ struct SubscriptionFree {
 
 inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
     cellshm_call_options options{};
-    options.timeout_ms = static_cast<uint64_t>(timeout.count());
+    options.timeout_ms = timeout == std::chrono::milliseconds::max() ? CELLSHM_TIMEOUT_FOREVER
+                                                                     : static_cast<uint64_t>(timeout.count());
     return options;
 }
 } // namespace detail
+
+/// A timeout that means "no limit" (waiting forever is never the default: a timeout of 0
+/// means the peer's default, 30 s unless configured).
+constexpr std::chrono::milliseconds forever = std::chrono::milliseconds::max();
 
 /// A handler: gets the request bytes, returns the reply bytes, or throws.
 using Handler = std::function<std::string(std::string_view request)>;
@@ -425,6 +430,13 @@ class Supervisor {
         cellshm_supervisor *raw = nullptr;
         detail::check(cellshm_supervisor_new(name, max_peers, &raw));
         raw_.reset(raw);
+    }
+
+    /// The time limit of calls to the cells launched from now on whose options set none
+    /// (cellshm::forever: no limit), unless their policy's default_timeout_ms says otherwise.
+    void set_default_timeout(std::chrono::milliseconds timeout) {
+        detail::check(cellshm_supervisor_set_default_timeout(
+            raw_.get(), timeout == forever ? CELLSHM_TIMEOUT_FOREVER : static_cast<uint64_t>(timeout.count())));
     }
 
     /// Calls `listener` with every event, in order, on the supervisor's event thread.

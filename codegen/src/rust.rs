@@ -118,7 +118,7 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
     writeln!(buf, "impl<'a, C: ::cellshm::typed::Caller + ?Sized> {svc}Client<'a, C> {{")?;
     writeln!(buf, "    /// The service's name.")?;
     writeln!(buf, "    pub const SERVICE: &'static str = \"{full}\";")?;
-    writeln!(buf, "    /// A client that calls through `caller` with default options (no timeout).")?;
+    writeln!(buf, "    /// A client that calls through `caller` with default options (the caller's default timeout).")?;
     writeln!(buf, "    pub fn new(caller: &'a C) -> Self {{")?;
     writeln!(buf, "        Self {{ caller, options: ::cellshm::CallOptions::default() }}")?;
     writeln!(buf, "    }}")?;

@@ -58,6 +58,10 @@ pub struct PeerOptions {
     /// reason (0, the default: the cell's stderr is left alone). Its stderr still reaches
     /// ours, through a thread per cell that passes it on.
     pub stderr_tail: usize,
+    /// How long a call to this peer may take when its options set no timeout and no
+    /// deadline ([`crate::FOREVER`]: no limit). `None`, the default: the supervisor's
+    /// default for cells it launches, else [`crate::DEFAULT_CALL_TIMEOUT`] (30 s).
+    pub default_timeout: Option<Duration>,
 }
 
 impl Default for PeerOptions {
@@ -71,6 +75,7 @@ impl Default for PeerOptions {
             max_streams: crate::runtime::session::MAX_INBOUND_STREAMS,
             stream_threads: crate::runtime::session::STREAM_THREADS,
             stderr_tail: 0,
+            default_timeout: None,
         }
     }
 }
@@ -547,6 +552,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         hooks: Box::new(PeerHooks { peer: Arc::downgrade(&inner) }),
         max_inbound_streams: options.max_streams,
         stream_threads: options.stream_threads,
+        default_timeout: options.default_timeout.unwrap_or(crate::DEFAULT_CALL_TIMEOUT),
     };
     // SAFETY: the memfds were created for this link just now, so this is the only
     // host-side session on them.

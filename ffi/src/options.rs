@@ -9,11 +9,18 @@ pub const CELLSHM_WAIT_SPIN: u32 = 1;
 /// `cellshm_peer_options.wait`: sleep at once (one wakeup per message).
 pub const CELLSHM_WAIT_BLOCK: u32 = 2;
 
-/// Per-call options. Pass NULL for "no timeout, no deadline".
+/// A timeout (`timeout_ms`, `default_timeout_ms`) that means "no limit": the call waits
+/// until it is answered, cancelled or the peer dies. Never the default.
+pub const CELLSHM_TIMEOUT_FOREVER: u64 = u64::MAX;
+
+/// Per-call options. NULL (or all zero): the peer's default timeout (30 s unless its
+/// options, the supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams
+/// have none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct cellshm_call_options {
-    /// Milliseconds each call may take from its start; 0 = no timeout.
+    /// Milliseconds each call may take from its start; 0 = the peer's default (unless
+    /// `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
     pub timeout_ms: u64,
     /// Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
     pub deadline_ns: u64,
@@ -23,10 +30,17 @@ pub(crate) fn call_options(opts: *const cellshm_call_options) -> CallOptions {
     // SAFETY: the callers pass NULL or a pointer to a readable cellshm_call_options.
     match unsafe { opts.as_ref() } {
         None => CallOptions::default(),
-        Some(o) => CallOptions {
-            timeout: (o.timeout_ms != 0).then(|| Duration::from_millis(o.timeout_ms)),
-            deadline_ns: o.deadline_ns,
-        },
+        Some(o) => {
+            CallOptions { timeout: (o.timeout_ms != 0).then(|| c_timeout(o.timeout_ms)), deadline_ns: o.deadline_ns }
+        }
+    }
+}
+
+/// Milliseconds from C, CELLSHM_TIMEOUT_FOREVER being [`cellshm::FOREVER`].
+pub(crate) fn c_timeout(ms: u64) -> Duration {
+    match ms {
+        CELLSHM_TIMEOUT_FOREVER => cellshm::FOREVER,
+        ms => Duration::from_millis(ms),
     }
 }
 
@@ -54,6 +68,9 @@ pub struct cellshm_peer_options {
     /// Host threads running the handlers of those streams, at most (1 to 1024, default
     /// 8); a stream beyond them waits for one to finish its handler.
     pub stream_threads: u32,
+    /// The time limit of calls to this peer whose options set none, in ms: 0 (the
+    /// default) = 30 s; CELLSHM_TIMEOUT_FOREVER = no limit.
+    pub default_timeout_ms: u64,
 }
 
 /// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
@@ -74,6 +91,7 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         stderr_tail: d.stderr_tail as u32,
         max_streams: d.max_streams as u32,
         stream_threads: d.stream_threads as u32,
+        default_timeout_ms: 0,
     }
 }
 
@@ -93,5 +111,6 @@ pub(crate) fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOpti
     out.stderr_tail = o.stderr_tail as usize;
     out.max_streams = o.max_streams as usize;
     out.stream_threads = o.stream_threads as usize;
+    out.default_timeout = (o.default_timeout_ms != 0).then(|| c_timeout(o.default_timeout_ms));
     Ok(out)
 }

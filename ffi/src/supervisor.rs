@@ -30,7 +30,8 @@ pub(crate) fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
     }
 }
 
-/// How often a crashed cell is started again. Start from cellshm_restart_policy_default().
+/// How a supervised cell is kept alive: relaunches after a crash, readiness, heartbeats
+/// and its default call timeout. Start from cellshm_restart_policy_default().
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct cellshm_restart_policy {
@@ -44,10 +45,21 @@ pub struct cellshm_restart_policy {
     pub reset_after_ms: u64,
     /// How long a cell may take to become ready.
     pub ready_timeout_ms: u64,
+    /// Once it is ready, a heartbeat every this many ms, answered from the cell's handler
+    /// threads; 0 (the default) = no heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeats in a row that may go unanswered; one more and the cell is killed and
+    /// relaunched as "unresponsive".
+    pub heartbeat_allowed_misses: u32,
+    /// The time limit of calls to the cell whose options set none, in ms; 0 (the default)
+    /// = the supervisor's (cellshm_supervisor_set_default_timeout); CELLSHM_TIMEOUT_FOREVER
+    /// = no limit.
+    pub default_timeout_ms: u64,
 }
 
 /// The default restart policy: 5 restarts per minute, backoff 50 ms doubling to 5 s,
-/// 10 s to become ready.
+/// 10 s to become ready, no heartbeats (2 misses allowed once an interval is set), the
+/// supervisor's default timeout.
 #[no_mangle]
 pub extern "C" fn cellshm_restart_policy_default() -> cellshm_restart_policy {
     let d = cellshm::RestartPolicy::default();
@@ -57,6 +69,9 @@ pub extern "C" fn cellshm_restart_policy_default() -> cellshm_restart_policy {
         max_backoff_ms: d.max_backoff.as_millis() as u64,
         reset_after_ms: d.reset_after.as_millis() as u64,
         ready_timeout_ms: 10_000,
+        heartbeat_interval_ms: 0,
+        heartbeat_allowed_misses: 2,
+        default_timeout_ms: 0,
     }
 }
 
@@ -200,7 +215,33 @@ unsafe fn c_cell_spec(
         max_backoff: Duration::from_millis(policy.max_backoff_ms),
         reset_after: Duration::from_millis(policy.reset_after_ms),
     };
+    if policy.heartbeat_interval_ms != 0 {
+        spec = spec.heartbeat(Duration::from_millis(policy.heartbeat_interval_ms), policy.heartbeat_allowed_misses);
+    }
+    if policy.default_timeout_ms != 0 {
+        spec = spec.default_timeout(c_timeout(policy.default_timeout_ms));
+    }
     Ok(spec)
+}
+
+/// The time limit, in ms, of calls to the cells launched from now on whose options set
+/// none, unless their policy's `default_timeout_ms` says otherwise (30 s until set;
+/// CELLSHM_TIMEOUT_FOREVER = no limit; 0 restores 30 s).
+///
+/// # Safety
+/// `supervisor` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_set_default_timeout(
+    supervisor: *const cellshm_supervisor,
+    timeout_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_set_default_timeout", || {
+        // SAFETY: per this function's contract.
+        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        let timeout = if timeout_ms == 0 { cellshm::DEFAULT_CALL_TIMEOUT } else { c_timeout(timeout_ms) };
+        sup.sup.set_default_timeout(timeout);
+        CELLSHM_OK
+    })
 }
 
 /// Adds a cell named `name` running `program` with `argv` (NULL-terminated, may be NULL)

@@ -178,6 +178,60 @@ static void operations(const char *test_cell) {
     cellshm_subscription_free(NULL);
 }
 
+static uint32_t last_status = 99;
+static char last_crash[128];
+
+static void note_crash(void *userdata, const char *name, uint32_t status, const char *reason) {
+    (void)userdata;
+    (void)name;
+    last_status = status;
+    if (status == CELLSHM_CELL_CRASHED) {
+        snprintf(last_crash, sizeof last_crash, "%s", reason);
+    }
+}
+
+/* A cell whose only handler thread is stuck: a call without a time limit of its own ends
+ * at the default timeout, and the heartbeat relaunches the cell as unresponsive. */
+static void hung(const char *test_cell) {
+    cellshm_supervisor *sup = NULL;
+    cellshm_restart_policy policy = cellshm_restart_policy_default();
+    const char *env[] = {"CELLSHM_QUIET=1", "CELLSHM_WORKERS=1", NULL};
+    const uint8_t minute[4] = {0x60, 0xea, 0, 0}; /* 60000 ms */
+    cellshm_response *response = NULL;
+    cellshm_call_options forever;
+    uint32_t first;
+
+    policy.initial_backoff_ms = 10;
+    policy.heartbeat_interval_ms = 100;
+    policy.heartbeat_allowed_misses = 2;
+    CHECK_STATUS(cellshm_supervisor_new(NULL, 4, &sup), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_set_default_timeout(sup, 300), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_on_event(sup, note_crash, NULL, NULL, NULL), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_add(sup, "stuck", test_cell, NULL, env, &policy), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "stuck", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    first = cellshm_supervisor_pid(sup, "stuck");
+    CHECK_STATUS(cellshm_supervisor_call(sup, "stuck", "Test.sleep", minute, 4, NULL, &response),
+                 CELLSHM_DEADLINE_EXCEEDED);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "stuck", CELLSHM_CELL_CRASHED, 5000), CELLSHM_OK);
+    CHECK(strcmp(last_crash, "unresponsive") == 0);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "stuck", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    CHECK(cellshm_supervisor_pid(sup, "stuck") != first);
+    /* No limit, asked for explicitly: a 500 ms call outlives the 300 ms default (on a cell
+     * without heartbeats, which would take a thread busy that long for a hung one). */
+    CHECK_STATUS(cellshm_supervisor_add(sup, "patient", test_cell, NULL, env, NULL), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "patient", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    memset(&forever, 0, sizeof forever);
+    forever.timeout_ms = CELLSHM_TIMEOUT_FOREVER;
+    {
+        const uint8_t half[4] = {0xf4, 0x01, 0, 0}; /* 500 ms */
+        CHECK_STATUS(cellshm_supervisor_call(sup, "patient", "Test.sleep", half, 4, NULL, &response),
+                     CELLSHM_DEADLINE_EXCEEDED);
+        CHECK_STATUS(cellshm_supervisor_call(sup, "patient", "Test.sleep", half, 4, &forever, &response), CELLSHM_OK);
+        cellshm_response_free(response);
+    }
+    cellshm_supervisor_free(sup);
+}
+
 static void attached(const char *self) {
     cellshm_hub *hub = NULL;
     cellshm_peer *peer = NULL;
@@ -235,6 +289,7 @@ int main(int argc, char **argv) {
     CHECK(argc == 2);
     supervised(argv[1]);
     operations(argv[1]);
+    hung(argv[1]);
     attached(argv[0]);
     printf("test_supervision: all checks passed\n");
     return 0;

@@ -113,10 +113,19 @@ fn duration(seconds: f64, what: &str) -> PyResult<Duration> {
     Ok(Duration::from_secs_f64(seconds.min(1e9)))
 }
 
+/// Seconds, where `math.inf` is [`cellshm::FOREVER`] (no limit).
+fn timeout_or_forever(seconds: f64, what: &str) -> PyResult<Duration> {
+    if seconds == f64::INFINITY {
+        return Ok(cellshm::FOREVER);
+    }
+    duration(seconds, what)
+}
+
+/// `None`: the link's default timeout; `math.inf`: no limit.
 fn call_options(timeout: Option<f64>) -> PyResult<CallOptions> {
     Ok(match timeout {
         None => CallOptions::default(),
-        Some(t) => CallOptions::timeout(duration(t, "timeout")?),
+        Some(t) => CallOptions::timeout(timeout_or_forever(t, "timeout")?),
     })
 }
 
@@ -590,7 +599,7 @@ impl Hub {
     }
 
     /// Spawns `argv` as a cell named `name`; returns its Peer (not yet ready).
-    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64, stream_threads=8))]
+    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64, stream_threads=8, default_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
@@ -604,6 +613,7 @@ impl Hub {
         stderr_tail: usize,
         max_streams: usize,
         stream_threads: usize,
+        default_timeout: Option<f64>,
     ) -> PyResult<Peer> {
         let Some(program) = argv.first() else {
             return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -621,6 +631,7 @@ impl Hub {
             stderr_tail,
             max_streams,
             stream_threads,
+            default_timeout: default_timeout.map(|t| timeout_or_forever(t, "default_timeout")).transpose()?,
             ..PeerOptions::default()
         };
         // Without the GIL: reserving a slot may take the hub's locks, which a server
@@ -842,17 +853,19 @@ fn status_parts(status: &cellshm::CellStatus) -> (&'static str, Option<String>) 
     (status.name(), status.reason().map(|r| r.to_string()))
 }
 
-/// A recipe from `Supervisor.add`'s or `update`'s arguments.
-#[allow(clippy::too_many_arguments)]
+/// `Supervisor.add`'s and `update`'s restart policy: (ready_timeout, max_restarts,
+/// initial_backoff, max_backoff, reset_after), in seconds but for the count.
+type PyRestartPolicy = (f64, u32, f64, f64, f64);
+
+/// A recipe from `Supervisor.add`'s or `update`'s arguments; `heartbeat` is (interval,
+/// allowed misses).
 fn cell_spec(
     name: &str,
     argv: Vec<String>,
     env: Option<&Bound<'_, PyDict>>,
-    ready_timeout: f64,
-    max_restarts: u32,
-    initial_backoff: f64,
-    max_backoff: f64,
-    reset_after: f64,
+    policy: PyRestartPolicy,
+    heartbeat: Option<(f64, u32)>,
+    default_timeout: Option<f64>,
 ) -> PyResult<cellshm::CellSpec> {
     let Some(program) = argv.first() else {
         return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -863,6 +876,7 @@ fn cell_spec(
             spec = spec.env(key.extract::<String>()?, value.extract::<String>()?);
         }
     }
+    let (ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after) = policy;
     spec.ready_timeout = duration(ready_timeout, "ready_timeout")?;
     spec.restart = cellshm::RestartPolicy {
         max_restarts,
@@ -870,6 +884,16 @@ fn cell_spec(
         max_backoff: duration(max_backoff, "max_backoff")?,
         reset_after: duration(reset_after, "reset_after")?,
     };
+    if let Some((interval, allowed_misses)) = heartbeat {
+        let interval = duration(interval, "heartbeat_interval")?;
+        if interval.is_zero() {
+            return Err(PyValueError::new_err("heartbeat_interval must be positive"));
+        }
+        spec = spec.heartbeat(interval, allowed_misses);
+    }
+    if let Some(timeout) = default_timeout {
+        spec = spec.default_timeout(timeout_or_forever(timeout, "default_timeout")?);
+    }
     Ok(spec)
 }
 
@@ -968,7 +992,7 @@ impl Supervisor {
         Ok(EventSubscription { subscription: Mutex::new(Some(subscription)), active })
     }
 
-    #[pyo3(signature = (name, argv, env=None, ready_timeout=10.0, max_restarts=5, initial_backoff=0.05, max_backoff=5.0, reset_after=60.0))]
+    #[pyo3(signature = (name, argv, env, policy, heartbeat, default_timeout))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
@@ -976,18 +1000,16 @@ impl Supervisor {
         name: &str,
         argv: Vec<String>,
         env: Option<&Bound<'_, PyDict>>,
-        ready_timeout: f64,
-        max_restarts: u32,
-        initial_backoff: f64,
-        max_backoff: f64,
-        reset_after: f64,
+        policy: PyRestartPolicy,
+        heartbeat: Option<(f64, u32)>,
+        default_timeout: Option<f64>,
     ) -> PyResult<()> {
-        let spec = cell_spec(name, argv, env, ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after)?;
+        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout)?;
         let sup = self.get()?;
         py.detach(|| sup.add(spec)).map_err(err)
     }
 
-    #[pyo3(signature = (name, argv, env=None, ready_timeout=10.0, max_restarts=5, initial_backoff=0.05, max_backoff=5.0, reset_after=60.0, grace=2.0))]
+    #[pyo3(signature = (name, argv, env, policy, heartbeat, default_timeout, grace))]
     #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
@@ -995,17 +1017,21 @@ impl Supervisor {
         name: &str,
         argv: Vec<String>,
         env: Option<&Bound<'_, PyDict>>,
-        ready_timeout: f64,
-        max_restarts: u32,
-        initial_backoff: f64,
-        max_backoff: f64,
-        reset_after: f64,
+        policy: PyRestartPolicy,
+        heartbeat: Option<(f64, u32)>,
+        default_timeout: Option<f64>,
         grace: f64,
     ) -> PyResult<()> {
-        let spec = cell_spec(name, argv, env, ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after)?;
+        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout)?;
         let grace = duration(grace, "grace")?;
         let sup = self.get()?;
         py.detach(|| sup.update(spec, grace)).map_err(err)
+    }
+
+    /// The default timeout of the cells launched from now on (math.inf: none).
+    fn set_default_timeout(&self, timeout: f64) -> PyResult<()> {
+        self.get()?.set_default_timeout(timeout_or_forever(timeout, "default_timeout")?);
+        Ok(())
     }
 
     fn start(&self, py: Python<'_>, name: &str) -> PyResult<()> {

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -115,6 +116,34 @@ def test_a_closed_or_collected_subscription_gets_no_more_events(py_test_cell):
     assert [e.status for e in kept] == ["starting", "ready", "stopping", "exited", "starting", "ready"]
     assert [e.status for e in closed] == ["starting", "ready"]
     assert collected == []
+
+
+def test_a_hung_cell_is_relaunched_as_unresponsive_and_calls_end_at_the_default_timeout(py_test_cell):
+    crashes = []
+    with cellshm.Supervisor(max_peers=4, default_timeout=0.3) as sup:
+        events = sup.on_event(lambda e: crashes.append(e) if e.status == "crashed" else None)
+        env = {"CELLSHM_QUIET": "1", "CELLSHM_WORKERS": "1"}
+        sup.add("stuck", py_test_cell, env=env, heartbeat_interval=0.1, heartbeat_misses=2, initial_backoff=0.01)
+        sup.wait_for("stuck", "ready")
+        first = sup.pid("stuck")
+        # Its only handler thread sleeps for a minute: the process lives, nothing serves.
+        with pytest.raises(cellshm.DeadlineExceeded):
+            sup.call("stuck", "Test.sleep", struct.pack("<I", 60_000))
+        assert sup.wait_for("stuck", "crashed", timeout=5) == "unresponsive"
+        sup.wait_for("stuck", "ready")
+        assert sup.pid("stuck") != first
+        # No limit, asked for explicitly, outlives the default (on a cell without
+        # heartbeats: a thread busy that long is what a hung cell looks like).
+        sup.add("patient", py_test_cell, env=env)
+        sup.wait_for("patient", "ready")
+        half_a_second = struct.pack("<I", 500)
+        with pytest.raises(cellshm.DeadlineExceeded):
+            sup.call("patient", "Test.sleep", half_a_second)
+        assert sup.call("patient", "Test.sleep", half_a_second, timeout=cellshm.FOREVER) == b""
+        events.close()
+    assert [(e.reason, e.pid) for e in crashes] == [("unresponsive", first)]
+    with cellshm.Supervisor() as other, pytest.raises(ValueError, match="heartbeat_interval"):
+        other.add("x", py_test_cell, heartbeat_interval=0)
 
 
 def test_a_cell_that_cannot_start_is_given_up():

@@ -59,13 +59,16 @@ impl CellState {
 
 impl Hooks for CellHooks {
     fn builtin(&self, method_id: u32, payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
-        if method_id != builtin::LOG_SET_FILTER_ID {
-            return None;
+        match method_id {
+            builtin::LOG_SET_FILTER_ID => Some(crate::builtin::log::decode_filter(payload).map(|filter| {
+                *self.state.log_filter.write() = filter;
+                Vec::new()
+            })),
+            // Answered here, on a thread that runs handlers: when they are all stuck, the
+            // heartbeat waits with the other requests and goes unanswered.
+            builtin::LIFECYCLE_HEARTBEAT_ID => Some(Ok(Vec::new())),
+            _ => None,
         }
-        Some(crate::builtin::log::decode_filter(payload).map(|filter| {
-            *self.state.log_filter.write() = filter;
-            Vec::new()
-        }))
     }
 
     fn on_goodbye(&self) {
@@ -174,6 +177,7 @@ impl Cell {
             hooks: Box::new(CellHooks { state: state.clone() }),
             max_inbound_streams: crate::runtime::session::MAX_INBOUND_STREAMS,
             stream_threads: crate::runtime::session::STREAM_THREADS,
+            default_timeout: options.default_timeout,
         };
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.

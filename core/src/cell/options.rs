@@ -25,6 +25,10 @@ pub struct CellOptions {
     pub workers: usize,
     /// No diagnostics on stderr (`CELLSHM_QUIET=1`).
     pub quiet: bool,
+    /// How long a call to the host may take when its options set no timeout and no
+    /// deadline (`CELLSHM_CALL_TIMEOUT_MS`, a number or `forever`; default
+    /// [`crate::DEFAULT_CALL_TIMEOUT`], 30 s; [`crate::FOREVER`]: no limit).
+    pub default_timeout: Duration,
     /// Exit the process when the host goes away (default true: cells die with their host).
     pub exit_with_host: bool,
     /// The minor protocol version announced in HELLO. Only tests of version handling
@@ -51,6 +55,7 @@ impl CellOptions {
             wait: WaitStrategy::default(),
             workers: 4,
             quiet: false,
+            default_timeout: crate::DEFAULT_CALL_TIMEOUT,
             exit_with_host: true,
             protocol_minor: PROTOCOL_VERSION_MINOR,
             announced_pid: None,
@@ -71,6 +76,17 @@ impl CellOptions {
             o.workers = n.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
                 Error::new(Status::InvalidArgument, format!("CELLSHM_WORKERS={n:?} is not a positive number"))
             })?;
+        }
+        if let Some(t) = var("CELLSHM_CALL_TIMEOUT_MS") {
+            o.default_timeout = match t.as_str() {
+                "forever" => crate::FOREVER,
+                ms => Duration::from_millis(ms.parse().map_err(|_| {
+                    Error::new(
+                        Status::InvalidArgument,
+                        format!("CELLSHM_CALL_TIMEOUT_MS={t:?} is neither a number of milliseconds nor \"forever\""),
+                    )
+                })?),
+            };
         }
         o.quiet = var("CELLSHM_QUIET").is_some_and(|v| v != "0");
         Ok(o)

@@ -27,8 +27,8 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{CellProcess, Hub, Peer, PeerOptions};
 use crate::error::{Error, Result};
-use crate::runtime::session::{CallOptions, Response};
-use crate::wire::Status;
+use crate::runtime::session::{CallOptions, PendingCall, Response};
+use crate::wire::{builtin, Status};
 
 /// When and how often a crashed cell is started again.
 #[derive(Clone, Debug)]
@@ -54,6 +54,20 @@ impl Default for RestartPolicy {
     }
 }
 
+/// How a supervisor tells a cell that is alive but cannot serve (its handler threads
+/// deadlocked or stuck) from one that works: a `cellshm.Lifecycle.heartbeat` call every
+/// `interval`, answered from the cell's handler threads. A cell that leaves more than
+/// `allowed_misses` heartbeats in a row unanswered (each had `interval` to be answered)
+/// is killed and relaunched as [`ExitReason::Unresponsive`], at most
+/// `interval × (allowed_misses + 1)` after it stopped answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Time between heartbeats, and the time each has to be answered.
+    pub interval: Duration,
+    /// Unanswered heartbeats in a row that are tolerated.
+    pub allowed_misses: u32,
+}
+
 /// The recipe of one logical cell.
 #[derive(Clone, Debug)]
 pub struct CellSpec {
@@ -71,6 +85,9 @@ pub struct CellSpec {
     pub ready_timeout: Duration,
     /// Relaunch policy.
     pub restart: RestartPolicy,
+    /// Heartbeats once it is ready (`None`, the default: none; a hung cell is then
+    /// noticed only by the time limits of the calls made to it).
+    pub heartbeat: Option<Heartbeat>,
 }
 
 impl CellSpec {
@@ -84,7 +101,22 @@ impl CellSpec {
             peer: PeerOptions::default(),
             ready_timeout: Duration::from_secs(10),
             restart: RestartPolicy::default(),
+            heartbeat: None,
         }
+    }
+
+    /// Checks the cell with a heartbeat every `interval` and relaunches it as
+    /// unresponsive after more than `allowed_misses` in a row went unanswered.
+    pub fn heartbeat(mut self, interval: Duration, allowed_misses: u32) -> CellSpec {
+        self.heartbeat = Some(Heartbeat { interval, allowed_misses });
+        self
+    }
+
+    /// How long a call to this cell may take when its options set no time limit (see
+    /// [`PeerOptions::default_timeout`]; [`crate::FOREVER`] for none).
+    pub fn default_timeout(mut self, timeout: Duration) -> CellSpec {
+        self.peer.default_timeout = Some(timeout);
+        self
     }
 
     /// Adds arguments.
@@ -123,6 +155,8 @@ pub enum ExitReason {
     SpawnFailed(String),
     /// The supervisor stopped it; the exit code it ended with.
     Stopped(i32),
+    /// It was alive but left its heartbeats unanswered (see [`Heartbeat`]); it was killed.
+    Unresponsive,
 }
 
 /// Short text for logs and the language bindings: "code 3", "signal 9", "goodbye", ...
@@ -136,6 +170,7 @@ impl fmt::Display for ExitReason {
             ExitReason::ReadyTimeout => f.write_str("ready timeout"),
             ExitReason::SpawnFailed(m) => write!(f, "spawn failed: {m}"),
             ExitReason::Stopped(c) => write!(f, "stopped (exit code {c})"),
+            ExitReason::Unresponsive => f.write_str("unresponsive"),
         }
     }
 }
@@ -204,6 +239,18 @@ struct Instance {
     peer: Peer,
     process: Arc<CellProcess>,
     up_since: Instant,
+    /// From the moment it is ready, if its spec asks for heartbeats.
+    heartbeat: Option<Beating>,
+}
+
+/// The heartbeats of one ready instance.
+struct Beating {
+    every: Heartbeat,
+    /// When the next heartbeat is sent (and the one in flight judged).
+    next: Instant,
+    in_flight: Option<PendingCall>,
+    /// Unanswered in a row.
+    misses: u32,
 }
 
 struct ManagedCell {
@@ -276,6 +323,8 @@ struct Shared {
     listener_returned: Condvar,
     /// Serialises stop, restart, remove and update.
     operations: Mutex<()>,
+    /// For the cells whose spec sets no default timeout.
+    default_timeout: Mutex<Duration>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -367,6 +416,7 @@ impl Supervisor {
             listeners: Mutex::new(Listeners::default()),
             listener_returned: Condvar::new(),
             operations: Mutex::new(()),
+            default_timeout: Mutex::new(crate::DEFAULT_CALL_TIMEOUT),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         let events_shared = shared.clone();
@@ -392,6 +442,13 @@ impl Supervisor {
     /// The hub.
     pub fn hub(&self) -> &Hub {
         &self.shared.hub
+    }
+
+    /// How long calls to the cells launched from now on may take when their options set
+    /// no time limit, unless a cell's spec says otherwise ([`CellSpec::default_timeout`]).
+    /// [`crate::DEFAULT_CALL_TIMEOUT`] (30 s) until set; [`crate::FOREVER`]: no limit.
+    pub fn set_default_timeout(&self, timeout: Duration) {
+        *self.shared.default_timeout.lock() = timeout;
     }
 
     /// Calls `listener` on every status change of every cell, in order, from the
@@ -769,13 +826,20 @@ fn monitor(shared: Arc<Shared>) {
         for name in due {
             launch(&shared, &name);
         }
+        let beats: Vec<String> = {
+            let cells = shared.cells.lock();
+            cells.iter().filter(|(_, c)| next_beat(c).is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect()
+        };
+        for name in beats {
+            beat(&shared, &name);
+        }
         let mut cells = shared.cells.lock();
         if !shared.notices.lock().is_empty() || shared.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
             continue;
         }
-        // No timer unless a restart is due: notices, new cells and shutdown all wake
-        // us under the cells lock.
-        match cells.values().filter_map(|c| c.next_start).min() {
+        // No timer unless a restart or a heartbeat is due: notices, new cells and
+        // shutdown all wake us under the cells lock.
+        match cells.values().flat_map(|c| [c.next_start, next_beat(c)]).flatten().min() {
             Some(t) => {
                 shared.wake.wait_until(&mut cells, t);
             }
@@ -802,7 +866,9 @@ fn launch(shared: &Arc<Shared>, name: &str) {
     for (k, v) in &spec.env {
         command.env(k, v);
     }
-    let started = shared.hub.add_peer(&spec.name, spec.peer.clone()).and_then(|ticket| ticket.spawn(&mut command));
+    let mut peer_options = spec.peer.clone();
+    peer_options.default_timeout = Some(peer_options.default_timeout.unwrap_or(*shared.default_timeout.lock()));
+    let started = shared.hub.add_peer(&spec.name, peer_options).and_then(|ticket| ticket.spawn(&mut command));
     let (peer, child) = match started {
         Ok(pair) => pair,
         Err(e) => {
@@ -815,8 +881,12 @@ fn launch(shared: &Arc<Shared>, name: &str) {
         let mut cells = shared.cells.lock();
         match cells.get_mut(name).filter(|c| c.generation == generation) {
             Some(cell) => {
-                cell.instance =
-                    Some(Instance { peer: peer.clone(), process: process.clone(), up_since: Instant::now() });
+                cell.instance = Some(Instance {
+                    peer: peer.clone(),
+                    process: process.clone(),
+                    up_since: Instant::now(),
+                    heartbeat: None,
+                });
                 cell.last_instance = Some((peer.id(), peer.pid()));
                 shared.set_status(name, cell, CellStatus::Starting);
             }
@@ -848,6 +918,70 @@ fn launch(shared: &Arc<Shared>, name: &str) {
     });
 }
 
+/// When the cell's next heartbeat is due, if it is ready and has heartbeats.
+fn next_beat(cell: &ManagedCell) -> Option<Instant> {
+    if cell.status != CellStatus::Ready {
+        return None;
+    }
+    cell.instance.as_ref()?.heartbeat.as_ref().map(|b| b.next)
+}
+
+/// A heartbeat is due: judges the one in flight (answered in time, or a miss), relaunches
+/// the cell as unresponsive after too many misses, else sends the next one.
+fn beat(shared: &Arc<Shared>, name: &str) {
+    let (peer, in_flight, generation, every) = {
+        let mut cells = shared.cells.lock();
+        let Some(cell) = cells.get_mut(name).filter(|c| c.status == CellStatus::Ready) else { return };
+        let generation = cell.generation;
+        let Some(instance) = cell.instance.as_mut() else { return };
+        let Some(beating) = instance.heartbeat.as_mut() else { return };
+        beating.next = Instant::now() + beating.every.interval;
+        (instance.peer.clone(), beating.in_flight.take(), generation, beating.every)
+    };
+    // Any answer, an error status included (UNIMPLEMENTED from a cell that does not know
+    // the method), came from a thread that serves: the cell is responsive. Dropping one
+    // still in flight cancels it.
+    let answered = match in_flight.as_ref().map(PendingCall::try_take) {
+        None => true,
+        Some(Some(Ok(_))) => true,
+        Some(Some(Err(e))) => !matches!(e.status(), Status::DeadlineExceeded | Status::Cancelled),
+        Some(None) => false,
+    };
+    drop(in_flight);
+    let misses = {
+        let mut cells = shared.cells.lock();
+        let Some(cell) = cells.get_mut(name).filter(|c| c.generation == generation) else { return };
+        let Some(beating) = cell.instance.as_mut().and_then(|i| i.heartbeat.as_mut()) else { return };
+        beating.misses = if answered { 0 } else { beating.misses + 1 };
+        beating.misses
+    };
+    if misses > every.allowed_misses {
+        tracing::warn!(
+            cell = name,
+            "{misses} heartbeats in a row unanswered within {} ms each: killing it as unresponsive",
+            every.interval.as_millis()
+        );
+        if let Some((process, _, _)) = current_process(shared, name, generation) {
+            let _ = process.kill();
+        }
+        crashed(shared, name, generation, ExitReason::Unresponsive);
+        return;
+    }
+    // Outside the lock: a full ring makes starting a call wait (up to its timeout).
+    let sent =
+        peer.call_start(builtin::LIFECYCLE_HEARTBEAT, &[], &CallOptions::timeout(every.interval), Box::new(|| {}));
+    let mut cells = shared.cells.lock();
+    let Some(cell) = cells.get_mut(name).filter(|c| c.generation == generation) else { return };
+    let Some(beating) = cell.instance.as_mut().and_then(|i| i.heartbeat.as_mut()) else { return };
+    match sent {
+        Ok(pending) => beating.in_flight = Some(pending),
+        // Its death is reported by the death notice.
+        Err(e) if matches!(e.status(), Status::PeerDead | Status::SessionClosed) => {}
+        // Could not even be sent (a ring the cell does not drain): counted when judged.
+        Err(_) => beating.misses += 1,
+    }
+}
+
 /// The instance of `name` if it is of `generation`.
 fn current_process(shared: &Shared, name: &str, generation: u64) -> Option<(Arc<CellProcess>, Instant, bool)> {
     let cells = shared.cells.lock();
@@ -867,6 +1001,14 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
                 }
                 match &result {
                     Ok(()) => {
+                        if let (Some(every), Some(instance)) = (cell.spec.heartbeat, cell.instance.as_mut()) {
+                            instance.heartbeat = Some(Beating {
+                                every,
+                                next: Instant::now() + every.interval,
+                                in_flight: None,
+                                misses: 0,
+                            });
+                        }
                         shared.set_status(&name, cell, CellStatus::Ready);
                         return;
                     }

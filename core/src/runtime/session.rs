@@ -41,7 +41,7 @@ use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
 use dispatch::ReplyBody;
 pub use dispatch::{Call, CancelToken, Dispatcher, Handler, RetainCheck};
-pub use options::{CallOptions, WaitStrategy};
+pub use options::{CallOptions, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER};
 use stream::StreamState;
 pub use stream::{
     Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
@@ -383,6 +383,8 @@ pub(crate) struct SessionConfig {
     pub max_inbound_streams: usize,
     /// Threads that run those streams' handlers, at most (the others wait for one).
     pub stream_threads: usize,
+    /// For calls whose options set no time limit ([`FOREVER`]: none).
+    pub default_timeout: Duration,
 }
 
 /// RPC over one link.
@@ -399,6 +401,7 @@ pub(crate) struct Session {
     standby_kick: Kick,
     wait: WaitStrategy,
     server_wait: WaitStrategy,
+    default_timeout: Duration,
     dispatcher: Arc<RwLock<Dispatcher>>,
     hooks: Box<dyn Hooks>,
     tx_ring: Mutex<Producer<ShmRing<EntryWords>>>,
@@ -495,6 +498,7 @@ impl Session {
             standby_kick,
             wait: cfg.wait,
             server_wait: cfg.server_wait,
+            default_timeout: cfg.default_timeout,
             dispatcher: cfg.dispatcher,
             hooks: cfg.hooks,
             tx_max_payload: tx_pool.max_payload(),
@@ -914,7 +918,7 @@ impl Session {
         if method_id == 0 {
             return Err(Error::new(Status::InvalidArgument, "method id 0 is reserved"));
         }
-        let deadline_ns = opts.deadline_for_call_starting_now();
+        let deadline_ns = opts.deadline_for_call_starting_now(self.default_timeout);
         if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
             return Err(Error::new(Status::DeadlineExceeded, "the deadline passed before the call was sent"));
         }

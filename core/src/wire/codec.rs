@@ -62,6 +62,9 @@ pub mod builtin {
     pub const LIFECYCLE_READY: &str = "cellshm.Lifecycle.ready";
     /// Cell → host: the cell is leaving on purpose (empty payload).
     pub const LIFECYCLE_GOODBYE: &str = "cellshm.Lifecycle.goodbye";
+    /// Host → cell, empty both ways: answered from the threads that run the cell's
+    /// handlers, so an answer means the cell can still serve (a supervisor's heartbeat).
+    pub const LIFECYCLE_HEARTBEAT: &str = "cellshm.Lifecycle.heartbeat";
     /// Cell → host, NO_REPLY: a log record.
     pub const LOG_EVENT: &str = "cellshm.Log.event";
     /// Host → cell: a log filter string.
@@ -73,6 +76,8 @@ pub mod builtin {
     pub const LIFECYCLE_READY_ID: u32 = method_id(LIFECYCLE_READY);
     /// Id of [`LIFECYCLE_GOODBYE`].
     pub const LIFECYCLE_GOODBYE_ID: u32 = method_id(LIFECYCLE_GOODBYE);
+    /// Id of [`LIFECYCLE_HEARTBEAT`].
+    pub const LIFECYCLE_HEARTBEAT_ID: u32 = method_id(LIFECYCLE_HEARTBEAT);
     /// Id of [`LOG_EVENT`].
     pub const LOG_EVENT_ID: u32 = method_id(LOG_EVENT);
     /// Id of [`LOG_SET_FILTER`].

@@ -550,6 +550,7 @@ mod tests {
             ("Echo.echo", 0x3e89_5c50),
             ("cellshm.Lifecycle.ready", 0xb194_4220),
             ("cellshm.Lifecycle.goodbye", 0xbf97_87fa),
+            ("cellshm.Lifecycle.heartbeat", 0xff25_ea19),
             ("cellshm.Log.event", 0x8d14_7daa),
             ("cellshm.Log.set_filter", 0x9620_887b),
             ("cellshm.Introspect.methods", 0xbf8f_592e),

@@ -43,6 +43,7 @@ pub fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.goodbye`: answers, then leaves on purpose (goodbye).
 /// - `Test.trace`: emits `tracing` events (forwarded to the host through the log filter).
 /// - `Test.exit`: exits the process at once with code u32.
+/// - `Test.hang`: never returns (its thread stays blocked while the process lives).
 /// - `Test.env`: replies with the value of the environment variable the payload names
 ///   (empty if unset).
 pub fn test_cell(cell: Cell) -> Result<(), Error> {
@@ -111,6 +112,9 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         Ok(())
     })?;
     cell.method("Test.exit", |call| std::process::exit(u32_at(call.payload(), 0)? as i32))?;
+    cell.method("Test.hang", |_| loop {
+        std::thread::park();
+    })?;
     cell.method("Test.env", |call| {
         let name = String::from_utf8_lossy(call.payload()).into_owned();
         call.reply(std::env::var(name).unwrap_or_default().as_bytes())

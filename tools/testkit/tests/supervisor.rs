@@ -359,3 +359,56 @@ fn a_panicking_death_callback_neither_strands_callers_nor_skips_the_next_callbac
     // One registered after the death runs at once, also when it panics.
     peer.on_death(|_| panic!("deliberate panic, registered late"));
 }
+
+#[test]
+fn a_cell_whose_handler_threads_all_hang_is_relaunched_as_unresponsive_within_its_heartbeat_budget() {
+    let (sup, events) = supervisor(4);
+    let (interval, allowed_misses) = (Duration::from_millis(100), 2);
+    let spec = test_cell("stuck")
+        .env("CELLSHM_WORKERS", "2")
+        .heartbeat(interval, allowed_misses)
+        .default_timeout(Duration::from_millis(300));
+    sup.add(spec).unwrap();
+    ready(&sup, "stuck");
+    let peer = sup.peer("stuck").unwrap();
+    let pid = peer.pid().unwrap();
+
+    // Busy is not unresponsive: one handler thread sleeps, the other answers heartbeats.
+    peer.call("Test.sleep", &800u32.to_le_bytes(), &CallOptions::timeout(secs(5))).unwrap();
+    assert_eq!(sup.status("stuck"), Some(CellStatus::Ready));
+    assert_eq!(sup.peer("stuck").unwrap().pid(), Some(pid), "a busy cell is left alone");
+
+    // Every handler thread blocks for good; the process stays alive.
+    for _ in 0..4 {
+        peer.notify("Test.hang", b"", &CallOptions::default()).unwrap();
+    }
+    let hung = std::time::Instant::now();
+    // A call with no time limit of its own ends at the default timeout.
+    let err = peer.call("Echo.echo", b"anyone?", &CallOptions::default()).unwrap_err();
+    assert_eq!(err.status(), Status::DeadlineExceeded, "{err}");
+    sup.wait_for("stuck", secs(10), |s| *s == CellStatus::Crashed(ExitReason::Unresponsive)).unwrap();
+    let noticed = hung.elapsed();
+    let budget = interval * (allowed_misses + 2); // the misses allowed, one more, and the one in flight
+    assert!(noticed < budget + Duration::from_millis(500), "noticed after {noticed:?} (budget {budget:?})");
+    ready(&sup, "stuck");
+    assert_ne!(sup.peer("stuck").unwrap().pid(), Some(pid));
+    assert_eq!(echo(&sup, "stuck", b"back"), b"back");
+    let crashes: Vec<_> =
+        events.lock().unwrap().iter().filter(|e| matches!(e.status, CellStatus::Crashed(_))).cloned().collect();
+    assert_eq!(crashes.len(), 1);
+    assert_eq!(crashes[0].pid, Some(pid));
+    assert_eq!(crashes[0].status.reason().unwrap().to_string(), "unresponsive");
+}
+
+#[test]
+fn a_call_asks_for_no_time_limit_explicitly() {
+    let sup = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    sup.set_default_timeout(Duration::from_millis(200));
+    sup.add(test_cell("slow")).unwrap();
+    ready(&sup, "slow");
+    let sleep = 500u32.to_le_bytes();
+    let err = sup.call("slow", "Test.sleep", &sleep, &CallOptions::default()).unwrap_err();
+    assert_eq!(err.status(), Status::DeadlineExceeded, "the supervisor's default applies");
+    sup.call("slow", "Test.sleep", &sleep, &CallOptions::forever()).unwrap();
+    sup.call("slow", "Test.sleep", &sleep, &CallOptions::timeout(secs(5))).unwrap();
+}

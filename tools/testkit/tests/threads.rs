@@ -25,6 +25,10 @@ fn failed_spawns_and_absurd_thread_counts_leave_the_thread_count_as_it_was() {
     let ticket = hub.add_peer("ok", PeerOptions::default()).unwrap();
     let (peer, mut child) = ticket.spawn(Command::new(CELL).arg("cell").env("CELLSHM_QUIET", "1")).unwrap();
     peer.wait_ready(Duration::from_secs(10)).unwrap();
+    // A thread takes its name once it runs: under load a server thread of the peer can
+    // still carry its parent's name here, and be counted only later.
+    let servers = PeerOptions::default().server_threads as u64;
+    poll_until(limit(), || format!("the peer's {servers} server threads did not start"), || link_threads() >= servers);
     let before = link_threads();
 
     for round in 0..20 {

@@ -28,6 +28,7 @@ import enum
 import inspect
 import itertools
 import logging
+import math
 import sys
 import weakref
 from typing import (
@@ -175,7 +176,18 @@ def _loop_calls() -> _LoopCalls:
     return calls
 
 
+#: A timeout that means "no limit": ``timeout=cellshm.FOREVER`` waits until the call is
+#: answered, cancelled or the peer dies. Waiting forever is never the default.
+FOREVER: float = math.inf
+
+#: The time limit of a call made with ``timeout=None`` unless the hub, the supervisor or
+#: the cell says otherwise (streams have none).
+DEFAULT_CALL_TIMEOUT: float = 30.0
+
+
 def _check_timeout(timeout: Optional[float]) -> Optional[float]:
+    """``None`` (the peer's default timeout), a non-negative number of seconds, or
+    :data:`FOREVER`."""
     if timeout is None:
         return None
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
@@ -505,6 +517,7 @@ class Hub:
         stderr_tail: int = 0,
         max_streams: int = 64,
         stream_threads: int = 8,
+        default_timeout: Optional[float] = None,
     ) -> Peer:
         """Starts ``argv`` as a cell. Its argv is left as given: the cell finds its
         doorbell through ``CELLSHM_DOORBELL_FD``. ``env`` adds variables to the inherited
@@ -512,7 +525,9 @@ class Hub:
         With ``stderr_tail`` > 0, the last that many bytes of the cell's stderr (which
         still reaches ours) are added to the error it dies with. ``max_streams`` bounds
         the streams the cell may have open towards the host, ``stream_threads`` the host
-        threads running their handlers (a stream beyond them waits for one)."""
+        threads running their handlers (a stream beyond them waits for one).
+        ``default_timeout`` is the time limit of calls to it made with ``timeout=None``
+        (:data:`DEFAULT_CALL_TIMEOUT` unless given; :data:`FOREVER` for none)."""
         if not isinstance(stderr_tail, int) or isinstance(stderr_tail, bool) or stderr_tail < 0:
             raise ValueError(f"stderr_tail must be a non-negative int, got {stderr_tail!r}")
         if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
@@ -531,6 +546,7 @@ class Hub:
                 stderr_tail,
                 max_streams,
                 stream_threads,
+                _check_timeout(default_timeout),
             )
         )
         self._peers.append(peer)
@@ -762,12 +778,25 @@ class Supervisor:
     Statuses: "starting", "ready", "stopping", "exited", "crashed", "failed", "removed",
     each with a reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
 
-    def __init__(self, name: Optional[str] = None, *, max_peers: int = 8) -> None:
+    def __init__(
+        self, name: Optional[str] = None, *, max_peers: int = 8, default_timeout: Optional[float] = None
+    ) -> None:
         self._native = _native.Supervisor(name, max_peers)
+        if default_timeout is not None:
+            self.set_default_timeout(default_timeout)
 
     @property
     def hub_name(self) -> str:
         return str(self._native.hub_name)
+
+    def set_default_timeout(self, timeout: float) -> None:
+        """The time limit of calls made with ``timeout=None`` to the cells launched from
+        now on, unless their ``add(default_timeout=...)`` says otherwise
+        (:data:`DEFAULT_CALL_TIMEOUT` until set; :data:`FOREVER` for none)."""
+        checked = _check_timeout(timeout)
+        if checked is None:
+            raise TypeError("timeout must be a number of seconds or cellshm.FOREVER")
+        self._native.set_default_timeout(checked)
 
     def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
         """Decorator: a host method the supervised cells can call."""
@@ -812,18 +841,25 @@ class Supervisor:
         initial_backoff: float = 0.05,
         max_backoff: float = 5.0,
         reset_after: float = 60.0,
+        heartbeat_interval: Optional[float] = None,
+        heartbeat_misses: int = 2,
+        default_timeout: Optional[float] = None,
     ) -> None:
         """Adds a cell and starts it (:class:`AlreadyExists` if the name is taken: see
-        :meth:`start`, :meth:`restart` and :meth:`update`)."""
+        :meth:`start`, :meth:`restart` and :meth:`update`). A crash is relaunched after
+        ``initial_backoff`` (doubling up to ``max_backoff``), ``max_restarts`` times per
+        ``reset_after`` seconds. With ``heartbeat_interval``, the ready cell is sent a
+        heartbeat that often, answered by its handler threads; after more than
+        ``heartbeat_misses`` unanswered in a row it is killed and relaunched as
+        "unresponsive". ``default_timeout``: the time limit of calls to it made with
+        ``timeout=None`` (the supervisor's default otherwise)."""
         self._native.add(
             name,
             _argv(argv),
             dict(env or {}),
-            ready_timeout,
-            max_restarts,
-            initial_backoff,
-            max_backoff,
-            reset_after,
+            (ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after),
+            _heartbeat(heartbeat_interval, heartbeat_misses),
+            _check_timeout(default_timeout),
         )
 
     def update(
@@ -837,6 +873,9 @@ class Supervisor:
         initial_backoff: float = 0.05,
         max_backoff: float = 5.0,
         reset_after: float = 60.0,
+        heartbeat_interval: Optional[float] = None,
+        heartbeat_misses: int = 2,
+        default_timeout: Optional[float] = None,
         grace: float = 2.0,
     ) -> None:
         """Replaces the recipe of ``name`` (arguments as for :meth:`add`). A running
@@ -846,11 +885,9 @@ class Supervisor:
             name,
             _argv(argv),
             dict(env or {}),
-            ready_timeout,
-            max_restarts,
-            initial_backoff,
-            max_backoff,
-            reset_after,
+            (ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after),
+            _heartbeat(heartbeat_interval, heartbeat_misses),
+            _check_timeout(default_timeout),
             grace,
         )
 
@@ -903,6 +940,14 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _heartbeat(interval: Optional[float], misses: int) -> Optional[Tuple[float, int]]:
+    if interval is None:
+        return None
+    if not isinstance(misses, int) or isinstance(misses, bool) or misses < 0:
+        raise ValueError(f"heartbeat_misses must be a non-negative int, got {misses!r}")
+    return (float(interval), misses)
 
 
 def _argv(argv: Sequence[str]) -> List[str]:
@@ -959,6 +1004,8 @@ __all__ = [
     "CellLogHandler",
     "Supervisor",
     "SupervisorEvent",
+    "FOREVER",
+    "DEFAULT_CALL_TIMEOUT",
     "Subscription",
     "Stream",
     "StreamCall",

@@ -76,6 +76,7 @@ class Hub:
         stderr_tail: int = 0,
         max_streams: int = 64,
         stream_threads: int = 8,
+        default_timeout: Optional[float] = None,
     ) -> Peer: ...
     def close(self) -> None: ...
 
@@ -134,25 +135,22 @@ class Supervisor:
         self,
         name: str,
         argv: List[str],
-        env: Optional[Mapping[str, str]] = None,
-        ready_timeout: float = 10.0,
-        max_restarts: int = 5,
-        initial_backoff: float = 0.05,
-        max_backoff: float = 5.0,
-        reset_after: float = 60.0,
+        env: Optional[Mapping[str, str]],
+        policy: Tuple[float, int, float, float, float],
+        heartbeat: Optional[Tuple[float, int]],
+        default_timeout: Optional[float],
     ) -> None: ...
     def update(
         self,
         name: str,
         argv: List[str],
-        env: Optional[Mapping[str, str]] = None,
-        ready_timeout: float = 10.0,
-        max_restarts: int = 5,
-        initial_backoff: float = 0.05,
-        max_backoff: float = 5.0,
-        reset_after: float = 60.0,
-        grace: float = 2.0,
+        env: Optional[Mapping[str, str]],
+        policy: Tuple[float, int, float, float, float],
+        heartbeat: Optional[Tuple[float, int]],
+        default_timeout: Optional[float],
+        grace: float,
     ) -> None: ...
+    def set_default_timeout(self, timeout: float) -> None: ...
     def start(self, name: str) -> None: ...
     def restart(self, name: str, grace: float) -> None: ...
     def remove(self, name: str, grace: float) -> None: ...

@@ -55,10 +55,21 @@ impl WaitStrategy {
     }
 }
 
+/// How long a unary call with neither a timeout nor a deadline may take, unless the
+/// peer, the cell or the supervisor says otherwise: waiting forever is asked for
+/// explicitly ([`CallOptions::forever`]), never the default.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The timeout that means "no limit" ([`CallOptions::forever`]; as a default timeout,
+/// calls that set none wait as long as they take).
+pub const FOREVER: Duration = Duration::MAX;
+
 /// Per-call options. Reusable: a timeout counts from the start of each call.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions {
-    /// Time each call may take, counted from its start; `None` = no timeout.
+    /// Time each call may take, counted from its start. `None` (with no deadline either):
+    /// the link's default timeout ([`DEFAULT_CALL_TIMEOUT`] unless configured; streams
+    /// have none). [`FOREVER`]: no limit.
     pub timeout: Option<Duration>,
     /// An absolute CLOCK_MONOTONIC deadline in ns (for example [`Call::deadline_ns`] of
     /// the request being served, to propagate it); 0 = none. With both set, the earlier
@@ -77,9 +88,19 @@ impl CallOptions {
         CallOptions { timeout: None, deadline_ns }
     }
 
-    /// The absolute deadline of a call starting now (0 = none).
-    pub fn deadline_for_call_starting_now(&self) -> u64 {
-        let from_timeout = self.timeout.map_or(0, crate::sys::clock::deadline_after);
+    /// No time limit: the call waits until it is answered, cancelled or the peer dies.
+    pub fn forever() -> CallOptions {
+        CallOptions { timeout: Some(FOREVER), deadline_ns: 0 }
+    }
+
+    /// The absolute deadline of a call starting now (0 = none), `default_timeout`
+    /// applying when the options set neither a timeout nor a deadline.
+    pub fn deadline_for_call_starting_now(&self, default_timeout: Duration) -> u64 {
+        let timeout = match (self.timeout, self.deadline_ns) {
+            (None, 0) => Some(default_timeout),
+            (timeout, _) => timeout,
+        };
+        let from_timeout = timeout.filter(|t| *t != FOREVER).map_or(0, crate::sys::clock::deadline_after);
         match (from_timeout, self.deadline_ns) {
             (0, d) | (d, 0) => d,
             (a, b) => a.min(b),

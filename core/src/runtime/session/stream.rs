@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::{Awaited, CallOptions, OutBody, Payload, Response, Session, Waited};
+use super::{Awaited, CallOptions, OutBody, Payload, Response, Session, Waited, FOREVER};
 use crate::error::{Error, Result};
 use crate::proto::stream::{Arrival, StreamFlow};
 use crate::runtime::pool::Refused;
@@ -285,7 +285,8 @@ impl Session {
         opts: &CallOptions,
     ) -> Result<Stream> {
         self.check_open()?;
-        let deadline_ns = opts.deadline_for_call_starting_now();
+        // Streams live as long as their two ends want: no default time limit.
+        let deadline_ns = opts.deadline_for_call_starting_now(FOREVER);
         // The callee grants its own window with its first credit frame.
         let name = name.map(str::to_owned);
         let stream =

@@ -119,7 +119,7 @@ impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for StoreClient<'_
 impl<'a, C: ::cellshm::typed::Caller + ?Sized> StoreClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "kv.Store";
-    /// A client that calls through `caller` with default options (no timeout).
+    /// A client that calls through `caller` with default options (the caller's default timeout).
     pub fn new(caller: &'a C) -> Self {
         Self {
             caller,

@@ -36,7 +36,7 @@ impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for PlainClient<'_
 impl<'a, C: ::cellshm::typed::Caller + ?Sized> PlainClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "Plain";
-    /// A client that calls through `caller` with default options (no timeout).
+    /// A client that calls through `caller` with default options (the caller's default timeout).
     pub fn new(caller: &'a C) -> Self {
         Self {
             caller,

@@ -108,7 +108,7 @@ impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for DrawingClient<
 impl<'a, C: ::cellshm::typed::Caller + ?Sized> DrawingClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "shapes.v1.Drawing";
-    /// A client that calls through `caller` with default options (no timeout).
+    /// A client that calls through `caller` with default options (the caller's default timeout).
     pub fn new(caller: &'a C) -> Self {
         Self {
             caller,
@@ -327,7 +327,7 @@ impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for EmptyClient<'_
 impl<'a, C: ::cellshm::typed::Caller + ?Sized> EmptyClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "shapes.v1.Empty";
-    /// A client that calls through `caller` with default options (no timeout).
+    /// A client that calls through `caller` with default options (the caller's default timeout).
     pub fn new(caller: &'a C) -> Self {
         Self {
             caller,
