@@ -30,6 +30,9 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+// `cellshm_caller.uid` when the caller's user id is not known.
+#define CELLSHM_UID_UNKNOWN UINT32_MAX
+
 // `cellshm_peer_options.wait`: poll for `spin_us`, then sleep (the default).
 #define CELLSHM_WAIT_ADAPTIVE 0
 
@@ -261,6 +264,29 @@ typedef struct {
   // default) = 30 s; CELLSHM_TIMEOUT_FOREVER = no limit.
   uint64_t default_timeout_ms;
 } cellshm_peer_options;
+
+// The cell calling a host handler, as the host knows it (from the kernel and its own
+// records, never from what the cell says).
+typedef struct {
+  // Its peer id (its slot in the hub).
+  uint32_t peer_id;
+  // The slot's launch count (tells this instance from earlier ones of the slot).
+  uint32_t epoch;
+  // Its process id; 0 if not known.
+  uint32_t pid;
+  // Its real user id; CELLSHM_UID_UNKNOWN if not known.
+  uint32_t uid;
+  // The name the host gave it (cellshm_hub_spawn, the supervisor's name, the attach
+  // name). Valid while the handler (or the policy callback) runs.
+  const char *name;
+} cellshm_caller;
+
+// Decides whether `caller` may call the host method `method`: true admits it. Runs on
+// the serving thread before every call and stream: keep it short. `caller` and `method`
+// are valid during the call.
+typedef bool (*cellshm_access_policy_fn)(void *userdata,
+                                         const cellshm_caller *caller,
+                                         const char *method);
 
 // Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
 // CELLSHM_PROTOCOL_ERROR, CELLSHM_SESSION_CLOSED, ...) and a message valid during the call.
@@ -502,6 +528,57 @@ cellshm_status cellshm_hub_spawn(cellshm_hub *hub,
 // # Safety
 // `hub` is NULL or a hub not yet freed, not in use by another thread.
 void cellshm_hub_free(cellshm_hub *hub);
+
+// Writes the caller of the running host handler to `*out_caller` (its `name` valid
+// until the handler returns). CELLSHM_NOT_FOUND in a cell's handler (its caller is
+// its host).
+//
+// # Safety
+// `reply` is the running handler's reply; `out_caller` writable.
+cellshm_status cellshm_reply_caller(cellshm_reply *reply, cellshm_caller *out_caller);
+
+// Writes who opened the stream the running host stream handler serves to `*out_caller`
+// (its `name` valid until the handler returns). CELLSHM_NOT_FOUND in a cell.
+//
+// # Safety
+// `call` is the running stream handler's call; `out_caller` writable.
+cellshm_status cellshm_stream_call_caller(cellshm_stream_call *call, cellshm_caller *out_caller);
+
+// Only the cells named in `cells` (a NULL-terminated list; empty or NULL admits none)
+// may call the host method `method` (unary or stream, registered already); any other
+// gets CELLSHM_PERMISSION_DENIED, counted in cellshm_peer_refused_calls, and the
+// handler never runs. CELLSHM_NOT_FOUND for a method not registered.
+//
+// # Safety
+// `hub` is live; `method` NUL-terminated; `cells` NULL or a NULL-terminated list.
+cellshm_status cellshm_hub_allow(const cellshm_hub *hub,
+                                 const char *method,
+                                 const char *const *cells);
+
+// Lifts cellshm_hub_allow's restriction of `method`.
+//
+// # Safety
+// `hub` is live; `method` NUL-terminated.
+cellshm_status cellshm_hub_allow_everyone(const cellshm_hub *hub, const char *method);
+
+// Asks `policy` before every call and stream of every host method (after the method's
+// allow list, if any); false refuses it as cellshm_hub_allow does. A NULL `policy`
+// removes the one set. `free_userdata` (may be NULL) is called once the policy is
+// replaced, removed or the hub freed (or at once if this fails).
+//
+// # Safety
+// `hub` is live; `policy` NULL or a valid function.
+cellshm_status cellshm_hub_set_access_policy(const cellshm_hub *hub,
+                                             cellshm_access_policy_fn policy,
+                                             void *userdata,
+                                             cellshm_free_fn free_userdata);
+
+// Calls and streams of `peer` refused by an access rule so far (counted by the host).
+// 0 for NULL.
+//
+// # Safety
+// `peer` is NULL or live.
+uint64_t cellshm_peer_refused_calls(const cellshm_peer *peer);
 
 // The library version, e.g. "0.1.0". Static storage; never NULL.
 const char *cellshm_version(void);

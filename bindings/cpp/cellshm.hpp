@@ -70,6 +70,14 @@ struct SubscriptionFree {
     void operator()(cellshm_subscription *s) const noexcept { cellshm_subscription_free(s); }
 };
 
+/// argv or envp for the C API: pointers into `strings`, NULL-terminated.
+inline std::vector<const char *> c_list(const std::vector<std::string> &strings) {
+    std::vector<const char *> list;
+    for (const auto &s : strings) list.push_back(s.c_str());
+    list.push_back(nullptr);
+    return list;
+}
+
 inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
     cellshm_call_options options{};
     options.timeout_ms = timeout == std::chrono::milliseconds::max() ? CELLSHM_TIMEOUT_FOREVER
@@ -290,6 +298,13 @@ class Hub {
                                                        detail::delete_stream_handler));
     }
 
+    /// Only the cells named in `cells` may call the host method `method` (registered
+    /// already); others get CELLSHM_PERMISSION_DENIED and the handler never runs.
+    void allow(const char *method, const std::vector<std::string> &cells) {
+        auto list = detail::c_list(cells);
+        detail::check(cellshm_hub_allow(raw_.get(), method, list.data()));
+    }
+
     /// Spawns `program` with `args` (the hub appends its own) and extra `env` entries.
     Peer spawn(const char *name, const std::string &program, const std::vector<std::string> &args = {},
                const std::vector<std::string> &env = {}) {
@@ -403,13 +418,6 @@ inline void event_trampoline(void *userdata, const char *name, uint32_t status, 
 
 inline void delete_listener(void *userdata) noexcept { delete static_cast<EventListener *>(userdata); }
 
-/// argv or envp for the C API: pointers into `strings`, NULL-terminated.
-inline std::vector<const char *> c_list(const std::vector<std::string> &strings) {
-    std::vector<const char *> list;
-    for (const auto &s : strings) list.push_back(s.c_str());
-    list.push_back(nullptr);
-    return list;
-}
 } // namespace detail
 
 /// The recipe of a supervised cell.

@@ -18,8 +18,8 @@ use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::proto::hello;
 use crate::runtime::session::{
-    copy_of, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig,
-    Stream, StreamCall, WaitStrategy,
+    copy_of, AccessPolicy, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PeerIdentity, PendingCall,
+    Response, Session, SessionConfig, Stream, StreamCall, WaitStrategy,
 };
 use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, SharedBytes, Side};
 use crate::sys::doorbell;
@@ -111,6 +111,9 @@ struct PeerInner {
     ready: Mutex<Option<Ready>>,
     /// From fork or SO_PEERCRED, never from what the cell says.
     pid: Mutex<Option<u32>>,
+    /// From SO_PEERCRED (attached), or read from `/proc` once the cell calls (spawned: by
+    /// then it has exec'd, so a uid the spawn changed is the one it runs as).
+    uid: Mutex<Option<u32>>,
     /// For a cell we spawned: how it ended.
     pidfd: Mutex<Option<Pidfd>>,
     /// The end of its stderr, if asked for (`PeerOptions::stderr_tail`).
@@ -207,7 +210,25 @@ struct PeerHooks {
     peer: Weak<PeerInner>,
 }
 
+impl PeerInner {
+    fn identity(&self) -> PeerIdentity {
+        let pid = *self.pid.lock();
+        let uid = {
+            let mut uid = self.uid.lock();
+            if uid.is_none() {
+                *uid = pid.and_then(crate::sys::process::real_uid);
+            }
+            *uid
+        };
+        PeerIdentity { peer_id: self.id, name: self.name.clone(), epoch: self.epoch, pid, uid }
+    }
+}
+
 impl Hooks for PeerHooks {
+    fn caller(&self) -> Option<PeerIdentity> {
+        self.peer.upgrade().map(|p| p.identity())
+    }
+
     fn on_hello(&self, hello: Hello) -> Result<Hello> {
         let peer = self.peer.upgrade().ok_or_else(|| Error::new(Status::SessionClosed, "peer dropped"))?;
         // Any HELLO this host cannot accept drops the peer (PROTOCOL_ERROR shuts the
@@ -406,6 +427,28 @@ impl Hub {
         self.shared.dispatcher.write().register_stream_as(name, kind, handler)
     }
 
+    /// Only the cells named in `cells` may call the host method `method` (unary or
+    /// stream, registered already); any other gets PERMISSION_DENIED, counted in its
+    /// peer's [`Peer::refused_calls`], and the handler never runs. Names are the names
+    /// the host gave its cells (`add_peer`, the supervisor's, the attach name), never
+    /// what a cell says. An empty list admits no cell. NOT_FOUND for an unknown method.
+    pub fn allow(&self, method: &str, cells: &[&str]) -> Result<()> {
+        self.shared.dispatcher.write().allow(method, Some(cells))
+    }
+
+    /// Lifts [`Hub::allow`]'s restriction of `method`.
+    pub fn allow_everyone(&self, method: &str) -> Result<()> {
+        self.shared.dispatcher.write().allow(method, None)
+    }
+
+    /// Asks `policy(caller, method_name)` before every call and stream of every host
+    /// method (after the method's allow list, if any); false refuses it as
+    /// [`Hub::allow`] does. It runs on the serving thread for each call: keep it short.
+    /// `None` removes it. Built-in methods (ready, goodbye, log) are not subject to it.
+    pub fn set_access_policy(&self, policy: Option<AccessPolicy>) {
+        self.shared.dispatcher.write().set_access_policy(policy);
+    }
+
     /// Where cells' log records go. `None` (the default) emits them as `tracing` events
     /// with the fields `cell`, `peer_id` and `target`.
     pub fn set_log_sink(&self, sink: Option<LogSink>) {
@@ -534,6 +577,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         state_cv: Condvar::new(),
         ready: Mutex::new(None),
         pid: Mutex::new(None),
+        uid: Mutex::new(None),
         pidfd: Mutex::new(None),
         stderr: Mutex::new(None),
         on_death: Mutex::new(Vec::new()),
@@ -640,9 +684,10 @@ impl PeerTicket {
 
     /// Hands the slot to a process that was not spawned for it (the attach path): the
     /// peer, and the child's end of the doorbell to pass to that process.
-    pub(crate) fn into_attached(mut self, pid: u32) -> (Peer, OwnedFd) {
+    pub(crate) fn into_attached(mut self, pid: u32, uid: u32) -> (Peer, OwnedFd) {
         let child_end = self.child_end.take().expect("a ticket is handed over once");
         *self.peer.inner.pid.lock() = Some(pid);
+        *self.peer.inner.uid.lock() = Some(uid);
         (self.peer.clone(), child_end)
     }
 
@@ -903,6 +948,17 @@ impl Peer {
             session.fail(error);
             session.close();
         }
+    }
+
+    /// Who the host knows this peer to be (what its handlers' [`Call::caller`] says).
+    pub fn identity(&self) -> PeerIdentity {
+        self.inner.identity()
+    }
+
+    /// Its calls and streams refused by an access rule so far ([`Hub::allow`],
+    /// [`Hub::set_access_policy`]): counted by the host, not by the cell.
+    pub fn refused_calls(&self) -> u64 {
+        self.inner.session.lock().as_ref().map_or(0, |s| s.refused_calls())
     }
 
     /// The counters the cell keeps in its control block. They are informational: the

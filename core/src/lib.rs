@@ -55,9 +55,9 @@ pub use host::supervisor::{
 };
 pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
 pub use session::{
-    Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PendingCall, Response, Stream, StreamCall,
-    StreamEnd, StreamHandler, StreamItem, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER, MAX_INBOUND_STREAMS,
-    STREAM_THREADS, STREAM_WINDOW,
+    AccessPolicy, Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PeerIdentity, PendingCall,
+    Response, Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER,
+    MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
 };
 pub use shm::inspect::PeerSnapshot;
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};

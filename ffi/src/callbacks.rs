@@ -55,6 +55,8 @@ pub struct cellshm_reply {
 pub(crate) struct ReplyState<'a, 'b> {
     pub(crate) call: &'a mut Call<'b>,
     pub(crate) error_message: Option<String>,
+    /// Keeps the name cellshm_reply_caller hands out alive until the handler returns.
+    pub(crate) caller_name: Option<CString>,
 }
 
 pub(crate) fn c_handler(
@@ -64,7 +66,7 @@ pub(crate) fn c_handler(
     move |call| {
         // Zero-copy: C reads the request where it lies (no Rust reference is made of it).
         let request = call.request();
-        let mut state = ReplyState { call, error_message: None };
+        let mut state = ReplyState { call, error_message: None, caller_name: None };
         let reply = (&mut state as *mut ReplyState<'_, '_>).cast::<cellshm_reply>();
         // SAFETY: the handler was registered by C for this purpose; `request` stays valid
         // and `reply` points to live state for the duration of the call.

@@ -238,6 +238,7 @@ macro_rules! out_param {
 pub mod callbacks;
 pub mod cell;
 pub mod hub;
+pub mod identity;
 pub mod info;
 pub mod options;
 pub mod peer;
@@ -248,6 +249,7 @@ pub mod supervisor;
 pub use callbacks::*;
 pub use cell::*;
 pub use hub::*;
+pub use identity::*;
 pub use info::*;
 pub use options::*;
 pub use peer::*;

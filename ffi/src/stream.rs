@@ -257,6 +257,8 @@ pub struct cellshm_stream_call {
 pub(crate) struct StreamCallState<'a> {
     pub(crate) call: &'a mut StreamCall,
     pub(crate) error_message: Option<String>,
+    /// Keeps the name cellshm_stream_call_caller hands out alive until the handler returns.
+    pub(crate) caller_name: Option<CString>,
 }
 
 /// A stream handler. It runs on its own thread for each stream opened to it; `request`
@@ -279,7 +281,7 @@ pub(crate) fn c_stream_handler(
 ) -> impl Fn(&mut StreamCall) -> cellshm::Result<()> + Send + Sync + 'static {
     move |call| {
         let request = call.request().to_vec();
-        let mut state = StreamCallState { call, error_message: None };
+        let mut state = StreamCallState { call, error_message: None, caller_name: None };
         let raw = (&mut state as *mut StreamCallState<'_>).cast::<cellshm_stream_call>();
         // SAFETY: registered by C for this purpose; `request` and `raw` stay valid for the
         // duration of the call.

@@ -257,6 +257,13 @@ impl CallContext {
     fn deadline_ns(&self) -> u64 {
         self.token.deadline_ns()
     }
+
+    /// Who calls (host side), a `cellshm.CallerInfo`; None in a cell.
+    #[getter]
+    fn caller(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let Some(caller) = py_caller(self.token.caller()) else { return Ok(None) };
+        Ok(Some(py.import("cellshm")?.getattr("CallerInfo")?.call1(caller)?.unbind()))
+    }
 }
 
 /// The unary call being handled on this thread; RuntimeError outside a handler.
@@ -467,10 +474,24 @@ impl Stream {
 struct StreamCall {
     end: StreamEnd,
     request: Py<PyBytes>,
+    caller: Option<cellshm::PeerIdentity>,
+}
+
+/// (peer_id, name, epoch, pid, uid) for `cellshm.CallerInfo`.
+type PyCaller = (u32, String, u32, Option<u32>, Option<u32>);
+
+fn py_caller(identity: Option<cellshm::PeerIdentity>) -> Option<PyCaller> {
+    identity.map(|i| (i.peer_id, i.name, i.epoch, i.pid, i.uid))
 }
 
 #[pymethods]
 impl StreamCall {
+    /// Who opened the stream (host side), as (peer_id, name, epoch, pid, uid); None in a cell.
+    #[getter]
+    fn caller(&self) -> Option<PyCaller> {
+        py_caller(self.caller.clone())
+    }
+
     #[getter]
     fn request(&self, py: Python<'_>) -> Py<PyBytes> {
         self.request.clone_ref(py)
@@ -514,7 +535,8 @@ fn py_stream_handler(
     move |call| {
         let answer = Python::attach(|py| -> cellshm::Result<Option<Vec<u8>>> {
             let request = PyBytes::new(py, call.request()).unbind();
-            let native = Py::new(py, StreamCall { end: call.end(), request }).map_err(|e| from_py(py, e))?;
+            let native = Py::new(py, StreamCall { end: call.end(), request, caller: call.caller() })
+                .map_err(|e| from_py(py, e))?;
             let answer = handler.call1(py, (native,)).map_err(|e| from_py(py, e))?;
             let answer = answer.bind(py);
             if answer.is_none() {
@@ -594,6 +616,25 @@ impl Hub {
         });
         self.with(|hub| {
             hub.set_log_sink(sink);
+            Ok(())
+        })
+    }
+
+    /// Only the cells named in `cells` may call `method`.
+    fn allow(&self, method: &str, cells: Vec<String>) -> PyResult<()> {
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        self.with(|hub| hub.allow(method, &cells))
+    }
+
+    fn allow_everyone(&self, method: &str) -> PyResult<()> {
+        self.with(|hub| hub.allow_everyone(method))
+    }
+
+    /// `policy(caller_tuple, method) -> bool` before every call (None removes it).
+    fn set_access_policy(&self, policy: Option<Py<PyAny>>) -> PyResult<()> {
+        let policy = policy.map(access_policy);
+        self.with(|hub| {
+            hub.set_access_policy(policy);
             Ok(())
         })
     }
@@ -705,6 +746,18 @@ impl Peer {
     #[getter]
     fn pid(&self) -> Option<u32> {
         self.peer.pid()
+    }
+
+    /// (peer_id, name, epoch, pid, uid), as the host knows it.
+    #[getter]
+    fn identity(&self) -> PyCaller {
+        py_caller(Some(self.peer.identity())).expect("an identity")
+    }
+
+    /// Its calls and streams refused by an access rule so far.
+    #[getter]
+    fn refused_calls(&self) -> u64 {
+        self.peer.refused_calls()
     }
 
     /// "starting", "joined", "ready", "leaving" or "dead".
@@ -935,6 +988,20 @@ impl Drop for EventSubscription {
     }
 }
 
+/// A Python access policy for the core: `policy((peer_id, name, epoch, pid, uid),
+/// method) -> bool`. An exception refuses the call (and is printed).
+fn access_policy(policy: Py<PyAny>) -> cellshm::AccessPolicy {
+    Arc::new(move |who: &cellshm::PeerIdentity, method: &str| {
+        Python::attach(|py| match policy.call1(py, (py_caller(Some(who.clone())), method)) {
+            Ok(answer) => answer.is_truthy(py).unwrap_or(false),
+            Err(exception) => {
+                exception.print(py);
+                false
+            }
+        })
+    })
+}
+
 /// Cells kept alive under stable names (see `cellshm.Supervisor`).
 #[pyclass(module = "cellshm._native", frozen)]
 struct Supervisor {
@@ -968,6 +1035,20 @@ impl Supervisor {
     fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {
         let name = method_name(name)?;
         self.get()?.hub().method(name, py_handler(handler, view)).map_err(err)
+    }
+
+    fn allow(&self, method: &str, cells: Vec<String>) -> PyResult<()> {
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        self.get()?.hub().allow(method, &cells).map_err(err)
+    }
+
+    fn allow_everyone(&self, method: &str) -> PyResult<()> {
+        self.get()?.hub().allow_everyone(method).map_err(err)
+    }
+
+    fn set_access_policy(&self, policy: Option<Py<PyAny>>) -> PyResult<()> {
+        self.get()?.hub().set_access_policy(policy.map(access_policy));
+        Ok(())
     }
 
     /// Calls `callback(name, status, reason, peer_id, pid, restarts)` on every change,

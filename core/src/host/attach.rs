@@ -102,7 +102,7 @@ pub(super) fn serve(
         Err(e) => return refuse(format!("no peer slot for {name:?}: {e}")),
     };
     let epoch = ticket.epoch();
-    let (peer, child_end) = ticket.into_attached(pid);
+    let (peer, child_end) = ticket.into_attached(pid, uid);
     let reply = format!("OK {} {epoch}\n", peer.id());
     if let Err(e) = unix::send_with_fds(client, reply.as_bytes(), &[child_end.as_raw_fd()]) {
         tracing::warn!("attach of {name:?} (pid {pid}) failed: {e}");

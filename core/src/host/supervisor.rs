@@ -350,7 +350,9 @@ impl fmt::Debug for Supervisor {
 #[must_use = "dropping the subscription unregisters the listener at once; call .detach() to keep it"]
 pub struct EventSubscription {
     shared: std::sync::Weak<Shared>,
-    id: u64,
+    /// `None` once detached or cancelled: dropping it then unregisters nothing. (Not
+    /// `mem::forget`: that would leak the weak count, and with it the supervisor's memory.)
+    id: Option<u64>,
 }
 
 impl fmt::Debug for EventSubscription {
@@ -361,26 +363,26 @@ impl fmt::Debug for EventSubscription {
 
 impl EventSubscription {
     /// Keeps the listener for as long as the supervisor lives.
-    pub fn detach(self) {
-        std::mem::forget(self);
+    pub fn detach(mut self) {
+        self.id = None;
     }
 
     /// Unregisters the listener without waiting for a call of it under way, for bindings
     /// whose listeners run under a lock the dropping thread may hold (Python's GIL): the
     /// listener may still be running when this returns, but is not called again after.
-    pub fn cancel_without_waiting(self) {
+    pub fn cancel_without_waiting(mut self) {
         self.unregister(false);
-        std::mem::forget(self);
     }
 
-    fn unregister(&self, wait: bool) {
+    fn unregister(&mut self, wait: bool) {
+        let Some(id) = self.id.take() else { return };
         let Some(shared) = self.shared.upgrade() else { return };
         let removed = {
             let mut listeners = shared.listeners.lock();
-            let index = listeners.registered.iter().position(|(id, _)| *id == self.id);
+            let index = listeners.registered.iter().position(|(registered, _)| *registered == id);
             let removed = index.map(|i| listeners.registered.remove(i));
             if wait && listeners.thread != Some(std::thread::current().id()) {
-                while listeners.calling == Some(self.id) {
+                while listeners.calling == Some(id) {
                     shared.listener_returned.wait(&mut listeners);
                 }
             }
@@ -460,7 +462,7 @@ impl Supervisor {
         listeners.next_id += 1;
         let id = listeners.next_id;
         listeners.registered.push((id, Arc::new(listener)));
-        EventSubscription { shared: Arc::downgrade(&self.shared), id }
+        EventSubscription { shared: Arc::downgrade(&self.shared), id: Some(id) }
     }
 
     /// Adds a cell and starts it. ALREADY_EXISTS if the name is supervised already

@@ -40,7 +40,7 @@ use crate::runtime::spinning::{OpenLink, SpinPermits, Spinner};
 use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
 use dispatch::ReplyBody;
-pub use dispatch::{Call, CancelToken, Dispatcher, Handler, RetainCheck};
+pub use dispatch::{AccessPolicy, Call, CancelToken, Dispatcher, Handler, PeerIdentity, RetainCheck};
 pub use options::{CallOptions, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER};
 use stream::StreamState;
 pub use stream::{
@@ -129,6 +129,10 @@ pub(crate) trait Hooks: Send + Sync {
     }
     /// The session failed for good (called once).
     fn on_dead(&self, _error: &Error) {}
+    /// Who the other side is (the host knows its cells; a cell says `None`).
+    fn caller(&self) -> Option<PeerIdentity> {
+        None
+    }
 }
 
 /// A received payload: inline bytes or a held slot, released when dropped.
@@ -402,6 +406,9 @@ pub(crate) struct Session {
     wait: WaitStrategy,
     server_wait: WaitStrategy,
     default_timeout: Duration,
+    /// Calls and streams refused by an access rule (private memory: the count the host
+    /// reports is its own, not what the cell writes).
+    refused: std::sync::atomic::AtomicU64,
     dispatcher: Arc<RwLock<Dispatcher>>,
     hooks: Box<dyn Hooks>,
     tx_ring: Mutex<Producer<ShmRing<EntryWords>>>,
@@ -499,6 +506,7 @@ impl Session {
             wait: cfg.wait,
             server_wait: cfg.server_wait,
             default_timeout: cfg.default_timeout,
+            refused: std::sync::atomic::AtomicU64::new(0),
             dispatcher: cfg.dispatcher,
             hooks: cfg.hooks,
             tx_max_payload: tx_pool.max_payload(),
@@ -1805,6 +1813,21 @@ impl Session {
         (outcome, call.retain.take())
     }
 
+    /// Checks a caller against a method's access rules (outside the dispatcher's lock: a
+    /// policy may take locks of its own); a refusal is counted, and the handler never runs.
+    fn admit(&self, access: &dispatch::AccessCheck) -> Result<()> {
+        let refused = access.check(self.hooks.caller().as_ref());
+        if refused.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        refused
+    }
+
+    /// Calls and streams refused by an access rule so far (see [`Dispatcher::allow`]).
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
     fn run_call(self: &Arc<Self>, call: &mut Call<'_>) -> Result<ReplyBody> {
         let (method_id, deadline_ns) = (call.method_id, call.deadline_ns);
         if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
@@ -1817,7 +1840,13 @@ impl Session {
             let bytes = result?;
             return Ok(self.fill_body(bytes.len(), deadline_ns, copy_of(&bytes))?.into());
         }
-        let handler = self.dispatcher.read().get(method_id);
+        let (handler, access) = {
+            let dispatcher = self.dispatcher.read();
+            (dispatcher.get(method_id), dispatcher.access_check(method_id))
+        };
+        if let Some(access) = access {
+            self.admit(&access)?;
+        }
         let Some(handler) = handler else {
             let side = match self.side {
                 Side::Host => "the host",

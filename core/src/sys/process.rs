@@ -149,6 +149,14 @@ pub(crate) fn signal_name(signal: i32) -> &'static str {
     }
 }
 
+/// The real user id of process `pid`, from `/proc/<pid>/status` (readable for any
+/// process, dumpable or not). `None` if it is gone or the line is missing.
+pub(crate) fn real_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().next()?.parse().ok()
+}
+
 /// Makes this process non-dumpable: other processes of the same uid can then no longer
 /// open its `/proc/<pid>/fd`, `map_files` or `mem` (so a cell cannot reach the memfds
 /// of other links through the host, or of a cell through that cell). Core dumps are
@@ -164,6 +172,13 @@ pub(crate) fn harden() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_real_uid_of_a_process_is_read_from_proc() {
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(real_uid(std::process::id()), Some(unsafe { libc::getuid() }));
+        assert_eq!(real_uid(u32::MAX), None);
+    }
 
     #[test]
     fn a_pidfd_tells_how_a_child_ended_and_leaves_it_reapable() {

@@ -293,3 +293,82 @@ fn a_cell_that_stops_reading_and_floods_pings_cannot_hold_a_host_call_past_its_d
     let _ = honest_child.kill();
     let _ = honest_child.wait();
 }
+
+/// Spawns the test cell `name`, as `nobody` when `as_nobody`.
+fn spawn_test_cell(hub: &Hub, name: &str, as_nobody: bool) -> (cellshm::Peer, std::process::Child) {
+    let ticket = hub.add_peer(name, PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("cell").env("CELLSHM_QUIET", "1");
+    if as_nobody {
+        cmd.uid(NOBODY).gid(NOBODY);
+    }
+    let (peer, child) = ticket.spawn(&mut cmd).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    (peer, child)
+}
+
+#[test]
+fn a_host_method_allowed_to_one_cell_refuses_the_others_before_its_handler_and_sees_who_calls() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    hub.method("Host.echo", move |call| {
+        sink.lock().unwrap().push(call.caller().expect("the host knows who calls"));
+        call.reply(call.payload())
+    })
+    .unwrap();
+    let streamed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = streamed.clone();
+    hub.stream_method("Host.countdown", move |call| {
+        sink.lock().unwrap().push(call.caller().expect("the host knows who opens").name);
+        call.send(&0u32.to_le_bytes())
+    })
+    .unwrap();
+    hub.allow("Host.echo", &["a"]).unwrap();
+    hub.allow("Host.countdown", &["a"]).unwrap();
+    assert_eq!(hub.allow("Host.nothing", &["a"]).unwrap_err().status(), Status::NotFound);
+
+    let root = euid() == 0;
+    let (a, mut a_child) = spawn_test_cell(&hub, "a", false);
+    // As root, b runs as nobody: its uid is what the kernel says, not ours.
+    let (b, mut b_child) = spawn_test_cell(&hub, "b", root);
+
+    assert_eq!(a.call("Test.call_host", b"from a", &secs(5)).unwrap().bytes(), b"from a");
+    let err = b.call("Test.call_host", b"from b", &secs(5)).unwrap_err();
+    assert_eq!(err.status(), Status::PermissionDenied, "{err}");
+    assert!(err.message().contains("cell \"b\"") && err.message().contains("allow list"), "{err}");
+    let seen_by_handler = seen.lock().unwrap().clone();
+    assert_eq!(seen_by_handler.len(), 1, "the refused call never reached the handler");
+    let who = &seen_by_handler[0];
+    assert_eq!((who.name.as_str(), who.peer_id, who.pid, who.uid), ("a", a.id(), a.pid(), Some(euid())));
+    assert_eq!(who, &a.identity());
+    assert_eq!((a.refused_calls(), b.refused_calls()), (0, 1), "refusals are counted per peer");
+    if root {
+        assert_eq!(b.identity().uid, Some(NOBODY));
+    }
+
+    // Streams are checked the same way.
+    assert_eq!(a.call("Test.stream_from_host", &1u32.to_le_bytes(), &secs(5)).unwrap().bytes(), &0u32.to_le_bytes());
+    let err = b.call("Test.stream_from_host", &1u32.to_le_bytes(), &secs(5)).unwrap_err();
+    assert_eq!(err.status(), Status::PermissionDenied, "{err}");
+    assert_eq!(*streamed.lock().unwrap(), vec!["a".to_string()]);
+    assert_eq!(b.refused_calls(), 2);
+
+    // A policy instead of a list: here, by uid when b runs as nobody, else by pid.
+    hub.allow_everyone("Host.echo").unwrap();
+    let (a_pid, our_uid) = (a.pid(), euid());
+    hub.set_access_policy(Some(Arc::new(move |who: &cellshm::PeerIdentity, method: &str| {
+        method != "Host.echo" || if root { who.uid == Some(our_uid) } else { who.pid == a_pid }
+    })));
+    assert_eq!(a.call("Test.call_host", b"again", &secs(5)).unwrap().bytes(), b"again");
+    let err = b.call("Test.call_host", b"again", &secs(5)).unwrap_err();
+    assert_eq!(err.status(), Status::PermissionDenied, "{err}");
+    assert!(err.message().contains("policy"), "{err}");
+    hub.set_access_policy(None);
+    assert_eq!(b.call("Test.call_host", b"free", &secs(5)).unwrap().bytes(), b"free");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    for child in [&mut a_child, &mut b_child] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -61,6 +61,29 @@ status_name = _native.status_name
 current_call = _native.current_call
 CallContext = _native.CallContext
 
+
+class CallerInfo(NamedTuple):
+    """Who calls a host handler (``current_call().caller``, ``StreamCall.caller``), as the
+    host knows it: from the kernel and its own records, never from what the cell says."""
+
+    #: The cell's peer id (its slot in the hub).
+    peer_id: int
+    #: The name the host gave it (``spawn(name=)``, the supervisor's name, the attach name).
+    name: str
+    #: The slot's launch count: tells this instance from earlier ones of the slot.
+    epoch: int
+    pid: Optional[int]
+    uid: Optional[int]
+
+
+AccessPolicy = Callable[[CallerInfo, str], bool]
+
+
+def _access_policy(policy: Optional[AccessPolicy]) -> Optional[Callable[[Any, str], bool]]:
+    if policy is None:
+        return None
+    return lambda caller, method: bool(policy(CallerInfo(*caller), method))
+
 #: A payload: anything bytes-like that cellshm accepts.
 Payload = Union[bytes, bytearray, memoryview]
 Handler = Callable[[Any], Union[Payload, None, Awaitable[Union[Payload, None]]]]
@@ -308,6 +331,12 @@ class StreamCall:
         self._native = native
 
     @property
+    def caller(self) -> Optional[CallerInfo]:
+        """Who opened the stream (in a host's handler); None in a cell's."""
+        caller = self._native.caller
+        return None if caller is None else CallerInfo(*caller)
+
+    @property
     def request(self) -> bytes:
         return self._native.request  # type: ignore[no-any-return]
 
@@ -423,6 +452,16 @@ class Peer:
         """The methods the cell serves, as (name, id, kind), sorted by name."""
         return [(n, i, MethodKind(k)) for n, i, k in self._native.methods_and_kinds(_check_timeout(timeout))]
 
+    @property
+    def identity(self) -> CallerInfo:
+        """Who the host knows this cell to be (what its calls' ``caller`` says)."""
+        return CallerInfo(*self._native.identity)
+
+    @property
+    def refused_calls(self) -> int:
+        """Its calls and streams refused by an access rule so far (counted by the host)."""
+        return int(self._native.refused_calls)
+
     def on_death(self, callback: Callable[[CellshmError], None]) -> None:
         """Calls ``callback(error)`` once when the peer dies (at once if it has), from a
         cellshm thread."""
@@ -485,25 +524,51 @@ class Hub:
         """The hub's name (unique among this user's live hubs)."""
         return str(self._native.name)
 
-    def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
-        """Decorator: serves ``name`` to every cell of the hub (see :meth:`Cell.method`)."""
+    def method(self, name: str, *, view: bool = False, allow: Optional[Sequence[str]] = None) -> Callable[[H], H]:
+        """Decorator: serves ``name`` to every cell of the hub (see :meth:`Cell.method`),
+        or with ``allow`` only to the cells of those names (see :meth:`allow`). The
+        handler sees who calls in ``cellshm.current_call().caller``."""
 
         def register(handler: H) -> H:
             self._native.method(name, _sync_handler(handler, lambda: None), view)
+            if allow is not None:
+                self.allow(name, allow)
             return handler
 
         return register
 
-    def stream_method(self, name: str, *, kind: Optional[MethodKind] = None) -> Callable[[SH], SH]:
+    def stream_method(
+        self, name: str, *, kind: Optional[MethodKind] = None, allow: Optional[Sequence[str]] = None
+    ) -> Callable[[SH], SH]:
         """Decorator: serves the stream method ``name`` to every cell of the hub (see
-        :meth:`Cell.stream_method`)."""
+        :meth:`Cell.stream_method`), or with ``allow`` only to those cells."""
         code = _stream_kind(kind)
 
         def register(handler: SH) -> SH:
             self._native.stream_method(name, _stream_handler(handler), code)
+            if allow is not None:
+                self.allow(name, allow)
             return handler
 
         return register
+
+    def allow(self, method: str, cells: Sequence[str]) -> None:
+        """Only the cells named in ``cells`` may call the host method ``method`` (registered
+        already); any other gets :class:`PermissionDenied`, counted in its
+        :attr:`Peer.refused_calls`, and the handler never runs. Names are the ones the host
+        gave its cells, never what a cell says. An empty list admits none."""
+        self._native.allow(method, _names(cells))
+
+    def allow_everyone(self, method: str) -> None:
+        """Lifts :meth:`allow`'s restriction of ``method``."""
+        self._native.allow_everyone(method)
+
+    def set_access_policy(self, policy: Optional[AccessPolicy]) -> None:
+        """Asks ``policy(caller, method) -> bool`` before every call and stream of every
+        host method (after its allow list, if any); False (or an exception) refuses it as
+        :meth:`allow` does. It runs for each call, holding the GIL: keep it short. None
+        removes it."""
+        self._native.set_access_policy(_access_policy(policy))
 
     def spawn(
         self,
@@ -798,14 +863,28 @@ class Supervisor:
             raise TypeError("timeout must be a number of seconds or cellshm.FOREVER")
         self._native.set_default_timeout(checked)
 
-    def method(self, name: str, *, view: bool = False) -> Callable[[H], H]:
-        """Decorator: a host method the supervised cells can call."""
+    def method(self, name: str, *, view: bool = False, allow: Optional[Sequence[str]] = None) -> Callable[[H], H]:
+        """Decorator: a host method the supervised cells can call (with ``allow``, only
+        the cells of those names: see :meth:`Hub.allow`)."""
 
         def register(handler: H) -> H:
             self._native.method(name, _sync_handler(handler, lambda: None), view)
+            if allow is not None:
+                self.allow(name, allow)
             return handler
 
         return register
+
+    def allow(self, method: str, cells: Sequence[str]) -> None:
+        """As :meth:`Hub.allow`, for the supervisor's hub."""
+        self._native.allow(method, _names(cells))
+
+    def allow_everyone(self, method: str) -> None:
+        self._native.allow_everyone(method)
+
+    def set_access_policy(self, policy: Optional[AccessPolicy]) -> None:
+        """As :meth:`Hub.set_access_policy`, for the supervisor's hub."""
+        self._native.set_access_policy(_access_policy(policy))
 
     def on_event(self, callback: Callable[[SupervisorEvent], object]) -> Subscription:
         """Calls ``callback(event)`` on every status change of every cell, each event
@@ -950,6 +1029,12 @@ def _heartbeat(interval: Optional[float], misses: int) -> Optional[Tuple[float, 
     return (float(interval), misses)
 
 
+def _names(cells: Sequence[str]) -> List[str]:
+    if isinstance(cells, (str, bytes)) or not all(isinstance(c, str) for c in cells):
+        raise TypeError("cells must be a sequence of cell names (str)")
+    return list(cells)
+
+
 def _argv(argv: Sequence[str]) -> List[str]:
     if isinstance(argv, (str, bytes)):
         raise TypeError("argv must be a sequence of str")
@@ -1010,6 +1095,8 @@ __all__ = [
     "Stream",
     "StreamCall",
     "CallContext",
+    "CallerInfo",
+    "AccessPolicy",
     "current_call",
     "Payload",
     "method_id",

@@ -17,12 +17,69 @@ use crate::wire::{self, MethodKind, Status, INLINE_CAPACITY};
 /// [`Call::reply`] (or returns an error).
 pub type Handler = dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync;
 
+/// Who is at the other end of a link, as the host knows it: from the kernel (fork's pid,
+/// SO_PEERCRED, `/proc`) and from the host's own records, never from what the cell says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The peer's id (its slot in the hub).
+    pub peer_id: u32,
+    /// The name the host gave it (`Hub::add_peer`, the supervisor's cell name, or the
+    /// name it attached as).
+    pub name: String,
+    /// The slot's launch count: tells this instance from earlier ones of the slot.
+    pub epoch: u32,
+    /// Its process id, once known.
+    pub pid: Option<u32>,
+    /// Its real user id, once known.
+    pub uid: Option<u32>,
+}
+
+/// Decides whether a caller may call a method (its name given): see
+/// [`Dispatcher::set_access_policy`].
+pub type AccessPolicy = Arc<dyn Fn(&PeerIdentity, &str) -> bool + Send + Sync>;
+
+/// What a call must pass before its handler runs: the method's allow list and the
+/// dispatcher's policy (each if set).
+#[derive(Clone)]
+pub(super) struct AccessCheck {
+    method: String,
+    allowed: Option<Arc<[String]>>,
+    policy: Option<AccessPolicy>,
+}
+
+impl AccessCheck {
+    /// PERMISSION_DENIED unless `who` is listed (if the method has a list) and the policy
+    /// (if any) admits it. A caller of unknown identity is refused.
+    pub(super) fn check(&self, who: Option<&PeerIdentity>) -> Result<()> {
+        let refused = |why: &str| {
+            let caller = who.map_or("a caller of unknown identity".to_string(), |w| {
+                format!("cell {:?} (peer {}, pid {})", w.name, w.peer_id, w.pid.map_or("?".into(), |p| p.to_string()))
+            });
+            Err(Error::new(Status::PermissionDenied, format!("{caller} may not call {:?}: {why}", self.method)))
+        };
+        let Some(who) = who else { return refused("its identity is unknown") };
+        if let Some(allowed) = &self.allowed {
+            if !allowed.contains(&who.name) {
+                return refused("it is not on the method's allow list");
+            }
+        }
+        if let Some(policy) = &self.policy {
+            if !policy(who, &self.method) {
+                return refused("the access policy refused it");
+            }
+        }
+        Ok(())
+    }
+}
 /// Methods served on one side, by id.
 #[derive(Default)]
 pub struct Dispatcher {
     // Method ids are FNV hashes already: hash them as themselves.
     methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<IdHasher>>,
     streams: HashMap<u32, (String, MethodKind, Arc<StreamHandler>), std::hash::BuildHasherDefault<IdHasher>>,
+    /// The callers each restricted method (unary or stream) admits, by name.
+    allowed: HashMap<u32, Arc<[String]>, std::hash::BuildHasherDefault<IdHasher>>,
+    policy: Option<AccessPolicy>,
 }
 
 impl fmt::Debug for Dispatcher {
@@ -92,6 +149,40 @@ impl Dispatcher {
         Ok(id)
     }
 
+    /// Only the peers named in `names` may call `method` (registered already, unary or
+    /// stream); others get PERMISSION_DENIED and its handler never runs. An empty list
+    /// admits nobody; `None` lifts the restriction. NOT_FOUND for a method not registered.
+    pub fn allow(&mut self, method: &str, names: Option<&[&str]>) -> Result<()> {
+        let id = wire::method_id(method);
+        let registered = self.methods.get(&id).map(|(n, _)| n).or(self.streams.get(&id).map(|(n, _, _)| n));
+        if registered.is_none_or(|n| n != method) {
+            return Err(Error::new(Status::NotFound, format!("no method {method:?} is registered to restrict")));
+        }
+        match names {
+            Some(names) => self.allowed.insert(id, names.iter().map(|n| n.to_string()).collect()),
+            None => self.allowed.remove(&id),
+        };
+        Ok(())
+    }
+
+    /// Asks `policy(caller, method)` before every call and stream of every method served
+    /// here (after the method's allow list, if it has one); false refuses it with
+    /// PERMISSION_DENIED. It runs on the serving thread for each call: keep it short.
+    /// `None` removes it.
+    pub fn set_access_policy(&mut self, policy: Option<AccessPolicy>) {
+        self.policy = policy;
+    }
+
+    /// What a call of method `id` must pass, if anything.
+    pub(super) fn access_check(&self, id: u32) -> Option<AccessCheck> {
+        let allowed = self.allowed.get(&id).cloned();
+        if allowed.is_none() && self.policy.is_none() {
+            return None;
+        }
+        let method = self.methods.get(&id).map(|(n, _)| n).or(self.streams.get(&id).map(|(n, _, _)| n))?;
+        Some(AccessCheck { method: method.clone(), allowed, policy: self.policy.clone() })
+    }
+
     /// Registered method names and ids, sorted by name.
     pub fn methods(&self) -> Vec<(String, u32)> {
         self.methods_and_kinds().into_iter().map(|(n, id, _)| (n, id)).collect()
@@ -149,9 +240,14 @@ impl CancelToken {
         self.is_cancelled()
     }
 
-    /// The call's deadline (CLOCK_MONOTONIC ns), 0 if none.
+    /// The caller's deadline (CLOCK_MONOTONIC ns), 0 if none.
     pub fn deadline_ns(&self) -> u64 {
         self.deadline_ns
+    }
+
+    /// Who made the call (host side; `None` in a cell, whose caller is its host).
+    pub fn caller(&self) -> Option<PeerIdentity> {
+        self.session.hooks.caller()
     }
 }
 
@@ -210,7 +306,13 @@ impl<'a> Call<'a> {
         self.retain = Some(Box::new(check));
     }
 
-    /// The method id being called.
+    /// Who made the call, as the host knows it (host side; `None` in a cell, whose
+    /// caller is its host).
+    pub fn caller(&self) -> Option<PeerIdentity> {
+        self.session.hooks.caller()
+    }
+
+    /// The method id of this call.
     pub fn method_id(&self) -> u32 {
         self.method_id
     }
@@ -339,5 +441,44 @@ mod tests {
         assert_eq!(kinds, want.map(|(n, k)| (n.to_string(), k)));
         let e = d.register_stream_as("A.bad", MethodKind::Unary, |_| Ok(())).unwrap_err();
         assert_eq!(e.status(), Status::InvalidArgument, "{e}");
+    }
+
+    fn cell(name: &str, pid: u32) -> PeerIdentity {
+        PeerIdentity { peer_id: 1, name: name.into(), epoch: 1, pid: Some(pid), uid: Some(1000) }
+    }
+
+    #[test]
+    fn access_rules_admit_listed_names_and_what_the_policy_admits_and_refuse_the_unknown() {
+        let mut d = Dispatcher::new();
+        d.register("Host.open", |_| Ok(())).unwrap();
+        d.register("Host.secret", |_| Ok(())).unwrap();
+        d.register_stream("Host.feed", |_| Ok(())).unwrap();
+        let id = wire::method_id;
+        assert!(d.access_check(id("Host.secret")).is_none(), "no rule: nothing to check, nothing computed");
+        assert_eq!(d.allow("Host.nothing", Some(&["a"])).unwrap_err().status(), Status::NotFound);
+
+        d.allow("Host.secret", Some(&["a"])).unwrap();
+        d.allow("Host.feed", Some(&[])).unwrap();
+        let secret = d.access_check(id("Host.secret")).unwrap();
+        assert!(secret.check(Some(&cell("a", 10))).is_ok());
+        let refused = secret.check(Some(&cell("b", 11))).unwrap_err();
+        assert_eq!(refused.status(), Status::PermissionDenied);
+        assert!(refused.message().contains("cell \"b\" (peer 1, pid 11)"), "{refused}");
+        assert_eq!(secret.check(None).unwrap_err().status(), Status::PermissionDenied, "unknown: refused");
+        let feed = d.access_check(id("Host.feed")).unwrap();
+        assert!(feed.check(Some(&cell("a", 10))).is_err(), "an empty list admits nobody");
+        assert!(d.access_check(id("Host.open")).is_none());
+
+        // The policy applies to every method, after the list.
+        d.set_access_policy(Some(Arc::new(|who: &PeerIdentity, method: &str| {
+            who.pid == Some(10) || method == "Host.open"
+        })));
+        assert!(d.access_check(id("Host.open")).unwrap().check(Some(&cell("b", 11))).is_ok());
+        assert!(d.access_check(id("Host.secret")).unwrap().check(Some(&cell("a", 10))).is_ok());
+        let e = d.access_check(id("Host.secret")).unwrap().check(Some(&cell("a", 12))).unwrap_err();
+        assert!(e.message().contains("policy"), "{e}");
+        d.allow("Host.secret", None).unwrap();
+        d.set_access_policy(None);
+        assert!(d.access_check(id("Host.secret")).is_none());
     }
 }

@@ -348,7 +348,10 @@ impl Session {
             // The link failed meanwhile.
             return;
         }
-        let handler = self.dispatcher.read().get_stream(d.method_id);
+        let (handler, access) = {
+            let dispatcher = self.dispatcher.read();
+            (dispatcher.get_stream(d.method_id), dispatcher.access_check(d.method_id))
+        };
         let session = self.clone();
         let run = Box::new(move || {
             if stream.inner.lock().stopped.is_some() {
@@ -357,11 +360,13 @@ impl Session {
                 stream.inner.lock().inbound.clear();
                 return;
             }
-            let outcome = match handler {
-                None => {
+            let admitted = access.map_or(Ok(()), |access| session.admit(&access));
+            let outcome = match (handler, admitted) {
+                (_, Err(refused)) => Err(refused),
+                (None, Ok(())) => {
                     Err(Error::new(Status::Unimplemented, format!("no stream method with id {:#010x}", d.method_id)))
                 }
-                Some(handler) => {
+                (Some(handler), Ok(())) => {
                     // Give the caller our window before the handler runs.
                     let _ = session.stream_frame(&stream, 0, STREAM_WINDOW, None);
                     let mut call = StreamCall {
@@ -696,6 +701,11 @@ impl StreamCall {
     /// True once the caller cancelled (or its deadline passed, or the link failed).
     pub fn is_cancelled(&self) -> bool {
         self.end.is_cancelled()
+    }
+
+    /// Who opened the stream, as the host knows it (host side; `None` in a cell).
+    pub fn caller(&self) -> Option<super::PeerIdentity> {
+        self.end.session.hooks.caller()
     }
 
     /// Waits up to `timeout` for cancellation; true if the stream was cancelled.

@@ -1,0 +1,75 @@
+"""Caller identity and permissions from Python: a host method allowed to cell "a" only,
+its handler seeing a's name and pid, "b" refused with PermissionDenied before the handler
+(and counted), then a policy instead of the list."""
+
+import os
+
+import pytest
+
+import cellshm
+
+
+def test_a_host_method_allowed_to_one_cell_refuses_the_other_and_sees_who_calls(hub, py_test_cell, rust_test_cell):
+    seen = []
+
+    @hub.method("Host.echo", allow=["a"])
+    def echo(request: bytes) -> bytes:
+        seen.append(cellshm.current_call().caller)
+        return request
+
+    with pytest.raises(cellshm.NotFound):
+        hub.allow("Host.nothing", ["a"])
+    with pytest.raises(TypeError):
+        hub.allow("Host.echo", "a")
+    quiet = {"CELLSHM_QUIET": "1"}
+    a = hub.spawn(py_test_cell, name="a", env=quiet)
+    b = hub.spawn(rust_test_cell, name="b", env=quiet)  # a Rust cell, refused the same way
+    a.wait_ready(10)
+    b.wait_ready(10)
+
+    assert a.call("Test.call_host", b"from a", timeout=5) == b"from a"
+    with pytest.raises(cellshm.PermissionDenied, match='cell "b".*allow list'):
+        b.call("Test.call_host", b"from b", timeout=5)
+    assert len(seen) == 1, "the refused call never reached the handler"
+    who = seen[0]
+    assert isinstance(who, cellshm.CallerInfo)
+    assert (who.name, who.pid, who.peer_id, who.uid) == ("a", a.pid, a.id, os.getuid())
+    assert who == a.identity
+    assert (a.refused_calls, b.refused_calls) == (0, 1)
+
+    # A policy instead of the list.
+    hub.allow_everyone("Host.echo")
+    asked = []
+
+    def only_a(caller: cellshm.CallerInfo, method: str) -> bool:
+        asked.append((caller.name, method))
+        return caller.pid == a.pid
+
+    hub.set_access_policy(only_a)
+    assert a.call("Test.call_host", b"again", timeout=5) == b"again"
+    with pytest.raises(cellshm.PermissionDenied, match="policy"):
+        b.call("Test.call_host", b"again", timeout=5)
+    assert asked == [("a", "Host.echo"), ("b", "Host.echo")]
+    assert b.refused_calls == 2
+    hub.set_access_policy(None)
+    assert b.call("Test.call_host", b"free", timeout=5) == b"free"
+    assert [w.name for w in seen] == ["a", "a", "b"]
+
+
+def test_a_handler_outside_a_host_has_no_caller_and_stream_handlers_see_theirs(hub, rust_test_cell):
+    openers = []
+
+    @hub.stream_method("Host.countdown", allow=["streamer"])
+    def countdown(call: cellshm.StreamCall) -> None:
+        openers.append(call.caller)
+        call.send((0).to_bytes(4, "little"))
+
+    streamer = hub.spawn(rust_test_cell, name="streamer", env={"CELLSHM_QUIET": "1"})
+    other = hub.spawn(rust_test_cell, name="other", env={"CELLSHM_QUIET": "1"})
+    streamer.wait_ready(10)
+    other.wait_ready(10)
+    assert streamer.call("Test.stream_from_host", (1).to_bytes(4, "little"), timeout=5) == (0).to_bytes(4, "little")
+    with pytest.raises(cellshm.PermissionDenied):
+        other.call("Test.stream_from_host", (1).to_bytes(4, "little"), timeout=5)
+    assert [c.name for c in openers] == ["streamer"] and openers[0].pid == streamer.pid
+    assert other.refused_calls == 1

@@ -1,0 +1,177 @@
+//! Who calls: the caller a host handler serves, allow lists per host method, an access
+//! policy, and the count of refusals.
+
+use crate::*;
+
+/// `cellshm_caller.uid` when the caller's user id is not known.
+pub const CELLSHM_UID_UNKNOWN: u32 = u32::MAX;
+
+/// The cell calling a host handler, as the host knows it (from the kernel and its own
+/// records, never from what the cell says).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cellshm_caller {
+    /// Its peer id (its slot in the hub).
+    pub peer_id: u32,
+    /// The slot's launch count (tells this instance from earlier ones of the slot).
+    pub epoch: u32,
+    /// Its process id; 0 if not known.
+    pub pid: u32,
+    /// Its real user id; CELLSHM_UID_UNKNOWN if not known.
+    pub uid: u32,
+    /// The name the host gave it (cellshm_hub_spawn, the supervisor's name, the attach
+    /// name). Valid while the handler (or the policy callback) runs.
+    pub name: *const c_char,
+}
+
+/// `identity` for C, its name kept alive in `name`.
+pub(crate) fn c_caller(identity: &cellshm::PeerIdentity, name: &mut Option<CString>) -> cellshm_caller {
+    let kept = name.insert(CString::new(identity.name.replace('\0', "")).unwrap_or_default());
+    cellshm_caller {
+        peer_id: identity.peer_id,
+        epoch: identity.epoch,
+        pid: identity.pid.unwrap_or(0),
+        uid: identity.uid.unwrap_or(CELLSHM_UID_UNKNOWN),
+        name: kept.as_ptr(),
+    }
+}
+
+fn unknown_caller() -> cellshm_status {
+    fail(Error::new(Status::NotFound, "no caller is known here: a cell's handlers are called by its host"))
+}
+
+/// Writes the caller of the running host handler to `*out_caller` (its `name` valid
+/// until the handler returns). CELLSHM_NOT_FOUND in a cell's handler (its caller is
+/// its host).
+///
+/// # Safety
+/// `reply` is the running handler's reply; `out_caller` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_reply_caller(
+    reply: *mut cellshm_reply,
+    out_caller: *mut cellshm_caller,
+) -> cellshm_status {
+    boundary("cellshm_reply_caller", || {
+        out_param!(out_caller);
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { reply_state(reply) });
+        let Some(identity) = state.call.caller() else { return unknown_caller() };
+        let caller = c_caller(&identity, &mut state.caller_name);
+        // SAFETY: out_caller checked non-NULL.
+        unsafe { put(out_caller, caller) }
+    })
+}
+
+/// Writes who opened the stream the running host stream handler serves to `*out_caller`
+/// (its `name` valid until the handler returns). CELLSHM_NOT_FOUND in a cell.
+///
+/// # Safety
+/// `call` is the running stream handler's call; `out_caller` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_stream_call_caller(
+    call: *mut cellshm_stream_call,
+    out_caller: *mut cellshm_caller,
+) -> cellshm_status {
+    boundary("cellshm_stream_call_caller", || {
+        out_param!(out_caller);
+        // SAFETY: per this function's contract.
+        let state = try_c!(unsafe { stream_call_state(call) });
+        let Some(identity) = state.call.caller() else { return unknown_caller() };
+        let caller = c_caller(&identity, &mut state.caller_name);
+        // SAFETY: out_caller checked non-NULL.
+        unsafe { put(out_caller, caller) }
+    })
+}
+
+/// Only the cells named in `cells` (a NULL-terminated list; empty or NULL admits none)
+/// may call the host method `method` (unary or stream, registered already); any other
+/// gets CELLSHM_PERMISSION_DENIED, counted in cellshm_peer_refused_calls, and the
+/// handler never runs. CELLSHM_NOT_FOUND for a method not registered.
+///
+/// # Safety
+/// `hub` is live; `method` NUL-terminated; `cells` NULL or a NULL-terminated list.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_allow(
+    hub: *const cellshm_hub,
+    method: *const c_char,
+    cells: *const *const c_char,
+) -> cellshm_status {
+    boundary("cellshm_hub_allow", || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let cells = try_c!(unsafe { c_str_list(cells, "cells") });
+        try_cellshm!(hub.hub.allow(method, &cells));
+        CELLSHM_OK
+    })
+}
+
+/// Lifts cellshm_hub_allow's restriction of `method`.
+///
+/// # Safety
+/// `hub` is live; `method` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_allow_everyone(hub: *const cellshm_hub, method: *const c_char) -> cellshm_status {
+    boundary("cellshm_hub_allow_everyone", || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        try_cellshm!(hub.hub.allow_everyone(method));
+        CELLSHM_OK
+    })
+}
+
+/// Decides whether `caller` may call the host method `method`: true admits it. Runs on
+/// the serving thread before every call and stream: keep it short. `caller` and `method`
+/// are valid during the call.
+pub type cellshm_access_policy_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, caller: *const cellshm_caller, method: *const c_char) -> bool>;
+
+/// Asks `policy` before every call and stream of every host method (after the method's
+/// allow list, if any); false refuses it as cellshm_hub_allow does. A NULL `policy`
+/// removes the one set. `free_userdata` (may be NULL) is called once the policy is
+/// replaced, removed or the hub freed (or at once if this fails).
+///
+/// # Safety
+/// `hub` is live; `policy` NULL or a valid function.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_set_access_policy(
+    hub: *const cellshm_hub,
+    policy: cellshm_access_policy_fn,
+    userdata: *mut c_void,
+    free_userdata: cellshm_free_fn,
+) -> cellshm_status {
+    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    boundary("cellshm_hub_set_access_policy", move || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        let Some(policy) = policy else {
+            hub.hub.set_access_policy(None);
+            return CELLSHM_OK;
+        };
+        hub.hub.set_access_policy(Some(Arc::new(move |who: &cellshm::PeerIdentity, method: &str| {
+            let mut name = None;
+            let caller = c_caller(who, &mut name);
+            let Ok(method) = CString::new(method) else { return false };
+            // SAFETY: registered by C for this purpose; `caller` (and the name it points
+            // to) and `method` live during the call. A panic (none is expected) refuses.
+            catch_unwind(AssertUnwindSafe(|| unsafe { policy(userdata.ptr, &caller, method.as_ptr()) }))
+                .unwrap_or(false)
+        })));
+        CELLSHM_OK
+    })
+}
+
+/// Calls and streams of `peer` refused by an access rule so far (counted by the host).
+/// 0 for NULL.
+///
+/// # Safety
+/// `peer` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_refused_calls(peer: *const cellshm_peer) -> u64 {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { peer.as_ref() }.map_or(0, |p| p.peer.refused_calls()))
+}
