@@ -288,6 +288,47 @@ typedef bool (*cellshm_access_policy_fn)(void *userdata,
                                          const cellshm_caller *caller,
                                          const char *method);
 
+// One structured field of a log record; both strings are valid during the call they
+// are passed to.
+typedef struct {
+  // The field's name.
+  const char *key;
+  // Its value, as text.
+  const char *value;
+} cellshm_log_field;
+
+// A log record, as a log sink receives it. Every pointer is valid during the call only.
+typedef struct {
+  // The name of the cell that sent it; for a notice, the cell it is about ("" if none).
+  const char *cell;
+  // That cell's peer id; UINT32_MAX when a notice is about no cell.
+  uint32_t peer_id;
+  // 1 error, 2 warn, 3 info, 4 debug, 5 trace (anything else: info).
+  uint32_t level;
+  // The logger or module it comes from (may be "").
+  const char *target;
+  // The message.
+  const char *message;
+  // When it was made: CLOCK_REALTIME ns since the Unix epoch.
+  uint64_t time_unix_ns;
+  // The source file it was made in ("" if not said).
+  const char *file;
+  // The line in `file` (0 if not said).
+  uint32_t line;
+  // Its structured fields, `field_count` of them (NULL when there are none).
+  const cellshm_log_field *fields;
+  // How many `fields` there are.
+  size_t field_count;
+  // True for the library's own notices (a peer lost, a listener that panicked, a cell
+  // relaunched as unresponsive, ...), false for a cell's record.
+  bool notice;
+} cellshm_log_record;
+
+// Receives log records (see cellshm_hub_set_log_sink). Called from the thread that got
+// the record (a cell's records in the order the cell sent them); it must not block for
+// long: it holds up that cell's receive path.
+typedef void (*cellshm_log_sink_fn)(void *userdata, const cellshm_log_record *record);
+
 // Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
 // CELLSHM_PROTOCOL_ERROR, CELLSHM_SESSION_CLOSED, ...) and a message valid during the call.
 typedef void (*cellshm_death_fn)(void *userdata, uint32_t status, const char *message);
@@ -443,23 +484,6 @@ cellshm_status cellshm_cell_notify(const cellshm_cell *cell,
                                    const uint8_t *request,
                                    size_t request_len);
 
-// Sends a log line to the host, where it appears in the host's log with the cell's name.
-//
-// # Safety
-// `cell` is live; `line` NUL-terminated.
-cellshm_status cellshm_cell_log(const cellshm_cell *cell, const char *line);
-
-// Sends a log record to the host: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace;
-// `target` the logger or module (may be ""). Records the host's filter excludes are not
-// sent.
-//
-// # Safety
-// `cell` is live; `target` and `message` NUL-terminated.
-cellshm_status cellshm_cell_log_event(const cellshm_cell *cell,
-                                      uint32_t level,
-                                      const char *target,
-                                      const char *message);
-
 // This cell's peer id (0 for NULL).
 //
 // # Safety
@@ -605,6 +629,71 @@ uint32_t cellshm_method_id(const char *name);
 
 // CLOCK_MONOTONIC now, in ns: the clock of `cellshm_call_options.deadline_ns`.
 uint64_t cellshm_monotonic_now_ns(void);
+
+// Sends every log record the hub's cells send, and the library's own notices (info and
+// more severe, from any hub of the process), to `sink`; NULL restores the default
+// (cells' records go to the library's `tracing` events, unseen in C). `free_userdata`
+// (may be NULL) is called once the sink is replaced, removed or the hub freed (or at
+// once if this fails). Notices reach C sinks only if the program installed no `tracing`
+// subscriber of its own (a C or C++ program never does).
+//
+// # Safety
+// `hub` is live; `sink` NULL or a valid function.
+cellshm_status cellshm_hub_set_log_sink(const cellshm_hub *hub,
+                                        cellshm_log_sink_fn sink,
+                                        void *userdata,
+                                        cellshm_free_fn free_userdata);
+
+// cellshm_hub_set_log_sink for the supervisor's hub.
+//
+// # Safety
+// `supervisor` is live; `sink` NULL or a valid function.
+cellshm_status cellshm_supervisor_set_log_sink(const cellshm_supervisor *supervisor,
+                                               cellshm_log_sink_fn sink,
+                                               void *userdata,
+                                               cellshm_free_fn free_userdata);
+
+// Sends a log line to the host, where it appears in the host's log with the cell's name.
+//
+// # Safety
+// `cell` is live; `line` NUL-terminated.
+cellshm_status cellshm_cell_log(const cellshm_cell *cell, const char *line);
+
+// Sends a log record to the host: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace;
+// `target` the logger or module (may be ""). Records the host's filter excludes are not
+// sent; one that finds the ring full is dropped and counted (cellshm_cell_log_dropped),
+// and CELLSHM_OK is returned: logging never waits on the host.
+//
+// # Safety
+// `cell` is live; `target` and `message` NUL-terminated.
+cellshm_status cellshm_cell_log_event(const cellshm_cell *cell,
+                                      uint32_t level,
+                                      const char *target,
+                                      const char *message);
+
+// Sends a log record with structured fields (`fields`, `field_count` of them; NULL when
+// 0) to the host, stamped with the current time; `file` (may be NULL) and `line` say
+// where it was made. As cellshm_cell_log_event otherwise.
+//
+// # Safety
+// `cell` is live; strings NUL-terminated (`file` may be NULL); `fields` points to
+// `field_count` fields whose strings are NUL-terminated.
+cellshm_status cellshm_cell_log_fields(const cellshm_cell *cell,
+                                       uint32_t level,
+                                       const char *target,
+                                       const char *message,
+                                       const char *file,
+                                       uint32_t line,
+                                       const cellshm_log_field *fields,
+                                       size_t field_count);
+
+// Log records this cell dropped so far because its ring (or pool) towards the host was
+// full: a log call never waits for room (CELLSHM_LOG_OVERFLOW=wait:<ms> lets it wait
+// that long). 0 for NULL.
+//
+// # Safety
+// `cell` is NULL or live.
+uint64_t cellshm_cell_log_dropped(const cellshm_cell *cell);
 
 // The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
 // doorbell on fd 3).

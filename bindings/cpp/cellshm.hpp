@@ -272,6 +272,22 @@ class Peer {
     std::unique_ptr<cellshm_peer, detail::PeerFree> raw_;
 };
 
+/// Receives log records: the hub's cells' and the library's own notices (`notice`).
+/// Every pointer in the record is valid during the call only. An exception it throws is
+/// dropped (the record is lost, nothing else).
+using LogSink = std::function<void(const cellshm_log_record &)>;
+
+namespace detail {
+inline void log_trampoline(void *userdata, const cellshm_log_record *record) noexcept {
+    try {
+        (*static_cast<const LogSink *>(userdata))(*record);
+    } catch (...) {
+    }
+}
+
+inline void delete_log_sink(void *userdata) noexcept { delete static_cast<LogSink *>(userdata); }
+} // namespace detail
+
 /// The host's hub. Freed (cells told to leave, file removed) on destruction.
 class Hub {
   public:
@@ -296,6 +312,12 @@ class Hub {
         auto *owned = new StreamHandler(std::move(handler));
         detail::check(cellshm_hub_register_stream_kind(raw_.get(), name, kind, detail::stream_trampoline, owned,
                                                        detail::delete_stream_handler));
+    }
+
+    /// Sends the cells' log records and the library's notices to `sink`.
+    void set_log_sink(LogSink sink) {
+        auto *owned = new LogSink(std::move(sink));
+        detail::check(cellshm_hub_set_log_sink(raw_.get(), detail::log_trampoline, owned, detail::delete_log_sink));
     }
 
     /// Only the cells named in `cells` may call the host method `method` (registered

@@ -189,6 +189,18 @@ pub struct LogRecord<'a> {
     pub target: &'a str,
     /// The message.
     pub message: &'a str,
+    /// When the cell made it (CLOCK_REALTIME ns since the Unix epoch; the arrival time
+    /// when the cell did not say).
+    pub time_unix_ns: u64,
+    /// The source file it was made in (may be empty).
+    pub file: &'a str,
+    /// The line in `file` (0 = not said).
+    pub line: u32,
+    /// Its structured fields, in the cell's order.
+    pub fields: &'a [(String, String)],
+    /// True for the library's own notices ([`crate::log::NoticeLayer`]): `cell` is then
+    /// the cell the notice is about, if any, else empty.
+    pub notice: bool,
 }
 
 /// Receives the log records of every cell of a hub (see [`Hub::set_log_sink`]).
@@ -196,12 +208,16 @@ pub type LogSink = Arc<dyn Fn(&LogRecord<'_>) + Send + Sync>;
 
 fn log_to_tracing(r: &LogRecord<'_>) {
     let (cell, peer_id, target, message) = (r.cell, r.peer_id, r.target, r.message);
+    // `tracing` fields are named at compile time: the cell's fields travel as one.
+    let fields: String = r.fields.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+    let fields = fields.trim_end();
+    let location = if r.file.is_empty() { String::new() } else { format!("{}:{}", r.file, r.line) };
     match r.level {
-        wire::log_level::ERROR => tracing::error!(cell, peer_id, target, "{message}"),
-        wire::log_level::WARN => tracing::warn!(cell, peer_id, target, "{message}"),
-        wire::log_level::DEBUG => tracing::debug!(cell, peer_id, target, "{message}"),
-        wire::log_level::TRACE => tracing::trace!(cell, peer_id, target, "{message}"),
-        _ => tracing::info!(cell, peer_id, target, "{message}"),
+        wire::log_level::ERROR => tracing::error!(cell, peer_id, target, fields, location, "{message}"),
+        wire::log_level::WARN => tracing::warn!(cell, peer_id, target, fields, location, "{message}"),
+        wire::log_level::DEBUG => tracing::debug!(cell, peer_id, target, fields, location, "{message}"),
+        wire::log_level::TRACE => tracing::trace!(cell, peer_id, target, fields, location, "{message}"),
+        _ => tracing::info!(cell, peer_id, target, fields, location, "{message}"),
     }
 }
 
@@ -260,12 +276,18 @@ impl Hooks for PeerHooks {
             }
             builtin::LOG_EVENT_ID => Some((|| {
                 let event = crate::builtin::log::decode_event(payload)?;
+                let time_unix_ns = if event.time_unix_ns == 0 { wire::unix_now_ns() } else { event.time_unix_ns };
                 let record = LogRecord {
                     cell: &peer.name,
                     peer_id: peer.id,
                     level: event.level,
                     target: &event.target,
                     message: &event.message,
+                    time_unix_ns,
+                    file: &event.file,
+                    line: event.line,
+                    fields: &event.fields,
+                    notice: false,
                 };
                 let sink = peer.hub.log_sink.read().clone();
                 match sink {

@@ -168,47 +168,6 @@ pub unsafe extern "C" fn cellshm_cell_notify(
     })
 }
 
-/// Sends a log line to the host, where it appears in the host's log with the cell's name.
-///
-/// # Safety
-/// `cell` is live; `line` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn cellshm_cell_log(cell: *const cellshm_cell, line: *const c_char) -> cellshm_status {
-    boundary("cellshm_cell_log", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let line = try_c!(unsafe { c_str(line, "line") });
-        try_cellshm!(cell.cell.log(line));
-        CELLSHM_OK
-    })
-}
-
-/// Sends a log record to the host: `level` 1 error, 2 warn, 3 info, 4 debug, 5 trace;
-/// `target` the logger or module (may be ""). Records the host's filter excludes are not
-/// sent.
-///
-/// # Safety
-/// `cell` is live; `target` and `message` NUL-terminated.
-#[no_mangle]
-pub unsafe extern "C" fn cellshm_cell_log_event(
-    cell: *const cellshm_cell,
-    level: u32,
-    target: *const c_char,
-    message: *const c_char,
-) -> cellshm_status {
-    boundary("cellshm_cell_log_event", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let target = try_c!(unsafe { c_str(target, "target") });
-        // SAFETY: per this function's contract.
-        let message = try_c!(unsafe { c_str(message, "message") });
-        try_cellshm!(cell.cell.log_event(level, target, message));
-        CELLSHM_OK
-    })
-}
-
 /// This cell's peer id (0 for NULL).
 ///
 /// # Safety

@@ -9,6 +9,8 @@ pub struct cellshm_hub {
     pub(crate) hub: Hub,
     pub(crate) name: CString,
     pub(crate) attach: std::sync::Mutex<Option<cellshm::host::attach::AttachListener>>,
+    /// Its log sink's registration for the library's notices.
+    pub(crate) log_sink: std::sync::Mutex<RegisteredSink>,
 }
 
 /// Creates a hub and starts serving its discovery socket `@cellshm/<uid>/<name>`
@@ -40,7 +42,17 @@ pub unsafe extern "C" fn cellshm_hub_new(
         // Hub names are validated ASCII: no interior NUL.
         let name = CString::new(hub.name()).unwrap_or_default();
         // SAFETY: out_hub checked non-NULL.
-        unsafe { put(out_hub, Box::into_raw(Box::new(cellshm_hub { hub, name, attach: std::sync::Mutex::new(None) }))) }
+        unsafe {
+            put(
+                out_hub,
+                Box::into_raw(Box::new(cellshm_hub {
+                    hub,
+                    name,
+                    attach: std::sync::Mutex::new(None),
+                    log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
+                })),
+            )
+        }
     })
 }
 

@@ -110,6 +110,8 @@ pub unsafe extern "C" fn cellshm_subscription_free(subscription: *mut cellshm_su
 #[derive(Debug)]
 pub struct cellshm_supervisor {
     pub(crate) sup: cellshm::Supervisor,
+    /// Its log sink's registration for the library's notices.
+    pub(crate) log_sink: std::sync::Mutex<RegisteredSink>,
 }
 
 /// Creates a supervisor with its own hub (`name` as for cellshm_hub_new, may be NULL;
@@ -135,7 +137,15 @@ pub unsafe extern "C" fn cellshm_supervisor_new(
         }
         let sup = try_cellshm!(Hub::create(config).and_then(cellshm::Supervisor::new));
         // SAFETY: out_supervisor checked non-NULL.
-        unsafe { put(out_supervisor, Box::into_raw(Box::new(cellshm_supervisor { sup }))) }
+        unsafe {
+            put(
+                out_supervisor,
+                Box::into_raw(Box::new(cellshm_supervisor {
+                    sup,
+                    log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
+                })),
+            )
+        }
     })
 }
 

@@ -6,6 +6,7 @@
  *   Test.call_host  calls the host's Host.echo and replies with its answer
  *   Test.log        sends the request as a log line to the host
  *   Test.env        the value of the environment variable the request names ("" if unset)
+ *   Test.log_fields sends the request as a WARN record with two fields and its location
  * On exit it checks that every registration's userdata was freed exactly once. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,6 +232,23 @@ static uint32_t env_value(void *userdata, const uint8_t *request, size_t len, ce
     return cellshm_reply_write(reply, (const uint8_t *)value, strlen(value));
 }
 
+static uint32_t log_fields(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    char message[256];
+    cellshm_log_field fields[2];
+    (void)userdata;
+    (void)reply;
+    if (len >= sizeof message) {
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    memcpy(message, request, len);
+    message[len] = '\0';
+    fields[0].key = "answer";
+    fields[0].value = "42";
+    fields[1].key = "unit";
+    fields[1].value = "ms";
+    return cellshm_cell_log_fields(the_cell, 2, "c.cell", message, __FILE__, __LINE__, fields, 2);
+}
+
 static int add_stream(const char *name, cellshm_stream_handler_fn handler) {
     registrations++;
     if (cellshm_cell_register_stream(the_cell, name, handler, &frees, count_free) != CELLSHM_OK) {
@@ -259,7 +277,7 @@ int main(int argc, char **argv) {
         !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line) ||
         !add_stream("Stream.count", stream_count) || !add_stream("Stream.sum", stream_sum) ||
         !add_stream("Stream.forever", stream_forever) || !add("Test.wait_cancel", wait_cancel) ||
-        !add("Test.cancels_seen", get_cancels_seen) || !add("Test.env", env_value)) {
+        !add("Test.cancels_seen", get_cancels_seen) || !add("Test.env", env_value) || !add("Test.log_fields", log_fields)) {
         cellshm_cell_free(the_cell);
         return 2;
     }

@@ -602,18 +602,10 @@ impl Hub {
         self.with(|hub| hub.stream_method_as(name, kind, py_stream_handler(handler)))
     }
 
-    /// Routes cells' log records to `sink(cell, peer_id, level, target, message)`, or
-    /// back to Rust `tracing` with None.
+    /// Routes cells' log records to `sink(cell, peer_id, level, target, message,
+    /// time_unix_ns, file, line, fields)`, or back to Rust `tracing` with None.
     fn set_log_sink(&self, sink: Option<Py<PyAny>>) -> PyResult<()> {
-        let sink = sink.map(|sink| {
-            Arc::new(move |r: &LogRecord<'_>| {
-                Python::attach(|py| {
-                    if let Err(e) = sink.call1(py, (r.cell, r.peer_id, r.level, r.target, r.message)) {
-                        e.print(py);
-                    }
-                })
-            }) as cellshm::LogSink
-        });
+        let sink = sink.map(py_log_sink);
         self.with(|hub| {
             hub.set_log_sink(sink);
             Ok(())
@@ -919,6 +911,7 @@ fn cell_spec(
     policy: PyRestartPolicy,
     heartbeat: Option<(f64, u32)>,
     default_timeout: Option<f64>,
+    log_filter: Option<String>,
 ) -> PyResult<cellshm::CellSpec> {
     let Some(program) = argv.first() else {
         return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -947,6 +940,7 @@ fn cell_spec(
     if let Some(timeout) = default_timeout {
         spec = spec.default_timeout(timeout_or_forever(timeout, "default_timeout")?);
     }
+    spec.log_filter = log_filter;
     Ok(spec)
 }
 
@@ -986,6 +980,20 @@ impl Drop for EventSubscription {
     fn drop(&mut self) {
         self.cancel();
     }
+}
+
+/// A Python log sink for the core: `sink(cell, peer_id, level, target, message,
+/// time_unix_ns, file, line, fields)`; an exception is printed and goes no further.
+fn py_log_sink(sink: Py<PyAny>) -> cellshm::LogSink {
+    Arc::new(move |r: &LogRecord<'_>| {
+        Python::attach(|py| {
+            let fields: Vec<(&str, &str)> = r.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let args = (r.cell, r.peer_id, r.level, r.target, r.message, r.time_unix_ns, r.file, r.line, fields);
+            if let Err(e) = sink.call1(py, args) {
+                e.print(py);
+            }
+        })
+    })
 }
 
 /// A Python access policy for the core: `policy((peer_id, name, epoch, pid, uid),
@@ -1042,6 +1050,16 @@ impl Supervisor {
         self.get()?.hub().allow(method, &cells).map_err(err)
     }
 
+    fn set_log_sink(&self, sink: Option<Py<PyAny>>) -> PyResult<()> {
+        self.get()?.hub().set_log_sink(sink.map(py_log_sink));
+        Ok(())
+    }
+
+    fn set_log_filter(&self, py: Python<'_>, name: &str, filter: &str) -> PyResult<()> {
+        let sup = self.get()?;
+        py.detach(|| sup.set_log_filter(name, filter)).map_err(err)
+    }
+
     fn allow_everyone(&self, method: &str) -> PyResult<()> {
         self.get()?.hub().allow_everyone(method).map_err(err)
     }
@@ -1073,7 +1091,7 @@ impl Supervisor {
         Ok(EventSubscription { subscription: Mutex::new(Some(subscription)), active })
     }
 
-    #[pyo3(signature = (name, argv, env, policy, heartbeat, default_timeout))]
+    #[pyo3(signature = (name, argv, env, policy, heartbeat, default_timeout, log_filter))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
@@ -1084,13 +1102,14 @@ impl Supervisor {
         policy: PyRestartPolicy,
         heartbeat: Option<(f64, u32)>,
         default_timeout: Option<f64>,
+        log_filter: Option<String>,
     ) -> PyResult<()> {
-        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout)?;
+        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
         let sup = self.get()?;
         py.detach(|| sup.add(spec)).map_err(err)
     }
 
-    #[pyo3(signature = (name, argv, env, policy, heartbeat, default_timeout, grace))]
+    #[pyo3(signature = (name, argv, env, policy, heartbeat, default_timeout, log_filter, grace))]
     #[allow(clippy::too_many_arguments)]
     fn update(
         &self,
@@ -1101,9 +1120,10 @@ impl Supervisor {
         policy: PyRestartPolicy,
         heartbeat: Option<(f64, u32)>,
         default_timeout: Option<f64>,
+        log_filter: Option<String>,
         grace: f64,
     ) -> PyResult<()> {
-        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout)?;
+        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
         let grace = duration(grace, "grace")?;
         let sup = self.get()?;
         py.detach(|| sup.update(spec, grace)).map_err(err)
@@ -1366,6 +1386,44 @@ impl Cell {
     /// lets it through.
     fn log(&self, level: u32, target: &str, message: &str) -> PyResult<()> {
         self.get()?.log_event(level, target, message).map_err(err)
+    }
+
+    /// A record with its own time (ns since the Unix epoch), source location and fields.
+    #[pyo3(signature = (level, target, message, time_unix_ns, file, line, fields))]
+    #[allow(clippy::too_many_arguments)]
+    fn log_record(
+        &self,
+        level: u32,
+        target: &str,
+        message: &str,
+        time_unix_ns: u64,
+        file: &str,
+        line: u32,
+        fields: Vec<(String, String)>,
+    ) -> PyResult<()> {
+        if fields.len() > cellshm::wire::MAX_LOG_FIELDS {
+            return Err(PyValueError::new_err(format!(
+                "{} log fields (at most {})",
+                fields.len(),
+                cellshm::wire::MAX_LOG_FIELDS
+            )));
+        }
+        let record = cellshm::wire::LogEvent {
+            level,
+            target: target.to_string(),
+            message: message.to_string(),
+            time_unix_ns,
+            file: file.to_string(),
+            line,
+            fields,
+        };
+        self.get()?.log_record(&record).map_err(err)
+    }
+
+    /// Log records dropped because the ring towards the host was full.
+    #[getter]
+    fn log_records_dropped(&self) -> PyResult<u64> {
+        Ok(self.get()?.log_records_dropped())
     }
 
     /// True if a record of `level` from `target` passes the host's filter.

@@ -24,6 +24,21 @@ def test_cell_log_records_appear_in_the_host_log_with_the_cell_name(hub, py_test
     assert record.cell == "chatty" and record.peer_id == peer.id and record.cell_logger == "py_test_cell"
 
 
+def test_a_python_cells_records_keep_their_extra_fields_location_time_and_logger(hub, py_test_cell, caplog):
+    peer = spawn_ready(hub, py_test_cell, name="disks")
+    with caplog.at_level(logging.DEBUG, logger="cellshm.cell"):
+        before = time.time()
+        line = int(peer.call("Test.log_extra", b"sda", timeout=5.0))
+        deadline = time.monotonic() + 5
+        while not any("disk sda" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    record = next(r for r in caplog.records if "disk sda" in r.getMessage())
+    assert record.name == "cellshm.cell.disks" and record.cell_logger == "py_test_cell"
+    assert (record.disk, record.used_pct) == ("sda", "97"), "extra fields arrive (as strings)"
+    assert record.pathname.endswith("py_test_cell.py") and record.lineno == line
+    assert before - 1 <= record.created <= time.time(), "made when the cell made it"
+
+
 def test_the_rust_example_host_calls_a_python_cell(rust_echo_host, py_test_cell):
     out = subprocess.run(
         [str(rust_echo_host), "--", *py_test_cell], capture_output=True, text=True, timeout=120, check=False

@@ -31,6 +31,9 @@ pub const EXIT_HOST_GONE: i32 = 70;
 
 struct CellState {
     log_filter: Arc<RwLock<crate::log::LogFilter>>,
+    log_overflow: crate::log::LogOverflow,
+    /// Log records dropped for want of room towards the host.
+    log_dropped: Arc<std::sync::atomic::AtomicU64>,
     host_goodbye: AtomicBool,
     stopped: Mutex<bool>,
     stopped_cv: Condvar,
@@ -155,7 +158,9 @@ impl Cell {
         crate::sys::process::harden();
         let hub = HubInfo::from(&record);
         let state = Arc::new(CellState {
-            log_filter: Arc::new(RwLock::new(crate::log::LogFilter::default())),
+            log_filter: Arc::new(RwLock::new(options.log_filter.clone())),
+            log_overflow: options.log_overflow,
+            log_dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             host_goodbye: AtomicBool::new(false),
             stopped: Mutex::new(false),
             stopped_cv: Condvar::new(),
@@ -366,15 +371,32 @@ impl Cell {
 
     /// Sends a log record to the host: `level` from [`wire::log_level`], `target` the
     /// logger or module it comes from.
-    /// Records the host's filter excludes are not sent at all.
+    /// Records the host's filter excludes are not sent at all; one that finds the ring
+    /// full is dropped and counted ([`Cell::log_records_dropped`]), never waited for
+    /// (unless [`crate::CellOptions::log_overflow`] says so).
     pub fn log_event(&self, level: u32, target: &str, message: &str) -> Result<()> {
         self.log_sender().send(level, target, message)
+    }
+
+    /// Sends a record with its own timestamp, source location and structured fields.
+    pub fn log_record(&self, record: &wire::LogEvent) -> Result<()> {
+        self.log_sender().send_event(record)
+    }
+
+    /// Log records dropped so far because the ring or pool towards the host was full.
+    pub fn log_records_dropped(&self) -> u64 {
+        self.state.log_dropped.load(Ordering::Relaxed)
     }
 
     /// A handle sending log records after the host's filter (for `tracing` layers and
     /// other threads).
     pub fn log_sender(&self) -> crate::log::LogSender {
-        crate::log::LogSender { session: Arc::downgrade(&self.session), filter: self.state.log_filter.clone() }
+        crate::log::LogSender {
+            session: Arc::downgrade(&self.session),
+            filter: self.state.log_filter.clone(),
+            overflow: self.state.log_overflow,
+            dropped: self.state.log_dropped.clone(),
+        }
     }
 
     /// True if a record of `level` from `target` passes the host's filter.

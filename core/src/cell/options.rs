@@ -29,6 +29,12 @@ pub struct CellOptions {
     /// deadline (`CELLSHM_CALL_TIMEOUT_MS`, a number or `forever`; default
     /// [`crate::DEFAULT_CALL_TIMEOUT`], 30 s; [`crate::FOREVER`]: no limit).
     pub default_timeout: Duration,
+    /// The log filter until the host sets another (`CELLSHM_LOG_FILTER`, which a
+    /// supervisor sets from its cell spec; default `info`).
+    pub log_filter: crate::log::LogFilter,
+    /// What a log record does when the ring towards the host is full
+    /// (`CELLSHM_LOG_OVERFLOW`: `drop`, the default, or `wait:<ms>`).
+    pub log_overflow: crate::log::LogOverflow,
     /// Exit the process when the host goes away (default true: cells die with their host).
     pub exit_with_host: bool,
     /// The minor protocol version announced in HELLO. Only tests of version handling
@@ -56,6 +62,8 @@ impl CellOptions {
             workers: 4,
             quiet: false,
             default_timeout: crate::DEFAULT_CALL_TIMEOUT,
+            log_filter: crate::log::LogFilter::default(),
+            log_overflow: crate::log::LogOverflow::Drop,
             exit_with_host: true,
             protocol_minor: PROTOCOL_VERSION_MINOR,
             announced_pid: None,
@@ -87,6 +95,12 @@ impl CellOptions {
                     )
                 })?),
             };
+        }
+        if let Some(filter) = var("CELLSHM_LOG_FILTER") {
+            o.log_filter = crate::log::LogFilter::parse(&filter)?;
+        }
+        if let Some(overflow) = var("CELLSHM_LOG_OVERFLOW") {
+            o.log_overflow = crate::log::LogOverflow::parse(&overflow)?;
         }
         o.quiet = var("CELLSHM_QUIET").is_some_and(|v| v != "0");
         Ok(o)

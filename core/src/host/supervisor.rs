@@ -88,6 +88,11 @@ pub struct CellSpec {
     /// Heartbeats once it is ready (`None`, the default: none; a hung cell is then
     /// noticed only by the time limits of the calls made to it).
     pub heartbeat: Option<Heartbeat>,
+    /// The log filter of every instance (`"warn,mycell=debug"`): given to it in
+    /// `CELLSHM_LOG_FILTER` when it starts, and set with `cellshm.Log.set_filter` once it
+    /// is ready (for cells that do not read the variable), so it survives relaunches.
+    /// `None`: the cell's default (`info`).
+    pub log_filter: Option<String>,
 }
 
 impl CellSpec {
@@ -102,7 +107,14 @@ impl CellSpec {
             ready_timeout: Duration::from_secs(10),
             restart: RestartPolicy::default(),
             heartbeat: None,
+            log_filter: None,
         }
+    }
+
+    /// Sets the log filter every instance starts with (see [`CellSpec::log_filter`]).
+    pub fn log_filter(mut self, filter: impl Into<String>) -> CellSpec {
+        self.log_filter = Some(filter.into());
+        self
     }
 
     /// Checks the cell with a heartbeat every `interval` and relaunches it as
@@ -622,6 +634,23 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Sets the log filter of `name`: in its spec, so every later instance starts with
+    /// it, and on the running instance, if one is ready. INVALID_ARGUMENT for a filter
+    /// that does not parse.
+    pub fn set_log_filter(&self, name: &str, filter: &str) -> Result<()> {
+        crate::log::LogFilter::parse(filter)?;
+        let peer = {
+            let mut cells = self.shared.cells.lock();
+            let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
+            cell.spec.log_filter = Some(filter.to_string());
+            (cell.status == CellStatus::Ready).then(|| cell.instance.as_ref().map(|i| i.peer.clone())).flatten()
+        };
+        match peer {
+            Some(peer) => peer.set_log_filter(filter, Duration::from_secs(5)),
+            None => Ok(()),
+        }
+    }
+
     /// Stops every cell (see [`Supervisor::stop`]).
     pub fn stop_all(&self, grace: Duration) {
         for name in self.names() {
@@ -677,6 +706,12 @@ fn validate(spec: &CellSpec) -> Result<()> {
     }
     if spec.program.as_os_str().is_empty() {
         return Err(Error::new(Status::InvalidArgument, format!("cell {:?} has no program", spec.name)));
+    }
+    if let Some(filter) = &spec.log_filter {
+        crate::log::LogFilter::parse(filter)?;
+    }
+    if spec.heartbeat.is_some_and(|h| h.interval.is_zero()) {
+        return Err(Error::new(Status::InvalidArgument, format!("cell {:?}: a heartbeat interval of 0", spec.name)));
     }
     Ok(())
 }
@@ -868,6 +903,9 @@ fn launch(shared: &Arc<Shared>, name: &str) {
     for (k, v) in &spec.env {
         command.env(k, v);
     }
+    if let Some(filter) = &spec.log_filter {
+        command.env("CELLSHM_LOG_FILTER", filter);
+    }
     let mut peer_options = spec.peer.clone();
     peer_options.default_timeout = Some(peer_options.default_timeout.unwrap_or(*shared.default_timeout.lock()));
     let started = shared.hub.add_peer(&spec.name, peer_options).and_then(|ticket| ticket.spawn(&mut command));
@@ -912,8 +950,15 @@ fn launch(shared: &Arc<Shared>, name: &str) {
     let weak = Arc::downgrade(shared);
     let cell_name = name.to_string();
     let timeout = spec.ready_timeout;
+    let log_filter = spec.log_filter.clone();
     let _ = std::thread::Builder::new().name("cellshm-ready".into()).spawn(move || {
         let result = peer.wait_ready(timeout);
+        if let (Ok(()), Some(filter)) = (&result, log_filter) {
+            // Before "ready" is reported: for cells that do not read CELLSHM_LOG_FILTER.
+            if let Err(e) = peer.set_log_filter(&filter, Duration::from_secs(2)) {
+                tracing::debug!(cell = %peer.name(), "could not set the log filter of the new instance: {e}");
+            }
+        }
         if let Some(shared) = weak.upgrade() {
             shared.notify(Notice::Ready { name: cell_name, generation, result });
         }

@@ -1070,6 +1070,26 @@ impl Session {
         Ok(())
     }
 
+    /// Sends a notification only if the ring and the pool have room within `patience`
+    /// (`None`: right now), else RESOURCE_EXHAUSTED: the telemetry path, where the thread
+    /// that logs must never wait on a peer that does not read.
+    pub(crate) fn notify_within(
+        self: &Arc<Self>,
+        method_id: u32,
+        body: &[u8],
+        patience: Option<Duration>,
+    ) -> Result<()> {
+        self.check_open()?;
+        // A give-up time in the past: one attempt at the pool and one at the ring.
+        const AT_ONCE: u64 = 1;
+        let give_up = patience.map_or(AT_ONCE, crate::sys::clock::deadline_after);
+        let out = self.fill_body(body.len(), give_up, copy_of(body))?;
+        self.count(control::CALLS_SENT, 1);
+        let mut d = Descriptor { method_id, flags: flags::REQUEST | flags::NO_REPLY, ..Default::default() };
+        d.msg_id = self.link.lock().next_msg_id();
+        self.send(d, out, give_up)
+    }
+
     /// Sends a control frame that expects an answer (HELLO → HELLO_ACK, PING → PONG).
     pub fn control_call(self: &Arc<Self>, kind: ControlKind, payload: &[u8], timeout: Duration) -> Result<Descriptor> {
         self.check_open()?;

@@ -99,6 +99,12 @@ impl BodyWriter {
         self
     }
 
+    /// Appends a u64 (little-endian, 8 bytes).
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
     /// Appends a u32-length-prefixed UTF-8 string.
     pub fn str(&mut self, s: &str) -> &mut Self {
         self.u32(s.len() as u32);
@@ -141,6 +147,17 @@ impl<'a> BodyReader<'a> {
         let (head, tail) = self.rest.split_at(4);
         self.rest = tail;
         Ok(u32::from_le_bytes([head[0], head[1], head[2], head[3]]))
+    }
+
+    /// Reads a u64.
+    pub fn u64(&mut self) -> Result<u64, String> {
+        let (low, high) = (self.u32()?, self.u32().map_err(|_| "truncated: expected a u64".to_string())?);
+        Ok(u64::from(low) | u64::from(high) << 32)
+    }
+
+    /// True once every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
 
     /// Reads a u32-length-prefixed UTF-8 string.
@@ -222,8 +239,13 @@ pub mod log_level {
     pub const TRACE: u32 = 5;
 }
 
-/// Body of `cellshm.Log.event`: `u32 level, str target, str message`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Structured fields a log record carries at most; a record with more is malformed.
+pub const MAX_LOG_FIELDS: usize = 64;
+
+/// Body of `cellshm.Log.event`: `u32 level, str target, str message`, then optionally
+/// `u64 time_unix_ns, str file, u32 line, u32 n, n × (str key, str value)` (a body that
+/// ends after the message has no timestamp, location or fields).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogEvent {
     /// One of [`log_level`]; other values are treated as INFO.
     pub level: u32,
@@ -231,21 +253,67 @@ pub struct LogEvent {
     pub target: String,
     /// The formatted message.
     pub message: String,
+    /// When it was made: CLOCK_REALTIME in ns since the Unix epoch; 0 = not said (the
+    /// host then stamps it on arrival).
+    pub time_unix_ns: u64,
+    /// The source file it was made in (may be empty).
+    pub file: String,
+    /// The line in `file` (0 = not said).
+    pub line: u32,
+    /// Structured fields, in the order given.
+    pub fields: Vec<(String, String)>,
 }
 
 impl LogEvent {
-    /// Encodes the body.
+    /// A record made now, without a location or fields.
+    pub fn new(level: u32, target: &str, message: &str) -> LogEvent {
+        LogEvent {
+            level,
+            target: target.into(),
+            message: message.into(),
+            time_unix_ns: unix_now_ns(),
+            ..Default::default()
+        }
+    }
+
+    /// Encodes the body (always with the extension).
     pub fn encode(&self) -> Vec<u8> {
-        BodyWriter::default().u32(self.level).str(&self.target).str(&self.message).finish()
+        let mut w = BodyWriter::default();
+        w.u32(self.level).str(&self.target).str(&self.message);
+        w.u64(self.time_unix_ns).str(&self.file).u32(self.line).u32(self.fields.len() as u32);
+        for (key, value) in &self.fields {
+            w.str(key).str(value);
+        }
+        w.finish()
     }
 
     /// Decodes a body received from a peer.
     pub fn decode(bytes: &[u8]) -> Result<LogEvent, String> {
         let mut r = BodyReader::new(bytes);
-        let event = LogEvent { level: r.u32()?, target: r.str()?, message: r.str()? };
+        let mut event = LogEvent { level: r.u32()?, target: r.str()?, message: r.str()?, ..Default::default() };
+        if r.is_empty() {
+            return Ok(event);
+        }
+        event.time_unix_ns = r.u64()?;
+        event.file = r.str()?;
+        event.line = r.u32()?;
+        let count = r.u32()? as usize;
+        if count > MAX_LOG_FIELDS {
+            return Err(format!("{count} log fields (at most {MAX_LOG_FIELDS})"));
+        }
+        for _ in 0..count {
+            event.fields.push((r.str()?, r.str()?));
+        }
         r.finish()?;
         Ok(event)
     }
+}
+
+/// CLOCK_REALTIME now, in ns since the Unix epoch (0 before 1970).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Body of the `cellshm.Introspect.methods` response: `u32 n, n × (str name, u32 id,

@@ -643,9 +643,31 @@ mod tests {
         let mut extra = bytes.clone();
         extra.push(0);
         assert!(Ready::decode(&extra).is_err());
-        let log = LogEvent { level: log_level::WARN, target: "app.db".into(), message: "slow query".into() };
-        assert_eq!(LogEvent::decode(&log.encode()), Ok(log.clone()));
-        assert!(LogEvent::decode(&log.encode()[..7]).is_err());
+        let short = LogEvent {
+            level: log_level::WARN,
+            target: "app.db".into(),
+            message: "slow query".into(),
+            ..Default::default()
+        };
+        // The short form (no timestamp, location or fields) is still a valid record.
+        let short_body = BodyWriter::default().u32(log_level::WARN).str("app.db").str("slow query").finish();
+        assert_eq!(LogEvent::decode(&short_body), Ok(short.clone()));
+        let log = LogEvent {
+            time_unix_ns: 1_764_633_600_123_456_789,
+            file: "src/db.rs".into(),
+            line: 42,
+            fields: vec![("query_ms".into(), "830".into()), ("table".into(), "users".into())],
+            ..short
+        };
+        let body = log.encode();
+        assert_eq!(LogEvent::decode(&body), Ok(log.clone()));
+        for cut in short_body.len() + 1..body.len() {
+            assert!(LogEvent::decode(&body[..cut]).is_err(), "an extension cut at {cut} is malformed");
+        }
+        assert!(LogEvent::decode(&body[..7]).is_err());
+        let mut too_many = BodyWriter::default();
+        too_many.u32(3).str("").str("").u64(0).str("").u32(0).u32(MAX_LOG_FIELDS as u32 + 1);
+        assert!(LogEvent::decode(&too_many.finish()).unwrap_err().contains("log fields"));
         let methods = vec![
             ("Echo.echo".to_string(), method_id("Echo.echo"), MethodKind::Unary),
             ("A.b".to_string(), 7, MethodKind::Bidi),

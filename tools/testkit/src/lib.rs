@@ -40,6 +40,9 @@ pub fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.garbage`: pushes a garbage descriptor towards the host.
 /// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
 /// - `Test.log`: sends the payload as a log line.
+/// - `Test.flood_logs`: sends u32 n log records from its thread; replies the longest send
+///   in CPU time (u64 ns), the records dropped, n, the thread's voluntary context switches
+///   meanwhile and the longest send in wall-clock time (u64 each).
 /// - `Test.goodbye`: answers, then leaves on purpose (goodbye).
 /// - `Test.trace`: emits `tracing` events (forwarded to the host through the log filter).
 /// - `Test.exit`: exits the process at once with code u32.
@@ -153,7 +156,50 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         cell.log(&String::from_utf8_lossy(call.payload()))
     })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.flood_logs", move |call| {
+        // From this handler's thread, as an application thread would: n records, each
+        // timed. A send that waited would have slept (a voluntary context switch) or spun
+        // (CPU time); being preempted on a busy machine is neither. Replies u64 longest
+        // send in CPU ns, u64 records dropped, u64 n, u64 voluntary context switches
+        // during the flood, u64 longest send in wall-clock ns.
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let n = u32_at(call.payload(), 0)?;
+        let dropped_before = cell.log_records_dropped();
+        let (mut longest_cpu, mut longest_wall) = (0u64, Duration::ZERO);
+        let switches_before = voluntary_context_switches();
+        for i in 0..n {
+            let (cpu, wall) = (thread_cpu_ns(), std::time::Instant::now());
+            cell.log_event(cellshm::wire::log_level::INFO, "flood", &format!("record {i}"))?;
+            longest_cpu = longest_cpu.max(thread_cpu_ns() - cpu);
+            longest_wall = longest_wall.max(wall.elapsed());
+        }
+        let switches = voluntary_context_switches() - switches_before;
+        let dropped = cell.log_records_dropped() - dropped_before;
+        let mut reply = Vec::new();
+        for v in [longest_cpu, dropped, n as u64, switches, longest_wall.as_nanos() as u64] {
+            reply.extend_from_slice(&v.to_le_bytes());
+        }
+        call.reply(&reply)
+    })?;
     cell.run()
+}
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Times the calling thread gave up the CPU to wait for something.
+fn voluntary_context_switches() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).map(|v| v.trim().to_string()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// When `Stream.forever` or `Test.until_cancelled` last saw a cancellation (CLOCK_MONOTONIC ns), so a test

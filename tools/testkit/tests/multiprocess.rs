@@ -738,7 +738,11 @@ fn tracing_events_of_a_rust_cell_reach_the_host_through_the_filter_it_pushed() {
     let (tx, rx) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
     hub.set_log_sink(Some(Arc::new(move |r: &cellshm::LogRecord<'_>| {
-        let _ = tx.lock().unwrap().send((r.cell.to_string(), r.level, r.target.to_string(), r.message.to_string()));
+        let mut message = r.message.to_string();
+        for (key, value) in r.fields {
+            message.push_str(&format!(" {key}={value}"));
+        }
+        let _ = tx.lock().unwrap().send((r.cell.to_string(), r.level, r.target.to_string(), message));
     })));
     let (peer, mut child) = spawn_cell_on(&hub, "tracer", &[]);
     let collect = |expected: usize| {

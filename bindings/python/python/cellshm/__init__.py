@@ -487,10 +487,38 @@ class Peer:
         return f"<cellshm.Peer {self.name!r} id={self.id} pid={self.pid} {self.state}>"
 
 
-def _log_to_python(cell: str, peer_id: int, level: int, target: str, message: str) -> None:
+def _log_to_python(
+    cell: str,
+    peer_id: int,
+    level: int,
+    target: str,
+    message: str,
+    time_unix_ns: int,
+    file: str,
+    line: int,
+    fields: List[Tuple[str, str]],
+) -> None:
+    """A cell's record as a ``logging.LogRecord`` of the logger ``cellshm.cell.<cell>``:
+    made when and where the cell made it (``created``, ``pathname``, ``lineno``), with the
+    extras ``cell``, ``peer_id``, ``cell_logger`` (the cell's logger name) and the
+    record's own fields (a field named like a LogRecord attribute gets a ``field_``
+    prefix)."""
     logger = logging.getLogger(f"cellshm.cell.{cell}")
-    extra = {"cell": cell, "peer_id": peer_id, "cell_logger": target}
-    logger.log(_TO_PYTHON_LEVEL.get(level, logging.INFO), message, extra=extra)
+    python_level = _TO_PYTHON_LEVEL.get(level, logging.INFO)
+    if not logger.isEnabledFor(python_level):
+        return
+    extra: Dict[str, object] = {"cell": cell, "peer_id": peer_id, "cell_logger": target}
+    for key, value in fields:
+        extra[f"field_{key}" if key in _RESERVED_RECORD_KEYS or key in extra else key] = value
+    record = logger.makeRecord(logger.name, python_level, file or "(cell)", line, message, (), None, extra=extra)
+    if time_unix_ns:
+        record.created = time_unix_ns / 1e9
+        record.msecs = (time_unix_ns // 1_000_000) % 1000
+    logger.handle(record)
+
+
+# Attributes every LogRecord has: a cell's field of one of these names must not replace it.
+_RESERVED_RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 class Hub:
@@ -776,6 +804,12 @@ class Cell:
         """The methods the host serves to cells, as (name, id, kind), sorted by name."""
         return [(n, i, MethodKind(k)) for n, i, k in self._native.host_methods_and_kinds(_check_timeout(timeout))]
 
+    @property
+    def log_records_dropped(self) -> int:
+        """Log records dropped so far because the ring towards the host was full (a log
+        call never waits for room)."""
+        return int(self._native.log_records_dropped)
+
     def log_handler(self, level: int = logging.NOTSET) -> "CellLogHandler":
         """A ``logging.Handler`` sending records to the host's log."""
         return CellLogHandler(self, level)
@@ -844,11 +878,23 @@ class Supervisor:
     each with a reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
 
     def __init__(
-        self, name: Optional[str] = None, *, max_peers: int = 8, default_timeout: Optional[float] = None
+        self,
+        name: Optional[str] = None,
+        *,
+        max_peers: int = 8,
+        default_timeout: Optional[float] = None,
+        forward_logs: bool = True,
     ) -> None:
         self._native = _native.Supervisor(name, max_peers)
         if default_timeout is not None:
             self.set_default_timeout(default_timeout)
+        if forward_logs:
+            self._native.set_log_sink(_log_to_python)
+
+    def set_log_filter(self, name: str, filter: str) -> None:
+        """Sets the log filter of ``name`` (``"warn,mycell=debug"``): on the running
+        instance and in its recipe, so every later instance starts with it."""
+        self._native.set_log_filter(name, filter)
 
     @property
     def hub_name(self) -> str:
@@ -923,6 +969,7 @@ class Supervisor:
         heartbeat_interval: Optional[float] = None,
         heartbeat_misses: int = 2,
         default_timeout: Optional[float] = None,
+        log_filter: Optional[str] = None,
     ) -> None:
         """Adds a cell and starts it (:class:`AlreadyExists` if the name is taken: see
         :meth:`start`, :meth:`restart` and :meth:`update`). A crash is relaunched after
@@ -931,7 +978,8 @@ class Supervisor:
         heartbeat that often, answered by its handler threads; after more than
         ``heartbeat_misses`` unanswered in a row it is killed and relaunched as
         "unresponsive". ``default_timeout``: the time limit of calls to it made with
-        ``timeout=None`` (the supervisor's default otherwise)."""
+        ``timeout=None`` (the supervisor's default otherwise). ``log_filter``
+        (``"warn,mycell=debug"``) is every instance's log filter, relaunches included."""
         self._native.add(
             name,
             _argv(argv),
@@ -939,6 +987,7 @@ class Supervisor:
             (ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after),
             _heartbeat(heartbeat_interval, heartbeat_misses),
             _check_timeout(default_timeout),
+            log_filter,
         )
 
     def update(
@@ -955,6 +1004,7 @@ class Supervisor:
         heartbeat_interval: Optional[float] = None,
         heartbeat_misses: int = 2,
         default_timeout: Optional[float] = None,
+        log_filter: Optional[str] = None,
         grace: float = 2.0,
     ) -> None:
         """Replaces the recipe of ``name`` (arguments as for :meth:`add`). A running
@@ -967,6 +1017,7 @@ class Supervisor:
             (ready_timeout, max_restarts, initial_backoff, max_backoff, reset_after),
             _heartbeat(heartbeat_interval, heartbeat_misses),
             _check_timeout(default_timeout),
+            log_filter,
             grace,
         )
 
@@ -1043,7 +1094,10 @@ def _argv(argv: Sequence[str]) -> List[str]:
 
 class CellLogHandler(logging.Handler):
     """Forwards log records from a cell to its host, where they appear in the host's log
-    with the cell's name. Records are sent without waiting (notifications)."""
+    with the cell's name, the logger name (``cell_logger``), the time and source location
+    of the record, and its ``extra`` fields (as strings). Records are sent without
+    waiting: one that finds the ring to the host full is dropped and counted
+    (:attr:`Cell.log_records_dropped`)."""
 
     def __init__(self, cell: Cell, level: int = logging.NOTSET) -> None:
         super().__init__(level)
@@ -1054,7 +1108,16 @@ class CellLogHandler(logging.Handler):
             level = _to_cellshm_level(record.levelno)
             if not self.cell._native.log_enabled(level, record.name):
                 return  # the host's filter excludes it: not even formatted
-            self.cell._native.log(level, record.name, self.format(record))
+            fields = [(k, str(v)) for k, v in record.__dict__.items() if k not in _RESERVED_RECORD_KEYS][:64]
+            self.cell._native.log_record(
+                level,
+                record.name,
+                self.format(record),
+                int(record.created * 1e9),
+                record.pathname,
+                record.lineno,
+                fields,
+            )
         except Exception:
             self.handleError(record)
 

@@ -12,6 +12,7 @@ import logging
 import os
 import pickle
 import struct
+import sys
 import time
 
 import cellshm
@@ -93,6 +94,14 @@ def call_host(request: bytes) -> bytes:
 @cell.method("Test.log")
 def log_it(request: bytes) -> None:
     log.warning("the host said %s", request.decode())
+
+
+@cell.method("Test.log_extra")
+def log_extra(request: bytes) -> bytes:
+    """Logs with extra fields; answers the line it logged from."""
+    line = sys._getframe().f_lineno + 1
+    log.warning("disk %s is full", request.decode(), extra={"disk": request.decode(), "used_pct": 97})
+    return str(line).encode()
 
 
 @cell.method("Test.async_echo")
