@@ -33,6 +33,12 @@
 // `cellshm_caller.uid` when the caller's user id is not known.
 #define CELLSHM_UID_UNKNOWN UINT32_MAX
 
+// `direction` of cellshm_peer_method_metrics: calls the host made to the cell.
+#define CELLSHM_HOST_TO_CELL 0
+
+// `direction` of cellshm_peer_method_metrics: calls the cell made to the host.
+#define CELLSHM_CELL_TO_HOST 1
+
 // `cellshm_peer_options.wait`: poll for `spin_us`, then sleep (the default).
 #define CELLSHM_WAIT_ADAPTIVE 0
 
@@ -328,6 +334,23 @@ typedef struct {
 // the record (a cell's records in the order the cell sent them); it must not block for
 // long: it holds up that cell's receive path.
 typedef void (*cellshm_log_sink_fn)(void *userdata, const cellshm_log_record *record);
+
+// What the host measured of one method in one direction of one link.
+typedef struct {
+  // Calls finished (answered, failed or given up).
+  uint64_t calls;
+  // Finished calls that ended with an error (any status).
+  uint64_t errors;
+  // Calls started and not finished yet.
+  uint64_t in_flight;
+  // Latency of the finished calls, in ns: median and 99th percentile (each within
+  // 19 %) and the longest (exact).
+  uint64_t p50_ns;
+  // See `p50_ns`.
+  uint64_t p99_ns;
+  // See `p50_ns`.
+  uint64_t max_ns;
+} cellshm_method_metrics;
 
 // Called once when a peer dies, with the status (CELLSHM_PEER_DEAD,
 // CELLSHM_PROTOCOL_ERROR, CELLSHM_SESSION_CLOSED, ...) and a message valid during the call.
@@ -694,6 +717,31 @@ cellshm_status cellshm_cell_log_fields(const cellshm_cell *cell,
 // # Safety
 // `cell` is NULL or live.
 uint64_t cellshm_cell_log_dropped(const cellshm_cell *cell);
+
+// Writes what the host measured of calls of `method` ("Service.method") in `direction`
+// (CELLSHM_HOST_TO_CELL or CELLSHM_CELL_TO_HOST) on this peer's link to `*out_metrics`.
+// CELLSHM_NOT_FOUND if no such call was made yet.
+//
+// # Safety
+// `peer` is live; `method` NUL-terminated; `out_metrics` writable.
+cellshm_status cellshm_peer_method_metrics(const cellshm_peer *peer,
+                                           uint32_t direction,
+                                           const char *method,
+                                           cellshm_method_metrics *out_metrics);
+
+// Writes every metric of every peer of the hub as one JSON array (the objects
+// `cellshm inspect --json` shows under `metrics`, with `peer_id`, `name`, `state` and
+// `pid`) to `*out_json`, owned by the caller: release it with cellshm_string_free.
+//
+// # Safety
+// `hub` is live; `out_json` writable.
+cellshm_status cellshm_hub_metrics_json(const cellshm_hub *hub, char **out_json);
+
+// Frees a string this library allocated for the caller. NULL is a no-op.
+//
+// # Safety
+// `text` is NULL or a string from this library not freed before.
+void cellshm_string_free(char *text);
 
 // The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
 // doorbell on fd 3).

@@ -164,6 +164,8 @@ struct HubShared {
     peers: Mutex<PeerTable>,
     log_sink: RwLock<Option<LogSink>>,
     discovery: discovery::DiscoveryState,
+    /// Relaunches per cell name, counted by a supervisor (the peers change, the name stays).
+    restarts: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// The host's record of its peer slots (private memory: nothing a cell writes decides
@@ -366,6 +368,42 @@ fn run_death_callback(cell: &str, callback: DeathCallback, error: &Error) {
     }
 }
 
+/// What a host measured of one peer (see [`Peer::metrics`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerMetrics {
+    /// The peer's id.
+    pub peer_id: u32,
+    /// Its name.
+    pub name: String,
+    /// Its process id, once known.
+    pub pid: Option<u32>,
+    /// Its state, as [`PeerState`] names it ("starting", "joined", "ready", "leaving", "dead").
+    pub state: &'static str,
+    /// The calls the host made to it, by method.
+    pub outgoing: Vec<crate::MethodMetrics>,
+    /// The calls it made to the host, by method.
+    pub incoming: Vec<crate::MethodMetrics>,
+    /// Streams open now, either way.
+    pub open_streams: u64,
+    /// Streams opened so far, either way.
+    pub streams_opened: u64,
+    /// Its calls refused by an access rule.
+    pub refused_calls: u64,
+    /// Relaunches of the cell of this name by a supervisor, in all.
+    pub restarts: u64,
+}
+
+/// The lowercase name of a peer state, as every language spells it.
+pub fn peer_state_name(state: &PeerState) -> &'static str {
+    match state {
+        PeerState::Starting => "starting",
+        PeerState::Joined => "joined",
+        PeerState::Ready => "ready",
+        PeerState::Leaving => "leaving",
+        PeerState::Dead(_) => "dead",
+    }
+}
+
 /// The host's hub: every peer link and the hub's discovery socket. Nothing of it
 /// exists outside this process: its memory is memfds and its socket is abstract, so
 /// when the process ends, however it ends, the hub is gone.
@@ -412,6 +450,7 @@ impl Hub {
             peers: Mutex::new(PeerTable { live: Vec::new(), epochs: vec![0; config.max_peers as usize] }),
             log_sink: RwLock::new(None),
             discovery: discovery::DiscoveryState::default(),
+            restarts: Mutex::new(std::collections::HashMap::new()),
         });
         let server = discovery::DiscoveryServer::start(&shared, config.socket_path.as_deref())?;
         Ok(Hub { shared, discovery: Mutex::new(Some(server)) })
@@ -447,6 +486,19 @@ impl Hub {
         F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
     {
         self.shared.dispatcher.write().register_stream_as(name, kind, handler)
+    }
+
+    /// [`Peer::metrics`] of every peer not yet reclaimed, by peer id.
+    pub fn metrics(&self) -> Vec<PeerMetrics> {
+        let mut all: Vec<PeerMetrics> = self.peers().iter().map(Peer::metrics).collect();
+        all.sort_by_key(|m| m.peer_id);
+        all
+    }
+
+    /// Counts a relaunch of the cell named `name` (what [`PeerMetrics::restarts`] shows);
+    /// the supervisor calls it for every relaunch.
+    pub fn count_restart(&self, name: &str) {
+        *self.shared.restarts.lock().entry(name.to_string()).or_insert(0) += 1;
     }
 
     /// Only the cells named in `cells` may call the host method `method` (unary or
@@ -619,6 +671,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         max_inbound_streams: options.max_streams,
         stream_threads: options.stream_threads,
         default_timeout: options.default_timeout.unwrap_or(crate::DEFAULT_CALL_TIMEOUT),
+        metrics: true,
     };
     // SAFETY: the memfds were created for this link just now, so this is the only
     // host-side session on them.
@@ -969,6 +1022,26 @@ impl Peer {
         if let Some(session) = session {
             session.fail(error);
             session.close();
+        }
+    }
+
+    /// What the host measured of this link: per method, the calls it made to the cell and
+    /// the ones it served for it (calls, errors by status, in flight, latency p50/p99/max),
+    /// and its streams. Kept in the host's memory, so a cell cannot skew it.
+    pub fn metrics(&self) -> PeerMetrics {
+        let link = self.inner.session.lock().as_ref().and_then(|s| s.metrics()).unwrap_or_default();
+        let restarts = self.inner.hub.restarts.lock().get(&self.inner.name).copied().unwrap_or(0);
+        PeerMetrics {
+            peer_id: self.inner.id,
+            name: self.inner.name.clone(),
+            pid: self.pid(),
+            state: peer_state_name(&self.state()),
+            outgoing: link.outgoing,
+            incoming: link.incoming,
+            open_streams: link.open_streams,
+            streams_opened: link.streams_opened,
+            refused_calls: self.refused_calls(),
+            restarts,
         }
     }
 

@@ -53,7 +53,10 @@ pub use host::inspect::{snapshot, HubSnapshot};
 pub use host::supervisor::{
     CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent,
 };
-pub use host::{CellProcess, Hub, LogRecord, LogSink, Peer, PeerOptions, PeerState, PeerTicket};
+pub use host::{
+    peer_state_name, CellProcess, Hub, LogRecord, LogSink, Peer, PeerMetrics, PeerOptions, PeerState, PeerTicket,
+};
+pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};
 pub use session::{
     AccessPolicy, Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PeerIdentity, PendingCall,
     Response, Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER,

@@ -77,7 +77,7 @@ fn cellshm_list_shows_live_hubs_and_not_a_killed_one_and_inspect_reads_a_live_on
 
     let inspected = Command::new(CLI).args(["inspect", a.name()]).output().unwrap();
     let text = String::from_utf8_lossy(&inspected.stdout);
-    assert!(inspected.status.success() && text.contains("listed") && text.contains("Active"), "{text}");
+    assert!(inspected.status.success() && text.contains("listed") && text.contains("ready"), "{text}");
     let missing = Command::new(CLI).args(["inspect", &killed]).output().unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no live hub named"));
@@ -93,11 +93,40 @@ fn cellshm_inspect_json_reports_each_link_and_its_counters() {
     for _ in 0..20 {
         peer.call("Echo.echo", &[1u8; 100], &CallOptions::timeout(Duration::from_secs(5))).unwrap();
     }
+    for _ in 0..3 {
+        let e = peer.call("Nope.nope", b"", &CallOptions::timeout(Duration::from_secs(5))).unwrap_err();
+        assert_eq!(e.status(), cellshm::Status::Unimplemented);
+    }
     let out = Command::new(CLI).args(["inspect", hub.name(), "--json"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("\"name\":\"alpha\"") && text.contains("\"state\":\"Active\""), "{text}");
-    assert!(text.contains("\"calls_sent\":20"), "{text}");
+    assert!(text.contains("\"name\":\"alpha\"") && text.contains("\"state\":\"ready\""), "{text}");
+    assert!(text.contains("\"slot_state\":\"active\"") && text.contains("\"calls_sent\":23"), "{text}");
+    // The host's metrics, per method, match the calls made: 20 answered, 3 refused.
+    let ours = peer.metrics();
+    let echo = ours.outgoing.iter().find(|m| m.name == "Echo.echo").expect("Echo.echo measured");
+    assert_eq!((echo.calls, echo.in_flight, echo.error_count(), echo.latency.count), (20, 0, 0, 20));
+    assert!(echo.latency.p50_ns > 0 && echo.latency.p50_ns <= echo.latency.p99_ns, "{:?}", echo.latency);
+    assert!(echo.latency.p99_ns <= echo.latency.max_ns, "{:?}", echo.latency);
+    let l = &echo.latency;
+    let expected = format!(
+        "{{\"method\":\"Echo.echo\",\"method_id\":{},\"calls\":20,\"errors\":0,\"errors_by_status\":[],\"in_flight\":0,\"latency_ns\":{{\"count\":20,\"p50\":{},\"p99\":{},\"max\":{}}}}}",
+        cellshm::method_id("Echo.echo"),
+        l.p50_ns,
+        l.p99_ns,
+        l.max_ns
+    );
+    assert!(text.contains(&expected), "{expected} not in {text}");
+    assert!(
+        text.contains("\"method\":\"Nope.nope\"")
+            && text.contains("\"calls\":3,\"errors\":3,\"errors_by_status\":[{\"status\":\"UNIMPLEMENTED\",\"code\":12,\"count\":3}]"),
+        "{text}"
+    );
+    // The cell's calls to the host (ready, from its join) are the other direction.
+    assert!(text.contains("\"cell_to_host\":[{\"method\":\"cellshm.Lifecycle.ready\""), "{text}");
+    let table = String::from_utf8(Command::new(CLI).args(["inspect", hub.name()]).output().unwrap().stdout).unwrap();
+    let row = table.lines().find(|l| l.contains("Nope.nope")).expect("a row per method");
+    assert!(row.contains("host>cell") && row.contains("UNIMPLEMENTED=3"), "{table}");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -126,6 +155,7 @@ fn every_command_has_help_and_unknown_flags_or_arguments_exit_2_with_its_usage()
         (&["list", "--help"][..], "usage: cellshm list [--json]"),
         (&["inspect", "-h"][..], "usage: cellshm inspect HUB [--json]"),
         (&["inspect", "some-hub", "--help"][..], "usage: cellshm inspect HUB [--json]"),
+        (&["top", "--help"][..], "usage: cellshm top [--interval SECS] [--count N]"),
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
@@ -137,6 +167,12 @@ fn every_command_has_help_and_unknown_flags_or_arguments_exit_2_with_its_usage()
         (&["inspect"][..], "inspect needs the name of a hub", "usage: cellshm inspect"),
         (&["inspect", "a", "b"][..], "unexpected argument b", "usage: cellshm inspect"),
         (&["inspect", "a", "--jsn"][..], "unknown flag --jsn", "usage: cellshm inspect"),
+        (&["inspect", "a", "--interval", "1"][..], "--interval goes with --watch", "usage: cellshm inspect"),
+        (&["inspect", "a", "--watch", "--interval", "soon"][..], "expected seconds", "usage: cellshm inspect"),
+        (&["top", "--json"][..], "unknown flag --json", "usage: cellshm top"),
+        (&["top", "--count"][..], "--count needs a value", "usage: cellshm top"),
+        (&["top", "--count", "0"][..], "expected a positive number", "usage: cellshm top"),
+        (&["top", "hub"][..], "unexpected argument hub", "usage: cellshm top"),
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -151,4 +187,36 @@ fn every_command_has_help_and_unknown_flags_or_arguments_exit_2_with_its_usage()
     let missing = run(&["inspect", "no-such-hub-anywhere"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no live hub named"));
+}
+
+/// Runs `command` under a pseudo-terminal (`script`), as a person at a terminal would, and
+/// returns what it drew.
+fn under_a_terminal(command: &str) -> String {
+    let out = Command::new("script").args(["-qec", command, "/dev/null"]).output().expect("script(1) from util-linux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cellshm_top_draws_every_cell_of_every_hub_in_a_terminal_and_inspect_watch_redraws() {
+    let pid = std::process::id();
+    let hub = Hub::create(HubConfig { name: Some(format!("cli-top-{pid}")), ..HubConfig::default() }).unwrap();
+    let (peer, mut child) = spawn_cell(&hub, "topped");
+    for _ in 0..10 {
+        peer.call("Echo.echo", b"x", &CallOptions::timeout(Duration::from_secs(5))).unwrap();
+    }
+    let screen = under_a_terminal(&format!("{CLI} top --interval 0.2 --count 3"));
+    assert_eq!(screen.matches("\x1b[H\x1b[2J").count(), 3, "three redraws: {screen}");
+    assert!(
+        screen.contains("cellshm top:") && screen.contains("calls/s h>c") && screen.contains("restarts"),
+        "{screen}"
+    );
+    let row = screen.lines().rev().find(|l| l.contains(&format!("cli-top-{pid}"))).expect("a row for the cell");
+    assert!(row.contains("topped") && row.contains("ready"), "{row}");
+
+    // --watch redraws until interrupted (Ctrl-C here is timeout's SIGINT).
+    let watched = under_a_terminal(&format!("timeout -s INT 1 {CLI} inspect {} --watch --interval 0.2", hub.name()));
+    assert!(watched.matches("\x1b[H\x1b[2J").count() >= 2, "{watched}");
+    assert!(watched.contains("topped") && watched.contains("Echo.echo"), "{watched}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

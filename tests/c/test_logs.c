@@ -1,4 +1,4 @@
-/* Logs through the C API: a C host's sink receives a C cell's records with their fields,
+/* Logs and metrics through the C API: a C host's sink receives a C cell's records with their fields,
  * location and time, and the library's own notices (a cell lost), marked as notices.
  *   test_logs TEST_CELL */
 #include <pthread.h>
@@ -103,6 +103,24 @@ int main(int argc, char **argv) {
     CHECK(strstr(last_record.file, "test_cell.c") != NULL && last_record.line > 0);
     CHECK(last_record.time_unix_ns <= now_ns && now_ns - last_record.time_unix_ns < 60000000000ull);
     pthread_mutex_unlock(&lock);
+
+    /* What the host measured of those calls, per method. */
+    {
+        cellshm_method_metrics m;
+        char *json = NULL;
+        CHECK_STATUS(cellshm_peer_method_metrics(peer, CELLSHM_HOST_TO_CELL, "Test.log_fields", &m), CELLSHM_OK);
+        CHECK(m.calls == 1 && m.errors == 0 && m.in_flight == 0);
+        CHECK(m.p50_ns > 0 && m.p50_ns <= m.p99_ns && m.p99_ns <= m.max_ns);
+        CHECK_STATUS(cellshm_peer_method_metrics(peer, CELLSHM_HOST_TO_CELL, "Never.called", &m), CELLSHM_NOT_FOUND);
+        CHECK_STATUS(cellshm_peer_method_metrics(peer, 7, "Test.log_fields", &m), CELLSHM_INVALID_ARGUMENT);
+        CHECK_STATUS(cellshm_peer_method_metrics(peer, CELLSHM_CELL_TO_HOST, "cellshm.Lifecycle.ready", &m), CELLSHM_OK);
+        CHECK(m.calls == 1);
+        CHECK_STATUS(cellshm_hub_metrics_json(hub, &json), CELLSHM_OK);
+        CHECK(strstr(json, "\"name\":\"logger\"") != NULL);
+        CHECK(strstr(json, "\"method\":\"Test.log_fields\",") != NULL);
+        cellshm_string_free(json);
+        cellshm_string_free(NULL);
+    }
 
     /* A notice of the library: a cell lost. */
     CHECK_STATUS(cellshm_hub_spawn(hub, "victim", argv[1], NULL, env, NULL, &victim), CELLSHM_OK);

@@ -477,6 +477,24 @@ struct StreamCall {
     caller: Option<cellshm::PeerIdentity>,
 }
 
+/// One method's metrics for `cellshm.MethodMetrics`.
+type PyMethodMetrics = (String, u32, u64, u64, Vec<(u32, u64)>, u64, u64, u64, u64);
+/// A peer's metrics for `cellshm.PeerMetrics`.
+type PyPeerMetrics = (&'static str, Vec<PyMethodMetrics>, Vec<PyMethodMetrics>, u64, u64, u64, u64);
+
+fn py_metrics(m: &cellshm::PeerMetrics) -> PyPeerMetrics {
+    let methods = |v: &[cellshm::MethodMetrics]| -> Vec<PyMethodMetrics> {
+        v.iter()
+            .map(|x| {
+                let errors = x.errors.iter().map(|(s, n)| (s.code(), *n)).collect();
+                let l = &x.latency;
+                (x.name.clone(), x.method_id, x.calls, x.in_flight, errors, l.count, l.p50_ns, l.p99_ns, l.max_ns)
+            })
+            .collect()
+    };
+    (m.state, methods(&m.outgoing), methods(&m.incoming), m.open_streams, m.streams_opened, m.refused_calls, m.restarts)
+}
+
 /// (peer_id, name, epoch, pid, uid) for `cellshm.CallerInfo`.
 type PyCaller = (u32, String, u32, Option<u32>, Option<u32>);
 
@@ -750,6 +768,13 @@ impl Peer {
     #[getter]
     fn refused_calls(&self) -> u64 {
         self.peer.refused_calls()
+    }
+
+    /// (state, outgoing, incoming, open_streams, streams_opened, refused_calls, restarts),
+    /// each method as (name, method_id, calls, in_flight, [(status code, count)], count,
+    /// p50_ns, p99_ns, max_ns).
+    fn metrics(&self) -> PyPeerMetrics {
+        py_metrics(&self.peer.metrics())
     }
 
     /// "starting", "joined", "ready", "leaving" or "dead".

@@ -73,3 +73,27 @@ def test_a_handler_outside_a_host_has_no_caller_and_stream_handlers_see_theirs(h
         other.call("Test.stream_from_host", (1).to_bytes(4, "little"), timeout=5)
     assert [c.name for c in openers] == ["streamer"] and openers[0].pid == streamer.pid
     assert other.refused_calls == 1
+
+
+def test_peer_metrics_count_calls_errors_and_latency_per_method_both_ways(hub, rust_test_cell):
+    @hub.method("Host.echo")
+    def echo(request: bytes) -> bytes:
+        return request
+
+    peer = hub.spawn(rust_test_cell, name="measured", env={"CELLSHM_QUIET": "1"})
+    peer.wait_ready(10)
+    for _ in range(5):
+        assert peer.call("Echo.echo", b"x", timeout=5) == b"x"
+    for _ in range(2):
+        with pytest.raises(cellshm.Unimplemented):
+            peer.call("Nope.nope", b"", timeout=5)
+    assert peer.call("Test.call_host", b"up", timeout=5) == b"up"
+    m = peer.metrics()
+    assert isinstance(m, cellshm.PeerMetrics) and m.state == "ready"
+    out = {x.name: x for x in m.host_to_cell}
+    assert (out["Echo.echo"].calls, out["Echo.echo"].errors, out["Echo.echo"].in_flight) == (5, {}, 0)
+    assert 0 < out["Echo.echo"].p50_ns <= out["Echo.echo"].p99_ns <= out["Echo.echo"].max_ns
+    assert out["Nope.nope"].errors == {"UNIMPLEMENTED": 2}
+    served = {x.name: x for x in m.cell_to_host}
+    assert served["Host.echo"].calls == 1 and served["cellshm.Lifecycle.ready"].calls == 1
+    assert (m.open_streams, m.refused_calls, m.restarts) == (0, 0, 0)

@@ -183,6 +183,7 @@ impl Cell {
             max_inbound_streams: crate::runtime::session::MAX_INBOUND_STREAMS,
             stream_threads: crate::runtime::session::STREAM_THREADS,
             default_timeout: options.default_timeout,
+            metrics: false,
         };
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.

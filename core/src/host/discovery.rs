@@ -295,8 +295,11 @@ fn inspect(hub: &HubShared, client: &OwnedFd) {
     // The replies carry descriptors: send them blocking, within a bound.
     let _ = socket::set_blocking_sends(client, Duration::from_secs(1));
     let peers: Vec<_> = hub.peers.lock().live.clone();
+    let metrics: Vec<String> =
+        peers.iter().flat_map(|p| super::inspect::metric_lines(&super::Peer { inner: p.clone() }.metrics())).collect();
     let mut text = info_text(hub);
     let _ = writeln!(text, "peer_records={}", peers.len());
+    let _ = writeln!(text, "metric_records={}", metrics.len());
     if unix::send_with_fds(client, text.as_bytes(), &[]).is_err() {
         return;
     }
@@ -306,6 +309,11 @@ fn inspect(hub: &HubShared, client: &OwnedFd) {
         let (host, cell) = peer.link.read_only_files();
         let line = format!("PEER {} {} {} {pid} {}\n", peer.id, peer.epoch, state as u32, peer.name);
         if unix::send_with_fds(client, line.as_bytes(), &[host.as_raw_fd(), cell.as_raw_fd()]).is_err() {
+            return;
+        }
+    }
+    for line in metrics {
+        if unix::send_with_fds(client, line.as_bytes(), &[]).is_err() {
             return;
         }
     }

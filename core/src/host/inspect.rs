@@ -5,8 +5,12 @@
 
 use std::fs::File;
 
+use std::fmt::Write as _;
+
 use super::discovery::{self, HubListing};
+use super::PeerMetrics;
 use crate::error::{Error, Result};
+use crate::runtime::metrics::{LatencySummary, MethodMetrics};
 use crate::shm::inspect::{read_peer, PeerSnapshot, SlotRecord};
 use crate::shm::PeerSlotState;
 use crate::wire::Status;
@@ -18,6 +22,101 @@ pub struct HubSnapshot {
     pub info: HubListing,
     /// Every peer not yet reclaimed.
     pub peers: Vec<PeerSnapshot>,
+    /// What the host measured of each of them (by peer id).
+    pub metrics: Vec<PeerMetrics>,
+}
+
+/// A peer's metrics as lines of the INSPECT reply (docs/PROTOCOL.md §13.2): one `STATS`
+/// line, then one `METHOD` line per method and direction.
+pub(crate) fn metric_lines(m: &PeerMetrics) -> Vec<String> {
+    let mut lines = vec![format!(
+        "STATS {} {} {} {} {} {} {}\n",
+        m.peer_id,
+        m.state,
+        m.open_streams,
+        m.streams_opened,
+        m.refused_calls,
+        m.restarts,
+        m.pid.unwrap_or(0)
+    )];
+    for (direction, methods) in [("out", &m.outgoing), ("in", &m.incoming)] {
+        for method in methods {
+            let mut errors = String::new();
+            for (status, n) in &method.errors {
+                let _ = write!(errors, "{}{}:{n}", if errors.is_empty() { "" } else { "," }, status.code());
+            }
+            let l = &method.latency;
+            lines.push(format!(
+                "METHOD {} {direction} {} {} {} {} {} {} {} {} {}\n",
+                m.peer_id,
+                method.method_id,
+                method.calls,
+                method.in_flight,
+                l.count,
+                l.p50_ns,
+                l.p99_ns,
+                l.max_ns,
+                if errors.is_empty() { "-" } else { &errors },
+                method.name
+            ));
+        }
+    }
+    lines
+}
+
+fn state_name(text: &str) -> &'static str {
+    ["starting", "joined", "ready", "leaving", "dead"].into_iter().find(|s| *s == text).unwrap_or("unknown")
+}
+
+/// Applies one metrics line of an INSPECT reply to `metrics`.
+fn apply_metric_line(line: &str, metrics: &mut Vec<PeerMetrics>, names: &[(u32, String)]) -> Option<()> {
+    let line = line.trim_end();
+    if let Some(rest) = line.strip_prefix("STATS ") {
+        let f: Vec<&str> = rest.split(' ').collect();
+        let peer_id: u32 = f.first()?.parse().ok()?;
+        let pid: u32 = f.get(6)?.parse().ok()?;
+        metrics.push(PeerMetrics {
+            peer_id,
+            name: names.iter().find(|(id, _)| *id == peer_id).map(|(_, n)| n.clone()).unwrap_or_default(),
+            pid: (pid != 0).then_some(pid),
+            state: state_name(f.get(1)?),
+            outgoing: Vec::new(),
+            incoming: Vec::new(),
+            open_streams: f.get(2)?.parse().ok()?,
+            streams_opened: f.get(3)?.parse().ok()?,
+            refused_calls: f.get(4)?.parse().ok()?,
+            restarts: f.get(5)?.parse().ok()?,
+        });
+        return Some(());
+    }
+    let rest = line.strip_prefix("METHOD ")?;
+    let mut f = rest.splitn(11, ' ');
+    let peer_id: u32 = f.next()?.parse().ok()?;
+    let direction = f.next()?;
+    let mut num = || -> Option<u64> { f.next()?.parse().ok() };
+    let (method_id, calls, in_flight) = (num()? as u32, num()?, num()?);
+    let latency = LatencySummary { count: num()?, p50_ns: num()?, p99_ns: num()?, max_ns: num()? };
+    let errors_text = f.next()?;
+    let name = f.next().unwrap_or_default().to_string();
+    let errors = if errors_text == "-" {
+        Vec::new()
+    } else {
+        errors_text
+            .split(',')
+            .map(|e| {
+                let (code, n) = e.split_once(':')?;
+                Some((Status::from_code(code.parse().ok()?).unwrap_or(Status::Unknown), n.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()?
+    };
+    let peer = metrics.iter_mut().find(|m| m.peer_id == peer_id)?;
+    let method = MethodMetrics { method_id, name, calls, in_flight, errors, latency };
+    match direction {
+        "out" => peer.outgoing.push(method),
+        "in" => peer.incoming.push(method),
+        _ => return None,
+    }
+    Some(())
 }
 
 fn parse_peer_line(line: &str) -> Option<SlotRecord> {
@@ -40,6 +139,8 @@ pub fn snapshot(name: &str) -> Result<HubSnapshot> {
         .find_map(|l| l.strip_prefix("peer_records="))
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| Error::new(Status::ProtocolError, "the INSPECT reply has no peer_records"))?;
+    let metric_records: usize =
+        text.lines().find_map(|l| l.strip_prefix("metric_records=")).and_then(|n| n.parse().ok()).unwrap_or(0);
     let layout = info.geometry.side_layout();
     let mut peers = Vec::new();
     for _ in 0..records.min(info.max_peers as usize) {
@@ -50,5 +151,65 @@ pub fn snapshot(name: &str) -> Result<HubSnapshot> {
         let (Some(host), Some(cell)) = (fds.next(), fds.next()) else { return Err(bad()) };
         peers.push(read_peer(slot, File::from(host), File::from(cell), &layout)?);
     }
-    Ok(HubSnapshot { info, peers })
+    let names: Vec<(u32, String)> = peers.iter().map(|p| (p.id, p.name.clone())).collect();
+    let mut metrics = Vec::new();
+    // At most what every peer can have: a host cannot make us read without end.
+    let bound = info.max_peers as usize * (1 + 2 * (crate::runtime::metrics::METHOD_SLOTS + 1));
+    for _ in 0..metric_records.min(bound) {
+        let (line, _) = discovery::recv_reply(&socket)?;
+        apply_metric_line(&line, &mut metrics, &names)
+            .ok_or_else(|| Error::new(Status::ProtocolError, format!("unexpected INSPECT metrics record {line:?}")))?;
+    }
+    Ok(HubSnapshot { info, peers, metrics })
+}
+
+/// `s` as a JSON string literal.
+pub fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn method_json(m: &MethodMetrics) -> String {
+    let errors: Vec<String> = m
+        .errors
+        .iter()
+        .map(|(s, n)| format!("{{\"status\":{},\"code\":{},\"count\":{n}}}", json_string(s.name()), s.code()))
+        .collect();
+    let l = &m.latency;
+    format!(
+        "{{\"method\":{},\"method_id\":{},\"calls\":{},\"errors\":{},\"errors_by_status\":[{}],\"in_flight\":{},\"latency_ns\":{{\"count\":{},\"p50\":{},\"p99\":{},\"max\":{}}}}}",
+        json_string(&m.name),
+        m.method_id,
+        m.calls,
+        m.error_count(),
+        errors.join(","),
+        m.in_flight,
+        l.count,
+        l.p50_ns,
+        l.p99_ns,
+        l.max_ns
+    )
+}
+
+/// A peer's metrics as JSON (what `cellshm inspect --json` shows under `metrics`).
+pub fn metrics_json(m: &PeerMetrics) -> String {
+    let list = |v: &[MethodMetrics]| v.iter().map(method_json).collect::<Vec<_>>().join(",");
+    format!(
+        "{{\"host_to_cell\":[{}],\"cell_to_host\":[{}],\"open_streams\":{},\"streams_opened\":{},\"refused_calls\":{},\"restarts\":{}}}",
+        list(&m.outgoing),
+        list(&m.incoming),
+        m.open_streams,
+        m.streams_opened,
+        m.refused_calls,
+        m.restarts
+    )
 }

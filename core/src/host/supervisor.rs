@@ -280,6 +280,9 @@ struct ManagedCell {
     generation: u64,
     restarts: u32,
     next_start: Option<Instant>,
+    /// Instances launched so far (every one after the first is a relaunch, counted in the
+    /// hub's metrics).
+    launches: u64,
 }
 
 impl ManagedCell {
@@ -501,6 +504,7 @@ impl Supervisor {
                 generation: 0,
                 restarts: 0,
                 next_start: Some(Instant::now()),
+                launches: 0,
             },
         );
         self.shared.wake.notify_all();
@@ -896,6 +900,10 @@ fn launch(shared: &Arc<Shared>, name: &str) {
         cell.generation += 1;
         cell.last_instance = None;
         cell.status = CellStatus::Starting;
+        cell.launches += 1;
+        if cell.launches > 1 {
+            shared.hub.count_restart(name);
+        }
         (cell.spec.clone(), cell.generation)
     };
     let mut command = Command::new(&spec.program);

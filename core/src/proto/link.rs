@@ -237,6 +237,11 @@ impl<W, S: Clone> Link<W, S> {
     }
 
     /// Opens a channel of our parity for the stream `make` builds for it.
+    /// Streams open now, either way.
+    pub(crate) fn open_channels(&self) -> usize {
+        self.channels.len()
+    }
+
     pub(crate) fn open_channel(&mut self, make: impl FnOnce(u32) -> S) -> Result<S, Error> {
         self.check_open()?;
         let mut channel = self.next_channel;
@@ -268,12 +273,6 @@ impl<W, S: Clone> Link<W, S> {
             self.inbound_channels -= 1;
         }
         Some(stream)
-    }
-
-    /// Streams open either way.
-    #[cfg(test)]
-    fn open_channels(&self) -> usize {
-        self.channels.len()
     }
 
     /// Answers the HELLO of `msg_id` with this HELLO_ACK payload.

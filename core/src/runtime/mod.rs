@@ -13,10 +13,12 @@
 //! - [`pool`]: the bounded pool of threads that run stream handlers;
 //! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it;
 //! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby;
-//! - [`spinning`]: who may spin (one thread per process on two cores or fewer).
+//! - [`spinning`]: who may spin (one thread per process on two cores or fewer);
+//! - [`metrics`]: per-method calls, errors, calls in flight and latency of a link.
 
 pub(crate) mod cancellation;
 pub(crate) mod lease;
+pub mod metrics;
 pub(crate) mod pool;
 pub mod session;
 pub(crate) mod spinning;

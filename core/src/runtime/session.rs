@@ -22,7 +22,7 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,6 +35,7 @@ mod stream;
 
 use crate::runtime::cancellation::CancelledCalls;
 use crate::runtime::lease::{Lease, LEASE};
+use crate::runtime::metrics;
 use crate::runtime::pool::{self, TaskPool};
 use crate::runtime::spinning::{OpenLink, SpinPermits, Spinner};
 use crate::runtime::waiter;
@@ -326,6 +327,8 @@ pub struct PendingCall {
     method_id: u32,
     name: Option<String>,
     deadline_ns: u64,
+    /// When it was sent, for the link's metrics; 0 once its end was counted.
+    started_ns: AtomicU64,
 }
 
 impl fmt::Debug for PendingCall {
@@ -345,12 +348,18 @@ impl PendingCall {
         if !self.is_done() {
             return None;
         }
-        Some(self.session.finish_call(
-            take_result(&self.waiter),
-            self.method_id,
-            self.name.as_deref(),
-            self.deadline_ns,
-        ))
+        let result =
+            self.session.finish_call(take_result(&self.waiter), self.method_id, self.name.as_deref(), self.deadline_ns);
+        self.count_end(result.as_ref().map_or_else(Error::status, |_| Status::Ok));
+        Some(result)
+    }
+
+    /// Counts the call's end in the link's metrics, once.
+    fn count_end(&self, status: Status) {
+        let started_ns = self.started_ns.swap(0, Ordering::Relaxed);
+        if let (Some(metrics), true) = (&self.session.metrics, started_ns != 0) {
+            metrics.outgoing.finish_of(self.method_id, status, started_ns, monotonic_now_ns());
+        }
     }
 
     /// Stops waiting and tells the callee (a CANCEL frame its handler sees through
@@ -367,8 +376,45 @@ impl Drop for PendingCall {
     fn drop(&mut self) {
         if !self.is_done() {
             self.cancel();
+            self.count_end(Status::Cancelled);
+        } else if self.started_ns.load(Ordering::Relaxed) != 0 {
+            // Answered, never collected: counted with the status it was answered with.
+            let _ = self.try_take();
         }
     }
+}
+
+/// The metrics a host keeps of one link.
+pub(crate) struct LinkMetrics {
+    /// Calls this side made.
+    pub(crate) outgoing: metrics::MethodTable,
+    /// Calls this side served.
+    pub(crate) incoming: metrics::MethodTable,
+    /// Streams opened, either way.
+    pub(crate) streams_opened: AtomicU64,
+}
+
+impl LinkMetrics {
+    fn new() -> LinkMetrics {
+        LinkMetrics {
+            outgoing: metrics::MethodTable::new(),
+            incoming: metrics::MethodTable::new(),
+            streams_opened: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A link's metrics at one moment (see [`crate::Peer::metrics`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkSnapshot {
+    /// The calls this side made, by method.
+    pub outgoing: Vec<metrics::MethodMetrics>,
+    /// The calls this side served, by method.
+    pub incoming: Vec<metrics::MethodMetrics>,
+    /// Streams open now, either way.
+    pub open_streams: u64,
+    /// Streams opened so far, either way.
+    pub streams_opened: u64,
 }
 
 /// How a session is set up.
@@ -389,6 +435,8 @@ pub(crate) struct SessionConfig {
     pub stream_threads: usize,
     /// For calls whose options set no time limit ([`FOREVER`]: none).
     pub default_timeout: Duration,
+    /// Keep per-method metrics (the host does; cells need none).
+    pub metrics: bool,
 }
 
 /// RPC over one link.
@@ -409,6 +457,8 @@ pub(crate) struct Session {
     /// Calls and streams refused by an access rule (private memory: the count the host
     /// reports is its own, not what the cell writes).
     refused: std::sync::atomic::AtomicU64,
+    /// Per-method metrics, when kept (host side).
+    metrics: Option<Box<LinkMetrics>>,
     dispatcher: Arc<RwLock<Dispatcher>>,
     hooks: Box<dyn Hooks>,
     tx_ring: Mutex<Producer<ShmRing<EntryWords>>>,
@@ -507,6 +557,7 @@ impl Session {
             server_wait: cfg.server_wait,
             default_timeout: cfg.default_timeout,
             refused: std::sync::atomic::AtomicU64::new(0),
+            metrics: cfg.metrics.then(|| Box::new(LinkMetrics::new())),
             dispatcher: cfg.dispatcher,
             hooks: cfg.hooks,
             tx_max_payload: tx_pool.max_payload(),
@@ -981,6 +1032,7 @@ impl Session {
     ) -> Result<Response> {
         let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
         let deadline_ns = d.deadline_ns;
+        let started = self.metrics.as_ref().map(|m| m.outgoing.start(method_id, name, monotonic_now_ns()));
         let waiter = new_waiter();
         // Start polling before the request leaves, so a quick response never finds us
         // parked (which would cost the peer a doorbell syscall).
@@ -995,7 +1047,12 @@ impl Session {
             }
         };
         let message = self.wait_response(&waiter, msg_id, deadline_ns, claimed);
-        self.finish_call(message, method_id, name, deadline_ns)
+        let result = self.finish_call(message, method_id, name, deadline_ns);
+        if let Some(started) = started {
+            let status = result.as_ref().map_or_else(Error::status, |_| Status::Ok);
+            metrics::MethodTable::finish(started, status, monotonic_now_ns());
+        }
+        result
     }
 
     /// Turns a delivered message into the caller's result. The caller, not the callee,
@@ -1037,7 +1094,19 @@ impl Session {
         // Nobody waits on it, so the link watches its deadline (the standby sleeps until
         // the earliest one and fails what expired).
         let msg_id = self.register_and_send(d, body, &waiter, Timer::Link)?;
-        Ok(PendingCall { session: self.clone(), msg_id, waiter, method_id, name: name.map(str::to_owned), deadline_ns })
+        let started_ns = match &self.metrics {
+            Some(metrics) => metrics.outgoing.start(method_id, name, monotonic_now_ns()).at_ns().max(1),
+            None => 0,
+        };
+        Ok(PendingCall {
+            session: self.clone(),
+            msg_id,
+            waiter,
+            method_id,
+            name: name.map(str::to_owned),
+            deadline_ns,
+            started_ns: AtomicU64::new(started_ns),
+        })
     }
 
     fn name_in(&self, e: Error, method_id: u32, name: Option<&str>) -> Error {
@@ -1687,7 +1756,12 @@ impl Session {
         if self.has_retained.load(Ordering::Relaxed) {
             self.release_retained();
         }
+        let started = self.metrics.as_ref().map(|m| m.incoming.start(desc.method_id, None, monotonic_now_ns()));
         let (outcome, retain) = self.run_handler(&desc, &payload);
+        if let Some(started) = started {
+            let status = outcome.as_ref().map_or_else(Error::status, |_| Status::Ok);
+            metrics::MethodTable::finish(started, status, monotonic_now_ns());
+        }
         let outcome = outcome.map_err(|e| self.status_to_send(e, &desc));
         match retain {
             Some(check) => self.retain(payload, check),
@@ -1846,6 +1920,20 @@ impl Session {
     /// Calls and streams refused by an access rule so far (see [`Dispatcher::allow`]).
     pub fn refused_calls(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The link's metrics now; `None` where none are kept (a cell).
+    pub fn metrics(&self) -> Option<LinkSnapshot> {
+        let metrics = self.metrics.as_ref()?;
+        let builtins = wire::builtin::ALL.iter().map(|name| (wire::method_id(name), name.to_string()));
+        let served: std::collections::HashMap<u32, String> =
+            self.dispatcher.read().methods().into_iter().map(|(name, id)| (id, name)).chain(builtins).collect();
+        Some(LinkSnapshot {
+            outgoing: metrics.outgoing.snapshot(&served),
+            incoming: metrics.incoming.snapshot(&served),
+            open_streams: self.link.lock().open_channels() as u64,
+            streams_opened: metrics.streams_opened.load(Ordering::Relaxed),
+        })
     }
 
     fn run_call(self: &Arc<Self>, call: &mut Call<'_>) -> Result<ReplyBody> {

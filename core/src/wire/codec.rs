@@ -84,6 +84,10 @@ pub mod builtin {
     pub const LOG_SET_FILTER_ID: u32 = method_id(LOG_SET_FILTER);
     /// Id of [`INTROSPECT_METHODS`].
     pub const INTROSPECT_METHODS_ID: u32 = method_id(INTROSPECT_METHODS);
+
+    /// Every built-in method's name.
+    pub const ALL: [&str; 6] =
+        [LIFECYCLE_READY, LIFECYCLE_GOODBYE, LIFECYCLE_HEARTBEAT, LOG_EVENT, LOG_SET_FILTER, INTROSPECT_METHODS];
 }
 
 /// Little-endian writer for built-in message bodies.

@@ -79,6 +79,51 @@ class CallerInfo(NamedTuple):
 AccessPolicy = Callable[[CallerInfo, str], bool]
 
 
+class MethodMetrics(NamedTuple):
+    """What the host measured of one method in one direction of a link."""
+
+    name: str
+    method_id: int
+    #: Calls finished (answered, failed or given up).
+    calls: int
+    #: Calls started and not finished yet.
+    in_flight: int
+    #: Finished calls that ended with an error, by status name (only statuses seen).
+    errors: Dict[str, int]
+    #: Latency of the finished calls in ns: median and 99th percentile (each within 19 %),
+    #: the longest (exact), and how many were measured.
+    latency_count: int
+    p50_ns: int
+    p99_ns: int
+    max_ns: int
+
+
+class PeerMetrics(NamedTuple):
+    """What the host measured of one cell's link (:meth:`Peer.metrics`)."""
+
+    state: str
+    #: The calls the host made to the cell, by method.
+    host_to_cell: List[MethodMetrics]
+    #: The calls the cell made to the host, by method.
+    cell_to_host: List[MethodMetrics]
+    open_streams: int
+    streams_opened: int
+    refused_calls: int
+    #: Relaunches of the cell of this name by a supervisor.
+    restarts: int
+
+
+def _peer_metrics(raw: Tuple[Any, ...]) -> PeerMetrics:
+    def methods(items: List[Tuple[Any, ...]]) -> List[MethodMetrics]:
+        return [
+            MethodMetrics(name, mid, calls, in_flight, {status_name(c): n for c, n in errors}, count, p50, p99, mx)
+            for name, mid, calls, in_flight, errors, count, p50, p99, mx in items
+        ]
+
+    state, out, inc, open_streams, opened, refused, restarts = raw
+    return PeerMetrics(state, methods(out), methods(inc), open_streams, opened, refused, restarts)
+
+
 def _access_policy(policy: Optional[AccessPolicy]) -> Optional[Callable[[Any, str], bool]]:
     if policy is None:
         return None
@@ -461,6 +506,11 @@ class Peer:
     def refused_calls(self) -> int:
         """Its calls and streams refused by an access rule so far (counted by the host)."""
         return int(self._native.refused_calls)
+
+    def metrics(self) -> PeerMetrics:
+        """What the host measured of this link, per method and direction: calls, errors by
+        status, calls in flight, latency p50/p99/max, and its streams and restarts."""
+        return _peer_metrics(self._native.metrics())
 
     def on_death(self, callback: Callable[[CellshmError], None]) -> None:
         """Calls ``callback(error)`` once when the peer dies (at once if it has), from a
@@ -1159,6 +1209,8 @@ __all__ = [
     "StreamCall",
     "CallContext",
     "CallerInfo",
+    "MethodMetrics",
+    "PeerMetrics",
     "AccessPolicy",
     "current_call",
     "Payload",

@@ -105,6 +105,17 @@ class Peer:
     def identity(self) -> _Caller: ...
     @property
     def refused_calls(self) -> int: ...
+    def metrics(
+        self,
+    ) -> Tuple[
+        str,
+        List[Tuple[str, int, int, int, List[Tuple[int, int]], int, int, int, int]],
+        List[Tuple[str, int, int, int, List[Tuple[int, int]], int, int, int, int]],
+        int,
+        int,
+        int,
+        int,
+    ]: ...
     @property
     def state(self) -> str: ...
     @property

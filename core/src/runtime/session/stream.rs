@@ -297,6 +297,9 @@ impl Session {
             self.close_channel(stream.channel);
             return Err(e);
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(Stream { state: stream, session: self.clone(), ended: std::sync::atomic::AtomicBool::new(false) })
     }
 
@@ -347,6 +350,9 @@ impl Session {
         if self.link.lock().accept_channel(channel, stream.clone()).is_err() {
             // The link failed meanwhile.
             return;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.streams_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let (handler, access) = {
             let dispatcher = self.dispatcher.read();
