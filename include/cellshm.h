@@ -30,6 +30,9 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+// Slot classes a hub's options may list.
+#define CELLSHM_MAX_SLOT_CLASSES 8
+
 // `cellshm_caller.uid` when the caller's user id is not known.
 #define CELLSHM_UID_UNKNOWN UINT32_MAX
 
@@ -244,6 +247,15 @@ typedef struct {
   uint64_t deadline_ns;
 } cellshm_call_options;
 
+// One class of slots of every link's pools: `slot_count` slots of `slot_size` bytes (a
+// multiple of 64). The largest class's size is the largest payload a call can carry.
+typedef struct {
+  // Bytes per slot: a multiple of 64, 64 to 1 GiB, increasing from class to class.
+  uint32_t slot_size;
+  // Slots of this size in each pool (1 to 65536).
+  uint32_t slot_count;
+} cellshm_slot_class;
+
 // How the host talks to one peer. Start from cellshm_peer_options_default().
 typedef struct {
   // CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
@@ -269,7 +281,35 @@ typedef struct {
   // The time limit of calls to this peer whose options set none, in ms: 0 (the
   // default) = 30 s; CELLSHM_TIMEOUT_FOREVER = no limit.
   uint64_t default_timeout_ms;
+  // DATA frames the cell may have in flight per stream towards the host (1 to 1024,
+  // default 8).
+  uint32_t stream_window;
 } cellshm_peer_options;
+
+// How a hub is shaped. Start from cellshm_hub_options_default() (which sets `size`)
+// and change what you need: a program built against an older header passes a smaller
+// `size`, and the fields it does not know keep their defaults.
+typedef struct {
+  // sizeof(cellshm_hub_options) as the caller knows it; set by the default.
+  size_t size;
+  // Peer slots (1 to 1024; default 8).
+  uint32_t max_peers;
+  // Descriptors per ring: a power of two, 2 to 65536 (default 256).
+  uint32_t ring_capacity;
+  // How many of `slot_classes` are used (1 to CELLSHM_MAX_SLOT_CLASSES; default 4:
+  // 256 x 256 B, 128 x 4 KiB, 32 x 64 KiB, 4 x 1 MiB).
+  uint32_t slot_class_count;
+  // The slot classes, smallest first.
+  cellshm_slot_class slot_classes[CELLSHM_MAX_SLOT_CLASSES];
+  // How long freeing the hub waits for its cells to leave after GOODBYE, in ms
+  // (default 2000).
+  uint64_t shutdown_grace_ms;
+  // The options cellshm_hub_spawn uses when given none, and a supervisor uses for all
+  // its cells: server and stream threads, stream window, default timeout, ...
+  cellshm_peer_options peer_defaults;
+  // Also listen on this filesystem path (NULL, the default: the abstract socket only).
+  const char *socket_path;
+} cellshm_hub_options;
 
 // The cell calling a host handler, as the host knows it (from the kernel and its own
 // records, never from what the cell says).
@@ -519,6 +559,20 @@ uint32_t cellshm_cell_peer_id(const cellshm_cell *cell);
 // # Safety
 // `cell` is NULL or a cell not yet freed, not in use by another thread.
 void cellshm_cell_free(cellshm_cell *cell);
+
+// The default hub options, `size` set.
+cellshm_hub_options cellshm_hub_options_default(void);
+
+// cellshm_hub_new with every option: `options` NULL for the defaults. Invalid options
+// are CELLSHM_INVALID_ARGUMENT, the message naming the one at fault. On success
+// `*out_hub` is owned by the caller.
+//
+// # Safety
+// `name` NULL or NUL-terminated; `options` NULL or from cellshm_hub_options_default
+// (then changed); `out_hub` writable.
+cellshm_status cellshm_hub_new_with(const char *name,
+                                    const cellshm_hub_options *options,
+                                    cellshm_hub **out_hub);
 
 // Creates a hub and starts serving its discovery socket `@cellshm/<uid>/<name>`
 // (`cellshm list` and `cellshm inspect NAME` find it there). `name` may be NULL (a
@@ -898,6 +952,13 @@ uint32_t cellshm_method_list_id(const cellshm_method_list *list, size_t index);
 // `list` is NULL or not yet freed.
 void cellshm_method_list_free(cellshm_method_list *list);
 
+// The largest payload a call to `peer` (or its answer) can carry: the hub's largest slot
+// size (cellshm_hub_options.slot_classes). 0 for NULL.
+//
+// # Safety
+// `peer` is NULL or live.
+size_t cellshm_peer_max_payload(const cellshm_peer *peer);
+
 // The response bytes (NULL for a NULL response), read in place (zero-copy). Valid
 // until cellshm_response_free. Payloads larger than 80 bytes lie in the sender's shared
 // memory: a well-behaved sender never writes them before the free, a hostile one can
@@ -1113,6 +1174,17 @@ void cellshm_subscription_free(cellshm_subscription *subscription);
 cellshm_status cellshm_supervisor_new(const char *name,
                                       uint32_t max_peers,
                                       cellshm_supervisor **out_supervisor);
+
+// cellshm_supervisor_new with every hub option (`options` NULL for the defaults); its
+// `peer_defaults` apply to every cell the supervisor launches (the restart policy's
+// `default_timeout_ms` still wins for its cell).
+//
+// # Safety
+// `name` NULL or NUL-terminated; `options` NULL or from cellshm_hub_options_default;
+// `out_supervisor` writable.
+cellshm_status cellshm_supervisor_new_with(const char *name,
+                                           const cellshm_hub_options *options,
+                                           cellshm_supervisor **out_supervisor);
 
 // Calls `callback` on every status change of every cell, each event once, in order, on
 // the supervisor's event thread (never on the thread whose operation caused it).

@@ -297,6 +297,13 @@ class Hub {
         raw_.reset(raw);
     }
 
+    /// A hub shaped by `options` (start from cellshm_hub_options_default()).
+    Hub(const char *name, const cellshm_hub_options &options) {
+        cellshm_hub *raw = nullptr;
+        detail::check(cellshm_hub_new_with(name, &options, &raw));
+        raw_.reset(raw);
+    }
+
     std::string name() const { return cellshm_hub_name(raw_.get()); }
 
     /// Serves `name` to every cell of this hub.

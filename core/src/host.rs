@@ -62,6 +62,45 @@ pub struct PeerOptions {
     /// deadline ([`crate::FOREVER`]: no limit). `None`, the default: the supervisor's
     /// default for cells it launches, else [`crate::DEFAULT_CALL_TIMEOUT`] (30 s).
     pub default_timeout: Option<Duration>,
+    /// DATA frames the cell may have in flight per stream towards the host (the host's
+    /// receive window), 1 to 1024, default [`crate::STREAM_WINDOW`] (8). Larger windows
+    /// keep more in flight for fast streams, at the cost of slots.
+    pub stream_window: u32,
+}
+
+impl PeerOptions {
+    /// Checks every limit; the error (INVALID_ARGUMENT) names the one broken.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1024).contains(&self.max_streams) {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("max_streams {} is not in 1..=1024", self.max_streams),
+            ));
+        }
+        if !(1..=1024).contains(&self.stream_threads) {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("stream_threads {} is not in 1..=1024", self.stream_threads),
+            ));
+        }
+        if !(1..=MAX_SERVER_THREADS).contains(&self.server_threads) {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("server_threads {} is not in 1..={MAX_SERVER_THREADS}", self.server_threads),
+            ));
+        }
+        if !(1..=crate::proto::stream::MAX_STREAM_WINDOW).contains(&self.stream_window) {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "stream_window {} is not in 1..={}",
+                    self.stream_window,
+                    crate::proto::stream::MAX_STREAM_WINDOW
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for PeerOptions {
@@ -76,6 +115,7 @@ impl Default for PeerOptions {
             stream_threads: crate::runtime::session::STREAM_THREADS,
             stderr_tail: 0,
             default_timeout: None,
+            stream_window: crate::STREAM_WINDOW,
         }
     }
 }
@@ -597,24 +637,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
             format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
         ));
     }
-    if !(1..=1024).contains(&options.max_streams) {
-        return Err(Error::new(
-            Status::InvalidArgument,
-            format!("max_streams {} is not in 1..=1024", options.max_streams),
-        ));
-    }
-    if !(1..=1024).contains(&options.stream_threads) {
-        return Err(Error::new(
-            Status::InvalidArgument,
-            format!("stream_threads {} is not in 1..=1024", options.stream_threads),
-        ));
-    }
-    if !(1..=MAX_SERVER_THREADS).contains(&options.server_threads) {
-        return Err(Error::new(
-            Status::InvalidArgument,
-            format!("server_threads {} is not in 1..={MAX_SERVER_THREADS}", options.server_threads),
-        ));
-    }
+    options.validate()?;
     notice_dead_links(shared);
     let mut peers = shared.peers.lock();
     let id = (0..shared.max_peers).find(|&p| reclaim(&mut peers.live, p)).ok_or_else(|| {
@@ -672,6 +695,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         stream_threads: options.stream_threads,
         default_timeout: options.default_timeout.unwrap_or(crate::DEFAULT_CALL_TIMEOUT),
         metrics: true,
+        stream_window: options.stream_window,
     };
     // SAFETY: the memfds were created for this link just now, so this is the only
     // host-side session on them.

@@ -11,6 +11,165 @@ pub struct cellshm_hub {
     pub(crate) attach: std::sync::Mutex<Option<cellshm::host::attach::AttachListener>>,
     /// Its log sink's registration for the library's notices.
     pub(crate) log_sink: std::sync::Mutex<RegisteredSink>,
+    /// What cellshm_hub_spawn uses when it is given no options.
+    pub(crate) peer_defaults: PeerOptions,
+}
+
+/// Slot classes a hub's options may list.
+pub const CELLSHM_MAX_SLOT_CLASSES: usize = 8;
+
+/// One class of slots of every link's pools: `slot_count` slots of `slot_size` bytes (a
+/// multiple of 64). The largest class's size is the largest payload a call can carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct cellshm_slot_class {
+    /// Bytes per slot: a multiple of 64, 64 to 1 GiB, increasing from class to class.
+    pub slot_size: u32,
+    /// Slots of this size in each pool (1 to 65536).
+    pub slot_count: u32,
+}
+
+/// How a hub is shaped. Start from cellshm_hub_options_default() (which sets `size`)
+/// and change what you need: a program built against an older header passes a smaller
+/// `size`, and the fields it does not know keep their defaults.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct cellshm_hub_options {
+    /// sizeof(cellshm_hub_options) as the caller knows it; set by the default.
+    pub size: usize,
+    /// Peer slots (1 to 1024; default 8).
+    pub max_peers: u32,
+    /// Descriptors per ring: a power of two, 2 to 65536 (default 256).
+    pub ring_capacity: u32,
+    /// How many of `slot_classes` are used (1 to CELLSHM_MAX_SLOT_CLASSES; default 4:
+    /// 256 x 256 B, 128 x 4 KiB, 32 x 64 KiB, 4 x 1 MiB).
+    pub slot_class_count: u32,
+    /// The slot classes, smallest first.
+    pub slot_classes: [cellshm_slot_class; CELLSHM_MAX_SLOT_CLASSES],
+    /// How long freeing the hub waits for its cells to leave after GOODBYE, in ms
+    /// (default 2000).
+    pub shutdown_grace_ms: u64,
+    /// The options cellshm_hub_spawn uses when given none, and a supervisor uses for all
+    /// its cells: server and stream threads, stream window, default timeout, ...
+    pub peer_defaults: cellshm_peer_options,
+    /// Also listen on this filesystem path (NULL, the default: the abstract socket only).
+    pub socket_path: *const c_char,
+}
+
+/// The default hub options, `size` set.
+#[no_mangle]
+pub extern "C" fn cellshm_hub_options_default() -> cellshm_hub_options {
+    let d = HubConfig::default();
+    let mut slot_classes = [cellshm_slot_class::default(); CELLSHM_MAX_SLOT_CLASSES];
+    for (out, c) in slot_classes.iter_mut().zip(&d.slot_classes) {
+        *out = cellshm_slot_class { slot_size: c.slot_size, slot_count: c.slot_count };
+    }
+    cellshm_hub_options {
+        size: std::mem::size_of::<cellshm_hub_options>(),
+        max_peers: d.max_peers,
+        ring_capacity: d.ring_capacity,
+        slot_class_count: d.slot_classes.len() as u32,
+        slot_classes,
+        shutdown_grace_ms: d.shutdown_grace.as_millis() as u64,
+        peer_defaults: cellshm_peer_options_default(),
+        socket_path: std::ptr::null(),
+    }
+}
+
+/// The hub configuration and peer defaults C asks for, checked.
+///
+/// # Safety
+/// `name` NULL or NUL-terminated; `options` NULL or pointing to `options->size` readable
+/// bytes, a cellshm_hub_options prefix.
+pub(crate) unsafe fn hub_config(
+    name: *const c_char,
+    options: *const cellshm_hub_options,
+) -> Result<(HubConfig, PeerOptions), cellshm_status> {
+    let mut o = cellshm_hub_options_default();
+    if !options.is_null() {
+        // SAFETY: `size` is the first field; the pointer is readable per this function's contract.
+        let size = unsafe { options.cast::<usize>().read_unaligned() };
+        let ours = std::mem::size_of::<cellshm_hub_options>();
+        if size < std::mem::size_of::<usize>() + 4 || size > 1 << 16 {
+            return Err(invalid(format!(
+                "cellshm_hub_options.size is {size}: start from cellshm_hub_options_default()"
+            )));
+        }
+        // SAFETY: the caller's struct has `size` readable bytes; we copy at most ours,
+        // onto the defaults, so fields it does not know keep them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                options.cast::<u8>(),
+                (&mut o as *mut cellshm_hub_options).cast::<u8>(),
+                size.min(ours),
+            )
+        };
+    }
+    let mut config = HubConfig::default();
+    if !name.is_null() {
+        // SAFETY: per this function's contract.
+        config.name = Some(unsafe { c_str(name, "name") }?.into());
+    }
+    config.max_peers = o.max_peers;
+    config.ring_capacity = o.ring_capacity;
+    let count = o.slot_class_count as usize;
+    if count == 0 || count > CELLSHM_MAX_SLOT_CLASSES {
+        return Err(invalid(format!("slot_class_count {count} is not in 1..={CELLSHM_MAX_SLOT_CLASSES}")));
+    }
+    config.slot_classes = o.slot_classes[..count]
+        .iter()
+        .map(|c| cellshm::SlotClass { slot_size: c.slot_size, slot_count: c.slot_count })
+        .collect();
+    config.shutdown_grace = Duration::from_millis(o.shutdown_grace_ms);
+    if !o.socket_path.is_null() {
+        // SAFETY: a non-NULL socket_path is NUL-terminated per the field's contract.
+        config.socket_path = Some(unsafe { c_str(o.socket_path, "socket_path") }?.into());
+    }
+    let peers = peer_options_from(&o.peer_defaults)?;
+    Ok((config, peers))
+}
+
+/// cellshm_hub_new with every option: `options` NULL for the defaults. Invalid options
+/// are CELLSHM_INVALID_ARGUMENT, the message naming the one at fault. On success
+/// `*out_hub` is owned by the caller.
+///
+/// # Safety
+/// `name` NULL or NUL-terminated; `options` NULL or from cellshm_hub_options_default
+/// (then changed); `out_hub` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_new_with(
+    name: *const c_char,
+    options: *const cellshm_hub_options,
+    out_hub: *mut *mut cellshm_hub,
+) -> cellshm_status {
+    boundary("cellshm_hub_new_with", || {
+        out_param!(out_hub);
+        // SAFETY: per this function's contract.
+        let (config, peer_defaults) = try_c!(unsafe { hub_config(name, options) });
+        // Checked now, not at the first spawn.
+        try_cellshm!(peer_defaults.validate().map_err(|e| e.context("peer_defaults")));
+        // SAFETY: out_hub checked non-NULL.
+        unsafe { create_hub(config, peer_defaults, out_hub) }
+    })
+}
+
+/// Creates the hub and hands it to C.
+///
+/// # Safety
+/// `out_hub` is non-NULL and writable.
+unsafe fn create_hub(config: HubConfig, peer_defaults: PeerOptions, out_hub: *mut *mut cellshm_hub) -> cellshm_status {
+    let hub = try_cellshm!(Hub::create(config));
+    // Hub names are validated ASCII: no interior NUL.
+    let name = CString::new(hub.name()).unwrap_or_default();
+    let hub = cellshm_hub {
+        hub,
+        name,
+        attach: std::sync::Mutex::new(None),
+        log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
+        peer_defaults,
+    };
+    // SAFETY: per this function's contract.
+    unsafe { put(out_hub, Box::into_raw(Box::new(hub))) }
 }
 
 /// Creates a hub and starts serving its discovery socket `@cellshm/<uid>/<name>`
@@ -30,29 +189,14 @@ pub unsafe extern "C" fn cellshm_hub_new(
 ) -> cellshm_status {
     boundary("cellshm_hub_new", || {
         out_param!(out_hub);
-        let mut config = HubConfig::default();
-        if !name.is_null() {
-            // SAFETY: per this function's contract.
-            config.name = Some(try_c!(unsafe { c_str(name, "name") }).into());
-        }
+        let mut options = cellshm_hub_options_default();
         if max_peers != 0 {
-            config.max_peers = max_peers;
+            options.max_peers = max_peers;
         }
-        let hub = try_cellshm!(Hub::create(config));
-        // Hub names are validated ASCII: no interior NUL.
-        let name = CString::new(hub.name()).unwrap_or_default();
+        // SAFETY: per this function's contract; `options` is ours.
+        let (config, peer_defaults) = try_c!(unsafe { hub_config(name, &options) });
         // SAFETY: out_hub checked non-NULL.
-        unsafe {
-            put(
-                out_hub,
-                Box::into_raw(Box::new(cellshm_hub {
-                    hub,
-                    name,
-                    attach: std::sync::Mutex::new(None),
-                    log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
-                })),
-            )
-        }
+        unsafe { create_hub(config, peer_defaults, out_hub) }
     })
 }
 
@@ -123,7 +267,11 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
         let args = try_c!(unsafe { c_str_list(argv, "argv") });
         // SAFETY: per this function's contract.
         let env = try_c!(unsafe { c_str_list(envp, "envp") });
-        let options = try_c!(peer_options(options));
+        // SAFETY: the caller passes NULL or a readable cellshm_peer_options.
+        let options = match unsafe { options.as_ref() } {
+            Some(o) => try_c!(peer_options_from(o)),
+            None => hub.peer_defaults.clone(),
+        };
         let mut command = Command::new(program);
         command.args(&args);
         for entry in env {

@@ -71,6 +71,9 @@ pub struct cellshm_peer_options {
     /// The time limit of calls to this peer whose options set none, in ms: 0 (the
     /// default) = 30 s; CELLSHM_TIMEOUT_FOREVER = no limit.
     pub default_timeout_ms: u64,
+    /// DATA frames the cell may have in flight per stream towards the host (1 to 1024,
+    /// default 8).
+    pub stream_window: u32,
 }
 
 /// The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
@@ -92,25 +95,28 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         max_streams: d.max_streams as u32,
         stream_threads: d.stream_threads as u32,
         default_timeout_ms: 0,
+        stream_window: d.stream_window,
     }
 }
 
-pub(crate) fn peer_options(opts: *const cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
-    let mut out = PeerOptions::default();
-    // SAFETY: the callers pass NULL or a pointer to a readable cellshm_peer_options.
-    let Some(o) = (unsafe { opts.as_ref() }) else { return Ok(out) };
-    out.wait = match o.wait {
+/// The core's options from C's.
+pub(crate) fn peer_options_from(o: &cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
+    let wait = match o.wait {
         CELLSHM_WAIT_ADAPTIVE => WaitStrategy::Adaptive { spin: Duration::from_micros(o.spin_us as u64) },
         CELLSHM_WAIT_SPIN => WaitStrategy::Spin,
         CELLSHM_WAIT_BLOCK => WaitStrategy::Block,
         other => return Err(invalid(format!("cellshm_peer_options.wait = {other} is not a CELLSHM_WAIT_* value"))),
     };
-    out.server_threads = o.server_threads.max(1) as usize;
-    out.doorbell_fd = o.doorbell_fd;
-    out.append_join_args = o.append_join_args;
-    out.stderr_tail = o.stderr_tail as usize;
-    out.max_streams = o.max_streams as usize;
-    out.stream_threads = o.stream_threads as usize;
-    out.default_timeout = (o.default_timeout_ms != 0).then(|| c_timeout(o.default_timeout_ms));
-    Ok(out)
+    Ok(PeerOptions {
+        wait,
+        server_threads: o.server_threads.max(1) as usize,
+        doorbell_fd: o.doorbell_fd,
+        append_join_args: o.append_join_args,
+        stderr_tail: o.stderr_tail as usize,
+        max_streams: o.max_streams as usize,
+        stream_threads: o.stream_threads as usize,
+        default_timeout: (o.default_timeout_ms != 0).then(|| c_timeout(o.default_timeout_ms)),
+        stream_window: o.stream_window,
+        ..PeerOptions::default()
+    })
 }

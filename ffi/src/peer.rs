@@ -397,3 +397,14 @@ pub unsafe extern "C" fn cellshm_method_list_free(list: *mut cellshm_method_list
         let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(list) })));
     }
 }
+
+/// The largest payload a call to `peer` (or its answer) can carry: the hub's largest slot
+/// size (cellshm_hub_options.slot_classes). 0 for NULL.
+///
+/// # Safety
+/// `peer` is NULL or live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_peer_max_payload(peer: *const cellshm_peer) -> usize {
+    // SAFETY: per this function's contract.
+    boundary_value(0, || unsafe { peer.as_ref() }.map_or(0, |p| p.peer.max_payload()))
+}

@@ -112,6 +112,8 @@ pub struct cellshm_supervisor {
     pub(crate) sup: cellshm::Supervisor,
     /// Its log sink's registration for the library's notices.
     pub(crate) log_sink: std::sync::Mutex<RegisteredSink>,
+    /// How the host talks to each of its cells (cellshm_hub_options.peer_defaults).
+    pub(crate) peer_defaults: PeerOptions,
 }
 
 /// Creates a supervisor with its own hub (`name` as for cellshm_hub_new, may be NULL;
@@ -143,9 +145,35 @@ pub unsafe extern "C" fn cellshm_supervisor_new(
                 Box::into_raw(Box::new(cellshm_supervisor {
                     sup,
                     log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
+                    peer_defaults: PeerOptions::default(),
                 })),
             )
         }
+    })
+}
+
+/// cellshm_supervisor_new with every hub option (`options` NULL for the defaults); its
+/// `peer_defaults` apply to every cell the supervisor launches (the restart policy's
+/// `default_timeout_ms` still wins for its cell).
+///
+/// # Safety
+/// `name` NULL or NUL-terminated; `options` NULL or from cellshm_hub_options_default;
+/// `out_supervisor` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_new_with(
+    name: *const c_char,
+    options: *const cellshm_hub_options,
+    out_supervisor: *mut *mut cellshm_supervisor,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_new_with", || {
+        out_param!(out_supervisor);
+        // SAFETY: per this function's contract.
+        let (config, peer_defaults) = try_c!(unsafe { hub_config(name, options) });
+        try_cellshm!(peer_defaults.validate().map_err(|e| e.context("peer_defaults")));
+        let sup = try_cellshm!(Hub::create(config).and_then(cellshm::Supervisor::new));
+        let sup = cellshm_supervisor { sup, log_sink: std::sync::Mutex::new(RegisteredSink::NONE), peer_defaults };
+        // SAFETY: out_supervisor checked non-NULL.
+        unsafe { put(out_supervisor, Box::into_raw(Box::new(sup))) }
     })
 }
 
@@ -274,7 +302,9 @@ pub unsafe extern "C" fn cellshm_supervisor_add(
         // SAFETY: per this function's contract.
         let sup = try_c!(unsafe { object(supervisor, "supervisor") });
         // SAFETY: per this function's contract.
-        let spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
+        let mut spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
+        let default_timeout = spec.peer.default_timeout.or(sup.peer_defaults.default_timeout);
+        spec.peer = PeerOptions { default_timeout, ..sup.peer_defaults.clone() };
         try_cellshm!(sup.sup.add(spec));
         CELLSHM_OK
     })
@@ -301,7 +331,9 @@ pub unsafe extern "C" fn cellshm_supervisor_update(
         // SAFETY: per this function's contract.
         let sup = try_c!(unsafe { object(supervisor, "supervisor") });
         // SAFETY: per this function's contract.
-        let spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
+        let mut spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
+        let default_timeout = spec.peer.default_timeout.or(sup.peer_defaults.default_timeout);
+        spec.peer = PeerOptions { default_timeout, ..sup.peer_defaults.clone() };
         try_cellshm!(sup.sup.update(spec, Duration::from_millis(grace_ms)));
         CELLSHM_OK
     })

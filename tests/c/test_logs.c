@@ -113,8 +113,9 @@ int main(int argc, char **argv) {
         CHECK(m.p50_ns > 0 && m.p50_ns <= m.p99_ns && m.p99_ns <= m.max_ns);
         CHECK_STATUS(cellshm_peer_method_metrics(peer, CELLSHM_HOST_TO_CELL, "Never.called", &m), CELLSHM_NOT_FOUND);
         CHECK_STATUS(cellshm_peer_method_metrics(peer, 7, "Test.log_fields", &m), CELLSHM_INVALID_ARGUMENT);
+        /* The cell's ready call, served by the host (retried if a first attempt timed out). */
         CHECK_STATUS(cellshm_peer_method_metrics(peer, CELLSHM_CELL_TO_HOST, "cellshm.Lifecycle.ready", &m), CELLSHM_OK);
-        CHECK(m.calls == 1);
+        CHECK(m.calls >= 1);
         CHECK_STATUS(cellshm_hub_metrics_json(hub, &json), CELLSHM_OK);
         CHECK(strstr(json, "\"name\":\"logger\"") != NULL);
         CHECK(strstr(json, "\"method\":\"Test.log_fields\",") != NULL);

@@ -590,9 +590,18 @@ impl Hub {
 #[pymethods]
 impl Hub {
     #[new]
-    #[pyo3(signature = (name=None, max_peers=8, socket_path=None))]
-    fn new(py: Python<'_>, name: Option<String>, max_peers: u32, socket_path: Option<String>) -> PyResult<Self> {
-        let config = HubConfig { name, max_peers, socket_path: socket_path.map(Into::into), ..HubConfig::default() };
+    #[pyo3(signature = (name=None, max_peers=8, socket_path=None, ring_capacity=256, slot_classes=None, shutdown_grace=2.0))]
+    fn new(
+        py: Python<'_>,
+        name: Option<String>,
+        max_peers: u32,
+        socket_path: Option<String>,
+        ring_capacity: u32,
+        slot_classes: Option<Vec<(u32, u32)>>,
+        shutdown_grace: f64,
+    ) -> PyResult<Self> {
+        let mut config = hub_config(name, max_peers, ring_capacity, slot_classes, shutdown_grace)?;
+        config.socket_path = socket_path.map(Into::into);
         let hub = py.detach(|| CoreHub::create(config)).map_err(err)?;
         let name = hub.name().to_string();
         Ok(Hub { hub: Mutex::new(Some(hub)), name })
@@ -650,7 +659,7 @@ impl Hub {
     }
 
     /// Spawns `argv` as a cell named `name`; returns its Peer (not yet ready).
-    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64, stream_threads=8, default_timeout=None))]
+    #[pyo3(signature = (name, argv, env=None, wait="adaptive", spin_us=50, server_threads=2, stderr_tail=0, max_streams=64, stream_threads=8, default_timeout=None, stream_window=8))]
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
@@ -665,6 +674,7 @@ impl Hub {
         max_streams: usize,
         stream_threads: usize,
         default_timeout: Option<f64>,
+        stream_window: u32,
     ) -> PyResult<Peer> {
         let Some(program) = argv.first() else {
             return Err(PyValueError::new_err("argv is empty; expected [program, args...]"));
@@ -683,6 +693,7 @@ impl Hub {
             max_streams,
             stream_threads,
             default_timeout: default_timeout.map(|t| timeout_or_forever(t, "default_timeout")).transpose()?,
+            stream_window,
             ..PeerOptions::default()
         };
         // Without the GIL: reserving a slot may take the hub's locks, which a server
@@ -1007,6 +1018,23 @@ impl Drop for EventSubscription {
     }
 }
 
+/// A hub's shape from Python's keyword arguments (checked by `Hub::create`).
+fn hub_config(
+    name: Option<String>,
+    max_peers: u32,
+    ring_capacity: u32,
+    slot_classes: Option<Vec<(u32, u32)>>,
+    shutdown_grace: f64,
+) -> PyResult<HubConfig> {
+    let mut config = HubConfig { name, max_peers, ring_capacity, ..HubConfig::default() };
+    if let Some(classes) = slot_classes {
+        config.slot_classes =
+            classes.into_iter().map(|(slot_size, slot_count)| cellshm::SlotClass { slot_size, slot_count }).collect();
+    }
+    config.shutdown_grace = duration(shutdown_grace, "shutdown_grace")?;
+    Ok(config)
+}
+
 /// A Python log sink for the core: `sink(cell, peer_id, level, target, message,
 /// time_unix_ns, file, line, fields)`; an exception is printed and goes no further.
 fn py_log_sink(sink: Py<PyAny>) -> cellshm::LogSink {
@@ -1040,6 +1068,8 @@ fn access_policy(policy: Py<PyAny>) -> cellshm::AccessPolicy {
 struct Supervisor {
     sup: Mutex<Option<Arc<cellshm::Supervisor>>>,
     name: String,
+    /// How the host talks to each cell (the constructor's peer options).
+    peer_defaults: PeerOptions,
 }
 
 impl Supervisor {
@@ -1051,12 +1081,27 @@ impl Supervisor {
 #[pymethods]
 impl Supervisor {
     #[new]
-    #[pyo3(signature = (name=None, max_peers=8))]
-    fn new(py: Python<'_>, name: Option<String>, max_peers: u32) -> PyResult<Self> {
-        let config = HubConfig { name, max_peers, ..HubConfig::default() };
+    #[pyo3(signature = (name=None, max_peers=8, ring_capacity=256, slot_classes=None, shutdown_grace=2.0, server_threads=2, max_streams=64, stream_threads=8, stream_window=8))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        name: Option<String>,
+        max_peers: u32,
+        ring_capacity: u32,
+        slot_classes: Option<Vec<(u32, u32)>>,
+        shutdown_grace: f64,
+        server_threads: usize,
+        max_streams: usize,
+        stream_threads: usize,
+        stream_window: u32,
+    ) -> PyResult<Self> {
+        let config = hub_config(name, max_peers, ring_capacity, slot_classes, shutdown_grace)?;
+        let peer_defaults =
+            PeerOptions { server_threads, max_streams, stream_threads, stream_window, ..PeerOptions::default() };
+        peer_defaults.validate().map_err(err)?;
         let sup = py.detach(|| CoreHub::create(config).and_then(cellshm::Supervisor::new)).map_err(err)?;
         let name = sup.hub().name().to_string();
-        Ok(Supervisor { sup: Mutex::new(Some(Arc::new(sup))), name })
+        Ok(Supervisor { sup: Mutex::new(Some(Arc::new(sup))), name, peer_defaults })
     }
 
     #[getter]
@@ -1129,7 +1174,8 @@ impl Supervisor {
         default_timeout: Option<f64>,
         log_filter: Option<String>,
     ) -> PyResult<()> {
-        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
+        let mut spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
+        spec.peer = PeerOptions { default_timeout: spec.peer.default_timeout, ..self.peer_defaults.clone() };
         let sup = self.get()?;
         py.detach(|| sup.add(spec)).map_err(err)
     }
@@ -1148,7 +1194,8 @@ impl Supervisor {
         log_filter: Option<String>,
         grace: f64,
     ) -> PyResult<()> {
-        let spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
+        let mut spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
+        spec.peer = PeerOptions { default_timeout: spec.peer.default_timeout, ..self.peer_defaults.clone() };
         let grace = duration(grace, "grace")?;
         let sup = self.get()?;
         py.detach(|| sup.update(spec, grace)).map_err(err)

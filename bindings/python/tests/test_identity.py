@@ -95,5 +95,5 @@ def test_peer_metrics_count_calls_errors_and_latency_per_method_both_ways(hub, r
     assert 0 < out["Echo.echo"].p50_ns <= out["Echo.echo"].p99_ns <= out["Echo.echo"].max_ns
     assert out["Nope.nope"].errors == {"UNIMPLEMENTED": 2}
     served = {x.name: x for x in m.cell_to_host}
-    assert served["Host.echo"].calls == 1 and served["cellshm.Lifecycle.ready"].calls == 1
+    assert served["Host.echo"].calls == 1 and served["cellshm.Lifecycle.ready"].calls >= 1
     assert (m.open_streams, m.refused_calls, m.restarts) == (0, 0, 0)

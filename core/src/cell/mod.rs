@@ -184,6 +184,7 @@ impl Cell {
             stream_threads: crate::runtime::session::STREAM_THREADS,
             default_timeout: options.default_timeout,
             metrics: false,
+            stream_window: crate::STREAM_WINDOW,
         };
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.

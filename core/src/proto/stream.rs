@@ -7,8 +7,12 @@
 
 use crate::wire::StreamFrame;
 
-/// DATA frames a side may have in flight per stream (its receive window).
+/// DATA frames a side may have in flight per stream (its receive window), unless its
+/// peer options say otherwise.
 pub const STREAM_WINDOW: u32 = 8;
+
+/// The largest receive window a side may grant per stream.
+pub const MAX_STREAM_WINDOW: u32 = 1024;
 
 /// What an OPEN of a channel comes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,13 +91,16 @@ pub(crate) struct StreamFlow {
     held: u32,
     peer_eos: bool,
     local_eos: bool,
+    /// Our receive window: DATA frames we let the peer have in flight.
+    window: u32,
 }
 
 impl StreamFlow {
     /// A stream whose peer granted `send_credits` so far (the opener's window in its
-    /// OPEN, or 0 for the opener, who waits for the callee's first CREDIT).
-    pub(crate) fn new(send_credits: u32) -> StreamFlow {
-        StreamFlow { send_credits, ..StreamFlow::default() }
+    /// OPEN, or 0 for the opener, who waits for the callee's first CREDIT), with our
+    /// receive window of `window` frames.
+    pub(crate) fn new(send_credits: u32, window: u32) -> StreamFlow {
+        StreamFlow { send_credits, window, ..StreamFlow::default() }
     }
 
     /// A frame arrived: its credit is ours to spend, then the frame itself counts.
@@ -153,7 +160,7 @@ impl StreamFlow {
     pub(crate) fn item_released(&mut self) -> u32 {
         self.released += 1;
         self.held = self.held.saturating_sub(1);
-        if self.released >= STREAM_WINDOW / 2 || self.peer_eos {
+        if self.released >= (self.window / 2).max(1) || self.peer_eos {
             std::mem::take(&mut self.released)
         } else {
             0
@@ -169,7 +176,7 @@ impl StreamFlow {
     /// The user holds the whole window: no more can arrive until it releases some, so
     /// waiting would never end.
     pub(crate) fn holds_whole_window(&self) -> bool {
-        self.held >= STREAM_WINDOW
+        self.held >= self.window
     }
 }
 
@@ -211,7 +218,7 @@ mod tests {
             ("OPEN again", StreamFrame::Open, 0, 0, Err(Violation::OpenOfOpenChannel), 0),
         ];
         for &(what, kind, credit, granted, expected, credits_after) in cases {
-            let mut flow = StreamFlow::new(0);
+            let mut flow = StreamFlow::new(0, STREAM_WINDOW);
             flow.grant(granted);
             assert_eq!(flow.handle_frame(kind, credit), expected, "{what}");
             let mut spent = 0;
@@ -224,7 +231,7 @@ mod tests {
 
     #[test]
     fn the_peer_never_sends_more_than_was_granted() {
-        let mut flow = StreamFlow::new(0);
+        let mut flow = StreamFlow::new(0, STREAM_WINDOW);
         flow.grant(STREAM_WINDOW);
         for _ in 0..STREAM_WINDOW {
             assert_eq!(flow.handle_frame(StreamFrame::Data, 0), Ok(Arrival::Item));
@@ -236,7 +243,7 @@ mod tests {
 
     #[test]
     fn credit_goes_back_in_half_windows_as_the_user_releases_items() {
-        let mut flow = StreamFlow::new(0);
+        let mut flow = StreamFlow::new(0, STREAM_WINDOW);
         for _ in 0..STREAM_WINDOW {
             flow.item_taken();
         }
@@ -252,7 +259,7 @@ mod tests {
 
     #[test]
     fn once_the_peer_closed_each_release_is_granted_at_once() {
-        let mut flow = StreamFlow::new(0);
+        let mut flow = StreamFlow::new(0, STREAM_WINDOW);
         flow.item_taken();
         assert_eq!(flow.handle_frame(StreamFrame::Eos, 0), Ok(Arrival::PeerClosed));
         assert!(flow.peer_closed());
@@ -261,12 +268,24 @@ mod tests {
 
     #[test]
     fn sending_spends_credit_and_closes_once() {
-        let mut flow = StreamFlow::new(2);
+        let mut flow = StreamFlow::new(2, STREAM_WINDOW);
         assert!(flow.take_send_credit() && flow.take_send_credit());
         assert!(!flow.take_send_credit(), "no credit: the sender waits");
         assert!(!flow.send_closed());
         assert!(flow.close_send());
         assert!(!flow.close_send(), "closed already");
         assert!(flow.send_closed());
+    }
+
+    #[test]
+    fn a_larger_window_grants_in_halves_of_itself_and_fills_at_its_size() {
+        let mut flow = StreamFlow::new(0, 32);
+        for _ in 0..32 {
+            flow.item_taken();
+        }
+        assert!(flow.holds_whole_window());
+        let grants: Vec<u32> = (0..32).map(|_| flow.item_released()).collect();
+        assert_eq!(grants.iter().filter(|g| **g != 0).copied().collect::<Vec<_>>(), vec![16, 16]);
+        assert!(!flow.holds_whole_window());
     }
 }

@@ -437,6 +437,8 @@ pub(crate) struct SessionConfig {
     pub default_timeout: Duration,
     /// Keep per-method metrics (the host does; cells need none).
     pub metrics: bool,
+    /// The receive window this side grants each stream.
+    pub stream_window: u32,
 }
 
 /// RPC over one link.
@@ -454,6 +456,8 @@ pub(crate) struct Session {
     wait: WaitStrategy,
     server_wait: WaitStrategy,
     default_timeout: Duration,
+    /// The receive window this side grants each stream.
+    stream_window: u32,
     /// Calls and streams refused by an access rule (private memory: the count the host
     /// reports is its own, not what the cell writes).
     refused: std::sync::atomic::AtomicU64,
@@ -556,6 +560,7 @@ impl Session {
             wait: cfg.wait,
             server_wait: cfg.server_wait,
             default_timeout: cfg.default_timeout,
+            stream_window: cfg.stream_window,
             refused: std::sync::atomic::AtomicU64::new(0),
             metrics: cfg.metrics.then(|| Box::new(LinkMetrics::new())),
             dispatcher: cfg.dispatcher,

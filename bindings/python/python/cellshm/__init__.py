@@ -578,7 +578,15 @@ class Hub:
     a context manager (or call :meth:`close`): closing tells every cell to leave. Log
     records sent by cells appear in the logger ``cellshm.cell.<name>`` with the extra
     fields ``cell`` and ``peer_id``. ``socket_path`` also listens on a filesystem path,
-    for containers that share a directory but not the abstract socket namespace."""
+    for containers that share a directory but not the abstract socket namespace.
+
+    The shape of every link: ``ring_capacity`` descriptors per ring (a power of two),
+    ``slot_classes`` as ``[(slot_size, slot_count), ...]``, smallest first (sizes
+    multiples of 64; the largest is the largest payload a call can carry: 1 MiB by
+    default, ``(8 << 20, 2)`` added for 8 MiB), ``shutdown_grace`` seconds for cells to
+    leave when the hub closes. ``server_threads``, ``stream_threads``, ``max_streams``
+    and ``stream_window`` are the defaults of :meth:`spawn`. Bad values raise
+    :class:`InvalidArgument` naming the one at fault."""
 
     def __init__(
         self,
@@ -587,12 +595,27 @@ class Hub:
         max_peers: int = 8,
         forward_logs: bool = True,
         socket_path: Optional[str] = None,
+        ring_capacity: int = 256,
+        slot_classes: Optional[Sequence[Tuple[int, int]]] = None,
+        shutdown_grace: float = 2.0,
+        server_threads: int = 2,
+        stream_threads: int = 8,
+        max_streams: int = 64,
+        stream_window: int = 8,
     ) -> None:
         if not isinstance(max_peers, int) or isinstance(max_peers, bool) or max_peers < 1:
             raise ValueError(f"max_peers must be a positive int, got {max_peers!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
-        self._native = _native.Hub(name, max_peers, socket_path)
+        self._native = _native.Hub(
+            name, max_peers, socket_path, ring_capacity, _slot_classes(slot_classes), shutdown_grace
+        )
+        self._spawn_defaults = {
+            "server_threads": server_threads,
+            "stream_threads": stream_threads,
+            "max_streams": max_streams,
+            "stream_window": stream_window,
+        }
         self._peers: List[Peer] = []
         if forward_logs:
             self._native.set_log_sink(_log_to_python)
@@ -656,11 +679,12 @@ class Hub:
         env: Optional[Mapping[str, str]] = None,
         wait: str = "adaptive",
         spin_us: int = 50,
-        server_threads: int = 2,
+        server_threads: Optional[int] = None,
         stderr_tail: int = 0,
-        max_streams: int = 64,
-        stream_threads: int = 8,
+        max_streams: Optional[int] = None,
+        stream_threads: Optional[int] = None,
         default_timeout: Optional[float] = None,
+        stream_window: Optional[int] = None,
     ) -> Peer:
         """Starts ``argv`` as a cell. Its argv is left as given: the cell finds its
         doorbell through ``CELLSHM_DOORBELL_FD``. ``env`` adds variables to the inherited
@@ -670,7 +694,9 @@ class Hub:
         the streams the cell may have open towards the host, ``stream_threads`` the host
         threads running their handlers (a stream beyond them waits for one).
         ``default_timeout`` is the time limit of calls to it made with ``timeout=None``
-        (:data:`DEFAULT_CALL_TIMEOUT` unless given; :data:`FOREVER` for none)."""
+        (:data:`DEFAULT_CALL_TIMEOUT` unless given; :data:`FOREVER` for none);
+        ``stream_window`` the items the cell may have in flight per stream towards the
+        host. Thread counts, ``max_streams`` and ``stream_window`` default to the hub's."""
         if not isinstance(stderr_tail, int) or isinstance(stderr_tail, bool) or stderr_tail < 0:
             raise ValueError(f"stderr_tail must be a non-negative int, got {stderr_tail!r}")
         if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
@@ -685,11 +711,12 @@ class Hub:
                 dict(env or {}),
                 wait,
                 spin_us,
-                server_threads,
+                self._spawn_defaults["server_threads"] if server_threads is None else server_threads,
                 stderr_tail,
-                max_streams,
-                stream_threads,
+                self._spawn_defaults["max_streams"] if max_streams is None else max_streams,
+                self._spawn_defaults["stream_threads"] if stream_threads is None else stream_threads,
                 _check_timeout(default_timeout),
+                self._spawn_defaults["stream_window"] if stream_window is None else stream_window,
             )
         )
         self._peers.append(peer)
@@ -934,8 +961,26 @@ class Supervisor:
         max_peers: int = 8,
         default_timeout: Optional[float] = None,
         forward_logs: bool = True,
+        ring_capacity: int = 256,
+        slot_classes: Optional[Sequence[Tuple[int, int]]] = None,
+        shutdown_grace: float = 2.0,
+        server_threads: int = 2,
+        stream_threads: int = 8,
+        max_streams: int = 64,
+        stream_window: int = 8,
     ) -> None:
-        self._native = _native.Supervisor(name, max_peers)
+        """The hub's shape and the peer options of every cell, as for :class:`Hub`."""
+        self._native = _native.Supervisor(
+            name,
+            max_peers,
+            ring_capacity,
+            _slot_classes(slot_classes),
+            shutdown_grace,
+            server_threads,
+            max_streams,
+            stream_threads,
+            stream_window,
+        )
         if default_timeout is not None:
             self.set_default_timeout(default_timeout)
         if forward_logs:
@@ -1120,6 +1165,17 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _slot_classes(classes: Optional[Sequence[Tuple[int, int]]]) -> Optional[List[Tuple[int, int]]]:
+    if classes is None:
+        return None
+    checked = []
+    for c in classes:
+        if not (isinstance(c, tuple) and len(c) == 2 and all(isinstance(v, int) and v > 0 for v in c)):
+            raise TypeError(f"slot_classes must be (slot_size, slot_count) pairs of positive ints, got {c!r}")
+        checked.append((c[0], c[1]))
+    return checked
 
 
 def _heartbeat(interval: Optional[float], misses: int) -> Optional[Tuple[float, int]]:

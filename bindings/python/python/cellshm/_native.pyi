@@ -65,7 +65,15 @@ class StreamCall:
 
 @final
 class Hub:
-    def __new__(cls, name: Optional[str] = None, max_peers: int = 8, socket_path: Optional[str] = None) -> Hub: ...
+    def __new__(
+        cls,
+        name: Optional[str] = None,
+        max_peers: int = 8,
+        socket_path: Optional[str] = None,
+        ring_capacity: int = 256,
+        slot_classes: Optional[List[Tuple[int, int]]] = None,
+        shutdown_grace: float = 2.0,
+    ) -> Hub: ...
     @property
     def name(self) -> str: ...
     @property
@@ -90,6 +98,7 @@ class Hub:
         max_streams: int = 64,
         stream_threads: int = 8,
         default_timeout: Optional[float] = None,
+        stream_window: int = 8,
     ) -> Peer: ...
     def close(self) -> None: ...
 
@@ -152,7 +161,18 @@ class EventSubscription:
 
 @final
 class Supervisor:
-    def __new__(cls, name: Optional[str] = None, max_peers: int = 8) -> Supervisor: ...
+    def __new__(
+        cls,
+        name: Optional[str] = None,
+        max_peers: int = 8,
+        ring_capacity: int = 256,
+        slot_classes: Optional[List[Tuple[int, int]]] = None,
+        shutdown_grace: float = 2.0,
+        server_threads: int = 2,
+        max_streams: int = 64,
+        stream_threads: int = 8,
+        stream_window: int = 8,
+    ) -> Supervisor: ...
     @property
     def hub_name(self) -> str: ...
     def method(self, name: str, handler: Callable[..., object], view: bool = False) -> None: ...

@@ -84,13 +84,14 @@ impl StreamState {
         name: Option<String>,
         deadline_ns: u64,
         send_credits: u32,
+        window: u32,
     ) -> Arc<StreamState> {
         Arc::new(StreamState {
             channel,
             method_id,
             name,
             deadline_ns,
-            inner: Mutex::new(StreamInner { flow: StreamFlow::new(send_credits), ..StreamInner::default() }),
+            inner: Mutex::new(StreamInner { flow: StreamFlow::new(send_credits, window), ..StreamInner::default() }),
             changes: AtomicU64::new(0),
             cv: Condvar::new(),
         })
@@ -289,10 +290,12 @@ impl Session {
         let deadline_ns = opts.deadline_for_call_starting_now(FOREVER);
         // The callee grants its own window with its first credit frame.
         let name = name.map(str::to_owned);
-        let stream =
-            self.link.lock().open_channel(|channel| StreamState::new(channel, method_id, name, deadline_ns, 0))?;
+        let stream = self
+            .link
+            .lock()
+            .open_channel(|channel| StreamState::new(channel, method_id, name, deadline_ns, 0, self.stream_window))?;
         let body = self.fill_body(request.len(), deadline_ns, super::copy_of(request));
-        let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, STREAM_WINDOW, Some(body)));
+        let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, self.stream_window, Some(body)));
         if let Err(e) = sent {
             self.close_channel(stream.channel);
             return Err(e);
@@ -346,7 +349,7 @@ impl Session {
     /// The peer opened `channel` (the link checked its parity and the bound): its
     /// handler runs on the stream pool, at once or when a pool thread comes free.
     pub(crate) fn accept_stream(self: &Arc<Self>, channel: u32, d: Descriptor, request: Payload) {
-        let stream = StreamState::new(channel, d.method_id, None, d.deadline_ns, d.credit);
+        let stream = StreamState::new(channel, d.method_id, None, d.deadline_ns, d.credit, self.stream_window);
         if self.link.lock().accept_channel(channel, stream.clone()).is_err() {
             // The link failed meanwhile.
             return;
@@ -374,7 +377,7 @@ impl Session {
                 }
                 (Some(handler), Ok(())) => {
                     // Give the caller our window before the handler runs.
-                    let _ = session.stream_frame(&stream, 0, STREAM_WINDOW, None);
+                    let _ = session.stream_frame(&stream, 0, session.stream_window, None);
                     let mut call = StreamCall {
                         request: Some(request),
                         end: StreamEnd { stream: stream.clone(), session: session.clone() },
@@ -505,9 +508,10 @@ impl Session {
                 return Err(Error::new(
                     Status::FailedPrecondition,
                     format!(
-                        "{} holds all {STREAM_WINDOW} items of its window; items are read in place, drop (or copy \
+                        "{} holds all {} items of its window; items are read in place, drop (or copy \
                          and drop) some before asking for more",
-                        stream.what()
+                        stream.what(),
+                        self.stream_window
                     ),
                 ));
             }

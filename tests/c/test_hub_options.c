@@ -1,0 +1,106 @@
+/* Hub configuration through the C API: options that can grow (a size field first), every
+ * limit checked with a message naming it, and 8 MiB payloads both ways once the hub has
+ * 8 MiB slots (a default hub refuses them with PAYLOAD_TOO_LARGE).
+ *   test_hub_options TEST_CELL */
+#include "check.h"
+
+#define BIG (8u << 20)
+
+static void refused(cellshm_hub_options options, const char *what) {
+    cellshm_hub *hub = NULL;
+    CHECK_STATUS(cellshm_hub_new_with(NULL, &options, &hub), CELLSHM_INVALID_ARGUMENT);
+    CHECK(hub == NULL);
+    if (strstr(cellshm_last_error_message(), what) == NULL) {
+        fprintf(stderr, "expected %s in: %s\n", what, cellshm_last_error_message());
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *env[] = {"CELLSHM_QUIET=1", NULL};
+    cellshm_hub_options options = cellshm_hub_options_default();
+    cellshm_hub_options bad;
+    cellshm_hub *hub = NULL;
+    cellshm_hub *small = NULL;
+    cellshm_peer *peer = NULL;
+    cellshm_response *response = NULL;
+    uint8_t *request;
+    const uint8_t *answer;
+    size_t i;
+
+    CHECK(argc == 2);
+    CHECK(options.size == sizeof(cellshm_hub_options));
+    CHECK(options.slot_class_count == 4 && options.slot_classes[3].slot_size == (1u << 20));
+
+    bad = options;
+    bad.slot_class_count = CELLSHM_MAX_SLOT_CLASSES + 1;
+    refused(bad, "slot_class_count");
+    bad = options;
+    bad.ring_capacity = 100;
+    refused(bad, "ring_capacity");
+    bad = options;
+    bad.slot_classes[1].slot_size = 100;
+    refused(bad, "slot_size");
+    bad = options;
+    bad.peer_defaults.stream_window = 0;
+    refused(bad, "stream_window");
+    bad = options;
+    bad.size = 0;
+    refused(bad, "size");
+
+    /* A program built against an older, shorter struct: the fields it does not know
+     * keep their defaults (here, everything after max_peers). */
+    bad = options;
+    bad.size = offsetof(cellshm_hub_options, ring_capacity);
+    bad.max_peers = 3;
+    bad.ring_capacity = 100; /* not read: past the size it declared */
+    CHECK_STATUS(cellshm_hub_new_with(NULL, &bad, &small), CELLSHM_OK);
+    cellshm_hub_free(small);
+
+    options.slot_classes[4].slot_size = BIG;
+    options.slot_classes[4].slot_count = 2;
+    options.slot_class_count = 5;
+    options.peer_defaults.stream_window = 32;
+    options.peer_defaults.server_threads = 3;
+    CHECK_STATUS(cellshm_hub_new_with("c-hub-options", &options, &hub), CELLSHM_OK);
+    CHECK(strcmp(cellshm_hub_name(hub), "c-hub-options") == 0);
+    CHECK_STATUS(cellshm_hub_spawn(hub, "big", argv[1], NULL, env, NULL, &peer), CELLSHM_OK);
+    CHECK_STATUS(cellshm_peer_wait_ready(peer, 10000), CELLSHM_OK);
+    CHECK(cellshm_peer_max_payload(peer) == BIG);
+
+    request = malloc(BIG);
+    CHECK(request != NULL);
+    for (i = 0; i < BIG; i++) {
+        request[i] = (uint8_t)(i * 7 + i / 4096);
+    }
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, BIG, NULL, &response), CELLSHM_OK);
+    CHECK(cellshm_response_len(response) == BIG);
+    answer = cellshm_response_data(response);
+    CHECK(memcmp(answer, request, BIG) == 0);
+    cellshm_response_free(response);
+    /* One byte more than the largest slot: refused before anything is sent. */
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, 0, NULL, &response), CELLSHM_OK);
+    cellshm_response_free(response);
+    free(request);
+    request = calloc(1, BIG + 1);
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, BIG + 1, NULL, &response), CELLSHM_PAYLOAD_TOO_LARGE);
+    free(request);
+
+    CHECK_STATUS(cellshm_peer_shutdown(peer, 3000), CELLSHM_OK);
+    cellshm_peer_free(peer);
+    cellshm_hub_free(hub);
+
+    /* A default hub carries at most 1 MiB. */
+    CHECK_STATUS(cellshm_hub_new_with(NULL, NULL, &hub), CELLSHM_OK);
+    CHECK_STATUS(cellshm_hub_spawn(hub, "default", argv[1], NULL, env, NULL, &peer), CELLSHM_OK);
+    CHECK_STATUS(cellshm_peer_wait_ready(peer, 10000), CELLSHM_OK);
+    CHECK(cellshm_peer_max_payload(peer) == (1u << 20));
+    request = calloc(1, BIG);
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, BIG, NULL, &response), CELLSHM_PAYLOAD_TOO_LARGE);
+    free(request);
+    CHECK_STATUS(cellshm_peer_shutdown(peer, 3000), CELLSHM_OK);
+    cellshm_peer_free(peer);
+    cellshm_hub_free(hub);
+    printf("test_hub_options: all checks passed\n");
+    return 0;
+}
