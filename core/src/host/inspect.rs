@@ -57,7 +57,8 @@ pub(crate) fn metric_lines(m: &PeerMetrics) -> Vec<String> {
                 l.p99_ns,
                 l.max_ns,
                 if errors.is_empty() { "-" } else { &errors },
-                method.name
+                // One record per line: a name is never allowed to start another.
+                method.name.replace(['\n', '\r'], " ")
             ));
         }
     }

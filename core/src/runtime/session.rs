@@ -1048,6 +1048,9 @@ impl Session {
                 if let Some(rx) = claimed {
                     self.release_ring(rx);
                 }
+                if let Some(started) = started {
+                    metrics::MethodTable::finish(started, e.status(), monotonic_now_ns());
+                }
                 return Err(e);
             }
         };
