@@ -969,7 +969,8 @@ impl Session {
 
     // ----- calling -----------------------------------------------------------------
 
-    /// A request descriptor (its msg id still 0) and its filled payload.
+    /// A request descriptor (its msg id still 0), its filled payload, and when the call
+    /// started (one clock read serves the deadline, its check and the metrics).
     fn prepare_request(
         &self,
         method_id: u32,
@@ -977,20 +978,21 @@ impl Session {
         max_len: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
-    ) -> Result<(Descriptor, OutBody)> {
+    ) -> Result<(Descriptor, OutBody, u64)> {
         self.check_open()?;
         if method_id == 0 {
             return Err(Error::new(Status::InvalidArgument, "method id 0 is reserved"));
         }
-        let deadline_ns = opts.deadline_for_call_starting_now(self.default_timeout);
-        if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
+        let now_ns = monotonic_now_ns();
+        let deadline_ns = opts.deadline_for_call_starting_at(now_ns, self.default_timeout);
+        if deadline_ns != 0 && now_ns >= deadline_ns {
             return Err(Error::new(Status::DeadlineExceeded, "the deadline passed before the call was sent"));
         }
         let body = self.fill_body(max_len, deadline_ns, fill)?;
         let flags = flags::REQUEST | extra_flags;
         // Counted before sending: the peer never sees a call the counter does not include.
         self.count(control::CALLS_SENT, 1);
-        Ok((Descriptor { method_id, flags, deadline_ns, ..Default::default() }, body))
+        Ok((Descriptor { method_id, flags, deadline_ns, ..Default::default() }, body, now_ns))
     }
 
     /// Registers the call of `d` with the link, which gives it its msg id, and sends
@@ -1035,9 +1037,9 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<Response> {
-        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let (d, body, now_ns) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
         let deadline_ns = d.deadline_ns;
-        let started = self.metrics.as_ref().map(|m| m.outgoing.start(method_id, name, monotonic_now_ns()));
+        let started = self.metrics.as_ref().map(|m| m.outgoing.start(method_id, name, now_ns));
         let waiter = new_waiter();
         // Start polling before the request leaves, so a quick response never finds us
         // parked (which would cost the peer a doorbell syscall).
@@ -1096,14 +1098,14 @@ impl Session {
         opts: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        let (d, body) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
+        let (d, body, now_ns) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
         let deadline_ns = d.deadline_ns;
         let waiter = Arc::new(Waiter::with_completion(on_complete));
         // Nobody waits on it, so the link watches its deadline (the standby sleeps until
         // the earliest one and fails what expired).
         let msg_id = self.register_and_send(d, body, &waiter, Timer::Link)?;
         let started_ns = match &self.metrics {
-            Some(metrics) => metrics.outgoing.start(method_id, name, monotonic_now_ns()).at_ns().max(1),
+            Some(metrics) => metrics.outgoing.start(method_id, name, now_ns).at_ns().max(1),
             None => 0,
         };
         Ok(PendingCall {
@@ -1140,7 +1142,7 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<()> {
-        let (mut d, body) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
+        let (mut d, body, _) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
         d.msg_id = self.link.lock().next_msg_id();
         let deadline_ns = d.deadline_ns;
         self.send(d, body, deadline_ns)?;

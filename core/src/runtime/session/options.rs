@@ -96,11 +96,18 @@ impl CallOptions {
     /// The absolute deadline of a call starting now (0 = none), `default_timeout`
     /// applying when the options set neither a timeout nor a deadline.
     pub fn deadline_for_call_starting_now(&self, default_timeout: Duration) -> u64 {
+        self.deadline_for_call_starting_at(crate::sys::clock::monotonic_now_ns(), default_timeout)
+    }
+
+    /// [`CallOptions::deadline_for_call_starting_now`] for a call starting at `now_ns`
+    /// (CLOCK_MONOTONIC), for callers that read the clock anyway.
+    pub fn deadline_for_call_starting_at(&self, now_ns: u64, default_timeout: Duration) -> u64 {
         let timeout = match (self.timeout, self.deadline_ns) {
             (None, 0) => Some(default_timeout),
             (timeout, _) => timeout,
         };
-        let from_timeout = timeout.filter(|t| *t != FOREVER).map_or(0, crate::sys::clock::deadline_after);
+        let after = |t: Duration| now_ns.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)).max(1);
+        let from_timeout = timeout.filter(|t| *t != FOREVER).map_or(0, after);
         match (from_timeout, self.deadline_ns) {
             (0, d) | (d, 0) => d,
             (a, b) => a.min(b),
