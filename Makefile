@@ -39,7 +39,7 @@ test-rust:
 
 ## The loom models: SPSC and lap-tagged rings, parked handshake and its lease, the
 ## servers' work hand-off without timers (runtime::workers, with 1 and 2 servers), waiters,
-## cancellation and the stream pool (a separate build with --cfg loom).
+## cancellation, the stream pool and the metrics' slot claiming (a separate build with --cfg loom).
 test-loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p cellshm --lib --target-dir $(LOOM_TARGET_DIR) -- loom
 

@@ -8,10 +8,9 @@
 //! than [`METHOD_SLOTS`] distinct methods counts the rest in one overflow slot.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use parking_lot::Mutex;
-
+use super::sync::{AtomicU32, AtomicU64, Mutex};
 use crate::wire::Status;
 
 /// Distinct methods a link keeps apart, per direction.
@@ -153,7 +152,9 @@ impl MethodMetrics {
 
 /// The methods of one direction of one link.
 pub(crate) struct MethodTable {
-    ids: [AtomicU32; METHOD_SLOTS],
+    /// The method id each slot counts (0: free), claimed once and never given back.
+    ids: Box<[AtomicU32]>,
+    /// One per slot, and the overflow slot last.
     stats: Box<[MethodStats]>,
     /// Names learnt when a slot was claimed (not on every call).
     names: Mutex<HashMap<u32, String>>,
@@ -175,9 +176,13 @@ impl Started<'_> {
 
 impl MethodTable {
     pub(crate) fn new() -> MethodTable {
+        MethodTable::with_slots(METHOD_SLOTS)
+    }
+
+    fn with_slots(slots: usize) -> MethodTable {
         MethodTable {
-            ids: std::array::from_fn(|_| AtomicU32::new(0)),
-            stats: (0..=METHOD_SLOTS).map(|_| MethodStats::new()).collect(),
+            ids: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            stats: (0..=slots).map(|_| MethodStats::new()).collect(),
             names: Mutex::new(HashMap::new()),
         }
     }
@@ -185,9 +190,10 @@ impl MethodTable {
     /// The slot of `method_id`, claiming a free one the first time (the overflow slot
     /// when all are taken). `name` is remembered when a slot is claimed.
     fn slot(&self, method_id: u32, name: Option<&str>) -> &MethodStats {
-        let start = method_id as usize % METHOD_SLOTS;
-        for probe in 0..METHOD_SLOTS {
-            let i = (start + probe) % METHOD_SLOTS;
+        let slots = self.ids.len();
+        let start = method_id as usize % slots;
+        for probe in 0..slots {
+            let i = (start + probe) % slots;
             match self.ids[i].load(Ordering::Acquire) {
                 id if id == method_id => return &self.stats[i],
                 0 => match self.ids[i].compare_exchange(0, method_id, Ordering::AcqRel, Ordering::Acquire) {
@@ -203,7 +209,7 @@ impl MethodTable {
                 _ => continue,
             }
         }
-        &self.stats[METHOD_SLOTS]
+        &self.stats[slots]
     }
 
     /// Counts a call of `method_id` as started at `now_ns`.
@@ -264,7 +270,41 @@ impl MethodTable {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, loom))]
+mod loom_model {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two threads counting calls of two methods whose home slot is the same, and one
+    /// method twice: each method gets one slot (never two, never one shared), and every
+    /// call is counted in its method's.
+    #[test]
+    fn loom_concurrent_first_calls_claim_one_slot_per_method() {
+        loom::model(|| {
+            let table = Arc::new(MethodTable::with_slots(2));
+            // 4 and 6 share home slot 0 and race for it; 4 is counted by both threads.
+            let other = {
+                let table = table.clone();
+                loom::thread::spawn(move || {
+                    MethodTable::finish(table.start(6, None, 0), Status::Ok, 1);
+                    MethodTable::finish(table.start(4, None, 0), Status::Ok, 1);
+                })
+            };
+            MethodTable::finish(table.start(4, None, 0), Status::Ok, 1);
+            other.join().unwrap();
+            let ids: Vec<u32> = table.ids.iter().map(|id| id.load(Ordering::SeqCst)).collect();
+            assert!(ids == [4, 6] || ids == [6, 4], "{ids:?}");
+            let counted = |id: u32| {
+                let i = ids.iter().position(|x| *x == id).unwrap();
+                table.stats[i].finished.load(Ordering::SeqCst)
+            };
+            assert_eq!((counted(4), counted(6)), (2, 1));
+            assert_eq!(table.stats[2].started.load(Ordering::SeqCst), 0, "nothing overflowed");
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -14,7 +14,8 @@
 //! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it;
 //! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby;
 //! - [`spinning`]: who may spin (one thread per process on two cores or fewer);
-//! - [`metrics`]: per-method calls, errors, calls in flight and latency of a link.
+//! - [`metrics`]: per-method calls, errors, calls in flight and latency of a link (its
+//!   lock-free slot claiming is a loom model).
 
 pub(crate) mod cancellation;
 pub(crate) mod lease;

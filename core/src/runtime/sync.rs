@@ -7,14 +7,14 @@ pub(crate) use self::unchecked::UnsafeCell;
 #[cfg(not(all(test, loom)))]
 pub(crate) use parking_lot::{Condvar, Mutex};
 #[cfg(not(all(test, loom)))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 #[cfg(all(test, loom))]
 pub(crate) use self::checked::{Condvar, Mutex};
 #[cfg(all(test, loom))]
 pub(crate) use loom::cell::UnsafeCell;
 #[cfg(all(test, loom))]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 #[cfg(not(all(test, loom)))]
 mod unchecked {
