@@ -161,23 +161,26 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         // From this handler's thread, as an application thread would: n records, each
         // timed. A send that waited would have slept (a voluntary context switch) or spun
         // (CPU time); being preempted on a busy machine is neither. Replies u64 longest
-        // send in CPU ns, u64 records dropped, u64 n, u64 voluntary context switches
-        // during the flood, u64 longest send in wall-clock ns.
+        // send in CPU ns, u64 records dropped, u64 n, u64 sends that slept and took more
+        // than 1 ms, u64 longest send in wall-clock ns.
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         let n = u32_at(call.payload(), 0)?;
         let dropped_before = cell.log_records_dropped();
         let (mut longest_cpu, mut longest_wall) = (0u64, Duration::ZERO);
-        let switches_before = voluntary_context_switches();
+        let mut slept_long = 0u64;
         for i in 0..n {
-            let (cpu, wall) = (thread_cpu_ns(), std::time::Instant::now());
+            let (cpu, wall, switches) = (thread_cpu_ns(), std::time::Instant::now(), voluntary_context_switches());
             cell.log_event(cellshm::wire::log_level::INFO, "flood", &format!("record {i}"))?;
+            let (took, slept) = (wall.elapsed(), voluntary_context_switches() > switches);
+            if slept && took > Duration::from_millis(1) {
+                slept_long += 1;
+            }
             longest_cpu = longest_cpu.max(thread_cpu_ns() - cpu);
-            longest_wall = longest_wall.max(wall.elapsed());
+            longest_wall = longest_wall.max(took);
         }
-        let switches = voluntary_context_switches() - switches_before;
         let dropped = cell.log_records_dropped() - dropped_before;
         let mut reply = Vec::new();
-        for v in [longest_cpu, dropped, n as u64, switches, longest_wall.as_nanos() as u64] {
+        for v in [longest_cpu, dropped, n as u64, slept_long, longest_wall.as_nanos() as u64] {
             reply.extend_from_slice(&v.to_le_bytes());
         }
         call.reply(&reply)
@@ -195,11 +198,11 @@ fn thread_cpu_ns() -> u64 {
 
 /// Times the calling thread gave up the CPU to wait for something.
 fn voluntary_context_switches() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).map(|v| v.trim().to_string()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    // SAFETY: an all-zero rusage is valid; getrusage writes it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid rusage to write.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    usage.ru_nvcsw as u64
 }
 
 /// When `Stream.forever` or `Test.until_cancelled` last saw a cancellation (CLOCK_MONOTONIC ns), so a test
