@@ -337,12 +337,8 @@ class Hub {
     /// Spawns `program` with `args` (the hub appends its own) and extra `env` entries.
     Peer spawn(const char *name, const std::string &program, const std::vector<std::string> &args = {},
                const std::vector<std::string> &env = {}) {
-        std::vector<const char *> argv;
-        for (const auto &a : args) argv.push_back(a.c_str());
-        argv.push_back(nullptr);
-        std::vector<const char *> envp;
-        for (const auto &e : env) envp.push_back(e.c_str());
-        envp.push_back(nullptr);
+        auto argv = detail::c_list(args);
+        auto envp = detail::c_list(env);
         cellshm_peer *out = nullptr;
         detail::check(cellshm_hub_spawn(raw_.get(), name, program.c_str(), argv.data(), envp.data(), nullptr, &out));
         return Peer(out);

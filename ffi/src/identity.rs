@@ -26,7 +26,7 @@ pub struct cellshm_caller {
 
 /// `identity` for C, its name kept alive in `name`.
 pub(crate) fn c_caller(identity: &cellshm::PeerIdentity, name: &mut Option<CString>) -> cellshm_caller {
-    let kept = name.insert(CString::new(identity.name.replace('\0', "")).unwrap_or_default());
+    let kept = name.insert(c_string(&identity.name));
     cellshm_caller {
         peer_id: identity.peer_id,
         epoch: identity.epoch,

@@ -102,6 +102,11 @@ pub(crate) fn remember(message: &str, code: u32) {
     LAST_ERROR_CODE.with(|c| c.set(code));
 }
 
+/// `s` for C, without the NUL bytes C could not see past.
+pub(crate) fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
 pub(crate) fn fail(error: Error) -> cellshm_status {
     remember(error.message(), error.code());
     error.status().into()

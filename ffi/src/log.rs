@@ -58,10 +58,6 @@ pub(crate) struct CSink {
     userdata: Arc<Userdata>,
 }
 
-fn c_string(s: &str) -> CString {
-    CString::new(s.replace('\0', "")).unwrap_or_default()
-}
-
 impl CSink {
     fn deliver(&self, r: &cellshm::LogRecord<'_>) {
         let (cell, target, message, file) =

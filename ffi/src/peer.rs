@@ -342,8 +342,7 @@ pub unsafe extern "C" fn cellshm_peer_methods(
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
         let methods = try_cellshm!(peer.peer.methods(Duration::from_millis(timeout_ms)));
-        let methods =
-            methods.into_iter().map(|(n, id)| (CString::new(n.replace('\0', "")).unwrap_or_default(), id)).collect();
+        let methods = methods.into_iter().map(|(n, id)| (c_string(&n), id)).collect();
         // SAFETY: out_list checked non-NULL.
         unsafe { put(out_list, Box::into_raw(Box::new(cellshm_method_list { methods }))) }
     })

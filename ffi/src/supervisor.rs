@@ -116,6 +116,16 @@ pub struct cellshm_supervisor {
     pub(crate) peer_defaults: PeerOptions,
 }
 
+impl cellshm_supervisor {
+    /// `spec` talking to its cell as `peer_defaults` say, its policy's default timeout
+    /// (if it set one) winning.
+    fn with_peer_defaults(&self, mut spec: cellshm::CellSpec) -> cellshm::CellSpec {
+        let default_timeout = spec.peer.default_timeout.or(self.peer_defaults.default_timeout);
+        spec.peer = PeerOptions { default_timeout, ..self.peer_defaults.clone() };
+        spec
+    }
+}
+
 /// Creates a supervisor with its own hub (`name` as for cellshm_hub_new, may be NULL;
 /// `max_peers` 0 = 8). On success `*out_supervisor` is owned by the caller.
 ///
@@ -201,8 +211,7 @@ pub unsafe extern "C" fn cellshm_supervisor_on_event(
         let Some(callback) = callback else { return invalid("callback is NULL") };
         let subscription = sup.sup.on_event(move |event| {
             let (status, reason) = cell_status_parts(&event.status);
-            let name = CString::new(event.name.replace('\0', "")).unwrap_or_default();
-            let reason = CString::new(reason.replace('\0', "")).unwrap_or_default();
+            let (name, reason) = (c_string(&event.name), c_string(&reason));
             // SAFETY: registered by C for this purpose; the strings live during the call.
             let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
                 callback(userdata.ptr, name.as_ptr(), status, reason.as_ptr())
@@ -302,9 +311,7 @@ pub unsafe extern "C" fn cellshm_supervisor_add(
         // SAFETY: per this function's contract.
         let sup = try_c!(unsafe { object(supervisor, "supervisor") });
         // SAFETY: per this function's contract.
-        let mut spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
-        let default_timeout = spec.peer.default_timeout.or(sup.peer_defaults.default_timeout);
-        spec.peer = PeerOptions { default_timeout, ..sup.peer_defaults.clone() };
+        let spec = sup.with_peer_defaults(try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) }));
         try_cellshm!(sup.sup.add(spec));
         CELLSHM_OK
     })
@@ -331,9 +338,7 @@ pub unsafe extern "C" fn cellshm_supervisor_update(
         // SAFETY: per this function's contract.
         let sup = try_c!(unsafe { object(supervisor, "supervisor") });
         // SAFETY: per this function's contract.
-        let mut spec = try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) });
-        let default_timeout = spec.peer.default_timeout.or(sup.peer_defaults.default_timeout);
-        spec.peer = PeerOptions { default_timeout, ..sup.peer_defaults.clone() };
+        let spec = sup.with_peer_defaults(try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) }));
         try_cellshm!(sup.sup.update(spec, Duration::from_millis(grace_ms)));
         CELLSHM_OK
     })

@@ -791,13 +791,7 @@ impl Peer {
     /// "starting", "joined", "ready", "leaving" or "dead".
     #[getter]
     fn state(&self) -> &'static str {
-        match self.peer.state() {
-            PeerState::Starting => "starting",
-            PeerState::Joined => "joined",
-            PeerState::Ready => "ready",
-            PeerState::Leaving => "leaving",
-            PeerState::Dead(_) => "dead",
-        }
+        cellshm::peer_state_name(&self.peer.state())
     }
 
     /// Why the peer died, as (code, message), or None while alive.
@@ -1073,6 +1067,13 @@ struct Supervisor {
 }
 
 impl Supervisor {
+    /// `spec` talking to its cell as the constructor's peer options say, its own default
+    /// timeout (if it set one) winning.
+    fn with_peer_defaults(&self, mut spec: cellshm::CellSpec) -> cellshm::CellSpec {
+        spec.peer = PeerOptions { default_timeout: spec.peer.default_timeout, ..self.peer_defaults.clone() };
+        spec
+    }
+
     fn get(&self) -> PyResult<Arc<cellshm::Supervisor>> {
         self.sup.lock().clone().ok_or_else(|| err(Error::new(Status::SessionClosed, "the supervisor is closed")))
     }
@@ -1174,8 +1175,7 @@ impl Supervisor {
         default_timeout: Option<f64>,
         log_filter: Option<String>,
     ) -> PyResult<()> {
-        let mut spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
-        spec.peer = PeerOptions { default_timeout: spec.peer.default_timeout, ..self.peer_defaults.clone() };
+        let spec = self.with_peer_defaults(cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?);
         let sup = self.get()?;
         py.detach(|| sup.add(spec)).map_err(err)
     }
@@ -1194,8 +1194,7 @@ impl Supervisor {
         log_filter: Option<String>,
         grace: f64,
     ) -> PyResult<()> {
-        let mut spec = cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?;
-        spec.peer = PeerOptions { default_timeout: spec.peer.default_timeout, ..self.peer_defaults.clone() };
+        let spec = self.with_peer_defaults(cell_spec(name, argv, env, policy, heartbeat, default_timeout, log_filter)?);
         let grace = duration(grace, "grace")?;
         let sup = self.get()?;
         py.detach(|| sup.update(spec, grace)).map_err(err)

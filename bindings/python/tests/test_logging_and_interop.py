@@ -25,14 +25,28 @@ def test_cell_log_records_appear_in_the_host_log_with_the_cell_name(hub, py_test
 
 
 def test_a_python_cells_records_keep_their_extra_fields_location_time_and_logger(hub, py_test_cell, caplog):
+    import threading
+
+    arrived = threading.Event()
+    records = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "disk sda" in record.getMessage():
+                records.append(record)
+                arrived.set()
+
     peer = spawn_ready(hub, py_test_cell, name="disks")
-    with caplog.at_level(logging.DEBUG, logger="cellshm.cell"):
-        before = time.time()
-        line = int(peer.call("Test.log_extra", b"sda", timeout=5.0))
-        deadline = time.monotonic() + 5
-        while not any("disk sda" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
-            time.sleep(0.01)
-    record = next(r for r in caplog.records if "disk sda" in r.getMessage())
+    catcher = Catch()
+    logging.getLogger("cellshm.cell.disks").addHandler(catcher)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="cellshm.cell"):
+            before = time.time()
+            line = int(peer.call("Test.log_extra", b"sda", timeout=5.0))
+            assert arrived.wait(5), "the record never reached the host's log"
+    finally:
+        logging.getLogger("cellshm.cell.disks").removeHandler(catcher)
+    record = records[0]
     assert record.name == "cellshm.cell.disks" and record.cell_logger == "py_test_cell"
     assert (record.disk, record.used_pct) == ("sda", "97"), "extra fields arrive (as strings)"
     assert record.pathname.endswith("py_test_cell.py") and record.lineno == line
