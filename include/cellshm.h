@@ -201,7 +201,9 @@ typedef struct cellshm_response cellshm_response;
 // The caller's end of a stream (cellshm_peer_open_stream, cellshm_cell_open_stream).
 // Owned by the caller; release it with cellshm_stream_free, which cancels a stream
 // that has not ended. Use it from one thread at a time, except cellshm_stream_cancel,
-// which any thread may call to wake a thread blocked in cellshm_stream_next.
+// which any thread may call to wake a thread blocked in cellshm_stream_next, and
+// cellshm_stream_free, which may be called while another thread is blocked in
+// cellshm_stream_next (it cancels the stream and returns once that thread has left).
 typedef struct cellshm_stream cellshm_stream;
 
 // The handler's end of a stream; valid only during the stream handler call.
@@ -419,11 +421,12 @@ typedef struct {
   uint64_t reset_after_ms;
   // How long a cell may take to become ready.
   uint64_t ready_timeout_ms;
-  // Once it is ready, a heartbeat every this many ms, answered from the cell's handler
-  // threads; 0 (the default) = no heartbeats.
+  // A heartbeat as it becomes ready and then every this many ms, answered from the
+  // cell's handler threads; 0 (the default) = no heartbeats.
   uint64_t heartbeat_interval_ms;
   // Heartbeats in a row that may go unanswered; one more and the cell is killed and
-  // relaunched as "unresponsive".
+  // relaunched as "unresponsive" (interval × (misses + 1) after the first unanswered
+  // one was sent).
   uint32_t heartbeat_allowed_misses;
   // The time limit of calls to the cell whose options set none, in ms; 0 (the default)
   // = the supervisor's (cellshm_supervisor_set_default_timeout); CELLSHM_TIMEOUT_FOREVER
@@ -710,9 +713,12 @@ uint64_t cellshm_monotonic_now_ns(void);
 // Sends every log record the hub's cells send, and the library's own notices (info and
 // more severe, from any hub of the process), to `sink`; NULL restores the default
 // (cells' records go to the library's `tracing` events, unseen in C). `free_userdata`
-// (may be NULL) is called once the sink is replaced, removed or the hub freed (or at
-// once if this fails). Notices reach C sinks only if the program installed no `tracing`
-// subscriber of its own (a C or C++ program never does).
+// (may be NULL) is called exactly once: when the sink is replaced or removed (by this
+// function, which returns after the records being delivered to the old sink on other
+// threads were, and its userdata released; called from inside the sink itself, the
+// release comes as that sink call returns), when the hub is freed (before
+// cellshm_hub_free returns), or at once if this fails. Notices reach C sinks only if the
+// program installed no `tracing` subscriber of its own (a C or C++ program never does).
 //
 // # Safety
 // `hub` is live; `sink` NULL or a valid function.
@@ -1011,7 +1017,14 @@ cellshm_status cellshm_cell_open_stream(const cellshm_cell *cell,
 // the stream's end: the handler's error, CELLSHM_CANCELLED, CELLSHM_DEADLINE_EXCEEDED,
 // CELLSHM_PEER_DEAD, ... with the message in cellshm_last_error_message(). One
 // exception: CELLSHM_FAILED_PRECONDITION while the caller still holds a whole window
-// (8) of items, which could never be followed by more; free some and call again.
+// (the peer's stream window, 8 by default) of items, which could never be followed by
+// more; free some and call again (no other case returns it).
+//
+// After the end, calling again returns the end again: NULL (CELLSHM_OK) after a
+// successful end, the same error after a failed one. After cellshm_stream_cancel (on
+// any thread, before or during this call) it returns CELLSHM_CANCELLED; after
+// cellshm_stream_finish, NULL. Items stay valid after their stream, peer or hub is
+// freed, until they are freed themselves.
 //
 // # Safety
 // `stream` is live; `out_item` is writable.

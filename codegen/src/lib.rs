@@ -11,9 +11,11 @@
 //! // build.rs
 //! cellshm_codegen::compile_protos(&["proto/kv.proto"], &["proto"]).unwrap();
 //! ```
-//! then `include!(concat!(env!("OUT_DIR"), "/kv.rs"));` gives the prost messages of
+//! then `cellshm::include_proto!("kv");` (`include!` of `OUT_DIR/kv.rs`: one file per
+//! package, named after it with its dots, `_.rs` without one) gives the prost messages of
 //! package `kv`, and per service `Svc`: a client `SvcClient`, a trait `Svc` for the
-//! handlers and `serve_svc(&cell_or_hub, impl Svc)`.
+//! handlers and `serve_svc(&cell_or_hub, impl Svc)`. The well-known types are
+//! `prost_types`' (wrappers map to Rust's own types, `Empty` to `()`), as in tonic-build.
 //!
 //! From the command line: `cellshm-codegen --lang rust|c|cpp|python --out DIR [-I DIR]...
 //! FILE.proto...`, or as the protoc plugin `protoc-gen-cellshm`.

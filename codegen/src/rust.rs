@@ -13,17 +13,22 @@ use crate::{Error, GeneratedFile};
 /// prost names them `pkg.rs`, or `_.rs` for no package), but for the well-known types,
 /// which are `prost_types`'.
 pub fn generate(fds: &FileDescriptorSet) -> Result<Vec<GeneratedFile>, Error> {
-    let requests = fds
-        .file
-        .iter()
-        .filter(|f| f.package() != "google.protobuf")
-        .map(|f| (prost_build::Module::from_protobuf_package_name(f.package()), f.clone()))
-        .collect();
+    // Every file goes to prost-build, the well-known types' too: it looks up each field's
+    // message type in what it was given (to decide what a message can derive) and panics
+    // on one it was not. Their module is generated and left out: they are `prost_types`'
+    // (prost-build's default extern path, as in tonic-build).
+    check_references(fds)?;
+    let requests =
+        fds.file.iter().map(|f| (prost_build::Module::from_protobuf_package_name(f.package()), f.clone())).collect();
     let mut config = prost_build::Config::new();
     config.service_generator(Box::new(CellshmServices));
-    let modules = config.generate(requests).map_err(|e| Error(format!("generating Rust: {e}")))?;
+    let modules = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.generate(requests)))
+        .map_err(|panic| Error(format!("prost-build failed: {}", cellshm::panic_message(&*panic))))?
+        .map_err(|e| Error(format!("generating Rust: {e}")))?;
+    let well_known = prost_build::Module::from_protobuf_package_name(WELL_KNOWN_PACKAGE);
     let mut out: Vec<GeneratedFile> = modules
         .into_iter()
+        .filter(|(module, _)| *module != well_known)
         .map(|(module, content)| {
             let name = if module.parts().next().is_none() {
                 "_.rs".to_string()
@@ -36,6 +41,55 @@ pub fn generate(fds: &FileDescriptorSet) -> Result<Vec<GeneratedFile>, Error> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+/// Fails, naming the file and the field, if a field or method refers to a type the set
+/// does not define (a descriptor set from elsewhere that lacks an import): prost-build
+/// would panic on it without saying where.
+fn check_references(fds: &FileDescriptorSet) -> Result<(), Error> {
+    fn fields(
+        known: &std::collections::HashMap<String, crate::model::TypeInfo>,
+        file: &str,
+        scope: &str,
+        messages: &[prost_types::DescriptorProto],
+    ) -> Result<(), Error> {
+        for m in messages {
+            let name = format!("{scope}{}", m.name());
+            for f in &m.field {
+                if !f.type_name().is_empty() && !known.contains_key(f.type_name()) {
+                    return Err(Error(format!(
+                        "{file}: field {name}.{} has type {}, which none of the files given or imported defines",
+                        f.name(),
+                        f.type_name()
+                    )));
+                }
+            }
+            fields(known, file, &format!("{name}."), &m.nested_type)?;
+        }
+        Ok(())
+    }
+    let known = crate::model::types(fds);
+    for file in &fds.file {
+        fields(&known, file.name(), "", &file.message_type)?;
+        for s in &file.service {
+            for m in &s.method {
+                for t in [m.input_type(), m.output_type()] {
+                    if !known.contains_key(t) {
+                        return Err(Error(format!(
+                            "{}: method {}.{} uses type {t}, which none of the files given or imported defines",
+                            file.name(),
+                            s.name(),
+                            m.name()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The well-known types' package: `prost_types` has them.
+const WELL_KNOWN_PACKAGE: &str = "google.protobuf";
 
 /// prost's hook for services: writes cellshm's client and server for each.
 struct CellshmServices;

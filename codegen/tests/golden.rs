@@ -13,6 +13,7 @@ const CASES: &[(&str, &[&str], &str)] = &[
     ("kv", &["kv.proto"], "../examples/proto"),
     ("shapes", &["shapes/drawing.proto", "shapes/common.proto"], "tests/protos"),
     ("plain", &["plain.proto"], "tests/protos"),
+    ("wkt", &["wkt/inventory.proto"], "tests/protos"),
 ];
 
 fn root() -> PathBuf {

@@ -309,7 +309,7 @@ impl Hooks for PeerHooks {
                 let ready = crate::builtin::lifecycle::accept_ready(peer.id, payload)?;
                 tracing::info!(cell = %peer.name, peer_id = peer.id, pid = ready.pid, version = %ready.version, "cell ready");
                 *peer.ready.lock() = Some(ready);
-                peer.set_state(PeerState::Ready);
+                // Ready once the call is counted (on_served): wait_ready returns then.
                 Ok(Vec::new())
             })()),
             builtin::LIFECYCLE_GOODBYE_ID => {
@@ -339,6 +339,14 @@ impl Hooks for PeerHooks {
                 Ok(Vec::new())
             })()),
             _ => None,
+        }
+    }
+
+    fn on_served(&self, method_id: u32, ok: bool) {
+        if method_id == builtin::LIFECYCLE_READY_ID && ok {
+            if let Some(peer) = self.peer.upgrade() {
+                peer.set_state(PeerState::Ready);
+            }
         }
     }
 
@@ -651,6 +659,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
     })?;
     let epoch = peers.epochs[id as usize].wrapping_add(1).max(1);
     let record = JoinRecord {
+        layout_minor: crate::shm::LAYOUT_MINOR,
         peer_id: id,
         epoch,
         host_pid: std::process::id(),

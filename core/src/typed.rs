@@ -16,6 +16,25 @@
 //! A message that does not decode is INTERNAL for the side that received it, as in
 //! gRPC; nothing of it reaches user code.
 
+/// Includes the Rust code `cellshm-codegen` generated for a protobuf package in a build
+/// script ([`cellshm_codegen::compile_protos`]): one file per package in `OUT_DIR`, named
+/// after the package with its dots (`acme.inventory.v1.rs`; `_.rs` for a file without a
+/// package), as prost and tonic name them.
+///
+/// ```ignore
+/// pub mod inventory {
+///     cellshm::include_proto!("acme.inventory.v1");
+/// }
+/// ```
+///
+/// [`cellshm_codegen::compile_protos`]: https://docs.rs/cellshm-codegen
+#[macro_export]
+macro_rules! include_proto {
+    ($package:tt) => {
+        include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+    };
+}
+
 use std::marker::PhantomData;
 use std::time::Duration;
 

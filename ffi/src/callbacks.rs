@@ -46,6 +46,188 @@ impl Drop for Userdata {
     }
 }
 
+/// A C callback's userdata, shared by every closure that calls the callback, released
+/// (its free function called) exactly once:
+/// - by [`Registration::end`], which refuses new calls, waits for the calls running on
+///   other threads to return and then releases it, so the C function that ended the
+///   registration (a replacing setter, a `_free`) returns only after the release. A call
+///   running on the ending thread itself (the callback replaced from inside itself)
+///   releases it as it returns instead;
+/// - or when the last closure holding it is dropped (a registration that failed, or one
+///   nothing ended).
+pub(crate) struct Registration {
+    ptr: *mut c_void,
+    free: cellshm_free_fn,
+    state: std::sync::Mutex<RegistrationState>,
+    idle: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct RegistrationState {
+    /// Calls of the callback running now, on any thread.
+    running: usize,
+    /// No new call may start.
+    ended: bool,
+    /// `end` waits for the running calls and releases the userdata itself once they
+    /// returned (so that it returns after the free function did).
+    ender_waiting: bool,
+    /// The free function ran (or there is none to run any more).
+    released: bool,
+}
+
+// SAFETY: the C API documents that userdata passed with a callback is used from several
+// threads (handlers run concurrently); the caller takes on that contract. The state is
+// behind a mutex.
+unsafe impl Send for Registration {}
+// SAFETY: as above.
+unsafe impl Sync for Registration {}
+
+thread_local! {
+    /// The registrations whose callback this thread is running (by address), to tell
+    /// an `end` from inside the callback from one on another thread.
+    static RUNNING_HERE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Registration {
+    pub(crate) fn new(ptr: *mut c_void, free: cellshm_free_fn) -> Arc<Registration> {
+        Arc::new(Registration { ptr, free, state: Default::default(), idle: Default::default() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistrationState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn address(&self) -> usize {
+        self as *const Registration as usize
+    }
+
+    /// Starts a call of the callback; `None` once the registration ended.
+    pub(crate) fn enter(&self) -> Option<Entered<'_>> {
+        let mut state = self.lock();
+        if state.ended {
+            return None;
+        }
+        state.running += 1;
+        drop(state);
+        RUNNING_HERE.with(|r| r.borrow_mut().push(self.address()));
+        Some(Entered { registration: self })
+    }
+
+    /// Ends the registration: no new call starts, and the userdata is released once the
+    /// calls on other threads have returned (see the type's documentation).
+    pub(crate) fn end(&self) {
+        let here = RUNNING_HERE.with(|r| r.borrow().iter().filter(|a| **a == self.address()).count());
+        let mut state = self.lock();
+        state.ended = true;
+        state.ender_waiting = true;
+        while state.running > here {
+            state = self.idle.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.ender_waiting = false;
+        if state.running == 0 {
+            self.release(state);
+        }
+    }
+
+    /// Calls the free function once (outside the lock: it is the user's code).
+    fn release(&self, mut state: std::sync::MutexGuard<'_, RegistrationState>) {
+        if std::mem::replace(&mut state.released, true) {
+            return;
+        }
+        drop(state);
+        if let Some(free) = self.free {
+            // SAFETY: C gave us this function for this pointer, to be called once; the
+            // `released` flag makes this the only call, and no call of the callback runs.
+            let _ = catch_unwind(AssertUnwindSafe(|| unsafe { free(self.ptr) }));
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let state = self.lock();
+        self.release(state);
+    }
+}
+
+/// A running call of a registered callback.
+pub(crate) struct Entered<'a> {
+    registration: &'a Registration,
+}
+
+impl Entered<'_> {
+    /// The userdata to pass to the callback.
+    pub(crate) fn userdata(&self) -> *mut c_void {
+        self.registration.ptr
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let registration = self.registration;
+        RUNNING_HERE.with(|r| {
+            let mut r = r.borrow_mut();
+            if let Some(i) = r.iter().rposition(|a| *a == registration.address()) {
+                r.remove(i);
+            }
+        });
+        let mut state = registration.lock();
+        state.running -= 1;
+        registration.idle.notify_all();
+        // The last call of a registration ended from inside one of its calls releases it;
+        // one `end` waits for releases it itself.
+        if state.running == 0 && state.ended && !state.ender_waiting {
+            registration.release(state);
+        }
+    }
+}
+
+/// The registrations an object (a hub, a cell) ends when it is freed.
+#[derive(Default)]
+pub(crate) struct Registrations(std::sync::Mutex<Vec<Arc<Registration>>>);
+
+impl Registrations {
+    /// Keeps `registration` to end it with the object.
+    pub(crate) fn keep(&self, registration: &Arc<Registration>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(registration.clone());
+    }
+
+    /// Ends every one (after the object stopped calling them).
+    pub(crate) fn end_all(&self) {
+        let all = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        for registration in all {
+            registration.end();
+        }
+    }
+}
+
+/// The one registration of a callback that can be replaced (an access policy).
+#[derive(Default)]
+pub(crate) struct CurrentRegistration(std::sync::Mutex<Option<Arc<Registration>>>);
+
+impl CurrentRegistration {
+    /// Makes `new` current and ends the one it replaces (call it once the object stopped
+    /// calling the old one: the end waits for the calls still running).
+    pub(crate) fn replace(&self, new: Option<Arc<Registration>>) {
+        let old = std::mem::replace(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()), new);
+        if let Some(old) = old {
+            old.end();
+        }
+    }
+}
+
+impl std::fmt::Debug for CurrentRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CurrentRegistration")
+    }
+}
+
+impl std::fmt::Debug for Registrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registrations")
+    }
+}
+
 /// The reply being built by a handler; valid only during the handler call.
 #[derive(Debug)]
 pub struct cellshm_reply {
@@ -59,18 +241,24 @@ pub(crate) struct ReplyState<'a, 'b> {
     pub(crate) caller_name: Option<CString>,
 }
 
+/// The error a callback whose registration ended answers with.
+pub(crate) fn ended() -> Error {
+    Error::new(Status::Unavailable, "its handler was unregistered: the hub or cell that served it was freed")
+}
+
 pub(crate) fn c_handler(
     handler: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cellshm_reply) -> u32,
-    userdata: Arc<Userdata>,
+    userdata: Arc<Registration>,
 ) -> impl Fn(&mut Call<'_>) -> cellshm::Result<()> + Send + Sync + 'static {
     move |call| {
+        let Some(running) = userdata.enter() else { return Err(ended()) };
         // Zero-copy: C reads the request where it lies (no Rust reference is made of it).
         let request = call.request();
         let mut state = ReplyState { call, error_message: None, caller_name: None };
         let reply = (&mut state as *mut ReplyState<'_, '_>).cast::<cellshm_reply>();
         // SAFETY: the handler was registered by C for this purpose; `request` stays valid
         // and `reply` points to live state for the duration of the call.
-        let code = unsafe { handler(userdata.ptr, request.as_ptr(), request.len(), reply) };
+        let code = unsafe { handler(running.userdata(), request.as_ptr(), request.len(), reply) };
         if code == CELLSHM_OK as u32 {
             return Ok(());
         }

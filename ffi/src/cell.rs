@@ -8,6 +8,8 @@ use crate::*;
 #[derive(Debug)]
 pub struct cellshm_cell {
     pub(crate) cell: Cell,
+    /// The userdata of its handlers, released when it is freed.
+    pub(crate) registrations: Registrations,
 }
 
 /// Joins the hub whose host spawned this process: finds the doorbell through the
@@ -41,7 +43,9 @@ pub unsafe extern "C" fn cellshm_cell_new(
         let options = try_cellshm!(CellOptions::from_env());
         let cell = try_cellshm!(Cell::join(join, options));
         // SAFETY: out_cell checked non-NULL.
-        unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
+        unsafe {
+            put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell, registrations: Registrations::default() })))
+        }
     })
 }
 
@@ -66,7 +70,9 @@ pub unsafe extern "C" fn cellshm_cell_attach(
         let options = try_cellshm!(CellOptions::from_env());
         let cell = try_cellshm!(Cell::attach(hub, name, options));
         // SAFETY: out_cell checked non-NULL.
-        unsafe { put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell }))) }
+        unsafe {
+            put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell, registrations: Registrations::default() })))
+        }
     })
 }
 
@@ -83,14 +89,15 @@ pub unsafe extern "C" fn cellshm_cell_register(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_cell_register", move || {
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
         // SAFETY: per this function's contract.
         let name = try_c!(unsafe { c_str(name, "name") });
         let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(cell.cell.method(name, c_handler(handler, userdata)));
+        try_cellshm!(cell.cell.method(name, c_handler(handler, userdata.clone())));
+        cell.registrations.keep(&userdata);
         CELLSHM_OK
     })
 }
@@ -186,8 +193,13 @@ pub unsafe extern "C" fn cellshm_cell_peer_id(cell: *const cellshm_cell) -> u32 
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_free(cell: *mut cellshm_cell) {
     if !cell.is_null() {
-        // SAFETY: created by Box::into_raw in cellshm_cell_new and not freed before.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(cell) })));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: created by Box::into_raw in cellshm_cell_new and not freed before.
+            let cellshm_cell { cell, registrations } = *unsafe { Box::from_raw(cell) };
+            // Closing the link joins the threads that run handlers.
+            drop(cell);
+            registrations.end_all();
+        }));
     }
 }
 

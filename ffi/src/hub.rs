@@ -13,6 +13,10 @@ pub struct cellshm_hub {
     pub(crate) log_sink: std::sync::Mutex<RegisteredSink>,
     /// What cellshm_hub_spawn uses when it is given no options.
     pub(crate) peer_defaults: PeerOptions,
+    /// The userdata of its handlers and access policy, released when it is freed.
+    pub(crate) registrations: Registrations,
+    /// Its access policy's userdata.
+    pub(crate) access_policy: CurrentRegistration,
 }
 
 /// Slot classes a hub's options may list.
@@ -167,6 +171,8 @@ unsafe fn create_hub(config: HubConfig, peer_defaults: PeerOptions, out_hub: *mu
         attach: std::sync::Mutex::new(None),
         log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
         peer_defaults,
+        registrations: Registrations::default(),
+        access_policy: CurrentRegistration::default(),
     };
     // SAFETY: per this function's contract.
     unsafe { put(out_hub, Box::into_raw(Box::new(hub))) }
@@ -223,14 +229,15 @@ pub unsafe extern "C" fn cellshm_hub_register(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_register", move || {
         // SAFETY: per this function's contract.
         let hub = try_c!(unsafe { object(hub, "hub") });
         // SAFETY: per this function's contract.
         let name = try_c!(unsafe { c_str(name, "name") });
         let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(hub.hub.method(name, c_handler(handler, userdata)));
+        try_cellshm!(hub.hub.method(name, c_handler(handler, userdata.clone())));
+        hub.registrations.keep(&userdata);
         CELLSHM_OK
     })
 }
@@ -299,7 +306,16 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_free(hub: *mut cellshm_hub) {
     if !hub.is_null() {
-        // SAFETY: created by Box::into_raw in cellshm_hub_new and not freed before.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(hub) })));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: created by Box::into_raw in cellshm_hub_new and not freed before.
+            let hub = unsafe { Box::from_raw(hub) };
+            let cellshm_hub { hub, log_sink, registrations, access_policy, .. } = *hub;
+            // Closing the links joins the threads that run handlers: none runs after
+            // this, even if peer handles keep the links' memory alive.
+            drop(hub);
+            drop(log_sink);
+            access_policy.replace(None);
+            registrations.end_all();
+        }));
     }
 }

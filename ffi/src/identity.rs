@@ -144,23 +144,28 @@ pub unsafe extern "C" fn cellshm_hub_set_access_policy(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_set_access_policy", move || {
         // SAFETY: per this function's contract.
         let hub = try_c!(unsafe { object(hub, "hub") });
         let Some(policy) = policy else {
             hub.hub.set_access_policy(None);
+            hub.access_policy.replace(None);
             return CELLSHM_OK;
         };
+        let current = userdata.clone();
         hub.hub.set_access_policy(Some(Arc::new(move |who: &cellshm::PeerIdentity, method: &str| {
+            // A policy being replaced refuses what it is asked meanwhile.
+            let Some(running) = userdata.enter() else { return false };
             let mut name = None;
             let caller = c_caller(who, &mut name);
             let Ok(method) = CString::new(method) else { return false };
             // SAFETY: registered by C for this purpose; `caller` (and the name it points
             // to) and `method` live during the call. A panic (none is expected) refuses.
-            catch_unwind(AssertUnwindSafe(|| unsafe { policy(userdata.ptr, &caller, method.as_ptr()) }))
+            catch_unwind(AssertUnwindSafe(|| unsafe { policy(running.userdata(), &caller, method.as_ptr()) }))
                 .unwrap_or(false)
         })));
+        hub.access_policy.replace(Some(current));
         CELLSHM_OK
     })
 }

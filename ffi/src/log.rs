@@ -55,11 +55,13 @@ pub type cellshm_log_sink_fn = Option<unsafe extern "C" fn(userdata: *mut c_void
 /// A C log sink and its user data.
 pub(crate) struct CSink {
     sink: unsafe extern "C" fn(*mut c_void, *const cellshm_log_record),
-    userdata: Arc<Userdata>,
+    userdata: Arc<Registration>,
 }
 
 impl CSink {
     fn deliver(&self, r: &cellshm::LogRecord<'_>) {
+        // A sink being replaced or removed takes no more records.
+        let Some(running) = self.userdata.enter() else { return };
         let (cell, target, message, file) =
             (c_string(r.cell), c_string(r.target), c_string(r.message), c_string(r.file));
         let strings: Vec<(CString, CString)> = r.fields.iter().map(|(k, v)| (c_string(k), c_string(v))).collect();
@@ -80,7 +82,7 @@ impl CSink {
         };
         // SAFETY: registered by C for this purpose; every pointer in `record` lives until
         // this call returns.
-        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { (self.sink)(self.userdata.ptr, &record) }));
+        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { (self.sink)(running.userdata(), &record) }));
     }
 }
 
@@ -106,29 +108,46 @@ fn capture_notices() {
     });
 }
 
-/// A hub's sink, registered for notices too; the id to unregister it with.
-#[derive(Debug)]
-pub(crate) struct RegisteredSink(Option<u64>);
+/// A hub's sink, registered for notices too: the id to unregister it with, and its
+/// userdata.
+pub(crate) struct RegisteredSink(Option<(u64, Arc<Registration>)>);
+
+impl std::fmt::Debug for RegisteredSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RegisteredSink").field(&self.0.as_ref().map(|(id, _)| id)).finish()
+    }
+}
 
 impl RegisteredSink {
     pub(crate) const NONE: RegisteredSink = RegisteredSink(None);
 
-    fn replace(&mut self, sink: Option<Arc<CSink>>) {
-        let mut sinks = NOTICE_SINKS.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = self.0.take() {
-            sinks.retain(|(id, _)| *id != old);
-        }
-        if let Some(sink) = sink {
-            let id = NEXT_SINK.fetch_add(1, Ordering::Relaxed);
-            sinks.push((id, sink));
-            self.0 = Some(id);
-        }
+    /// Registers `sink` for notices in place of the current one, and returns the
+    /// replaced one's userdata, to end once no lock is held (the end waits for the
+    /// records being delivered to it, and a sink may replace itself).
+    #[must_use]
+    fn replace(&mut self, sink: Option<Arc<CSink>>) -> Option<Arc<Registration>> {
+        let old = {
+            let mut sinks = NOTICE_SINKS.lock().unwrap_or_else(|p| p.into_inner());
+            let old = self.0.take();
+            if let Some((old, _)) = &old {
+                sinks.retain(|(id, _)| id != old);
+            }
+            if let Some(sink) = sink {
+                let id = NEXT_SINK.fetch_add(1, Ordering::Relaxed);
+                self.0 = Some((id, sink.userdata.clone()));
+                sinks.push((id, sink));
+            }
+            old
+        };
+        old.map(|(_, userdata)| userdata)
     }
 }
 
 impl Drop for RegisteredSink {
     fn drop(&mut self) {
-        self.replace(None);
+        if let Some(old) = self.replace(None) {
+            old.end();
+        }
     }
 }
 
@@ -137,28 +156,41 @@ fn set_sink(
     hub: &Hub,
     registered: &Mutex<RegisteredSink>,
     sink: cellshm_log_sink_fn,
-    userdata: Arc<Userdata>,
+    userdata: Arc<Registration>,
 ) -> cellshm_status {
-    let mut registered = registered.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(sink) = sink else {
-        hub.set_log_sink(None);
-        registered.replace(None);
-        return CELLSHM_OK;
+    let replaced = {
+        let mut registered = registered.lock().unwrap_or_else(|p| p.into_inner());
+        match sink {
+            None => {
+                hub.set_log_sink(None);
+                registered.replace(None)
+            }
+            Some(sink) => {
+                let sink = Arc::new(CSink { sink, userdata });
+                let for_cells = sink.clone();
+                hub.set_log_sink(Some(Arc::new(move |record: &cellshm::LogRecord<'_>| for_cells.deliver(record))));
+                capture_notices();
+                registered.replace(Some(sink))
+            }
+        }
     };
-    let sink = Arc::new(CSink { sink, userdata });
-    let for_cells = sink.clone();
-    hub.set_log_sink(Some(Arc::new(move |record: &cellshm::LogRecord<'_>| for_cells.deliver(record))));
-    registered.replace(Some(sink));
-    capture_notices();
+    // Returns once no record is being delivered to the old sink (but on this thread, if
+    // the sink replaced itself), and its userdata was released.
+    if let Some(old) = replaced {
+        old.end();
+    }
     CELLSHM_OK
 }
 
 /// Sends every log record the hub's cells send, and the library's own notices (info and
 /// more severe, from any hub of the process), to `sink`; NULL restores the default
 /// (cells' records go to the library's `tracing` events, unseen in C). `free_userdata`
-/// (may be NULL) is called once the sink is replaced, removed or the hub freed (or at
-/// once if this fails). Notices reach C sinks only if the program installed no `tracing`
-/// subscriber of its own (a C or C++ program never does).
+/// (may be NULL) is called exactly once: when the sink is replaced or removed (by this
+/// function, which returns after the records being delivered to the old sink on other
+/// threads were, and its userdata released; called from inside the sink itself, the
+/// release comes as that sink call returns), when the hub is freed (before
+/// cellshm_hub_free returns), or at once if this fails. Notices reach C sinks only if the
+/// program installed no `tracing` subscriber of its own (a C or C++ program never does).
 ///
 /// # Safety
 /// `hub` is live; `sink` NULL or a valid function.
@@ -169,7 +201,7 @@ pub unsafe extern "C" fn cellshm_hub_set_log_sink(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_set_log_sink", move || {
         // SAFETY: per this function's contract.
         let hub = try_c!(unsafe { object(hub, "hub") });
@@ -188,7 +220,7 @@ pub unsafe extern "C" fn cellshm_supervisor_set_log_sink(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_supervisor_set_log_sink", move || {
         // SAFETY: per this function's contract.
         let sup = try_c!(unsafe { object(supervisor, "supervisor") });

@@ -5,17 +5,100 @@ use crate::*;
 /// The caller's end of a stream (cellshm_peer_open_stream, cellshm_cell_open_stream).
 /// Owned by the caller; release it with cellshm_stream_free, which cancels a stream
 /// that has not ended. Use it from one thread at a time, except cellshm_stream_cancel,
-/// which any thread may call to wake a thread blocked in cellshm_stream_next.
+/// which any thread may call to wake a thread blocked in cellshm_stream_next, and
+/// cellshm_stream_free, which may be called while another thread is blocked in
+/// cellshm_stream_next (it cancels the stream and returns once that thread has left).
 #[derive(Debug)]
 pub struct cellshm_stream {
-    /// `None` once finished or cancelled.
-    pub(crate) stream: std::sync::Mutex<Option<Arc<Stream>>>,
+    /// What the calls share; a call keeps its own reference while it runs, so a free
+    /// from another thread never pulls the state from under it.
+    pub(crate) shared: Arc<StreamHandle>,
 }
 
-impl cellshm_stream {
-    fn get(&self) -> Result<Arc<Stream>, cellshm_status> {
-        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        stream.ok_or_else(|| fail(Error::new(Status::FailedPrecondition, "the stream was finished or cancelled")))
+#[derive(Debug)]
+pub(crate) struct StreamHandle {
+    state: std::sync::Mutex<HandleState>,
+    /// Signalled when a call leaves (cellshm_stream_free waits for them).
+    left: std::sync::Condvar,
+}
+
+#[derive(Debug)]
+struct HandleState {
+    stream: StreamState,
+    /// Calls using the stream right now.
+    users: usize,
+}
+
+#[derive(Debug)]
+enum StreamState {
+    Open(Arc<Stream>),
+    Cancelled,
+    Finished,
+}
+
+impl StreamHandle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HandleState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open stream, and a guard that counts this call as a user until it is dropped;
+    /// `None` once finished (cellshm_stream_finish), CANCELLED once cancelled.
+    fn enter(self: &Arc<Self>) -> Result<Option<(Arc<Stream>, StreamUser)>, cellshm_status> {
+        let mut state = self.lock();
+        match &state.stream {
+            StreamState::Open(stream) => {
+                let stream = stream.clone();
+                state.users += 1;
+                Ok(Some((stream, StreamUser(self.clone()))))
+            }
+            StreamState::Cancelled => Err(fail(Error::new(Status::Cancelled, "the stream was cancelled"))),
+            StreamState::Finished => Ok(None),
+        }
+    }
+
+    /// As `enter`, for an operation a finished stream refuses.
+    fn enter_open(self: &Arc<Self>) -> Result<(Arc<Stream>, StreamUser), cellshm_status> {
+        self.enter()?.ok_or_else(|| {
+            fail(Error::new(Status::FailedPrecondition, "the stream was finished (cellshm_stream_finish)"))
+        })
+    }
+
+    /// Ends the stream as `to` says, returning it if it was still open.
+    fn end(&self, to: StreamState) -> Option<Arc<Stream>> {
+        let mut state = self.lock();
+        // An ended stream stays as it ended.
+        if !matches!(state.stream, StreamState::Open(_)) {
+            return None;
+        }
+        match std::mem::replace(&mut state.stream, to) {
+            StreamState::Open(stream) => Some(stream),
+            _ => None,
+        }
+    }
+}
+
+/// A call using a stream; counted until dropped.
+pub(crate) struct StreamUser(Arc<StreamHandle>);
+
+impl Drop for StreamUser {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.users -= 1;
+        self.0.left.notify_all();
+    }
+}
+
+impl Drop for cellshm_stream {
+    /// Cancels a stream that has not ended, and waits for the calls another thread is
+    /// making on it (the cancel wakes them).
+    fn drop(&mut self) {
+        if let Some(stream) = self.shared.end(StreamState::Cancelled) {
+            stream.cancel();
+        }
+        let mut state = self.shared.lock();
+        while state.users > 0 {
+            state = self.shared.left.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -38,7 +121,11 @@ pub(crate) fn deliver_item(
 
 pub(crate) fn deliver_stream(result: cellshm::Result<Stream>, out: *mut *mut cellshm_stream) -> cellshm_status {
     let stream = try_cellshm!(result);
-    let boxed = Box::new(cellshm_stream { stream: std::sync::Mutex::new(Some(Arc::new(stream))) });
+    let shared = StreamHandle {
+        state: std::sync::Mutex::new(HandleState { stream: StreamState::Open(Arc::new(stream)), users: 0 }),
+        left: std::sync::Condvar::new(),
+    };
+    let boxed = Box::new(cellshm_stream { shared: Arc::new(shared) });
     // SAFETY: callers checked `out` non-NULL.
     unsafe { put(out, Box::into_raw(boxed)) }
 }
@@ -98,7 +185,14 @@ pub unsafe extern "C" fn cellshm_cell_open_stream(
 /// the stream's end: the handler's error, CELLSHM_CANCELLED, CELLSHM_DEADLINE_EXCEEDED,
 /// CELLSHM_PEER_DEAD, ... with the message in cellshm_last_error_message(). One
 /// exception: CELLSHM_FAILED_PRECONDITION while the caller still holds a whole window
-/// (8) of items, which could never be followed by more; free some and call again.
+/// (the peer's stream window, 8 by default) of items, which could never be followed by
+/// more; free some and call again (no other case returns it).
+///
+/// After the end, calling again returns the end again: NULL (CELLSHM_OK) after a
+/// successful end, the same error after a failed one. After cellshm_stream_cancel (on
+/// any thread, before or during this call) it returns CELLSHM_CANCELLED; after
+/// cellshm_stream_finish, NULL. Items stay valid after their stream, peer or hub is
+/// freed, until they are freed themselves.
 ///
 /// # Safety
 /// `stream` is live; `out_item` is writable.
@@ -110,7 +204,9 @@ pub unsafe extern "C" fn cellshm_stream_next(
     boundary("cellshm_stream_next", || {
         out_param!(out_item);
         // SAFETY: per this function's contract.
-        let stream = try_c!(try_c!(unsafe { object(stream, "stream") }).get());
+        let Some((stream, _user)) = try_c!(try_c!(unsafe { object(stream, "stream") }).shared.enter()) else {
+            return deliver_item(Ok(None), out_item);
+        };
         deliver_item(stream.recv(), out_item)
     })
 }
@@ -128,7 +224,7 @@ pub unsafe extern "C" fn cellshm_stream_send(
 ) -> cellshm_status {
     boundary("cellshm_stream_send", || {
         // SAFETY: per this function's contract.
-        let stream = try_c!(try_c!(unsafe { object(stream, "stream") }).get());
+        let (stream, _user) = try_c!(try_c!(unsafe { object(stream, "stream") }).shared.enter_open());
         // SAFETY: per this function's contract.
         let data = try_c!(unsafe { c_bytes(data, len, "data") });
         try_cellshm!(stream.send(data));
@@ -144,7 +240,7 @@ pub unsafe extern "C" fn cellshm_stream_send(
 pub unsafe extern "C" fn cellshm_stream_close_send(stream: *const cellshm_stream) -> cellshm_status {
     boundary("cellshm_stream_close_send", || {
         // SAFETY: per this function's contract.
-        let stream = try_c!(try_c!(unsafe { object(stream, "stream") }).get());
+        let (stream, _user) = try_c!(try_c!(unsafe { object(stream, "stream") }).shared.enter_open());
         try_cellshm!(stream.close_send());
         CELLSHM_OK
     })
@@ -165,14 +261,13 @@ pub unsafe extern "C" fn cellshm_stream_finish(
         out_param!(out_response);
         // SAFETY: per this function's contract.
         let handle = try_c!(unsafe { object(stream, "stream") });
-        let taken = handle.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(stream) = taken else {
-            return fail(Error::new(Status::FailedPrecondition, "the stream was finished or cancelled"));
+        let Some(stream) = handle.shared.end(StreamState::Finished) else {
+            return handle.shared.enter_open().err().unwrap_or(CELLSHM_INTERNAL);
         };
         match Arc::try_unwrap(stream) {
             Ok(stream) => deliver_response(stream.finish(), out_response),
             Err(stream) => {
-                *handle.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                handle.shared.lock().stream = StreamState::Open(stream);
                 fail(Error::new(Status::FailedPrecondition, "another thread is using the stream"))
             }
         }
@@ -189,8 +284,7 @@ pub unsafe extern "C" fn cellshm_stream_cancel(stream: *const cellshm_stream) ->
     boundary("cellshm_stream_cancel", || {
         // SAFETY: per this function's contract.
         let handle = try_c!(unsafe { object(stream, "stream") });
-        let taken = handle.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(stream) = taken {
+        if let Some(stream) = handle.shared.end(StreamState::Cancelled) {
             stream.cancel();
         }
         CELLSHM_OK
@@ -277,15 +371,16 @@ pub type cellshm_stream_handler_fn = Option<
 
 pub(crate) fn c_stream_handler(
     handler: unsafe extern "C" fn(*mut c_void, *const u8, usize, *mut cellshm_stream_call) -> u32,
-    userdata: Arc<Userdata>,
+    userdata: Arc<Registration>,
 ) -> impl Fn(&mut StreamCall) -> cellshm::Result<()> + Send + Sync + 'static {
     move |call| {
+        let Some(running) = userdata.enter() else { return Err(ended()) };
         let request = call.request().to_vec();
         let mut state = StreamCallState { call, error_message: None, caller_name: None };
         let raw = (&mut state as *mut StreamCallState<'_>).cast::<cellshm_stream_call>();
         // SAFETY: registered by C for this purpose; `request` and `raw` stay valid for the
         // duration of the call.
-        let code = unsafe { handler(userdata.ptr, request.as_ptr(), request.len(), raw) };
+        let code = unsafe { handler(running.userdata(), request.as_ptr(), request.len(), raw) };
         if code == CELLSHM_OK as u32 {
             return Ok(());
         }
@@ -370,7 +465,7 @@ pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_register_stream_kind", move || {
         // SAFETY: per this function's contract.
         let hub = try_c!(unsafe { object(hub, "hub") });
@@ -378,7 +473,8 @@ pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
         let name = try_c!(unsafe { c_str(name, "name") });
         let kind = try_c!(stream_kind(kind));
         let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(hub.hub.stream_method_as(name, kind, c_stream_handler(handler, userdata)));
+        try_cellshm!(hub.hub.stream_method_as(name, kind, c_stream_handler(handler, userdata.clone())));
+        hub.registrations.keep(&userdata);
         CELLSHM_OK
     })
 }
@@ -422,7 +518,7 @@ pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
+    let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_cell_register_stream_kind", move || {
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
@@ -430,7 +526,8 @@ pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
         let name = try_c!(unsafe { c_str(name, "name") });
         let kind = try_c!(stream_kind(kind));
         let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(cell.cell.stream_method_as(name, kind, c_stream_handler(handler, userdata)));
+        try_cellshm!(cell.cell.stream_method_as(name, kind, c_stream_handler(handler, userdata.clone())));
+        cell.registrations.keep(&userdata);
         CELLSHM_OK
     })
 }

@@ -45,11 +45,12 @@ pub struct cellshm_restart_policy {
     pub reset_after_ms: u64,
     /// How long a cell may take to become ready.
     pub ready_timeout_ms: u64,
-    /// Once it is ready, a heartbeat every this many ms, answered from the cell's handler
-    /// threads; 0 (the default) = no heartbeats.
+    /// A heartbeat as it becomes ready and then every this many ms, answered from the
+    /// cell's handler threads; 0 (the default) = no heartbeats.
     pub heartbeat_interval_ms: u64,
     /// Heartbeats in a row that may go unanswered; one more and the cell is killed and
-    /// relaunched as "unresponsive".
+    /// relaunched as "unresponsive" (interval × (misses + 1) after the first unanswered
+    /// one was sent).
     pub heartbeat_allowed_misses: u32,
     /// The time limit of calls to the cell whose options set none, in ms; 0 (the default)
     /// = the supervisor's (cellshm_supervisor_set_default_timeout); CELLSHM_TIMEOUT_FOREVER

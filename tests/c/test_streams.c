@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
     CHECK_STATUS(cellshm_stream_cancel(stream), CELLSHM_OK);
     CHECK_STATUS(cellshm_stream_cancel(stream), CELLSHM_OK);
     item = NULL;
-    CHECK_STATUS(cellshm_stream_next(stream, &item), CELLSHM_FAILED_PRECONDITION);
+    CHECK_STATUS(cellshm_stream_next(stream, &item), CELLSHM_CANCELLED);
     CHECK(item == NULL);
     cellshm_stream_free(stream);
     CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", (const uint8_t *)"ok", 2, &options, &response), CELLSHM_OK);

@@ -280,3 +280,39 @@ def test_the_contract_check_refuses_another_name_under_one_of_its_ids(hub: cells
     ours = [typed.MethodInfo("Svc.m67915", cellshm.method_id("Svc.m67915"), cellshm.MethodKind.UNARY)]
     with pytest.raises(cellshm.AlreadyExists, match="serves 'Svc.m79518' with the id 0x66c0a660 of 'Svc.m67915'"):
         typed.check_served(peer, "Svc", ours, 5.0)
+
+
+def test_well_known_types_between_a_python_host_and_a_rust_cell(tmp_path: Path, hub: cellshm.Hub) -> None:
+    """A service of Timestamp, Duration, Empty, Any, Struct and a wrapper
+    (codegen/tests/protos/wkt/inventory.proto), generated for Python, calling the Rust
+    cell generated from the same file (codegen/check's inventory-cell)."""
+    proto = ROOT / "codegen" / "tests" / "protos"
+    codegen = _cargo_binary("cellshm-codegen")
+    subprocess.run([str(codegen), "--lang", "python", "--out", str(tmp_path), "-I", str(proto), str(proto / "wkt" / "inventory.proto")], check=True)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        from google.protobuf import any_pb2, duration_pb2, empty_pb2, struct_pb2, timestamp_pb2, wrappers_pb2
+        from wkt import inventory_cellshm, inventory_pb2  # generated
+
+        peer = spawn_ready(hub, [str(_cargo_binary("inventory-cell"))])
+        inventory = inventory_cellshm.InventoryClient.connect(peer, timeout=10.0)
+        attributes = struct_pb2.Struct()
+        attributes.update({"colour": "red"})
+        item = inventory_pb2.Item(
+            id="apple",
+            added=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5),
+            shelf_life=duration_pb2.Duration(seconds=604_800),
+            extra=any_pb2.Any(type_url="type.example/fruit", value=b"\x01\x02"),
+            attributes=attributes,
+            note=wrappers_pb2.StringValue(value="crisp"),
+            seen=[timestamp_pb2.Timestamp(seconds=1, nanos=2)],
+        )
+        stored = inventory.put(item)
+        assert isinstance(stored, timestamp_pb2.Timestamp) and stored.seconds > 1_700_000_000
+        assert inventory.get(wrappers_pb2.StringValue(value="apple")) == item
+        with pytest.raises(cellshm.NotFound):
+            inventory.get(wrappers_pb2.StringValue(value="pear"))
+        assert isinstance(inventory.uptime(empty_pb2.Empty()), duration_pb2.Duration)
+        assert list(inventory.list(empty_pb2.Empty())) == [item]
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -19,6 +19,55 @@ pub mod plain {
     include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
 
+/// A service of well-known types (Timestamp, Duration, Empty, Any, Struct, a wrapper),
+/// included with `cellshm::include_proto!`; served by the `inventory-cell` binary and
+/// called across processes by `tests/inventory.rs`.
+pub mod inventory {
+    cellshm::include_proto!("acme.inventory.v1");
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::{Instant, SystemTime};
+
+    use cellshm::typed::ServerStream;
+    use cellshm::{Call, Error, Result, Status};
+
+    /// `acme.inventory.v1.Inventory` in memory.
+    #[derive(Debug)]
+    pub struct MemoryInventory {
+        items: Mutex<BTreeMap<String, Item>>,
+        started: Instant,
+    }
+
+    impl Default for MemoryInventory {
+        fn default() -> Self {
+            MemoryInventory { items: Mutex::default(), started: Instant::now() }
+        }
+    }
+
+    impl Inventory for MemoryInventory {
+        fn put(&self, _call: &Call<'_>, item: Item) -> Result<prost_types::Timestamp> {
+            let now = prost_types::Timestamp::from(SystemTime::now());
+            self.items.lock().unwrap().insert(item.id.clone(), item);
+            Ok(now)
+        }
+        fn get(&self, _call: &Call<'_>, id: String) -> Result<Item> {
+            self.items.lock().unwrap().get(&id).cloned().ok_or_else(|| Error::new(Status::NotFound, id))
+        }
+        fn uptime(&self, _call: &Call<'_>, _request: ()) -> Result<prost_types::Duration> {
+            prost_types::Duration::try_from(self.started.elapsed())
+                .map_err(|e| Error::new(Status::Internal, e.to_string()))
+        }
+        fn list(&self, _request: (), stream: &mut ServerStream<'_, (), Item>) -> Result<()> {
+            let items: Vec<Item> = self.items.lock().unwrap().values().cloned().collect();
+            for item in &items {
+                stream.send(item)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::shapes::common::Point;

@@ -157,7 +157,6 @@ fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
     let first_client = 1 + listeners.len();
     loop {
         let now = Instant::now();
-        clients.retain(|c| c.deadline > now);
         let timeout = clients.iter().map(|c| c.deadline.saturating_duration_since(now)).min();
         let mut fds = vec![libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         fds.extend(listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
@@ -190,6 +189,10 @@ fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
         for i in done.into_iter().rev() {
             clients.remove(i);
         }
+        // Only now, after reading what arrived: a client whose request came in while this
+        // thread waited for a CPU past the deadline is answered, not dropped.
+        let now = Instant::now();
+        clients.retain(|c| c.deadline > now);
         for (listener, pfd) in listeners.iter().zip(&fds[1..first_client]) {
             if pfd.revents == 0 {
                 continue;

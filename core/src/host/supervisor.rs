@@ -58,8 +58,11 @@ impl Default for RestartPolicy {
 /// deadlocked or stuck) from one that works: a `cellshm.Lifecycle.heartbeat` call every
 /// `interval`, answered from the cell's handler threads. A cell that leaves more than
 /// `allowed_misses` heartbeats in a row unanswered (each had `interval` to be answered)
-/// is killed and relaunched as [`ExitReason::Unresponsive`], at most
-/// `interval × (allowed_misses + 1)` after it stopped answering.
+/// is killed and relaunched as [`ExitReason::Unresponsive`]: `interval × (allowed_misses
+/// + 1)` after the first heartbeat it left unanswered was sent. The first is sent as the
+/// cell becomes ready (a cell that never answers is killed that long after it was
+/// ready); one that stops answering later is killed at most `interval × (allowed_misses
+/// + 2)` after it stopped (it may stop just after answering one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     /// Time between heartbeats, and the time each has to be answered.
@@ -1057,12 +1060,11 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
                 match &result {
                     Ok(()) => {
                         if let (Some(every), Some(instance)) = (cell.spec.heartbeat, cell.instance.as_mut()) {
-                            instance.heartbeat = Some(Beating {
-                                every,
-                                next: Instant::now() + every.interval,
-                                in_flight: None,
-                                misses: 0,
-                            });
+                            // The first heartbeat goes out as the cell becomes ready, so
+                            // one that never answers is killed interval × (misses + 1)
+                            // after it was ready.
+                            instance.heartbeat =
+                                Some(Beating { every, next: Instant::now(), in_flight: None, misses: 0 });
                         }
                         shared.set_status(&name, cell, CellStatus::Ready);
                         return;

@@ -103,6 +103,25 @@ fn earlier(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 const DRAIN_AFTER_DONE: u32 = 64;
 /// Error messages longer than this are cut (with a marker) to fit a slot.
 const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// What is said after an error text cut to [`MAX_ERROR_MESSAGE`] bytes.
+const CUT_MARKER: &str = "… (message cut)";
+
+/// An error text as it may travel (docs/PROTOCOL.md §9): at most [`MAX_ERROR_MESSAGE`]
+/// bytes, a longer one cut at a character boundary and marked. Applied by the sender and
+/// again by the receiver, which keeps no more of a peer's text than that.
+fn cut_error_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ERROR_MESSAGE + CUT_MARKER.len()
+        && (text.len() <= MAX_ERROR_MESSAGE || text.ends_with(CUT_MARKER))
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = MAX_ERROR_MESSAGE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{CUT_MARKER}", &text[..end]))
+}
 /// Requests waiting for a server thread, at most; more are refused (RESOURCE_EXHAUSTED).
 const MAX_QUEUED: usize = 1024;
 
@@ -117,6 +136,10 @@ pub(crate) trait Hooks: Send + Sync {
     fn builtin(&self, _method_id: u32, _payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
         None
     }
+    /// A request was served and counted in the link's metrics; its response is not sent
+    /// yet. What a built-in makes visible to other threads belongs here, so whoever sees
+    /// it also sees the call counted.
+    fn on_served(&self, _method_id: u32, _ok: bool) {}
     /// The peer sent GOODBYE.
     fn on_goodbye(&self) {}
     /// Built-in notifications to handle on the receiving thread, in arrival order.
@@ -1772,6 +1795,7 @@ impl Session {
             let status = outcome.as_ref().map_or_else(Error::status, |_| Status::Ok);
             metrics::MethodTable::finish(started, status, monotonic_now_ns());
         }
+        self.hooks.on_served(desc.method_id, outcome.is_ok());
         let outcome = outcome.map_err(|e| self.status_to_send(e, &desc));
         match retain {
             Some(check) => self.retain(payload, check),
@@ -1856,6 +1880,11 @@ impl Session {
     /// A received error (a response's or a stream's FINISH) as the caller reports it
     /// (see `proto::status::inbound`).
     pub(crate) fn received_error(&self, code: u32, text: String, deadline_ns: u64) -> Error {
+        // A peer's longer text is cut as a sender cuts its own: the limit holds both ways.
+        let text = match cut_error_text(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
         match status::inbound(code, deadline_ns, monotonic_now_ns()) {
             Verdict::Keep => Error::with_code(code, text),
             Verdict::LinkLocal(status) => Error::new(
@@ -1881,23 +1910,11 @@ impl Session {
     }
 
     fn error_body(&self, message: &str) -> Result<OutBody> {
-        let mut text = message.as_bytes();
-        let marker = "… (message cut)";
-        let cut = text.len() > MAX_ERROR_MESSAGE;
-        if cut {
-            let mut end = MAX_ERROR_MESSAGE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            text = &text[..end];
-        }
-        let total = text.len() + if cut { marker.len() } else { 0 };
-        self.fill_body(total, 0, |buf| {
+        let text = cut_error_text(message);
+        let text = text.as_bytes();
+        self.fill_body(text.len(), 0, |buf| {
             buf[..text.len()].copy_from_slice(text);
-            if cut {
-                buf[text.len()..].copy_from_slice(marker.as_bytes());
-            }
-            total
+            text.len()
         })
     }
 
@@ -2045,5 +2062,27 @@ impl Backoff {
         } else {
             std::thread::sleep(Duration::from_micros(100));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_are_cut_to_the_limit_at_a_character_boundary_both_ways() {
+        let short = "short";
+        assert!(matches!(cut_error_text(short), std::borrow::Cow::Borrowed(_)));
+        let exact = "x".repeat(MAX_ERROR_MESSAGE);
+        assert_eq!(cut_error_text(&exact), exact.as_str());
+        // A sender's cut text passes a receiver unchanged.
+        let long = "é".repeat(MAX_ERROR_MESSAGE);
+        let cut = cut_error_text(&long).into_owned();
+        assert!(cut.ends_with(CUT_MARKER) && cut.len() <= MAX_ERROR_MESSAGE + CUT_MARKER.len(), "{}", cut.len());
+        assert_eq!(cut_error_text(&cut), cut.as_str());
+        // A peer's text beyond the limit (marked or not) is cut on receipt.
+        let forged = format!("{}{CUT_MARKER}", "y".repeat(100_000));
+        let kept = cut_error_text(&forged);
+        assert_eq!(kept.len(), MAX_ERROR_MESSAGE + CUT_MARKER.len());
     }
 }

@@ -2,7 +2,7 @@
 //! memfds attached (SCM_RIGHTS, host memory first, read-only; then cell memory,
 //! read-write). It is the first message on every doorbell; `docs/PROTOCOL.md` §2.
 
-use super::layout::{Geometry, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR, MAX_CLASSES, MAX_PEERS};
+use super::layout::{Geometry, SlotClass, LAYOUT_MAJOR, MAX_CLASSES, MAX_PEERS};
 
 /// Bytes of an encoded join record.
 pub const JOIN_RECORD_LEN: usize = 176;
@@ -14,6 +14,9 @@ pub const HUB_NAME_MAX: usize = 64;
 /// What a cell learns when it joins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinRecord {
+    /// The layout's minor version the host wrote both memfds' headers with (a host of a
+    /// later minor still starts cells of an earlier one: minors only add).
+    pub layout_minor: u16,
     /// Our peer slot.
     pub peer_id: u32,
     /// The slot's launch counter; echoed in HELLO.
@@ -33,7 +36,7 @@ impl JoinRecord {
         let mut put = |off: usize, bytes: &[u8]| out[off..off + bytes.len()].copy_from_slice(bytes);
         put(0, &JOIN_MAGIC);
         put(8, &LAYOUT_MAJOR.to_le_bytes());
-        put(10, &LAYOUT_MINOR.to_le_bytes());
+        put(10, &self.layout_minor.to_le_bytes());
         put(12, &self.peer_id.to_le_bytes());
         put(16, &self.epoch.to_le_bytes());
         put(20, &self.host_pid.to_le_bytes());
@@ -93,16 +96,18 @@ impl JoinRecord {
         let hub_name = std::str::from_utf8(&bytes[112..112 + name_len])
             .map_err(|_| "the hub name is not UTF-8".to_string())?
             .to_string();
-        Ok(JoinRecord { peer_id, epoch: u32_at(16), host_pid: u32_at(20), hub_name, geometry })
+        Ok(JoinRecord { layout_minor: minor, peer_id, epoch: u32_at(16), host_pid: u32_at(20), hub_name, geometry })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::layout::LAYOUT_MINOR;
     use super::*;
 
     fn record() -> JoinRecord {
         JoinRecord {
+            layout_minor: LAYOUT_MINOR,
             peer_id: 3,
             epoch: 9,
             host_pid: 1234,

@@ -493,7 +493,8 @@ fn header_bytes(record: &JoinRecord, writer: Side, size: u64) -> [u8; 128] {
     let mut put = |off: usize, bytes: &[u8]| out[off..off + bytes.len()].copy_from_slice(bytes);
     put(header::MAGIC, &MAGIC);
     put(header::MAJOR, &LAYOUT_MAJOR.to_le_bytes());
-    put(header::MINOR, &LAYOUT_MINOR.to_le_bytes());
+    // The cell compares the headers with the record's minor, not its own constant.
+    put(header::MINOR, &record.layout_minor.to_le_bytes());
     put(header::WRITER, &(writer.index() as u32).to_le_bytes());
     put(header::PEER_ID, &record.peer_id.to_le_bytes());
     put(header::EPOCH, &record.epoch.to_le_bytes());
@@ -594,7 +595,14 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn record(geometry: Geometry) -> JoinRecord {
-        JoinRecord { peer_id: 0, epoch: 1, host_pid: std::process::id(), hub_name: "unit".into(), geometry }
+        JoinRecord {
+            layout_minor: LAYOUT_MINOR,
+            peer_id: 0,
+            epoch: 1,
+            host_pid: std::process::id(),
+            hub_name: "unit".into(),
+            geometry,
+        }
     }
 
     #[test]
@@ -645,6 +653,22 @@ pub(crate) mod tests {
             assert_eq!((got.desc.msg_id, got.desc.slot, got.desc.payload_len), (i as u64, 5, 100));
             assert!(!got.desc.uses_entry_extension() && got.extension.iter().all(|b| *b == 0));
         }
+    }
+
+    /// A host of a later minor (2.1) starts a cell of this library: the record and both
+    /// headers say 1, and the cell checks them against the record, not its own constant.
+    /// The minor travels through the encoded record as a cell receives it.
+    #[test]
+    fn a_cell_accepts_a_later_minor_that_the_record_and_both_headers_agree_on() {
+        let mut later = record(HubConfig::default().geometry());
+        later.layout_minor = LAYOUT_MINOR + 1;
+        let (_link, mut handoff) = LinkMemory::create(&later).unwrap();
+        handoff.record = JoinRecord::decode(&later.encode()).unwrap();
+        assert_eq!(handoff.record.layout_minor, LAYOUT_MINOR + 1);
+        handoff.map_as_cell().unwrap();
+        // A record that says another minor than the headers is still refused.
+        handoff.record.layout_minor = LAYOUT_MINOR;
+        assert!(handoff.map_as_cell().unwrap_err().message().contains("does not match"));
     }
 
     #[test]

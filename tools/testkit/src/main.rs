@@ -8,7 +8,8 @@
 //! cellshm-testkit chaos N -- CELL...    N SIGKILLs of supervised cells under load
 //! cellshm-testkit matrix-host -- CELL...  the Rust host of the cross-language matrix
 //! cellshm-testkit hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N |
-//!                 stream-flood N | attach-flood N UID/NAME | pour-and-watch
+//!                 stream-flood N | attach-flood N UID/NAME | pour-and-watch | mute
+//!                 | stream-ends eos|cancel
 //!                                                              hand-made hostile cells
 //! ```
 
@@ -46,6 +47,8 @@ fn main() -> ExitCode {
         }
         Some("attach-flood") => raw::attach_flood(&args[1..]),
         Some("pour-and-watch") => raw::pour_and_watch(),
+        Some("mute") => raw::mute(),
+        Some("stream-ends") => raw::stream_ends(&args[1..]),
         Some("matrix-host") => matrix_host(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         _ => Err(usage()),
@@ -64,7 +67,7 @@ fn usage() -> Error {
         Status::InvalidArgument,
         "usage: cellshm-testkit cell | attach HUB NAME | host ... | kill-hosts N -- CELL... | chaos N -- CELL... | \
          matrix-host -- CELL... | hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N | \
-         stream-flood N | attach-flood N UID/NAME | pour-and-watch",
+         stream-flood N | attach-flood N UID/NAME | pour-and-watch | mute | stream-ends eos|cancel",
     )
 }
 
@@ -159,9 +162,17 @@ fn ends_by(pidfd: &OwnedFd, until: Instant) -> bool {
 fn kill_hosts(args: &[String]) -> Result<(), Error> {
     let rounds: usize = args.first().and_then(|n| n.parse().ok()).ok_or_else(usage)?;
     let cells = &args[1..];
-    let runtime = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/run/user/none".into());
-    let dirs = ["/dev/shm".to_string(), runtime, std::env::temp_dir().display().to_string()];
-    let before: Vec<_> = dirs.iter().map(|d| entries(d)).collect();
+    // Only what a hub could have made is looked at, not what other programs write: the
+    // hosts and their cells get a TMPDIR and an XDG_RUNTIME_DIR of their own (anything in
+    // them is left behind), /dev/shm is checked for names of ours, and the abstract
+    // namespace for @cellshm sockets.
+    let private = std::env::temp_dir().join(format!("cellshm-kill-hosts-{}", std::process::id()));
+    let (tmp, runtime) = (private.join("tmp"), private.join("run"));
+    for dir in [&tmp, &runtime] {
+        std::fs::create_dir_all(dir).map_err(|e| Error::system("making a private directory", e))?;
+    }
+    let ours = |name: &String| name.contains("cellshm");
+    let shm_before: std::collections::BTreeSet<String> = entries("/dev/shm").into_iter().filter(ours).collect();
     let sockets_before = abstract_cellshm_sockets();
     let fail = |m: String| Error::new(Status::Internal, m);
     let started = Instant::now();
@@ -171,6 +182,8 @@ fn kill_hosts(args: &[String]) -> Result<(), Error> {
             .args(["host", "--attach", "--name", &format!("kill-{}-{round}", std::process::id())])
             .args(cells)
             .env("CELLSHM_QUIET", "1")
+            .env("TMPDIR", &tmp)
+            .env("XDG_RUNTIME_DIR", &runtime)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| Error::system("spawning a host", e))?;
@@ -200,22 +213,26 @@ fn kill_hosts(args: &[String]) -> Result<(), Error> {
         }
         slowest = slowest.max(killed.elapsed());
     }
-    for (dir, before) in dirs.iter().zip(&before) {
-        let new: Vec<_> = entries(dir).difference(before).cloned().collect();
-        if !new.is_empty() {
-            return Err(fail(format!("left behind in {dir}: {new:?}")));
+    for dir in [&tmp, &runtime] {
+        let left = entries(&dir.display().to_string());
+        if !left.is_empty() {
+            return Err(fail(format!("left behind in {}: {left:?}", dir.display())));
         }
+    }
+    let _ = std::fs::remove_dir_all(&private);
+    let shm: Vec<_> = entries("/dev/shm").into_iter().filter(|n| ours(n) && !shm_before.contains(n)).collect();
+    if !shm.is_empty() {
+        return Err(fail(format!("left behind in /dev/shm: {shm:?}")));
     }
     let new: Vec<_> = abstract_cellshm_sockets().difference(&sockets_before).cloned().collect();
     if !new.is_empty() {
         return Err(fail(format!("abstract sockets left behind: {new:?}")));
     }
     println!(
-        "kill-hosts: {rounds} hosts SIGKILLed with {} cells each in {:.1} s; every cell gone within {} ms; nothing left in {} or the abstract namespace",
+        "kill-hosts: {rounds} hosts SIGKILLed with {} cells each in {:.1} s; every cell gone within {} ms; nothing left in their TMPDIR, XDG_RUNTIME_DIR, /dev/shm or the abstract namespace",
         commands(cells).len().max(1),
         started.elapsed().as_secs_f64(),
         slowest.as_millis(),
-        dirs.join(", ")
     );
     Ok(())
 }

@@ -322,6 +322,12 @@ impl RawLink {
 
     /// Publishes `d` on our ring and rings the doorbell; false if the ring is full.
     fn try_push(&mut self, d: &Descriptor) -> bool {
+        self.try_push_with(d, &[])
+    }
+
+    /// Publishes an inline frame of up to 80 payload bytes: `d` with the first 16 in its
+    /// `inline`, and the rest (`extension`, up to 64) in the entry's second line.
+    fn try_push_with(&mut self, d: &Descriptor, extension: &[u8]) -> bool {
         // Our ring's tail is at 384 in our memory; the host's head of it at 256 in its.
         if self.sent.wrapping_sub(self.word64(self.host, 256).load(Ordering::Acquire)) >= self.capacity {
             return false;
@@ -333,8 +339,10 @@ impl RawLink {
         // the lap's parity in the top bit of flags (1 on lap 0, 0 on lap 1, ...), which
         // is what the host polls (docs/PROTOCOL.md §4).
         let bytes = d.encode();
+        let extension = &extension[..extension.len().min(64)];
         // SAFETY: the entry lies inside our ring, in our read-write mapping.
         unsafe {
+            std::ptr::copy_nonoverlapping(extension.as_ptr(), self.cell.add(at + 64), extension.len());
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.cell.add(at), 16);
             std::ptr::copy_nonoverlapping(bytes.as_ptr().add(24), self.cell.add(at + 24), 40);
         }
@@ -572,6 +580,127 @@ pub fn pour_and_watch() -> Result<(), Error> {
         }
         std::thread::yield_now();
     }
+}
+
+impl RawLink {
+    /// Says HELLO and `ready` (the host then takes us for a ready cell), without waiting
+    /// for the answer.
+    fn hello_and_ready(&mut self) {
+        let hello = self.hello(self.joined.epoch());
+        let ready = cellshm::wire::Ready {
+            peer_id: self.joined.peer_id(),
+            pid: std::process::id(),
+            name: "raw".into(),
+            version: "0".into(),
+            features: Vec::new(),
+        }
+        .encode();
+        let (head, rest) = ready.split_at(16);
+        let mut request = Descriptor {
+            msg_id: 2,
+            method_id: cellshm::method_id(cellshm::wire::builtin::LIFECYCLE_READY),
+            flags: flags::REQUEST,
+            slot: SLOT_INLINE,
+            payload_len: ready.len() as u32,
+            ..Descriptor::default()
+        };
+        request.inline.copy_from_slice(head);
+        while !self.try_push(&hello) {
+            std::thread::yield_now();
+        }
+        while !self.try_push_with(&request, rest) {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The next frame the host publishes on its ring (its descriptor only), once there is
+    /// one; `None` once the host is gone.
+    fn next_from_host(&self, seen: &mut u64) -> Option<Descriptor> {
+        loop {
+            let tail = self.word64(self.host, 384).load(Ordering::Acquire);
+            if *seen < tail {
+                let at = 384 + 64 + (*seen % self.capacity) as usize * 128;
+                let mut bytes = [0u8; 64];
+                for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+                    chunk.copy_from_slice(&self.word64(self.host, at + 8 * i).load(Ordering::Relaxed).to_le_bytes());
+                }
+                *seen += 1;
+                let mut d = Descriptor::decode(&bytes);
+                d.flags &= !flags::LAP;
+                return Some(d);
+            }
+            if host_gone(&self.joined.doorbell, 1) {
+                return None;
+            }
+        }
+    }
+
+    fn push(&mut self, d: &Descriptor, extension: &[u8]) {
+        while !self.try_push_with(d, extension) {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// `mute`: joins by hand, says HELLO and `ready` (a cell the host takes for ready), then
+/// never reads its ring again: nothing it is sent (a heartbeat, a call) is answered. Waits
+/// to be killed, or for the host to go.
+pub fn mute() -> Result<(), Error> {
+    let mut link = RawLink::open()?;
+    link.hello_and_ready();
+    while !host_gone(&link.joined.doorbell, 1000) {}
+    Ok(())
+}
+
+/// `stream-ends eos|cancel`: a foreign callee that answers every stream the host opens
+/// with three items (u32 0, 1, 2), then either EOS followed a moment later by a FINISH
+/// with ABORTED "after EOS" (`eos`), or CANCEL (`cancel`). Unary calls go unanswered.
+pub fn stream_ends(args: &[String]) -> Result<(), Error> {
+    let cancel = match args.first().map(String::as_str) {
+        Some("eos") => false,
+        Some("cancel") => true,
+        _ => return Err(Error::new(Status::InvalidArgument, "usage: stream-ends eos|cancel")),
+    };
+    let mut link = RawLink::open()?;
+    link.hello_and_ready();
+    let (mut seen, mut msg_id) = (0u64, 100u64);
+    while let Some(open) = link.next_from_host(&mut seen) {
+        if open.channel_id == 0 || open.flags & flags::REQUEST == 0 {
+            continue;
+        }
+        let frame = |flags_word: u32, msg_id: u64| Descriptor {
+            msg_id,
+            channel_id: open.channel_id,
+            method_id: open.method_id,
+            flags: flags_word,
+            slot: SLOT_INLINE,
+            ..Descriptor::default()
+        };
+        for i in 0..3u32 {
+            msg_id += 1;
+            let mut data = Descriptor { payload_len: 4, ..frame(flags::DATA, msg_id) };
+            data.inline[..4].copy_from_slice(&i.to_le_bytes());
+            link.push(&data, &[]);
+        }
+        msg_id += 1;
+        if cancel {
+            link.push(&frame(flags::CANCEL, msg_id), &[]);
+            continue;
+        }
+        link.push(&frame(flags::EOS, msg_id), &[]);
+        // The status comes later than the EOS: a caller that ends at EOS loses it.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        msg_id += 1;
+        let text = b"after EOS";
+        let mut finish = Descriptor {
+            status: Status::Aborted.code(),
+            payload_len: text.len() as u32,
+            ..frame(flags::RESPONSE | flags::ERROR, msg_id)
+        };
+        finish.inline[..text.len()].copy_from_slice(text);
+        link.push(&finish, &[]);
+    }
+    Ok(())
 }
 
 /// True once the host's end of the doorbell is closed (waits up to `ms` for it).

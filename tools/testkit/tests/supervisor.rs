@@ -2,13 +2,14 @@
 //! goodbye, graceful stop, and many relaunches through reused peer slots.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cellshm::{
     CallOptions, CellSpec, CellStatus, ExitReason, Hub, HubConfig, RestartPolicy, Status, Supervisor, SupervisorEvent,
 };
 
-const CELL: &str = env!("CARGO_BIN_EXE_cellshm-testkit");
+mod common;
+use common::{RunDelay, CELL};
 
 fn test_cell(name: &str) -> CellSpec {
     CellSpec::new(name, CELL).args(["cell"]).env("CELLSHM_QUIET", "1").restart(RestartPolicy {
@@ -411,4 +412,37 @@ fn a_call_asks_for_no_time_limit_explicitly() {
     assert_eq!(err.status(), Status::DeadlineExceeded, "the supervisor's default applies");
     sup.call("slow", "Test.sleep", &sleep, &CallOptions::forever()).unwrap();
     sup.call("slow", "Test.sleep", &sleep, &CallOptions::timeout(secs(5))).unwrap();
+}
+
+#[test]
+fn a_cell_that_never_answers_a_heartbeat_is_killed_interval_times_misses_plus_one_after_ready() {
+    // The first heartbeat goes out as the cell becomes ready: with (200 ms, 2 misses) a
+    // cell that never answers is killed 600 ms after it was ready (it was 800 ms when the
+    // first heartbeat waited an interval).
+    let (interval, misses) = (Duration::from_millis(200), 2);
+    let sup = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    let seen: Arc<Mutex<Vec<(Instant, CellStatus)>>> = Arc::default();
+    let sink = seen.clone();
+    sup.on_event(move |e| sink.lock().unwrap().push((Instant::now(), e.status.clone()))).detach();
+    let delay = RunDelay::this_thread_and_links();
+    let spec = CellSpec::new("mute", CELL)
+        .args(["mute"])
+        .heartbeat(interval, misses)
+        .restart(RestartPolicy { max_restarts: 0, ..RestartPolicy::default() });
+    sup.add(spec).unwrap();
+    sup.wait_for("mute", secs(10), |s| matches!(s, CellStatus::Crashed(_) | CellStatus::Failed(_))).unwrap();
+    let scheduler = delay.so_far();
+    let events = seen.lock().unwrap().clone();
+    let at = |wanted: &dyn Fn(&CellStatus) -> bool| events.iter().find(|(_, s)| wanted(s)).map(|(t, _)| *t);
+    let ready = at(&|s| *s == CellStatus::Ready).expect("the mute cell was never ready");
+    // No restarts allowed: it fails for good, for that reason.
+    let killed = at(&|s| *s == CellStatus::Failed(ExitReason::Unresponsive))
+        .unwrap_or_else(|| panic!("not killed as unresponsive: {events:?}"));
+    let took = killed - ready;
+    let budget = interval * (misses + 1);
+    assert!(took >= budget - interval / 2, "killed {took:?} after ready: before its {misses} misses were up");
+    assert!(
+        took < budget + Duration::from_millis(100) + scheduler,
+        "killed {took:?} after ready, budget {budget:?} ({scheduler:?} waiting for a CPU)"
+    );
 }

@@ -1069,10 +1069,11 @@ class Supervisor:
         """Adds a cell and starts it (:class:`AlreadyExists` if the name is taken: see
         :meth:`start`, :meth:`restart` and :meth:`update`). A crash is relaunched after
         ``initial_backoff`` (doubling up to ``max_backoff``), ``max_restarts`` times per
-        ``reset_after`` seconds. With ``heartbeat_interval``, the ready cell is sent a
-        heartbeat that often, answered by its handler threads; after more than
-        ``heartbeat_misses`` unanswered in a row it is killed and relaunched as
-        "unresponsive". ``default_timeout``: the time limit of calls to it made with
+        ``reset_after`` seconds. With ``heartbeat_interval``, the cell is sent a
+        heartbeat as it becomes ready and then that often, answered by its handler
+        threads; after more than ``heartbeat_misses`` unanswered in a row it is killed and
+        relaunched as "unresponsive", ``heartbeat_interval × (heartbeat_misses + 1)``
+        after the first unanswered one was sent. ``default_timeout``: the time limit of calls to it made with
         ``timeout=None`` (the supervisor's default otherwise). ``log_filter``
         (``"warn,mycell=debug"``) is every instance's log filter, relaunches included."""
         self._native.add(

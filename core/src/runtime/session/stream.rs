@@ -47,6 +47,9 @@ pub(crate) struct StreamState {
     channel: u32,
     method_id: u32,
     name: Option<String>,
+    /// We opened it (the caller's end): the peer's EOS ends its items, not the stream,
+    /// whose end is the callee's FINISH (or CANCEL).
+    opened_here: bool,
     deadline_ns: u64,
     inner: Mutex<StreamInner>,
     /// Bumped (under `inner`'s lock) on every change a waiter may wait for: a thread
@@ -82,6 +85,7 @@ impl StreamState {
         channel: u32,
         method_id: u32,
         name: Option<String>,
+        opened_here: bool,
         deadline_ns: u64,
         send_credits: u32,
         window: u32,
@@ -90,6 +94,7 @@ impl StreamState {
             channel,
             method_id,
             name,
+            opened_here,
             deadline_ns,
             inner: Mutex::new(StreamInner { flow: StreamFlow::new(send_credits, window), ..StreamInner::default() }),
             changes: AtomicU64::new(0),
@@ -115,10 +120,17 @@ impl StreamState {
         self.cv.notify_all();
     }
 
-    /// Nothing more will arrive: finished, stopped, or the peer closed its side.
+    /// Nothing more will arrive: finished, stopped, or (callee's end) the caller closed
+    /// its side.
     fn is_over(&self) -> bool {
         let inner = self.inner.lock();
-        inner.finished.is_some() || inner.stopped.is_some() || inner.flow.peer_closed()
+        inner.finished.is_some() || inner.stopped.is_some() || self.items_ended(&inner)
+    }
+
+    /// The peer sends no more items and that is the end for this side: the callee's
+    /// end, once the caller's EOS came. The caller's end waits for the callee's status.
+    fn items_ended(&self, inner: &StreamInner) -> bool {
+        inner.flow.peer_closed() && !self.opened_here
     }
 
     fn what(&self) -> String {
@@ -290,10 +302,9 @@ impl Session {
         let deadline_ns = opts.deadline_for_call_starting_now(FOREVER);
         // The callee grants its own window with its first credit frame.
         let name = name.map(str::to_owned);
-        let stream = self
-            .link
-            .lock()
-            .open_channel(|channel| StreamState::new(channel, method_id, name, deadline_ns, 0, self.stream_window))?;
+        let stream = self.link.lock().open_channel(|channel| {
+            StreamState::new(channel, method_id, name, true, deadline_ns, 0, self.stream_window)
+        })?;
         let body = self.fill_body(request.len(), deadline_ns, super::copy_of(request));
         let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, self.stream_window, Some(body)));
         if let Err(e) = sent {
@@ -349,7 +360,7 @@ impl Session {
     /// The peer opened `channel` (the link checked its parity and the bound): its
     /// handler runs on the stream pool, at once or when a pool thread comes free.
     pub(crate) fn accept_stream(self: &Arc<Self>, channel: u32, d: Descriptor, request: Payload) {
-        let stream = StreamState::new(channel, d.method_id, None, d.deadline_ns, d.credit, self.stream_window);
+        let stream = StreamState::new(channel, d.method_id, None, false, d.deadline_ns, d.credit, self.stream_window);
         if self.link.lock().accept_channel(channel, stream.clone()).is_err() {
             // The link failed meanwhile.
             return;
@@ -488,7 +499,7 @@ impl Session {
             if let Some(e) = &inner.stopped {
                 return Err(e.clone());
             }
-            if inner.flow.peer_closed() {
+            if stream.items_ended(&inner) {
                 return Ok(None);
             }
             if inner.handler_done {

@@ -98,3 +98,66 @@ pub fn link_threads() -> u64 {
         .filter(|comm| comm.starts_with("cellshm") && !comm.starts_with("cellshm-discov"))
         .count() as u64
 }
+
+/// How long threads waited for a CPU (their run-queue delay, from the kernel's
+/// `schedstat`) since this was started: on a busy machine a thread that should run at
+/// time t runs at t + its run delay, and that part of a lateness is the scheduler's, not
+/// the library's. Timing assertions allow it on top of their bound, so two CPU hogs
+/// beside the tests cannot fail them, while a real stall (a thread asleep, not waiting
+/// for a CPU) still does.
+pub struct RunDelay {
+    tasks: Vec<String>,
+    at_start: u64,
+}
+
+impl RunDelay {
+    /// The calling thread's run delay from now on.
+    pub fn this_thread() -> RunDelay {
+        RunDelay { tasks: Vec::new(), at_start: 0 }.add(vec![format!("/proc/self/task/{}", thread_id())])
+    }
+
+    /// The calling thread's and the library's threads in this process (`cellshm-…`:
+    /// link, server and stream threads, which wake it).
+    pub fn this_thread_and_links() -> RunDelay {
+        let links = threads("self")
+            .into_iter()
+            .filter(|t| std::fs::read_to_string(format!("{t}/comm")).is_ok_and(|comm| comm.starts_with("cellshm")));
+        RunDelay::this_thread().add(links.collect())
+    }
+
+    /// Also every thread of process `pid` (a cell).
+    pub fn and_process(self, pid: u32) -> RunDelay {
+        self.add(threads(&pid.to_string()))
+    }
+
+    fn add(mut self, tasks: Vec<String>) -> RunDelay {
+        self.at_start += run_delay_ns(&tasks);
+        self.tasks.extend(tasks);
+        self
+    }
+
+    /// The run delay since the start.
+    pub fn so_far(&self) -> Duration {
+        Duration::from_nanos(run_delay_ns(&self.tasks).saturating_sub(self.at_start))
+    }
+}
+
+fn threads(pid: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| dir.filter_map(|t| Some(t.ok()?.path().display().to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn thread_id() -> i64 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) }
+}
+
+/// The summed run delay (second field of `schedstat`) of the tasks still alive.
+fn run_delay_ns(tasks: &[String]) -> u64 {
+    tasks
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("{t}/schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
