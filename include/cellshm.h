@@ -11,6 +11,31 @@
  * - Pointer parameters are borrowed for the duration of the call unless documented
  *   otherwise. Strings are NUL-terminated UTF-8.
  * - No Rust panic crosses this boundary: it becomes CELLSHM_INTERNAL.
+ * - Functions that return a value rather than a status (a count, a name, a bool) never
+ *   set the last error; for a NULL or dead object they return the documented default.
+ *
+ * Threads, callbacks and lifetimes:
+ * - Hubs, peers, cells and supervisors may be used from any thread at once, and from
+ *   inside handlers and callbacks (a handler may call its own peer or the host), except
+ *   their *_free, which must be the last use by any thread and must not run inside a
+ *   handler or callback of the same object (it waits for them: freeing from inside one
+ *   would wait for itself). A stream is used by one thread at a time, except that
+ *   cellshm_stream_cancel may be called from any thread, and cellshm_stream_free while
+ *   another thread waits in cellshm_stream_next (that call then returns CELLSHM_CANCELLED).
+ * - Two waits cannot be answered from where they are made: a log sink runs on its cell's
+ *   receive path, so a call to that cell from inside the sink (a call,
+ *   cellshm_peer_set_log_filter) is answered only after the sink returns, and times out;
+ *   a supervisor listener runs on the supervisor's event thread, so waiting inside it for
+ *   a later event (cellshm_supervisor_wait_status) sees that event only after the
+ *   listener returns, and times out. Hand such work to another thread.
+ * - Using an object after its *_free is undefined behaviour, as with free(3): the library
+ *   cannot tell a freed handle from a live one.
+ * - Responses and stream items are owned by the caller and stay valid until they are
+ *   freed themselves, after their stream, peer or hub is freed too.
+ * - Every userdata given with a callback is released (its free function called) exactly
+ *   once: when the registration ends (the callback replaced or removed, or its object
+ *   freed: before that function returns, once the calls running on other threads have
+ *   returned), or at once if registering fails.
  *
  * Hubs and joining (protocol 2.0, docs/PROTOCOL.md):
  * - A hub has a name, not a file: cellshm_hub_new(name, ...) listens on the abstract
@@ -246,6 +271,7 @@ typedef struct {
   // `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
   uint64_t timeout_ms;
   // Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
+  // With both set, the call ends at whichever comes first.
   uint64_t deadline_ns;
 } cellshm_call_options;
 
@@ -262,17 +288,18 @@ typedef struct {
 typedef struct {
   // CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
   uint32_t wait;
-  // With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping.
+  // With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping (0 to 100000).
   uint32_t spin_us;
-  // Host threads serving this peer's calls to the host (1 to 64).
+  // Host threads serving this peer's calls to the host (1 to 64; 0 is refused).
   uint32_t server_threads;
-  // The fd number the doorbell gets in the child (at least 3); the child finds it in
+  // The fd number the doorbell gets in the child (3 to 65535); the child finds it in
   // CELLSHM_DOORBELL_FD.
   int doorbell_fd;
   // Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
   bool append_join_args;
-  // Keep the last this many bytes of the cell's stderr (which still reaches ours) and
-  // add them to the message it dies with; 0 (the default) leaves its stderr alone.
+  // Keep the last this many bytes (at most 1 MiB) of the cell's stderr (which still
+  // reaches ours) and add them to the message it dies with; 0 (the default) leaves its
+  // stderr alone.
   uint32_t stderr_tail;
   // Streams the cell may have open towards the host at once (1 to 1024, default 64);
   // more are refused with CELLSHM_RESOURCE_EXHAUSTED.
@@ -413,20 +440,20 @@ typedef uint32_t (*cellshm_stream_handler_fn)(void *userdata,
 typedef struct {
   // Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
   uint32_t max_restarts;
-  // Delay before the first relaunch (doubled after each crash).
+  // Delay before the first relaunch (doubled after each crash); at most max_backoff_ms.
   uint64_t initial_backoff_ms;
   // Upper bound of the delay.
   uint64_t max_backoff_ms;
   // A cell up this long has its restart count reset.
   uint64_t reset_after_ms;
-  // How long a cell may take to become ready.
+  // How long a cell may take to become ready (0 is refused).
   uint64_t ready_timeout_ms;
   // A heartbeat as it becomes ready and then every this many ms, answered from the
   // cell's handler threads; 0 (the default) = no heartbeats.
   uint64_t heartbeat_interval_ms;
   // Heartbeats in a row that may go unanswered; one more and the cell is killed and
   // relaunched as "unresponsive" (interval × (misses + 1) after the first unanswered
-  // one was sent).
+  // one was sent). 0: the first unanswered heartbeat is enough.
   uint32_t heartbeat_allowed_misses;
   // The time limit of calls to the cell whose options set none, in ms; 0 (the default)
   // = the supervisor's (cellshm_supervisor_set_default_timeout); CELLSHM_TIMEOUT_FOREVER
@@ -436,8 +463,10 @@ typedef struct {
 
 // Called on every status change of a supervised cell, in order, from the supervisor's
 // event thread: `name` and `reason` (empty unless it ended) are valid during the call.
-// It may call any cellshm_supervisor_* function (those that wait for events do not
-// wait for the one being delivered).
+// It may call any cellshm_supervisor_* function; those that wait for events (operations
+// do not wait for the one being delivered, but cellshm_supervisor_wait_status for a
+// later event does, and times out: that event is delivered by this thread, after the
+// listener returns).
 typedef void (*cellshm_cell_event_fn)(void *userdata,
                                       const char *name,
                                       uint32_t status,
@@ -511,7 +540,7 @@ cellshm_status cellshm_cell_attach(const char *hub, const char *name, cellshm_ce
 //
 // # Safety
 // `cell` is live; `name` NUL-terminated; `handler` a valid function.
-cellshm_status cellshm_cell_register(cellshm_cell *cell,
+cellshm_status cellshm_cell_register(const cellshm_cell *cell,
                                      const char *name,
                                      cellshm_handler_fn handler,
                                      void *userdata,
@@ -521,14 +550,14 @@ cellshm_status cellshm_cell_register(cellshm_cell *cell,
 //
 // # Safety
 // `cell` is live.
-cellshm_status cellshm_cell_serve(cellshm_cell *cell);
+cellshm_status cellshm_cell_serve(const cellshm_cell *cell);
 
 // Serves until the host says goodbye (CELLSHM_OK) or goes away (its status). By
 // default a cell whose host dies exits the process instead of returning.
 //
 // # Safety
 // `cell` is live.
-cellshm_status cellshm_cell_run(cellshm_cell *cell);
+cellshm_status cellshm_cell_run(const cellshm_cell *cell);
 
 // Calls a host method; as cellshm_peer_call.
 //
@@ -599,15 +628,18 @@ const char *cellshm_hub_name(const cellshm_hub *hub);
 //
 // # Safety
 // `hub` is a live hub; `name` a NUL-terminated string; `handler` a valid function.
-cellshm_status cellshm_hub_register(cellshm_hub *hub,
+cellshm_status cellshm_hub_register(const cellshm_hub *hub,
                                     const char *name,
                                     cellshm_handler_fn handler,
                                     void *userdata,
                                     cellshm_free_fn free_userdata);
 
-// Spawns `program` as a cell named `name`. `argv` (may be NULL) is a NULL-terminated
-// list of arguments; the hub does not add any (the cell finds its doorbell through
-// CELLSHM_DOORBELL_FD unless `options->append_join_args` asks for `--doorbell-fd=N`).
+// Spawns `program` as a cell named `name` (1 to 48 bytes without control characters,
+// the rule cellshm_supervisor_add and attach follow too). `program` is looked up in PATH
+// if it has no slash, and is the cell's argv[0]. `argv` (may be NULL) is a
+// NULL-terminated list of the arguments after argv[0]; the hub does not add any (the
+// cell finds its doorbell through CELLSHM_DOORBELL_FD unless
+// `options->append_join_args` asks for `--doorbell-fd=N`).
 // `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited
 // environment. `options` may be NULL for the defaults. On success `*out_peer` is owned
 // by the caller (free it with cellshm_peer_free); wait for it with
@@ -615,7 +647,7 @@ cellshm_status cellshm_hub_register(cellshm_hub *hub,
 //
 // # Safety
 // All strings are NUL-terminated; the lists NULL-terminated; `out_peer` writable.
-cellshm_status cellshm_hub_spawn(cellshm_hub *hub,
+cellshm_status cellshm_hub_spawn(const cellshm_hub *hub,
                                  const char *name,
                                  const char *program,
                                  const char *const *argv,
@@ -902,7 +934,9 @@ void cellshm_peer_free(cellshm_peer *peer);
 //
 // # Safety
 // `hub` is live; `uids` has `uid_count` readable entries (or is NULL with 0).
-cellshm_status cellshm_hub_enable_attach(cellshm_hub *hub, const uint32_t *uids, size_t uid_count);
+cellshm_status cellshm_hub_enable_attach(const cellshm_hub *hub,
+                                         const uint32_t *uids,
+                                         size_t uid_count);
 
 // Finds the most recent peer named `name`, spawned or attached. On success
 // `*out_peer` is a new handle owned by the caller (free it with cellshm_peer_free);
@@ -988,7 +1022,10 @@ void cellshm_response_free(cellshm_response *response);
 
 // Opens a stream to the cell's stream method "Service.method" with `request_len`
 // bytes at `request` as its opening message. `options` may be NULL; its timeout covers
-// the whole stream. On success `*out_stream` is owned by the caller.
+// the whole stream (streams have no default timeout). On success `*out_stream` is owned
+// by the caller. Opening does not wait for the cell: a method it does not serve as a
+// stream (unknown, or unary) is reported by the first cellshm_stream_next (or
+// cellshm_stream_finish) as CELLSHM_UNIMPLEMENTED.
 //
 // # Safety
 // `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
@@ -1113,7 +1150,7 @@ cellshm_status cellshm_hub_register_stream_kind(const cellshm_hub *hub,
 //
 // # Safety
 // `cell` is live; `name` NUL-terminated; `handler` a valid function.
-cellshm_status cellshm_cell_register_stream(cellshm_cell *cell,
+cellshm_status cellshm_cell_register_stream(const cellshm_cell *cell,
                                             const char *name,
                                             cellshm_stream_handler_fn handler,
                                             void *userdata,
@@ -1124,7 +1161,7 @@ cellshm_status cellshm_cell_register_stream(cellshm_cell *cell,
 //
 // # Safety
 // `cell` is live; `name` NUL-terminated; `handler` a valid function.
-cellshm_status cellshm_cell_register_stream_kind(cellshm_cell *cell,
+cellshm_status cellshm_cell_register_stream_kind(const cellshm_cell *cell,
                                                  const char *name,
                                                  uint32_t kind,
                                                  cellshm_stream_handler_fn handler,
@@ -1154,6 +1191,10 @@ cellshm_status cellshm_stream_call_next(cellshm_stream_call *call, cellshm_strea
 int cellshm_stream_call_cancelled(cellshm_stream_call *call);
 
 // Sets the response sent when the handler returns CELLSHM_OK (a copy of `len` bytes).
+// The caller reads it with cellshm_stream_finish (client streaming, and bidi callers
+// that finish); a caller that reads the stream to its end with cellshm_stream_next
+// (server streaming) gets NULL at the end and never sees a response, so a server-stream
+// handler need not set one.
 //
 // # Safety
 // `call` is the running stream handler's; `data` has `len` readable bytes.

@@ -334,7 +334,8 @@ class Hub {
         detail::check(cellshm_hub_allow(raw_.get(), method, list.data()));
     }
 
-    /// Spawns `program` with `args` (the hub appends its own) and extra `env` entries.
+    /// Spawns `program` with `args` (its arguments after argv[0], which is `program`; the
+    /// hub adds none) and extra `env` entries.
     Peer spawn(const char *name, const std::string &program, const std::vector<std::string> &args = {},
                const std::vector<std::string> &env = {}) {
         auto argv = detail::c_list(args);

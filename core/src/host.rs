@@ -68,9 +68,61 @@ pub struct PeerOptions {
     pub stream_window: u32,
 }
 
+/// The longest an adaptive wait may spin before it sleeps: beyond it a wait burns a core
+/// for nothing a sleep would not do.
+pub const MAX_SPIN: Duration = Duration::from_millis(100);
+
+/// The most of a cell's stderr a host keeps for its death reason.
+pub const MAX_STDERR_TAIL: usize = 1 << 20;
+
+/// Checks a cell's name, the one rule for every way a cell gets one (spawned, supervised,
+/// attached): 1 to [`crate::shm::PEER_NAME_MAX`] bytes of UTF-8 without control
+/// characters (names are shown on one line by `cellshm inspect` and in logs).
+pub fn validate_cell_name(name: &str) -> Result<()> {
+    let max = crate::shm::PEER_NAME_MAX;
+    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+        let shown: String = name.chars().take(64).collect();
+        return Err(Error::new(
+            Status::InvalidArgument,
+            format!(
+                "cell name {shown:?}{} is not 1 to {max} bytes without control characters",
+                if name.chars().count() > 64 { "..." } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_wait(what: &str, wait: WaitStrategy) -> Result<()> {
+    match wait {
+        WaitStrategy::Adaptive { spin } if spin > MAX_SPIN => Err(Error::new(
+            Status::InvalidArgument,
+            format!("{what}: an adaptive spin of {} µs is not in 0..={} µs", spin.as_micros(), MAX_SPIN.as_micros()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl PeerOptions {
     /// Checks every limit; the error (INVALID_ARGUMENT) names the one broken.
     pub fn validate(&self) -> Result<()> {
+        validate_wait("wait", self.wait)?;
+        validate_wait("server_wait", self.server_wait)?;
+        if !(3..=i32::from(u16::MAX)).contains(&self.doorbell_fd) {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "doorbell_fd {} is not in 3..=65535 (0, 1 and 2 are stdin, stdout and stderr)",
+                    self.doorbell_fd
+                ),
+            ));
+        }
+        if self.stderr_tail > MAX_STDERR_TAIL {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!("stderr_tail {} is not in 0..={MAX_STDERR_TAIL}", self.stderr_tail),
+            ));
+        }
         if !(1..=1024).contains(&self.max_streams) {
             return Err(Error::new(
                 Status::InvalidArgument,
@@ -639,12 +691,7 @@ impl Drop for Hub {
 /// Reserves a peer slot (a free one, or a dead one that can be reclaimed), creates the
 /// link's memfds and doorbell, and queues the join record on the doorbell.
 fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result<PeerTicket> {
-    if options.doorbell_fd < 3 {
-        return Err(Error::new(
-            Status::InvalidArgument,
-            format!("doorbell fd {} would replace stdin/stdout/stderr", options.doorbell_fd),
-        ));
-    }
+    validate_cell_name(name)?;
     options.validate()?;
     notice_dead_links(shared);
     let mut peers = shared.peers.lock();

@@ -83,7 +83,7 @@ pub unsafe extern "C" fn cellshm_cell_attach(
 /// `cell` is live; `name` NUL-terminated; `handler` a valid function.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_register(
-    cell: *mut cellshm_cell,
+    cell: *const cellshm_cell,
     name: *const c_char,
     handler: cellshm_handler_fn,
     userdata: *mut c_void,
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn cellshm_cell_register(
 /// # Safety
 /// `cell` is live.
 #[no_mangle]
-pub unsafe extern "C" fn cellshm_cell_serve(cell: *mut cellshm_cell) -> cellshm_status {
+pub unsafe extern "C" fn cellshm_cell_serve(cell: *const cellshm_cell) -> cellshm_status {
     boundary("cellshm_cell_serve", || {
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });
@@ -122,7 +122,7 @@ pub unsafe extern "C" fn cellshm_cell_serve(cell: *mut cellshm_cell) -> cellshm_
 /// # Safety
 /// `cell` is live.
 #[no_mangle]
-pub unsafe extern "C" fn cellshm_cell_run(cell: *mut cellshm_cell) -> cellshm_status {
+pub unsafe extern "C" fn cellshm_cell_run(cell: *const cellshm_cell) -> cellshm_status {
     boundary("cellshm_cell_run", || {
         // SAFETY: per this function's contract.
         let cell = try_c!(unsafe { object(cell, "cell") });

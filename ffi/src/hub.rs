@@ -223,7 +223,7 @@ pub unsafe extern "C" fn cellshm_hub_name(hub: *const cellshm_hub) -> *const c_c
 /// `hub` is a live hub; `name` a NUL-terminated string; `handler` a valid function.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_register(
-    hub: *mut cellshm_hub,
+    hub: *const cellshm_hub,
     name: *const c_char,
     handler: cellshm_handler_fn,
     userdata: *mut c_void,
@@ -242,9 +242,12 @@ pub unsafe extern "C" fn cellshm_hub_register(
     })
 }
 
-/// Spawns `program` as a cell named `name`. `argv` (may be NULL) is a NULL-terminated
-/// list of arguments; the hub does not add any (the cell finds its doorbell through
-/// CELLSHM_DOORBELL_FD unless `options->append_join_args` asks for `--doorbell-fd=N`).
+/// Spawns `program` as a cell named `name` (1 to 48 bytes without control characters,
+/// the rule cellshm_supervisor_add and attach follow too). `program` is looked up in PATH
+/// if it has no slash, and is the cell's argv[0]. `argv` (may be NULL) is a
+/// NULL-terminated list of the arguments after argv[0]; the hub does not add any (the
+/// cell finds its doorbell through CELLSHM_DOORBELL_FD unless
+/// `options->append_join_args` asks for `--doorbell-fd=N`).
 /// `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited
 /// environment. `options` may be NULL for the defaults. On success `*out_peer` is owned
 /// by the caller (free it with cellshm_peer_free); wait for it with
@@ -254,7 +257,7 @@ pub unsafe extern "C" fn cellshm_hub_register(
 /// All strings are NUL-terminated; the lists NULL-terminated; `out_peer` writable.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_spawn(
-    hub: *mut cellshm_hub,
+    hub: *const cellshm_hub,
     name: *const c_char,
     program: *const c_char,
     argv: *const *const c_char,

@@ -23,6 +23,7 @@ pub struct cellshm_call_options {
     /// `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
     pub timeout_ms: u64,
     /// Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
+    /// With both set, the call ends at whichever comes first.
     pub deadline_ns: u64,
 }
 
@@ -50,17 +51,18 @@ pub(crate) fn c_timeout(ms: u64) -> Duration {
 pub struct cellshm_peer_options {
     /// CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
     pub wait: u32,
-    /// With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping.
+    /// With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping (0 to 100000).
     pub spin_us: u32,
-    /// Host threads serving this peer's calls to the host (1 to 64).
+    /// Host threads serving this peer's calls to the host (1 to 64; 0 is refused).
     pub server_threads: u32,
-    /// The fd number the doorbell gets in the child (at least 3); the child finds it in
+    /// The fd number the doorbell gets in the child (3 to 65535); the child finds it in
     /// CELLSHM_DOORBELL_FD.
     pub doorbell_fd: c_int,
     /// Also append `--doorbell-fd=N` to the cell's arguments (false: argv is left alone).
     pub append_join_args: bool,
-    /// Keep the last this many bytes of the cell's stderr (which still reaches ours) and
-    /// add them to the message it dies with; 0 (the default) leaves its stderr alone.
+    /// Keep the last this many bytes (at most 1 MiB) of the cell's stderr (which still
+    /// reaches ours) and add them to the message it dies with; 0 (the default) leaves its
+    /// stderr alone.
     pub stderr_tail: u32,
     /// Streams the cell may have open towards the host at once (1 to 1024, default 64);
     /// more are refused with CELLSHM_RESOURCE_EXHAUSTED.
@@ -109,7 +111,7 @@ pub(crate) fn peer_options_from(o: &cellshm_peer_options) -> Result<PeerOptions,
     };
     Ok(PeerOptions {
         wait,
-        server_threads: o.server_threads.max(1) as usize,
+        server_threads: o.server_threads as usize,
         doorbell_fd: o.doorbell_fd,
         append_join_args: o.append_join_args,
         stderr_tail: o.stderr_tail as usize,

@@ -250,7 +250,7 @@ pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
 /// `hub` is live; `uids` has `uid_count` readable entries (or is NULL with 0).
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_enable_attach(
-    hub: *mut cellshm_hub,
+    hub: *const cellshm_hub,
     uids: *const u32,
     uid_count: usize,
 ) -> cellshm_status {

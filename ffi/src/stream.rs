@@ -132,7 +132,10 @@ pub(crate) fn deliver_stream(result: cellshm::Result<Stream>, out: *mut *mut cel
 
 /// Opens a stream to the cell's stream method "Service.method" with `request_len`
 /// bytes at `request` as its opening message. `options` may be NULL; its timeout covers
-/// the whole stream. On success `*out_stream` is owned by the caller.
+/// the whole stream (streams have no default timeout). On success `*out_stream` is owned
+/// by the caller. Opening does not wait for the cell: a method it does not serve as a
+/// stream (unknown, or unary) is reported by the first cellshm_stream_next (or
+/// cellshm_stream_finish) as CELLSHM_UNIMPLEMENTED.
 ///
 /// # Safety
 /// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
@@ -485,7 +488,7 @@ pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
 /// `cell` is live; `name` NUL-terminated; `handler` a valid function.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_register_stream(
-    cell: *mut cellshm_cell,
+    cell: *const cellshm_cell,
     name: *const c_char,
     handler: cellshm_stream_handler_fn,
     userdata: *mut c_void,
@@ -511,7 +514,7 @@ pub unsafe extern "C" fn cellshm_cell_register_stream(
 /// `cell` is live; `name` NUL-terminated; `handler` a valid function.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
-    cell: *mut cellshm_cell,
+    cell: *const cellshm_cell,
     name: *const c_char,
     kind: u32,
     handler: cellshm_stream_handler_fn,
@@ -586,6 +589,10 @@ pub unsafe extern "C" fn cellshm_stream_call_cancelled(call: *mut cellshm_stream
 }
 
 /// Sets the response sent when the handler returns CELLSHM_OK (a copy of `len` bytes).
+/// The caller reads it with cellshm_stream_finish (client streaming, and bidi callers
+/// that finish); a caller that reads the stream to its end with cellshm_stream_next
+/// (server streaming) gets NULL at the end and never sees a response, so a server-stream
+/// handler need not set one.
 ///
 /// # Safety
 /// `call` is the running stream handler's; `data` has `len` readable bytes.

@@ -37,20 +37,20 @@ pub(crate) fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
 pub struct cellshm_restart_policy {
     /// Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
     pub max_restarts: u32,
-    /// Delay before the first relaunch (doubled after each crash).
+    /// Delay before the first relaunch (doubled after each crash); at most max_backoff_ms.
     pub initial_backoff_ms: u64,
     /// Upper bound of the delay.
     pub max_backoff_ms: u64,
     /// A cell up this long has its restart count reset.
     pub reset_after_ms: u64,
-    /// How long a cell may take to become ready.
+    /// How long a cell may take to become ready (0 is refused).
     pub ready_timeout_ms: u64,
     /// A heartbeat as it becomes ready and then every this many ms, answered from the
     /// cell's handler threads; 0 (the default) = no heartbeats.
     pub heartbeat_interval_ms: u64,
     /// Heartbeats in a row that may go unanswered; one more and the cell is killed and
     /// relaunched as "unresponsive" (interval × (misses + 1) after the first unanswered
-    /// one was sent).
+    /// one was sent). 0: the first unanswered heartbeat is enough.
     pub heartbeat_allowed_misses: u32,
     /// The time limit of calls to the cell whose options set none, in ms; 0 (the default)
     /// = the supervisor's (cellshm_supervisor_set_default_timeout); CELLSHM_TIMEOUT_FOREVER
@@ -78,8 +78,10 @@ pub extern "C" fn cellshm_restart_policy_default() -> cellshm_restart_policy {
 
 /// Called on every status change of a supervised cell, in order, from the supervisor's
 /// event thread: `name` and `reason` (empty unless it ended) are valid during the call.
-/// It may call any cellshm_supervisor_* function (those that wait for events do not
-/// wait for the one being delivered).
+/// It may call any cellshm_supervisor_* function; those that wait for events (operations
+/// do not wait for the one being delivered, but cellshm_supervisor_wait_status for a
+/// later event does, and times out: that event is delivered by this thread, after the
+/// listener returns).
 pub type cellshm_cell_event_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, name: *const c_char, status: u32, reason: *const c_char)>;
 

@@ -16,6 +16,52 @@ static void refused(cellshm_hub_options options, const char *what) {
     }
 }
 
+static uint32_t no_answer(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    (void)userdata;
+    (void)request;
+    (void)len;
+    (void)reply;
+    return CELLSHM_OK;
+}
+
+/* `status` is `expected` and the message names `what`. */
+static void expect(cellshm_status status, cellshm_status expected, const char *what) {
+    CHECK_STATUS(status, expected);
+    if (strstr(cellshm_last_error_message(), what) == NULL) {
+        fprintf(stderr, "expected %s in: %s\n", what, cellshm_last_error_message());
+        exit(1);
+    }
+}
+
+/* Cell names follow one rule whether spawned or supervised; method names are checked
+ * when registered; a restart policy is checked when it is used. */
+static void check_names_and_policies(const char *cell) {
+    static char long_name[100001];
+    cellshm_hub *hub = NULL;
+    cellshm_supervisor *sup = NULL;
+    cellshm_peer *peer = NULL;
+    cellshm_restart_policy policy = cellshm_restart_policy_default();
+    const char *bad_names[] = {"", "a\nb", long_name};
+    size_t i;
+    memset(long_name, 'x', sizeof long_name - 1);
+    CHECK_STATUS(cellshm_hub_new(NULL, 0, &hub), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_new(NULL, 0, &sup), CELLSHM_OK);
+    for (i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        expect(cellshm_hub_spawn(hub, bad_names[i], cell, NULL, NULL, NULL, &peer), CELLSHM_INVALID_ARGUMENT, "cell name");
+        CHECK(peer == NULL);
+        expect(cellshm_supervisor_add(sup, bad_names[i], cell, NULL, NULL, NULL), CELLSHM_INVALID_ARGUMENT, "cell name");
+        expect(cellshm_hub_register(hub, bad_names[i], no_answer, NULL, NULL), CELLSHM_INVALID_ARGUMENT, "method name");
+    }
+    policy.initial_backoff_ms = 1000;
+    policy.max_backoff_ms = 10;
+    expect(cellshm_supervisor_add(sup, "a", cell, NULL, NULL, &policy), CELLSHM_INVALID_ARGUMENT, "max_backoff");
+    policy = cellshm_restart_policy_default();
+    policy.ready_timeout_ms = 0;
+    expect(cellshm_supervisor_add(sup, "a", cell, NULL, NULL, &policy), CELLSHM_INVALID_ARGUMENT, "ready timeout");
+    cellshm_supervisor_free(sup);
+    cellshm_hub_free(hub);
+}
+
 int main(int argc, char **argv) {
     const char *env[] = {"CELLSHM_QUIET=1", NULL};
     cellshm_hub_options options = cellshm_hub_options_default();
@@ -47,6 +93,20 @@ int main(int argc, char **argv) {
     bad = options;
     bad.size = 0;
     refused(bad, "size");
+    bad = options;
+    bad.peer_defaults.server_threads = 0;
+    refused(bad, "server_threads");
+    bad = options;
+    bad.peer_defaults.doorbell_fd = -1;
+    refused(bad, "doorbell_fd -1");
+    bad = options;
+    bad.peer_defaults.doorbell_fd = 1;
+    refused(bad, "doorbell_fd 1");
+    bad = options;
+    bad.peer_defaults.wait = CELLSHM_WAIT_ADAPTIVE;
+    bad.peer_defaults.spin_us = UINT32_MAX;
+    refused(bad, "spin");
+    check_names_and_policies(argv[1]);
 
     /* A program built against an older, shorter struct: the fields it does not know
      * keep their defaults (here, everything after max_peers). */

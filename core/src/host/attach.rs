@@ -94,7 +94,7 @@ pub(super) fn serve(
     if !policy.allowed_uids.contains(&uid) {
         return refuse(format!("uid {uid} (pid {pid}) is not allowed to attach"));
     }
-    if name.is_empty() || name.len() > crate::shm::PEER_NAME_MAX || name.chars().any(char::is_control) {
+    if crate::host::validate_cell_name(name).is_err() {
         return refuse(format!("pid {pid} asked to attach as {name:?}, expected \"ATTACH <name>\""));
     }
     let ticket = match add_peer(shared, name, policy.peer.clone()) {

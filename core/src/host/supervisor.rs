@@ -43,6 +43,23 @@ pub struct RestartPolicy {
     pub reset_after: Duration,
 }
 
+impl RestartPolicy {
+    /// Checks the policy; the error (INVALID_ARGUMENT) names what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.initial_backoff > self.max_backoff {
+            return Err(Error::new(
+                Status::InvalidArgument,
+                format!(
+                    "initial_backoff {} ms is above max_backoff {} ms",
+                    self.initial_backoff.as_millis(),
+                    self.max_backoff.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RestartPolicy {
     fn default() -> Self {
         RestartPolicy {
@@ -708,8 +725,11 @@ fn schedule_now(cell: &mut ManagedCell) {
 }
 
 fn validate(spec: &CellSpec) -> Result<()> {
-    if spec.name.is_empty() {
-        return Err(Error::new(Status::InvalidArgument, "a cell's name must not be empty"));
+    crate::host::validate_cell_name(&spec.name)?;
+    spec.peer.validate().map_err(|e| e.context(format!("cell {:?}", spec.name)))?;
+    spec.restart.validate().map_err(|e| e.context(format!("cell {:?}", spec.name)))?;
+    if spec.ready_timeout.is_zero() {
+        return Err(Error::new(Status::InvalidArgument, format!("cell {:?}: a ready timeout of 0", spec.name)));
     }
     if spec.program.as_os_str().is_empty() {
         return Err(Error::new(Status::InvalidArgument, format!("cell {:?} has no program", spec.name)));

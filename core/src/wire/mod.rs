@@ -174,6 +174,23 @@ impl fmt::Display for Status {
     }
 }
 
+/// The longest method name a side registers.
+pub const MAX_METHOD_NAME: usize = 256;
+
+/// Checks a method name as it is registered (`"Service.method"`, `"pkg.Svc.Method"`): 1
+/// to [`MAX_METHOD_NAME`] bytes of UTF-8 without whitespace or control characters. Only
+/// registration checks it: a call of any other name simply finds no method.
+pub fn validate_method_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_METHOD_NAME || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        let shown: String = name.chars().take(64).collect();
+        let more = if name.chars().count() > 64 { "..." } else { "" };
+        return Err(format!(
+            "method name {shown:?}{more} is not 1 to {MAX_METHOD_NAME} bytes without whitespace or control characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Method id of `"Service.method"`: FNV-1a 64 over the UTF-8 bytes, folded
 /// `(h >> 32) ^ h` to 32 bits. 0 is reserved, so a name folding to 0 gets id 1.
 pub const fn method_id(name: &str) -> u32 {

@@ -133,6 +133,7 @@ impl Dispatcher {
     }
 
     fn free_id(&self, name: &str) -> Result<u32> {
+        wire::validate_method_name(name).map_err(|m| Error::new(Status::InvalidArgument, m))?;
         let id = wire::method_id(name);
         if let Some((existing, _)) = self.methods.get(&id) {
             return Err(Error::new(
