@@ -199,6 +199,12 @@ typedef uint32_t cellshm_method_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A unary call in flight (cellshm_peer_call_start, cellshm_cell_call_start). Owned by
+// the caller; cellshm_call_free releases it, cancelling the call if it is still out.
+// Thread-safe: cellshm_call_cancel and cellshm_call_is_done may be called from any
+// thread while another waits in cellshm_call_wait.
+typedef struct cellshm_call cellshm_call;
+
 // A cell: joins the hub its host named, serves methods, calls the host. Register
 // methods before cellshm_cell_serve / cellshm_cell_run; cellshm_cell_call,
 // cellshm_cell_notify and cellshm_cell_log may then be used from any thread.
@@ -248,6 +254,18 @@ typedef struct cellshm_subscription cellshm_subscription;
 // thread.
 typedef struct cellshm_supervisor cellshm_supervisor;
 
+// Per-call options. NULL (or all zero): the peer's default timeout (30 s unless its
+// options, the supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams
+// have none).
+typedef struct {
+  // Milliseconds each call may take from its start; 0 = the peer's default (unless
+  // `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
+  uint64_t timeout_ms;
+  // Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
+  // With both set, the call ends at whichever comes first.
+  uint64_t deadline_ns;
+} cellshm_call_options;
+
 // A method handler. `request` holds `request_len` bytes, valid until the handler
 // returns: read in place (zero-copy) when larger than 80 bytes, in memory the caller
 // can still write, so copy what you validate before trusting it. Answer with cellshm_reply_write or cellshm_reply_buffer
@@ -262,18 +280,6 @@ typedef uint32_t (*cellshm_handler_fn)(void *userdata,
 // Releases a userdata pointer. Called exactly once per registration, when the
 // registration ends (the owning object is freed) or at once if registration fails.
 typedef void (*cellshm_free_fn)(void *userdata);
-
-// Per-call options. NULL (or all zero): the peer's default timeout (30 s unless its
-// options, the supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams
-// have none).
-typedef struct {
-  // Milliseconds each call may take from its start; 0 = the peer's default (unless
-  // `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
-  uint64_t timeout_ms;
-  // Absolute CLOCK_MONOTONIC deadline in ns (see cellshm_monotonic_now_ns); 0 = none.
-  // With both set, the call ends at whichever comes first.
-  uint64_t deadline_ns;
-} cellshm_call_options;
 
 // One class of slots of every link's pools: `slot_count` slots of `slot_size` bytes (a
 // multiple of 64). The largest class's size is the largest payload a call can carry.
@@ -475,6 +481,69 @@ typedef void (*cellshm_cell_event_fn)(void *userdata,
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Starts a call of the cell's method "Service.method" and returns at once: wait for its
+// answer with cellshm_call_wait, or give up on it with cellshm_call_cancel. `options` as
+// for cellshm_peer_call (its deadline goes on running while nobody waits). On success
+// `*out_call` is owned by the caller.
+//
+// # Safety
+// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
+// `options` NULL or readable; `out_call` writable.
+cellshm_status cellshm_peer_call_start(const cellshm_peer *peer,
+                                       const char *method,
+                                       const uint8_t *request,
+                                       size_t request_len,
+                                       const cellshm_call_options *options,
+                                       cellshm_call **out_call);
+
+// Starts a call of a host method; as cellshm_peer_call_start.
+//
+// # Safety
+// As for cellshm_peer_call_start, with a live `cell`.
+cellshm_status cellshm_cell_call_start(const cellshm_cell *cell,
+                                       const char *method,
+                                       const uint8_t *request,
+                                       size_t request_len,
+                                       const cellshm_call_options *options,
+                                       cellshm_call **out_call);
+
+// Waits up to `timeout_ms` (CELLSHM_TIMEOUT_FOREVER: no limit; 0: just looks) for the
+// call's answer. On CELLSHM_OK `*out_response` is the response, owned by the caller.
+// Otherwise the status is the call's end (the handler's error, CELLSHM_DEADLINE_EXCEEDED
+// once the call's own deadline passed, CELLSHM_CANCELLED after cellshm_call_cancel,
+// CELLSHM_PEER_DEAD, ...), with one exception: CELLSHM_DEADLINE_EXCEEDED while
+// cellshm_call_is_done still says 0 means `timeout_ms` passed first and the call goes on
+// (wait again, or cancel it). Once the response was taken, CELLSHM_FAILED_PRECONDITION.
+//
+// # Safety
+// `call` is live; `out_response` writable.
+cellshm_status cellshm_call_wait(const cellshm_call *call,
+                                 uint64_t timeout_ms,
+                                 cellshm_response **out_response);
+
+// 1 once the call's answer is in or the call was cancelled (cellshm_call_wait then
+// returns at once), else 0 (also for NULL).
+//
+// # Safety
+// `call` is NULL or live.
+int cellshm_call_is_done(const cellshm_call *call);
+
+// Gives up on the call: the callee's handler sees it cancelled (cellshm_reply_cancelled),
+// a late answer is dropped, and cellshm_call_wait (also one waiting now, on another
+// thread) returns CELLSHM_CANCELLED. A call already answered is left as it is (its
+// response can still be taken). Idempotent.
+//
+// # Safety
+// `call` is live.
+cellshm_status cellshm_call_cancel(const cellshm_call *call);
+
+// Releases a call, cancelling it if it is still out. NULL is a no-op.
+//
+// # Safety
+// `call` is NULL or a call not yet freed, used by no other thread; it must not be used
+// afterwards.
+void cellshm_call_free(cellshm_call *call);
 
 // Sets the reply to a copy of `len` bytes at `data`.
 //

@@ -371,3 +371,66 @@ pub unsafe extern "C" fn cellshm_reply_cancelled(reply: *mut cellshm_reply) -> c
         unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| c_int::from(s.call.is_cancelled()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn count_release(_: *mut c_void) {
+        RELEASED.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The cases a C program meets: ended with no call running, from inside its own
+    /// call, while another thread's call runs, and never ended (dropped). Released once
+    /// each, and never while a call of it runs.
+    #[test]
+    fn userdata_is_released_once_when_no_call_of_it_runs_any_more() {
+        let before = RELEASED.load(Ordering::SeqCst);
+        let idle = Registration::new(std::ptr::null_mut(), Some(count_release));
+        idle.end();
+        assert_eq!(RELEASED.load(Ordering::SeqCst), before + 1, "ended while idle: at once");
+        assert!(idle.enter().is_none(), "no call starts after the end");
+        drop(idle);
+        assert_eq!(RELEASED.load(Ordering::SeqCst), before + 1, "once");
+
+        // Ended from inside its own call: released as that call returns.
+        let inside = Registration::new(std::ptr::null_mut(), Some(count_release));
+        let call = inside.enter().unwrap();
+        inside.end();
+        assert_eq!(RELEASED.load(Ordering::SeqCst), before + 1, "not while its call runs");
+        drop(call);
+        assert_eq!(RELEASED.load(Ordering::SeqCst), before + 2);
+
+        // Ended while another thread's call runs: end returns after that call and the release.
+        let shared = Registration::new(std::ptr::null_mut(), Some(count_release));
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (leave_tx, leave_rx) = std::sync::mpsc::channel::<()>();
+        let other = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let call = shared.enter().unwrap();
+                entered_tx.send(()).unwrap();
+                leave_rx.recv().unwrap();
+                assert_eq!(RELEASED.load(Ordering::SeqCst), before + 2, "released under a running call");
+                drop(call);
+            })
+        };
+        entered_rx.recv().unwrap();
+        let ender = {
+            let shared = shared.clone();
+            std::thread::spawn(move || shared.end())
+        };
+        leave_tx.send(()).unwrap();
+        ender.join().unwrap();
+        assert_eq!(RELEASED.load(Ordering::SeqCst), before + 3, "end returned after the release");
+        other.join().unwrap();
+
+        // Never ended: released with its last holder.
+        drop(Registration::new(std::ptr::null_mut(), Some(count_release)));
+        assert_eq!(RELEASED.load(Ordering::SeqCst), before + 4);
+    }
+}

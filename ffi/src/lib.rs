@@ -240,6 +240,7 @@ macro_rules! out_param {
     };
 }
 
+pub mod call;
 pub mod callbacks;
 pub mod cell;
 pub mod hub;
@@ -253,6 +254,7 @@ pub mod response;
 pub mod stream;
 pub mod supervisor;
 
+pub use call::*;
 pub use callbacks::*;
 pub use cell::*;
 pub use hub::*;

@@ -1,6 +1,7 @@
 /* Lifetimes the header promises: userdata released when its registration ends (before the
- * function that ended it returns, even while peer handles live), and a stream's end seen
- * the same way whichever thread ended it.
+ * function that ended it returns, even while peer handles live), a stream's end seen
+ * the same way whichever thread ended it, and a unary call in flight cancelled from
+ * another thread.
  *   test_lifetimes TEST_CELL */
 #include <pthread.h>
 #include <sched.h>
@@ -91,9 +92,10 @@ static void *wait_once(void *arg) {
     return NULL;
 }
 
-/* Waits (for an event the kernel reports: the thread's state) until the waiter thread
- * sleeps, which after setting its tid it does only inside cellshm_stream_next. */
-static void wait_until_asleep(waiter *w) {
+/* Waits (for an event the kernel reports: the thread's state) until the thread whose id
+ * `*thread_id` will hold sleeps, which after setting it it does only in the library's
+ * wait it is about to make. */
+static void wait_until_asleep(volatile long *thread_id) {
     char path[64], stat[512];
     long tid;
     int tries;
@@ -101,7 +103,7 @@ static void wait_until_asleep(waiter *w) {
         FILE *f;
         const char *state;
         size_t n;
-        tid = __atomic_load_n(&w->tid, __ATOMIC_SEQ_CST);
+        tid = __atomic_load_n(thread_id, __ATOMIC_SEQ_CST);
         if (tid == 0) {
             sched_yield();
             continue;
@@ -118,7 +120,77 @@ static void wait_until_asleep(waiter *w) {
         }
         usleep(200);
     }
-    CHECK(!"the waiter never went to sleep in cellshm_stream_next");
+    CHECK(!"the thread never went to sleep in the library's wait");
+}
+
+static uint32_t cancels_seen(cellshm_peer *peer) {
+    cellshm_response *response = NULL;
+    uint32_t n;
+    CHECK_STATUS(cellshm_peer_call(peer, "Test.cancels_seen", NULL, 0, NULL, &response), CELLSHM_OK);
+    CHECK(cellshm_response_len(response) == 4);
+    memcpy(&n, cellshm_response_data(response), 4);
+    cellshm_response_free(response);
+    return n;
+}
+
+typedef struct {
+    cellshm_call *call;
+    volatile long waiting_tid; /* the thread that waits for the call */
+} canceller;
+
+static void *cancel_soon(void *arg) {
+    canceller *c = arg;
+    /* Once the waiting thread sleeps in cellshm_call_wait. */
+    wait_until_asleep(&c->waiting_tid);
+    CHECK_STATUS(cellshm_call_cancel(c->call), CELLSHM_OK);
+    return NULL;
+}
+
+static void check_call_in_flight(cellshm_peer *peer) {
+    cellshm_call *call = NULL;
+    cellshm_response *response = NULL;
+    uint32_t before = cancels_seen(peer);
+    canceller c;
+    pthread_t thread;
+    int tries;
+
+    CHECK_STATUS(cellshm_peer_call_start(peer, "Echo.echo", (const uint8_t *)"hi", 2, NULL, &call), CELLSHM_OK);
+    CHECK_STATUS(cellshm_call_wait(call, CELLSHM_TIMEOUT_FOREVER, &response), CELLSHM_OK);
+    CHECK(cellshm_response_len(response) == 2 && memcmp(cellshm_response_data(response), "hi", 2) == 0);
+    cellshm_response_free(response);
+    CHECK(cellshm_call_is_done(call) == 1);
+    CHECK_STATUS(cellshm_call_wait(call, 0, &response), CELLSHM_FAILED_PRECONDITION);
+    CHECK_STATUS(cellshm_call_cancel(call), CELLSHM_OK); /* answered: nothing to cancel */
+    cellshm_call_free(call);
+
+    /* Test.wait_cancel runs until it sees a cancel (or 5 s pass). */
+    CHECK_STATUS(cellshm_peer_call_start(peer, "Test.wait_cancel", NULL, 0, NULL, &call), CELLSHM_OK);
+    CHECK_STATUS(cellshm_call_wait(call, 0, &response), CELLSHM_DEADLINE_EXCEEDED);
+    CHECK(cellshm_call_is_done(call) == 0);
+    c.call = call;
+    c.waiting_tid = (long)syscall(SYS_gettid);
+    CHECK(pthread_create(&thread, NULL, cancel_soon, &c) == 0);
+    CHECK_STATUS(cellshm_call_wait(call, CELLSHM_TIMEOUT_FOREVER, &response), CELLSHM_CANCELLED);
+    CHECK(pthread_join(thread, NULL) == 0);
+    CHECK(cellshm_call_is_done(call) == 1);
+    cellshm_call_free(call);
+    for (tries = 0; cancels_seen(peer) == before; tries++) {
+        CHECK(tries < 5000); /* the handler sees it within its 5 s */
+        usleep(1000);
+    }
+
+    /* Freed while out: cancelled too. */
+    before = cancels_seen(peer);
+    CHECK_STATUS(cellshm_peer_call_start(peer, "Test.wait_cancel", NULL, 0, NULL, &call), CELLSHM_OK);
+    cellshm_call_free(call);
+    for (tries = 0; cancels_seen(peer) == before; tries++) {
+        CHECK(tries < 5000);
+        usleep(1000);
+    }
+    CHECK_STATUS(cellshm_peer_call_start(NULL, "Echo.echo", NULL, 0, NULL, &call), CELLSHM_INVALID_ARGUMENT);
+    CHECK_STATUS(cellshm_call_wait(NULL, 0, &response), CELLSHM_INVALID_ARGUMENT);
+    CHECK(cellshm_call_is_done(NULL) == 0);
+    cellshm_call_free(NULL);
 }
 
 int main(int argc, char **argv) {
@@ -181,10 +253,14 @@ int main(int argc, char **argv) {
     memset(&w, 0, sizeof w);
     CHECK_STATUS(cellshm_peer_open_stream(peer, "Stream.sum", NULL, 0, NULL, &w.stream), CELLSHM_OK);
     CHECK(pthread_create(&thread, NULL, wait_once, &w) == 0);
-    wait_until_asleep(&w);
+    wait_until_asleep(&w.tid);
     cellshm_stream_free(w.stream);
     CHECK(pthread_join(thread, NULL) == 0);
     CHECK_STATUS(w.status, CELLSHM_CANCELLED);
+
+    /* A unary call in flight: waited for with a limit, cancelled from another thread
+     * while this one waits, seen cancelled by the handler. */
+    check_call_in_flight(peer);
 
     /* The peer still serves. */
     CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, 4, NULL, &response), CELLSHM_OK);
