@@ -54,7 +54,7 @@ use crate::proto::status::{self, Verdict};
 use crate::runtime::workers::Workers;
 use crate::shm::layout::control;
 use crate::shm::pool::{InSlot, OutSlot, SlotAllocator, SlotReceiver};
-use crate::shm::ring::{Consumer, Producer, PushError, RingMemory};
+use crate::shm::ring::{self, Consumer, Producer, PushError, RingMemory};
 pub use crate::shm::Counters;
 use crate::shm::{EntryWords, Frame, Region, SharedBytes, ShmRing, Side};
 use crate::sys::clock::monotonic_now_ns;
@@ -1421,7 +1421,9 @@ impl Session {
             if !keep_polling {
                 // Park: announce it, then recheck so a descriptor pushed before the
                 // announcement is not left behind.
-                if !handshake::try_park(parked, || matches!(rx.pending(), Ok(n) if n > 0)) {
+                // The recheck polls the entry, as the pop does: the peer's tail may lie
+                // (a tail past an entry it never wrote would fail every park, forever).
+                if !handshake::try_park(parked, || rx.next_ready()) {
                     continue;
                 }
                 drop(rx);
@@ -1522,8 +1524,9 @@ impl Session {
         self.ring_nonempty() && !self.rx_ring.is_locked() && !self.lease.is_out()
     }
 
+    /// The entry at our cursor was written for this lap (the peer's tail is not trusted).
     fn ring_nonempty(&self) -> bool {
-        self.rx_peek.load_tail(Ordering::Acquire) != self.rx_peek.load_head(Ordering::Relaxed)
+        ring::ready_at(&self.rx_peek, self.rx_peek.load_head(Ordering::Relaxed))
     }
 
     /// Hands one descriptor to the link and carries out what it decides. Returns

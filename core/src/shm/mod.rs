@@ -260,6 +260,10 @@ impl ring::LapTagged for ShmRing<EntryWords> {
         self.lap_word(index).store(tagged, Ordering::Release);
     }
 
+    fn holds_lap(&self, index: usize, lap: bool) -> bool {
+        (self.lap_word(index).load(Ordering::Acquire) & LAP_BIT != 0) == lap
+    }
+
     unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<EntryWords> {
         let tagged = self.lap_word(index).load(Ordering::Acquire);
         if (tagged & LAP_BIT != 0) != lap {

@@ -62,6 +62,17 @@ pub trait LapTagged: RingMemory {
     /// # Safety
     /// As [`RingMemory::read`], for an index at the consumer's cursor.
     unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<Self::Entry>;
+    /// Whether entry `index` carries parity `lap` (its parity word loaded with Acquire):
+    /// what a consumer polls, and all it may trust about what the producer published.
+    fn holds_lap(&self, index: usize, lap: bool) -> bool;
+}
+
+/// Whether the entry at consumer position `head` of a [`LapTagged`] ring has been
+/// written for this lap: the one test of "a frame is waiting" that no value the producer
+/// writes elsewhere (its tail cursor, which may lie) can fool.
+pub fn ready_at<M: LapTagged>(memory: &M, head: u64) -> bool {
+    let capacity = memory.capacity();
+    memory.holds_lap((head & (capacity - 1)) as usize, lap_parity(head, capacity))
 }
 
 /// The parity written into entries of the lap that contains `position`.
@@ -230,7 +241,17 @@ impl<M: RingMemory> Consumer<M> {
         Ok(Some(entry))
     }
 
-    /// Entries waiting to be consumed.
+    /// Whether the next entry of a [`LapTagged`] ring is there (see [`ready_at`]).
+    pub fn next_ready(&self) -> bool
+    where
+        M: LapTagged,
+    {
+        ready_at(&self.memory, self.head)
+    }
+
+    /// Entries waiting to be consumed, as the producer's tail says (which only a ring
+    /// without lap tags may go by).
+    #[cfg(test)]
     pub fn pending(&self) -> Result<u64, RingCorrupt> {
         Ok(self.published_tail()?.wrapping_sub(self.head))
     }
@@ -354,6 +375,9 @@ mod tests {
         unsafe fn read_if_lap(&self, index: usize, lap: bool) -> Option<u64> {
             // SAFETY: forwarded under the same contract, once the tag says it is there.
             (self.tags[index].load(Ordering::Acquire) == lap as u64).then(|| unsafe { (&self.ring).read(index) })
+        }
+        fn holds_lap(&self, index: usize, lap: bool) -> bool {
+            self.tags[index].load(Ordering::Acquire) == lap as u64
         }
     }
 
@@ -487,6 +511,9 @@ mod loom_model {
             }
             // SAFETY: loom checks that no write of this cell races with the read.
             Some(self.0.cells[index].with(|p| unsafe { *p }))
+        }
+        fn holds_lap(&self, index: usize, lap: bool) -> bool {
+            self.0.tags[index].load(Ordering::Acquire) == lap as u64
         }
     }
 

@@ -652,6 +652,34 @@ pub fn mute() -> Result<(), Error> {
     Ok(())
 }
 
+/// `forged-tail`: joins by hand, says HELLO and `ready`, then publishes its ring's tail 5
+/// entries past what it wrote (entries it never wrote) and rings the doorbell; prints
+/// `forged` and waits to be killed. The host must poll the entries, not believe the tail.
+pub fn forged_tail() -> Result<(), Error> {
+    use std::io::Write;
+    let mut link = RawLink::open()?;
+    link.hello_and_ready();
+    while !link.all_taken() {
+        if host_gone(&link.joined.doorbell, 1) {
+            return Ok(());
+        }
+    }
+    link.word64(link.cell, 384).store(link.sent + 5, Ordering::Release);
+    // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
+    unsafe {
+        libc::send(
+            link.joined.doorbell.as_raw_fd(),
+            b"\x01".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "forged").and_then(|_| out.flush());
+    while !host_gone(&link.joined.doorbell, 1000) {}
+    Ok(())
+}
+
 /// `stream-ends eos|cancel`: a foreign callee that answers every stream the host opens
 /// with three items (u32 0, 1, 2), then either EOS followed a moment later by a FINISH
 /// with ABORTED "after EOS" (`eos`), or CANCEL (`cancel`). Unary calls go unanswered.

@@ -388,3 +388,74 @@ fn a_host_method_allowed_to_one_cell_refuses_the_others_before_its_handler_and_s
         let _ = child.wait();
     }
 }
+
+/// CPU time (user + system, in clock ticks turned into a Duration) of this process's
+/// threads whose name starts with `prefix`.
+fn cpu_of_threads(prefix: &str) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    let total: u64 = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let path = t.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if !comm.starts_with(prefix) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    Duration::from_millis(total * 1000 / ticks)
+}
+
+#[test]
+fn a_tail_published_past_entries_never_written_neither_spins_the_host_nor_holds_a_call() {
+    // The cell's name starts with a letter no other test's does: its link's threads are
+    // the only ones named `cellshm-cell "Q…`.
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let ticket = hub.add_peer("Qforger", PeerOptions::default()).unwrap();
+    let mut cmd = Command::new(CELL);
+    cmd.arg("forged-tail").stdout(Stdio::piped());
+    let (peer, mut child) = ticket.spawn(&mut cmd).unwrap();
+    peer.wait_ready(Duration::from_secs(10)).unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "forged");
+
+    // A call is held no longer than its deadline (it took 9.8 s to end, with PEER_DEAD).
+    let timeout = Duration::from_millis(100);
+    let (started, delay) = (Instant::now(), RunDelay::this_thread_and_links());
+    let e = peer.call("Echo.echo", b"anyone?", &cellshm::CallOptions::timeout(timeout)).unwrap_err();
+    let (took, scheduler) = (started.elapsed(), delay.so_far());
+    assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
+    assert!(
+        took < timeout + Duration::from_millis(50) + scheduler,
+        "held {took:?} by a 100 ms deadline ({scheduler:?} waiting for a CPU)"
+    );
+
+    // The link's threads sleep: a spinning one would burn most of this window (a third
+    // of it beside two CPU hogs).
+    let link_threads = "cellshm-cell \"Q";
+    let before = cpu_of_threads(link_threads);
+    thread::sleep(Duration::from_millis(300));
+    let burnt = cpu_of_threads(link_threads) - before;
+    assert!(burnt < Duration::from_millis(40), "the link's threads used {burnt:?} of CPU in 300 ms idle");
+
+    // Its death is still seen at once.
+    let delay = RunDelay::this_thread_and_links();
+    let (tx, rx) = std::sync::mpsc::channel();
+    peer.on_death(move |e| tx.send((Instant::now(), e.clone())).unwrap());
+    let killed = Instant::now();
+    child.kill().unwrap();
+    let (seen, error) = rx.recv_timeout(Duration::from_secs(5)).expect("the death was not seen");
+    let scheduler = delay.so_far();
+    child.wait().unwrap();
+    assert!(
+        seen - killed < Duration::from_millis(100) + scheduler,
+        "seen after {:?} ({scheduler:?} waiting for a CPU)",
+        seen - killed
+    );
+    assert_eq!(error.status(), Status::PeerDead, "{error}");
+}
