@@ -706,7 +706,7 @@ class Hub:
             raise ValueError("argv is empty")
         peer = Peer(
             self._native.spawn(
-                name or argv[-1].rsplit("/", 1)[-1],
+                name or _default_cell_name(argv),
                 argv,
                 dict(env or {}),
                 wait,
@@ -1177,6 +1177,21 @@ def _slot_classes(classes: Optional[Sequence[Tuple[int, int]]]) -> Optional[List
             raise TypeError(f"slot_classes must be (slot_size, slot_count) pairs of positive ints, got {c!r}")
         checked.append((c[0], c[1]))
     return checked
+
+
+#: The longest cell name, in UTF-8 bytes (the rule every way a cell is named follows).
+_CELL_NAME_MAX = 48
+
+
+def _default_cell_name(argv: Sequence[str]) -> str:
+    """A cell's name when ``spawn`` is given none: the last argument's file name
+    (``cell.py`` for ``[python, "path/cell.py"]``), else the program's, cut to a valid
+    name (1 to 48 bytes, no control characters)."""
+    for candidate in (argv[-1].rsplit("/", 1)[-1], argv[0].rsplit("/", 1)[-1], "cell"):
+        cleaned = "".join(c for c in candidate if c.isprintable())
+        if cleaned and cleaned == candidate:
+            return cleaned.encode()[:_CELL_NAME_MAX].decode(errors="ignore") or "cell"
+    return "cell"
 
 
 def _heartbeat(interval: Optional[float], misses: int) -> Optional[Tuple[float, int]]:
