@@ -585,10 +585,11 @@ uint64_t cellshm_reply_deadline_ns(cellshm_reply *reply);
 // `reply` is NULL or the handler's reply.
 int cellshm_reply_cancelled(cellshm_reply *reply);
 
-// Joins the hub whose host spawned this process: finds the doorbell through the
+// Joins the hub whose host spawned this process: finds the bootstrap socket through the
 // CELLSHM_DOORBELL_FD environment variable (or a `--doorbell-fd=N` entry of `argv`, if
-// the host was asked to append one; every other entry is left alone), receives the
-// join record and the link's memfds on it, checks and maps them, and says HELLO.
+// the host was asked to append one; every other entry is left alone), makes the process
+// non-dumpable, asks for the link on it and receives the join record, the link's memfds
+// and the doorbell on a socket pair of its own, checks and maps them, and says HELLO.
 // `argv` has argc entries, argv[0] being the program; it may be NULL with argc 0. On
 // success `*out_cell` is owned by the caller.
 //

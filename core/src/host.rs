@@ -3,10 +3,11 @@
 pub mod attach;
 pub mod discovery;
 pub mod inspect;
+mod join;
 pub mod supervisor;
 
 use std::fmt;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Weak};
@@ -654,6 +655,7 @@ impl Drop for Hub {
         // Stop answering first: nobody attaches to a hub that is going away.
         let server = self.discovery.lock().take();
         drop(server);
+        self.shared.discovery.forget_joins();
         let peers: Vec<_> = self.shared.peers.lock().live.drain(..).collect();
         let grace = self.shared.shutdown_grace;
         let until = Instant::now() + grace;
@@ -715,10 +717,14 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
     };
     let (link, handoff) = LinkMemory::create(&record)?;
     let (ours, child_end) = doorbell::pair().map_err(|e| Error::system("creating a doorbell socketpair", e))?;
-    // Queued before the cell exists: it is the first message the cell reads.
-    ours.send_join(&record.encode(), &[handoff.host_memory.as_raw_fd(), handoff.cell_memory.as_raw_fd()])
-        .map_err(|e| Error::system("sending the join record", e))?;
-    drop(handoff);
+    // Handed over only when the cell asks for it from where nobody else can read
+    // (`host::join`): the record, both memfds and the cell's end of the doorbell.
+    let offer = join::JoinOffer {
+        record: record.encode(),
+        host_memory: handoff.host_memory.into(),
+        cell_memory: handoff.cell_memory.into(),
+        doorbell: child_end,
+    };
     peers.epochs[id as usize] = epoch;
     let inner = Arc::new(PeerInner {
         id,
@@ -762,7 +768,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
     peers.live.push(inner.clone());
     Ok(PeerTicket {
         peer: Peer { inner },
-        child_end: Some(child_end),
+        offer: Some(offer),
         doorbell_fd: options.doorbell_fd,
         append_join_args: options.append_join_args,
         stderr_tail: options.stderr_tail,
@@ -811,7 +817,8 @@ fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
 #[derive(Debug)]
 pub struct PeerTicket {
     peer: Peer,
-    child_end: Option<OwnedFd>,
+    /// What the cell receives once it asks for it.
+    offer: Option<join::JoinOffer>,
     doorbell_fd: i32,
     append_join_args: bool,
     stderr_tail: usize,
@@ -823,8 +830,8 @@ impl PeerTicket {
         &self.peer
     }
 
-    /// The environment a cell needs to join: `CELLSHM_DOORBELL_FD` (where its doorbell
-    /// is) and `CELLSHM_HUB` (the hub's name, informational).
+    /// The environment a cell needs to join: `CELLSHM_DOORBELL_FD` (where the socket it
+    /// asks for its link on is) and `CELLSHM_HUB` (the hub's name, informational).
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("CELLSHM_DOORBELL_FD".into(), self.doorbell_fd.to_string()),
@@ -838,12 +845,12 @@ impl PeerTicket {
     }
 
     /// Hands the slot to a process that was not spawned for it (the attach path): the
-    /// peer, and the child's end of the doorbell to pass to that process.
-    pub(crate) fn into_attached(mut self, pid: u32, uid: u32) -> (Peer, OwnedFd) {
-        let child_end = self.child_end.take().expect("a ticket is handed over once");
+    /// peer, and what to send that process on the connection it made.
+    pub(crate) fn into_attached(mut self, pid: u32, uid: u32) -> (Peer, join::JoinOffer) {
+        let offer = self.offer.take().expect("a ticket is handed over once");
         *self.peer.inner.pid.lock() = Some(pid);
         *self.peer.inner.uid.lock() = Some(uid);
-        (self.peer.clone(), child_end)
+        (self.peer.clone(), offer)
     }
 
     /// The slot epoch this ticket is for.
@@ -857,7 +864,9 @@ impl PeerTicket {
     /// left as given. The cell does not depend on the spawning thread living on: it
     /// ends with the host through its doorbell, not a parent-death signal.
     pub fn spawn(mut self, command: &mut Command) -> Result<(Peer, Child)> {
-        let child_end = self.child_end.take().expect("a ticket spawns once");
+        let offer = self.offer.take().expect("a ticket spawns once");
+        // The child gets only the bootstrap socket: it asks for its link on it (§2.2).
+        let (bootstrap, child_end) = join::bootstrap_pair()?;
         command.envs(self.env());
         if self.stderr_tail > 0 {
             command.stderr(std::process::Stdio::piped());
@@ -896,6 +905,12 @@ impl PeerTicket {
                     }
                     Err(e) => tracing::debug!("no pidfd for cell {:?}: {e}", peer.inner.name),
                 }
+                peer.inner.hub.discovery.await_join(join::PendingJoin {
+                    name: peer.inner.name.clone(),
+                    pid: child.id(),
+                    bootstrap,
+                    offer,
+                });
                 Ok((peer.clone(), child))
             }
             Err(e) => {

@@ -182,7 +182,7 @@ fn every_command_has_help_and_unknown_flags_or_arguments_exit_2_with_its_usage()
     let version = run(&["--version"]);
     assert_eq!(version.status.code(), Some(0));
     let text = String::from_utf8_lossy(&version.stdout);
-    assert!(text.starts_with(&format!("cellshm {} (protocol 2.0)", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.starts_with(&format!("cellshm {} (protocol 2.1)", env!("CARGO_PKG_VERSION"))), "{text}");
     // A command that fails (not a usage error) exits 1.
     let missing = run(&["inspect", "no-such-hub-anywhere"]);
     assert_eq!(missing.status.code(), Some(1));

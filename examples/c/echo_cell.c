@@ -1,5 +1,5 @@
 /* A C cell serving Echo.echo and Echo.reverse. Started by a host, which passes it a
- * doorbell (CELLSHM_DOORBELL_FD); the join record and memory arrive on it. */
+ * bootstrap socket (CELLSHM_DOORBELL_FD) on which it asks for its link. */
 #include <stdio.h>
 #include <string.h>
 

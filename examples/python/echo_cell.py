@@ -1,5 +1,5 @@
 """A Python cell serving Echo.echo and Echo.upper. Started by a host, which passes it a
-doorbell (CELLSHM_DOORBELL_FD); the join record and the link's memory arrive on it."""
+bootstrap socket (CELLSHM_DOORBELL_FD) on which it asks for its link."""
 
 import logging
 

@@ -1,5 +1,5 @@
 //! A cell serving `Echo.echo` (and `Echo.reverse`). Started by a host, never by hand:
-//! the host hands it a doorbell (`CELLSHM_DOORBELL_FD`) and the join record arrives on it.
+//! the host hands it a bootstrap socket (`CELLSHM_DOORBELL_FD`) on which it asks for its link.
 
 use cellshm::Cell;
 

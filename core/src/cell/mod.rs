@@ -95,6 +95,13 @@ impl Hooks for CellHooks {
     }
 }
 
+/// A join that failed before the link existed: the host closing the socket means it is
+/// gone; anything else leaves it unavailable.
+fn join_failed(message: String) -> Error {
+    let status = if message.contains("closed") { Status::PeerDead } else { Status::Unavailable };
+    Error::new(status, message)
+}
+
 /// A joined cell. Register methods, then [`Cell::run`].
 pub struct Cell {
     session: Arc<Session>,
@@ -119,43 +126,57 @@ impl Cell {
         Cell::join(args, CellOptions::from_env()?)
     }
 
-    /// Joins through the doorbell `args` names: reads the join record and the link's
-    /// memfds from it, checks and maps them, sends HELLO.
+    /// Joins the hub whose host spawned us through the socket `args` names: out of reach
+    /// of other processes first (not dumpable), then asks for the link on a socket pair of
+    /// our own and receives the join record, the link's memfds and the doorbell on it;
+    /// checks and maps the memfds, sends HELLO (docs/PROTOCOL.md §2).
     pub fn join(args: JoinArgs, options: CellOptions) -> Result<Cell> {
-        let doorbell =
+        let started = Instant::now();
+        let bootstrap =
             Doorbell::from_inherited(args.doorbell_fd).map_err(|m| Error::new(Status::InvalidArgument, m))?;
-        Cell::join_doorbell(doorbell, options)
+        // Before anything of the link is here: from now on no other process of our uid
+        // can take our descriptors (pidfd_getfd) or read our memory.
+        crate::sys::process::harden();
+        let reply = bootstrap.request_join(options.ready_timeout).map_err(join_failed)?;
+        drop(bootstrap);
+        Cell::join_with(reply, options, started)
     }
 
     /// Joins a running hub the host did not spawn us for, through its discovery socket
     /// (`@cellshm/<uid>/<hub_name>`, see [`crate::host::attach`]); the host must have
     /// enabled attaching and allow our uid.
     pub fn attach(hub_name: &str, name: &str, mut options: CellOptions) -> Result<Cell> {
-        let doorbell = crate::host::attach::request(hub_name, name)?;
+        let started = Instant::now();
+        // As in `join`: nothing of the link may be reachable through us.
+        crate::sys::process::harden();
+        let reply = crate::host::attach::request(hub_name, name, options.ready_timeout)?;
         options.name = name.to_string();
-        Cell::join_doorbell(doorbell, options)
+        Cell::join_with(reply, options, started)
     }
 
-    fn join_doorbell(doorbell: Doorbell, options: CellOptions) -> Result<Cell> {
-        let started = Instant::now();
+    /// The rest of joining, once the join record arrived with the host memory, the cell
+    /// memory and the doorbell attached.
+    fn join_with(
+        (message, fds): (Vec<u8>, Vec<std::os::fd::OwnedFd>),
+        options: CellOptions,
+        started: Instant,
+    ) -> Result<Cell> {
         let protocol = |m: String| Error::new(Status::ProtocolError, m);
-        let (message, fds) = doorbell.recv_join(options.ready_timeout).map_err(|m| {
-            let status = if m.contains("closed") { Status::PeerDead } else { Status::Unavailable };
-            Error::new(status, m)
-        })?;
         let record = JoinRecord::decode(&message).map_err(protocol)?;
         let mut fds = fds.into_iter();
-        let (Some(host_memory), Some(cell_memory), None) = (fds.next(), fds.next(), fds.next()) else {
-            return Err(protocol("the join record must carry exactly two memfds".into()));
+        let (Some(host_memory), Some(cell_memory), Some(doorbell), None) =
+            (fds.next(), fds.next(), fds.next(), fds.next())
+        else {
+            return Err(protocol("the join record must carry exactly the two memfds and the doorbell".into()));
         };
+        let doorbell = Doorbell::from_inherited(std::os::fd::IntoRawFd::into_raw_fd(doorbell))
+            .map_err(|m| protocol(format!("the doorbell the host sent: {m}")))?;
         let handoff =
             JoinHandoff { record, host_memory: File::from(host_memory), cell_memory: File::from(cell_memory) };
         let region = handoff.map_as_cell()?;
         let record = handoff.record;
         // Our memfds stay mapped; their descriptors are not needed any more.
         drop((handoff.host_memory, handoff.cell_memory));
-        // Other same-uid processes must not reach our link through /proc/<pid>/fd.
-        crate::sys::process::harden();
         let hub = HubInfo::from(&record);
         let state = Arc::new(CellState {
             log_filter: Arc::new(RwLock::new(options.log_filter.clone())),

@@ -11,13 +11,13 @@
 //! Wire: client → host `ATTACH <name>\n`; host → client `OK <peer_id> <epoch>\n` with
 //! [doorbell], or `REFUSED <reason>\n`.
 
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Weak};
 
 use super::discovery;
 use super::{add_peer, HubShared, PeerOptions};
 use crate::error::{Error, Result};
-use crate::sys::doorbell::{unix, Doorbell};
+use crate::sys::doorbell::unix;
 use crate::wire::Status;
 
 /// Who may attach, and how the host talks to attached cells.
@@ -102,31 +102,35 @@ pub(super) fn serve(
         Err(e) => return refuse(format!("no peer slot for {name:?}: {e}")),
     };
     let epoch = ticket.epoch();
-    let (peer, child_end) = ticket.into_attached(pid, uid);
+    let (peer, offer) = ticket.into_attached(pid, uid);
     let reply = format!("OK {} {epoch}\n", peer.id());
-    if let Err(e) = unix::send_with_fds(client, reply.as_bytes(), &[child_end.as_raw_fd()]) {
+    // The join record, the memfds and the doorbell follow on the connection the cell
+    // made (after it stopped being dumpable): nobody else holds it.
+    let sent = unix::send_with_fds(client, reply.as_bytes(), &[]).and_then(|()| offer.deliver(client));
+    if let Err(e) = sent {
         tracing::warn!("attach of {name:?} (pid {pid}) failed: {e}");
     }
-    // Our copy of the cell's end is closed here: from now on its EOF means the cell died.
-    drop(child_end);
+    // Our copy of the cell's doorbell end is closed with the offer: from now on its EOF
+    // means the cell died.
+    drop(offer);
     tracing::info!(cell = name, peer_id = peer.id(), pid, uid, "cell attached");
 }
 
-/// The cell side: asks hub `hub_name` to attach us as `name`; returns our doorbell, on
-/// which the join record follows.
-pub(crate) fn request(hub_name: &str, name: &str) -> Result<Doorbell> {
+/// The cell side: asks hub `hub_name` to attach us as `name`; returns the join record
+/// with the link's memfds and our doorbell, which follow the hub's OK on the connection.
+pub(crate) fn request(
+    hub_name: &str,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<(Vec<u8>, Vec<std::os::fd::OwnedFd>)> {
     let socket = discovery::connect(hub_name)?;
     let (reply, fds) = discovery::request(&socket, &format!("ATTACH {name}\n"))?;
     let reply = reply.trim_end();
     if let Some(reason) = reply.strip_prefix("REFUSED ") {
         return Err(Error::new(Status::PermissionDenied, format!("attach refused: {reason}")));
     }
-    if !reply.starts_with("OK ") {
+    if !reply.starts_with("OK ") || !fds.is_empty() {
         return Err(Error::new(Status::ProtocolError, format!("unexpected attach reply {reply:?}")));
     }
-    let mut fds = fds.into_iter();
-    let (Some(doorbell), None) = (fds.next(), fds.next()) else {
-        return Err(Error::new(Status::ProtocolError, "the attach reply must carry exactly one descriptor"));
-    };
-    Doorbell::from_inherited(doorbell.into_raw_fd()).map_err(|m| Error::new(Status::ProtocolError, m))
+    unix::recv_join_reply(&socket, timeout).map_err(|m| Error::new(Status::ProtocolError, m))
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use super::attach::AttachPolicy;
+use super::join::{JoinStep, PendingJoin};
 use super::{HubShared, PeerState};
 use crate::error::{Error, Result};
 use crate::shm::{Geometry, PeerSlotState, SlotClass, LAYOUT_MAJOR, LAYOUT_MINOR};
@@ -74,9 +75,27 @@ pub(crate) struct Refusals {
 pub(crate) struct DiscoveryState {
     pub attach: Mutex<Option<AttachPolicy>>,
     pub refusals: Mutex<Refusals>,
+    /// Spawned cells that have not asked for their link yet (`super::join`), and the kick
+    /// that tells the discovery thread about a new one.
+    joins: Mutex<Vec<PendingJoin>>,
+    joins_kick: std::sync::OnceLock<Arc<Kick>>,
 }
 
 impl DiscoveryState {
+    /// Forgets the cells that never asked for their link (the hub is going away).
+    pub fn forget_joins(&self) {
+        let forgotten = std::mem::take(&mut *self.joins.lock());
+        drop(forgotten);
+    }
+
+    /// Serves the bootstrap socket of a cell just spawned until the cell asks for its link.
+    pub fn await_join(&self, join: PendingJoin) {
+        self.joins.lock().push(join);
+        if let Some(kick) = self.joins_kick.get() {
+            kick.notify();
+        }
+    }
+
     pub fn refuse(&self, hub: &str, reason: String) {
         tracing::warn!(hub, "discovery request refused: {reason}");
         let mut r = self.refusals.lock();
@@ -119,10 +138,12 @@ impl DiscoveryServer {
             })?);
         }
         let kick = Arc::new(Kick::new().map_err(|e| Error::system("creating an eventfd", e))?);
+        let joins = Arc::new(Kick::new().map_err(|e| Error::system("creating an eventfd", e))?);
+        let _ = hub.discovery.joins_kick.set(joins.clone());
         let (weak, stop) = (Arc::downgrade(hub), kick.clone());
         let thread = std::thread::Builder::new()
             .name("cellshm-discovery".into())
-            .spawn(move || serve(listeners, &stop, weak))
+            .spawn(move || serve(listeners, &stop, &joins, weak))
             .map_err(|e| Error::system("spawning the discovery thread", e))?;
         Ok(DiscoveryServer { kick, thread: Some(thread), path: path.map(Into::into) })
     }
@@ -152,15 +173,34 @@ struct Client {
     deadline: Instant,
 }
 
-fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
+fn serve(listeners: Vec<OwnedFd>, stop: &Kick, joins_kick: &Kick, hub: Weak<HubShared>) {
     let mut clients: VecDeque<Client> = VecDeque::new();
-    let first_client = 1 + listeners.len();
+    let first_listener = 2;
+    let first_client = first_listener + listeners.len();
     loop {
         let now = Instant::now();
         let timeout = clients.iter().map(|c| c.deadline.saturating_duration_since(now)).min();
-        let mut fds = vec![libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![
+            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: joins_kick.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
         fds.extend(listeners.iter().map(|l| libc::pollfd { fd: l.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
         fds.extend(clients.iter().map(|c| libc::pollfd { fd: c.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 }));
+        // The bootstrap sockets of cells not joined yet, after the clients. Only this thread
+        // removes pending joins, so the first `pending` of them stay where they are.
+        let first_join = fds.len();
+        let pending = match hub.upgrade() {
+            Some(hub) => {
+                let joins = hub.discovery.joins.lock();
+                fds.extend(joins.iter().map(|j| libc::pollfd {
+                    fd: j.bootstrap.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }));
+                joins.len()
+            }
+            None => return,
+        };
         let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32 + 1);
         // SAFETY: `fds` is a live array of `fds.len()` pollfds.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
@@ -170,10 +210,14 @@ fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
         if fds[0].revents != 0 {
             return;
         }
+        if fds[1].revents != 0 {
+            joins_kick.drain();
+        }
         let Some(hub) = hub.upgrade() else { return };
+        serve_joins(&hub, &fds[first_join..first_join + pending]);
         // Clients first (their indices follow the order of `fds`), then new ones.
         let mut done = Vec::new();
-        for (i, pfd) in fds[first_client..].iter().enumerate() {
+        for (i, pfd) in fds[first_client..first_join].iter().enumerate() {
             if pfd.revents == 0 {
                 continue;
             }
@@ -193,7 +237,7 @@ fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
         // thread waited for a CPU past the deadline is answered, not dropped.
         let now = Instant::now();
         clients.retain(|c| c.deadline > now);
-        for (listener, pfd) in listeners.iter().zip(&fds[1..first_client]) {
+        for (listener, pfd) in listeners.iter().zip(&fds[first_listener..first_client]) {
             if pfd.revents == 0 {
                 continue;
             }
@@ -205,6 +249,30 @@ fn serve(listeners: Vec<OwnedFd>, stop: &Kick, hub: Weak<HubShared>) {
             }
         }
     }
+}
+
+/// Answers the pending joins whose bootstrap socket `polled` says is readable (or closed),
+/// in the order they were polled, and forgets those that are done.
+fn serve_joins(hub: &HubShared, polled: &[libc::pollfd]) {
+    let mut done = Vec::new();
+    {
+        let joins = hub.discovery.joins.lock();
+        for (i, pfd) in polled.iter().enumerate() {
+            if pfd.revents == 0 {
+                continue;
+            }
+            match joins[i].on_readable() {
+                JoinStep::Joined | JoinStep::Closed => done.push(i),
+                JoinStep::Refused(reason) => hub.discovery.refuse(&hub.name, reason),
+                JoinStep::Nothing => {}
+            }
+        }
+    }
+    // Dropped outside the lock: closing their descriptors is all it does.
+    let mut joins = hub.discovery.joins.lock();
+    let finished: Vec<PendingJoin> = done.into_iter().rev().map(|i| joins.remove(i)).collect();
+    drop(joins);
+    drop(finished);
 }
 
 fn answer(hub: &Arc<HubShared>, client: &OwnedFd, message: &[u8]) {
@@ -240,20 +308,7 @@ fn answer(hub: &Arc<HubShared>, client: &OwnedFd, message: &[u8]) {
 /// run cells that must not read other links as another uid, see docs/PROTOCOL.md §1).
 fn is_cell_or_descendant(hub: &HubShared, pid: u32) -> bool {
     let cells: Vec<u32> = hub.peers.lock().live.iter().filter_map(|p| *p.pid.lock()).collect();
-    let mut current = pid;
-    for _ in 0..64 {
-        if cells.contains(&current) {
-            return true;
-        }
-        let parent = std::fs::read_to_string(format!("/proc/{current}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok());
-        match parent {
-            Some(p) if p > 1 && p != std::process::id() => current = p,
-            _ => return false,
-        }
-    }
-    false
+    cells.iter().any(|cell| crate::sys::process::is_self_or_descendant(pid, *cell))
 }
 
 fn truncate(s: &str, max: usize) -> &str {

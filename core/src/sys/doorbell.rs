@@ -84,6 +84,10 @@ pub mod handshake {
 
 use super::cvt;
 
+/// What a spawned cell sends on the socket it inherited to ask for its link, with one end
+/// of a socket pair it made attached (docs/PROTOCOL.md §2.2).
+pub const JOIN_REQUEST: &[u8] = b"CSHMJREQ";
+
 /// One end of a doorbell socketpair, and optionally a pidfd of the process at the other
 /// end: its exit counts as death even if a child it forked still holds the other end.
 #[derive(Debug)]
@@ -149,36 +153,19 @@ impl Doorbell {
         Ok(Doorbell { fd, process: std::sync::OnceLock::new() })
     }
 
-    /// Sends the join record with the link's memfds attached: the first message on
-    /// every doorbell (docs/PROTOCOL.md §2).
-    pub fn send_join(&self, record: &[u8], fds: &[RawFd]) -> io::Result<()> {
-        unix::send_with_fds(&self.fd, record, fds)
-    }
-
-    /// Receives the first message of the doorbell, the join record and the fds attached
-    /// to it, waiting up to `timeout` for it.
-    pub fn recv_join(&self, timeout: Duration) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        loop {
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if n > 0 {
-                break;
-            }
-            if n == 0 {
-                return Err(format!("no join record on the doorbell within {} ms", timeout.as_millis()));
-            }
-            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return Err(format!("waiting for the join record: {}", io::Error::last_os_error()));
-            }
-        }
-        let mut buf = [0u8; 512];
-        match unix::recv_with_fds(&self.fd, &mut buf) {
-            Ok((0, _)) => Err("the host closed the doorbell before sending the join record".into()),
-            Ok((n, fds)) => Ok((buf[..n].to_vec(), fds)),
-            Err(e) => Err(format!("reading the join record: {e}")),
-        }
+    /// The cell's side of joining through the socket its host spawned it with (fd 3,
+    /// `CELLSHM_DOORBELL_FD`; docs/PROTOCOL.md §2): makes a socket pair of its own, sends
+    /// one end with a [`JOIN_REQUEST`], and receives the join record, the link's memfds and
+    /// its doorbell on the other end, waiting up to `timeout`. Call it only once the
+    /// process is not dumpable: the private pair is then out of reach of other processes
+    /// of the uid, and nothing secret ever travels on the inherited socket, which one of
+    /// them may have copied while the process was still dumpable.
+    pub fn request_join(&self, timeout: Duration) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+        let (ours, theirs) = unix::seqpacket_pair().map_err(|e| format!("creating the join socket pair: {e}"))?;
+        unix::send_with_fds(&self.fd, JOIN_REQUEST, &[theirs.as_raw_fd()])
+            .map_err(|e| format!("sending the join request on fd {}: {e}", self.fd.as_raw_fd()))?;
+        drop(theirs);
+        unix::recv_join_reply(&ours, timeout)
     }
 
     /// Wakes the other end.
@@ -375,6 +362,7 @@ pub fn place_in_child(command: &mut Command, child_end: RawFd, target: RawFd) {
 pub mod unix {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::time::Duration;
 
     use super::cvt;
 
@@ -396,6 +384,71 @@ pub mod unix {
     }
 
     const MAX_FDS: usize = 4;
+
+    /// A connected `AF_UNIX SOCK_SEQPACKET` pair, close-on-exec.
+    pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` has room for the two descriptors socketpair writes.
+        cvt(unsafe {
+            libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
+        })?;
+        // SAFETY: socketpair succeeded: both fds are open and owned by nobody else.
+        Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    }
+
+    /// Asks the kernel to attach the sender's credentials (pid, uid, gid, checked by the
+    /// kernel: an unprivileged sender cannot state another's) to every message this
+    /// socket receives.
+    pub fn pass_credentials(socket: &impl AsRawFd) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: an int option, passed by pointer and size.
+        cvt(unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PASSCRED,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// One received message: its bytes, the fds attached (ours now, CLOEXEC) and the
+    /// sender's (pid, uid, gid) if the socket passes credentials.
+    #[derive(Debug)]
+    pub struct Received {
+        pub len: usize,
+        pub fds: Vec<OwnedFd>,
+        pub sender: Option<(u32, u32, u32)>,
+    }
+
+    /// Waits up to `timeout` for a message on `socket` (a cell waiting for its join
+    /// reply); the message is the join record with the host memory, the cell memory and
+    /// the doorbell attached.
+    pub fn recv_join_reply(socket: &impl AsRawFd, timeout: Duration) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
+        let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 {
+                break;
+            }
+            if n == 0 {
+                return Err(format!("no join record from the host within {} ms", timeout.as_millis()));
+            }
+            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return Err(format!("waiting for the join record: {}", io::Error::last_os_error()));
+            }
+        }
+        let mut buf = [0u8; 512];
+        match recv_message(socket, &mut buf) {
+            Ok(Received { len: 0, .. }) => Err("the host closed the socket before sending the join record".into()),
+            Ok(Received { len, fds, .. }) => Ok((buf[..len].to_vec(), fds)),
+            Err(e) => Err(format!("reading the join record: {e}")),
+        }
+    }
 
     /// Sends `data` with `fds` attached (SCM_RIGHTS). The fds stay open here.
     pub fn send_with_fds(socket: &impl AsRawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
@@ -436,7 +489,13 @@ pub mod unix {
     /// Receives up to `buf.len()` bytes and any fds attached (which we then own; each is
     /// made CLOEXEC).
     pub fn recv_with_fds(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-        let mut control = [0u8; 64];
+        recv_message(socket, buf).map(|r| (r.len, r.fds))
+    }
+
+    /// Receives up to `buf.len()` bytes, any fds attached and the sender's credentials if
+    /// the socket passes them (call it once the socket is readable: it waits otherwise).
+    pub fn recv_message(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
+        let mut control = [0u8; 128];
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // SAFETY: msghdr is plain data; every pointer set below stays valid during recvmsg.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -450,6 +509,7 @@ pub mod unix {
             return Err(io::Error::last_os_error());
         }
         let mut fds = Vec::new();
+        let mut sender = None;
         // SAFETY: the kernel filled `control` (msg_controllen says how much); the CMSG
         // macros walk only within it, and each SCM_RIGHTS entry holds fds now ours.
         unsafe {
@@ -461,6 +521,9 @@ pub mod unix {
                     for i in 0..count {
                         fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
                     }
+                } else if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_CREDENTIALS {
+                    let cred = std::ptr::read_unaligned(libc::CMSG_DATA(header).cast::<libc::ucred>());
+                    sender = Some((cred.pid as u32, cred.uid, cred.gid));
                 }
                 header = libc::CMSG_NXTHDR(&msg, header);
             }
@@ -468,7 +531,7 @@ pub mod unix {
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "too many file descriptors in one message"));
         }
-        Ok((n as usize, fds))
+        Ok(Received { len: n as usize, fds, sender })
     }
 }
 

@@ -169,6 +169,30 @@ pub(crate) fn harden() {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
+/// The parent of `pid`, as /proc shows it now.
+fn parent_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse::<u32>().ok())
+}
+
+/// True if `pid` is `ancestor` or one of its descendants, as the parent chain in /proc
+/// shows now (a process re-parented away from `ancestor` is not one; nor is anything above
+/// this process: the chain stops at us and at init).
+pub(crate) fn is_self_or_descendant(pid: u32, ancestor: u32) -> bool {
+    let mut current = pid;
+    for _ in 0..64 {
+        if current == ancestor {
+            return true;
+        }
+        match parent_of(current) {
+            Some(p) if p > 1 && p != std::process::id() => current = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ pub const CONTROL_CHANNEL: u32 = 0;
 /// Protocol version spoken by this build. A major mismatch refuses the peer.
 pub const PROTOCOL_VERSION_MAJOR: u16 = 2;
 /// Minor version: additions a peer of the same major may ignore.
-pub const PROTOCOL_VERSION_MINOR: u16 = 0;
+pub const PROTOCOL_VERSION_MINOR: u16 = 1;
 
 /// True when a descriptor with this `slot` and `payload_len` has part of its inline
 /// payload in the ring entry's second line (the one rule, for decoded descriptors and

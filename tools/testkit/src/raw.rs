@@ -44,16 +44,75 @@ impl Joined {
     }
 }
 
-/// Reads the join record from the doorbell in `CELLSHM_DOORBELL_FD` (§2 of the protocol).
+/// Joins as §2 of the protocol says, by hand: not dumpable first, then a join request
+/// on the socket in `CELLSHM_DOORBELL_FD` carrying one end of a socket pair of our own,
+/// and the join record with the host memory, the cell memory and the doorbell on the
+/// other end.
 pub fn join_by_hand() -> Result<Joined, Error> {
     let fd: RawFd = std::env::var("CELLSHM_DOORBELL_FD")
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| fail("CELLSHM_DOORBELL_FD is not set"))?;
     // SAFETY: the host handed us this descriptor; we own it from now on.
-    let doorbell = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut buf = [0u8; 512];
+    let bootstrap = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut pair = [0 as RawFd; 2];
+    // SAFETY: prctl takes no pointers; socketpair writes two ints into `pair`.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        if libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr()) != 0 {
+            return Err(fail(format!("socketpair: {}", errno())));
+        }
+    }
+    // SAFETY: socketpair succeeded: both are ours.
+    let (private, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+    send_fds(&bootstrap, b"CSHMJREQ", &[theirs.as_raw_fd()])?;
+    drop((theirs, bootstrap));
+    let (record, fds) = recv_fds(&private)?;
+    if record.len() != 176 {
+        return Err(fail(format!("join record of {} bytes", record.len())));
+    }
+    let mut fds = fds.into_iter();
+    let (Some(host_memory), Some(cell_memory), Some(doorbell)) = (fds.next(), fds.next(), fds.next()) else {
+        return Err(fail("the join record came without the two memfds and the doorbell"));
+    };
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(doorbell.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(doorbell.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+    Ok(Joined { doorbell, record, host_memory, cell_memory })
+}
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS).
+pub fn send_fds(socket: &OwnedFd, data: &[u8], fds: &[RawFd]) -> Result<(), Error> {
     let mut control = [0u8; 64];
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    // SAFETY: msghdr is plain data; the pointers below stay valid during sendmsg, and the
+    // control buffer holds one header with `fds` (at most a few).
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        let bytes = std::mem::size_of_val(fds) as u32;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(bytes) as usize;
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(header).cast::<RawFd>(), fds.len());
+        libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent != data.len() as isize {
+        return Err(fail(format!("sendmsg: {}", errno())));
+    }
+    Ok(())
+}
+
+/// Receives one message (blocking) and the fds attached to it.
+pub fn recv_fds(socket: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
+    let mut buf = [0u8; 512];
+    let mut control = [0u8; 128];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: msghdr is plain data; the pointers below stay valid during recvmsg.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -62,27 +121,26 @@ pub fn join_by_hand() -> Result<Joined, Error> {
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = control.len();
     // SAFETY: a blocking recvmsg into live buffers.
-    let n = unsafe { libc::recvmsg(doorbell.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n != 176 {
-        return Err(fail(format!("join record of {n} bytes")));
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(fail(format!("recvmsg: {}", errno())));
     }
     let mut fds = Vec::new();
     // SAFETY: walks the control data the kernel filled in.
     unsafe {
-        let header = libc::CMSG_FIRSTHDR(&msg);
-        if !header.is_null() && (*header).cmsg_type == libc::SCM_RIGHTS {
-            let data = libc::CMSG_DATA(header).cast::<RawFd>();
-            let count = ((*header).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
-            for i in 0..count {
-                fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            if (*header).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(header).cast::<RawFd>();
+                let count = ((*header).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
             }
+            header = libc::CMSG_NXTHDR(&msg, header);
         }
     }
-    let mut fds = fds.into_iter();
-    let (Some(host_memory), Some(cell_memory)) = (fds.next(), fds.next()) else {
-        return Err(fail("no memfds with the join record"));
-    };
-    Ok(Joined { doorbell, record: buf[..n as usize].to_vec(), host_memory, cell_memory })
+    Ok((buf[..n as usize].to_vec(), fds))
 }
 
 fn errno() -> String {
@@ -737,4 +795,103 @@ fn host_gone(doorbell: &OwnedFd, ms: i32) -> bool {
     // SAFETY: one valid pollfd.
     let n = unsafe { libc::poll(&mut pfd, 1, ms) };
     n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// `steal-bootstrap`: a process of the cell's uid that tries to take a spawned cell's
+/// link in the window before the cell is not dumpable. Reads commands on stdin:
+/// `grab PID` copies fd 3 of PID (`pidfd_getfd`), peeks at what waits on it (a join
+/// record queued there would come with descriptors) and sends a join request of its own
+/// on it, answering `grabbed N` (N descriptors peeked) or `failed <why>`; `report`
+/// answers `fds N`, the descriptors it could read from the copy and from its own
+/// request's socket since, and exits.
+pub fn steal_bootstrap() -> Result<(), Error> {
+    use std::io::{BufRead, Write};
+    let mut taken: Vec<OwnedFd> = Vec::new();
+    let say = |what: String| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{what}").and_then(|_| out.flush());
+    };
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| Error::system("reading stdin", e))?;
+        match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["grab", pid] => {
+                let pid: i32 = pid.parse().map_err(|_| fail("grab PID"))?;
+                // SAFETY: plain syscalls with integer arguments.
+                let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+                if pidfd < 0 {
+                    say(format!("failed pidfd_open: {}", errno()));
+                    continue;
+                }
+                // SAFETY: as above; the pidfd is ours and closed right after.
+                let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, 3, 0) } as RawFd;
+                let why = errno();
+                // SAFETY: closing the pidfd we opened.
+                unsafe { libc::close(pidfd) };
+                if copy < 0 {
+                    say(format!("failed pidfd_getfd: {why}"));
+                    continue;
+                }
+                // SAFETY: pidfd_getfd gave us this descriptor.
+                let copy = unsafe { OwnedFd::from_raw_fd(copy) };
+                let peeked = read_fds(&copy, libc::MSG_PEEK);
+                // A join request of our own: the host must not answer it.
+                let mut pair = [0 as RawFd; 2];
+                // SAFETY: socketpair writes two ints into `pair`.
+                if unsafe {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr())
+                } == 0
+                {
+                    // SAFETY: socketpair succeeded: both are ours.
+                    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+                    let _ = send_fds(&copy, b"CSHMJREQ", &[theirs.as_raw_fd()]);
+                    taken.push(ours);
+                }
+                taken.push(copy);
+                say(format!("grabbed {peeked}"));
+            }
+            ["report"] => {
+                let fds: usize = taken.iter().map(|socket| read_fds(socket, 0)).sum();
+                say(format!("fds {fds}"));
+                return Ok(());
+            }
+            _ => say(format!("failed: unknown command {line:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Descriptors in the messages waiting on `socket` (all of them, or the first with
+/// `MSG_PEEK`), without waiting; they are installed here, as a thief would get them.
+fn read_fds(socket: &OwnedFd, flags: i32) -> usize {
+    let mut fds = 0usize;
+    loop {
+        let mut buf = [0u8; 512];
+        let mut control = [0u8; 128];
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: msghdr is plain data; the pointers stay valid during recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        // SAFETY: a non-blocking recvmsg into live buffers.
+        let n =
+            unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+        if n <= 0 {
+            return fds;
+        }
+        // SAFETY: walks the control data the kernel filled in.
+        unsafe {
+            let mut header = libc::CMSG_FIRSTHDR(&msg);
+            while !header.is_null() {
+                if (*header).cmsg_type == libc::SCM_RIGHTS {
+                    fds += ((*header).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
+                }
+                header = libc::CMSG_NXTHDR(&msg, header);
+            }
+        }
+        if flags & libc::MSG_PEEK != 0 {
+            return fds;
+        }
+    }
 }

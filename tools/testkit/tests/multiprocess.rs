@@ -320,8 +320,8 @@ fn garbage_from_one_cell_drops_that_peer_and_the_host_keeps_serving_another() {
     let _ = good_child.wait();
 }
 
-/// Runs the cell binary by hand with `env` and a doorbell socket on fd 3, on which
-/// `first_message` (if any) is waiting.
+/// Runs the cell binary by hand with `env` and a bootstrap socket on fd 3; a thread plays
+/// the host and answers the cell's join request with `first_message` (if any).
 fn run_cell_by_hand(env: &[(&str, &str)], first_message: Option<&[u8]>) -> (i32, String) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for two descriptors.
@@ -330,11 +330,19 @@ fn run_cell_by_hand(env: &[(&str, &str)], first_message: Option<&[u8]>) -> (i32,
     assert_eq!(made, 0);
     // SAFETY: fresh fds owned by nobody else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    if let Some(message) = first_message {
-        // SAFETY: sends from a live buffer.
-        let sent = unsafe { libc::send(ours.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
-        assert_eq!(sent, message.len() as isize);
-    }
+    let host = first_message.map(|message| {
+        let message = message.to_vec();
+        let ours = ours.try_clone().unwrap();
+        thread::spawn(move || {
+            // The request, with the cell's private socket: the answer goes there.
+            let (request, mut fds) = cellshm_testkit::raw::recv_fds(&ours).unwrap();
+            assert_eq!(request, b"CSHMJREQ");
+            let private = fds.pop().expect("the join request carries a socket");
+            // SAFETY: sends from a live buffer on a socket we own.
+            let sent = unsafe { libc::send(private.as_raw_fd(), message.as_ptr().cast(), message.len(), 0) };
+            assert_eq!(sent, message.len() as isize);
+        })
+    });
     let child_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(CELL);
     cmd.arg("cell").env_remove("CELLSHM_DOORBELL_FD").env("CELLSHM_READY_TIMEOUT_MS", "200").stderr(Stdio::piped());
@@ -345,6 +353,9 @@ fn run_cell_by_hand(env: &[(&str, &str)], first_message: Option<&[u8]>) -> (i32,
     };
     let out = cmd.output().unwrap();
     drop(ours);
+    if let Some(host) = host {
+        host.join().unwrap();
+    }
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -369,7 +380,7 @@ fn bad_join_values_fail_with_clear_errors() {
     let t = Instant::now();
     let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], None);
     assert_ne!(code, 0);
-    assert!(err.contains("no join record on the doorbell within 200 ms"), "{err}");
+    assert!(err.contains("no join record from the host within 200 ms"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3));
 
     let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], Some(b"hello"));
@@ -383,7 +394,7 @@ fn bad_join_values_fail_with_clear_errors() {
     no_fds[8] = 2;
     let (code, err) = run_cell_by_hand(&[("CELLSHM_DOORBELL_FD", "3")], Some(&no_fds));
     assert_ne!(code, 0);
-    assert!(err.contains("slot classes") || err.contains("exactly two memfds"), "{err}");
+    assert!(err.contains("slot classes") || err.contains("exactly the two memfds and the doorbell"), "{err}");
 }
 
 #[test]
