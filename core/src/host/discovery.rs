@@ -6,7 +6,8 @@
 //! a process the host did not spawn, see [`super::attach`]). Every connection is
 //! checked with SO_PEERCRED: INFO and INSPECT only for the host's own uid, ATTACH for the
 //! uids of the attach policy. The loop polls every client with a deadline, so a silent
-//! or slow client cannot stall the others, and it keeps at most [`MAX_CLIENTS`].
+//! or slow client cannot stall the others, and it keeps at most [`MAX_CLIENTS`], at most
+//! [`MAX_CLIENTS_PER_UID`] of one uid: a uid's flood evicts only that uid's clients.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -28,8 +29,11 @@ use crate::wire::Status;
 
 /// Every hub's socket name starts with this.
 pub(crate) const SOCKET_PREFIX: &str = "cellshm/";
-/// Connections served at once; the oldest is dropped beyond.
-pub(crate) const MAX_CLIENTS: usize = 32;
+/// Connections served at once, of all uids.
+pub(crate) const MAX_CLIENTS: usize = 64;
+/// Connections of one uid served at once; beyond it, that uid's oldest is dropped, so a
+/// uid that floods the socket with idle connections only pushes out its own.
+pub(crate) const MAX_CLIENTS_PER_UID: usize = 16;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// Refusal reasons kept (all are counted).
@@ -171,6 +175,26 @@ impl Drop for DiscoveryServer {
 struct Client {
     socket: OwnedFd,
     deadline: Instant,
+    /// Its uid (SO_PEERCRED, at accept).
+    uid: u32,
+}
+
+/// Makes room for a new client of `uid`: the oldest of that uid goes if it has its share,
+/// else, when the table is full, the oldest of the uid that holds the most.
+fn make_room(clients: &mut VecDeque<Client>, uid: u32) {
+    let count = |uid: u32| clients.iter().filter(|c| c.uid == uid).count();
+    let evict = if count(uid) >= MAX_CLIENTS_PER_UID {
+        Some(uid)
+    } else if clients.len() >= MAX_CLIENTS {
+        clients.iter().map(|c| c.uid).max_by_key(|u| count(*u))
+    } else {
+        None
+    };
+    if let Some(evict) = evict {
+        if let Some(oldest) = clients.iter().position(|c| c.uid == evict) {
+            clients.remove(oldest);
+        }
+    }
 }
 
 fn serve(listeners: Vec<OwnedFd>, stop: &Kick, joins_kick: &Kick, hub: Weak<HubShared>) {
@@ -241,11 +265,14 @@ fn serve(listeners: Vec<OwnedFd>, stop: &Kick, joins_kick: &Kick, hub: Weak<HubS
             if pfd.revents == 0 {
                 continue;
             }
-            while let Ok(Some(socket)) = socket::accept(listener) {
-                if clients.len() == MAX_CLIENTS {
-                    clients.pop_front();
-                }
-                clients.push_back(Client { socket, deadline: Instant::now() + REQUEST_TIMEOUT });
+            // At most a table's worth per turn: a uid that connects as fast as it can must
+            // not keep this thread accepting while the requests of others wait.
+            for _ in 0..MAX_CLIENTS {
+                let Ok(Some(socket)) = socket::accept(listener) else { break };
+                // A socket without credentials counts as a uid of its own, the same for all.
+                let uid = unix::peer_credentials(&socket).map_or(u32::MAX, |(_, uid, _)| uid);
+                make_room(&mut clients, uid);
+                clients.push_back(Client { socket, deadline: Instant::now() + REQUEST_TIMEOUT, uid });
             }
         }
     }
@@ -526,4 +553,37 @@ pub fn list_hubs() -> Result<Vec<HubListing>> {
     let prefix = socket_name(euid(), "");
     let names = socket::listening_abstract_names(&prefix).map_err(|e| Error::system("reading /proc/net/unix", e))?;
     Ok(names.iter().filter_map(|n| hub_listing(&n[prefix.len()..]).ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(uid: u32) -> Client {
+        let (socket, _) = unix::seqpacket_pair().unwrap();
+        Client { socket, deadline: Instant::now() + REQUEST_TIMEOUT, uid }
+    }
+
+    /// A flooding uid pushes out only its own clients; when the table is full, the uid
+    /// with the most gives way, never one that has few.
+    #[test]
+    fn a_uid_that_floods_evicts_only_its_own_clients() {
+        let mut clients: VecDeque<Client> = VecDeque::new();
+        clients.push_back(client(0));
+        for _ in 0..1000 {
+            make_room(&mut clients, 65534);
+            clients.push_back(client(65534));
+        }
+        assert_eq!(clients.iter().filter(|c| c.uid == 65534).count(), MAX_CLIENTS_PER_UID);
+        assert_eq!(clients.iter().filter(|c| c.uid == 0).count(), 1, "the honest client stays");
+        // Many uids, each within its share, fill the table: the largest share gives way.
+        let mut clients: VecDeque<Client> = VecDeque::new();
+        for uid in 0..MAX_CLIENTS as u32 {
+            clients.push_back(client(uid % 5));
+        }
+        make_room(&mut clients, 1000);
+        assert_eq!(clients.len(), MAX_CLIENTS - 1);
+        // 64 clients of 5 uids: four hold 13, uid 4 holds 12 and keeps them.
+        assert_eq!(clients.iter().filter(|c| c.uid == 4).count(), 12);
+    }
 }

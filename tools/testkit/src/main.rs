@@ -9,7 +9,7 @@
 //! cellshm-testkit matrix-host -- CELL...  the Rust host of the cross-language matrix
 //! cellshm-testkit hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N |
 //!                 stream-flood N | attach-flood N UID/NAME | pour-and-watch | mute
-//!                 | forged-tail | stream-ends eos|cancel | steal-bootstrap
+//!                 | forged-tail | stream-ends eos|cancel | steal-bootstrap | idle-flood UID/NAME
 //!                                                              hand-made hostile cells
 //! ```
 
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         Some("mute") => raw::mute(),
         Some("forged-tail") => raw::forged_tail(),
         Some("steal-bootstrap") => raw::steal_bootstrap(),
+        Some("idle-flood") => raw::idle_flood(&args[1..]),
         Some("stream-ends") => raw::stream_ends(&args[1..]),
         Some("matrix-host") => matrix_host(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
@@ -69,7 +70,7 @@ fn usage() -> Error {
         Status::InvalidArgument,
         "usage: cellshm-testkit cell | attach HUB NAME | host ... | kill-hosts N -- CELL... | chaos N -- CELL... | \
          matrix-host -- CELL... | hostile | bad-hello [request-first] | ping-flood | request-flood N | notify-flood N | \
-         stream-flood N | attach-flood N UID/NAME | pour-and-watch | mute | forged-tail | stream-ends eos|cancel | steal-bootstrap",
+         stream-flood N | attach-flood N UID/NAME | pour-and-watch | mute | forged-tail | stream-ends eos|cancel | steal-bootstrap | idle-flood UID/NAME",
     )
 }
 

@@ -895,3 +895,47 @@ fn read_fds(socket: &OwnedFd, flags: i32) -> usize {
         }
     }
 }
+
+/// `idle-flood UID/NAME`: opens connection after connection to a hub's discovery socket
+/// and never sends anything, keeping the last 64 open, until killed; prints `flooding`
+/// once it has 64 open.
+pub fn idle_flood(args: &[String]) -> Result<(), Error> {
+    use std::io::Write;
+    let hub = args.first().ok_or_else(|| Error::new(Status::InvalidArgument, "usage: idle-flood UID/NAME"))?;
+    let (uid, name) = hub.split_once('/').ok_or_else(|| Error::new(Status::InvalidArgument, "HUB is UID/NAME"))?;
+    let address = format!("cellshm/{uid}/{name}");
+    let mut open: std::collections::VecDeque<OwnedFd> = std::collections::VecDeque::new();
+    let mut said = false;
+    loop {
+        // SAFETY: plain socket calls on a descriptor we own, with live buffers.
+        let fd = unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path[1..].iter_mut().zip(address.bytes()) {
+                *d = s as libc::c_char;
+            }
+            let len = (2 + 1 + address.len()) as libc::socklen_t;
+            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                let gone = std::io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED);
+                libc::close(fd);
+                if gone {
+                    // The hub is gone (or never was): nothing left to flood.
+                    return Ok(());
+                }
+                std::thread::yield_now();
+                continue;
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        open.push_back(fd);
+        if open.len() > 64 {
+            open.pop_front();
+            if !said {
+                said = true;
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "flooding").and_then(|_| out.flush());
+            }
+        }
+    }
+}

@@ -508,3 +508,30 @@ fn a_same_uid_process_that_copies_the_bootstrap_socket_gets_nothing_of_the_link(
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn another_uid_flooding_the_discovery_socket_with_idle_connections_evicts_no_honest_client() {
+    if euid() != 0 {
+        eprintln!("skipped: needs root to run the flood as another user");
+        return;
+    }
+    let name = format!("idle-flooded-{}", std::process::id());
+    let hub = Hub::create(HubConfig { name: Some(name.clone()), ..HubConfig::default() }).unwrap();
+    let mut flood = Command::new("runuser")
+        .args(["-u", "nobody", "--", CELL, "idle-flood", &format!("{}/{name}", euid())])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runuser (util-linux) is needed to run a process as another user");
+    let mut line = String::new();
+    BufReader::new(flood.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "flooding");
+    // Every request of the hub's own uid is answered while the flood goes on (before, the
+    // flood pushed the oldest clients out whatever their uid).
+    for i in 0..200 {
+        let listing = cellshm::hub_listing(&name);
+        assert!(listing.is_ok(), "request {i}: {:?}", listing.err());
+    }
+    let _ = flood.kill();
+    let _ = flood.wait();
+    drop(hub);
+}
