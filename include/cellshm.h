@@ -786,6 +786,18 @@ cellshm_status cellshm_hub_set_access_policy(const cellshm_hub *hub,
 // `peer` is NULL or live.
 uint64_t cellshm_peer_refused_calls(const cellshm_peer *peer);
 
+// Lets processes of the `count` uids at `uids` inspect the hub (`cellshm inspect`,
+// `cellshm top`): off by default, even for the host's own uid, since inspecting hands
+// out read-only views of every link's memory and a cell of that uid could start a
+// process nothing ties to it. Best given to an operator's uid that no cell runs as.
+// `count` 0 (`uids` may then be NULL) turns it off again.
+//
+// # Safety
+// `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
+cellshm_status cellshm_hub_enable_inspect(const cellshm_hub *hub,
+                                          const uint32_t *uids,
+                                          size_t count);
+
 // The library version, e.g. "0.1.0". Static storage; never NULL.
 const char *cellshm_version(void);
 

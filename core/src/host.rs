@@ -635,6 +635,17 @@ impl Hub {
         add_peer(&self.shared, name, options)
     }
 
+    /// Lets processes of `uids` inspect the hub (`cellshm inspect`, `cellshm top`,
+    /// [`crate::snapshot`]): INSPECT hands out read-only descriptors of every link's
+    /// memory, so it is off by default, even for the host's own uid: a cell of that uid
+    /// could start a process that nothing ties to it and read the other links. Enable it
+    /// for an operator's uid, ideally one no cell runs as (run cells as another uid). The
+    /// hub's cells and the processes they started are refused whatever their uid, as far
+    /// as the parent chain shows. An empty list turns it off again.
+    pub fn enable_inspect(&self, uids: &[u32]) {
+        *self.shared.discovery.inspect_uids.lock() = uids.to_vec();
+    }
+
     /// Lets processes the host did not spawn join through the hub's discovery socket
     /// (see [`attach::AttachPolicy`]). Stops when the returned listener is dropped.
     pub fn enable_attach(&self, policy: attach::AttachPolicy) -> Result<attach::AttachListener> {

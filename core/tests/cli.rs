@@ -33,8 +33,9 @@ fn role() {
             cell.run().unwrap();
         }
         Ok(role) if role.starts_with("host:") => {
-            let _hub =
+            let hub =
                 Hub::create(HubConfig { name: Some(role["host:".len()..].into()), ..HubConfig::default() }).unwrap();
+            hub.enable_inspect(&[own_uid()]);
             println!("\ncli-test-host-ready");
             loop {
                 std::thread::park();
@@ -56,6 +57,7 @@ fn cellshm_list_shows_live_hubs_and_not_a_killed_one_and_inspect_reads_a_live_on
     let pid = std::process::id();
     let a = Hub::create(HubConfig { name: Some(format!("cli-a-{pid}")), ..HubConfig::default() }).unwrap();
     let b = Hub::create(HubConfig { name: Some(format!("cli-b-{pid}")), ..HubConfig::default() }).unwrap();
+    a.enable_inspect(&[own_uid()]);
     let (_peer, mut child) = spawn_cell(&a, "listed");
     let killed = format!("cli-killed-{pid}");
     let mut host = run_as(&format!("host:{killed}")).stdout(Stdio::piped()).spawn().unwrap();
@@ -89,6 +91,7 @@ fn cellshm_list_shows_live_hubs_and_not_a_killed_one_and_inspect_reads_a_live_on
 #[test]
 fn cellshm_inspect_json_reports_each_link_and_its_counters() {
     let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.enable_inspect(&[own_uid()]);
     let (peer, mut child) = spawn_cell(&hub, "alpha");
     for _ in 0..20 {
         peer.call("Echo.echo", &[1u8; 100], &CallOptions::timeout(Duration::from_secs(5))).unwrap();
@@ -200,6 +203,7 @@ fn under_a_terminal(command: &str) -> String {
 fn cellshm_top_draws_every_cell_of_every_hub_in_a_terminal_and_inspect_watch_redraws() {
     let pid = std::process::id();
     let hub = Hub::create(HubConfig { name: Some(format!("cli-top-{pid}")), ..HubConfig::default() }).unwrap();
+    hub.enable_inspect(&[own_uid()]);
     let (peer, mut child) = spawn_cell(&hub, "topped");
     for _ in 0..10 {
         peer.call("Echo.echo", b"x", &CallOptions::timeout(Duration::from_secs(5))).unwrap();
@@ -219,4 +223,9 @@ fn cellshm_top_draws_every_cell_of_every_hub_in_a_terminal_and_inspect_watch_red
     assert!(watched.contains("topped") && watched.contains("Echo.echo"), "{watched}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+fn own_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
 }

@@ -180,3 +180,31 @@ pub unsafe extern "C" fn cellshm_peer_refused_calls(peer: *const cellshm_peer) -
     // SAFETY: per this function's contract.
     boundary_value(0, || unsafe { peer.as_ref() }.map_or(0, |p| p.peer.refused_calls()))
 }
+
+/// Lets processes of the `count` uids at `uids` inspect the hub (`cellshm inspect`,
+/// `cellshm top`): off by default, even for the host's own uid, since inspecting hands
+/// out read-only views of every link's memory and a cell of that uid could start a
+/// process nothing ties to it. Best given to an operator's uid that no cell runs as.
+/// `count` 0 (`uids` may then be NULL) turns it off again.
+///
+/// # Safety
+/// `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_enable_inspect(
+    hub: *const cellshm_hub,
+    uids: *const u32,
+    count: usize,
+) -> cellshm_status {
+    boundary("cellshm_hub_enable_inspect", || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        let uids: &[u32] = match (uids.is_null(), count) {
+            (_, 0) => &[],
+            (true, n) => return invalid(format!("uids is NULL but count is {n}")),
+            // SAFETY: `uids` holds `count` readable values per this function's contract.
+            (false, n) => unsafe { std::slice::from_raw_parts(uids, n) },
+        };
+        hub.hub.enable_inspect(uids);
+        CELLSHM_OK
+    })
+}

@@ -55,6 +55,13 @@ static void check_names_and_policies(const char *cell) {
     policy.initial_backoff_ms = 1000;
     policy.max_backoff_ms = 10;
     expect(cellshm_supervisor_add(sup, "a", cell, NULL, NULL, &policy), CELLSHM_INVALID_ARGUMENT, "max_backoff");
+    {
+        uint32_t operator_uid = 12345;
+        CHECK_STATUS(cellshm_hub_enable_inspect(hub, &operator_uid, 1), CELLSHM_OK);
+        CHECK_STATUS(cellshm_hub_enable_inspect(hub, NULL, 0), CELLSHM_OK);
+        expect(cellshm_hub_enable_inspect(hub, NULL, 2), CELLSHM_INVALID_ARGUMENT, "uids is NULL");
+        expect(cellshm_hub_enable_inspect(NULL, &operator_uid, 1), CELLSHM_INVALID_ARGUMENT, "hub is NULL");
+    }
     policy = cellshm_restart_policy_default();
     policy.ready_timeout_ms = 0;
     expect(cellshm_supervisor_add(sup, "a", cell, NULL, NULL, &policy), CELLSHM_INVALID_ARGUMENT, "ready timeout");

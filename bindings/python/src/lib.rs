@@ -649,6 +649,14 @@ impl Hub {
         self.with(|hub| hub.allow_everyone(method))
     }
 
+    /// The uids that may inspect the hub (none by default; an empty list: none again).
+    fn enable_inspect(&self, uids: Vec<u32>) -> PyResult<()> {
+        self.with(|hub| {
+            hub.enable_inspect(&uids);
+            Ok(())
+        })
+    }
+
     /// `policy(caller_tuple, method) -> bool` before every call (None removes it).
     fn set_access_policy(&self, policy: Option<Py<PyAny>>) -> PyResult<()> {
         let policy = policy.map(access_policy);
@@ -1129,6 +1137,11 @@ impl Supervisor {
     fn set_log_filter(&self, py: Python<'_>, name: &str, filter: &str) -> PyResult<()> {
         let sup = self.get()?;
         py.detach(|| sup.set_log_filter(name, filter)).map_err(err)
+    }
+
+    fn enable_inspect(&self, uids: Vec<u32>) -> PyResult<()> {
+        self.get()?.hub().enable_inspect(&uids);
+        Ok(())
     }
 
     fn allow_everyone(&self, method: &str) -> PyResult<()> {

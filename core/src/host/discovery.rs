@@ -34,8 +34,10 @@ pub(crate) const MAX_CLIENTS: usize = 64;
 /// Connections of one uid served at once; beyond it, that uid's oldest is dropped, so a
 /// uid that floods the socket with idle connections only pushes out its own.
 pub(crate) const MAX_CLIENTS_PER_UID: usize = 16;
-/// How long a client may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a client may take to send its request. Generous: a client of a busy machine
+/// may wait seconds for a CPU between connecting and sending, and an idle one holds only
+/// a place of its own uid's share.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Refusal reasons kept (all are counted).
 pub(crate) const RECENT_REFUSALS: usize = 16;
 /// Longest hub name.
@@ -78,6 +80,8 @@ pub(crate) struct Refusals {
 #[derive(Debug, Default)]
 pub(crate) struct DiscoveryState {
     pub attach: Mutex<Option<AttachPolicy>>,
+    /// The uids that may INSPECT (none by default).
+    pub inspect_uids: Mutex<Vec<u32>>,
     pub refusals: Mutex<Refusals>,
     /// Spawned cells that have not asked for their link yet (`super::join`), and the kick
     /// that tells the discovery thread about a new one.
@@ -315,9 +319,15 @@ fn answer(hub: &Arc<HubShared>, client: &OwnedFd, message: &[u8]) {
     let request = request.trim_end();
     let (verb, argument) = request.split_once(' ').unwrap_or((request, ""));
     match verb {
-        "INFO" | "INSPECT" if uid != euid() => {
-            refuse(format!("uid {uid} (pid {pid}) may not {verb} a hub of uid {}", euid()))
-        }
+        "INFO" if uid != euid() => refuse(format!("uid {uid} (pid {pid}) may not INFO a hub of uid {}", euid())),
+        // INSPECT hands out read-only memfds of every link: only to the uids the host
+        // named. Its own uid is not enough: a cell of that uid could double-fork a process
+        // that no parent chain ties to it.
+        "INSPECT" if !hub.discovery.inspect_uids.lock().contains(&uid) => refuse(format!(
+            "uid {uid} (pid {pid}) may not INSPECT hub {:?}: its host did not enable it for that uid \
+             (Hub::enable_inspect, cellshm_hub_enable_inspect, Hub.enable_inspect)",
+            hub.name
+        )),
         "INSPECT" if is_cell_or_descendant(hub, pid) => {
             refuse(format!("pid {pid} is a cell of this hub (or started by one): cells may not INSPECT"))
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cellshm::{CallOptions, Hub, HubConfig, PeerOptions, Status};
 
 mod common;
-use common::{link_threads, poll_until, proc_status, RunDelay, CELL};
+use common::{inspectable, link_threads, poll_until, proc_status, RunDelay, CELL};
 
 /// The tests of this binary count the process's threads and memory: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -139,6 +139,7 @@ fn requests_beyond_the_work_queue_are_refused_not_stored() {
         let peer = peer.clone();
         std::thread::spawn(move || peer.call("Echo.echo", b"?", &CallOptions::timeout(Duration::from_secs(2))))
     };
+    inspectable(&hub);
     let refused = || {
         let snap = cellshm::snapshot(hub.name()).unwrap();
         snap.peers.iter().find(|p| p.name == "flooder").map_or(0, |p| p.host_counters.errors)

@@ -58,7 +58,9 @@ fn a_hostile_cell_fails_at_every_attempt_and_the_host_and_another_cell_never_not
     };
     let (ok, report) = run_hostile(&hub, &[], euid() == 0);
     println!("{report}");
-    // A same-uid cell asking the hub's socket for every link's memory is refused too.
+    // A same-uid cell asking the hub's socket for every link's memory is refused too, even
+    // where the host let its uid inspect.
+    hub.enable_inspect(&[euid()]);
     let (socket_ok, socket_report) = run_hostile(&hub, &[("HOSTILE_ONLY", "socket")], false);
     println!("{socket_report}");
     stop.store(true, Ordering::Relaxed);
@@ -226,6 +228,7 @@ fn a_hub_can_also_listen_on_a_filesystem_path_for_containers() {
     let path = std::env::temp_dir().join(format!("cellshm-path-{}.sock", std::process::id()));
     let hub = Hub::create(HubConfig { socket_path: Some(path.clone()), ..HubConfig::default() }).unwrap();
     let _attach = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
+    hub.enable_inspect(&[euid()]);
     let path_text = path.display().to_string();
     let mut visitor =
         Command::new(CELL).args(["attach", &path_text, "visitor"]).env("CELLSHM_QUIET", "1").spawn().unwrap();

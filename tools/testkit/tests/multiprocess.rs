@@ -677,6 +677,11 @@ fn an_idle_cell_killed_with_sigkill_is_seen_dead_within_100_ms() {
 #[test]
 fn inspect_shows_peers_rings_pools_and_counters() {
     let hub = Hub::create(HubConfig::default()).unwrap();
+    // Not even the host's own uid may inspect until the host says so.
+    let refused = cellshm::snapshot(hub.name()).unwrap_err();
+    assert_eq!(refused.status(), Status::PermissionDenied, "{refused}");
+    assert!(refused.message().contains("did not enable it"), "{refused}");
+    common::inspectable(&hub);
     let (a, mut child_a) = spawn_cell_on(&hub, "alpha", &[]);
     let (b, mut child_b) = spawn_cell_on(&hub, "beta", &[]);
     for i in 0..20u32 {

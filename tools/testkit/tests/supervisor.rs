@@ -149,6 +149,7 @@ fn a_hundred_relaunches_on_a_four_peer_hub() {
         let payload = (round as u32).to_le_bytes();
         assert_eq!(sup.call(name, "Echo.echo", &payload, &CallOptions::timeout(secs(5))).unwrap().bytes(), &payload);
     }
+    common::inspectable(sup.hub());
     let snap = cellshm::snapshot(sup.hub().name()).unwrap();
     let live = snap.peers.iter().filter(|p| p.state == cellshm::PeerSlotState::Active).count();
     assert_eq!(live, 2, "{:?}", snap.peers);

@@ -664,6 +664,14 @@ class Hub:
         """Lifts :meth:`allow`'s restriction of ``method``."""
         self._native.allow_everyone(method)
 
+    def enable_inspect(self, uids: Sequence[int]) -> None:
+        """Lets processes of ``uids`` inspect the hub (``cellshm inspect``, ``cellshm
+        top``): off by default, even for the host's own uid, since inspecting hands out
+        read-only views of every link's memory and a cell of that uid could start a
+        process nothing ties to it. Best given to an operator's uid that no cell runs
+        as. An empty list turns it off again."""
+        self._native.enable_inspect([int(u) for u in uids])
+
     def set_access_policy(self, policy: Optional[AccessPolicy]) -> None:
         """Asks ``policy(caller, method) -> bool`` before every call and stream of every
         host method (after its allow list, if any); False (or an exception) refuses it as
@@ -1022,6 +1030,10 @@ class Supervisor:
 
     def allow_everyone(self, method: str) -> None:
         self._native.allow_everyone(method)
+
+    def enable_inspect(self, uids: Sequence[int]) -> None:
+        """As :meth:`Hub.enable_inspect`, for the supervisor's hub."""
+        self._native.enable_inspect([int(u) for u in uids])
 
     def set_access_policy(self, policy: Optional[AccessPolicy]) -> None:
         """As :meth:`Hub.set_access_policy`, for the supervisor's hub."""
