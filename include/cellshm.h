@@ -360,6 +360,9 @@ typedef struct {
   // The name the host gave it (cellshm_hub_spawn, the supervisor's name, the attach
   // name). Valid while the handler (or the policy callback) runs.
   const char *name;
+  // True if it attached under a name it chose (the host did not spawn it): name
+  // allow-lists never admit it (see cellshm_hub_allow_attached).
+  bool attached;
 } cellshm_caller;
 
 // Decides whether `caller` may call the host method `method`: true admits it. Runs on
@@ -795,6 +798,18 @@ uint64_t cellshm_peer_refused_calls(const cellshm_peer *peer);
 // # Safety
 // `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
 cellshm_status cellshm_hub_enable_inspect(const cellshm_hub *hub,
+                                          const uint32_t *uids,
+                                          size_t count);
+
+// Lets processes that attached (cellshm_caller.attached) call the host method `method`
+// if they run as one of the `count` uids at `uids`, beside the cells cellshm_hub_allow
+// names: an attached process chose its name, so name lists never admit it.
+//
+// # Safety
+// `hub` is live; `method` NUL-terminated; `uids` points to `count` readable uids (or is
+// NULL with `count` 0).
+cellshm_status cellshm_hub_allow_attached(const cellshm_hub *hub,
+                                          const char *method,
                                           const uint32_t *uids,
                                           size_t count);
 

@@ -216,6 +216,9 @@ struct PeerInner {
     said_goodbye: std::sync::atomic::AtomicBool,
     /// The host asked the cell to leave: its death that follows is the normal end.
     host_said_goodbye: std::sync::atomic::AtomicBool,
+    /// It attached under a name it chose (set before it can call: its link does not exist
+    /// for it until the attach reply).
+    attached: std::sync::atomic::AtomicBool,
 }
 
 impl PeerInner {
@@ -331,7 +334,8 @@ impl PeerInner {
             }
             *uid
         };
-        PeerIdentity { peer_id: self.id, name: self.name.clone(), epoch: self.epoch, pid, uid }
+        let attached = self.attached.load(std::sync::atomic::Ordering::Relaxed);
+        PeerIdentity { peer_id: self.id, name: self.name.clone(), epoch: self.epoch, pid, uid, attached }
     }
 }
 
@@ -611,6 +615,13 @@ impl Hub {
         self.shared.dispatcher.write().allow(method, Some(cells))
     }
 
+    /// Lets processes that attached (see [`PeerIdentity::attached`]) call `method` if they
+    /// run as one of `uids`, beside the cells [`Hub::allow`] names: an attached process
+    /// chose its name, so name lists never admit it.
+    pub fn allow_attached(&self, method: &str, uids: &[u32]) -> Result<()> {
+        self.shared.dispatcher.write().allow_attached(method, uids)
+    }
+
     /// Lifts [`Hub::allow`]'s restriction of `method`.
     pub fn allow_everyone(&self, method: &str) -> Result<()> {
         self.shared.dispatcher.write().allow(method, None)
@@ -753,6 +764,7 @@ fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions) -> Result
         on_death: Mutex::new(Vec::new()),
         said_goodbye: std::sync::atomic::AtomicBool::new(false),
         host_said_goodbye: std::sync::atomic::AtomicBool::new(false),
+        attached: std::sync::atomic::AtomicBool::new(false),
         link,
     });
     let config = SessionConfig {
@@ -861,6 +873,7 @@ impl PeerTicket {
         let offer = self.offer.take().expect("a ticket is handed over once");
         *self.peer.inner.pid.lock() = Some(pid);
         *self.peer.inner.uid.lock() = Some(uid);
+        self.peer.inner.attached.store(true, std::sync::atomic::Ordering::Relaxed);
         (self.peer.clone(), offer)
     }
 

@@ -22,6 +22,9 @@ pub struct cellshm_caller {
     /// The name the host gave it (cellshm_hub_spawn, the supervisor's name, the attach
     /// name). Valid while the handler (or the policy callback) runs.
     pub name: *const c_char,
+    /// True if it attached under a name it chose (the host did not spawn it): name
+    /// allow-lists never admit it (see cellshm_hub_allow_attached).
+    pub attached: bool,
 }
 
 /// `identity` for C, its name kept alive in `name`.
@@ -33,6 +36,7 @@ pub(crate) fn c_caller(identity: &cellshm::PeerIdentity, name: &mut Option<CStri
         pid: identity.pid.unwrap_or(0),
         uid: identity.uid.unwrap_or(CELLSHM_UID_UNKNOWN),
         name: kept.as_ptr(),
+        attached: identity.attached,
     }
 }
 
@@ -198,13 +202,48 @@ pub unsafe extern "C" fn cellshm_hub_enable_inspect(
     boundary("cellshm_hub_enable_inspect", || {
         // SAFETY: per this function's contract.
         let hub = try_c!(unsafe { object(hub, "hub") });
-        let uids: &[u32] = match (uids.is_null(), count) {
-            (_, 0) => &[],
-            (true, n) => return invalid(format!("uids is NULL but count is {n}")),
-            // SAFETY: `uids` holds `count` readable values per this function's contract.
-            (false, n) => unsafe { std::slice::from_raw_parts(uids, n) },
-        };
+        // SAFETY: per this function's contract.
+        let uids = try_c!(unsafe { uid_list(uids, count) });
         hub.hub.enable_inspect(uids);
         CELLSHM_OK
     })
+}
+
+/// Lets processes that attached (cellshm_caller.attached) call the host method `method`
+/// if they run as one of the `count` uids at `uids`, beside the cells cellshm_hub_allow
+/// names: an attached process chose its name, so name lists never admit it.
+///
+/// # Safety
+/// `hub` is live; `method` NUL-terminated; `uids` points to `count` readable uids (or is
+/// NULL with `count` 0).
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_allow_attached(
+    hub: *const cellshm_hub,
+    method: *const c_char,
+    uids: *const u32,
+    count: usize,
+) -> cellshm_status {
+    boundary("cellshm_hub_allow_attached", || {
+        // SAFETY: per this function's contract.
+        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: per this function's contract.
+        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: per this function's contract.
+        let uids = try_c!(unsafe { uid_list(uids, count) });
+        try_cellshm!(hub.hub.allow_attached(method, uids));
+        CELLSHM_OK
+    })
+}
+
+/// `count` uids at `uids` (NULL allowed with 0).
+///
+/// # Safety
+/// `uids` points to `count` readable uids, or is NULL.
+unsafe fn uid_list<'a>(uids: *const u32, count: usize) -> Result<&'a [u32], cellshm_status> {
+    match (uids.is_null(), count) {
+        (_, 0) => Ok(&[]),
+        (true, n) => Err(invalid(format!("uids is NULL but count is {n}"))),
+        // SAFETY: `uids` holds `count` readable values per this function's contract.
+        (false, n) => Ok(unsafe { std::slice::from_raw_parts(uids, n) }),
+    }
 }

@@ -495,16 +495,16 @@ fn py_metrics(m: &cellshm::PeerMetrics) -> PyPeerMetrics {
     (m.state, methods(&m.outgoing), methods(&m.incoming), m.open_streams, m.streams_opened, m.refused_calls, m.restarts)
 }
 
-/// (peer_id, name, epoch, pid, uid) for `cellshm.CallerInfo`.
-type PyCaller = (u32, String, u32, Option<u32>, Option<u32>);
+/// (peer_id, name, epoch, pid, uid, attached) for `cellshm.CallerInfo`.
+type PyCaller = (u32, String, u32, Option<u32>, Option<u32>, bool);
 
 fn py_caller(identity: Option<cellshm::PeerIdentity>) -> Option<PyCaller> {
-    identity.map(|i| (i.peer_id, i.name, i.epoch, i.pid, i.uid))
+    identity.map(|i| (i.peer_id, i.name, i.epoch, i.pid, i.uid, i.attached))
 }
 
 #[pymethods]
 impl StreamCall {
-    /// Who opened the stream (host side), as (peer_id, name, epoch, pid, uid); None in a cell.
+    /// Who opened the stream (host side), as (peer_id, name, epoch, pid, uid, attached); None in a cell.
     #[getter]
     fn caller(&self) -> Option<PyCaller> {
         py_caller(self.caller.clone())
@@ -647,6 +647,10 @@ impl Hub {
 
     fn allow_everyone(&self, method: &str) -> PyResult<()> {
         self.with(|hub| hub.allow_everyone(method))
+    }
+
+    fn allow_attached(&self, method: &str, uids: Vec<u32>) -> PyResult<()> {
+        self.with(|hub| hub.allow_attached(method, &uids))
     }
 
     /// The uids that may inspect the hub (none by default; an empty list: none again).
@@ -1142,6 +1146,10 @@ impl Supervisor {
     fn enable_inspect(&self, uids: Vec<u32>) -> PyResult<()> {
         self.get()?.hub().enable_inspect(&uids);
         Ok(())
+    }
+
+    fn allow_attached(&self, method: &str, uids: Vec<u32>) -> PyResult<()> {
+        self.get()?.hub().allow_attached(method, &uids).map_err(err)
     }
 
     fn allow_everyone(&self, method: &str) -> PyResult<()> {

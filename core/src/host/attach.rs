@@ -15,7 +15,7 @@ use std::os::fd::OwnedFd;
 use std::sync::{Arc, Weak};
 
 use super::discovery;
-use super::{add_peer, HubShared, PeerOptions};
+use super::{add_peer, HubShared, PeerOptions, PeerState};
 use crate::error::{Error, Result};
 use crate::sys::doorbell::unix;
 use crate::wire::Status;
@@ -96,6 +96,13 @@ pub(super) fn serve(
     }
     if crate::host::validate_cell_name(name).is_err() {
         return refuse(format!("pid {pid} asked to attach as {name:?}, expected \"ATTACH <name>\""));
+    }
+    // Names are the host's to give: one a live peer has (a spawned cell, or another that
+    // attached) is refused, so nobody takes over an identity while it is in use.
+    let taken =
+        shared.peers.lock().live.iter().any(|p| p.name == name && !matches!(*p.state.lock(), PeerState::Dead(_)));
+    if taken {
+        return refuse(format!("pid {pid} asked to attach as {name:?}, a name in use"));
     }
     let ticket = match add_peer(shared, name, policy.peer.clone()) {
         Ok(t) => t,

@@ -538,3 +538,65 @@ fn another_uid_flooding_the_discovery_socket_with_idle_connections_evicts_no_hon
     let _ = flood.wait();
     drop(hub);
 }
+
+/// Attaches `cellshm-testkit attach HUB NAME`; the peer once ready, or the refusal the
+/// process printed when it exited.
+fn attach_as(hub: &Hub, name: &str) -> Result<(cellshm::Peer, std::process::Child), String> {
+    let mut child = Command::new(CELL).args(["attach", hub.name(), name]).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let find = || {
+        hub.peers()
+            .into_iter()
+            .find(|p| p.name() == name && p.state() == cellshm::PeerState::Ready && p.pid() == Some(pid))
+    };
+    loop {
+        if let Some(peer) = find() {
+            return Ok((peer, child));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return Err(format!("{status}: {err}"));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_attached_process_cannot_take_a_cell_s_name_or_pass_its_allow_list() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
+    hub.allow("Host.echo", &["honest"]).unwrap();
+    let _attach = hub.enable_attach(cellshm::host::attach::AttachPolicy::default()).unwrap();
+    let (honest, mut honest_child) = spawn_cell_on(&hub, "honest", &[]);
+    assert_eq!(honest.call("Test.call_host", b"mine", &secs(5)).unwrap().bytes(), b"mine");
+
+    // Its name, while it lives, is refused (it was accepted, and then passed the list).
+    let taken = attach_as(&hub, "honest").map(|_| ()).unwrap_err();
+    assert!(taken.contains("a name in use"), "{taken}");
+
+    // Under its own name an attached process is not on the list.
+    let (mallory, mut mallory_child) = attach_as(&hub, "mallory").unwrap();
+    let refused = mallory.call("Test.call_host", b"let me in", &secs(5)).unwrap_err();
+    assert!(
+        refused.message().contains("PERMISSION_DENIED") || refused.status() == Status::PermissionDenied,
+        "{refused}"
+    );
+    let _ = mallory_child.kill();
+    let _ = mallory_child.wait();
+
+    // Once the cell is gone its name is free, but an attached process that takes it is
+    // still not the cell the list names.
+    let _ = honest_child.kill();
+    let _ = honest_child.wait();
+    wait_dead(&honest);
+    let (impostor, mut impostor_child) = attach_as(&hub, "honest").unwrap();
+    assert!(impostor.identity().attached);
+    let refused = impostor.call("Test.call_host", b"it's me", &secs(5)).unwrap_err();
+    assert!(refused.message().contains("it attached"), "{refused}");
+    // Attached processes are admitted by uid, when the host says so.
+    hub.allow_attached("Host.echo", &[euid()]).unwrap();
+    assert_eq!(impostor.call("Test.call_host", b"by uid", &secs(5)).unwrap().bytes(), b"by uid");
+    let _ = impostor_child.kill();
+    let _ = impostor_child.wait();
+}

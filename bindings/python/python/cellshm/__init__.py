@@ -74,6 +74,9 @@ class CallerInfo(NamedTuple):
     epoch: int
     pid: Optional[int]
     uid: Optional[int]
+    #: It attached under a name it chose (not spawned by the host): name allow-lists never
+    #: admit it; :meth:`Hub.allow_attached` admits attached processes by uid.
+    attached: bool = False
 
 
 AccessPolicy = Callable[[CallerInfo, str], bool]
@@ -657,12 +660,20 @@ class Hub:
         """Only the cells named in ``cells`` may call the host method ``method`` (registered
         already); any other gets :class:`PermissionDenied`, counted in its
         :attr:`Peer.refused_calls`, and the handler never runs. Names are the ones the host
-        gave its cells, never what a cell says. An empty list admits none."""
+        gave the cells it spawned, never what a cell says: a process that attached chose
+        its name, so it is never admitted by name (see :meth:`allow_attached`), and a name
+        a live cell has cannot be attached under. An empty list admits none."""
         self._native.allow(method, _names(cells))
 
     def allow_everyone(self, method: str) -> None:
         """Lifts :meth:`allow`'s restriction of ``method``."""
         self._native.allow_everyone(method)
+
+    def allow_attached(self, method: str, uids: Sequence[int]) -> None:
+        """Lets processes that attached (:attr:`CallerInfo.attached`) call ``method`` if
+        they run as one of ``uids``, beside the cells :meth:`allow` names: an attached
+        process chose its name, so name lists never admit it."""
+        self._native.allow_attached(method, [int(u) for u in uids])
 
     def enable_inspect(self, uids: Sequence[int]) -> None:
         """Lets processes of ``uids`` inspect the hub (``cellshm inspect``, ``cellshm
@@ -1030,6 +1041,10 @@ class Supervisor:
 
     def allow_everyone(self, method: str) -> None:
         self._native.allow_everyone(method)
+
+    def allow_attached(self, method: str, uids: Sequence[int]) -> None:
+        """As :meth:`Hub.allow_attached`, for the supervisor's hub."""
+        self._native.allow_attached(method, [int(u) for u in uids])
 
     def enable_inspect(self, uids: Sequence[int]) -> None:
         """As :meth:`Hub.enable_inspect`, for the supervisor's hub."""

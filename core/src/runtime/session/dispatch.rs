@@ -32,6 +32,28 @@ pub struct PeerIdentity {
     pub pid: Option<u32>,
     /// Its real user id, once known.
     pub uid: Option<u32>,
+    /// It attached through the hub's socket under a name it chose (the host did not
+    /// spawn it): its name proves nothing, and name allow-lists never admit it (see
+    /// [`Dispatcher::allow_attached`]).
+    pub attached: bool,
+}
+
+/// Who may call one method: cells the host spawned, by the name it gave them, and
+/// attached processes, by their uid.
+#[derive(Clone, Debug, Default)]
+pub(super) struct AllowList {
+    names: Vec<String>,
+    attached_uids: Vec<u32>,
+}
+
+impl AllowList {
+    fn admits(&self, who: &PeerIdentity) -> bool {
+        if who.attached {
+            who.uid.is_some_and(|uid| self.attached_uids.contains(&uid))
+        } else {
+            self.names.contains(&who.name)
+        }
+    }
 }
 
 /// Decides whether a caller may call a method (its name given): see
@@ -43,7 +65,7 @@ pub type AccessPolicy = Arc<dyn Fn(&PeerIdentity, &str) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub(super) struct AccessCheck {
     method: String,
-    allowed: Option<Arc<[String]>>,
+    allowed: Option<Arc<AllowList>>,
     policy: Option<AccessPolicy>,
 }
 
@@ -59,8 +81,12 @@ impl AccessCheck {
         };
         let Some(who) = who else { return refused("its identity is unknown") };
         if let Some(allowed) = &self.allowed {
-            if !allowed.contains(&who.name) {
-                return refused("it is not on the method's allow list");
+            if !allowed.admits(who) {
+                return refused(if who.attached {
+                    "it attached, and its uid is not among those the method allows attached processes of"
+                } else {
+                    "it is not on the method's allow list"
+                });
             }
         }
         if let Some(policy) = &self.policy {
@@ -78,7 +104,7 @@ pub struct Dispatcher {
     methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<IdHasher>>,
     streams: HashMap<u32, (String, MethodKind, Arc<StreamHandler>), std::hash::BuildHasherDefault<IdHasher>>,
     /// The callers each restricted method (unary or stream) admits, by name.
-    allowed: HashMap<u32, Arc<[String]>, std::hash::BuildHasherDefault<IdHasher>>,
+    allowed: HashMap<u32, Arc<AllowList>, std::hash::BuildHasherDefault<IdHasher>>,
     policy: Option<AccessPolicy>,
 }
 
@@ -150,20 +176,45 @@ impl Dispatcher {
         Ok(id)
     }
 
-    /// Only the peers named in `names` may call `method` (registered already, unary or
-    /// stream); others get PERMISSION_DENIED and its handler never runs. An empty list
-    /// admits nobody; `None` lifts the restriction. NOT_FOUND for a method not registered.
+    /// Only the cells the host spawned under the names in `names` (and attached processes
+    /// of the uids [`Dispatcher::allow_attached`] lists) may call `method` (registered
+    /// already, unary or stream); others get PERMISSION_DENIED and its handler never runs.
+    /// A process that attached is never admitted by its name: it chose it. An empty list
+    /// admits nobody; `None` lifts the restriction (both lists). NOT_FOUND for a method
+    /// not registered.
     pub fn allow(&mut self, method: &str, names: Option<&[&str]>) -> Result<()> {
+        let id = self.registered_id(method)?;
+        match names {
+            Some(names) => {
+                let mut list = self.allowed.get(&id).map(|l| (**l).clone()).unwrap_or_default();
+                list.names = names.iter().map(|n| n.to_string()).collect();
+                self.allowed.insert(id, Arc::new(list));
+            }
+            None => {
+                self.allowed.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets attached processes (see [`PeerIdentity::attached`]) of the uids in `uids` call
+    /// `method`, beside the spawned cells [`Dispatcher::allow`] names; restricts the method
+    /// if it was open to everyone. NOT_FOUND for a method not registered.
+    pub fn allow_attached(&mut self, method: &str, uids: &[u32]) -> Result<()> {
+        let id = self.registered_id(method)?;
+        let mut list = self.allowed.get(&id).map(|l| (**l).clone()).unwrap_or_default();
+        list.attached_uids = uids.to_vec();
+        self.allowed.insert(id, Arc::new(list));
+        Ok(())
+    }
+
+    fn registered_id(&self, method: &str) -> Result<u32> {
         let id = wire::method_id(method);
         let registered = self.methods.get(&id).map(|(n, _)| n).or(self.streams.get(&id).map(|(n, _, _)| n));
         if registered.is_none_or(|n| n != method) {
             return Err(Error::new(Status::NotFound, format!("no method {method:?} is registered to restrict")));
         }
-        match names {
-            Some(names) => self.allowed.insert(id, names.iter().map(|n| n.to_string()).collect()),
-            None => self.allowed.remove(&id),
-        };
-        Ok(())
+        Ok(id)
     }
 
     /// Asks `policy(caller, method)` before every call and stream of every method served
@@ -445,7 +496,7 @@ mod tests {
     }
 
     fn cell(name: &str, pid: u32) -> PeerIdentity {
-        PeerIdentity { peer_id: 1, name: name.into(), epoch: 1, pid: Some(pid), uid: Some(1000) }
+        PeerIdentity { peer_id: 1, name: name.into(), epoch: 1, pid: Some(pid), uid: Some(1000), attached: false }
     }
 
     #[test]
