@@ -159,17 +159,17 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
 
     // The client.
     doc(buf, "", &s.comments.leading);
-    writeln!(buf, "/// A client of `{full}`: calls the peer (a host's `Peer`, or a `Cell` calling its host).")?;
-    writeln!(buf, "pub struct {svc}Client<'a, C: ::cellshm::typed::Caller + ?Sized> {{")?;
+    writeln!(buf, "/// A client of `{full}`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).")?;
+    writeln!(buf, "pub struct {svc}Client<'a, C: ::cellshm::LinkEnd> {{")?;
     writeln!(buf, "    caller: &'a C,")?;
     writeln!(buf, "    options: ::cellshm::CallOptions,")?;
     writeln!(buf, "}}")?;
-    writeln!(buf, "impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for {svc}Client<'_, C> {{")?;
+    writeln!(buf, "impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for {svc}Client<'_, C> {{")?;
     writeln!(buf, "    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{")?;
     writeln!(buf, "        f.debug_struct(\"{svc}Client\").field(\"options\", &self.options).finish_non_exhaustive()")?;
     writeln!(buf, "    }}")?;
     writeln!(buf, "}}")?;
-    writeln!(buf, "impl<'a, C: ::cellshm::typed::Caller + ?Sized> {svc}Client<'a, C> {{")?;
+    writeln!(buf, "impl<'a, C: ::cellshm::LinkEnd> {svc}Client<'a, C> {{")?;
     writeln!(buf, "    /// The service's name.")?;
     writeln!(buf, "    pub const SERVICE: &'static str = \"{full}\";")?;
     writeln!(buf, "    /// A client that calls through `caller` with default options (the caller's default timeout).")?;
@@ -258,7 +258,10 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
     writeln!(buf, "/// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.")?;
     // A request of google.protobuf.Empty is `()`: binding it is still the clearest code.
     writeln!(buf, "#[allow(clippy::let_unit_value)]")?;
-    writeln!(buf, "pub fn {serve_fn}<R: ::cellshm::typed::Registrar + ?Sized>(registrar: &R, service: impl {svc}) -> ::cellshm::Result<()> {{")?;
+    writeln!(
+        buf,
+        "pub fn {serve_fn}<R: ::cellshm::Registry>(registrar: &R, service: impl {svc}) -> ::cellshm::Result<()> {{"
+    )?;
     if s.methods.is_empty() {
         writeln!(buf, "    let _ = (registrar, service);")?;
     } else {
@@ -271,11 +274,11 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
         writeln!(buf, "        let service = service.clone();")?;
         match kind_of(m) {
             MethodKind::Unary => {
-                writeln!(buf, "        registrar.register_method({info}.name, Box::new(move |call| {{")?;
+                writeln!(buf, "        registrar.method({info}.name, move |call| {{")?;
                 writeln!(buf, "            ::cellshm::typed::serve_unary(call, {info}.name, |call, request| service.{fname}(call, request))")?;
             }
             MethodKind::ServerStreaming => {
-                writeln!(buf, "        registrar.register_stream({info}.name, {info}.kind, Box::new(move |call| {{")?;
+                writeln!(buf, "        registrar.stream_method_as({info}.name, {info}.kind, move |call| {{")?;
                 writeln!(buf, "            let request = ::cellshm::typed::opening_request(call, {info}.name)?;")?;
                 writeln!(
                     buf,
@@ -283,20 +286,20 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
                 )?;
             }
             MethodKind::ClientStreaming => {
-                writeln!(buf, "        registrar.register_stream({info}.name, {info}.kind, Box::new(move |call| {{")?;
+                writeln!(buf, "        registrar.stream_method_as({info}.name, {info}.kind, move |call| {{")?;
                 writeln!(buf, "            let response = service.{fname}(&mut ::cellshm::typed::ServerStream::new(call, {info}.name))?;")?;
                 writeln!(buf, "            ::cellshm::typed::set_stream_response(call, &response);")?;
                 writeln!(buf, "            Ok(())")?;
             }
             MethodKind::Bidi | MethodKind::Stream => {
-                writeln!(buf, "        registrar.register_stream({info}.name, {info}.kind, Box::new(move |call| {{")?;
+                writeln!(buf, "        registrar.stream_method_as({info}.name, {info}.kind, move |call| {{")?;
                 writeln!(
                     buf,
                     "            service.{fname}(&mut ::cellshm::typed::ServerStream::new(call, {info}.name))"
                 )?;
             }
         }
-        writeln!(buf, "        }}))?;")?;
+        writeln!(buf, "        }})?;")?;
         writeln!(buf, "    }}")?;
     }
     writeln!(buf, "    Ok(())")?;

@@ -15,17 +15,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
+use crate::link_end::LinkEnd;
 use crate::proto::hello;
 use crate::runtime::session::{
-    copy_of, AccessPolicy, Call, CallOptions, Completion, Counters, Dispatcher, Hooks, PeerIdentity, PendingCall,
-    Response, Session, SessionConfig, Stream, StreamCall, WaitStrategy,
+    AccessPolicy, CallOptions, Counters, Dispatcher, Hooks, PeerIdentity, Session, SessionConfig, WaitStrategy,
 };
 use crate::shm::{Geometry, HubConfig, JoinRecord, LinkMemory, SharedBytes, Side};
 use crate::sys::doorbell;
 use crate::sys::process::Pidfd;
-use crate::wire::{self, builtin, Hello, MethodKind, Ready, Status};
+use crate::wire::{self, builtin, Hello, Ready, Status};
 
 /// Most server threads one peer may have (threads are a bounded resource of the host).
 pub const MAX_SERVER_THREADS: usize = 64;
@@ -190,7 +189,7 @@ pub enum PeerState {
 
 type DeathCallback = Box<dyn FnOnce(&Error) + Send>;
 
-struct PeerInner {
+pub(crate) struct PeerInner {
     id: u32,
     /// The slot's epoch for this launch.
     epoch: u32,
@@ -238,7 +237,7 @@ impl PeerInner {
 
     /// The link, while it exists. Once it is gone (closed, or its slot reused after the
     /// cell died) a call reports why: the death if the cell died, else SESSION_CLOSED.
-    fn session(&self) -> Result<Arc<Session>> {
+    pub(crate) fn session(&self) -> Result<Arc<Session>> {
         if let Some(session) = self.session.lock().clone() {
             return Ok(session);
         }
@@ -249,14 +248,14 @@ impl PeerInner {
     }
 }
 
-struct HubShared {
+pub(crate) struct HubShared {
     name: String,
     max_peers: u32,
     shutdown_grace: Duration,
     geometry: Geometry,
     started: SystemTime,
     started_at: Instant,
-    dispatcher: Arc<RwLock<Dispatcher>>,
+    pub(crate) dispatcher: Arc<RwLock<Dispatcher>>,
     peers: Mutex<PeerTable>,
     log_sink: RwLock<Option<LogSink>>,
     discovery: discovery::DiscoveryState,
@@ -514,7 +513,7 @@ pub fn peer_state_name(state: &PeerState) -> &'static str {
 /// when the process ends, however it ends, the hub is gone.
 /// Dropping it closes every link (cells see EOF and exit).
 pub struct Hub {
-    shared: Arc<HubShared>,
+    pub(crate) shared: Arc<HubShared>,
     discovery: Mutex<Option<discovery::DiscoveryServer>>,
 }
 
@@ -565,32 +564,6 @@ impl Hub {
     /// and [`crate::snapshot`] take it.
     pub fn name(&self) -> &str {
         &self.shared.name
-    }
-
-    /// Serves `"Service.method"` to every cell of this hub.
-    pub fn method<F>(&self, name: &str, handler: F) -> Result<()>
-    where
-        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
-    {
-        self.shared.dispatcher.write().register(name, handler)
-    }
-
-    /// Serves the stream method `"Service.method"` to every cell of this hub: each
-    /// stream a cell opens runs `handler` on its own thread (see [`StreamCall`]).
-    pub fn stream_method<F>(&self, name: &str, handler: F) -> Result<()>
-    where
-        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
-    {
-        self.shared.dispatcher.write().register_stream(name, handler)
-    }
-
-    /// [`Hub::stream_method`] that also says which way items flow (what
-    /// `cellshm.Introspect.methods` reports and generated clients check).
-    pub fn stream_method_as<F>(&self, name: &str, kind: MethodKind, handler: F) -> Result<()>
-    where
-        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
-    {
-        self.shared.dispatcher.write().register_stream_as(name, kind, handler)
     }
 
     /// [`Peer::metrics`] of every peer not yet reclaimed, by peer id.
@@ -951,7 +924,7 @@ impl PeerTicket {
 /// All methods may be called from any thread.
 #[derive(Clone)]
 pub struct Peer {
-    inner: Arc<PeerInner>,
+    pub(crate) inner: Arc<PeerInner>,
 }
 
 impl fmt::Debug for Peer {
@@ -1042,74 +1015,11 @@ impl Peer {
         }
     }
 
-    /// Calls `"Service.method"` and waits for the response.
-    pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        Endpoint(&self.inner.session()?).call(method, payload, options)
-    }
-
-    /// Calls a method by id.
-    pub fn call_id(&self, method_id: u32, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        self.inner.session()?.call_with(method_id, None, payload.len(), copy_of(payload), options)
-    }
-
-    /// Calls with a request written in place: `fill` gets a buffer of `max_len` bytes
-    /// (in shared memory when larger than 80) and returns how many bytes it wrote.
-    pub fn call_with(
-        &self,
-        method: &str,
-        max_len: usize,
-        fill: impl FnOnce(&mut [u8]) -> usize,
-        options: &CallOptions,
-    ) -> Result<Response> {
-        Endpoint(&self.inner.session()?).call_with(method, max_len, fill, options)
-    }
-
-    /// Opens a stream to the cell's stream method `"Service.method"`, with `request` as
-    /// its opening message. Read items with [`Stream::recv`] (or iterate), send with
-    /// [`Stream::send`]; the deadline in `options` covers the whole stream.
-    pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        Endpoint(&self.inner.session()?).open_stream(method, request, options)
-    }
-
     /// Pushes a log filter (`"warn,mycell=debug"`) to the cell: records it excludes are
     /// no longer sent at all.
     pub fn set_log_filter(&self, filter: &str, timeout: Duration) -> Result<()> {
         let body = crate::builtin::log::encode_filter(filter)?;
         self.call(builtin::LOG_SET_FILTER, &body, &CallOptions::timeout(timeout)).map(drop)
-    }
-
-    /// The methods the cell serves, as (name, id), sorted by name
-    /// (`cellshm.Introspect.methods`).
-    pub fn methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
-        Ok(self.methods_and_kinds(timeout)?.into_iter().map(|(name, id, _)| (name, id)).collect())
-    }
-
-    /// [`Peer::methods`] with how each is called.
-    pub fn methods_and_kinds(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
-        Endpoint(&self.inner.session()?).methods(timeout)
-    }
-
-    /// Sends PING and waits for PONG: proves the cell's receive path is alive and
-    /// returns the round-trip time.
-    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        Endpoint(&self.inner.session()?).ping(timeout)
-    }
-
-    /// Starts a call without blocking: `on_complete` runs on a receiving thread once the
-    /// result is in; collect it with [`PendingCall::try_take`]. For event loops.
-    pub fn call_start(
-        &self,
-        method: &str,
-        payload: &[u8],
-        options: &CallOptions,
-        on_complete: Completion,
-    ) -> Result<PendingCall> {
-        Endpoint(&self.inner.session()?).call_start(method, payload, options, on_complete)
-    }
-
-    /// Sends a notification (no response).
-    pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        Endpoint(&self.inner.session()?).notify(method, payload, options)
     }
 
     /// Largest payload that can be sent to this peer.

@@ -8,7 +8,7 @@
 //! are written in place into slots. Nothing of a hub outlives its process.
 //!
 //! ```no_run
-//! use cellshm::{CallOptions, Hub, HubConfig, PeerOptions};
+//! use cellshm::{CallOptions, Hub, HubConfig, LinkEnd, PeerOptions};
 //! use std::process::Command;
 //! use std::time::Duration;
 //!
@@ -33,9 +33,9 @@
 
 pub(crate) mod builtin;
 pub mod cell;
-pub(crate) mod endpoint;
 mod error;
 pub mod host;
+mod link_end;
 pub mod log;
 pub(crate) mod proto;
 pub(crate) mod runtime;
@@ -45,6 +45,11 @@ pub(crate) mod sys;
 #[cfg(feature = "prost")]
 pub mod typed;
 pub mod wire;
+
+/// What most programs use: `use cellshm::prelude::*;`.
+pub mod prelude {
+    pub use crate::{CallOptions, Cell, Hub, HubConfig, LinkEnd, Peer, PeerOptions, Registry, Status, Supervised};
+}
 
 pub use cell::{Cell, CellOptions, JoinArgs};
 pub use error::{panic_message, Error, Result};
@@ -56,6 +61,7 @@ pub use host::supervisor::{
 pub use host::{
     peer_state_name, CellProcess, Hub, LogRecord, LogSink, Peer, PeerMetrics, PeerOptions, PeerState, PeerTicket,
 };
+pub use link_end::{LinkEnd, Registry, Supervised};
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};
 pub use session::{
     AccessPolicy, Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PeerIdentity, PendingCall,

@@ -8,7 +8,7 @@
 //!
 //! | kind | caller | handler |
 //! |---|---|---|
-//! | unary | [`Caller::call`] | a method handler |
+//! | unary | [`LinkEnd::call`] | a method handler |
 //! | server streaming | a stream opened with the request, items are responses | a stream handler that sends |
 //! | client streaming | a stream opened with no request, items are requests, the final response | a stream handler that receives, then sets the response |
 //! | bidi | a stream opened with no request, items both ways | a stream handler that does both |
@@ -36,14 +36,13 @@ macro_rules! include_proto {
 }
 
 use std::marker::PhantomData;
-use std::time::Duration;
 
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::session::{Call, CallOptions, Response, Stream, StreamCall, StreamItem};
+use crate::session::{Call, CallOptions, Stream, StreamCall, StreamItem};
 use crate::wire::Status;
-use crate::{Cell, Hub, Peer, Supervisor};
+use crate::LinkEnd;
 
 pub use crate::wire::MethodKind;
 
@@ -56,131 +55,6 @@ pub struct MethodInfo {
     pub id: u32,
     /// How it is called.
     pub kind: MethodKind,
-}
-
-/// Whatever can call the other side: a host's [`Peer`] (calls the cell) and a
-/// [`Cell`] (calls the host).
-pub trait Caller {
-    /// Calls `method` with `len` bytes written in place by `fill`.
-    fn call_with(
-        &self,
-        method: &str,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-        options: &CallOptions,
-    ) -> Result<Response>;
-    /// Opens a stream to `method` with `request` as its opening message.
-    fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream>;
-    /// The methods the other side serves, as (name, id, kind).
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>>;
-}
-
-impl Caller for Peer {
-    fn call_with(
-        &self,
-        method: &str,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-        options: &CallOptions,
-    ) -> Result<Response> {
-        Peer::call_with(self, method, len, fill, options)
-    }
-    fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        Peer::open_stream(self, method, request, options)
-    }
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
-        self.methods_and_kinds(timeout)
-    }
-}
-
-impl Caller for Cell {
-    fn call_with(
-        &self,
-        method: &str,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-        options: &CallOptions,
-    ) -> Result<Response> {
-        Cell::call_with(self, method, len, fill, options)
-    }
-    fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        Cell::open_stream(self, method, request, options)
-    }
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
-        self.host_methods_and_kinds(timeout)
-    }
-}
-
-/// A unary handler, boxed (what generated registrations pass).
-pub type BoxedHandler = Box<dyn Fn(&mut Call<'_>) -> Result<()> + Send + Sync>;
-
-/// A stream handler, boxed.
-pub type BoxedStreamHandler = Box<dyn Fn(&mut StreamCall) -> Result<()> + Send + Sync>;
-
-/// A supervised cell, by name: each call goes to its current instance (after a
-/// relaunch, the new one); while it is not ready, calls fail with UNAVAILABLE.
-///
-/// ```no_run
-/// # fn f(supervisor: &cellshm::Supervisor) -> cellshm::Result<()> {
-/// let cell = cellshm::typed::Supervised::new(supervisor, "kv");
-/// // let store = kv::StoreClient::new(&cell);
-/// # let _ = cell; Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct Supervised<'a> {
-    supervisor: &'a Supervisor,
-    name: String,
-}
-
-impl<'a> Supervised<'a> {
-    /// The cell `name` of `supervisor`.
-    pub fn new(supervisor: &'a Supervisor, name: impl Into<String>) -> Supervised<'a> {
-        Supervised { supervisor, name: name.into() }
-    }
-}
-
-impl Caller for Supervised<'_> {
-    fn call_with(
-        &self,
-        method: &str,
-        len: usize,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
-        options: &CallOptions,
-    ) -> Result<Response> {
-        self.supervisor.ready_peer(&self.name)?.call_with(method, len, fill, options)
-    }
-    fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        self.supervisor.ready_peer(&self.name)?.open_stream(method, request, options)
-    }
-    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
-        self.supervisor.ready_peer(&self.name)?.methods_and_kinds(timeout)
-    }
-}
-
-/// Whatever serves methods: a [`Cell`] (to its host) and a [`Hub`] (to every cell).
-pub trait Registrar {
-    /// Serves the unary method `name`.
-    fn register_method(&self, name: &str, handler: BoxedHandler) -> Result<()>;
-    /// Serves the stream method `name`, whose items flow as `kind` says.
-    fn register_stream(&self, name: &str, kind: MethodKind, handler: BoxedStreamHandler) -> Result<()>;
-}
-
-impl Registrar for Cell {
-    fn register_method(&self, name: &str, handler: BoxedHandler) -> Result<()> {
-        self.method(name, handler)
-    }
-    fn register_stream(&self, name: &str, kind: MethodKind, handler: BoxedStreamHandler) -> Result<()> {
-        self.stream_method_as(name, kind, handler)
-    }
-}
-
-impl Registrar for Hub {
-    fn register_method(&self, name: &str, handler: BoxedHandler) -> Result<()> {
-        self.method(name, handler)
-    }
-    fn register_stream(&self, name: &str, kind: MethodKind, handler: BoxedStreamHandler) -> Result<()> {
-        self.stream_method_as(name, kind, handler)
-    }
 }
 
 /// Decodes a message that arrived for `what` (a method name); INTERNAL if it does not.
@@ -211,12 +85,12 @@ fn encode_into<M: Message>(message: &M, buf: &mut [u8]) -> usize {
 /// A unary call: encodes `request` in place, decodes the response.
 pub fn unary<C, Req, Resp>(caller: &C, method: &str, request: &Req, options: &CallOptions) -> Result<Resp>
 where
-    C: Caller + ?Sized,
+    C: LinkEnd,
     Req: Message,
     Resp: Message + Default,
 {
     let len = request.encoded_len();
-    let response = caller.call_with(method, len, &mut |buf| encode_into(request, buf), options)?;
+    let response = caller.call_with(method, len, |buf| encode_into(request, buf), options)?;
     decode(response.bytes(), method)
 }
 
@@ -228,7 +102,7 @@ pub fn server_streaming<C, Req, Resp>(
     options: &CallOptions,
 ) -> Result<Streaming<Resp>>
 where
-    C: Caller + ?Sized,
+    C: LinkEnd,
     Req: Message,
     Resp: Message + Default,
 {
@@ -243,7 +117,7 @@ pub fn client_streaming<C, Req, Resp>(
     options: &CallOptions,
 ) -> Result<ClientStreaming<Req, Resp>>
 where
-    C: Caller + ?Sized,
+    C: LinkEnd,
     Req: Message,
     Resp: Message + Default,
 {
@@ -254,7 +128,7 @@ where
 /// Opens a bidi call: send requests and receive responses in any order.
 pub fn bidi<C, Req, Resp>(caller: &C, method: &str, options: &CallOptions) -> Result<Bidi<Req, Resp>>
 where
-    C: Caller + ?Sized,
+    C: LinkEnd,
     Req: Message,
     Resp: Message + Default,
 {

@@ -4,6 +4,7 @@
 //! (`CELLSHM_CLI_TEST_ROLE`): the test kit's programs belong to another package, and the
 //! CLI's own binary is only built for this package's tests.
 
+use cellshm::{LinkEnd, Registry};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! the host hands it a bootstrap socket (`CELLSHM_DOORBELL_FD`) on which it asks for its link.
 
 use cellshm::Cell;
+use cellshm::Registry;
 
 fn main() -> Result<(), cellshm::Error> {
     let cell = Cell::from_args()?;

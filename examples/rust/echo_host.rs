@@ -7,6 +7,7 @@
 //! echo-host -- ./echo-cell -- python3 examples/python/echo_cell.py
 //! ```
 
+use cellshm::LinkEnd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -41,7 +41,7 @@ impl Progress {
 }
 
 /// Starts `method` on `start`'s link and hands the call to C.
-fn start_call(
+pub(crate) fn start_call(
     start: impl FnOnce(cellshm::Completion) -> cellshm::Result<PendingCall>,
     out_call: *mut *mut cellshm_call,
 ) -> cellshm_status {
@@ -74,13 +74,12 @@ pub unsafe extern "C" fn cellshm_peer_call_start(
     out_call: *mut *mut cellshm_call,
 ) -> cellshm_status {
     boundary("cellshm_peer_call_start", || {
-        out_param!(out_call);
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        let options = call_options(options);
-        start_call(|done| peer.peer.call_start(method, request, &options, done), out_call)
+        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_call_start's documentation
+        // requires (the same as CRequest::from_c's).
+        let (peer, request) =
+            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, options)) };
+        let (peer, request) = (try_c!(peer), try_c!(request));
+        link_end::call_start(&peer.peer, request, out_call)
     })
 }
 
@@ -98,13 +97,12 @@ pub unsafe extern "C" fn cellshm_cell_call_start(
     out_call: *mut *mut cellshm_call,
 ) -> cellshm_status {
     boundary("cellshm_cell_call_start", || {
-        out_param!(out_call);
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        let options = call_options(options);
-        start_call(|done| cell.cell.call_start(method, request, &options, done), out_call)
+        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_call_start's documentation
+        // requires (the same as CRequest::from_c's).
+        let (cell, request) =
+            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, options)) };
+        let (cell, request) = (try_c!(cell), try_c!(request));
+        link_end::call_start(&cell.cell, request, out_call)
     })
 }
 

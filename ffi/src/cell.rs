@@ -92,14 +92,11 @@ pub unsafe extern "C" fn cellshm_cell_register(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_cell_register", move || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
-        let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(cell.cell.method(name, c_handler(handler, userdata.clone())));
-        cell.registrations.keep(&userdata);
-        CELLSHM_OK
+        // SAFETY: C passes a live cell and a NUL-terminated name, as cellshm_cell_register's
+        // documentation requires.
+        let (cell, name) = unsafe { (object(cell, "cell"), c_str(name, "name")) };
+        let (cell, name) = (try_c!(cell), try_c!(name));
+        link_end::register(&cell.cell, &cell.registrations, name, handler, userdata)
     })
 }
 
@@ -146,12 +143,12 @@ pub unsafe extern "C" fn cellshm_cell_call(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_cell_call", || {
-        out_param!(out_response);
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        deliver_response(cell.cell.call(method, request, &call_options(options)), out_response)
+        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_call's documentation
+        // requires (the same as CRequest::from_c's).
+        let (cell, request) =
+            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, options)) };
+        let (cell, request) = (try_c!(cell), try_c!(request));
+        link_end::call(&cell.cell, request, out_response)
     })
 }
 
@@ -167,12 +164,12 @@ pub unsafe extern "C" fn cellshm_cell_notify(
     request_len: usize,
 ) -> cellshm_status {
     boundary("cellshm_cell_notify", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        try_cellshm!(cell.cell.notify(method, request, &CallOptions::default()));
-        CELLSHM_OK
+        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_notify's documentation
+        // requires (the same as CRequest::from_c's).
+        let (cell, request) =
+            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, std::ptr::null())) };
+        let (cell, request) = (try_c!(cell), try_c!(request));
+        link_end::notify(&cell.cell, request)
     })
 }
 

@@ -231,14 +231,11 @@ pub unsafe extern "C" fn cellshm_hub_register(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_register", move || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
-        let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(hub.hub.method(name, c_handler(handler, userdata.clone())));
-        hub.registrations.keep(&userdata);
-        CELLSHM_OK
+        // SAFETY: C passes a live hub and a NUL-terminated name, as cellshm_hub_register's
+        // documentation requires.
+        let (hub, name) = unsafe { (object(hub, "hub"), c_str(name, "name")) };
+        let (hub, name) = (try_c!(hub), try_c!(name));
+        link_end::register(&hub.hub, &hub.registrations, name, handler, userdata)
     })
 }
 

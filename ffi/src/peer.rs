@@ -1,6 +1,7 @@
 //! Peers of a hub: spawn, call, watch, stop.
 
 use crate::*;
+use cellshm::LinkEnd;
 
 /// Life cycle of a peer, as seen by the host.
 #[repr(u32)]
@@ -68,12 +69,12 @@ pub unsafe extern "C" fn cellshm_peer_call(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_peer_call", || {
-        out_param!(out_response);
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        deliver_response(peer.peer.call(method, request, &call_options(options)), out_response)
+        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_call's documentation
+        // requires (the same as CRequest::from_c's).
+        let (peer, request) =
+            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, options)) };
+        let (peer, request) = (try_c!(peer), try_c!(request));
+        link_end::call(&peer.peer, request, out_response)
     })
 }
 
@@ -89,12 +90,12 @@ pub unsafe extern "C" fn cellshm_peer_notify(
     request_len: usize,
 ) -> cellshm_status {
     boundary("cellshm_peer_notify", || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        try_cellshm!(peer.peer.notify(method, request, &CallOptions::default()));
-        CELLSHM_OK
+        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_notify's documentation
+        // requires (the same as CRequest::from_c's).
+        let (peer, request) =
+            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, std::ptr::null())) };
+        let (peer, request) = (try_c!(peer), try_c!(request));
+        link_end::notify(&peer.peer, request)
     })
 }
 
@@ -341,8 +342,8 @@ pub unsafe extern "C" fn cellshm_peer_methods(
         out_param!(out_list);
         // SAFETY: per this function's contract.
         let peer = try_c!(unsafe { object(peer, "peer") });
-        let methods = try_cellshm!(peer.peer.methods(Duration::from_millis(timeout_ms)));
-        let methods = methods.into_iter().map(|(n, id)| (c_string(&n), id)).collect();
+        let methods = try_cellshm!(peer.peer.served_methods(Duration::from_millis(timeout_ms)));
+        let methods = methods.into_iter().map(|(n, id, _)| (c_string(&n), id)).collect();
         // SAFETY: out_list checked non-NULL.
         unsafe { put(out_list, Box::into_raw(Box::new(cellshm_method_list { methods }))) }
     })

@@ -150,12 +150,12 @@ pub unsafe extern "C" fn cellshm_peer_open_stream(
     out_stream: *mut *mut cellshm_stream,
 ) -> cellshm_status {
     boundary("cellshm_peer_open_stream", || {
-        out_param!(out_stream);
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        deliver_stream(peer.peer.open_stream(method, request, &call_options(options)), out_stream)
+        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_open_stream's documentation
+        // requires (the same as CRequest::from_c's).
+        let (peer, request) =
+            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, options)) };
+        let (peer, request) = (try_c!(peer), try_c!(request));
+        link_end::open_stream(&peer.peer, request, out_stream)
     })
 }
 
@@ -174,12 +174,12 @@ pub unsafe extern "C" fn cellshm_cell_open_stream(
     out_stream: *mut *mut cellshm_stream,
 ) -> cellshm_status {
     boundary("cellshm_cell_open_stream", || {
-        out_param!(out_stream);
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        deliver_stream(cell.cell.open_stream(method, request, &call_options(options)), out_stream)
+        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_open_stream's documentation
+        // requires (the same as CRequest::from_c's).
+        let (cell, request) =
+            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, options)) };
+        let (cell, request) = (try_c!(cell), try_c!(request));
+        link_end::open_stream(&cell.cell, request, out_stream)
     })
 }
 
@@ -470,15 +470,11 @@ pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_register_stream_kind", move || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
-        let kind = try_c!(stream_kind(kind));
-        let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(hub.hub.stream_method_as(name, kind, c_stream_handler(handler, userdata.clone())));
-        hub.registrations.keep(&userdata);
-        CELLSHM_OK
+        // SAFETY: C passes a live hub and a NUL-terminated name, as cellshm_hub_register_stream_kind's
+        // documentation requires.
+        let (hub, name) = unsafe { (object(hub, "hub"), c_str(name, "name")) };
+        let (hub, name) = (try_c!(hub), try_c!(name));
+        link_end::register_stream(&hub.hub, &hub.registrations, name, kind, handler, userdata)
     })
 }
 
@@ -523,15 +519,11 @@ pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_cell_register_stream_kind", move || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
-        let kind = try_c!(stream_kind(kind));
-        let Some(handler) = handler else { return invalid("handler is NULL") };
-        try_cellshm!(cell.cell.stream_method_as(name, kind, c_stream_handler(handler, userdata.clone())));
-        cell.registrations.keep(&userdata);
-        CELLSHM_OK
+        // SAFETY: C passes a live cell and a NUL-terminated name, as cellshm_cell_register_stream_kind's
+        // documentation requires.
+        let (cell, name) = unsafe { (object(cell, "cell"), c_str(name, "name")) };
+        let (cell, name) = (try_c!(cell), try_c!(name));
+        link_end::register_stream(&cell.cell, &cell.registrations, name, kind, handler, userdata)
     })
 }
 

@@ -491,14 +491,18 @@ pub unsafe extern "C" fn cellshm_supervisor_call(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_call", || {
-        out_param!(out_response);
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { c_str(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let (method, request) = try_c!(unsafe { method_and_request(method, request, request_len) });
-        deliver_response(sup.sup.call(cell, method, request, &call_options(options)), out_response)
+        // SAFETY: C passes a live supervisor, a NUL-terminated cell name and the call's
+        // arguments as cellshm_supervisor_call's documentation requires (the same as
+        // CRequest::from_c's).
+        let (sup, cell, request) = unsafe {
+            (
+                object(supervisor, "supervisor"),
+                c_str(cell, "cell"),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (sup, cell, request) = (try_c!(sup), try_c!(cell), try_c!(request));
+        link_end::call(&cellshm::Supervised::new(&sup.sup, cell), request, out_response)
     })
 }
 

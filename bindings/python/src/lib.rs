@@ -19,6 +19,10 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyTuple};
 
+mod link_end;
+use cellshm::Registry;
+use link_end::{Closable, LinkEnd};
+
 /// Responses from this size on are copied into Python with the GIL released.
 const LARGE_COPY: usize = 64 * 1024;
 
@@ -407,6 +411,10 @@ struct Stream {
 }
 
 impl Stream {
+    fn new(stream: CoreStream) -> Stream {
+        Stream { stream: Mutex::new(Some(Arc::new(stream))) }
+    }
+
     fn get(&self) -> PyResult<Arc<CoreStream>> {
         self.stream.lock().clone().ok_or_else(|| err(Error::new(Status::FailedPrecondition, "the stream is closed")))
     }
@@ -820,78 +828,16 @@ impl Peer {
         py.detach(|| self.peer.wait_ready(timeout)).map_err(err)
     }
 
-    #[pyo3(signature = (method, payload=None, timeout=None))]
-    fn call(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-    ) -> PyResult<Py<PyBytes>> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let response = py.detach(|| self.peer.call(method, data.as_slice(), &options)).map_err(err)?;
-        response_bytes(py, &response)
-    }
-
-    #[pyo3(signature = (method, payload=None, timeout=None))]
-    fn open_stream(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-    ) -> PyResult<Stream> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let stream = py.detach(|| self.peer.open_stream(method, data.as_slice(), &options)).map_err(err)?;
-        Ok(Stream { stream: Mutex::new(Some(Arc::new(stream))) })
-    }
-
-    #[pyo3(signature = (method, payload, timeout, notifier, token))]
-    fn call_start(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-        notifier: &AsyncNotifier,
-        token: u64,
-    ) -> PyResult<PendingCall> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let done = completion(notifier, token);
-        let call = py.detach(|| self.peer.call_start(method, data.as_slice(), &options, done)).map_err(err)?;
-        Ok(PendingCall { call })
-    }
-
-    #[pyo3(signature = (method, payload=None))]
-    fn notify(&self, py: Python<'_>, method: &str, payload: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let method = method_name(method)?;
-        let data = self::payload(payload)?;
-        py.detach(|| self.peer.notify(method, data.as_slice(), &CallOptions::default())).map_err(err)
-    }
-
-    /// Round-trip time of a PING, in seconds.
-    fn ping(&self, py: Python<'_>, timeout: f64) -> PyResult<f64> {
-        let timeout = duration(timeout, "timeout")?;
-        py.detach(|| self.peer.ping(timeout)).map(|d| d.as_secs_f64()).map_err(err)
+    /// Calls to the cell go through this.
+    #[getter]
+    fn link(&self) -> LinkEnd {
+        LinkEnd::peer(self.peer.clone())
     }
 
     /// Pushes a log filter ("warn,mycell=debug") to the cell.
     fn set_log_filter(&self, py: Python<'_>, filter: &str, timeout: f64) -> PyResult<()> {
         let timeout = duration(timeout, "timeout")?;
         py.detach(|| self.peer.set_log_filter(filter, timeout)).map_err(err)
-    }
-
-    /// The methods the cell serves, as (name, id), sorted by name.
-    fn methods(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32)>> {
-        let timeout = duration(timeout, "timeout")?;
-        py.detach(|| self.peer.methods(timeout)).map_err(err)
-    }
-
-    /// The methods the cell serves, as (name, id, kind number), sorted by name.
-    fn methods_and_kinds(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32, u32)>> {
-        let timeout = duration(timeout, "timeout")?;
-        let methods = py.detach(|| self.peer.methods_and_kinds(timeout)).map_err(err)?;
-        Ok(methods.into_iter().map(|(name, id, kind)| (name, id, kind as u32)).collect())
     }
 
     /// Calls `callback(code, message)` once when the peer dies (at once if it has).
@@ -1072,7 +1018,7 @@ fn access_policy(policy: Py<PyAny>) -> cellshm::AccessPolicy {
 /// Cells kept alive under stable names (see `cellshm.Supervisor`).
 #[pyclass(module = "cellshm._native", frozen)]
 struct Supervisor {
-    sup: Mutex<Option<Arc<cellshm::Supervisor>>>,
+    sup: Closable<cellshm::Supervisor>,
     name: String,
     /// How the host talks to each cell (the constructor's peer options).
     peer_defaults: PeerOptions,
@@ -1114,7 +1060,7 @@ impl Supervisor {
         peer_defaults.validate().map_err(err)?;
         let sup = py.detach(|| CoreHub::create(config).and_then(cellshm::Supervisor::new)).map_err(err)?;
         let name = sup.hub().name().to_string();
-        Ok(Supervisor { sup: Mutex::new(Some(Arc::new(sup))), name, peer_defaults })
+        Ok(Supervisor { sup: Arc::new(Mutex::new(Some(Arc::new(sup)))), name, peer_defaults })
     }
 
     #[getter]
@@ -1267,19 +1213,9 @@ impl Supervisor {
         Ok(status_parts(&got).1)
     }
 
-    #[pyo3(signature = (name, method, payload=None, timeout=None))]
-    fn call(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-    ) -> PyResult<Py<PyBytes>> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let sup = self.get()?;
-        let response = py.detach(|| sup.call(name, method, data.as_slice(), &options)).map_err(err)?;
-        response_bytes(py, &response)
+    /// Calls to the current instance of `name` go through this.
+    fn link(&self, name: &str) -> LinkEnd {
+        LinkEnd::supervised(self.sup.clone(), name.to_string())
     }
 
     /// The current instance's pid, if one runs.
@@ -1333,7 +1269,7 @@ impl AttachListener {
 /// A joined cell (see `cellshm.Cell`).
 #[pyclass(module = "cellshm._native", frozen)]
 struct Cell {
-    cell: Arc<Mutex<Option<Arc<CoreCell>>>>,
+    cell: Closable<CoreCell>,
 }
 
 impl Cell {
@@ -1370,6 +1306,12 @@ impl Cell {
         Ok(self.get()?.peer_id())
     }
 
+    /// Calls to the host go through this.
+    #[getter]
+    fn link(&self) -> LinkEnd {
+        LinkEnd::cell(self.cell.clone())
+    }
+
     #[pyo3(signature = (name, handler, view=false))]
     fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {
         let name = method_name(name)?;
@@ -1381,28 +1323,6 @@ impl Cell {
         let name = method_name(name)?;
         let kind = stream_kind(kind)?;
         self.get()?.stream_method_as(name, kind, py_stream_handler(handler)).map_err(err)
-    }
-
-    /// The methods the host serves to cells, as (name, id, kind number).
-    fn host_methods_and_kinds(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u32, u32)>> {
-        let timeout = duration(timeout, "timeout")?;
-        let cell = self.get()?;
-        let methods = py.detach(|| cell.host_methods_and_kinds(timeout)).map_err(err)?;
-        Ok(methods.into_iter().map(|(name, id, kind)| (name, id, kind as u32)).collect())
-    }
-
-    #[pyo3(signature = (method, payload=None, timeout=None))]
-    fn open_stream(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-    ) -> PyResult<Stream> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let cell = self.get()?;
-        let stream = py.detach(|| cell.open_stream(method, data.as_slice(), &options)).map_err(err)?;
-        Ok(Stream { stream: Mutex::new(Some(Arc::new(stream))) })
     }
 
     /// Starts serving and announces readiness to the host.
@@ -1433,45 +1353,6 @@ impl Cell {
     /// Ok if the host said goodbye; the error that stopped the cell otherwise.
     fn outcome(&self) -> PyResult<()> {
         self.get()?.outcome().map_err(err)
-    }
-
-    #[pyo3(signature = (method, payload=None, timeout=None))]
-    fn call(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-    ) -> PyResult<Py<PyBytes>> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let cell = self.get()?;
-        let response = py.detach(|| cell.call(method, data.as_slice(), &options)).map_err(err)?;
-        response_bytes(py, &response)
-    }
-
-    #[pyo3(signature = (method, payload, timeout, notifier, token))]
-    fn call_start(
-        &self,
-        py: Python<'_>,
-        method: &str,
-        payload: Option<&Bound<'_, PyAny>>,
-        timeout: Option<f64>,
-        notifier: &AsyncNotifier,
-        token: u64,
-    ) -> PyResult<PendingCall> {
-        let (method, data, options) = call_args(method, payload, timeout)?;
-        let done = completion(notifier, token);
-        let cell = self.get()?;
-        let call = py.detach(|| cell.call_start(method, data.as_slice(), &options, done)).map_err(err)?;
-        Ok(PendingCall { call })
-    }
-
-    #[pyo3(signature = (method, payload=None))]
-    fn notify(&self, py: Python<'_>, method: &str, payload: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let method = method_name(method)?;
-        let data = self::payload(payload)?;
-        let cell = self.get()?;
-        py.detach(|| cell.notify(method, data.as_slice(), &CallOptions::default())).map_err(err)
     }
 
     /// Sends a log record to the host (level: 1 error ... 5 trace) if the host's filter
@@ -1625,6 +1506,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CallContext>()?;
     m.add_class::<Hub>()?;
     m.add_class::<Peer>()?;
+    m.add_class::<LinkEnd>()?;
     m.add_class::<Cell>()?;
     m.add_class::<PendingCall>()?;
     m.add_class::<Stream>()?;

@@ -103,7 +103,7 @@ def test_the_python_example_host_runs_python_and_rust_cells(rust_echo_host):
 
 def test_the_host_filters_what_a_python_cell_sends_and_lists_its_methods(hub, py_test_cell, caplog):
     peer = spawn_ready(hub, py_test_cell, name="filtered")
-    names = [name for name, _ in peer.methods()]
+    names = [name for name, _, _ in peer.served_methods()]
     assert "Echo.echo" in names and "Test.log" in names and "cellshm.Introspect.methods" in names
     peer.set_log_filter("error")
     with caplog.at_level(logging.DEBUG, logger="cellshm.cell"):

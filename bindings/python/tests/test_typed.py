@@ -150,7 +150,7 @@ def test_the_contract_check_names_what_a_cell_lacks(kv: Any, hub: cellshm.Hub) -
 def test_python_and_cpp_servicers_report_their_kinds(generated: Path, hub: cellshm.Hub, cell: str) -> None:
     argv = cpp_kv_cell() if cell == "cpp" else [sys.executable, str(EXAMPLES / "kv_cell.py")]
     peer = spawn_ready(hub, argv, env=cell_env(generated))
-    kinds = {name: kind for name, _, kind in peer.methods_and_kinds()}
+    kinds = {name: kind for name, _, kind in peer.served_methods()}
     assert kinds["kv.Store.Get"] == cellshm.MethodKind.UNARY
     assert kinds["kv.Store.Watch"] == cellshm.MethodKind.SERVER_STREAMING
     assert kinds["kv.Store.Upload"] == cellshm.MethodKind.CLIENT_STREAMING

@@ -9,16 +9,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::endpoint::Endpoint;
 use crate::error::{Error, Result};
 use crate::proto::hello;
-use crate::runtime::session::{
-    copy_of, Call, CallOptions, Completion, Dispatcher, Hooks, PendingCall, Response, Session, SessionConfig, Stream,
-    StreamCall,
-};
+use crate::runtime::session::{copy_of, CallOptions, Dispatcher, Hooks, Session, SessionConfig};
 use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
 use crate::sys::doorbell::{Doorbell, Kick};
-use crate::wire::{self, builtin, ControlKind, Hello, MethodKind, Ready, Status};
+use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status};
 
 mod options;
 pub use options::{CellOptions, JoinArgs};
@@ -104,8 +100,8 @@ fn join_failed(message: String) -> Error {
 
 /// A joined cell. Register methods, then [`Cell::run`].
 pub struct Cell {
-    session: Arc<Session>,
-    dispatcher: Arc<RwLock<Dispatcher>>,
+    pub(crate) session: Arc<Session>,
+    pub(crate) dispatcher: Arc<RwLock<Dispatcher>>,
     state: Arc<CellState>,
     options: CellOptions,
     hub: HubInfo,
@@ -241,32 +237,6 @@ impl Cell {
         self.session.doorbell_fd()
     }
 
-    /// Serves `"Service.method"` with `handler`.
-    pub fn method<F>(&self, name: &str, handler: F) -> Result<()>
-    where
-        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
-    {
-        self.dispatcher.write().register(name, handler)
-    }
-
-    /// Serves the stream method `"Service.method"`: each stream the host opens runs
-    /// `handler` on its own thread (see [`StreamCall`]).
-    pub fn stream_method<F>(&self, name: &str, handler: F) -> Result<()>
-    where
-        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
-    {
-        self.dispatcher.write().register_stream(name, handler)
-    }
-
-    /// [`Cell::stream_method`] that also says which way items flow (what
-    /// `cellshm.Introspect.methods` reports and generated clients check).
-    pub fn stream_method_as<F>(&self, name: &str, kind: MethodKind, handler: F) -> Result<()>
-    where
-        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
-    {
-        self.dispatcher.write().register_stream_as(name, kind, handler)
-    }
-
     /// Starts the worker threads and announces `ready` (with retry and backoff within
     /// the ready timeout). Returns at once; [`Cell::run`] also waits.
     pub fn serve(&self) -> Result<()> {
@@ -346,47 +316,6 @@ impl Cell {
         }
     }
 
-    /// Calls a host method.
-    pub fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        Endpoint(&self.session).call(method, payload, options)
-    }
-
-    /// Calls a host method with the request written in place.
-    pub fn call_with(
-        &self,
-        method: &str,
-        max_len: usize,
-        fill: impl FnOnce(&mut [u8]) -> usize,
-        options: &CallOptions,
-    ) -> Result<Response> {
-        Endpoint(&self.session).call_with(method, max_len, fill, options)
-    }
-
-    /// Opens a stream to the host's stream method `"Service.method"`.
-    pub fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
-        Endpoint(&self.session).open_stream(method, request, options)
-    }
-
-    /// The methods the host serves to cells, as (name, id), sorted by name.
-    pub fn host_methods(&self, timeout: Duration) -> Result<Vec<(String, u32)>> {
-        Ok(self.host_methods_and_kinds(timeout)?.into_iter().map(|(name, id, _)| (name, id)).collect())
-    }
-
-    /// [`Cell::host_methods`] with how each is called.
-    pub fn host_methods_and_kinds(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
-        Endpoint(&self.session).methods(timeout)
-    }
-
-    /// Sends PING to the host and waits for PONG; returns the round-trip time.
-    pub fn ping(&self, timeout: Duration) -> Result<Duration> {
-        Endpoint(&self.session).ping(timeout)
-    }
-
-    /// Sends a notification to the host.
-    pub fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
-        Endpoint(&self.session).notify(method, payload, options)
-    }
-
     /// Sends a log line to the host at INFO level (`cellshm.Log.event`).
     pub fn log(&self, line: &str) -> Result<()> {
         self.log_event(wire::log_level::INFO, "", line)
@@ -425,18 +354,6 @@ impl Cell {
     /// True if a record of `level` from `target` passes the host's filter.
     pub fn log_enabled(&self, level: u32, target: &str) -> bool {
         self.state.log_filter.read().enabled(level, target)
-    }
-
-    /// Starts a call to a host method without blocking (see [`crate::Peer::call_start`]).
-    /// The cell must be serving: its server threads receive the response.
-    pub fn call_start(
-        &self,
-        method: &str,
-        payload: &[u8],
-        options: &CallOptions,
-        on_complete: Completion,
-    ) -> Result<PendingCall> {
-        Endpoint(&self.session).call_start(method, payload, options, on_complete)
     }
 
     /// Runs `callback` once when the cell stops serving (the host said goodbye, went

@@ -27,6 +27,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{CellProcess, Hub, Peer, PeerOptions};
 use crate::error::{Error, Result};
+use crate::link_end::LinkEnd;
 use crate::runtime::session::{CallOptions, PendingCall, Response};
 use crate::wire::{builtin, Status};
 
@@ -576,7 +577,7 @@ impl Supervisor {
     /// Calls the current instance of `name`. While it is (re)starting this fails with
     /// UNAVAILABLE; retrying is the caller's choice.
     pub fn call(&self, name: &str, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
-        self.ready_peer(name)?.call(method, payload, options)
+        crate::Supervised::new(self, name).call(method, payload, options)
     }
 
     /// The peer of the current instance of `name` once it is ready: NOT_FOUND for a

@@ -159,7 +159,7 @@ fn the_example_host_runs_against_the_rust_cell() {
 
 #[test]
 fn a_client_of_a_supervised_cell_follows_it_across_a_relaunch() {
-    use cellshm::typed::Supervised;
+    use cellshm::Supervised;
     use cellshm::{CellSpec, CellStatus, ExitReason, Supervisor};
 
     let supervisor = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();

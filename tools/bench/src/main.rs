@@ -15,6 +15,7 @@ use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cellshm::LinkEnd;
 use cellshm::{CallOptions, Error, Hub, HubConfig, PeerOptions, SlotClass, Status, WaitStrategy};
 
 mod peers;

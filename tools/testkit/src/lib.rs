@@ -4,6 +4,7 @@
 
 pub mod raw;
 
+use cellshm::{LinkEnd, Registry};
 use std::time::Duration;
 
 use cellshm::{CallOptions, Cell, Error, Status};

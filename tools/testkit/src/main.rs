@@ -13,6 +13,7 @@
 //!                                                              hand-made hostile cells
 //! ```
 
+use cellshm::LinkEnd;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::Ordering;
@@ -87,7 +88,18 @@ fn commands(args: &[String]) -> Vec<Vec<String>> {
 /// given (one test cell if none), prints `cell_pid=N` for each once it is ready and then
 /// `ready`, and idles: tests kill it to check that its cells follow and nothing of the
 /// hub remains.
+/// `host [--attach] [--name NAME] [-- CELL...]`: a hub with the cells, `ready NAME` on
+/// stdout once they are; it lives until the thread that started it ends (tests kill it
+/// earlier). No timer: a flood that takes minutes on a busy machine must not outlive it.
 fn test_host(args: &[String]) -> Result<(), Error> {
+    let parent = std::os::unix::process::parent_id();
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and changes only this process.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(Error::system("prctl(PR_SET_PDEATHSIG)", std::io::Error::last_os_error()));
+    }
+    if std::os::unix::process::parent_id() != parent {
+        return Ok(()); // the starter ended before the signal was armed
+    }
     let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let (flags, cells) = args.split_at(split);
     let name = flags.iter().position(|a| a == "--name").and_then(|i| flags.get(i + 1)).cloned();
@@ -116,8 +128,10 @@ fn test_host(args: &[String]) -> Result<(), Error> {
     writeln!(out, "ready {}", hub.name())
         .and_then(|_| out.flush())
         .map_err(|e| Error::system("writing to stdout", e))?;
-    std::thread::sleep(Duration::from_secs(60));
-    Ok(())
+    drop(out);
+    loop {
+        std::thread::park();
+    }
 }
 
 /// Names under `dir` (for leftover checks); empty if it does not exist.

@@ -469,6 +469,9 @@ pub fn attach_flood(args: &[String]) -> Result<(), Error> {
     let (uid, name) = hub.split_once('/').ok_or_else(|| Error::new(Status::InvalidArgument, "HUB is UID/NAME"))?;
     let address = format!("cellshm/{uid}/{name}");
     let mut refused = 0u64;
+    // What happened to the requests that were not refused, with the first example of each.
+    let mut other: std::collections::BTreeMap<&str, (u64, String)> = Default::default();
+    let mut note = |kind: &'static str, example: String| other.entry(kind).or_insert((0, example)).0 += 1;
     for _ in 0..n {
         // SAFETY: plain socket calls on descriptors we own, with live buffers.
         unsafe {
@@ -479,16 +482,26 @@ pub fn attach_flood(args: &[String]) -> Result<(), Error> {
                 *d = s as libc::c_char;
             }
             let len = (2 + 1 + address.len()) as libc::socklen_t;
-            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) == 0 {
-                libc::send(fd, b"ATTACH flood\n".as_ptr().cast(), 13, libc::MSG_NOSIGNAL);
+            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
+                note("connect failed", std::io::Error::last_os_error().to_string());
+            } else if libc::send(fd, b"ATTACH flood\n".as_ptr().cast(), 13, libc::MSG_NOSIGNAL) != 13 {
+                note("send failed", std::io::Error::last_os_error().to_string());
+            } else {
                 let mut buf = [0u8; 256];
                 let got = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
                 if got > 8 && buf.starts_with(b"REFUSED") {
                     refused += 1;
+                } else if got < 0 {
+                    note("recv failed", std::io::Error::last_os_error().to_string());
+                } else {
+                    note("other answer", String::from_utf8_lossy(&buf[..got as usize]).into_owned());
                 }
             }
             libc::close(fd);
         }
+    }
+    for (kind, (count, example)) in &other {
+        println!("attach-flood: {count} {kind}, first: {example:?}");
     }
     println!("attach-flood: {refused} of {n} refused");
     Ok(())

@@ -2,6 +2,7 @@
 //! answers when it sees it. Its own test binary: 8 threads of calls timing out every
 //! 20 ms load the 2 cores enough to disturb the timing-sensitive multi-process tests.
 
+use cellshm::LinkEnd;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;

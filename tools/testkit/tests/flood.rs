@@ -2,6 +2,7 @@
 //! notifications. The host notices death at once, keeps its threads and memory bounded,
 //! and reuses the slot. Its own test binary, so threads and RSS are this test's alone.
 
+use cellshm::{LinkEnd, Registry};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

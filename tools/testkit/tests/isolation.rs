@@ -2,6 +2,7 @@
 //! host and to other cells (nothing), what a dead host leaves behind (nothing), and
 //! which of a cell's words the host trusts (none).
 
+use cellshm::{LinkEnd, Registry};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -186,10 +187,12 @@ fn attach_refusals_from_another_uid_do_not_grow_the_host() {
     let name = format!("flooded-{}", std::process::id());
     let mut host = start_host(&["--attach", "--name", &name]);
     let target = format!("{}/{name}", euid());
-    assert!(flood(&target, 10_000).contains("10000 of 10000 refused"));
+    let warm_up = flood(&target, 10_000);
+    assert!(warm_up.contains("10000 of 10000 refused"), "{warm_up}");
     let before = proc_status(&host.id().to_string(), "VmRSS:");
     let started = Instant::now();
-    assert!(flood(&target, 300_000).contains("300000 of 300000 refused"));
+    let flooded = flood(&target, 300_000);
+    assert!(flooded.contains("300000 of 300000 refused"), "{flooded}");
     let after = proc_status(&host.id().to_string(), "VmRSS:");
     println!("300k refusals in {:?}: host RSS {before} KiB -> {after} KiB", started.elapsed());
     assert!(after <= before + 1024, "host RSS grew from {before} KiB to {after} KiB");

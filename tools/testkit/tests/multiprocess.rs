@@ -1,6 +1,7 @@
 //! Multi-process tests: a real host (this test process), real cells (`cellshm-testkit cell`
 //! child processes), real shared memory and real doorbell sockets.
 
+use cellshm::{LinkEnd, Registry};
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -714,12 +715,12 @@ fn both_sides_list_the_methods_they_serve() {
     let hub = Hub::create(HubConfig::default()).unwrap();
     hub.method("Host.echo", |call| call.reply(call.payload())).unwrap();
     let (peer, mut child) = spawn_cell_on(&hub, "listed", &[]);
-    let methods = peer.methods(Duration::from_secs(5)).unwrap();
-    let names: Vec<&str> = methods.iter().map(|(n, _)| n.as_str()).collect();
+    let methods = peer.served_methods(Duration::from_secs(5)).unwrap();
+    let names: Vec<&str> = methods.iter().map(|(n, _, _)| n.as_str()).collect();
     for expected in ["Echo.echo", "Test.sleep", "Test.panic", "cellshm.Introspect.methods"] {
         assert!(names.contains(&expected), "{names:?}");
     }
-    assert!(methods.iter().all(|(n, id)| cellshm::method_id(n) == *id));
+    assert!(methods.iter().all(|(n, id, _)| cellshm::method_id(n) == *id));
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted);

@@ -2,6 +2,7 @@
 //! server streaming, client streaming, both at once, errors, cancellation, deadlines
 //! and flow control, over real shared memory.
 
+use cellshm::{LinkEnd, Registry};
 use std::process::Command;
 use std::sync::Arc;
 use std::thread;

@@ -1,6 +1,7 @@
 //! The supervisor with real cell processes: relaunch, reasons, backoff, give-up,
 //! goodbye, graceful stop, and many relaunches through reused peer slots.
 
+use cellshm::LinkEnd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

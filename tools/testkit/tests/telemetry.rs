@@ -2,6 +2,7 @@
 //! that reads nothing, records with fields and locations, and a supervisor's log filter
 //! that survives relaunches.
 
+use cellshm::LinkEnd;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;

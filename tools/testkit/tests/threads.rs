@@ -2,6 +2,7 @@
 //! polling. Its own test binary, so that no other test's threads come and go while
 //! threads and context switches are counted.
 
+use cellshm::{LinkEnd, Registry};
 use std::process::Command;
 use std::time::Duration;
 

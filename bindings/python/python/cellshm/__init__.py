@@ -424,11 +424,61 @@ def _stream_handler(handler: StreamHandler) -> Callable[[Any], Optional[Payload]
 
 
 
-class Peer:
+class LinkEnd:
+    """One end of a link that calls the other side: a :class:`Peer` (the host calling
+    its cell), a :class:`Cell` (calling its host), a :class:`Supervised` cell (calling
+    whichever instance of a supervised cell is current). Every call, stream and
+    notification is written once here; the GIL is released while one waits."""
+
+    _link: Any
+
+    def _target(self) -> str:
+        """What error messages call the other side."""
+        raise NotImplementedError
+
+    def call(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Calls ``"Service.method"`` and returns the response. ``timeout`` in seconds:
+        None is the link's default, :data:`FOREVER` none."""
+        return self._link.call(method, payload, _check_timeout(timeout))  # type: ignore[no-any-return]
+
+    async def call_async(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
+        """Like :meth:`call`, awaited on the running asyncio loop; cancelling the task
+        cancels the call (its handler sees it cancelled). A cell must be serving."""
+        timeout = _check_timeout(timeout)
+        return await _loop_calls().call(
+            lambda notifier, token: self._link.call_start(method, payload, timeout, notifier, token),
+            timeout,
+            f"{method!r} on {self._target()}",
+        )
+
+    def open_stream(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> Stream:
+        """Opens a stream to the stream method ``method`` with ``payload`` as its
+        opening message; ``timeout`` bounds the whole stream."""
+        native = self._link.open_stream(method, payload, _check_timeout(timeout))
+        return Stream(native, f"{method!r} on {self._target()}")
+
+    def notify(self, method: str, payload: Payload = b"") -> None:
+        """Sends a notification: no response."""
+        self._link.notify(method, payload)
+
+    def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip time of a PING, in seconds."""
+        return float(self._link.ping(_check_timeout(timeout)))
+
+    def served_methods(self, timeout: float = 5.0) -> List[Tuple[str, int, MethodKind]]:
+        """The methods the other side serves, as (name, id, kind), sorted by name."""
+        return [(n, i, MethodKind(k)) for n, i, k in self._link.served_methods(_check_timeout(timeout))]
+
+
+class Peer(LinkEnd):
     """The host's handle on one cell. Thread-safe."""
 
     def __init__(self, native: Any) -> None:
         self._native = native
+        self._link = native.link
+
+    def _target(self) -> str:
+        return f"cell {self.name!r}"
 
     @property
     def id(self) -> int:
@@ -459,46 +509,10 @@ class Peer:
         timeout passes."""
         self._native.wait_ready(_check_timeout(timeout))
 
-    def call(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
-        """Calls ``"Service.method"`` and returns the response. The GIL is released while
-        waiting."""
-        return self._native.call(method, payload, _check_timeout(timeout))  # type: ignore[no-any-return]
-
-    async def call_async(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
-        """Like :meth:`call`, awaited on the running asyncio loop."""
-        timeout = _check_timeout(timeout)
-        calls = _loop_calls()
-        return await calls.call(
-            lambda notifier, token: self._native.call_start(method, payload, timeout, notifier, token),
-            timeout,
-            f"{method!r} on cell {self.name!r}",
-        )
-
-    def open_stream(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> Stream:
-        """Opens a stream to the cell's stream method ``method`` with ``payload`` as its
-        opening message; ``timeout`` bounds the whole stream."""
-        return Stream(self._native.open_stream(method, payload, _check_timeout(timeout)), f"{method!r} on {self.name!r}")
-
-    def notify(self, method: str, payload: Payload = b"") -> None:
-        """Sends a notification: no response."""
-        self._native.notify(method, payload)
-
-    def ping(self, timeout: float = 5.0) -> float:
-        """Round-trip time of a PING, in seconds."""
-        return float(self._native.ping(_check_timeout(timeout)))
-
     def set_log_filter(self, filter: str, timeout: float = 5.0) -> None:
         """Pushes a log filter such as ``"warn,mycell=debug"`` to the cell: records it
         excludes are not sent at all."""
         self._native.set_log_filter(filter, _check_timeout(timeout))
-
-    def methods(self, timeout: float = 5.0) -> List[Tuple[str, int]]:
-        """The methods the cell serves, as (name, id), sorted by name."""
-        return list(self._native.methods(_check_timeout(timeout)))
-
-    def methods_and_kinds(self, timeout: float = 5.0) -> List[Tuple[str, int, MethodKind]]:
-        """The methods the cell serves, as (name, id, kind), sorted by name."""
-        return [(n, i, MethodKind(k)) for n, i, k in self._native.methods_and_kinds(_check_timeout(timeout))]
 
     @property
     def identity(self) -> CallerInfo:
@@ -800,12 +814,16 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-class Cell:
+class Cell(LinkEnd):
     """A cell: joins the hub its host named, serves methods, calls the host."""
 
     def __init__(self, native: Any) -> None:
         self._native = native
+        self._link = native.link
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def _target(self) -> str:
+        return "the host"
 
     @classmethod
     def from_args(cls, argv: Optional[Sequence[str]] = None) -> "Cell":
@@ -854,10 +872,6 @@ class Cell:
 
         return register
 
-    def open_stream(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> Stream:
-        """Opens a stream to the host's stream method ``method``."""
-        return Stream(self._native.open_stream(method, payload, _check_timeout(timeout)), f"{method!r} on the host")
-
     def serve(self) -> None:
         """Starts serving and announces readiness to the host; returns at once."""
         self._native.serve()
@@ -879,26 +893,6 @@ class Cell:
         finally:
             self._loop = None
         self._native.outcome()
-
-    def call(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
-        """Calls a host method."""
-        return self._native.call(method, payload, _check_timeout(timeout))  # type: ignore[no-any-return]
-
-    async def call_async(self, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
-        """Calls a host method from asyncio (the cell must be serving)."""
-        timeout = _check_timeout(timeout)
-        return await _loop_calls().call(
-            lambda notifier, token: self._native.call_start(method, payload, timeout, notifier, token),
-            timeout,
-            f"{method!r} on the host",
-        )
-
-    def notify(self, method: str, payload: Payload = b"") -> None:
-        self._native.notify(method, payload)
-
-    def host_methods_and_kinds(self, timeout: float = 5.0) -> List[Tuple[str, int, MethodKind]]:
-        """The methods the host serves to cells, as (name, id, kind), sorted by name."""
-        return [(n, i, MethodKind(k)) for n, i, k in self._native.host_methods_and_kinds(_check_timeout(timeout))]
 
     @property
     def log_records_dropped(self) -> int:
@@ -1172,9 +1166,14 @@ class Supervisor:
         its reason (if any). :class:`DeadlineExceeded` after ``timeout``."""
         return self._native.wait_for(name, status, timeout)
 
+    def cell(self, name: str) -> "Supervised":
+        """The supervised cell ``name`` as a :class:`LinkEnd`: each call goes to its
+        current instance; :class:`Unavailable` while it (re)starts."""
+        return Supervised(self, name)
+
     def call(self, name: str, method: str, payload: Payload = b"", *, timeout: Optional[float] = None) -> bytes:
-        """Calls the current instance of ``name``; :class:`Unavailable` while it restarts."""
-        return self._native.call(name, method, payload, _check_timeout(timeout))
+        """Calls the current instance of ``name``: ``self.cell(name).call(...)``."""
+        return self.cell(name).call(method, payload, timeout=timeout)
 
     def pid(self, name: str) -> Optional[int]:
         return self._native.pid(name)
@@ -1193,6 +1192,21 @@ class Supervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Supervised(LinkEnd):
+    """A supervised cell by name (:meth:`Supervisor.cell`): calls go to its current
+    instance, so a relaunch is invisible to the caller."""
+
+    def __init__(self, supervisor: Supervisor, name: str) -> None:
+        self._name = name
+        self._link = supervisor._native.link(name)
+
+    def _target(self) -> str:
+        return f"supervised cell {self._name!r}"
+
+    def __repr__(self) -> str:
+        return f"<cellshm.Supervised {self._name!r}>"
 
 
 def _slot_classes(classes: Optional[Sequence[Tuple[int, int]]]) -> Optional[List[Tuple[int, int]]]:
@@ -1296,7 +1310,9 @@ def iter_status_codes() -> Iterator[Tuple[str, int]]:
 
 __all__ = [
     "Hub",
+    "LinkEnd",
     "Peer",
+    "Supervised",
     "Cell",
     "CellLogHandler",
     "Supervisor",

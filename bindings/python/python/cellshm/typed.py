@@ -48,19 +48,10 @@ class MethodInfo(NamedTuple):
     kind: cellshm.MethodKind
 
 
-class Caller(Protocol):
-    """What a generated client calls through: a host's :class:`cellshm.Peer`, or a
-    :class:`cellshm.Cell` calling its host."""
-
-    def call(self, method: str, payload: cellshm.Payload = b"", *, timeout: Optional[float] = None) -> bytes: ...
-
-    async def call_async(
-        self, method: str, payload: cellshm.Payload = b"", *, timeout: Optional[float] = None
-    ) -> bytes: ...
-
-    def open_stream(
-        self, method: str, payload: cellshm.Payload = b"", *, timeout: Optional[float] = None
-    ) -> cellshm.Stream: ...
+#: What a generated client calls through: any :class:`cellshm.LinkEnd` (a host's
+#: :class:`cellshm.Peer`, a :class:`cellshm.Cell` calling its host, a
+#: :class:`cellshm.Supervised` cell).
+Caller = cellshm.LinkEnd
 
 
 def _decode(message_type: Type[Resp], data: bytes, method: str) -> Resp:
@@ -277,13 +268,6 @@ def serve_bidi(
     target.stream_method(info.name, kind=info.kind)(run)
 
 
-def _served(caller: Caller, timeout: float) -> List[Tuple[str, int, cellshm.MethodKind]]:
-    if isinstance(caller, cellshm.Cell):
-        return caller.host_methods_and_kinds(timeout)
-    methods: Callable[[float], List[Tuple[str, int, cellshm.MethodKind]]] = getattr(caller, "methods_and_kinds")
-    return methods(timeout)
-
-
 def _serves(served: cellshm.MethodKind, wanted: cellshm.MethodKind) -> bool:
     return served == wanted or (served == cellshm.MethodKind.STREAM and wanted != cellshm.MethodKind.UNARY)
 
@@ -292,7 +276,7 @@ def check_served(caller: Caller, service: str, methods: Sequence[MethodInfo], ti
     """Raises :class:`cellshm.FailedPrecondition` unless the peer serves every method of
     ``service`` as its kind, :class:`cellshm.AlreadyExists` if it serves another name
     under one of their ids (a hash collision)."""
-    by_id = {method_id: (name, kind) for name, method_id, kind in _served(caller, timeout)}
+    by_id = {method_id: (name, kind) for name, method_id, kind in caller.served_methods(timeout)}
     for m in methods:
         found = by_id.get(m.id)
         if found is None:

@@ -3,6 +3,7 @@
 //! `--watch-as-unary` it also serves `kv.Store.Watch`, as a unary method (the wrong kind).
 
 use cellshm::typed::serve_unary;
+use cellshm::Registry;
 use cellshm::{Cell, Error, Status};
 use cellshm_kv_example::kv::{self, GetReply, GetRequest, PutReply, PutRequest};
 

@@ -104,19 +104,19 @@ pub mod store_methods {
     pub const ALL: [::cellshm::typed::MethodInfo; 5] = [GET, PUT, WATCH, UPLOAD, CHAT];
 }
 /// The store.
-/// A client of `kv.Store`: calls the peer (a host's `Peer`, or a `Cell` calling its host).
-pub struct StoreClient<'a, C: ::cellshm::typed::Caller + ?Sized> {
+/// A client of `kv.Store`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct StoreClient<'a, C: ::cellshm::LinkEnd> {
     caller: &'a C,
     options: ::cellshm::CallOptions,
 }
-impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for StoreClient<'_, C> {
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for StoreClient<'_, C> {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         f.debug_struct("StoreClient")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
-impl<'a, C: ::cellshm::typed::Caller + ?Sized> StoreClient<'a, C> {
+impl<'a, C: ::cellshm::LinkEnd> StoreClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "kv.Store";
     /// A client that calls through `caller` with default options (the caller's default timeout).
@@ -265,7 +265,7 @@ pub trait Store: Send + Sync + 'static {
 /// Serves `kv.Store` with `service` on a `Cell` (to its host) or a `Hub` (to every cell).
 /// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.
 #[allow(clippy::let_unit_value)]
-pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
+pub fn serve_store<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Store,
 ) -> ::cellshm::Result<()> {
@@ -273,38 +273,38 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 store_methods::GET.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         store_methods::GET.name,
                         |call, request| service.get(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 store_methods::PUT.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         store_methods::PUT.name,
                         |call, request| service.put(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_stream(
+            .stream_method_as(
                 store_methods::WATCH.name,
                 store_methods::WATCH.kind,
-                Box::new(move |call| {
+                move |call| {
                     let request = ::cellshm::typed::opening_request(
                         call,
                         store_methods::WATCH.name,
@@ -317,16 +317,16 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
                                 store_methods::WATCH.name,
                             ),
                         )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_stream(
+            .stream_method_as(
                 store_methods::UPLOAD.name,
                 store_methods::UPLOAD.kind,
-                Box::new(move |call| {
+                move |call| {
                     let response = service
                         .upload(
                             &mut ::cellshm::typed::ServerStream::new(
@@ -336,16 +336,16 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
                         )?;
                     ::cellshm::typed::set_stream_response(call, &response);
                     Ok(())
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_stream(
+            .stream_method_as(
                 store_methods::CHAT.name,
                 store_methods::CHAT.kind,
-                Box::new(move |call| {
+                move |call| {
                     service
                         .chat(
                             &mut ::cellshm::typed::ServerStream::new(
@@ -353,7 +353,7 @@ pub fn serve_store<R: ::cellshm::typed::Registrar + ?Sized>(
                                 store_methods::CHAT.name,
                             ),
                         )
-                }),
+                },
             )?;
     }
     Ok(())

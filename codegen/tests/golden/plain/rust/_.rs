@@ -21,19 +21,19 @@ pub mod plain_methods {
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 2] = [PING, GET_HTTP_STATUS];
 }
-/// A client of `Plain`: calls the peer (a host's `Peer`, or a `Cell` calling its host).
-pub struct PlainClient<'a, C: ::cellshm::typed::Caller + ?Sized> {
+/// A client of `Plain`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct PlainClient<'a, C: ::cellshm::LinkEnd> {
     caller: &'a C,
     options: ::cellshm::CallOptions,
 }
-impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for PlainClient<'_, C> {
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for PlainClient<'_, C> {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         f.debug_struct("PlainClient")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
-impl<'a, C: ::cellshm::typed::Caller + ?Sized> PlainClient<'a, C> {
+impl<'a, C: ::cellshm::LinkEnd> PlainClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "Plain";
     /// A client that calls through `caller` with default options (the caller's default timeout).
@@ -106,7 +106,7 @@ pub trait Plain: Send + Sync + 'static {
 /// Serves `Plain` with `service` on a `Cell` (to its host) or a `Hub` (to every cell).
 /// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.
 #[allow(clippy::let_unit_value)]
-pub fn serve_plain<R: ::cellshm::typed::Registrar + ?Sized>(
+pub fn serve_plain<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Plain,
 ) -> ::cellshm::Result<()> {
@@ -114,29 +114,29 @@ pub fn serve_plain<R: ::cellshm::typed::Registrar + ?Sized>(
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 plain_methods::PING.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         plain_methods::PING.name,
                         |call, request| service.ping(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 plain_methods::GET_HTTP_STATUS.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         plain_methods::GET_HTTP_STATUS.name,
                         |call, request| service.get_http_status(call, request),
                     )
-                }),
+                },
             )?;
     }
     Ok(())

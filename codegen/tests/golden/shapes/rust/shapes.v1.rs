@@ -93,19 +93,19 @@ pub mod drawing_methods {
     pub const ALL: [::cellshm::typed::MethodInfo; 4] = [DRAW, TYPE, MATCH, LOOP];
 }
 /// Draws figures.
-/// A client of `shapes.v1.Drawing`: calls the peer (a host's `Peer`, or a `Cell` calling its host).
-pub struct DrawingClient<'a, C: ::cellshm::typed::Caller + ?Sized> {
+/// A client of `shapes.v1.Drawing`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct DrawingClient<'a, C: ::cellshm::LinkEnd> {
     caller: &'a C,
     options: ::cellshm::CallOptions,
 }
-impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for DrawingClient<'_, C> {
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for DrawingClient<'_, C> {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         f.debug_struct("DrawingClient")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
-impl<'a, C: ::cellshm::typed::Caller + ?Sized> DrawingClient<'a, C> {
+impl<'a, C: ::cellshm::LinkEnd> DrawingClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "shapes.v1.Drawing";
     /// A client that calls through `caller` with default options (the caller's default timeout).
@@ -233,7 +233,7 @@ pub trait Drawing: Send + Sync + 'static {
 /// Serves `shapes.v1.Drawing` with `service` on a `Cell` (to its host) or a `Hub` (to every cell).
 /// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.
 #[allow(clippy::let_unit_value)]
-pub fn serve_drawing<R: ::cellshm::typed::Registrar + ?Sized>(
+pub fn serve_drawing<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Drawing,
 ) -> ::cellshm::Result<()> {
@@ -241,38 +241,38 @@ pub fn serve_drawing<R: ::cellshm::typed::Registrar + ?Sized>(
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 drawing_methods::DRAW.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         drawing_methods::DRAW.name,
                         |call, request| service.draw(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 drawing_methods::TYPE.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         drawing_methods::TYPE.name,
                         |call, request| service.r#type(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_stream(
+            .stream_method_as(
                 drawing_methods::MATCH.name,
                 drawing_methods::MATCH.kind,
-                Box::new(move |call| {
+                move |call| {
                     service
                         .r#match(
                             &mut ::cellshm::typed::ServerStream::new(
@@ -280,16 +280,16 @@ pub fn serve_drawing<R: ::cellshm::typed::Registrar + ?Sized>(
                                 drawing_methods::MATCH.name,
                             ),
                         )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_stream(
+            .stream_method_as(
                 drawing_methods::LOOP.name,
                 drawing_methods::LOOP.kind,
-                Box::new(move |call| {
+                move |call| {
                     let request = ::cellshm::typed::opening_request(
                         call,
                         drawing_methods::LOOP.name,
@@ -302,7 +302,7 @@ pub fn serve_drawing<R: ::cellshm::typed::Registrar + ?Sized>(
                                 drawing_methods::LOOP.name,
                             ),
                         )
-                }),
+                },
             )?;
     }
     Ok(())
@@ -312,19 +312,19 @@ pub mod empty_methods {
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 0] = [];
 }
-/// A client of `shapes.v1.Empty`: calls the peer (a host's `Peer`, or a `Cell` calling its host).
-pub struct EmptyClient<'a, C: ::cellshm::typed::Caller + ?Sized> {
+/// A client of `shapes.v1.Empty`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct EmptyClient<'a, C: ::cellshm::LinkEnd> {
     caller: &'a C,
     options: ::cellshm::CallOptions,
 }
-impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug for EmptyClient<'_, C> {
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for EmptyClient<'_, C> {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         f.debug_struct("EmptyClient")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
-impl<'a, C: ::cellshm::typed::Caller + ?Sized> EmptyClient<'a, C> {
+impl<'a, C: ::cellshm::LinkEnd> EmptyClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "shapes.v1.Empty";
     /// A client that calls through `caller` with default options (the caller's default timeout).
@@ -359,7 +359,7 @@ pub trait Empty: Send + Sync + 'static {}
 /// Serves `shapes.v1.Empty` with `service` on a `Cell` (to its host) or a `Hub` (to every cell).
 /// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.
 #[allow(clippy::let_unit_value)]
-pub fn serve_empty<R: ::cellshm::typed::Registrar + ?Sized>(
+pub fn serve_empty<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Empty,
 ) -> ::cellshm::Result<()> {

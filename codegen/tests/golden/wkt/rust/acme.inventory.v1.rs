@@ -45,20 +45,19 @@ pub mod inventory_methods {
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 4] = [PUT, GET, UPTIME, LIST];
 }
-/// A client of `acme.inventory.v1.Inventory`: calls the peer (a host's `Peer`, or a `Cell` calling its host).
-pub struct InventoryClient<'a, C: ::cellshm::typed::Caller + ?Sized> {
+/// A client of `acme.inventory.v1.Inventory`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct InventoryClient<'a, C: ::cellshm::LinkEnd> {
     caller: &'a C,
     options: ::cellshm::CallOptions,
 }
-impl<C: ::cellshm::typed::Caller + ?Sized> ::core::fmt::Debug
-for InventoryClient<'_, C> {
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for InventoryClient<'_, C> {
     fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
         f.debug_struct("InventoryClient")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
-impl<'a, C: ::cellshm::typed::Caller + ?Sized> InventoryClient<'a, C> {
+impl<'a, C: ::cellshm::LinkEnd> InventoryClient<'a, C> {
     /// The service's name.
     pub const SERVICE: &'static str = "acme.inventory.v1.Inventory";
     /// A client that calls through `caller` with default options (the caller's default timeout).
@@ -200,7 +199,7 @@ pub trait Inventory: Send + Sync + 'static {
 /// Serves `acme.inventory.v1.Inventory` with `service` on a `Cell` (to its host) or a `Hub` (to every cell).
 /// A method whose name (or id) is taken already is refused with ALREADY_EXISTS.
 #[allow(clippy::let_unit_value)]
-pub fn serve_inventory<R: ::cellshm::typed::Registrar + ?Sized>(
+pub fn serve_inventory<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Inventory,
 ) -> ::cellshm::Result<()> {
@@ -208,52 +207,52 @@ pub fn serve_inventory<R: ::cellshm::typed::Registrar + ?Sized>(
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 inventory_methods::PUT.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         inventory_methods::PUT.name,
                         |call, request| service.put(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 inventory_methods::GET.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         inventory_methods::GET.name,
                         |call, request| service.get(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_method(
+            .method(
                 inventory_methods::UPTIME.name,
-                Box::new(move |call| {
+                move |call| {
                     ::cellshm::typed::serve_unary(
                         call,
                         inventory_methods::UPTIME.name,
                         |call, request| service.uptime(call, request),
                     )
-                }),
+                },
             )?;
     }
     {
         let service = service.clone();
         registrar
-            .register_stream(
+            .stream_method_as(
                 inventory_methods::LIST.name,
                 inventory_methods::LIST.kind,
-                Box::new(move |call| {
+                move |call| {
                     let request = ::cellshm::typed::opening_request(
                         call,
                         inventory_methods::LIST.name,
@@ -266,7 +265,7 @@ pub fn serve_inventory<R: ::cellshm::typed::Registrar + ?Sized>(
                                 inventory_methods::LIST.name,
                             ),
                         )
-                }),
+                },
             )?;
     }
     Ok(())

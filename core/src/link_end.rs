@@ -1,0 +1,223 @@
+//! The two shapes every end of a link has, written once.
+//!
+//! [`LinkEnd`]: whatever calls the other side of a link: a host's [`Peer`] (calls its
+//! cell), a [`Cell`] (calls its host), a [`Supervised`] cell (calls whichever instance of
+//! a supervised cell is current). Every call, notification and stream goes through the
+//! one body of each operation here; the typed layer, the C API and the Python binding
+//! each write one body per operation on top of it, and the async API adds its futures
+//! here.
+//!
+//! [`Registry`]: whatever serves methods: a [`Cell`] (to its host) and a [`Hub`] (host
+//! methods, to every cell).
+//!
+//! Both traits are sealed: the link they reach is the crate's to define. Their
+//! supertraits live in a private module and name crate-private types; nobody outside the
+//! crate can name, implement or call them, which is what `private_interfaces` would
+//! otherwise warn about.
+#![allow(private_interfaces)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::builtin;
+use crate::error::Result;
+use crate::runtime::session::{
+    copy_of, Call, CallOptions, Completion, Dispatcher, PendingCall, Response, Session, Stream, StreamCall,
+};
+use crate::wire::{self, ControlKind, MethodKind};
+use crate::{Cell, Hub, Peer, Supervisor};
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// What an end holds: the session its calls go through now, or the dispatcher its
+    /// handlers live in. Not implementable outside the crate.
+    pub trait LinkSession {
+        /// The session calls go through now, or why there is none (the peer died, the
+        /// link was closed, a supervised cell is not ready).
+        fn session(&self) -> Result<Arc<Session>>;
+    }
+
+    /// See [`LinkSession`].
+    pub trait HandlerTable {
+        /// The methods this end serves.
+        fn dispatcher(&self) -> &parking_lot::RwLock<Dispatcher>;
+    }
+}
+
+/// An end of a link that calls the other side: a host's [`Peer`], a [`Cell`], a
+/// [`Supervised`] cell. Bring it into scope (`use cellshm::LinkEnd;`, also in
+/// [`crate::prelude`]) to call.
+///
+/// Methods are named `"Service.method"`. Every call has a deadline: the one in its
+/// [`CallOptions`], else the end's default (30 s unless configured).
+pub trait LinkEnd: sealed::LinkSession {
+    /// Calls `method` with `payload` and waits for the response.
+    fn call(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<Response> {
+        self.session()?.call_with(wire::method_id(method), Some(method), payload.len(), copy_of(payload), options)
+    }
+
+    /// Calls a method by its id ([`crate::method_id`]).
+    fn call_id(&self, method_id: u32, payload: &[u8], options: &CallOptions) -> Result<Response> {
+        self.session()?.call_with(method_id, None, payload.len(), copy_of(payload), options)
+    }
+
+    /// Calls with a request written in place: `fill` gets a buffer of `max_len` bytes
+    /// (in shared memory when larger than 80) and returns how many bytes it wrote.
+    fn call_with(
+        &self,
+        method: &str,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        options: &CallOptions,
+    ) -> Result<Response>
+    where
+        Self: Sized,
+    {
+        self.session()?.call_with(wire::method_id(method), Some(method), max_len, fill, options)
+    }
+
+    /// Starts a call without blocking: `on_complete` runs on a receiving thread once the
+    /// result is in; collect it with [`PendingCall::try_take`]. Dropping the
+    /// [`PendingCall`] cancels the call (the handler sees CANCEL). For event loops. On a
+    /// [`Cell`], the cell must be serving: its server threads receive the response.
+    fn call_start(
+        &self,
+        method: &str,
+        payload: &[u8],
+        options: &CallOptions,
+        on_complete: Completion,
+    ) -> Result<PendingCall> {
+        self.session()?.call_start(
+            wire::method_id(method),
+            Some(method),
+            payload.len(),
+            copy_of(payload),
+            options,
+            on_complete,
+        )
+    }
+
+    /// Sends a notification: no response is expected or waited for.
+    fn notify(&self, method: &str, payload: &[u8], options: &CallOptions) -> Result<()> {
+        self.session()?.notify_with(wire::method_id(method), payload.len(), copy_of(payload), options)
+    }
+
+    /// Opens a stream to the stream method `method`, with `request` as its opening
+    /// message. Read items with [`Stream::recv`] (or iterate), send with
+    /// [`Stream::send`]; the deadline in `options` covers the whole stream.
+    fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
+        self.session()?.open_stream(wire::method_id(method), Some(method), request, options)
+    }
+
+    /// Sends PING and waits for PONG: proves the other side's receive path is alive and
+    /// returns the round-trip time.
+    fn ping(&self, timeout: Duration) -> Result<Duration> {
+        let session = self.session()?;
+        let started = Instant::now();
+        session.control_call(ControlKind::Ping, &[], timeout)?;
+        Ok(started.elapsed())
+    }
+
+    /// The methods the other side serves, as (name, id, kind), sorted by name
+    /// (`cellshm.Introspect.methods`).
+    fn served_methods(&self, timeout: Duration) -> Result<Vec<(String, u32, MethodKind)>> {
+        let response = self.call(wire::builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
+        builtin::introspect::decode(response.bytes())
+    }
+}
+
+/// An end that serves methods: a [`Cell`] (to its host) or a [`Hub`] (host methods, to
+/// every cell). A name (or id) served already is refused with ALREADY_EXISTS.
+pub trait Registry: sealed::HandlerTable {
+    /// Serves the unary method `"Service.method"` with `handler`.
+    fn method<F>(&self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register(name, handler)
+    }
+
+    /// Serves the stream method `"Service.method"`: each stream the other side opens
+    /// runs `handler` on its own thread (see [`StreamCall`]). Introspection reports it as
+    /// bidirectional; [`Registry::stream_method_as`] says which way items flow.
+    fn stream_method<F>(&self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register_stream(name, handler)
+    }
+
+    /// [`Registry::stream_method`] that also says which way items flow (what
+    /// `cellshm.Introspect.methods` reports and generated clients check).
+    fn stream_method_as<F>(&self, name: &str, kind: MethodKind, handler: F) -> Result<()>
+    where
+        F: Fn(&mut StreamCall) -> Result<()> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register_stream_as(name, kind, handler)
+    }
+}
+
+/// A supervised cell, by name: each call goes to its current instance (after a
+/// relaunch, the new one); while it is not ready, calls fail with UNAVAILABLE.
+///
+/// ```no_run
+/// use cellshm::{CallOptions, LinkEnd, Supervised};
+/// # fn f(supervisor: &cellshm::Supervisor) -> cellshm::Result<()> {
+/// let kv = Supervised::new(supervisor, "kv");
+/// kv.call("Kv.get", b"key", &CallOptions::default())?;
+/// // Generated clients take it too: kv::StoreClient::new(&kv).
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Supervised<'a> {
+    supervisor: &'a Supervisor,
+    name: String,
+}
+
+impl<'a> Supervised<'a> {
+    /// The cell `name` of `supervisor`.
+    pub fn new(supervisor: &'a Supervisor, name: impl Into<String>) -> Supervised<'a> {
+        Supervised { supervisor, name: name.into() }
+    }
+}
+
+impl sealed::LinkSession for Peer {
+    fn session(&self) -> Result<Arc<Session>> {
+        self.inner.session()
+    }
+}
+
+impl sealed::LinkSession for Cell {
+    fn session(&self) -> Result<Arc<Session>> {
+        Ok(self.session.clone())
+    }
+}
+
+impl sealed::LinkSession for Supervised<'_> {
+    fn session(&self) -> Result<Arc<Session>> {
+        self.supervisor.ready_peer(&self.name)?.session()
+    }
+}
+
+impl LinkEnd for Peer {}
+impl LinkEnd for Cell {}
+impl LinkEnd for Supervised<'_> {}
+
+impl sealed::HandlerTable for Cell {
+    fn dispatcher(&self) -> &parking_lot::RwLock<Dispatcher> {
+        &self.dispatcher
+    }
+}
+
+impl sealed::HandlerTable for Hub {
+    fn dispatcher(&self) -> &parking_lot::RwLock<Dispatcher> {
+        &self.shared.dispatcher
+    }
+}
+
+impl Registry for Cell {}
+impl Registry for Hub {}
