@@ -217,18 +217,14 @@ impl<E: Copy> ring::RingMemory for ShmRing<E> {
 /// Words 0..8 are the descriptor; words 8..16 carry the bytes of an inline payload past
 /// the descriptor's 16 (`wire::INLINE_CAPACITY`), and are written and read only when
 /// the descriptor says its payload has such bytes, so a small frame moves one line.
-pub(crate) type EntryWords = [u64; 16];
+pub(crate) type EntryWords = [u64; crate::wire::frame::ENTRY_WORDS];
 
-/// The words of an entry that make up the descriptor.
-const DESCRIPTOR_WORDS: usize = wire::DESCRIPTOR_SIZE / 8;
+/// The words of an entry (`wire::frame`): the descriptor's, the one with the lap parity
+/// (flags and status), the one with `payload_len` and `slot`.
+use crate::wire::frame::{DESCRIPTOR_WORDS, LAP_WORD, LEN_SLOT_WORD};
 
-/// The word of a descriptor entry that carries its lap parity (flags and status), and
-/// the bit: the top bit of `flags`, which no descriptor uses (`wire::flags::LAP`).
-const LAP_WORD: usize = 2;
+/// The lap parity: the top bit of `flags`, which no descriptor uses (`wire::flags::LAP`).
 const LAP_BIT: u64 = crate::wire::flags::LAP as u64;
-
-/// The word with `payload_len` (low half) and `slot` (high half).
-const LEN_SLOT_WORD: usize = 3;
 
 /// Whether an entry's second line is in use, from its descriptor words: an inline
 /// payload longer than the descriptor holds. (A peer may claim any length: the
@@ -270,7 +266,7 @@ impl ring::LapTagged for ShmRing<EntryWords> {
             return None;
         }
         let at = self.entry_ptr(index) as *const u64;
-        let mut words = [0u64; 16];
+        let mut words: EntryWords = [0; crate::wire::frame::ENTRY_WORDS];
         for (i, word) in words[..DESCRIPTOR_WORDS].iter_mut().enumerate() {
             *word = if i == LAP_WORD {
                 tagged & !LAP_BIT
@@ -342,7 +338,7 @@ impl Frame {
 
     pub fn to_words(&self) -> EntryWords {
         let bytes = self.desc.encode();
-        let mut words = [0u64; 16];
+        let mut words: EntryWords = [0; crate::wire::frame::ENTRY_WORDS];
         let descriptor_then_extension = bytes.chunks_exact(8).chain(self.extension.chunks_exact(8));
         for (w, chunk) in words.iter_mut().zip(descriptor_then_extension) {
             let mut b = [0u8; 8];

@@ -9,6 +9,7 @@
 use std::fmt;
 
 mod codec;
+pub mod frame;
 pub use codec::*;
 
 /// Size of one descriptor.
@@ -316,23 +317,26 @@ pub struct Descriptor {
 impl Descriptor {
     /// The wire bytes.
     pub fn encode(&self) -> [u8; DESCRIPTOR_SIZE] {
+        use frame::offset::*;
         let mut out = [0u8; DESCRIPTOR_SIZE];
-        out[0..8].copy_from_slice(&self.msg_id.to_le_bytes());
-        out[8..12].copy_from_slice(&self.channel_id.to_le_bytes());
-        out[12..16].copy_from_slice(&self.method_id.to_le_bytes());
-        out[16..20].copy_from_slice(&self.flags.to_le_bytes());
-        out[20..24].copy_from_slice(&self.status.to_le_bytes());
-        out[24..28].copy_from_slice(&self.payload_len.to_le_bytes());
-        out[28..32].copy_from_slice(&self.slot.to_le_bytes());
-        out[32..36].copy_from_slice(&self.slot_gen.to_le_bytes());
-        out[36..40].copy_from_slice(&self.credit.to_le_bytes());
-        out[40..48].copy_from_slice(&self.deadline_ns.to_le_bytes());
-        out[48..64].copy_from_slice(&self.inline);
+        let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+        put(MSG_ID, &self.msg_id.to_le_bytes());
+        put(CHANNEL_ID, &self.channel_id.to_le_bytes());
+        put(METHOD_ID, &self.method_id.to_le_bytes());
+        put(FLAGS, &self.flags.to_le_bytes());
+        put(STATUS, &self.status.to_le_bytes());
+        put(PAYLOAD_LEN, &self.payload_len.to_le_bytes());
+        put(SLOT, &self.slot.to_le_bytes());
+        put(SLOT_GEN, &self.slot_gen.to_le_bytes());
+        put(CREDIT, &self.credit.to_le_bytes());
+        put(DEADLINE_NS, &self.deadline_ns.to_le_bytes());
+        put(INLINE, &self.inline);
         out
     }
 
     /// Decodes wire bytes. Any bit pattern decodes; [`Descriptor::check_shape`] judges it.
     pub fn decode(bytes: &[u8; DESCRIPTOR_SIZE]) -> Descriptor {
+        use frame::offset::*;
         let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
@@ -340,18 +344,18 @@ impl Descriptor {
             u64::from_le_bytes(b)
         };
         let mut inline = [0u8; DESCRIPTOR_INLINE];
-        inline.copy_from_slice(&bytes[48..64]);
+        inline.copy_from_slice(&bytes[INLINE..INLINE + DESCRIPTOR_INLINE]);
         Descriptor {
-            msg_id: u64_at(0),
-            channel_id: u32_at(8),
-            method_id: u32_at(12),
-            flags: u32_at(16),
-            status: u32_at(20),
-            payload_len: u32_at(24),
-            slot: u32_at(28),
-            slot_gen: u32_at(32),
-            credit: u32_at(36),
-            deadline_ns: u64_at(40),
+            msg_id: u64_at(MSG_ID),
+            channel_id: u32_at(CHANNEL_ID),
+            method_id: u32_at(METHOD_ID),
+            flags: u32_at(FLAGS),
+            status: u32_at(STATUS),
+            payload_len: u32_at(PAYLOAD_LEN),
+            slot: u32_at(SLOT),
+            slot_gen: u32_at(SLOT_GEN),
+            credit: u32_at(CREDIT),
+            deadline_ns: u64_at(DEADLINE_NS),
             inline,
         }
     }

@@ -94,7 +94,8 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
     cell.method("Test.garbage", move |_| {
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         let mut garbage = [0xA5u8; 64];
-        garbage[16..20].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
+        let flags = cellshm::wire::frame::offset::FLAGS;
+        garbage[flags..flags + 4].copy_from_slice(&0xFFFF_FFFFu32.to_le_bytes());
         cell.push_raw_descriptor_for_tests(garbage)
     })?;
     let weak = std::sync::Arc::downgrade(&cell);

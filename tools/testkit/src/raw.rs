@@ -9,6 +9,32 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use cellshm::wire::{flags, ControlKind, Descriptor, Hello, ROLE_CELL, SLOT_INLINE};
 use cellshm::{Error, Status};
 
+/// Where things lie, as a foreign cell writes them down from docs/PROTOCOL.md (§3 the
+/// link's memory, §4 ring entries, §6 the descriptor). The tests below hold them to the
+/// library's own `cellshm::wire::frame`, so the document, the library and this cell
+/// cannot drift apart unnoticed.
+mod at {
+    /// Our ring's tail, in our memory; the host's ring towards us has its tail at the
+    /// same offset in its memory.
+    pub const RING_TAIL: usize = 384;
+    /// The host's head of our ring, in its memory.
+    pub const PEER_HEAD: usize = 256;
+    /// Our parked flag, in our memory.
+    pub const PARKED: usize = 128;
+    /// The first entry, after the ring's 64-byte header.
+    pub const ENTRIES: usize = RING_TAIL + 64;
+    /// Bytes per entry: the descriptor's cache line and the inline extension's.
+    pub const ENTRY_SIZE: usize = 128;
+    /// The descriptor's `channel_id`.
+    pub const CHANNEL: usize = 8;
+    /// The descriptor's `flags` and `status`: the word written last, with the lap parity.
+    pub const FLAGS_WORD: usize = 16;
+    /// The descriptor's bytes after that word.
+    pub const AFTER_FLAGS_WORD: usize = 24;
+    /// The inline payload bytes past the descriptor's own 16.
+    pub const EXTENSION: usize = 64;
+}
+
 fn fail(m: impl Into<String>) -> Error {
     Error::new(Status::Internal, m.into())
 }
@@ -339,7 +365,7 @@ impl RawLink {
         let host = map(joined.host_memory.as_raw_fd(), size, libc::PROT_READ).map_err(fail)?;
         let capacity = u64::from(joined.u32_at(24));
         let link = RawLink { joined, cell: cell.cast(), host: host.cast(), capacity, sent: 0 };
-        link.word32(link.cell, 128).store(0, Ordering::SeqCst);
+        link.word32(link.cell, at::PARKED).store(0, Ordering::SeqCst);
         Ok(link)
     }
 
@@ -387,12 +413,12 @@ impl RawLink {
     /// `inline`, and the rest (`extension`, up to 64) in the entry's second line.
     fn try_push_with(&mut self, d: &Descriptor, extension: &[u8]) -> bool {
         // Our ring's tail is at 384 in our memory; the host's head of it at 256 in its.
-        if self.sent.wrapping_sub(self.word64(self.host, 256).load(Ordering::Acquire)) >= self.capacity {
+        if self.sent.wrapping_sub(self.word64(self.host, at::PEER_HEAD).load(Ordering::Acquire)) >= self.capacity {
             return false;
         }
         // Entries are two cache lines (docs/PROTOCOL.md §4); these frames carry at most 16
         // payload bytes, so only the first line (the descriptor) is written.
-        let at = 384 + 64 + (self.sent % self.capacity) as usize * 128;
+        let entry = at::ENTRIES + (self.sent % self.capacity) as usize * at::ENTRY_SIZE;
         // Every byte but the flags/status word first; that word last, with Release and
         // the lap's parity in the top bit of flags (1 on lap 0, 0 on lap 1, ...), which
         // is what the host polls (docs/PROTOCOL.md §4).
@@ -400,17 +426,21 @@ impl RawLink {
         let extension = &extension[..extension.len().min(64)];
         // SAFETY: the entry lies inside our ring, in our read-write mapping.
         unsafe {
-            std::ptr::copy_nonoverlapping(extension.as_ptr(), self.cell.add(at + 64), extension.len());
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.cell.add(at), 16);
-            std::ptr::copy_nonoverlapping(bytes.as_ptr().add(24), self.cell.add(at + 24), 40);
+            std::ptr::copy_nonoverlapping(extension.as_ptr(), self.cell.add(entry + at::EXTENSION), extension.len());
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.cell.add(entry), at::FLAGS_WORD);
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr().add(at::AFTER_FLAGS_WORD),
+                self.cell.add(entry + at::AFTER_FLAGS_WORD),
+                bytes.len() - at::AFTER_FLAGS_WORD,
+            );
         }
-        let mut word = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default());
+        let mut word = u64::from_le_bytes(bytes[at::FLAGS_WORD..at::AFTER_FLAGS_WORD].try_into().unwrap_or_default());
         if (self.sent / self.capacity) % 2 == 0 {
             word |= u64::from(flags::LAP);
         }
-        self.word64(self.cell, at + 16).store(word, Ordering::Release);
+        self.word64(self.cell, entry + at::FLAGS_WORD).store(word, Ordering::Release);
         self.sent += 1;
-        self.word64(self.cell, 384).store(self.sent, Ordering::Release);
+        self.word64(self.cell, at::RING_TAIL).store(self.sent, Ordering::Release);
         // SAFETY: a one-byte send on our doorbell; EAGAIN (coalesced) is fine.
         unsafe {
             libc::send(
@@ -425,7 +455,7 @@ impl RawLink {
 
     /// Whether the host has taken every frame we published off the ring.
     fn all_taken(&self) -> bool {
-        self.word64(self.host, 256).load(Ordering::Acquire) == self.sent
+        self.word64(self.host, at::PEER_HEAD).load(Ordering::Acquire) == self.sent
     }
 }
 
@@ -629,11 +659,11 @@ pub fn pour_and_watch() -> Result<(), Error> {
     let mut seen: u64 = 0;
     let mut said_poured = false;
     loop {
-        let tail = link.word64(link.host, 384).load(Ordering::Acquire);
+        let tail = link.word64(link.host, at::RING_TAIL).load(Ordering::Acquire);
         while seen < tail {
-            let at = 384 + 64 + (seen % link.capacity) as usize * 128;
-            let flags_word = link.word32(link.host, at + 16).load(Ordering::Acquire) & !flags::LAP;
-            let channel = link.word32(link.host, at + 8).load(Ordering::Relaxed);
+            let entry = at::ENTRIES + (seen % link.capacity) as usize * at::ENTRY_SIZE;
+            let flags_word = link.word32(link.host, entry + at::FLAGS_WORD).load(Ordering::Acquire) & !flags::LAP;
+            let channel = link.word32(link.host, entry + at::CHANNEL).load(Ordering::Relaxed);
             seen += 1;
             if flags_word & flags::DATA != 0 && seen > bulk_limit {
                 say("breached".into());
@@ -688,12 +718,12 @@ impl RawLink {
     /// one; `None` once the host is gone.
     fn next_from_host(&self, seen: &mut u64) -> Option<Descriptor> {
         loop {
-            let tail = self.word64(self.host, 384).load(Ordering::Acquire);
+            let tail = self.word64(self.host, at::RING_TAIL).load(Ordering::Acquire);
             if *seen < tail {
-                let at = 384 + 64 + (*seen % self.capacity) as usize * 128;
+                let entry = at::ENTRIES + (*seen % self.capacity) as usize * at::ENTRY_SIZE;
                 let mut bytes = [0u8; 64];
                 for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-                    chunk.copy_from_slice(&self.word64(self.host, at + 8 * i).load(Ordering::Relaxed).to_le_bytes());
+                    chunk.copy_from_slice(&self.word64(self.host, entry + 8 * i).load(Ordering::Relaxed).to_le_bytes());
                 }
                 *seen += 1;
                 let mut d = Descriptor::decode(&bytes);
@@ -950,5 +980,25 @@ pub fn idle_flood(args: &[String]) -> Result<(), Error> {
                 let _ = writeln!(out, "flooding").and_then(|_| out.flush());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at;
+    use cellshm::wire::{frame, DESCRIPTOR_INLINE, DESCRIPTOR_SIZE, RING_ENTRY_SIZE};
+
+    #[test]
+    fn the_hand_written_frame_positions_are_the_librarys() {
+        assert_eq!(at::ENTRY_SIZE, RING_ENTRY_SIZE);
+        assert_eq!(at::ENTRY_SIZE, frame::ENTRY_WORDS * frame::WORD);
+        assert_eq!(at::CHANNEL, frame::offset::CHANNEL_ID);
+        assert_eq!(at::FLAGS_WORD, frame::offset::FLAGS);
+        assert_eq!(at::FLAGS_WORD, frame::LAP_WORD * frame::WORD);
+        assert_eq!(at::AFTER_FLAGS_WORD, (frame::LAP_WORD + 1) * frame::WORD);
+        assert_eq!(at::AFTER_FLAGS_WORD, frame::offset::PAYLOAD_LEN);
+        assert_eq!(at::EXTENSION, frame::EXTENSION);
+        assert_eq!(at::EXTENSION, DESCRIPTOR_SIZE);
+        assert_eq!(frame::offset::INLINE + DESCRIPTOR_INLINE, DESCRIPTOR_SIZE);
     }
 }

@@ -191,10 +191,9 @@ impl Session {
             return Err(Error::new(Status::DeadlineExceeded, "the deadline passed before the call was sent"));
         }
         let body = self.fill_body(max_len, deadline_ns, fill)?;
-        let flags = flags::REQUEST | extra_flags;
         // Counted before sending: the peer never sees a call the counter does not include.
         self.count(control::CALLS_SENT, 1);
-        Ok((Descriptor { method_id, flags, deadline_ns, ..Default::default() }, body, now_ns))
+        Ok((frames::request(method_id, deadline_ns, extra_flags), body, now_ns))
     }
 
     /// Registers the call of `d` with the link, which gives it its msg id, and sends
@@ -372,8 +371,7 @@ impl Session {
         let give_up = patience.map_or(AT_ONCE, crate::sys::clock::deadline_after);
         let out = self.fill_body(body.len(), give_up, copy_of(body))?;
         self.count(control::CALLS_SENT, 1);
-        let mut d = Descriptor { method_id, flags: flags::REQUEST | flags::NO_REPLY, ..Default::default() };
-        d.msg_id = self.link.lock().next_msg_id();
+        let d = frames::notification(self.link.lock().next_msg_id(), method_id);
         self.send(d, out, give_up)
     }
 

@@ -67,6 +67,7 @@ pub use stream::{
 };
 
 use crate::error::{Error, Result};
+use crate::proto::frames;
 use crate::proto::link::{Answer, Inbound, Link, Timer};
 use crate::proto::status::{self, Verdict};
 use crate::runtime::workers::Workers;
@@ -77,7 +78,7 @@ pub use crate::shm::Counters;
 use crate::shm::{EntryWords, Frame, Region, SharedBytes, ShmRing, Side};
 use crate::sys::clock::monotonic_now_ns;
 use crate::sys::doorbell::{handshake, Doorbell, Kick, Signal, Wake};
-use crate::wire::{self, flags, ControlKind, Descriptor, Status, CONTROL_CHANNEL, INLINE_CAPACITY};
+use crate::wire::{self, flags, ControlKind, Descriptor, Status, INLINE_CAPACITY};
 
 /// A `fill` function for the `*_with` calls that copies `bytes`.
 pub(crate) fn copy_of(bytes: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {

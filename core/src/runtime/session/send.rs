@@ -218,13 +218,6 @@ impl Session {
     ) -> Result<()> {
         let mut inline = [0u8; INLINE_CAPACITY];
         inline[..payload.len()].copy_from_slice(payload);
-        let d = Descriptor {
-            msg_id,
-            channel_id: CONTROL_CHANNEL,
-            method_id: kind as u32,
-            flags: flags::CONTROL,
-            ..Default::default()
-        };
-        self.send(d, OutBody::Inline(inline, payload.len()), deadline_ns)
+        self.send(frames::control(msg_id, kind), OutBody::Inline(inline, payload.len()), deadline_ns)
     }
 }

@@ -194,25 +194,20 @@ impl Session {
             }
             return claimed;
         }
-        let mut response =
-            Descriptor { msg_id: desc.msg_id, method_id: desc.method_id, flags: flags::RESPONSE, ..Default::default() };
+        let response = frames::response(&desc, error.as_ref().map(Error::code));
         let out = match error {
             None => match body {
                 ReplyBody::Empty => OutBody::Inline([0; INLINE_CAPACITY], 0),
                 ReplyBody::Inline(b, n) => OutBody::Inline(b, n),
                 ReplyBody::Slot(s, n) => OutBody::Slot(s, n),
             },
-            Some(e) => {
-                response.flags |= flags::ERROR;
-                response.status = e.code();
-                match self.error_body(e.message()) {
-                    Ok(body) => body,
-                    Err(e) => {
-                        tracing::warn!(peer = %self.label, "could not send an error response: {e}");
-                        return claimed;
-                    }
+            Some(e) => match self.error_body(e.message()) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::warn!(peer = %self.label, "could not send an error response: {e}");
+                    return claimed;
                 }
-            }
+            },
         };
         if let Err(e) = self.send(response, out, desc.deadline_ns) {
             tracing::debug!(peer = %self.label, "could not send a response: {e}");

@@ -18,12 +18,13 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{Awaited, CallOptions, OutBody, Payload, Response, Session, Waited, FOREVER};
 use crate::error::{Error, Result};
+use crate::proto::frames::{self, OutFrame, StreamHeader};
 use crate::proto::stream::{Arrival, StreamFlow};
 use crate::runtime::pool::Refused;
 use crate::shm::SharedBytes;
 use crate::sys::clock::monotonic_now_ns;
 use crate::sys::doorbell::Kick;
-use crate::wire::{flags, Descriptor, StreamFrame, INLINE_CAPACITY};
+use crate::wire::{Descriptor, StreamFrame, INLINE_CAPACITY};
 use crate::Status;
 
 pub use crate::proto::stream::STREAM_WINDOW;
@@ -232,33 +233,33 @@ impl Drop for StreamItem {
         drop(self.payload.take());
         let grant = { self.stream.inner.lock().flow.item_released() };
         if grant > 0 {
-            let _ = self.session.stream_frame(&self.stream, 0, grant, None);
+            let _ = self.session.stream_frame(&self.stream, OutFrame::Credit(grant), None);
         }
     }
 }
 
 impl Session {
-    /// Sends one frame on a stream channel: `flags` with `credit`, and a payload
-    /// written by `body` (or none).
-    fn stream_frame(&self, stream: &StreamState, flags: u32, credit: u32, body: Option<OutBody>) -> Result<()> {
-        if credit > 0 {
-            // Counted before it is sent: the DATA it allows may arrive before we return.
-            stream.inner.lock().flow.grant(credit);
+    /// Sends one frame on a stream channel, with a payload written by `body` (or
+    /// none). Credit it grants is counted before it is sent: the DATA it allows may
+    /// arrive before we return.
+    fn stream_frame(&self, stream: &StreamState, kind: OutFrame, body: Option<OutBody>) -> Result<()> {
+        if let OutFrame::Open { window: credit } | OutFrame::Credit(credit) = kind {
+            if credit > 0 {
+                stream.inner.lock().flow.grant(credit);
+            }
         }
-        let d = Descriptor { credit, ..self.stream_descriptor(stream, flags) };
+        let d = frames::stream(self.stream_header(stream), kind);
         let body = body.unwrap_or(OutBody::Inline([0; INLINE_CAPACITY], 0));
         self.send(d, body, stream.deadline_ns)
     }
 
-    /// A fresh frame of `stream` with `flags`: what every stream frame carries.
-    fn stream_descriptor(&self, stream: &StreamState, flags: u32) -> Descriptor {
-        Descriptor {
+    /// What every frame of `stream` carries, with a fresh msg id.
+    fn stream_header(&self, stream: &StreamState) -> StreamHeader {
+        StreamHeader {
             msg_id: self.link.lock().next_msg_id(),
-            channel_id: stream.channel,
+            channel: stream.channel,
             method_id: stream.method_id,
-            flags,
             deadline_ns: stream.deadline_ns,
-            ..Default::default()
         }
     }
 
@@ -266,7 +267,7 @@ impl Session {
         match status {
             Ok(bytes) => {
                 let body = self.fill_body(bytes.len(), 0, super::copy_of(bytes))?;
-                self.send(self.stream_descriptor(stream, flags::RESPONSE), body, 0)
+                self.send(frames::stream(self.stream_header(stream), OutFrame::Finish { error: None }), body, 0)
             }
             Err(e) => {
                 // A stream handler has no more say over link-local statuses than a unary
@@ -274,8 +275,7 @@ impl Session {
                 // never applies here.
                 let e = self.error_to_send(e.clone(), stream.deadline_ns, false);
                 let body = self.error_body(e.message())?;
-                let d =
-                    Descriptor { status: e.code(), ..self.stream_descriptor(stream, flags::RESPONSE | flags::ERROR) };
+                let d = frames::stream(self.stream_header(stream), OutFrame::Finish { error: Some(e.code()) });
                 self.send(d, body, 0)
             }
         }
@@ -306,7 +306,8 @@ impl Session {
             StreamState::new(channel, method_id, name, true, deadline_ns, 0, self.stream_window)
         })?;
         let body = self.fill_body(request.len(), deadline_ns, super::copy_of(request));
-        let sent = body.and_then(|body| self.stream_frame(&stream, flags::REQUEST, self.stream_window, Some(body)));
+        let sent =
+            body.and_then(|body| self.stream_frame(&stream, OutFrame::Open { window: self.stream_window }, Some(body)));
         if let Err(e) = sent {
             self.close_channel(stream.channel);
             return Err(e);
@@ -388,7 +389,7 @@ impl Session {
                 }
                 (Some(handler), Ok(())) => {
                     // Give the caller our window before the handler runs.
-                    let _ = session.stream_frame(&stream, 0, session.stream_window, None);
+                    let _ = session.stream_frame(&stream, OutFrame::Credit(session.stream_window), None);
                     let mut call = StreamCall {
                         request: Some(request),
                         end: StreamEnd { stream: stream.clone(), session: session.clone() },
@@ -486,7 +487,7 @@ impl Session {
             }
         }
         let body = self.fill_body(max_len, stream.deadline_ns, fill)?;
-        self.stream_frame(stream, flags::DATA, 0, Some(body))
+        self.stream_frame(stream, OutFrame::Data, Some(body))
     }
 
     fn recv_item(self: &Arc<Self>, stream: &Arc<StreamState>) -> Result<Option<StreamItem>> {
@@ -531,7 +532,7 @@ impl Session {
             let pending = inner.flow.grant_before_waiting();
             if pending > 0 {
                 drop(inner);
-                let _ = self.stream_frame(stream, 0, pending, None);
+                let _ = self.stream_frame(stream, OutFrame::Credit(pending), None);
                 inner = stream.inner.lock();
                 continue;
             }
@@ -543,7 +544,7 @@ impl Session {
         let already = stream.inner.lock().stopped.is_some();
         stream.stop(reason);
         if self.close_channel(stream.channel).is_some() && !already {
-            let _ = self.stream_frame(stream, flags::CANCEL, 0, None);
+            let _ = self.stream_frame(stream, OutFrame::Cancel, None);
         }
         stream.inner.lock().inbound.clear();
     }
@@ -579,7 +580,7 @@ impl Stream {
         if !self.state.inner.lock().flow.close_send() {
             return Ok(());
         }
-        self.session.stream_frame(&self.state, flags::EOS, 0, None)
+        self.session.stream_frame(&self.state, OutFrame::Eos, None)
     }
 
     /// The next item from the handler; `None` once it finished successfully.
