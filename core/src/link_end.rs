@@ -41,7 +41,7 @@ pub(crate) mod sealed {
     /// See [`LinkSession`].
     pub trait HandlerTable {
         /// The methods this end serves.
-        fn dispatcher(&self) -> &parking_lot::RwLock<Dispatcher>;
+        fn dispatcher(&self) -> &crate::runtime::sync::RwLock<Dispatcher>;
     }
 }
 
@@ -208,13 +208,13 @@ impl LinkEnd for Cell {}
 impl LinkEnd for Supervised<'_> {}
 
 impl sealed::HandlerTable for Cell {
-    fn dispatcher(&self) -> &parking_lot::RwLock<Dispatcher> {
+    fn dispatcher(&self) -> &crate::runtime::sync::RwLock<Dispatcher> {
         &self.dispatcher
     }
 }
 
 impl sealed::HandlerTable for Hub {
-    fn dispatcher(&self) -> &parking_lot::RwLock<Dispatcher> {
+    fn dispatcher(&self) -> &crate::runtime::sync::RwLock<Dispatcher> {
         &self.shared.dispatcher
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use crate::runtime::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::runtime::session::Session;

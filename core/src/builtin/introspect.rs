@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Weak};
 
-use parking_lot::RwLock;
+use crate::runtime::sync::RwLock;
 
 use crate::error::{Error, Result};
 use crate::runtime::session::Dispatcher;

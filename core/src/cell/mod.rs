@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use crate::runtime::sync::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::proto::hello;

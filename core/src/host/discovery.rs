@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use crate::runtime::sync::Mutex;
 
 use super::attach::AttachPolicy;
 use super::join::{JoinStep, PendingJoin};

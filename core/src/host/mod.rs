@@ -50,7 +50,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use crate::runtime::sync::{Condvar, Mutex, RwLock};
 
 use crate::error::{Error, Result};
 use crate::link_end::LinkEnd;

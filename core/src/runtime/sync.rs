@@ -1,16 +1,18 @@
-//! The synchronisation primitives the runtime uses: parking_lot and std atomics
-//! normally, loom's checked versions under `--cfg loom` (tokio's pattern), behind one
-//! API (parking_lot's: `lock()` without poisoning, `Condvar::wait(&mut guard)`).
+//! The synchronisation primitives the runtime and the host use: parking_lot and std
+//! atomics normally, loom's checked versions under `--cfg loom` (tokio's pattern), behind
+//! one API (parking_lot's: `lock()` without poisoning, `try_lock() -> Option`,
+//! `Condvar::wait(&mut guard)`). Every module of `runtime/` and `host/` takes its locks
+//! from here, so any of their protocols can be put in a loom model.
 
 #[cfg(not(all(test, loom)))]
 pub(crate) use self::unchecked::UnsafeCell;
 #[cfg(not(all(test, loom)))]
-pub(crate) use parking_lot::{Condvar, Mutex};
+pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 #[cfg(all(test, loom))]
-pub(crate) use self::checked::{Condvar, Mutex};
+pub(crate) use self::checked::{Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(all(test, loom))]
 pub(crate) use loom::cell::UnsafeCell;
 #[cfg(all(test, loom))]
@@ -78,6 +80,19 @@ mod checked {
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             MutexGuard(Some(self.0.lock().expect("no poisoning under loom")))
         }
+
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner().expect("no poisoning under loom")
+        }
+
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok().map(|guard| MutexGuard(Some(guard)))
+        }
+
+        /// Under loom a lock is "locked" if it cannot be taken right now.
+        pub(crate) fn is_locked(&self) -> bool {
+            self.0.try_lock().is_err()
+        }
     }
 
     impl<T> Deref for MutexGuard<'_, T> {
@@ -90,6 +105,24 @@ mod checked {
     impl<T> DerefMut for MutexGuard<'_, T> {
         fn deref_mut(&mut self) -> &mut T {
             self.0.as_mut().expect("held")
+        }
+    }
+
+    /// loom's reader-writer lock with parking_lot's face.
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> RwLock<T> {
+            RwLock(loom::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().expect("no poisoning under loom")
+        }
+
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().expect("no poisoning under loom")
         }
     }
 
@@ -119,6 +152,12 @@ mod checked {
         /// Under loom a wait never times out (time does not pass in a model): only a
         /// notify ends it, which is what the models check.
         pub(crate) fn wait_until<T>(&self, guard: &mut MutexGuard<'_, T>, _until: std::time::Instant) -> WaitTimeout {
+            self.wait(guard);
+            WaitTimeout
+        }
+
+        /// As `wait_until`: only a notify ends it.
+        pub(crate) fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, _timeout: std::time::Duration) -> WaitTimeout {
             self.wait(guard);
             WaitTimeout
         }

@@ -6,7 +6,7 @@
 //! the pool's return ring; the allocator checks every returned (slot, generation) pair
 //! against what it handed out, and a pair it did not hand out is a protocol error.
 
-use parking_lot::Mutex;
+use crate::runtime::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::ClassLayout;

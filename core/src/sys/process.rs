@@ -78,8 +78,8 @@ impl AsRawFd for Pidfd {
 #[derive(Debug, Default)]
 pub(crate) struct StderrTail {
     /// (the last bytes, whether earlier ones were dropped, whether the pipe ended)
-    state: parking_lot::Mutex<(std::collections::VecDeque<u8>, bool, bool)>,
-    ended: parking_lot::Condvar,
+    state: crate::runtime::sync::Mutex<(std::collections::VecDeque<u8>, bool, bool)>,
+    ended: crate::runtime::sync::Condvar,
 }
 
 impl StderrTail {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::runtime::sync::{Condvar, Mutex};
 
 use super::{CellProcess, Hub, Peer, PeerOptions};
 use crate::error::{Error, Result};

@@ -11,6 +11,8 @@
 //! - `dispatch.rs`: the handler table, access rules, a handler's `Call`.
 //! - `stream.rs`: streams, both ends.
 //! - `options.rs`: `CallOptions`, `WaitStrategy`, the default timeouts.
+//! - `pair.rs` (tests): a host and a cell session in one process, for unit tests.
+//! - `model.rs` (loom): the call/answer path's rules, model-checked.
 //!
 //! # How receiving works
 //! At most one thread of this process polls the receive ring at a time: whoever holds
@@ -38,12 +40,16 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, MutexGuard, RwLock};
+use crate::runtime::sync::{Mutex, MutexGuard, RwLock};
 
 mod call;
 mod dispatch;
 mod fail;
+#[cfg(all(test, loom))]
+mod model;
 mod options;
+#[cfg(all(test, not(loom)))]
+pub(crate) mod pair;
 mod recv;
 mod send;
 mod serve;

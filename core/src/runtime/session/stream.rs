@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::runtime::sync::{Condvar, Mutex, MutexGuard};
 
 use super::{Awaited, CallOptions, OutBody, Payload, Response, Session, Waited, FOREVER};
 use crate::error::{Error, Result};
