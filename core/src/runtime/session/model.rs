@@ -83,49 +83,75 @@ fn wait(waiter: &CallWaiter, kick: &Bell) -> Result<u32, Status> {
     waiter.take().expect("taken once")
 }
 
+/// One call and everything around it.
+struct Scene {
+    link: Arc<Mutex<TestLink>>,
+    to_peer: Arc<Wire>,
+    completions: Arc<AtomicUsize>,
+    kick: Arc<Bell>,
+    waiter: Arc<CallWaiter>,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let kick = Arc::new(Bell::default());
+        Scene {
+            link: Arc::new(Mutex::new(TestLink::new(Side::Cell, "model", 4))),
+            to_peer: Arc::new(Wire::default()),
+            completions: Arc::new(AtomicUsize::new(0)),
+            waiter: Arc::new(CallWaiter::new(Some(kick.clone()))),
+            kick,
+        }
+    }
+
+    /// The peer and our receiving thread, on a thread of their own.
+    fn answering(&self) -> loom::thread::JoinHandle<()> {
+        let (link, to_peer, completions) = (self.link.clone(), self.to_peer.clone(), self.completions.clone());
+        loom::thread::spawn(move || answer_one(&to_peer, &link, &completions))
+    }
+
+    fn start(&self) -> u64 {
+        start(&self.link, &self.to_peer, &self.waiter)
+    }
+
+    fn wait(&self) -> Result<u32, Status> {
+        wait(&self.waiter, &self.kick)
+    }
+
+    fn completions(&self) -> usize {
+        self.completions.load(Ordering::SeqCst)
+    }
+}
+
 #[test]
 fn loom_a_call_waits_for_its_answer_and_wakes_once_it_is_in() {
     loom::model(|| {
-        let link = Arc::new(Mutex::new(TestLink::new(Side::Cell, "model", 4)));
-        let to_peer = Arc::new(Wire::default());
-        let completions = Arc::new(AtomicUsize::new(0));
-        let kick = Arc::new(Bell::default());
-        let waiter = Arc::new(CallWaiter::new(Some(kick.clone())));
-        let peer = {
-            let (link, to_peer, completions) = (link.clone(), to_peer.clone(), completions.clone());
-            loom::thread::spawn(move || answer_one(&to_peer, &link, &completions))
-        };
-        start(&link, &to_peer, &waiter);
-        assert_eq!(wait(&waiter, &kick), Ok(7));
+        let scene = Scene::new();
+        let peer = scene.answering();
+        scene.start();
+        assert_eq!(scene.wait(), Ok(7));
         peer.join().unwrap();
-        assert_eq!(completions.load(Ordering::SeqCst), 1);
+        assert_eq!(scene.completions(), 1);
     });
 }
 
 #[test]
 fn loom_a_caller_giving_up_races_its_answer_and_the_call_ends_once() {
     loom::model(|| {
-        let link = Arc::new(Mutex::new(TestLink::new(Side::Cell, "model", 4)));
-        let to_peer = Arc::new(Wire::default());
-        let completions = Arc::new(AtomicUsize::new(0));
-        let kick = Arc::new(Bell::default());
-        let waiter = Arc::new(CallWaiter::new(Some(kick.clone())));
-        let peer = {
-            let (link, to_peer, completions) = (link.clone(), to_peer.clone(), completions.clone());
-            loom::thread::spawn(move || answer_one(&to_peer, &link, &completions))
-        };
-        let msg_id = start(&link, &to_peer, &waiter);
+        let scene = Scene::new();
+        let peer = scene.answering();
+        let msg_id = scene.start();
         // The deadline passed: give up, unless the answer took the call first (then its
         // result is being written, and is the call's end).
-        let gave_up = link.lock().give_up(msg_id, true).is_some();
+        let gave_up = scene.link.lock().give_up(msg_id, true).is_some();
         if !gave_up {
-            assert_eq!(wait(&waiter, &kick), Ok(7));
+            assert_eq!(scene.wait(), Ok(7));
         }
         peer.join().unwrap();
-        assert_eq!(completions.load(Ordering::SeqCst), usize::from(!gave_up), "exactly one ends it");
+        assert_eq!(scene.completions(), usize::from(!gave_up), "exactly one ends it");
         if gave_up {
-            assert!(!waiter.is_done(), "nobody completes a call its caller gave up");
-            assert!(link.lock().poll_transmit().is_some(), "the peer is owed a CANCEL");
+            assert!(!scene.waiter.is_done(), "nobody completes a call its caller gave up");
+            assert!(scene.link.lock().poll_transmit().is_some(), "the peer is owed a CANCEL");
         }
     });
 }
@@ -133,18 +159,11 @@ fn loom_a_caller_giving_up_races_its_answer_and_the_call_ends_once() {
 #[test]
 fn loom_a_link_failing_while_the_answer_arrives_ends_the_call_once_and_wakes_the_caller() {
     loom::model(|| {
-        let link = Arc::new(Mutex::new(TestLink::new(Side::Cell, "model", 4)));
-        let to_peer = Arc::new(Wire::default());
-        let completions = Arc::new(AtomicUsize::new(0));
-        let kick = Arc::new(Bell::default());
-        let waiter = Arc::new(CallWaiter::new(Some(kick.clone())));
-        start(&link, &to_peer, &waiter);
-        let peer = {
-            let (link, to_peer, completions) = (link.clone(), to_peer.clone(), completions.clone());
-            loom::thread::spawn(move || answer_one(&to_peer, &link, &completions))
-        };
+        let scene = Scene::new();
+        scene.start();
+        let peer = scene.answering();
         let failer = {
-            let (link, completions) = (link.clone(), completions.clone());
+            let (link, completions) = (scene.link.clone(), scene.completions.clone());
             loom::thread::spawn(move || {
                 let (waiters, _) = link.lock().fail(Error::new(Status::PeerDead, "gone"));
                 for waiter in waiters {
@@ -153,10 +172,10 @@ fn loom_a_link_failing_while_the_answer_arrives_ends_the_call_once_and_wakes_the
                 }
             })
         };
-        let result = wait(&waiter, &kick);
+        let result = scene.wait();
         peer.join().unwrap();
         failer.join().unwrap();
         assert!(matches!(result, Ok(7) | Err(Status::PeerDead)), "{result:?}");
-        assert_eq!(completions.load(Ordering::SeqCst), 1, "exactly one ends it");
+        assert_eq!(scene.completions(), 1, "exactly one ends it");
     });
 }
