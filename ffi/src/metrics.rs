@@ -94,22 +94,7 @@ pub unsafe extern "C" fn cellshm_hub_metrics_json(
 
 /// The JSON array of every peer's metrics.
 pub(crate) fn hub_metrics_json(hub: &Hub) -> String {
-    use cellshm::host::inspect::{json_string, metrics_json};
-    let peers: Vec<String> = hub
-        .metrics()
-        .iter()
-        .map(|m| {
-            let body = metrics_json(m);
-            format!(
-                "{{\"peer_id\":{},\"name\":{},\"state\":{},\"pid\":{},{}",
-                m.peer_id,
-                json_string(&m.name),
-                json_string(m.state),
-                m.pid.unwrap_or(0),
-                &body[1..]
-            )
-        })
-        .collect();
+    let peers: Vec<String> = hub.metrics().iter().map(cellshm::PeerMetrics::to_json).collect();
     format!("[{}]", peers.join(","))
 }
 

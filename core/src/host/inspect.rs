@@ -165,7 +165,7 @@ pub fn snapshot(name: &str) -> Result<HubSnapshot> {
 }
 
 /// `s` as a JSON string literal.
-pub fn json_string(s: &str) -> String {
+fn json_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -201,16 +201,26 @@ fn method_json(m: &MethodMetrics) -> String {
     )
 }
 
-/// A peer's metrics as JSON (what `cellshm inspect --json` shows under `metrics`).
-pub fn metrics_json(m: &PeerMetrics) -> String {
-    let list = |v: &[MethodMetrics]| v.iter().map(method_json).collect::<Vec<_>>().join(",");
-    format!(
-        "{{\"host_to_cell\":[{}],\"cell_to_host\":[{}],\"open_streams\":{},\"streams_opened\":{},\"refused_calls\":{},\"restarts\":{}}}",
-        list(&m.outgoing),
-        list(&m.incoming),
-        m.open_streams,
-        m.streams_opened,
-        m.refused_calls,
-        m.restarts
-    )
+impl PeerMetrics {
+    /// This peer's metrics as one JSON object: `peer_id`, `name`, `state`, `pid` (0 if
+    /// unknown), then `host_to_cell` and `cell_to_host` (per method: calls, errors and
+    /// errors by status, in flight, latency p50/p99/max in ns), `open_streams`,
+    /// `streams_opened`, `refused_calls`, `restarts`. What `cellshm inspect --json`
+    /// shows under `metrics` and `cellshm_hub_metrics_json` returns per peer.
+    pub fn to_json(&self) -> String {
+        let list = |v: &[MethodMetrics]| v.iter().map(method_json).collect::<Vec<_>>().join(",");
+        format!(
+            "{{\"peer_id\":{},\"name\":{},\"state\":{},\"pid\":{},\"host_to_cell\":[{}],\"cell_to_host\":[{}],\"open_streams\":{},\"streams_opened\":{},\"refused_calls\":{},\"restarts\":{}}}",
+            self.peer_id,
+            json_string(&self.name),
+            json_string(self.state),
+            self.pid.unwrap_or(0),
+            list(&self.outgoing),
+            list(&self.incoming),
+            self.open_streams,
+            self.streams_opened,
+            self.refused_calls,
+            self.restarts
+        )
+    }
 }

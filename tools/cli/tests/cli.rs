@@ -5,6 +5,7 @@
 //! CLI's own binary is only built for this package's tests.
 
 use cellshm::{LinkEnd, Registry};
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -104,8 +105,13 @@ fn cellshm_inspect_json_reports_each_link_and_its_counters() {
     let out = Command::new(CLI).args(["inspect", hub.name(), "--json"]).output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("\"name\":\"alpha\"") && text.contains("\"state\":\"ready\""), "{text}");
-    assert!(text.contains("\"slot_state\":\"active\"") && text.contains("\"calls_sent\":23"), "{text}");
+    let snapshot: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+    let alpha = &snapshot["peers"][0];
+    assert_eq!(
+        (&alpha["name"], &alpha["state"], &alpha["slot_state"]),
+        (&json!("alpha"), &json!("ready"), &json!("active"))
+    );
+    assert_eq!(alpha["host"]["calls_sent"], json!(23), "{text}");
     // The host's metrics, per method, match the calls made: 20 answered, 3 refused.
     let ours = peer.metrics();
     let echo = ours.outgoing.iter().find(|m| m.name == "Echo.echo").expect("Echo.echo measured");
@@ -113,21 +119,23 @@ fn cellshm_inspect_json_reports_each_link_and_its_counters() {
     assert!(echo.latency.p50_ns > 0 && echo.latency.p50_ns <= echo.latency.p99_ns, "{:?}", echo.latency);
     assert!(echo.latency.p99_ns <= echo.latency.max_ns, "{:?}", echo.latency);
     let l = &echo.latency;
-    let expected = format!(
-        "{{\"method\":\"Echo.echo\",\"method_id\":{},\"calls\":20,\"errors\":0,\"errors_by_status\":[],\"in_flight\":0,\"latency_ns\":{{\"count\":20,\"p50\":{},\"p99\":{},\"max\":{}}}}}",
-        cellshm::method_id("Echo.echo"),
-        l.p50_ns,
-        l.p99_ns,
-        l.max_ns
+    let method = |direction: &str, name: &str| {
+        let all = alpha["metrics"][direction].as_array().cloned().unwrap_or_default();
+        all.into_iter().find(|m| m["method"] == json!(name)).unwrap_or_else(|| panic!("{name} not in {text}"))
+    };
+    assert_eq!(
+        method("host_to_cell", "Echo.echo"),
+        json!({
+            "method": "Echo.echo", "method_id": cellshm::method_id("Echo.echo"), "calls": 20, "errors": 0,
+            "errors_by_status": [], "in_flight": 0,
+            "latency_ns": {"count": 20, "p50": l.p50_ns, "p99": l.p99_ns, "max": l.max_ns},
+        })
     );
-    assert!(text.contains(&expected), "{expected} not in {text}");
-    assert!(
-        text.contains("\"method\":\"Nope.nope\"")
-            && text.contains("\"calls\":3,\"errors\":3,\"errors_by_status\":[{\"status\":\"UNIMPLEMENTED\",\"code\":12,\"count\":3}]"),
-        "{text}"
-    );
+    let nope = method("host_to_cell", "Nope.nope");
+    assert_eq!((&nope["calls"], &nope["errors"]), (&json!(3), &json!(3)), "{text}");
+    assert_eq!(nope["errors_by_status"], json!([{"status": "UNIMPLEMENTED", "code": 12, "count": 3}]), "{text}");
     // The cell's calls to the host (ready, from its join) are the other direction.
-    assert!(text.contains("\"cell_to_host\":[{\"method\":\"cellshm.Lifecycle.ready\""), "{text}");
+    assert_eq!(method("cell_to_host", "cellshm.Lifecycle.ready")["calls"], json!(1), "{text}");
     let table = String::from_utf8(Command::new(CLI).args(["inspect", hub.name()]).output().unwrap().stdout).unwrap();
     let row = table.lines().find(|l| l.contains("Nope.nope")).expect("a row per method");
     assert!(row.contains("host>cell") && row.contains("UNIMPLEMENTED=3"), "{table}");
