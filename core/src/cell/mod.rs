@@ -16,6 +16,7 @@ use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
 use crate::sys::doorbell::{Doorbell, Kick};
 use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status};
 
+mod attach;
 mod options;
 pub use options::{CellOptions, JoinArgs};
 
@@ -145,7 +146,7 @@ impl Cell {
         let started = Instant::now();
         // As in `join`: nothing of the link may be reachable through us.
         crate::sys::process::harden();
-        let reply = crate::host::attach::request(hub_name, name, options.ready_timeout)?;
+        let reply = attach::request(hub_name, name, options.ready_timeout)?;
         options.name = name.to_string();
         Cell::join_with(reply, options, started)
     }

@@ -174,11 +174,8 @@ impl CellProcess {
     /// Sends `signal` to the process if it is still running.
     pub fn signal(&self, signal: i32) -> Result<()> {
         if let ProcessState::Running(child) = &*self.state.lock() {
-            // SAFETY: kill takes no pointers; the pid is our unreaped child, so it cannot
-            // have been reused by another process.
-            if unsafe { libc::kill(child.id() as libc::pid_t, signal) } != 0 {
-                return Err(Error::system("signalling the cell", std::io::Error::last_os_error()));
-            }
+            // Under the state lock: the child cannot be reaped (and its pid reused) meanwhile.
+            crate::sys::process::signal_child(child, signal).map_err(|e| Error::system("signalling the cell", e))?;
         }
         Ok(())
     }

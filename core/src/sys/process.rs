@@ -128,6 +128,19 @@ impl StderrTail {
 }
 
 /// The usual name of a signal.
+/// This process's effective uid.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Sends `signal` to the child `child`. The caller holds it unreaped, so its pid cannot
+/// have been given to another process meanwhile.
+pub(crate) fn signal_child(child: &std::process::Child, signal: i32) -> io::Result<()> {
+    // SAFETY: kill takes no pointers; see above for why the pid is the child's.
+    super::cvt(unsafe { libc::kill(child.id() as libc::pid_t, signal) }).map(drop)
+}
+
 pub(crate) fn signal_name(signal: i32) -> &'static str {
     match signal {
         libc::SIGHUP => "SIGHUP",

@@ -172,6 +172,25 @@ pub(crate) fn listening_abstract_names(prefix: &str) -> io::Result<Vec<String>> 
     Ok(names)
 }
 
+/// Waits until one of `fds` is readable, hung up or in error, or `timeout` passes
+/// (`None`: no limit); returns which of them are, in order (all false after a timeout or
+/// an interrupted wait).
+pub(crate) fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // Rounded up, so a wait never ends just before its deadline.
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128 - 1) as i32 + 1);
+    // SAFETY: `polled` is a live array of `polled.len()` pollfds.
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(polled.iter().map(|p| n > 0 && p.revents != 0).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
