@@ -1,0 +1,184 @@
+//! Streams, both ends: the caller's `Stream` and a handler's `StreamCall`.
+
+use std::sync::Arc;
+
+use cellshm::{Error, Status, Stream as CoreStream, StreamCall as CoreStreamCall, StreamEnd};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::*;
+
+/// The caller's end of a stream (see `cellshm.Stream`). Every blocking wait releases
+/// the GIL; the stream is cancelled if it is closed (or collected) before it ended.
+#[pyclass(module = "cellshm._native", frozen)]
+pub(crate) struct Stream {
+    pub(crate) stream: Mutex<Option<Arc<CoreStream>>>,
+}
+
+impl Stream {
+    pub(crate) fn new(stream: CoreStream) -> Stream {
+        Stream { stream: Mutex::new(Some(Arc::new(stream))) }
+    }
+
+    pub(crate) fn get(&self) -> PyResult<Arc<CoreStream>> {
+        self.stream.lock().clone().ok_or_else(|| err(Error::new(Status::FailedPrecondition, "the stream is closed")))
+    }
+}
+
+#[pymethods]
+impl Stream {
+    /// The next item as bytes, or None once the handler finished.
+    pub(crate) fn recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let stream = self.get()?;
+        match py.detach(|| stream.recv()).map_err(err)? {
+            Some(item) => Ok(Some(bytes_of(py, item.payload())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn send(&self, py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = self::payload(Some(payload))?;
+        let stream = self.get()?;
+        py.detach(|| stream.send(data.as_slice())).map_err(err)
+    }
+
+    pub(crate) fn close_send(&self, py: Python<'_>) -> PyResult<()> {
+        let stream = self.get()?;
+        py.detach(|| stream.close_send()).map_err(err)
+    }
+
+    /// Closes sending and waits for the handler's response (client streaming).
+    pub(crate) fn finish(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
+        let stream = self
+            .stream
+            .lock()
+            .take()
+            .ok_or_else(|| err(Error::new(Status::FailedPrecondition, "the stream is closed")))?;
+        let stream = match Arc::try_unwrap(stream) {
+            Ok(stream) => stream,
+            Err(shared) => {
+                // Another thread is in recv/send: leave the stream as it was.
+                *self.stream.lock() = Some(shared);
+                return Err(err(Error::new(Status::FailedPrecondition, "another thread is using the stream")));
+            }
+        };
+        let response = py.detach(|| stream.finish()).map_err(err)?;
+        response_bytes(py, &response)
+    }
+
+    pub(crate) fn cancel(&self, py: Python<'_>) {
+        if let Some(stream) = self.stream.lock().take() {
+            py.detach(move || {
+                stream.cancel();
+                drop(stream)
+            });
+        }
+    }
+
+    #[getter]
+    pub(crate) fn closed(&self) -> bool {
+        self.stream.lock().is_none()
+    }
+}
+
+/// The handler's end of a stream, given to Python stream handlers (see
+/// `cellshm.StreamCall`). It stops working once the handler returned.
+#[pyclass(module = "cellshm._native", frozen)]
+pub(crate) struct StreamCall {
+    pub(crate) end: StreamEnd,
+    pub(crate) request: Py<PyBytes>,
+    pub(crate) caller: Option<cellshm::PeerIdentity>,
+}
+
+/// One method's metrics for `cellshm.MethodMetrics`.
+pub(crate) type PyMethodMetrics = (String, u32, u64, u64, Vec<(u32, u64)>, u64, u64, u64, u64);
+/// A peer's metrics for `cellshm.PeerMetrics`.
+pub(crate) type PyPeerMetrics = (&'static str, Vec<PyMethodMetrics>, Vec<PyMethodMetrics>, u64, u64, u64, u64);
+
+pub(crate) fn py_metrics(m: &cellshm::PeerMetrics) -> PyPeerMetrics {
+    let methods = |v: &[cellshm::MethodMetrics]| -> Vec<PyMethodMetrics> {
+        v.iter()
+            .map(|x| {
+                let errors = x.errors.iter().map(|(s, n)| (s.code(), *n)).collect();
+                let l = &x.latency;
+                (x.name.clone(), x.method_id, x.calls, x.in_flight, errors, l.count, l.p50_ns, l.p99_ns, l.max_ns)
+            })
+            .collect()
+    };
+    (m.state, methods(&m.outgoing), methods(&m.incoming), m.open_streams, m.streams_opened, m.refused_calls, m.restarts)
+}
+
+/// (peer_id, name, epoch, pid, uid, attached) for `cellshm.CallerInfo`.
+pub(crate) type PyCaller = (u32, String, u32, Option<u32>, Option<u32>, bool);
+
+pub(crate) fn py_caller(identity: Option<cellshm::PeerIdentity>) -> Option<PyCaller> {
+    identity.map(|i| (i.peer_id, i.name, i.epoch, i.pid, i.uid, i.attached))
+}
+
+#[pymethods]
+impl StreamCall {
+    /// Who opened the stream (host side), as (peer_id, name, epoch, pid, uid, attached); None in a cell.
+    #[getter]
+    pub(crate) fn caller(&self) -> Option<PyCaller> {
+        py_caller(self.caller.clone())
+    }
+
+    #[getter]
+    pub(crate) fn request(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.request.clone_ref(py)
+    }
+
+    pub(crate) fn send(&self, py: Python<'_>, payload: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = self::payload(Some(payload))?;
+        py.detach(|| self.end.send(data.as_slice())).map_err(err)
+    }
+
+    /// The next item from the caller, or None once it closed its sending side.
+    pub(crate) fn recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        match py.detach(|| self.end.recv()).map_err(err)? {
+            Some(item) => Ok(Some(bytes_of(py, item.payload())?)),
+            None => Ok(None),
+        }
+    }
+
+    #[getter]
+    pub(crate) fn cancelled(&self) -> bool {
+        self.end.is_cancelled()
+    }
+
+    pub(crate) fn wait_cancelled(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = duration(timeout, "timeout")?;
+        Ok(py.detach(|| self.end.wait_cancelled(timeout)))
+    }
+}
+
+/// A Python callable as a stream handler: it gets a `StreamCall` and returns the final
+/// response (bytes-like or None). Runs on the stream's own thread.
+/// A stream method's kind from its wire number; unary (0) and unknown numbers are
+/// ValueError.
+pub(crate) fn stream_kind(code: u32) -> PyResult<cellshm::MethodKind> {
+    cellshm::MethodKind::stream_from_code(code).map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
+pub(crate) fn py_stream_handler(
+    handler: Py<PyAny>,
+) -> impl Fn(&mut CoreStreamCall) -> cellshm::Result<()> + Send + Sync + 'static {
+    move |call| {
+        let answer = Python::attach(|py| -> cellshm::Result<Option<Vec<u8>>> {
+            let request = PyBytes::new(py, call.request()).unbind();
+            let native = Py::new(py, StreamCall { end: call.end(), request, caller: call.caller() })
+                .map_err(|e| from_py(py, e))?;
+            let answer = handler.call1(py, (native,)).map_err(|e| from_py(py, e))?;
+            let answer = answer.bind(py);
+            if answer.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(payload(Some(answer)).map_err(|e| from_py(py, e))?.as_slice().to_vec()))
+        })?;
+        if let Some(bytes) = answer {
+            call.set_response(&bytes);
+        }
+        Ok(())
+    }
+}
