@@ -719,7 +719,8 @@ cellshm_status cellshm_hub_register(const cellshm_hub *hub,
 // cellshm_peer_wait_ready.
 //
 // # Safety
-// All strings are NUL-terminated; the lists NULL-terminated; `out_peer` writable.
+// `hub` is live; all strings are NUL-terminated; the lists NULL-terminated; `options`
+// NULL or a readable cellshm_peer_options; `out_peer` writable.
 cellshm_status cellshm_hub_spawn(const cellshm_hub *hub,
                                  const char *name,
                                  const char *program,

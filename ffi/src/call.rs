@@ -43,7 +43,7 @@ impl Progress {
 /// Starts `method` on `start`'s link and hands the call to C.
 pub(crate) fn start_call(
     start: impl FnOnce(cellshm::Completion) -> cellshm::Result<PendingCall>,
-    out_call: *mut *mut cellshm_call,
+    out_call: Out<'_, *mut cellshm_call>,
 ) -> cellshm_status {
     let progress = Arc::new(Progress::default());
     let signal = progress.clone();
@@ -52,8 +52,7 @@ pub(crate) fn start_call(
         signal.changed.notify_all();
     });
     let pending = try_cellshm!(start(on_complete));
-    // SAFETY: callers checked `out_call` non-NULL.
-    unsafe { put(out_call, Box::into_raw(Box::new(cellshm_call { pending, progress }))) }
+    out_call.hand_over(cellshm_call { pending, progress })
 }
 
 /// Starts a call of the cell's method "Service.method" and returns at once: wait for its
@@ -74,11 +73,16 @@ pub unsafe extern "C" fn cellshm_peer_call_start(
     out_call: *mut *mut cellshm_call,
 ) -> cellshm_status {
     boundary("cellshm_peer_call_start", || {
-        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_call_start's documentation
-        // requires (the same as CRequest::from_c's).
-        let (peer, request) =
-            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, options)) };
-        let (peer, request) = (try_c!(peer), try_c!(request));
+        // SAFETY: cellshm_peer_call_start's contract, which C keeps: a live `peer`, the call's arguments as
+        // CRequest::from_c needs them, a writable `out_call`.
+        let (arg0, arg1, arg2) = unsafe {
+            (
+                Out::new(out_call, "out_call"),
+                Handle::borrow(peer),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (out_call, peer, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         link_end::call_start(&peer.peer, request, out_call)
     })
 }
@@ -97,11 +101,16 @@ pub unsafe extern "C" fn cellshm_cell_call_start(
     out_call: *mut *mut cellshm_call,
 ) -> cellshm_status {
     boundary("cellshm_cell_call_start", || {
-        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_call_start's documentation
-        // requires (the same as CRequest::from_c's).
-        let (cell, request) =
-            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, options)) };
-        let (cell, request) = (try_c!(cell), try_c!(request));
+        // SAFETY: cellshm_cell_call_start's contract, which C keeps: a live `cell`, the call's arguments as
+        // CRequest::from_c needs them, a writable `out_call`.
+        let (arg0, arg1, arg2) = unsafe {
+            (
+                Out::new(out_call, "out_call"),
+                Handle::borrow(cell),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (out_call, cell, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         link_end::call_start(&cell.cell, request, out_call)
     })
 }
@@ -123,9 +132,9 @@ pub unsafe extern "C" fn cellshm_call_wait(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_call_wait", || {
-        out_param!(out_response);
-        // SAFETY: per this function's contract.
-        let call = try_c!(unsafe { object(call, "call") });
+        // SAFETY: cellshm_call_wait's contract, which C keeps: `call` is live; `out_response` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_response, "out_response"), Handle::borrow(call)) };
+        let (out_response, call) = (try_c!(arg0), try_c!(arg1));
         let until = (timeout_ms != CELLSHM_TIMEOUT_FOREVER)
             .then(|| std::time::Instant::now() + Duration::from_millis(timeout_ms));
         let mut state = call.progress.lock();
@@ -168,7 +177,7 @@ pub unsafe extern "C" fn cellshm_call_wait(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_call_is_done(call: *const cellshm_call) -> c_int {
     boundary_value(0, || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_call_is_done's contract, which C keeps: `call` is NULL or live.
         unsafe { call.as_ref() }.map_or(0, |c| {
             let state = c.progress.lock();
             c_int::from(state.answered || state.cancelled)
@@ -186,8 +195,8 @@ pub unsafe extern "C" fn cellshm_call_is_done(call: *const cellshm_call) -> c_in
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_call_cancel(call: *const cellshm_call) -> cellshm_status {
     boundary("cellshm_call_cancel", || {
-        // SAFETY: per this function's contract.
-        let call = try_c!(unsafe { object(call, "call") });
+        // SAFETY: cellshm_call_cancel's contract, which C keeps: `call` is live.
+        let call = try_c!(unsafe { Handle::borrow(call) });
         let mut state = call.progress.lock();
         if !state.answered && call.pending.cancel() {
             state.cancelled = true;
@@ -204,10 +213,7 @@ pub unsafe extern "C" fn cellshm_call_cancel(call: *const cellshm_call) -> cells
 /// afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_call_free(call: *mut cellshm_call) {
-    if !call.is_null() {
-        // SAFETY: created by Box::into_raw in start_call and not freed before.
-        let boxed = unsafe { Box::from_raw(call) };
-        // Dropping a pending call that is still out cancels it.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(boxed)));
-    }
+    // SAFETY: cellshm_call_free's contract, which C keeps: `call` is NULL or a call not yet freed, used by no other thread; it must not be used afterwards.
+    // Dropping a pending call that is still out cancels it.
+    unsafe { free_with(call, drop) }
 }

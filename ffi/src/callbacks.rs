@@ -282,10 +282,9 @@ pub(crate) unsafe fn reply_state<'a>(reply: *mut cellshm_reply) -> Result<&'a mu
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_reply_write(reply: *mut cellshm_reply, data: *const u8, len: usize) -> cellshm_status {
     boundary("cellshm_reply_write", || {
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { reply_state(reply) });
-        // SAFETY: per this function's contract.
-        let bytes = try_c!(unsafe { c_bytes(data, len, "data") });
+        // SAFETY: cellshm_reply_write's contract, which C keeps: `reply` is the handler's reply; `data` points to `len` readable bytes.
+        let (arg0, arg1) = unsafe { (reply_state(reply), c_bytes(data, len, "data")) };
+        let (state, bytes) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(state.call.reply(bytes));
         CELLSHM_OK
     })
@@ -304,12 +303,11 @@ pub unsafe extern "C" fn cellshm_reply_buffer(
     out_buffer: *mut *mut u8,
 ) -> cellshm_status {
     boundary("cellshm_reply_buffer", || {
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { reply_state(reply) });
-        out_param!(out_buffer);
+        // SAFETY: cellshm_reply_buffer's contract, which C keeps: `reply` is the handler's reply; `out_buffer` points to writable storage.
+        let (arg0, arg1) = unsafe { (reply_state(reply), Out::new(out_buffer, "out_buffer")) };
+        let (state, out_buffer) = (try_c!(arg0), try_c!(arg1));
         let buffer = try_cellshm!(state.call.reply_buffer(max_len));
-        // SAFETY: out_buffer checked non-NULL.
-        unsafe { put(out_buffer, buffer.as_mut_ptr()) }
+        out_buffer.write(buffer.as_mut_ptr())
     })
 }
 
@@ -320,7 +318,7 @@ pub unsafe extern "C" fn cellshm_reply_buffer(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_reply_set_len(reply: *mut cellshm_reply, len: usize) -> cellshm_status {
     boundary("cellshm_reply_set_len", || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_reply_set_len's contract, which C keeps: `reply` is the handler's reply.
         let state = try_c!(unsafe { reply_state(reply) });
         try_cellshm!(state.call.set_reply_len(len));
         CELLSHM_OK
@@ -337,10 +335,9 @@ pub unsafe extern "C" fn cellshm_reply_error_message(
     message: *const c_char,
 ) -> cellshm_status {
     boundary("cellshm_reply_error_message", || {
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { reply_state(reply) });
-        // SAFETY: per this function's contract.
-        let message = try_c!(unsafe { c_str(message, "message") });
+        // SAFETY: cellshm_reply_error_message's contract, which C keeps: `reply` is the handler's reply; `message` is a NUL-terminated string.
+        let (arg0, arg1) = unsafe { (reply_state(reply), c_str(message, "message")) };
+        let (state, message) = (try_c!(arg0), try_c!(arg1));
         state.error_message = Some(message.to_string());
         CELLSHM_OK
     })
@@ -354,7 +351,7 @@ pub unsafe extern "C" fn cellshm_reply_error_message(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_reply_deadline_ns(reply: *mut cellshm_reply) -> u64 {
     boundary_value(0, || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_reply_deadline_ns's contract, which C keeps: `reply` is NULL or the handler's reply.
         unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| s.call.deadline_ns())
     })
 }
@@ -367,7 +364,7 @@ pub unsafe extern "C" fn cellshm_reply_deadline_ns(reply: *mut cellshm_reply) ->
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_reply_cancelled(reply: *mut cellshm_reply) -> c_int {
     boundary_value(0, || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_reply_cancelled's contract, which C keeps: `reply` is NULL or the handler's reply.
         unsafe { reply.cast::<ReplyState<'_, '_>>().as_ref() }.map_or(0, |s| c_int::from(s.call.is_cancelled()))
     })
 }
@@ -432,5 +429,49 @@ mod tests {
         // Never ended: released with its last holder.
         drop(Registration::new(std::ptr::null_mut(), Some(count_release)));
         assert_eq!(RELEASED.load(Ordering::SeqCst), before + 4);
+    }
+}
+
+/// A C function pointer trusted once, where C registered it: the export's contract says
+/// it is a valid function of its type for as long as its registration lasts. Calling it
+/// is then safe code: each `call` passes pointers to values that live through the call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Trusted<F>(F);
+
+impl<F> Trusted<F> {
+    /// `f` as registered (INVALID_ARGUMENT naming `what` if it is NULL).
+    ///
+    /// # Safety
+    /// A non-NULL `f` is a valid function of its type for as long as the returned value
+    /// (or a copy of it) is used.
+    pub(crate) unsafe fn new(f: Option<F>, what: &str) -> Result<Trusted<F>, cellshm_status> {
+        f.map(Trusted).ok_or_else(|| invalid(format!("{what} is NULL")))
+    }
+}
+
+type DeathFn = unsafe extern "C" fn(*mut c_void, u32, *const c_char);
+type PolicyFn = unsafe extern "C" fn(*mut c_void, *const crate::cellshm_caller, *const c_char) -> bool;
+type EventFn = unsafe extern "C" fn(*mut c_void, *const c_char, u32, *const c_char);
+
+impl Trusted<DeathFn> {
+    pub(crate) fn call(self, userdata: *mut c_void, status: u32, message: &CStr) {
+        // SAFETY: the function was trusted where it was registered; `message` lives
+        // through the call; `userdata` is what C registered with it.
+        unsafe { (self.0)(userdata, status, message.as_ptr()) }
+    }
+}
+
+impl Trusted<PolicyFn> {
+    pub(crate) fn call(self, userdata: *mut c_void, caller: &crate::cellshm_caller, method: &CStr) -> bool {
+        // SAFETY: as for the death callback; `caller` (and the name it points to) and
+        // `method` live through the call.
+        unsafe { (self.0)(userdata, caller, method.as_ptr()) }
+    }
+}
+
+impl Trusted<EventFn> {
+    pub(crate) fn call(self, userdata: *mut c_void, name: &CStr, status: u32, reason: &CStr) {
+        // SAFETY: as for the death callback; `name` and `reason` live through the call.
+        unsafe { (self.0)(userdata, name.as_ptr(), status, reason.as_ptr()) }
     }
 }

@@ -29,24 +29,14 @@ pub unsafe extern "C" fn cellshm_cell_new(
     out_cell: *mut *mut cellshm_cell,
 ) -> cellshm_status {
     boundary("cellshm_cell_new", || {
-        out_param!(out_cell);
-        if argc < 0 || (argc > 0 && argv.is_null()) {
-            return invalid(format!("argc is {argc} but argv is {:?}", argv));
-        }
-        let mut args = Vec::new();
-        for i in 1..argc.max(0) as usize {
-            // SAFETY: argv has argc entries per this function's contract.
-            let arg = unsafe { *argv.add(i) };
-            // SAFETY: each entry is a NUL-terminated string.
-            args.push(std::ffi::OsString::from(try_c!(unsafe { c_str(arg, "argv entry") })));
-        }
+        // SAFETY: cellshm_cell_new's contract, which C keeps: `argv` has `argc` NUL-terminated strings (or is NULL with argc 0); `out_cell` writable.
+        let (out_cell, args) = unsafe { (Out::new(out_cell, "out_cell"), c_args(argc, argv)) };
+        let (out_cell, args) = (try_c!(out_cell), try_c!(args));
+        let args = args.into_iter().map(std::ffi::OsString::from);
         let join = try_cellshm!(JoinArgs::parse(args));
         let options = try_cellshm!(CellOptions::from_env());
         let cell = try_cellshm!(Cell::join(join, options));
-        // SAFETY: out_cell checked non-NULL.
-        unsafe {
-            put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell, registrations: Registrations::default() })))
-        }
+        out_cell.hand_over(cellshm_cell { cell, registrations: Registrations::default() })
     })
 }
 
@@ -63,17 +53,12 @@ pub unsafe extern "C" fn cellshm_cell_attach(
     out_cell: *mut *mut cellshm_cell,
 ) -> cellshm_status {
     boundary("cellshm_cell_attach", || {
-        out_param!(out_cell);
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { c_str(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_cell_attach's contract, which C keeps: `hub` and `name` NUL-terminated; `out_cell` writable.
+        let (arg0, arg1, arg2) = unsafe { (Out::new(out_cell, "out_cell"), c_str(hub, "hub"), c_str(name, "name")) };
+        let (out_cell, hub, name) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         let options = try_cellshm!(CellOptions::from_env());
         let cell = try_cellshm!(Cell::attach(hub, name, options));
-        // SAFETY: out_cell checked non-NULL.
-        unsafe {
-            put(out_cell, Box::into_raw(Box::new(cellshm_cell { cell, registrations: Registrations::default() })))
-        }
+        out_cell.hand_over(cellshm_cell { cell, registrations: Registrations::default() })
     })
 }
 
@@ -94,7 +79,7 @@ pub unsafe extern "C" fn cellshm_cell_register(
     boundary("cellshm_cell_register", move || {
         // SAFETY: C passes a live cell and a NUL-terminated name, as cellshm_cell_register's
         // documentation requires.
-        let (cell, name) = unsafe { (object(cell, "cell"), c_str(name, "name")) };
+        let (cell, name) = unsafe { (Handle::borrow(cell), c_str(name, "name")) };
         let (cell, name) = (try_c!(cell), try_c!(name));
         link_end::register(&cell.cell, &cell.registrations, name, handler, userdata)
     })
@@ -107,8 +92,8 @@ pub unsafe extern "C" fn cellshm_cell_register(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_serve(cell: *const cellshm_cell) -> cellshm_status {
     boundary("cellshm_cell_serve", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: cellshm_cell_serve's contract, which C keeps: `cell` is live.
+        let cell = try_c!(unsafe { Handle::borrow(cell) });
         try_cellshm!(cell.cell.serve());
         CELLSHM_OK
     })
@@ -122,8 +107,8 @@ pub unsafe extern "C" fn cellshm_cell_serve(cell: *const cellshm_cell) -> cellsh
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_run(cell: *const cellshm_cell) -> cellshm_status {
     boundary("cellshm_cell_run", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
+        // SAFETY: cellshm_cell_run's contract, which C keeps: `cell` is live.
+        let cell = try_c!(unsafe { Handle::borrow(cell) });
         try_cellshm!(cell.cell.run());
         CELLSHM_OK
     })
@@ -143,11 +128,16 @@ pub unsafe extern "C" fn cellshm_cell_call(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_cell_call", || {
-        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_call's documentation
-        // requires (the same as CRequest::from_c's).
-        let (cell, request) =
-            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, options)) };
-        let (cell, request) = (try_c!(cell), try_c!(request));
+        // SAFETY: cellshm_cell_call's contract, which C keeps: a live `cell`, the call's arguments as
+        // CRequest::from_c needs them, a writable `out_response`.
+        let (arg0, arg1, arg2) = unsafe {
+            (
+                Out::new(out_response, "out_response"),
+                Handle::borrow(cell),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (out_response, cell, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         link_end::call(&cell.cell, request, out_response)
     })
 }
@@ -167,7 +157,7 @@ pub unsafe extern "C" fn cellshm_cell_notify(
         // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_notify's documentation
         // requires (the same as CRequest::from_c's).
         let (cell, request) =
-            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, std::ptr::null())) };
+            unsafe { (Handle::borrow(cell), CRequest::from_c(method, request, request_len, std::ptr::null())) };
         let (cell, request) = (try_c!(cell), try_c!(request));
         link_end::notify(&cell.cell, request)
     })
@@ -179,7 +169,7 @@ pub unsafe extern "C" fn cellshm_cell_notify(
 /// `cell` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_peer_id(cell: *const cellshm_cell) -> u32 {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_cell_peer_id's contract, which C keeps: `cell` is NULL or live.
     boundary_value(0, || unsafe { cell.as_ref() }.map_or(0, |c| c.cell.peer_id()))
 }
 
@@ -190,14 +180,14 @@ pub unsafe extern "C" fn cellshm_cell_peer_id(cell: *const cellshm_cell) -> u32 
 /// `cell` is NULL or a cell not yet freed, not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_free(cell: *mut cellshm_cell) {
-    if !cell.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: created by Box::into_raw in cellshm_cell_new and not freed before.
-            let cellshm_cell { cell, registrations } = *unsafe { Box::from_raw(cell) };
+    // SAFETY: cellshm_cell_free's contract, which C keeps: `cell` is NULL or a cell not yet freed, not in use by another thread.
+    unsafe {
+        free_with(cell, |cell| {
+            let cellshm_cell { cell, registrations } = *cell;
             // Closing the link joins the threads that run handlers.
             drop(cell);
             registrations.end_all();
-        }));
+        })
     }
 }
 

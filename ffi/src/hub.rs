@@ -91,7 +91,8 @@ pub(crate) unsafe fn hub_config(
 ) -> Result<(HubConfig, PeerOptions), cellshm_status> {
     let mut o = cellshm_hub_options_default();
     if !options.is_null() {
-        // SAFETY: `size` is the first field; the pointer is readable per this function's contract.
+        // SAFETY: `size` is the first field, and a non-NULL `options` is readable for at
+        // least it, by the contract above.
         let size = unsafe { options.cast::<usize>().read_unaligned() };
         let ours = std::mem::size_of::<cellshm_hub_options>();
         if size < std::mem::size_of::<usize>() + 4 || size > 1 << 16 {
@@ -111,7 +112,7 @@ pub(crate) unsafe fn hub_config(
     }
     let mut config = HubConfig::default();
     if !name.is_null() {
-        // SAFETY: per this function's contract.
+        // SAFETY: a non-NULL `name` is NUL-terminated, by the contract above.
         config.name = Some(unsafe { c_str(name, "name") }?.into());
     }
     config.max_peers = o.max_peers;
@@ -147,21 +148,17 @@ pub unsafe extern "C" fn cellshm_hub_new_with(
     out_hub: *mut *mut cellshm_hub,
 ) -> cellshm_status {
     boundary("cellshm_hub_new_with", || {
-        out_param!(out_hub);
-        // SAFETY: per this function's contract.
-        let (config, peer_defaults) = try_c!(unsafe { hub_config(name, options) });
+        // SAFETY: cellshm_hub_new_with's contract, which C keeps: `name` NULL or NUL-terminated; `options` NULL or from cellshm_hub_options_default (then changed); `out_hub` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_hub, "out_hub"), hub_config(name, options)) };
+        let (out_hub, (config, peer_defaults)) = (try_c!(arg0), try_c!(arg1));
         // Checked now, not at the first spawn.
         try_cellshm!(peer_defaults.validate().map_err(|e| e.context("peer_defaults")));
-        // SAFETY: out_hub checked non-NULL.
-        unsafe { create_hub(config, peer_defaults, out_hub) }
+        create_hub(config, peer_defaults, out_hub)
     })
 }
 
 /// Creates the hub and hands it to C.
-///
-/// # Safety
-/// `out_hub` is non-NULL and writable.
-unsafe fn create_hub(config: HubConfig, peer_defaults: PeerOptions, out_hub: *mut *mut cellshm_hub) -> cellshm_status {
+fn create_hub(config: HubConfig, peer_defaults: PeerOptions, out_hub: Out<'_, *mut cellshm_hub>) -> cellshm_status {
     let hub = try_cellshm!(Hub::create(config));
     // Hub names are validated ASCII: no interior NUL.
     let name = CString::new(hub.name()).unwrap_or_default();
@@ -174,8 +171,7 @@ unsafe fn create_hub(config: HubConfig, peer_defaults: PeerOptions, out_hub: *mu
         registrations: Registrations::default(),
         access_policy: CurrentRegistration::default(),
     };
-    // SAFETY: per this function's contract.
-    unsafe { put(out_hub, Box::into_raw(Box::new(hub))) }
+    out_hub.hand_over(hub)
 }
 
 /// Creates a hub and starts serving its discovery socket `@cellshm/<uid>/<name>`
@@ -194,15 +190,15 @@ pub unsafe extern "C" fn cellshm_hub_new(
     out_hub: *mut *mut cellshm_hub,
 ) -> cellshm_status {
     boundary("cellshm_hub_new", || {
-        out_param!(out_hub);
         let mut options = cellshm_hub_options_default();
         if max_peers != 0 {
             options.max_peers = max_peers;
         }
-        // SAFETY: per this function's contract; `options` is ours.
-        let (config, peer_defaults) = try_c!(unsafe { hub_config(name, &options) });
-        // SAFETY: out_hub checked non-NULL.
-        unsafe { create_hub(config, peer_defaults, out_hub) }
+        // SAFETY: cellshm_hub_new's contract, which C keeps: `name` is NULL or a
+        // NUL-terminated string; `out_hub` points to writable storage. `options` is ours.
+        let (out_hub, config) = unsafe { (Out::new(out_hub, "out_hub"), hub_config(name, &options)) };
+        let (out_hub, (config, peer_defaults)) = (try_c!(out_hub), try_c!(config));
+        create_hub(config, peer_defaults, out_hub)
     })
 }
 
@@ -212,7 +208,7 @@ pub unsafe extern "C" fn cellshm_hub_new(
 /// `hub` is NULL or a live hub.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_name(hub: *const cellshm_hub) -> *const c_char {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_hub_name's contract, which C keeps: `hub` is NULL or a live hub.
     boundary_value(std::ptr::null(), || unsafe { hub.as_ref() }.map_or(std::ptr::null(), |h| h.name.as_ptr()))
 }
 
@@ -233,7 +229,7 @@ pub unsafe extern "C" fn cellshm_hub_register(
     boundary("cellshm_hub_register", move || {
         // SAFETY: C passes a live hub and a NUL-terminated name, as cellshm_hub_register's
         // documentation requires.
-        let (hub, name) = unsafe { (object(hub, "hub"), c_str(name, "name")) };
+        let (hub, name) = unsafe { (Handle::borrow(hub), c_str(name, "name")) };
         let (hub, name) = (try_c!(hub), try_c!(name));
         link_end::register(&hub.hub, &hub.registrations, name, handler, userdata)
     })
@@ -251,7 +247,8 @@ pub unsafe extern "C" fn cellshm_hub_register(
 /// cellshm_peer_wait_ready.
 ///
 /// # Safety
-/// All strings are NUL-terminated; the lists NULL-terminated; `out_peer` writable.
+/// `hub` is live; all strings are NUL-terminated; the lists NULL-terminated; `options`
+/// NULL or a readable cellshm_peer_options; `out_peer` writable.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_spawn(
     hub: *const cellshm_hub,
@@ -263,19 +260,23 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
     out_peer: *mut *mut cellshm_peer,
 ) -> cellshm_status {
     boundary("cellshm_hub_spawn", || {
-        out_param!(out_peer);
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
-        // SAFETY: per this function's contract.
-        let program = try_c!(unsafe { c_str(program, "program") });
-        // SAFETY: per this function's contract.
-        let args = try_c!(unsafe { c_str_list(argv, "argv") });
-        // SAFETY: per this function's contract.
-        let env = try_c!(unsafe { c_str_list(envp, "envp") });
-        // SAFETY: the caller passes NULL or a readable cellshm_peer_options.
-        let options = match unsafe { options.as_ref() } {
+        // SAFETY: cellshm_hub_spawn's contract, which C keeps: `hub` is live; all strings are
+        // NUL-terminated; the lists NULL-terminated; `options` NULL or a readable
+        // cellshm_peer_options; `out_peer` writable.
+        let (arg0, arg1, arg2, arg3, arg4, arg5, options) = unsafe {
+            (
+                Out::new(out_peer, "out_peer"),
+                Handle::borrow(hub),
+                c_str(name, "name"),
+                c_str(program, "program"),
+                c_str_list(argv, "argv"),
+                c_str_list(envp, "envp"),
+                options.as_ref(),
+            )
+        };
+        let (out_peer, hub, name, program, args, env): (_, &cellshm_hub, _, _, _, _) =
+            (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3), try_c!(arg4), try_c!(arg5));
+        let options = match options {
             Some(o) => try_c!(peer_options_from(o)),
             None => hub.peer_defaults.clone(),
         };
@@ -290,8 +291,7 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
         let ticket = try_cellshm!(hub.hub.add_peer(name, options));
         let (peer, child) = try_cellshm!(ticket.spawn(&mut command));
         let handle = cellshm_peer { peer, process: Some(CellProcess::new(child)) };
-        // SAFETY: out_peer checked non-NULL.
-        unsafe { put(out_peer, Box::into_raw(Box::new(handle))) }
+        out_peer.hand_over(handle)
     })
 }
 
@@ -305,10 +305,9 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
 /// `hub` is NULL or a hub not yet freed, not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_free(hub: *mut cellshm_hub) {
-    if !hub.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: created by Box::into_raw in cellshm_hub_new and not freed before.
-            let hub = unsafe { Box::from_raw(hub) };
+    // SAFETY: cellshm_hub_free's contract, which C keeps: `hub` is NULL or a hub not yet freed, not in use by another thread.
+    unsafe {
+        free_with(hub, |hub| {
             let cellshm_hub { hub, log_sink, registrations, access_policy, .. } = *hub;
             // Closing the links joins the threads that run handlers: none runs after
             // this, even if peer handles keep the links' memory alive.
@@ -316,6 +315,6 @@ pub unsafe extern "C" fn cellshm_hub_free(hub: *mut cellshm_hub) {
             drop(log_sink);
             access_policy.replace(None);
             registrations.end_all();
-        }));
+        })
     }
 }

@@ -56,13 +56,12 @@ pub unsafe extern "C" fn cellshm_reply_caller(
     out_caller: *mut cellshm_caller,
 ) -> cellshm_status {
     boundary("cellshm_reply_caller", || {
-        out_param!(out_caller);
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { reply_state(reply) });
+        // SAFETY: cellshm_reply_caller's contract, which C keeps: `reply` is the running handler's reply; `out_caller` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_caller, "out_caller"), reply_state(reply)) };
+        let (out_caller, state) = (try_c!(arg0), try_c!(arg1));
         let Some(identity) = state.call.caller() else { return unknown_caller() };
         let caller = c_caller(&identity, &mut state.caller_name);
-        // SAFETY: out_caller checked non-NULL.
-        unsafe { put(out_caller, caller) }
+        out_caller.write(caller)
     })
 }
 
@@ -77,13 +76,12 @@ pub unsafe extern "C" fn cellshm_stream_call_caller(
     out_caller: *mut cellshm_caller,
 ) -> cellshm_status {
     boundary("cellshm_stream_call_caller", || {
-        out_param!(out_caller);
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { stream_call_state(call) });
+        // SAFETY: cellshm_stream_call_caller's contract, which C keeps: `call` is the running stream handler's call; `out_caller` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_caller, "out_caller"), stream_call_state(call)) };
+        let (out_caller, state) = (try_c!(arg0), try_c!(arg1));
         let Some(identity) = state.call.caller() else { return unknown_caller() };
         let caller = c_caller(&identity, &mut state.caller_name);
-        // SAFETY: out_caller checked non-NULL.
-        unsafe { put(out_caller, caller) }
+        out_caller.write(caller)
     })
 }
 
@@ -101,12 +99,9 @@ pub unsafe extern "C" fn cellshm_hub_allow(
     cells: *const *const c_char,
 ) -> cellshm_status {
     boundary("cellshm_hub_allow", || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let cells = try_c!(unsafe { c_str_list(cells, "cells") });
+        // SAFETY: cellshm_hub_allow's contract, which C keeps: `hub` is live; `method` NUL-terminated; `cells` NULL or a NULL-terminated list.
+        let (arg0, arg1, arg2) = unsafe { (Handle::borrow(hub), c_str(method, "method"), c_str_list(cells, "cells")) };
+        let (hub, method, cells) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         try_cellshm!(hub.hub.allow(method, &cells));
         CELLSHM_OK
     })
@@ -119,10 +114,9 @@ pub unsafe extern "C" fn cellshm_hub_allow(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_allow_everyone(hub: *const cellshm_hub, method: *const c_char) -> cellshm_status {
     boundary("cellshm_hub_allow_everyone", || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: cellshm_hub_allow_everyone's contract, which C keeps: `hub` is live; `method` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(hub), c_str(method, "method")) };
+        let (hub, method) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(hub.hub.allow_everyone(method));
         CELLSHM_OK
     })
@@ -150,8 +144,10 @@ pub unsafe extern "C" fn cellshm_hub_set_access_policy(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_set_access_policy", move || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: cellshm_hub_set_access_policy's contract, which C keeps: `hub` is live; `policy` NULL or a valid function.
+        // (A NULL policy removes the one set.)
+        let (hub, policy) = unsafe { (Handle::borrow(hub), Trusted::new(policy, "policy").ok()) };
+        let hub: &cellshm_hub = try_c!(hub);
         let Some(policy) = policy else {
             hub.hub.set_access_policy(None);
             hub.access_policy.replace(None);
@@ -164,10 +160,8 @@ pub unsafe extern "C" fn cellshm_hub_set_access_policy(
             let mut name = None;
             let caller = c_caller(who, &mut name);
             let Ok(method) = CString::new(method) else { return false };
-            // SAFETY: registered by C for this purpose; `caller` (and the name it points
-            // to) and `method` live during the call. A panic (none is expected) refuses.
-            catch_unwind(AssertUnwindSafe(|| unsafe { policy(running.userdata(), &caller, method.as_ptr()) }))
-                .unwrap_or(false)
+            // A panic (none is expected) refuses.
+            catch_unwind(AssertUnwindSafe(|| policy.call(running.userdata(), &caller, &method))).unwrap_or(false)
         })));
         hub.access_policy.replace(Some(current));
         CELLSHM_OK
@@ -181,7 +175,7 @@ pub unsafe extern "C" fn cellshm_hub_set_access_policy(
 /// `peer` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_refused_calls(peer: *const cellshm_peer) -> u64 {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_peer_refused_calls's contract, which C keeps: `peer` is NULL or live.
     boundary_value(0, || unsafe { peer.as_ref() }.map_or(0, |p| p.peer.refused_calls()))
 }
 
@@ -200,10 +194,9 @@ pub unsafe extern "C" fn cellshm_hub_enable_inspect(
     count: usize,
 ) -> cellshm_status {
     boundary("cellshm_hub_enable_inspect", || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let uids = try_c!(unsafe { uid_list(uids, count) });
+        // SAFETY: cellshm_hub_enable_inspect's contract, which C keeps: `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
+        let (arg0, arg1) = unsafe { (Handle::borrow(hub), uid_list(uids, count)) };
+        let (hub, uids) = (try_c!(arg0), try_c!(arg1));
         hub.hub.enable_inspect(uids);
         CELLSHM_OK
     })
@@ -224,12 +217,9 @@ pub unsafe extern "C" fn cellshm_hub_allow_attached(
     count: usize,
 ) -> cellshm_status {
     boundary("cellshm_hub_allow_attached", || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
-        // SAFETY: per this function's contract.
-        let uids = try_c!(unsafe { uid_list(uids, count) });
+        // SAFETY: cellshm_hub_allow_attached's contract, which C keeps: `hub` is live; `method` NUL-terminated; `uids` points to `count` readable uids (or is NULL with `count` 0).
+        let (arg0, arg1, arg2) = unsafe { (Handle::borrow(hub), c_str(method, "method"), uid_list(uids, count)) };
+        let (hub, method, uids) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         try_cellshm!(hub.hub.allow_attached(method, uids));
         CELLSHM_OK
     })
@@ -240,10 +230,6 @@ pub unsafe extern "C" fn cellshm_hub_allow_attached(
 /// # Safety
 /// `uids` points to `count` readable uids, or is NULL.
 unsafe fn uid_list<'a>(uids: *const u32, count: usize) -> Result<&'a [u32], cellshm_status> {
-    match (uids.is_null(), count) {
-        (_, 0) => Ok(&[]),
-        (true, n) => Err(invalid(format!("uids is NULL but count is {n}"))),
-        // SAFETY: `uids` holds `count` readable values per this function's contract.
-        (false, n) => Ok(unsafe { std::slice::from_raw_parts(uids, n) }),
-    }
+    // SAFETY: as the contract above says.
+    unsafe { c_slice(uids, count, "uids") }
 }

@@ -47,7 +47,8 @@ pub unsafe extern "C" fn cellshm_method_id(name: *const c_char) -> u32 {
         if name.is_null() {
             return 0;
         }
-        // SAFETY: non-NULL and NUL-terminated per this function's contract.
+        // SAFETY: cellshm_method_id's contract, which C keeps: `name` is NULL (handled
+        // above) or a NUL-terminated string.
         match unsafe { CStr::from_ptr(name) }.to_str() {
             Ok(s) => cellshm::method_id(s),
             Err(_) => 0,

@@ -1,8 +1,16 @@
 //! The C ABI of cellshm (`libcellshm.so`, `libcellshm.a`, `include/cellshm.h`).
 //!
-//! Every exported function runs inside [`boundary`], so no panic unwinds into C; checks
+//! Every exported function runs inside `boundary`, so no panic unwinds into C; checks
 //! every pointer before use (NULL → `CELLSHM_INVALID_ARGUMENT`); writes out-parameters
 //! only on success; and records a message for `cellshm_last_error_message`.
+//!
+//! Ownership is in types (`ownership`, rustls-ffi's `Castable`): each export turns its
+//! raw arguments into borrowed handles (`Handle::borrow`), checked strings and slices,
+//! and out-parameters (`Out`) in one `unsafe` block whose `// SAFETY:` states that
+//! export's contract; handles C owns go out with `Out::hand_over` and come back in
+//! their `_free` through `free_with`; C callbacks are trusted once where they are
+//! registered (`callbacks::Trusted`). The call and register bodies shared by the peer,
+//! cell, hub and supervisor exports are in `link_end`.
 //! Values that come *from* C and name a status or an option are taken as plain integers
 //! and validated, never as Rust enums (an out-of-range enum value would be undefined
 //! behaviour on the Rust side).
@@ -126,7 +134,7 @@ pub(crate) fn boundary(name: &str, body: impl FnOnce() -> cellshm_status) -> cel
     }
 }
 
-/// Like [`boundary`] for functions that return a value instead of a status.
+/// Like `boundary` for functions that return a value instead of a status.
 pub(crate) fn boundary_value<T>(default: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(default)
 }
@@ -143,19 +151,42 @@ pub(crate) unsafe fn c_str<'a>(ptr: *const c_char, what: &str) -> Result<&'a str
     unsafe { CStr::from_ptr(ptr) }.to_str().map_err(|_| invalid(format!("{what} is not valid UTF-8")))
 }
 
-/// A borrowed byte buffer argument (`ptr` may be NULL only when `len` is 0).
+/// A borrowed array argument of `len` values (`ptr` may be NULL only when `len` is 0).
 ///
 /// # Safety
-/// `ptr` points to `len` readable bytes that outlive `'a`.
-pub(crate) unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], cellshm_status> {
+/// `ptr` points to `len` readable, aligned values that outlive `'a`.
+pub(crate) unsafe fn c_slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], cellshm_status> {
     if len == 0 {
         return Ok(&[]);
     }
     if ptr.is_null() {
         return Err(invalid(format!("{what} is NULL but its length is {len}")));
     }
-    // SAFETY: non-NULL, and the caller guarantees `len` readable bytes.
+    // SAFETY: non-NULL, and the caller guarantees `len` readable values.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// A borrowed byte buffer argument: [`c_slice`] of bytes.
+///
+/// # Safety
+/// As for [`c_slice`].
+pub(crate) unsafe fn c_bytes<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], cellshm_status> {
+    // SAFETY: as the contract above says.
+    unsafe { c_slice(ptr, len, what) }
+}
+
+/// The arguments after argv[0] of an `argc`/`argv` pair (NULL allowed with argc 0).
+///
+/// # Safety
+/// `argv` has `argc` NUL-terminated strings that outlive `'a`, or is NULL with argc 0.
+pub(crate) unsafe fn c_args<'a>(argc: c_int, argv: *const *const c_char) -> Result<Vec<&'a str>, cellshm_status> {
+    if argc < 0 || (argc > 0 && argv.is_null()) {
+        return Err(invalid(format!("argc is {argc} but argv is {argv:?}")));
+    }
+    // SAFETY: `argv` has `argc` entries, by the contract above.
+    let entries = unsafe { c_slice(argv, argc as usize, "argv") }?;
+    // SAFETY: each entry is a NUL-terminated string, by the contract above.
+    entries.iter().skip(1).map(|&arg| unsafe { c_str(arg, "argv entry") }).collect()
 }
 
 /// The "Service.method" name and request buffer every call-like export takes.
@@ -167,9 +198,9 @@ pub(crate) unsafe fn method_and_request<'a>(
     request: *const u8,
     request_len: usize,
 ) -> Result<(&'a str, &'a [u8]), cellshm_status> {
-    // SAFETY: per this function's contract.
+    // SAFETY: `method` is as c_str needs, by the contract above.
     let method = unsafe { c_str(method, "method") }?;
-    // SAFETY: per this function's contract.
+    // SAFETY: `request` and `request_len` are as c_bytes needs, by the contract above.
     let request = unsafe { c_bytes(request, request_len, "request") }?;
     Ok((method, request))
 }
@@ -195,25 +226,6 @@ pub(crate) unsafe fn c_str_list<'a>(list: *const *const c_char, what: &str) -> R
     Ok(out)
 }
 
-/// Borrows `*ptr` or reports `what` as NULL.
-///
-/// # Safety
-/// `ptr` is NULL or a live object created by this library.
-pub(crate) unsafe fn object<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, cellshm_status> {
-    // SAFETY: the caller guarantees a non-NULL ptr is live and of this type.
-    unsafe { ptr.as_ref() }.ok_or_else(|| invalid(format!("{what} is NULL")))
-}
-
-/// Writes an out-parameter (after the call succeeded).
-///
-/// # Safety
-/// `out` was checked non-NULL and points to writable storage for a `T`.
-pub(crate) unsafe fn put<T>(out: *mut T, value: T) -> cellshm_status {
-    // SAFETY: per the contract above.
-    unsafe { out.write(value) };
-    CELLSHM_OK
-}
-
 macro_rules! try_c {
     ($e:expr) => {
         match $e {
@@ -232,14 +244,6 @@ macro_rules! try_cellshm {
     };
 }
 
-macro_rules! out_param {
-    ($out:ident) => {
-        if $out.is_null() {
-            return invalid(concat!(stringify!($out), " is NULL"));
-        }
-    };
-}
-
 pub mod call;
 pub mod callbacks;
 pub mod cell;
@@ -250,6 +254,7 @@ pub(crate) mod link_end;
 pub mod log;
 pub mod metrics;
 pub mod options;
+pub(crate) mod ownership;
 pub mod peer;
 pub mod response;
 pub mod stream;
@@ -265,6 +270,7 @@ use link_end::CRequest;
 pub use log::*;
 pub use metrics::*;
 pub use options::*;
+pub(crate) use ownership::{free_with, Handle, Out};
 pub use peer::*;
 pub use response::*;
 pub use stream::*;

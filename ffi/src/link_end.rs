@@ -37,9 +37,8 @@ impl<'a> CRequest<'a> {
 pub(crate) fn call(
     end: &impl LinkEnd,
     request: CRequest<'_>,
-    out_response: *mut *mut cellshm_response,
+    out_response: Out<'_, *mut cellshm_response>,
 ) -> cellshm_status {
-    out_param!(out_response);
     deliver_response(end.call(request.method, request.payload, &request.options), out_response)
 }
 
@@ -53,9 +52,8 @@ pub(crate) fn notify(end: &impl LinkEnd, request: CRequest<'_>) -> cellshm_statu
 pub(crate) fn call_start(
     end: &impl LinkEnd,
     request: CRequest<'_>,
-    out_call: *mut *mut cellshm_call,
+    out_call: Out<'_, *mut cellshm_call>,
 ) -> cellshm_status {
-    out_param!(out_call);
     start_call(|done| end.call_start(request.method, request.payload, &request.options, done), out_call)
 }
 
@@ -63,9 +61,8 @@ pub(crate) fn call_start(
 pub(crate) fn open_stream(
     end: &impl LinkEnd,
     request: CRequest<'_>,
-    out_stream: *mut *mut cellshm_stream,
+    out_stream: Out<'_, *mut cellshm_stream>,
 ) -> cellshm_status {
-    out_param!(out_stream);
     deliver_stream(end.open_stream(request.method, request.payload, &request.options), out_stream)
 }
 

@@ -203,8 +203,8 @@ pub unsafe extern "C" fn cellshm_hub_set_log_sink(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_hub_set_log_sink", move || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: cellshm_hub_set_log_sink's contract, which C keeps: `hub` is live; `sink` NULL or a valid function.
+        let hub = try_c!(unsafe { Handle::borrow(hub) });
         set_sink(&hub.hub, &hub.log_sink, sink, userdata)
     })
 }
@@ -222,8 +222,8 @@ pub unsafe extern "C" fn cellshm_supervisor_set_log_sink(
 ) -> cellshm_status {
     let userdata = Registration::new(userdata, free_userdata);
     boundary("cellshm_supervisor_set_log_sink", move || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: cellshm_supervisor_set_log_sink's contract, which C keeps: `supervisor` is live; `sink` NULL or a valid function.
+        let sup = try_c!(unsafe { Handle::borrow(supervisor) });
         set_sink(sup.sup.hub(), &sup.log_sink, sink, userdata)
     })
 }
@@ -235,10 +235,9 @@ pub unsafe extern "C" fn cellshm_supervisor_set_log_sink(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_log(cell: *const cellshm_cell, line: *const c_char) -> cellshm_status {
     boundary("cellshm_cell_log", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let line = try_c!(unsafe { c_str(line, "line") });
+        // SAFETY: cellshm_cell_log's contract, which C keeps: `cell` is live; `line` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(cell), c_str(line, "line")) };
+        let (cell, line) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(cell.cell.log(line));
         CELLSHM_OK
     })
@@ -259,12 +258,9 @@ pub unsafe extern "C" fn cellshm_cell_log_event(
     message: *const c_char,
 ) -> cellshm_status {
     boundary("cellshm_cell_log_event", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let target = try_c!(unsafe { c_str(target, "target") });
-        // SAFETY: per this function's contract.
-        let message = try_c!(unsafe { c_str(message, "message") });
+        // SAFETY: cellshm_cell_log_event's contract, which C keeps: `cell` is live; `target` and `message` NUL-terminated.
+        let (arg0, arg1, arg2) = unsafe { (Handle::borrow(cell), c_str(target, "target"), c_str(message, "message")) };
+        let (cell, target, message) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         try_cellshm!(cell.cell.log_event(level, target, message));
         CELLSHM_OK
     })
@@ -289,32 +285,24 @@ pub unsafe extern "C" fn cellshm_cell_log_fields(
     field_count: usize,
 ) -> cellshm_status {
     boundary("cellshm_cell_log_fields", || {
-        // SAFETY: per this function's contract.
-        let cell = try_c!(unsafe { object(cell, "cell") });
-        // SAFETY: per this function's contract.
-        let target = try_c!(unsafe { c_str(target, "target") });
-        // SAFETY: per this function's contract.
-        let message = try_c!(unsafe { c_str(message, "message") });
-        // SAFETY: per this function's contract.
-        let file = if file.is_null() { "" } else { try_c!(unsafe { c_str(file, "file") }) };
-        if field_count > cellshm::wire::MAX_LOG_FIELDS {
-            return invalid(format!("{field_count} log fields (at most {})", cellshm::wire::MAX_LOG_FIELDS));
-        }
-        if field_count > 0 && fields.is_null() {
-            return invalid(format!("fields is NULL but field_count is {field_count}"));
-        }
+        // SAFETY: cellshm_cell_log_fields's contract, which C keeps: `cell` is live;
+        // `target` and `message` NUL-terminated, `file` NULL or NUL-terminated; `fields`
+        // points to `field_count` fields whose strings are NUL-terminated.
+        let (arg0, arg1, arg2, arg3, arg4) = unsafe {
+            (
+                Handle::borrow(cell),
+                c_str(target, "target"),
+                c_str(message, "message"),
+                if file.is_null() { Ok("") } else { c_str(file, "file") },
+                log_fields(fields, field_count),
+            )
+        };
+        let (cell, target, message, file, fields) =
+            (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3), try_c!(arg4));
         let mut record = cellshm::wire::LogEvent::new(level, target, message);
         record.file = file.to_string();
         record.line = line;
-        for i in 0..field_count {
-            // SAFETY: `fields` holds `field_count` readable entries per this function's contract.
-            let field = unsafe { *fields.add(i) };
-            // SAFETY: per this function's contract.
-            let key = try_c!(unsafe { c_str(field.key, &format!("fields[{i}].key")) });
-            // SAFETY: per this function's contract.
-            let value = try_c!(unsafe { c_str(field.value, &format!("fields[{i}].value")) });
-            record.fields.push((key.to_string(), value.to_string()));
-        }
+        record.fields = fields.into_iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
         try_cellshm!(cell.cell.log_record(&record));
         CELLSHM_OK
     })
@@ -328,6 +316,34 @@ pub unsafe extern "C" fn cellshm_cell_log_fields(
 /// `cell` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_cell_log_dropped(cell: *const cellshm_cell) -> u64 {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_cell_log_dropped's contract, which C keeps: `cell` is NULL or live.
     boundary_value(0, || unsafe { cell.as_ref() }.map_or(0, |c| c.cell.log_records_dropped()))
+}
+
+/// The key/value strings of `count` log fields at `fields`.
+///
+/// # Safety
+/// `fields` points to `count` readable fields whose strings are NUL-terminated (or is
+/// NULL with 0), all outliving `'a`.
+unsafe fn log_fields<'a>(
+    fields: *const cellshm_log_field,
+    count: usize,
+) -> Result<Vec<(&'a str, &'a str)>, cellshm_status> {
+    if count > cellshm::wire::MAX_LOG_FIELDS {
+        return Err(invalid(format!("{count} log fields (at most {})", cellshm::wire::MAX_LOG_FIELDS)));
+    }
+    if count > 0 && fields.is_null() {
+        return Err(invalid(format!("fields is NULL but field_count is {count}")));
+    }
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        // SAFETY: `fields` holds `count` readable entries, by the contract above.
+        let field = unsafe { *fields.add(i) };
+        // SAFETY: each field's strings are NUL-terminated, by the contract above.
+        let key = unsafe { c_str(field.key, &format!("fields[{i}].key")) }?;
+        // SAFETY: as above.
+        let value = unsafe { c_str(field.value, &format!("fields[{i}].value")) }?;
+        out.push((key, value));
+    }
+    Ok(out)
 }

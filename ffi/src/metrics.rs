@@ -40,11 +40,10 @@ pub unsafe extern "C" fn cellshm_peer_method_metrics(
     out_metrics: *mut cellshm_method_metrics,
 ) -> cellshm_status {
     boundary("cellshm_peer_method_metrics", || {
-        out_param!(out_metrics);
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        // SAFETY: per this function's contract.
-        let method = try_c!(unsafe { c_str(method, "method") });
+        // SAFETY: cellshm_peer_method_metrics's contract, which C keeps: `peer` is live; `method` NUL-terminated; `out_metrics` writable.
+        let (arg0, arg1, arg2) =
+            unsafe { (Out::new(out_metrics, "out_metrics"), Handle::borrow(peer), c_str(method, "method")) };
+        let (out_metrics, peer, method) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         let metrics = peer.peer.metrics();
         let methods = match direction {
             CELLSHM_HOST_TO_CELL => &metrics.outgoing,
@@ -65,8 +64,7 @@ pub unsafe extern "C" fn cellshm_peer_method_metrics(
             p99_ns: m.latency.p99_ns,
             max_ns: m.latency.max_ns,
         };
-        // SAFETY: out_metrics checked non-NULL.
-        unsafe { put(out_metrics, out) }
+        out_metrics.write(out)
     })
 }
 
@@ -82,13 +80,12 @@ pub unsafe extern "C" fn cellshm_hub_metrics_json(
     out_json: *mut *mut c_char,
 ) -> cellshm_status {
     boundary("cellshm_hub_metrics_json", || {
-        out_param!(out_json);
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: cellshm_hub_metrics_json's contract, which C keeps: `hub` is live; `out_json` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_json, "out_json"), Handle::borrow(hub)) };
+        let (out_json, hub) = (try_c!(arg0), try_c!(arg1));
         let json = hub_metrics_json(&hub.hub);
         let text = CString::new(json).unwrap_or_default();
-        // SAFETY: out_json checked non-NULL.
-        unsafe { put(out_json, text.into_raw()) }
+        out_json.write(text.into_raw())
     })
 }
 

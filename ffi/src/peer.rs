@@ -44,8 +44,8 @@ impl cellshm_peer {
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_wait_ready(peer: *const cellshm_peer, timeout_ms: u64) -> cellshm_status {
     boundary("cellshm_peer_wait_ready", || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: cellshm_peer_wait_ready's contract, which C keeps: `peer` is a live peer.
+        let peer = try_c!(unsafe { Handle::borrow(peer) });
         try_cellshm!(peer.peer.wait_ready(Duration::from_millis(timeout_ms)));
         CELLSHM_OK
     })
@@ -69,11 +69,16 @@ pub unsafe extern "C" fn cellshm_peer_call(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_peer_call", || {
-        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_call's documentation
-        // requires (the same as CRequest::from_c's).
-        let (peer, request) =
-            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, options)) };
-        let (peer, request) = (try_c!(peer), try_c!(request));
+        // SAFETY: cellshm_peer_call's contract, which C keeps: a live `peer`, the call's arguments as
+        // CRequest::from_c needs them, a writable `out_response`.
+        let (arg0, arg1, arg2) = unsafe {
+            (
+                Out::new(out_response, "out_response"),
+                Handle::borrow(peer),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (out_response, peer, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         link_end::call(&peer.peer, request, out_response)
     })
 }
@@ -93,7 +98,7 @@ pub unsafe extern "C" fn cellshm_peer_notify(
         // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_notify's documentation
         // requires (the same as CRequest::from_c's).
         let (peer, request) =
-            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, std::ptr::null())) };
+            unsafe { (Handle::borrow(peer), CRequest::from_c(method, request, request_len, std::ptr::null())) };
         let (peer, request) = (try_c!(peer), try_c!(request));
         link_end::notify(&peer.peer, request)
     })
@@ -109,9 +114,9 @@ pub unsafe extern "C" fn cellshm_peer_get_state(
     out_state: *mut cellshm_peer_state,
 ) -> cellshm_status {
     boundary("cellshm_peer_get_state", || {
-        out_param!(out_state);
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: cellshm_peer_get_state's contract, which C keeps: `peer` is live; `out_state` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_state, "out_state"), Handle::borrow(peer)) };
+        let (out_state, peer) = (try_c!(arg0), try_c!(arg1));
         let state = match peer.peer.state() {
             PeerState::Starting => cellshm_peer_state::CELLSHM_PEER_STATE_STARTING,
             PeerState::Joined => cellshm_peer_state::CELLSHM_PEER_STATE_JOINED,
@@ -119,8 +124,7 @@ pub unsafe extern "C" fn cellshm_peer_get_state(
             PeerState::Leaving => cellshm_peer_state::CELLSHM_PEER_STATE_LEAVING,
             PeerState::Dead(_) => cellshm_peer_state::CELLSHM_PEER_STATE_DEAD,
         };
-        // SAFETY: out_state checked non-NULL.
-        unsafe { put(out_state, state) }
+        out_state.write(state)
     })
 }
 
@@ -130,7 +134,7 @@ pub unsafe extern "C" fn cellshm_peer_get_state(
 /// `peer` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_pid(peer: *const cellshm_peer) -> u32 {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_peer_pid's contract, which C keeps: `peer` is NULL or live.
     boundary_value(0, || unsafe { peer.as_ref() }.and_then(|p| p.peer.pid()).unwrap_or(0))
 }
 
@@ -149,14 +153,12 @@ pub unsafe extern "C" fn cellshm_peer_on_death(
 ) -> cellshm_status {
     let userdata = Userdata { ptr: userdata, free: free_userdata };
     boundary("cellshm_peer_on_death", move || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        let Some(callback) = callback else { return invalid("callback is NULL") };
+        // SAFETY: cellshm_peer_on_death's contract, which C keeps: `peer` is live; `callback` a valid function.
+        let (peer, callback) = unsafe { (Handle::borrow(peer), Trusted::new(callback, "callback")) };
+        let (peer, callback): (&cellshm_peer, _) = (try_c!(peer), try_c!(callback));
         peer.peer.on_death(move |error| {
             let message = CString::new(error.message().replace('\0', "\\0")).unwrap_or_default();
-            // SAFETY: registered by C for this purpose; message is valid during the call.
-            let _ =
-                catch_unwind(AssertUnwindSafe(|| unsafe { callback(userdata.ptr, error.code(), message.as_ptr()) }));
+            let _ = catch_unwind(AssertUnwindSafe(|| callback.call(userdata.ptr, error.code(), &message)));
             drop(userdata);
         });
         CELLSHM_OK
@@ -177,14 +179,11 @@ pub unsafe extern "C" fn cellshm_peer_wait_exit(
     out_exit_code: *mut c_int,
 ) -> cellshm_status {
     boundary("cellshm_peer_wait_exit", || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: cellshm_peer_wait_exit's contract, which C keeps: `peer` is live; `out_exit_code` NULL or writable.
+        let (peer, out_exit_code) = unsafe { (Handle::borrow(peer), Out::optional(out_exit_code, "out_exit_code")) };
+        let peer: &cellshm_peer = try_c!(peer);
         let code = try_cellshm!(peer.process().and_then(|p| p.wait_exit(Duration::from_millis(timeout_ms))));
-        if !out_exit_code.is_null() {
-            // SAFETY: checked non-NULL; writable per this function's contract.
-            unsafe { put(out_exit_code, code) };
-        }
-        CELLSHM_OK
+        out_exit_code.map_or(CELLSHM_OK, |out| out.write(code))
     })
 }
 
@@ -196,8 +195,8 @@ pub unsafe extern "C" fn cellshm_peer_wait_exit(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_kill(peer: *const cellshm_peer) -> cellshm_status {
     boundary("cellshm_peer_kill", || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: cellshm_peer_kill's contract, which C keeps: `peer` is live.
+        let peer = try_c!(unsafe { Handle::borrow(peer) });
         try_cellshm!(peer.process().and_then(|p| p.kill()));
         CELLSHM_OK
     })
@@ -212,8 +211,8 @@ pub unsafe extern "C" fn cellshm_peer_kill(peer: *const cellshm_peer) -> cellshm
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_shutdown(peer: *const cellshm_peer, grace_ms: u64) -> cellshm_status {
     boundary("cellshm_peer_shutdown", || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: cellshm_peer_shutdown's contract, which C keeps: `peer` is live.
+        let peer = try_c!(unsafe { Handle::borrow(peer) });
         match &peer.process {
             Some(process) => drop(process.shutdown(&peer.peer, Duration::from_millis(grace_ms))),
             None => peer.peer.shutdown(Duration::from_millis(grace_ms)),
@@ -230,15 +229,14 @@ pub unsafe extern "C" fn cellshm_peer_shutdown(peer: *const cellshm_peer, grace_
 /// `peer` is NULL or a peer not yet freed, not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_free(peer: *mut cellshm_peer) {
-    if !peer.is_null() {
-        // SAFETY: created by Box::into_raw in cellshm_hub_spawn and not freed before.
-        let handle = unsafe { Box::from_raw(peer) };
-        // A process still running is reaped in the background once it exits.
-        let _ = catch_unwind(AssertUnwindSafe(move || {
+    // SAFETY: cellshm_peer_free's contract, which C keeps: `peer` is NULL or a peer not yet freed, not in use by another thread.
+    // A process still running is reaped in the background once it exits.
+    unsafe {
+        free_with(peer, |handle| {
             if let Some(process) = handle.process {
                 process.detach();
             }
-        }));
+        })
     }
 }
 
@@ -256,15 +254,12 @@ pub unsafe extern "C" fn cellshm_hub_enable_attach(
     uid_count: usize,
 ) -> cellshm_status {
     boundary("cellshm_hub_enable_attach", || {
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
+        // SAFETY: cellshm_hub_enable_attach's contract, which C keeps: `hub` is live; `uids` has `uid_count` readable entries (or is NULL with 0).
+        let (hub, uids) = unsafe { (Handle::borrow(hub), c_slice(uids, uid_count, "uids")) };
+        let (hub, uids): (&cellshm_hub, _) = (try_c!(hub), try_c!(uids));
         let mut policy = cellshm::host::attach::AttachPolicy::default();
-        if uid_count > 0 {
-            if uids.is_null() {
-                return invalid("uids is NULL but uid_count is not 0");
-            }
-            // SAFETY: `uids` has `uid_count` readable entries per this function's contract.
-            policy.allowed_uids = unsafe { std::slice::from_raw_parts(uids, uid_count) }.to_vec();
+        if !uids.is_empty() {
+            policy.allowed_uids = uids.to_vec();
         }
         let listener = try_cellshm!(hub.hub.enable_attach(policy));
         *hub.attach.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
@@ -286,16 +281,13 @@ pub unsafe extern "C" fn cellshm_hub_find_peer(
     out_peer: *mut *mut cellshm_peer,
 ) -> cellshm_status {
     boundary("cellshm_hub_find_peer", || {
-        out_param!(out_peer);
-        // SAFETY: per this function's contract.
-        let hub = try_c!(unsafe { object(hub, "hub") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_hub_find_peer's contract, which C keeps: `hub` is live; `name` NUL-terminated; `out_peer` writable.
+        let (arg0, arg1, arg2) = unsafe { (Out::new(out_peer, "out_peer"), Handle::borrow(hub), c_str(name, "name")) };
+        let (out_peer, hub, name) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         let Some(peer) = hub.hub.peers().into_iter().rev().find(|p| p.name() == name) else {
             return fail(Error::new(Status::NotFound, format!("no peer named {name:?}")));
         };
-        // SAFETY: out_peer checked non-NULL.
-        unsafe { put(out_peer, Box::into_raw(Box::new(cellshm_peer { peer, process: None }))) }
+        out_peer.hand_over(cellshm_peer { peer, process: None })
     })
 }
 
@@ -311,10 +303,9 @@ pub unsafe extern "C" fn cellshm_peer_set_log_filter(
     timeout_ms: u64,
 ) -> cellshm_status {
     boundary("cellshm_peer_set_log_filter", || {
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
-        // SAFETY: per this function's contract.
-        let filter = try_c!(unsafe { c_str(filter, "filter") });
+        // SAFETY: cellshm_peer_set_log_filter's contract, which C keeps: `peer` is live; `filter` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(peer), c_str(filter, "filter")) };
+        let (peer, filter) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(peer.peer.set_log_filter(filter, Duration::from_millis(timeout_ms)));
         CELLSHM_OK
     })
@@ -339,13 +330,12 @@ pub unsafe extern "C" fn cellshm_peer_methods(
     out_list: *mut *mut cellshm_method_list,
 ) -> cellshm_status {
     boundary("cellshm_peer_methods", || {
-        out_param!(out_list);
-        // SAFETY: per this function's contract.
-        let peer = try_c!(unsafe { object(peer, "peer") });
+        // SAFETY: cellshm_peer_methods's contract, which C keeps: `peer` is live; `out_list` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_list, "out_list"), Handle::borrow(peer)) };
+        let (out_list, peer) = (try_c!(arg0), try_c!(arg1));
         let methods = try_cellshm!(peer.peer.served_methods(Duration::from_millis(timeout_ms)));
         let methods = methods.into_iter().map(|(n, id, _)| (c_string(&n), id)).collect();
-        // SAFETY: out_list checked non-NULL.
-        unsafe { put(out_list, Box::into_raw(Box::new(cellshm_method_list { methods }))) }
+        out_list.hand_over(cellshm_method_list { methods })
     })
 }
 
@@ -355,7 +345,7 @@ pub unsafe extern "C" fn cellshm_peer_methods(
 /// `list` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_method_list_len(list: *const cellshm_method_list) -> usize {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_method_list_len's contract, which C keeps: `list` is NULL or live.
     boundary_value(0, || unsafe { list.as_ref() }.map_or(0, |l| l.methods.len()))
 }
 
@@ -367,7 +357,7 @@ pub unsafe extern "C" fn cellshm_method_list_len(list: *const cellshm_method_lis
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_method_list_name(list: *const cellshm_method_list, index: usize) -> *const c_char {
     boundary_value(std::ptr::null(), || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_method_list_name's contract, which C keeps: `list` is NULL or live.
         let list = unsafe { list.as_ref() };
         list.and_then(|l| l.methods.get(index)).map_or(std::ptr::null(), |(n, _)| n.as_ptr())
     })
@@ -380,7 +370,7 @@ pub unsafe extern "C" fn cellshm_method_list_name(list: *const cellshm_method_li
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_method_list_id(list: *const cellshm_method_list, index: usize) -> u32 {
     boundary_value(0, || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_method_list_id's contract, which C keeps: `list` is NULL or live.
         let list = unsafe { list.as_ref() };
         list.and_then(|l| l.methods.get(index)).map_or(0, |(_, id)| *id)
     })
@@ -392,10 +382,8 @@ pub unsafe extern "C" fn cellshm_method_list_id(list: *const cellshm_method_list
 /// `list` is NULL or not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_method_list_free(list: *mut cellshm_method_list) {
-    if !list.is_null() {
-        // SAFETY: created by Box::into_raw in cellshm_peer_methods and not freed before.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(list) })));
-    }
+    // SAFETY: cellshm_method_list_free's contract, which C keeps: `list` is NULL or not yet freed.
+    unsafe { free_with(list, drop) }
 }
 
 /// The largest payload a call to `peer` (or its answer) can carry: the hub's largest slot
@@ -405,6 +393,6 @@ pub unsafe extern "C" fn cellshm_method_list_free(list: *mut cellshm_method_list
 /// `peer` is NULL or live.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_max_payload(peer: *const cellshm_peer) -> usize {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_peer_max_payload's contract, which C keeps: `peer` is NULL or live.
     boundary_value(0, || unsafe { peer.as_ref() }.map_or(0, |p| p.peer.max_payload()))
 }

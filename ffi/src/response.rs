@@ -20,7 +20,7 @@ pub struct cellshm_response {
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response) -> *const u8 {
     boundary_value(std::ptr::null(), || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_response_data's contract, which C keeps: `response` is NULL or a live response.
         let response = unsafe { response.as_ref() };
         response.and_then(|r| r.response.as_ref()).map_or(std::ptr::null(), |r| r.payload().as_ptr())
     })
@@ -32,7 +32,7 @@ pub unsafe extern "C" fn cellshm_response_data(response: *const cellshm_response
 /// `response` is NULL or a live response.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_response_len(response: *const cellshm_response) -> usize {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_response_len's contract, which C keeps: `response` is NULL or a live response.
     boundary_value(0, || unsafe { response.as_ref() }.and_then(|r| r.response.as_ref()).map_or(0, Response::len))
 }
 
@@ -42,11 +42,8 @@ pub unsafe extern "C" fn cellshm_response_len(response: *const cellshm_response)
 /// `response` is NULL or a response not yet freed; it must not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_response_free(response: *mut cellshm_response) {
-    if !response.is_null() {
-        // SAFETY: created by Box::into_raw in deliver_response and not freed before.
-        let boxed = unsafe { Box::from_raw(response) };
-        let _ = catch_unwind(AssertUnwindSafe(|| recycle(boxed)));
-    }
+    // SAFETY: cellshm_response_free's contract, which C keeps: `response` is NULL or a response not yet freed; it must not be used afterwards.
+    unsafe { free_with(response, recycle) }
 }
 
 thread_local! {
@@ -66,11 +63,14 @@ pub(crate) fn recycle(mut boxed: Box<cellshm_response>) {
     });
 }
 
-pub(crate) fn deliver_response(result: cellshm::Result<Response>, out: *mut *mut cellshm_response) -> cellshm_status {
+pub(crate) fn deliver_response(
+    result: cellshm::Result<Response>,
+    out: Out<'_, *mut cellshm_response>,
+) -> cellshm_status {
     let response = try_cellshm!(result);
     let spare = SPARE_RESPONSE.try_with(|spare| spare.borrow_mut().take()).ok().flatten();
     let mut boxed = spare.unwrap_or_else(|| Box::new(cellshm_response { response: None }));
     boxed.response = Some(response);
-    // SAFETY: callers checked `out` non-NULL.
-    unsafe { put(out, Box::into_raw(boxed)) }
+    // A spare box is reused (it already holds a response's place): handed over as is.
+    out.write(Box::into_raw(boxed))
 }

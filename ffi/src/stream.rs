@@ -111,23 +111,21 @@ pub struct cellshm_stream_item {
 
 pub(crate) fn deliver_item(
     result: cellshm::Result<Option<StreamItem>>,
-    out: *mut *mut cellshm_stream_item,
+    out: Out<'_, *mut cellshm_stream_item>,
 ) -> cellshm_status {
-    let item = try_cellshm!(result);
-    let raw = item.map_or(std::ptr::null_mut(), |item| Box::into_raw(Box::new(cellshm_stream_item { item })));
-    // SAFETY: callers checked `out` non-NULL.
-    unsafe { put(out, raw) }
+    match try_cellshm!(result) {
+        Some(item) => out.hand_over(cellshm_stream_item { item }),
+        None => out.write(std::ptr::null_mut()),
+    }
 }
 
-pub(crate) fn deliver_stream(result: cellshm::Result<Stream>, out: *mut *mut cellshm_stream) -> cellshm_status {
+pub(crate) fn deliver_stream(result: cellshm::Result<Stream>, out: Out<'_, *mut cellshm_stream>) -> cellshm_status {
     let stream = try_cellshm!(result);
     let shared = StreamHandle {
         state: std::sync::Mutex::new(HandleState { stream: StreamState::Open(Arc::new(stream)), users: 0 }),
         left: std::sync::Condvar::new(),
     };
-    let boxed = Box::new(cellshm_stream { shared: Arc::new(shared) });
-    // SAFETY: callers checked `out` non-NULL.
-    unsafe { put(out, Box::into_raw(boxed)) }
+    out.hand_over(cellshm_stream { shared: Arc::new(shared) })
 }
 
 /// Opens a stream to the cell's stream method "Service.method" with `request_len`
@@ -150,11 +148,16 @@ pub unsafe extern "C" fn cellshm_peer_open_stream(
     out_stream: *mut *mut cellshm_stream,
 ) -> cellshm_status {
     boundary("cellshm_peer_open_stream", || {
-        // SAFETY: C passes a live peer and the call's arguments as cellshm_peer_open_stream's documentation
-        // requires (the same as CRequest::from_c's).
-        let (peer, request) =
-            unsafe { (object(peer, "peer"), CRequest::from_c(method, request, request_len, options)) };
-        let (peer, request) = (try_c!(peer), try_c!(request));
+        // SAFETY: cellshm_peer_open_stream's contract, which C keeps: a live `peer`, the call's arguments as
+        // CRequest::from_c needs them, a writable `out_stream`.
+        let (arg0, arg1, arg2) = unsafe {
+            (
+                Out::new(out_stream, "out_stream"),
+                Handle::borrow(peer),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (out_stream, peer, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         link_end::open_stream(&peer.peer, request, out_stream)
     })
 }
@@ -174,11 +177,16 @@ pub unsafe extern "C" fn cellshm_cell_open_stream(
     out_stream: *mut *mut cellshm_stream,
 ) -> cellshm_status {
     boundary("cellshm_cell_open_stream", || {
-        // SAFETY: C passes a live cell and the call's arguments as cellshm_cell_open_stream's documentation
-        // requires (the same as CRequest::from_c's).
-        let (cell, request) =
-            unsafe { (object(cell, "cell"), CRequest::from_c(method, request, request_len, options)) };
-        let (cell, request) = (try_c!(cell), try_c!(request));
+        // SAFETY: cellshm_cell_open_stream's contract, which C keeps: a live `cell`, the call's arguments as
+        // CRequest::from_c needs them, a writable `out_stream`.
+        let (arg0, arg1, arg2) = unsafe {
+            (
+                Out::new(out_stream, "out_stream"),
+                Handle::borrow(cell),
+                CRequest::from_c(method, request, request_len, options),
+            )
+        };
+        let (out_stream, cell, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         link_end::open_stream(&cell.cell, request, out_stream)
     })
 }
@@ -205,9 +213,10 @@ pub unsafe extern "C" fn cellshm_stream_next(
     out_item: *mut *mut cellshm_stream_item,
 ) -> cellshm_status {
     boundary("cellshm_stream_next", || {
-        out_param!(out_item);
-        // SAFETY: per this function's contract.
-        let Some((stream, _user)) = try_c!(try_c!(unsafe { object(stream, "stream") }).shared.enter()) else {
+        // SAFETY: cellshm_stream_next's contract, which C keeps: `stream` is live; `out_item` is writable.
+        let (out_item, stream) = unsafe { (Out::new(out_item, "out_item"), Handle::borrow(stream)) };
+        let (out_item, stream) = (try_c!(out_item), try_c!(stream));
+        let Some((stream, _user)) = try_c!(stream.shared.enter()) else {
             return deliver_item(Ok(None), out_item);
         };
         deliver_item(stream.recv(), out_item)
@@ -226,10 +235,10 @@ pub unsafe extern "C" fn cellshm_stream_send(
     len: usize,
 ) -> cellshm_status {
     boundary("cellshm_stream_send", || {
-        // SAFETY: per this function's contract.
-        let (stream, _user) = try_c!(try_c!(unsafe { object(stream, "stream") }).shared.enter_open());
-        // SAFETY: per this function's contract.
-        let data = try_c!(unsafe { c_bytes(data, len, "data") });
+        // SAFETY: cellshm_stream_send's contract, which C keeps: `stream` is live; `data` has `len` readable bytes.
+        let (stream, data) = unsafe { (Handle::borrow(stream), c_bytes(data, len, "data")) };
+        let (stream, data) = (try_c!(stream), try_c!(data));
+        let (stream, _user) = try_c!(stream.shared.enter_open());
         try_cellshm!(stream.send(data));
         CELLSHM_OK
     })
@@ -242,8 +251,9 @@ pub unsafe extern "C" fn cellshm_stream_send(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_close_send(stream: *const cellshm_stream) -> cellshm_status {
     boundary("cellshm_stream_close_send", || {
-        // SAFETY: per this function's contract.
-        let (stream, _user) = try_c!(try_c!(unsafe { object(stream, "stream") }).shared.enter_open());
+        // SAFETY: cellshm_stream_close_send's contract, which C keeps: `stream` is live.
+        let stream: &cellshm_stream = try_c!(unsafe { Handle::borrow(stream) });
+        let (stream, _user) = try_c!(stream.shared.enter_open());
         try_cellshm!(stream.close_send());
         CELLSHM_OK
     })
@@ -261,9 +271,9 @@ pub unsafe extern "C" fn cellshm_stream_finish(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_stream_finish", || {
-        out_param!(out_response);
-        // SAFETY: per this function's contract.
-        let handle = try_c!(unsafe { object(stream, "stream") });
+        // SAFETY: cellshm_stream_finish's contract, which C keeps: `stream` is live; `out_response` is writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_response, "out_response"), Handle::borrow(stream)) };
+        let (out_response, handle) = (try_c!(arg0), try_c!(arg1));
         let Some(stream) = handle.shared.end(StreamState::Finished) else {
             return handle.shared.enter_open().err().unwrap_or(CELLSHM_INTERNAL);
         };
@@ -285,8 +295,8 @@ pub unsafe extern "C" fn cellshm_stream_finish(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_cancel(stream: *const cellshm_stream) -> cellshm_status {
     boundary("cellshm_stream_cancel", || {
-        // SAFETY: per this function's contract.
-        let handle = try_c!(unsafe { object(stream, "stream") });
+        // SAFETY: cellshm_stream_cancel's contract, which C keeps: `stream` is live.
+        let handle = try_c!(unsafe { Handle::borrow(stream) });
         if let Some(stream) = handle.shared.end(StreamState::Cancelled) {
             stream.cancel();
         }
@@ -301,11 +311,8 @@ pub unsafe extern "C" fn cellshm_stream_cancel(stream: *const cellshm_stream) ->
 /// used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_free(stream: *mut cellshm_stream) {
-    if !stream.is_null() {
-        // SAFETY: created by Box::into_raw in deliver_stream and not freed before.
-        let boxed = unsafe { Box::from_raw(stream) };
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(boxed)));
-    }
+    // SAFETY: cellshm_stream_free's contract, which C keeps: `stream` is NULL or a stream not yet freed, used by no other thread; it must not be used afterwards.
+    unsafe { free_with(stream, drop) }
 }
 
 /// The item's bytes (NULL for a NULL item), read in place (zero-copy). Valid until
@@ -317,7 +324,7 @@ pub unsafe extern "C" fn cellshm_stream_free(stream: *mut cellshm_stream) {
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_item_data(item: *const cellshm_stream_item) -> *const u8 {
     boundary_value(std::ptr::null(), || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_stream_item_data's contract, which C keeps: `item` is NULL or a live item.
         unsafe { item.as_ref() }.map_or(std::ptr::null(), |i| i.item.payload().as_ptr())
     })
 }
@@ -328,7 +335,7 @@ pub unsafe extern "C" fn cellshm_stream_item_data(item: *const cellshm_stream_it
 /// `item` is NULL or a live item.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_item_len(item: *const cellshm_stream_item) -> usize {
-    // SAFETY: per this function's contract.
+    // SAFETY: cellshm_stream_item_len's contract, which C keeps: `item` is NULL or a live item.
     boundary_value(0, || unsafe { item.as_ref() }.map_or(0, |i| i.item.len()))
 }
 
@@ -338,11 +345,8 @@ pub unsafe extern "C" fn cellshm_stream_item_len(item: *const cellshm_stream_ite
 /// `item` is NULL or an item not yet freed; it must not be used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_item_free(item: *mut cellshm_stream_item) {
-    if !item.is_null() {
-        // SAFETY: created by Box::into_raw in deliver_item and not freed before.
-        let boxed = unsafe { Box::from_raw(item) };
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(boxed)));
-    }
+    // SAFETY: cellshm_stream_item_free's contract, which C keeps: `item` is NULL or an item not yet freed; it must not be used afterwards.
+    unsafe { free_with(item, drop) }
 }
 
 /// The handler's end of a stream; valid only during the stream handler call.
@@ -440,7 +444,7 @@ pub unsafe extern "C" fn cellshm_hub_register_stream(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    // SAFETY: per this function's contract, which is that function's.
+    // SAFETY: cellshm_hub_register_stream's contract, which C keeps: `hub` is live; `name` NUL-terminated; `handler` a valid function.
     unsafe {
         cellshm_hub_register_stream_kind(
             hub,
@@ -472,7 +476,7 @@ pub unsafe extern "C" fn cellshm_hub_register_stream_kind(
     boundary("cellshm_hub_register_stream_kind", move || {
         // SAFETY: C passes a live hub and a NUL-terminated name, as cellshm_hub_register_stream_kind's
         // documentation requires.
-        let (hub, name) = unsafe { (object(hub, "hub"), c_str(name, "name")) };
+        let (hub, name) = unsafe { (Handle::borrow(hub), c_str(name, "name")) };
         let (hub, name) = (try_c!(hub), try_c!(name));
         link_end::register_stream(&hub.hub, &hub.registrations, name, kind, handler, userdata)
     })
@@ -490,7 +494,7 @@ pub unsafe extern "C" fn cellshm_cell_register_stream(
     userdata: *mut c_void,
     free_userdata: cellshm_free_fn,
 ) -> cellshm_status {
-    // SAFETY: per this function's contract, which is that function's.
+    // SAFETY: cellshm_cell_register_stream's contract, which C keeps: `cell` is live; `name` NUL-terminated; `handler` a valid function.
     unsafe {
         cellshm_cell_register_stream_kind(
             cell,
@@ -521,7 +525,7 @@ pub unsafe extern "C" fn cellshm_cell_register_stream_kind(
     boundary("cellshm_cell_register_stream_kind", move || {
         // SAFETY: C passes a live cell and a NUL-terminated name, as cellshm_cell_register_stream_kind's
         // documentation requires.
-        let (cell, name) = unsafe { (object(cell, "cell"), c_str(name, "name")) };
+        let (cell, name) = unsafe { (Handle::borrow(cell), c_str(name, "name")) };
         let (cell, name) = (try_c!(cell), try_c!(name));
         link_end::register_stream(&cell.cell, &cell.registrations, name, kind, handler, userdata)
     })
@@ -539,10 +543,9 @@ pub unsafe extern "C" fn cellshm_stream_call_send(
     len: usize,
 ) -> cellshm_status {
     boundary("cellshm_stream_call_send", || {
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { stream_call_state(call) });
-        // SAFETY: per this function's contract.
-        let data = try_c!(unsafe { c_bytes(data, len, "data") });
+        // SAFETY: cellshm_stream_call_send's contract, which C keeps: `call` is the running stream handler's; `data` has `len` readable bytes.
+        let (arg0, arg1) = unsafe { (stream_call_state(call), c_bytes(data, len, "data")) };
+        let (state, data) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(state.call.send(data));
         CELLSHM_OK
     })
@@ -560,9 +563,9 @@ pub unsafe extern "C" fn cellshm_stream_call_next(
     out_item: *mut *mut cellshm_stream_item,
 ) -> cellshm_status {
     boundary("cellshm_stream_call_next", || {
-        out_param!(out_item);
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { stream_call_state(call) });
+        // SAFETY: cellshm_stream_call_next's contract, which C keeps: `call` is the running stream handler's; `out_item` is writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_item, "out_item"), stream_call_state(call)) };
+        let (out_item, state) = (try_c!(arg0), try_c!(arg1));
         deliver_item(state.call.recv(), out_item)
     })
 }
@@ -575,7 +578,7 @@ pub unsafe extern "C" fn cellshm_stream_call_next(
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_stream_call_cancelled(call: *mut cellshm_stream_call) -> c_int {
     boundary_value(0, || {
-        // SAFETY: per this function's contract.
+        // SAFETY: cellshm_stream_call_cancelled's contract, which C keeps: `call` is NULL or the running stream handler's.
         unsafe { stream_call_state(call) }.map_or(0, |state| c_int::from(state.call.is_cancelled()))
     })
 }
@@ -595,10 +598,9 @@ pub unsafe extern "C" fn cellshm_stream_call_set_response(
     len: usize,
 ) -> cellshm_status {
     boundary("cellshm_stream_call_set_response", || {
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { stream_call_state(call) });
-        // SAFETY: per this function's contract.
-        let data = try_c!(unsafe { c_bytes(data, len, "data") });
+        // SAFETY: cellshm_stream_call_set_response's contract, which C keeps: `call` is the running stream handler's; `data` has `len` readable bytes.
+        let (arg0, arg1) = unsafe { (stream_call_state(call), c_bytes(data, len, "data")) };
+        let (state, data) = (try_c!(arg0), try_c!(arg1));
         state.call.set_response(data);
         CELLSHM_OK
     })
@@ -614,10 +616,9 @@ pub unsafe extern "C" fn cellshm_stream_call_error_message(
     message: *const c_char,
 ) -> cellshm_status {
     boundary("cellshm_stream_call_error_message", || {
-        // SAFETY: per this function's contract.
-        let state = try_c!(unsafe { stream_call_state(call) });
-        // SAFETY: per this function's contract.
-        let message = try_c!(unsafe { c_str(message, "message") });
+        // SAFETY: cellshm_stream_call_error_message's contract, which C keeps: `call` is the running stream handler's; `message` NUL-terminated.
+        let (arg0, arg1) = unsafe { (stream_call_state(call), c_str(message, "message")) };
+        let (state, message) = (try_c!(arg0), try_c!(arg1));
         state.error_message = Some(message.to_string());
         CELLSHM_OK
     })

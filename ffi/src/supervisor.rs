@@ -101,10 +101,8 @@ pub struct cellshm_subscription {
 /// `subscription` is NULL or not yet freed.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_subscription_free(subscription: *mut cellshm_subscription) {
-    if !subscription.is_null() {
-        // SAFETY: created by Box::into_raw in cellshm_supervisor_on_event, not freed before.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(subscription) })));
-    }
+    // SAFETY: cellshm_subscription_free's contract, which C keeps: `subscription` is NULL or not yet freed.
+    unsafe { free_with(subscription, drop) }
 }
 
 /// Keeps cells alive under stable names (relaunch with backoff, graceful stop). Owns its
@@ -141,27 +139,24 @@ pub unsafe extern "C" fn cellshm_supervisor_new(
     out_supervisor: *mut *mut cellshm_supervisor,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_new", || {
-        out_param!(out_supervisor);
-        let mut config = HubConfig::default();
-        if !name.is_null() {
-            // SAFETY: per this function's contract.
-            config.name = Some(try_c!(unsafe { c_str(name, "name") }).into());
-        }
+        // SAFETY: cellshm_supervisor_new's contract, which C keeps: `name` is NULL or NUL-terminated; `out_supervisor` writable.
+        let (out_supervisor, name) = unsafe {
+            (
+                Out::new(out_supervisor, "out_supervisor"),
+                if name.is_null() { Ok(None) } else { c_str(name, "name").map(Some) },
+            )
+        };
+        let (out_supervisor, name) = (try_c!(out_supervisor), try_c!(name));
+        let mut config = HubConfig { name: name.map(Into::into), ..HubConfig::default() };
         if max_peers != 0 {
             config.max_peers = max_peers;
         }
         let sup = try_cellshm!(Hub::create(config).and_then(cellshm::Supervisor::new));
-        // SAFETY: out_supervisor checked non-NULL.
-        unsafe {
-            put(
-                out_supervisor,
-                Box::into_raw(Box::new(cellshm_supervisor {
-                    sup,
-                    log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
-                    peer_defaults: PeerOptions::default(),
-                })),
-            )
-        }
+        out_supervisor.hand_over(cellshm_supervisor {
+            sup,
+            log_sink: std::sync::Mutex::new(RegisteredSink::NONE),
+            peer_defaults: PeerOptions::default(),
+        })
     })
 }
 
@@ -179,14 +174,13 @@ pub unsafe extern "C" fn cellshm_supervisor_new_with(
     out_supervisor: *mut *mut cellshm_supervisor,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_new_with", || {
-        out_param!(out_supervisor);
-        // SAFETY: per this function's contract.
-        let (config, peer_defaults) = try_c!(unsafe { hub_config(name, options) });
+        // SAFETY: cellshm_supervisor_new_with's contract, which C keeps: `name` NULL or NUL-terminated; `options` NULL or from cellshm_hub_options_default; `out_supervisor` writable.
+        let (arg0, arg1) = unsafe { (Out::new(out_supervisor, "out_supervisor"), hub_config(name, options)) };
+        let (out_supervisor, (config, peer_defaults)) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(peer_defaults.validate().map_err(|e| e.context("peer_defaults")));
         let sup = try_cellshm!(Hub::create(config).and_then(cellshm::Supervisor::new));
         let sup = cellshm_supervisor { sup, log_sink: std::sync::Mutex::new(RegisteredSink::NONE), peer_defaults };
-        // SAFETY: out_supervisor checked non-NULL.
-        unsafe { put(out_supervisor, Box::into_raw(Box::new(sup))) }
+        out_supervisor.hand_over(sup)
     })
 }
 
@@ -209,31 +203,35 @@ pub unsafe extern "C" fn cellshm_supervisor_on_event(
 ) -> cellshm_status {
     let userdata = Arc::new(Userdata { ptr: userdata, free: free_userdata });
     boundary("cellshm_supervisor_on_event", move || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        let Some(callback) = callback else { return invalid("callback is NULL") };
+        // SAFETY: cellshm_supervisor_on_event's contract, which C keeps: `supervisor` is live; `callback` a valid function; `out_subscription` NULL or writable.
+        let (sup, callback, out_subscription) = unsafe {
+            (
+                Handle::borrow(supervisor),
+                Trusted::new(callback, "callback"),
+                Out::optional(out_subscription, "out_subscription"),
+            )
+        };
+        let (sup, callback): (&cellshm_supervisor, _) = (try_c!(sup), try_c!(callback));
         let subscription = sup.sup.on_event(move |event| {
             let (status, reason) = cell_status_parts(&event.status);
             let (name, reason) = (c_string(&event.name), c_string(&reason));
-            // SAFETY: registered by C for this purpose; the strings live during the call.
-            let _ = catch_unwind(AssertUnwindSafe(|| unsafe {
-                callback(userdata.ptr, name.as_ptr(), status, reason.as_ptr())
-            }));
+            let _ = catch_unwind(AssertUnwindSafe(|| callback.call(userdata.ptr, &name, status, &reason)));
         });
-        if out_subscription.is_null() {
-            subscription.detach();
-            return CELLSHM_OK;
+        match out_subscription {
+            Some(out) => out.hand_over(cellshm_subscription { _listener: subscription }),
+            None => {
+                subscription.detach();
+                CELLSHM_OK
+            }
         }
-        let handle = Box::new(cellshm_subscription { _listener: subscription });
-        // SAFETY: out_subscription checked non-NULL.
-        unsafe { put(out_subscription, Box::into_raw(handle)) }
     })
 }
 
 /// The recipe C passes to cellshm_supervisor_add and cellshm_supervisor_update.
 ///
 /// # Safety
-/// As for cellshm_supervisor_add.
+/// `name` and `program` NUL-terminated; `argv` and `envp` NULL or NULL-terminated lists
+/// of NUL-terminated strings; `policy` NULL or a readable cellshm_restart_policy.
 unsafe fn c_cell_spec(
     name: *const c_char,
     program: *const c_char,
@@ -241,14 +239,11 @@ unsafe fn c_cell_spec(
     envp: *const *const c_char,
     policy: *const cellshm_restart_policy,
 ) -> Result<cellshm::CellSpec, cellshm_status> {
-    // SAFETY: per this function's contract.
-    let name = unsafe { c_str(name, "name") }?;
-    // SAFETY: per this function's contract.
-    let program = unsafe { c_str(program, "program") }?;
-    // SAFETY: per this function's contract.
-    let args = unsafe { c_str_list(argv, "argv") }?;
-    // SAFETY: per this function's contract.
-    let env = unsafe { c_str_list(envp, "envp") }?;
+    // SAFETY: the strings and lists are as c_str and c_str_list need, by the contract
+    // above.
+    let (name, program, args, env) =
+        unsafe { (c_str(name, "name"), c_str(program, "program"), c_str_list(argv, "argv"), c_str_list(envp, "envp")) };
+    let (name, program, args, env) = (name?, program?, args?, env?);
     let mut spec = cellshm::CellSpec::new(name, program).args(args.iter().map(|a| a.to_string()));
     for entry in env {
         let Some((key, value)) = entry.split_once('=') else {
@@ -256,7 +251,7 @@ unsafe fn c_cell_spec(
         };
         spec = spec.env(key, value);
     }
-    // SAFETY: per this function's contract.
+    // SAFETY: a non-NULL `policy` is readable, by the contract above.
     let policy = unsafe { policy.as_ref() }.copied().unwrap_or_else(|| cellshm_restart_policy_default());
     spec.ready_timeout = Duration::from_millis(policy.ready_timeout_ms);
     spec.restart = cellshm::RestartPolicy {
@@ -286,8 +281,8 @@ pub unsafe extern "C" fn cellshm_supervisor_set_default_timeout(
     timeout_ms: u64,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_set_default_timeout", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
+        // SAFETY: cellshm_supervisor_set_default_timeout's contract, which C keeps: `supervisor` is live.
+        let sup = try_c!(unsafe { Handle::borrow(supervisor) });
         let timeout = if timeout_ms == 0 { cellshm::DEFAULT_CALL_TIMEOUT } else { c_timeout(timeout_ms) };
         sup.sup.set_default_timeout(timeout);
         CELLSHM_OK
@@ -311,10 +306,10 @@ pub unsafe extern "C" fn cellshm_supervisor_add(
     policy: *const cellshm_restart_policy,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_add", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let spec = sup.with_peer_defaults(try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) }));
+        // SAFETY: cellshm_supervisor_add's contract, which C keeps: Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+        let (sup, spec) = unsafe { (Handle::borrow(supervisor), c_cell_spec(name, program, argv, envp, policy)) };
+        let (sup, spec): (&cellshm_supervisor, _) = (try_c!(sup), try_c!(spec));
+        let spec = sup.with_peer_defaults(spec);
         try_cellshm!(sup.sup.add(spec));
         CELLSHM_OK
     })
@@ -338,10 +333,10 @@ pub unsafe extern "C" fn cellshm_supervisor_update(
     grace_ms: u64,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_update", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let spec = sup.with_peer_defaults(try_c!(unsafe { c_cell_spec(name, program, argv, envp, policy) }));
+        // SAFETY: cellshm_supervisor_update's contract, which C keeps: As for cellshm_supervisor_add.
+        let (sup, spec) = unsafe { (Handle::borrow(supervisor), c_cell_spec(name, program, argv, envp, policy)) };
+        let (sup, spec): (&cellshm_supervisor, _) = (try_c!(sup), try_c!(spec));
+        let spec = sup.with_peer_defaults(spec);
         try_cellshm!(sup.sup.update(spec, Duration::from_millis(grace_ms)));
         CELLSHM_OK
     })
@@ -358,10 +353,9 @@ pub unsafe extern "C" fn cellshm_supervisor_start(
     name: *const c_char,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_start", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_supervisor_start's contract, which C keeps: `supervisor` is live; `name` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(supervisor), c_str(name, "name")) };
+        let (sup, name) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(sup.sup.start(name));
         CELLSHM_OK
     })
@@ -380,10 +374,9 @@ pub unsafe extern "C" fn cellshm_supervisor_restart(
     grace_ms: u64,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_restart", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_supervisor_restart's contract, which C keeps: `supervisor` is live; `name` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(supervisor), c_str(name, "name")) };
+        let (sup, name) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(sup.sup.restart(name, Duration::from_millis(grace_ms)));
         CELLSHM_OK
     })
@@ -401,10 +394,9 @@ pub unsafe extern "C" fn cellshm_supervisor_remove(
     grace_ms: u64,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_remove", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_supervisor_remove's contract, which C keeps: `supervisor` is live; `name` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(supervisor), c_str(name, "name")) };
+        let (sup, name) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(sup.sup.remove(name, Duration::from_millis(grace_ms)));
         CELLSHM_OK
     })
@@ -422,14 +414,12 @@ pub unsafe extern "C" fn cellshm_supervisor_status(
     out_status: *mut u32,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_status", || {
-        out_param!(out_status);
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_supervisor_status's contract, which C keeps: `supervisor` is live; `name` NUL-terminated; `out_status` writable.
+        let (arg0, arg1, arg2) =
+            unsafe { (Out::new(out_status, "out_status"), Handle::borrow(supervisor), c_str(name, "name")) };
+        let (out_status, sup, name) = (try_c!(arg0), try_c!(arg1), try_c!(arg2));
         match sup.sup.status(name) {
-            // SAFETY: out_status checked non-NULL.
-            Some(status) => unsafe { put(out_status, cell_status_parts(&status).0) },
+            Some(status) => out_status.write(cell_status_parts(&status).0),
             None => fail(Error::new(Status::NotFound, format!("no cell named {name:?}"))),
         }
     })
@@ -448,10 +438,9 @@ pub unsafe extern "C" fn cellshm_supervisor_wait_status(
     timeout_ms: u64,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_wait_status", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_supervisor_wait_status's contract, which C keeps: `supervisor` is live; `name` NUL-terminated.
+        let (arg0, arg1) = unsafe { (Handle::borrow(supervisor), c_str(name, "name")) };
+        let (sup, name) = (try_c!(arg0), try_c!(arg1));
         try_cellshm!(sup.sup.wait_for(name, Duration::from_millis(timeout_ms), |s| cell_status_parts(s).0 == status));
         CELLSHM_OK
     })
@@ -467,10 +456,9 @@ pub unsafe extern "C" fn cellshm_supervisor_pid(supervisor: *const cellshm_super
         if name.is_null() {
             return 0;
         }
-        // SAFETY: per this function's contract.
-        let Some(sup) = (unsafe { supervisor.as_ref() }) else { return 0 };
-        // SAFETY: non-NULL and NUL-terminated per this function's contract.
-        let Ok(name) = (unsafe { CStr::from_ptr(name) }).to_str() else { return 0 };
+        // SAFETY: cellshm_supervisor_pid's contract, which C keeps: `supervisor` is NULL or live; `name` NULL or NUL-terminated.
+        let (sup, name) = unsafe { (supervisor.as_ref(), CStr::from_ptr(name)) };
+        let (Some(sup), Ok(name)) = (sup, name.to_str()) else { return 0 };
         sup.sup.peer(name).and_then(|p| p.pid()).unwrap_or(0)
     })
 }
@@ -491,17 +479,18 @@ pub unsafe extern "C" fn cellshm_supervisor_call(
     out_response: *mut *mut cellshm_response,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_call", || {
-        // SAFETY: C passes a live supervisor, a NUL-terminated cell name and the call's
-        // arguments as cellshm_supervisor_call's documentation requires (the same as
-        // CRequest::from_c's).
-        let (sup, cell, request) = unsafe {
+        // SAFETY: cellshm_supervisor_call's contract, which C keeps: a live `supervisor`, a
+        // NUL-terminated `cell`, the call's arguments as CRequest::from_c needs them, a
+        // writable `out_response`.
+        let (arg0, arg1, arg2, arg3) = unsafe {
             (
-                object(supervisor, "supervisor"),
+                Out::new(out_response, "out_response"),
+                Handle::borrow(supervisor),
                 c_str(cell, "cell"),
                 CRequest::from_c(method, request, request_len, options),
             )
         };
-        let (sup, cell, request) = (try_c!(sup), try_c!(cell), try_c!(request));
+        let (out_response, sup, cell, request) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
         link_end::call(&cellshm::Supervised::new(&sup.sup, cell), request, out_response)
     })
 }
@@ -520,16 +509,12 @@ pub unsafe extern "C" fn cellshm_supervisor_stop(
     out_exit_code: *mut c_int,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_stop", || {
-        // SAFETY: per this function's contract.
-        let sup = try_c!(unsafe { object(supervisor, "supervisor") });
-        // SAFETY: per this function's contract.
-        let name = try_c!(unsafe { c_str(name, "name") });
+        // SAFETY: cellshm_supervisor_stop's contract, which C keeps: `supervisor` is live; `name` NUL-terminated; `out_exit_code` NULL or writable.
+        let (arg0, arg1, out_exit_code) =
+            unsafe { (Handle::borrow(supervisor), c_str(name, "name"), Out::optional(out_exit_code, "out_exit_code")) };
+        let (sup, name): (&cellshm_supervisor, _) = (try_c!(arg0), try_c!(arg1));
         let code = try_cellshm!(sup.sup.stop(name, Duration::from_millis(grace_ms)));
-        if !out_exit_code.is_null() {
-            // SAFETY: checked non-NULL; writable per this function's contract.
-            unsafe { put(out_exit_code, code) };
-        }
-        CELLSHM_OK
+        out_exit_code.map_or(CELLSHM_OK, |out| out.write(code))
     })
 }
 
@@ -539,8 +524,6 @@ pub unsafe extern "C" fn cellshm_supervisor_stop(
 /// `supervisor` is NULL or not yet freed, not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_supervisor_free(supervisor: *mut cellshm_supervisor) {
-    if !supervisor.is_null() {
-        // SAFETY: created by Box::into_raw in cellshm_supervisor_new and not freed before.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(supervisor) })));
-    }
+    // SAFETY: cellshm_supervisor_free's contract, which C keeps: `supervisor` is NULL or not yet freed, not in use by another thread.
+    unsafe { free_with(supervisor, drop) }
 }
