@@ -1,11 +1,23 @@
 //! `cellshm.Log.event` (cell → host, NO_REPLY, handled in arrival order) and
 //! `cellshm.Log.set_filter` (host → cell: records the filter excludes are not sent).
 
-use super::bad;
+use super::{bad, CellSide, HostSide};
 use crate::error::Result;
 use crate::log::LogFilter;
 use crate::shm::SharedBytes;
 use crate::wire::{BodyReader, BodyWriter, LogEvent};
+
+/// The host's side of `event`.
+pub(crate) fn serve_event(host: &impl HostSide, payload: SharedBytes<'_>) -> Result<Vec<u8>> {
+    host.log_event(decode_event(payload)?);
+    Ok(Vec::new())
+}
+
+/// The cell's side of `set_filter`.
+pub(crate) fn serve_set_filter(cell: &impl CellSide, payload: SharedBytes<'_>) -> Result<Vec<u8>> {
+    cell.set_log_filter(decode_filter(payload)?);
+    Ok(Vec::new())
+}
 
 /// The host's reading of a log record a cell sent.
 pub(crate) fn decode_event(payload: SharedBytes<'_>) -> Result<LogEvent> {

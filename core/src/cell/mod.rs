@@ -14,7 +14,7 @@ use crate::proto::hello;
 use crate::runtime::session::{copy_of, CallOptions, Dispatcher, Hooks, Session, SessionConfig};
 use crate::shm::{HubInfo, JoinHandoff, JoinRecord, SharedBytes, Side};
 use crate::sys::doorbell::{Doorbell, Kick};
-use crate::wire::{self, builtin, ControlKind, Hello, Ready, Status};
+use crate::wire::{self, builtin, ControlKind, Hello, Status};
 
 mod attach;
 mod options;
@@ -45,6 +45,13 @@ struct CellHooks {
     state: Arc<CellState>,
 }
 
+/// What a cell does with the built-ins its host calls (`builtin::serve_on_cell`).
+impl crate::builtin::CellSide for CellState {
+    fn set_log_filter(&self, filter: crate::log::LogFilter) {
+        *self.log_filter.write() = filter;
+    }
+}
+
 impl CellState {
     fn stop(&self) {
         *self.stopped.lock() = true;
@@ -59,16 +66,7 @@ impl CellState {
 
 impl Hooks for CellHooks {
     fn builtin(&self, method_id: u32, payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
-        match method_id {
-            builtin::LOG_SET_FILTER_ID => Some(crate::builtin::log::decode_filter(payload).map(|filter| {
-                *self.state.log_filter.write() = filter;
-                Vec::new()
-            })),
-            // Answered here, on a thread that runs handlers: when they are all stuck, the
-            // heartbeat waits with the other requests and goes unanswered.
-            builtin::LIFECYCLE_HEARTBEAT_ID => Some(Ok(Vec::new())),
-            _ => None,
-        }
+        crate::builtin::serve_on_cell(&*self.state, method_id, payload)
     }
 
     fn on_goodbye(&self) {
@@ -246,14 +244,12 @@ impl Cell {
         }
         self.session.start_servers(self.options.workers)?;
         self.session.set_lifecycle(LIFECYCLE_SERVING);
-        let ready = Ready {
-            peer_id: self.hub.peer_id,
-            pid: self.options.announced_pid.unwrap_or_else(std::process::id),
-            name: self.options.name.clone(),
-            version: self.options.version.clone(),
-            features: Vec::new(),
-        }
-        .encode();
+        let ready = crate::builtin::lifecycle::ready_message(
+            self.hub.peer_id,
+            self.options.announced_pid.unwrap_or_else(std::process::id),
+            &self.options.name,
+            &self.options.version,
+        );
         let give_up = Instant::now() + self.options.ready_timeout;
         let mut pause = Duration::from_millis(5);
         loop {

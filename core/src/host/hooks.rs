@@ -1,6 +1,7 @@
 //! What a host-side session asks of the host: HELLO, the lifecycle built-ins, logs, death.
 
 use super::*;
+use crate::wire::LogEvent;
 
 /// A log record a cell sent with `cellshm.Log.event`.
 #[derive(Debug)]
@@ -88,50 +89,12 @@ impl Hooks for PeerHooks {
     }
 
     fn builtin(&self, method_id: u32, payload: SharedBytes<'_>) -> Option<Result<Vec<u8>>> {
-        let peer = self.peer.upgrade()?;
-        match method_id {
-            builtin::LIFECYCLE_READY_ID => Some((|| {
-                let ready = crate::builtin::lifecycle::accept_ready(peer.id, payload)?;
-                tracing::info!(cell = %peer.name, peer_id = peer.id, pid = ready.pid, version = %ready.version, "cell ready");
-                *peer.ready.lock() = Some(ready);
-                // Ready once the call is counted (on_served): wait_ready returns then.
-                Ok(Vec::new())
-            })()),
-            builtin::LIFECYCLE_GOODBYE_ID => {
-                peer.goodbye();
-                Some(Ok(Vec::new()))
-            }
-            builtin::LOG_EVENT_ID => Some((|| {
-                let event = crate::builtin::log::decode_event(payload)?;
-                let time_unix_ns = if event.time_unix_ns == 0 { wire::unix_now_ns() } else { event.time_unix_ns };
-                let record = LogRecord {
-                    cell: &peer.name,
-                    peer_id: peer.id,
-                    level: event.level,
-                    target: &event.target,
-                    message: &event.message,
-                    time_unix_ns,
-                    file: &event.file,
-                    line: event.line,
-                    fields: &event.fields,
-                    notice: false,
-                };
-                let sink = peer.hub.log_sink.read().clone();
-                match sink {
-                    Some(sink) => sink(&record),
-                    None => log_to_tracing(&record),
-                }
-                Ok(Vec::new())
-            })()),
-            _ => None,
-        }
+        crate::builtin::serve_on_host(&*self.peer.upgrade()?, method_id, payload)
     }
 
     fn on_served(&self, method_id: u32, ok: bool) {
-        if method_id == builtin::LIFECYCLE_READY_ID && ok {
-            if let Some(peer) = self.peer.upgrade() {
-                peer.set_state(PeerState::Ready);
-            }
+        if let Some(peer) = self.peer.upgrade() {
+            crate::builtin::served_on_host(&*peer, method_id, ok);
         }
     }
 
@@ -142,8 +105,7 @@ impl Hooks for PeerHooks {
     }
 
     fn in_order(&self, method_id: u32) -> bool {
-        // Log records must reach the sink in the order the cell sent them.
-        method_id == builtin::LOG_EVENT_ID
+        crate::builtin::in_order(method_id)
     }
 
     fn explain_death(&self, error: Error) -> Error {
@@ -198,5 +160,47 @@ impl Hooks for PeerHooks {
 pub(super) fn run_death_callback(cell: &str, callback: DeathCallback, error: &Error) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(error))) {
         tracing::error!(cell, "a death callback panicked: {}", crate::error::panic_message(&*panic));
+    }
+}
+
+/// What the host does with the built-ins its cell calls (`builtin::serve_on_host`).
+impl crate::builtin::HostSide for PeerInner {
+    fn ready(&self, ready: Ready) {
+        tracing::info!(cell = %self.name, peer_id = self.id, pid = ready.pid, version = %ready.version, "cell ready");
+        // Ready once the call is counted (on_served): wait_ready returns then.
+        *self.ready.lock() = Some(ready);
+    }
+
+    fn goodbye(&self) {
+        PeerInner::goodbye(self);
+    }
+
+    fn log_event(&self, event: LogEvent) {
+        let time_unix_ns = if event.time_unix_ns == 0 { wire::unix_now_ns() } else { event.time_unix_ns };
+        let record = LogRecord {
+            cell: &self.name,
+            peer_id: self.id,
+            level: event.level,
+            target: &event.target,
+            message: &event.message,
+            time_unix_ns,
+            file: &event.file,
+            line: event.line,
+            fields: &event.fields,
+            notice: false,
+        };
+        let sink = self.hub.log_sink.read().clone();
+        match sink {
+            Some(sink) => sink(&record),
+            None => log_to_tracing(&record),
+        }
+    }
+
+    fn ready_counted(&self) {
+        self.set_state(PeerState::Ready);
+    }
+
+    fn peer_id(&self) -> u32 {
+        self.id
     }
 }
