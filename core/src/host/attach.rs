@@ -99,8 +99,7 @@ pub(super) fn serve(
     }
     // Names are the host's to give: one a live peer has (a spawned cell, or another that
     // attached) is refused, so nobody takes over an identity while it is in use.
-    let taken =
-        shared.peers.lock().live.iter().any(|p| p.name == name && !matches!(*p.state.lock(), PeerState::Dead(_)));
+    let taken = shared.peers.lock().live.iter().any(|p| p.name == name && !matches!(p.state(), PeerState::Dead(_)));
     if taken {
         return refuse(format!("pid {pid} asked to attach as {name:?}, a name in use"));
     }

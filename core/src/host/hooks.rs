@@ -55,13 +55,12 @@ pub(super) struct PeerHooks {
 
 impl PeerInner {
     pub(super) fn identity(&self) -> PeerIdentity {
-        let pid = *self.pid.lock();
-        let uid = {
-            let mut uid = self.uid.lock();
-            if uid.is_none() {
-                *uid = pid.and_then(crate::sys::process::real_uid);
+        let (pid, uid) = {
+            let mut record = self.record.lock();
+            if record.uid.is_none() {
+                record.uid = record.pid.and_then(crate::sys::process::real_uid);
             }
-            *uid
+            (record.pid, record.uid)
         };
         let attached = self.attached.load(std::sync::atomic::Ordering::Relaxed);
         PeerIdentity { peer_id: self.id, name: self.name.clone(), epoch: self.epoch, pid, uid, attached }
@@ -111,7 +110,12 @@ impl Hooks for PeerHooks {
     fn explain_death(&self, error: Error) -> Error {
         let Some(peer) = self.peer.upgrade() else { return error };
         let mut message = error.message().to_string();
-        if let Some(pidfd) = peer.pidfd.lock().as_ref() {
+        // Copies out of the record: the waits below must not hold it.
+        let (pidfd, stderr) = {
+            let record = peer.record.lock();
+            (record.pidfd.as_ref().and_then(|p| p.try_clone().ok()), record.stderr.clone())
+        };
+        if let Some(pidfd) = &pidfd {
             // EOF on the doorbell comes as the process closes its files on the way out;
             // its exit status follows within microseconds.
             if !pidfd.wait_gone(Duration::from_millis(100)) {
@@ -120,7 +124,7 @@ impl Hooks for PeerHooks {
                 message = format!("{message}: {reason}");
             }
         }
-        if let Some(tail) = peer.stderr.lock().as_ref() {
+        if let Some(tail) = &stderr {
             let text = tail.text(Duration::from_millis(100));
             if !text.is_empty() {
                 message = format!("{message}; its stderr ended with:\n{text}");
@@ -133,14 +137,15 @@ impl Hooks for PeerHooks {
         let Some(peer) = self.peer.upgrade() else {
             return;
         };
-        {
-            let mut s = peer.state.lock();
-            if matches!(*s, PeerState::Dead(_)) {
+        let callbacks: Vec<_> = {
+            let mut record = peer.record.lock();
+            if matches!(record.state, PeerState::Dead(_)) {
                 return;
             }
-            *s = PeerState::Dead(error.clone());
-            peer.state_cv.notify_all();
-        }
+            record.state = PeerState::Dead(error.clone());
+            peer.changed.notify_all();
+            record.on_death.drain(..).collect()
+        };
         let expected = peer.said_goodbye.load(std::sync::atomic::Ordering::SeqCst)
             || peer.host_said_goodbye.load(std::sync::atomic::Ordering::SeqCst);
         if expected || error.status() == Status::SessionClosed {
@@ -148,7 +153,6 @@ impl Hooks for PeerHooks {
         } else {
             tracing::warn!(cell = %peer.name, peer_id = peer.id, "peer lost: {error}");
         }
-        let callbacks: Vec<_> = peer.on_death.lock().drain(..).collect();
         for callback in callbacks {
             run_death_callback(&peer.name, callback, error);
         }
@@ -168,7 +172,7 @@ impl crate::builtin::HostSide for PeerInner {
     fn ready(&self, ready: Ready) {
         tracing::info!(cell = %self.name, peer_id = self.id, pid = ready.pid, version = %ready.version, "cell ready");
         // Ready once the call is counted (on_served): wait_ready returns then.
-        *self.ready.lock() = Some(ready);
+        self.record.lock().ready = Some(ready);
     }
 
     fn goodbye(&self) {

@@ -38,8 +38,8 @@ pub use options::{
     validate_cell_name, PeerOptions, DEFAULT_DOORBELL_FD, MAX_SERVER_THREADS, MAX_SPIN, MAX_STDERR_TAIL,
 };
 use peer::DeathCallback;
-pub(crate) use peer::PeerInner;
 pub use peer::{peer_state_name, Peer, PeerMetrics, PeerState};
+pub(crate) use peer::{PeerInner, PeerRecord};
 use slots::add_peer;
 pub use spawn::{CellProcess, PeerTicket};
 
@@ -238,7 +238,7 @@ impl Drop for Hub {
         let deadline_ns = crate::sys::clock::deadline_after(grace);
         let mut leaving = Vec::new();
         for peer in &peers {
-            let joined = matches!(*peer.state.lock(), PeerState::Joined | PeerState::Ready | PeerState::Leaving);
+            let joined = matches!(peer.state(), PeerState::Joined | PeerState::Ready | PeerState::Leaving);
             if !joined {
                 continue;
             }
@@ -248,16 +248,11 @@ impl Drop for Hub {
             }
         }
         for peer in leaving {
-            let mut state = peer.state.lock();
-            while !matches!(*state, PeerState::Dead(_)) {
-                if peer.state_cv.wait_until(&mut state, until).timed_out() {
-                    break;
-                }
-            }
+            peer.wait_until(until, |r| matches!(r.state, PeerState::Dead(_)));
         }
         for peer in peers {
             // Taken out of the lock before closing: close joins the link's threads.
-            let session = peer.session.lock().take();
+            let session = peer.record.lock().session.take();
             if let Some(session) = session {
                 session.close();
             }

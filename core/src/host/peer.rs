@@ -19,6 +19,46 @@ pub enum PeerState {
 
 pub(super) type DeathCallback = Box<dyn FnOnce(&Error) + Send>;
 
+/// What the host knows of one peer that changes over its life, under one lock.
+///
+/// Lock order: the hub's peers table, then a peer's record; nothing else is taken under a
+/// record. Nothing that can call back into the host runs under it either: a session is
+/// cloned out before it is used or failed, death callbacks run after it is released, and
+/// waits on the cell's process or stderr use copies taken out of it.
+pub(crate) struct PeerRecord {
+    /// The link, until it is closed or its slot reused.
+    pub(super) session: Option<Arc<Session>>,
+    pub(super) state: PeerState,
+    /// What the cell sent in `cellshm.Lifecycle.ready`.
+    pub(super) ready: Option<Ready>,
+    /// From fork or SO_PEERCRED, never from what the cell says.
+    pub(super) pid: Option<u32>,
+    /// From SO_PEERCRED (attached), or read from `/proc` once the cell calls (spawned: by
+    /// then it has exec'd, so a uid the spawn changed is the one it runs as).
+    pub(super) uid: Option<u32>,
+    /// For a cell we spawned: how it ended.
+    pub(super) pidfd: Option<Pidfd>,
+    /// The end of its stderr, if asked for (`PeerOptions::stderr_tail`).
+    pub(super) stderr: Option<Arc<crate::sys::process::StderrTail>>,
+    pub(super) on_death: Vec<DeathCallback>,
+}
+
+impl PeerRecord {
+    /// A peer just added: starting, nothing known yet.
+    pub(super) fn new() -> PeerRecord {
+        PeerRecord {
+            session: None,
+            state: PeerState::Starting,
+            ready: None,
+            pid: None,
+            uid: None,
+            pidfd: None,
+            stderr: None,
+            on_death: Vec::new(),
+        }
+    }
+}
+
 pub(crate) struct PeerInner {
     pub(super) id: u32,
     /// The slot's epoch for this launch.
@@ -27,20 +67,9 @@ pub(crate) struct PeerInner {
     pub(super) hub: Arc<HubShared>,
     /// Both memfds of the link (the session maps them too; kept for `inspect`).
     pub(super) link: LinkMemory,
-    pub(super) session: Mutex<Option<Arc<Session>>>,
-    pub(super) state: Mutex<PeerState>,
-    pub(super) state_cv: Condvar,
-    pub(super) ready: Mutex<Option<Ready>>,
-    /// From fork or SO_PEERCRED, never from what the cell says.
-    pub(super) pid: Mutex<Option<u32>>,
-    /// From SO_PEERCRED (attached), or read from `/proc` once the cell calls (spawned: by
-    /// then it has exec'd, so a uid the spawn changed is the one it runs as).
-    pub(super) uid: Mutex<Option<u32>>,
-    /// For a cell we spawned: how it ended.
-    pub(super) pidfd: Mutex<Option<Pidfd>>,
-    /// The end of its stderr, if asked for (`PeerOptions::stderr_tail`).
-    pub(super) stderr: Mutex<Option<Arc<crate::sys::process::StderrTail>>>,
-    pub(super) on_death: Mutex<Vec<DeathCallback>>,
+    pub(super) record: Mutex<PeerRecord>,
+    /// Notified under the record whenever its state changes.
+    pub(super) changed: Condvar,
     /// The cell said goodbye (kept after it dies, unlike the Leaving state).
     pub(super) said_goodbye: std::sync::atomic::AtomicBool,
     /// The host asked the cell to leave: its death that follows is the normal end.
@@ -57,21 +86,44 @@ impl PeerInner {
     }
 
     pub(super) fn set_state(&self, state: PeerState) {
-        let mut s = self.state.lock();
-        if matches!(*s, PeerState::Dead(_)) {
+        let mut record = self.record.lock();
+        if matches!(record.state, PeerState::Dead(_)) {
             return;
         }
-        *s = state;
-        self.state_cv.notify_all();
+        record.state = state;
+        self.changed.notify_all();
+    }
+
+    /// The state now.
+    pub(super) fn state(&self) -> PeerState {
+        self.record.lock().state.clone()
+    }
+
+    /// The link if it still exists, cloned out of the record (so that using it never
+    /// holds the record).
+    pub(super) fn link_session(&self) -> Option<Arc<Session>> {
+        self.record.lock().session.clone()
+    }
+
+    /// Waits under the record until `done` says so or `until` passes; false on timeout.
+    pub(super) fn wait_until(&self, until: Instant, done: impl Fn(&PeerRecord) -> bool) -> bool {
+        let mut record = self.record.lock();
+        while !done(&record) {
+            if self.changed.wait_until(&mut record, until).timed_out() {
+                return done(&record);
+            }
+        }
+        true
     }
 
     /// The link, while it exists. Once it is gone (closed, or its slot reused after the
     /// cell died) a call reports why: the death if the cell died, else SESSION_CLOSED.
     pub(crate) fn session(&self) -> Result<Arc<Session>> {
-        if let Some(session) = self.session.lock().clone() {
+        let record = self.record.lock();
+        if let Some(session) = record.session.clone() {
             return Ok(session);
         }
-        match &*self.state.lock() {
+        match &record.state {
             PeerState::Dead(e) if e.status() == Status::PeerDead => Err(e.clone()),
             _ => Err(Error::new(Status::SessionClosed, format!("peer {} is closed", self.name))),
         }
@@ -144,12 +196,12 @@ impl Peer {
 
     /// The cell's process id, once spawned or announced.
     pub fn pid(&self) -> Option<u32> {
-        *self.inner.pid.lock()
+        self.inner.record.lock().pid
     }
 
     /// What the cell sent in `cellshm.Lifecycle.ready`.
     pub fn ready_info(&self) -> Option<Ready> {
-        self.inner.ready.lock().clone()
+        self.inner.record.lock().ready.clone()
     }
 
     /// True if the cell said goodbye (it left on purpose), also after it died.
@@ -159,20 +211,20 @@ impl Peer {
 
     /// The current state.
     pub fn state(&self) -> PeerState {
-        self.inner.state.lock().clone()
+        self.inner.state()
     }
 
     /// The doorbell fd the host uses for this peer (readable when the peer writes).
     pub fn doorbell_fd(&self) -> Option<i32> {
-        self.inner.session.lock().as_ref().map(|s| s.doorbell_fd())
+        self.inner.link_session().map(|s| s.doorbell_fd())
     }
 
     /// Waits until the cell is ready; fails if it dies first or `timeout` passes.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let until = Instant::now() + timeout;
-        let mut state = self.inner.state.lock();
+        let mut record = self.inner.record.lock();
         loop {
-            match &*state {
+            match &record.state {
                 PeerState::Ready => return Ok(()),
                 PeerState::Dead(e) => {
                     return Err(e.clone().context(format!("cell {:?} died before it was ready", self.inner.name)))
@@ -182,14 +234,14 @@ impl Peer {
                 }
                 _ => {}
             }
-            if self.inner.state_cv.wait_until(&mut state, until).timed_out() {
+            if self.inner.changed.wait_until(&mut record, until).timed_out() {
                 return Err(Error::new(
                     Status::DeadlineExceeded,
                     format!(
                         "cell {:?} did not become ready within {} ms (state {:?})",
                         self.inner.name,
                         timeout.as_millis(),
-                        *state
+                        record.state
                     ),
                 ));
             }
@@ -199,13 +251,13 @@ impl Peer {
     /// Registers `callback` to run once when the peer dies, with the reason. Runs at
     /// once if it is already dead.
     pub fn on_death(&self, callback: impl FnOnce(&Error) + Send + 'static) {
-        let state = self.inner.state.lock();
-        if let PeerState::Dead(e) = &*state {
+        let mut record = self.inner.record.lock();
+        if let PeerState::Dead(e) = &record.state {
             let e = e.clone();
-            drop(state);
+            drop(record);
             run_death_callback(&self.inner.name, Box::new(callback), &e);
         } else {
-            self.inner.on_death.lock().push(Box::new(callback));
+            record.on_death.push(Box::new(callback));
         }
     }
 
@@ -230,18 +282,13 @@ impl Peer {
         self.inner.host_said_goodbye.store(true, std::sync::atomic::Ordering::SeqCst);
         if session.send_goodbye().is_ok() {
             let until = Instant::now() + grace;
-            let mut state = self.inner.state.lock();
-            while !matches!(*state, PeerState::Dead(_)) {
-                if self.inner.state_cv.wait_until(&mut state, until).timed_out() {
-                    break;
-                }
-            }
+            self.inner.wait_until(until, |r| matches!(r.state, PeerState::Dead(_)));
         }
         self.close_with(Error::new(Status::SessionClosed, format!("cell {:?} was shut down", self.inner.name)));
     }
 
     pub(super) fn close_with(&self, error: Error) {
-        let session = self.inner.session.lock().take();
+        let session = self.inner.record.lock().session.take();
         if let Some(session) = session {
             session.fail(error);
             session.close();
@@ -252,7 +299,7 @@ impl Peer {
     /// the ones it served for it (calls, errors by status, in flight, latency p50/p99/max),
     /// and its streams. Kept in the host's memory, so a cell cannot skew it.
     pub fn metrics(&self) -> PeerMetrics {
-        let link = self.inner.session.lock().as_ref().and_then(|s| s.metrics()).unwrap_or_default();
+        let link = self.inner.link_session().and_then(|s| s.metrics()).unwrap_or_default();
         let restarts = self.inner.hub.restarts.lock().get(&self.inner.name).copied().unwrap_or(0);
         PeerMetrics {
             peer_id: self.inner.id,
@@ -276,19 +323,19 @@ impl Peer {
     /// Its calls and streams refused by an access rule so far ([`Hub::allow`],
     /// [`Hub::set_access_policy`]): counted by the host, not by the cell.
     pub fn refused_calls(&self) -> u64 {
-        self.inner.session.lock().as_ref().map_or(0, |s| s.refused_calls())
+        self.inner.link_session().map_or(0, |s| s.refused_calls())
     }
 
     /// The counters the cell keeps in its control block. They are informational: the
     /// cell writes them and the host does not trust them for anything.
     pub fn cell_counters(&self) -> Option<Counters> {
-        self.inner.session.lock().as_ref().map(|s| s.peer_counters())
+        self.inner.link_session().map(|s| s.peer_counters())
     }
 
     /// Slots of the cell's pool the host currently holds.
     #[doc(hidden)]
     pub fn held_slots(&self) -> Option<u32> {
-        self.inner.session.lock().as_ref().map(|s| s.held_slots())
+        self.inner.link_session().map(|s| s.held_slots())
     }
 
     /// Free slots per class of the host's pool towards this peer.

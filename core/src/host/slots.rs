@@ -43,15 +43,8 @@ pub(super) fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions
         epoch,
         name: name.to_string(),
         hub: shared.clone(),
-        session: Mutex::new(None),
-        state: Mutex::new(PeerState::Starting),
-        state_cv: Condvar::new(),
-        ready: Mutex::new(None),
-        pid: Mutex::new(None),
-        uid: Mutex::new(None),
-        pidfd: Mutex::new(None),
-        stderr: Mutex::new(None),
-        on_death: Mutex::new(Vec::new()),
+        record: Mutex::new(PeerRecord::new()),
+        changed: Condvar::new(),
         said_goodbye: std::sync::atomic::AtomicBool::new(false),
         host_said_goodbye: std::sync::atomic::AtomicBool::new(false),
         attached: std::sync::atomic::AtomicBool::new(false),
@@ -77,7 +70,7 @@ pub(super) fn add_peer(shared: &Arc<HubShared>, name: &str, options: PeerOptions
     let session = unsafe { Session::new(config) }?;
     // On failure the session joined the threads it had started; the slot stays free.
     session.start_servers(options.server_threads)?;
-    *inner.session.lock() = Some(session);
+    inner.record.lock().session = Some(session);
     peers.live.push(inner.clone());
     Ok(PeerTicket {
         peer: Peer { inner },
@@ -103,7 +96,7 @@ pub(super) fn notice_dead_links(shared: &HubShared) {
         if peers.live.len() < shared.max_peers as usize {
             return;
         }
-        peers.live.iter().filter_map(|p| p.session.lock().clone()).collect()
+        peers.live.iter().filter_map(|p| p.link_session()).collect()
     };
     for session in sessions {
         session.check_alive();
@@ -114,12 +107,14 @@ pub(super) fn reclaim(peers: &mut Vec<Arc<PeerInner>>, slot: u32) -> bool {
     let Some(index) = peers.iter().rposition(|p| p.id == slot) else { return true };
     // A link another thread is failing right now counts as dead: its state turns Dead a
     // moment later (once the death hooks run), and a spawn must not see HUB_FULL meanwhile.
-    let failing = || peers[index].session.lock().as_ref().is_some_and(|s| s.has_failed());
-    if !matches!(*peers[index].state.lock(), PeerState::Dead(_)) && !failing() {
+    let failing = || peers[index].link_session().is_some_and(|s| s.has_failed());
+    if !matches!(peers[index].state(), PeerState::Dead(_)) && !failing() {
         return false;
     }
     let old = peers.remove(index);
-    if let Some(session) = old.session.lock().take() {
+    // Out of the record before it is failed: failing runs the death hooks, which take it.
+    let session = old.record.lock().session.take();
+    if let Some(session) = session {
         // Fails it (if not yet) and wakes its threads; joins nothing.
         session.fail(Error::new(Status::SessionClosed, format!("the slot of cell {:?} was reused", old.name)));
     }

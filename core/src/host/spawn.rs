@@ -37,8 +37,11 @@ impl PeerTicket {
     /// peer, and what to send that process on the connection it made.
     pub(crate) fn into_attached(mut self, pid: u32, uid: u32) -> (Peer, join::JoinOffer) {
         let offer = self.offer.take().expect("a ticket is handed over once");
-        *self.peer.inner.pid.lock() = Some(pid);
-        *self.peer.inner.uid.lock() = Some(uid);
+        {
+            let mut record = self.peer.inner.record.lock();
+            record.pid = Some(pid);
+            record.uid = Some(uid);
+        }
         self.peer.inner.attached.store(true, std::sync::atomic::Ordering::Relaxed);
         (self.peer.clone(), offer)
     }
@@ -66,20 +69,19 @@ impl PeerTicket {
         }
         doorbell::place_in_child(command, child_end.as_raw_fd(), self.doorbell_fd);
         let peer = self.peer.clone();
-        // Held from before the fork until everything is known about the child: a cell
-        // that dies (or asks the hub's socket something) at once is judged with its pid,
-        // pidfd and stderr, never without. Lock order: pid, pidfd, stderr, session.
-        let mut pid = peer.inner.pid.lock();
-        let mut pidfd = peer.inner.pidfd.lock();
-        let mut stderr = peer.inner.stderr.lock();
+        // The record is held from before the fork until everything is known about the
+        // child: a cell that dies (or asks the hub's socket something) at once is judged
+        // with its pid, pidfd and stderr, never without. (Nothing below calls back into
+        // the host: watching the process only kicks the link's threads.)
+        let mut record = peer.inner.record.lock();
         let spawned = command.spawn();
         drop(child_end);
         match spawned {
             Ok(mut child) => {
-                *pid = Some(child.id());
+                record.pid = Some(child.id());
                 if let Some(pipe) = child.stderr.take() {
                     match crate::sys::process::StderrTail::collect(pipe, self.stderr_tail) {
-                        Ok(tail) => *stderr = Some(tail),
+                        Ok(tail) => record.stderr = Some(tail),
                         Err(e) => tracing::debug!("not collecting the stderr of {:?}: {e}", peer.inner.name),
                     }
                 }
@@ -88,10 +90,10 @@ impl PeerTicket {
                     Ok(opened) => {
                         // Its end is its death, even if a child it forked keeps the
                         // doorbell open.
-                        if let (Ok(watched), Some(session)) = (opened.try_clone(), peer.inner.session.lock().as_ref()) {
+                        if let (Ok(watched), Some(session)) = (opened.try_clone(), record.session.as_ref()) {
                             session.watch_process(watched);
                         }
-                        *pidfd = Some(opened);
+                        record.pidfd = Some(opened);
                     }
                     Err(e) => tracing::debug!("no pidfd for cell {:?}: {e}", peer.inner.name),
                 }
@@ -104,7 +106,7 @@ impl PeerTicket {
                 Ok((peer.clone(), child))
             }
             Err(e) => {
-                drop((pid, pidfd, stderr));
+                drop(record);
                 let err = Error::system(format!("spawning {:?}", command.get_program()), e);
                 peer.close_with(err.clone());
                 Err(err)

@@ -266,7 +266,7 @@ fn answer(hub: &Arc<HubShared>, client: &OwnedFd, message: &[u8]) {
 /// parent chain in /proc shows (a process re-parented away from its cell is not caught:
 /// run cells that must not read other links as another uid, see docs/PROTOCOL.md §1).
 fn is_cell_or_descendant(hub: &HubShared, pid: u32) -> bool {
-    let cells: Vec<u32> = hub.peers.lock().live.iter().filter_map(|p| *p.pid.lock()).collect();
+    let cells: Vec<u32> = hub.peers.lock().live.iter().filter_map(|p| p.record.lock().pid).collect();
     cells.iter().any(|cell| crate::sys::process::is_self_or_descendant(pid, *cell))
 }
 
@@ -288,7 +288,7 @@ fn slot_state(state: &PeerState) -> PeerSlotState {
 }
 
 fn info_text(hub: &HubShared) -> String {
-    let peers = hub.peers.lock().live.iter().filter(|p| !matches!(*p.state.lock(), PeerState::Dead(_))).count();
+    let peers = hub.peers.lock().live.iter().filter(|p| !matches!(p.state(), PeerState::Dead(_))).count();
     let started_ms = hub.started.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let classes: Vec<String> =
         hub.geometry.classes.iter().map(|c| format!("{}x{}", c.slot_size, c.slot_count)).collect();
@@ -323,8 +323,10 @@ fn inspect(hub: &HubShared, client: &OwnedFd) {
         return;
     }
     for peer in peers {
-        let state = slot_state(&peer.state.lock());
-        let pid = peer.pid.lock().unwrap_or(0);
+        let (state, pid) = {
+            let record = peer.record.lock();
+            (slot_state(&record.state), record.pid.unwrap_or(0))
+        };
         let (host, cell) = peer.link.read_only_files();
         let line = format!("PEER {} {} {} {pid} {}\n", peer.id, peer.epoch, state as u32, peer.name);
         if unix::send_with_fds(client, line.as_bytes(), &[host.as_raw_fd(), cell.as_raw_fd()]).is_err() {
