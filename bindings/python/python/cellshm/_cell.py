@@ -10,9 +10,9 @@ from typing import Any, Callable, Optional, Sequence
 from . import _native
 from .errors import CellshmError, PeerDead
 from ._common import H, _to_cellshm_level
-from ._asyncio import _loop_calls, _sync_handler
-from ._streams import MethodKind, SH, StreamCall, _stream_handler, _stream_kind
-from ._link import LinkEnd
+from ._asyncio import _loop_calls
+from ._streams import MethodKind, SH, StreamCall
+from ._link import LinkEnd, _registering, _registering_stream
 from ._host import _RESERVED_RECORD_KEYS
 
 
@@ -53,12 +53,7 @@ class Cell(LinkEnd):
         ``async def`` handler runs on the loop of :meth:`serve_async`. A raised
         :class:`CellshmError` keeps its status; any other exception is INTERNAL with its
         message. The cell keeps serving either way."""
-
-        def register(handler: H) -> H:
-            self._native.method(name, _sync_handler(handler, lambda: self._loop), view)
-            return handler
-
-        return register
+        return _registering(self._native, name, view, lambda: self._loop, lambda: None)
 
     def stream_method(self, name: str, *, kind: Optional[MethodKind] = None) -> Callable[[SH], SH]:
         """Decorator registering a stream handler for ``"Service.method"``: it runs on its
@@ -66,13 +61,7 @@ class Cell(LinkEnd):
         the final response (bytes-like or None). Raising ends the stream with that error.
         ``kind`` (a :class:`MethodKind`) is what ``cellshm.Introspect.methods`` reports;
         by default the stream's direction is left undeclared."""
-        code = _stream_kind(kind)
-
-        def register(handler: SH) -> SH:
-            self._native.stream_method(name, _stream_handler(handler), code)
-            return handler
-
-        return register
+        return _registering_stream(self._native, name, kind, lambda: None)
 
     def serve(self) -> None:
         """Starts serving and announces readiness to the host; returns at once."""

@@ -20,9 +20,9 @@ from ._common import (
     _peer_metrics,
     _slot_classes,
 )
-from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout, _sync_handler
-from ._streams import MethodKind, SH, _stream_handler, _stream_kind
-from ._link import LinkEnd
+from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout
+from ._streams import MethodKind, SH
+from ._link import LinkEnd, _registering, _registering_stream
 
 
 class Peer(LinkEnd):
@@ -201,29 +201,18 @@ class Hub:
         """Decorator: serves ``name`` to every cell of the hub (see :meth:`Cell.method`),
         or with ``allow`` only to the cells of those names (see :meth:`allow`). The
         handler sees who calls in ``cellshm.current_call().caller``."""
-
-        def register(handler: H) -> H:
-            self._native.method(name, _sync_handler(handler, lambda: None), view)
-            if allow is not None:
-                self.allow(name, allow)
-            return handler
-
-        return register
+        return _registering(self._native, name, view, lambda: None, self._allowing(name, allow))
 
     def stream_method(
         self, name: str, *, kind: Optional[MethodKind] = None, allow: Optional[Sequence[str]] = None
     ) -> Callable[[SH], SH]:
         """Decorator: serves the stream method ``name`` to every cell of the hub (see
         :meth:`Cell.stream_method`), or with ``allow`` only to those cells."""
-        code = _stream_kind(kind)
+        return _registering_stream(self._native, name, kind, self._allowing(name, allow))
 
-        def register(handler: SH) -> SH:
-            self._native.stream_method(name, _stream_handler(handler), code)
-            if allow is not None:
-                self.allow(name, allow)
-            return handler
-
-        return register
+    def _allowing(self, name: str, allow: Optional[Sequence[str]]) -> Callable[[], None]:
+        """What follows a registration with ``allow=``: :meth:`allow`."""
+        return lambda: None if allow is None else self.allow(name, allow)
 
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """Only the cells named in ``cells`` may call the host method ``method`` (registered

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+import asyncio
+from typing import Any, Callable, List, Optional, Tuple
 
-from ._common import Payload
-from ._asyncio import FOREVER, _check_timeout, _loop_calls
-from ._streams import MethodKind, Stream
+from ._common import H, Payload
+from ._asyncio import FOREVER, _check_timeout, _loop_calls, _sync_handler
+from ._streams import SH, MethodKind, Stream, _stream_handler, _stream_kind
 
 
 class LinkEnd:
@@ -53,3 +54,35 @@ class LinkEnd:
     def served_methods(self, timeout: float = 5.0) -> List[Tuple[str, int, MethodKind]]:
         """The methods the other side serves, as (name, id, kind), sorted by name."""
         return [(n, i, MethodKind(k)) for n, i, k in self._link.served_methods(_check_timeout(timeout))]
+
+
+def _registering(
+    native: Any,
+    name: str,
+    view: bool,
+    loop_of: Callable[[], Optional[asyncio.AbstractEventLoop]],
+    then: Callable[[], None],
+) -> Callable[[H], H]:
+    """The decorator every ``method`` returns (a :class:`Cell`'s, a :class:`Hub`'s, a
+    :class:`Supervisor`'s): registers the handler on ``native``, then runs ``then``."""
+
+    def register(handler: H) -> H:
+        native.method(name, _sync_handler(handler, loop_of), view)
+        then()
+        return handler
+
+    return register
+
+
+def _registering_stream(
+    native: Any, name: str, kind: Optional[MethodKind], then: Callable[[], None]
+) -> Callable[[SH], SH]:
+    """The decorator every ``stream_method`` returns, as :func:`_registering`."""
+    code = _stream_kind(kind)
+
+    def register(handler: SH) -> SH:
+        native.stream_method(name, _stream_handler(handler), code)
+        then()
+        return handler
+
+    return register

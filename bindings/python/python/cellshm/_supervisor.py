@@ -17,8 +17,8 @@ from ._common import (
     _names,
     _slot_classes,
 )
-from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout, _sync_handler
-from ._link import LinkEnd
+from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout
+from ._link import LinkEnd, _registering
 from ._host import Hub, _log_to_python
 
 
@@ -124,14 +124,9 @@ class Supervisor:
     def method(self, name: str, *, view: bool = False, allow: Optional[Sequence[str]] = None) -> Callable[[H], H]:
         """Decorator: a host method the supervised cells can call (with ``allow``, only
         the cells of those names: see :meth:`Hub.allow`)."""
-
-        def register(handler: H) -> H:
-            self._native.method(name, _sync_handler(handler, lambda: None), view)
-            if allow is not None:
-                self.allow(name, allow)
-            return handler
-
-        return register
+        return _registering(
+            self._native, name, view, lambda: None, lambda: None if allow is None else self.allow(name, allow)
+        )
 
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """As :meth:`Hub.allow`, for the supervisor's hub."""
