@@ -9,7 +9,7 @@
 //! - `recv.rs`: polling the receive ring, parking, routing what arrives.
 //! - `serve.rs`: server threads and handlers.
 //! - `dispatch.rs`: the handler table, access rules, a handler's `Call`.
-//! - `stream.rs`: streams, both ends.
+//! - `stream/`: streams: their state, what the session does for them, the two ends.
 //! - `options.rs`: `CallOptions`, `WaitStrategy`, the default timeouts.
 //! - `pair.rs` (tests): a host and a cell session in one process, for unit tests.
 //! - `model.rs` (loom): the call/answer path's rules, model-checked.
