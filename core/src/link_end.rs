@@ -35,7 +35,26 @@ pub(crate) mod sealed {
     pub trait LinkSession {
         /// The session calls go through now, or why there is none (the peer died, the
         /// link was closed, a supervised cell is not ready).
-        fn session(&self) -> Result<Arc<Session>>;
+        fn session(&self) -> Result<SessionRef<'_>>;
+    }
+
+    /// The session an end calls through: borrowed where the end holds it for good (a
+    /// cell), owned where it is looked up per call (a peer's, a supervised cell's), so a
+    /// cell's call costs no reference count.
+    #[derive(Debug)]
+    pub(crate) enum SessionRef<'a> {
+        Borrowed(&'a Arc<Session>),
+        Owned(Arc<Session>),
+    }
+
+    impl std::ops::Deref for SessionRef<'_> {
+        type Target = Arc<Session>;
+        fn deref(&self) -> &Arc<Session> {
+            match self {
+                SessionRef::Borrowed(session) => session,
+                SessionRef::Owned(session) => session,
+            }
+        }
     }
 
     /// See [`LinkSession`].
@@ -186,20 +205,20 @@ impl<'a> Supervised<'a> {
 }
 
 impl sealed::LinkSession for Peer {
-    fn session(&self) -> Result<Arc<Session>> {
-        self.inner.session()
+    fn session(&self) -> Result<sealed::SessionRef<'_>> {
+        self.inner.session().map(sealed::SessionRef::Owned)
     }
 }
 
 impl sealed::LinkSession for Cell {
-    fn session(&self) -> Result<Arc<Session>> {
-        Ok(self.session.clone())
+    fn session(&self) -> Result<sealed::SessionRef<'_>> {
+        Ok(sealed::SessionRef::Borrowed(&self.session))
     }
 }
 
 impl sealed::LinkSession for Supervised<'_> {
-    fn session(&self) -> Result<Arc<Session>> {
-        self.supervisor.ready_peer(&self.name)?.session()
+    fn session(&self) -> Result<sealed::SessionRef<'_>> {
+        self.supervisor.ready_peer(&self.name)?.inner.session().map(sealed::SessionRef::Owned)
     }
 }
 
