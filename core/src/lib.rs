@@ -64,9 +64,9 @@ pub use host::{
 pub use link_end::{LinkEnd, Registry, Supervised};
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};
 pub use session::{
-    AccessPolicy, Call, CallOptions, CancelToken, Completion, Counters, Dispatcher, PeerIdentity, PendingCall,
-    Response, Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER,
-    MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
+    AccessPolicy, Call, CallFuture, CallOptions, CancelToken, Completion, Counters, Dispatcher, PeerIdentity,
+    PendingCall, Response, Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, WaitStrategy,
+    DEFAULT_CALL_TIMEOUT, FOREVER, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
 };
 pub use shm::inspect::PeerSnapshot;
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::builtin;
 use crate::error::Result;
 use crate::runtime::session::{
-    copy_of, Call, CallOptions, Completion, Dispatcher, PendingCall, Response, Session, Stream, StreamCall,
+    copy_of, Call, CallFuture, CallOptions, Completion, Dispatcher, PendingCall, Response, Session, Stream, StreamCall,
 };
 use crate::wire::{self, ControlKind, MethodKind};
 use crate::{Cell, Hub, Peer, Supervisor};
@@ -115,6 +115,24 @@ pub trait LinkEnd: sealed::LinkSession {
             options,
             on_complete,
         )
+    }
+
+    /// Calls `method` as a `Future` for async code, on any executor (tokio, async-std,
+    /// smol, `futures::executor::block_on`): the thread that receives the answer wakes
+    /// the task, so awaiting costs no thread and no timer, and the call's deadline ends it
+    /// with DEADLINE_EXCEEDED. Dropping the future cancels the call (its handler sees
+    /// CANCEL). Starting it may wait for room in a full ring, as [`LinkEnd::call_start`]
+    /// does, within the deadline. On a [`Cell`], the cell must be serving.
+    ///
+    /// ```no_run
+    /// # async fn f(peer: &cellshm::Peer) -> cellshm::Result<()> {
+    /// use cellshm::{CallOptions, LinkEnd};
+    /// let reply = peer.call_async("Echo.echo", b"hi", &CallOptions::default()).await?;
+    /// assert_eq!(reply.bytes(), b"hi");
+    /// # Ok(()) }
+    /// ```
+    fn call_async(&self, method: &str, payload: &[u8], options: &CallOptions) -> CallFuture {
+        CallFuture::start(|done| self.call_start(method, payload, options, done))
     }
 
     /// Sends a notification: no response is expected or waited for.

@@ -6,6 +6,7 @@
 //! - `fail.rs`: failing the link once, and what that ends.
 //! - `send.rs`: pushing descriptors and payloads, waiting for room, the doorbell.
 //! - `call.rs`: calls and their waits, cancellation, `Response`, `PendingCall`.
+//! - `future.rs`: `CallFuture`, a started call as a runtime-agnostic `Future`.
 //! - `recv.rs`: polling the receive ring, parking, routing what arrives.
 //! - `serve.rs`: server threads and handlers.
 //! - `dispatch.rs`: the handler table, access rules, a handler's `Call`.
@@ -45,6 +46,7 @@ use crate::runtime::sync::{Mutex, MutexGuard, RwLock};
 mod call;
 mod dispatch;
 mod fail;
+mod future;
 #[cfg(all(test, loom))]
 mod model;
 mod options;
@@ -186,6 +188,7 @@ pub(crate) trait Hooks: Send + Sync {
 use call::Body;
 pub(crate) use call::Payload;
 pub use call::{PendingCall, Response};
+pub use future::CallFuture;
 use recv::{Backoff, Poller};
 
 struct Message {

@@ -1,0 +1,81 @@
+//! `LinkEnd::call_async` on tokio (multi-thread and current-thread) and on
+//! `futures::executor::block_on`: every call completes, a dropped future cancels its
+//! call, a deadline ends it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cellshm::{CallOptions, HubConfig, LinkEnd, Peer, Status};
+use common::{secs, start};
+
+/// `n` echo calls in flight at once on the current runtime; each answer checked.
+async fn echo_many(peer: Peer, n: u32) {
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let peer = peer.clone();
+        calls.spawn(async move {
+            let payload = [(i % 251) as u8; 64];
+            let reply = peer.call_async("Echo.echo", &payload, &secs(30)).await.unwrap();
+            assert_eq!(reply.bytes(), &payload[..]);
+        });
+    }
+    let mut done = 0;
+    while let Some(joined) = calls.join_next().await {
+        joined.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, n);
+}
+
+#[test]
+fn ten_thousand_concurrent_async_calls_complete_on_a_multi_thread_and_a_current_thread_runtime() {
+    let r = start(HubConfig::default(), &[]);
+    let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
+    multi.block_on(echo_many(r.peer.clone(), 10_000));
+    let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    current.block_on(echo_many(r.peer.clone(), 10_000));
+}
+
+#[test]
+fn async_calls_need_no_runtime() {
+    let r = start(HubConfig::default(), &[]);
+    let calls = (0..100u8).map(|i| {
+        let peer = r.peer.clone();
+        async move { (i, peer.call_async("Echo.echo", &[i; 100], &secs(30)).await) }
+    });
+    for (i, result) in futures::executor::block_on(futures::future::join_all(calls)) {
+        assert_eq!(result.unwrap().bytes(), &[i; 100][..]);
+    }
+    // A call that cannot start fails when awaited, with the reason.
+    let too_large = vec![0u8; r.peer.max_payload() + 1];
+    let e = futures::executor::block_on(r.peer.call_async("Echo.echo", &too_large, &secs(1))).unwrap_err();
+    assert_eq!(e.status(), Status::PayloadTooLarge, "{e}");
+}
+
+/// When the test cell's `Test.until_cancelled` handler last saw its call cancelled.
+fn last_cancel_seen_ns(peer: &Peer) -> u64 {
+    let reply = peer.call("Stream.last_cancel_seen", b"", &secs(5)).unwrap();
+    u64::from_le_bytes(reply.bytes()[..8].try_into().unwrap())
+}
+
+#[test]
+fn dropping_a_call_future_cancels_the_call_and_a_deadline_ends_it() {
+    let r = start(HubConfig::default(), &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let dropped_at = cellshm::monotonic_now_ns();
+    runtime.block_on(async {
+        let call = r.peer.call_async("Test.until_cancelled", b"", &secs(30));
+        // Polled until the timer fires, then dropped unanswered.
+        assert!(tokio::time::timeout(Duration::from_millis(50), call).await.is_err());
+    });
+    // The handler reports the cancel in its own process; look until it has (bounded).
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while last_cancel_seen_ns(&r.peer) < dropped_at {
+        assert!(Instant::now() < give_up, "the handler never saw the dropped call cancelled");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let short = CallOptions::timeout(Duration::from_millis(30));
+    let e = runtime.block_on(r.peer.call_async("Test.until_cancelled", b"", &short)).unwrap_err();
+    assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
+}
