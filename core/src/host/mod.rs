@@ -15,11 +15,13 @@
 //! - `supervisor/`: keeping cells alive under stable names.
 //!
 //! What happens when a cell dies: its doorbell reaches EOF (or its pidfd fires) in the
-//! session's receive path (`runtime::session`), which fails the link once; the session
-//! calls [`hooks`]' `on_death`, which marks the peer Dead, ends every call in flight with
-//! PEER_DEAD, and runs the `on_death` callbacks; the slot is reclaimed by the next
-//! `add_peer` (`slots.rs`) once no handle uses it; a supervisor hears of it as a notice
-//! and its policy decides (`supervisor/policy.rs`).
+//! session's receive path, which calls `Session::fail` once (`runtime/session/fail.rs`).
+//! That asks `hooks.rs` first (`explain_death`: the exit status and the end of its
+//! stderr join the error), then `on_dead`: the peer's record turns Dead and its
+//! `on_death` callbacks run; only then is the failure published and every call, stream
+//! and waiter of the link ended with PEER_DEAD. The slot is reclaimed by the next
+//! `add_peer` (`slots.rs`) once the peer is dead, and a supervisor hears of it as a notice
+//! its policy decides on (`supervisor/policy.rs`).
 
 pub mod attach;
 pub mod discovery;

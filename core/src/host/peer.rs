@@ -315,7 +315,7 @@ impl Peer {
         }
     }
 
-    /// Who the host knows this peer to be (what its handlers' [`Call::caller`] says).
+    /// Who the host knows this peer to be (what its handlers' [`crate::Call::caller`] says).
     pub fn identity(&self) -> PeerIdentity {
         self.inner.identity()
     }
