@@ -60,6 +60,7 @@ pub use host::supervisor::{
 };
 pub use host::{
     peer_state_name, CellProcess, Hub, LogRecord, LogSink, Peer, PeerMetrics, PeerOptions, PeerState, PeerTicket,
+    ReadyFuture,
 };
 pub use link_end::{LinkEnd, Registry, Supervised};
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};

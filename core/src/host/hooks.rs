@@ -143,6 +143,7 @@ impl Hooks for PeerHooks {
                 return;
             }
             record.state = PeerState::Dead(error.clone());
+            record.state_changed();
             peer.changed.notify_all();
             record.on_death.drain(..).collect()
         };

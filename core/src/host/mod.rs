@@ -40,7 +40,7 @@ pub use options::{
     validate_cell_name, PeerOptions, DEFAULT_DOORBELL_FD, MAX_SERVER_THREADS, MAX_SPIN, MAX_STDERR_TAIL,
 };
 use peer::DeathCallback;
-pub use peer::{peer_state_name, Peer, PeerMetrics, PeerState};
+pub use peer::{peer_state_name, Peer, PeerMetrics, PeerState, ReadyFuture};
 pub(crate) use peer::{PeerInner, PeerRecord};
 use slots::add_peer;
 pub use spawn::{CellProcess, PeerTicket};

@@ -79,3 +79,34 @@ fn dropping_a_call_future_cancels_the_call_and_a_deadline_ends_it() {
     let e = runtime.block_on(r.peer.call_async("Test.until_cancelled", b"", &short)).unwrap_err();
     assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
 }
+
+#[test]
+fn waiting_for_readiness_is_a_future_that_a_death_ends_too() {
+    use cellshm::{Hub, PeerOptions};
+    use std::process::Command;
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    // Ready: awaited on block_on while the cell joins.
+    let ticket = hub.add_peer("ready", PeerOptions::default()).unwrap();
+    let mut command = Command::new(common::CELL);
+    command.arg("cell").env("CELLSHM_QUIET", "1");
+    let (peer, mut child) = ticket.spawn(&mut command).unwrap();
+    // On block_on in a thread of its own, so that a wakeup that never comes fails the test
+    // instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = peer.clone();
+    std::thread::spawn(move || tx.send(futures::executor::block_on(waiting.wait_ready_async())));
+    rx.recv_timeout(Duration::from_secs(10)).expect("the ready state woke the future").unwrap();
+    assert_eq!(peer.call("Echo.echo", b"up", &secs(5)).unwrap().bytes(), b"up");
+    // A process that exits without joining: the future ends with its death.
+    let ticket = hub.add_peer("gone", PeerOptions::default()).unwrap();
+    let (gone, mut gone_child) = ticket.spawn(&mut Command::new("true")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let e = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), gone.wait_ready_async()).await })
+        .expect("the death ended the wait")
+        .unwrap_err();
+    assert_eq!(e.status(), Status::PeerDead, "{e}");
+    let _ = gone_child.wait();
+    let _ = child.kill();
+    let _ = child.wait();
+}
