@@ -137,6 +137,12 @@ pub fn send_fds(socket: &OwnedFd, data: &[u8], fds: &[RawFd]) -> Result<(), Erro
 
 /// Receives one message (blocking) and the fds attached to it.
 pub fn recv_fds(socket: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
+    receive(socket, 0).map_err(|e| fail(format!("recvmsg: {e}")))
+}
+
+/// One `recvmsg` on `socket` with `flags` (close-on-exec added): the message and the
+/// descriptors that came with it (an empty message at EOF).
+fn receive(socket: &OwnedFd, flags: i32) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut buf = [0u8; 512];
     let mut control = [0u8; 128];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
@@ -146,13 +152,14 @@ pub fn recv_fds(socket: &OwnedFd) -> Result<(Vec<u8>, Vec<OwnedFd>), Error> {
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = control.len();
-    // SAFETY: a blocking recvmsg into live buffers.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    // SAFETY: a recvmsg into live buffers.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
-        return Err(fail(format!("recvmsg: {}", errno())));
+        return Err(std::io::Error::last_os_error());
     }
     let mut fds = Vec::new();
-    // SAFETY: walks the control data the kernel filled in.
+    // SAFETY: walks the control data the kernel filled in; each descriptor it passed is
+    // ours now (also under MSG_PEEK, which installs them too) and owned once here.
     unsafe {
         let mut header = libc::CMSG_FIRSTHDR(&msg);
         while !header.is_null() {
@@ -907,36 +914,17 @@ pub fn steal_bootstrap() -> Result<(), Error> {
 /// `MSG_PEEK`), without waiting; they are installed here, as a thief would get them.
 fn read_fds(socket: &OwnedFd, flags: i32) -> usize {
     let mut fds = 0usize;
-    loop {
-        let mut buf = [0u8; 512];
-        let mut control = [0u8; 128];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        // SAFETY: msghdr is plain data; the pointers stay valid during recvmsg.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        // SAFETY: a non-blocking recvmsg into live buffers.
-        let n =
-            unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
-        if n <= 0 {
-            return fds;
+    // Whatever is waiting, without waiting; one message only when peeking.
+    while let Ok((message, received)) = receive(socket, flags | libc::MSG_DONTWAIT) {
+        if message.is_empty() {
+            break;
         }
-        // SAFETY: walks the control data the kernel filled in.
-        unsafe {
-            let mut header = libc::CMSG_FIRSTHDR(&msg);
-            while !header.is_null() {
-                if (*header).cmsg_type == libc::SCM_RIGHTS {
-                    fds += ((*header).cmsg_len - libc::CMSG_LEN(0) as usize) / 4;
-                }
-                header = libc::CMSG_NXTHDR(&msg, header);
-            }
-        }
+        fds += received.len();
         if flags & libc::MSG_PEEK != 0 {
-            return fds;
+            break;
         }
     }
+    fds
 }
 
 /// `idle-flood UID/NAME`: opens connection after connection to a hub's discovery socket

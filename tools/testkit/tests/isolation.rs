@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cellshm::{Hub, HubConfig, PeerOptions, Status};
 
 mod common;
-use common::{proc_status, secs, spawn_cell_on, wait_dead, wait_for_peer, RunDelay, CELL};
+use common::{poll_until, proc_status, secs, spawn_cell_on, wait_dead, wait_for_peer, RunDelay, CELL};
 
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
@@ -552,16 +552,23 @@ fn attach_as(hub: &Hub, name: &str) -> Result<(cellshm::Peer, std::process::Chil
             .into_iter()
             .find(|p| p.name() == name && p.state() == cellshm::PeerState::Ready && p.pid() == Some(pid))
     };
-    loop {
-        if let Some(peer) = find() {
-            return Ok((peer, child));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
+    // Attached and ready, or refused (the process exits with the reason on stderr).
+    let mut exited = None;
+    poll_until(
+        Duration::from_secs(10),
+        || format!("{name} neither attached nor exited"),
+        || {
+            exited = child.try_wait().unwrap();
+            exited.is_some() || find().is_some()
+        },
+    );
+    match (find(), exited) {
+        (Some(peer), _) => Ok((peer, child)),
+        (None, status) => {
             let mut err = String::new();
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-            return Err(format!("{status}: {err}"));
+            Err(format!("{}: {err}", status.map_or("running".into(), |s| s.to_string())))
         }
-        thread::sleep(Duration::from_millis(5));
     }
 }
 
