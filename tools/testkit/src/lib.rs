@@ -37,6 +37,9 @@ pub fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.fail`: returns status u32 with the rest of the payload as message.
 /// - `Test.cancelled_at_deadline`: waits for cancellation (its deadline included), then
 ///   answers CANCELLED.
+/// - `Test.cancel_seen_since`: waits (up to 5 s) until `Stream.forever` or
+///   `Test.until_cancelled` saw a cancellation at or after u64 ns (CLOCK_MONOTONIC), and
+///   replies when the last one was seen (u64 ns).
 /// - `Test.sized`: replies with u32 bytes of a pattern.
 /// - `Test.garbage`: pushes a garbage descriptor towards the host.
 /// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
@@ -207,9 +210,17 @@ fn voluntary_context_switches() -> u64 {
     usage.ru_nvcsw as u64
 }
 
-/// When `Stream.forever` or `Test.until_cancelled` last saw a cancellation (CLOCK_MONOTONIC ns), so a test
-/// can measure how long a cancellation takes to reach the handler.
-static LAST_CANCEL_SEEN_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// When `Stream.forever` or `Test.until_cancelled` last saw a cancellation (CLOCK_MONOTONIC
+/// ns), so a test can measure how long a cancellation takes to reach the handler;
+/// `Test.cancel_seen_since` waits on the condvar for it to pass a time.
+static LAST_CANCEL_SEEN_NS: parking_lot::Mutex<u64> = parking_lot::const_mutex(0);
+static CANCEL_SEEN: parking_lot::Condvar = parking_lot::Condvar::new();
+
+/// A handler saw its call cancelled: recorded, and whoever waits for it is woken.
+fn saw_cancel() {
+    *LAST_CANCEL_SEEN_NS.lock() = cellshm::monotonic_now_ns();
+    CANCEL_SEEN.notify_all();
+}
 
 /// FNV-1a over a stream of items: what `Stream.sum` answers, and what callers check.
 pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -273,7 +284,7 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
         loop {
             if let Err(e) = call.send_with(size, |buf| buf.len()) {
                 if call.is_cancelled() {
-                    LAST_CANCEL_SEEN_NS.store(cellshm::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+                    saw_cancel();
                 }
                 return Err(e);
             }
@@ -281,7 +292,7 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
     })?;
     cell.method("Test.until_cancelled", |call| {
         if call.wait_cancelled(Duration::from_secs(10)) {
-            LAST_CANCEL_SEEN_NS.store(cellshm::monotonic_now_ns(), std::sync::atomic::Ordering::SeqCst);
+            saw_cancel();
             if call.remaining() == Some(Duration::ZERO) {
                 return Err(Error::new(Status::DeadlineExceeded, "the caller's deadline passed"));
             }
@@ -295,8 +306,14 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
         call.wait_cancelled(Duration::from_secs(10));
         Err(Error::new(Status::Cancelled, "stopped: the call was cancelled"))
     })?;
-    cell.method("Stream.last_cancel_seen", |call| {
-        call.reply(&LAST_CANCEL_SEEN_NS.load(std::sync::atomic::Ordering::SeqCst).to_le_bytes())
+    cell.method("Test.cancel_seen_since", |call| {
+        let bytes: [u8; 8] =
+            call.payload().try_into().map_err(|_| Error::new(Status::InvalidArgument, "expected a u64"))?;
+        let since = u64::from_le_bytes(bytes);
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+        let mut seen = LAST_CANCEL_SEEN_NS.lock();
+        while *seen < since && !CANCEL_SEEN.wait_until(&mut seen, give_up).timed_out() {}
+        call.reply(&seen.to_le_bytes())
     })?;
     cell.stream_method("Stream.sum", |call| {
         let (mut total, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);

@@ -9,10 +9,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cellshm::monotonic_now_ns;
-use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions, SlotClass, Status, STREAM_WINDOW};
+use cellshm::{CallOptions, Hub, HubConfig, PeerOptions, SlotClass, Status, STREAM_WINDOW};
 
 mod common;
-use common::{secs, spawn_cell_on, start as start_with, RunDelay, Running, CELL};
+use common::{cancel_seen_after, secs, spawn_cell_on, start as start_with, RunDelay, Running, CELL};
 
 /// The CPU-heavy tests run one at a time: on a 2-core machine, the 256 MiB transfer
 /// would otherwise decide the unary latency the 8-stream test checks.
@@ -98,17 +98,7 @@ fn cancelling_reaches_the_handler_within_10_ms_and_returns_every_slot() {
     let delay = RunDelay::this_thread_and_links().and_process(r.child.id());
     let cancelled_at = monotonic_now_ns();
     stream.cancel();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let seen = loop {
-        let reply = r.peer.call("Stream.last_cancel_seen", b"", &secs(5)).unwrap();
-        let seen = u64::from_le_bytes(reply.bytes().try_into().unwrap());
-        if seen >= cancelled_at || Instant::now() > deadline {
-            break seen;
-        }
-        thread::sleep(Duration::from_millis(1));
-    };
-    assert!(seen >= cancelled_at, "the handler never saw the cancellation");
-    let latency = Duration::from_nanos(seen - cancelled_at);
+    let latency = cancel_seen_after(&r.peer, cancelled_at);
     // 10 ms, and what the scheduler made both sides wait for a CPU meanwhile.
     let scheduler = delay.so_far();
     assert!(
@@ -126,19 +116,6 @@ fn cancelling_reaches_the_handler_within_10_ms_and_returns_every_slot() {
     assert_eq!(r.peer.call("Echo.echo", b"after", &secs(5)).unwrap().bytes(), b"after");
 }
 
-fn wait_for_cancel_seen_after(peer: &Peer, since_ns: u64) -> Duration {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let reply = peer.call("Stream.last_cancel_seen", b"", &secs(5)).unwrap();
-        let seen = u64::from_le_bytes(reply.bytes().try_into().unwrap());
-        if seen >= since_ns {
-            return Duration::from_nanos(seen - since_ns);
-        }
-        assert!(Instant::now() < deadline, "the handler never saw the cancellation");
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn a_cancelled_unary_call_reaches_its_handler_within_10_ms() {
     let r = start(HubConfig::default());
@@ -148,7 +125,7 @@ fn a_cancelled_unary_call_reaches_its_handler_within_10_ms() {
     let delay = RunDelay::this_thread_and_links().and_process(r.child.id());
     let cancelled_at = monotonic_now_ns();
     assert!(pending.cancel());
-    let latency = wait_for_cancel_seen_after(&r.peer, cancelled_at);
+    let latency = cancel_seen_after(&r.peer, cancelled_at);
     let scheduler = delay.so_far();
     assert!(
         latency < Duration::from_millis(10) + scheduler,
@@ -159,7 +136,7 @@ fn a_cancelled_unary_call_reaches_its_handler_within_10_ms() {
     thread::sleep(Duration::from_millis(20));
     let dropped_at = monotonic_now_ns();
     drop(pending);
-    wait_for_cancel_seen_after(&r.peer, dropped_at);
+    cancel_seen_after(&r.peer, dropped_at);
     // A deadline cancels too: the handler stops at the deadline, the caller gets
     // DEADLINE_EXCEEDED.
     let e = r.peer.call("Test.until_cancelled", b"", &CallOptions::timeout(Duration::from_millis(30))).unwrap_err();
@@ -174,15 +151,7 @@ fn dropping_an_unfinished_stream_cancels_it() {
     stream.recv().unwrap().unwrap();
     let dropped_at = monotonic_now_ns();
     drop(stream);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let reply = r.peer.call("Stream.last_cancel_seen", b"", &secs(5)).unwrap();
-        if u64::from_le_bytes(reply.bytes().try_into().unwrap()) >= dropped_at {
-            break;
-        }
-        assert!(Instant::now() < deadline, "drop did not cancel the stream");
-        thread::sleep(Duration::from_millis(1));
-    }
+    cancel_seen_after(&r.peer, dropped_at);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use cellshm::{CallOptions, Hub, HubConfig, Peer, PeerOptions};
+use cellshm::{CallOptions, Hub, HubConfig, LinkEnd, Peer, PeerOptions};
 
 /// `cellshm-testkit cell` is the test cell (see `tools/testkit/src/lib.rs`).
 pub const CELL: &str = env!("CARGO_BIN_EXE_cellshm-testkit");
@@ -166,4 +166,14 @@ fn run_delay_ns(tasks: &[String]) -> u64 {
 pub fn inspectable(hub: &Hub) {
     // SAFETY: geteuid has no preconditions.
     hub.enable_inspect(&[unsafe { libc::geteuid() }]);
+}
+
+/// How long after `since_ns` (CLOCK_MONOTONIC) the test cell's handler saw a call
+/// cancelled; the cell answers once it has (an event in its process, not a poll), and the
+/// test fails if it has not within 5 s.
+pub fn cancel_seen_after(peer: &Peer, since_ns: u64) -> Duration {
+    let reply = peer.call("Test.cancel_seen_since", &since_ns.to_le_bytes(), &secs(10)).unwrap();
+    let seen = u64::from_le_bytes(reply.bytes().try_into().unwrap());
+    assert!(seen >= since_ns, "the handler never saw the cancellation");
+    Duration::from_nanos(seen - since_ns)
 }
