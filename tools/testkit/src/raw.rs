@@ -498,43 +498,69 @@ pub fn bad_hello(request_first: bool) -> Result<(), Error> {
     Err(fail("the host did not drop a cell with a bad HELLO within 10 s"))
 }
 
+/// The abstract socket name of the hub given as `UID/NAME` on the command line.
+fn hub_address(hub: &str) -> Result<String, Error> {
+    let (uid, name) = hub.split_once('/').ok_or_else(|| Error::new(Status::InvalidArgument, "HUB is UID/NAME"))?;
+    Ok(format!("cellshm/{uid}/{name}"))
+}
+
+/// A SOCK_SEQPACKET connection to the abstract socket `address`, made by hand as a
+/// foreign client would (docs/PROTOCOL.md §2).
+fn connect_abstract(address: &str) -> std::io::Result<OwnedFd> {
+    // SAFETY: socket takes no pointers; a non-negative result is a descriptor we own.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above: ours from here on, closed on drop.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_un is plain data.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in addr.sun_path[1..].iter_mut().zip(address.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let len = (2 + 1 + address.len()) as libc::socklen_t;
+    // SAFETY: `addr` is a live sockaddr_un of at least `len` bytes.
+    if unsafe { libc::connect(socket.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
 /// `attach-flood N HUB`: N attach requests, each refused; prints how many.
 pub fn attach_flood(args: &[String]) -> Result<(), Error> {
     let (Some(n), Some(hub)) = (args.first().and_then(|n| n.parse::<u64>().ok()), args.get(1)) else {
         return Err(Error::new(Status::InvalidArgument, "usage: __attach-flood N HUB"));
     };
-    let (uid, name) = hub.split_once('/').ok_or_else(|| Error::new(Status::InvalidArgument, "HUB is UID/NAME"))?;
-    let address = format!("cellshm/{uid}/{name}");
+    let address = hub_address(hub)?;
     let mut refused = 0u64;
     // What happened to the requests that were not refused, with the first example of each.
     let mut other: std::collections::BTreeMap<&str, (u64, String)> = Default::default();
     let mut note = |kind: &'static str, example: String| other.entry(kind).or_insert((0, example)).0 += 1;
     for _ in 0..n {
-        // SAFETY: plain socket calls on descriptors we own, with live buffers.
-        unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path[1..].iter_mut().zip(address.bytes()) {
-                *d = s as libc::c_char;
+        let socket = match connect_abstract(&address) {
+            Ok(socket) => socket,
+            Err(e) => {
+                note("connect failed", e.to_string());
+                continue;
             }
-            let len = (2 + 1 + address.len()) as libc::socklen_t;
-            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
-                note("connect failed", std::io::Error::last_os_error().to_string());
-            } else if libc::send(fd, b"ATTACH flood\n".as_ptr().cast(), 13, libc::MSG_NOSIGNAL) != 13 {
-                note("send failed", std::io::Error::last_os_error().to_string());
-            } else {
-                let mut buf = [0u8; 256];
-                let got = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-                if got > 8 && buf.starts_with(b"REFUSED") {
-                    refused += 1;
-                } else if got < 0 {
-                    note("recv failed", std::io::Error::last_os_error().to_string());
-                } else {
-                    note("other answer", String::from_utf8_lossy(&buf[..got as usize]).into_owned());
-                }
-            }
-            libc::close(fd);
+        };
+        let fd = socket.as_raw_fd();
+        // SAFETY: a send from a live 13-byte buffer on a descriptor we own.
+        if unsafe { libc::send(fd, b"ATTACH flood\n".as_ptr().cast(), 13, libc::MSG_NOSIGNAL) } != 13 {
+            note("send failed", std::io::Error::last_os_error().to_string());
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: a recv into a live buffer of its length, on a descriptor we own.
+        let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if got > 8 && buf.starts_with(b"REFUSED") {
+            refused += 1;
+        } else if got < 0 {
+            note("recv failed", std::io::Error::last_os_error().to_string());
+        } else {
+            note("other answer", String::from_utf8_lossy(&buf[..got as usize]).into_owned());
         }
     }
     for (kind, (count, example)) in &other {
@@ -933,31 +959,18 @@ fn read_fds(socket: &OwnedFd, flags: i32) -> usize {
 pub fn idle_flood(args: &[String]) -> Result<(), Error> {
     use std::io::Write;
     let hub = args.first().ok_or_else(|| Error::new(Status::InvalidArgument, "usage: idle-flood UID/NAME"))?;
-    let (uid, name) = hub.split_once('/').ok_or_else(|| Error::new(Status::InvalidArgument, "HUB is UID/NAME"))?;
-    let address = format!("cellshm/{uid}/{name}");
+    let address = hub_address(hub)?;
     let mut open: std::collections::VecDeque<OwnedFd> = std::collections::VecDeque::new();
     let mut said = false;
     loop {
-        // SAFETY: plain socket calls on a descriptor we own, with live buffers.
-        let fd = unsafe {
-            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (d, s) in addr.sun_path[1..].iter_mut().zip(address.bytes()) {
-                *d = s as libc::c_char;
-            }
-            let len = (2 + 1 + address.len()) as libc::socklen_t;
-            if libc::connect(fd, (&addr as *const libc::sockaddr_un).cast(), len) != 0 {
-                let gone = std::io::Error::last_os_error().raw_os_error() == Some(libc::ECONNREFUSED);
-                libc::close(fd);
-                if gone {
-                    // The hub is gone (or never was): nothing left to flood.
-                    return Ok(());
-                }
+        let fd = match connect_abstract(&address) {
+            Ok(socket) => socket,
+            // The hub is gone (or never was): nothing left to flood.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(()),
+            Err(_) => {
                 std::thread::yield_now();
                 continue;
             }
-            OwnedFd::from_raw_fd(fd)
         };
         open.push_back(fd);
         if open.len() > 64 {
