@@ -5,16 +5,16 @@
 
 use crate::wire::{flags, ControlKind, Descriptor, CONTROL_CHANNEL};
 
-/// A unary request of `method_id` that wants an answer before `deadline_ns` (0: none);
-/// `extra` adds flags a request may carry (none today but the tests'). The link gives it
-/// its msg id when it registers the call.
-pub(crate) fn request(method_id: u32, deadline_ns: u64, extra: u32) -> Descriptor {
-    Descriptor { method_id, flags: flags::REQUEST | extra, deadline_ns, ..Default::default() }
+/// A unary request of `method_id` that wants an answer before `deadline_ns` (0: none).
+/// The link gives it its msg id when it registers the call.
+pub(crate) fn request(method_id: u32, deadline_ns: u64) -> Descriptor {
+    Descriptor { method_id, flags: flags::REQUEST, deadline_ns, ..Default::default() }
 }
 
-/// A notification: a request that wants no reply and has no deadline on the wire.
-pub(crate) fn notification(msg_id: u64, method_id: u32) -> Descriptor {
-    Descriptor { msg_id, method_id, flags: flags::REQUEST | flags::NO_REPLY, ..Default::default() }
+/// A notification: a request that wants no reply, with msg id `msg_id`; the receiver
+/// drops it unserved once `deadline_ns` (0: none) has passed.
+pub(crate) fn notification(msg_id: u64, method_id: u32, deadline_ns: u64) -> Descriptor {
+    Descriptor { msg_id, method_id, flags: flags::REQUEST | flags::NO_REPLY, deadline_ns, ..Default::default() }
 }
 
 /// The answer to a request: OK, or the error `status` (a code; its text is the payload).
@@ -108,11 +108,11 @@ mod tests {
     #[test]
     fn unary_and_control_frames_carry_what_the_protocol_says() {
         use flags::*;
-        let req = Descriptor { msg_id: 9, method_id: 77, deadline_ns: 5, ..request(77, 5, 0) };
+        let req = Descriptor { msg_id: 9, method_id: 77, deadline_ns: 5, ..request(77, 5) };
         let table: [(&str, Descriptor, Fields); 6] = [
-            ("request: msg id from the link", request(77, 1_000, 0), (REQUEST, 0, 0, 0, 0, 77, 1_000)),
-            ("request without deadline", request(77, 0, 0), (REQUEST, 0, 0, 0, 0, 77, 0)),
-            ("notification: no reply, no deadline", notification(4, 77), (REQUEST | NO_REPLY, 0, 0, 0, 4, 77, 0)),
+            ("request: msg id from the link", request(77, 1_000), (REQUEST, 0, 0, 0, 0, 77, 1_000)),
+            ("request without deadline", request(77, 0), (REQUEST, 0, 0, 0, 0, 77, 0)),
+            ("notification: no reply", notification(4, 77, 1_000), (REQUEST | NO_REPLY, 0, 0, 0, 4, 77, 1_000)),
             ("OK response: the request's msg and method", response(&req, None), (RESPONSE, 0, 0, 0, 9, 77, 0)),
             (
                 "error response: its status",

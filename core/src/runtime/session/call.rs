@@ -171,16 +171,15 @@ impl Drop for PendingCall {
 }
 
 impl Session {
-    /// A request descriptor (its msg id still 0), its filled payload, and when the call
-    /// started (one clock read serves the deadline, its check and the metrics).
+    /// A request's deadline, its filled payload, and when the call started (one clock
+    /// read serves the deadline, its check and the metrics); the caller builds its frame.
     pub(super) fn prepare_request(
         &self,
         method_id: u32,
-        extra_flags: u32,
         max_len: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
-    ) -> Result<(Descriptor, OutBody, u64)> {
+    ) -> Result<(u64, OutBody, u64)> {
         self.check_open()?;
         if method_id == 0 {
             return Err(Error::new(Status::InvalidArgument, "method id 0 is reserved"));
@@ -193,7 +192,7 @@ impl Session {
         let body = self.fill_body(max_len, deadline_ns, fill)?;
         // Counted before sending: the peer never sees a call the counter does not include.
         self.count(control::CALLS_SENT, 1);
-        Ok((frames::request(method_id, deadline_ns, extra_flags), body, now_ns))
+        Ok((deadline_ns, body, now_ns))
     }
 
     /// Registers the call of `d` with the link, which gives it its msg id, and sends
@@ -244,8 +243,8 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<Response> {
-        let (d, body, now_ns) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
-        let deadline_ns = d.deadline_ns;
+        let (deadline_ns, body, now_ns) = self.prepare_request(method_id, max_len, fill, opts)?;
+        let d = frames::request(method_id, deadline_ns);
         let started = self.metrics.as_ref().map(|m| m.outgoing.start(method_id, name, now_ns));
         let waiter = new_waiter();
         // Start polling before the request leaves, so a quick response never finds us
@@ -305,8 +304,8 @@ impl Session {
         opts: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        let (d, body, now_ns) = self.prepare_request(method_id, 0, max_len, fill, opts)?;
-        let deadline_ns = d.deadline_ns;
+        let (deadline_ns, body, now_ns) = self.prepare_request(method_id, max_len, fill, opts)?;
+        let d = frames::request(method_id, deadline_ns);
         let waiter = Arc::new(Waiter::with_completion(on_complete));
         // Nobody waits on it, so the link watches its deadline (the standby sleeps until
         // the earliest one and fails what expired).
@@ -349,9 +348,8 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<()> {
-        let (mut d, body, _) = self.prepare_request(method_id, flags::NO_REPLY, max_len, fill, opts)?;
-        d.msg_id = self.link.lock().next_msg_id();
-        let deadline_ns = d.deadline_ns;
+        let (deadline_ns, body, _) = self.prepare_request(method_id, max_len, fill, opts)?;
+        let d = frames::notification(self.link.lock().next_msg_id(), method_id, deadline_ns);
         self.send(d, body, deadline_ns)?;
         Ok(())
     }
@@ -371,7 +369,8 @@ impl Session {
         let give_up = patience.map_or(AT_ONCE, crate::sys::clock::deadline_after);
         let out = self.fill_body(body.len(), give_up, copy_of(body))?;
         self.count(control::CALLS_SENT, 1);
-        let d = frames::notification(self.link.lock().next_msg_id(), method_id);
+        // Telemetry carries no deadline on the wire; `give_up` bounds only the wait here.
+        let d = frames::notification(self.link.lock().next_msg_id(), method_id, 0);
         self.send(d, out, give_up)
     }
 

@@ -69,7 +69,7 @@ fn answer_one(to_peer: &Wire, link: &Mutex<TestLink>, completions: &AtomicUsize)
 /// The caller's start: register, then send the request.
 fn start(link: &Mutex<TestLink>, to_peer: &Wire, waiter: &Arc<CallWaiter>) -> u64 {
     let msg_id = link.lock().start_call(waiter.clone(), Answer::Response, 0, Timer::Caller).expect("open link");
-    let mut request = frames::request(42, 0, 0);
+    let mut request = frames::request(42, 0);
     request.msg_id = msg_id;
     to_peer.send(request);
     msg_id
