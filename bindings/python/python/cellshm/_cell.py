@@ -53,7 +53,7 @@ class Cell(LinkEnd):
         ``async def`` handler runs on the loop of :meth:`serve_async`. A raised
         :class:`CellshmError` keeps its status; any other exception is INTERNAL with its
         message. The cell keeps serving either way."""
-        return _registering(self._native, name, view, lambda: self._loop, lambda: None)
+        return _registering(self._native, name, view, lambda: self._loop)
 
     def stream_method(self, name: str, *, kind: Optional[MethodKind] = None) -> Callable[[SH], SH]:
         """Decorator registering a stream handler for ``"Service.method"``: it runs on its
@@ -61,7 +61,7 @@ class Cell(LinkEnd):
         the final response (bytes-like or None). Raising ends the stream with that error.
         ``kind`` (a :class:`MethodKind`) is what ``cellshm.Introspect.methods`` reports;
         by default the stream's direction is left undeclared."""
-        return _registering_stream(self._native, name, kind, lambda: None)
+        return _registering_stream(self._native, name, kind)
 
     def serve(self) -> None:
         """Starts serving and announces readiness to the host; returns at once."""

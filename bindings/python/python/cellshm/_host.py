@@ -201,18 +201,14 @@ class Hub:
         """Decorator: serves ``name`` to every cell of the hub (see :meth:`Cell.method`),
         or with ``allow`` only to the cells of those names (see :meth:`allow`). The
         handler sees who calls in ``cellshm.current_call().caller``."""
-        return _registering(self._native, name, view, lambda: None, self._allowing(name, allow))
+        return _registering(self._native, name, view, lambda: None, allow)
 
     def stream_method(
         self, name: str, *, kind: Optional[MethodKind] = None, allow: Optional[Sequence[str]] = None
     ) -> Callable[[SH], SH]:
         """Decorator: serves the stream method ``name`` to every cell of the hub (see
         :meth:`Cell.stream_method`), or with ``allow`` only to those cells."""
-        return _registering_stream(self._native, name, kind, self._allowing(name, allow))
-
-    def _allowing(self, name: str, allow: Optional[Sequence[str]]) -> Callable[[], None]:
-        """What follows a registration with ``allow=``: :meth:`allow`."""
-        return lambda: None if allow is None else self.allow(name, allow)
+        return _registering_stream(self._native, name, kind, allow)
 
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """Only the cells named in ``cells`` may call the host method ``method`` (registered

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from ._common import H, Payload
+from ._common import H, Payload, _names
 from ._asyncio import FOREVER, _check_timeout, _loop_calls, _sync_handler
 from ._streams import SH, MethodKind, Stream, _stream_handler, _stream_kind
 
@@ -61,28 +61,31 @@ def _registering(
     name: str,
     view: bool,
     loop_of: Callable[[], Optional[asyncio.AbstractEventLoop]],
-    then: Callable[[], None],
+    allow: Optional[Sequence[str]] = None,
 ) -> Callable[[H], H]:
     """The decorator every ``method`` returns (a :class:`Cell`'s, a :class:`Hub`'s, a
-    :class:`Supervisor`'s): registers the handler on ``native``, then runs ``then``."""
+    :class:`Supervisor`'s): registers the handler on ``native``, then, for a host method
+    given ``allow``, admits only those cells (``Hub.allow``)."""
 
     def register(handler: H) -> H:
         native.method(name, _sync_handler(handler, loop_of), view)
-        then()
+        if allow is not None:
+            native.allow(name, _names(allow))
         return handler
 
     return register
 
 
 def _registering_stream(
-    native: Any, name: str, kind: Optional[MethodKind], then: Callable[[], None]
+    native: Any, name: str, kind: Optional[MethodKind], allow: Optional[Sequence[str]] = None
 ) -> Callable[[SH], SH]:
     """The decorator every ``stream_method`` returns, as :func:`_registering`."""
     code = _stream_kind(kind)
 
     def register(handler: SH) -> SH:
         native.stream_method(name, _stream_handler(handler), code)
-        then()
+        if allow is not None:
+            native.allow(name, _names(allow))
         return handler
 
     return register

@@ -124,9 +124,7 @@ class Supervisor:
     def method(self, name: str, *, view: bool = False, allow: Optional[Sequence[str]] = None) -> Callable[[H], H]:
         """Decorator: a host method the supervised cells can call (with ``allow``, only
         the cells of those names: see :meth:`Hub.allow`)."""
-        return _registering(
-            self._native, name, view, lambda: None, lambda: None if allow is None else self.allow(name, allow)
-        )
+        return _registering(self._native, name, view, lambda: None, allow)
 
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """As :meth:`Hub.allow`, for the supervisor's hub."""
