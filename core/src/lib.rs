@@ -48,7 +48,9 @@ pub mod wire;
 
 /// What most programs use: `use cellshm::prelude::*;`.
 pub mod prelude {
-    pub use crate::{CallOptions, Cell, Hub, HubConfig, LinkEnd, Peer, PeerOptions, Registry, Status, Supervised};
+    pub use crate::{
+        CallOptions, Cell, Error, Hub, HubConfig, LinkEnd, MethodKind, Peer, PeerOptions, Registry, Status, Supervised,
+    };
 }
 
 pub use cell::{Cell, CellOptions, JoinArgs};
@@ -65,9 +67,10 @@ pub use host::{
 pub use link_end::{LinkEnd, Registry, Supervised};
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};
 pub use session::{
-    AccessPolicy, Call, CallFuture, CallOptions, CancelToken, Completion, Counters, Dispatcher, PeerIdentity,
-    PendingCall, Response, Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, WaitStrategy,
-    DEFAULT_CALL_TIMEOUT, FOREVER, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
+    AccessPolicy, AsyncCall, AsyncStream, AsyncStreamCall, BoxFuture, Call, CallFuture, CallOptions, CancelToken,
+    Completion, Counters, Dispatcher, NotifyFuture, OpenStreamFuture, PeerIdentity, PendingCall, Response, Spawn,
+    Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER,
+    MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
 };
 pub use shm::inspect::PeerSnapshot;
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};

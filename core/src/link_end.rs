@@ -16,13 +16,15 @@
 //! otherwise warn about.
 #![allow(private_interfaces)]
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::builtin;
 use crate::error::Result;
 use crate::runtime::session::{
-    copy_of, Call, CallFuture, CallOptions, Completion, Dispatcher, PendingCall, Response, Session, Stream, StreamCall,
+    copy_of, AsyncCall, AsyncStreamCall, Call, CallFuture, CallOptions, Completion, Dispatcher, NotifyFuture,
+    OpenStreamFuture, PendingCall, Response, Session, Spawn, Stream, StreamCall,
 };
 use crate::wire::{self, ControlKind, MethodKind};
 use crate::{Cell, Hub, Peer, Supervisor};
@@ -121,8 +123,8 @@ pub trait LinkEnd: sealed::LinkSession {
     /// smol, `futures::executor::block_on`): the thread that receives the answer wakes
     /// the task, so awaiting costs no thread and no timer, and the call's deadline ends it
     /// with DEADLINE_EXCEEDED. Dropping the future cancels the call (its handler sees
-    /// CANCEL). Starting it may wait for room in a full ring, as [`LinkEnd::call_start`]
-    /// does, within the deadline. On a [`Cell`], the cell must be serving.
+    /// CANCEL). It never parks the executor: a full ring or pool makes it wait for room
+    /// as a future too. On a [`Cell`], the cell must be serving.
     ///
     /// ```no_run
     /// # async fn f(peer: &cellshm::Peer) -> cellshm::Result<()> {
@@ -132,7 +134,10 @@ pub trait LinkEnd: sealed::LinkSession {
     /// # Ok(()) }
     /// ```
     fn call_async(&self, method: &str, payload: &[u8], options: &CallOptions) -> CallFuture {
-        CallFuture::start(|done| self.call_start(method, payload, options, done))
+        match self.session() {
+            Ok(session) => CallFuture::start(&session, wire::method_id(method), Some(method), payload, options),
+            Err(e) => CallFuture::failed(e),
+        }
     }
 
     /// Sends a notification: no response is expected or waited for.
@@ -140,11 +145,41 @@ pub trait LinkEnd: sealed::LinkSession {
         self.session()?.notify_with(wire::method_id(method), payload.len(), copy_of(payload), options)
     }
 
+    /// [`LinkEnd::notify`] as a `Future`: done once the notification is sent. A full ring
+    /// or pool makes it wait for room without parking the executor, within the deadline
+    /// of `options`.
+    fn notify_async(&self, method: &str, payload: &[u8], options: &CallOptions) -> NotifyFuture {
+        match self.session() {
+            Ok(session) => NotifyFuture::start(&session, wire::method_id(method), payload, options),
+            Err(e) => NotifyFuture::failed(e),
+        }
+    }
+
     /// Opens a stream to the stream method `method`, with `request` as its opening
     /// message. Read items with [`Stream::recv`] (or iterate), send with
     /// [`Stream::send`]; the deadline in `options` covers the whole stream.
     fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
         self.session()?.open_stream(wire::method_id(method), Some(method), request, options)
+    }
+
+    /// [`LinkEnd::open_stream`] for async code: the stream is an [`AsyncStream`](crate::AsyncStream), a
+    /// `futures_core::Stream` of items with an async `send`. Opening never parks the
+    /// executor (a full ring waits for room as a future); dropping the stream cancels it.
+    ///
+    /// ```no_run
+    /// # async fn f(peer: &cellshm::Peer) -> cellshm::Result<()> {
+    /// use cellshm::{CallOptions, LinkEnd};
+    /// let mut numbers = peer.open_stream_async("Counter.count", b"5", &CallOptions::default()).await?;
+    /// while let Some(item) = numbers.message().await? {
+    ///     println!("{:?}", item.bytes());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    fn open_stream_async(&self, method: &str, request: &[u8], options: &CallOptions) -> OpenStreamFuture {
+        match self.session() {
+            Ok(session) => OpenStreamFuture::start(&session, wire::method_id(method), Some(method), request, options),
+            Err(e) => OpenStreamFuture::failed(e),
+        }
     }
 
     /// Sends PING and waits for PONG: proves the other side's receive path is alive and
@@ -195,6 +230,57 @@ pub trait Registry: sealed::HandlerTable {
         Self: Sized,
     {
         self.dispatcher().write().register_stream_as(name, kind, handler)
+    }
+
+    /// Where async handlers run ([`Registry::method_async`],
+    /// [`Registry::stream_method_async`]): a `tokio::runtime::Handle` (feature `tokio`),
+    /// or any `Fn(BoxFuture<()>)` that spawns on another runtime. With the `tokio`
+    /// feature and none set, a registration made inside a tokio runtime uses that one.
+    fn spawn_handlers_on(&self, spawn: impl Spawn) {
+        self.dispatcher().write().set_spawner(Arc::new(spawn));
+    }
+
+    /// Serves `"Service.method"` with an async handler: each call's future runs on the
+    /// runtime handed over with [`Registry::spawn_handlers_on`], so it may `.await` a
+    /// database or another cell, and the server threads that receive requests never wait
+    /// for it (a thousand calls in flight need no more of them). Its output is the reply
+    /// (any bytes) or the error. Cancellation and the deadline reach it through
+    /// [`AsyncCall::cancelled`]. FAILED_PRECONDITION without a runtime.
+    ///
+    /// ```no_run
+    /// # fn f(cell: &cellshm::Cell) -> cellshm::Result<()> {
+    /// use cellshm::{LinkEnd, Registry};
+    /// # let runtime = tokio::runtime::Runtime::new().unwrap();
+    /// cell.spawn_handlers_on(runtime.handle().clone());
+    /// cell.method_async("Lookup.get", |call| async move {
+    ///     let key = call.payload().to_vec();
+    ///     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    ///     Ok(key)
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    fn method_async<F, Fut, R>(&self, name: &str, handler: F) -> Result<()>
+    where
+        F: Fn(AsyncCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: AsRef<[u8]> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register_async(name, None, handler)
+    }
+
+    /// Serves the stream method `"Service.method"` (items flowing as `kind` says) with an
+    /// async handler, one future per stream on the runtime of
+    /// [`Registry::spawn_handlers_on`]: no stream thread is held while it waits. Its
+    /// output is the final response (client streaming; empty otherwise) or the error.
+    fn stream_method_async<F, Fut, R>(&self, name: &str, kind: MethodKind, handler: F) -> Result<()>
+    where
+        F: Fn(AsyncStreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: AsRef<[u8]> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register_stream_async(name, kind, None, handler)
     }
 }
 

@@ -15,10 +15,11 @@
 //! `W` is the runtime's handle on a waiting caller, `S` its handle on an open stream;
 //! the link only keeps and returns them.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
+use super::deadlines::{Deadlines, Timed};
+use super::frames::{self, OutFrame, StreamHeader};
 use super::stream::{accept_open, OpenVerdict};
 use crate::error::Error;
 use crate::shm::Side;
@@ -48,6 +49,18 @@ pub(crate) enum Timer {
     /// Nobody waits (a started call): the runtime asks [`Link::poll_timeout`] and
     /// [`Link::expire`].
     Link,
+}
+
+/// What passed its deadline ([`Link::expire`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Expired<W, S> {
+    /// A call nobody waits on, removed: fail it with DEADLINE_EXCEEDED.
+    Call(W),
+    /// A stream, still open: stop it (the end that opened it also cancels it).
+    Stream(S),
+    /// A call of the peer's that an async handler still serves (its msg id): wake the
+    /// handler's cancel token.
+    Served(u64),
 }
 
 /// What the runtime does with a frame it handed to [`Link::handle_frame`].
@@ -97,6 +110,12 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// An open channel: its stream and the deadline the link watches for it (0: none).
+struct Channel<S> {
+    stream: S,
+    deadline_ns: u64,
+}
+
 struct Outstanding<W> {
     waiter: W,
     answer: Answer,
@@ -120,11 +139,11 @@ pub(crate) struct Link<W, S> {
     next_msg_id: u64,
     next_channel: u32,
     calls: IdMap<u64, Outstanding<W>>,
-    /// Deadlines of the calls with [`Timer::Link`], earliest first. Entries of calls that
-    /// ended otherwise stay until they come up, or until they outnumber the calls (then
-    /// the heap is rebuilt): the heap stays within twice the calls outstanding.
-    deadlines: BinaryHeap<Reverse<(u64, u64)>>,
-    channels: IdMap<u32, S>,
+    /// Deadlines of the calls with [`Timer::Link`] and of every stream that has one.
+    deadlines: Deadlines,
+    channels: IdMap<u32, Channel<S>>,
+    /// The peer's calls async handlers are serving, with their deadlines (0: none).
+    serving: IdMap<u64, u64>,
     inbound_channels: usize,
     max_inbound_channels: usize,
     owed: VecDeque<Descriptor>,
@@ -146,8 +165,9 @@ impl<W, S: Clone> Link<W, S> {
                 Side::Cell => 2,
             },
             calls: IdMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             channels: IdMap::default(),
+            serving: IdMap::default(),
             inbound_channels: 0,
             max_inbound_channels,
             owed: VecDeque::new(),
@@ -179,10 +199,7 @@ impl<W, S: Clone> Link<W, S> {
         let link_deadline_ns = if timer == Timer::Link { deadline_ns } else { 0 };
         self.calls.insert(msg_id, Outstanding { waiter, answer, link_deadline_ns });
         if link_deadline_ns != 0 {
-            if self.deadlines.len() >= 2 * self.calls.len() + 64 {
-                self.prune_deadlines();
-            }
-            self.deadlines.push(Reverse((link_deadline_ns, msg_id)));
+            self.watch(link_deadline_ns, Timed::Call(msg_id));
         }
         Ok(msg_id)
     }
@@ -204,45 +221,60 @@ impl<W, S: Clone> Link<W, S> {
         self.calls.contains_key(&msg_id)
     }
 
-    /// The earliest deadline of a call nobody else watches ([`Timer::Link`]), if any.
+    /// The earliest deadline the link watches (of a call nobody waits on, of a
+    /// stream), if any.
     pub(crate) fn poll_timeout(&mut self) -> Option<u64> {
-        while let Some(&Reverse((deadline, msg_id))) = self.deadlines.peek() {
-            if self.calls.contains_key(&msg_id) {
-                return Some(deadline);
-            }
-            self.deadlines.pop();
+        let (calls, channels, serving) = (&self.calls, &self.channels, &self.serving);
+        self.deadlines.earliest(|deadline, what| is_live(calls, channels, serving, deadline, what))
+    }
+
+    /// One call nobody else waits on or one stream whose deadline is `now` or earlier:
+    /// the runtime fails the call with DEADLINE_EXCEEDED, or stops the stream. Call until
+    /// it returns `None`.
+    pub(crate) fn expire(&mut self, now_ns: u64) -> Option<Expired<W, S>> {
+        let (calls, channels, serving) = (&self.calls, &self.channels, &self.serving);
+        let due = self.deadlines.pop_due(now_ns, |deadline, what| is_live(calls, channels, serving, deadline, what))?;
+        match due {
+            Timed::Call(msg_id) => self.calls.remove(&msg_id).map(|call| Expired::Call(call.waiter)),
+            Timed::Channel(channel) => self.channels.get(&channel).map(|c| Expired::Stream(c.stream.clone())),
+            Timed::Served(msg_id) => self.serving.remove(&msg_id).map(|_| Expired::Served(msg_id)),
         }
-        None
     }
 
-    /// One call nobody else watches whose deadline is `now` or earlier, removed: the
-    /// runtime fails it with DEADLINE_EXCEEDED. Call until it returns `None`.
-    pub(crate) fn expire(&mut self, now_ns: u64) -> Option<W> {
-        while let Some(&Reverse((deadline, msg_id))) = self.deadlines.peek() {
-            if deadline > now_ns && self.calls.contains_key(&msg_id) {
-                return None;
-            }
-            self.deadlines.pop();
-            if let Some(call) = self.calls.remove(&msg_id) {
-                return Some(call.waiter);
-            }
+    /// An async handler serves the peer's call `msg_id`: its deadline (not 0) comes back
+    /// from [`Link::expire`] unless [`Link::served`] came first.
+    pub(crate) fn serving(&mut self, msg_id: u64, deadline_ns: u64) {
+        if deadline_ns != 0 && self.failure.is_none() {
+            self.serving.insert(msg_id, deadline_ns);
+            self.watch(deadline_ns, Timed::Served(msg_id));
         }
-        None
     }
 
-    /// Rebuilds the deadline heap from the calls still outstanding.
-    fn prune_deadlines(&mut self) {
-        let live = self.calls.iter().filter(|(_, c)| c.link_deadline_ns != 0);
-        self.deadlines = live.map(|(id, c)| Reverse((c.link_deadline_ns, *id))).collect();
+    /// The async handler of `msg_id` finished.
+    pub(crate) fn served(&mut self, msg_id: u64) {
+        self.serving.remove(&msg_id);
     }
 
-    /// Opens a channel of our parity for the stream `make` builds for it.
+    /// Watches `what` until `deadline_ns`.
+    fn watch(&mut self, deadline_ns: u64, what: Timed) {
+        let (calls, channels, serving) = (&self.calls, &self.channels, &self.serving);
+        let live = calls.len() + channels.len() + serving.len();
+        self.deadlines.watch(deadline_ns, what, live, || {
+            let calls = calls.iter().map(|(id, c)| (c.link_deadline_ns, Timed::Call(*id)));
+            let channels = channels.iter().map(|(id, c)| (c.deadline_ns, Timed::Channel(*id)));
+            let serving = serving.iter().map(|(id, deadline)| (*deadline, Timed::Served(*id)));
+            calls.chain(channels).chain(serving).filter(|(deadline, _)| *deadline != 0).collect()
+        });
+    }
+
     /// Streams open now, either way.
     pub(crate) fn open_channels(&self) -> usize {
         self.channels.len()
     }
 
-    pub(crate) fn open_channel(&mut self, make: impl FnOnce(u32) -> S) -> Result<S, Error> {
+    /// Opens a channel of our parity for the stream `make` builds for it; with a
+    /// deadline (not 0), [`Link::expire`] hands the stream out once it passed.
+    pub(crate) fn open_channel(&mut self, deadline_ns: u64, make: impl FnOnce(u32) -> S) -> Result<S, Error> {
         self.check_open()?;
         let mut channel = self.next_channel;
         while channel == CONTROL_CHANNEL || self.channels.contains_key(&channel) {
@@ -252,27 +284,53 @@ impl<W, S: Clone> Link<W, S> {
         }
         self.next_channel = channel.wrapping_add(2);
         let stream = make(channel);
-        self.channels.insert(channel, stream.clone());
+        self.channels.insert(channel, Channel { stream: stream.clone(), deadline_ns });
+        if deadline_ns != 0 {
+            self.watch(deadline_ns, Timed::Channel(channel));
+        }
         Ok(stream)
     }
 
-    /// Takes the peer's stream on `channel` (after [`Inbound::Open`]); refused once the
-    /// link failed.
-    pub(crate) fn accept_channel(&mut self, channel: u32, stream: S) -> Result<(), Error> {
+    /// Takes the peer's stream on `channel` (after [`Inbound::Open`]), whose deadline
+    /// (not 0) the link then watches as for its own; refused once the link failed.
+    pub(crate) fn accept_channel(&mut self, channel: u32, stream: S, deadline_ns: u64) -> Result<(), Error> {
         self.check_open()?;
-        if self.channels.insert(channel, stream).is_none() {
+        if self.channels.insert(channel, Channel { stream, deadline_ns }).is_none() {
             self.inbound_channels += 1;
+        }
+        if deadline_ns != 0 {
+            self.watch(deadline_ns, Timed::Channel(channel));
         }
         Ok(())
     }
 
     /// The stream on `channel` is over for us: returns it if it was still open.
     pub(crate) fn close_channel(&mut self, channel: u32) -> Option<S> {
-        let stream = self.channels.remove(&channel)?;
+        let closed = self.channels.remove(&channel)?;
         if !self.is_ours(channel) {
             self.inbound_channels -= 1;
         }
-        Some(stream)
+        Some(closed.stream)
+    }
+
+    /// We give up our stream on `channel`: closes it, and (with `tell_peer`) owes the
+    /// peer its CANCEL, sent when the ring has room: a cancel never waits. Returns the
+    /// stream if it was still open (nothing is owed otherwise).
+    pub(crate) fn cancel_channel(
+        &mut self,
+        channel: u32,
+        method_id: u32,
+        deadline_ns: u64,
+        tell_peer: bool,
+    ) -> Option<S> {
+        let closed = self.close_channel(channel)?;
+        if tell_peer {
+            let header = StreamHeader { msg_id: self.next_msg_id(), channel, method_id, deadline_ns };
+            let mut cancel = frames::stream(header, OutFrame::Cancel);
+            set_inline(&mut cancel, &[]);
+            self.owe(cancel);
+        }
+        Some(closed)
     }
 
     /// Answers the HELLO of `msg_id` with this HELLO_ACK payload.
@@ -323,9 +381,10 @@ impl<W, S: Clone> Link<W, S> {
             self.failure = Some(error);
         }
         self.deadlines.clear();
+        self.serving.clear();
         self.owed.clear();
         self.inbound_channels = 0;
-        (self.calls.drain().map(|(_, c)| c.waiter).collect(), self.channels.drain().map(|(_, s)| s).collect())
+        (self.calls.drain().map(|(_, c)| c.waiter).collect(), self.channels.drain().map(|(_, c)| c.stream).collect())
     }
 
     // ----- frames --------------------------------------------------------------------
@@ -419,7 +478,7 @@ impl<W, S: Clone> Link<W, S> {
         let stream = match frame {
             // The callee's last word: the stream is over for both sides.
             StreamFrame::Finish { .. } => self.close_channel(channel),
-            _ => self.channels.get(&channel).cloned(),
+            _ => self.channels.get(&channel).map(|c| c.stream.clone()),
         };
         match stream {
             Some(stream) => Inbound::Stream(stream, frame),
@@ -454,6 +513,23 @@ impl<W, S: Clone> Link<W, S> {
             self.failure = Some(error.clone());
         }
         Inbound::Violation(error)
+    }
+}
+
+/// Whether a watched deadline still times something: a call still outstanding, or the
+/// stream still open on its channel with that very deadline (a later stream on the
+/// same channel has its own entry).
+fn is_live<W, S>(
+    calls: &IdMap<u64, Outstanding<W>>,
+    channels: &IdMap<u32, Channel<S>>,
+    serving: &IdMap<u64, u64>,
+    deadline: u64,
+    what: Timed,
+) -> bool {
+    match what {
+        Timed::Call(msg_id) => calls.contains_key(&msg_id),
+        Timed::Channel(channel) => channels.get(&channel).is_some_and(|c| c.deadline_ns == deadline),
+        Timed::Served(msg_id) => serving.contains_key(&msg_id),
     }
 }
 
@@ -681,7 +757,7 @@ mod tests {
         link.start_call("no deadline", Answer::Response, 0, Timer::Link).unwrap();
         assert_eq!(link.poll_timeout(), Some(100), "a caller's own deadline is its business");
         assert_eq!(link.expire(99), None);
-        assert_eq!(link.expire(100), Some("early"));
+        assert_eq!(link.expire(100), Some(Expired::Call("early")));
         assert_eq!(link.expire(100), None);
         assert_eq!(link.poll_timeout(), Some(300));
         assert!(!link.is_outstanding(early));
@@ -691,13 +767,50 @@ mod tests {
     }
 
     #[test]
+    fn streams_with_a_deadline_expire_while_open_and_a_reused_channel_keeps_its_own() {
+        let mut link = host();
+        let ours = link.open_channel(100, |c| c).unwrap();
+        assert_eq!(link.handle_frame(&on_channel(2, flags::REQUEST)), Inbound::Open(2));
+        link.accept_channel(2, 2, 200).unwrap();
+        link.open_channel(0, |c| c).unwrap();
+        assert_eq!(link.poll_timeout(), Some(100), "a stream without a deadline is not watched");
+        assert_eq!(link.expire(100), Some(Expired::Stream(ours)));
+        assert_eq!(link.open_channels(), 3, "an expired stream stays open until the runtime closes it");
+        assert_eq!(link.close_channel(ours), Some(ours));
+        // The peer's stream closes early and its channel is opened again, later due.
+        assert_eq!(link.close_channel(2), Some(2));
+        assert_eq!(link.handle_frame(&on_channel(2, flags::REQUEST)), Inbound::Open(2));
+        link.accept_channel(2, 22, 500).unwrap();
+        assert_eq!(link.poll_timeout(), Some(500), "the closed stream's entry is stale");
+        assert_eq!(link.expire(499), None);
+        assert_eq!(link.expire(500), Some(Expired::Stream(22)));
+        assert_eq!(link.expire(u64::MAX), None);
+    }
+
+    #[test]
+    fn cancelling_our_stream_closes_it_and_owes_one_cancel_frame() {
+        let mut link = host();
+        let ours = link.open_channel(0, |c| c).unwrap();
+        assert_eq!(link.cancel_channel(ours, 9, 77, true), Some(ours));
+        let cancel = owed(&mut link);
+        assert_eq!(cancel.len(), 1);
+        assert_eq!(cancel[0].check_shape(), Ok(FrameKind::Stream(StreamFrame::Cancel)));
+        assert_eq!((cancel[0].channel_id, cancel[0].method_id, cancel[0].deadline_ns), (ours, 9, 77));
+        assert_eq!(link.cancel_channel(ours, 9, 77, true), None, "closed already: nothing more is owed");
+        assert!(!link.owes());
+        let quiet = link.open_channel(0, |c| c).unwrap();
+        assert_eq!(link.cancel_channel(quiet, 9, 0, false), Some(quiet));
+        assert!(!link.owes(), "a stream stopped by the peer is closed without a CANCEL");
+    }
+
+    #[test]
     fn the_deadline_heap_stays_bounded_by_the_calls_outstanding() {
         let mut link = host();
         for _ in 0..10_000 {
             let id = link.start_call("short-lived", Answer::Response, u64::MAX, Timer::Link).unwrap();
             assert_eq!(link.handle_frame(&response(id)), Inbound::Deliver("short-lived"));
         }
-        assert!(link.deadlines.len() <= 2 * link.calls.len() + 64, "{} entries", link.deadlines.len());
+        assert!(link.deadlines.len() <= 2 * link.calls.len() + 65, "{} entries", link.deadlines.len());
         assert_eq!(link.poll_timeout(), None);
     }
 
@@ -705,9 +818,9 @@ mod tests {
     fn streams_open_by_parity_up_to_the_bound() {
         let mut link = host();
         assert_eq!(link.handle_frame(&on_channel(2, flags::REQUEST)), Inbound::Open(2));
-        link.accept_channel(2, 20).unwrap();
+        link.accept_channel(2, 20, 0).unwrap();
         assert_eq!(link.handle_frame(&on_channel(4, flags::REQUEST)), Inbound::Open(4));
-        link.accept_channel(4, 40).unwrap();
+        link.accept_channel(4, 40, 0).unwrap();
         assert!(!link.owes());
         assert_eq!(link.handle_frame(&on_channel(6, flags::REQUEST)), Inbound::Discard, "beyond the bound");
         let refusal = owed(&mut link);
@@ -715,8 +828,8 @@ mod tests {
         assert_eq!(refusal[0].check_shape(), Ok(FrameKind::Stream(StreamFrame::Finish { error: true })));
         assert_eq!((refusal[0].channel_id, refusal[0].status), (6, Status::ResourceExhausted.code()));
         // Our own streams do not count against the peer's bound.
-        assert_eq!(link.open_channel(|c| c * 10), Ok(10));
-        assert_eq!(link.open_channel(|c| c * 10), Ok(30));
+        assert_eq!(link.open_channel(0, |c| c * 10), Ok(10));
+        assert_eq!(link.open_channel(0, |c| c * 10), Ok(30));
         assert_eq!(link.close_channel(2), Some(20));
         assert_eq!(link.handle_frame(&on_channel(6, flags::REQUEST)), Inbound::Open(6), "room again");
         assert!(is_violation(&link.handle_frame(&on_channel(4, flags::REQUEST))), "OPEN of an open channel");
@@ -725,7 +838,7 @@ mod tests {
     #[test]
     fn stream_frames_reach_their_stream_and_finish_closes_it() {
         let mut link = cell();
-        let ours = link.open_channel(|c| c).unwrap();
+        let ours = link.open_channel(0, |c| c).unwrap();
         assert_eq!(ours, 2);
         let credit = Descriptor { credit: 8, ..on_channel(2, 0) };
         assert_eq!(link.handle_frame(&credit), Inbound::Stream(2, StreamFrame::Credit));
@@ -741,14 +854,14 @@ mod tests {
     fn channel_ids_skip_zero_and_channels_still_open() {
         let mut link = cell();
         link.next_channel = u32::MAX - 1;
-        assert_eq!(link.open_channel(|c| c), Ok(u32::MAX - 1));
-        assert_eq!(link.open_channel(|c| c), Ok(2), "0 is skipped on the wrap");
+        assert_eq!(link.open_channel(0, |c| c), Ok(u32::MAX - 1));
+        assert_eq!(link.open_channel(0, |c| c), Ok(2), "0 is skipped on the wrap");
         let mut link = host();
         link.next_channel = u32::MAX;
-        assert_eq!(link.open_channel(|c| c), Ok(u32::MAX));
-        assert_eq!(link.open_channel(|c| c), Ok(1));
+        assert_eq!(link.open_channel(0, |c| c), Ok(u32::MAX));
+        assert_eq!(link.open_channel(0, |c| c), Ok(1));
         link.next_channel = u32::MAX;
-        assert_eq!(link.open_channel(|c| c), Ok(3), "skips the channels still open");
+        assert_eq!(link.open_channel(0, |c| c), Ok(3), "skips the channels still open");
     }
 
     #[test]
@@ -756,7 +869,7 @@ mod tests {
         let mut link = host();
         link.start_call("a", Answer::Response, 0, Timer::Caller).unwrap();
         link.start_call("b", Answer::Response, 10, Timer::Link).unwrap();
-        link.open_channel(|c| c).unwrap();
+        link.open_channel(0, |c| c).unwrap();
         link.handle_frame(&control(ControlKind::Ping, 1));
         let (mut waiters, streams) = link.fail(Error::new(Status::PeerDead, "gone"));
         waiters.sort();
@@ -764,7 +877,7 @@ mod tests {
         assert!(!link.owes(), "nothing is owed to a dead peer");
         assert_eq!(link.poll_timeout(), None);
         assert_eq!(link.start_call("c", Answer::Response, 0, Timer::Caller).unwrap_err().status(), Status::PeerDead);
-        assert_eq!(link.open_channel(|c| c).unwrap_err().status(), Status::PeerDead);
+        assert_eq!(link.open_channel(0, |c| c).unwrap_err().status(), Status::PeerDead);
         assert_eq!(link.fail(Error::new(Status::Internal, "again")), (vec![], vec![]));
     }
 }

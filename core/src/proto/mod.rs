@@ -3,6 +3,7 @@
 //! rather than a multi-process test. The runtime (`session`) asks these for every
 //! decision it makes about a frame and carries the I/O out.
 //!
+//! - [`deadlines`]: the deadlines a link watches itself (calls nobody waits on, streams);
 //! - [`frames`]: the frames this side sends, each kind's flags and fields;
 //! - [`hello`]: what HELLO and HELLO_ACK must say, on both sides;
 //! - [`status`]: what a handler's status becomes on the wire, and what a received one
@@ -11,6 +12,7 @@
 //! - [`link`]: one link's state: calls waiting and their deadlines, msg ids, open
 //!   channels, HELLO and GOODBYE, and the control frames owed to the peer.
 
+pub(crate) mod deadlines;
 pub(crate) mod frames;
 pub(crate) mod hello;
 pub(crate) mod link;

@@ -129,6 +129,18 @@ impl StreamFlow {
         self.recv_allowance = self.recv_allowance.saturating_add(credit);
     }
 
+    /// A CREDIT counted with [`StreamFlow::grant`] could not be sent (the ring had no
+    /// room): it is granted again before the user's next wait.
+    pub(crate) fn grant_failed(&mut self, credit: u32) {
+        self.recv_allowance = self.recv_allowance.saturating_sub(credit);
+        self.released = self.released.saturating_add(credit);
+    }
+
+    /// A credit taken for a DATA frame that could not be sent (no room): spent later.
+    pub(crate) fn return_send_credit(&mut self) {
+        self.send_credits = self.send_credits.saturating_add(1);
+    }
+
     /// Spends one credit for a DATA frame; false when there is none (the sender waits).
     pub(crate) fn take_send_credit(&mut self) -> bool {
         let had = self.send_credits > 0;
@@ -139,6 +151,12 @@ impl StreamFlow {
     /// Closes our sending side; false if it was closed already.
     pub(crate) fn close_send(&mut self) -> bool {
         !std::mem::replace(&mut self.local_eos, true)
+    }
+
+    /// The EOS of [`StreamFlow::close_send`] could not be sent (no room): open again
+    /// until it is.
+    pub(crate) fn reopen_send(&mut self) {
+        self.local_eos = false;
     }
 
     pub(crate) fn send_closed(&self) -> bool {
@@ -183,6 +201,26 @@ impl StreamFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credit_and_eos_that_found_no_room_are_taken_back() {
+        let mut flow = StreamFlow::new(1, 4);
+        // A CREDIT that could not be sent: the peer may not send against it, and it is
+        // granted again before the next wait.
+        flow.grant(4);
+        flow.grant_failed(4);
+        assert_eq!(flow.handle_frame(StreamFrame::Data, 0), Err(Violation::DataBeyondCredit));
+        assert_eq!(flow.grant_before_waiting(), 4);
+        // A DATA that could not be sent gives its credit back.
+        assert!(flow.take_send_credit());
+        assert!(!flow.take_send_credit());
+        flow.return_send_credit();
+        assert!(flow.take_send_credit());
+        // An EOS that could not be sent leaves the stream open for sending.
+        assert!(flow.close_send());
+        flow.reopen_send();
+        assert!(!flow.send_closed() && flow.close_send());
+    }
 
     #[test]
     fn opens_by_channel_parity_and_the_peers_stream_count() {

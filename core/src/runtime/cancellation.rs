@@ -1,5 +1,6 @@
 //! Which unary calls their callers cancelled while we serve them, and the handlers that
-//! wait for it (`Call::wait_cancelled`) without a timer.
+//! wait for it without a timer: blocking ones (`Call::wait_cancelled`) on a condition
+//! variable, async ones (`CancelToken::cancelled`) as wakers.
 //!
 //! Message ids are never reused, so an id only has to be remembered while its handler
 //! runs; a CANCEL that arrives after the handler finished is remembered until the bound
@@ -9,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use super::sync::{AtomicUsize, Condvar, Mutex};
@@ -16,10 +18,40 @@ use super::sync::{AtomicUsize, Condvar, Mutex};
 /// The cancelled calls of one link.
 #[derive(Debug, Default)]
 pub(crate) struct CancelledCalls {
-    /// Fast path: serving a call only takes the lock when some cancel is remembered.
+    /// Fast path: serving a call only takes the lock when some cancel (or an async
+    /// handler's waker) is remembered.
     count: AtomicUsize,
-    ids: Mutex<VecDeque<u64>>,
+    ids: Mutex<Remembered>,
     changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Remembered {
+    ids: VecDeque<u64>,
+    /// Async handlers waiting for the cancel of their call (by msg id).
+    wakers: Vec<(u64, Waker)>,
+}
+
+impl Remembered {
+    fn contains(&self, msg_id: u64) -> bool {
+        self.ids.contains(&msg_id)
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len() + self.wakers.len()
+    }
+
+    /// Wakes (and forgets) the wakers of `msg_id`, or all of them.
+    fn wake(&mut self, msg_id: Option<u64>) {
+        let mut i = 0;
+        while i < self.wakers.len() {
+            if msg_id.is_none_or(|id| self.wakers[i].0 == id) {
+                self.wakers.swap_remove(i).1.wake();
+            } else {
+                i += 1;
+            }
+        }
+    }
 }
 
 impl CancelledCalls {
@@ -29,16 +61,38 @@ impl CancelledCalls {
     /// The caller cancelled `msg_id`.
     pub(crate) fn add(&self, msg_id: u64) {
         let mut ids = self.ids.lock();
-        if ids.len() >= Self::BOUND {
-            ids.pop_front();
+        if ids.ids.len() >= Self::BOUND {
+            ids.ids.pop_front();
         }
-        ids.push_back(msg_id);
+        ids.ids.push_back(msg_id);
+        ids.wake(Some(msg_id));
         self.count.store(ids.len(), Ordering::Release);
         self.changed.notify_all();
     }
 
     pub(crate) fn contains(&self, msg_id: u64) -> bool {
-        self.count.load(Ordering::Acquire) != 0 && self.ids.lock().contains(&msg_id)
+        self.count.load(Ordering::Acquire) != 0 && self.ids.lock().contains(msg_id)
+    }
+
+    /// Ready once `msg_id` is cancelled or `stop()` holds; else `cx`'s waker is woken by
+    /// its cancel, [`CancelledCalls::wake`] or [`CancelledCalls::wake_all`].
+    pub(crate) fn poll_cancelled(&self, msg_id: u64, cx: &mut Context<'_>, stop: impl Fn() -> bool) -> Poll<()> {
+        let mut ids = self.ids.lock();
+        if ids.contains(msg_id) || stop() {
+            return Poll::Ready(());
+        }
+        if !ids.wakers.iter().any(|(id, w)| *id == msg_id && w.will_wake(cx.waker())) {
+            ids.wakers.push((msg_id, cx.waker().clone()));
+        }
+        self.count.store(ids.len(), Ordering::Release);
+        Poll::Pending
+    }
+
+    /// Wakes the async handler of `msg_id` to look again (its deadline passed).
+    pub(crate) fn wake(&self, msg_id: u64) {
+        let mut ids = self.ids.lock();
+        ids.wake(Some(msg_id));
+        self.count.store(ids.len(), Ordering::Release);
     }
 
     /// The handler of `msg_id` finished: its cancel need not be remembered.
@@ -47,14 +101,15 @@ impl CancelledCalls {
             return;
         }
         let mut ids = self.ids.lock();
-        ids.retain(|id| *id != msg_id);
+        ids.ids.retain(|id| *id != msg_id);
+        ids.wakers.retain(|(id, _)| *id != msg_id);
         self.count.store(ids.len(), Ordering::Release);
     }
 
     /// Waits until `msg_id` is cancelled, `stop()` holds or `until` passes.
     pub(crate) fn wait_for(&self, msg_id: u64, until: Instant, stop: impl Fn() -> bool) {
         let mut ids = self.ids.lock();
-        while !ids.contains(&msg_id) && !stop() {
+        while !ids.contains(msg_id) && !stop() {
             if self.changed.wait_until(&mut ids, until).timed_out() {
                 return;
             }
@@ -64,7 +119,9 @@ impl CancelledCalls {
     /// Wakes every waiter to recheck its `stop` condition. Called after the link
     /// failed; taking the lock orders it after any waiter's check.
     pub(crate) fn wake_all(&self) {
-        let _ids = self.ids.lock();
+        let mut ids = self.ids.lock();
+        ids.wake(None);
+        self.count.store(ids.len(), Ordering::Release);
         self.changed.notify_all();
     }
 }

@@ -5,6 +5,7 @@
 pub mod raw;
 
 use cellshm::{LinkEnd, Registry};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cellshm::{CallOptions, Cell, Error, Status};
@@ -190,7 +191,89 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         }
         call.reply(&reply)
     })?;
+    // Kept for as long as the cell serves.
+    let _runtime = match std::env::var("TEST_CELL_ASYNC").as_deref() {
+        Ok("1") => Some(serve_async_methods(&cell)?),
+        _ => None,
+    };
     cell.run()
+}
+
+/// `Async.relay` handlers sleeping now, and the most there ever were at once.
+static RELAYS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+static MOST_RELAYS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
+/// With `TEST_CELL_ASYNC=1`, async handlers on a two-thread tokio runtime:
+/// - `Async.relay {ms} {bytes}`: sleeps ms on the runtime's timer, then calls the host's
+///   `Host.relay` with the bytes and replies its answer;
+/// - `Async.most_in_flight`: the most `Async.relay` handlers asleep at once (u64);
+/// - `Async.until_cancelled`: waits for its cancel (or deadline), records it, answers
+///   CANCELLED (or DEADLINE_EXCEEDED);
+/// - `AsyncStream.count {n} {size}`, `AsyncStream.sum`, `AsyncStream.echo`: as their
+///   blocking `Stream.*` twins.
+fn serve_async_methods(cell: &std::sync::Arc<Cell>) -> Result<tokio::runtime::Runtime, Error> {
+    use cellshm::MethodKind;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("test-cell-rt")
+        .enable_time()
+        .build()
+        .map_err(|e| Error::system("starting the test cell's runtime", e))?;
+    cell.spawn_handlers_on(runtime.handle().clone());
+    let weak = std::sync::Arc::downgrade(cell);
+    cell.method_async("Async.relay", move |call| {
+        let weak = weak.clone();
+        async move {
+            let ms = u32_at(call.payload(), 0)?;
+            let now = RELAYS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST_RELAYS_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+            RELAYS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+            let answer = cell.call_async("Host.relay", &call.payload()[4..], &call.onward()).await?;
+            Ok(answer.to_vec())
+        }
+    })?;
+    cell.method("Async.most_in_flight", |call| {
+        call.reply(&MOST_RELAYS_IN_FLIGHT.load(Ordering::SeqCst).to_le_bytes())
+    })?;
+    cell.method_async("Async.until_cancelled", |call| async move {
+        call.cancelled().await;
+        saw_cancel();
+        if call.remaining() == Some(Duration::ZERO) {
+            return Err::<Vec<u8>, _>(Error::new(Status::DeadlineExceeded, "the caller's deadline passed"));
+        }
+        Err(Error::new(Status::Cancelled, "the caller cancelled"))
+    })?;
+    cell.stream_method_async("AsyncStream.count", MethodKind::ServerStreaming, |call| async move {
+        let n = u32_at(call.request(), 0)?;
+        let size = (u32_at(call.request(), 4)? as usize).max(4);
+        let mut item = vec![0u8; size];
+        for i in 0..n {
+            item[..4].copy_from_slice(&i.to_le_bytes());
+            call.send(&item).await?;
+        }
+        Ok(Vec::new())
+    })?;
+    cell.stream_method_async("AsyncStream.sum", MethodKind::ClientStreaming, |call| async move {
+        let (mut total, mut hash) = (0u64, 0xcbf2_9ce4_8422_2325u64);
+        while let Some(item) = call.recv().await? {
+            total += item.bytes().len() as u64;
+            hash = fnv1a(hash, item.bytes());
+        }
+        let mut answer = total.to_le_bytes().to_vec();
+        answer.extend_from_slice(&hash.to_le_bytes());
+        Ok(answer)
+    })?;
+    cell.stream_method_async("AsyncStream.echo", MethodKind::Bidi, |call| async move {
+        while let Some(item) = call.recv().await? {
+            let bytes = item.to_vec();
+            drop(item);
+            call.send(&bytes).await?;
+        }
+        Ok(Vec::new())
+    })?;
+    Ok(runtime)
 }
 
 /// CPU time of the calling thread, in ns.

@@ -179,6 +179,7 @@ impl Session {
         max_len: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
+        room: Room,
     ) -> Result<(u64, OutBody, u64)> {
         self.check_open()?;
         if method_id == 0 {
@@ -189,7 +190,7 @@ impl Session {
         if deadline_ns != 0 && now_ns >= deadline_ns {
             return Err(Error::new(Status::DeadlineExceeded, "the deadline passed before the call was sent"));
         }
-        let body = self.fill_body(max_len, deadline_ns, fill)?;
+        let body = self.fill_body(max_len, room.give_up(deadline_ns), fill)?;
         // Counted before sending: the peer never sees a call the counter does not include.
         self.count(control::CALLS_SENT, 1);
         Ok((deadline_ns, body, now_ns))
@@ -203,21 +204,11 @@ impl Session {
         body: OutBody,
         waiter: &Arc<Waiter>,
         timer: Timer,
+        room: Room,
     ) -> Result<u64> {
-        let (registered, earlier_deadline) = {
-            let mut link = self.link.lock();
-            let earliest = if timer == Timer::Link { link.poll_timeout() } else { None };
-            let registered = link.start_call(waiter.clone(), Answer::Response, d.deadline_ns, timer);
-            let watched = registered.is_ok() && timer == Timer::Link && d.deadline_ns != 0;
-            if watched {
-                self.link_timed.store(true, Ordering::Release);
-            }
-            (registered, watched && earliest.is_none_or(|e| d.deadline_ns < e))
-        };
-        if earlier_deadline {
-            // The standby sleeps until the earliest deadline it knew of.
-            self.standby_kick.notify();
-        }
+        let watched = if timer == Timer::Link { d.deadline_ns } else { 0 };
+        let registered =
+            self.link_watching(watched, |link| link.start_call(waiter.clone(), Answer::Response, d.deadline_ns, timer));
         d.msg_id = match registered {
             Ok(msg_id) => msg_id,
             Err(e) => {
@@ -226,11 +217,35 @@ impl Session {
             }
         };
         let (msg_id, deadline_ns) = (d.msg_id, d.deadline_ns);
-        if let Err(e) = self.send(d, body, deadline_ns) {
+        if let Err(e) = self.send(d, body, room.give_up(deadline_ns)) {
             self.link.lock().give_up(msg_id, false);
             return Err(e);
         }
         Ok(msg_id)
+    }
+
+    /// Runs `register` on the link, which then watches `deadline_ns` (0: none) if it
+    /// succeeded, and wakes the standby if that deadline is now the earliest: it sleeps
+    /// until the earliest one it knew of.
+    pub(super) fn link_watching<R>(
+        &self,
+        deadline_ns: u64,
+        register: impl FnOnce(&mut LinkState) -> Result<R>,
+    ) -> Result<R> {
+        let (registered, earlier_deadline) = {
+            let mut link = self.link.lock();
+            let earliest = if deadline_ns != 0 { link.poll_timeout() } else { None };
+            let registered = register(&mut link);
+            let watched = registered.is_ok() && deadline_ns != 0;
+            if watched {
+                self.link_timed.store(true, Ordering::Release);
+            }
+            (registered, watched && earliest.is_none_or(|e| deadline_ns < e))
+        };
+        if earlier_deadline {
+            self.standby_kick.notify();
+        }
+        registered
     }
 
     /// Calls `method_id` with a payload written in place by `fill`, and waits for the
@@ -243,14 +258,14 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<Response> {
-        let (deadline_ns, body, now_ns) = self.prepare_request(method_id, max_len, fill, opts)?;
+        let (deadline_ns, body, now_ns) = self.prepare_request(method_id, max_len, fill, opts, Room::UntilDeadline)?;
         let d = frames::request(method_id, deadline_ns);
         let started = self.metrics.as_ref().map(|m| m.outgoing.start(method_id, name, now_ns));
         let waiter = new_waiter();
         // Start polling before the request leaves, so a quick response never finds us
         // parked (which would cost the peer a doorbell syscall).
         let claimed = self.claim_ring();
-        let msg_id = match self.register_and_send(d, body, &waiter, Timer::Caller) {
+        let msg_id = match self.register_and_send(d, body, &waiter, Timer::Caller, Room::UntilDeadline) {
             Ok(msg_id) => msg_id,
             Err(e) => {
                 if let Some(rx) = claimed {
@@ -304,12 +319,27 @@ impl Session {
         opts: &CallOptions,
         on_complete: Completion,
     ) -> Result<PendingCall> {
-        let (deadline_ns, body, now_ns) = self.prepare_request(method_id, max_len, fill, opts)?;
+        self.call_start_within(method_id, name, max_len, fill, opts, on_complete, Room::UntilDeadline)
+    }
+
+    /// [`Session::call_start`] that waits for room in the ring and pool as `room` says.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn call_start_within(
+        self: &Arc<Self>,
+        method_id: u32,
+        name: Option<&str>,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        opts: &CallOptions,
+        on_complete: Completion,
+        room: Room,
+    ) -> Result<PendingCall> {
+        let (deadline_ns, body, now_ns) = self.prepare_request(method_id, max_len, fill, opts, room)?;
         let d = frames::request(method_id, deadline_ns);
         let waiter = Arc::new(Waiter::with_completion(on_complete));
         // Nobody waits on it, so the link watches its deadline (the standby sleeps until
         // the earliest one and fails what expired).
-        let msg_id = self.register_and_send(d, body, &waiter, Timer::Link)?;
+        let msg_id = self.register_and_send(d, body, &waiter, Timer::Link, room)?;
         let started_ns = match &self.metrics {
             Some(metrics) => metrics.outgoing.start(method_id, name, now_ns).at_ns().max(1),
             None => 0,
@@ -348,10 +378,21 @@ impl Session {
         fill: impl FnOnce(&mut [u8]) -> usize,
         opts: &CallOptions,
     ) -> Result<()> {
-        let (deadline_ns, body, _) = self.prepare_request(method_id, max_len, fill, opts)?;
+        self.notify_within_room(method_id, max_len, fill, opts, Room::UntilDeadline)
+    }
+
+    /// [`Session::notify_with`] that waits for room in the ring and pool as `room` says.
+    pub(crate) fn notify_within_room(
+        self: &Arc<Self>,
+        method_id: u32,
+        max_len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+        opts: &CallOptions,
+        room: Room,
+    ) -> Result<()> {
+        let (deadline_ns, body, _) = self.prepare_request(method_id, max_len, fill, opts, room)?;
         let d = frames::notification(self.link.lock().next_msg_id(), method_id, deadline_ns);
-        self.send(d, body, deadline_ns)?;
-        Ok(())
+        self.send(d, body, room.give_up(deadline_ns))
     }
 
     /// Sends a notification only if the ring and the pool have room within `patience`
@@ -364,9 +405,7 @@ impl Session {
         patience: Option<Duration>,
     ) -> Result<()> {
         self.check_open()?;
-        // A give-up time in the past: one attempt at the pool and one at the ring.
-        const AT_ONCE: u64 = 1;
-        let give_up = patience.map_or(AT_ONCE, crate::sys::clock::deadline_after);
+        let give_up = patience.map_or(Room::AtOnce.give_up(0), crate::sys::clock::deadline_after);
         let out = self.fill_body(body.len(), give_up, copy_of(body))?;
         self.count(control::CALLS_SENT, 1);
         // Telemetry carries no deadline on the wire; `give_up` bounds only the wait here.

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::serve_async::{AsyncCall, AsyncHandler, AsyncStreamCall, AsyncStreamHandler, Reply, Spawn};
 use super::{copy_of, OutBody, Payload, Session, StreamCall, StreamHandler};
 use crate::error::{Error, Result};
 use crate::proto::link::IdHasher;
@@ -97,12 +98,28 @@ impl AccessCheck {
         Ok(())
     }
 }
+/// How a unary method is served: on a server thread, or as a future on a runtime.
+#[derive(Clone)]
+pub(super) enum Unary {
+    Blocking(Arc<Handler>),
+    Async(Arc<AsyncHandler>, Arc<dyn Spawn>),
+}
+
+/// How a stream method is served: on a stream thread, or as a future on a runtime.
+#[derive(Clone)]
+pub(super) enum Streaming {
+    Blocking(Arc<StreamHandler>),
+    Async(Arc<AsyncStreamHandler>, Arc<dyn Spawn>),
+}
+
 /// Methods served on one side, by id.
 #[derive(Default)]
 pub struct Dispatcher {
     // Method ids are FNV hashes already: hash them as themselves.
-    methods: HashMap<u32, (String, Arc<Handler>), std::hash::BuildHasherDefault<IdHasher>>,
-    streams: HashMap<u32, (String, MethodKind, Arc<StreamHandler>), std::hash::BuildHasherDefault<IdHasher>>,
+    methods: HashMap<u32, (String, Unary), std::hash::BuildHasherDefault<IdHasher>>,
+    streams: HashMap<u32, (String, MethodKind, Streaming), std::hash::BuildHasherDefault<IdHasher>>,
+    /// Where async handlers run, unless their registration names a runtime.
+    spawner: Option<Arc<dyn Spawn>>,
     /// The callers each restricted method (unary or stream) admits, by name.
     allowed: HashMap<u32, Arc<AllowList>, std::hash::BuildHasherDefault<IdHasher>>,
     policy: Option<AccessPolicy>,
@@ -129,8 +146,76 @@ impl Dispatcher {
         F: Fn(&mut Call<'_>) -> Result<()> + Send + Sync + 'static,
     {
         let id = self.free_id(name)?;
-        self.methods.insert(id, (name.to_string(), Arc::new(handler)));
+        self.methods.insert(id, (name.to_string(), Unary::Blocking(Arc::new(handler))));
         Ok(())
+    }
+
+    /// Registers an async handler for `"Service.method"`: each call's future runs on
+    /// `spawn` (see [`Dispatcher::set_spawner`] for the default).
+    pub fn register_async<F, Fut, R>(&mut self, name: &str, spawn: Option<Arc<dyn Spawn>>, handler: F) -> Result<()>
+    where
+        F: Fn(AsyncCall) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+        R: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        let spawn = self.spawner_for(name, spawn)?;
+        let id = self.free_id(name)?;
+        let handler: Arc<AsyncHandler> = Arc::new(move |call| {
+            let reply = handler(call);
+            Box::pin(async move { reply.await.map(|r| Box::new(r) as Reply) })
+        });
+        self.methods.insert(id, (name.to_string(), Unary::Async(handler, spawn)));
+        Ok(())
+    }
+
+    /// Registers an async stream handler for `"Service.method"` (items flowing as `kind`
+    /// says): each stream's future runs on `spawn` (see [`Dispatcher::set_spawner`]).
+    pub fn register_stream_async<F, Fut, R>(
+        &mut self,
+        name: &str,
+        kind: MethodKind,
+        spawn: Option<Arc<dyn Spawn>>,
+        handler: F,
+    ) -> Result<()>
+    where
+        F: Fn(AsyncStreamCall) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<R>> + Send + 'static,
+        R: AsRef<[u8]> + Send + Sync + 'static,
+    {
+        if !kind.is_stream() {
+            return Err(Error::new(Status::InvalidArgument, format!("{name:?}: a stream method cannot be unary")));
+        }
+        let spawn = self.spawner_for(name, spawn)?;
+        let id = self.free_id(name)?;
+        let handler: Arc<AsyncStreamHandler> = Arc::new(move |call| {
+            let reply = handler(call);
+            Box::pin(async move { reply.await.map(|r| Box::new(r) as Reply) })
+        });
+        self.streams.insert(id, (name.to_string(), kind, Streaming::Async(handler, spawn)));
+        Ok(())
+    }
+
+    /// Where async handlers registered without a runtime of their own run. With the
+    /// `tokio` feature and none set, the runtime a registration is made in.
+    pub fn set_spawner(&mut self, spawn: Arc<dyn Spawn>) {
+        self.spawner = Some(spawn);
+    }
+
+    fn spawner_for(&self, name: &str, spawn: Option<Arc<dyn Spawn>>) -> Result<Arc<dyn Spawn>> {
+        if let Some(spawn) = spawn.or_else(|| self.spawner.clone()) {
+            return Ok(spawn);
+        }
+        #[cfg(feature = "tokio")]
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            return Ok(Arc::new(handle));
+        }
+        Err(Error::new(
+            Status::FailedPrecondition,
+            format!(
+                "async method {name:?} has no runtime to run on: hand one over with `spawn_handlers_on` \
+                 (or, with the `tokio` feature, register it inside a tokio runtime)"
+            ),
+        ))
     }
 
     /// Registers a stream method: `handler` runs on the link's stream pool for each
@@ -154,7 +239,7 @@ impl Dispatcher {
             return Err(Error::new(Status::InvalidArgument, format!("{name:?}: a stream method cannot be unary")));
         }
         let id = self.free_id(name)?;
-        self.streams.insert(id, (name.to_string(), kind, Arc::new(handler)));
+        self.streams.insert(id, (name.to_string(), kind, Streaming::Blocking(Arc::new(handler))));
         Ok(())
     }
 
@@ -249,11 +334,11 @@ impl Dispatcher {
         v
     }
 
-    pub(super) fn get(&self, id: u32) -> Option<Arc<Handler>> {
+    pub(super) fn get(&self, id: u32) -> Option<Unary> {
         self.methods.get(&id).map(|(_, h)| h.clone())
     }
 
-    pub(super) fn get_stream(&self, id: u32) -> Option<Arc<StreamHandler>> {
+    pub(super) fn get_stream(&self, id: u32) -> Option<Streaming> {
         self.streams.get(&id).map(|(_, _, h)| h.clone())
     }
 }
@@ -261,9 +346,9 @@ impl Dispatcher {
 /// Tells whether one unary call was cancelled (see [`Call::cancel_token`]).
 #[derive(Clone)]
 pub struct CancelToken {
-    session: Arc<Session>,
-    msg_id: u64,
-    deadline_ns: u64,
+    pub(super) session: Arc<Session>,
+    pub(super) msg_id: u64,
+    pub(super) deadline_ns: u64,
 }
 
 impl fmt::Debug for CancelToken {
@@ -278,6 +363,12 @@ impl CancelToken {
         (self.deadline_ns != 0 && monotonic_now_ns() >= self.deadline_ns)
             || self.session.cancelled_calls.contains(self.msg_id)
             || self.session.failure().is_some()
+    }
+
+    /// Cancelled other than by the caller's CANCEL: the deadline passed, or the link
+    /// failed.
+    pub(super) fn is_cancelled_otherwise(&self) -> bool {
+        (self.deadline_ns != 0 && monotonic_now_ns() >= self.deadline_ns) || self.session.failure().is_some()
     }
 
     /// Waits up to `timeout` (and no longer than the call's deadline) for cancellation;

@@ -1,29 +1,90 @@
-//! A call as a `Future`, on any executor: the thread that receives the answer (or fails
-//! the link, or expires the deadline) wakes the task through the waker the future last
-//! registered. No thread waits, no timer runs: the link's standby thread already
-//! watches the deadlines of started calls.
+//! Calls and notifications as `Future`s, on any executor: the thread that receives the
+//! answer (or fails the link, or expires the deadline) wakes the task through the waker
+//! the future last registered. No thread waits and no timer runs: the link's standby
+//! already watches the deadlines of calls nobody waits on. Starting never parks the
+//! executor either: a full ring or pool makes the future wait for room (`runtime::room`)
+//! and try again.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::runtime::sync::Mutex;
 
-use super::{Completion, PendingCall, Response};
+use super::{copy_of, found_no_room, CallOptions, Completion, PendingCall, Response, Room, Session};
 
 /// Where the completer finds the task to wake.
 #[derive(Debug, Default)]
-struct WakeSlot {
+pub(crate) struct WakeSlot {
     waker: Mutex<Option<Waker>>,
 }
 
 impl WakeSlot {
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         if let Some(waker) = self.waker.lock().take() {
             waker.wake();
         }
+    }
+
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut slot = self.waker.lock();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    /// A completion that wakes whoever is registered here.
+    pub(crate) fn completion(self: &Arc<Self>) -> Completion {
+        let slot = self.clone();
+        Box::new(move || slot.wake())
+    }
+}
+
+/// One try at sending something without waiting for room.
+type Attempt<T> = Box<dyn FnMut(&Arc<Session>) -> Result<T> + Send>;
+
+/// Something sent without waiting for room: tried at once, and again each time the
+/// standby says room may have appeared, until it goes out or fails otherwise.
+pub(crate) struct Attempts<T> {
+    session: Arc<Session>,
+    attempt: Attempt<T>,
+}
+
+impl<T> Attempts<T> {
+    pub(crate) fn new(
+        session: Arc<Session>,
+        attempt: impl FnMut(&Arc<Session>) -> Result<T> + Send + 'static,
+    ) -> Attempts<T> {
+        Attempts { session, attempt: Box::new(attempt) }
+    }
+
+    pub(crate) fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        match (self.attempt)(&self.session) {
+            Err(e) if found_no_room(&e) => {
+                // Registered after the failed attempt: room that appeared in between is
+                // found by the standby's next retry, which wakes us.
+                self.session.wait_for_room(cx.waker());
+                Poll::Pending
+            }
+            done => Poll::Ready(done),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Attempts<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempts").field("session", &self.session).finish()
+    }
+}
+
+/// Options whose deadline is fixed now, for a call started later: a timeout counts from
+/// the call's first attempt, not from each retry.
+pub(crate) fn fixed_deadline(options: &CallOptions, session: &Session) -> CallOptions {
+    match options.deadline_for_call_starting_now(session.default_timeout) {
+        0 => CallOptions::forever(),
+        deadline_ns => CallOptions::deadline(deadline_ns),
     }
 }
 
@@ -41,21 +102,59 @@ pub struct CallFuture {
 #[derive(Debug)]
 enum State {
     /// It could not be started: the error, once.
-    Failed(Option<crate::Error>),
+    Failed(Option<Error>),
+    /// The ring or pool had no room: tried again when room may have appeared.
+    Starting(Attempts<PendingCall>),
     Pending(PendingCall),
     Done,
 }
 
 impl CallFuture {
-    /// Starts a call with `start` (given the completion that wakes this future).
-    pub(crate) fn start(start: impl FnOnce(Completion) -> Result<PendingCall>) -> CallFuture {
+    /// Starts calling `method_id` on `session` with `payload`: at once if the ring and
+    /// pool have room, else as soon as they do (the payload is copied then).
+    pub(crate) fn start(
+        session: &Arc<Session>,
+        method_id: u32,
+        name: Option<&str>,
+        payload: &[u8],
+        options: &CallOptions,
+    ) -> CallFuture {
         let slot = Arc::new(WakeSlot::default());
-        let completer = slot.clone();
-        let state = match start(Box::new(move || completer.wake())) {
+        let first = session.call_start_within(
+            method_id,
+            name,
+            payload.len(),
+            copy_of(payload),
+            options,
+            slot.completion(),
+            Room::AtOnce,
+        );
+        let state = match first {
             Ok(pending) => State::Pending(pending),
+            Err(e) if found_no_room(&e) => {
+                let (options, name, payload) =
+                    (fixed_deadline(options, session), name.map(str::to_owned), payload.to_vec());
+                let completer = slot.clone();
+                State::Starting(Attempts::new(session.clone(), move |session| {
+                    session.call_start_within(
+                        method_id,
+                        name.as_deref(),
+                        payload.len(),
+                        copy_of(&payload),
+                        &options,
+                        completer.completion(),
+                        Room::AtOnce,
+                    )
+                }))
+            }
             Err(e) => State::Failed(Some(e)),
         };
         CallFuture { state, slot }
+    }
+
+    /// A call that could not start: it fails with `error`.
+    pub(crate) fn failed(error: Error) -> CallFuture {
+        CallFuture { state: State::Failed(Some(error)), slot: Arc::default() }
     }
 }
 
@@ -64,6 +163,13 @@ impl Future for CallFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Response>> {
         let this = &mut *self;
+        if let State::Starting(attempts) = &mut this.state {
+            this.state = match attempts.poll_attempt(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(pending)) => State::Pending(pending),
+                Poll::Ready(Err(e)) => State::Failed(Some(e)),
+            };
+        }
         let result = match &mut this.state {
             State::Failed(error) => error.take().map(Err),
             State::Pending(pending) => match pending.try_take() {
@@ -71,10 +177,11 @@ impl Future for CallFuture {
                 None => {
                     // Registered, then checked again: a completion between the first check
                     // and the registration finds no waker, so the second check sees it.
-                    *this.slot.waker.lock() = Some(cx.waker().clone());
+                    this.slot.register(cx.waker());
                     pending.try_take()
                 }
             },
+            State::Starting(_) => unreachable!("a started call moved on above"),
             State::Done => panic!("CallFuture polled after it completed"),
         };
         match result {
@@ -83,6 +190,55 @@ impl Future for CallFuture {
                 Poll::Ready(result)
             }
             None => Poll::Pending,
+        }
+    }
+}
+
+/// The future of [`crate::LinkEnd::notify_async`]: done once the notification is in the
+/// ring (a notification has no answer). It waits for room without parking the executor;
+/// dropping it before then sends nothing.
+#[derive(Debug)]
+#[must_use = "a notification future sends nothing unless awaited"]
+pub struct NotifyFuture {
+    state: Option<std::result::Result<Attempts<()>, Error>>,
+}
+
+impl NotifyFuture {
+    pub(crate) fn start(session: &Arc<Session>, method_id: u32, payload: &[u8], options: &CallOptions) -> NotifyFuture {
+        let first = session.notify_within_room(method_id, payload.len(), copy_of(payload), options, Room::AtOnce);
+        let state = match first {
+            Ok(()) => None,
+            Err(e) if found_no_room(&e) => {
+                let (options, payload) = (fixed_deadline(options, session), payload.to_vec());
+                Some(Ok(Attempts::new(session.clone(), move |session| {
+                    session.notify_within_room(method_id, payload.len(), copy_of(&payload), &options, Room::AtOnce)
+                })))
+            }
+            Err(e) => Some(Err(e)),
+        };
+        NotifyFuture { state }
+    }
+
+    pub(crate) fn failed(error: Error) -> NotifyFuture {
+        NotifyFuture { state: Some(Err(error)) }
+    }
+}
+
+impl Future for NotifyFuture {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.state {
+            None => Poll::Ready(Ok(())),
+            Some(Err(_)) => match self.state.take() {
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                _ => unreachable!(),
+            },
+            Some(Ok(attempts)) => {
+                let done = std::task::ready!(attempts.poll_attempt(cx));
+                self.state = None;
+                Poll::Ready(done)
+            }
         }
     }
 }

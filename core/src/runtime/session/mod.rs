@@ -9,6 +9,7 @@
 //! - `future.rs`: `CallFuture`, a started call as a runtime-agnostic `Future`.
 //! - `recv.rs`: polling the receive ring, parking, routing what arrives.
 //! - `serve.rs`: server threads and handlers.
+//! - `serve_async.rs`: async handlers, run as futures on a runtime the user chose.
 //! - `dispatch.rs`: the handler table, access rules, a handler's `Call`.
 //! - `stream/`: streams: their state, what the session does for them, the two ends.
 //! - `options.rs`: `CallOptions`, `WaitStrategy`, the default timeouts.
@@ -55,6 +56,7 @@ pub(crate) mod pair;
 mod recv;
 mod send;
 mod serve;
+mod serve_async;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -63,20 +65,23 @@ use crate::runtime::cancellation::CancelledCalls;
 use crate::runtime::lease::{Lease, LEASE};
 use crate::runtime::metrics;
 use crate::runtime::pool::{self, TaskPool};
+use crate::runtime::room::{RoomWaiters, ROOM_RETRY};
 use crate::runtime::spinning::{OpenLink, SpinPermits, Spinner};
 use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
-use dispatch::ReplyBody;
 pub use dispatch::{AccessPolicy, Call, CancelToken, Dispatcher, Handler, PeerIdentity, RetainCheck};
+use dispatch::{ReplyBody, Unary};
 pub use options::{CallOptions, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER};
+pub use serve_async::{AsyncCall, AsyncStreamCall, BoxFuture, Spawn};
 use stream::StreamState;
 pub use stream::{
-    Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
+    AsyncStream, OpenStreamFuture, Stream, StreamCall, StreamEnd, StreamHandler, StreamItem, MAX_INBOUND_STREAMS,
+    STREAM_THREADS, STREAM_WINDOW,
 };
 
 use crate::error::{Error, Result};
 use crate::proto::frames;
-use crate::proto::link::{Answer, Inbound, Link, Timer};
+use crate::proto::link::{Answer, Expired, Inbound, Link, Timer};
 use crate::proto::status::{self, Verdict};
 use crate::runtime::workers::Workers;
 use crate::shm::layout::control;
@@ -188,8 +193,9 @@ pub(crate) trait Hooks: Send + Sync {
 use call::Body;
 pub(crate) use call::Payload;
 pub use call::{PendingCall, Response};
-pub use future::CallFuture;
+pub use future::{CallFuture, NotifyFuture};
 use recv::{Backoff, Poller};
+pub(crate) use send::{found_no_room, Room};
 
 struct Message {
     desc: Descriptor,
@@ -267,7 +273,7 @@ struct Incoming {
 }
 
 /// A payload ready to send.
-enum OutBody {
+pub(crate) enum OutBody {
     Inline([u8; INLINE_CAPACITY], usize),
     Slot(OutSlot, usize),
 }
@@ -366,9 +372,12 @@ pub(crate) struct Session {
     link: Mutex<LinkState>,
     /// Frames are owed to the peer (`Link::owes`, mirrored; written under the link's lock).
     owes: AtomicBool,
-    /// Calls nobody waits on have deadlines the standby must watch (set with the link's
-    /// lock held, cleared by the standby once `Link::poll_timeout` says none are left).
+    /// The link watches deadlines (of calls nobody waits on, of streams) the standby must
+    /// sleep no longer than (set with the link's lock held, cleared by the standby once
+    /// `Link::poll_timeout` says none are left).
     link_timed: AtomicBool,
+    /// Futures waiting for room in our send ring or pool, retried by the standby.
+    room: RoomWaiters,
     /// Requests waiting for a server, and which server sleeps where.
     workers: Workers<Incoming>,
     /// The receive ring let go without parking (see `runtime::lease`); only with a
@@ -463,6 +472,7 @@ impl Session {
             link: Mutex::new(link),
             owes: AtomicBool::new(false),
             link_timed: AtomicBool::new(false),
+            room: RoomWaiters::default(),
             workers: Workers::new(MAX_QUEUED),
             lease: Lease::default(),
             has_standby: AtomicBool::new(false),

@@ -3,7 +3,43 @@
 
 use super::*;
 
+/// How long a sender waits for room in the send ring or the slot pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// Until the deadline it is given (a blocking sender).
+    UntilDeadline,
+    /// Not at all: no room is RESOURCE_EXHAUSTED at once (a future, which waits for
+    /// room with [`Session::wait_for_room`] instead, or a sender that must not wait).
+    AtOnce,
+}
+
+impl Room {
+    /// When a sender with this patience and `deadline_ns` gives up.
+    pub(crate) fn give_up(self, deadline_ns: u64) -> u64 {
+        // A give-up time in the past: one attempt at the pool and one at the ring.
+        const AT_ONCE: u64 = 1;
+        match self {
+            Room::UntilDeadline => deadline_ns,
+            Room::AtOnce => AT_ONCE,
+        }
+    }
+}
+
+/// Whether an attempt with [`Room::AtOnce`] failed only for want of room (then it may
+/// be tried again once [`Session::wait_for_room`] wakes its future).
+pub(crate) fn found_no_room(e: &Error) -> bool {
+    e.status() == Status::ResourceExhausted
+}
+
 impl Session {
+    /// Wakes `waker` when room may have appeared in the send ring or pool (the standby
+    /// retries while anything waits), or when the link fails.
+    pub(crate) fn wait_for_room(&self, waker: &std::task::Waker) {
+        if self.room.wait(waker) {
+            self.standby_kick.notify();
+        }
+    }
+
     pub(super) fn fill_body(
         &self,
         max_len: usize,

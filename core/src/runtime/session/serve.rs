@@ -108,6 +108,7 @@ impl Session {
             fence(Ordering::SeqCst);
             self.flush_owed();
             self.expire_calls();
+            self.room.wake_all();
             // Back to the serve loop for work, a failure, frames to take, or a lease
             // nobody claimed for a whole lease (the loop takes the ring, then polls or
             // parks it); otherwise (the kick of a new lease, a new deadline, a lease
@@ -123,10 +124,12 @@ impl Session {
         });
     }
 
-    /// How long the standby may sleep: until the earliest deadline of a call nobody
-    /// waits on, and no more than `OWED_RETRY` while frames are owed; `None` is forever.
+    /// How long the standby may sleep: until the earliest deadline the link watches, no
+    /// more than `OWED_RETRY` while frames are owed and `ROOM_RETRY` while futures wait
+    /// for room; `None` is forever.
     pub(super) fn standby_timeout(&self) -> Option<Duration> {
         let owed = self.owes.load(Ordering::Acquire).then_some(OWED_RETRY);
+        let owed = earlier(owed, self.room.wanted().then_some(ROOM_RETRY));
         if !self.link_timed.load(Ordering::Acquire) {
             return owed;
         }
@@ -142,8 +145,9 @@ impl Session {
         earlier(owed, until_deadline)
     }
 
-    /// Fails the calls nobody waits on whose deadline passed (outside the link's lock:
-    /// a completion runs the caller's callback).
+    /// Fails the calls nobody waits on whose deadline passed, and stops the streams
+    /// whose deadline passed (outside the link's lock: a completion runs the caller's
+    /// callback, and a stop wakes the stream's waiters).
     pub(super) fn expire_calls(&self) {
         if !self.link_timed.load(Ordering::Acquire) {
             return;
@@ -151,8 +155,16 @@ impl Session {
         let now = monotonic_now_ns();
         loop {
             let expired = self.link.lock().expire(now);
-            let Some(waiter) = expired else { break };
-            waiter.complete(Err(Error::new(Status::DeadlineExceeded, "no response before the deadline")));
+            match expired {
+                None => break,
+                Some(Expired::Call(waiter)) => {
+                    waiter.complete(Err(Error::new(Status::DeadlineExceeded, "no response before the deadline")))
+                }
+                Some(Expired::Stream(stream)) => self.expire_stream(&stream),
+                // The handler's cancel token sees the deadline by the clock; its future
+                // must be woken to look.
+                Some(Expired::Served(msg_id)) => self.cancelled_calls.wake(msg_id),
+            }
         }
     }
 
@@ -163,6 +175,10 @@ impl Session {
         if self.has_retained.load(Ordering::Relaxed) {
             self.release_retained();
         }
+        let Some(payload) = self.serve_async(&desc, payload, no_reply) else {
+            // Handed to its runtime: this thread receives again at once.
+            return None;
+        };
         let started = self.metrics.as_ref().map(|m| m.incoming.start(desc.method_id, None, monotonic_now_ns()));
         let (outcome, retain) = self.run_handler(&desc, &payload);
         if let Some(started) = started {
@@ -201,7 +217,7 @@ impl Session {
                 ReplyBody::Inline(b, n) => OutBody::Inline(b, n),
                 ReplyBody::Slot(s, n) => OutBody::Slot(s, n),
             },
-            Some(e) => match self.error_body(e.message()) {
+            Some(e) => match self.error_body(e.message(), 0) {
                 Ok(body) => body,
                 Err(e) => {
                     tracing::warn!(peer = %self.label, "could not send an error response: {e}");
@@ -278,10 +294,11 @@ impl Session {
         }
     }
 
-    pub(super) fn error_body(&self, message: &str) -> Result<OutBody> {
+    /// An error's text as a payload, waiting for a slot until `give_up_ns` (0: a while).
+    pub(super) fn error_body(&self, message: &str, give_up_ns: u64) -> Result<OutBody> {
         let text = cut_error_text(message);
         let text = text.as_bytes();
-        self.fill_body(text.len(), 0, |buf| {
+        self.fill_body(text.len(), give_up_ns, |buf| {
             buf[..text.len()].copy_from_slice(text);
             text.len()
         })
@@ -355,15 +372,23 @@ impl Session {
         if let Some(access) = access {
             self.admit(&access)?;
         }
-        let Some(handler) = handler else {
-            let side = match self.side {
-                Side::Host => "the host",
-                Side::Cell => "this cell",
-            };
-            return Err(Error::new(
-                Status::Unimplemented,
-                format!("{side} serves no method with id {:#010x}", method_id),
-            ));
+        let handler = match handler {
+            Some(Unary::Blocking(handler)) => handler,
+            // Registered between `serve_async`'s look and this one: served by the next
+            // request's look.
+            Some(Unary::Async(..)) => {
+                return Err(Error::new(Status::Unavailable, "the method was just registered; call again"));
+            }
+            None => {
+                let side = match self.side {
+                    Side::Host => "the host",
+                    Side::Cell => "this cell",
+                };
+                return Err(Error::new(
+                    Status::Unimplemented,
+                    format!("{side} serves no method with id {:#010x}", method_id),
+                ));
+            }
         };
         match catch_unwind(AssertUnwindSafe(|| handler(call))) {
             Ok(Ok(())) => Ok(std::mem::replace(&mut call.reply, ReplyBody::Empty)),

@@ -67,25 +67,8 @@ impl Stream {
         self.close_send()?;
         let mut inner = self.state.inner.lock();
         loop {
-            inner.inbound.clear();
-            match inner.finished.take() {
-                Some(Ok(Some(payload))) => {
-                    self.set_ended();
-                    return Ok(Response { payload });
-                }
-                Some(Ok(None)) => {
-                    self.set_ended();
-                    return Err(Error::new(Status::Internal, "stream finished twice"));
-                }
-                Some(Err(e)) => {
-                    self.set_ended();
-                    return Err(e);
-                }
-                None => {}
-            }
-            if let Some(e) = inner.stopped.clone() {
-                self.set_ended();
-                return Err(e);
+            if let Some(done) = self.finish_step(&mut inner) {
+                return done;
             }
             inner = match self.session.wait_for_change(&self.state, inner) {
                 Ok(inner) => inner,
@@ -96,6 +79,20 @@ impl Stream {
                 }
             };
         }
+    }
+
+    /// The handler's final response if it is in (items still coming are dropped), or
+    /// why there will be none; `None` while the stream runs.
+    pub(super) fn finish_step(&self, inner: &mut StreamInner) -> Option<Result<Response>> {
+        inner.inbound.clear();
+        let done = match inner.finished.take() {
+            Some(Ok(Some(payload))) => Ok(Response { payload }),
+            Some(Ok(None)) => Err(Error::new(Status::Internal, "stream finished twice")),
+            Some(Err(e)) => Err(e),
+            None => Err(inner.stopped.clone()?),
+        };
+        self.set_ended();
+        Some(done)
     }
 
     /// Gives up the stream: the handler sees it cancelled; late items are dropped.
@@ -226,8 +223,8 @@ impl StreamCall {
 /// A handle to the handler's end of a stream (see [`StreamCall::end`]).
 #[derive(Clone)]
 pub struct StreamEnd {
-    pub(super) stream: Arc<StreamState>,
-    pub(super) session: Arc<Session>,
+    pub(crate) stream: Arc<StreamState>,
+    pub(crate) session: Arc<Session>,
 }
 
 impl fmt::Debug for StreamEnd {

@@ -9,17 +9,19 @@
 //! Which file holds what: this file, a stream's shared state and its items; `link.rs`,
 //! what the session does for streams (opening, frames both ways, running handlers,
 //! flow control); `ends.rs`, the two ends users hold (`Stream`, the caller's;
-//! `StreamCall`, a handler's; `StreamEnd`, how one ended).
+//! `StreamCall`, a handler's; `StreamEnd`, a handle on it); `async_end.rs`, the
+//! caller's end for async code (`AsyncStream`) and the async methods of `StreamEnd`.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Waker;
 
 use crate::runtime::sync::{Condvar, Mutex};
 
-use super::{Awaited, CallOptions, OutBody, Payload, Response, Session, Waited, FOREVER};
+use super::{Awaited, CallOptions, OutBody, Payload, Response, Room, Session, Waited, FOREVER};
 use crate::error::{Error, Result};
 use crate::proto::frames::OutFrame;
 use crate::proto::stream::StreamFlow;
@@ -28,9 +30,11 @@ use crate::sys::doorbell::Kick;
 
 pub use crate::proto::stream::STREAM_WINDOW;
 
+mod async_end;
 mod ends;
 mod link;
 
+pub use async_end::{AsyncStream, OpenStreamFuture};
 pub use ends::{Stream, StreamCall, StreamEnd};
 
 /// Streams a peer may have open towards us at once, unless configured otherwise
@@ -77,6 +81,18 @@ pub(super) struct StreamInner {
     pub(super) handler_done: bool,
     /// The kicks of the threads asleep waiting for a change (see `StreamChange`).
     pub(super) sleepers: Vec<Arc<Kick>>,
+    /// The tasks of async ends waiting for a change (each woken once, then gone).
+    pub(super) wakers: Vec<Waker>,
+}
+
+impl StreamInner {
+    /// Wakes `waker` at the next change (registered under the stream's lock, as every
+    /// change is announced, so none falls between a look and the registration).
+    pub(super) fn wake_on_change(&mut self, waker: &Waker) {
+        if !self.wakers.iter().any(|w| w.will_wake(waker)) {
+            self.wakers.push(waker.clone());
+        }
+    }
 }
 
 impl fmt::Debug for StreamState {
@@ -112,17 +128,21 @@ impl StreamState {
         if inner.stopped.is_none() {
             inner.stopped = Some(error);
         }
-        self.changed(&inner);
+        self.changed(&mut inner);
     }
 
     /// Tells every waiter that `inner` changed; called with its lock held, which is what
     /// makes a change between a waiter's look and its sleep impossible to miss.
-    pub(super) fn changed(&self, inner: &StreamInner) {
+    pub(super) fn changed(&self, inner: &mut StreamInner) {
         self.changes.fetch_add(1, Ordering::Release);
         for kick in &inner.sleepers {
             kick.notify();
         }
         self.cv.notify_all();
+        // Async ends' wakers are taken: a woken task registers again if it still waits.
+        for waker in inner.wakers.drain(..) {
+            waker.wake();
+        }
     }
 
     /// Nothing more will arrive: finished, stopped, or (callee's end) the caller closed
@@ -237,7 +257,9 @@ impl Drop for StreamItem {
         drop(self.payload.take());
         let grant = { self.stream.inner.lock().flow.item_released() };
         if grant > 0 {
-            let _ = self.session.stream_frame(&self.stream, OutFrame::Credit(grant), None);
+            // Never waits for room (a drop may run on an executor): a grant that finds
+            // the ring full is owed again and goes out before the reader's next wait.
+            let _ = self.session.stream_frame_within(&self.stream, OutFrame::Credit(grant), None, Room::AtOnce);
         }
     }
 }
