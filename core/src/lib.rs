@@ -58,11 +58,11 @@ pub use error::{panic_message, Error, Result};
 pub use host::discovery::{hub_listing, list_hubs, HubListing};
 pub use host::inspect::{snapshot, HubSnapshot};
 pub use host::supervisor::{
-    CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent,
+    CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent, SupervisorEvents,
 };
 pub use host::{
     peer_state_name, CellProcess, Hub, LogRecord, LogSink, Peer, PeerMetrics, PeerOptions, PeerState, PeerTicket,
-    ReadyFuture,
+    ReadyFuture, ShutdownFuture,
 };
 pub use link_end::{LinkEnd, Registry, Supervised};
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};

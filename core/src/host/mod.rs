@@ -30,6 +30,7 @@ pub mod inspect;
 mod join;
 mod options;
 mod peer;
+mod peer_async;
 mod slots;
 mod spawn;
 pub mod supervisor;
@@ -40,8 +41,9 @@ pub use options::{
     validate_cell_name, PeerOptions, DEFAULT_DOORBELL_FD, MAX_SERVER_THREADS, MAX_SPIN, MAX_STDERR_TAIL,
 };
 use peer::DeathCallback;
-pub use peer::{peer_state_name, Peer, PeerMetrics, PeerState, ReadyFuture};
+pub use peer::{peer_state_name, Peer, PeerMetrics, PeerState};
 pub(crate) use peer::{PeerInner, PeerRecord};
+pub use peer_async::{ReadyFuture, ShutdownFuture};
 use slots::add_peer;
 pub use spawn::{CellProcess, PeerTicket};
 

@@ -259,15 +259,6 @@ impl Peer {
         }
     }
 
-    /// [`Peer::wait_ready`] as a future, on any executor: ready, or the reason it died
-    /// first (or UNAVAILABLE if it is leaving). No timeout of its own and no thread: the
-    /// state change wakes the task; bound it with your runtime's timeout
-    /// (`tokio::time::timeout(d, peer.wait_ready_async())`).
-    pub fn wait_ready_async(&self) -> ReadyFuture {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        ReadyFuture { peer: self.clone(), key: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) }
-    }
-
     /// Registers `callback` to run once when the peer dies, with the reason. Runs at
     /// once if it is already dead.
     pub fn on_death(&self, callback: impl FnOnce(&Error) + Send + 'static) {
@@ -362,46 +353,5 @@ impl Peer {
     #[doc(hidden)]
     pub fn free_slots(&self) -> Result<Vec<usize>> {
         self.inner.session()?.free_slots()
-    }
-}
-
-/// The future of [`Peer::wait_ready_async`]. Dropping it forgets its waker.
-#[derive(Debug)]
-#[must_use = "futures do nothing unless awaited"]
-pub struct ReadyFuture {
-    peer: Peer,
-    /// Tells its waker from the others in the peer's record.
-    key: u64,
-}
-
-impl std::future::Future for ReadyFuture {
-    type Output = Result<()>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
-        let mut record = self.peer.inner.record.lock();
-        let name = &self.peer.inner.name;
-        let outcome = match &record.state {
-            PeerState::Ready => Some(Ok(())),
-            PeerState::Dead(e) => Some(Err(e.clone().context(format!("cell {name:?} died before it was ready")))),
-            PeerState::Leaving => Some(Err(Error::new(Status::Unavailable, format!("cell {name:?} is leaving")))),
-            PeerState::Starting | PeerState::Joined => None,
-        };
-        match outcome {
-            Some(outcome) => std::task::Poll::Ready(outcome),
-            None => {
-                let waker = cx.waker().clone();
-                match record.state_wakers.iter_mut().find(|(key, _)| *key == self.key) {
-                    Some((_, registered)) => *registered = waker,
-                    None => record.state_wakers.push((self.key, waker)),
-                }
-                std::task::Poll::Pending
-            }
-        }
-    }
-}
-
-impl Drop for ReadyFuture {
-    fn drop(&mut self) {
-        self.peer.inner.record.lock().state_wakers.retain(|(key, _)| *key != self.key);
     }
 }

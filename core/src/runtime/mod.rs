@@ -12,18 +12,18 @@
 //!   standby role (who sleeps on the doorbell), with no timer anywhere;
 //! - [`pool`]: the bounded pool of threads that run stream handlers;
 //! - [`cancellation`]: the calls their callers cancelled, and the handlers waiting for it;
-//! - [`room`]: async senders waiting for room in a full ring or pool, woken by the
-//!   standby's retries;
+//! - [`alarms`]: futures woken at a time by the standby (async senders retrying a full
+//!   ring or pool, a shutdown's grace), with no timer of their own;
 //! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby;
 //! - [`spinning`]: who may spin (one thread per process on two cores or fewer);
 //! - [`metrics`]: per-method calls, errors, calls in flight and latency of a link (its
 //!   lock-free slot claiming is a loom model).
 
+pub(crate) mod alarms;
 pub(crate) mod cancellation;
 pub(crate) mod lease;
 pub mod metrics;
 pub(crate) mod pool;
-pub(crate) mod room;
 pub mod session;
 pub(crate) mod spinning;
 pub(crate) mod sync;

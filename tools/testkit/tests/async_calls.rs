@@ -100,3 +100,59 @@ fn waiting_for_readiness_is_a_future_that_a_death_ends_too() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_graceful_shutdown_is_a_future_the_exit_or_the_grace_ends() {
+    use cellshm::{Hub, PeerOptions};
+    use std::process::Command;
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    // A cell that leaves on GOODBYE: done when it exited, long before the grace.
+    let (peer, mut child) = common::spawn_cell_on(&hub, "leaves", &[]);
+    let started = std::time::Instant::now();
+    futures::executor::block_on(peer.shutdown_async(Duration::from_secs(30)));
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?} for a cell that left", started.elapsed());
+    assert!(matches!(peer.state(), cellshm::PeerState::Dead(_)), "{:?}", peer.state());
+    let _ = child.wait();
+    // A cell that never reads its ring: the link's alarm ends the grace, no timer of ours.
+    let ticket = hub.add_peer("mute", PeerOptions::default()).unwrap();
+    let (mute, mut mute_child) = ticket.spawn(Command::new(common::CELL).arg("mute")).unwrap();
+    mute.wait_ready(Duration::from_secs(10)).unwrap();
+    let started = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let closing = mute.clone();
+    std::thread::spawn(move || {
+        futures::executor::block_on(closing.shutdown_async(Duration::from_millis(200)));
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the grace's alarm woke the future");
+    assert!(started.elapsed() >= Duration::from_millis(200), "closed after {:?}", started.elapsed());
+    assert_eq!(mute.call("Echo.echo", b"", &secs(1)).unwrap_err().status(), Status::SessionClosed);
+    let _ = mute_child.kill();
+    let _ = mute_child.wait();
+}
+
+#[test]
+fn supervisor_events_are_a_stream_that_ends_with_the_supervisor() {
+    use cellshm::{CellSpec, CellStatus, Hub, Supervisor};
+    use futures::StreamExt;
+    let supervisor = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    let mut events = supervisor.events();
+    supervisor.add(CellSpec::new("streamed", common::CELL).args(["cell"]).env("CELLSHM_QUIET", "1")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let mut next = || {
+        runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), events.next()).await })
+            .expect("an event came")
+            .expect("the stream goes on while the supervisor lives")
+    };
+    assert_eq!(next().status, CellStatus::Starting);
+    let ready = next();
+    assert_eq!((ready.name.as_str(), ready.status), ("streamed", CellStatus::Ready));
+    supervisor.stop("streamed", Duration::from_secs(5)).unwrap();
+    assert_eq!(next().status, CellStatus::Stopping);
+    assert!(matches!(next().status, CellStatus::Exited(_)));
+    drop(supervisor);
+    let end = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), events.next()).await });
+    assert!(matches!(end, Ok(None)), "the stream ended with the supervisor: {end:?}");
+    assert_eq!(events.missed(), 0);
+}

@@ -277,3 +277,94 @@ pub(super) fn deliver_events(shared: Arc<Shared>) {
         shared.wake.notify_all();
     }
 }
+
+/// The supervisor's events as a `futures_core::Stream` ([`Supervisor::events`]), for async
+/// code: each status change of each cell, in order, woken by the supervisor's event
+/// thread (no thread or timer of its own). At most [`SupervisorEvents::CAPACITY`] wait
+/// unread; beyond that the oldest are dropped and counted ([`SupervisorEvents::missed`]),
+/// so a reader that stops reading costs bounded memory. Ends once the supervisor is
+/// dropped; dropping it unregisters it.
+pub struct SupervisorEvents {
+    inbox: Arc<crate::runtime::sync::Mutex<Inbox>>,
+    _subscription: EventSubscription,
+}
+
+#[derive(Default)]
+struct Inbox {
+    events: VecDeque<SupervisorEvent>,
+    missed: u64,
+    waker: Option<std::task::Waker>,
+    /// The supervisor is gone: nothing more will come.
+    closed: bool,
+}
+
+impl Inbox {
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Held by the listener: its drop (when the supervisor drops its listeners) ends the
+/// stream.
+struct ClosesInbox(Arc<crate::runtime::sync::Mutex<Inbox>>);
+
+impl Drop for ClosesInbox {
+    fn drop(&mut self) {
+        let mut inbox = self.0.lock();
+        inbox.closed = true;
+        inbox.wake();
+    }
+}
+
+impl fmt::Debug for SupervisorEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inbox = self.inbox.lock();
+        f.debug_struct("SupervisorEvents").field("unread", &inbox.events.len()).field("missed", &inbox.missed).finish()
+    }
+}
+
+impl SupervisorEvents {
+    /// Events kept unread at most.
+    pub const CAPACITY: usize = 1024;
+
+    pub(super) fn subscribe(supervisor: &Supervisor) -> SupervisorEvents {
+        let inbox = Arc::new(crate::runtime::sync::Mutex::new(Inbox::default()));
+        let closes = ClosesInbox(inbox.clone());
+        let subscription = supervisor.on_event(move |event| {
+            let mut inbox = closes.0.lock();
+            if inbox.events.len() >= Self::CAPACITY {
+                inbox.events.pop_front();
+                inbox.missed += 1;
+            }
+            inbox.events.push_back(event.clone());
+            inbox.wake();
+        });
+        SupervisorEvents { inbox, _subscription: subscription }
+    }
+
+    /// Events dropped so far because [`SupervisorEvents::CAPACITY`] were unread.
+    pub fn missed(&self) -> u64 {
+        self.inbox.lock().missed
+    }
+}
+
+impl futures_core::Stream for SupervisorEvents {
+    type Item = SupervisorEvent;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let mut inbox = self.inbox.lock();
+        if let Some(event) = inbox.events.pop_front() {
+            return std::task::Poll::Ready(Some(event));
+        }
+        if inbox.closed {
+            return std::task::Poll::Ready(None);
+        }
+        inbox.waker = Some(cx.waker().clone());
+        std::task::Poll::Pending
+    }
+}

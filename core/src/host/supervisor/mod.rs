@@ -49,7 +49,7 @@ mod monitor;
 pub(crate) mod policy;
 mod spec;
 
-pub use events::{CellStatus, EventSubscription, ExitReason, SupervisorEvent};
+pub use events::{CellStatus, EventSubscription, ExitReason, SupervisorEvent, SupervisorEvents};
 use events::{EventQueue, Listeners};
 use spec::validate;
 pub use spec::{CellSpec, Heartbeat, RestartPolicy};
@@ -211,6 +211,22 @@ impl Supervisor {
         let id = listeners.next_id;
         listeners.registered.push((id, Arc::new(listener)));
         EventSubscription { shared: Arc::downgrade(&self.shared), id: Some(id) }
+    }
+
+    /// The events of every cell as a `futures_core::Stream`, for async code (see
+    /// [`SupervisorEvents`]); [`Supervisor::on_event`] is the callback form.
+    ///
+    /// ```no_run
+    /// # async fn f(supervisor: &cellshm::Supervisor) {
+    /// use futures::StreamExt;
+    /// let mut events = supervisor.events();
+    /// while let Some(event) = events.next().await {
+    ///     println!("{} is {}", event.name, event.status.name());
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> SupervisorEvents {
+        SupervisorEvents::subscribe(self)
     }
 
     /// Adds a cell and starts it. ALREADY_EXISTS if the name is supervised already

@@ -438,6 +438,12 @@ impl Session {
         self.send_control(ControlKind::Goodbye, 0, &[])
     }
 
+    /// Sends GOODBYE, waiting for ring space as `room` says (with `Room::UntilDeadline`:
+    /// a while).
+    pub(crate) fn send_goodbye_within(&self, room: Room) -> Result<()> {
+        self.send_control_until(ControlKind::Goodbye, 0, &[], room.give_up(0))
+    }
+
     /// Sends GOODBYE, waiting for ring space no later than `deadline_ns`.
     pub fn send_goodbye_until(&self, deadline_ns: u64) -> Result<()> {
         self.send_control_until(ControlKind::Goodbye, 0, &[], deadline_ns)

@@ -35,10 +35,10 @@ impl Session {
         for stream in streams {
             stream.stop(error.clone());
         }
-        // Handlers waiting for cancellation, and futures waiting for room, see the
+        // Handlers waiting for cancellation, and futures waiting for a time, see the
         // failure now.
         self.cancelled_calls.wake_all();
-        self.room.wake_all();
+        self.alarms.fire(u64::MAX);
         // Queued requests and streams are dropped (their slots go nowhere: the link is
         // over) outside the queues' locks; condvar sleepers are woken by `stop`, the
         // standby by the kick.

@@ -61,11 +61,11 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
+use crate::runtime::alarms::{Alarms, ROOM_RETRY};
 use crate::runtime::cancellation::CancelledCalls;
 use crate::runtime::lease::{Lease, LEASE};
 use crate::runtime::metrics;
 use crate::runtime::pool::{self, TaskPool};
-use crate::runtime::room::{RoomWaiters, ROOM_RETRY};
 use crate::runtime::spinning::{OpenLink, SpinPermits, Spinner};
 use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
@@ -376,8 +376,9 @@ pub(crate) struct Session {
     /// sleep no longer than (set with the link's lock held, cleared by the standby once
     /// `Link::poll_timeout` says none are left).
     link_timed: AtomicBool,
-    /// Futures waiting for room in our send ring or pool, retried by the standby.
-    room: RoomWaiters,
+    /// Futures waiting for a time (room in our send ring or pool, a grace period), woken
+    /// by the standby.
+    alarms: Alarms,
     /// Requests waiting for a server, and which server sleeps where.
     workers: Workers<Incoming>,
     /// The receive ring let go without parking (see `runtime::lease`); only with a
@@ -472,7 +473,7 @@ impl Session {
             link: Mutex::new(link),
             owes: AtomicBool::new(false),
             link_timed: AtomicBool::new(false),
-            room: RoomWaiters::default(),
+            alarms: Alarms::default(),
             workers: Workers::new(MAX_QUEUED),
             lease: Lease::default(),
             has_standby: AtomicBool::new(false),

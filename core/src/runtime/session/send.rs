@@ -33,10 +33,22 @@ pub(crate) fn found_no_room(e: &Error) -> bool {
 
 impl Session {
     /// Wakes `waker` when room may have appeared in the send ring or pool (the standby
-    /// retries while anything waits), or when the link fails.
+    /// looks again `ROOM_RETRY` later), or when the link fails.
     pub(crate) fn wait_for_room(&self, waker: &std::task::Waker) {
-        if self.room.wait(waker) {
+        self.wake_at(crate::sys::clock::deadline_after(ROOM_RETRY), waker);
+    }
+
+    /// Wakes `waker` at `at_ns` (CLOCK_MONOTONIC), or when the link fails: for futures
+    /// with a time limit that is no call's deadline. Needs the standby (a host's links
+    /// always have one; a cell's once it serves).
+    pub(crate) fn wake_at(&self, at_ns: u64, waker: &std::task::Waker) {
+        if self.alarms.wake_at(at_ns, waker) {
             self.standby_kick.notify();
+        }
+        // `fail` marks the link failed, then fires every alarm: registered before that
+        // fire, we are woken by it; after it, we see the mark.
+        if self.failed.load(Ordering::Acquire) {
+            self.alarms.fire(u64::MAX);
         }
     }
 

@@ -108,7 +108,7 @@ impl Session {
             fence(Ordering::SeqCst);
             self.flush_owed();
             self.expire_calls();
-            self.room.wake_all();
+            self.alarms.fire(monotonic_now_ns());
             // Back to the serve loop for work, a failure, frames to take, or a lease
             // nobody claimed for a whole lease (the loop takes the ring, then polls or
             // parks it); otherwise (the kick of a new lease, a new deadline, a lease
@@ -124,12 +124,13 @@ impl Session {
         });
     }
 
-    /// How long the standby may sleep: until the earliest deadline the link watches, no
-    /// more than `OWED_RETRY` while frames are owed and `ROOM_RETRY` while futures wait
-    /// for room; `None` is forever.
+    /// How long the standby may sleep: until the earliest deadline the link watches or
+    /// alarm that is due, and no more than `OWED_RETRY` while frames are owed; `None` is
+    /// forever.
     pub(super) fn standby_timeout(&self) -> Option<Duration> {
         let owed = self.owes.load(Ordering::Acquire).then_some(OWED_RETRY);
-        let owed = earlier(owed, self.room.wanted().then_some(ROOM_RETRY));
+        let alarm = self.alarms.earliest().map(|at| Duration::from_nanos(at.saturating_sub(monotonic_now_ns())));
+        let owed = earlier(owed, alarm);
         if !self.link_timed.load(Ordering::Acquire) {
             return owed;
         }
