@@ -304,6 +304,185 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
     }
     writeln!(buf, "    Ok(())")?;
     writeln!(buf, "}}")?;
+    async_service_code(s, full, buf)
+}
+
+/// The async client, handler trait and registration of a service, beside the blocking
+/// ones (as tonic's): `<Svc>AsyncClient`, `<Svc>Async`, `serve_<svc>_async`.
+fn async_service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
+    let svc = &s.name;
+    let methods_mod = format!("{}_methods", to_snake(svc));
+    let serve_fn = format!("serve_{}_async", to_snake(svc));
+
+    // The client.
+    doc(buf, "", &s.comments.leading);
+    writeln!(buf, "/// An async client of `{full}`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).")?;
+    writeln!(buf, "pub struct {svc}AsyncClient<'a, C: ::cellshm::LinkEnd> {{")?;
+    writeln!(buf, "    caller: &'a C,")?;
+    writeln!(buf, "    options: ::cellshm::CallOptions,")?;
+    writeln!(buf, "}}")?;
+    writeln!(buf, "impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for {svc}AsyncClient<'_, C> {{")?;
+    writeln!(buf, "    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{")?;
+    writeln!(
+        buf,
+        "        f.debug_struct(\"{svc}AsyncClient\").field(\"options\", &self.options).finish_non_exhaustive()"
+    )?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "}}")?;
+    writeln!(buf, "impl<'a, C: ::cellshm::LinkEnd> {svc}AsyncClient<'a, C> {{")?;
+    writeln!(buf, "    /// The service's name.")?;
+    writeln!(buf, "    pub const SERVICE: &'static str = \"{full}\";")?;
+    writeln!(buf, "    /// A client that calls through `caller` with default options (the caller's default timeout).")?;
+    writeln!(buf, "    pub fn new(caller: &'a C) -> Self {{")?;
+    writeln!(buf, "        Self {{ caller, options: ::cellshm::CallOptions::default() }}")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "    /// A client that first checks that the peer serves every method of `{full}`")?;
+    writeln!(buf, "    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).")?;
+    writeln!(
+        buf,
+        "    pub async fn connect(caller: &'a C, timeout: ::std::time::Duration) -> ::cellshm::Result<Self> {{"
+    )?;
+    writeln!(buf, "        let served = caller.served_methods_async(timeout).await?;")?;
+    writeln!(buf, "        ::cellshm::typed::check_served(&served, Self::SERVICE, &{methods_mod}::ALL)?;")?;
+    writeln!(buf, "        Ok(Self::new(caller))")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "    /// What this client calls through.")?;
+    writeln!(buf, "    pub fn caller(&self) -> &'a C {{")?;
+    writeln!(buf, "        self.caller")?;
+    writeln!(buf, "    }}")?;
+    writeln!(buf, "    /// The options every call of this client uses (a timeout, a deadline).")?;
+    writeln!(buf, "    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {{")?;
+    writeln!(buf, "        self.options = options;")?;
+    writeln!(buf, "        self")?;
+    writeln!(buf, "    }}")?;
+    for m in &s.methods {
+        let name = format!("{methods_mod}::{}.name", const_name(m));
+        let (input, output) = (&m.input_type, &m.output_type);
+        let fname = &m.name;
+        let with = format!("{}_with", fname.trim_start_matches("r#"));
+        let (what, request, returns, helper) = match kind_of(m) {
+            MethodKind::Unary => ("Calls", true, output.to_string(), "unary_async"),
+            MethodKind::ServerStreaming => (
+                "Opens (its responses, as a `futures_core::Stream`)",
+                true,
+                format!("::cellshm::typed::AsyncStreaming<{output}>"),
+                "server_streaming_async",
+            ),
+            MethodKind::ClientStreaming => (
+                "Opens (send the requests, then `finish` for the response)",
+                false,
+                format!("::cellshm::typed::AsyncClientStreaming<{input}, {output}>"),
+                "client_streaming_async",
+            ),
+            MethodKind::Bidi | MethodKind::Stream => (
+                "Opens (send and receive in any order)",
+                false,
+                format!("::cellshm::typed::AsyncBidi<{input}, {output}>"),
+                "bidi_async",
+            ),
+        };
+        let (param, arg) = if request { (format!("request: &{input}, "), "request, ") } else { (String::new(), "") };
+        doc(buf, "    ", &m.comments.leading);
+        writeln!(buf, "    /// {what} `{full}.{}`.", m.proto_name)?;
+        writeln!(buf, "    pub async fn {fname}(&self, {param}) -> ::cellshm::Result<{returns}> {{")?;
+        writeln!(buf, "        self.{with}({arg}&self.options).await")?;
+        writeln!(buf, "    }}")?;
+        writeln!(buf, "    /// `{fname}` with these options.")?;
+        writeln!(
+            buf,
+            "    pub async fn {with}(&self, {param}options: &::cellshm::CallOptions) -> ::cellshm::Result<{returns}> {{"
+        )?;
+        writeln!(buf, "        ::cellshm::typed::{helper}(self.caller, {name}, {arg}options).await")?;
+        writeln!(buf, "    }}")?;
+    }
+    writeln!(buf, "}}")?;
+
+    // The handler trait: `async fn` in the implementation, a `Send` future in the trait
+    // (so the registration can hand it to a multi-thread runtime).
+    let future = |output: &str| format!("impl ::core::future::Future<Output = ::cellshm::Result<{output}>> + Send");
+    doc(buf, "", &s.comments.leading);
+    writeln!(buf, "/// The async handlers of `{full}`: implement it (with `async fn`s), then `{serve_fn}`.")?;
+    writeln!(buf, "pub trait {svc}Async: Send + Sync + 'static {{")?;
+    for m in &s.methods {
+        let (input, output) = (&m.input_type, &m.output_type);
+        doc(buf, "    ", &m.comments.leading);
+        writeln!(buf, "    /// Serves `{full}.{}`.", m.proto_name)?;
+        let fname = &m.name;
+        match kind_of(m) {
+            MethodKind::Unary => writeln!(buf, "    fn {fname}(&self, call: ::cellshm::AsyncCall, request: {input}) -> {};", future(output))?,
+            MethodKind::ServerStreaming => writeln!(buf, "    fn {fname}(&self, request: {input}, stream: ::cellshm::typed::AsyncServerStream<(), {output}>) -> {};", future("()"))?,
+            MethodKind::ClientStreaming => writeln!(buf, "    fn {fname}(&self, stream: ::cellshm::typed::AsyncServerStream<{input}, ()>) -> {};", future(output))?,
+            MethodKind::Bidi | MethodKind::Stream => writeln!(buf, "    fn {fname}(&self, stream: ::cellshm::typed::AsyncServerStream<{input}, {output}>) -> {};", future("()"))?,
+        }
+    }
+    writeln!(buf, "}}")?;
+
+    // The registration.
+    writeln!(
+        buf,
+        "/// Serves `{full}` with `service`'s async handlers on a `Cell` (to its host) or a `Hub` (to every cell),"
+    )?;
+    writeln!(
+        buf,
+        "/// on the runtime handed over with `spawn_handlers_on`. A method whose name (or id) is taken already"
+    )?;
+    writeln!(buf, "/// is refused with ALREADY_EXISTS.")?;
+    writeln!(buf, "#[allow(clippy::let_unit_value)]")?;
+    writeln!(
+        buf,
+        "pub fn {serve_fn}<R: ::cellshm::Registry>(registrar: &R, service: impl {svc}Async) -> ::cellshm::Result<()> {{"
+    )?;
+    if s.methods.is_empty() {
+        writeln!(buf, "    let _ = (registrar, service);")?;
+    } else {
+        writeln!(buf, "    let service = ::std::sync::Arc::new(service);")?;
+    }
+    for m in &s.methods {
+        let info = format!("{methods_mod}::{}", const_name(m));
+        let fname = &m.name;
+        writeln!(buf, "    {{")?;
+        writeln!(buf, "        let service = service.clone();")?;
+        match kind_of(m) {
+            MethodKind::Unary => {
+                writeln!(buf, "        registrar.method_async({info}.name, move |call| {{")?;
+                writeln!(buf, "            let service = service.clone();")?;
+                writeln!(buf, "            async move {{")?;
+                writeln!(buf, "                let request = ::cellshm::typed::decode(call.payload(), {info}.name)?;")?;
+                writeln!(buf, "                let response = service.{fname}(call, request).await?;")?;
+                writeln!(buf, "                Ok(::cellshm::typed::encode(&response))")?;
+                writeln!(buf, "            }}")?;
+            }
+            MethodKind::ServerStreaming => {
+                writeln!(buf, "        registrar.stream_method_async({info}.name, {info}.kind, move |call| {{")?;
+                writeln!(buf, "            let service = service.clone();")?;
+                writeln!(buf, "            async move {{")?;
+                writeln!(buf, "                let request = ::cellshm::typed::decode(call.request(), {info}.name)?;")?;
+                writeln!(buf, "                service.{fname}(request, ::cellshm::typed::AsyncServerStream::new(call, {info}.name)).await?;")?;
+                writeln!(buf, "                Ok(::std::vec::Vec::new())")?;
+                writeln!(buf, "            }}")?;
+            }
+            MethodKind::ClientStreaming => {
+                writeln!(buf, "        registrar.stream_method_async({info}.name, {info}.kind, move |call| {{")?;
+                writeln!(buf, "            let service = service.clone();")?;
+                writeln!(buf, "            async move {{")?;
+                writeln!(buf, "                let response = service.{fname}(::cellshm::typed::AsyncServerStream::new(call, {info}.name)).await?;")?;
+                writeln!(buf, "                Ok(::cellshm::typed::encode(&response))")?;
+                writeln!(buf, "            }}")?;
+            }
+            MethodKind::Bidi | MethodKind::Stream => {
+                writeln!(buf, "        registrar.stream_method_async({info}.name, {info}.kind, move |call| {{")?;
+                writeln!(buf, "            let service = service.clone();")?;
+                writeln!(buf, "            async move {{")?;
+                writeln!(buf, "                service.{fname}(::cellshm::typed::AsyncServerStream::new(call, {info}.name)).await?;")?;
+                writeln!(buf, "                Ok(::std::vec::Vec::new())")?;
+                writeln!(buf, "            }}")?;
+            }
+        }
+        writeln!(buf, "        }})?;")?;
+        writeln!(buf, "    }}")?;
+    }
+    writeln!(buf, "    Ok(())")?;
+    writeln!(buf, "}}")?;
     Ok(())
 }
 

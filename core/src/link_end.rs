@@ -197,6 +197,18 @@ pub trait LinkEnd: sealed::LinkSession {
         let response = self.call(wire::builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout))?;
         builtin::introspect::decode(response.bytes())
     }
+
+    /// [`LinkEnd::served_methods`] as a future.
+    fn served_methods_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<(String, u32, MethodKind)>>> + Send + 'static
+    where
+        Self: Sized,
+    {
+        let answer = self.call_async(wire::builtin::INTROSPECT_METHODS, &[], &CallOptions::timeout(timeout));
+        async move { builtin::introspect::decode(answer.await?.bytes()) }
+    }
 }
 
 /// An end that serves methods: a [`Cell`] (to its host) or a [`Hub`] (host methods, to

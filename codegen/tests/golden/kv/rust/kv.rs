@@ -358,3 +358,295 @@ pub fn serve_store<R: ::cellshm::Registry>(
     }
     Ok(())
 }
+/// The store.
+/// An async client of `kv.Store`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct StoreAsyncClient<'a, C: ::cellshm::LinkEnd> {
+    caller: &'a C,
+    options: ::cellshm::CallOptions,
+}
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for StoreAsyncClient<'_, C> {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("StoreAsyncClient")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+impl<'a, C: ::cellshm::LinkEnd> StoreAsyncClient<'a, C> {
+    /// The service's name.
+    pub const SERVICE: &'static str = "kv.Store";
+    /// A client that calls through `caller` with default options (the caller's default timeout).
+    pub fn new(caller: &'a C) -> Self {
+        Self {
+            caller,
+            options: ::cellshm::CallOptions::default(),
+        }
+    }
+    /// A client that first checks that the peer serves every method of `kv.Store`
+    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).
+    pub async fn connect(
+        caller: &'a C,
+        timeout: ::std::time::Duration,
+    ) -> ::cellshm::Result<Self> {
+        let served = caller.served_methods_async(timeout).await?;
+        ::cellshm::typed::check_served(&served, Self::SERVICE, &store_methods::ALL)?;
+        Ok(Self::new(caller))
+    }
+    /// What this client calls through.
+    pub fn caller(&self) -> &'a C {
+        self.caller
+    }
+    /// The options every call of this client uses (a timeout, a deadline).
+    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+    /// The value of a key; NOT_FOUND if it has none.
+    /// Calls `kv.Store.Get`.
+    pub async fn get(&self, request: &GetRequest) -> ::cellshm::Result<GetReply> {
+        self.get_with(request, &self.options).await
+    }
+    /// `get` with these options.
+    pub async fn get_with(
+        &self,
+        request: &GetRequest,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<GetReply> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                store_methods::GET.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// Sets a key; INVALID_ARGUMENT for an empty key.
+    /// Calls `kv.Store.Put`.
+    pub async fn put(&self, request: &PutRequest) -> ::cellshm::Result<PutReply> {
+        self.put_with(request, &self.options).await
+    }
+    /// `put` with these options.
+    pub async fn put_with(
+        &self,
+        request: &PutRequest,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<PutReply> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                store_methods::PUT.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// The changes to keys under a prefix, as they happen.
+    /// Opens (its responses, as a `futures_core::Stream`) `kv.Store.Watch`.
+    pub async fn watch(
+        &self,
+        request: &WatchRequest,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncStreaming<Event>> {
+        self.watch_with(request, &self.options).await
+    }
+    /// `watch` with these options.
+    pub async fn watch_with(
+        &self,
+        request: &WatchRequest,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncStreaming<Event>> {
+        ::cellshm::typed::server_streaming_async(
+                self.caller,
+                store_methods::WATCH.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// Appends chunks to keys; answers with what it took.
+    /// Opens (send the requests, then `finish` for the response) `kv.Store.Upload`.
+    pub async fn upload(
+        &self,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncClientStreaming<Chunk, UploadReply>> {
+        self.upload_with(&self.options).await
+    }
+    /// `upload` with these options.
+    pub async fn upload_with(
+        &self,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncClientStreaming<Chunk, UploadReply>> {
+        ::cellshm::typed::client_streaming_async(
+                self.caller,
+                store_methods::UPLOAD.name,
+                options,
+            )
+            .await
+    }
+    /// Answers each message with one of its own.
+    /// Opens (send and receive in any order) `kv.Store.Chat`.
+    pub async fn chat(
+        &self,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncBidi<ChatMessage, ChatMessage>> {
+        self.chat_with(&self.options).await
+    }
+    /// `chat` with these options.
+    pub async fn chat_with(
+        &self,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncBidi<ChatMessage, ChatMessage>> {
+        ::cellshm::typed::bidi_async(self.caller, store_methods::CHAT.name, options)
+            .await
+    }
+}
+/// The store.
+/// The async handlers of `kv.Store`: implement it (with `async fn`s), then `serve_store_async`.
+pub trait StoreAsync: Send + Sync + 'static {
+    /// The value of a key; NOT_FOUND if it has none.
+    /// Serves `kv.Store.Get`.
+    fn get(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: GetRequest,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<GetReply>> + Send;
+    /// Sets a key; INVALID_ARGUMENT for an empty key.
+    /// Serves `kv.Store.Put`.
+    fn put(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: PutRequest,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<PutReply>> + Send;
+    /// The changes to keys under a prefix, as they happen.
+    /// Serves `kv.Store.Watch`.
+    fn watch(
+        &self,
+        request: WatchRequest,
+        stream: ::cellshm::typed::AsyncServerStream<(), Event>,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<()>> + Send;
+    /// Appends chunks to keys; answers with what it took.
+    /// Serves `kv.Store.Upload`.
+    fn upload(
+        &self,
+        stream: ::cellshm::typed::AsyncServerStream<Chunk, ()>,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<UploadReply>> + Send;
+    /// Answers each message with one of its own.
+    /// Serves `kv.Store.Chat`.
+    fn chat(
+        &self,
+        stream: ::cellshm::typed::AsyncServerStream<ChatMessage, ChatMessage>,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<()>> + Send;
+}
+/// Serves `kv.Store` with `service`'s async handlers on a `Cell` (to its host) or a `Hub` (to every cell),
+/// on the runtime handed over with `spawn_handlers_on`. A method whose name (or id) is taken already
+/// is refused with ALREADY_EXISTS.
+#[allow(clippy::let_unit_value)]
+pub fn serve_store_async<R: ::cellshm::Registry>(
+    registrar: &R,
+    service: impl StoreAsync,
+) -> ::cellshm::Result<()> {
+    let service = ::std::sync::Arc::new(service);
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                store_methods::GET.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            store_methods::GET.name,
+                        )?;
+                        let response = service.get(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                store_methods::PUT.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            store_methods::PUT.name,
+                        )?;
+                        let response = service.put(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .stream_method_async(
+                store_methods::WATCH.name,
+                store_methods::WATCH.kind,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.request(),
+                            store_methods::WATCH.name,
+                        )?;
+                        service
+                            .watch(
+                                request,
+                                ::cellshm::typed::AsyncServerStream::new(
+                                    call,
+                                    store_methods::WATCH.name,
+                                ),
+                            )
+                            .await?;
+                        Ok(::std::vec::Vec::new())
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .stream_method_async(
+                store_methods::UPLOAD.name,
+                store_methods::UPLOAD.kind,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let response = service
+                            .upload(
+                                ::cellshm::typed::AsyncServerStream::new(
+                                    call,
+                                    store_methods::UPLOAD.name,
+                                ),
+                            )
+                            .await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .stream_method_async(
+                store_methods::CHAT.name,
+                store_methods::CHAT.kind,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        service
+                            .chat(
+                                ::cellshm::typed::AsyncServerStream::new(
+                                    call,
+                                    store_methods::CHAT.name,
+                                ),
+                            )
+                            .await?;
+                        Ok(::std::vec::Vec::new())
+                    }
+                },
+            )?;
+    }
+    Ok(())
+}

@@ -141,3 +141,143 @@ pub fn serve_plain<R: ::cellshm::Registry>(
     }
     Ok(())
 }
+/// An async client of `Plain`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct PlainAsyncClient<'a, C: ::cellshm::LinkEnd> {
+    caller: &'a C,
+    options: ::cellshm::CallOptions,
+}
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for PlainAsyncClient<'_, C> {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("PlainAsyncClient")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+impl<'a, C: ::cellshm::LinkEnd> PlainAsyncClient<'a, C> {
+    /// The service's name.
+    pub const SERVICE: &'static str = "Plain";
+    /// A client that calls through `caller` with default options (the caller's default timeout).
+    pub fn new(caller: &'a C) -> Self {
+        Self {
+            caller,
+            options: ::cellshm::CallOptions::default(),
+        }
+    }
+    /// A client that first checks that the peer serves every method of `Plain`
+    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).
+    pub async fn connect(
+        caller: &'a C,
+        timeout: ::std::time::Duration,
+    ) -> ::cellshm::Result<Self> {
+        let served = caller.served_methods_async(timeout).await?;
+        ::cellshm::typed::check_served(&served, Self::SERVICE, &plain_methods::ALL)?;
+        Ok(Self::new(caller))
+    }
+    /// What this client calls through.
+    pub fn caller(&self) -> &'a C {
+        self.caller
+    }
+    /// The options every call of this client uses (a timeout, a deadline).
+    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+    /// Calls `Plain.Ping`.
+    pub async fn ping(&self, request: &Ping) -> ::cellshm::Result<Ping> {
+        self.ping_with(request, &self.options).await
+    }
+    /// `ping` with these options.
+    pub async fn ping_with(
+        &self,
+        request: &Ping,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<Ping> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                plain_methods::PING.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// Calls `Plain.GetHTTPStatus`.
+    pub async fn get_http_status(&self, request: &Ping) -> ::cellshm::Result<Ping> {
+        self.get_http_status_with(request, &self.options).await
+    }
+    /// `get_http_status` with these options.
+    pub async fn get_http_status_with(
+        &self,
+        request: &Ping,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<Ping> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                plain_methods::GET_HTTP_STATUS.name,
+                request,
+                options,
+            )
+            .await
+    }
+}
+/// The async handlers of `Plain`: implement it (with `async fn`s), then `serve_plain_async`.
+pub trait PlainAsync: Send + Sync + 'static {
+    /// Serves `Plain.Ping`.
+    fn ping(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: Ping,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<Ping>> + Send;
+    /// Serves `Plain.GetHTTPStatus`.
+    fn get_http_status(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: Ping,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<Ping>> + Send;
+}
+/// Serves `Plain` with `service`'s async handlers on a `Cell` (to its host) or a `Hub` (to every cell),
+/// on the runtime handed over with `spawn_handlers_on`. A method whose name (or id) is taken already
+/// is refused with ALREADY_EXISTS.
+#[allow(clippy::let_unit_value)]
+pub fn serve_plain_async<R: ::cellshm::Registry>(
+    registrar: &R,
+    service: impl PlainAsync,
+) -> ::cellshm::Result<()> {
+    let service = ::std::sync::Arc::new(service);
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                plain_methods::PING.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            plain_methods::PING.name,
+                        )?;
+                        let response = service.ping(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                plain_methods::GET_HTTP_STATUS.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            plain_methods::GET_HTTP_STATUS.name,
+                        )?;
+                        let response = service.get_http_status(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    Ok(())
+}

@@ -307,6 +307,250 @@ pub fn serve_drawing<R: ::cellshm::Registry>(
     }
     Ok(())
 }
+/// Draws figures.
+/// An async client of `shapes.v1.Drawing`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct DrawingAsyncClient<'a, C: ::cellshm::LinkEnd> {
+    caller: &'a C,
+    options: ::cellshm::CallOptions,
+}
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for DrawingAsyncClient<'_, C> {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("DrawingAsyncClient")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+impl<'a, C: ::cellshm::LinkEnd> DrawingAsyncClient<'a, C> {
+    /// The service's name.
+    pub const SERVICE: &'static str = "shapes.v1.Drawing";
+    /// A client that calls through `caller` with default options (the caller's default timeout).
+    pub fn new(caller: &'a C) -> Self {
+        Self {
+            caller,
+            options: ::cellshm::CallOptions::default(),
+        }
+    }
+    /// A client that first checks that the peer serves every method of `shapes.v1.Drawing`
+    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).
+    pub async fn connect(
+        caller: &'a C,
+        timeout: ::std::time::Duration,
+    ) -> ::cellshm::Result<Self> {
+        let served = caller.served_methods_async(timeout).await?;
+        ::cellshm::typed::check_served(&served, Self::SERVICE, &drawing_methods::ALL)?;
+        Ok(Self::new(caller))
+    }
+    /// What this client calls through.
+    pub fn caller(&self) -> &'a C {
+        self.caller
+    }
+    /// The options every call of this client uses (a timeout, a deadline).
+    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+    /// Draws one figure.
+    /// Calls `shapes.v1.Drawing.Draw`.
+    pub async fn draw(&self, request: &Figure) -> ::cellshm::Result<()> {
+        self.draw_with(request, &self.options).await
+    }
+    /// `draw` with these options.
+    pub async fn draw_with(
+        &self,
+        request: &Figure,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<()> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                drawing_methods::DRAW.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// Calls `shapes.v1.Drawing.type`.
+    pub async fn r#type(
+        &self,
+        request: &figure::Segment,
+    ) -> ::cellshm::Result<super::common::Point> {
+        self.type_with(request, &self.options).await
+    }
+    /// `r#type` with these options.
+    pub async fn type_with(
+        &self,
+        request: &figure::Segment,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<super::common::Point> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                drawing_methods::TYPE.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// Opens (send and receive in any order) `shapes.v1.Drawing.match`.
+    pub async fn r#match(
+        &self,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncBidi<Figure, figure::Segment>> {
+        self.match_with(&self.options).await
+    }
+    /// `r#match` with these options.
+    pub async fn match_with(
+        &self,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncBidi<Figure, figure::Segment>> {
+        ::cellshm::typed::bidi_async(self.caller, drawing_methods::MATCH.name, options)
+            .await
+    }
+    /// Opens (its responses, as a `futures_core::Stream`) `shapes.v1.Drawing.Loop`.
+    pub async fn r#loop(
+        &self,
+        request: &(),
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncStreaming<::prost_types::Timestamp>> {
+        self.loop_with(request, &self.options).await
+    }
+    /// `r#loop` with these options.
+    pub async fn loop_with(
+        &self,
+        request: &(),
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncStreaming<::prost_types::Timestamp>> {
+        ::cellshm::typed::server_streaming_async(
+                self.caller,
+                drawing_methods::LOOP.name,
+                request,
+                options,
+            )
+            .await
+    }
+}
+/// Draws figures.
+/// The async handlers of `shapes.v1.Drawing`: implement it (with `async fn`s), then `serve_drawing_async`.
+pub trait DrawingAsync: Send + Sync + 'static {
+    /// Draws one figure.
+    /// Serves `shapes.v1.Drawing.Draw`.
+    fn draw(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: Figure,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<()>> + Send;
+    /// Serves `shapes.v1.Drawing.type`.
+    fn r#type(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: figure::Segment,
+    ) -> impl ::core::future::Future<
+        Output = ::cellshm::Result<super::common::Point>,
+    > + Send;
+    /// Serves `shapes.v1.Drawing.match`.
+    fn r#match(
+        &self,
+        stream: ::cellshm::typed::AsyncServerStream<Figure, figure::Segment>,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<()>> + Send;
+    /// Serves `shapes.v1.Drawing.Loop`.
+    fn r#loop(
+        &self,
+        request: (),
+        stream: ::cellshm::typed::AsyncServerStream<(), ::prost_types::Timestamp>,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<()>> + Send;
+}
+/// Serves `shapes.v1.Drawing` with `service`'s async handlers on a `Cell` (to its host) or a `Hub` (to every cell),
+/// on the runtime handed over with `spawn_handlers_on`. A method whose name (or id) is taken already
+/// is refused with ALREADY_EXISTS.
+#[allow(clippy::let_unit_value)]
+pub fn serve_drawing_async<R: ::cellshm::Registry>(
+    registrar: &R,
+    service: impl DrawingAsync,
+) -> ::cellshm::Result<()> {
+    let service = ::std::sync::Arc::new(service);
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                drawing_methods::DRAW.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            drawing_methods::DRAW.name,
+                        )?;
+                        let response = service.draw(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                drawing_methods::TYPE.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            drawing_methods::TYPE.name,
+                        )?;
+                        let response = service.r#type(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .stream_method_async(
+                drawing_methods::MATCH.name,
+                drawing_methods::MATCH.kind,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        service
+                            .r#match(
+                                ::cellshm::typed::AsyncServerStream::new(
+                                    call,
+                                    drawing_methods::MATCH.name,
+                                ),
+                            )
+                            .await?;
+                        Ok(::std::vec::Vec::new())
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .stream_method_async(
+                drawing_methods::LOOP.name,
+                drawing_methods::LOOP.kind,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.request(),
+                            drawing_methods::LOOP.name,
+                        )?;
+                        service
+                            .r#loop(
+                                request,
+                                ::cellshm::typed::AsyncServerStream::new(
+                                    call,
+                                    drawing_methods::LOOP.name,
+                                ),
+                            )
+                            .await?;
+                        Ok(::std::vec::Vec::new())
+                    }
+                },
+            )?;
+    }
+    Ok(())
+}
 /// The methods of `shapes.v1.Empty` as cellshm names them.
 pub mod empty_methods {
     /// Every method, in declaration order.
@@ -362,6 +606,61 @@ pub trait Empty: Send + Sync + 'static {}
 pub fn serve_empty<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Empty,
+) -> ::cellshm::Result<()> {
+    let _ = (registrar, service);
+    Ok(())
+}
+/// An async client of `shapes.v1.Empty`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct EmptyAsyncClient<'a, C: ::cellshm::LinkEnd> {
+    caller: &'a C,
+    options: ::cellshm::CallOptions,
+}
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for EmptyAsyncClient<'_, C> {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("EmptyAsyncClient")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+impl<'a, C: ::cellshm::LinkEnd> EmptyAsyncClient<'a, C> {
+    /// The service's name.
+    pub const SERVICE: &'static str = "shapes.v1.Empty";
+    /// A client that calls through `caller` with default options (the caller's default timeout).
+    pub fn new(caller: &'a C) -> Self {
+        Self {
+            caller,
+            options: ::cellshm::CallOptions::default(),
+        }
+    }
+    /// A client that first checks that the peer serves every method of `shapes.v1.Empty`
+    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).
+    pub async fn connect(
+        caller: &'a C,
+        timeout: ::std::time::Duration,
+    ) -> ::cellshm::Result<Self> {
+        let served = caller.served_methods_async(timeout).await?;
+        ::cellshm::typed::check_served(&served, Self::SERVICE, &empty_methods::ALL)?;
+        Ok(Self::new(caller))
+    }
+    /// What this client calls through.
+    pub fn caller(&self) -> &'a C {
+        self.caller
+    }
+    /// The options every call of this client uses (a timeout, a deadline).
+    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+/// The async handlers of `shapes.v1.Empty`: implement it (with `async fn`s), then `serve_empty_async`.
+pub trait EmptyAsync: Send + Sync + 'static {}
+/// Serves `shapes.v1.Empty` with `service`'s async handlers on a `Cell` (to its host) or a `Hub` (to every cell),
+/// on the runtime handed over with `spawn_handlers_on`. A method whose name (or id) is taken already
+/// is refused with ALREADY_EXISTS.
+#[allow(clippy::let_unit_value)]
+pub fn serve_empty_async<R: ::cellshm::Registry>(
+    registrar: &R,
+    service: impl EmptyAsync,
 ) -> ::cellshm::Result<()> {
     let _ = (registrar, service);
     Ok(())

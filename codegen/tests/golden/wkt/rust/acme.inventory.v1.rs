@@ -270,3 +270,260 @@ pub fn serve_inventory<R: ::cellshm::Registry>(
     }
     Ok(())
 }
+/// An async client of `acme.inventory.v1.Inventory`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
+pub struct InventoryAsyncClient<'a, C: ::cellshm::LinkEnd> {
+    caller: &'a C,
+    options: ::cellshm::CallOptions,
+}
+impl<C: ::cellshm::LinkEnd> ::core::fmt::Debug for InventoryAsyncClient<'_, C> {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        f.debug_struct("InventoryAsyncClient")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+impl<'a, C: ::cellshm::LinkEnd> InventoryAsyncClient<'a, C> {
+    /// The service's name.
+    pub const SERVICE: &'static str = "acme.inventory.v1.Inventory";
+    /// A client that calls through `caller` with default options (the caller's default timeout).
+    pub fn new(caller: &'a C) -> Self {
+        Self {
+            caller,
+            options: ::cellshm::CallOptions::default(),
+        }
+    }
+    /// A client that first checks that the peer serves every method of `acme.inventory.v1.Inventory`
+    /// (FAILED_PRECONDITION naming a missing one, ALREADY_EXISTS for a hash collision).
+    pub async fn connect(
+        caller: &'a C,
+        timeout: ::std::time::Duration,
+    ) -> ::cellshm::Result<Self> {
+        let served = caller.served_methods_async(timeout).await?;
+        ::cellshm::typed::check_served(&served, Self::SERVICE, &inventory_methods::ALL)?;
+        Ok(Self::new(caller))
+    }
+    /// What this client calls through.
+    pub fn caller(&self) -> &'a C {
+        self.caller
+    }
+    /// The options every call of this client uses (a timeout, a deadline).
+    pub fn with_options(mut self, options: ::cellshm::CallOptions) -> Self {
+        self.options = options;
+        self
+    }
+    /// Stores an item; answers when it was stored.
+    /// Calls `acme.inventory.v1.Inventory.Put`.
+    pub async fn put(
+        &self,
+        request: &Item,
+    ) -> ::cellshm::Result<::prost_types::Timestamp> {
+        self.put_with(request, &self.options).await
+    }
+    /// `put` with these options.
+    pub async fn put_with(
+        &self,
+        request: &Item,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::prost_types::Timestamp> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                inventory_methods::PUT.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// The item with this id (NOT_FOUND if none).
+    /// Calls `acme.inventory.v1.Inventory.Get`.
+    pub async fn get(
+        &self,
+        request: &::prost::alloc::string::String,
+    ) -> ::cellshm::Result<Item> {
+        self.get_with(request, &self.options).await
+    }
+    /// `get` with these options.
+    pub async fn get_with(
+        &self,
+        request: &::prost::alloc::string::String,
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<Item> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                inventory_methods::GET.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// How long the service has run.
+    /// Calls `acme.inventory.v1.Inventory.Uptime`.
+    pub async fn uptime(
+        &self,
+        request: &(),
+    ) -> ::cellshm::Result<::prost_types::Duration> {
+        self.uptime_with(request, &self.options).await
+    }
+    /// `uptime` with these options.
+    pub async fn uptime_with(
+        &self,
+        request: &(),
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::prost_types::Duration> {
+        ::cellshm::typed::unary_async(
+                self.caller,
+                inventory_methods::UPTIME.name,
+                request,
+                options,
+            )
+            .await
+    }
+    /// Every item, as a stream.
+    /// Opens (its responses, as a `futures_core::Stream`) `acme.inventory.v1.Inventory.List`.
+    pub async fn list(
+        &self,
+        request: &(),
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncStreaming<Item>> {
+        self.list_with(request, &self.options).await
+    }
+    /// `list` with these options.
+    pub async fn list_with(
+        &self,
+        request: &(),
+        options: &::cellshm::CallOptions,
+    ) -> ::cellshm::Result<::cellshm::typed::AsyncStreaming<Item>> {
+        ::cellshm::typed::server_streaming_async(
+                self.caller,
+                inventory_methods::LIST.name,
+                request,
+                options,
+            )
+            .await
+    }
+}
+/// The async handlers of `acme.inventory.v1.Inventory`: implement it (with `async fn`s), then `serve_inventory_async`.
+pub trait InventoryAsync: Send + Sync + 'static {
+    /// Stores an item; answers when it was stored.
+    /// Serves `acme.inventory.v1.Inventory.Put`.
+    fn put(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: Item,
+    ) -> impl ::core::future::Future<
+        Output = ::cellshm::Result<::prost_types::Timestamp>,
+    > + Send;
+    /// The item with this id (NOT_FOUND if none).
+    /// Serves `acme.inventory.v1.Inventory.Get`.
+    fn get(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: ::prost::alloc::string::String,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<Item>> + Send;
+    /// How long the service has run.
+    /// Serves `acme.inventory.v1.Inventory.Uptime`.
+    fn uptime(
+        &self,
+        call: ::cellshm::AsyncCall,
+        request: (),
+    ) -> impl ::core::future::Future<
+        Output = ::cellshm::Result<::prost_types::Duration>,
+    > + Send;
+    /// Every item, as a stream.
+    /// Serves `acme.inventory.v1.Inventory.List`.
+    fn list(
+        &self,
+        request: (),
+        stream: ::cellshm::typed::AsyncServerStream<(), Item>,
+    ) -> impl ::core::future::Future<Output = ::cellshm::Result<()>> + Send;
+}
+/// Serves `acme.inventory.v1.Inventory` with `service`'s async handlers on a `Cell` (to its host) or a `Hub` (to every cell),
+/// on the runtime handed over with `spawn_handlers_on`. A method whose name (or id) is taken already
+/// is refused with ALREADY_EXISTS.
+#[allow(clippy::let_unit_value)]
+pub fn serve_inventory_async<R: ::cellshm::Registry>(
+    registrar: &R,
+    service: impl InventoryAsync,
+) -> ::cellshm::Result<()> {
+    let service = ::std::sync::Arc::new(service);
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                inventory_methods::PUT.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            inventory_methods::PUT.name,
+                        )?;
+                        let response = service.put(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                inventory_methods::GET.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            inventory_methods::GET.name,
+                        )?;
+                        let response = service.get(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .method_async(
+                inventory_methods::UPTIME.name,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.payload(),
+                            inventory_methods::UPTIME.name,
+                        )?;
+                        let response = service.uptime(call, request).await?;
+                        Ok(::cellshm::typed::encode(&response))
+                    }
+                },
+            )?;
+    }
+    {
+        let service = service.clone();
+        registrar
+            .stream_method_async(
+                inventory_methods::LIST.name,
+                inventory_methods::LIST.kind,
+                move |call| {
+                    let service = service.clone();
+                    async move {
+                        let request = ::cellshm::typed::decode(
+                            call.request(),
+                            inventory_methods::LIST.name,
+                        )?;
+                        service
+                            .list(
+                                request,
+                                ::cellshm::typed::AsyncServerStream::new(
+                                    call,
+                                    inventory_methods::LIST.name,
+                                ),
+                            )
+                            .await?;
+                        Ok(::std::vec::Vec::new())
+                    }
+                },
+            )?;
+    }
+    Ok(())
+}

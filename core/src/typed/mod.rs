@@ -46,6 +46,12 @@ use crate::LinkEnd;
 
 pub use crate::wire::MethodKind;
 
+mod asynchronous;
+pub use asynchronous::{
+    bidi_async, client_streaming_async, server_streaming_async, unary_async, AsyncBidi, AsyncClientStreaming,
+    AsyncServerStream, AsyncStreaming,
+};
+
 /// One method of a service, as the generated code describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MethodInfo {
