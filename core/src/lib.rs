@@ -42,6 +42,8 @@ pub(crate) mod runtime;
 pub use runtime::session;
 pub(crate) mod shm;
 pub(crate) mod sys;
+#[cfg(feature = "tower")]
+pub mod tower;
 #[cfg(feature = "prost")]
 pub mod typed;
 pub mod wire;

@@ -261,9 +261,11 @@ pub trait Registry: sealed::HandlerTable {
     ///
     /// ```no_run
     /// # fn f(cell: &cellshm::Cell) -> cellshm::Result<()> {
-    /// use cellshm::{LinkEnd, Registry};
+    /// use cellshm::Registry;
     /// # let runtime = tokio::runtime::Runtime::new().unwrap();
-    /// cell.spawn_handlers_on(runtime.handle().clone());
+    /// // With the `tokio` feature: `cell.spawn_handlers_on(runtime.handle().clone())`.
+    /// let handle = runtime.handle().clone();
+    /// cell.spawn_handlers_on(move |future| drop(handle.spawn(future)));
     /// cell.method_async("Lookup.get", |call| async move {
     ///     let key = call.payload().to_vec();
     ///     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -338,6 +340,15 @@ impl sealed::LinkSession for Supervised<'_> {
     }
 }
 
+/// An end shared in an `Arc` (an `Arc<Cell>` handlers capture, a tower service's end)
+/// calls as the end itself.
+impl<T: sealed::LinkSession> sealed::LinkSession for Arc<T> {
+    fn session(&self) -> Result<sealed::SessionRef<'_>> {
+        (**self).session()
+    }
+}
+
+impl<T: LinkEnd> LinkEnd for Arc<T> {}
 impl LinkEnd for Peer {}
 impl LinkEnd for Cell {}
 impl LinkEnd for Supervised<'_> {}
