@@ -427,7 +427,7 @@ fn services_py(file: &FileDescriptorProto, proto: &ProtoFile, types: &Types) -> 
         // The servicer.
         let _ = write!(
             py,
-            "\n\nclass {svc}Servicer:\n    \"\"\"The handlers of ``{full}``: override the methods, then ``{serve}(cell_or_hub, servicer)``.\n    A method left as it is answers UNIMPLEMENTED.\"\"\"\n",
+            "\n\nclass {svc}Servicer:\n    \"\"\"The handlers of ``{full}``: override the methods (plain or ``async def``; these run on the\n    loop of ``Cell.serve_async``), then ``{serve}(cell_or_hub, servicer)``.\n    A method left as it is answers UNIMPLEMENTED.\"\"\"\n",
             full = service.full_name
         );
         for m in &service.methods {
@@ -438,22 +438,22 @@ fn services_py(file: &FileDescriptorProto, proto: &ProtoFile, types: &Types) -> 
                 MethodKind::Unary => {
                     let _ = writeln!(
                         py,
-                        "    def {name}(self, request: {input}, context: cellshm.CallContext) -> {output}:"
+                        "    def {name}(self, request: {input}, context: cellshm.CallContext) -> _typed.MaybeAwaitable[{output}]:"
                     );
                 }
                 MethodKind::ServerStreaming => {
                     let _ = writeln!(
                         py,
-                        "    def {name}(self, request: {input}, stream: _typed.ServerStream[None, {output}]) -> None:"
+                        "    def {name}(self, request: {input}, stream: _typed.ServerStream[None, {output}]) -> _typed.MaybeAwaitable[None]:"
                     );
                 }
                 MethodKind::ClientStreaming => {
                     let _ =
-                        writeln!(py, "    def {name}(self, stream: _typed.ServerStream[{input}, None]) -> {output}:");
+                        writeln!(py, "    def {name}(self, stream: _typed.ServerStream[{input}, None]) -> _typed.MaybeAwaitable[{output}]:");
                 }
                 MethodKind::Bidi | MethodKind::Stream => {
                     let _ =
-                        writeln!(py, "    def {name}(self, stream: _typed.ServerStream[{input}, {output}]) -> None:");
+                        writeln!(py, "    def {name}(self, stream: _typed.ServerStream[{input}, {output}]) -> _typed.MaybeAwaitable[None]:");
                 }
             }
             let _ = writeln!(py, "        \"\"\"Serves ``{}``.\"\"\"", m.cellshm_name);

@@ -61,6 +61,32 @@ impl AsyncNotifier {
     }
 }
 
+/// Wakes a polled stream's loop: pushes `token` on the notifier.
+struct TokenWake {
+    inner: Arc<NotifierInner>,
+    token: u64,
+}
+
+impl std::task::Wake for TokenWake {
+    fn wake(self: Arc<Self>) {
+        self.inner.signal(self.token);
+    }
+}
+
+/// Polls `poll` once with a waker that pushes `token` on `notifier` when what it waits
+/// for may have changed: how asyncio code waits on a stream without a thread.
+pub(crate) fn poll_once<T>(
+    notifier: &AsyncNotifier,
+    token: u64,
+    poll: impl FnOnce(&mut std::task::Context<'_>) -> std::task::Poll<T>,
+) -> Option<T> {
+    let waker = std::task::Waker::from(Arc::new(TokenWake { inner: notifier.inner.clone(), token }));
+    match poll(&mut std::task::Context::from_waker(&waker)) {
+        std::task::Poll::Ready(value) => Some(value),
+        std::task::Poll::Pending => None,
+    }
+}
+
 pub(crate) fn completion(notifier: &AsyncNotifier, token: u64) -> cellshm::Completion {
     let inner = notifier.inner.clone();
     Box::new(move || inner.signal(token))

@@ -80,6 +80,58 @@ impl Stream {
     pub(crate) fn closed(&self) -> bool {
         self.stream.lock().is_none()
     }
+
+    /// For asyncio, without blocking: (True, the next item or None at the end), or
+    /// (False, None) with `token` pushed on `notifier` once an item may have come.
+    pub(crate) fn poll_recv(
+        &self,
+        py: Python<'_>,
+        notifier: &AsyncNotifier,
+        token: u64,
+    ) -> PyResult<(bool, Option<Py<PyBytes>>)> {
+        let stream = self.get()?;
+        match poll_once(notifier, token, |cx| stream.poll_recv(cx)) {
+            None => Ok((false, None)),
+            Some(Ok(Some(item))) => Ok((true, Some(bytes_of(py, item.payload())?))),
+            Some(Ok(None)) => Ok((true, None)),
+            Some(Err(e)) => Err(err(e)),
+        }
+    }
+
+    /// For asyncio: True once `payload` was sent; False with `token` pushed on
+    /// `notifier` once credit or room may have come (then call again).
+    pub(crate) fn poll_send(&self, payload: &Bound<'_, PyAny>, notifier: &AsyncNotifier, token: u64) -> PyResult<bool> {
+        let data = self::payload(Some(payload))?;
+        let stream = self.get()?;
+        poll_once(notifier, token, |cx| stream.poll_send(data.as_slice(), cx))
+            .transpose()
+            .map_err(err)
+            .map(|s| s.is_some())
+    }
+
+    /// For asyncio: True once the sending side is closed (its EOS sent).
+    pub(crate) fn poll_close_send(&self, notifier: &AsyncNotifier, token: u64) -> PyResult<bool> {
+        let stream = self.get()?;
+        poll_once(notifier, token, |cx| stream.poll_close_send(cx)).transpose().map_err(err).map(|s| s.is_some())
+    }
+
+    /// For asyncio, after `poll_close_send`: (True, the handler's response) once it is
+    /// in; the stream is closed then.
+    pub(crate) fn poll_finish(
+        &self,
+        py: Python<'_>,
+        notifier: &AsyncNotifier,
+        token: u64,
+    ) -> PyResult<(bool, Option<Py<PyBytes>>)> {
+        let stream = self.get()?;
+        match poll_once(notifier, token, |cx| stream.poll_finish(cx)) {
+            None => Ok((false, None)),
+            Some(done) => {
+                self.stream.lock().take();
+                Ok((true, Some(response_bytes(py, &done.map_err(err)?)?)))
+            }
+        }
+    }
 }
 
 /// The handler's end of a stream, given to Python stream handlers (see
@@ -150,6 +202,37 @@ impl StreamCall {
     pub(crate) fn wait_cancelled(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = duration(timeout, "timeout")?;
         Ok(py.detach(|| self.end.wait_cancelled(timeout)))
+    }
+
+    /// For asyncio, without blocking: (True, the caller's next item or None once it
+    /// closed its side), or (False, None) with `token` pushed on `notifier` later.
+    pub(crate) fn poll_recv(
+        &self,
+        py: Python<'_>,
+        notifier: &AsyncNotifier,
+        token: u64,
+    ) -> PyResult<(bool, Option<Py<PyBytes>>)> {
+        match poll_once(notifier, token, |cx| self.end.poll_recv(cx)) {
+            None => Ok((false, None)),
+            Some(Ok(Some(item))) => Ok((true, Some(bytes_of(py, item.payload())?))),
+            Some(Ok(None)) => Ok((true, None)),
+            Some(Err(e)) => Err(err(e)),
+        }
+    }
+
+    /// For asyncio: True once `payload` was sent, else False with `token` pushed later.
+    pub(crate) fn poll_send(&self, payload: &Bound<'_, PyAny>, notifier: &AsyncNotifier, token: u64) -> PyResult<bool> {
+        let data = self::payload(Some(payload))?;
+        poll_once(notifier, token, |cx| self.end.poll_send(data.as_slice(), cx))
+            .transpose()
+            .map_err(err)
+            .map(|s| s.is_some())
+    }
+
+    /// For asyncio: True once the stream is cancelled, else False with `token` pushed
+    /// when it is.
+    pub(crate) fn poll_cancelled(&self, notifier: &AsyncNotifier, token: u64) -> bool {
+        poll_once(notifier, token, |cx| self.end.poll_cancelled(cx)).is_some()
     }
 }
 

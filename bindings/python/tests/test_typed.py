@@ -54,12 +54,16 @@ def cpp_kv_cell() -> List[str]:
     return [str(CPP_KV_CELL)]
 
 
-@pytest.fixture(params=["rust", "python", "cpp"])
+@pytest.fixture(params=["rust", "rust-async", "python", "python-async", "cpp"])
 def store_cell(request: pytest.FixtureRequest, generated: Path, hub: cellshm.Hub) -> cellshm.Peer:
     if request.param == "rust":
         return spawn_ready(hub, [str(_cargo_binary("kv-cell"))])
+    if request.param == "rust-async":
+        return spawn_ready(hub, [str(_cargo_binary("kv-async-cell"))])
     if request.param == "cpp":
         return spawn_ready(hub, cpp_kv_cell())
+    if request.param == "python-async":
+        return spawn_ready(hub, [sys.executable, str(EXAMPLES / "kv_async_cell.py")], env=cell_env(generated))
     return spawn_ready(hub, [sys.executable, str(EXAMPLES / "kv_cell.py")], env=cell_env(generated))
 
 
@@ -107,6 +111,33 @@ def test_async_calls_and_async_iteration(kv: Any, store_cell: cellshm.Peer) -> N
         return [e.value.decode() async for e in store.watch(kv.WatchRequest(prefix="x", max_events=1, since=first.sequence))]
 
     assert asyncio.run(main()) == ["2"]
+
+
+def test_every_stream_kind_awaited_on_the_loop_without_threads(kv: Any, store_cell: cellshm.Peer) -> None:
+    import threading
+
+    store = client(store_cell)
+
+    async def main() -> None:
+        threads = threading.active_count()
+        upload = store.upload()
+        for i in range(200):
+            await upload.send_async(kv.Chunk(key="async-blob", data=bytes([i % 256]) * 100))
+        summary = await upload.finish_async()
+        assert (summary.chunks, summary.bytes) == (200, 20_000)
+        chat = store.chat()
+        for i in range(40):
+            await chat.send_async(kv.ChatMessage(text=f"m{i}"))
+            answer = await chat.recv_async()
+            assert answer is not None and answer.text == f"you said: m{i}"
+        await chat.close_send_async()
+        assert await chat.recv_async() is None
+        watched = store.watch(kv.WatchRequest(prefix="async-", max_events=3, since=0))
+        assert len([e async for e in watched]) == 3
+        # No executor thread was started for any of it.
+        assert threading.active_count() == threads
+
+    asyncio.run(main())
 
 
 def test_statuses_deadlines_and_cancellation(kv: Any, store_cell: cellshm.Peer) -> None:
@@ -172,7 +203,8 @@ def test_the_example_hosts_run(generated: Path, cell: str) -> None:
 
 def test_user_code_over_the_generated_modules_passes_mypy_strict(generated: Path) -> None:
     env = {**os.environ, "MYPYPATH": str(generated)}
-    files = [str(EXAMPLES / "kv_host.py"), str(EXAMPLES / "kv_cell.py"), str(generated / "kv_cellshm.py")]
+    examples = ["kv_host.py", "kv_cell.py", "kv_async_cell.py"]
+    files = [*(str(EXAMPLES / e) for e in examples), str(generated / "kv_cellshm.py")]
     out = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files], env=env, capture_output=True, text=True
     )

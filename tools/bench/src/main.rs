@@ -1,11 +1,12 @@
 //! `cellshm-bench`: round trips and streams beside their floors (a raw shared-memory
-//! ping-pong, a socketpair ping-pong, memcpy) and a peer (iceoryx2 request-response),
-//! all measured in one run, in interleaved rounds.
+//! ping-pong, a socketpair ping-pong, memcpy) and peers (iceoryx2 request-response, gRPC
+//! over a Unix socket with tonic), all measured in one run, in interleaved rounds.
 //!
 //! ```text
 //! cellshm-bench [--quick] [--json]
 //! ```
-//! `--json` prints one object, `{"cases": {NAME: {"p50_ns": n, "p99_ns": n} | {"gbps": x}}}`,
+//! `--json` prints one object, `{"cases": {NAME: {"p50_ns": n, "p99_ns": n} | {"gbps": x} |
+//! {"calls_per_s": x}}}`,
 //! instead of a `NAME key=value ...` line per case and `# ...` notes.
 //! With `CELLSHM_C_BENCH=path` the C API caller is a case too (`cellshm_64B_spin_c_api`).
 
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 use cellshm::LinkEnd;
 use cellshm::{CallOptions, Error, Hub, HubConfig, PeerOptions, SlotClass, Status, WaitStrategy};
 
+mod asynchronous;
+mod grpc;
 mod peers;
 mod typed;
 
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
         Some("__floor-shm") => floor_shm_child(&args[1..]),
         Some("__floor-sock") => floor_socket_child(&args[1..]),
         Some("__iceoryx2-server") => peers::iceoryx2_server(&args[1..]),
+        Some("__grpc-server") => grpc::grpc_server(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{}", usage().message());
             Ok(())
@@ -92,6 +96,8 @@ struct Results {
     /// Cases that report each round's p50 and p99 themselves (another program).
     summaries: std::collections::HashMap<String, Vec<(u64, u64)>>,
     rates: std::collections::HashMap<String, Vec<f64>>,
+    /// Calls per second, per round.
+    throughputs: std::collections::HashMap<String, Vec<f64>>,
 }
 
 impl Results {
@@ -120,6 +126,18 @@ impl Results {
         self.rates.entry(name.to_string()).or_default().push(gbps);
     }
 
+    /// One round's calls per second of `name`: the median round is reported.
+    fn per_second(&mut self, name: &str, calls: f64) {
+        self.seen(name);
+        self.throughputs.entry(name.to_string()).or_default().push(calls);
+    }
+
+    fn calls_per_second(&self, name: &str) -> Option<f64> {
+        let mut v = self.throughputs.get(name)?.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (!v.is_empty()).then(|| quantile(&v, 0.5))
+    }
+
     /// p50 and p99 of `name`: over every sample, or the medians of its rounds' own.
     fn percentiles(&self, name: &str) -> Option<(u64, u64)> {
         let median = |mut v: Vec<u64>| {
@@ -145,7 +163,8 @@ impl Results {
         (!v.is_empty()).then(|| quantile(&v, 0.5))
     }
 
-    /// `{"cases": {NAME: {"p50_ns": n, "p99_ns": n} | {"gbps": x}}}`, or a line per case.
+    /// `{"cases": {NAME: {"p50_ns": n, "p99_ns": n} | {"gbps": x} | {"calls_per_s": x}}}`,
+    /// or a line per case.
     fn print(&self) {
         let mut entries = Vec::new();
         for name in &self.order {
@@ -157,6 +176,8 @@ impl Results {
                 ));
             } else if let Some(gbps) = self.gbps(name) {
                 entries.push((name, format!("\"gbps\":{gbps:.2}"), format!("gbps={gbps:.2}")));
+            } else if let Some(rate) = self.calls_per_second(name) {
+                entries.push((name, format!("\"calls_per_s\":{rate:.0}"), format!("calls_per_s={rate:.0}")));
             }
         }
         if JSON.load(Ordering::Relaxed) {
@@ -216,6 +237,8 @@ fn bench(quick: bool) -> Result<(), Error> {
             "cellshm_64B_adaptive",
             Box::new(|r| echo_case(r, "cellshm_64B_adaptive", WaitStrategy::default(), n_fast, 64)),
         ),
+        ("cellshm_64B_async_tokio", Box::new(|r| asynchronous::one_at_a_time(r, n_fast))),
+        ("cellshm_64B_async_tokio_concurrent", Box::new(|r| asynchronous::concurrent(r, n_fast))),
         ("cellshm_typed_get_64B_spin", Box::new(|r| typed_case(r, n_fast))),
         ("cellshm_64B_adaptive_3_cells", Box::new(|r| three_cells_case(r, n_block))),
         ("cellshm_64B_block", Box::new(|r| echo_case(r, "cellshm_64B_block", WaitStrategy::Block, n_block, 64))),
@@ -224,6 +247,13 @@ fn bench(quick: bool) -> Result<(), Error> {
             "iceoryx2_rr_64B",
             Box::new(|r| {
                 r.latency("iceoryx2_rr_64B", peers::iceoryx2_request_response(n_fast)?);
+                Ok(())
+            }),
+        ),
+        (
+            "grpc_uds_64B",
+            Box::new(|r| {
+                r.latency("grpc_uds_64B", grpc::unary_uds(n_block)?);
                 Ok(())
             }),
         ),
@@ -267,6 +297,11 @@ fn summarize(r: &Results) {
             ratio(ice, r.p50(name))
         ));
     }
+    note(format_args!(
+        "cellshm_64B_async_tokio: {}x the blocking cellshm_64B_spin; tonic over a Unix socket is {}x it",
+        ratio(r.p50("cellshm_64B_async_tokio"), r.p50("cellshm_64B_spin")),
+        ratio(r.p50("grpc_uds_64B"), r.p50("cellshm_64B_async_tokio"))
+    ));
     note(format_args!(
         "cellshm_64B_block: {}x the socketpair floor",
         ratio(r.p50("cellshm_64B_block"), r.p50("floor_socketpair_64B"))

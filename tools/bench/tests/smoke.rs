@@ -11,9 +11,12 @@ const CASES: &[&str] = &[
     "cellshm_16B_spin",
     "cellshm_64B_spin",
     "cellshm_64B_adaptive",
+    "cellshm_64B_async_tokio",
+    "cellshm_64B_async_tokio_concurrent",
     "cellshm_64B_block",
     "cellshm_1MiB_spin",
     "iceoryx2_rr_64B",
+    "grpc_uds_64B",
     "cellshm_stream_64KiB",
     "cellshm_stream_1MiB",
     "cellshm_8_streams_256KiB",
@@ -40,6 +43,8 @@ fn a_quick_run_reports_every_case_as_one_json_object() {
         let at = text.find(&format!("\"{case}\":{{")).unwrap_or_else(|| panic!("{case} missing from {text}"));
         let value = if case.starts_with("floor_memcpy") || case.contains("stream_") || case.contains("8_streams_") {
             number_after(text, at, "gbps")
+        } else if case.ends_with("_concurrent") {
+            number_after(text, at, "calls_per_s")
         } else {
             let p50 = number_after(text, at, "p50_ns");
             let p99 = number_after(text, at, "p99_ns");

@@ -72,6 +72,23 @@ class _LoopCalls:
             if timer is not None:
                 timer.cancel()
 
+    async def poll(self, attempt: Callable[[Any, int], Tuple[bool, Any]]) -> Any:
+        """Calls ``attempt(notifier, token)`` until it says it is done: ``(True, value)``.
+        Until then it registered a waker that pushes ``token`` once what it waits for
+        may have changed (an item, credit, room), and this awaits that: a stream's wait
+        on the loop, with no thread."""
+        while True:
+            token = next(self.tokens)
+            future: "asyncio.Future[Any]" = self.loop.create_future()
+            self.waiting[token] = (future, None)
+            try:
+                done, value = attempt(self.notifier, token)
+                if done:
+                    return value
+                await future
+            finally:
+                self.waiting.pop(token, None)
+
     def _expire(self, token: int, what: str, timeout: float) -> None:
         entry = self.waiting.get(token)
         if entry is None:
@@ -131,18 +148,23 @@ def _sync_handler(handler: Handler, loop_of: Callable[[], Optional[asyncio.Abstr
         raise TypeError(f"handler must be callable, not {type(handler).__name__}")
 
     def run(request: Any) -> Any:
-        result = handler(request)
-        if inspect.isawaitable(result):
-            loop = loop_of()
-            if loop is None:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-                raise RuntimeError("async handlers run on the loop of Cell.serve_async(); this cell is not serving with it")
-            return asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
-        return result
+        return _on_loop(handler(request), loop_of)
 
     return run
+
+
+def _on_loop(result: Any, loop_of: Callable[[], Optional[asyncio.AbstractEventLoop]]) -> Any:
+    """A handler's result; one that is awaitable (an ``async def`` handler's) is awaited
+    on the cell's loop while this thread waits."""
+    if not inspect.isawaitable(result):
+        return result
+    loop = loop_of()
+    if loop is None:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise RuntimeError("async handlers run on the loop of Cell.serve_async(); this cell is not serving with it")
+    return asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
 
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:

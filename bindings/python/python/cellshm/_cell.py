@@ -61,7 +61,7 @@ class Cell(LinkEnd):
         the final response (bytes-like or None). Raising ends the stream with that error.
         ``kind`` (a :class:`MethodKind`) is what ``cellshm.Introspect.methods`` reports;
         by default the stream's direction is left undeclared."""
-        return _registering_stream(self._native, name, kind)
+        return _registering_stream(self._native, name, kind, lambda: self._loop)
 
     def serve(self) -> None:
         """Starts serving and announces readiness to the host; returns at once."""

@@ -208,7 +208,7 @@ class Hub:
     ) -> Callable[[SH], SH]:
         """Decorator: serves the stream method ``name`` to every cell of the hub (see
         :meth:`Cell.stream_method`), or with ``allow`` only to those cells."""
-        return _registering_stream(self._native, name, kind, allow)
+        return _registering_stream(self._native, name, kind, lambda: None, allow)
 
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """Only the cells named in ``cells`` may call the host method ``method`` (registered

@@ -77,13 +77,17 @@ def _registering(
 
 
 def _registering_stream(
-    native: Any, name: str, kind: Optional[MethodKind], allow: Optional[Sequence[str]] = None
+    native: Any,
+    name: str,
+    kind: Optional[MethodKind],
+    loop_of: Callable[[], Optional[asyncio.AbstractEventLoop]],
+    allow: Optional[Sequence[str]] = None,
 ) -> Callable[[SH], SH]:
     """The decorator every ``stream_method`` returns, as :func:`_registering`."""
     code = _stream_kind(kind)
 
     def register(handler: SH) -> SH:
-        native.stream_method(name, _stream_handler(handler), code)
+        native.stream_method(name, _stream_handler(handler, loop_of), code)
         if allow is not None:
             native.allow(name, _names(allow))
         return handler

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar, Union
 
 from .errors import Cancelled
 from ._common import CallerInfo, Payload
-from ._asyncio import _check_timeout
+from ._asyncio import _check_timeout, _loop_calls, _on_loop
 
 
 class MethodKind(enum.IntEnum):
@@ -66,6 +66,29 @@ class Stream:
 
     close = cancel
 
+    async def recv_async(self) -> Optional[bytes]:
+        """:meth:`recv` on the running asyncio loop: the thread that receives the item
+        wakes the loop, no thread waits."""
+        native = self._native
+        item: Optional[bytes] = await _loop_calls().poll(native.poll_recv)
+        return item
+
+    async def send_async(self, item: Payload) -> None:
+        """:meth:`send` on the running asyncio loop (waits for credit without a thread)."""
+        native = self._native
+        await _loop_calls().poll(lambda notifier, token: (native.poll_send(item, notifier, token), None))
+
+    async def close_send_async(self) -> None:
+        """:meth:`close_send` on the running asyncio loop."""
+        native = self._native
+        await _loop_calls().poll(lambda notifier, token: (native.poll_close_send(notifier, token), None))
+
+    async def finish_async(self) -> bytes:
+        """:meth:`finish` on the running asyncio loop."""
+        await self.close_send_async()
+        response: bytes = await _loop_calls().poll(self._native.poll_finish)
+        return response
+
     @property
     def closed(self) -> bool:
         return bool(self._native.closed)
@@ -83,16 +106,14 @@ class Stream:
         return self
 
     async def __anext__(self) -> bytes:
-        loop = asyncio.get_running_loop()
         try:
-            # recv releases the GIL, so a worker thread waits without blocking the loop.
-            item = await loop.run_in_executor(None, self._native.recv)
+            item = await self.recv_async()
         except asyncio.CancelledError:
             self.cancel()
             raise
         if item is None:
             raise StopAsyncIteration
-        return item  # type: ignore[no-any-return]
+        return item
 
     def __enter__(self) -> "Stream":
         return self
@@ -141,6 +162,23 @@ class StreamCall:
         """Waits up to ``timeout`` seconds for cancellation (GIL released)."""
         return bool(self._native.wait_cancelled(_check_timeout(timeout)))
 
+    async def send_async(self, item: Payload) -> None:
+        """:meth:`send` in an ``async def`` handler: waits for the caller's credit on the
+        cell's loop, without a thread."""
+        native = self._native
+        await _loop_calls().poll(lambda notifier, token: (native.poll_send(item, notifier, token), None))
+
+    async def recv_async(self) -> Optional[bytes]:
+        """:meth:`recv` in an ``async def`` handler."""
+        native = self._native
+        item: Optional[bytes] = await _loop_calls().poll(native.poll_recv)
+        return item
+
+    async def wait_cancelled_async(self) -> None:
+        """Returns once the stream is cancelled (by the caller, its deadline, or the link)."""
+        native = self._native
+        await _loop_calls().poll(lambda notifier, token: (native.poll_cancelled(notifier, token), None))
+
     def __iter__(self) -> Iterator[bytes]:
         while True:
             item = self.recv()
@@ -148,13 +186,27 @@ class StreamCall:
                 return
             yield item
 
+    def __aiter__(self) -> "StreamCall":
+        return self
 
-StreamHandler = Callable[[StreamCall], Optional[Payload]]
+    async def __anext__(self) -> bytes:
+        item = await self.recv_async()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
+#: A stream handler: a function of the :class:`StreamCall`, or an ``async def`` one (run
+#: on the loop of :meth:`Cell.serve_async`), returning the final response or None.
+StreamHandler = Callable[[StreamCall], Union[Optional[Payload], Awaitable[Optional[Payload]]]]
 SH = TypeVar("SH", bound=StreamHandler)
 
 
-def _stream_handler(handler: StreamHandler) -> Callable[[Any], Optional[Payload]]:
+def _stream_handler(
+    handler: StreamHandler, loop_of: Callable[[], Optional[asyncio.AbstractEventLoop]]
+) -> Callable[[Any], Optional[Payload]]:
     def run(native: Any) -> Optional[Payload]:
-        return handler(StreamCall(native))
+        answer: Optional[Payload] = _on_loop(handler(StreamCall(native)), loop_of)
+        return answer
 
     return run

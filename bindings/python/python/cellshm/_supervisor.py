@@ -272,6 +272,12 @@ class Supervisor:
         """Calls the current instance of ``name``: ``self.cell(name).call(...)``."""
         return self.cell(name).call(method, payload, timeout=timeout)
 
+    async def call_async(
+        self, name: str, method: str, payload: Payload = b"", *, timeout: Optional[float] = None
+    ) -> bytes:
+        """:meth:`call` on the running asyncio loop: ``await self.cell(name).call_async(...)``."""
+        return await self.cell(name).call_async(method, payload, timeout=timeout)
+
     def pid(self, name: str) -> Optional[int]:
         return self._native.pid(name)
 

@@ -11,10 +11,12 @@ A message that does not parse raises :class:`cellshm.Internal` on the side that 
 
 from __future__ import annotations
 
+import inspect
 from typing import (
     TYPE_CHECKING,
     Any,
     AsyncIterator,
+    Awaitable,
     Callable,
     Generic,
     Iterator,
@@ -38,6 +40,13 @@ In = TypeVar("In", bound="Optional[Message]")
 Out = TypeVar("Out", bound="Optional[Message]")
 Req = TypeVar("Req", bound="Message")
 Resp = TypeVar("Resp", bound="Message")
+
+
+T = TypeVar("T")
+
+#: What a servicer method returns: its value, or (an ``async def`` method) an awaitable
+#: of it, awaited on the loop of :meth:`cellshm.Cell.serve_async`.
+MaybeAwaitable = Union[T, Awaitable[T]]
 
 
 class MethodInfo(NamedTuple):
@@ -108,6 +117,11 @@ class ServerStreaming(Generic[Resp]):
         data = await self._stream.__anext__()
         return _decode(self._type, data, self._method)
 
+    async def recv_async(self) -> Optional[Resp]:
+        """:meth:`recv` on the running asyncio loop (no thread waits)."""
+        data = await self._stream.recv_async()
+        return None if data is None else _decode(self._type, data, self._method)
+
     def __enter__(self) -> "ServerStreaming[Resp]":
         return self
 
@@ -126,6 +140,14 @@ class ClientStreaming(Generic[Req, Resp]):
     def send(self, request: Req) -> None:
         """Sends one request; waits while the handler's window is full."""
         self._stream.send(request.SerializeToString())
+
+    async def send_async(self, request: Req) -> None:
+        """:meth:`send` on the running asyncio loop."""
+        await self._stream.send_async(request.SerializeToString())
+
+    async def finish_async(self) -> Resp:
+        """:meth:`finish` on the running asyncio loop."""
+        return _decode(self._type, await self._stream.finish_async(), self._method)
 
     def finish(self) -> Resp:
         """Ends the requests and returns the handler's response."""
@@ -153,6 +175,14 @@ class Bidi(ServerStreaming[Resp], Generic[Req, Resp]):
     def close_send(self) -> None:
         """Tells the handler no more requests follow."""
         self._stream.close_send()
+
+    async def send_async(self, request: Req) -> None:
+        """:meth:`send` on the running asyncio loop."""
+        await self._stream.send_async(request.SerializeToString())
+
+    async def close_send_async(self) -> None:
+        """:meth:`close_send` on the running asyncio loop."""
+        await self._stream.close_send_async()
 
 
 def server_streaming(
@@ -215,18 +245,63 @@ class ServerStream(Generic[In, Out]):
                 return
             yield message
 
+    async def send_async(self, message: Out) -> None:
+        """:meth:`send` in an ``async def`` servicer method: waits for the caller's credit on
+        the cell's loop, without a thread."""
+        if message is None:
+            raise TypeError(f"{self._method} sends no messages from this side")
+        await self._call.send_async(message.SerializeToString())
+
+    async def recv_async(self) -> Optional[In]:
+        """:meth:`recv` in an ``async def`` servicer method."""
+        data = await self._call.recv_async()
+        if data is None:
+            return None
+        if self._type is None:
+            raise TypeError(f"{self._method}: the caller sends no messages")
+        return _decode(self._type, data, self._method)  # type: ignore[no-any-return]
+
+    async def wait_cancelled_async(self) -> None:
+        """Returns once the stream is cancelled."""
+        await self._call.wait_cancelled_async()
+
+    def __aiter__(self) -> AsyncIterator[In]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[In]:
+        while True:
+            message = await self.recv_async()
+            if message is None:
+                return
+            yield message
+
 
 Target = Union[cellshm.Cell, cellshm.Hub]
 
 
-def serve_unary(
-    target: Target, info: MethodInfo, request_type: Type[Req], handler: Callable[[Req, cellshm.CallContext], Message]
-) -> None:
-    """Registers a typed unary handler."""
+def _serialized(response: MaybeAwaitable[Message]) -> MaybeAwaitable[bytes]:
+    """A handler's response as bytes; an ``async def`` handler's once awaited (on the loop
+    the layer below awaits it on)."""
+    if inspect.isawaitable(response):
+        awaited = response
 
-    def run(data: bytes) -> bytes:
-        response = handler(_decode(request_type, data, info.name), cellshm.current_call())
-        return response.SerializeToString()
+        async def serialize() -> bytes:
+            return (await awaited).SerializeToString()
+
+        return serialize()
+    return response.SerializeToString()
+
+
+def serve_unary(
+    target: Target,
+    info: MethodInfo,
+    request_type: Type[Req],
+    handler: Callable[[Req, cellshm.CallContext], MaybeAwaitable[Message]],
+) -> None:
+    """Registers a typed unary handler (plain or ``async def``)."""
+
+    def run(data: bytes) -> MaybeAwaitable[bytes]:
+        return _serialized(handler(_decode(request_type, data, info.name), cellshm.current_call()))
 
     target.method(info.name)(run)
 
@@ -235,35 +310,41 @@ def serve_server_streaming(
     target: Target,
     info: MethodInfo,
     request_type: Type[Req],
-    handler: Callable[[Req, "ServerStream[None, Any]"], None],
+    handler: Callable[[Req, "ServerStream[None, Any]"], MaybeAwaitable[None]],
 ) -> None:
     """Registers a typed server-streaming handler: the opening request, then sends."""
 
-    def run(call: cellshm.StreamCall) -> None:
+    def run(call: cellshm.StreamCall) -> MaybeAwaitable[None]:
         request = _decode(request_type, call.request, info.name)
-        handler(request, ServerStream(call, None, info.name))
+        return handler(request, ServerStream(call, None, info.name))
 
     target.stream_method(info.name, kind=info.kind)(run)
 
 
 def serve_client_streaming(
-    target: Target, info: MethodInfo, request_type: Type[Req], handler: Callable[["ServerStream[Any, None]"], Message]
+    target: Target,
+    info: MethodInfo,
+    request_type: Type[Req],
+    handler: Callable[["ServerStream[Any, None]"], MaybeAwaitable[Message]],
 ) -> None:
     """Registers a typed client-streaming handler: it receives, then returns the response."""
 
-    def run(call: cellshm.StreamCall) -> bytes:
-        return handler(ServerStream(call, request_type, info.name)).SerializeToString()
+    def run(call: cellshm.StreamCall) -> MaybeAwaitable[bytes]:
+        return _serialized(handler(ServerStream(call, request_type, info.name)))
 
     target.stream_method(info.name, kind=info.kind)(run)
 
 
 def serve_bidi(
-    target: Target, info: MethodInfo, request_type: Type[Req], handler: Callable[["ServerStream[Any, Any]"], None]
+    target: Target,
+    info: MethodInfo,
+    request_type: Type[Req],
+    handler: Callable[["ServerStream[Any, Any]"], MaybeAwaitable[None]],
 ) -> None:
     """Registers a typed bidi handler."""
 
-    def run(call: cellshm.StreamCall) -> None:
-        handler(ServerStream(call, request_type, info.name))
+    def run(call: cellshm.StreamCall) -> MaybeAwaitable[None]:
+        return handler(ServerStream(call, request_type, info.name))
 
     target.stream_method(info.name, kind=info.kind)(run)
 
@@ -296,6 +377,7 @@ def _kind_words(kind: cellshm.MethodKind) -> str:
 
 __all__ = [
     "MethodInfo",
+    "MaybeAwaitable",
     "Caller",
     "ServerStreaming",
     "ClientStreaming",

@@ -225,8 +225,7 @@ impl Session {
     }
 
     /// Runs `register` on the link, which then watches `deadline_ns` (0: none) if it
-    /// succeeded, and wakes the standby if that deadline is now the earliest: it sleeps
-    /// until the earliest one it knew of.
+    /// succeeded, and wakes the standby if its sleep ends after that deadline.
     pub(super) fn link_watching<R>(
         &self,
         deadline_ns: u64,
@@ -234,13 +233,13 @@ impl Session {
     ) -> Result<R> {
         let (registered, earlier_deadline) = {
             let mut link = self.link.lock();
-            let earliest = if deadline_ns != 0 { link.poll_timeout() } else { None };
             let registered = register(&mut link);
             let watched = registered.is_ok() && deadline_ns != 0;
             if watched {
                 self.link_timed.store(true, Ordering::Release);
             }
-            (registered, watched && earliest.is_none_or(|e| deadline_ns < e))
+            // Read under the lock the standby writes it under (see `standby_until`).
+            (registered, watched && deadline_ns < self.standby_until.load(Ordering::Acquire))
         };
         if earlier_deadline {
             self.standby_kick.notify();

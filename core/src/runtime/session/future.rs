@@ -7,13 +7,89 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::runtime::spinning::{SpinPermits, Spinner};
 use crate::runtime::sync::Mutex;
 
-use super::{copy_of, found_no_room, CallOptions, Completion, PendingCall, Response, Room, Session};
+use super::recv::Poller;
+use super::{
+    copy_of, found_no_room, Awaited, CallOptions, Completion, PendingCall, Response, Room, Session, WaitStrategy,
+};
+use crate::sys::doorbell::Kick;
+
+/// How long a future of a link that spins receives per poll before it yields to its
+/// executor (and asks to be polled again): other tasks of its thread wait no longer.
+const SPIN_SLICE: Duration = Duration::from_micros(100);
+
+/// A future receiving on the thread that polls it, as a blocking caller does: the answer
+/// is then taken off the ring by the task that awaits it, with no thread hop and no
+/// wakeup, which is what makes an awaited call cost about what a blocking one does. How
+/// long it receives follows the link's wait strategy: not at all (Block), up to the spin
+/// budget counted from the first wait (Adaptive), or in slices, yielding to the executor
+/// between them (Spin). It stops as soon as it delivered anything (another task may be
+/// runnable now) and never sleeps: past the budget, the standby receives and the waker
+/// does the rest.
+#[derive(Debug, Default)]
+pub(crate) struct Receiving {
+    /// Adaptive: when the spin budget runs out.
+    spin_until: Option<Instant>,
+}
+
+/// What a receiving future waits for: its own completion, or any delivery at all.
+struct Polled<'a> {
+    done: &'a dyn Fn() -> bool,
+    deliveries: &'a AtomicU64,
+    seen: u64,
+}
+
+impl Awaited for Polled<'_> {
+    fn is_done(&self) -> bool {
+        (self.done)() || self.deliveries.load(Ordering::Relaxed) != self.seen
+    }
+
+    fn sleep_unless_done(&self, _sleep: &mut dyn FnMut()) {
+        // A future never sleeps on the doorbell: it returns Pending instead.
+    }
+
+    fn kick(&self) -> Option<&Kick> {
+        None
+    }
+}
+
+impl Receiving {
+    /// Receives on this thread while the wait strategy allows and `done` does not hold.
+    /// Returns true if the future should ask to be polled again at once (Spin, a slice
+    /// over and not done): it yields to its executor rather than waiting for a wakeup.
+    pub(crate) fn receive(&mut self, session: &Arc<Session>, done: &dyn Fn() -> bool, deadline_ns: u64) -> bool {
+        let now = Instant::now();
+        let budget = match session.wait {
+            WaitStrategy::Block => return false,
+            WaitStrategy::Adaptive { spin } => {
+                let until = *self.spin_until.get_or_insert(now + spin);
+                match until.checked_duration_since(now) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return false,
+                }
+            }
+            WaitStrategy::Spin => SPIN_SLICE,
+        };
+        let Some(rx) = session.claim_ring() else {
+            // Another thread receives: it delivers what we wait for.
+            return false;
+        };
+        let awaited =
+            Polled { done, deliveries: &session.deliveries, seen: session.deliveries.load(Ordering::Relaxed) };
+        let spinner = Spinner::new(SpinPermits::process());
+        let may_spin = || now.elapsed() < budget && spinner.may_spin();
+        session.poll_ring(rx, Poller::Waiting { awaited: &awaited, deadline_ns, may_spin: &may_spin });
+        session.wait == WaitStrategy::Spin && !done() && now.elapsed() >= budget
+    }
+}
 
 /// Where the completer finds the task to wake.
 #[derive(Debug, Default)]
@@ -97,6 +173,7 @@ pub(crate) fn fixed_deadline(options: &CallOptions, session: &Session) -> CallOp
 pub struct CallFuture {
     state: State,
     slot: Arc<WakeSlot>,
+    receiving: Receiving,
 }
 
 #[derive(Debug)]
@@ -149,12 +226,12 @@ impl CallFuture {
             }
             Err(e) => State::Failed(Some(e)),
         };
-        CallFuture { state, slot }
+        CallFuture { state, slot, receiving: Receiving::default() }
     }
 
     /// A call that could not start: it fails with `error`.
     pub(crate) fn failed(error: Error) -> CallFuture {
-        CallFuture { state: State::Failed(Some(error)), slot: Arc::default() }
+        CallFuture { state: State::Failed(Some(error)), slot: Arc::default(), receiving: Receiving::default() }
     }
 }
 
@@ -178,7 +255,13 @@ impl Future for CallFuture {
                     // Registered, then checked again: a completion between the first check
                     // and the registration finds no waker, so the second check sees it.
                     this.slot.register(cx.waker());
-                    pending.try_take()
+                    let session = pending.session.clone();
+                    let again = this.receiving.receive(&session, &|| pending.is_done(), pending.deadline_ns);
+                    let result = pending.try_take();
+                    if result.is_none() && again {
+                        cx.waker().wake_by_ref();
+                    }
+                    result
                 }
             },
             State::Starting(_) => unreachable!("a started call moved on above"),

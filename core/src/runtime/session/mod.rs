@@ -376,9 +376,18 @@ pub(crate) struct Session {
     /// sleep no longer than (set with the link's lock held, cleared by the standby once
     /// `Link::poll_timeout` says none are left).
     link_timed: AtomicBool,
+    /// The link deadline the standby's sleep ends at (`u64::MAX`: none), written under the
+    /// link's lock when it computes its sleep: a deadline registered later (under that
+    /// lock too) kicks it only if it is earlier, so a call started while the standby
+    /// already wakes before its deadline costs no syscall.
+    standby_until: AtomicU64,
     /// Futures waiting for a time (room in our send ring or pool, a grace period), woken
     /// by the standby.
     alarms: Alarms,
+    /// Bumped for every answer and stream frame the receive path delivers: a future that
+    /// receives while it is polled stops once anything it delivered may have made another
+    /// task runnable (`future::Receiving`).
+    deliveries: AtomicU64,
     /// Requests waiting for a server, and which server sleeps where.
     workers: Workers<Incoming>,
     /// The receive ring let go without parking (see `runtime::lease`); only with a
@@ -473,7 +482,9 @@ impl Session {
             link: Mutex::new(link),
             owes: AtomicBool::new(false),
             link_timed: AtomicBool::new(false),
+            standby_until: AtomicU64::new(u64::MAX),
             alarms: Alarms::default(),
+            deliveries: AtomicU64::new(0),
             workers: Workers::new(MAX_QUEUED),
             lease: Lease::default(),
             has_standby: AtomicBool::new(false),

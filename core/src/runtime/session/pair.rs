@@ -203,4 +203,42 @@ mod tests {
         let e = caller.join().unwrap().unwrap_err();
         assert!(matches!(e.status(), Status::PeerDead | Status::SessionClosed), "{e}");
     }
+
+    /// A started call's short deadline is watched even while the standby sleeps until a
+    /// much later one: registering the earlier deadline wakes it (and a later one, which
+    /// it already wakes before, does not need to).
+    #[test]
+    fn a_short_deadline_started_after_a_long_one_still_ends_its_call() {
+        let pair = Pair::new();
+        pair.cell_methods
+            .write()
+            .register("Test.silent", |call: &mut Call<'_>| {
+                call.wait_cancelled(Duration::from_secs(30));
+                Ok(())
+            })
+            .unwrap();
+        let start = |timeout: Duration| {
+            let (done, ended) = std::sync::mpsc::channel::<()>();
+            let done = parking_lot::Mutex::new(done);
+            let id = wire::method_id("Test.silent");
+            let pending = pair
+                .host
+                .call_start(
+                    id,
+                    None,
+                    0,
+                    copy_of(b""),
+                    &CallOptions::timeout(timeout),
+                    Box::new(move || {
+                        let _ = done.lock().send(());
+                    }),
+                )
+                .unwrap();
+            (pending, ended)
+        };
+        let (_long, _) = start(Duration::from_secs(60));
+        let (short, ended) = start(Duration::from_millis(50));
+        ended.recv_timeout(Duration::from_secs(10)).expect("the standby expired the short call");
+        assert_eq!(short.try_take().unwrap().unwrap_err().status(), Status::DeadlineExceeded);
+    }
 }

@@ -238,6 +238,7 @@ impl Session {
         let request = match inbound {
             Inbound::Deliver(w) => {
                 w.complete(Ok(Message { desc: d, payload }));
+                self.deliveries.fetch_add(1, Ordering::Relaxed);
                 None
             }
             Inbound::Discard | Inbound::Violation(_) => None,
@@ -270,6 +271,7 @@ impl Session {
             }
             Inbound::Stream(stream, frame) => {
                 self.on_stream_frame(&stream, frame, d, payload);
+                self.deliveries.fetch_add(1, Ordering::Relaxed);
                 None
             }
         };

@@ -131,15 +131,14 @@ impl Session {
         let owed = self.owes.load(Ordering::Acquire).then_some(OWED_RETRY);
         let alarm = self.alarms.earliest().map(|at| Duration::from_nanos(at.saturating_sub(monotonic_now_ns())));
         let owed = earlier(owed, alarm);
-        if !self.link_timed.load(Ordering::Acquire) {
-            return owed;
-        }
         let deadline = {
             let mut link = self.link.lock();
-            let deadline = link.poll_timeout();
+            let deadline = if self.link_timed.load(Ordering::Acquire) { link.poll_timeout() } else { None };
             if deadline.is_none() {
                 self.link_timed.store(false, Ordering::Release);
             }
+            // Under the lock deadlines are registered under (see `link_watching`).
+            self.standby_until.store(deadline.unwrap_or(u64::MAX), Ordering::Release);
             deadline
         };
         let until_deadline = deadline.map(|d| Duration::from_nanos(d.saturating_sub(monotonic_now_ns())));

@@ -325,11 +325,10 @@ impl Session {
             let _ = serving.try_answer(&outcome);
             return None;
         }
-        self.link.lock().serving(desc.msg_id, desc.deadline_ns);
-        if desc.deadline_ns != 0 {
-            self.link_timed.store(true, Ordering::Release);
-            self.standby_kick.notify();
-        }
+        let _ = self.link_watching(desc.deadline_ns, |link| {
+            link.serving(desc.msg_id, desc.deadline_ns);
+            Ok(())
+        });
         let token = CancelToken { session: self.clone(), msg_id: desc.msg_id, deadline_ns: desc.deadline_ns };
         let handled = CatchUnwind(handler(AsyncCall { payload, token, method_id: desc.method_id }));
         spawn.spawn(Box::pin(async move {

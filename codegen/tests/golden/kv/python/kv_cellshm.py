@@ -72,26 +72,27 @@ class StoreClient:
 
 
 class StoreServicer:
-    """The handlers of ``kv.Store``: override the methods, then ``serve_store(cell_or_hub, servicer)``.
+    """The handlers of ``kv.Store``: override the methods (plain or ``async def``; these run on the
+    loop of ``Cell.serve_async``), then ``serve_store(cell_or_hub, servicer)``.
     A method left as it is answers UNIMPLEMENTED."""
 
-    def get(self, request: kv__pb2.GetRequest, context: cellshm.CallContext) -> kv__pb2.GetReply:
+    def get(self, request: kv__pb2.GetRequest, context: cellshm.CallContext) -> _typed.MaybeAwaitable[kv__pb2.GetReply]:
         """Serves ``kv.Store.Get``."""
         raise cellshm.Unimplemented("kv.Store.Get is not implemented")
 
-    def put(self, request: kv__pb2.PutRequest, context: cellshm.CallContext) -> kv__pb2.PutReply:
+    def put(self, request: kv__pb2.PutRequest, context: cellshm.CallContext) -> _typed.MaybeAwaitable[kv__pb2.PutReply]:
         """Serves ``kv.Store.Put``."""
         raise cellshm.Unimplemented("kv.Store.Put is not implemented")
 
-    def watch(self, request: kv__pb2.WatchRequest, stream: _typed.ServerStream[None, kv__pb2.Event]) -> None:
+    def watch(self, request: kv__pb2.WatchRequest, stream: _typed.ServerStream[None, kv__pb2.Event]) -> _typed.MaybeAwaitable[None]:
         """Serves ``kv.Store.Watch``."""
         raise cellshm.Unimplemented("kv.Store.Watch is not implemented")
 
-    def upload(self, stream: _typed.ServerStream[kv__pb2.Chunk, None]) -> kv__pb2.UploadReply:
+    def upload(self, stream: _typed.ServerStream[kv__pb2.Chunk, None]) -> _typed.MaybeAwaitable[kv__pb2.UploadReply]:
         """Serves ``kv.Store.Upload``."""
         raise cellshm.Unimplemented("kv.Store.Upload is not implemented")
 
-    def chat(self, stream: _typed.ServerStream[kv__pb2.ChatMessage, kv__pb2.ChatMessage]) -> None:
+    def chat(self, stream: _typed.ServerStream[kv__pb2.ChatMessage, kv__pb2.ChatMessage]) -> _typed.MaybeAwaitable[None]:
         """Serves ``kv.Store.Chat``."""
         raise cellshm.Unimplemented("kv.Store.Chat is not implemented")
 

@@ -57,14 +57,15 @@ class PlainClient:
 
 
 class PlainServicer:
-    """The handlers of ``Plain``: override the methods, then ``serve_plain(cell_or_hub, servicer)``.
+    """The handlers of ``Plain``: override the methods (plain or ``async def``; these run on the
+    loop of ``Cell.serve_async``), then ``serve_plain(cell_or_hub, servicer)``.
     A method left as it is answers UNIMPLEMENTED."""
 
-    def ping(self, request: plain__pb2.Ping, context: cellshm.CallContext) -> plain__pb2.Ping:
+    def ping(self, request: plain__pb2.Ping, context: cellshm.CallContext) -> _typed.MaybeAwaitable[plain__pb2.Ping]:
         """Serves ``Plain.Ping``."""
         raise cellshm.Unimplemented("Plain.Ping is not implemented")
 
-    def get_http_status(self, request: plain__pb2.Ping, context: cellshm.CallContext) -> plain__pb2.Ping:
+    def get_http_status(self, request: plain__pb2.Ping, context: cellshm.CallContext) -> _typed.MaybeAwaitable[plain__pb2.Ping]:
         """Serves ``Plain.GetHTTPStatus``."""
         raise cellshm.Unimplemented("Plain.GetHTTPStatus is not implemented")
 

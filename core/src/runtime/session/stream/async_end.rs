@@ -37,14 +37,12 @@ impl AsyncStream {
     /// Sends one item to the handler (client streaming and bidi), once the handler has
     /// granted credit and the ring has room.
     pub async fn send(&self, item: &[u8]) -> Result<()> {
-        let Stream { session, state, .. } = &self.stream;
-        poll_fn(|cx| session.poll_send_item(state, item, cx)).await
+        poll_fn(|cx| self.stream.poll_send(item, cx)).await
     }
 
     /// Tells the handler no more items follow.
     pub async fn close_send(&self) -> Result<()> {
-        let Stream { session, state, .. } = &self.stream;
-        poll_fn(|cx| session.poll_close_send(state, cx)).await
+        poll_fn(|cx| self.stream.poll_close_send(cx)).await
     }
 
     /// The next item from the handler; `None` once it finished successfully. The same
@@ -59,17 +57,7 @@ impl AsyncStream {
     /// response (client streaming).
     pub async fn finish(self) -> Result<Response> {
         self.close_send().await?;
-        poll_fn(|cx| {
-            let mut inner = self.stream.state.inner.lock();
-            match self.stream.finish_step(&mut inner) {
-                Some(done) => Poll::Ready(done),
-                None => {
-                    inner.wake_on_change(cx.waker());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        poll_fn(|cx| self.stream.poll_finish(cx)).await
     }
 
     /// Gives up the stream: the handler sees it cancelled; late items are dropped.
@@ -78,20 +66,53 @@ impl AsyncStream {
     }
 
     fn poll_item(&self, cx: &mut Context<'_>) -> Poll<Result<Option<StreamItem>>> {
-        if self.stream.is_ended() {
+        self.stream.poll_recv(cx)
+    }
+}
+
+impl Stream {
+    /// [`Stream::recv`] without blocking, for code that drives its own waits (an async
+    /// runtime, a language binding's event loop): the next item if there is one, or
+    /// `Pending` with `cx`'s waker registered for the change that may bring one.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<StreamItem>>> {
+        if self.is_ended() {
             return Poll::Ready(Ok(None));
         }
-        let got = std::task::ready!(self.stream.session.poll_recv_item(&self.stream.state, cx));
-        // As for the blocking end: errors end the stream, except one the caller can fix
-        // (holding a whole window).
+        let got = std::task::ready!(self.session.poll_recv_item(&self.state, cx));
+        // As for `recv`: errors end the stream, except one the caller can fix (holding a
+        // whole window).
         let ended = match &got {
             Ok(item) => item.is_none(),
-            Err(_) => self.stream.state.is_over() || self.stream.session.failure().is_some(),
+            Err(_) => self.state.is_over() || self.session.failure().is_some(),
         };
         if ended {
-            self.stream.set_ended();
+            self.set_ended();
         }
         Poll::Ready(got)
+    }
+
+    /// [`Stream::send`] without blocking: sends `item` if the handler granted credit and
+    /// the ring has room, else `Pending` with `cx`'s waker registered for either.
+    pub fn poll_send(&self, item: &[u8], cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.session.poll_send_item(&self.state, item, cx)
+    }
+
+    /// [`Stream::finish`] without blocking, after the sending side was closed (see
+    /// [`Stream::poll_close_send`]): the handler's final response once it is in.
+    pub fn poll_finish(&self, cx: &mut Context<'_>) -> Poll<Result<Response>> {
+        let mut inner = self.state.inner.lock();
+        match self.finish_step(&mut inner) {
+            Some(done) => Poll::Ready(done),
+            None => {
+                inner.wake_on_change(cx.waker());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// [`Stream::close_send`] without blocking (its EOS waits for room in the ring).
+    pub fn poll_close_send(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.session.poll_close_send(&self.state, cx)
     }
 }
 
@@ -180,29 +201,45 @@ impl Future for OpenStreamFuture {
 impl StreamEnd {
     /// [`StreamEnd::send`] for an async handler: waits for credit and room as a future.
     pub async fn send_async(&self, item: &[u8]) -> Result<()> {
-        if self.stream.inner.lock().handler_done {
-            return Err(Error::new(Status::FailedPrecondition, format!("{} has finished", self.stream.what())));
-        }
-        poll_fn(|cx| self.session.poll_send_item(&self.stream, item, cx)).await
+        poll_fn(|cx| self.poll_send(item, cx)).await
     }
 
     /// [`StreamEnd::recv`] for an async handler: the next item from the caller; `None`
     /// after it closed its sending side.
     pub async fn recv_async(&self) -> Result<Option<StreamItem>> {
-        poll_fn(|cx| self.session.poll_recv_item(&self.stream, cx)).await
+        poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Resolves once the stream is cancelled (by the caller, its deadline, or the link's
     /// failure), for `select!` beside a handler's work.
     pub async fn cancelled(&self) {
-        poll_fn(|cx| {
-            let mut inner = self.stream.inner.lock();
-            if inner.stopped.is_some() || self.session.failure().is_some() {
-                return Poll::Ready(());
-            }
-            inner.wake_on_change(cx.waker());
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_cancelled(cx)).await
+    }
+
+    /// [`StreamEnd::send`] without blocking: sends if the caller granted credit and the
+    /// ring has room, else `Pending` with `cx`'s waker registered for either.
+    pub fn poll_send(&self, item: &[u8], cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.stream.inner.lock().handler_done {
+            return Poll::Ready(Err(Error::new(
+                Status::FailedPrecondition,
+                format!("{} has finished", self.stream.what()),
+            )));
+        }
+        self.session.poll_send_item(&self.stream, item, cx)
+    }
+
+    /// [`StreamEnd::recv`] without blocking: the caller's next item if there is one.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Option<StreamItem>>> {
+        self.session.poll_recv_item(&self.stream, cx)
+    }
+
+    /// Ready once the stream is cancelled; else `cx`'s waker is registered for it.
+    pub fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.stream.inner.lock();
+        if inner.stopped.is_some() || self.session.failure().is_some() {
+            return Poll::Ready(());
+        }
+        inner.wake_on_change(cx.waker());
+        Poll::Pending
     }
 }

@@ -70,22 +70,23 @@ class DrawingClient:
 
 
 class DrawingServicer:
-    """The handlers of ``shapes.v1.Drawing``: override the methods, then ``serve_drawing(cell_or_hub, servicer)``.
+    """The handlers of ``shapes.v1.Drawing``: override the methods (plain or ``async def``; these run on the
+    loop of ``Cell.serve_async``), then ``serve_drawing(cell_or_hub, servicer)``.
     A method left as it is answers UNIMPLEMENTED."""
 
-    def draw(self, request: shapes_dot_drawing__pb2.Figure, context: cellshm.CallContext) -> google_dot_protobuf_dot_empty__pb2.Empty:
+    def draw(self, request: shapes_dot_drawing__pb2.Figure, context: cellshm.CallContext) -> _typed.MaybeAwaitable[google_dot_protobuf_dot_empty__pb2.Empty]:
         """Serves ``shapes.v1.Drawing.Draw``."""
         raise cellshm.Unimplemented("shapes.v1.Drawing.Draw is not implemented")
 
-    def type(self, request: shapes_dot_drawing__pb2.Figure.Segment, context: cellshm.CallContext) -> shapes_dot_common__pb2.Point:
+    def type(self, request: shapes_dot_drawing__pb2.Figure.Segment, context: cellshm.CallContext) -> _typed.MaybeAwaitable[shapes_dot_common__pb2.Point]:
         """Serves ``shapes.v1.Drawing.type``."""
         raise cellshm.Unimplemented("shapes.v1.Drawing.type is not implemented")
 
-    def match(self, stream: _typed.ServerStream[shapes_dot_drawing__pb2.Figure, shapes_dot_drawing__pb2.Figure.Segment]) -> None:
+    def match(self, stream: _typed.ServerStream[shapes_dot_drawing__pb2.Figure, shapes_dot_drawing__pb2.Figure.Segment]) -> _typed.MaybeAwaitable[None]:
         """Serves ``shapes.v1.Drawing.match``."""
         raise cellshm.Unimplemented("shapes.v1.Drawing.match is not implemented")
 
-    def loop(self, request: google_dot_protobuf_dot_empty__pb2.Empty, stream: _typed.ServerStream[None, google_dot_protobuf_dot_timestamp__pb2.Timestamp]) -> None:
+    def loop(self, request: google_dot_protobuf_dot_empty__pb2.Empty, stream: _typed.ServerStream[None, google_dot_protobuf_dot_timestamp__pb2.Timestamp]) -> _typed.MaybeAwaitable[None]:
         """Serves ``shapes.v1.Drawing.Loop``."""
         raise cellshm.Unimplemented("shapes.v1.Drawing.Loop is not implemented")
 
@@ -126,7 +127,8 @@ class EmptyClient:
 
 
 class EmptyServicer:
-    """The handlers of ``shapes.v1.Empty``: override the methods, then ``serve_empty(cell_or_hub, servicer)``.
+    """The handlers of ``shapes.v1.Empty``: override the methods (plain or ``async def``; these run on the
+    loop of ``Cell.serve_async``), then ``serve_empty(cell_or_hub, servicer)``.
     A method left as it is answers UNIMPLEMENTED."""
 
 

@@ -75,22 +75,23 @@ class InventoryClient:
 
 
 class InventoryServicer:
-    """The handlers of ``acme.inventory.v1.Inventory``: override the methods, then ``serve_inventory(cell_or_hub, servicer)``.
+    """The handlers of ``acme.inventory.v1.Inventory``: override the methods (plain or ``async def``; these run on the
+    loop of ``Cell.serve_async``), then ``serve_inventory(cell_or_hub, servicer)``.
     A method left as it is answers UNIMPLEMENTED."""
 
-    def put(self, request: wkt_dot_inventory__pb2.Item, context: cellshm.CallContext) -> google_dot_protobuf_dot_timestamp__pb2.Timestamp:
+    def put(self, request: wkt_dot_inventory__pb2.Item, context: cellshm.CallContext) -> _typed.MaybeAwaitable[google_dot_protobuf_dot_timestamp__pb2.Timestamp]:
         """Serves ``acme.inventory.v1.Inventory.Put``."""
         raise cellshm.Unimplemented("acme.inventory.v1.Inventory.Put is not implemented")
 
-    def get(self, request: google_dot_protobuf_dot_wrappers__pb2.StringValue, context: cellshm.CallContext) -> wkt_dot_inventory__pb2.Item:
+    def get(self, request: google_dot_protobuf_dot_wrappers__pb2.StringValue, context: cellshm.CallContext) -> _typed.MaybeAwaitable[wkt_dot_inventory__pb2.Item]:
         """Serves ``acme.inventory.v1.Inventory.Get``."""
         raise cellshm.Unimplemented("acme.inventory.v1.Inventory.Get is not implemented")
 
-    def uptime(self, request: google_dot_protobuf_dot_empty__pb2.Empty, context: cellshm.CallContext) -> google_dot_protobuf_dot_duration__pb2.Duration:
+    def uptime(self, request: google_dot_protobuf_dot_empty__pb2.Empty, context: cellshm.CallContext) -> _typed.MaybeAwaitable[google_dot_protobuf_dot_duration__pb2.Duration]:
         """Serves ``acme.inventory.v1.Inventory.Uptime``."""
         raise cellshm.Unimplemented("acme.inventory.v1.Inventory.Uptime is not implemented")
 
-    def list(self, request: google_dot_protobuf_dot_empty__pb2.Empty, stream: _typed.ServerStream[None, wkt_dot_inventory__pb2.Item]) -> None:
+    def list(self, request: google_dot_protobuf_dot_empty__pb2.Empty, stream: _typed.ServerStream[None, wkt_dot_inventory__pb2.Item]) -> _typed.MaybeAwaitable[None]:
         """Serves ``acme.inventory.v1.Inventory.List``."""
         raise cellshm.Unimplemented("acme.inventory.v1.Inventory.List is not implemented")
 
