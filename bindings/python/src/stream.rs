@@ -90,12 +90,7 @@ impl Stream {
         token: u64,
     ) -> PyResult<(bool, Option<Py<PyBytes>>)> {
         let stream = self.get()?;
-        match poll_once(notifier, token, |cx| stream.poll_recv(cx)) {
-            None => Ok((false, None)),
-            Some(Ok(Some(item))) => Ok((true, Some(bytes_of(py, item.payload())?))),
-            Some(Ok(None)) => Ok((true, None)),
-            Some(Err(e)) => Err(err(e)),
-        }
+        polled_item(py, poll_once(notifier, token, |cx| stream.poll_recv(cx)))
     }
 
     /// For asyncio: True once `payload` was sent; False with `token` pushed on
@@ -131,6 +126,19 @@ impl Stream {
                 Ok((true, Some(response_bytes(py, &done.map_err(err)?)?)))
             }
         }
+    }
+}
+
+/// What `poll_recv` hands Python: (done, the item or None at the end), or the error.
+fn polled_item(
+    py: Python<'_>,
+    polled: Option<cellshm::Result<Option<cellshm::StreamItem>>>,
+) -> PyResult<(bool, Option<Py<PyBytes>>)> {
+    match polled {
+        None => Ok((false, None)),
+        Some(Ok(Some(item))) => Ok((true, Some(bytes_of(py, item.payload())?))),
+        Some(Ok(None)) => Ok((true, None)),
+        Some(Err(e)) => Err(err(e)),
     }
 }
 
@@ -212,12 +220,7 @@ impl StreamCall {
         notifier: &AsyncNotifier,
         token: u64,
     ) -> PyResult<(bool, Option<Py<PyBytes>>)> {
-        match poll_once(notifier, token, |cx| self.end.poll_recv(cx)) {
-            None => Ok((false, None)),
-            Some(Ok(Some(item))) => Ok((true, Some(bytes_of(py, item.payload())?))),
-            Some(Ok(None)) => Ok((true, None)),
-            Some(Err(e)) => Err(err(e)),
-        }
+        polled_item(py, poll_once(notifier, token, |cx| self.end.poll_recv(cx)))
     }
 
     /// For asyncio: True once `payload` was sent, else False with `token` pushed later.

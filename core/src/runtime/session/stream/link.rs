@@ -100,18 +100,18 @@ impl Session {
 
     /// A stream handler returned: handles it gave away may not send or wait any more,
     /// its channel closes, what the caller sent and it did not read is dropped (which
-    /// returns the slots). Returns false if the stream was stopped (cancelled, expired,
-    /// the link failed): then it sends no FINISH.
+    /// returns the slots). Returns whether it sends its FINISH: not after the caller's
+    /// CANCEL or the link's failure, but after its deadline passed (docs/PROTOCOL.md §16).
     pub(crate) fn end_stream_handler(&self, stream: &StreamState) -> bool {
-        let stopped = {
+        let finishes = {
             let mut inner = stream.inner.lock();
             inner.handler_done = true;
             stream.changed(&mut inner);
-            inner.stopped.is_some()
+            inner.stopped.as_ref().is_none_or(|e| e.status() == Status::DeadlineExceeded)
         };
         self.close_channel(stream.channel);
         stream.inner.lock().inbound.clear();
-        !stopped
+        finishes && self.failure().is_none()
     }
 
     /// Closes `channel` in the link; returns its stream if it was open. The stream is
