@@ -1,5 +1,6 @@
 """The supervisor and attaching, from Python."""
 
+import asyncio
 import os
 import signal
 import struct
@@ -28,6 +29,15 @@ def test_a_supervised_python_cell_is_relaunched_and_stopped(py_test_cell):
         sup.wait_for("py", "ready")
         assert sup.pid("py") != first
         assert sup.call("py", "Echo.echo", b"two", timeout=5) == b"two"
+
+        async def both_ways() -> "tuple[bytes, bytes]":
+            # The supervisor's own call_async, and a supervised cell as a LinkEnd.
+            return (
+                await sup.call_async("py", "Echo.echo", b"async", timeout=5),
+                await sup.cell("py").call_async("Echo.echo", b"cell", timeout=5),
+            )
+
+        assert asyncio.run(both_ways()) == (b"async", b"cell")
         assert sup.stop("py", grace=3) == 0
         assert sup.status("py") == ("exited", "stopped (exit code 0)")
         with pytest.raises(cellshm.Unavailable):

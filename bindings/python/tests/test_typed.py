@@ -160,6 +160,22 @@ def test_statuses_deadlines_and_cancellation(kv: Any, store_cell: cellshm.Peer) 
     assert [e.key for e in watch] == ["c/1"]
 
 
+def test_a_generated_client_calls_a_supervised_cell_by_name(kv: Any, generated: Path) -> None:
+    import kv_cellshm
+
+    with cellshm.Supervisor(max_peers=2) as sup:
+        sup.add("kv", [sys.executable, str(EXAMPLES / "kv_async_cell.py")], env={**cell_env(generated), "CELLSHM_QUIET": "1"})
+        sup.wait_for("kv", "ready")
+        store = kv_cellshm.StoreClient.connect(sup.cell("kv"), timeout=10.0)
+        store.put(kv.PutRequest(key="s", value=b"v"))
+
+        async def read() -> bytes:
+            reply = await store.get_async(kv.GetRequest(key="s"))
+            return bytes(reply.value)
+
+        assert asyncio.run(read()) == b"v"
+
+
 def test_the_contract_check_names_what_a_cell_lacks(kv: Any, hub: cellshm.Hub) -> None:
     import kv_cellshm
 

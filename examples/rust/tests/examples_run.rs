@@ -27,3 +27,14 @@ fn echo_cell_started_by_hand_explains_what_is_missing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("CELLSHM_DOORBELL_FD is not set"), "{stderr}");
 }
+
+#[test]
+fn async_host_calls_streams_cancels_and_shuts_down_the_async_cell() {
+    let out = Command::new(env!("CARGO_BIN_EXE_async-host")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "async-host failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1000 lookups, the last: \"value of k999\""), "{stdout}");
+    assert!(stdout.contains("Feed.numbers: 100 items, sum 4950"), "{stdout}");
+    assert!(stdout.contains("Feed.total: 5000"), "{stdout}");
+    assert!(stdout.contains("feed: exited (exit status: 0)"), "{stdout}");
+}

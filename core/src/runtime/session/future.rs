@@ -2,7 +2,7 @@
 //! answer (or fails the link, or expires the deadline) wakes the task through the waker
 //! the future last registered. No thread waits and no timer runs: the link's standby
 //! already watches the deadlines of calls nobody waits on. Starting never parks the
-//! executor either: a full ring or pool makes the future wait for room (`runtime::room`)
+//! executor either: a full ring or pool makes the future wait for room (`runtime::alarms`)
 //! and try again.
 
 use std::future::Future;
