@@ -1,6 +1,8 @@
-//! `LinkEnd::call_async` on tokio (multi-thread and current-thread) and on
-//! `futures::executor::block_on`: every call completes, a dropped future cancels its
-//! call, a deadline ends it.
+//! The futures of a link end and a host: `call_async` on tokio (multi-thread and
+//! current-thread) and on `futures::executor::block_on` (every call completes, a dropped
+//! future cancels its call, a deadline ends it), `wait_ready_async`, `shutdown_async`,
+//! supervisor events as a stream, and `notify_async` waiting for room without parking
+//! its executor.
 
 mod common;
 
@@ -155,4 +157,53 @@ fn supervisor_events_are_a_stream_that_ends_with_the_supervisor() {
     let end = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), events.next()).await });
     assert!(matches!(end, Ok(None)), "the stream ended with the supervisor: {end:?}");
     assert_eq!(events.missed(), 0);
+}
+
+#[test]
+fn a_notification_that_finds_the_ring_full_waits_as_a_future_and_never_parks_the_executor() {
+    use cellshm::{Hub, PeerOptions};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::process::Command;
+    use std::task::Poll;
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    // A cell that never reads its ring: the host's sends to it fill the ring and stay.
+    let ticket = hub.add_peer("mute", PeerOptions::default()).unwrap();
+    let (mute, mut child) = ticket.spawn(Command::new(common::CELL).arg("mute")).unwrap();
+    mute.wait_ready(Duration::from_secs(10)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    runtime.block_on(async {
+        let options = CallOptions::timeout(Duration::from_millis(300));
+        let mut waiting = None;
+        for _ in 0..100_000 {
+            let mut notification = mute.notify_async("Mute.ignored", &[7u8; 64], &options);
+            let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut notification).poll(cx))).await;
+            match polled {
+                Poll::Ready(sent) => sent.unwrap(),
+                Poll::Pending => {
+                    waiting = Some(notification);
+                    break;
+                }
+            }
+        }
+        let waiting = waiting.expect("the ring filled up");
+        // The executor goes on running other tasks while the notification waits for room
+        // (a notification that parked this one thread would hold them until its deadline).
+        let ticked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticks = tokio::spawn({
+            let ticked = ticked.clone();
+            async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                ticked.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        let e = waiting.await.unwrap_err();
+        assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
+        assert!(ticked.load(std::sync::atomic::Ordering::SeqCst), "other tasks waited for the notification");
+        ticks.await.unwrap();
+    });
+    let _ = child.kill();
+    let _ = child.wait();
 }
