@@ -222,7 +222,45 @@ impl Hub {
 
     /// Every peer added and not yet reclaimed, dead ones included.
     pub fn peers(&self) -> Vec<Peer> {
+        self.shared.view().peers()
+    }
+
+    /// A handle on this hub's peers that owns what it needs, for a server that routes
+    /// to them from its own tasks (a gRPC gateway). It keeps the hub's records, not the
+    /// hub: once the hub is dropped, it lists no peers.
+    pub fn view(&self) -> HubView {
+        self.shared.view()
+    }
+}
+
+/// See [`Hub::view`].
+#[derive(Clone)]
+pub struct HubView {
+    shared: Arc<HubShared>,
+}
+
+impl fmt::Debug for HubView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubView").field("name", &self.shared.name).finish()
+    }
+}
+
+impl HubView {
+    /// Every peer added and not yet reclaimed, dead ones included (none once the hub is
+    /// dropped).
+    pub fn peers(&self) -> Vec<Peer> {
         self.shared.peers.lock().live.iter().map(|inner| Peer { inner: inner.clone() }).collect()
+    }
+
+    /// The hub's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+impl HubShared {
+    fn view(self: &Arc<Self>) -> HubView {
+        HubView { shared: self.clone() }
     }
 }
 

@@ -50,7 +50,7 @@ impl AsyncStream {
     /// `Result` rather than an item; it takes `&self`, so one task may read while
     /// another sends (share the stream in an `Arc`).
     pub async fn message(&self) -> Result<Option<StreamItem>> {
-        poll_fn(|cx| self.poll_item(cx)).await
+        poll_fn(|cx| self.poll_message(cx)).await
     }
 
     /// Closes sending, drops any items still coming, and returns the handler's final
@@ -65,7 +65,10 @@ impl AsyncStream {
         self.stream.cancel();
     }
 
-    fn poll_item(&self, cx: &mut Context<'_>) -> Poll<Result<Option<StreamItem>>> {
+    /// [`AsyncStream::message`] without a future: the next item if there is one, else
+    /// `Pending` with `cx`'s waker registered (for a stream shared in an `Arc`, which
+    /// cannot be polled as a `futures_core::Stream`).
+    pub fn poll_message(&self, cx: &mut Context<'_>) -> Poll<Result<Option<StreamItem>>> {
         self.stream.poll_recv(cx)
     }
 }
@@ -120,7 +123,7 @@ impl futures_core::Stream for AsyncStream {
     type Item = Result<StreamItem>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<StreamItem>>> {
-        self.poll_item(cx).map(Result::transpose)
+        self.poll_message(cx).map(Result::transpose)
     }
 }
 

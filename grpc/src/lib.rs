@@ -1,0 +1,31 @@
+//! A gRPC gateway for a cellshm hub: real gRPC on HTTP/2 (tonic, hyper, h2) in front of
+//! the hub's cells, so any gRPC client in any language, grpcurl, load balancers and
+//! meshes reach them unchanged.
+//!
+//! A request for `/pkg.Svc/Method` goes to a ready cell that serves `pkg.Svc.Method`
+//! (found through introspection; round robin among several; UNIMPLEMENTED for none), as
+//! raw bytes: the gateway decodes nothing and needs no generated code. All four method
+//! kinds pass through: the request's `grpc-timeout` becomes the call's deadline, a
+//! client that resets its stream or goes away cancels the call (the handler sees CANCEL),
+//! a stream's items flow only as fast as HTTP/2's windows and cellshm's credit both
+//! allow, and statuses come back with their codes and messages (cellshm's own, such as
+//! PEER_DEAD, as the nearest gRPC code with the original in the `cellshm-status`
+//! metadata key).
+//!
+//! ```no_run
+//! # async fn f(hub: &cellshm::Hub) -> Result<(), Box<dyn std::error::Error>> {
+//! let gateway = cellshm_grpc::Gateway::new(hub);
+//! gateway.serve("127.0.0.1:50051".parse()?).await?;
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod gateway;
+mod routes;
+mod status;
+mod timeout;
+
+pub use codec::RawCodec;
+pub use gateway::Gateway;
+pub use status::{to_grpc_status, STATUS_METADATA};
+pub use timeout::parse_grpc_timeout;

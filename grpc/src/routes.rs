@@ -1,0 +1,84 @@
+//! Which cell serves a method: the methods each ready peer serves (its introspection),
+//! kept until the set of ready peers changes, and a round robin among the peers that
+//! serve one method.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cellshm::{HubView, LinkEnd, MethodKind, Peer, PeerState};
+
+/// How long asking one peer what it serves may take.
+const INTROSPECTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A ready peer as routed to: (peer id, launch epoch).
+type PeerKey = (u32, u32);
+
+#[derive(Default)]
+struct Table {
+    /// The ready peers the table was built from.
+    built_from: Vec<PeerKey>,
+    /// `"pkg.Svc.Method"` → the peers serving it, and its kind.
+    methods: HashMap<String, Vec<(Peer, MethodKind)>>,
+}
+
+pub(crate) struct Routes {
+    hub: HubView,
+    table: tokio::sync::Mutex<Table>,
+    next: AtomicUsize,
+}
+
+fn key(peer: &Peer) -> PeerKey {
+    (peer.id(), peer.identity().epoch)
+}
+
+impl Routes {
+    pub(crate) fn new(hub: HubView) -> Routes {
+        Routes { hub, table: tokio::sync::Mutex::new(Table::default()), next: AtomicUsize::new(0) }
+    }
+
+    pub(crate) fn hub(&self) -> &HubView {
+        &self.hub
+    }
+
+    /// A ready peer serving `method`, and how it serves it; UNIMPLEMENTED if none does.
+    pub(crate) async fn route(&self, method: &str) -> Result<(Peer, MethodKind), tonic::Status> {
+        let ready: Vec<Peer> = self.hub.peers().into_iter().filter(|p| matches!(p.state(), PeerState::Ready)).collect();
+        let mut keys: Vec<PeerKey> = ready.iter().map(key).collect();
+        keys.sort_unstable();
+        let mut table = self.table.lock().await;
+        if table.built_from != keys {
+            *table = build(ready, keys).await;
+        }
+        let serving: Vec<&(Peer, MethodKind)> = table
+            .methods
+            .get(method)
+            .map(|peers| peers.iter().filter(|(p, _)| matches!(p.state(), PeerState::Ready)).collect())
+            .unwrap_or_default();
+        if serving.is_empty() {
+            return Err(tonic::Status::unimplemented(format!("no ready cell serves {method}")));
+        }
+        let (peer, kind) = serving[self.next.fetch_add(1, Ordering::Relaxed) % serving.len()];
+        Ok((peer.clone(), *kind))
+    }
+}
+
+/// Asks every ready peer what it serves, all at once.
+async fn build(ready: Vec<Peer>, built_from: Vec<PeerKey>) -> Table {
+    let asked: Vec<_> =
+        ready.iter().map(|peer| (peer.clone(), peer.served_methods_async(INTROSPECTION_TIMEOUT))).collect();
+    let mut methods: HashMap<String, Vec<(Peer, MethodKind)>> = HashMap::new();
+    for (peer, answer) in asked {
+        match answer.await {
+            Ok(served) => {
+                for (name, _, kind) in served {
+                    if !name.starts_with("cellshm.") {
+                        methods.entry(name).or_default().push((peer.clone(), kind));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(peer = peer.name(), "the gateway could not ask what it serves: {e}"),
+        }
+    }
+    Table { built_from, methods }
+}

@@ -1,0 +1,187 @@
+//! The gRPC gateway (`cellshm-grpc`) with a real tonic client over loopback TCP: the four
+//! method kinds pass through, `grpc-timeout` is the call's deadline, a client that drops
+//! its call cancels it in the cell, statuses keep their codes and messages (cellshm's own
+//! mapped, the original in `cellshm-status`), and a remote reader that stops holds the
+//! cell's producer to a bounded amount.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cellshm::{Hub, HubConfig, Peer};
+use cellshm_grpc::{Gateway, RawCodec, STATUS_METADATA};
+use common::{cancel_seen_after, spawn_cell_on};
+use tonic::transport::Channel;
+
+struct Running {
+    _hub: Hub,
+    peer: Peer,
+    child: std::process::Child,
+    channel: Channel,
+    address: std::net::SocketAddr,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A hub with one async test cell and a gateway in front of it on a loopback port.
+fn start() -> Running {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (peer, child) = spawn_cell_on(&hub, "cell", &[("TEST_CELL_ASYNC", "1")]);
+    let gateway = Gateway::new(&hub);
+    let (channel, address) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(gateway.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+        (Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap(), address)
+    });
+    Running { _hub: hub, peer, child, channel, address, runtime }
+}
+
+fn path(method: &'static str) -> http::uri::PathAndQuery {
+    http::uri::PathAndQuery::from_static(method)
+}
+
+fn words(values: &[u32]) -> Bytes {
+    Bytes::from(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+}
+
+async fn unary(channel: &Channel, method: &'static str, body: Bytes) -> Result<Bytes, tonic::Status> {
+    let mut client = tonic::client::Grpc::new(channel.clone());
+    client.ready().await.unwrap();
+    client.unary(tonic::Request::new(body), path(method), RawCodec).await.map(|r| r.into_inner())
+}
+
+/// A unary call with `grpc-timeout: timeout` over a plain HTTP/2 client.
+async fn unary_without_client_timer(
+    address: &std::net::SocketAddr,
+    method: &'static str,
+    body: Bytes,
+    timeout: &'static str,
+) -> Result<Bytes, tonic::Status> {
+    let http2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<tonic::body::Body>();
+    let origin = http::Uri::try_from(format!("http://{address}")).unwrap();
+    let mut client = tonic::client::Grpc::with_origin(http2, origin);
+    client.ready().await.unwrap();
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert("grpc-timeout", tonic::metadata::MetadataValue::from_static(timeout));
+    client.unary(request, path(method), RawCodec).await.map(|r| r.into_inner())
+}
+
+#[test]
+fn unary_calls_statuses_deadlines_and_cancels_pass_through() {
+    let r = start();
+    let dropped_at = r.runtime.block_on(async {
+        let reply = unary(&r.channel, "/Echo/echo", Bytes::from_static(b"through the gateway")).await.unwrap();
+        assert_eq!(&reply[..], b"through the gateway");
+        // A status and its message, 1:1.
+        let mut failing = 5u32.to_le_bytes().to_vec();
+        failing.extend_from_slice(b"no such key");
+        let e = unary(&r.channel, "/Test/fail", failing.into()).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (tonic::Code::NotFound, "no such key"));
+        // No cell serves it.
+        let e = unary(&r.channel, "/No.Such/method", Bytes::new()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+        // grpc-timeout is the call's deadline: DEADLINE_EXCEEDED, never CANCELLED. (A
+        // client without a timer of its own: tonic's Channel races the server with one.)
+        let e = unary_without_client_timer(&r.address, "/Test/sleep", words(&[5_000]), "100m").await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e:?}");
+        // A client that drops its call cancels it in the cell.
+        let dropped_at = cellshm::monotonic_now_ns();
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(100), unary(&r.channel, "/Async/until_cancelled", Bytes::new()))
+                .await;
+        assert!(abandoned.is_err(), "the call should still be waiting");
+        dropped_at
+    });
+    cancel_seen_after(&r.peer, dropped_at);
+    r.runtime.block_on(async {
+        // cellshm's own status: the cell dies under the call.
+        let e = unary(&r.channel, "/Test/exit", words(&[3])).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        let original = e.metadata().get(STATUS_METADATA).expect("the original status").to_str().unwrap();
+        assert_eq!(original, "100 PEER_DEAD");
+    });
+}
+
+#[test]
+fn every_stream_kind_passes_through() {
+    let r = start();
+    r.runtime.block_on(async {
+        let mut client = tonic::client::Grpc::new(r.channel.clone());
+        // Server streaming: the request opens the stream, items come back in order.
+        client.ready().await.unwrap();
+        let response = client
+            .server_streaming(tonic::Request::new(words(&[1_000, 64])), path("/AsyncStream/count"), RawCodec)
+            .await
+            .unwrap();
+        let mut items = response.into_inner();
+        let mut n = 0u32;
+        while let Some(item) = items.message().await.unwrap() {
+            assert_eq!(item[..4], n.to_le_bytes());
+            assert_eq!(item.len(), 64);
+            n += 1;
+        }
+        assert_eq!(n, 1_000);
+        // Client streaming: the messages, then the handler's one answer.
+        client.ready().await.unwrap();
+        let chunks = tokio_stream::iter((0..200u32).map(|i| Bytes::from(vec![(i % 256) as u8; 500])));
+        let answer = client
+            .client_streaming(tonic::Request::new(chunks), path("/AsyncStream/sum"), RawCodec)
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer[..8], (200u64 * 500).to_le_bytes());
+        // Bidi: every message echoed, in order.
+        client.ready().await.unwrap();
+        let messages = tokio_stream::iter((0..300u32).map(|i| Bytes::from(i.to_le_bytes().to_vec())));
+        let mut echoes = client
+            .streaming(tonic::Request::new(messages), path("/AsyncStream/echo"), RawCodec)
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0u32;
+        while let Some(echo) = echoes.message().await.unwrap() {
+            assert_eq!(&echo[..], n.to_le_bytes());
+            n += 1;
+        }
+        assert_eq!(n, 300);
+    });
+}
+
+#[test]
+fn a_remote_reader_that_stops_holds_the_cells_producer_to_a_bounded_amount() {
+    let r = start();
+    let before = r.peer.cell_counters().unwrap().bytes_sent;
+    r.runtime.block_on(async {
+        let mut client = tonic::client::Grpc::new(r.channel.clone());
+        client.ready().await.unwrap();
+        // 100,000 items of 16 KiB (1.6 GB) asked for; the reader takes 10 and stops.
+        let response = client
+            .server_streaming(tonic::Request::new(words(&[100_000, 16 << 10])), path("/AsyncStream/count"), RawCodec)
+            .await
+            .unwrap();
+        let mut items = response.into_inner();
+        for _ in 0..10 {
+            items.message().await.unwrap().unwrap();
+        }
+        // The window in which a producer not held back would run far past the bound (it
+        // makes gigabytes per second): the measurement, not a wait for an event.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = r.peer.cell_counters().unwrap().bytes_sent - before;
+        assert!(sent < 64 << 20, "the cell produced {sent} bytes for a reader that stopped");
+        drop(items);
+    });
+    // The stream was cancelled: the cell goes on serving.
+    let reply = r.runtime.block_on(unary(&r.channel, "/Echo/echo", Bytes::from_static(b"still here"))).unwrap();
+    assert_eq!(&reply[..], b"still here");
+}
