@@ -78,7 +78,7 @@ python:
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
 ## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
 test-python: python test-c
-	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check
+	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check -p cellshm-grpc
 	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
 
 CHAOS_CELLS = -- ./target/release/cellshm-testkit cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py

@@ -1,0 +1,139 @@
+"""The gRPC gateway (`cellshm-grpc serve`) with real gRPC clients: Python grpcio (sync
+and grpc.aio), stubs made by grpc_tools from examples/proto/kv.proto, calling the kv
+cells (Rust, Python, C++) through it: every method kind, a deadline, statuses with their
+messages, cancelled watchers whose handlers end, and 8 MiB messages both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator, List
+
+import grpc
+import pytest
+
+from conftest import ROOT, _cargo_binary
+
+EXAMPLES = ROOT / "examples" / "python"
+PROTO = ROOT / "examples" / "proto"
+CPP_KV_CELL = ROOT / "build" / "kv_cell_cpp"
+BIG = 8 << 20
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kv_pb2 (cellshm-codegen, as the Python kv cell imports it) and kv_pb2_grpc
+    (grpc_tools: what any gRPC client would use), importable."""
+    out = tmp_path_factory.mktemp("grpc_stubs")
+    codegen = _cargo_binary("cellshm-codegen")
+    subprocess.run([str(codegen), "--lang", "python", "--out", str(out), "-I", str(PROTO), str(PROTO / "kv.proto")], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-I", str(PROTO), f"--grpc_python_out={out}", str(PROTO / "kv.proto")],
+        check=True,
+    )
+    sys.path.insert(0, str(out))
+    return out
+
+
+def cell_argv(kind: str) -> List[str]:
+    if kind == "rust":
+        return [str(_cargo_binary("kv-cell"))]
+    if kind == "cpp":
+        if not CPP_KV_CELL.exists():
+            pytest.skip("build/kv_cell_cpp was not built: protobuf's C++ library or protoc is missing (see make test-c)")
+        return [str(CPP_KV_CELL)]
+    return [sys.executable, str(EXAMPLES / "kv_cell.py")]
+
+
+@pytest.fixture(params=["rust", "python", "cpp"])
+def gateway(request: pytest.FixtureRequest, stubs: Path) -> Iterator[str]:
+    """`cellshm-grpc serve` on a free loopback port with one kv cell; its address."""
+    env: Dict[str, str] = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")])}
+    argv = [str(_cargo_binary("cellshm-grpc")), "serve", "--listen", "127.0.0.1:0", "--", "kv", *cell_argv(request.param)]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("listening on "), f"cellshm-grpc said {line!r} (exit {server.poll()})"
+        yield line.split()[-1]
+    finally:
+        server.terminate()
+        assert server.wait(timeout=20) == 0
+
+
+def channel(address: str) -> grpc.Channel:
+    options = [("grpc.max_receive_message_length", 4 * BIG), ("grpc.max_send_message_length", 4 * BIG)]
+    return grpc.insecure_channel(address, options=options)
+
+
+def test_every_kind_through_the_gateway_from_grpcio(gateway: str) -> None:
+    import kv_pb2
+    import kv_pb2_grpc
+
+    with channel(gateway) as ch:
+        store = kv_pb2_grpc.StoreStub(ch)
+        first = store.Put(kv_pb2.PutRequest(key="a/1", value=b"one"), timeout=10)
+        reply = store.Put(kv_pb2.PutRequest(key="a/1", value=b"uno"), timeout=10)
+        assert reply.previous == b"one" and reply.sequence == first.sequence + 1
+        assert store.Get(kv_pb2.GetRequest(key="a/1"), timeout=10).value == b"uno"
+        store.Put(kv_pb2.PutRequest(key="b/x", value=b"another prefix"), timeout=10)
+        store.Put(kv_pb2.PutRequest(key="a/2", value=b"two"), timeout=10)
+        events = store.Watch(kv_pb2.WatchRequest(prefix="a/", max_events=2, since=first.sequence), timeout=10)
+        assert [(e.key, e.value) for e in events] == [("a/1", b"uno"), ("a/2", b"two")]
+        chunks = (kv_pb2.Chunk(key="blob", data=bytes([i % 256]) * (i * 37)) for i in range(100))
+        summary = store.Upload(chunks, timeout=10)
+        assert (summary.chunks, summary.bytes) == (100, sum(i * 37 for i in range(100)))
+        answers = store.Chat((kv_pb2.ChatMessage(text=f"m{i}") for i in range(50)), timeout=10)
+        assert [a.text for a in answers] == [f"you said: m{i}" for i in range(50)]
+
+
+def test_statuses_deadlines_cancels_and_8_mib_messages(gateway: str) -> None:
+    import kv_pb2
+    import kv_pb2_grpc
+
+    with channel(gateway) as ch:
+        store = kv_pb2_grpc.StoreStub(ch)
+        with pytest.raises(grpc.RpcError) as missing:
+            store.Get(kv_pb2.GetRequest(key="absent"), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "absent" in missing.value.details()
+        with pytest.raises(grpc.RpcError) as empty:
+            store.Put(kv_pb2.PutRequest(key="", value=b"v"), timeout=10)
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert empty.value.details() == "the key is empty"
+        # A watcher with nothing to see ends at its deadline, as DEADLINE_EXCEEDED.
+        with pytest.raises(grpc.RpcError) as late:
+            list(store.Watch(kv_pb2.WatchRequest(prefix="never/"), timeout=0.3))
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # Twice as many watchers as the cell has stream threads, each cancelled by its
+        # client: if the cancel did not reach their handlers, the cell could not serve on.
+        for _ in range(16):
+            watcher = store.Watch(kv_pb2.WatchRequest(prefix="never/"))
+            watcher.cancel()
+        assert store.Put(kv_pb2.PutRequest(key="c", value=b"after"), timeout=10).sequence > 0
+        # 8 MiB each way.
+        big = bytes(range(256)) * (BIG // 256)
+        store.Put(kv_pb2.PutRequest(key="big", value=big), timeout=30)
+        assert store.Get(kv_pb2.GetRequest(key="big"), timeout=30).value == big
+
+
+def test_grpc_aio_through_the_gateway(gateway: str) -> None:
+    import kv_pb2
+    import kv_pb2_grpc
+
+    async def main() -> List[Any]:
+        async with grpc.aio.insecure_channel(gateway) as ch:
+            store = kv_pb2_grpc.StoreStub(ch)
+            first = await store.Put(kv_pb2.PutRequest(key="x", value=b"1"), timeout=10)
+            await store.Put(kv_pb2.PutRequest(key="x", value=b"2"), timeout=10)
+            watched = [e.value async for e in store.Watch(kv_pb2.WatchRequest(prefix="x", max_events=1, since=first.sequence), timeout=10)]
+            chat = store.Chat(timeout=10)
+            await chat.write(kv_pb2.ChatMessage(text="hi"))
+            answer = await chat.read()
+            await chat.done_writing()
+            return [watched, answer.text]
+
+    assert asyncio.run(main()) == [[b"2"], "you said: hi"]

@@ -1,0 +1,145 @@
+//! `cellshm-grpc`: a host that supervises cells and serves them to the network as gRPC.
+//!
+//! ```text
+//! cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES]
+//!                    -- NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...
+//! ```
+//! Starts a hub (named NAME, for `cellshm list`), launches each cell under a supervisor
+//! (relaunched when it crashes), and serves `/pkg.Svc/Method` on ADDR (plain HTTP/2)
+//! for every method a ready cell serves. Prints `listening on HOST:PORT` once it accepts
+//! connections (`--listen 127.0.0.1:0` picks a free port), and stops on SIGINT or
+//! SIGTERM: the gateway stops accepting, the cells are told to leave.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cellshm::{CellSpec, Error, Hub, HubConfig, SlotClass, Status, Supervisor};
+use cellshm_grpc::Gateway;
+
+struct Serve {
+    listen: SocketAddr,
+    hub: Option<String>,
+    max_message: usize,
+    cells: Vec<(String, Vec<String>)>,
+}
+
+fn usage() -> Error {
+    Error::new(
+        Status::InvalidArgument,
+        "usage: cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES] -- NAME PROGRAM [ARGS...] \
+         [-- NAME PROGRAM [ARGS...]]...",
+    )
+}
+
+fn bad(what: impl std::fmt::Display) -> Error {
+    Error::new(Status::InvalidArgument, format!("cellshm-grpc: {what}"))
+}
+
+fn parse(args: &[String]) -> Result<Serve, Error> {
+    let (options, cells) = match args.iter().position(|a| a == "--") {
+        Some(at) => (&args[..at], &args[at + 1..]),
+        None => (args, &[][..]),
+    };
+    let mut serve = Serve {
+        listen: "127.0.0.1:50051".parse().expect("an address"),
+        hub: None,
+        max_message: 16 << 20,
+        cells: Vec::new(),
+    };
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let mut value = || options.next().ok_or_else(|| bad(format!("{option} needs a value")));
+        match option.as_str() {
+            "--listen" => serve.listen = value()?.parse().map_err(|e| bad(format!("--listen: {e}")))?,
+            "--hub" => serve.hub = Some(value()?.clone()),
+            "--max-message" => serve.max_message = value()?.parse().map_err(|e| bad(format!("--max-message: {e}")))?,
+            other => return Err(bad(format!("unknown option {other:?}"))),
+        }
+    }
+    for cell in cells.split(|a| a == "--").filter(|c| !c.is_empty()) {
+        match cell {
+            [name, program, args @ ..] => {
+                let mut argv = vec![program.clone()];
+                argv.extend(args.iter().cloned());
+                serve.cells.push((name.clone(), argv));
+            }
+            _ => return Err(bad(format!("a cell is NAME PROGRAM [ARGS...], got {cell:?}"))),
+        }
+    }
+    if serve.cells.is_empty() {
+        return Err(usage());
+    }
+    Ok(serve)
+}
+
+/// A hub whose largest slot holds the largest message the gateway passes.
+fn hub_config(serve: &Serve) -> HubConfig {
+    let mut config =
+        HubConfig { name: serve.hub.clone(), max_peers: serve.cells.len().max(1) as u32 + 4, ..HubConfig::default() };
+    let largest = config.slot_classes.iter().map(|c| c.slot_size as usize).max().unwrap_or(0);
+    if serve.max_message > largest {
+        let size = serve.max_message.next_multiple_of(64).min(u32::MAX as usize) as u32;
+        config.slot_classes.push(SlotClass { slot_size: size, slot_count: 4 });
+    }
+    config
+}
+
+fn run(serve: Serve) -> Result<(), Error> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Error::system("starting tokio", e))?;
+    let supervisor = Supervisor::new(Hub::create(hub_config(&serve))?)?;
+    for (name, argv) in &serve.cells {
+        supervisor.add(CellSpec::new(name.clone(), &argv[0]).args(argv[1..].iter().cloned()))?;
+    }
+    for (name, _) in &serve.cells {
+        supervisor.wait_for(name, Duration::from_secs(30), |s| *s == cellshm::CellStatus::Ready)?;
+    }
+    let gateway = Gateway::new(supervisor.hub()).max_message_size(serve.max_message);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(serve.listen)
+            .await
+            .map_err(|e| Error::system(format!("listening on {}", serve.listen), e))?;
+        let address = listener.local_addr().map_err(|e| Error::system("reading the listening address", e))?;
+        println!("listening on {address}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::select! {
+            served = gateway.serve_with_incoming(incoming) => served.map_err(|e| Error::new(Status::Internal, format!("serving: {e}"))),
+            () = stopped() => Ok(()),
+        }
+    })?;
+    supervisor.stop_all(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stopped() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => parse(&args[1..]).and_then(run),
+        Some("-h" | "--help" | "help") => {
+            println!("{}", usage().message());
+            Ok(())
+        }
+        _ => Err(usage()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cellshm-grpc: {}", e.message());
+            ExitCode::from(if e.status() == Status::InvalidArgument { 2 } else { 1 })
+        }
+    }
+}
