@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use cellshm::{AsyncStream, CallOptions, Hub, LinkEnd, MethodKind, Peer};
+use cellshm::{AsyncStream, CallOptions, Hub, LinkEnd, MethodKind, Peer, Supervisor, SupervisorEvents};
 use tonic::body::Body;
 use tonic::server::Grpc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::RawCodec;
+use crate::health::Health;
 use crate::routes::Routes;
 use crate::status::to_grpc_status;
 use crate::timeout::parse_grpc_timeout;
@@ -31,8 +32,10 @@ pub struct Gateway {
 }
 
 struct Inner {
-    routes: Routes,
+    routes: Arc<Routes>,
     max_message: usize,
+    /// The supervisor's events, taken by the first `routes()` to keep health from them.
+    events: std::sync::Mutex<Option<SupervisorEvents>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -43,41 +46,83 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// A gateway to the cells of `hub` (it keeps a view of the hub's peers, not the hub).
+    /// Its health service reports the services served when it starts serving.
     pub fn new(hub: &Hub) -> Gateway {
-        Gateway { inner: Arc::new(Inner { routes: Routes::new(hub.view()), max_message: DEFAULT_MAX_MESSAGE }) }
+        Gateway::build(hub, None, DEFAULT_MAX_MESSAGE)
+    }
+
+    /// A gateway to the cells of `supervisor`, whose health service follows the
+    /// supervisor's events: a service is NOT_SERVING while its cell restarts.
+    pub fn with_supervisor(supervisor: &Supervisor) -> Gateway {
+        Gateway::build(supervisor.hub(), Some(supervisor.events()), DEFAULT_MAX_MESSAGE)
+    }
+
+    fn build(hub: &Hub, events: Option<SupervisorEvents>, max_message: usize) -> Gateway {
+        let routes = Arc::new(Routes::new(hub.view()));
+        Gateway { inner: Arc::new(Inner { routes, max_message, events: std::sync::Mutex::new(events) }) }
     }
 
     /// The largest message either way (default [`DEFAULT_MAX_MESSAGE`]); larger ones are
     /// RESOURCE_EXHAUSTED.
     pub fn max_message_size(self, bytes: usize) -> Gateway {
-        let routes = Routes::new(self.inner.routes.hub().clone());
-        Gateway { inner: Arc::new(Inner { routes, max_message: bytes }) }
+        let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let routes = Arc::new(Routes::new(self.inner.routes.hub().clone()));
+        Gateway { inner: Arc::new(Inner { routes, max_message: bytes, events: std::sync::Mutex::new(events) }) }
     }
 
-    /// The routes to mount on a tonic server: every path goes to the gateway.
-    pub fn routes(&self) -> tonic::service::Routes {
+    /// The routes to mount on a tonic server: `grpc.health.v1.Health`, and every other
+    /// path to the cells, with the health statuses set before it returns. Call it inside
+    /// a tokio runtime: the health service's later updates run on it.
+    pub async fn routes(&self) -> tonic::service::Routes {
         let service = GatewayService { inner: self.inner.clone() };
         let router = axum::Router::new()
             .fallback_service(tower::ServiceExt::map_request(service, |request: http::Request<axum::body::Body>| {
                 request.map(Body::new)
             }));
-        tonic::service::Routes::from(router)
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let mut health = Health::new(self.inner.routes.clone(), reporter);
+        health.update().await;
+        let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner()).take();
+        tokio::spawn(health.follow(events));
+        tonic::service::Routes::from(router).add_service(health_service)
     }
 
     /// Serves on `addr` (plain HTTP/2) until the future is dropped or fails.
-    pub async fn serve(self, addr: SocketAddr) -> Result<(), tonic::transport::Error> {
-        tonic::transport::Server::builder().add_routes(self.routes()).serve(addr).await
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        self.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await
     }
 
-    /// Serves the connections `incoming` yields (a Unix socket's, a TLS acceptor's).
-    pub async fn serve_with_incoming<I, IO, IE>(self, incoming: I) -> Result<(), tonic::transport::Error>
+    /// Serves the connections `incoming` yields (a TCP or Unix socket's, a TLS
+    /// acceptor's) over HTTP/2, until `incoming` ends or fails, or the future is
+    /// dropped: then every connection it serves is closed too.
+    pub async fn serve_with_incoming<I, IO>(self, incoming: I) -> std::io::Result<()>
     where
-        I: tokio_stream::Stream<Item = Result<IO, IE>>,
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
-        IO::ConnectInfo: Clone + Send + Sync + 'static,
-        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+        I: tokio_stream::Stream<Item = std::io::Result<IO>>,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        tonic::transport::Server::builder().add_routes(self.routes()).serve_with_incoming(incoming).await
+        use tokio_stream::StreamExt;
+        let service = hyper_util::service::TowerToHyperService::new(self.routes().await.prepare().into_axum_router());
+        let mut connections = tokio::task::JoinSet::new();
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            tokio::select! {
+                next = incoming.next() => {
+                    let Some(io) = next else { return Ok(()) };
+                    let service = service.clone();
+                    connections.spawn(async move {
+                        let http2 = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                            .http2_only();
+                        if let Err(e) = http2.serve_connection(hyper_util::rt::TokioIo::new(io?), service).await {
+                            tracing::debug!("a gateway connection ended: {e}");
+                        }
+                        Ok::<(), std::io::Error>(())
+                    });
+                }
+                // Finished connections are reaped as they end.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
     }
 }
 

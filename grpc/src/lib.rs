@@ -21,11 +21,12 @@
 
 mod codec;
 mod gateway;
+mod health;
 mod routes;
 mod status;
 mod timeout;
 
 pub use codec::RawCodec;
-pub use gateway::Gateway;
+pub use gateway::{Gateway, DEFAULT_MAX_MESSAGE};
 pub use status::{to_grpc_status, STATUS_METADATA};
 pub use timeout::parse_grpc_timeout;

@@ -41,8 +41,8 @@ impl Routes {
         &self.hub
     }
 
-    /// A ready peer serving `method`, and how it serves it; UNIMPLEMENTED if none does.
-    pub(crate) async fn route(&self, method: &str) -> Result<(Peer, MethodKind), tonic::Status> {
+    /// The table for the peers ready now (rebuilt if they changed).
+    async fn current(&self) -> tokio::sync::MutexGuard<'_, Table> {
         let ready: Vec<Peer> = self.hub.peers().into_iter().filter(|p| matches!(p.state(), PeerState::Ready)).collect();
         let mut keys: Vec<PeerKey> = ready.iter().map(key).collect();
         keys.sort_unstable();
@@ -50,6 +50,18 @@ impl Routes {
         if table.built_from != keys {
             *table = build(ready, keys).await;
         }
+        table
+    }
+
+    /// The services (`"pkg.Svc"`) some ready peer serves a method of.
+    pub(crate) async fn ready_services(&self) -> std::collections::BTreeSet<String> {
+        let table = self.current().await;
+        table.methods.keys().filter_map(|m| m.rsplit_once('.').map(|(service, _)| service.to_string())).collect()
+    }
+
+    /// A ready peer serving `method`, and how it serves it; UNIMPLEMENTED if none does.
+    pub(crate) async fn route(&self, method: &str) -> Result<(Peer, MethodKind), tonic::Status> {
+        let table = self.current().await;
         let serving: Vec<&(Peer, MethodKind)> = table
             .methods
             .get(method)

@@ -94,7 +94,7 @@ fn run(serve: Serve) -> Result<(), Error> {
     for (name, _) in &serve.cells {
         supervisor.wait_for(name, Duration::from_secs(30), |s| *s == cellshm::CellStatus::Ready)?;
     }
-    let gateway = Gateway::new(supervisor.hub()).max_message_size(serve.max_message);
+    let gateway = Gateway::with_supervisor(&supervisor).max_message_size(serve.max_message);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(serve.listen)
             .await

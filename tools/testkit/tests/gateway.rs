@@ -185,3 +185,50 @@ fn a_remote_reader_that_stops_holds_the_cells_producer_to_a_bounded_amount() {
     let reply = r.runtime.block_on(unary(&r.channel, "/Echo/echo", Bytes::from_static(b"still here"))).unwrap();
     assert_eq!(&reply[..], b"still here");
 }
+
+#[test]
+fn health_follows_the_supervisor_serving_not_serving_while_a_cell_relaunches_and_serving_again() {
+    use cellshm::{CellSpec, RestartPolicy, Supervisor};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let supervisor = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    let policy = RestartPolicy {
+        max_restarts: 10,
+        initial_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(200),
+        reset_after: Duration::from_secs(60),
+    };
+    let spec = CellSpec::new("cell", common::CELL).args(["cell"]).env("CELLSHM_QUIET", "1").restart(policy);
+    supervisor.add(spec).unwrap();
+    supervisor.wait_for("cell", Duration::from_secs(10), |s| *s == cellshm::CellStatus::Ready).unwrap();
+    let gateway = Gateway::with_supervisor(&supervisor);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(gateway.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+        let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+        let mut health = HealthClient::new(channel);
+        let check = |service: &str| HealthCheckRequest { service: service.to_string() };
+        let status = |s: i32| ServingStatus::try_from(s).unwrap();
+        // The gateway's first update runs as it starts serving: watch until SERVING.
+        let mut watch = health.watch(check("Echo")).await.unwrap().into_inner();
+        let mut seen = vec![status(watch.message().await.unwrap().unwrap().status)];
+        while seen.last() != Some(&ServingStatus::Serving) {
+            seen.push(status(watch.message().await.unwrap().unwrap().status));
+        }
+        assert_eq!(status(health.check(check("Echo")).await.unwrap().into_inner().status), ServingStatus::Serving);
+        assert_eq!(status(health.check(check("")).await.unwrap().into_inner().status), ServingStatus::Serving);
+        let e = health.check(check("No.Such")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        // SIGKILL: NOT_SERVING while it relaunches, then SERVING, in order.
+        let pid = supervisor.peer("cell").unwrap().pid().unwrap();
+        // SAFETY: a signal to the cell's own process.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        for expected in [ServingStatus::NotServing, ServingStatus::Serving] {
+            let update = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("an update");
+            assert_eq!(status(update.unwrap().unwrap().status), expected);
+        }
+        assert_eq!(status(health.check(check("Echo")).await.unwrap().into_inner().status), ServingStatus::Serving);
+    });
+}
