@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use cellshm::{AsyncStream, CallOptions, Hub, LinkEnd, MethodKind, Peer, Supervisor, SupervisorEvents};
@@ -25,22 +26,33 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 /// configured otherwise (cellshm's own limit is the largest slot of the hub).
 pub const DEFAULT_MAX_MESSAGE: usize = 16 << 20;
 
-/// A gRPC server in front of a hub's cells (see the crate's documentation).
-#[derive(Clone)]
+/// Streams one client connection may have open at once, unless configured otherwise.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// A gRPC server in front of a hub's cells (see the crate's documentation). Configure
+/// it, then `serve` it (or mount `into_routes` on a server of your own).
 pub struct Gateway {
-    inner: Arc<Inner>,
+    routes: Arc<Routes>,
+    /// The supervisor's events, to keep health from them.
+    events: Option<SupervisorEvents>,
+    max_message: usize,
+    max_concurrent_streams: u32,
+    keepalive: Option<(Duration, Duration)>,
 }
 
+/// What the gateway's service needs for each request.
 struct Inner {
     routes: Arc<Routes>,
     max_message: usize,
-    /// The supervisor's events, taken by the first `routes()` to keep health from them.
-    events: std::sync::Mutex<Option<SupervisorEvents>>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("max_message", &self.inner.max_message).finish_non_exhaustive()
+        f.debug_struct("Gateway")
+            .field("max_message", &self.max_message)
+            .field("max_concurrent_streams", &self.max_concurrent_streams)
+            .field("keepalive", &self.keepalive)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,42 +60,62 @@ impl Gateway {
     /// A gateway to the cells of `hub` (it keeps a view of the hub's peers, not the hub).
     /// Its health service reports the services served when it starts serving.
     pub fn new(hub: &Hub) -> Gateway {
-        Gateway::build(hub, None, DEFAULT_MAX_MESSAGE)
+        Gateway::build(hub, None)
     }
 
     /// A gateway to the cells of `supervisor`, whose health service follows the
     /// supervisor's events: a service is NOT_SERVING while its cell restarts.
     pub fn with_supervisor(supervisor: &Supervisor) -> Gateway {
-        Gateway::build(supervisor.hub(), Some(supervisor.events()), DEFAULT_MAX_MESSAGE)
+        Gateway::build(supervisor.hub(), Some(supervisor.events()))
     }
 
-    fn build(hub: &Hub, events: Option<SupervisorEvents>, max_message: usize) -> Gateway {
-        let routes = Arc::new(Routes::new(hub.view()));
-        Gateway { inner: Arc::new(Inner { routes, max_message, events: std::sync::Mutex::new(events) }) }
+    fn build(hub: &Hub, events: Option<SupervisorEvents>) -> Gateway {
+        Gateway {
+            routes: Arc::new(Routes::new(hub.view())),
+            events,
+            max_message: DEFAULT_MAX_MESSAGE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            keepalive: None,
+        }
     }
 
     /// The largest message either way (default [`DEFAULT_MAX_MESSAGE`]); larger ones are
     /// RESOURCE_EXHAUSTED.
-    pub fn max_message_size(self, bytes: usize) -> Gateway {
-        let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let routes = Arc::new(Routes::new(self.inner.routes.hub().clone()));
-        Gateway { inner: Arc::new(Inner { routes, max_message: bytes, events: std::sync::Mutex::new(events) }) }
+    pub fn max_message_size(mut self, bytes: usize) -> Gateway {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Streams (calls) one connection may have open at once (default
+    /// [`DEFAULT_MAX_CONCURRENT_STREAMS`]): HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Gateway {
+        self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// Pings each connection every `interval` and closes it when a ping goes unanswered
+    /// for `timeout` (default: no pings).
+    pub fn keepalive(mut self, interval: Duration, timeout: Duration) -> Gateway {
+        self.keepalive = Some((interval, timeout));
+        self
     }
 
     /// The routes to mount on a tonic server: `grpc.health.v1.Health`, and every other
     /// path to the cells, with the health statuses set before it returns. Call it inside
-    /// a tokio runtime: the health service's later updates run on it.
-    pub async fn routes(&self) -> tonic::service::Routes {
-        let service = GatewayService { inner: self.inner.clone() };
+    /// a tokio runtime: the health service's later updates run on it. (A tonic server
+    /// races each unary call with a timer read from `grpc-timeout`, which answers
+    /// CANCELLED where the call's deadline answers DEADLINE_EXCEEDED: `serve` does not.)
+    pub async fn into_routes(self) -> tonic::service::Routes {
+        let service =
+            GatewayService { inner: Arc::new(Inner { routes: self.routes.clone(), max_message: self.max_message }) };
         let router = axum::Router::new()
             .fallback_service(tower::ServiceExt::map_request(service, |request: http::Request<axum::body::Body>| {
                 request.map(Body::new)
             }));
         let (reporter, health_service) = tonic_health::server::health_reporter();
-        let mut health = Health::new(self.inner.routes.clone(), reporter);
+        let mut health = Health::new(self.routes.clone(), reporter);
         health.update().await;
-        let events = self.inner.events.lock().unwrap_or_else(|p| p.into_inner()).take();
-        tokio::spawn(health.follow(events));
+        tokio::spawn(health.follow(self.events));
         tonic::service::Routes::from(router).add_service(health_service)
     }
 
@@ -102,7 +134,9 @@ impl Gateway {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         use tokio_stream::StreamExt;
-        let service = hyper_util::service::TowerToHyperService::new(self.routes().await.prepare().into_axum_router());
+        let (max_concurrent_streams, keepalive) = (self.max_concurrent_streams, self.keepalive);
+        let service =
+            hyper_util::service::TowerToHyperService::new(self.into_routes().await.prepare().into_axum_router());
         let mut connections = tokio::task::JoinSet::new();
         let mut incoming = std::pin::pin!(incoming);
         loop {
@@ -111,8 +145,13 @@ impl Gateway {
                     let Some(io) = next else { return Ok(()) };
                     let service = service.clone();
                     connections.spawn(async move {
-                        let http2 = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                            .http2_only();
+                        let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                        let mut http2 = builder.http2();
+                        http2.max_concurrent_streams(max_concurrent_streams).timer(hyper_util::rt::TokioTimer::new());
+                        if let Some((interval, timeout)) = keepalive {
+                            http2.keep_alive_interval(interval).keep_alive_timeout(timeout);
+                        }
+                        let http2 = builder.http2_only();
                         if let Err(e) = http2.serve_connection(hyper_util::rt::TokioIo::new(io?), service).await {
                             tracing::debug!("a gateway connection ended: {e}");
                         }
@@ -178,7 +217,10 @@ impl Inner {
         let mut grpc =
             Grpc::new(RawCodec).max_decoding_message_size(self.max_message).max_encoding_message_size(self.max_message);
         Ok(match kind {
-            MethodKind::Unary => grpc.unary(tower::service_fn(move |r| call.clone().unary(r)), request).await,
+            MethodKind::Unary => {
+                let response = grpc.unary(tower::service_fn(move |r| call.clone().unary(r)), request).await;
+                too_large_is_resource_exhausted(response)
+            }
             MethodKind::ServerStreaming => {
                 grpc.server_streaming(tower::service_fn(move |r| call.clone().server_streaming(r)), request).await
             }
@@ -190,6 +232,29 @@ impl Inner {
             }
         })
     }
+}
+
+/// tonic's message-size limit answers OUT_OF_RANGE; gRPC's status table says a message
+/// larger than the limit is RESOURCE_EXHAUSTED, which is what the gateway answers.
+fn message_too_large(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange && status.message().contains("message length too large") {
+        return Status::resource_exhausted(status.message().to_string());
+    }
+    status
+}
+
+/// [`message_too_large`] for a unary call's response, whose status tonic put in its headers.
+fn too_large_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("message%20length%20too%20large") || m.contains("message length too large"));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// One request's call: to whom, what, within what deadline.
@@ -222,7 +287,7 @@ impl Call {
     async fn client_streaming(self, request: Request<Streaming<Bytes>>) -> Result<Response<Bytes>, Status> {
         let stream = self.open(&[]).await?;
         let mut incoming = request.into_inner();
-        while let Some(message) = incoming.message().await? {
+        while let Some(message) = incoming.message().await.map_err(message_too_large)? {
             stream.send(&message).await.map_err(grpc_error)?;
         }
         let stream = Arc::into_inner(stream).expect("the only handle");

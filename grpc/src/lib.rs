@@ -27,6 +27,6 @@ mod status;
 mod timeout;
 
 pub use codec::RawCodec;
-pub use gateway::{Gateway, DEFAULT_MAX_MESSAGE};
+pub use gateway::{Gateway, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE};
 pub use status::{to_grpc_status, STATUS_METADATA};
 pub use timeout::parse_grpc_timeout;

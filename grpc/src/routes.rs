@@ -37,10 +37,6 @@ impl Routes {
         Routes { hub, table: tokio::sync::Mutex::new(Table::default()), next: AtomicUsize::new(0) }
     }
 
-    pub(crate) fn hub(&self) -> &HubView {
-        &self.hub
-    }
-
     /// The table for the peers ready now (rebuilt if they changed).
     async fn current(&self) -> tokio::sync::MutexGuard<'_, Table> {
         let ready: Vec<Peer> = self.hub.peers().into_iter().filter(|p| matches!(p.state(), PeerState::Ready)).collect();

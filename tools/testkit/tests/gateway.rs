@@ -232,3 +232,62 @@ fn health_follows_the_supervisor_serving_not_serving_while_a_cell_relaunches_and
         assert_eq!(status(health.check(check("Echo")).await.unwrap().into_inner().status), ServingStatus::Serving);
     });
 }
+
+#[test]
+fn garbage_oversized_messages_and_ten_thousand_abandoned_streams_leave_it_serving_and_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = start();
+    let tasks_before = r.runtime.metrics().num_alive_tasks();
+    r.runtime.block_on(async {
+        // Garbage where HTTP/2 is expected: that connection is closed, nothing else.
+        let mut raw = tokio::net::TcpStream::connect(r.address).await.unwrap();
+        raw.write_all(&[0xA5; 4096]).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest)).await.expect("closed");
+        // A message past the limit: RESOURCE_EXHAUSTED, and the next call goes through.
+        let e = unary(&r.channel, "/Echo/echo", Bytes::from(vec![0u8; cellshm_grpc::DEFAULT_MAX_MESSAGE + 1]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        // 10,000 streams opened, read once and abandoned, 50 at a time. The cell bounds
+        // the streams open towards it (64): a stream beyond is refused with
+        // RESOURCE_EXHAUSTED, the only failure allowed here.
+        let mut refused = 0;
+        for _ in 0..200 {
+            let opened = (0..50).map(|_| {
+                let mut client = tonic::client::Grpc::new(r.channel.clone());
+                async move {
+                    client.ready().await.unwrap();
+                    let request = tonic::Request::new(words(&[1_000_000, 64]));
+                    let mut items =
+                        client.server_streaming(request, path("/AsyncStream/count"), RawCodec).await?.into_inner();
+                    items.message().await.map(|_| ())
+                }
+            });
+            for outcome in futures::future::join_all(opened).await {
+                match outcome {
+                    Ok(()) => {}
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => refused += 1,
+                    Err(e) => panic!("an abandoned stream failed otherwise: {e:?}"),
+                }
+            }
+        }
+        eprintln!("10,000 streams opened and abandoned, {refused} refused by the cell's bound");
+        let reply = unary(&r.channel, "/Echo/echo", Bytes::from_static(b"after the flood")).await.unwrap();
+        assert_eq!(&reply[..], b"after the flood");
+    });
+    // Every abandoned stream was cancelled in the link (none left open), and the gateway
+    // keeps no task for any of them (its runtime's tasks are back to what they were: the
+    // connection's and the health updater's).
+    common::poll_until(
+        Duration::from_secs(10),
+        || format!("{:?}", r.peer.metrics()),
+        || r.peer.metrics().open_streams == 0,
+    );
+    let alive = || r.runtime.metrics().num_alive_tasks();
+    common::poll_until(
+        Duration::from_secs(10),
+        || format!("{} tasks alive, {tasks_before} before", alive()),
+        || alive() <= tasks_before,
+    );
+}
