@@ -202,6 +202,8 @@ fn bench(quick: bool) -> Result<(), Error> {
     let n_block = 20_000 / scale / ROUNDS;
     let n_large = 2_000 / scale / ROUNDS;
     let stream_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
+    // 64 KiB messages per gRPC stream case.
+    let grpc_stream = (stream_bytes >> 16) / 4;
     note(format_args!(
         "two processes each, {} cpus; {ROUNDS} interleaved rounds of every case, so that drift hits all alike; \
          per round {n_fast} samples (spin/adaptive), {n_block} (block), {n_large} (1 MiB), {} MiB per stream case",
@@ -250,12 +252,27 @@ fn bench(quick: bool) -> Result<(), Error> {
                 Ok(())
             }),
         ),
+        ("grpc_uds_64B", Box::new(|r| measured(r, "grpc_uds_64B", grpc::unary_direct(n_block, false)))),
+        ("grpc_tcp_64B", Box::new(|r| measured(r, "grpc_tcp_64B", grpc::unary_direct(n_block, true)))),
         (
-            "grpc_uds_64B",
+            "grpc_gateway_tcp_64B",
+            Box::new(|r| measured(r, "grpc_gateway_tcp_64B", grpc::unary_gateway(n_block, true, WaitStrategy::Spin))),
+        ),
+        (
+            "grpc_gateway_uds_64B",
+            Box::new(|r| measured(r, "grpc_gateway_uds_64B", grpc::unary_gateway(n_block, false, WaitStrategy::Spin))),
+        ),
+        (
+            "grpc_gateway_tcp_64B_adaptive",
             Box::new(|r| {
-                r.latency("grpc_uds_64B", grpc::unary_uds(n_block)?);
-                Ok(())
+                let samples = grpc::unary_gateway(n_block, true, WaitStrategy::default());
+                measured(r, "grpc_gateway_tcp_64B_adaptive", samples)
             }),
+        ),
+        ("grpc_stream_64KiB", Box::new(|r| rated(r, "grpc_stream_64KiB", grpc::stream_direct(grpc_stream)))),
+        (
+            "grpc_gateway_stream_64KiB",
+            Box::new(|r| rated(r, "grpc_gateway_stream_64KiB", grpc::stream_gateway(grpc_stream))),
         ),
         ("cellshm_stream_64KiB", Box::new(|r| stream_case(r, "cellshm_stream_64KiB", 64 << 10, stream_bytes))),
         ("cellshm_stream_1MiB", Box::new(|r| stream_case(r, "cellshm_stream_1MiB", 1 << 20, stream_bytes))),
@@ -282,6 +299,18 @@ fn bench(quick: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Records a latency case's samples (or its failure).
+fn measured(r: &mut Results, name: &str, samples: Result<Vec<u64>, Error>) -> Result<(), Error> {
+    r.latency(name, samples?);
+    Ok(())
+}
+
+/// Records a rate case's GB/s (or its failure).
+fn rated(r: &mut Results, name: &str, gbps: Result<f64, Error>) -> Result<(), Error> {
+    r.rate(name, gbps?);
+    Ok(())
+}
+
 /// The ratios the targets are stated in (docs: BENCHMARKS.md), as notes.
 fn summarize(r: &Results) {
     let ratio = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -302,6 +331,19 @@ fn summarize(r: &Results) {
         ratio(r.p50("cellshm_64B_async_tokio"), r.p50("cellshm_64B_spin")),
         ratio(r.p50("grpc_uds_64B"), r.p50("cellshm_64B_async_tokio"))
     ));
+    for (through, direct) in [
+        ("grpc_gateway_tcp_64B", "grpc_tcp_64B"),
+        ("grpc_gateway_uds_64B", "grpc_uds_64B"),
+        ("grpc_gateway_tcp_64B_adaptive", "grpc_tcp_64B"),
+    ] {
+        note(format_args!(
+            "{through}: {}x {direct} (a tonic server answering itself)",
+            ratio(r.p50(through), r.p50(direct))
+        ));
+    }
+    if let (Some(a), Some(b)) = (r.gbps("grpc_gateway_stream_64KiB"), r.gbps("grpc_stream_64KiB")) {
+        note(format_args!("grpc_gateway_stream_64KiB: {:.2}x grpc_stream_64KiB", a / b));
+    }
     note(format_args!(
         "cellshm_64B_block: {}x the socketpair floor",
         ratio(r.p50("cellshm_64B_block"), r.p50("floor_socketpair_64B"))
@@ -538,6 +580,11 @@ struct BenchCell {
 
 impl BenchCell {
     fn spawn(config: HubConfig, wait: WaitStrategy) -> Result<BenchCell, Error> {
+        BenchCell::spawn_with(config, wait, &[])
+    }
+
+    /// [`BenchCell::spawn`] with more of the test cell's environment.
+    fn spawn_with(config: HubConfig, wait: WaitStrategy, env: &[(&str, &str)]) -> Result<BenchCell, Error> {
         let hub = Hub::create(config)?;
         let ticket = hub.add_peer("bench", PeerOptions { wait, ..PeerOptions::default() })?;
         let wait_text = match wait {
@@ -546,7 +593,7 @@ impl BenchCell {
             WaitStrategy::Adaptive { spin } => format!("adaptive:{}", spin.as_micros()),
         };
         let mut cmd = Command::new(self_exe()?);
-        cmd.arg("__cell").env("CELLSHM_WAIT", wait_text).env("CELLSHM_WORKERS", "2");
+        cmd.arg("__cell").env("CELLSHM_WAIT", wait_text).env("CELLSHM_WORKERS", "2").envs(env.iter().copied());
         let (peer, child) = ticket.spawn(&mut cmd)?;
         let cell = BenchCell { hub: Some(hub), peer, child };
         cell.peer.wait_ready(Duration::from_secs(10))?;
