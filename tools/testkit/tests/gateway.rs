@@ -277,8 +277,9 @@ fn garbage_oversized_messages_and_ten_thousand_abandoned_streams_leave_it_servin
         assert_eq!(&reply[..], b"after the flood");
     });
     // Every abandoned stream was cancelled in the link (none left open), and the gateway
-    // keeps no task for any of them (its runtime's tasks are back to what they were: the
-    // connection's and the health updater's).
+    // keeps no task for them: its runtime's tasks come back to a constant few (the
+    // gateway's, the health updater's, the connections'; CI once saw one more than the
+    // count taken at the start, which a leak of one task per stream would dwarf).
     common::poll_until(
         Duration::from_secs(10),
         || format!("{:?}", r.peer.metrics()),
@@ -288,6 +289,6 @@ fn garbage_oversized_messages_and_ten_thousand_abandoned_streams_leave_it_servin
     common::poll_until(
         Duration::from_secs(10),
         || format!("{} tasks alive, {tasks_before} before", alive()),
-        || alive() <= tasks_before,
+        || alive() <= tasks_before + 2,
     );
 }
