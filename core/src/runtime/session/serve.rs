@@ -175,12 +175,22 @@ impl Session {
         if self.has_retained.load(Ordering::Relaxed) {
             self.release_retained();
         }
-        let Some(payload) = self.serve_async(&desc, payload, no_reply) else {
-            // Handed to its runtime: this thread receives again at once.
-            return None;
+        // One look at the handler table per request, whichever way it is served.
+        let (handler, access) = {
+            let dispatcher = self.dispatcher.read();
+            (dispatcher.get(desc.method_id), dispatcher.access_check(desc.method_id))
+        };
+        let handler = match handler {
+            Some(Unary::Async(handler, spawn)) => {
+                // Handed to its runtime: this thread receives again at once.
+                self.serve_async(&desc, payload, no_reply, handler, &*spawn, access);
+                return None;
+            }
+            Some(Unary::Blocking(handler)) => Some(handler),
+            None => None,
         };
         let started = self.metrics.as_ref().map(|m| m.incoming.start(desc.method_id, None, monotonic_now_ns()));
-        let (outcome, retain) = self.run_handler(&desc, &payload);
+        let (outcome, retain) = self.run_handler(&desc, &payload, handler, access);
         if let Some(started) = started {
             let status = outcome.as_ref().map_or_else(Error::status, |_| Status::Ok);
             metrics::MethodTable::finish(started, status, monotonic_now_ns());
@@ -306,10 +316,14 @@ impl Session {
 
     /// Runs the handler of a request; also returns the check of a request the handler
     /// retained.
+    /// Runs the handler of a request (found in the table with its access rules); also
+    /// returns the check of a request the handler retained.
     pub(super) fn run_handler(
         self: &Arc<Self>,
         desc: &Descriptor,
         payload: &Payload,
+        handler: Option<Arc<Handler>>,
+        access: Option<dispatch::AccessCheck>,
     ) -> (Result<ReplyBody>, Option<RetainCheck>) {
         let mut call = Call {
             msg_id: desc.msg_id,
@@ -320,7 +334,7 @@ impl Session {
             session: self,
             reply: ReplyBody::Empty,
         };
-        let outcome = self.run_call(&mut call);
+        let outcome = self.run_call(&mut call, handler, access);
         (outcome, call.retain.take())
     }
 
@@ -353,7 +367,12 @@ impl Session {
         })
     }
 
-    pub(super) fn run_call(self: &Arc<Self>, call: &mut Call<'_>) -> Result<ReplyBody> {
+    pub(super) fn run_call(
+        self: &Arc<Self>,
+        call: &mut Call<'_>,
+        handler: Option<Arc<Handler>>,
+        access: Option<dispatch::AccessCheck>,
+    ) -> Result<ReplyBody> {
         let (method_id, deadline_ns) = (call.method_id, call.deadline_ns);
         if deadline_ns != 0 && monotonic_now_ns() >= deadline_ns {
             return Err(Error::new(
@@ -365,30 +384,18 @@ impl Session {
             let bytes = result?;
             return Ok(self.fill_body(bytes.len(), deadline_ns, copy_of(&bytes))?.into());
         }
-        let (handler, access) = {
-            let dispatcher = self.dispatcher.read();
-            (dispatcher.get(method_id), dispatcher.access_check(method_id))
-        };
         if let Some(access) = access {
             self.admit(&access)?;
         }
-        let handler = match handler {
-            Some(Unary::Blocking(handler)) => handler,
-            // Registered between `serve_async`'s look and this one: served by the next
-            // request's look.
-            Some(Unary::Async(..)) => {
-                return Err(Error::new(Status::Unavailable, "the method was just registered; call again"));
-            }
-            None => {
-                let side = match self.side {
-                    Side::Host => "the host",
-                    Side::Cell => "this cell",
-                };
-                return Err(Error::new(
-                    Status::Unimplemented,
-                    format!("{side} serves no method with id {:#010x}", method_id),
-                ));
-            }
+        let Some(handler) = handler else {
+            let side = match self.side {
+                Side::Host => "the host",
+                Side::Cell => "this cell",
+            };
+            return Err(Error::new(
+                Status::Unimplemented,
+                format!("{side} serves no method with id {:#010x}", method_id),
+            ));
         };
         match catch_unwind(AssertUnwindSafe(|| handler(call))) {
             Ok(Ok(())) => Ok(std::mem::replace(&mut call.reply, ReplyBody::Empty)),

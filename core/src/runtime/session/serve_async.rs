@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::dispatch::{AccessCheck, Unary};
+use super::dispatch::AccessCheck;
 use super::*;
 use crate::proto::frames::OutFrame;
 
@@ -295,21 +295,17 @@ impl Drop for Serving {
 }
 
 impl Session {
-    /// Serves `desc` with its async handler if it has one, else hands the payload back:
-    /// checks it as a blocking request is checked, then spawns its future.
+    /// Serves `desc` with its async `handler` (found with its access rules by `serve`):
+    /// checks it as a blocking request is checked, then spawns its future on `spawn`.
     pub(super) fn serve_async(
         self: &Arc<Self>,
         desc: &Descriptor,
         payload: Payload,
         no_reply: bool,
-    ) -> Option<Payload> {
-        let (handler, spawn, access) = {
-            let dispatcher = self.dispatcher.read();
-            match dispatcher.get(desc.method_id) {
-                Some(Unary::Async(handler, spawn)) => (handler, spawn, dispatcher.access_check(desc.method_id)),
-                _ => return Some(payload),
-            }
-        };
+        handler: Arc<AsyncHandler>,
+        spawn: &dyn Spawn,
+        access: Option<AccessCheck>,
+    ) {
         let started_ns = self
             .metrics
             .as_ref()
@@ -323,7 +319,7 @@ impl Session {
         if let Some(refused) = refused {
             let outcome = serving.end(Err(refused));
             let _ = serving.try_answer(&outcome);
-            return None;
+            return;
         }
         let _ = self.link_watching(desc.deadline_ns, |link| {
             link.serving(desc.msg_id, desc.deadline_ns);
@@ -337,7 +333,6 @@ impl Session {
             let session = serving.session.clone();
             let _ = with_room(&session, || serving.try_answer(&outcome)).await;
         }));
-        None
     }
 
     /// Runs the async handler of a stream the peer opened, as a future on `spawn`: the
