@@ -216,11 +216,8 @@ impl Inner {
         let call = Call { peer, method: Arc::from(method.as_str()), options };
         let mut grpc =
             Grpc::new(RawCodec).max_decoding_message_size(self.max_message).max_encoding_message_size(self.max_message);
-        Ok(match kind {
-            MethodKind::Unary => {
-                let response = grpc.unary(tower::service_fn(move |r| call.clone().unary(r)), request).await;
-                too_large_is_resource_exhausted(response)
-            }
+        let response = match kind {
+            MethodKind::Unary => grpc.unary(tower::service_fn(move |r| call.clone().unary(r)), request).await,
             MethodKind::ServerStreaming => {
                 grpc.server_streaming(tower::service_fn(move |r| call.clone().server_streaming(r)), request).await
             }
@@ -230,7 +227,10 @@ impl Inner {
             MethodKind::Bidi | MethodKind::Stream => {
                 grpc.streaming(tower::service_fn(move |r| call.clone().bidi(r)), request).await
             }
-        })
+        };
+        // A request tonic could not decode is answered in the response's headers, for
+        // every kind that opens with one message (unary, server streaming).
+        Ok(too_large_is_resource_exhausted(response))
     }
 }
 
@@ -243,7 +243,7 @@ fn message_too_large(status: Status) -> Status {
     status
 }
 
-/// [`message_too_large`] for a unary call's response, whose status tonic put in its headers.
+/// [`message_too_large`] for a response whose status tonic put in its headers.
 fn too_large_is_resource_exhausted(mut response: http::Response<Body>) -> http::Response<Body> {
     let headers = response.headers_mut();
     let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
