@@ -6,6 +6,9 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := $(abspath .venv)
 LOOM_TARGET_DIR ?= target/loom
+# grpcurl (Go), for the gateway's reflection test: `make grpcurl` installs it here.
+GRPCURL_VERSION := v1.9.3
+TOOLS_BIN := $(abspath .tools/bin)
 
 ifeq ($(shell command -v cmake 2>/dev/null),)
 CMAKE := $(VENV)/bin/cmake
@@ -21,7 +24,7 @@ endif
 # Tools installed into .venv are found first.
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-busy test-busy-suites test-rust test-loom test-c test-asan test-python test-chaos chaos python lint header check-header tools bench bench-python clean
+.PHONY: grpcurl demo test test-busy test-busy-suites test-rust test-loom test-c test-asan test-python test-chaos chaos python lint header check-header tools bench bench-python clean
 
 ## Runs the demo: a Rust host with a Rust cell, a C cell and a Python cell on one hub.
 demo: tools python
@@ -77,7 +80,7 @@ python:
 
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
 ## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
-test-python: python test-c
+test-python: python test-c grpcurl
 	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check -p cellshm-grpc
 	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
 
@@ -127,6 +130,18 @@ tools:
 	  else \
 	    echo "protobuf's C++ library or protoc is missing and cannot be installed here: the C++ kv.Store cell will be skipped"; \
 	  fi; \
+	fi
+
+## grpcurl from the Go module proxy into .tools/bin (the gateway's reflection test uses
+## it; without Go, or offline, that test is skipped and says why).
+grpcurl:
+	@if [ -x $(TOOLS_BIN)/grpcurl ]; then :; \
+	elif command -v go >/dev/null 2>&1; then \
+	  echo "installing grpcurl $(GRPCURL_VERSION) into .tools/bin (go install)"; \
+	  GOBIN=$(TOOLS_BIN) GOFLAGS=-buildvcs=false go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION) \
+	    || echo "could not install grpcurl: the gateway's grpcurl test will be skipped"; \
+	else \
+	  echo "Go is not installed: the gateway's grpcurl test will be skipped"; \
 	fi
 
 ## Round-trip benchmarks beside their floors, Rust and C API in one run (BENCHMARKS.md).

@@ -619,6 +619,16 @@ cellshm_status cellshm_cell_register(const cellshm_cell *cell,
                                      void *userdata,
                                      cellshm_free_fn free_userdata);
 
+// Keeps `set` (`set_len` bytes: a serialized `google.protobuf.FileDescriptorSet`, such
+// as the `<FILE>_FILE_DESCRIPTOR_SET` array of a header from `cellshm-codegen --lang c`)
+// as the description of the services this cell serves: its host's gRPC gateway answers
+// reflection from it (`grpcurl describe`). The bytes are copied; a set given twice is
+// kept once. CELLSHM_RESOURCE_EXHAUSTED past 4 MiB in all.
+//
+// # Safety
+// `cell` is live; `set` points to `set_len` readable bytes.
+cellshm_status cellshm_cell_describe(const cellshm_cell *cell, const uint8_t *set, size_t set_len);
+
 // Starts serving and announces readiness to the host; returns once the host accepted.
 //
 // # Safety
@@ -706,6 +716,15 @@ cellshm_status cellshm_hub_register(const cellshm_hub *hub,
                                     cellshm_handler_fn handler,
                                     void *userdata,
                                     cellshm_free_fn free_userdata);
+
+// Keeps `set` (`set_len` bytes: a serialized `google.protobuf.FileDescriptorSet`, such
+// as the `<FILE>_FILE_DESCRIPTOR_SET` array of a header from `cellshm-codegen --lang c`)
+// as the description of the services the host serves to its cells. The bytes are
+// copied; a set given twice is kept once. CELLSHM_RESOURCE_EXHAUSTED past 4 MiB in all.
+//
+// # Safety
+// `hub` is live; `set` points to `set_len` readable bytes.
+cellshm_status cellshm_hub_describe(const cellshm_hub *hub, const uint8_t *set, size_t set_len);
 
 // Spawns `program` as a cell named `name` (1 to 48 bytes without control characters,
 // the rule cellshm_supervisor_add and attach follow too). `program` is looked up in PATH

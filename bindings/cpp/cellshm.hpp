@@ -9,6 +9,7 @@
 #define CELLSHM_HPP
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -320,6 +321,11 @@ class Hub {
         detail::check(cellshm_hub_register_stream_kind(raw_.get(), name, kind, detail::stream_trampoline, owned,
                                                        detail::delete_stream_handler));
     }
+    /// Keeps a serialized google.protobuf.FileDescriptorSet describing the services
+    /// served (generated serve_* functions pass theirs): reflection through a gRPC gateway.
+    void describe(const unsigned char *set, std::size_t size) {
+        detail::check(cellshm_hub_describe(raw_.get(), set, size));
+    }
 
     /// Sends the cells' log records and the library's notices to `sink`.
     void set_log_sink(LogSink sink) {
@@ -377,6 +383,12 @@ class Cell {
         auto *owned = new StreamHandler(std::move(handler));
         detail::check(cellshm_cell_register_stream_kind(raw_.get(), name, kind, detail::stream_trampoline, owned,
                                                         detail::delete_stream_handler));
+    }
+    /// Keeps a serialized google.protobuf.FileDescriptorSet describing the services
+    /// served (generated serve_* functions pass theirs): the host's gRPC gateway answers
+    /// reflection from it.
+    void describe(const unsigned char *set, std::size_t size) {
+        detail::check(cellshm_cell_describe(raw_.get(), set, size));
     }
 
     /// Serves until the host says goodbye.

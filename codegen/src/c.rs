@@ -2,7 +2,8 @@
 //! cellshm name, its id and its kind. Messages stay bytes: a C user brings a codec
 //! (nanopb, upb, protobuf-c) and passes the encoded message to `cellshm_peer_call` and
 //! friends under these names, and registers stream handlers with
-//! `cellshm_cell_register_stream_kind(.., PKG_SVC_METHOD_KIND, ..)`.
+//! `cellshm_cell_register_stream_kind(.., PKG_SVC_METHOD_KIND, ..)`; the file's
+//! descriptors (`STEM_FILE_DESCRIPTOR_SET`) go to `cellshm_cell_describe` for reflection.
 
 use std::fmt::Write;
 
@@ -51,6 +52,15 @@ pub fn header(file: &ProtoFile) -> GeneratedFile {
         if service.methods.is_empty() {
             h.push_str("  {0, 0, CELLSHM_METHOD_UNARY}\n");
         }
+        h.push_str("};\n");
+    }
+    if !file.services.is_empty() {
+        let array = format!("{}_FILE_DESCRIPTOR_SET", macro_case(stem));
+        let _ = writeln!(h, "\n/* {} and its imports as a serialized google.protobuf.FileDescriptorSet:", file.name);
+        let _ = writeln!(h, "   give it to cellshm_cell_describe (or cellshm_hub_describe) for gRPC reflection. */");
+        let _ = writeln!(h, "#define {array}_SIZE {}", file.descriptor_set.len());
+        let _ = writeln!(h, "static const unsigned char {array}[{array}_SIZE] = {{");
+        h.push_str(&crate::model::c_array_rows(&file.descriptor_set, "  "));
         h.push_str("};\n");
     }
     let _ = writeln!(h, "\n#endif /* {guard} */");

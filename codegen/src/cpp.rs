@@ -131,6 +131,16 @@ pub fn generate(fds: &FileDescriptorSet, protos: &[ProtoFile]) -> Result<Vec<Gen
         if !ns.is_empty() {
             let _ = writeln!(h, "\nnamespace {ns} {{");
         }
+        let descriptor_set = format!("{}_file_descriptor_set", macro_case(stem(&proto.name)).to_lowercase());
+        let _ = writeln!(
+            h,
+            "\n/// {} and its imports as a serialized google.protobuf.FileDescriptorSet: what\n\
+             /// serve_* registers (Cell::describe, Hub::describe) for gRPC reflection.\n\
+             inline constexpr unsigned char {descriptor_set}[] = {{",
+            proto.name
+        );
+        h.push_str(&crate::model::c_array_rows(&proto.descriptor_set, "    "));
+        h.push_str("};\n");
         for service in &proto.services {
             let svc = &service.name;
             let full = &service.full_name;
@@ -232,7 +242,7 @@ pub fn generate(fds: &FileDescriptorSet, protos: &[ProtoFile]) -> Result<Vec<Gen
                 snake_case(svc)
             );
             if service.methods.is_empty() {
-                h.push_str("    (void)target;\n    (void)servicer;\n");
+                h.push_str("    (void)servicer;\n");
             }
             for m in &service.methods {
                 let name = cpp_method(&m.name);
@@ -271,6 +281,7 @@ pub fn generate(fds: &FileDescriptorSet, protos: &[ProtoFile]) -> Result<Vec<Gen
                     }
                 }
             }
+            let _ = writeln!(h, "    target.describe({descriptor_set}, sizeof {descriptor_set});");
             h.push_str("}\n");
         }
         if !ns.is_empty() {

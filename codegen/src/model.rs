@@ -17,6 +17,10 @@ pub struct ProtoFile {
     pub package: String,
     /// Its services, in declaration order.
     pub services: Vec<Service>,
+    /// The file and every file it imports, directly or not (imports first), as a
+    /// serialized `google.protobuf.FileDescriptorSet` without source comments: what the
+    /// generated code registers for `cellshm.Introspect.descriptors` (gRPC reflection).
+    pub descriptor_set: Vec<u8>,
 }
 
 /// One service.
@@ -52,12 +56,42 @@ pub struct Method {
 /// would run one method's handler for the other's calls.
 pub fn services(fds: &FileDescriptorSet, files: &[String]) -> Result<Vec<ProtoFile>, Error> {
     let wanted = |f: &FileDescriptorProto| files.is_empty() || files.iter().any(|n| n == f.name());
-    let out: Vec<ProtoFile> = fds.file.iter().filter(|f| wanted(f)).map(file).collect();
+    let out: Vec<ProtoFile> =
+        fds.file.iter().filter(|f| wanted(f)).map(|f| file(f, descriptor_set(fds, f.name()))).collect();
     check_ids(&out)?;
     Ok(out)
 }
 
-fn file(f: &FileDescriptorProto) -> ProtoFile {
+/// The file named `name` of `fds` and what it imports, directly or not, imports first,
+/// as a serialized `FileDescriptorSet` (source comments left out: reflection serves
+/// types, and the set stays small in generated code).
+pub fn descriptor_set(fds: &FileDescriptorSet, name: &str) -> Vec<u8> {
+    fn visit<'a>(fds: &'a FileDescriptorSet, name: &str, out: &mut Vec<&'a FileDescriptorProto>) {
+        let Some(file) = fds.file.iter().find(|f| f.name() == name) else { return };
+        if out.iter().any(|f| f.name() == name) {
+            return;
+        }
+        for dependency in &file.dependency {
+            visit(fds, dependency, out);
+        }
+        out.push(file);
+    }
+    let mut files = Vec::new();
+    visit(fds, name, &mut files);
+    let file = files.into_iter().map(|f| FileDescriptorProto { source_code_info: None, ..f.clone() }).collect();
+    prost::Message::encode_to_vec(&FileDescriptorSet { file })
+}
+
+/// `bytes` as the rows of a C or C++ array initializer, 16 to a row, each row indented
+/// by `indent` and ended with a comma.
+pub fn c_array_rows(bytes: &[u8], indent: &str) -> String {
+    bytes
+        .chunks(16)
+        .map(|row| format!("{indent}{},\n", row.iter().map(|b| format!("0x{b:02x}")).collect::<Vec<_>>().join(", ")))
+        .collect()
+}
+
+fn file(f: &FileDescriptorProto, descriptor_set: Vec<u8>) -> ProtoFile {
     let package = f.package().to_string();
     let services = f
         .service
@@ -82,7 +116,7 @@ fn file(f: &FileDescriptorProto) -> ProtoFile {
             Service { name: s.name().to_string(), full_name, methods }
         })
         .collect();
-    ProtoFile { name: f.name().to_string(), package, services }
+    ProtoFile { name: f.name().to_string(), package, services, descriptor_set }
 }
 
 fn qualified(package: &str, name: &str) -> String {

@@ -102,8 +102,13 @@ fn header(file: &FileDescriptorProto) -> String {
 fn serialized_descriptor(file: &FileDescriptorProto) -> String {
     let mut stripped = file.clone();
     stripped.source_code_info = None;
+    bytes_literal(&stripped.encode_to_vec())
+}
+
+/// `bytes` as a Python bytes literal.
+fn bytes_literal(bytes: &[u8]) -> String {
     let mut literal = String::from("b'");
-    for byte in stripped.encode_to_vec() {
+    for &byte in bytes {
         match byte {
             b'\\' => literal.push_str("\\\\"),
             b'\'' => literal.push_str("\\'"),
@@ -331,7 +336,15 @@ fn services_py(file: &FileDescriptorProto, proto: &ProtoFile, types: &Types) -> 
         let r = types.get(&format!(".{t}"))?;
         Ok(format!("{}.{}", alias(&module_name(&r.file, "_pb2")), r.path.join(".")))
     };
-    let mut all = Vec::new();
+    let _ = write!(
+        py,
+        "\n# {} and its imports as a serialized google.protobuf.FileDescriptorSet: what\n\
+         # serve_* registers (describe) for gRPC reflection through a gateway.\n\
+         FILE_DESCRIPTOR_SET = {}\n",
+        proto.name,
+        bytes_literal(&proto.descriptor_set)
+    );
+    let mut all = vec!["FILE_DESCRIPTOR_SET".to_string()];
     for service in &proto.services {
         let svc = &service.name;
         let serve = format!("serve_{}", snake_case(svc));
@@ -467,7 +480,7 @@ fn services_py(file: &FileDescriptorProto, proto: &ProtoFile, types: &Types) -> 
             full = service.full_name
         );
         if service.methods.is_empty() {
-            py.push_str("    del target, servicer\n");
+            py.push_str("    del servicer\n");
         }
         for (i, m) in service.methods.iter().enumerate() {
             let name = py_method(&m.name);
@@ -482,6 +495,7 @@ fn services_py(file: &FileDescriptorProto, proto: &ProtoFile, types: &Types) -> 
             let _ = writeln!(py, "    _typed.{helper}(target, {info}, {input}, servicer.{name})");
             let _ = output; // the handler's return type says it
         }
+        py.push_str("    target.describe(FILE_DESCRIPTOR_SET)\n");
     }
     let _ = write!(py, "\n\n__all__ = [{}]\n", all.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "));
     Ok(GeneratedFile { name: format!("{}.py", module.replace('.', "/")), content: py })

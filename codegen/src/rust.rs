@@ -21,7 +21,19 @@ pub fn generate(fds: &FileDescriptorSet) -> Result<Vec<GeneratedFile>, Error> {
     let requests =
         fds.file.iter().map(|f| (prost_build::Module::from_protobuf_package_name(f.package()), f.clone())).collect();
     let mut config = prost_build::Config::new();
-    config.service_generator(Box::new(CellshmServices));
+    let descriptor_sets = fds
+        .file
+        .iter()
+        .flat_map(|f| {
+            let set = crate::model::descriptor_set(fds, f.name());
+            let package = f.package();
+            f.service.iter().map(move |s| {
+                let full = if package.is_empty() { s.name().to_string() } else { format!("{package}.{}", s.name()) };
+                (full, set.clone())
+            })
+        })
+        .collect();
+    config.service_generator(Box::new(CellshmServices { descriptor_sets }));
     let modules = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.generate(requests)))
         .map_err(|panic| Error(format!("prost-build failed: {}", cellshm::panic_message(&*panic))))?
         .map_err(|e| Error(format!("generating Rust: {e}")))?;
@@ -92,7 +104,11 @@ fn check_references(fds: &FileDescriptorSet) -> Result<(), Error> {
 const WELL_KNOWN_PACKAGE: &str = "google.protobuf";
 
 /// prost's hook for services: writes cellshm's client and server for each.
-struct CellshmServices;
+struct CellshmServices {
+    /// Each service's file and its imports, serialized (`model::descriptor_set`), by the
+    /// service's full name.
+    descriptor_sets: std::collections::HashMap<String, Vec<u8>>,
+}
 
 impl ServiceGenerator for CellshmServices {
     fn generate(&mut self, service: Service, buf: &mut String) {
@@ -101,7 +117,8 @@ impl ServiceGenerator for CellshmServices {
         } else {
             format!("{}.{}", service.package, service.proto_name)
         };
-        let _ = service_code(&service, &full, buf);
+        let descriptor_set = self.descriptor_sets.get(&full).map_or(&[][..], |set| set);
+        let _ = service_code(&service, &full, descriptor_set, buf);
     }
 }
 
@@ -131,7 +148,27 @@ fn doc(buf: &mut String, indent: &str, lines: &[String]) {
     }
 }
 
-fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
+/// `bytes` as a Rust byte string literal.
+fn byte_string(bytes: &[u8]) -> String {
+    let mut literal = String::with_capacity(bytes.len() * 2 + 3);
+    literal.push_str("b\"");
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                literal.push('\\');
+                literal.push(b as char);
+            }
+            0x20..=0x7e => literal.push(b as char),
+            _ => {
+                let _ = write!(literal, "\\x{b:02x}");
+            }
+        }
+    }
+    literal.push('"');
+    literal
+}
+
+fn service_code(s: &Service, full: &str, descriptor_set: &[u8], buf: &mut String) -> std::fmt::Result {
     let svc = &s.name;
     let methods_mod = format!("{}_methods", to_snake(svc));
     let serve_fn = format!("serve_{}", to_snake(svc));
@@ -155,6 +192,9 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
         s.methods.len(),
         s.methods.iter().map(const_name).collect::<Vec<_>>().join(", ")
     )?;
+    writeln!(buf, "    /// The `.proto` file that declares `{full}` and its imports, as a serialized")?;
+    writeln!(buf, "    /// `google.protobuf.FileDescriptorSet`: what `serve_*` registers for gRPC reflection.")?;
+    writeln!(buf, "    pub const FILE_DESCRIPTOR_SET: &[u8] = {};", byte_string(descriptor_set))?;
     writeln!(buf, "}}")?;
 
     // The client.
@@ -263,7 +303,7 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
         "pub fn {serve_fn}<R: ::cellshm::Registry>(registrar: &R, service: impl {svc}) -> ::cellshm::Result<()> {{"
     )?;
     if s.methods.is_empty() {
-        writeln!(buf, "    let _ = (registrar, service);")?;
+        writeln!(buf, "    let _ = service;")?;
     } else {
         writeln!(buf, "    let service = ::std::sync::Arc::new(service);")?;
     }
@@ -302,7 +342,7 @@ fn service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Result {
         writeln!(buf, "        }})?;")?;
         writeln!(buf, "    }}")?;
     }
-    writeln!(buf, "    Ok(())")?;
+    writeln!(buf, "    registrar.describe({methods_mod}::FILE_DESCRIPTOR_SET)")?;
     writeln!(buf, "}}")?;
     async_service_code(s, full, buf)
 }
@@ -433,7 +473,7 @@ fn async_service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Re
         "pub fn {serve_fn}<R: ::cellshm::Registry>(registrar: &R, service: impl {svc}Async) -> ::cellshm::Result<()> {{"
     )?;
     if s.methods.is_empty() {
-        writeln!(buf, "    let _ = (registrar, service);")?;
+        writeln!(buf, "    let _ = service;")?;
     } else {
         writeln!(buf, "    let service = ::std::sync::Arc::new(service);")?;
     }
@@ -481,7 +521,7 @@ fn async_service_code(s: &Service, full: &str, buf: &mut String) -> std::fmt::Re
         writeln!(buf, "        }})?;")?;
         writeln!(buf, "    }}")?;
     }
-    writeln!(buf, "    Ok(())")?;
+    writeln!(buf, "    registrar.describe({methods_mod}::FILE_DESCRIPTOR_SET)")?;
     writeln!(buf, "}}")?;
     Ok(())
 }

@@ -198,6 +198,23 @@ pub trait LinkEnd: sealed::LinkSession {
         builtin::introspect::decode(response.bytes())
     }
 
+    /// The descriptors of the services the other side serves, as one serialized
+    /// `google.protobuf.FileDescriptorSet` (`cellshm.Introspect.descriptors`; empty when
+    /// none were registered, UNIMPLEMENTED from a side that does not serve it).
+    fn served_descriptors(&self, timeout: Duration) -> Result<Vec<u8>> {
+        let response = self.call(wire::builtin::INTROSPECT_DESCRIPTORS, &[], &CallOptions::timeout(timeout))?;
+        Ok(response.bytes().to_vec())
+    }
+
+    /// [`LinkEnd::served_descriptors`] as a future.
+    fn served_descriptors_async(&self, timeout: Duration) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static
+    where
+        Self: Sized,
+    {
+        let answer = self.call_async(wire::builtin::INTROSPECT_DESCRIPTORS, &[], &CallOptions::timeout(timeout));
+        async move { Ok(answer.await?.bytes().to_vec()) }
+    }
+
     /// [`LinkEnd::served_methods`] as a future.
     fn served_methods_async(
         &self,
@@ -242,6 +259,19 @@ pub trait Registry: sealed::HandlerTable {
         Self: Sized,
     {
         self.dispatcher().write().register_stream_as(name, kind, handler)
+    }
+
+    /// Keeps `file_descriptor_set` (a serialized `google.protobuf.FileDescriptorSet`) as
+    /// the description of services served here, answered by
+    /// `cellshm.Introspect.descriptors`: what a gRPC gateway's reflection serves, so
+    /// `grpcurl describe` works without the `.proto` files. Generated `serve_<svc>`
+    /// functions call it with the set `cellshm-codegen` embeds; a set given twice is kept
+    /// once. RESOURCE_EXHAUSTED past 4 MiB in all.
+    fn describe(&self, file_descriptor_set: &[u8]) -> Result<()>
+    where
+        Self: Sized,
+    {
+        self.dispatcher().write().add_descriptors(file_descriptor_set)
     }
 
     /// Where async handlers run ([`Registry::method_async`],

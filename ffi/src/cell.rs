@@ -85,6 +85,30 @@ pub unsafe extern "C" fn cellshm_cell_register(
     })
 }
 
+/// Keeps `set` (`set_len` bytes: a serialized `google.protobuf.FileDescriptorSet`, such
+/// as the `<FILE>_FILE_DESCRIPTOR_SET` array of a header from `cellshm-codegen --lang c`)
+/// as the description of the services this cell serves: its host's gRPC gateway answers
+/// reflection from it (`grpcurl describe`). The bytes are copied; a set given twice is
+/// kept once. CELLSHM_RESOURCE_EXHAUSTED past 4 MiB in all.
+///
+/// # Safety
+/// `cell` is live; `set` points to `set_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_cell_describe(
+    cell: *const cellshm_cell,
+    set: *const u8,
+    set_len: usize,
+) -> cellshm_status {
+    boundary("cellshm_cell_describe", || {
+        // SAFETY: cellshm_cell_describe's contract, which C keeps: `cell` is live, `set`
+        // has `set_len` readable bytes.
+        let (cell, set) = unsafe { (Handle::borrow(cell), c_bytes(set, set_len, "set")) };
+        let (cell, set) = (try_c!(cell), try_c!(set));
+        try_cellshm!(cellshm::Registry::describe(&cell.cell, set));
+        CELLSHM_OK
+    })
+}
+
 /// Starts serving and announces readiness to the host; returns once the host accepted.
 ///
 /// # Safety

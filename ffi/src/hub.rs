@@ -235,6 +235,29 @@ pub unsafe extern "C" fn cellshm_hub_register(
     })
 }
 
+/// Keeps `set` (`set_len` bytes: a serialized `google.protobuf.FileDescriptorSet`, such
+/// as the `<FILE>_FILE_DESCRIPTOR_SET` array of a header from `cellshm-codegen --lang c`)
+/// as the description of the services the host serves to its cells. The bytes are
+/// copied; a set given twice is kept once. CELLSHM_RESOURCE_EXHAUSTED past 4 MiB in all.
+///
+/// # Safety
+/// `hub` is live; `set` points to `set_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_describe(
+    hub: *const cellshm_hub,
+    set: *const u8,
+    set_len: usize,
+) -> cellshm_status {
+    boundary("cellshm_hub_describe", || {
+        // SAFETY: cellshm_hub_describe's contract, which C keeps: `hub` is live, `set` has
+        // `set_len` readable bytes.
+        let (hub, set) = unsafe { (Handle::borrow(hub), c_bytes(set, set_len, "set")) };
+        let (hub, set) = (try_c!(hub), try_c!(set));
+        try_cellshm!(cellshm::Registry::describe(&hub.hub, set));
+        CELLSHM_OK
+    })
+}
+
 /// Spawns `program` as a cell named `name` (1 to 48 bytes without control characters,
 /// the rule cellshm_supervisor_add and attach follow too). `program` is looked up in PATH
 /// if it has no slash, and is the cell's argv[0]. `argv` (may be NULL) is a

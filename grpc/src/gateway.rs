@@ -16,11 +16,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::codec::RawCodec;
 use crate::health::Health;
+use crate::reflection::Reflection;
 use crate::routes::Routes;
 use crate::status::to_grpc_status;
 use crate::timeout::parse_grpc_timeout;
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// The largest message a client may send or receive through the gateway unless
 /// configured otherwise (cellshm's own limit is the largest slot of the hub).
@@ -100,7 +101,8 @@ impl Gateway {
         self
     }
 
-    /// The routes to mount on a tonic server: `grpc.health.v1.Health`, and every other
+    /// The routes to mount on a tonic server: `grpc.health.v1.Health`, server reflection
+    /// (`grpc.reflection.v1` and `v1alpha`), and every other
     /// path to the cells, with the health statuses set before it returns. Call it inside
     /// a tokio runtime: the health service's later updates run on it. (A tonic server
     /// races each unary call with a timer read from `grpc-timeout`, which answers
@@ -116,7 +118,11 @@ impl Gateway {
         let mut health = Health::new(self.routes.clone(), reporter);
         health.update().await;
         tokio::spawn(health.follow(self.events));
-        tonic::service::Routes::from(router).add_service(health_service)
+        let reflection = Reflection::new(self.routes.clone());
+        tonic::service::Routes::from(router)
+            .add_service(health_service)
+            .add_service(reflection.service::<false>())
+            .add_service(reflection.service::<true>())
     }
 
     /// Serves on `addr` (plain HTTP/2) until the future is dropped or fails.

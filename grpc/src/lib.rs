@@ -10,7 +10,9 @@
 //! a stream's items flow only as fast as HTTP/2's windows and cellshm's credit both
 //! allow, and statuses come back with their codes and messages (cellshm's own, such as
 //! PEER_DEAD, as the nearest gRPC code with the original in the `cellshm-status`
-//! metadata key).
+//! metadata key). `grpc.health.v1.Health` reports each service's health, and gRPC server
+//! reflection (v1 and v1alpha) lists what the cells serve and describes it from the
+//! descriptors they registered (`cellshm::Registry::describe`, which generated code calls).
 //!
 //! ```no_run
 //! # async fn f(hub: &cellshm::Hub) -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +24,7 @@
 mod codec;
 mod gateway;
 mod health;
+mod reflection;
 mod routes;
 mod status;
 mod timeout;

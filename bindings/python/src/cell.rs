@@ -69,6 +69,11 @@ impl Cell {
         self.get()?.stream_method_as(name, kind, py_stream_handler(handler)).map_err(err)
     }
 
+    /// Keeps a serialized `google.protobuf.FileDescriptorSet` describing what is served.
+    pub(crate) fn describe(&self, file_descriptor_set: &[u8]) -> PyResult<()> {
+        self.get()?.describe(file_descriptor_set).map_err(err)
+    }
+
     /// Starts serving and announces readiness to the host.
     pub(crate) fn serve(&self, py: Python<'_>) -> PyResult<()> {
         let cell = self.get()?;

@@ -67,6 +67,11 @@ impl Hub {
         self.with(|hub| hub.stream_method_as(name, kind, py_stream_handler(handler)))
     }
 
+    /// Keeps a serialized `google.protobuf.FileDescriptorSet` describing what is served.
+    pub(crate) fn describe(&self, file_descriptor_set: &[u8]) -> PyResult<()> {
+        self.with(|hub| hub.describe(file_descriptor_set))
+    }
+
     /// Routes cells' log records to `sink(cell, peer_id, level, target, message,
     /// time_unix_ns, file, line, fields)`, or back to Rust `tracing` with None.
     pub(crate) fn set_log_sink(&self, sink: Option<Py<PyAny>>) -> PyResult<()> {

@@ -203,6 +203,10 @@ impl Supervisor {
         self.get()?.hub().method(name, py_handler(handler, view)).map_err(err)
     }
 
+    pub(crate) fn describe(&self, file_descriptor_set: &[u8]) -> PyResult<()> {
+        self.get()?.hub().describe(file_descriptor_set).map_err(err)
+    }
+
     pub(crate) fn allow(&self, method: &str, cells: Vec<String>) -> PyResult<()> {
         let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
         self.get()?.hub().allow(method, &cells).map_err(err)

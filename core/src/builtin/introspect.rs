@@ -1,6 +1,7 @@
 //! `cellshm.Introspect.methods`: the (name, id) pairs a side serves, sorted by name,
-//! the introspection method itself included. Served like any method, from the
-//! dispatcher it describes (registered by `host` and `cell` when they make theirs).
+//! the introspection method itself included; `cellshm.Introspect.descriptors`: the
+//! `.proto` descriptors its generated services registered. Served like any method, from
+//! the dispatcher they describe (registered by `host` and `cell` when they make theirs).
 
 use std::sync::{Arc, Weak};
 
@@ -17,6 +18,11 @@ pub(crate) fn serve_on(dispatcher: &Arc<RwLock<Dispatcher>>) -> Result<()> {
     dispatcher.write().register(builtin::INTROSPECT_METHODS, move |call| {
         let methods = described.upgrade().map(|d| d.read().methods_and_kinds()).unwrap_or_default();
         call.reply(&answer(methods))
+    })?;
+    let described: Weak<RwLock<Dispatcher>> = Arc::downgrade(dispatcher);
+    dispatcher.write().register(builtin::INTROSPECT_DESCRIPTORS, move |call| {
+        let descriptors = described.upgrade().map(|d| d.read().descriptors()).unwrap_or_default();
+        call.reply(&descriptors)
     })
 }
 

@@ -71,6 +71,9 @@ pub mod builtin {
     pub const LOG_SET_FILTER: &str = "cellshm.Log.set_filter";
     /// Either way: the method names the callee serves.
     pub const INTROSPECT_METHODS: &str = "cellshm.Introspect.methods";
+    /// Either way: the `.proto` descriptors of the services the callee serves, as one
+    /// serialized `google.protobuf.FileDescriptorSet` (what gRPC reflection answers from).
+    pub const INTROSPECT_DESCRIPTORS: &str = "cellshm.Introspect.descriptors";
 
     /// Id of [`LIFECYCLE_READY`].
     pub const LIFECYCLE_READY_ID: u32 = method_id(LIFECYCLE_READY);
@@ -84,10 +87,19 @@ pub mod builtin {
     pub const LOG_SET_FILTER_ID: u32 = method_id(LOG_SET_FILTER);
     /// Id of [`INTROSPECT_METHODS`].
     pub const INTROSPECT_METHODS_ID: u32 = method_id(INTROSPECT_METHODS);
+    /// Id of [`INTROSPECT_DESCRIPTORS`].
+    pub const INTROSPECT_DESCRIPTORS_ID: u32 = method_id(INTROSPECT_DESCRIPTORS);
 
     /// Every built-in method's name.
-    pub const ALL: [&str; 6] =
-        [LIFECYCLE_READY, LIFECYCLE_GOODBYE, LIFECYCLE_HEARTBEAT, LOG_EVENT, LOG_SET_FILTER, INTROSPECT_METHODS];
+    pub const ALL: [&str; 7] = [
+        LIFECYCLE_READY,
+        LIFECYCLE_GOODBYE,
+        LIFECYCLE_HEARTBEAT,
+        LOG_EVENT,
+        LOG_SET_FILTER,
+        INTROSPECT_METHODS,
+        INTROSPECT_DESCRIPTORS,
+    ];
 }
 
 /// Little-endian writer for built-in message bodies.

@@ -575,6 +575,7 @@ mod tests {
             ("cellshm.Log.event", 0x8d14_7daa),
             ("cellshm.Log.set_filter", 0x9620_887b),
             ("cellshm.Introspect.methods", 0xbf8f_592e),
+            ("cellshm.Introspect.descriptors", 0x1c19_846d),
         ] {
             assert_eq!(method_id(name), id, "{name}");
         }

@@ -292,3 +292,43 @@ fn garbage_oversized_messages_and_ten_thousand_abandoned_streams_leave_it_servin
         || alive() <= tasks_before + 2,
     );
 }
+
+#[test]
+fn reflection_lists_every_service_served_and_describes_what_was_described() {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let r = start();
+    r.runtime.block_on(async {
+        // v1alpha, which older clients speak (grpcurl's test in test_gateway.py speaks v1).
+        let mut client = ServerReflectionClient::new(r.channel.clone());
+        let ask =
+            |message: MessageRequest| ServerReflectionRequest { host: String::new(), message_request: Some(message) };
+        let requests = [
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol("grpc.health.v1.Health".into())),
+        ];
+        let mut answers = client.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
+        let Some(MessageResponse::ListServicesResponse(listed)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a list of services")
+        };
+        let listed: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+        // The test cell registered no descriptors: its services are listed all the same.
+        for service in ["Echo", "Test", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+            assert!(listed.iter().any(|s| s == service), "{service} not in {listed:?}");
+        }
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a file")
+        };
+        assert_eq!(files.file_descriptor_proto.len(), 1);
+        // A service nobody described is listed, not described.
+        let requests = [ask(MessageRequest::FileContainingSymbol("Echo".into()))];
+        let mut answers = client.server_reflection_info(tokio_stream::iter(requests)).await.unwrap().into_inner();
+        assert_eq!(answers.message().await.unwrap_err().code(), tonic::Code::NotFound);
+    });
+}

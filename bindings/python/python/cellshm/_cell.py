@@ -63,6 +63,13 @@ class Cell(LinkEnd):
         by default the stream's direction is left undeclared."""
         return _registering_stream(self._native, name, kind, lambda: self._loop)
 
+    def describe(self, file_descriptor_set: bytes) -> None:
+        """Keeps ``file_descriptor_set`` (a serialized ``google.protobuf.FileDescriptorSet``)
+        as the description of the services served here: a gRPC gateway answers reflection
+        from it (``grpcurl describe``). Generated ``serve_<svc>`` functions pass the set
+        ``cellshm-codegen`` embeds; a set given twice is kept once."""
+        self._native.describe(bytes(file_descriptor_set))
+
     def serve(self) -> None:
         """Starts serving and announces readiness to the host; returns at once."""
         self._native.serve()

@@ -210,6 +210,13 @@ class Hub:
         :meth:`Cell.stream_method`), or with ``allow`` only to those cells."""
         return _registering_stream(self._native, name, kind, lambda: None, allow)
 
+    def describe(self, file_descriptor_set: bytes) -> None:
+        """Keeps ``file_descriptor_set`` (a serialized ``google.protobuf.FileDescriptorSet``)
+        as the description of the services served here: a gRPC gateway answers reflection
+        from it (``grpcurl describe``). Generated ``serve_<svc>`` functions pass the set
+        ``cellshm-codegen`` embeds; a set given twice is kept once."""
+        self._native.describe(bytes(file_descriptor_set))
+
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """Only the cells named in ``cells`` may call the host method ``method`` (registered
         already); any other gets :class:`PermissionDenied`, counted in its

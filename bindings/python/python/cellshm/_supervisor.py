@@ -126,6 +126,13 @@ class Supervisor:
         the cells of those names: see :meth:`Hub.allow`)."""
         return _registering(self._native, name, view, lambda: None, allow)
 
+    def describe(self, file_descriptor_set: bytes) -> None:
+        """Keeps ``file_descriptor_set`` (a serialized ``google.protobuf.FileDescriptorSet``)
+        as the description of the services served here: a gRPC gateway answers reflection
+        from it (``grpcurl describe``). Generated ``serve_<svc>`` functions pass the set
+        ``cellshm-codegen`` embeds; a set given twice is kept once."""
+        self._native.describe(bytes(file_descriptor_set))
+
     def allow(self, method: str, cells: Sequence[str]) -> None:
         """As :meth:`Hub.allow`, for the supervisor's hub."""
         self._native.allow(method, _names(cells))

@@ -70,6 +70,10 @@ pub(super) struct AccessCheck {
     policy: Option<AccessPolicy>,
 }
 
+/// The most descriptor bytes one side keeps (`cellshm.Introspect.descriptors`): far
+/// above any real set of `.proto` files, and a bound on what a registration can grow.
+pub const MAX_DESCRIPTOR_BYTES: usize = 4 << 20;
+
 impl AccessCheck {
     /// PERMISSION_DENIED unless `who` is listed (if the method has a list) and the policy
     /// (if any) admits it. A caller of unknown identity is refused.
@@ -123,6 +127,8 @@ pub struct Dispatcher {
     /// The callers each restricted method (unary or stream) admits, by name.
     allowed: HashMap<u32, Arc<AllowList>, std::hash::BuildHasherDefault<IdHasher>>,
     policy: Option<AccessPolicy>,
+    /// Serialized `FileDescriptorSet`s of the services served, each once.
+    descriptors: Vec<Arc<[u8]>>,
 }
 
 impl fmt::Debug for Dispatcher {
@@ -193,6 +199,30 @@ impl Dispatcher {
         });
         self.streams.insert(id, (name.to_string(), kind, Streaming::Async(handler, spawn)));
         Ok(())
+    }
+
+    /// Keeps a serialized `google.protobuf.FileDescriptorSet` describing served services
+    /// (a set given twice is kept once). RESOURCE_EXHAUSTED past
+    /// [`MAX_DESCRIPTOR_BYTES`] in all.
+    pub fn add_descriptors(&mut self, file_descriptor_set: &[u8]) -> Result<()> {
+        if file_descriptor_set.is_empty() || self.descriptors.iter().any(|d| **d == *file_descriptor_set) {
+            return Ok(());
+        }
+        let kept: usize = self.descriptors.iter().map(|d| d.len()).sum();
+        if kept + file_descriptor_set.len() > MAX_DESCRIPTOR_BYTES {
+            return Err(Error::new(
+                Status::ResourceExhausted,
+                format!("descriptors past {MAX_DESCRIPTOR_BYTES} bytes in all are not kept"),
+            ));
+        }
+        self.descriptors.push(file_descriptor_set.into());
+        Ok(())
+    }
+
+    /// Every descriptor set kept, as one `FileDescriptorSet` (protobuf's repeated field
+    /// `file` concatenates: the sets' bytes one after another are the union).
+    pub fn descriptors(&self) -> Vec<u8> {
+        self.descriptors.concat()
     }
 
     /// Where async handlers registered without a runtime of their own run. With the
@@ -570,6 +600,20 @@ mod tests {
         let e = d.register_stream_as("Svc.m79518", MethodKind::Bidi, |_| Ok(())).unwrap_err();
         assert_eq!(e.status(), Status::AlreadyExists, "{e}");
         assert_eq!(d.methods(), [("Svc.m67915".to_string(), wire::method_id("Svc.m67915"))]);
+    }
+
+    #[test]
+    fn descriptor_sets_concatenate_each_once_and_stop_at_the_bound() {
+        let mut d = Dispatcher::new();
+        assert!(d.descriptors().is_empty());
+        d.add_descriptors(b"\x0a\x01a").unwrap();
+        d.add_descriptors(b"\x0a\x01b").unwrap();
+        d.add_descriptors(b"\x0a\x01a").unwrap();
+        d.add_descriptors(b"").unwrap();
+        assert_eq!(d.descriptors(), b"\x0a\x01a\x0a\x01b");
+        let big = vec![7u8; MAX_DESCRIPTOR_BYTES];
+        assert_eq!(d.add_descriptors(&big).unwrap_err().status(), Status::ResourceExhausted);
+        assert_eq!(d.descriptors().len(), 6, "a refused set leaves the kept ones as they were");
     }
 
     #[test]

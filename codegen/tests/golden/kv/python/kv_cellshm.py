@@ -10,6 +10,10 @@ from cellshm import typed as _typed
 
 import kv_pb2 as kv__pb2
 
+# kv.proto and its imports as a serialized google.protobuf.FileDescriptorSet: what
+# serve_* registers (describe) for gRPC reflection through a gateway.
+FILE_DESCRIPTOR_SET = b'\x0a\x85\x06\x0a\x08kv.proto\x12\x02kv"\x1e\x0a\x0aGetRequest\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key"6\x0a\x08GetReply\x12\x14\x0a\x05found\x18\x01 \x01(\x08R\x05found\x12\x14\x0a\x05value\x18\x02 \x01(\x0cR\x05value"4\x0a\x0aPutRequest\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\x12\x14\x0a\x05value\x18\x02 \x01(\x0cR\x05value"T\x0a\x08PutReply\x12\x1f\x0a\x08previous\x18\x01 \x01(\x0cH\x00R\x08previous\x88\x01\x01\x12\x1a\x0a\x08sequence\x18\x02 \x01(\x04R\x08sequenceB\x0b\x0a\x09_previous"[\x0a\x0cWatchRequest\x12\x16\x0a\x06prefix\x18\x01 \x01(\x09R\x06prefix\x12\x1d\x0a\x0amax_events\x18\x02 \x01(\x0dR\x09maxEvents\x12\x14\x0a\x05since\x18\x03 \x01(\x04R\x05since"K\x0a\x05Event\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\x12\x14\x0a\x05value\x18\x02 \x01(\x0cR\x05value\x12\x1a\x0a\x08sequence\x18\x03 \x01(\x04R\x08sequence"-\x0a\x05Chunk\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\x12\x12\x0a\x04data\x18\x02 \x01(\x0cR\x04data";\x0a\x0bUploadReply\x12\x16\x0a\x06chunks\x18\x01 \x01(\x0dR\x06chunks\x12\x14\x0a\x05bytes\x18\x02 \x01(\x04R\x05bytes"!\x0a\x0bChatMessage\x12\x12\x0a\x04text\x18\x01 \x01(\x09R\x04text2\xcf\x01\x0a\x05Store\x12#\x0a\x03Get\x12\x0e.kv.GetRequest\x1a\x0c.kv.GetReply\x12#\x0a\x03Put\x12\x0e.kv.PutRequest\x1a\x0c.kv.PutReply\x12&\x0a\x05Watch\x12\x10.kv.WatchRequest\x1a\x09.kv.Event0\x01\x12&\x0a\x06Upload\x12\x09.kv.Chunk\x1a\x0f.kv.UploadReply(\x01\x12,\x0a\x04Chat\x12\x0f.kv.ChatMessage\x1a\x0f.kv.ChatMessage(\x010\x01b\x06proto3'
+
 
 STORE_METHODS: Tuple[_typed.MethodInfo, ...] = (
     _typed.MethodInfo("kv.Store.Get", 1143637785, cellshm.MethodKind.UNARY),
@@ -104,6 +108,7 @@ def serve_store(target: Union[cellshm.Cell, cellshm.Hub], servicer: StoreService
     _typed.serve_server_streaming(target, STORE_METHODS[2], kv__pb2.WatchRequest, servicer.watch)
     _typed.serve_client_streaming(target, STORE_METHODS[3], kv__pb2.Chunk, servicer.upload)
     _typed.serve_bidi(target, STORE_METHODS[4], kv__pb2.ChatMessage, servicer.chat)
+    target.describe(FILE_DESCRIPTOR_SET)
 
 
-__all__ = ["StoreClient", "StoreServicer", "serve_store"]
+__all__ = ["FILE_DESCRIPTOR_SET", "StoreClient", "StoreServicer", "serve_store"]

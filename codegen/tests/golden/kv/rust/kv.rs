@@ -102,6 +102,9 @@ pub mod store_methods {
     };
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 5] = [GET, PUT, WATCH, UPLOAD, CHAT];
+    /// The `.proto` file that declares `kv.Store` and its imports, as a serialized
+    /// `google.protobuf.FileDescriptorSet`: what `serve_*` registers for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = b"\x0a\x85\x06\x0a\x08kv.proto\x12\x02kv\"\x1e\x0a\x0aGetRequest\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\"6\x0a\x08GetReply\x12\x14\x0a\x05found\x18\x01 \x01(\x08R\x05found\x12\x14\x0a\x05value\x18\x02 \x01(\x0cR\x05value\"4\x0a\x0aPutRequest\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\x12\x14\x0a\x05value\x18\x02 \x01(\x0cR\x05value\"T\x0a\x08PutReply\x12\x1f\x0a\x08previous\x18\x01 \x01(\x0cH\x00R\x08previous\x88\x01\x01\x12\x1a\x0a\x08sequence\x18\x02 \x01(\x04R\x08sequenceB\x0b\x0a\x09_previous\"[\x0a\x0cWatchRequest\x12\x16\x0a\x06prefix\x18\x01 \x01(\x09R\x06prefix\x12\x1d\x0a\x0amax_events\x18\x02 \x01(\x0dR\x09maxEvents\x12\x14\x0a\x05since\x18\x03 \x01(\x04R\x05since\"K\x0a\x05Event\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\x12\x14\x0a\x05value\x18\x02 \x01(\x0cR\x05value\x12\x1a\x0a\x08sequence\x18\x03 \x01(\x04R\x08sequence\"-\x0a\x05Chunk\x12\x10\x0a\x03key\x18\x01 \x01(\x09R\x03key\x12\x12\x0a\x04data\x18\x02 \x01(\x0cR\x04data\";\x0a\x0bUploadReply\x12\x16\x0a\x06chunks\x18\x01 \x01(\x0dR\x06chunks\x12\x14\x0a\x05bytes\x18\x02 \x01(\x04R\x05bytes\"!\x0a\x0bChatMessage\x12\x12\x0a\x04text\x18\x01 \x01(\x09R\x04text2\xcf\x01\x0a\x05Store\x12#\x0a\x03Get\x12\x0e.kv.GetRequest\x1a\x0c.kv.GetReply\x12#\x0a\x03Put\x12\x0e.kv.PutRequest\x1a\x0c.kv.PutReply\x12&\x0a\x05Watch\x12\x10.kv.WatchRequest\x1a\x09.kv.Event0\x01\x12&\x0a\x06Upload\x12\x09.kv.Chunk\x1a\x0f.kv.UploadReply(\x01\x12,\x0a\x04Chat\x12\x0f.kv.ChatMessage\x1a\x0f.kv.ChatMessage(\x010\x01b\x06proto3";
 }
 /// The store.
 /// A client of `kv.Store`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
@@ -356,7 +359,7 @@ pub fn serve_store<R: ::cellshm::Registry>(
                 },
             )?;
     }
-    Ok(())
+    registrar.describe(store_methods::FILE_DESCRIPTOR_SET)
 }
 /// The store.
 /// An async client of `kv.Store`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
@@ -648,5 +651,5 @@ pub fn serve_store_async<R: ::cellshm::Registry>(
                 },
             )?;
     }
-    Ok(())
+    registrar.describe(store_methods::FILE_DESCRIPTOR_SET)
 }

@@ -10,6 +10,10 @@ from cellshm import typed as _typed
 
 import plain_pb2 as plain__pb2
 
+# plain.proto and its imports as a serialized google.protobuf.FileDescriptorSet: what
+# serve_* registers (describe) for gRPC reflection through a gateway.
+FILE_DESCRIPTOR_SET = b'\x0at\x0a\x0bplain.proto"\x1f\x0a\x04Ping\x12\x17\x0a\x07sent_ns\x18\x01 \x01(\x04R\x06sentNs2<\x0a\x05Plain\x12\x14\x0a\x04Ping\x12\x05.Ping\x1a\x05.Ping\x12\x1d\x0a\x0dGetHTTPStatus\x12\x05.Ping\x1a\x05.Pingb\x06proto3'
+
 
 PLAIN_METHODS: Tuple[_typed.MethodInfo, ...] = (
     _typed.MethodInfo("Plain.Ping", 2918594776, cellshm.MethodKind.UNARY),
@@ -74,6 +78,7 @@ def serve_plain(target: Union[cellshm.Cell, cellshm.Hub], servicer: PlainService
     """Serves ``Plain`` with ``servicer`` on a cell (to its host) or a hub (to every cell)."""
     _typed.serve_unary(target, PLAIN_METHODS[0], plain__pb2.Ping, servicer.ping)
     _typed.serve_unary(target, PLAIN_METHODS[1], plain__pb2.Ping, servicer.get_http_status)
+    target.describe(FILE_DESCRIPTOR_SET)
 
 
-__all__ = ["PlainClient", "PlainServicer", "serve_plain"]
+__all__ = ["FILE_DESCRIPTOR_SET", "PlainClient", "PlainServicer", "serve_plain"]

@@ -20,6 +20,9 @@ pub mod plain_methods {
     };
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 2] = [PING, GET_HTTP_STATUS];
+    /// The `.proto` file that declares `Plain` and its imports, as a serialized
+    /// `google.protobuf.FileDescriptorSet`: what `serve_*` registers for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = b"\x0at\x0a\x0bplain.proto\"\x1f\x0a\x04Ping\x12\x17\x0a\x07sent_ns\x18\x01 \x01(\x04R\x06sentNs2<\x0a\x05Plain\x12\x14\x0a\x04Ping\x12\x05.Ping\x1a\x05.Ping\x12\x1d\x0a\x0dGetHTTPStatus\x12\x05.Ping\x1a\x05.Pingb\x06proto3";
 }
 /// A client of `Plain`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
 pub struct PlainClient<'a, C: ::cellshm::LinkEnd> {
@@ -139,7 +142,7 @@ pub fn serve_plain<R: ::cellshm::Registry>(
                 },
             )?;
     }
-    Ok(())
+    registrar.describe(plain_methods::FILE_DESCRIPTOR_SET)
 }
 /// An async client of `Plain`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
 pub struct PlainAsyncClient<'a, C: ::cellshm::LinkEnd> {
@@ -279,5 +282,5 @@ pub fn serve_plain_async<R: ::cellshm::Registry>(
                 },
             )?;
     }
-    Ok(())
+    registrar.describe(plain_methods::FILE_DESCRIPTOR_SET)
 }

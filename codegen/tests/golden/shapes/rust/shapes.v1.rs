@@ -91,6 +91,9 @@ pub mod drawing_methods {
     };
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 4] = [DRAW, TYPE, MATCH, LOOP];
+    /// The `.proto` file that declares `shapes.v1.Drawing` and its imports, as a serialized
+    /// `google.protobuf.FileDescriptorSet`: what `serve_*` registers for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = b"\x0a\xbe\x01\x0a\x1bgoogle/protobuf/empty.proto\x12\x0fgoogle.protobuf\"\x07\x0a\x05EmptyB}\x0a\x13com.google.protobufB\x0aEmptyProtoP\x01Z.google.golang.org/protobuf/types/known/emptypb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0a\xff\x01\x0a\x1fgoogle/protobuf/timestamp.proto\x12\x0fgoogle.protobuf\";\x0a\x09Timestamp\x12\x18\x0a\x07seconds\x18\x01 \x01(\x03R\x07seconds\x12\x14\x0a\x05nanos\x18\x02 \x01(\x05R\x05nanosB\x85\x01\x0a\x13com.google.protobufB\x0eTimestampProtoP\x01Z2google.golang.org/protobuf/types/known/timestamppb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0aQ\x0a\x13shapes/common.proto\x12\x0dshapes.common\"#\x0a\x05Point\x12\x0c\x0a\x01x\x18\x01 \x01(\x01R\x01x\x12\x0c\x0a\x01y\x18\x02 \x01(\x01R\x01yb\x06proto3\x0a\xe4\x05\x0a\x14shapes/drawing.proto\x12\x09shapes.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13shapes/common.proto\"\xeb\x02\x0a\x06Figure\x125\x0a\x08segments\x18\x01 \x03(\x0b2\x19.shapes.v1.Figure.SegmentR\x08segments\x12-\x0a\x05style\x18\x02 \x01(\x0e2\x17.shapes.v1.Figure.StyleR\x05style\x12\x14\x0a\x04text\x18\x03 \x01(\x09H\x00R\x04text\x12\x18\x0a\x06number\x18\x04 \x01(\x0dH\x00R\x06number\x125\x0a\x08drawn_at\x18\x05 \x01(\x0b2\x1a.google.protobuf.TimestampR\x07drawnAt\x1aY\x0a\x07Segment\x12(\x0a\x04from\x18\x01 \x01(\x0b2\x14.shapes.common.PointR\x04from\x12$\x0a\x02to\x18\x02 \x01(\x0b2\x14.shapes.common.PointR\x02to\"0\x0a\x05Style\x12\x15\x0a\x11STYLE_UNSPECIFIED\x10\x00\x12\x10\x0a\x0cSTYLE_DASHED\x10\x01B\x07\x0a\x05label2\xee\x01\x0a\x07Drawing\x121\x0a\x04Draw\x12\x11.shapes.v1.Figure\x1a\x16.google.protobuf.Empty\x127\x0a\x04type\x12\x19.shapes.v1.Figure.Segment\x1a\x14.shapes.common.Point\x129\x0a\x05match\x12\x11.shapes.v1.Figure\x1a\x19.shapes.v1.Figure.Segment(\x010\x01\x12<\x0a\x04Loop\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp0\x012\x07\x0a\x05Emptyb\x06proto3";
 }
 /// Draws figures.
 /// A client of `shapes.v1.Drawing`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
@@ -305,7 +308,7 @@ pub fn serve_drawing<R: ::cellshm::Registry>(
                 },
             )?;
     }
-    Ok(())
+    registrar.describe(drawing_methods::FILE_DESCRIPTOR_SET)
 }
 /// Draws figures.
 /// An async client of `shapes.v1.Drawing`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
@@ -549,12 +552,15 @@ pub fn serve_drawing_async<R: ::cellshm::Registry>(
                 },
             )?;
     }
-    Ok(())
+    registrar.describe(drawing_methods::FILE_DESCRIPTOR_SET)
 }
 /// The methods of `shapes.v1.Empty` as cellshm names them.
 pub mod empty_methods {
     /// Every method, in declaration order.
     pub const ALL: [::cellshm::typed::MethodInfo; 0] = [];
+    /// The `.proto` file that declares `shapes.v1.Empty` and its imports, as a serialized
+    /// `google.protobuf.FileDescriptorSet`: what `serve_*` registers for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = b"\x0a\xbe\x01\x0a\x1bgoogle/protobuf/empty.proto\x12\x0fgoogle.protobuf\"\x07\x0a\x05EmptyB}\x0a\x13com.google.protobufB\x0aEmptyProtoP\x01Z.google.golang.org/protobuf/types/known/emptypb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0a\xff\x01\x0a\x1fgoogle/protobuf/timestamp.proto\x12\x0fgoogle.protobuf\";\x0a\x09Timestamp\x12\x18\x0a\x07seconds\x18\x01 \x01(\x03R\x07seconds\x12\x14\x0a\x05nanos\x18\x02 \x01(\x05R\x05nanosB\x85\x01\x0a\x13com.google.protobufB\x0eTimestampProtoP\x01Z2google.golang.org/protobuf/types/known/timestamppb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0aQ\x0a\x13shapes/common.proto\x12\x0dshapes.common\"#\x0a\x05Point\x12\x0c\x0a\x01x\x18\x01 \x01(\x01R\x01x\x12\x0c\x0a\x01y\x18\x02 \x01(\x01R\x01yb\x06proto3\x0a\xe4\x05\x0a\x14shapes/drawing.proto\x12\x09shapes.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13shapes/common.proto\"\xeb\x02\x0a\x06Figure\x125\x0a\x08segments\x18\x01 \x03(\x0b2\x19.shapes.v1.Figure.SegmentR\x08segments\x12-\x0a\x05style\x18\x02 \x01(\x0e2\x17.shapes.v1.Figure.StyleR\x05style\x12\x14\x0a\x04text\x18\x03 \x01(\x09H\x00R\x04text\x12\x18\x0a\x06number\x18\x04 \x01(\x0dH\x00R\x06number\x125\x0a\x08drawn_at\x18\x05 \x01(\x0b2\x1a.google.protobuf.TimestampR\x07drawnAt\x1aY\x0a\x07Segment\x12(\x0a\x04from\x18\x01 \x01(\x0b2\x14.shapes.common.PointR\x04from\x12$\x0a\x02to\x18\x02 \x01(\x0b2\x14.shapes.common.PointR\x02to\"0\x0a\x05Style\x12\x15\x0a\x11STYLE_UNSPECIFIED\x10\x00\x12\x10\x0a\x0cSTYLE_DASHED\x10\x01B\x07\x0a\x05label2\xee\x01\x0a\x07Drawing\x121\x0a\x04Draw\x12\x11.shapes.v1.Figure\x1a\x16.google.protobuf.Empty\x127\x0a\x04type\x12\x19.shapes.v1.Figure.Segment\x1a\x14.shapes.common.Point\x129\x0a\x05match\x12\x11.shapes.v1.Figure\x1a\x19.shapes.v1.Figure.Segment(\x010\x01\x12<\x0a\x04Loop\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp0\x012\x07\x0a\x05Emptyb\x06proto3";
 }
 /// A client of `shapes.v1.Empty`: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
 pub struct EmptyClient<'a, C: ::cellshm::LinkEnd> {
@@ -607,8 +613,8 @@ pub fn serve_empty<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl Empty,
 ) -> ::cellshm::Result<()> {
-    let _ = (registrar, service);
-    Ok(())
+    let _ = service;
+    registrar.describe(empty_methods::FILE_DESCRIPTOR_SET)
 }
 /// An async client of `shapes.v1.Empty`, on any executor: calls the other end of a link (a host's `Peer`, a `Cell` calling its host, a `Supervised` cell).
 pub struct EmptyAsyncClient<'a, C: ::cellshm::LinkEnd> {
@@ -662,6 +668,6 @@ pub fn serve_empty_async<R: ::cellshm::Registry>(
     registrar: &R,
     service: impl EmptyAsync,
 ) -> ::cellshm::Result<()> {
-    let _ = (registrar, service);
-    Ok(())
+    let _ = service;
+    registrar.describe(empty_methods::FILE_DESCRIPTOR_SET)
 }

@@ -13,6 +13,10 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from shapes import common_pb2 as shapes_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
+# shapes/drawing.proto and its imports as a serialized google.protobuf.FileDescriptorSet: what
+# serve_* registers (describe) for gRPC reflection through a gateway.
+FILE_DESCRIPTOR_SET = b'\x0a\xbe\x01\x0a\x1bgoogle/protobuf/empty.proto\x12\x0fgoogle.protobuf"\x07\x0a\x05EmptyB}\x0a\x13com.google.protobufB\x0aEmptyProtoP\x01Z.google.golang.org/protobuf/types/known/emptypb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0a\xff\x01\x0a\x1fgoogle/protobuf/timestamp.proto\x12\x0fgoogle.protobuf";\x0a\x09Timestamp\x12\x18\x0a\x07seconds\x18\x01 \x01(\x03R\x07seconds\x12\x14\x0a\x05nanos\x18\x02 \x01(\x05R\x05nanosB\x85\x01\x0a\x13com.google.protobufB\x0eTimestampProtoP\x01Z2google.golang.org/protobuf/types/known/timestamppb\xf8\x01\x01\xa2\x02\x03GPB\xaa\x02\x1eGoogle.Protobuf.WellKnownTypesb\x06proto3\x0aQ\x0a\x13shapes/common.proto\x12\x0dshapes.common"#\x0a\x05Point\x12\x0c\x0a\x01x\x18\x01 \x01(\x01R\x01x\x12\x0c\x0a\x01y\x18\x02 \x01(\x01R\x01yb\x06proto3\x0a\xe4\x05\x0a\x14shapes/drawing.proto\x12\x09shapes.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13shapes/common.proto"\xeb\x02\x0a\x06Figure\x125\x0a\x08segments\x18\x01 \x03(\x0b2\x19.shapes.v1.Figure.SegmentR\x08segments\x12-\x0a\x05style\x18\x02 \x01(\x0e2\x17.shapes.v1.Figure.StyleR\x05style\x12\x14\x0a\x04text\x18\x03 \x01(\x09H\x00R\x04text\x12\x18\x0a\x06number\x18\x04 \x01(\x0dH\x00R\x06number\x125\x0a\x08drawn_at\x18\x05 \x01(\x0b2\x1a.google.protobuf.TimestampR\x07drawnAt\x1aY\x0a\x07Segment\x12(\x0a\x04from\x18\x01 \x01(\x0b2\x14.shapes.common.PointR\x04from\x12$\x0a\x02to\x18\x02 \x01(\x0b2\x14.shapes.common.PointR\x02to"0\x0a\x05Style\x12\x15\x0a\x11STYLE_UNSPECIFIED\x10\x00\x12\x10\x0a\x0cSTYLE_DASHED\x10\x01B\x07\x0a\x05label2\xee\x01\x0a\x07Drawing\x121\x0a\x04Draw\x12\x11.shapes.v1.Figure\x1a\x16.google.protobuf.Empty\x127\x0a\x04type\x12\x19.shapes.v1.Figure.Segment\x1a\x14.shapes.common.Point\x129\x0a\x05match\x12\x11.shapes.v1.Figure\x1a\x19.shapes.v1.Figure.Segment(\x010\x01\x12<\x0a\x04Loop\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp0\x012\x07\x0a\x05Emptyb\x06proto3'
+
 
 DRAWING_METHODS: Tuple[_typed.MethodInfo, ...] = (
     _typed.MethodInfo("shapes.v1.Drawing.Draw", 3645125436, cellshm.MethodKind.UNARY),
@@ -97,6 +101,7 @@ def serve_drawing(target: Union[cellshm.Cell, cellshm.Hub], servicer: DrawingSer
     _typed.serve_unary(target, DRAWING_METHODS[1], shapes_dot_drawing__pb2.Figure.Segment, servicer.type)
     _typed.serve_bidi(target, DRAWING_METHODS[2], shapes_dot_drawing__pb2.Figure, servicer.match)
     _typed.serve_server_streaming(target, DRAWING_METHODS[3], google_dot_protobuf_dot_empty__pb2.Empty, servicer.loop)
+    target.describe(FILE_DESCRIPTOR_SET)
 
 
 EMPTY_METHODS: Tuple[_typed.MethodInfo, ...] = (
@@ -134,7 +139,8 @@ class EmptyServicer:
 
 def serve_empty(target: Union[cellshm.Cell, cellshm.Hub], servicer: EmptyServicer) -> None:
     """Serves ``shapes.v1.Empty`` with ``servicer`` on a cell (to its host) or a hub (to every cell)."""
-    del target, servicer
+    del servicer
+    target.describe(FILE_DESCRIPTOR_SET)
 
 
-__all__ = ["DrawingClient", "DrawingServicer", "serve_drawing", "EmptyClient", "EmptyServicer", "serve_empty"]
+__all__ = ["FILE_DESCRIPTOR_SET", "DrawingClient", "DrawingServicer", "serve_drawing", "EmptyClient", "EmptyServicer", "serve_empty"]
