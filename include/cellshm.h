@@ -363,6 +363,9 @@ typedef struct {
   // True if it attached under a name it chose (the host did not spawn it): name
   // allow-lists never admit it (see cellshm_hub_allow_attached).
   bool attached;
+  // True for a client of the hub's gRPC gateway (an access policy's caller), named by
+  // its TLS client certificate's subject or its token; peer_id, epoch and pid are 0.
+  bool remote;
 } cellshm_caller;
 
 // Decides whether `caller` may call the host method `method`: true admits it. Runs on
@@ -774,9 +777,11 @@ cellshm_status cellshm_reply_caller(cellshm_reply *reply, cellshm_caller *out_ca
 cellshm_status cellshm_stream_call_caller(cellshm_stream_call *call, cellshm_caller *out_caller);
 
 // Only the cells named in `cells` (a NULL-terminated list; empty or NULL admits none)
-// may call the host method `method` (unary or stream, registered already); any other
-// gets CELLSHM_PERMISSION_DENIED, counted in cellshm_peer_refused_calls, and the
-// handler never runs. CELLSHM_NOT_FOUND for a method not registered.
+// may call the host method `method` (unary or stream); any other gets
+// CELLSHM_PERMISSION_DENIED, counted in cellshm_peer_refused_calls, and the handler
+// never runs. The rule is the method's by name, registered yet or not: a gRPC gateway
+// (cellshm-grpc) checks it too for remote callers of a cell's method, admitting those
+// whose certificate subject or token names one of `cells`.
 //
 // # Safety
 // `hub` is live; `method` NUL-terminated; `cells` NULL or a NULL-terminated list.

@@ -25,6 +25,9 @@ pub struct cellshm_caller {
     /// True if it attached under a name it chose (the host did not spawn it): name
     /// allow-lists never admit it (see cellshm_hub_allow_attached).
     pub attached: bool,
+    /// True for a client of the hub's gRPC gateway (an access policy's caller), named by
+    /// its TLS client certificate's subject or its token; peer_id, epoch and pid are 0.
+    pub remote: bool,
 }
 
 /// `identity` for C, its name kept alive in `name`.
@@ -37,6 +40,7 @@ pub(crate) fn c_caller(identity: &cellshm::PeerIdentity, name: &mut Option<CStri
         uid: identity.uid.unwrap_or(CELLSHM_UID_UNKNOWN),
         name: kept.as_ptr(),
         attached: identity.attached,
+        remote: identity.remote,
     }
 }
 
@@ -86,9 +90,11 @@ pub unsafe extern "C" fn cellshm_stream_call_caller(
 }
 
 /// Only the cells named in `cells` (a NULL-terminated list; empty or NULL admits none)
-/// may call the host method `method` (unary or stream, registered already); any other
-/// gets CELLSHM_PERMISSION_DENIED, counted in cellshm_peer_refused_calls, and the
-/// handler never runs. CELLSHM_NOT_FOUND for a method not registered.
+/// may call the host method `method` (unary or stream); any other gets
+/// CELLSHM_PERMISSION_DENIED, counted in cellshm_peer_refused_calls, and the handler
+/// never runs. The rule is the method's by name, registered yet or not: a gRPC gateway
+/// (cellshm-grpc) checks it too for remote callers of a cell's method, admitting those
+/// whose certificate subject or token names one of `cells`.
 ///
 /// # Safety
 /// `hub` is live; `method` NUL-terminated; `cells` NULL or a NULL-terminated list.

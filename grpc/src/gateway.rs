@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cellshm::{AsyncStream, CallOptions, Hub, LinkEnd, MethodKind, Peer, Supervisor, SupervisorEvents};
+use cellshm::{
+    AsyncStream, CallOptions, Hub, HubView, LinkEnd, MethodKind, Peer, PeerIdentity, Supervisor, SupervisorEvents,
+};
 use tonic::body::Body;
 use tonic::server::Grpc;
 use tonic::{Request, Response, Status, Streaming};
@@ -20,6 +22,13 @@ use crate::reflection::Reflection;
 use crate::routes::Routes;
 use crate::status::to_grpc_status;
 use crate::timeout::parse_grpc_timeout;
+use crate::tls::{subject_name, Tls};
+
+/// Turns a bearer token into the caller's name (None: the token is refused).
+pub type TokenCheck = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -39,13 +48,22 @@ pub struct Gateway {
     max_message: usize,
     max_concurrent_streams: u32,
     keepalive: Option<(Duration, Duration)>,
+    tls: Option<Tls>,
+    tokens: Option<Arc<TokenCheck>>,
 }
 
 /// What the gateway's service needs for each request.
 struct Inner {
     routes: Arc<Routes>,
     max_message: usize,
+    /// The host's access rules, checked for every remote call.
+    access: HubView,
+    tokens: Option<Arc<TokenCheck>>,
 }
+
+/// Who a connection's client is, from its TLS certificate (none without mTLS).
+#[derive(Clone)]
+struct ConnectionCaller(Option<PeerIdentity>);
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +71,8 @@ impl std::fmt::Debug for Gateway {
             .field("max_message", &self.max_message)
             .field("max_concurrent_streams", &self.max_concurrent_streams)
             .field("keepalive", &self.keepalive)
+            .field("tls", &self.tls)
+            .field("tokens", &self.tokens.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +97,28 @@ impl Gateway {
             max_message: DEFAULT_MAX_MESSAGE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             keepalive: None,
+            tls: None,
+            tokens: None,
         }
+    }
+
+    /// Serves over TLS (see [`Tls`]); with a client CA, only clients with a certificate
+    /// it signed get through the handshake, and each certificate's subject (its Common
+    /// Name) is the caller the host's access rules see: [`Hub::allow`] lists and
+    /// [`Hub::set_access_policy`] (as a [`PeerIdentity::remote`] caller).
+    pub fn tls(mut self, tls: Tls) -> Gateway {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Checks `authorization: Bearer TOKEN` with `check`: the name it returns is the
+    /// caller the host's access rules see (over a certificate's subject); a request
+    /// whose token it refuses (None) is UNAUTHENTICATED. A request without the header
+    /// is the connection's certificate's caller, or unauthenticated (which a method with
+    /// an allow list, or a policy, refuses).
+    pub fn bearer_tokens(mut self, check: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Gateway {
+        self.tokens = Some(Arc::new(check));
+        self
     }
 
     /// The largest message either way (default [`DEFAULT_MAX_MESSAGE`]); larger ones are
@@ -108,8 +149,13 @@ impl Gateway {
     /// races each unary call with a timer read from `grpc-timeout`, which answers
     /// CANCELLED where the call's deadline answers DEADLINE_EXCEEDED: `serve` does not.)
     pub async fn into_routes(self) -> tonic::service::Routes {
-        let service =
-            GatewayService { inner: Arc::new(Inner { routes: self.routes.clone(), max_message: self.max_message }) };
+        let inner = Inner {
+            routes: self.routes.clone(),
+            max_message: self.max_message,
+            access: self.routes.hub().clone(),
+            tokens: self.tokens.clone(),
+        };
+        let service = GatewayService { inner: Arc::new(inner) };
         let router = axum::Router::new()
             .fallback_service(tower::ServiceExt::map_request(service, |request: http::Request<axum::body::Body>| {
                 request.map(Body::new)
@@ -131,42 +177,78 @@ impl Gateway {
         self.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await
     }
 
-    /// Serves the connections `incoming` yields (a TCP or Unix socket's, a TLS
-    /// acceptor's) over HTTP/2, until `incoming` ends or fails, or the future is
-    /// dropped: then every connection it serves is closed too.
-    pub async fn serve_with_incoming<I, IO>(self, incoming: I) -> std::io::Result<()>
+    /// Serves the connections `incoming` yields (a TCP or Unix socket's, or any
+    /// acceptor's) over HTTP/2, with TLS first if [`Gateway::tls`] set it up, until
+    /// `incoming` ends or fails, or the future is dropped: then every connection it
+    /// serves is closed too.
+    pub async fn serve_with_incoming<I, IO>(mut self, incoming: I) -> std::io::Result<()>
     where
         I: tokio_stream::Stream<Item = std::io::Result<IO>>,
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         use tokio_stream::StreamExt;
-        let (max_concurrent_streams, keepalive) = (self.max_concurrent_streams, self.keepalive);
-        let service =
-            hyper_util::service::TowerToHyperService::new(self.into_routes().await.prepare().into_axum_router());
+        let settings = Http2Settings { max_concurrent_streams: self.max_concurrent_streams, keepalive: self.keepalive };
+        let tls = self.tls.take();
+        let router = self.into_routes().await.prepare().into_axum_router();
         let mut connections = tokio::task::JoinSet::new();
         let mut incoming = std::pin::pin!(incoming);
         loop {
             tokio::select! {
                 next = incoming.next() => {
                     let Some(io) = next else { return Ok(()) };
-                    let service = service.clone();
+                    let (router, tls) = (router.clone(), tls.clone());
                     connections.spawn(async move {
-                        let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                        let mut http2 = builder.http2();
-                        http2.max_concurrent_streams(max_concurrent_streams).timer(hyper_util::rt::TokioTimer::new());
-                        if let Some((interval, timeout)) = keepalive {
-                            http2.keep_alive_interval(interval).keep_alive_timeout(timeout);
+                        let io = match io {
+                            Ok(io) => io,
+                            Err(e) => return tracing::debug!("a gateway connection failed: {e}"),
+                        };
+                        let Some(tls) = tls else { return settings.serve(io, router, ConnectionCaller(None)).await };
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(io)).await {
+                            Ok(Ok(stream)) => {
+                                let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                let caller = certificate.and_then(|c| subject_name(c)).map(PeerIdentity::remote);
+                                settings.serve(stream, router, ConnectionCaller(caller)).await
+                            }
+                            Ok(Err(e)) => tracing::debug!("a TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("a TLS handshake took longer than {HANDSHAKE_TIMEOUT:?}"),
                         }
-                        let http2 = builder.http2_only();
-                        if let Err(e) = http2.serve_connection(hyper_util::rt::TokioIo::new(io?), service).await {
-                            tracing::debug!("a gateway connection ended: {e}");
-                        }
-                        Ok::<(), std::io::Error>(())
                     });
                 }
                 // Finished connections are reaped as they end.
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
+        }
+    }
+}
+
+/// How each connection's HTTP/2 is set up.
+#[derive(Clone, Copy)]
+struct Http2Settings {
+    max_concurrent_streams: u32,
+    keepalive: Option<(Duration, Duration)>,
+}
+
+impl Http2Settings {
+    /// Serves one connection, every request of it tagged with its caller.
+    async fn serve<IO>(self, io: IO, router: axum::Router, caller: ConnectionCaller)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let tagged =
+            tower::ServiceExt::map_request(router, move |mut request: http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(caller.clone());
+                request
+            });
+        let service = hyper_util::service::TowerToHyperService::new(tagged);
+        let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let mut http2 = builder.http2();
+        http2.max_concurrent_streams(self.max_concurrent_streams).timer(hyper_util::rt::TokioTimer::new());
+        if let Some((interval, timeout)) = self.keepalive {
+            http2.keep_alive_interval(interval).keep_alive_timeout(timeout);
+        }
+        let http2 = builder.http2_only();
+        if let Err(e) = http2.serve_connection(hyper_util::rt::TokioIo::new(io), service).await {
+            tracing::debug!("a gateway connection ended: {e}");
         }
     }
 }
@@ -214,9 +296,30 @@ impl tower::Service<http::Request<Body>> for GatewayService {
 }
 
 impl Inner {
+    /// The request's caller: its bearer token's (if tokens are checked and it has one),
+    /// else its connection's certificate's, else none.
+    fn caller(&self, request: &http::Request<Body>) -> Result<Option<PeerIdentity>, Status> {
+        let connection = || request.extensions().get::<ConnectionCaller>().and_then(|c| c.0.clone());
+        let (Some(check), Some(authorization)) = (&self.tokens, request.headers().get(http::header::AUTHORIZATION))
+        else {
+            return Ok(connection());
+        };
+        let token = authorization
+            .to_str()
+            .ok()
+            .and_then(|a| a.strip_prefix("Bearer ").or_else(|| a.strip_prefix("bearer ")))
+            .ok_or_else(|| Status::unauthenticated("the authorization header is not \"Bearer TOKEN\""))?;
+        match check(token.trim()) {
+            Some(name) => Ok(Some(PeerIdentity::remote(name))),
+            None => Err(Status::unauthenticated("the bearer token was refused")),
+        }
+    }
+
     async fn handle(&self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
         let method = method_of(request.uri().path())
             .ok_or_else(|| Status::unimplemented(format!("{:?} is not a gRPC method path", request.uri().path())))?;
+        let caller = self.caller(&request)?;
+        self.access.check_access(&method, caller.as_ref()).map_err(grpc_error)?;
         let (peer, kind) = self.routes.route(&method).await?;
         let options = options_of(request.headers(), kind)?;
         let call = Call { peer, method: Arc::from(method.as_str()), options };

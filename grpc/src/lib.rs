@@ -28,8 +28,10 @@ mod reflection;
 mod routes;
 mod status;
 mod timeout;
+mod tls;
 
 pub use codec::RawCodec;
-pub use gateway::{Gateway, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE};
+pub use gateway::{Gateway, TokenCheck, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE};
 pub use status::{to_grpc_status, STATUS_METADATA};
 pub use timeout::parse_grpc_timeout;
+pub use tls::Tls;

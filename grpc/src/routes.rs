@@ -56,6 +56,11 @@ impl Routes {
         }
     }
 
+    /// The hub routed to.
+    pub(crate) fn hub(&self) -> &HubView {
+        &self.hub
+    }
+
     /// The table for the peers ready now (rebuilt if they changed).
     async fn current(&self) -> tokio::sync::MutexGuard<'_, Table> {
         let ready: Vec<Peer> = self.hub.peers().into_iter().filter(|p| matches!(p.state(), PeerState::Ready)).collect();

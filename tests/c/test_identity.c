@@ -62,7 +62,8 @@ int main(int argc, char **argv) {
     CHECK_STATUS(cellshm_hub_new(NULL, 4, &hub), CELLSHM_OK);
     CHECK_STATUS(cellshm_hub_register(hub, "Host.echo", host_echo, NULL, NULL), CELLSHM_OK);
     CHECK_STATUS(cellshm_hub_allow(hub, "Host.echo", only_a), CELLSHM_OK);
-    CHECK_STATUS(cellshm_hub_allow(hub, "Host.nothing", only_a), CELLSHM_NOT_FOUND);
+    /* A rule for a method not served here (a cell's, through a gateway) is kept by name. */
+    CHECK_STATUS(cellshm_hub_allow(hub, "Host.nothing", only_a), CELLSHM_OK);
     CHECK_STATUS(cellshm_hub_allow(NULL, "Host.echo", only_a), CELLSHM_INVALID_ARGUMENT);
     CHECK_STATUS(cellshm_hub_spawn(hub, "a", argv[1], NULL, env, NULL, &a), CELLSHM_OK);
     CHECK_STATUS(cellshm_hub_spawn(hub, "b", argv[1], NULL, env, NULL, &b), CELLSHM_OK);

@@ -169,11 +169,11 @@ pub(crate) fn py_metrics(m: &cellshm::PeerMetrics) -> PyPeerMetrics {
     (m.state, methods(&m.outgoing), methods(&m.incoming), m.open_streams, m.streams_opened, m.refused_calls, m.restarts)
 }
 
-/// (peer_id, name, epoch, pid, uid, attached) for `cellshm.CallerInfo`.
-pub(crate) type PyCaller = (u32, String, u32, Option<u32>, Option<u32>, bool);
+/// (peer_id, name, epoch, pid, uid, attached, remote) for `cellshm.CallerInfo`.
+pub(crate) type PyCaller = (u32, String, u32, Option<u32>, Option<u32>, bool, bool);
 
 pub(crate) fn py_caller(identity: Option<cellshm::PeerIdentity>) -> Option<PyCaller> {
-    identity.map(|i| (i.peer_id, i.name, i.epoch, i.pid, i.uid, i.attached))
+    identity.map(|i| (i.peer_id, i.name, i.epoch, i.pid, i.uid, i.attached, i.remote))
 }
 
 #[pymethods]

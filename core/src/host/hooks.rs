@@ -63,7 +63,7 @@ impl PeerInner {
             (record.pid, record.uid)
         };
         let attached = self.attached.load(std::sync::atomic::Ordering::Relaxed);
-        PeerIdentity { peer_id: self.id, name: self.name.clone(), epoch: self.epoch, pid, uid, attached }
+        PeerIdentity { peer_id: self.id, name: self.name.clone(), epoch: self.epoch, pid, uid, attached, remote: false }
     }
 }
 

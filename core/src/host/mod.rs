@@ -164,10 +164,13 @@ impl Hub {
     }
 
     /// Only the cells named in `cells` may call the host method `method` (unary or
-    /// stream, registered already); any other gets PERMISSION_DENIED, counted in its
-    /// peer's [`Peer::refused_calls`], and the handler never runs. Names are the names
-    /// the host gave its cells (`add_peer`, the supervisor's, the attach name), never
-    /// what a cell says. An empty list admits no cell. NOT_FOUND for an unknown method.
+    /// stream); any other gets PERMISSION_DENIED, counted in its peer's
+    /// [`Peer::refused_calls`], and the handler never runs. Names are the names the host
+    /// gave its cells (`add_peer`, the supervisor's, the attach name), never what a cell
+    /// says. An empty list admits no cell. The rule is the method's by name, registered
+    /// yet or not: a gRPC gateway (`cellshm-grpc`) checks it too, with
+    /// [`HubView::check_access`], for remote callers of a method a cell serves
+    /// ([`PeerIdentity::remote`], named by their certificate or token).
     pub fn allow(&self, method: &str, cells: &[&str]) -> Result<()> {
         self.shared.dispatcher.write().allow(method, Some(cells))
     }
@@ -255,6 +258,13 @@ impl HubView {
     /// The hub's name.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// Whether `caller` (None: unauthenticated) may call `method` by the host's access
+    /// rules ([`Hub::allow`], [`Hub::set_access_policy`]), whoever serves it: what a
+    /// gateway asks before it routes a remote call. PERMISSION_DENIED as for a cell.
+    pub fn check_access(&self, method: &str, caller: Option<&PeerIdentity>) -> Result<()> {
+        self.shared.dispatcher.read().check(method, caller)
     }
 }
 

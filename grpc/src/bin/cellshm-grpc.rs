@@ -2,11 +2,16 @@
 //!
 //! ```text
 //! cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES]
+//!                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
+//!                    [--allow METHOD=NAME[,NAME...]]...
 //!                    -- NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...
 //! ```
 //! Starts a hub (named NAME, for `cellshm list`), launches each cell under a supervisor
-//! (relaunched when it crashes), and serves `/pkg.Svc/Method` on ADDR (plain HTTP/2)
-//! for every method a ready cell serves. Prints `listening on HOST:PORT` once it accepts
+//! (relaunched when it crashes), and serves `/pkg.Svc/Method` on ADDR (HTTP/2, over TLS
+//! with `--tls-cert`/`--tls-key`; with `--client-ca` clients must present a certificate
+//! that CA signed) for every method a ready cell serves. `--allow kv.Store.Put=ops`
+//! admits to that method only the clients whose certificate's Common Name is `ops`
+//! (the host's allow-list: `Hub::allow`). Prints `listening on HOST:PORT` once it accepts
 //! connections (`--listen 127.0.0.1:0` picks a free port), and stops on SIGINT or
 //! SIGTERM: the gateway stops accepting, the cells are told to leave.
 
@@ -15,20 +20,25 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cellshm::{CellSpec, Error, Hub, HubConfig, SlotClass, Status, Supervisor};
-use cellshm_grpc::Gateway;
+use cellshm_grpc::{Gateway, Tls};
 
 struct Serve {
     listen: SocketAddr,
     hub: Option<String>,
     max_message: usize,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    client_ca: Option<std::path::PathBuf>,
+    allow: Vec<(String, Vec<String>)>,
     cells: Vec<(String, Vec<String>)>,
 }
 
 fn usage() -> Error {
     Error::new(
         Status::InvalidArgument,
-        "usage: cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES] -- NAME PROGRAM [ARGS...] \
-         [-- NAME PROGRAM [ARGS...]]...",
+        "usage: cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES] \
+         [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--allow METHOD=NAME[,NAME...]]... \
+         -- NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...",
     )
 }
 
@@ -45,6 +55,10 @@ fn parse(args: &[String]) -> Result<Serve, Error> {
         listen: "127.0.0.1:50051".parse().expect("an address"),
         hub: None,
         max_message: 16 << 20,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
+        allow: Vec::new(),
         cells: Vec::new(),
     };
     let mut options = options.iter();
@@ -54,6 +68,17 @@ fn parse(args: &[String]) -> Result<Serve, Error> {
             "--listen" => serve.listen = value()?.parse().map_err(|e| bad(format!("--listen: {e}")))?,
             "--hub" => serve.hub = Some(value()?.clone()),
             "--max-message" => serve.max_message = value()?.parse().map_err(|e| bad(format!("--max-message: {e}")))?,
+            "--tls-cert" => serve.tls_cert = Some(value()?.into()),
+            "--tls-key" => serve.tls_key = Some(value()?.into()),
+            "--client-ca" => serve.client_ca = Some(value()?.into()),
+            "--allow" => {
+                let rule = value()?;
+                let (method, names) = rule
+                    .split_once('=')
+                    .ok_or_else(|| bad(format!("--allow wants METHOD=NAME[,NAME...], got {rule:?}")))?;
+                let names = names.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
+                serve.allow.push((method.to_string(), names));
+            }
             other => return Err(bad(format!("unknown option {other:?}"))),
         }
     }
@@ -69,6 +94,12 @@ fn parse(args: &[String]) -> Result<Serve, Error> {
     }
     if serve.cells.is_empty() {
         return Err(usage());
+    }
+    if serve.tls_cert.is_some() != serve.tls_key.is_some() {
+        return Err(bad("--tls-cert and --tls-key go together"));
+    }
+    if serve.client_ca.is_some() && serve.tls_cert.is_none() {
+        return Err(bad("--client-ca needs --tls-cert and --tls-key"));
     }
     Ok(serve)
 }
@@ -87,14 +118,28 @@ fn hub_config(serve: &Serve) -> HubConfig {
 
 fn run(serve: Serve) -> Result<(), Error> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Error::system("starting tokio", e))?;
+    let tls = match (&serve.tls_cert, &serve.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            Tls::from_pem_files(cert, key, serve.client_ca.as_deref())
+                .map_err(|e| Error::new(Status::InvalidArgument, format!("cellshm-grpc: TLS: {e}")))?,
+        ),
+        _ => None,
+    };
     let supervisor = Supervisor::new(Hub::create(hub_config(&serve))?)?;
+    for (method, names) in &serve.allow {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        supervisor.hub().allow(method, &names)?;
+    }
     for (name, argv) in &serve.cells {
         supervisor.add(CellSpec::new(name.clone(), &argv[0]).args(argv[1..].iter().cloned()))?;
     }
     for (name, _) in &serve.cells {
         supervisor.wait_for(name, Duration::from_secs(30), |s| *s == cellshm::CellStatus::Ready)?;
     }
-    let gateway = Gateway::with_supervisor(&supervisor).max_message_size(serve.max_message);
+    let mut gateway = Gateway::with_supervisor(&supervisor).max_message_size(serve.max_message);
+    if let Some(tls) = tls {
+        gateway = gateway.tls(tls);
+    }
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(serve.listen)
             .await

@@ -332,3 +332,97 @@ fn reflection_lists_every_service_served_and_describes_what_was_described() {
         assert_eq!(answers.message().await.unwrap_err().code(), tonic::Code::NotFound);
     });
 }
+
+/// A certificate (PEM) and its key (PEM) for `common_name`, signed by `issuer`.
+fn leaf(
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    common_name: &str,
+    purpose: rcgen::ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![purpose];
+    (params.signed_by(&key, issuer).unwrap().pem(), key.serialize_pem())
+}
+
+#[test]
+fn mtls_refuses_a_client_without_a_certificate_and_the_hosts_allow_list_refuses_a_subject_it_does_not_name() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "cellshm test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let (server_cert, server_key) = leaf(&ca, "gateway", ExtendedKeyUsagePurpose::ServerAuth);
+    let tls =
+        cellshm_grpc::Tls::from_pem(server_cert.as_bytes(), server_key.as_bytes(), Some(ca.pem().as_bytes())).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (_peer, mut child) = spawn_cell_on(&hub, "cell", &[]);
+    // The rule a cell calling a host method would meet: here it guards a cell's method.
+    hub.allow("Echo.echo", &["ops"]).unwrap();
+    let gateway = Gateway::new(&hub).tls(tls);
+    // The same hub behind a plain gateway whose callers are named by bearer tokens.
+    let tokens = Gateway::new(&hub).bearer_tokens(|token| (token == "s3cret").then(|| "ops".to_string()));
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(gateway.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain_address = plain.local_addr().unwrap();
+        tokio::spawn(tokens.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(plain)));
+
+        let client = |identity: Option<(&str, &str)>| {
+            let mut config =
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem())).domain_name("localhost");
+            if let Some((cert, key)) = identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            Endpoint::from_shared(format!("https://{address}")).unwrap().tls_config(config).unwrap()
+        };
+        let (ops_cert, ops_key) = leaf(&ca, "ops", ExtendedKeyUsagePurpose::ClientAuth);
+        let (guest_cert, guest_key) = leaf(&ca, "guest", ExtendedKeyUsagePurpose::ClientAuth);
+
+        // No certificate: the server ends the handshake (under TLS 1.3 the client learns
+        // it at its first request), and nothing reaches the cell.
+        if let Ok(channel) = client(None).connect().await {
+            let refused = unary(&channel, "/Echo/echo", Bytes::from_static(b"hi")).await.unwrap_err();
+            // A transport error (how tonic words it varies with the moment), not a status
+            // an HTTP/2 response carried.
+            let codes = [tonic::Code::Unknown, tonic::Code::Unavailable, tonic::Code::Cancelled];
+            assert!(codes.contains(&refused.code()), "{refused:?}");
+            assert!(std::error::Error::source(&refused).is_some(), "{refused:?}");
+        }
+
+        let ops = client(Some((&ops_cert, &ops_key))).connect().await.unwrap();
+        assert_eq!(&unary(&ops, "/Echo/echo", Bytes::from_static(b"hi")).await.unwrap()[..], b"hi");
+        let guest = client(Some((&guest_cert, &guest_key))).connect().await.unwrap();
+        let denied = unary(&guest, "/Echo/echo", Bytes::from_static(b"hi")).await.unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().contains("remote caller \"guest\""), "{denied:?}");
+        // A method without a rule is open to any authenticated client.
+        assert_eq!(unary(&guest, "/Test/sleep", words(&[0])).await.unwrap().len(), 0);
+
+        // Bearer tokens: the name the check gives is the caller; a refused token is
+        // UNAUTHENTICATED; no token at all is an unknown caller, which the list refuses.
+        let channel = Channel::from_shared(format!("http://{plain_address}")).unwrap().connect().await.unwrap();
+        let with_token = |token: &'static str| {
+            let mut request = tonic::Request::new(Bytes::from_static(b"tok"));
+            request.metadata_mut().insert("authorization", tonic::metadata::MetadataValue::from_static(token));
+            request
+        };
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let ok = grpc.unary(with_token("Bearer s3cret"), path("/Echo/echo"), RawCodec).await.unwrap();
+        assert_eq!(&ok.into_inner()[..], b"tok");
+        grpc.ready().await.unwrap();
+        let bad = grpc.unary(with_token("Bearer wrong"), path("/Echo/echo"), RawCodec).await.unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        let anonymous = unary(&channel, "/Echo/echo", Bytes::from_static(b"hi")).await.unwrap_err();
+        assert_eq!(anonymous.code(), tonic::Code::PermissionDenied, "{anonymous:?}");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -37,6 +37,9 @@ class CallerInfo(NamedTuple):
     #: It attached under a name it chose (not spawned by the host): name allow-lists never
     #: admit it; :meth:`Hub.allow_attached` admits attached processes by uid.
     attached: bool = False
+    #: A client of the hub's gRPC gateway, named by its TLS certificate's subject or its
+    #: token (no peer id, pid or uid): what an access policy sees for a remote call.
+    remote: bool = False
 
 
 AccessPolicy = Callable[[CallerInfo, str], bool]

@@ -218,12 +218,14 @@ class Hub:
         self._native.describe(bytes(file_descriptor_set))
 
     def allow(self, method: str, cells: Sequence[str]) -> None:
-        """Only the cells named in ``cells`` may call the host method ``method`` (registered
-        already); any other gets :class:`PermissionDenied`, counted in its
-        :attr:`Peer.refused_calls`, and the handler never runs. Names are the ones the host
-        gave the cells it spawned, never what a cell says: a process that attached chose
-        its name, so it is never admitted by name (see :meth:`allow_attached`), and a name
-        a live cell has cannot be attached under. An empty list admits none."""
+        """Only the cells named in ``cells`` may call the host method ``method``; any other
+        gets :class:`PermissionDenied`, counted in its :attr:`Peer.refused_calls`, and the
+        handler never runs. Names are the ones the host gave the cells it spawned, never
+        what a cell says: a process that attached chose its name, so it is never admitted
+        by name (see :meth:`allow_attached`), and a name a live cell has cannot be attached
+        under. An empty list admits none. The rule is the method's by name, registered
+        yet or not: a gRPC gateway checks it too for remote callers of a cell's method
+        (admitting those whose certificate subject or token names one of ``cells``)."""
         self._native.allow(method, _names(cells))
 
     def allow_everyone(self, method: str) -> None:

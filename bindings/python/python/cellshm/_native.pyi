@@ -7,7 +7,7 @@ import cellshm
 
 _Payload = Union[bytes, bytearray, memoryview]
 # (peer_id, name, epoch, pid, uid)
-_Caller = Tuple[int, str, int, Optional[int], Optional[int], bool]
+_Caller = Tuple[int, str, int, Optional[int], Optional[int], bool, bool]
 # (cell, peer_id, level, target, message, time_unix_ns, file, line, fields)
 _LogSink = Callable[[str, int, int, str, str, int, str, int, List[Tuple[str, str]]], object]
 

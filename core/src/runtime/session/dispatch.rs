@@ -37,6 +37,17 @@ pub struct PeerIdentity {
     /// spawn it): its name proves nothing, and name allow-lists never admit it (see
     /// [`Dispatcher::allow_attached`]).
     pub attached: bool,
+    /// A client of the hub's gRPC gateway (`cellshm-grpc`), named by its TLS client
+    /// certificate's subject or by the gateway's token check: not a process of this
+    /// machine (`peer_id` and `epoch` 0, no pid, no uid). Allow-lists admit it by name.
+    pub remote: bool,
+}
+
+impl PeerIdentity {
+    /// A remote caller (see [`PeerIdentity::remote`]) known as `name`.
+    pub fn remote(name: impl Into<String>) -> PeerIdentity {
+        PeerIdentity { peer_id: 0, name: name.into(), epoch: 0, pid: None, uid: None, attached: false, remote: true }
+    }
 }
 
 /// Who may call one method: cells the host spawned, by the name it gave them, and
@@ -70,6 +81,14 @@ pub(super) struct AccessCheck {
     policy: Option<AccessPolicy>,
 }
 
+/// The id an access rule for `method` is kept under.
+fn restricted_id(method: &str) -> Result<u32> {
+    if method.is_empty() {
+        return Err(Error::new(Status::InvalidArgument, "an access rule needs a method name"));
+    }
+    Ok(wire::method_id(method))
+}
+
 /// The most descriptor bytes one side keeps (`cellshm.Introspect.descriptors`): far
 /// above any real set of `.proto` files, and a bound on what a registration can grow.
 pub const MAX_DESCRIPTOR_BYTES: usize = 4 << 20;
@@ -80,7 +99,16 @@ impl AccessCheck {
     pub(super) fn check(&self, who: Option<&PeerIdentity>) -> Result<()> {
         let refused = |why: &str| {
             let caller = who.map_or("a caller of unknown identity".to_string(), |w| {
-                format!("cell {:?} (peer {}, pid {})", w.name, w.peer_id, w.pid.map_or("?".into(), |p| p.to_string()))
+                if w.remote {
+                    format!("remote caller {:?}", w.name)
+                } else {
+                    format!(
+                        "cell {:?} (peer {}, pid {})",
+                        w.name,
+                        w.peer_id,
+                        w.pid.map_or("?".into(), |p| p.to_string())
+                    )
+                }
             });
             Err(Error::new(Status::PermissionDenied, format!("{caller} may not call {:?}: {why}", self.method)))
         };
@@ -291,14 +319,17 @@ impl Dispatcher {
         Ok(id)
     }
 
-    /// Only the cells the host spawned under the names in `names` (and attached processes
-    /// of the uids [`Dispatcher::allow_attached`] lists) may call `method` (registered
-    /// already, unary or stream); others get PERMISSION_DENIED and its handler never runs.
-    /// A process that attached is never admitted by its name: it chose it. An empty list
-    /// admits nobody; `None` lifts the restriction (both lists). NOT_FOUND for a method
-    /// not registered.
+    /// Only the cells the host spawned under the names in `names` (remote callers of
+    /// those names too, and attached processes of the uids
+    /// [`Dispatcher::allow_attached`] lists) may call `method`; others get
+    /// PERMISSION_DENIED and its handler never runs. The rule is the method's, by name,
+    /// whether it is registered here yet or not: it also holds where the host admits
+    /// calls to a method its cells serve (a gRPC gateway checks it for remote callers,
+    /// [`Dispatcher::check`]). A process that attached is never admitted by its name: it
+    /// chose it. An empty list admits nobody; `None` lifts the restriction (both lists).
+    /// INVALID_ARGUMENT for an empty name.
     pub fn allow(&mut self, method: &str, names: Option<&[&str]>) -> Result<()> {
-        let id = self.registered_id(method)?;
+        let id = restricted_id(method)?;
         match names {
             Some(names) => {
                 let mut list = self.allowed.get(&id).map(|l| (**l).clone()).unwrap_or_default();
@@ -316,20 +347,22 @@ impl Dispatcher {
     /// `method`, beside the spawned cells [`Dispatcher::allow`] names; restricts the method
     /// if it was open to everyone. NOT_FOUND for a method not registered.
     pub fn allow_attached(&mut self, method: &str, uids: &[u32]) -> Result<()> {
-        let id = self.registered_id(method)?;
+        let id = restricted_id(method)?;
         let mut list = self.allowed.get(&id).map(|l| (**l).clone()).unwrap_or_default();
         list.attached_uids = uids.to_vec();
         self.allowed.insert(id, Arc::new(list));
         Ok(())
     }
 
-    fn registered_id(&self, method: &str) -> Result<u32> {
-        let id = wire::method_id(method);
-        let registered = self.methods.get(&id).map(|(n, _)| n).or(self.streams.get(&id).map(|(n, _, _)| n));
-        if registered.is_none_or(|n| n != method) {
-            return Err(Error::new(Status::NotFound, format!("no method {method:?} is registered to restrict")));
+    /// Whether `who` may call `method` by the rules kept here (its allow list, the access
+    /// policy), the method served here or not: what a gateway asks for a remote caller
+    /// before it routes the call. PERMISSION_DENIED as for a call refused here.
+    pub fn check(&self, method: &str, who: Option<&PeerIdentity>) -> Result<()> {
+        let allowed = self.allowed.get(&wire::method_id(method)).cloned();
+        if allowed.is_none() && self.policy.is_none() {
+            return Ok(());
         }
-        Ok(id)
+        AccessCheck { method: method.to_string(), allowed, policy: self.policy.clone() }.check(who)
     }
 
     /// Asks `policy(caller, method)` before every call and stream of every method served
@@ -631,7 +664,15 @@ mod tests {
     }
 
     fn cell(name: &str, pid: u32) -> PeerIdentity {
-        PeerIdentity { peer_id: 1, name: name.into(), epoch: 1, pid: Some(pid), uid: Some(1000), attached: false }
+        PeerIdentity {
+            peer_id: 1,
+            name: name.into(),
+            epoch: 1,
+            pid: Some(pid),
+            uid: Some(1000),
+            attached: false,
+            remote: false,
+        }
     }
 
     #[test]
@@ -642,7 +683,19 @@ mod tests {
         d.register_stream("Host.feed", |_| Ok(())).unwrap();
         let id = wire::method_id;
         assert!(d.access_check(id("Host.secret")).is_none(), "no rule: nothing to check, nothing computed");
-        assert_eq!(d.allow("Host.nothing", Some(&["a"])).unwrap_err().status(), Status::NotFound);
+        assert_eq!(d.allow("", Some(&["a"])).unwrap_err().status(), Status::InvalidArgument);
+        // A rule for a method served elsewhere (a cell's, called through a gateway) is
+        // kept by name and checked by name; a method registered later has it already.
+        d.allow("kv.Store.Put", Some(&["writer"])).unwrap();
+        assert!(d.check("kv.Store.Put", Some(&PeerIdentity::remote("writer"))).is_ok());
+        let refused = d.check("kv.Store.Put", Some(&PeerIdentity::remote("reader"))).unwrap_err();
+        assert_eq!(refused.status(), Status::PermissionDenied);
+        assert!(refused.message().contains("remote caller \"reader\""), "{refused}");
+        assert!(d.check("kv.Store.Put", None).is_err(), "an unauthenticated caller is refused");
+        assert!(d.check("kv.Store.Get", None).is_ok(), "no rule: anyone");
+        d.register("kv.Store.Put", |_| Ok(())).unwrap();
+        assert!(d.access_check(id("kv.Store.Put")).unwrap().check(Some(&cell("writer", 3))).is_ok());
+        assert!(d.access_check(id("kv.Store.Put")).unwrap().check(Some(&cell("reader", 4))).is_err());
 
         d.allow("Host.secret", Some(&["a"])).unwrap();
         d.allow("Host.feed", Some(&[])).unwrap();
