@@ -326,6 +326,37 @@ pub trait Registry: sealed::HandlerTable {
     {
         self.dispatcher().write().register_stream_async(name, kind, None, handler)
     }
+
+    /// [`Registry::method_async`] on the runtime `spawn`, whatever
+    /// [`Registry::spawn_handlers_on`] set: for a handler that needs its own runtime (a
+    /// gRPC client's tokio).
+    fn method_async_on<F, Fut, R>(&self, name: &str, spawn: impl Spawn, handler: F) -> Result<()>
+    where
+        F: Fn(AsyncCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: AsRef<[u8]> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register_async(name, Some(Arc::new(spawn)), handler)
+    }
+
+    /// [`Registry::stream_method_async`] on the runtime `spawn` (see
+    /// [`Registry::method_async_on`]).
+    fn stream_method_async_on<F, Fut, R>(
+        &self,
+        name: &str,
+        kind: MethodKind,
+        spawn: impl Spawn,
+        handler: F,
+    ) -> Result<()>
+    where
+        F: Fn(AsyncStreamCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: AsRef<[u8]> + Send + Sync + 'static,
+        Self: Sized,
+    {
+        self.dispatcher().write().register_stream_async(name, kind, Some(Arc::new(spawn)), handler)
+    }
 }
 
 /// A supervised cell, by name: each call goes to its current instance (after a

@@ -25,6 +25,7 @@ mod codec;
 mod gateway;
 mod health;
 mod reflection;
+mod remote;
 mod routes;
 mod status;
 mod timeout;
@@ -32,6 +33,7 @@ mod tls;
 
 pub use codec::RawCodec;
 pub use gateway::{Gateway, TokenCheck, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE};
+pub use remote::{from_grpc_status, AddRemote, Remote, RemoteOptions, DEFAULT_CONNECT_TIMEOUT};
 pub use status::{to_grpc_status, STATUS_METADATA};
 pub use timeout::parse_grpc_timeout;
 pub use tls::Tls;

@@ -184,6 +184,12 @@ impl StreamCall {
         py_caller(self.caller.clone())
     }
 
+    /// The caller's deadline (CLOCK_MONOTONIC ns, as `time.monotonic_ns()`), 0 if none.
+    #[getter]
+    pub(crate) fn deadline_ns(&self) -> u64 {
+        self.end.deadline_ns()
+    }
+
     #[getter]
     pub(crate) fn request(&self, py: Python<'_>) -> Py<PyBytes> {
         self.request.clone_ref(py)

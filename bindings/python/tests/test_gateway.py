@@ -177,3 +177,135 @@ def test_grpcurl_lists_describes_and_calls_through_reflection_without_proto_file
     assert int(put["sequence"]) > 0
     assert json.loads(run("kv.Store/Get", data='{"key": "grpcurl"}')) == {"found": True, "value": "aGVsbG8="}
     assert json.loads(run("grpc.health.v1.Health/Check", data='{"service": "kv.Store"}')) == {"status": "SERVING"}
+
+
+class RemoteStore:
+    """A kv.Store served by grpcio in this process (with grpcio-reflection, v1alpha): the
+    remote gRPC server a cellshm host adds as a peer. It notes what its handlers saw."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.values: Dict[str, bytes] = {}
+        self.sequence = 0
+        self.time_remaining: List[Optional[float]] = []
+        self.watch_started = threading.Event()
+        self.watch_ended = threading.Event()
+
+    def servicer(self) -> Any:
+        import kv_pb2
+        import kv_pb2_grpc
+
+        store = self
+
+        class Servicer(kv_pb2_grpc.StoreServicer):  # type: ignore[misc]
+            def Get(self, request: Any, context: Any) -> Any:
+                store.time_remaining.append(context.time_remaining())
+                if request.key not in store.values:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"no key {request.key!r} upstream")
+                return kv_pb2.GetReply(found=True, value=store.values[request.key])
+
+            def Put(self, request: Any, context: Any) -> Any:
+                store.sequence += 1
+                store.values[request.key] = request.value
+                return kv_pb2.PutReply(sequence=store.sequence)
+
+            def Watch(self, request: Any, context: Any) -> Iterator[Any]:
+                store.time_remaining.append(context.time_remaining())
+                context.add_callback(store.watch_ended.set)
+                store.watch_started.set()
+                for i in range(request.max_events or 10**9):
+                    if not context.is_active():
+                        return
+                    if request.prefix == "never/":
+                        import time
+
+                        time.sleep(0.01)
+                        continue
+                    yield kv_pb2.Event(key=f"{request.prefix}{i}", value=b"v", sequence=i + 1)
+
+            def Upload(self, request_iterator: Any, context: Any) -> Any:
+                chunks = list(request_iterator)
+                return kv_pb2.UploadReply(chunks=len(chunks), bytes=sum(len(c.data) for c in chunks))
+
+            def Chat(self, request_iterator: Any, context: Any) -> Iterator[Any]:
+                for message in request_iterator:
+                    yield kv_pb2.ChatMessage(text=f"upstream heard: {message.text}")
+
+        return Servicer()
+
+
+@pytest.fixture
+def remote_store(stubs: Path) -> Iterator[tuple[str, RemoteStore]]:
+    """A grpcio kv.Store server with reflection on a free port; its address."""
+    from concurrent import futures
+
+    from grpc_reflection.v1alpha import reflection
+
+    import kv_pb2
+    import kv_pb2_grpc
+
+    store = RemoteStore()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    kv_pb2_grpc.add_StoreServicer_to_server(store.servicer(), server)
+    names = (kv_pb2.DESCRIPTOR.services_by_name["Store"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", store
+    finally:
+        server.stop(0)
+
+
+def test_a_python_cell_calls_a_remote_grpcio_server_through_its_host(remote_store: tuple[str, RemoteStore], stubs: Path) -> None:
+    """grpcio client → gateway → a Python cell that relays kv.Store to its host → the host's
+    remote peer (`--remote`, methods found by the remote's reflection) → a grpcio server:
+    every kind, statuses, a deadline that reaches the remote, a cancel that ends the
+    remote's handler."""
+    import kv_pb2
+    import kv_pb2_grpc
+
+    address, store = remote_store
+    env: Dict[str, str] = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")])}
+    relay = ROOT / "bindings" / "python" / "tests" / "cells" / "kv_relay_cell.py"
+    argv = [
+        str(_cargo_binary("cellshm-grpc")), "serve", "--listen", "127.0.0.1:0", "--remote", f"store=http://{address}",
+        "--", "relay", sys.executable, str(relay),
+    ]  # fmt: skip
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("listening on "), f"cellshm-grpc said {line!r} (exit {server.poll()})"
+        with channel(line.split()[-1]) as ch:
+            store_client = kv_pb2_grpc.StoreStub(ch)
+            assert store_client.Put(kv_pb2.PutRequest(key="k", value=b"far"), timeout=10).sequence == 1
+            assert store_client.Get(kv_pb2.GetRequest(key="k"), timeout=10).value == b"far"
+            with pytest.raises(grpc.RpcError) as missing:
+                store_client.Get(kv_pb2.GetRequest(key="absent"), timeout=10)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            assert missing.value.details() == "no key 'absent' upstream"
+            events = list(store_client.Watch(kv_pb2.WatchRequest(prefix="p/", max_events=3), timeout=10))
+            assert [e.key for e in events] == ["p/0", "p/1", "p/2"]
+            chunks = (kv_pb2.Chunk(key="b", data=b"x" * i) for i in range(20))
+            assert store_client.Upload(chunks, timeout=10).bytes == sum(range(20))
+            answers = store_client.Chat((kv_pb2.ChatMessage(text=f"m{i}") for i in range(5)), timeout=10)
+            assert [a.text for a in answers] == [f"upstream heard: m{i}" for i in range(5)]
+            # The client's deadline travels gateway → cell → host → remote.
+            with pytest.raises(grpc.RpcError) as late:
+                list(store_client.Watch(kv_pb2.WatchRequest(prefix="never/"), timeout=0.5))
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            remaining = store.time_remaining[-1]
+            assert remaining is not None and 0 < remaining <= 0.5, remaining
+            assert store.watch_ended.wait(10), "the remote's handler ended at the deadline"
+            # A cancel travels the same way.
+            store.watch_started.clear()
+            store.watch_ended.clear()
+            watcher = store_client.Watch(kv_pb2.WatchRequest(prefix="never/"))
+            assert store.watch_started.wait(10), "the watch reached the remote"
+            watcher.cancel()
+            assert store.watch_ended.wait(10), "the client's cancel reached the remote's handler"
+    finally:
+        server.terminate()
+        assert server.wait(timeout=20) == 0

@@ -3,7 +3,7 @@
 //! ```text
 //! cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES]
 //!                    [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
-//!                    [--allow METHOD=NAME[,NAME...]]...
+//!                    [--allow METHOD=NAME[,NAME...]]... [--remote NAME=URL]...
 //!                    -- NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...
 //! ```
 //! Starts a hub (named NAME, for `cellshm list`), launches each cell under a supervisor
@@ -11,7 +11,9 @@
 //! with `--tls-cert`/`--tls-key`; with `--client-ca` clients must present a certificate
 //! that CA signed) for every method a ready cell serves. `--allow kv.Store.Put=ops`
 //! admits to that method only the clients whose certificate's Common Name is `ops`
-//! (the host's allow-list: `Hub::allow`). Prints `listening on HOST:PORT` once it accepts
+//! (the host's allow-list: `Hub::allow`). `--remote store=http://10.0.0.7:50051` serves
+//! every method that gRPC server's reflection lists as a host method, so the cells call
+//! it through their host (`cellshm_grpc::Remote`). Prints `listening on HOST:PORT` once it accepts
 //! connections (`--listen 127.0.0.1:0` picks a free port), and stops on SIGINT or
 //! SIGTERM: the gateway stops accepting, the cells are told to leave.
 
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cellshm::{CellSpec, Error, Hub, HubConfig, SlotClass, Status, Supervisor};
-use cellshm_grpc::{Gateway, Tls};
+use cellshm_grpc::{AddRemote, Gateway, RemoteOptions, Tls};
 
 struct Serve {
     listen: SocketAddr,
@@ -30,6 +32,7 @@ struct Serve {
     tls_key: Option<std::path::PathBuf>,
     client_ca: Option<std::path::PathBuf>,
     allow: Vec<(String, Vec<String>)>,
+    remotes: Vec<(String, String)>,
     cells: Vec<(String, Vec<String>)>,
 }
 
@@ -37,7 +40,7 @@ fn usage() -> Error {
     Error::new(
         Status::InvalidArgument,
         "usage: cellshm-grpc serve --listen ADDR [--hub NAME] [--max-message BYTES] \
-         [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--allow METHOD=NAME[,NAME...]]... \
+         [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--allow METHOD=NAME[,NAME...]]... [--remote NAME=URL]... \
          -- NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...",
     )
 }
@@ -59,6 +62,7 @@ fn parse(args: &[String]) -> Result<Serve, Error> {
         tls_key: None,
         client_ca: None,
         allow: Vec::new(),
+        remotes: Vec::new(),
         cells: Vec::new(),
     };
     let mut options = options.iter();
@@ -78,6 +82,12 @@ fn parse(args: &[String]) -> Result<Serve, Error> {
                     .ok_or_else(|| bad(format!("--allow wants METHOD=NAME[,NAME...], got {rule:?}")))?;
                 let names = names.split(',').filter(|n| !n.is_empty()).map(str::to_string).collect();
                 serve.allow.push((method.to_string(), names));
+            }
+            "--remote" => {
+                let remote = value()?;
+                let (name, url) =
+                    remote.split_once('=').ok_or_else(|| bad(format!("--remote wants NAME=URL, got {remote:?}")))?;
+                serve.remotes.push((name.to_string(), url.to_string()));
             }
             other => return Err(bad(format!("unknown option {other:?}"))),
         }
@@ -129,6 +139,10 @@ fn run(serve: Serve) -> Result<(), Error> {
     for (method, names) in &serve.allow {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         supervisor.hub().allow(method, &names)?;
+    }
+    for (name, url) in &serve.remotes {
+        let remote = runtime.block_on(supervisor.hub().add_remote(name, url, RemoteOptions::new()))?;
+        tracing::info!(remote = name, url, methods = remote.methods().len(), "serving a remote's methods to the cells");
     }
     for (name, argv) in &serve.cells {
         supervisor.add(CellSpec::new(name.clone(), &argv[0]).args(argv[1..].iter().cloned()))?;

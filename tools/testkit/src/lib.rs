@@ -44,6 +44,8 @@ pub fn u32_at(bytes: &[u8], at: usize) -> Result<u32, Error> {
 /// - `Test.sized`: replies with u32 bytes of a pattern.
 /// - `Test.garbage`: pushes a garbage descriptor towards the host.
 /// - `Test.call_host`: calls the host's `Host.echo` with the payload, replies with its answer.
+/// - `Test.call_host_method`: u32 timeout ms, a method name ended by a NUL byte, then a
+///   request: calls that host method with it, replies with its answer (or its error).
 /// - `Test.log`: sends the payload as a log line.
 /// - `Test.flood_logs`: sends u32 n log records from its thread; replies the longest send
 ///   in CPU time (u64 ns), the records dropped, n, the thread's voluntary context switches
@@ -106,6 +108,20 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
     cell.method("Test.call_host", move |call| {
         let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
         let answer = cell.call("Host.echo", call.payload(), &CallOptions::timeout(Duration::from_secs(5)))?;
+        call.reply(answer.bytes())
+    })?;
+    let weak = std::sync::Arc::downgrade(&cell);
+    cell.method("Test.call_host_method", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let (timeout_ms, rest) = call.payload().split_at_checked(4).ok_or_else(|| short("Test.call_host_method"))?;
+        let timeout = Duration::from_millis(u32::from_le_bytes(timeout_ms.try_into().expect("4 bytes")).into());
+        let (method, request) = match rest.iter().position(|&b| b == 0) {
+            Some(end) => {
+                (std::str::from_utf8(&rest[..end]).map_err(|_| short("Test.call_host_method"))?, &rest[end + 1..])
+            }
+            None => return Err(short("Test.call_host_method")),
+        };
+        let answer = cell.call(method, request, &CallOptions::timeout(timeout))?;
         call.reply(answer.bytes())
     })?;
     let weak = std::sync::Arc::downgrade(&cell);
@@ -420,4 +436,9 @@ fn serve_test_streams(cell: &Cell) -> Result<(), Error> {
         Ok(())
     })?;
     Ok(())
+}
+
+/// INVALID_ARGUMENT for a request to `method` that is not as its description says.
+fn short(method: &str) -> Error {
+    Error::new(Status::InvalidArgument, format!("{method}: the request is not as documented"))
 }

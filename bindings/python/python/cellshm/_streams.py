@@ -143,6 +143,12 @@ class StreamCall:
         return None if caller is None else CallerInfo(*caller)
 
     @property
+    def deadline_ns(self) -> int:
+        """The caller's deadline (``time.monotonic_ns()`` clock), 0 if it has none: hand
+        what is left on to the calls the handler makes."""
+        return int(self._native.deadline_ns)
+
+    @property
     def request(self) -> bytes:
         return self._native.request  # type: ignore[no-any-return]
 

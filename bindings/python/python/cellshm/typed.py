@@ -234,6 +234,11 @@ class ServerStream(Generic[In, Out]):
         """True once the caller cancelled, its deadline passed, or it went away."""
         return self._call.cancelled
 
+    @property
+    def deadline_ns(self) -> int:
+        """The caller's deadline (``time.monotonic_ns()`` clock), 0 if it has none."""
+        return int(self._call.deadline_ns)
+
     def wait_cancelled(self, timeout: float) -> bool:
         """Waits up to ``timeout`` seconds for cancellation (GIL released)."""
         return self._call.wait_cancelled(timeout)

@@ -234,6 +234,11 @@ impl fmt::Debug for StreamEnd {
 }
 
 impl StreamEnd {
+    /// The caller's deadline (CLOCK_MONOTONIC ns), 0 if none.
+    pub fn deadline_ns(&self) -> u64 {
+        self.stream.deadline_ns
+    }
+
     /// Sends one item to the caller (see [`StreamCall::send`]).
     pub fn send(&self, item: &[u8]) -> Result<()> {
         self.send_with(item.len(), crate::runtime::session::copy_of(item))
