@@ -222,6 +222,10 @@ typedef struct cellshm_method_list cellshm_method_list;
 // be called from any thread, concurrently.
 typedef struct cellshm_peer cellshm_peer;
 
+// A remote gRPC server added to a hub (cellshm_hub_add_remote). Freeing it leaves the
+// host methods it serves in place while the hub lives.
+typedef struct cellshm_remote cellshm_remote;
+
 // The reply being built by a handler; valid only during the handler call.
 typedef struct cellshm_reply cellshm_reply;
 
@@ -1120,6 +1124,45 @@ void cellshm_method_list_free(cellshm_method_list *list);
 // # Safety
 // `peer` is NULL or live.
 size_t cellshm_peer_max_payload(const cellshm_peer *peer);
+
+// Connects to the gRPC server at `url` ("http://host:port") and serves each of its
+// methods as a host method of `hub` named "pkg.Svc.Method", so cells call it on their
+// host as on any host method (a call's deadline becomes grpc-timeout, a cancel resets
+// the HTTP/2 stream, statuses come back with their codes and messages). `methods` (a
+// NULL-terminated list, or NULL) names the methods, `kinds` (NULL: all unary) how each
+// is called; NULL `methods` asks the server's gRPC reflection for every method.
+// `connect_timeout_ms` 0 is 5000. `name` names it in logs and errors. On success
+// `*out_remote` is owned by the caller (cellshm_remote_free). CELLSHM_UNAVAILABLE if it
+// cannot be reached, CELLSHM_UNIMPLEMENTED if it serves no reflection and `methods` is
+// NULL, CELLSHM_ALREADY_EXISTS if the hub serves one of the names already.
+//
+// # Safety
+// `hub` is live; `name` and `url` NUL-terminated; `methods` NULL or a NULL-terminated
+// list; `kinds` NULL or as many readable values as `methods` has entries;
+// `out_remote` writable.
+cellshm_status cellshm_hub_add_remote(const cellshm_hub *hub,
+                                      const char *name,
+                                      const char *url,
+                                      const char *const *methods,
+                                      const uint32_t *kinds,
+                                      uint64_t connect_timeout_ms,
+                                      cellshm_remote **out_remote);
+
+// The calls forwarded to the remote so far (by cells) and how many of those failed;
+// either out-parameter may be NULL.
+//
+// # Safety
+// `remote` is live; `out_calls` and `out_failed` NULL or writable.
+cellshm_status cellshm_remote_counters(const cellshm_remote *remote,
+                                       uint64_t *out_calls,
+                                       uint64_t *out_failed);
+
+// Frees the handle; the host methods the remote serves stay while the hub lives. NULL
+// is a no-op.
+//
+// # Safety
+// `remote` is NULL or not yet freed, not in use by another thread.
+void cellshm_remote_free(cellshm_remote *remote);
 
 // The response bytes (NULL for a NULL response), read in place (zero-copy). Valid
 // until cellshm_response_free. Payloads larger than 80 bytes lie in the sender's shared

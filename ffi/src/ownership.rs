@@ -109,6 +109,7 @@ handles!(owned cellshm_response "response");
 handles!(owned cellshm_supervisor "supervisor");
 handles!(owned cellshm_subscription "subscription");
 handles!(owned cellshm_method_list "list");
+handles!(owned cellshm_remote "remote");
 handles!(cellshm_stream_call "call");
 handles!(cellshm_reply "reply");
 

@@ -22,6 +22,23 @@ use crate::codec::RawCodec;
 /// How long connecting to a remote, and asking it what it serves, may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A tokio runtime for callers that have none (the C and Python bindings): two worker
+/// threads named `cellshm-grpc`, made on first use and kept for the process.
+pub fn shared_runtime() -> cellshm::Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("cellshm-grpc")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or_else(|| Error::new(Status::SystemError, "could not start the runtime for remote gRPC peers"))
+}
+
 /// What [`Remote::add`] needs beyond the address.
 #[derive(Clone, Debug)]
 pub struct RemoteOptions {
@@ -75,6 +92,8 @@ struct RemoteInner {
     url: String,
     channel: Channel,
     methods: Vec<(String, MethodKind)>,
+    /// The runtime the forwarding runs on.
+    handle: tokio::runtime::Handle,
     calls: AtomicU64,
     failed: AtomicU64,
 }
@@ -130,8 +149,20 @@ impl Remote {
     /// FAILED_PRECONDITION if it serves no reflection and no method was named,
     /// ALREADY_EXISTS if the hub serves one of the names already.
     pub async fn add(hub: &Hub, name: &str, url: &str, options: RemoteOptions) -> cellshm::Result<Remote> {
+        let remote = Remote::connect(name, url, options).await?;
+        remote.serve_on(hub)?;
+        Ok(remote)
+    }
+
+    /// [`Remote::add`] in two steps: connects (and asks reflection) here, serves on a hub
+    /// with [`Remote::serve_on`]. The calls are forwarded on the tokio runtime this is
+    /// called in.
+    pub async fn connect(name: &str, url: &str, options: RemoteOptions) -> cellshm::Result<Remote> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::new(Status::FailedPrecondition, "Remote::add runs in a tokio runtime: the calls are forwarded on it")
+            Error::new(
+                Status::FailedPrecondition,
+                "Remote::connect runs in a tokio runtime: the calls are forwarded on it",
+            )
         })?;
         let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|e| Error::new(Status::InvalidArgument, format!("remote {name:?}: bad address {url:?}: {e}")))?
@@ -150,20 +181,26 @@ impl Remote {
         } else {
             (endpoint.connect_lazy(), options.methods.clone())
         };
-        let remote = Remote {
+        Ok(Remote {
             inner: Arc::new(RemoteInner {
                 name: name.to_string(),
                 url: url.to_string(),
                 channel,
                 methods,
+                handle,
                 calls: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
             }),
-        };
-        for (method, kind) in &remote.inner.methods {
-            remote.serve(hub, method, *kind, handle.clone())?;
+        })
+    }
+
+    /// Serves each of the remote's methods as a host method of `hub` (ALREADY_EXISTS if
+    /// the hub serves one of the names already: the ones before it stay served).
+    pub fn serve_on(&self, hub: &Hub) -> cellshm::Result<()> {
+        for (method, kind) in &self.inner.methods {
+            self.serve(hub, method, *kind, self.inner.handle.clone())?;
         }
-        Ok(remote)
+        Ok(())
     }
 
     /// The name it was added under.
@@ -379,16 +416,21 @@ macro_rules! reflection_client {
                 }) => listed.service.into_iter().map(|s| s.name).filter(|s| !s.starts_with("grpc.")).collect(),
                 _ => return Err(Error::new(Status::ProtocolError, "reflection did not list services")),
             };
-            let asks: Vec<_> = services.iter().map(|s| ask(MessageRequest::FileContainingSymbol(s.clone()))).collect();
-            let mut answers = client.server_reflection_info(tokio_stream::iter(asks)).await.map_err(reflection)?;
+            // One exchange per service: a server may list a service it cannot describe
+            // (tonic's reflection then ends the exchange), and the others still count.
             let mut files = Vec::new();
-            for _ in &services {
-                match answers.get_mut().message().await.map_err(reflection)? {
-                    Some(pb::ServerReflectionResponse {
+            for service in &services {
+                let asked = [ask(MessageRequest::FileContainingSymbol(service.clone()))];
+                let answer = match client.server_reflection_info(tokio_stream::iter(asked)).await {
+                    Ok(mut answers) => answers.get_mut().message().await,
+                    Err(status) => Err(status),
+                };
+                match answer {
+                    Ok(Some(pb::ServerReflectionResponse {
                         message_response: Some(MessageResponse::FileDescriptorResponse(found)),
                         ..
-                    }) => files.extend(found.file_descriptor_proto),
-                    _ => return Err(Error::new(Status::ProtocolError, "reflection did not describe a service")),
+                    })) => files.extend(found.file_descriptor_proto),
+                    other => tracing::warn!(service, "reflection does not describe it, so it is not served: {other:?}"),
                 }
             }
             methods_of(&services, &files)

@@ -67,6 +67,21 @@ impl Hub {
         self.with(|hub| hub.stream_method_as(name, kind, py_stream_handler(handler)))
     }
 
+    /// Serves a remote gRPC server's methods as host methods (see `cellshm.Hub.add_remote`).
+    #[pyo3(signature = (name, url, methods=None, timeout=5.0))]
+    pub(crate) fn add_remote(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        url: &str,
+        methods: Option<Vec<(String, u32)>>,
+        timeout: f64,
+    ) -> PyResult<crate::remote::Remote> {
+        let remote = crate::remote::connect(py, name, url, methods, timeout)?;
+        self.with(|hub| remote.remote.serve_on(hub))?;
+        Ok(remote)
+    }
+
     /// Keeps a serialized `google.protobuf.FileDescriptorSet` describing what is served.
     pub(crate) fn describe(&self, file_descriptor_set: &[u8]) -> PyResult<()> {
         self.with(|hub| hub.describe(file_descriptor_set))

@@ -22,6 +22,7 @@ mod errors;
 mod handlers;
 mod host;
 mod link_end;
+mod remote;
 mod stream;
 mod supervisor;
 
@@ -116,6 +117,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codegen_plugin, m)?)?;
     m.add_class::<CallContext>()?;
     m.add_class::<Hub>()?;
+    m.add_class::<remote::Remote>()?;
     m.add_class::<Peer>()?;
     m.add_class::<LinkEnd>()?;
     m.add_class::<Cell>()?;

@@ -203,6 +203,20 @@ impl Supervisor {
         self.get()?.hub().method(name, py_handler(handler, view)).map_err(err)
     }
 
+    #[pyo3(signature = (name, url, methods=None, timeout=5.0))]
+    pub(crate) fn add_remote(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        url: &str,
+        methods: Option<Vec<(String, u32)>>,
+        timeout: f64,
+    ) -> PyResult<crate::remote::Remote> {
+        let remote = crate::remote::connect(py, name, url, methods, timeout)?;
+        remote.remote.serve_on(self.get()?.hub()).map_err(err)?;
+        Ok(remote)
+    }
+
     pub(crate) fn describe(&self, file_descriptor_set: &[u8]) -> PyResult<()> {
         self.get()?.hub().describe(file_descriptor_set).map_err(err)
     }

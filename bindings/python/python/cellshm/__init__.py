@@ -70,6 +70,9 @@ from ._host import (  # noqa: F401
     Peer,
     Hub,
 )
+from ._remote import (  # noqa: F401
+    Remote,
+)
 from ._cell import (  # noqa: F401
     Cell,
     CellLogHandler,
@@ -107,6 +110,7 @@ def iter_status_codes() -> Iterator[Tuple[str, int]]:
 
 __all__ = [
     "Hub",
+    "Remote",
     "LinkEnd",
     "Peer",
     "Supervised",

@@ -23,6 +23,7 @@ from ._common import (
 from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout
 from ._streams import MethodKind, SH
 from ._link import LinkEnd, _registering, _registering_stream
+from ._remote import ADD_REMOTE_DOC, Remote, _methods as _remote_methods
 
 
 class Peer(LinkEnd):
@@ -209,6 +210,18 @@ class Hub:
         """Decorator: serves the stream method ``name`` to every cell of the hub (see
         :meth:`Cell.stream_method`), or with ``allow`` only to those cells."""
         return _registering_stream(self._native, name, kind, lambda: None, allow)
+
+    def add_remote(
+        self,
+        name: str,
+        url: str,
+        *,
+        methods: Optional[Sequence[Tuple[str, MethodKind]]] = None,
+        timeout: float = 5.0,
+    ) -> Remote:
+        return Remote(self._native.add_remote(name, url, _remote_methods(methods), timeout))
+
+    add_remote.__doc__ = ADD_REMOTE_DOC
 
     def describe(self, file_descriptor_set: bytes) -> None:
         """Keeps ``file_descriptor_set`` (a serialized ``google.protobuf.FileDescriptorSet``)

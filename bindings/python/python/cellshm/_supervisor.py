@@ -20,6 +20,8 @@ from ._common import (
 from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout
 from ._link import LinkEnd, _registering
 from ._host import Hub, _log_to_python
+from ._remote import ADD_REMOTE_DOC, Remote, _methods as _remote_methods
+from ._streams import MethodKind
 
 
 class SupervisorEvent(NamedTuple):
@@ -125,6 +127,18 @@ class Supervisor:
         """Decorator: a host method the supervised cells can call (with ``allow``, only
         the cells of those names: see :meth:`Hub.allow`)."""
         return _registering(self._native, name, view, lambda: None, allow)
+
+    def add_remote(
+        self,
+        name: str,
+        url: str,
+        *,
+        methods: Optional[Sequence[Tuple[str, MethodKind]]] = None,
+        timeout: float = 5.0,
+    ) -> Remote:
+        return Remote(self._native.add_remote(name, url, _remote_methods(methods), timeout))
+
+    add_remote.__doc__ = ADD_REMOTE_DOC
 
     def describe(self, file_descriptor_set: bytes) -> None:
         """Keeps ``file_descriptor_set`` (a serialized ``google.protobuf.FileDescriptorSet``)
