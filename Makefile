@@ -40,7 +40,7 @@ test: lint check-header test-rust test-loom test-c test-asan test-python test-ch
 ## The multi-process Rust suites, ctest and pytest again with two CPU-bound processes
 ## beside them the whole time: timing assertions must hold on a busy machine (.ci/run).
 test-busy: test-c python
-	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check
+	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check -p cellshm-grpc -p cellshm-cli
 	$(CARGO) test --no-run --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen-check
 	.ci/with-cpu-hogs 2 $(MAKE) --no-print-directory test-busy-suites
 
@@ -81,7 +81,7 @@ python:
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
 ## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
 test-python: python test-c grpcurl
-	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check -p cellshm-grpc
+	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check -p cellshm-grpc -p cellshm-cli
 	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
 
 CHAOS_CELLS = -- ./target/release/cellshm-testkit cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py

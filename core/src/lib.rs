@@ -63,8 +63,8 @@ pub use host::supervisor::{
     CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent, SupervisorEvents,
 };
 pub use host::{
-    peer_state_name, CellProcess, Hub, HubView, LogRecord, LogSink, Peer, PeerMetrics, PeerOptions, PeerState,
-    PeerTicket, ReadyFuture, ShutdownFuture,
+    peer_state_name, CellProcess, Endpoint, EndpointListing, Hub, HubView, LogRecord, LogSink, Peer, PeerMetrics,
+    PeerOptions, PeerState, PeerTicket, ReadyFuture, ShutdownFuture,
 };
 pub use link_end::{LinkEnd, Registry, Supervised};
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};

@@ -50,6 +50,8 @@ pub struct Gateway {
     keepalive: Option<(Duration, Duration)>,
     tls: Option<Tls>,
     tokens: Option<Arc<TokenCheck>>,
+    /// The address `cellshm list` shows (`serve` knows it; see [`Gateway::advertise`]).
+    advertised: Option<String>,
 }
 
 /// What the gateway's service needs for each request.
@@ -59,6 +61,8 @@ struct Inner {
     /// The host's access rules, checked for every remote call.
     access: HubView,
     tokens: Option<Arc<TokenCheck>>,
+    /// Its calls, as `cellshm list` shows them.
+    endpoint: cellshm::Endpoint,
 }
 
 /// Who a connection's client is, from its TLS certificate (none without mTLS).
@@ -99,7 +103,15 @@ impl Gateway {
             keepalive: None,
             tls: None,
             tokens: None,
+            advertised: None,
         }
+    }
+
+    /// The address `cellshm list` shows for this gateway (default: the one
+    /// [`Gateway::serve`] binds; `serve_with_incoming` knows none, so say it here).
+    pub fn advertise(mut self, address: impl Into<String>) -> Gateway {
+        self.advertised = Some(address.into());
+        self
     }
 
     /// Serves over TLS (see [`Tls`]); with a client CA, only clients with a certificate
@@ -149,11 +161,15 @@ impl Gateway {
     /// races each unary call with a timer read from `grpc-timeout`, which answers
     /// CANCELLED where the call's deadline answers DEADLINE_EXCEEDED: `serve` does not.)
     pub async fn into_routes(self) -> tonic::service::Routes {
+        let address = self.advertised.clone().unwrap_or_else(|| "-".to_string());
+        let endpoint = cellshm::Endpoint::new("grpc-gateway", &address, self.tls.is_some());
+        self.routes.hub().announce(&endpoint);
         let inner = Inner {
             routes: self.routes.clone(),
             max_message: self.max_message,
             access: self.routes.hub().clone(),
             tokens: self.tokens.clone(),
+            endpoint,
         };
         let service = GatewayService { inner: Arc::new(inner) };
         let router = axum::Router::new()
@@ -174,21 +190,25 @@ impl Gateway {
     /// Serves on `addr` (plain HTTP/2) until the future is dropped or fails.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        self.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await
+        let gateway = match (&self.advertised, listener.local_addr()) {
+            (None, Ok(bound)) => self.advertise(bound.to_string()),
+            _ => self,
+        };
+        gateway.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await
     }
 
     /// Serves the connections `incoming` yields (a TCP or Unix socket's, or any
     /// acceptor's) over HTTP/2, with TLS first if [`Gateway::tls`] set it up, until
     /// `incoming` ends or fails, or the future is dropped: then every connection it
     /// serves is closed too.
-    pub async fn serve_with_incoming<I, IO>(mut self, incoming: I) -> std::io::Result<()>
+    pub async fn serve_with_incoming<I, IO>(self, incoming: I) -> std::io::Result<()>
     where
         I: tokio_stream::Stream<Item = std::io::Result<IO>>,
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         use tokio_stream::StreamExt;
         let settings = Http2Settings { max_concurrent_streams: self.max_concurrent_streams, keepalive: self.keepalive };
-        let tls = self.tls.take();
+        let tls = self.tls.clone();
         let router = self.into_routes().await.prepare().into_axum_router();
         let mut connections = tokio::task::JoinSet::new();
         let mut incoming = std::pin::pin!(incoming);
@@ -291,7 +311,12 @@ impl tower::Service<http::Request<Body>> for GatewayService {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.handle(request).await.unwrap_or_else(|status| status.into_http())) })
+        Box::pin(async move {
+            let response = inner.handle(request).await.unwrap_or_else(|status| status.into_http());
+            // An error before any message is in the headers; a stream's end is not seen here.
+            inner.endpoint.count(response.headers().get("grpc-status").is_some_and(|s| s != "0"));
+            Ok(response)
+        })
     }
 }
 

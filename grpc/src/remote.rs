@@ -7,15 +7,14 @@
 //! messages. The host's access rules apply as to any host method; its metrics count the
 //! calls per method. The host itself calls the remote with [`Remote::call`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cellshm::{AsyncCall, AsyncStreamCall, CallOptions, Error, Hub, MethodKind, Registry, Status, StreamEnd};
+use cellshm::{AsyncCall, AsyncStreamCall, CallOptions, Endpoint, Error, Hub, MethodKind, Registry, Status, StreamEnd};
 use prost::Message;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::codec::RawCodec;
 
@@ -94,8 +93,8 @@ struct RemoteInner {
     methods: Vec<(String, MethodKind)>,
     /// The runtime the forwarding runs on.
     handle: tokio::runtime::Handle,
-    calls: AtomicU64,
-    failed: AtomicU64,
+    /// Its calls, and what `cellshm list` shows of it once served on a hub.
+    endpoint: Endpoint,
 }
 
 impl std::fmt::Debug for Remote {
@@ -164,7 +163,7 @@ impl Remote {
                 "Remote::connect runs in a tokio runtime: the calls are forwarded on it",
             )
         })?;
-        let mut endpoint = Endpoint::from_shared(url.to_string())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
             .map_err(|e| Error::new(Status::InvalidArgument, format!("remote {name:?}: bad address {url:?}: {e}")))?
             .connect_timeout(options.connect_timeout);
         if let Some(tls) = options.tls.clone() {
@@ -188,8 +187,7 @@ impl Remote {
                 channel,
                 methods,
                 handle,
-                calls: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
+                endpoint: Endpoint::new(&format!("grpc-remote:{name}"), url, url.starts_with("https:")),
             }),
         })
     }
@@ -200,6 +198,7 @@ impl Remote {
         for (method, kind) in &self.inner.methods {
             self.serve(hub, method, *kind, self.inner.handle.clone())?;
         }
+        hub.announce(&self.inner.endpoint);
         Ok(())
     }
 
@@ -221,7 +220,7 @@ impl Remote {
     /// Calls forwarded to it (by cells and by [`Remote::call`]), and how many of those
     /// failed.
     pub fn counters(&self) -> (u64, u64) {
-        (self.inner.calls.load(Ordering::Relaxed), self.inner.failed.load(Ordering::Relaxed))
+        self.inner.endpoint.counters()
     }
 
     /// A unary call from the host itself: `method` is `"pkg.Svc.Method"`, the deadline
@@ -256,11 +255,8 @@ impl Remote {
     }
 
     async fn counted<T>(&self, call: impl std::future::Future<Output = cellshm::Result<T>>) -> cellshm::Result<T> {
-        self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let result = call.await;
-        if result.is_err() {
-            self.inner.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.inner.endpoint.count(result.is_err());
         result
     }
 

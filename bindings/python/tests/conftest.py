@@ -20,7 +20,7 @@ def _cargo_binary(name: str) -> Path:
         path = ROOT / "target" / profile / name
         if path.exists():
             return path
-    packages = ["cellshm-testkit", "cellshm-examples", "cellshm-kv-example", "cellshm-codegen", "cellshm-codegen-check", "cellshm-grpc"]
+    packages = ["cellshm-testkit", "cellshm-examples", "cellshm-kv-example", "cellshm-codegen", "cellshm-codegen-check", "cellshm-grpc", "cellshm-cli"]
     subprocess.run(["cargo", "build", "--release", "-q", *[a for p in packages for a in ("-p", p)]], cwd=ROOT, check=True)
     return ROOT / "target" / "release" / name
 

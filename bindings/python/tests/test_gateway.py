@@ -88,6 +88,15 @@ def test_every_kind_through_the_gateway_from_grpcio(gateway: str) -> None:
         assert (summary.chunks, summary.bytes) == (100, sum(i * 37 for i in range(100)))
         answers = store.Chat((kv_pb2.ChatMessage(text=f"m{i}") for i in range(50)), timeout=10)
         assert [a.text for a in answers] == [f"you said: m{i}" for i in range(50)]
+    # `cellshm list` shows the gateway beside its hub, with the calls it passed.
+    import json
+
+    cli = _cargo_binary("cellshm")
+    hubs = json.loads(subprocess.run([str(cli), "list", "--json"], check=True, capture_output=True, text=True).stdout)
+    listed = [e for h in hubs for e in h["endpoints"] if e["kind"] == "grpc-gateway" and e["address"] == gateway]
+    assert len(listed) == 1 and listed[0]["calls"] >= 8 and listed[0]["tls"] is False, hubs
+    text = subprocess.run([str(cli), "list"], check=True, capture_output=True, text=True).stdout
+    assert f"grpc-gateway {gateway}  " in text, text
 
 
 def test_statuses_deadlines_cancels_and_8_mib_messages(gateway: str) -> None:

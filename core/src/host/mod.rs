@@ -25,6 +25,7 @@
 
 pub mod attach;
 pub mod discovery;
+pub mod endpoints;
 mod hooks;
 pub mod inspect;
 mod join;
@@ -35,6 +36,7 @@ mod slots;
 mod spawn;
 pub mod supervisor;
 
+pub use endpoints::{Endpoint, EndpointListing};
 use hooks::{run_death_callback, PeerHooks};
 pub use hooks::{LogRecord, LogSink};
 pub use options::{
@@ -80,6 +82,8 @@ pub(crate) struct HubShared {
     discovery: discovery::DiscoveryState,
     /// Relaunches per cell name, counted by a supervisor (the peers change, the name stays).
     restarts: Mutex<std::collections::HashMap<String, u64>>,
+    /// Network endpoints beside the hub (a gRPC gateway, remote peers), for INFO.
+    pub(crate) endpoints: endpoints::Endpoints,
 }
 
 /// The host's record of its peer slots (private memory: nothing a cell writes decides
@@ -139,6 +143,7 @@ impl Hub {
             log_sink: RwLock::new(None),
             discovery: discovery::DiscoveryState::default(),
             restarts: Mutex::new(std::collections::HashMap::new()),
+            endpoints: endpoints::Endpoints::default(),
         });
         let server = discovery::DiscoveryServer::start(&shared, config.socket_path.as_deref())?;
         Ok(Hub { shared, discovery: Mutex::new(Some(server)) })
@@ -234,6 +239,13 @@ impl Hub {
     pub fn view(&self) -> HubView {
         self.shared.view()
     }
+
+    /// Lists `endpoint` (a gRPC gateway in front of this hub, a remote server it serves to
+    /// its cells) in the hub's INFO, so `cellshm list` shows it with its counts, while a
+    /// clone of it lives.
+    pub fn announce(&self, endpoint: &Endpoint) {
+        self.shared.endpoints.announce(endpoint);
+    }
 }
 
 /// See [`Hub::view`].
@@ -258,6 +270,11 @@ impl HubView {
     /// The hub's name.
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// See [`Hub::announce`].
+    pub fn announce(&self, endpoint: &Endpoint) {
+        self.shared.endpoints.announce(endpoint);
     }
 
     /// Whether `caller` (None: unauthenticated) may call `method` by the host's access

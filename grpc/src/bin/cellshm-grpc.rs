@@ -159,6 +159,7 @@ fn run(serve: Serve) -> Result<(), Error> {
             .await
             .map_err(|e| Error::system(format!("listening on {}", serve.listen), e))?;
         let address = listener.local_addr().map_err(|e| Error::system("reading the listening address", e))?;
+        let gateway = gateway.advertise(address.to_string());
         println!("listening on {address}");
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -29,6 +29,9 @@ pub(crate) fn run(name: &str, json: bool) -> Result<(), Error> {
         g.ring_capacity,
         classes.join(" ")
     );
+    for e in &snap.info.endpoints {
+        println!("endpoint {}", crate::list::endpoint_text(e));
+    }
     println!(
         "{:>4} {:<10} {:>5} {:>7} {:<16} {:>9} {:>9} {:<16} {:<16} {:>9} {:>9} {:>7}",
         "peer",
@@ -156,6 +159,7 @@ fn snapshot_json(snap: &cellshm::HubSnapshot) -> serde_json::Value {
         "max_peers": snap.info.max_peers,
         "ring_capacity": g.ring_capacity,
         "slot_classes": classes,
+        "endpoints": crate::list::endpoints_json(&snap.info.endpoints),
         "peers": peers,
     })
 }

@@ -27,8 +27,23 @@ pub(crate) fn run(json: bool) -> Result<(), Error> {
             duration_text(h.uptime_ms),
             if h.attach { "yes" } else { "no" }
         );
+        for e in &h.endpoints {
+            println!("  {}", endpoint_text(e));
+        }
     }
     Ok(())
+}
+
+/// One endpoint a host runs beside its hub, as a line: kind, address, TLS, calls.
+pub(crate) fn endpoint_text(e: &cellshm::EndpointListing) -> String {
+    format!("{} {}{}  {} calls, {} failed", e.kind, e.address, if e.tls { " (TLS)" } else { "" }, e.calls, e.failed)
+}
+
+pub(crate) fn endpoints_json(endpoints: &[cellshm::EndpointListing]) -> serde_json::Value {
+    endpoints
+        .iter()
+        .map(|e| json!({"kind": e.kind, "address": e.address, "tls": e.tls, "calls": e.calls, "failed": e.failed}))
+        .collect()
 }
 
 fn listing_json(h: &cellshm::HubListing) -> serde_json::Value {
@@ -42,5 +57,6 @@ fn listing_json(h: &cellshm::HubListing) -> serde_json::Value {
         "uptime_ms": h.uptime_ms,
         "started_unix_ms": h.started_unix_ms,
         "attach": h.attach,
+        "endpoints": endpoints_json(&h.endpoints),
     })
 }

@@ -422,6 +422,13 @@ fn mtls_refuses_a_client_without_a_certificate_and_the_hosts_allow_list_refuses_
         assert_eq!(bad.code(), tonic::Code::Unauthenticated, "{bad:?}");
         let anonymous = unary(&channel, "/Echo/echo", Bytes::from_static(b"hi")).await.unwrap_err();
         assert_eq!(anonymous.code(), tonic::Code::PermissionDenied, "{anonymous:?}");
+
+        // `cellshm list` shows both gateways with their calls (the refusals as failed).
+        let listing = cellshm::list_hubs().unwrap().into_iter().find(|h| h.name == hub.name()).unwrap();
+        let gateways: Vec<_> = listing.endpoints.iter().filter(|e| e.kind == "grpc-gateway").collect();
+        assert_eq!(gateways.len(), 2, "{:?}", listing.endpoints);
+        assert!(gateways.iter().any(|e| e.tls && e.calls == 3 && e.failed == 1), "{gateways:?}");
+        assert!(gateways.iter().any(|e| !e.tls && e.calls == 3 && e.failed == 2), "{gateways:?}");
     });
     let _ = child.kill();
     let _ = child.wait();

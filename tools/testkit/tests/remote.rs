@@ -87,7 +87,8 @@ fn a_rust_cell_calls_a_remote_grpc_server_through_its_host_with_statuses_and_dea
         .method("Host.echo", MethodKind::Unary)
         .method("Host.fail", MethodKind::Unary)
         .method("Host.wait", MethodKind::Unary);
-    let remote = runtime.block_on(hub.add_remote("upstream", &format!("http://{address}"), options)).unwrap();
+    let url = format!("http://{address}");
+    let remote = runtime.block_on(hub.add_remote("upstream", &url, options)).unwrap();
     let (peer, mut child) = spawn_cell_on(&hub, "cell", &[]);
     let through_cell = |timeout_ms: u32, method: &str, request: &[u8]| {
         let mut body = timeout_ms.to_le_bytes().to_vec();
@@ -131,6 +132,10 @@ fn a_rust_cell_calls_a_remote_grpc_server_through_its_host_with_statuses_and_dea
         runtime.block_on(remote.call("Host.wait", b"", &CallOptions::timeout(Duration::from_millis(200)))).unwrap_err();
     assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
     assert_eq!(remote.counters(), (5, 3));
+    // `cellshm list` (the hub's INFO) shows the remote with its counts.
+    let listing = cellshm::list_hubs().unwrap().into_iter().find(|h| h.name == hub.name()).unwrap();
+    let listed = listing.endpoints.iter().find(|e| e.kind == "grpc-remote:upstream").expect("the remote is listed");
+    assert_eq!((listed.address.as_str(), listed.tls, listed.calls, listed.failed), (url.as_str(), false, 5, 3));
     let _ = child.kill();
     let _ = child.wait();
 }

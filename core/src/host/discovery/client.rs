@@ -26,6 +26,8 @@ pub struct HubListing {
     pub attach: bool,
     /// Ring and pool shape of its links.
     pub geometry: Geometry,
+    /// The network endpoints its host runs beside it (a gRPC gateway, remote peers).
+    pub endpoints: Vec<crate::host::EndpointListing>,
 }
 
 impl HubListing {
@@ -53,6 +55,14 @@ impl HubListing {
             .ok_or_else(|| bad("classes".into()))?;
         let geometry = Geometry { ring_capacity: num("ring_capacity")? as u32, classes };
         geometry.validate().map_err(bad)?;
+        // A hub of an older version says nothing of endpoints: none.
+        let listed = fields.get("endpoints").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        let endpoints = (0..listed.min(crate::host::endpoints::MAX_LISTED_ENDPOINTS))
+            .map(|i| {
+                let value = get(&format!("endpoint.{i}"))?;
+                crate::host::EndpointListing::parse(value).ok_or_else(|| bad(format!("endpoint.{i}={value:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(HubListing {
             name: get("name")?.to_string(),
             version: (
@@ -67,6 +77,7 @@ impl HubListing {
             uptime_ms: num("uptime_ms")?,
             attach: num("attach")? != 0,
             geometry,
+            endpoints,
         })
     }
 }

@@ -305,6 +305,11 @@ fn info_text(hub: &HubShared) -> String {
         hub.geometry.ring_capacity,
         classes.join(","),
     );
+    let endpoints = hub.endpoints.listing();
+    let _ = writeln!(out, "endpoints={}", endpoints.len());
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        let _ = writeln!(out, "endpoint.{i}={}", endpoint.info_value());
+    }
     out
 }
 
