@@ -16,7 +16,7 @@ use tonic::body::Body;
 use tonic::server::Grpc;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::codec::RawCodec;
+use crate::codec::{GatewayCodec, Outgoing};
 use crate::health::Health;
 use crate::reflection::Reflection;
 use crate::routes::Routes;
@@ -348,8 +348,9 @@ impl Inner {
         let (peer, kind) = self.routes.route(&method).await?;
         let options = options_of(request.headers(), kind)?;
         let call = Call { peer, method: Arc::from(method.as_str()), options };
-        let mut grpc =
-            Grpc::new(RawCodec).max_decoding_message_size(self.max_message).max_encoding_message_size(self.max_message);
+        let mut grpc = Grpc::new(GatewayCodec)
+            .max_decoding_message_size(self.max_message)
+            .max_encoding_message_size(self.max_message);
         let response = match kind {
             MethodKind::Unary => grpc.unary(tower::service_fn(move |r| call.clone().unary(r)), request).await,
             MethodKind::ServerStreaming => {
@@ -404,9 +405,9 @@ fn grpc_error(error: cellshm::Error) -> Status {
 }
 
 impl Call {
-    async fn unary(self, request: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+    async fn unary(self, request: Request<Bytes>) -> Result<Response<Outgoing>, Status> {
         let reply = self.peer.call_async(&self.method, request.get_ref(), &self.options).await.map_err(grpc_error)?;
-        Ok(Response::new(Bytes::copy_from_slice(reply.bytes())))
+        Ok(Response::new(Outgoing::Response(reply)))
     }
 
     async fn open(&self, request: &[u8]) -> Result<Arc<AsyncStream>, Status> {
@@ -418,7 +419,7 @@ impl Call {
         Ok(Response::new(Items { stream: self.open(request.get_ref()).await? }))
     }
 
-    async fn client_streaming(self, request: Request<Streaming<Bytes>>) -> Result<Response<Bytes>, Status> {
+    async fn client_streaming(self, request: Request<Streaming<Bytes>>) -> Result<Response<Outgoing>, Status> {
         let stream = self.open(&[]).await?;
         let mut incoming = request.into_inner();
         while let Some(message) = incoming.message().await.map_err(message_too_large)? {
@@ -426,7 +427,7 @@ impl Call {
         }
         let stream = Arc::into_inner(stream).expect("the only handle");
         let reply = stream.finish().await.map_err(grpc_error)?;
-        Ok(Response::new(Bytes::copy_from_slice(reply.bytes())))
+        Ok(Response::new(Outgoing::Response(reply)))
     }
 
     async fn bidi(self, request: Request<Streaming<Bytes>>) -> Result<Response<Items>, Status> {
@@ -467,11 +468,11 @@ struct Items {
 }
 
 impl tokio_stream::Stream for Items {
-    type Item = Result<Bytes, Status>;
+    type Item = Result<Outgoing, Status>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Outgoing, Status>>> {
         self.stream.poll_message(cx).map(|item| match item {
-            Ok(Some(item)) => Some(Ok(Bytes::copy_from_slice(item.bytes()))),
+            Ok(Some(item)) => Some(Ok(Outgoing::Item(item))),
             Ok(None) => None,
             Err(e) => Some(Err(grpc_error(e))),
         })

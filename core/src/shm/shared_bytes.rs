@@ -71,8 +71,25 @@ impl<'a> SharedBytes<'a> {
     pub fn copy_to_slice(&self, offset: usize, dst: &mut [u8]) {
         let end = offset.checked_add(dst.len()).filter(|&end| end <= self.len);
         assert!(end.is_some(), "copy of {} bytes at {offset} out of a {}-byte payload", dst.len(), self.len);
-        // SAFETY: offset + dst.len() <= len was checked just above.
-        unsafe { volatile_copy(self.ptr.add(offset), dst) }
+        // SAFETY: offset + dst.len() <= len was checked just above; `dst` is a unique
+        // borrow of private memory.
+        unsafe { volatile_copy(self.ptr.add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// [`SharedBytes::copy_to_slice`] into memory that may be uninitialised (a buffer's
+    /// spare capacity), saving the zeroing a `&mut [u8]` would need first; returns `dst`,
+    /// now initialised.
+    ///
+    /// # Panics
+    /// If `offset + dst.len()` exceeds [`SharedBytes::len`].
+    pub fn copy_to_uninit<'d>(&self, offset: usize, dst: &'d mut [std::mem::MaybeUninit<u8>]) -> &'d mut [u8] {
+        let end = offset.checked_add(dst.len()).filter(|&end| end <= self.len);
+        assert!(end.is_some(), "copy of {} bytes at {offset} out of a {}-byte payload", dst.len(), self.len);
+        // SAFETY: in range as checked; `dst` is a unique borrow of private memory, which
+        // volatile_copy only writes.
+        unsafe { volatile_copy(self.ptr.add(offset), dst.as_mut_ptr().cast::<u8>(), dst.len()) };
+        // SAFETY: every byte of `dst` was written just above.
+        unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) }
     }
 
     /// Copies the whole payload into a new vector.
@@ -126,59 +143,58 @@ impl fmt::Debug for SharedBytes<'_> {
 #[cfg(target_arch = "x86_64")]
 const STRING_COPY_FROM: usize = 512;
 
-/// Copies `dst.len()` bytes from `src` without letting the compiler assume they stay
-/// put: `rep movsb` for large copies on x86-64, volatile loads otherwise.
+/// Copies `len` bytes from `src` to `dst` without letting the compiler assume they stay
+/// put: `rep movsb` for large copies on x86-64, volatile loads otherwise. `dst` may be
+/// uninitialised: it is only written, through raw pointers.
 ///
 /// # Safety
-/// `src..src+dst.len()` must be mapped and readable.
-unsafe fn volatile_copy(src: *const u8, dst: &mut [u8]) {
+/// `src..src+len` must be mapped and readable; `dst..dst+len` writable and not
+/// overlapping it.
+unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if dst.len() >= STRING_COPY_FROM {
-        // SAFETY: the caller guarantees the source range is readable; `dst` is a unique
-        // borrow of exactly len bytes. The block reads only the source and writes only
-        // `dst`, clobbers rcx/rsi/rdi (declared) and leaves the direction flag clear
-        // (the ABI guarantees it clear on entry, so movsb goes forward).
+    if len >= STRING_COPY_FROM {
+        // SAFETY: the caller guarantees both ranges; the block reads only the source and
+        // writes only the destination, clobbers rcx/rsi/rdi (declared) and leaves the
+        // direction flag clear (the ABI guarantees it clear on entry, so movsb goes forward).
         unsafe {
             std::arch::asm!(
                 "rep movsb",
-                inout("rcx") dst.len() => _,
+                inout("rcx") len => _,
                 inout("rsi") src => _,
-                inout("rdi") dst.as_mut_ptr() => _,
+                inout("rdi") dst => _,
                 options(nostack, preserves_flags),
             );
         }
         return;
     }
     // SAFETY: as this function's.
-    unsafe { volatile_word_copy(src, dst) }
+    unsafe { volatile_word_copy(src, dst, len) }
 }
 
 /// Copies with volatile loads: bytes up to the first word boundary, then whole aligned
 /// words, then the rest.
 ///
 /// # Safety
-/// `src..src+dst.len()` must be mapped and readable.
-unsafe fn volatile_word_copy(src: *const u8, dst: &mut [u8]) {
+/// As for [`volatile_copy`].
+unsafe fn volatile_word_copy(src: *const u8, dst: *mut u8, len: usize) {
     const WORD: usize = std::mem::size_of::<u64>();
-    let len = dst.len();
     let head = src.align_offset(WORD).min(len);
-    for (i, byte) in dst[..head].iter_mut().enumerate() {
-        // SAFETY: i < head <= len: inside the source range.
-        *byte = unsafe { src.add(i).read_volatile() };
+    for i in 0..head {
+        // SAFETY: i < head <= len: inside both ranges.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
     }
     let words = (len - head) / WORD;
     // SAFETY: src + head is word-aligned (align_offset) and in range.
     let word_src = unsafe { src.add(head) } as *const u64;
-    for (i, out) in dst[head..head + words * WORD].chunks_exact_mut(WORD).enumerate() {
-        // SAFETY: word i lies inside the source range (head + (i + 1) * WORD <= len)
-        // and is aligned; a word load has no alignment demand on `out`.
-        let word = unsafe { word_src.add(i).read_volatile() };
-        out.copy_from_slice(&word.to_ne_bytes());
+    for i in 0..words {
+        // SAFETY: word i lies inside the source range (head + (i + 1) * WORD <= len) and
+        // is aligned; the destination word may not be, hence the unaligned write.
+        unsafe { dst.add(head + i * WORD).cast::<u64>().write_unaligned(word_src.add(i).read_volatile()) };
     }
     let tail = head + words * WORD;
-    for (i, byte) in dst[tail..].iter_mut().enumerate() {
-        // SAFETY: tail + i < len.
-        *byte = unsafe { src.add(tail + i).read_volatile() };
+    for i in tail..len {
+        // SAFETY: i < len.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
     }
 }
 
@@ -194,6 +210,9 @@ mod tests {
                 let view = SharedBytes::private(&source[start..start + len]);
                 assert_eq!(view.to_vec(), &source[start..start + len], "start {start} len {len}");
                 assert!(view == source[start..start + len]);
+                let mut spare = Vec::<u8>::with_capacity(len);
+                let copied = view.copy_to_uninit(0, &mut spare.spare_capacity_mut()[..len]);
+                assert_eq!(copied, &source[start..start + len], "uninit: start {start} len {len}");
                 if len > 2 {
                     let mut part = vec![0u8; len - 2];
                     view.copy_to_slice(1, &mut part);
