@@ -818,6 +818,16 @@ cellshm_status cellshm_hub_set_access_policy(const cellshm_hub *hub,
 // `peer` is NULL or live.
 uint64_t cellshm_peer_refused_calls(const cellshm_peer *peer);
 
+// Lets the processes of the `count` uids at `uids` that attached (see
+// cellshm_hub_enable_attach) reach the hub's ready cells through the host with the
+// `cellshm.Relay.*` methods (docs/PROTOCOL.md §12): what a gRPC gateway in a process of
+// its own needs. The host checks its access rules for the remote callers the relay
+// names; spawned cells are never admitted.
+//
+// # Safety
+// `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
+cellshm_status cellshm_hub_enable_relay(const cellshm_hub *hub, const uint32_t *uids, size_t count);
+
 // Lets processes of the `count` uids at `uids` inspect the hub (`cellshm inspect`,
 // `cellshm top`): off by default, even for the host's own uid, since inspecting hands
 // out read-only views of every link's memory and a cell of that uid could start a

@@ -185,6 +185,29 @@ pub unsafe extern "C" fn cellshm_peer_refused_calls(peer: *const cellshm_peer) -
     boundary_value(0, || unsafe { peer.as_ref() }.map_or(0, |p| p.peer.refused_calls()))
 }
 
+/// Lets the processes of the `count` uids at `uids` that attached (see
+/// cellshm_hub_enable_attach) reach the hub's ready cells through the host with the
+/// `cellshm.Relay.*` methods (docs/PROTOCOL.md §12): what a gRPC gateway in a process of
+/// its own needs. The host checks its access rules for the remote callers the relay
+/// names; spawned cells are never admitted.
+///
+/// # Safety
+/// `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_hub_enable_relay(
+    hub: *const cellshm_hub,
+    uids: *const u32,
+    count: usize,
+) -> cellshm_status {
+    boundary("cellshm_hub_enable_relay", || {
+        // SAFETY: cellshm_hub_enable_relay's contract, which C keeps: `hub` is live; `uids` points to `count` readable uids (or is NULL with `count` 0).
+        let (arg0, arg1) = unsafe { (Handle::borrow(hub), uid_list(uids, count)) };
+        let (hub, uids) = (try_c!(arg0), try_c!(arg1));
+        try_cellshm!(hub.hub.enable_relay(uids));
+        CELLSHM_OK
+    })
+}
+
 /// Lets processes of the `count` uids at `uids` inspect the hub (`cellshm inspect`,
 /// `cellshm top`): off by default, even for the host's own uid, since inspecting hands
 /// out read-only views of every link's memory and a cell of that uid could start a

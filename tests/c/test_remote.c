@@ -84,6 +84,12 @@ int main(int argc, char **argv) {
     CHECK_STATUS(cellshm_remote_counters(remote, NULL, NULL), CELLSHM_OK);
     CHECK_STATUS(cellshm_remote_counters(NULL, &calls, NULL), CELLSHM_INVALID_ARGUMENT);
 
+    /* The relay a gateway in a process of its own uses (the Rust and Python tests drive it). */
+    uint32_t me = (uint32_t)geteuid();
+    CHECK_STATUS(cellshm_hub_enable_relay(hub, &me, 1), CELLSHM_OK);
+    CHECK_STATUS(cellshm_hub_enable_relay(NULL, &me, 1), CELLSHM_INVALID_ARGUMENT);
+    CHECK_STATUS(cellshm_hub_enable_relay(hub, NULL, 1), CELLSHM_INVALID_ARGUMENT);
+
     cellshm_remote_free(remote);
     cellshm_remote_free(NULL);
     CHECK_STATUS(cellshm_peer_shutdown(peer, 5000), CELLSHM_OK);

@@ -111,6 +111,11 @@ impl Hub {
         self.with(|hub| hub.allow_attached(method, &uids))
     }
 
+    /// The uids whose attached processes may relay to the hub's cells (`cellshm.Relay.*`).
+    pub(crate) fn enable_relay(&self, uids: Vec<u32>) -> PyResult<()> {
+        self.with(|hub| hub.enable_relay(&uids))
+    }
+
     /// The uids that may inspect the hub (none by default; an empty list: none again).
     pub(crate) fn enable_inspect(&self, uids: Vec<u32>) -> PyResult<()> {
         self.with(|hub| {

@@ -3,6 +3,7 @@ its handler seeing a's name and pid, "b" refused with PermissionDenied before th
 (and counted), then a policy instead of the list."""
 
 import os
+from typing import List
 
 import pytest
 
@@ -98,3 +99,29 @@ def test_peer_metrics_count_calls_errors_and_latency_per_method_both_ways(hub, r
     served = {x.name: x for x in m.cell_to_host}
     assert served["Host.echo"].calls == 1 and served["cellshm.Lifecycle.ready"].calls >= 1
     assert (m.open_streams, m.refused_calls, m.restarts) == (0, 0, 0)
+
+
+def test_an_attached_process_relays_to_the_hosts_cells_only_if_the_host_enabled_it(py_test_cell: List[str]) -> None:
+    """`Hub.enable_relay`: an attached process of that uid reaches the host's cells
+    through `cellshm.Relay.call`; before, the host refuses it."""
+    import struct
+
+    def header(peer: str, method: str, caller: str = "") -> bytes:
+        return b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in (peer, method, caller))
+
+    with cellshm.Hub() as hub:
+        peer = hub.spawn(py_test_cell, name="echo")
+        peer.wait_ready(10)
+        attach = hub.enable_attach()
+        relay = cellshm.Cell.attach(hub.name, "gateway")
+        try:
+            with pytest.raises(cellshm.Unimplemented):
+                relay.call("cellshm.Relay.call", header("echo", "Echo.echo") + b"x", timeout=5)
+            hub.enable_relay([os.geteuid()])
+            assert relay.call("cellshm.Relay.call", header("echo", "Echo.echo") + b"relayed", timeout=5) == b"relayed"
+            hub.allow("Echo.echo", ["ops"])
+            with pytest.raises(cellshm.PermissionDenied, match="guest"):
+                relay.call("cellshm.Relay.call", header("echo", "Echo.echo", "guest") + b"x", timeout=5)
+        finally:
+            relay.close()
+            del attach

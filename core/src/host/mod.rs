@@ -32,6 +32,7 @@ mod join;
 mod options;
 mod peer;
 mod peer_async;
+pub mod relay;
 mod slots;
 mod spawn;
 pub mod supervisor;
@@ -178,6 +179,14 @@ impl Hub {
     /// ([`PeerIdentity::remote`], named by their certificate or token).
     pub fn allow(&self, method: &str, cells: &[&str]) -> Result<()> {
         self.shared.dispatcher.write().allow(method, Some(cells))
+    }
+
+    /// Lets the processes of `uids` that attached (a gRPC gateway in a process of its own:
+    /// `cellshm-grpc serve --hub NAME`) reach this hub's ready cells through the host
+    /// with the `cellshm.Relay.*` methods (see [`relay`]); the host checks its access
+    /// rules for each remote caller the relay names. Spawned cells are never admitted.
+    pub fn enable_relay(&self, uids: &[u32]) -> Result<()> {
+        relay::enable(self, uids)
     }
 
     /// Lets processes that attached (see [`PeerIdentity::attached`]) call `method` if they

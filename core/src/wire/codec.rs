@@ -171,6 +171,11 @@ impl<'a> BodyReader<'a> {
         Ok(u64::from(low) | u64::from(high) << 32)
     }
 
+    /// The bytes not read yet (a payload that follows a header).
+    pub fn rest(self) -> &'a [u8] {
+        self.rest
+    }
+
     /// True once every byte was read.
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty()

@@ -251,6 +251,13 @@ class Hub:
         process chose its name, so name lists never admit it."""
         self._native.allow_attached(method, [int(u) for u in uids])
 
+    def enable_relay(self, uids: Sequence[int]) -> None:
+        """Lets the processes of ``uids`` that attached (see :meth:`enable_attach`) reach
+        this hub's ready cells through the host (``cellshm.Relay.*``): what a gRPC gateway
+        in a process of its own needs. The host's access rules apply to the remote callers
+        the relay names; spawned cells are never admitted."""
+        self._native.enable_relay([int(u) for u in uids])
+
     def enable_inspect(self, uids: Sequence[int]) -> None:
         """Lets processes of ``uids`` inspect the hub (``cellshm inspect``, ``cellshm
         top``): off by default, even for the host's own uid, since inspecting hands out
