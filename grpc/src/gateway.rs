@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cellshm::{
-    AsyncStream, CallOptions, Hub, HubView, LinkEnd, MethodKind, Peer, PeerIdentity, Supervisor, SupervisorEvents,
-};
+use cellshm::{AsyncStream, CallOptions, Cell, Hub, HubView, MethodKind, PeerIdentity, Supervisor, SupervisorEvents};
 use tonic::body::Body;
 use tonic::server::Grpc;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,6 +19,7 @@ use crate::health::Health;
 use crate::reflection::Reflection;
 use crate::routes::Routes;
 use crate::status::to_grpc_status;
+use crate::target::{Source, Target};
 use crate::timeout::parse_grpc_timeout;
 use crate::tls::{subject_name, Tls};
 
@@ -58,8 +57,9 @@ pub struct Gateway {
 struct Inner {
     routes: Arc<Routes>,
     max_message: usize,
-    /// The host's access rules, checked for every remote call.
-    access: HubView,
+    /// The host's access rules, checked for every remote call (through a relay, the
+    /// host checks them itself).
+    access: Option<HubView>,
     tokens: Option<Arc<TokenCheck>>,
     /// Its calls, as `cellshm list` shows them.
     endpoint: cellshm::Endpoint,
@@ -94,9 +94,23 @@ impl Gateway {
         Gateway::build(supervisor.hub(), Some(supervisor.events()))
     }
 
+    /// A gateway in a process of its own, to the cells of another process's hub: `relay`
+    /// is this process attached to that hub (`Cell::attach`), whose host enabled its
+    /// relay for this uid (`Hub::enable_relay`), and serving (`Cell::serve`: its receive
+    /// side is what the gateway's calls wait on). Calls go through that host, which checks
+    /// its access rules for the callers the gateway names; health is polled (every
+    /// half second), not followed.
+    pub fn relayed(relay: Cell) -> Gateway {
+        Gateway::from_source(Source::Relay(Arc::new(relay)), None)
+    }
+
     fn build(hub: &Hub, events: Option<SupervisorEvents>) -> Gateway {
+        Gateway::from_source(Source::Hub(hub.view()), events)
+    }
+
+    fn from_source(source: Source, events: Option<SupervisorEvents>) -> Gateway {
         Gateway {
-            routes: Arc::new(Routes::new(hub.view())),
+            routes: Arc::new(Routes::new(source)),
             events,
             max_message: DEFAULT_MAX_MESSAGE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
@@ -163,11 +177,14 @@ impl Gateway {
     pub async fn into_routes(self) -> tonic::service::Routes {
         let address = self.advertised.clone().unwrap_or_else(|| "-".to_string());
         let endpoint = cellshm::Endpoint::new("grpc-gateway", &address, self.tls.is_some());
-        self.routes.hub().announce(&endpoint);
+        let hub = self.routes.source().hub().cloned();
+        if let Some(hub) = &hub {
+            hub.announce(&endpoint);
+        }
         let inner = Inner {
             routes: self.routes.clone(),
             max_message: self.max_message,
-            access: self.routes.hub().clone(),
+            access: hub,
             tokens: self.tokens.clone(),
             endpoint,
         };
@@ -179,7 +196,10 @@ impl Gateway {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let mut health = Health::new(self.routes.clone(), reporter);
         health.update().await;
-        tokio::spawn(health.follow(self.events));
+        match (&self.events, self.routes.source()) {
+            (None, Source::Relay(_)) => tokio::spawn(health.poll(std::time::Duration::from_millis(500))),
+            _ => tokio::spawn(health.follow(self.events)),
+        };
         let reflection = Reflection::new(self.routes.clone());
         tonic::service::Routes::from(router)
             .add_service(health_service)
@@ -344,10 +364,12 @@ impl Inner {
         let method = method_of(request.uri().path())
             .ok_or_else(|| Status::unimplemented(format!("{:?} is not a gRPC method path", request.uri().path())))?;
         let caller = self.caller(&request)?;
-        self.access.check_access(&method, caller.as_ref()).map_err(grpc_error)?;
-        let (peer, kind) = self.routes.route(&method).await?;
+        if let Some(access) = &self.access {
+            access.check_access(&method, caller.as_ref()).map_err(grpc_error)?;
+        }
+        let (target, kind) = self.routes.route(&method).await?;
         let options = options_of(request.headers(), kind)?;
-        let call = Call { peer, method: Arc::from(method.as_str()), options };
+        let call = Call { target, method: Arc::from(method.as_str()), options, caller };
         let mut grpc = Grpc::new(GatewayCodec)
             .max_decoding_message_size(self.max_message)
             .max_encoding_message_size(self.max_message);
@@ -395,9 +417,11 @@ fn too_large_is_resource_exhausted(mut response: http::Response<Body>) -> http::
 /// One request's call: to whom, what, within what deadline.
 #[derive(Clone)]
 struct Call {
-    peer: Peer,
+    target: Target,
     method: Arc<str>,
     options: CallOptions,
+    /// Who calls, for a host that checks its rules itself (through a relay).
+    caller: Option<PeerIdentity>,
 }
 
 fn grpc_error(error: cellshm::Error) -> Status {
@@ -406,17 +430,30 @@ fn grpc_error(error: cellshm::Error) -> Status {
 
 impl Call {
     async fn unary(self, request: Request<Bytes>) -> Result<Response<Outgoing>, Status> {
-        let reply = self.peer.call_async(&self.method, request.get_ref(), &self.options).await.map_err(grpc_error)?;
+        let reply = self
+            .target
+            .call(&self.method, request.get_ref(), &self.options, self.caller.as_ref())
+            .await
+            .map_err(grpc_error)?;
         Ok(Response::new(Outgoing::Response(reply)))
     }
 
     async fn open(&self, request: &[u8]) -> Result<Arc<AsyncStream>, Status> {
-        let stream = self.peer.open_stream_async(&self.method, request, &self.options).await.map_err(grpc_error)?;
+        let stream = self
+            .target
+            .open_stream(&self.method, request, &self.options, self.caller.as_ref())
+            .await
+            .map_err(grpc_error)?;
         Ok(Arc::new(stream))
     }
 
     async fn server_streaming(self, request: Request<Bytes>) -> Result<Response<Items>, Status> {
-        Ok(Response::new(Items { stream: self.open(request.get_ref()).await? }))
+        let stream = self.open(request.get_ref()).await?;
+        // The client sends nothing more: say so, so that a relaying host's pipe towards
+        // the cell ends with the cell's answer. (A stream that ended already refuses it;
+        // its items and end are still read below.)
+        let _ = stream.close_send().await;
+        Ok(Response::new(Items { stream }))
     }
 
     async fn client_streaming(self, request: Request<Streaming<Bytes>>) -> Result<Response<Outgoing>, Status> {

@@ -50,6 +50,15 @@ impl Health {
         }
     }
 
+    /// Updates every `interval`, for as long as the runtime runs (a relayed hub's cells,
+    /// whose events this process does not see).
+    pub(crate) async fn poll(mut self, interval: std::time::Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            self.update().await;
+        }
+    }
+
     /// Updates on each of the supervisor's events, until they end (at once, without).
     pub(crate) async fn follow(mut self, mut events: Option<SupervisorEvents>) {
         let Some(events) = &mut events else { return };

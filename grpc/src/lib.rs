@@ -14,6 +14,10 @@
 //! reflection (v1 and v1alpha) lists what the cells serve and describes it from the
 //! descriptors they registered (`cellshm::Registry::describe`, which generated code calls).
 //!
+//! A gateway can also run in a process of its own, in front of another process's hub:
+//! [`Gateway::relayed`] with a `Cell` attached to that hub, whose host enabled its relay
+//! (`Hub::enable_relay`); `cellshm-grpc serve --hub NAME` does that.
+//!
 //! ```no_run
 //! # async fn f(hub: &cellshm::Hub) -> Result<(), Box<dyn std::error::Error>> {
 //! let gateway = cellshm_grpc::Gateway::new(hub);
@@ -28,6 +32,7 @@ mod reflection;
 mod remote;
 mod routes;
 mod status;
+mod target;
 mod timeout;
 mod tls;
 

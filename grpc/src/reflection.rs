@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use cellshm::LinkEnd;
 use prost::Message;
 use prost_types::FileDescriptorSet;
 use tonic::body::Body;
@@ -75,12 +74,16 @@ async fn descriptors_of(described: &Described) -> Vec<FileDescriptorSet> {
     let asked: Vec<_> = described
         .describers
         .iter()
-        .map(|peer| (peer.name().to_string(), peer.served_descriptors_async(DESCRIPTORS_TIMEOUT)))
+        .map(|target| {
+            let options = cellshm::CallOptions::timeout(DESCRIPTORS_TIMEOUT);
+            let method = cellshm::wire::builtin::INTROSPECT_DESCRIPTORS;
+            (target.name().to_string(), async move { target.call(method, &[], &options, None).await })
+        })
         .collect();
     let mut sets = Vec::new();
     for (peer, answer) in asked {
         match answer.await.map_err(|e| e.to_string()).and_then(|b| {
-            FileDescriptorSet::decode(b.as_slice()).map_err(|e| format!("its descriptors do not decode: {e}"))
+            FileDescriptorSet::decode(b.bytes()).map_err(|e| format!("its descriptors do not decode: {e}"))
         }) {
             Ok(set) => sets.push(set),
             Err(e) => tracing::warn!(peer, "reflection leaves out a cell's descriptors: {e}"),

@@ -6,11 +6,12 @@ messages, cancelled watchers whose handlers end, and 8 MiB messages both ways.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import grpc
 import pytest
@@ -48,11 +49,11 @@ def cell_argv(kind: str) -> List[str]:
     return [sys.executable, str(EXAMPLES / "kv_cell.py")]
 
 
-@pytest.fixture(params=["rust", "python", "cpp"])
-def gateway(request: pytest.FixtureRequest, stubs: Path) -> Iterator[str]:
-    """`cellshm-grpc serve` on a free loopback port with one kv cell; its address."""
-    env: Dict[str, str] = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")])}
-    argv = [str(_cargo_binary("cellshm-grpc")), "serve", "--listen", "127.0.0.1:0", "--", "kv", *cell_argv(request.param)]
+@contextlib.contextmanager
+def serving(args: List[str], env: Optional[Dict[str, str]] = None) -> Iterator[str]:
+    """`cellshm-grpc serve --listen 127.0.0.1:0 ARGS...` running; the address it says it
+    listens on. It must exit 0 when told to stop."""
+    argv = [str(_cargo_binary("cellshm-grpc")), "serve", "--listen", "127.0.0.1:0", *args]
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert server.stdout is not None
@@ -62,6 +63,14 @@ def gateway(request: pytest.FixtureRequest, stubs: Path) -> Iterator[str]:
     finally:
         server.terminate()
         assert server.wait(timeout=20) == 0
+
+
+@pytest.fixture(params=["rust", "python", "cpp"])
+def gateway(request: pytest.FixtureRequest, stubs: Path) -> Iterator[str]:
+    """`cellshm-grpc serve` on a free loopback port with one kv cell; its address."""
+    env: Dict[str, str] = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")])}
+    with serving(["--", "kv", *cell_argv(request.param)], env) as address:
+        yield address
 
 
 def channel(address: str) -> grpc.Channel:
@@ -278,16 +287,8 @@ def test_a_python_cell_calls_a_remote_grpcio_server_through_its_host(remote_stor
     address, store = remote_store
     env: Dict[str, str] = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")])}
     relay = ROOT / "bindings" / "python" / "tests" / "cells" / "kv_relay_cell.py"
-    argv = [
-        str(_cargo_binary("cellshm-grpc")), "serve", "--listen", "127.0.0.1:0", "--remote", f"store=http://{address}",
-        "--", "relay", sys.executable, str(relay),
-    ]  # fmt: skip
-    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("listening on "), f"cellshm-grpc said {line!r} (exit {server.poll()})"
-        with channel(line.split()[-1]) as ch:
+    with serving(["--remote", f"store=http://{address}", "--", "relay", sys.executable, str(relay)], env) as served:
+        with channel(served) as ch:
             store_client = kv_pb2_grpc.StoreStub(ch)
             assert store_client.Put(kv_pb2.PutRequest(key="k", value=b"far"), timeout=10).sequence == 1
             assert store_client.Get(kv_pb2.GetRequest(key="k"), timeout=10).value == b"far"
@@ -316,9 +317,6 @@ def test_a_python_cell_calls_a_remote_grpcio_server_through_its_host(remote_stor
             assert store.watch_started.wait(10), "the watch reached the remote"
             watcher.cancel()
             assert store.watch_ended.wait(10), "the client's cancel reached the remote's handler"
-    finally:
-        server.terminate()
-        assert server.wait(timeout=20) == 0
 
 
 def test_a_python_host_adds_a_remote_peer_that_its_cells_and_itself_call(remote_store: tuple[str, RemoteStore], stubs: Path) -> None:
@@ -356,3 +354,44 @@ def test_a_python_host_adds_a_remote_peer_that_its_cells_and_itself_call(remote_
         # The grpcio server serves no health service.
         with pytest.raises(cellshm.Unimplemented):
             remote.is_serving()
+
+
+def test_a_gateway_process_serves_another_processs_hub_through_its_hosts_relay(stubs: Path) -> None:
+    """`cellshm-grpc serve --hub NAME` in a process of its own: this (Python) host enables
+    attaching and its relay; grpcio reaches its kv cell through the gateway and the host,
+    every kind, and the host's allow-list refuses a caller the gateway cannot name."""
+    import cellshm
+    import kv_pb2
+    import kv_pb2_grpc
+
+    env = {"PYTHONPATH": os.pathsep.join([str(stubs), os.environ.get("PYTHONPATH", "")])}
+    with cellshm.Hub(name=f"relayed-{os.getpid()}") as hub:
+        peer = hub.spawn([sys.executable, str(EXAMPLES / "kv_cell.py")], name="kv", env=env)
+        peer.wait_ready(10)
+        attach = hub.enable_attach()
+        hub.enable_relay([os.geteuid()])
+        try:
+            with serving(["--hub", hub.name]) as served, channel(served) as ch:
+                store = kv_pb2_grpc.StoreStub(ch)
+                first = store.Put(kv_pb2.PutRequest(key="r/1", value=b"one"), timeout=10)
+                assert store.Get(kv_pb2.GetRequest(key="r/1"), timeout=10).value == b"one"
+                store.Put(kv_pb2.PutRequest(key="r/2", value=b"two"), timeout=10)
+                events = store.Watch(kv_pb2.WatchRequest(prefix="r/", max_events=2, since=first.sequence - 1), timeout=10)
+                assert [e.key for e in events] == ["r/1", "r/2"]
+                chunks = (kv_pb2.Chunk(key="blob", data=b"y" * i) for i in range(30))
+                assert store.Upload(chunks, timeout=10).bytes == sum(range(30))
+                answers = store.Chat((kv_pb2.ChatMessage(text=f"m{i}") for i in range(5)), timeout=10)
+                assert [a.text for a in answers] == [f"you said: m{i}" for i in range(5)]
+                with pytest.raises(grpc.RpcError) as missing:
+                    store.Get(kv_pb2.GetRequest(key="absent"), timeout=10)
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+                # grpc.health.v1 by hand: HealthCheckRequest{service: "kv.Store"} in, SERVING (1) out.
+                check = ch.unary_unary("/grpc.health.v1.Health/Check")
+                assert check(b"\x0a\x08kv.Store", timeout=10) == b"\x08\x01"
+                # The host's rules hold for the callers the gateway names (here: none).
+                hub.allow("kv.Store.Put", ["ops"])
+                with pytest.raises(grpc.RpcError) as refused:
+                    store.Put(kv_pb2.PutRequest(key="r/3", value=b"no"), timeout=10)
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            del attach

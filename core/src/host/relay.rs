@@ -107,7 +107,8 @@ fn serve(hub: &Hub) -> Result<()> {
 
 /// Pipes a relayed stream: the relay's items to the cell on a thread of its own, the
 /// cell's back on this one; the cell's end becomes the relay's, and a relay that cancels
-/// cancels the cell's stream.
+/// cancels the cell's stream. The relay closes its sending side when its caller has
+/// nothing more to send (a server-streaming call: at once); the pipe ends then.
 fn relay_stream(hub: &HubView, call: &mut StreamCall) -> Result<()> {
     let routed = Routed::decode(call.request())?;
     let stream = routed.target(hub)?.open_stream(&routed.method, routed.request, &onward(call.deadline_ns()))?;

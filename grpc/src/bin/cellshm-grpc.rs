@@ -6,14 +6,18 @@
 //!                    [--allow METHOD=NAME[,NAME...]]... [--remote NAME=URL]...
 //!                    -- NAME PROGRAM [ARGS...] [-- NAME PROGRAM [ARGS...]]...
 //! ```
-//! Starts a hub (named NAME, for `cellshm list`), launches each cell under a supervisor
+//! With cells: starts a hub (named NAME, for `cellshm list`), launches each cell under a supervisor
 //! (relaunched when it crashes), and serves `/pkg.Svc/Method` on ADDR (HTTP/2, over TLS
 //! with `--tls-cert`/`--tls-key`; with `--client-ca` clients must present a certificate
 //! that CA signed) for every method a ready cell serves. `--allow kv.Store.Put=ops`
 //! admits to that method only the clients whose certificate's Common Name is `ops`
 //! (the host's allow-list: `Hub::allow`). `--remote store=http://10.0.0.7:50051` serves
 //! every method that gRPC server's reflection lists as a host method, so the cells call
-//! it through their host (`cellshm_grpc::Remote`). Prints `listening on HOST:PORT` once it accepts
+//! it through their host (`cellshm_grpc::Remote`).
+//!
+//! Without cells, `--hub NAME` is another process's hub: the gateway attaches to it
+//! and calls its cells through its host's relay (the host enables attaching and
+//! `Hub::enable_relay` for this uid, and its access rules apply to the callers). Prints `listening on HOST:PORT` once it accepts
 //! connections (`--listen 127.0.0.1:0` picks a free port), and stops on SIGINT or
 //! SIGTERM: the gateway stops accepting, the cells are told to leave.
 
@@ -102,7 +106,7 @@ fn parse(args: &[String]) -> Result<Serve, Error> {
             _ => return Err(bad(format!("a cell is NAME PROGRAM [ARGS...], got {cell:?}"))),
         }
     }
-    if serve.cells.is_empty() {
+    if serve.cells.is_empty() && serve.hub.is_none() {
         return Err(usage());
     }
     if serve.tls_cert.is_some() != serve.tls_key.is_some() {
@@ -135,6 +139,9 @@ fn run(serve: Serve) -> Result<(), Error> {
         ),
         _ => None,
     };
+    if serve.cells.is_empty() {
+        return relayed(serve, runtime, tls);
+    }
     let supervisor = Supervisor::new(Hub::create(hub_config(&serve))?)?;
     for (method, names) in &serve.allow {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -154,23 +161,48 @@ fn run(serve: Serve) -> Result<(), Error> {
     if let Some(tls) = tls {
         gateway = gateway.tls(tls);
     }
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(serve.listen)
-            .await
-            .map_err(|e| Error::system(format!("listening on {}", serve.listen), e))?;
-        let address = listener.local_addr().map_err(|e| Error::system("reading the listening address", e))?;
-        let gateway = gateway.advertise(address.to_string());
-        println!("listening on {address}");
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tokio::select! {
-            served = gateway.serve_with_incoming(incoming) => served.map_err(|e| Error::new(Status::Internal, format!("serving: {e}"))),
-            () = stopped() => Ok(()),
-        }
-    })?;
+    runtime.block_on(listen(serve.listen, gateway))?;
     supervisor.stop_all(Duration::from_secs(2));
     Ok(())
+}
+
+/// `serve --hub NAME` without cells: a gateway in front of another process's hub,
+/// attached to it and calling its cells through its host's relay.
+fn relayed(serve: Serve, runtime: tokio::runtime::Runtime, tls: Option<Tls>) -> Result<(), Error> {
+    let hub = serve.hub.as_deref().ok_or_else(usage)?;
+    if !serve.remotes.is_empty() || !serve.allow.is_empty() {
+        return Err(bad("--remote and --allow are the host's to set: they go with cells, not with --hub alone"));
+    }
+    let relay = cellshm::Cell::attach(hub, "grpc-gateway", cellshm::CellOptions::from_env()?).map_err(|e| {
+        e.context(format!(
+            "attaching to hub {hub:?} (its host must enable attaching and its relay for this uid: \
+             Hub::enable_attach, Hub::enable_relay)"
+        ))
+    })?;
+    // Serving runs the link's receive side, which the gateway's async calls wait on.
+    relay.serve()?;
+    let mut gateway = Gateway::relayed(relay).max_message_size(serve.max_message);
+    if let Some(tls) = tls {
+        gateway = gateway.tls(tls);
+    }
+    runtime.block_on(listen(serve.listen, gateway))
+}
+
+/// Binds `address`, says where, and serves until SIGINT or SIGTERM.
+async fn listen(address: SocketAddr, gateway: Gateway) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::system(format!("listening on {address}"), e))?;
+    let bound = listener.local_addr().map_err(|e| Error::system("reading the listening address", e))?;
+    let gateway = gateway.advertise(bound.to_string());
+    println!("listening on {bound}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::select! {
+        served = gateway.serve_with_incoming(incoming) => served.map_err(|e| Error::new(Status::Internal, format!("serving: {e}"))),
+        () = stopped() => Ok(()),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
