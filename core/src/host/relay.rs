@@ -5,7 +5,9 @@
 //! a call it routes itself ([`HubView::check_access`]). Wire format: docs/PROTOCOL.md §12.
 
 use crate::error::{Error, Result};
-use crate::host::{Hub, HubView, Peer, PeerState};
+use std::sync::{Arc, Weak};
+
+use crate::host::{Hub, HubShared, HubView, Peer, PeerState};
 use crate::link_end::{LinkEnd, Registry};
 use crate::runtime::session::{CallOptions, PeerIdentity, StreamCall};
 use crate::wire::{BodyReader, BodyWriter, MethodKind, Status};
@@ -84,9 +86,16 @@ pub(crate) fn enable(hub: &Hub, uids: &[u32]) -> Result<()> {
     Ok(())
 }
 
+/// The hub a relay handler serves, if it still lives: the handlers live in the hub's
+/// own dispatcher, so they hold it weakly (a strong hold would be a cycle, never freed).
+fn hub_of(hub: &Weak<HubShared>) -> Result<HubView> {
+    hub.upgrade().map(|shared| HubView { shared }).ok_or_else(|| Error::new(Status::Unavailable, "the hub is closing"))
+}
+
 fn serve(hub: &Hub) -> Result<()> {
-    let view = hub.view();
+    let weak = Arc::downgrade(&hub.shared);
     hub.method(PEERS, move |call| {
+        let view = hub_of(&weak)?;
         let ready: Vec<Peer> = view.peers().into_iter().filter(|p| matches!(p.state(), PeerState::Ready)).collect();
         let mut body = BodyWriter::default();
         body.u32(ready.len() as u32);
@@ -95,14 +104,15 @@ fn serve(hub: &Hub) -> Result<()> {
         }
         call.reply(&body.finish())
     })?;
-    let view = hub.view();
+    let weak = Arc::downgrade(&hub.shared);
     hub.method(CALL, move |call| {
         let routed = Routed::decode(call.payload())?;
-        let response = routed.target(&view)?.call(&routed.method, routed.request, &onward(call.deadline_ns()))?;
+        let target = routed.target(&hub_of(&weak)?)?;
+        let response = target.call(&routed.method, routed.request, &onward(call.deadline_ns()))?;
         call.reply(response.bytes())
     })?;
-    let view = hub.view();
-    hub.stream_method_as(STREAM, MethodKind::Bidi, move |call| relay_stream(&view, call))
+    let weak = Arc::downgrade(&hub.shared);
+    hub.stream_method_as(STREAM, MethodKind::Bidi, move |call| relay_stream(&hub_of(&weak)?, call))
 }
 
 /// Pipes a relayed stream: the relay's items to the cell on a thread of its own, the
