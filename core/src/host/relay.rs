@@ -117,23 +117,23 @@ fn serve(hub: &Hub) -> Result<()> {
 
 /// Pipes a relayed stream: the relay's items to the cell on a thread of its own, the
 /// cell's back on this one; the cell's end becomes the relay's, and a relay that cancels
-/// cancels the cell's stream. The relay closes its sending side when its caller has
-/// nothing more to send (a server-streaming call: at once); the pipe ends then.
+/// cancels the cell's stream. The piping thread holds the cell's stream only while it
+/// sends an item, so the cell's end never waits for the relay's caller to stop sending:
+/// the thread ends at the relay stream's end, right after this returns.
 fn relay_stream(hub: &HubView, call: &mut StreamCall) -> Result<()> {
     let routed = Routed::decode(call.request())?;
     let stream = routed.target(hub)?.open_stream(&routed.method, routed.request, &onward(call.deadline_ns()))?;
-    let stream = std::sync::Arc::new(stream);
+    let mut stream = Arc::new(stream);
     let relay = call.end();
-    let upstream = stream.clone();
-    let forwarding = std::thread::Builder::new()
+    let upstream = Arc::downgrade(&stream);
+    std::thread::Builder::new()
         .name("cellshm-relay".into())
         .spawn(move || loop {
-            match relay.recv() {
-                Ok(Some(item)) => {
-                    if upstream.send(item.bytes()).is_err() {
-                        return;
-                    }
-                }
+            let item = relay.recv();
+            let Some(upstream) = upstream.upgrade() else { return };
+            match item {
+                Ok(Some(item)) if upstream.send(item.bytes()).is_ok() => {}
+                Ok(Some(_)) => return,
                 Ok(None) => {
                     let _ = upstream.close_send();
                     return;
@@ -151,12 +151,26 @@ fn relay_stream(hub: &HubView, call: &mut StreamCall) -> Result<()> {
         }
         Ok::<(), Error>(())
     })();
-    if result.is_err() {
+    if let Err(e) = result {
         stream.cancel();
+        return Err(e);
     }
-    let _ = forwarding.join();
-    result?;
-    let stream = std::sync::Arc::into_inner(stream).expect("the forwarding thread has ended");
+    // The cell's side ended: a send the piping thread has under way fails at once, and
+    // then the stream is this thread's alone.
+    let started = std::time::Instant::now();
+    let stream = loop {
+        match Arc::try_unwrap(stream) {
+            Ok(stream) => break stream,
+            Err(shared) if started.elapsed() < std::time::Duration::from_secs(1) => {
+                stream = shared;
+                std::thread::yield_now();
+            }
+            Err(shared) => {
+                shared.cancel();
+                return Err(Error::new(Status::Internal, "the relay's piping thread kept the stream"));
+            }
+        }
+    };
     let response = stream.finish()?;
     call.set_response(response.bytes());
     Ok(())

@@ -60,6 +60,21 @@ fn an_attached_relay_reaches_the_hosts_cells_and_the_hosts_rules_hold_for_its_ca
     stream.close_send().unwrap();
     assert!(stream.recv().unwrap().is_none());
     stream.finish().unwrap();
+    // A cell that ends its stream while the relay still may send: the relay sees the end
+    // at once (the host does not wait for the relay's side to close).
+    let mut count = Vec::new();
+    for v in [3u32, 16, 0] {
+        count.extend_from_slice(&v.to_le_bytes());
+    }
+    let started = std::time::Instant::now();
+    let stream = relay.open_stream(STREAM, &Routed::encode("echo", "Stream.count", None, &count), &secs(20)).unwrap();
+    let mut items = 0;
+    while stream.recv().unwrap().is_some() {
+        items += 1;
+    }
+    assert_eq!(items, 3);
+    stream.finish().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the end waited for the relay: {:?}", started.elapsed());
     // A spawned cell is not a relay.
     let mut body = 5000u32.to_le_bytes().to_vec();
     body.extend_from_slice(PEERS.as_bytes());
