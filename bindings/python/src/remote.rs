@@ -67,8 +67,7 @@ impl Remote {
         payload: Option<&Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<Py<PyBytes>> {
-        let request = crate::payload(payload)?;
-        let options = call_options(timeout)?;
+        let (method, request, options) = call_args(method, payload, timeout)?;
         let runtime = cellshm_grpc::shared_runtime().map_err(err)?;
         let reply =
             py.detach(|| runtime.block_on(self.remote.call(method, request.as_slice(), &options))).map_err(err)?;

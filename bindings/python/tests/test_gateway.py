@@ -10,6 +10,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -202,8 +203,6 @@ class RemoteStore:
     remote gRPC server a cellshm host adds as a peer. It notes what its handlers saw."""
 
     def __init__(self) -> None:
-        import threading
-
         self.values: Dict[str, bytes] = {}
         self.sequence = 0
         self.time_remaining: List[Optional[float]] = []
@@ -232,14 +231,15 @@ class RemoteStore:
                 store.time_remaining.append(context.time_remaining())
                 context.add_callback(store.watch_ended.set)
                 store.watch_started.set()
+                if request.prefix == "never/":
+                    # Nothing to send: wait for the call's end (deadline or cancel) itself.
+                    ended = threading.Event()
+                    context.add_callback(ended.set)
+                    ended.wait(60)
+                    return
                 for i in range(request.max_events or 10**9):
                     if not context.is_active():
                         return
-                    if request.prefix == "never/":
-                        import time
-
-                        time.sleep(0.01)
-                        continue
                     yield kv_pb2.Event(key=f"{request.prefix}{i}", value=b"v", sequence=i + 1)
 
             def Upload(self, request_iterator: Any, context: Any) -> Any:
