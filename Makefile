@@ -75,7 +75,7 @@ test-asan: tools
 ## The Python binding, installed into .venv the way users install it.
 python:
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions types-protobuf grpcio-tools grpcio-reflection
+	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions types-protobuf grpcio-tools grpcio-reflection grpcio-health-checking
 	$(VENV)/bin/pip install --quiet './bindings/python[typed]'
 
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;

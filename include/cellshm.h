@@ -101,6 +101,10 @@
 // Status of a supervised cell: removed (cellshm_supervisor_remove); its last event.
 #define CELLSHM_CELL_REMOVED 6
 
+// Status of a watched peer (a remote gRPC server, cellshm_supervisor_add_remote) that
+// does not serve now; the reason says why its last health check failed.
+#define CELLSHM_CELL_UNAVAILABLE 7
+
 // Result of every fallible function. The numbers are cellshm's one status table
 // (gRPC's canonical codes, then cellshm's own from 100), the same in Rust and Python.
 enum cellshm_status
@@ -1157,6 +1161,23 @@ cellshm_status cellshm_hub_add_remote(const cellshm_hub *hub,
                                       const uint32_t *kinds,
                                       uint64_t connect_timeout_ms,
                                       cellshm_remote **out_remote);
+
+// cellshm_hub_add_remote on the supervisor's hub, and the remote in the supervisor's
+// health view: listed by cellshm_supervisor_names under `name`, CELLSHM_CELL_READY while
+// its gRPC health check (every second) passes and CELLSHM_CELL_UNAVAILABLE (with the
+// reason) while not, with an event on each change; the supervisor never launches or
+// stops it, and cellshm_supervisor_remove forgets it. CELLSHM_ALREADY_EXISTS also if the
+// supervisor has a cell named `name`.
+//
+// # Safety
+// As cellshm_hub_add_remote, with `supervisor` live.
+cellshm_status cellshm_supervisor_add_remote(const cellshm_supervisor *supervisor,
+                                             const char *name,
+                                             const char *url,
+                                             const char *const *methods,
+                                             const uint32_t *kinds,
+                                             uint64_t connect_timeout_ms,
+                                             cellshm_remote **out_remote);
 
 // The calls forwarded to the remote so far (by cells) and how many of those failed;
 // either out-parameter may be NULL.

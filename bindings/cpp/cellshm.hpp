@@ -419,6 +419,7 @@ enum class CellStatus : uint32_t {
     Crashed = CELLSHM_CELL_CRASHED,
     Failed = CELLSHM_CELL_FAILED,
     Removed = CELLSHM_CELL_REMOVED,
+    Unavailable = CELLSHM_CELL_UNAVAILABLE,
 };
 
 /// A status change of one supervised cell; `reason` is empty unless it ended.

@@ -61,6 +61,7 @@ pub use host::discovery::{hub_listing, list_hubs, HubListing};
 pub use host::inspect::{snapshot, HubSnapshot};
 pub use host::supervisor::{
     CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent, SupervisorEvents,
+    WatchedPeer,
 };
 pub use host::{
     peer_state_name, CellProcess, Endpoint, EndpointListing, Hub, HubView, LogRecord, LogSink, Peer, PeerMetrics,

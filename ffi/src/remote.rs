@@ -13,6 +13,55 @@ pub struct cellshm_remote {
     pub(crate) remote: Remote,
 }
 
+/// Where a remote is added: a hub's host methods, or a supervisor's (which also watches
+/// its health).
+enum AddTo<'a> {
+    Hub(&'a cellshm::Hub),
+    Supervisor(&'a cellshm::Supervisor),
+}
+
+/// The body both exports share: reads C's arguments, connects, serves.
+///
+/// # Safety
+/// `name` and `url` NUL-terminated; `methods` NULL or a NULL-terminated list; `kinds`
+/// NULL or as many readable values as `methods` has entries; `out_remote` writable.
+unsafe fn add_remote(
+    to: AddTo<'_>,
+    name: *const c_char,
+    url: *const c_char,
+    methods: *const *const c_char,
+    kinds: *const u32,
+    connect_timeout_ms: u64,
+    out_remote: *mut *mut cellshm_remote,
+) -> cellshm_status {
+    // SAFETY: the caller's contract, which is the exports' (C keeps it).
+    let (arg0, arg1, arg2, arg3) = unsafe {
+        (c_str(name, "name"), c_str(url, "url"), c_str_list(methods, "methods"), Out::new(out_remote, "out_remote"))
+    };
+    let (name, url, methods, out_remote) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
+    // SAFETY: `kinds` is NULL or has one value per entry of `methods`, per the contract.
+    let kinds = try_c!(unsafe { c_slice(kinds, if kinds.is_null() { 0 } else { methods.len() }, "kinds") });
+    let timeout = if connect_timeout_ms == 0 {
+        cellshm_grpc::DEFAULT_CONNECT_TIMEOUT
+    } else {
+        Duration::from_millis(connect_timeout_ms)
+    };
+    let mut options = RemoteOptions::new().connect_timeout(timeout);
+    for (i, method) in methods.iter().enumerate() {
+        let code = kinds.get(i).copied().unwrap_or(0);
+        let kind = try_c!(cellshm::MethodKind::from_code(code)
+            .ok_or_else(|| invalid(format!("kinds[{i}] is {code}, not a method kind (0 to 4)"))));
+        options = options.method(*method, kind);
+    }
+    let runtime = try_cellshm!(cellshm_grpc::shared_runtime());
+    let remote = try_cellshm!(runtime.block_on(Remote::connect(name, url, options)));
+    try_cellshm!(match to {
+        AddTo::Hub(hub) => remote.serve_on(hub),
+        AddTo::Supervisor(supervisor) => remote.serve_supervised(supervisor),
+    });
+    out_remote.hand_over(cellshm_remote { remote })
+}
+
 /// Connects to the gRPC server at `url` ("http://host:port") and serves each of its
 /// methods as a host method of `hub` named "pkg.Svc.Method", so cells call it on their
 /// host as on any host method (a call's deadline becomes grpc-timeout, a cancel resets
@@ -39,37 +88,38 @@ pub unsafe extern "C" fn cellshm_hub_add_remote(
     out_remote: *mut *mut cellshm_remote,
 ) -> cellshm_status {
     boundary("cellshm_hub_add_remote", || {
-        // SAFETY: cellshm_hub_add_remote's contract, which C keeps: `hub` live, the
-        // strings NUL-terminated, `methods` NULL or NULL-terminated, `out_remote` writable.
-        let (arg0, arg1, arg2, arg3, arg4) = unsafe {
-            (
-                Handle::borrow(hub),
-                c_str(name, "name"),
-                c_str(url, "url"),
-                c_str_list(methods, "methods"),
-                Out::new(out_remote, "out_remote"),
-            )
-        };
-        let (hub, name, url, methods, out_remote) =
-            (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3), try_c!(arg4));
-        // SAFETY: `kinds` is NULL or has one value per entry of `methods`, per the contract.
-        let kinds = try_c!(unsafe { c_slice(kinds, if kinds.is_null() { 0 } else { methods.len() }, "kinds") });
-        let timeout = if connect_timeout_ms == 0 {
-            cellshm_grpc::DEFAULT_CONNECT_TIMEOUT
-        } else {
-            Duration::from_millis(connect_timeout_ms)
-        };
-        let mut options = RemoteOptions::new().connect_timeout(timeout);
-        for (i, method) in methods.iter().enumerate() {
-            let code = kinds.get(i).copied().unwrap_or(0);
-            let kind = try_c!(cellshm::MethodKind::from_code(code)
-                .ok_or_else(|| invalid(format!("kinds[{i}] is {code}, not a method kind (0 to 4)"))));
-            options = options.method(*method, kind);
-        }
-        let runtime = try_cellshm!(cellshm_grpc::shared_runtime());
-        let remote = try_cellshm!(runtime.block_on(Remote::connect(name, url, options)));
-        try_cellshm!(remote.serve_on(&hub.hub));
-        out_remote.hand_over(cellshm_remote { remote })
+        // SAFETY: cellshm_hub_add_remote's contract, which C keeps: `hub` live.
+        let hub = try_c!(unsafe { Handle::borrow(hub) });
+        // SAFETY: the rest of the contract is add_remote's.
+        unsafe { add_remote(AddTo::Hub(&hub.hub), name, url, methods, kinds, connect_timeout_ms, out_remote) }
+    })
+}
+
+/// cellshm_hub_add_remote on the supervisor's hub, and the remote in the supervisor's
+/// health view: listed by cellshm_supervisor_names under `name`, CELLSHM_CELL_READY while
+/// its gRPC health check (every second) passes and CELLSHM_CELL_UNAVAILABLE (with the
+/// reason) while not, with an event on each change; the supervisor never launches or
+/// stops it, and cellshm_supervisor_remove forgets it. CELLSHM_ALREADY_EXISTS also if the
+/// supervisor has a cell named `name`.
+///
+/// # Safety
+/// As cellshm_hub_add_remote, with `supervisor` live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_supervisor_add_remote(
+    supervisor: *const cellshm_supervisor,
+    name: *const c_char,
+    url: *const c_char,
+    methods: *const *const c_char,
+    kinds: *const u32,
+    connect_timeout_ms: u64,
+    out_remote: *mut *mut cellshm_remote,
+) -> cellshm_status {
+    boundary("cellshm_supervisor_add_remote", || {
+        // SAFETY: cellshm_supervisor_add_remote's contract, which C keeps: `supervisor` live.
+        let supervisor = try_c!(unsafe { Handle::borrow(supervisor) });
+        let to = AddTo::Supervisor(&supervisor.sup);
+        // SAFETY: the rest of the contract is add_remote's.
+        unsafe { add_remote(to, name, url, methods, kinds, connect_timeout_ms, out_remote) }
     })
 }
 

@@ -16,6 +16,9 @@ pub const CELLSHM_CELL_CRASHED: u32 = 4;
 pub const CELLSHM_CELL_FAILED: u32 = 5;
 /// Status of a supervised cell: removed (cellshm_supervisor_remove); its last event.
 pub const CELLSHM_CELL_REMOVED: u32 = 6;
+/// Status of a watched peer (a remote gRPC server, cellshm_supervisor_add_remote) that
+/// does not serve now; the reason says why its last health check failed.
+pub const CELLSHM_CELL_UNAVAILABLE: u32 = 7;
 
 pub(crate) fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
     use cellshm::CellStatus as S;
@@ -27,6 +30,7 @@ pub(crate) fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
         S::Crashed(r) => (CELLSHM_CELL_CRASHED, r.to_string()),
         S::Failed(r) => (CELLSHM_CELL_FAILED, r.to_string()),
         S::Removed => (CELLSHM_CELL_REMOVED, String::new()),
+        S::Unavailable(why) => (CELLSHM_CELL_UNAVAILABLE, why.clone()),
     }
 }
 

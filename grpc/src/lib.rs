@@ -38,7 +38,10 @@ mod tls;
 
 pub use codec::RawCodec;
 pub use gateway::{Gateway, TokenCheck, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE};
-pub use remote::{from_grpc_status, shared_runtime, AddRemote, Remote, RemoteOptions, DEFAULT_CONNECT_TIMEOUT};
+pub use remote::{
+    from_grpc_status, shared_runtime, AddRemote, Remote, RemoteOptions, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEALTH_INTERVAL,
+};
 pub use status::{to_grpc_status, STATUS_METADATA};
 pub use timeout::parse_grpc_timeout;
 pub use tls::Tls;

@@ -12,7 +12,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cellshm::{AsyncCall, AsyncStreamCall, CallOptions, Endpoint, Error, Hub, MethodKind, Registry, Status, StreamEnd};
+use cellshm::{
+    AsyncCall, AsyncStreamCall, CallOptions, Endpoint, Error, Hub, MethodKind, Registry, Status, StreamEnd, Supervisor,
+    WatchedPeer,
+};
 use prost::Message;
 use tonic::transport::{Channel, ClientTlsConfig};
 
@@ -20,6 +23,10 @@ use crate::codec::RawCodec;
 
 /// How long connecting to a remote, and asking it what it serves, may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a supervisor's remote is health-checked by default (each check may take as
+/// long).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A tokio runtime for callers that have none (the C and Python bindings): two worker
 /// threads named `cellshm-grpc`, made on first use and kept for the process.
@@ -44,11 +51,17 @@ pub struct RemoteOptions {
     methods: Vec<(String, MethodKind)>,
     tls: Option<ClientTlsConfig>,
     connect_timeout: Duration,
+    health_interval: Duration,
 }
 
 impl Default for RemoteOptions {
     fn default() -> RemoteOptions {
-        RemoteOptions { methods: Vec::new(), tls: None, connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+        RemoteOptions {
+            methods: Vec::new(),
+            tls: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+        }
     }
 }
 
@@ -77,6 +90,13 @@ impl RemoteOptions {
         self.connect_timeout = timeout;
         self
     }
+
+    /// How often a supervisor checks the remote's health once added to it (default
+    /// [`DEFAULT_HEALTH_INTERVAL`]; at least 10 ms).
+    pub fn health_interval(mut self, interval: Duration) -> RemoteOptions {
+        self.health_interval = interval.max(Duration::from_millis(10));
+        self
+    }
 }
 
 /// A remote gRPC server added to a hub (see the module's documentation). Cheap to
@@ -91,6 +111,8 @@ struct RemoteInner {
     url: String,
     channel: Channel,
     methods: Vec<(String, MethodKind)>,
+    connect_timeout: Duration,
+    health_interval: Duration,
     /// The runtime the forwarding runs on.
     handle: tokio::runtime::Handle,
     /// Its calls, and what `cellshm list` shows of it once served on a hub.
@@ -107,9 +129,10 @@ impl std::fmt::Debug for Remote {
     }
 }
 
-/// `hub.add_remote(name, url, options)`: [`Remote::add`] as a method of [`Hub`].
+/// `hub.add_remote(name, url, options)`: [`Remote::add`] as a method of [`Hub`], and
+/// `supervisor.add_remote(..)`: [`Remote::add_supervised`] as a method of [`Supervisor`].
 pub trait AddRemote {
-    /// See [`Remote::add`].
+    /// See [`Remote::add`] and [`Remote::add_supervised`].
     fn add_remote(
         &self,
         name: &str,
@@ -126,6 +149,17 @@ impl AddRemote for Hub {
         options: RemoteOptions,
     ) -> impl std::future::Future<Output = cellshm::Result<Remote>> + Send {
         Remote::add(self, name, url, options)
+    }
+}
+
+impl AddRemote for Supervisor {
+    fn add_remote(
+        &self,
+        name: &str,
+        url: &str,
+        options: RemoteOptions,
+    ) -> impl std::future::Future<Output = cellshm::Result<Remote>> + Send {
+        Remote::add_supervised(self, name, url, options)
     }
 }
 
@@ -151,6 +185,60 @@ impl Remote {
         let remote = Remote::connect(name, url, options).await?;
         remote.serve_on(hub)?;
         Ok(remote)
+    }
+
+    /// [`Remote::add`] on the supervisor's hub, and the remote in the supervisor's health
+    /// view ([`Remote::report_health`]): listed among its cells under `name`, Ready while
+    /// its gRPC health check passes, Unavailable (with why) while not, with an event on
+    /// each change; the supervisor never launches or stops it. ALREADY_EXISTS if the
+    /// supervisor has a cell of that name.
+    pub async fn add_supervised(
+        supervisor: &Supervisor,
+        name: &str,
+        url: &str,
+        options: RemoteOptions,
+    ) -> cellshm::Result<Remote> {
+        let remote = Remote::connect(name, url, options).await?;
+        remote.serve_supervised(supervisor)?;
+        Ok(remote)
+    }
+
+    /// [`Remote::serve_on`] the supervisor's hub and [`Remote::report_health`] to it (the
+    /// second step of [`Remote::add_supervised`]).
+    pub fn serve_supervised(&self, supervisor: &Supervisor) -> cellshm::Result<()> {
+        let watched = supervisor.watch(&self.inner.name)?;
+        if let Err(e) = self.serve_on(supervisor.hub()) {
+            let _ = supervisor.remove(&self.inner.name, Duration::ZERO);
+            return Err(e);
+        }
+        self.report_health(watched);
+        Ok(())
+    }
+
+    /// Checks the remote's health every interval ([`RemoteOptions::health_interval`]) on
+    /// its runtime, each check allowed [`RemoteOptions::connect_timeout`] to answer (one
+    /// that does not is a failure), and reports each result to `watched`, until it is no longer watched
+    /// (removed, or its supervisor dropped). A server that answers the check with
+    /// UNIMPLEMENTED (it has no health service) counts as serving while it answers.
+    pub fn report_health(&self, watched: WatchedPeer) {
+        let remote = self.clone();
+        self.inner.handle.spawn(async move {
+            let interval = remote.inner.health_interval;
+            while watched.is_watched() {
+                watched.report(remote.health(remote.inner.connect_timeout).await);
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+
+    /// One health check: `Ok` if the server serves (or answers without a health service).
+    async fn health(&self, timeout: Duration) -> cellshm::Result<()> {
+        match self.is_serving("", timeout).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(unavailable(format!("remote {:?} reports NOT_SERVING", self.inner.name))),
+            Err(e) if e.status() == Status::Unimplemented => Ok(()),
+            Err(e) => Err(e.context(format!("remote {:?} health check", self.inner.name))),
+        }
     }
 
     /// [`Remote::add`] in two steps: connects (and asks reflection) here, serves on a hub
@@ -186,6 +274,8 @@ impl Remote {
                 url: url.to_string(),
                 channel,
                 methods,
+                connect_timeout: options.connect_timeout,
+                health_interval: options.health_interval,
                 handle,
                 endpoint: Endpoint::new(&format!("grpc-remote:{name}"), url, url.starts_with("https:")),
             }),

@@ -1,5 +1,6 @@
 /* A remote gRPC server as a peer, from C: cellshm_hub_add_remote serves its methods as
- * host methods, and a cell calls one through its host. The remote is a real gRPC server:
+ * host methods, and a cell calls one through its host; cellshm_supervisor_add_remote
+ * also shows it in the supervisor by its gRPC health. The remote is a real gRPC server:
  * `cellshm-grpc serve` in front of a test cell of its own.
  *   test_remote CELLSHM_GRPC RUST_TEST_CELL */
 #include <signal.h>
@@ -95,9 +96,27 @@ int main(int argc, char **argv) {
     CHECK_STATUS(cellshm_peer_shutdown(peer, 5000), CELLSHM_OK);
     cellshm_peer_free(peer);
     cellshm_hub_free(hub);
+
+    /* A supervisor watches the remote by its gRPC health (the gateway serves
+     * grpc.health.v1): READY while it serves, UNAVAILABLE once it is gone. */
+    cellshm_supervisor *sup = NULL;
+    CHECK_STATUS(cellshm_supervisor_new(NULL, 4, &sup), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_add_remote(sup, "upstream", url, methods, kinds, 0, &remote), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "upstream", CELLSHM_CELL_READY, 20000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_add_remote(sup, "upstream", url, methods, kinds, 0, &unset), CELLSHM_ALREADY_EXISTS);
+    CHECK_STATUS(cellshm_supervisor_add_remote(NULL, "x", url, NULL, NULL, 0, &unset), CELLSHM_INVALID_ARGUMENT);
+    CHECK(unset == NULL);
+    CHECK_STATUS(cellshm_supervisor_stop(sup, "upstream", 0, NULL), CELLSHM_FAILED_PRECONDITION);
     kill(server, SIGTERM);
     int status = 0;
     CHECK(waitpid(server, &status, 0) == server && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "upstream", CELLSHM_CELL_UNAVAILABLE, 20000), CELLSHM_OK);
+    uint32_t now = 0;
+    CHECK_STATUS(cellshm_supervisor_status(sup, "upstream", &now), CELLSHM_OK);
+    CHECK(now == CELLSHM_CELL_UNAVAILABLE);
+    CHECK_STATUS(cellshm_supervisor_remove(sup, "upstream", 0), CELLSHM_OK);
+    cellshm_remote_free(remote);
+    cellshm_supervisor_free(sup);
     puts("test_remote: a cell called a remote gRPC server through its C host");
     return 0;
 }

@@ -77,7 +77,7 @@ impl Hub {
         methods: Option<Vec<(String, u32)>>,
         timeout: f64,
     ) -> PyResult<crate::remote::Remote> {
-        let remote = crate::remote::connect(py, name, url, methods, timeout)?;
+        let remote = crate::remote::connect(py, name, url, crate::remote::options(methods, timeout)?)?;
         self.with(|hub| remote.remote.serve_on(hub))?;
         Ok(remote)
     }

@@ -8,21 +8,20 @@ use pyo3::types::PyBytes;
 
 use crate::*;
 
-/// Connects to the remote (on the binding's runtime, GIL released): see
-/// `cellshm_grpc::Remote::connect`.
-pub(crate) fn connect(
-    py: Python<'_>,
-    name: &str,
-    url: &str,
-    methods: Option<Vec<(String, u32)>>,
-    timeout: f64,
-) -> PyResult<Remote> {
+/// `add_remote`'s `methods` and `timeout` as options.
+pub(crate) fn options(methods: Option<Vec<(String, u32)>>, timeout: f64) -> PyResult<RemoteOptions> {
     let mut options = RemoteOptions::new().connect_timeout(duration(timeout, "timeout")?);
     for (method, kind) in methods.unwrap_or_default() {
         let kind = MethodKind::from_code(kind)
             .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("{kind} is not a method kind (0 to 4)")))?;
         options = options.method(method, kind);
     }
+    Ok(options)
+}
+
+/// Connects to the remote (on the binding's runtime, GIL released): see
+/// `cellshm_grpc::Remote::connect`.
+pub(crate) fn connect(py: Python<'_>, name: &str, url: &str, options: RemoteOptions) -> PyResult<Remote> {
     let runtime = cellshm_grpc::shared_runtime().map_err(err)?;
     let remote = py.detach(|| runtime.block_on(cellshm_grpc::Remote::connect(name, url, options))).map_err(err)?;
     Ok(Remote { remote })

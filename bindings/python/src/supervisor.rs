@@ -12,7 +12,10 @@ use crate::*;
 use cellshm::Registry;
 
 pub(crate) fn status_parts(status: &cellshm::CellStatus) -> (&'static str, Option<String>) {
-    (status.name(), status.reason().map(|r| r.to_string()))
+    match status {
+        cellshm::CellStatus::Unavailable(why) => (status.name(), Some(why.clone())),
+        _ => (status.name(), status.reason().map(|r| r.to_string())),
+    }
 }
 
 /// `Supervisor.add`'s and `update`'s restart policy: (ready_timeout, max_restarts,
@@ -203,7 +206,7 @@ impl Supervisor {
         self.get()?.hub().method(name, py_handler(handler, view)).map_err(err)
     }
 
-    #[pyo3(signature = (name, url, methods=None, timeout=5.0))]
+    #[pyo3(signature = (name, url, methods=None, timeout=5.0, health_interval=1.0))]
     pub(crate) fn add_remote(
         &self,
         py: Python<'_>,
@@ -211,9 +214,12 @@ impl Supervisor {
         url: &str,
         methods: Option<Vec<(String, u32)>>,
         timeout: f64,
+        health_interval: f64,
     ) -> PyResult<crate::remote::Remote> {
-        let remote = crate::remote::connect(py, name, url, methods, timeout)?;
-        remote.remote.serve_on(self.get()?.hub()).map_err(err)?;
+        let options =
+            crate::remote::options(methods, timeout)?.health_interval(duration(health_interval, "health_interval")?);
+        let remote = crate::remote::connect(py, name, url, options)?;
+        remote.remote.serve_supervised(&*self.get()?).map_err(err)?;
         Ok(remote)
     }
 
@@ -349,7 +355,8 @@ impl Supervisor {
 
     /// Waits until the cell's status is `status` ("ready", "crashed", ...); the reason.
     pub(crate) fn wait_for(&self, py: Python<'_>, name: &str, status: &str, timeout: f64) -> PyResult<Option<String>> {
-        const STATUSES: [&str; 7] = ["starting", "ready", "stopping", "exited", "crashed", "failed", "removed"];
+        const STATUSES: [&str; 8] =
+            ["starting", "ready", "stopping", "exited", "crashed", "failed", "removed", "unavailable"];
         if !STATUSES.contains(&status) {
             return Err(PyValueError::new_err(format!("unknown cell status {status:?}; expected one of {STATUSES:?}")));
         }

@@ -356,6 +356,59 @@ def test_a_python_host_adds_a_remote_peer_that_its_cells_and_itself_call(remote_
             remote.is_serving()
 
 
+def test_a_supervisor_watches_a_remote_grpcio_server_by_its_health(stubs: Path) -> None:
+    """`Supervisor.add_remote`: the remote is listed among the cells, "ready" while it
+    answers (grpcio's health servicer, then none at all), "unavailable" with the reason
+    while its health says NOT_SERVING or it is gone; not the supervisor's to stop."""
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    import cellshm
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    events: List[tuple[str, str, Optional[str]]] = []
+    try:
+        with cellshm.Supervisor() as sup, sup.on_event(lambda e: events.append((e.name, e.status, e.reason))):
+            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            methods = [("kv.Store.Get", cellshm.MethodKind.UNARY)]
+            sup.add_remote("store", f"http://127.0.0.1:{port}", methods=methods, health_interval=0.02)
+            sup.wait_for("store", "ready")
+            assert sup.names() == ["store"]
+            servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            reason = sup.wait_for("store", "unavailable")
+            assert reason is not None and "NOT_SERVING" in reason
+            status = sup.status("store")
+            assert status is not None and status[0] == "unavailable"
+            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            sup.wait_for("store", "ready")
+            with pytest.raises(cellshm.FailedPrecondition):
+                sup.stop("store")
+            with pytest.raises(cellshm.FailedPrecondition):
+                sup.call("store", "kv.Store.Get")
+            server.stop(0)
+            sup.wait_for("store", "unavailable")
+            sup.remove("store")
+            assert [s for (_, s, _) in events] == ["starting", "ready", "unavailable", "ready", "unavailable", "removed"]
+    finally:
+        server.stop(0)
+
+    # A server without a health service counts as serving while it answers.
+    bare = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    port = bare.add_insecure_port("127.0.0.1:0")
+    bare.start()
+    try:
+        with cellshm.Supervisor() as sup:
+            sup.add_remote("bare", f"http://127.0.0.1:{port}", methods=[("x.Y.z", cellshm.MethodKind.UNARY)], health_interval=0.02)
+            assert sup.wait_for("bare", "ready") is None
+    finally:
+        bare.stop(0)
+
+
 def test_a_gateway_process_serves_another_processs_hub_through_its_hosts_relay(stubs: Path) -> None:
     """`cellshm-grpc serve --hub NAME` in a process of its own: this (Python) host enables
     attaching and its relay; grpcio reaches its kv cell through the gateway and the host,

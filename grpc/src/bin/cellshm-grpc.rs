@@ -148,7 +148,7 @@ fn run(serve: Serve) -> Result<(), Error> {
         supervisor.hub().allow(method, &names)?;
     }
     for (name, url) in &serve.remotes {
-        let remote = runtime.block_on(supervisor.hub().add_remote(name, url, RemoteOptions::new()))?;
+        let remote = runtime.block_on(supervisor.add_remote(name, url, RemoteOptions::new()))?;
         tracing::info!(remote = name, url, methods = remote.methods().len(), "serving a remote's methods to the cells");
     }
     for (name, argv) in &serve.cells {

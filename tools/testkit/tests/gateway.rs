@@ -203,10 +203,11 @@ fn health_follows_the_supervisor_serving_not_serving_while_a_cell_relaunches_and
     supervisor.add(spec).unwrap();
     supervisor.wait_for("cell", Duration::from_secs(10), |s| *s == cellshm::CellStatus::Ready).unwrap();
     let gateway = Gateway::with_supervisor(&supervisor);
-    runtime.block_on(async {
+    let serving = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(gateway.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
+        let serving =
+            tokio::spawn(gateway.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
         let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
         let mut health = HealthClient::new(channel);
         let check = |service: &str| HealthCheckRequest { service: service.to_string() };
@@ -230,7 +231,21 @@ fn health_follows_the_supervisor_serving_not_serving_while_a_cell_relaunches_and
             assert_eq!(status(update.unwrap().unwrap().status), expected);
         }
         assert_eq!(status(health.check(check("Echo")).await.unwrap().into_inner().status), ServingStatus::Serving);
+        serving.abort_handle()
     });
+
+    // The gateway stops serving: its health updates end with it at the supervisor's next
+    // event (they do not follow a supervisor that outlives it), and nothing of it is left
+    // on the runtime.
+    serving.abort();
+    supervisor.restart("cell", Duration::from_secs(2)).unwrap();
+    let metrics = runtime.metrics();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metrics.num_alive_tasks() > 0 {
+        assert!(std::time::Instant::now() < deadline, "{} tasks still alive", metrics.num_alive_tasks());
+        supervisor.wait_for("cell", Duration::from_secs(10), |s| *s == cellshm::CellStatus::Ready).unwrap();
+        std::thread::yield_now();
+    }
 }
 
 #[test]

@@ -139,3 +139,71 @@ fn a_rust_cell_calls_a_remote_grpc_server_through_its_host_with_statuses_and_dea
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A tonic server with only `grpc.health.v1.Health`, whose status the test sets; dropped
+/// `stop` ends it.
+async fn health_server(
+) -> (std::net::SocketAddr, tonic_health::server::HealthReporter, tokio::sync::oneshot::Sender<()>) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+        incoming,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (address, reporter, stop)
+}
+
+#[test]
+fn a_supervisor_shows_a_remote_by_its_grpc_health_with_an_event_on_each_change() {
+    use cellshm::{CellStatus, Supervisor};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (address, reporter, stop) = runtime.block_on(health_server());
+    let supervisor = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let _subscription = supervisor.on_event(move |e| seen.lock().unwrap().push((e.name.clone(), e.status.clone())));
+    let options =
+        RemoteOptions::new().method("Store.get", MethodKind::Unary).health_interval(Duration::from_millis(20));
+    let url = format!("http://{address}");
+    runtime.block_on(supervisor.add_remote("store", &url, options.clone())).unwrap();
+    let is = |name: &'static str| move |s: &CellStatus| s.name() == name;
+    let wait = |name: &'static str| supervisor.wait_for("store", Duration::from_secs(20), is(name)).unwrap();
+
+    // tonic's reporter says SERVING for the server ("") from the start.
+    wait("ready");
+    assert_eq!(supervisor.names(), vec!["store".to_string()]);
+    runtime.block_on(reporter.set_service_status("", tonic_health::ServingStatus::NotServing));
+    match wait("unavailable") {
+        CellStatus::Unavailable(why) => assert!(why.contains("NOT_SERVING"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    runtime.block_on(reporter.set_service_status("", tonic_health::ServingStatus::Serving));
+    wait("ready");
+    // The server goes away: unavailable, with the transport's reason.
+    let _ = stop.send(());
+    wait("unavailable");
+
+    // It is not the supervisor's to launch, stop or call; a second one of the name is refused.
+    for e in [
+        supervisor.stop("store", Duration::ZERO).unwrap_err(),
+        supervisor.restart("store", Duration::ZERO).unwrap_err(),
+        supervisor.start("store").unwrap_err(),
+        supervisor.ready_peer("store").unwrap_err(),
+    ] {
+        assert_eq!(e.status(), Status::FailedPrecondition, "{e}");
+    }
+    assert!(supervisor.spec("store").is_none() && supervisor.peer("store").is_none());
+    let e = runtime.block_on(supervisor.add_remote("store", &url, options)).unwrap_err();
+    assert_eq!(e.status(), Status::AlreadyExists, "{e}");
+
+    // Removing it ends the watch: "removed" is its last event.
+    supervisor.remove("store", Duration::ZERO).unwrap();
+    assert!(supervisor.names().is_empty());
+    let statuses: Vec<&'static str> = events.lock().unwrap().iter().map(|(_, s)| s.name()).collect();
+    assert_eq!(statuses, ["starting", "ready", "unavailable", "ready", "unavailable", "removed"]);
+}

@@ -28,10 +28,11 @@ class SupervisorEvent(NamedTuple):
     """A status change of one supervised cell."""
 
     name: str
-    #: "starting", "ready", "stopping", "exited", "crashed", "failed" or "removed".
+    #: "starting", "ready", "stopping", "exited", "crashed", "failed", "removed", or
+    #: "unavailable" (a remote, :meth:`Supervisor.add_remote`, whose health check fails).
     status: str
     #: Why the instance ended ("signal 9", "code 3", "goodbye", "stopped (exit code 0)",
-    #: ...), for "exited", "crashed" and "failed"; else None.
+    #: ...), for "exited", "crashed" and "failed"; why a remote is "unavailable"; else None.
     reason: Optional[str]
     peer_id: Optional[int]
     pid: Optional[int]
@@ -71,7 +72,8 @@ class Supervisor:
     backoff, no relaunch after a goodbye, graceful stop (GOODBYE, SIGTERM, SIGKILL),
     restart, removal and new recipes at run time.
     Statuses: "starting", "ready", "stopping", "exited", "crashed", "failed", "removed",
-    each with a reason ("signal 9", "code 3", "goodbye", ...) once it ended."""
+    each with a reason ("signal 9", "code 3", "goodbye", ...) once it ended; a remote gRPC
+    server it watches (:meth:`add_remote`) is "ready" or "unavailable" (with why)."""
 
     def __init__(
         self,
@@ -135,10 +137,18 @@ class Supervisor:
         *,
         methods: Optional[Sequence[Tuple[str, MethodKind]]] = None,
         timeout: float = 5.0,
+        health_interval: float = 1.0,
     ) -> Remote:
-        return Remote(self._native.add_remote(name, url, _remote_methods(methods), timeout))
+        return Remote(self._native.add_remote(name, url, _remote_methods(methods), timeout, health_interval))
 
-    add_remote.__doc__ = ADD_REMOTE_DOC
+    add_remote.__doc__ = ADD_REMOTE_DOC + """
+
+The supervisor also watches it under ``name``: it is listed by :meth:`names` and its
+gRPC health is checked every ``health_interval`` seconds: "ready" while it serves (a server
+without a health service counts while it answers), "unavailable" (with the reason) while
+not, with an event on each change. It is never launched or stopped (:meth:`stop`,
+:meth:`start`, :meth:`restart` and calls through the supervisor raise
+:class:`FailedPrecondition`); :meth:`remove` forgets it."""
 
     def describe(self, file_descriptor_set: bytes) -> None:
         """Keeps ``file_descriptor_set`` (a serialized ``google.protobuf.FileDescriptorSet``)

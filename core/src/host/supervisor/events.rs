@@ -56,11 +56,15 @@ pub enum CellStatus {
     Failed(ExitReason),
     /// Removed from the supervisor ([`Supervisor::remove`]): the last event of a cell.
     Removed,
+    /// A watched peer ([`Supervisor::watch`], a remote server) that does not serve now:
+    /// why its last health check failed. It is checked again; the supervisor does not
+    /// launch it.
+    Unavailable(String),
 }
 
 impl CellStatus {
     /// The status's name, as every language spells it: "starting", "ready", "stopping",
-    /// "exited", "crashed", "failed", "removed".
+    /// "exited", "crashed", "failed", "removed", "unavailable".
     pub fn name(&self) -> &'static str {
         match self {
             CellStatus::Starting => "starting",
@@ -70,6 +74,7 @@ impl CellStatus {
             CellStatus::Crashed(_) => "crashed",
             CellStatus::Failed(_) => "failed",
             CellStatus::Removed => "removed",
+            CellStatus::Unavailable(_) => "unavailable",
         }
     }
 

@@ -8,6 +8,8 @@
 //!   backoff, give up, reset the count after a long run; a heartbeat answered, missed, or
 //!   the cell unresponsive), each a table test.
 //! - `events.rs`: statuses, events and their one delivery thread, listeners.
+//! - `watch.rs`: peers it watches but does not launch (remote servers), whose health a
+//!   watcher reports.
 //! - `monitor.rs`: the monitor thread, which carries the decisions out: launches, reads
 //!   deaths and readiness, sends heartbeats, schedules relaunches.
 //! - this file: the [`Supervisor`] and the operations a user asks for.
@@ -48,11 +50,13 @@ mod events;
 mod monitor;
 pub(crate) mod policy;
 mod spec;
+mod watch;
 
 pub use events::{CellStatus, EventSubscription, ExitReason, SupervisorEvent, SupervisorEvents};
 use events::{EventQueue, Listeners};
 use spec::validate;
 pub use spec::{CellSpec, Heartbeat, RestartPolicy};
+pub use watch::WatchedPeer;
 
 struct Instance {
     peer: Peer,
@@ -82,7 +86,9 @@ enum LastBeat {
 struct ManagedCell {
     /// Tells this cell from an earlier one of the same name (removed, then added again).
     key: u64,
-    spec: CellSpec,
+    /// None for a watched peer ([`Supervisor::watch`]): nothing to launch or stop, its
+    /// status is what its watcher reports.
+    spec: Option<CellSpec>,
     status: CellStatus,
     /// The last status whose event the listeners have seen: what `wait_for` waits on.
     reported: CellStatus,
@@ -100,6 +106,22 @@ struct ManagedCell {
 }
 
 impl ManagedCell {
+    /// A cell just added, Starting: launched at once if it has a spec (else watched).
+    fn new(key: u64, spec: Option<CellSpec>) -> ManagedCell {
+        ManagedCell {
+            key,
+            next_start: spec.is_some().then(Instant::now),
+            spec,
+            status: CellStatus::Starting,
+            reported: CellStatus::Starting,
+            instance: None,
+            last_instance: None,
+            generation: 0,
+            restart: policy::RestartState::default(),
+            launches: 0,
+        }
+    }
+
     /// Running, starting, or due to start: something a stop has to end.
     fn is_active(&self) -> bool {
         self.instance.is_some()
@@ -149,6 +171,23 @@ impl fmt::Debug for Supervisor {
 
 fn no_such_cell(name: &str) -> Error {
     Error::new(Status::NotFound, format!("no cell named {name:?}"))
+}
+
+fn watched_only(name: &str) -> Error {
+    Error::new(
+        Status::FailedPrecondition,
+        format!("{name:?} is a peer the supervisor watches, not a cell it launches: it has no instance to start, stop or call"),
+    )
+}
+
+/// The cell `name`, if the supervisor launches it: NOT_FOUND for a name not supervised,
+/// FAILED_PRECONDITION for a watched peer.
+fn launched<'a>(cells: &'a mut HashMap<String, ManagedCell>, name: &str) -> Result<&'a mut ManagedCell> {
+    match cells.get_mut(name) {
+        None => Err(no_such_cell(name)),
+        Some(cell) if cell.spec.is_none() => Err(watched_only(name)),
+        Some(cell) => Ok(cell),
+    }
 }
 
 impl Supervisor {
@@ -241,21 +280,7 @@ impl Supervisor {
             ));
         }
         let key = self.shared.next_key.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        cells.insert(
-            spec.name.clone(),
-            ManagedCell {
-                key,
-                spec,
-                status: CellStatus::Starting,
-                reported: CellStatus::Starting,
-                instance: None,
-                last_instance: None,
-                generation: 0,
-                restart: policy::RestartState::default(),
-                next_start: Some(Instant::now()),
-                launches: 0,
-            },
-        );
+        cells.insert(spec.name.clone(), ManagedCell::new(key, Some(spec)));
         self.shared.wake.notify_all();
         Ok(())
     }
@@ -274,7 +299,7 @@ impl Supervisor {
 
     /// The cell's recipe.
     pub fn spec(&self, name: &str) -> Option<CellSpec> {
-        self.shared.cells.lock().get(name).map(|c| c.spec.clone())
+        self.shared.cells.lock().get(name).and_then(|c| c.spec.clone())
     }
 
     /// The current instance's peer (while one runs).
@@ -313,6 +338,9 @@ impl Supervisor {
     pub fn ready_peer(&self, name: &str) -> Result<Peer> {
         let cells = self.shared.cells.lock();
         let cell = cells.get(name).ok_or_else(|| no_such_cell(name))?;
+        if cell.spec.is_none() {
+            return Err(watched_only(name));
+        }
         match (&cell.status, &cell.instance) {
             (CellStatus::Ready, Some(instance)) => Ok(instance.peer.clone()),
             (status, _) => Err(Error::new(Status::Unavailable, format!("cell {name:?} is not ready ({status:?})"))),
@@ -324,6 +352,7 @@ impl Supervisor {
     /// Returns the exit code (128 + the signal if one ended it; 0 when nothing ran).
     pub fn stop(&self, name: &str, grace: Duration) -> Result<i32> {
         let _operation = self.shared.operations.lock();
+        launched(&mut self.shared.cells.lock(), name)?;
         let code = self.halt(name, grace)?.unwrap_or(0);
         self.shared.wait_events_seen();
         Ok(code)
@@ -334,7 +363,7 @@ impl Supervisor {
     pub fn start(&self, name: &str) -> Result<()> {
         let _operation = self.shared.operations.lock();
         let mut cells = self.shared.cells.lock();
-        let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
+        let cell = launched(&mut cells, name)?;
         if !cell.is_active() {
             schedule_now(cell);
             self.shared.wake.notify_all();
@@ -347,6 +376,7 @@ impl Supervisor {
     /// started. Returns once the old instance has ended: wait for "ready" to call the new.
     pub fn restart(&self, name: &str, grace: Duration) -> Result<()> {
         let _operation = self.shared.operations.lock();
+        launched(&mut self.shared.cells.lock(), name)?;
         self.halt(name, grace)?;
         self.shared.wait_events_seen();
         self.schedule(name)
@@ -361,8 +391,8 @@ impl Supervisor {
         let name = spec.name.clone();
         let was_active = {
             let mut cells = self.shared.cells.lock();
-            let cell = cells.get_mut(&name).ok_or_else(|| no_such_cell(&name))?;
-            cell.spec = spec;
+            let cell = launched(&mut cells, &name)?;
+            cell.spec = Some(spec);
             cell.is_active()
         };
         if was_active {
@@ -394,8 +424,10 @@ impl Supervisor {
         crate::log::LogFilter::parse(filter)?;
         let peer = {
             let mut cells = self.shared.cells.lock();
-            let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
-            cell.spec.log_filter = Some(filter.to_string());
+            let cell = launched(&mut cells, name)?;
+            if let Some(spec) = &mut cell.spec {
+                spec.log_filter = Some(filter.to_string());
+            }
             (cell.status == CellStatus::Ready).then(|| cell.instance.as_ref().map(|i| i.peer.clone())).flatten()
         };
         match peer {
@@ -404,7 +436,7 @@ impl Supervisor {
         }
     }
 
-    /// Stops every cell (see [`Supervisor::stop`]).
+    /// Stops every cell (see [`Supervisor::stop`]); watched peers stay watched.
     pub fn stop_all(&self, grace: Duration) {
         for name in self.names() {
             let _ = self.stop(&name, grace);
@@ -418,7 +450,8 @@ impl Supervisor {
         let instance = {
             let mut cells = self.shared.cells.lock();
             let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
-            if !cell.is_active() {
+            // A watched peer is not the supervisor's to stop.
+            if cell.spec.is_none() || !cell.is_active() {
                 return Ok(None);
             }
             // Whatever the monitor is doing with the instance now (a launch under way, a
@@ -441,7 +474,7 @@ impl Supervisor {
 
     fn schedule(&self, name: &str) -> Result<()> {
         let mut cells = self.shared.cells.lock();
-        let cell = cells.get_mut(name).ok_or_else(|| no_such_cell(name))?;
+        let cell = launched(&mut cells, name)?;
         schedule_now(cell);
         self.shared.wake.notify_all();
         Ok(())

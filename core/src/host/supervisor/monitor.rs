@@ -59,6 +59,7 @@ pub(super) fn launch(shared: &Arc<Shared>, name: &str) {
         if cell.next_start.is_none_or(|t| t > Instant::now()) {
             return; // an operation cancelled or moved it meanwhile
         }
+        let Some(spec) = cell.spec.clone() else { return }; // watched: never scheduled
         cell.next_start = None;
         cell.generation += 1;
         cell.last_instance = None;
@@ -67,7 +68,7 @@ pub(super) fn launch(shared: &Arc<Shared>, name: &str) {
         if cell.launches > 1 {
             shared.hub.count_restart(name);
         }
-        (cell.spec.clone(), cell.generation)
+        (spec, cell.generation)
     };
     let mut command = Command::new(&spec.program);
     command.args(&spec.args);
@@ -223,7 +224,9 @@ fn handle(shared: &Arc<Shared>, notice: Notice) {
                 }
                 match &result {
                     Ok(()) => {
-                        if let (Some(every), Some(instance)) = (cell.spec.heartbeat, cell.instance.as_mut()) {
+                        if let (Some(every), Some(instance)) =
+                            (cell.spec.as_ref().and_then(|s| s.heartbeat), cell.instance.as_mut())
+                        {
                             // The first heartbeat goes out as the cell becomes ready, so
                             // one that never answers is killed interval × (misses + 1)
                             // after it was ready.
@@ -293,7 +296,8 @@ fn ended(shared: &Arc<Shared>, name: &str, generation: u64, reason: ExitReason, 
     let mut cells = shared.cells.lock();
     let Some(cell) = cells.get_mut(name).filter(|c| c.generation == generation) else { return };
     cell.instance = None;
-    let status = match cell.restart.on_exit(&cell.spec.restart, &reason, uptime) {
+    let Some(spec) = &cell.spec else { return }; // watched peers have no instance to end
+    let status = match cell.restart.on_exit(&spec.restart, &reason, uptime) {
         Decision::Exited => CellStatus::Exited(reason),
         Decision::Relaunch { after } => {
             cell.next_start = Some(Instant::now() + after);
