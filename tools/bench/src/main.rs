@@ -269,6 +269,13 @@ fn bench(quick: bool) -> Result<(), Error> {
                 measured(r, "grpc_gateway_tcp_64B_adaptive", samples)
             }),
         ),
+        (
+            "grpc_gateway_tcp_64B_adaptive300",
+            Box::new(|r| {
+                let wait = WaitStrategy::Adaptive { spin: Duration::from_micros(300) };
+                measured(r, "grpc_gateway_tcp_64B_adaptive300", grpc::unary_gateway(n_block, true, wait))
+            }),
+        ),
         ("grpc_stream_64KiB", Box::new(|r| rated(r, "grpc_stream_64KiB", grpc::stream_direct(grpc_stream)))),
         (
             "grpc_gateway_stream_64KiB",
@@ -335,6 +342,7 @@ fn summarize(r: &Results) {
         ("grpc_gateway_tcp_64B", "grpc_tcp_64B"),
         ("grpc_gateway_uds_64B", "grpc_uds_64B"),
         ("grpc_gateway_tcp_64B_adaptive", "grpc_tcp_64B"),
+        ("grpc_gateway_tcp_64B_adaptive300", "grpc_tcp_64B"),
     ] {
         note(format_args!(
             "{through}: {}x {direct} (a tonic server answering itself)",
@@ -587,13 +595,8 @@ impl BenchCell {
     fn spawn_with(config: HubConfig, wait: WaitStrategy, env: &[(&str, &str)]) -> Result<BenchCell, Error> {
         let hub = Hub::create(config)?;
         let ticket = hub.add_peer("bench", PeerOptions { wait, ..PeerOptions::default() })?;
-        let wait_text = match wait {
-            WaitStrategy::Spin => "spin".to_string(),
-            WaitStrategy::Block => "block".to_string(),
-            WaitStrategy::Adaptive { spin } => format!("adaptive:{}", spin.as_micros()),
-        };
         let mut cmd = Command::new(self_exe()?);
-        cmd.arg("__cell").env("CELLSHM_WAIT", wait_text).env("CELLSHM_WORKERS", "2").envs(env.iter().copied());
+        cmd.arg("__cell").env("CELLSHM_WAIT", wait.to_string()).env("CELLSHM_WORKERS", "2").envs(env.iter().copied());
         let (peer, child) = ticket.spawn(&mut cmd)?;
         let cell = BenchCell { hub: Some(hub), peer, child };
         cell.peer.wait_ready(Duration::from_secs(10))?;

@@ -25,6 +25,18 @@ impl Default for WaitStrategy {
     }
 }
 
+/// As [`WaitStrategy::parse`] reads it (and `CELLSHM_WAIT` takes it): `spin`, `block`,
+/// `adaptive:<microseconds>`.
+impl std::fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitStrategy::Spin => f.write_str("spin"),
+            WaitStrategy::Block => f.write_str("block"),
+            WaitStrategy::Adaptive { spin } => write!(f, "adaptive:{}", spin.as_micros()),
+        }
+    }
+}
+
 impl WaitStrategy {
     /// Parses `spin`, `block`, `adaptive` or `adaptive:<microseconds>`.
     pub fn parse(text: &str) -> Result<WaitStrategy> {
@@ -112,5 +124,22 @@ impl CallOptions {
             (0, d) | (d, 0) => d,
             (a, b) => a.min(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_strategy_reads_back_as_it_is_written() {
+        let strategies =
+            [WaitStrategy::Spin, WaitStrategy::Block, WaitStrategy::Adaptive { spin: Duration::from_micros(300) }];
+        for wait in strategies {
+            assert_eq!(WaitStrategy::parse(&wait.to_string()).unwrap(), wait);
+        }
+        assert_eq!(WaitStrategy::parse("adaptive").unwrap(), WaitStrategy::default());
+        assert_eq!(WaitStrategy::default().to_string(), "adaptive:50");
+        assert_eq!(WaitStrategy::parse("sometimes").unwrap_err().status(), Status::InvalidArgument);
     }
 }
