@@ -253,3 +253,34 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn serve_reads_its_options_and_cells_and_refuses_what_it_cannot_use() {
+        let serve =
+            parse(&args("--listen 127.0.0.1:0 --wait adaptive:300 --remote s=http://h:1 -- kv ./kv-cell -v")).unwrap();
+        assert_eq!(serve.wait, Some(WaitStrategy::Adaptive { spin: Duration::from_micros(300) }));
+        assert_eq!(serve.remotes, [("s".to_string(), "http://h:1".to_string())]);
+        assert_eq!(serve.cells, [("kv".to_string(), vec!["./kv-cell".to_string(), "-v".to_string()])]);
+        assert_eq!(parse(&args("--hub app")).unwrap().wait, None);
+        for bad in [
+            "--wait sometimes -- kv ./kv-cell",
+            "--wait",
+            "--remote nourl -- kv ./kv-cell",
+            "--tls-cert c.pem -- kv ./kv-cell",
+            "--bogus 1 -- kv ./kv-cell",
+            "--listen 127.0.0.1:0",
+            "-- kv",
+        ] {
+            let e = parse(&args(bad)).err().unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert_eq!(e.status(), Status::InvalidArgument, "{bad:?}: {e}");
+        }
+    }
+}
