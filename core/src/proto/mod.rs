@@ -9,6 +9,8 @@
 //! - [`status`]: what a handler's status becomes on the wire, and what a received one
 //!   means to the caller;
 //! - [`stream`]: opening a channel, and a stream's flow control (credit, window, ends);
+//! - [`topic`]: a topic publisher's bookkeeping: which slot a loan takes, what each
+//!   subscriber's queue does with a sample under its policy;
 //! - [`link`]: one link's state: calls waiting and their deadlines, msg ids, open
 //!   channels, HELLO and GOODBYE, and the control frames owed to the peer.
 
@@ -18,3 +20,4 @@ pub(crate) mod hello;
 pub(crate) mod link;
 pub(crate) mod status;
 pub(crate) mod stream;
+pub(crate) mod topic;

@@ -14,6 +14,7 @@ pub(crate) mod memfd;
 pub(crate) mod pool;
 pub(crate) mod ring;
 pub mod shared_bytes;
+pub(crate) mod topic;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub(crate) mod doorbell;
+pub(crate) mod futex;
 pub(crate) mod process;
 pub(crate) mod socket;
 

@@ -1,0 +1,982 @@
+//! A topic's shared memory: one sealed memfd written only by its publisher (header, the
+//! publisher's line, a record and a queue per subscriber, the sample slots), mapped
+//! read-only by every subscriber; and per subscription one small memfd written only by
+//! its subscriber (how far it read, which samples it holds), mapped read-only by the
+//! publisher. So no subscriber can write what another reads, and whatever a subscriber
+//! writes in its own memory the publisher copies and checks before use
+//! ([`crate::proto::topic`] decides with it).
+//!
+//! Reading a sample in place is safe against a publisher that overwrites it
+//! (DropOldest): the subscriber names the sample in its `held` list, fences, and checks
+//! that the queue entry still names it; the publisher overwrites an entry, fences, and
+//! only then looks at `held` before loaning a slot again (Dekker's pattern: one of the
+//! two sees the other). An entry's `tag` is its queue position + 1, stored last with
+//! Release; the subscriber polls the tag of the entry at its position, never a cursor
+//! the publisher keeps elsewhere.
+//!
+//! Step 1 of publish/subscribe (issue 26): the memory and the decisions, tested here;
+//! the runtime's topics (brokering by the host, waiting, the language APIs) use them
+//! next, so until then only the tests do.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use memmap2::MmapRaw;
+
+use super::memfd;
+use super::RawView;
+use crate::error::{Error, Result};
+use crate::proto::topic::{Observe, Publication, PublisherBook, SampleAt, TopicPolicy};
+use crate::wire::Status;
+
+/// First 8 bytes of a topic's memfd.
+pub const TOPIC_MAGIC: [u8; 8] = *b"CELLTOPC";
+/// First 8 bytes of a subscription's memfd.
+pub const SUBSCRIPTION_MAGIC: [u8; 8] = *b"CELLSUBS";
+/// Layout version of both.
+pub const TOPIC_LAYOUT_MAJOR: u16 = 1;
+/// Samples up to this many bytes travel in the queue entry itself.
+pub const INLINE_MAX: usize = 40;
+/// Most subscribers a topic may have.
+pub const MAX_SUBSCRIBERS: u32 = 64;
+/// Most samples a subscriber may hold at once.
+pub const MAX_BORROWED: u32 = 16;
+/// Longest topic name.
+pub const TOPIC_NAME_MAX: usize = 63;
+
+const LINE: usize = 64;
+const PAGE: usize = 4096;
+
+/// Topic memfd offsets.
+mod at {
+    pub const MAGIC: usize = 0;
+    pub const MAJOR: usize = 8;
+    pub const SAMPLE_SIZE: usize = 16;
+    pub const SLOTS: usize = 20;
+    pub const DEPTH: usize = 24;
+    pub const MAX_SUBSCRIBERS: usize = 28;
+    pub const MAX_BORROWED: usize = 32;
+    pub const HISTORY: usize = 36;
+    pub const SIZE: usize = 40;
+    pub const NAME: usize = 64;
+    /// The publisher's line: u64 samples published, u32 state (0 open, 1 closed).
+    pub const PUBLISHED: usize = 128;
+    pub const STATE: usize = 136;
+    /// Subscriber records, 64 bytes each.
+    pub const RECORDS: usize = 192;
+    pub mod record {
+        /// u32: 0 free, 1 attached, 2 detached.
+        pub const STATE: usize = 0;
+        /// u32 policy code and its n.
+        pub const POLICY: usize = 4;
+        pub const POLICY_N: usize = 8;
+        /// u32 status code of a detach.
+        pub const DETACH_STATUS: usize = 12;
+        /// u64: the queue position the subscription starts at.
+        pub const START: usize = 16;
+        /// u64: the next position the publisher writes (for lag).
+        pub const TAIL: usize = 24;
+        /// u32 futex word the subscriber sleeps on; bumped by the publisher to wake it.
+        pub const WAKE: usize = 32;
+        /// u32: 1 while the publisher waits for this subscriber's head (Block).
+        pub const PUBLISHER_WAITING: usize = 36;
+        /// u64: samples this subscriber lost at the publisher (dropped or overwritten).
+        pub const DROPPED: usize = 40;
+    }
+    /// Queue entry fields (64 bytes each).
+    pub mod entry {
+        /// u64: queue position + 1, stored last (Release); 0 = never written.
+        pub const TAG: usize = 0;
+        pub const SEQ: usize = 8;
+        /// u32 slot index, or u32::MAX for an inline sample.
+        pub const SLOT: usize = 16;
+        pub const LEN: usize = 20;
+        pub const INLINE: usize = 24;
+    }
+}
+
+/// Subscription memfd offsets.
+mod sub_at {
+    pub const MAGIC: usize = 0;
+    pub const MAX_BORROWED: usize = 12;
+    /// u64: the next queue position the subscriber reads; the publisher waits on its low
+    /// 32 bits (Block).
+    pub const HEAD: usize = 64;
+    /// u32: 1 while the subscriber sleeps on its record's wake word.
+    pub const PARKED: usize = 72;
+    /// u64 each: samples received, samples missed.
+    pub const RECEIVED: usize = 80;
+    pub const MISSED: usize = 88;
+    /// u64 per borrowed sample: its sequence number, 0 for none.
+    pub const HELD: usize = 128;
+}
+
+/// The shape of a topic, fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicGeometry {
+    /// Largest sample, in bytes.
+    pub sample_size: u32,
+    /// Sample slots in the pool.
+    pub slots: u32,
+    /// Entries of each subscriber's queue (a power of two).
+    pub depth: u32,
+    pub max_subscribers: u32,
+    /// Samples a subscriber may hold at once.
+    pub max_borrowed: u32,
+    /// Samples kept for late joiners.
+    pub history: u32,
+}
+
+impl TopicGeometry {
+    /// A geometry whose pool can never run dry whatever the subscribers do: a queue's
+    /// worth per subscriber, what each may hold, the history and one loan.
+    pub fn new(sample_size: u32, depth: u32, max_subscribers: u32, max_borrowed: u32, history: u32) -> TopicGeometry {
+        let slots = max_subscribers
+            .saturating_mul(depth.saturating_add(max_borrowed))
+            .saturating_add(history)
+            .saturating_add(1);
+        TopicGeometry { sample_size, slots, depth, max_subscribers, max_borrowed, history }
+    }
+
+    /// Checks every limit; the message says which one is broken.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.sample_size == 0 || self.sample_size > super::layout::MAX_SLOT_SIZE {
+            return Err(format!("sample size {} is not in 1..={}", self.sample_size, super::layout::MAX_SLOT_SIZE));
+        }
+        if !self.depth.is_power_of_two() || self.depth > 1 << 16 {
+            return Err(format!("queue depth {} is not a power of two up to 65536", self.depth));
+        }
+        if self.max_subscribers == 0 || self.max_subscribers > MAX_SUBSCRIBERS {
+            return Err(format!("max subscribers {} is not in 1..={MAX_SUBSCRIBERS}", self.max_subscribers));
+        }
+        if self.max_borrowed == 0 || self.max_borrowed > MAX_BORROWED {
+            return Err(format!("max borrowed {} is not in 1..={MAX_BORROWED}", self.max_borrowed));
+        }
+        if self.history > self.depth {
+            return Err(format!("history {} is deeper than the queues ({})", self.history, self.depth));
+        }
+        if self.slots == 0 || self.slots == u32::MAX {
+            return Err(format!("{} slots", self.slots));
+        }
+        match self.size() {
+            Some(size) if size <= super::layout::MAX_SIDE_SIZE => Ok(()),
+            _ => Err("the topic would take more than 8 GiB".to_string()),
+        }
+    }
+
+    fn stride(&self) -> u64 {
+        (self.sample_size as u64).next_multiple_of(LINE as u64)
+    }
+
+    fn queues_at(&self) -> u64 {
+        (at::RECORDS + self.max_subscribers as usize * LINE) as u64
+    }
+
+    fn slots_at(&self) -> Option<u64> {
+        let queues = (self.max_subscribers as u64).checked_mul(self.depth as u64)?.checked_mul(LINE as u64)?;
+        Some(self.queues_at().checked_add(queues)?.next_multiple_of(PAGE as u64))
+    }
+
+    /// Bytes of the topic's memfd.
+    pub fn size(&self) -> Option<u64> {
+        let slots = (self.slots as u64).checked_mul(self.stride())?;
+        Some(self.slots_at()?.checked_add(slots)?.next_multiple_of(PAGE as u64))
+    }
+
+    fn subscription_size(&self) -> u64 {
+        PAGE as u64
+    }
+
+    fn record(&self, index: usize) -> usize {
+        at::RECORDS + index * LINE
+    }
+
+    fn entry(&self, index: usize, position: u64) -> usize {
+        self.queues_at() as usize + (index * self.depth as usize + (position % self.depth as u64) as usize) * LINE
+    }
+
+    fn slot(&self, slot: u32) -> usize {
+        self.slots_at().unwrap_or(0) as usize + slot as usize * self.stride() as usize
+    }
+}
+
+fn protocol(what: impl Into<String>) -> Error {
+    Error::new(Status::ProtocolError, what.into())
+}
+
+/// The publisher's side of a topic: its memory (read-write), its book, and the
+/// subscriptions' memory it reads.
+pub struct TopicPublisher {
+    file: File,
+    _map: Arc<MmapRaw>,
+    view: RawView,
+    geometry: TopicGeometry,
+    book: PublisherBook,
+    subscriptions: Vec<Option<SubscriptionView>>,
+}
+
+impl std::fmt::Debug for TopicPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicPublisher").field("geometry", &self.geometry).finish_non_exhaustive()
+    }
+}
+
+/// A subscription's memory as the publisher sees it: read-only.
+struct SubscriptionView {
+    _map: Arc<MmapRaw>,
+    view: RawView,
+    max_borrowed: usize,
+}
+
+impl SubscriptionView {
+    fn head(&self) -> &AtomicU64 {
+        self.view.atomic_u64(sub_at::HEAD)
+    }
+}
+
+/// What the book reads of the subscriptions.
+struct Subscriptions<'a>(&'a [Option<SubscriptionView>]);
+
+impl Observe for Subscriptions<'_> {
+    fn head(&self, subscriber: usize) -> u64 {
+        self.0.get(subscriber).and_then(Option::as_ref).map_or(0, |s| s.head().load(Ordering::Acquire))
+    }
+
+    fn holds(&self, subscriber: usize, seq: u64) -> bool {
+        let Some(Some(sub)) = self.0.get(subscriber) else { return false };
+        (0..sub.max_borrowed).any(|k| sub.view.atomic_u64(sub_at::HELD + 8 * k).load(Ordering::Relaxed) == seq)
+    }
+}
+
+/// A slot the publisher writes a sample into before publishing it.
+#[derive(Debug)]
+pub struct Loan {
+    slot: u32,
+}
+
+impl TopicPublisher {
+    /// Creates a topic's memfd named `name` of `geometry`, mapped read-write here and
+    /// sealed so that nobody else can ever write or resize it.
+    pub fn create(name: &str, geometry: TopicGeometry) -> Result<TopicPublisher> {
+        geometry.validate().map_err(|m| Error::new(Status::InvalidArgument, format!("topic {name:?}: {m}")))?;
+        if name.is_empty() || name.len() > TOPIC_NAME_MAX {
+            return Err(Error::new(Status::InvalidArgument, format!("topic name {name:?}: 1 to 63 bytes")));
+        }
+        let size = geometry.size().unwrap_or(0);
+        let file = memfd::create(&format!("cellshm-topic-{name}"), size)?;
+        let map = memfd::map(&file, size, true, "a topic's memory")?;
+        let view = RawView { base: map.as_mut_ptr(), len: size as usize };
+        let header: [(usize, u32); 6] = [
+            (at::SAMPLE_SIZE, geometry.sample_size),
+            (at::SLOTS, geometry.slots),
+            (at::DEPTH, geometry.depth),
+            (at::MAX_SUBSCRIBERS, geometry.max_subscribers),
+            (at::MAX_BORROWED, geometry.max_borrowed),
+            (at::HISTORY, geometry.history),
+        ];
+        view.write_bytes(at::MAGIC, &TOPIC_MAGIC);
+        view.write_bytes(at::MAJOR, &TOPIC_LAYOUT_MAJOR.to_le_bytes());
+        for (offset, value) in header {
+            view.write_bytes(offset, &value.to_le_bytes());
+        }
+        view.write_bytes(at::SIZE, &size.to_le_bytes());
+        view.write_bytes(at::NAME, name.as_bytes());
+        memfd::seal(&file, memfd::READ_ONLY_SEALS)?;
+        Ok(TopicPublisher {
+            file,
+            _map: map,
+            view,
+            geometry,
+            book: PublisherBook::new(
+                geometry.slots,
+                geometry.depth,
+                geometry.max_subscribers as usize,
+                geometry.history as usize,
+            ),
+            subscriptions: (0..geometry.max_subscribers).map(|_| None).collect(),
+        })
+    }
+
+    /// The topic's shape.
+    pub fn geometry(&self) -> TopicGeometry {
+        self.geometry
+    }
+
+    /// A read-only descriptor of the topic's memory, for a subscriber.
+    pub fn share(&self) -> Result<File> {
+        memfd::reopen_read_only(&self.file)
+    }
+
+    /// Loans a free slot (None while every slot is in use: queued, held or in history).
+    pub fn loan(&mut self) -> Option<Loan> {
+        // Whatever was overwritten before is seen by a subscriber after its own fence,
+        // or we see it hold the sample (see the module's documentation).
+        fence(Ordering::SeqCst);
+        self.book.loan(&Subscriptions(&self.subscriptions)).map(|slot| Loan { slot })
+    }
+
+    /// The loaned slot's bytes, to write the sample into.
+    pub fn loan_bytes(&mut self, loan: &Loan) -> &mut [u8] {
+        let offset = self.geometry.slot(loan.slot);
+        let len = self.geometry.sample_size as usize;
+        self.view.check(offset, len);
+        // SAFETY: in bounds (checked) of our read-write mapping, which lives as long as
+        // `self`; the slot is loaned, so no subscriber reads it (none has an entry or
+        // history naming it) until it is published, and `&mut self` keeps this the only
+        // reference of this process.
+        unsafe { std::slice::from_raw_parts_mut(self.view.ptr(offset), len) }
+    }
+
+    /// Gives a loan back unpublished.
+    pub fn unloan(&mut self, loan: Loan) {
+        self.book.unloan(loan.slot);
+    }
+
+    /// Waits (up to `timeout`) until every Block subscriber's queue has room; false if
+    /// one is still full.
+    pub fn wait_for_room(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let Err(wait) = self.book.check_room(&Subscriptions(&self.subscriptions)) else { return true };
+            let Some(Some(sub)) = self.subscriptions.get(wait.subscriber) else { return true };
+            let record = self.geometry.record(wait.subscriber);
+            let waiting = self.view.atomic_u32(record + at::record::PUBLISHER_WAITING);
+            let head_word = sub.view.atomic_u32(sub_at::HEAD);
+            let seen = head_word.load(Ordering::Relaxed);
+            waiting.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.book.check_room(&Subscriptions(&self.subscriptions)).is_ok() {
+                waiting.store(0, Ordering::Relaxed);
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                waiting.store(0, Ordering::Relaxed);
+                return false;
+            }
+            crate::sys::futex::wait(head_word, seen, (deadline - now).min(Duration::from_millis(100)));
+            waiting.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes the loaned sample of `len` bytes (at most the sample size).
+    pub fn publish(&mut self, loan: Loan, len: usize) -> Publication {
+        let len = len.min(self.geometry.sample_size as usize) as u32;
+        let publication =
+            self.book.publish(SampleAt::Slot { slot: loan.slot, len }, &Subscriptions(&self.subscriptions));
+        self.carry_out(&publication);
+        publication
+    }
+
+    /// Publishes a small sample (at most [`INLINE_MAX`] bytes) in the queue entries.
+    pub fn publish_inline(&mut self, bytes: &[u8]) -> Publication {
+        let bytes = &bytes[..bytes.len().min(INLINE_MAX)];
+        let publication = self.book.publish(SampleAt::Inline(bytes.to_vec()), &Subscriptions(&self.subscriptions));
+        self.carry_out(&publication);
+        publication
+    }
+
+    /// Writes a publication's entries and records, then wakes the parked subscribers.
+    fn carry_out(&mut self, publication: &Publication) {
+        for push in &publication.pushes {
+            self.write_entry(push.subscriber, push.position, push.seq, &push.at);
+        }
+        for &index in &publication.dropped_for {
+            let dropped = self.view.atomic_u64(self.geometry.record(index) + at::record::DROPPED);
+            dropped.store(dropped.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        for &(index, _) in &publication.detached {
+            self.end_subscription(index, Status::ResourceExhausted);
+        }
+        self.view.atomic_u64(at::PUBLISHED).store(publication.seq, Ordering::Release);
+        // Parked handshake (PROTOCOL.md §5's, on the record's wake word): either the
+        // subscriber's recheck after `parked := 1` sees the entry, or we see it parked.
+        fence(Ordering::SeqCst);
+        let indices: Vec<usize> = publication.pushes.iter().map(|p| p.subscriber).collect();
+        for index in indices {
+            self.wake(index);
+        }
+    }
+
+    fn wake(&self, index: usize) {
+        let Some(Some(sub)) = self.subscriptions.get(index) else { return };
+        if sub.view.atomic_u32(sub_at::PARKED).load(Ordering::Relaxed) == 1 {
+            let word = self.view.atomic_u32(self.geometry.record(index) + at::record::WAKE);
+            word.fetch_add(1, Ordering::Release);
+            crate::sys::futex::wake_all(word);
+        }
+    }
+
+    fn write_entry(&self, index: usize, position: u64, seq: u64, at: &SampleAt) {
+        let entry = self.geometry.entry(index, position);
+        let (slot, len) = match at {
+            SampleAt::Slot { slot, len } => (*slot, *len),
+            SampleAt::Inline(bytes) => {
+                self.view.write_bytes(entry + at::entry::INLINE, bytes);
+                (u32::MAX, bytes.len() as u32)
+            }
+        };
+        self.view.atomic_u64(entry + at::entry::SEQ).store(seq, Ordering::Relaxed);
+        self.view.atomic_u32(entry + at::entry::SLOT).store(slot, Ordering::Relaxed);
+        self.view.atomic_u32(entry + at::entry::LEN).store(len, Ordering::Relaxed);
+        self.view.atomic_u64(entry + at::entry::TAG).store(position + 1, Ordering::Release);
+        let record = self.geometry.record(index);
+        self.view.atomic_u64(record + at::record::TAIL).store(position + 1, Ordering::Relaxed);
+    }
+
+    /// Attaches the subscription whose memory `subscription` is (read-only here) at a
+    /// free index with `policy`; the index, where its queue starts, and the history is
+    /// already queued. RESOURCE_EXHAUSTED when every index is taken, PROTOCOL_ERROR for
+    /// memory that is not a subscription's.
+    pub fn attach(&mut self, subscription: &File, policy: TopicPolicy) -> Result<(usize, u64)> {
+        let size = self.geometry.subscription_size();
+        memfd::check_received(subscription, size, memfd::READ_ONLY_SEALS, "a subscription's memory")?;
+        let map = memfd::map(subscription, size, false, "a subscription's memory")?;
+        let view = RawView { base: map.as_mut_ptr(), len: size as usize };
+        let mut magic = [0u8; 8];
+        view.read_bytes(sub_at::MAGIC, &mut magic);
+        if magic != SUBSCRIPTION_MAGIC || view.read_u32(sub_at::MAX_BORROWED) != self.geometry.max_borrowed {
+            return Err(protocol("a subscription's memory has another magic or shape"));
+        }
+        let index = (0..self.subscriptions.len())
+            .find(|&i| self.subscriptions[i].is_none())
+            .ok_or_else(|| Error::new(Status::ResourceExhausted, "the topic has its most subscribers"))?;
+        let start = self.book.tail(index);
+        self.subscriptions[index] =
+            Some(SubscriptionView { _map: map, view, max_borrowed: self.geometry.max_borrowed as usize });
+        let record = self.geometry.record(index);
+        let (code, n) = policy.code();
+        self.view.atomic_u32(record + at::record::POLICY).store(code, Ordering::Relaxed);
+        self.view.atomic_u32(record + at::record::POLICY_N).store(n, Ordering::Relaxed);
+        self.view.atomic_u32(record + at::record::DETACH_STATUS).store(0, Ordering::Relaxed);
+        self.view.atomic_u64(record + at::record::START).store(start, Ordering::Relaxed);
+        self.view.atomic_u64(record + at::record::TAIL).store(start, Ordering::Relaxed);
+        self.view.atomic_u64(record + at::record::DROPPED).store(0, Ordering::Relaxed);
+        self.view.atomic_u32(record + at::record::STATE).store(1, Ordering::Release);
+        for push in self.book.attach(index, policy) {
+            self.write_entry(index, push.position, push.seq, &push.at);
+        }
+        Ok((index, start))
+    }
+
+    /// Ends subscription `index` (it left, or is detached with `status`): its record
+    /// says so and its queue's slots are let go.
+    pub fn end_subscription(&mut self, index: usize, status: Status) {
+        self.book.detach(index);
+        if self.subscriptions.get_mut(index).and_then(Option::take).is_none() {
+            return;
+        }
+        let record = self.geometry.record(index);
+        self.view.atomic_u32(record + at::record::DETACH_STATUS).store(status.code(), Ordering::Relaxed);
+        self.view.atomic_u32(record + at::record::STATE).store(2, Ordering::Release);
+        let word = self.view.atomic_u32(record + at::record::WAKE);
+        word.fetch_add(1, Ordering::Release);
+        crate::sys::futex::wake_all(word);
+    }
+
+    /// Marks the topic closed and wakes every subscriber.
+    pub fn close(&mut self) {
+        self.view.atomic_u32(at::STATE).store(1, Ordering::Release);
+        for index in 0..self.subscriptions.len() {
+            let word = self.view.atomic_u32(self.geometry.record(index) + at::record::WAKE);
+            word.fetch_add(1, Ordering::Release);
+            crate::sys::futex::wake_all(word);
+        }
+    }
+}
+
+/// A subscriber's side of a topic: the topic's memory (read-only), its own subscription
+/// memory (read-write), its index and position.
+pub struct TopicSubscriber {
+    _topic_map: Arc<MmapRaw>,
+    topic: RawView,
+    geometry: TopicGeometry,
+    _own_map: Arc<MmapRaw>,
+    own: RawView,
+    own_file: File,
+    index: usize,
+    head: u64,
+    last_seq: u64,
+}
+
+impl std::fmt::Debug for TopicSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicSubscriber").field("index", &self.index).field("head", &self.head).finish_non_exhaustive()
+    }
+}
+
+/// A sample taken from the queue. Slot samples are read in place until released.
+#[derive(Debug)]
+pub struct Received {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Samples missed just before it (dropped, overwritten, or before the subscription).
+    pub missed: u64,
+    /// Where its bytes are.
+    bytes: ReceivedBytes,
+}
+
+#[derive(Debug)]
+enum ReceivedBytes {
+    Inline(Vec<u8>),
+    Slot { offset: usize, len: usize, held: usize },
+}
+
+/// What [`TopicSubscriber::try_next`] found.
+#[derive(Debug)]
+pub enum Next {
+    Sample(Received),
+    /// Nothing new yet.
+    Empty,
+    /// The subscription ended (the publisher detached it, with this status, or closed the
+    /// topic).
+    Ended(Status),
+}
+
+impl TopicSubscriber {
+    /// Makes the memory a subscription to a topic of `geometry` writes: the descriptor to
+    /// send the publisher (read-only, sealed) comes from [`TopicSubscriber::share`].
+    /// `topic` is the topic's memory as the publisher shared it.
+    pub fn prepare(topic: &File) -> Result<TopicSubscriberBuilder> {
+        let len = topic.metadata().map_err(|e| Error::system("stat of a topic's memory", e))?.len();
+        memfd::check_received(topic, len, memfd::READ_ONLY_SEALS, "a topic's memory")?;
+        let map = memfd::map(topic, len, false, "a topic's memory")?;
+        let view = RawView { base: map.as_mut_ptr(), len: len as usize };
+        let mut magic = [0u8; 8];
+        view.read_bytes(at::MAGIC, &mut magic);
+        let major = u16::from_le_bytes([view.read_u32(at::MAJOR) as u8, (view.read_u32(at::MAJOR) >> 8) as u8]);
+        if magic != TOPIC_MAGIC || major != TOPIC_LAYOUT_MAJOR {
+            return Err(protocol("not a topic's memory (magic or layout version)"));
+        }
+        let geometry = TopicGeometry {
+            sample_size: view.read_u32(at::SAMPLE_SIZE),
+            slots: view.read_u32(at::SLOTS),
+            depth: view.read_u32(at::DEPTH),
+            max_subscribers: view.read_u32(at::MAX_SUBSCRIBERS),
+            max_borrowed: view.read_u32(at::MAX_BORROWED),
+            history: view.read_u32(at::HISTORY),
+        };
+        geometry.validate().map_err(|m| protocol(format!("a topic's memory: {m}")))?;
+        if geometry.size() != Some(len) || view.read_u64(at::SIZE) != len {
+            return Err(protocol(format!("a topic's memory is {len} bytes, its geometry says {:?}", geometry.size())));
+        }
+        let size = geometry.subscription_size();
+        let own_file = memfd::create("cellshm-subscription", size)?;
+        let own_map = memfd::map(&own_file, size, true, "a subscription's memory")?;
+        let own = RawView { base: own_map.as_mut_ptr(), len: size as usize };
+        own.write_bytes(sub_at::MAGIC, &SUBSCRIPTION_MAGIC);
+        own.write_bytes(sub_at::MAX_BORROWED, &geometry.max_borrowed.to_le_bytes());
+        memfd::seal(&own_file, memfd::READ_ONLY_SEALS)?;
+        Ok(TopicSubscriberBuilder { topic_map: map, topic: view, geometry, own_map, own, own_file })
+    }
+
+    fn record(&self) -> usize {
+        self.geometry.record(self.index)
+    }
+
+    /// Its index among the topic's subscribers.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Samples this subscriber lost at the publisher (from the publisher's record).
+    pub fn dropped(&self) -> u64 {
+        self.topic.atomic_u64(self.record() + at::record::DROPPED).load(Ordering::Relaxed)
+    }
+
+    /// Takes the next sample, if one is queued.
+    /// A closed topic's queued samples are still read (the publisher writes no more);
+    /// a detached subscription ends at once (its slots may be loaned again).
+    pub fn try_next(&mut self) -> Next {
+        if let Some(status) = self.detached() {
+            return Next::Ended(status);
+        }
+        let depth = self.geometry.depth as u64;
+        loop {
+            let entry = self.geometry.entry(self.index, self.head);
+            let tag = self.topic.atomic_u64(entry + at::entry::TAG).load(Ordering::Acquire);
+            if tag <= self.head {
+                if self.topic.atomic_u32(at::STATE).load(Ordering::Acquire) == 1 {
+                    // Closed: recheck the entry, which the close's Release ordered before.
+                    let tag = self.topic.atomic_u64(entry + at::entry::TAG).load(Ordering::Acquire);
+                    if tag <= self.head {
+                        return Next::Ended(Status::Unavailable);
+                    }
+                    continue;
+                }
+                return Next::Empty;
+            }
+            if tag != self.head + 1 {
+                // Overwritten a lap (or more) ahead: jump to the oldest entry still queued.
+                let tail = self.topic.atomic_u64(self.record() + at::record::TAIL).load(Ordering::Acquire);
+                let oldest = tail.saturating_sub(depth);
+                if oldest <= self.head || tag % depth != (self.head + 1) % depth {
+                    return Next::Ended(self.lied("a queue entry's tag"));
+                }
+                self.set_head(oldest);
+                continue;
+            }
+            let seq = self.topic.atomic_u64(entry + at::entry::SEQ).load(Ordering::Relaxed);
+            let slot = self.topic.atomic_u32(entry + at::entry::SLOT).load(Ordering::Relaxed);
+            let len = self.topic.atomic_u32(entry + at::entry::LEN).load(Ordering::Relaxed) as usize;
+            if seq <= self.last_seq {
+                return Next::Ended(self.lied("a sequence number that went back"));
+            }
+            let bytes = if slot == u32::MAX {
+                if len > INLINE_MAX {
+                    return Next::Ended(self.lied("an inline sample's length"));
+                }
+                let mut inline = vec![0u8; len];
+                self.topic.read_bytes(entry + at::entry::INLINE, &mut inline);
+                ReceivedBytes::Inline(inline)
+            } else {
+                if slot >= self.geometry.slots || len > self.geometry.sample_size as usize {
+                    return Next::Ended(self.lied("a sample's slot or length"));
+                }
+                let Some(held) = self.free_hold() else { return Next::Empty };
+                self.own.atomic_u64(sub_at::HELD + 8 * held).store(seq, Ordering::Relaxed);
+                ReceivedBytes::Slot { offset: self.geometry.slot(slot), len, held }
+            };
+            // Still ours? (See the module's documentation: the publisher may have
+            // overwritten the entry meanwhile; then it sees the hold, or we see its tag.)
+            fence(Ordering::SeqCst);
+            if self.topic.atomic_u64(entry + at::entry::TAG).load(Ordering::Acquire) != tag {
+                if let ReceivedBytes::Slot { held, .. } = bytes {
+                    self.own.atomic_u64(sub_at::HELD + 8 * held).store(0, Ordering::Release);
+                }
+                continue;
+            }
+            let missed = seq - self.last_seq - 1;
+            self.last_seq = seq;
+            self.set_head(self.head + 1);
+            self.count(sub_at::RECEIVED, 1);
+            self.count(sub_at::MISSED, missed);
+            return Next::Sample(Received { seq, missed, bytes });
+        }
+    }
+
+    /// Waits for the next sample up to `timeout` (Empty if none came).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Next {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.try_next() {
+                Next::Empty => {}
+                other => return other,
+            }
+            let (topic, own) = (self.topic, self.own);
+            let word = topic.atomic_u32(self.record() + at::record::WAKE);
+            let seen = word.load(Ordering::Acquire);
+            let parked = own.atomic_u32(sub_at::PARKED);
+            parked.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            match self.try_next() {
+                Next::Empty => {}
+                other => {
+                    parked.store(0, Ordering::Relaxed);
+                    return other;
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                parked.store(0, Ordering::Relaxed);
+                return Next::Empty;
+            }
+            crate::sys::futex::wait(word, seen, deadline - now);
+            parked.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The bytes of a received sample, read in place (copies, never references: the
+    /// publisher's memory).
+    pub fn bytes<'a>(&'a self, received: &'a Received) -> super::SharedBytes<'a> {
+        match &received.bytes {
+            ReceivedBytes::Inline(bytes) => super::SharedBytes::private(bytes),
+            ReceivedBytes::Slot { offset, len, .. } => {
+                self.topic.check(*offset, *len);
+                // SAFETY: in bounds (checked) of the topic's read-only mapping, which
+                // lives as long as `self`; the publisher may write it (SharedBytes only
+                // copies with volatile loads).
+                unsafe { super::SharedBytes::from_raw(self.topic.ptr(*offset), *len) }
+            }
+        }
+    }
+
+    /// Lets go of a received sample: the publisher may loan its slot again.
+    pub fn release(&mut self, received: Received) {
+        if let ReceivedBytes::Slot { held, .. } = received.bytes {
+            self.own.atomic_u64(sub_at::HELD + 8 * held).store(0, Ordering::Release);
+        }
+    }
+
+    fn free_hold(&self) -> Option<usize> {
+        (0..self.geometry.max_borrowed as usize)
+            .find(|&k| self.own.atomic_u64(sub_at::HELD + 8 * k).load(Ordering::Relaxed) == 0)
+    }
+
+    fn set_head(&mut self, head: u64) {
+        self.head = head;
+        self.own.atomic_u64(sub_at::HEAD).store(head, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let record = self.record();
+        if self.topic.atomic_u32(record + at::record::PUBLISHER_WAITING).load(Ordering::Relaxed) == 1 {
+            crate::sys::futex::wake_all(self.own.atomic_u32(sub_at::HEAD));
+        }
+    }
+
+    fn count(&self, offset: usize, n: u64) {
+        let counter = self.own.atomic_u64(offset);
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    fn detached(&self) -> Option<Status> {
+        if self.topic.atomic_u32(self.record() + at::record::STATE).load(Ordering::Acquire) != 2 {
+            return None;
+        }
+        let code = self.topic.atomic_u32(self.record() + at::record::DETACH_STATUS).load(Ordering::Relaxed);
+        Some(Status::from_code(code).unwrap_or(Status::Unavailable))
+    }
+
+    fn lied(&self, what: &str) -> Status {
+        tracing::warn!(index = self.index, "a topic's publisher wrote {what} no honest publisher can");
+        Status::ProtocolError
+    }
+
+    /// A read-only descriptor of this subscription's memory, for the publisher.
+    pub fn share(&self) -> Result<File> {
+        memfd::reopen_read_only(&self.own_file)
+    }
+}
+
+/// A subscription's memory made, before the publisher attached it.
+pub struct TopicSubscriberBuilder {
+    topic_map: Arc<MmapRaw>,
+    topic: RawView,
+    geometry: TopicGeometry,
+    own_map: Arc<MmapRaw>,
+    own: RawView,
+    own_file: File,
+}
+
+impl std::fmt::Debug for TopicSubscriberBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicSubscriberBuilder").field("geometry", &self.geometry).finish_non_exhaustive()
+    }
+}
+
+impl TopicSubscriberBuilder {
+    /// A read-only descriptor of this subscription's memory, for the publisher.
+    pub fn share(&self) -> Result<File> {
+        memfd::reopen_read_only(&self.own_file)
+    }
+
+    /// The subscriber, once the publisher attached it at `index` starting at `start`
+    /// (what [`TopicPublisher::attach`] answered). INVALID_ARGUMENT for an index the
+    /// topic does not have.
+    pub fn attached(self, index: usize, start: u64) -> Result<TopicSubscriber> {
+        if index >= self.geometry.max_subscribers as usize {
+            return Err(Error::new(Status::InvalidArgument, format!("subscriber index {index} out of range")));
+        }
+        self.own.atomic_u64(sub_at::HEAD).store(start, Ordering::Release);
+        Ok(TopicSubscriber {
+            _topic_map: self.topic_map,
+            topic: self.topic,
+            geometry: self.geometry,
+            _own_map: self.own_map,
+            own: self.own,
+            own_file: self.own_file,
+            index,
+            head: start,
+            last_seq: 0,
+        })
+    }
+}
+
+// SAFETY: the views point into mappings the Arcs beside them keep alive; every access
+// to shared memory is atomic or volatile.
+unsafe impl Send for TopicPublisher {}
+// SAFETY: as above.
+unsafe impl Send for TopicSubscriber {}
+// SAFETY: as above.
+unsafe impl Send for TopicSubscriberBuilder {}
+
+impl RawView {
+    /// Copies `bytes` into the mapping (volatile: another process reads it meanwhile).
+    pub(crate) fn write_bytes(&self, offset: usize, bytes: &[u8]) {
+        self.check(offset, bytes.len());
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: in bounds (checked above) of a live writable mapping.
+            unsafe { std::ptr::write_volatile(self.base.add(offset + i), *b) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geometry(depth: u32, history: u32) -> TopicGeometry {
+        TopicGeometry::new(256, depth, 4, 2, history)
+    }
+
+    fn subscribe(publisher: &mut TopicPublisher, policy: TopicPolicy) -> TopicSubscriber {
+        let builder = TopicSubscriber::prepare(&publisher.share().unwrap()).unwrap();
+        let (index, start) = publisher.attach(&builder.share().unwrap(), policy).unwrap();
+        builder.attached(index, start).unwrap()
+    }
+
+    fn publish(publisher: &mut TopicPublisher, bytes: &[u8]) -> u64 {
+        if bytes.len() <= INLINE_MAX {
+            return publisher.publish_inline(bytes).seq;
+        }
+        let loan = publisher.loan().expect("a free slot");
+        publisher.loan_bytes(&loan)[..bytes.len()].copy_from_slice(bytes);
+        publisher.publish(loan, bytes.len()).seq
+    }
+
+    fn take(subscriber: &mut TopicSubscriber) -> (u64, u64, Vec<u8>) {
+        match subscriber.try_next() {
+            Next::Sample(received) => {
+                let bytes = subscriber.bytes(&received).to_vec();
+                let (seq, missed) = (received.seq, received.missed);
+                subscriber.release(received);
+                (seq, missed, bytes)
+            }
+            other => panic!("no sample: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn subscribers_read_inline_and_slot_samples_in_order_from_the_publishers_sealed_memory() {
+        let mut publisher = TopicPublisher::create("frames", geometry(8, 0)).unwrap();
+        let mut a = subscribe(&mut publisher, TopicPolicy::DropOldest);
+        let mut b = subscribe(&mut publisher, TopicPolicy::Block);
+        let big = vec![9u8; 200];
+        assert_eq!(publish(&mut publisher, b"tiny"), 1);
+        assert_eq!(publish(&mut publisher, &big), 2);
+        for sub in [&mut a, &mut b] {
+            assert_eq!(take(sub), (1, 0, b"tiny".to_vec()));
+            assert_eq!(take(sub), (2, 0, big.clone()));
+            assert!(matches!(sub.try_next(), Next::Empty));
+        }
+        // The subscriber's view of the topic cannot be written: its descriptor is
+        // read-only and the memfd sealed.
+        let shared = publisher.share().unwrap();
+        assert!(memfd::map(&shared, publisher.geometry().size().unwrap(), true, "test").is_err());
+    }
+
+    #[test]
+    fn a_lapped_drop_oldest_subscriber_jumps_to_the_oldest_queued_sample_and_counts_the_gap() {
+        let mut publisher = TopicPublisher::create("lapped", geometry(2, 0)).unwrap();
+        let mut slow = subscribe(&mut publisher, TopicPolicy::DropOldest);
+        let mut newest = subscribe(&mut publisher, TopicPolicy::DropNewest);
+        for i in 0..5u8 {
+            publish(&mut publisher, &[i]);
+        }
+        assert_eq!(take(&mut slow), (4, 3, vec![3]));
+        assert_eq!(take(&mut slow), (5, 0, vec![4]));
+        // Drop-newest kept the first two and lost the rest.
+        assert_eq!(take(&mut newest), (1, 0, vec![0]));
+        assert_eq!(take(&mut newest), (2, 0, vec![1]));
+        assert_eq!(newest.dropped(), 3);
+        publish(&mut publisher, &[5]);
+        assert_eq!(take(&mut newest), (6, 3, vec![5]));
+    }
+
+    #[test]
+    fn a_sample_held_in_place_keeps_its_bytes_while_the_publisher_laps_the_queue() {
+        let mut publisher = TopicPublisher::create("held", TopicGeometry::new(256, 1, 1, 1, 0)).unwrap();
+        let mut sub = subscribe(&mut publisher, TopicPolicy::DropOldest);
+        publish(&mut publisher, &[1u8; 100]);
+        let Next::Sample(held) = sub.try_next() else { panic!("a sample") };
+        for i in 2..50u8 {
+            publish(&mut publisher, &[i; 100]);
+        }
+        assert_eq!(sub.bytes(&held).to_vec(), vec![1u8; 100], "its slot was not loaned again");
+        sub.release(held);
+        let (seq, missed, bytes) = take(&mut sub);
+        assert_eq!((seq, missed, bytes), (49, 47, vec![49u8; 100]));
+    }
+
+    #[test]
+    fn a_block_subscriber_holds_the_publisher_until_it_reads_and_a_waiting_subscriber_wakes() {
+        let mut publisher = TopicPublisher::create("blocking", geometry(2, 0)).unwrap();
+        let mut sub = subscribe(&mut publisher, TopicPolicy::Block);
+        publish(&mut publisher, b"1");
+        publish(&mut publisher, b"2");
+        assert!(!publisher.wait_for_room(Duration::from_millis(20)), "full");
+        let reader = std::thread::spawn(move || {
+            let mut seqs = Vec::new();
+            while seqs.len() < 3 {
+                match sub.next_timeout(Duration::from_secs(20)) {
+                    Next::Sample(r) => {
+                        seqs.push(r.seq);
+                        sub.release(r);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            seqs
+        });
+        assert!(publisher.wait_for_room(Duration::from_secs(20)), "the reader made room");
+        publish(&mut publisher, b"3");
+        assert_eq!(reader.join().unwrap(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_late_joiner_reads_the_history_and_a_lying_subscriber_is_detached_alone() {
+        let mut publisher = TopicPublisher::create("history", geometry(16, 10)).unwrap();
+        for i in 0..100u32 {
+            publish(&mut publisher, &i.to_le_bytes());
+        }
+        let mut late = subscribe(&mut publisher, TopicPolicy::DropOldest);
+        let seqs: Vec<u64> = (0..10).map(|_| take(&mut late).0).collect();
+        assert_eq!(seqs, (91..=100).collect::<Vec<u64>>());
+        let mut honest = subscribe(&mut publisher, TopicPolicy::DropOldest);
+        let mut leaving = subscribe(&mut publisher, TopicPolicy::Block);
+        // The liar claims to have read far beyond what was queued for it.
+        let own = late.own;
+        own.atomic_u64(sub_at::HEAD).store(1 << 40, Ordering::Release);
+        publish(&mut publisher, b"after");
+        assert!(matches!(late.try_next(), Next::Ended(Status::ResourceExhausted)));
+        let after: Vec<u64> = std::iter::from_fn(|| match honest.try_next() {
+            Next::Sample(r) => Some(r.seq),
+            _ => None,
+        })
+        .collect();
+        assert_eq!(after.last(), Some(&101));
+        // Closing the topic ends every subscription, and a waiting one wakes.
+        let waiter = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                match leaving.next_timeout(Duration::from_secs(20)) {
+                    Next::Sample(r) => seen.push(r.seq),
+                    Next::Ended(status) => return (seen, status),
+                    Next::Empty => panic!("the topic's end did not wake it"),
+                }
+            }
+        });
+        publisher.close();
+        let (seen, status) = waiter.join().unwrap();
+        assert_eq!(status, Status::Unavailable);
+        assert_eq!(seen, (91..=101).collect::<Vec<u64>>(), "the history and what came after, read before the end");
+    }
+
+    #[test]
+    fn memory_that_is_not_a_sealed_topic_is_refused() {
+        let file = memfd::create("not-a-topic", 8192).unwrap();
+        let e = TopicSubscriber::prepare(&file).unwrap_err();
+        assert_eq!(e.status(), Status::ProtocolError, "{e}");
+        memfd::seal(&file, memfd::READ_ONLY_SEALS).unwrap();
+        let e = TopicSubscriber::prepare(&file).unwrap_err();
+        assert_eq!(e.status(), Status::ProtocolError, "{e}");
+        assert!(e.message().contains("magic"), "{e}");
+        for bad in
+            [TopicGeometry::new(0, 8, 1, 1, 0), TopicGeometry::new(64, 3, 1, 1, 0), TopicGeometry::new(64, 8, 1, 1, 9)]
+        {
+            assert_eq!(TopicPublisher::create("bad", bad).unwrap_err().status(), Status::InvalidArgument);
+        }
+    }
+}
