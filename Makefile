@@ -56,7 +56,7 @@ test-rust:
 ## The loom models: SPSC and lap-tagged rings, parked handshake and its lease, the
 ## servers' work hand-off without timers (runtime::workers, with 1 and 2 servers), waiters,
 ## the session's call/answer path (answer, give-up and link failure racing), cancellation,
-## the stream pool and the metrics' slot claiming (a separate build with --cfg loom).
+## the stream pool, the metrics' slot claiming and a topic's in-place reads (a separate build with --cfg loom).
 test-loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test --release -p cellshm --lib --target-dir $(LOOM_TARGET_DIR) -- loom
 

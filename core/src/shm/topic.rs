@@ -247,7 +247,9 @@ impl Observe for Subscriptions<'_> {
 
     fn holds(&self, subscriber: usize, seq: u64) -> bool {
         let Some(Some(sub)) = self.0.get(subscriber) else { return false };
-        (0..sub.max_borrowed).any(|k| sub.view.atomic_u64(sub_at::HELD + 8 * k).load(Ordering::Relaxed) == seq)
+        // Acquire: a hold the subscriber let go of (Release) was let go of after it read
+        // the slot, so writing the slot once we see it gone cannot race that read.
+        (0..sub.max_borrowed).any(|k| sub.view.atomic_u64(sub_at::HELD + 8 * k).load(Ordering::Acquire) == seq)
     }
 }
 
@@ -978,5 +980,46 @@ mod tests {
         {
             assert_eq!(TopicPublisher::create("bad", bad).unwrap_err().status(), Status::InvalidArgument);
         }
+    }
+}
+
+/// The hold protocol of in-place reads (module documentation), every interleaving: the
+/// subscriber names the sample, fences, rechecks the entry's tag, then reads the slot;
+/// the publisher overwrites the entry's tag, fences (`TopicPublisher::loan`), looks at
+/// the holds (`Observe::holds`), and writes the slot only if nobody holds its sample.
+/// Loom fails it (a read racing a write of the slot) if either fence is removed, or if
+/// the publisher loads a hold with Relaxed (it then may not see the subscriber's read of
+/// the slot finished before the hold was let go of).
+#[cfg(all(test, loom))]
+mod loom_model {
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{fence, AtomicU64, Ordering};
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_a_sample_held_in_place_is_never_written_under_its_reader() {
+        loom::model(|| {
+            let tag = Arc::new(AtomicU64::new(1)); // the entry names sample 1
+            let held = Arc::new(AtomicU64::new(0));
+            let slot = Arc::new(UnsafeCell::new(1u64));
+            let publisher = {
+                let (tag, held, slot) = (tag.clone(), held.clone(), slot.clone());
+                loom::thread::spawn(move || {
+                    tag.store(2, Ordering::Release); // overwritten (DropOldest)
+                    fence(Ordering::SeqCst);
+                    if held.load(Ordering::Acquire) != 1 {
+                        slot.with_mut(|s| unsafe { *s = 2 }); // loaned again and written
+                    }
+                })
+            };
+            held.store(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if tag.load(Ordering::Acquire) == 1 {
+                let value = slot.with(|s| unsafe { *s });
+                assert_eq!(value, 1, "the held sample changed under its reader");
+            }
+            held.store(0, Ordering::Release);
+            publisher.join().unwrap();
+        });
     }
 }
