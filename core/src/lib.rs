@@ -68,7 +68,9 @@ pub use host::{
     PeerOptions, PeerState, PeerTicket, ReadyFuture, ShutdownFuture,
 };
 pub use link_end::{LinkEnd, Registry, Supervised};
+pub use proto::topic::TopicPolicy;
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};
+pub use runtime::topic::{Loan, Publisher, Sample, Subscriber, TopicOptions};
 pub use session::{
     AccessPolicy, AsyncCall, AsyncStream, AsyncStreamCall, BoxFuture, Call, CallFuture, CallOptions, CancelToken,
     Completion, Counters, Dispatcher, NotifyFuture, OpenStreamFuture, PeerIdentity, PendingCall, Response, Spawn,

@@ -36,6 +36,7 @@ pub mod relay;
 mod slots;
 mod spawn;
 pub mod supervisor;
+mod topics;
 
 pub use endpoints::{Endpoint, EndpointListing};
 use hooks::{run_death_callback, PeerHooks};
@@ -85,6 +86,8 @@ pub(crate) struct HubShared {
     restarts: Mutex<std::collections::HashMap<String, u64>>,
     /// Network endpoints beside the hub (a gRPC gateway, remote peers), for INFO.
     pub(crate) endpoints: endpoints::Endpoints,
+    /// Its topics, and who publishes each.
+    pub(crate) topics: topics::Topics,
 }
 
 /// The host's record of its peer slots (private memory: nothing a cell writes decides
@@ -145,6 +148,7 @@ impl Hub {
             discovery: discovery::DiscoveryState::default(),
             restarts: Mutex::new(std::collections::HashMap::new()),
             endpoints: endpoints::Endpoints::default(),
+            topics: topics::Topics::default(),
         });
         let server = discovery::DiscoveryServer::start(&shared, config.socket_path.as_deref())?;
         Ok(Hub { shared, discovery: Mutex::new(Some(server)) })

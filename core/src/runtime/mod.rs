@@ -27,5 +27,6 @@ pub(crate) mod pool;
 pub mod session;
 pub(crate) mod spinning;
 pub(crate) mod sync;
+pub mod topic;
 pub(crate) mod waiter;
 pub(crate) mod workers;

@@ -49,6 +49,8 @@ pub const TOPIC_NAME_MAX: usize = 63;
 
 const LINE: usize = 64;
 const PAGE: usize = 4096;
+/// Bytes of a subscription's memfd.
+const SUBSCRIPTION_SIZE: u64 = PAGE as u64;
 
 /// Topic memfd offsets.
 mod at {
@@ -101,7 +103,6 @@ mod at {
 /// Subscription memfd offsets.
 mod sub_at {
     pub const MAGIC: usize = 0;
-    pub const MAX_BORROWED: usize = 12;
     /// u64: the next queue position the subscriber reads; the publisher waits on its low
     /// 32 bits (Block).
     pub const HEAD: usize = 64;
@@ -110,7 +111,8 @@ mod sub_at {
     /// u64 each: samples received, samples missed.
     pub const RECEIVED: usize = 80;
     pub const MISSED: usize = 88;
-    /// u64 per borrowed sample: its sequence number, 0 for none.
+    /// u64 per borrowed sample (`MAX_BORROWED` of them, the publisher reads the topic's
+    /// `max_borrowed`): its sequence number, 0 for none.
     pub const HELD: usize = 128;
 }
 
@@ -184,10 +186,6 @@ impl TopicGeometry {
     pub fn size(&self) -> Option<u64> {
         let slots = (self.slots as u64).checked_mul(self.stride())?;
         Some(self.slots_at()?.checked_add(slots)?.next_multiple_of(PAGE as u64))
-    }
-
-    fn subscription_size(&self) -> u64 {
-        PAGE as u64
     }
 
     fn record(&self, index: usize) -> usize {
@@ -434,14 +432,14 @@ impl TopicPublisher {
     /// already queued. RESOURCE_EXHAUSTED when every index is taken, PROTOCOL_ERROR for
     /// memory that is not a subscription's.
     pub fn attach(&mut self, subscription: &File, policy: TopicPolicy) -> Result<(usize, u64)> {
-        let size = self.geometry.subscription_size();
+        let size = SUBSCRIPTION_SIZE;
         memfd::check_received(subscription, size, memfd::READ_ONLY_SEALS, "a subscription's memory")?;
         let map = memfd::map(subscription, size, false, "a subscription's memory")?;
         let view = RawView { base: map.as_mut_ptr(), len: size as usize };
         let mut magic = [0u8; 8];
         view.read_bytes(sub_at::MAGIC, &mut magic);
-        if magic != SUBSCRIPTION_MAGIC || view.read_u32(sub_at::MAX_BORROWED) != self.geometry.max_borrowed {
-            return Err(protocol("a subscription's memory has another magic or shape"));
+        if magic != SUBSCRIPTION_MAGIC {
+            return Err(protocol("not a subscription's memory (magic)"));
         }
         let index = (0..self.subscriptions.len())
             .find(|&i| self.subscriptions[i].is_none())
@@ -539,40 +537,17 @@ pub enum Next {
 }
 
 impl TopicSubscriber {
-    /// Makes the memory a subscription to a topic of `geometry` writes: the descriptor to
-    /// send the publisher (read-only, sealed) comes from [`TopicSubscriber::share`].
-    /// `topic` is the topic's memory as the publisher shared it.
-    pub fn prepare(topic: &File) -> Result<TopicSubscriberBuilder> {
-        let len = topic.metadata().map_err(|e| Error::system("stat of a topic's memory", e))?.len();
-        memfd::check_received(topic, len, memfd::READ_ONLY_SEALS, "a topic's memory")?;
-        let map = memfd::map(topic, len, false, "a topic's memory")?;
-        let view = RawView { base: map.as_mut_ptr(), len: len as usize };
-        let mut magic = [0u8; 8];
-        view.read_bytes(at::MAGIC, &mut magic);
-        let major = u16::from_le_bytes([view.read_u32(at::MAJOR) as u8, (view.read_u32(at::MAJOR) >> 8) as u8]);
-        if magic != TOPIC_MAGIC || major != TOPIC_LAYOUT_MAJOR {
-            return Err(protocol("not a topic's memory (magic or layout version)"));
-        }
-        let geometry = TopicGeometry {
-            sample_size: view.read_u32(at::SAMPLE_SIZE),
-            slots: view.read_u32(at::SLOTS),
-            depth: view.read_u32(at::DEPTH),
-            max_subscribers: view.read_u32(at::MAX_SUBSCRIBERS),
-            max_borrowed: view.read_u32(at::MAX_BORROWED),
-            history: view.read_u32(at::HISTORY),
-        };
-        geometry.validate().map_err(|m| protocol(format!("a topic's memory: {m}")))?;
-        if geometry.size() != Some(len) || view.read_u64(at::SIZE) != len {
-            return Err(protocol(format!("a topic's memory is {len} bytes, its geometry says {:?}", geometry.size())));
-        }
-        let size = geometry.subscription_size();
+    /// Makes the memory a subscription writes (its own memfd, sealed): hand
+    /// [`TopicSubscriberBuilder::share`] to the publisher, then finish with
+    /// [`TopicSubscriberBuilder::attached`] and the topic's memory.
+    pub fn prepare() -> Result<TopicSubscriberBuilder> {
+        let size = SUBSCRIPTION_SIZE;
         let own_file = memfd::create("cellshm-subscription", size)?;
         let own_map = memfd::map(&own_file, size, true, "a subscription's memory")?;
         let own = RawView { base: own_map.as_mut_ptr(), len: size as usize };
         own.write_bytes(sub_at::MAGIC, &SUBSCRIPTION_MAGIC);
-        own.write_bytes(sub_at::MAX_BORROWED, &geometry.max_borrowed.to_le_bytes());
         memfd::seal(&own_file, memfd::READ_ONLY_SEALS)?;
-        Ok(TopicSubscriberBuilder { topic_map: map, topic: view, geometry, own_map, own, own_file })
+        Ok(TopicSubscriberBuilder { own_map, own, own_file })
     }
 
     fn record(&self) -> usize {
@@ -694,22 +669,21 @@ impl TopicSubscriber {
     /// The bytes of a received sample, read in place (copies, never references: the
     /// publisher's memory).
     pub fn bytes<'a>(&'a self, received: &'a Received) -> super::SharedBytes<'a> {
-        match &received.bytes {
-            ReceivedBytes::Inline(bytes) => super::SharedBytes::private(bytes),
-            ReceivedBytes::Slot { offset, len, .. } => {
-                self.topic.check(*offset, *len);
-                // SAFETY: in bounds (checked) of the topic's read-only mapping, which
-                // lives as long as `self`; the publisher may write it (SharedBytes only
-                // copies with volatile loads).
-                unsafe { super::SharedBytes::from_raw(self.topic.ptr(*offset), *len) }
-            }
-        }
+        read_in_place(&self.topic, received)
     }
 
     /// Lets go of a received sample: the publisher may loan its slot again.
-    pub fn release(&mut self, received: Received) {
-        if let ReceivedBytes::Slot { held, .. } = received.bytes {
-            self.own.atomic_u64(sub_at::HELD + 8 * held).store(0, Ordering::Release);
+    pub fn release(&self, received: Received) {
+        release_hold(&self.own, received);
+    }
+
+    /// What reads and releases samples without this subscriber (another thread's).
+    pub fn access(&self) -> SampleAccess {
+        SampleAccess {
+            _topic_map: self._topic_map.clone(),
+            topic: self.topic,
+            _own_map: self._own_map.clone(),
+            own: self.own,
         }
     }
 
@@ -752,11 +726,61 @@ impl TopicSubscriber {
     }
 }
 
+fn read_in_place<'a>(topic: &RawView, received: &'a Received) -> super::SharedBytes<'a> {
+    match &received.bytes {
+        ReceivedBytes::Inline(bytes) => super::SharedBytes::private(bytes),
+        ReceivedBytes::Slot { offset, len, .. } => {
+            topic.check(*offset, *len);
+            // SAFETY: in bounds (checked) of the topic's read-only mapping, which the
+            // caller keeps alive for 'a (a subscriber or a SampleAccess holds its Arc);
+            // the publisher may write it (SharedBytes only copies with volatile loads).
+            unsafe { super::SharedBytes::from_raw(topic.ptr(*offset), *len) }
+        }
+    }
+}
+
+fn release_hold(own: &RawView, received: Received) {
+    if let ReceivedBytes::Slot { held, .. } = received.bytes {
+        own.atomic_u64(sub_at::HELD + 8 * held).store(0, Ordering::Release);
+    }
+}
+
+/// Reads and releases received samples, apart from the subscriber that took them (a
+/// sample handed to another thread): it keeps both mappings alive.
+#[derive(Clone)]
+pub struct SampleAccess {
+    _topic_map: Arc<MmapRaw>,
+    topic: RawView,
+    _own_map: Arc<MmapRaw>,
+    own: RawView,
+}
+
+impl std::fmt::Debug for SampleAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleAccess").finish_non_exhaustive()
+    }
+}
+
+impl SampleAccess {
+    /// As [`TopicSubscriber::bytes`].
+    pub fn bytes<'a>(&'a self, received: &'a Received) -> super::SharedBytes<'a> {
+        read_in_place(&self.topic, received)
+    }
+
+    /// As [`TopicSubscriber::release`].
+    pub fn release(&self, received: Received) {
+        release_hold(&self.own, received);
+    }
+}
+
+// SAFETY: as for the subscriber: the views point into mappings the Arcs keep alive, and
+// every access is atomic or volatile.
+unsafe impl Send for SampleAccess {}
+// SAFETY: as above; nothing in it changes after it is made.
+unsafe impl Sync for SampleAccess {}
+
 /// A subscription's memory made, before the publisher attached it.
 pub struct TopicSubscriberBuilder {
-    topic_map: Arc<MmapRaw>,
-    topic: RawView,
-    geometry: TopicGeometry,
     own_map: Arc<MmapRaw>,
     own: RawView,
     own_file: File,
@@ -764,8 +788,39 @@ pub struct TopicSubscriberBuilder {
 
 impl std::fmt::Debug for TopicSubscriberBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopicSubscriberBuilder").field("geometry", &self.geometry).finish_non_exhaustive()
+        f.debug_struct("TopicSubscriberBuilder").finish_non_exhaustive()
     }
+}
+
+/// Maps a topic's memory received from its publisher (read-only), after checking its
+/// seals, magic and geometry.
+fn map_topic(topic: &File) -> Result<(Arc<MmapRaw>, RawView, TopicGeometry)> {
+    let len = topic.metadata().map_err(|e| Error::system("stat of a topic's memory", e))?.len();
+    memfd::check_received(topic, len, memfd::READ_ONLY_SEALS, "a topic's memory")?;
+    if len < PAGE as u64 {
+        return Err(protocol(format!("a topic's memory of {len} bytes")));
+    }
+    let map = memfd::map(topic, len, false, "a topic's memory")?;
+    let view = RawView { base: map.as_mut_ptr(), len: len as usize };
+    let mut magic = [0u8; 8];
+    view.read_bytes(at::MAGIC, &mut magic);
+    let major = view.read_u32(at::MAJOR) & 0xffff;
+    if magic != TOPIC_MAGIC || major != TOPIC_LAYOUT_MAJOR as u32 {
+        return Err(protocol("not a topic's memory (magic or layout version)"));
+    }
+    let geometry = TopicGeometry {
+        sample_size: view.read_u32(at::SAMPLE_SIZE),
+        slots: view.read_u32(at::SLOTS),
+        depth: view.read_u32(at::DEPTH),
+        max_subscribers: view.read_u32(at::MAX_SUBSCRIBERS),
+        max_borrowed: view.read_u32(at::MAX_BORROWED),
+        history: view.read_u32(at::HISTORY),
+    };
+    geometry.validate().map_err(|m| protocol(format!("a topic's memory: {m}")))?;
+    if geometry.size() != Some(len) || view.read_u64(at::SIZE) != len {
+        return Err(protocol(format!("a topic's memory is {len} bytes, its geometry says {:?}", geometry.size())));
+    }
+    Ok((map, view, geometry))
 }
 
 impl TopicSubscriberBuilder {
@@ -775,17 +830,19 @@ impl TopicSubscriberBuilder {
     }
 
     /// The subscriber, once the publisher attached it at `index` starting at `start`
-    /// (what [`TopicPublisher::attach`] answered). INVALID_ARGUMENT for an index the
-    /// topic does not have.
-    pub fn attached(self, index: usize, start: u64) -> Result<TopicSubscriber> {
-        if index >= self.geometry.max_subscribers as usize {
-            return Err(Error::new(Status::InvalidArgument, format!("subscriber index {index} out of range")));
+    /// (what [`TopicPublisher::attach`] answered), reading `topic` (the topic's memory as
+    /// the publisher shared it). PROTOCOL_ERROR for memory that is not a topic's, or an
+    /// index it does not have.
+    pub fn attached(self, topic: &File, index: usize, start: u64) -> Result<TopicSubscriber> {
+        let (topic_map, topic, geometry) = map_topic(topic)?;
+        if index >= geometry.max_subscribers as usize {
+            return Err(protocol(format!("subscriber index {index} out of the topic's range")));
         }
         self.own.atomic_u64(sub_at::HEAD).store(start, Ordering::Release);
         Ok(TopicSubscriber {
-            _topic_map: self.topic_map,
-            topic: self.topic,
-            geometry: self.geometry,
+            _topic_map: topic_map,
+            topic,
+            geometry,
             _own_map: self.own_map,
             own: self.own,
             own_file: self.own_file,
@@ -824,9 +881,9 @@ mod tests {
     }
 
     fn subscribe(publisher: &mut TopicPublisher, policy: TopicPolicy) -> TopicSubscriber {
-        let builder = TopicSubscriber::prepare(&publisher.share().unwrap()).unwrap();
+        let builder = TopicSubscriber::prepare().unwrap();
         let (index, start) = publisher.attach(&builder.share().unwrap(), policy).unwrap();
-        builder.attached(index, start).unwrap()
+        builder.attached(&publisher.share().unwrap(), index, start).unwrap()
     }
 
     fn publish(publisher: &mut TopicPublisher, bytes: &[u8]) -> u64 {
@@ -967,14 +1024,18 @@ mod tests {
     }
 
     #[test]
-    fn memory_that_is_not_a_sealed_topic_is_refused() {
+    fn memory_that_is_not_a_sealed_topic_or_subscription_is_refused() {
+        let attach = |file: &File| TopicSubscriber::prepare().unwrap().attached(file, 0, 0).unwrap_err();
         let file = memfd::create("not-a-topic", 8192).unwrap();
-        let e = TopicSubscriber::prepare(&file).unwrap_err();
-        assert_eq!(e.status(), Status::ProtocolError, "{e}");
+        assert_eq!(attach(&file).status(), Status::ProtocolError);
         memfd::seal(&file, memfd::READ_ONLY_SEALS).unwrap();
-        let e = TopicSubscriber::prepare(&file).unwrap_err();
+        let e = attach(&file);
+        assert!(e.status() == Status::ProtocolError && e.message().contains("magic"), "{e}");
+        let mut publisher = TopicPublisher::create("t", geometry(4, 0)).unwrap();
+        let e = TopicSubscriber::prepare().unwrap().attached(&publisher.share().unwrap(), 4, 0).unwrap_err();
+        assert!(e.message().contains("index"), "{e}");
+        let e = publisher.attach(&file, TopicPolicy::Block).unwrap_err();
         assert_eq!(e.status(), Status::ProtocolError, "{e}");
-        assert!(e.message().contains("magic"), "{e}");
         for bad in
             [TopicGeometry::new(0, 8, 1, 1, 0), TopicGeometry::new(64, 3, 1, 1, 0), TopicGeometry::new(64, 8, 1, 1, 9)]
         {

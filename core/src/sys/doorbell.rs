@@ -1,9 +1,12 @@
 //! Doorbells: one `AF_UNIX SOCK_SEQPACKET` socketpair per peer for wakeups and liveness,
 //! and an in-process eventfd ("kick") to wake this process's own waiting thread.
 //!
-//! A byte on the doorbell means "look at your ring". The socket carries no data that
-//! matters, so bytes may be coalesced, and the peer's death shows up as EOF/POLLHUP at
-//! once, idle or not. Every fd is CLOEXEC; the child's end is placed on its fixed fd
+//! A byte on the doorbell means "look at your ring". Such bytes carry no data that
+//! matters, so they may be coalesced, and the peer's death shows up as EOF/POLLHUP at
+//! once, idle or not. The one other message is a descriptor handed over after the join
+//! (a topic's memory, PROTOCOL.md §19): 16 bytes, `FDTX`, 4 reserved, a u64 token, with
+//! one fd attached. Whoever drains the doorbell keeps such fds by token (a few at most)
+//! for the built-in call that names the token. Every fd is CLOEXEC; the child's end is placed on its fixed fd
 //! only inside the child, between fork and exec.
 
 use std::io;
@@ -94,7 +97,14 @@ pub const JOIN_REQUEST: &[u8] = b"CSHMJREQ";
 pub struct Doorbell {
     fd: OwnedFd,
     process: std::sync::OnceLock<super::process::Pidfd>,
+    /// Descriptors the other end handed over, by token, oldest first.
+    handed: std::sync::Mutex<std::collections::VecDeque<(u64, OwnedFd)>>,
 }
+
+/// The first bytes of a descriptor hand-over on a doorbell.
+pub const FD_MESSAGE: [u8; 4] = *b"FDTX";
+/// Hand-overs kept unclaimed at most: an older one is closed when another comes.
+pub const MAX_HANDED: usize = 16;
 
 /// Creates a doorbell pair: (our end, the child's end). Both are CLOEXEC and non-blocking.
 pub fn pair() -> io::Result<(Doorbell, OwnedFd)> {
@@ -110,7 +120,7 @@ pub fn pair() -> io::Result<(Doorbell, OwnedFd)> {
     })?;
     // SAFETY: socketpair succeeded, so both fds are open and owned by nobody else.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((Doorbell { fd: ours, process: std::sync::OnceLock::new() }, theirs))
+    Ok((Doorbell::new(ours), theirs))
 }
 
 impl Doorbell {
@@ -150,7 +160,65 @@ impl Doorbell {
         // SAFETY: the fd was handed to this process for exactly this purpose; from now on
         // the Doorbell owns it and nothing else in the process closes it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Doorbell { fd, process: std::sync::OnceLock::new() })
+        Ok(Doorbell::new(fd))
+    }
+
+    fn new(fd: OwnedFd) -> Doorbell {
+        Doorbell { fd, process: std::sync::OnceLock::new(), handed: Default::default() }
+    }
+
+    // Cells' topics use the hand-over next (issue 26, step 3); the tests use it now.
+    #[allow(dead_code)]
+    /// Hands `fd` to the other end under `token` (it claims it with
+    /// [`Doorbell::take_handed`]), waiting up to `timeout` for room in the socket's
+    /// buffer (wakeups the other end has not drained yet may fill it).
+    pub fn hand_over(&self, token: u64, fd: RawFd, timeout: Duration) -> io::Result<()> {
+        let mut message = [0u8; 16];
+        message[..4].copy_from_slice(&FD_MESSAGE);
+        message[8..].copy_from_slice(&token.to_le_bytes());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match unix::send_with_fds(&self.fd, &message, &[fd]) {
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                other => return other,
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the doorbell's buffer stayed full"));
+            }
+            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd; the timeout is a plain int.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().clamp(1, 100) as libc::c_int) };
+        }
+    }
+
+    #[allow(dead_code)]
+    /// The descriptor the other end handed over under `token`, if it came (it was sent
+    /// before the call that names it, so it is in the socket if not here).
+    pub fn take_handed(&self, token: u64) -> Option<OwnedFd> {
+        let take = |handed: &mut std::collections::VecDeque<(u64, OwnedFd)>| {
+            let at = handed.iter().position(|(t, _)| *t == token)?;
+            handed.remove(at).map(|(_, fd)| fd)
+        };
+        if let Some(fd) = take(&mut self.handed.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Some(fd);
+        }
+        self.drain();
+        take(&mut self.handed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Keeps a hand-over that came while draining.
+    fn keep_handed(&self, message: &[u8], mut fds: Vec<OwnedFd>) {
+        if message.len() != 16 || message[..4] != FD_MESSAGE || fds.len() != 1 {
+            return; // not a hand-over: any fds attached are closed here
+        }
+        let token = u64::from_le_bytes(message[8..16].try_into().unwrap_or_default());
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        if handed.len() >= MAX_HANDED {
+            handed.pop_front();
+        }
+        handed.push_back((token, fds.remove(0)));
     }
 
     /// The cell's side of joining through the socket its host spawned it with (fd 3,
@@ -188,18 +256,23 @@ impl Doorbell {
         }
     }
 
-    /// Reads every queued wakeup. Returns false when the other end is closed.
+    /// Reads every queued wakeup (keeping any descriptor handed over). Returns false when
+    /// the other end is closed.
     pub fn drain(&self) -> bool {
         let mut buf = [0u8; 16];
         loop {
-            // SAFETY: receives into a live local buffer of the stated size.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            match n {
-                0 => return false,
-                n if n > 0 => continue,
-                _ => match io::Error::last_os_error().raw_os_error() {
+            match unix::recv_nonblocking(&self.fd, &mut buf) {
+                Ok(unix::Received { len: 0, .. }) => return false,
+                Ok(unix::Received { len, fds, .. }) => {
+                    if !fds.is_empty() {
+                        self.keep_handed(&buf[..len.min(buf.len())], fds);
+                    }
+                }
+                Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) => return true,
+                    // Too many fds in one message (the kernel closed them): not ours.
+                    _ if e.kind() == io::ErrorKind::InvalidData => continue,
                     _ => return false,
                 },
             }
@@ -495,6 +568,15 @@ pub mod unix {
     /// Receives up to `buf.len()` bytes, any fds attached and the sender's credentials if
     /// the socket passes them (call it once the socket is readable: it waits otherwise).
     pub fn recv_message(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
+        recv_message_with(socket, buf, 0)
+    }
+
+    /// [`recv_message`] that never waits (EAGAIN when nothing is queued).
+    pub fn recv_nonblocking(socket: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
+        recv_message_with(socket, buf, libc::MSG_DONTWAIT)
+    }
+
+    fn recv_message_with(socket: &impl AsRawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
         let mut control = [0u8; 128];
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         // SAFETY: msghdr is plain data; every pointer set below stays valid during recvmsg.
@@ -504,7 +586,7 @@ pub mod unix {
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = control.len();
         // SAFETY: `msg` describes valid, writable buffers.
-        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -541,9 +623,45 @@ mod tests {
     use std::time::Instant;
 
     #[test]
+    fn descriptors_handed_over_among_wakeups_are_kept_by_token_and_bounded() {
+        let (a, b_fd) = pair().unwrap();
+        let b = Doorbell::new(b_fd);
+        let file = |name: &str| crate::shm::memfd::create(name, 4096).unwrap();
+        let first = file("first");
+        a.ring();
+        a.hand_over(7, first.as_raw_fd(), Duration::from_secs(1)).unwrap();
+        a.ring();
+        // Draining (as a waiting thread does) keeps it; taking finds it once.
+        assert!(b.drain());
+        assert_eq!(b.take_handed(8).map(|_| ()), None);
+        let got = b.take_handed(7).expect("handed over");
+        assert_eq!(std::fs::File::from(got).metadata().unwrap().len(), 4096);
+        assert!(b.take_handed(7).is_none());
+        // Taken straight from the socket when nobody drained yet.
+        a.hand_over(9, first.as_raw_fd(), Duration::from_secs(1)).unwrap();
+        assert!(b.take_handed(9).is_some());
+        // At most MAX_HANDED wait unclaimed: the oldest go.
+        for token in 0..MAX_HANDED as u64 + 3 {
+            a.hand_over(100 + token, first.as_raw_fd(), Duration::from_secs(1)).unwrap();
+        }
+        assert!(b.drain());
+        assert!(b.take_handed(100).is_none() && b.take_handed(102).is_none());
+        assert!(b.take_handed(103).is_some());
+        // Two fds, or fds on a message that is not a hand-over: closed, not kept.
+        let second = file("second");
+        unix::send_with_fds(&a.fd, b"FDTX\0\0\0\0\x05\0\0\0\0\0\0\0", &[first.as_raw_fd(), second.as_raw_fd()])
+            .unwrap();
+        unix::send_with_fds(&a.fd, b"x", &[first.as_raw_fd()]).unwrap();
+        assert!(b.drain());
+        assert!(b.take_handed(5).is_none());
+        drop(a);
+        assert!(!b.drain(), "the other end's close still reads as death");
+    }
+
+    #[test]
     fn ring_wait_coalesce_and_death() {
         let (a, b_fd) = pair().unwrap();
-        let b = Doorbell { fd: b_fd, process: std::sync::OnceLock::new() };
+        let b = Doorbell::new(b_fd);
         let kick = Kick::new().unwrap();
         assert_eq!(b.wait(&[&kick], Some(Duration::from_millis(1))), Wake::TimedOut);
         assert_eq!(a.ring(), Signal::Sent);
