@@ -7,11 +7,13 @@
 //!
 //! - `cellshm.Lifecycle.ready`, `.goodbye` and `.heartbeat` in [`lifecycle`];
 //! - `cellshm.Log.event` (cell → host) and `cellshm.Log.set_filter` (host → cell) in [`log`];
-//! - `cellshm.Introspect.methods` in [`introspect`].
+//! - `cellshm.Introspect.methods` in [`introspect`];
+//! - `cellshm.Topic.*` (publish/subscribe brokered by the host) in [`topic`].
 
 pub(crate) mod introspect;
 pub(crate) mod lifecycle;
 pub(crate) mod log;
+pub(crate) mod topic;
 
 use crate::error::{Error, Result};
 use crate::log::LogFilter;
@@ -36,12 +38,26 @@ pub(crate) trait HostSide {
     fn ready_counted(&self);
     /// The link's peer id (what a ready message must name).
     fn peer_id(&self) -> u32;
+    /// The cell publishes a topic.
+    fn topic_create(&self, create: topic::Create) -> Result<()>;
+    /// The cell subscribes to a topic.
+    fn topic_subscribe(&self, subscribe: topic::Subscribe) -> Result<topic::Subscribed>;
+    /// The cell ends a subscription.
+    fn topic_unsubscribe(&self, leave: topic::Leave);
+    /// The cell closed a topic it published.
+    fn topic_close(&self, name: String);
 }
 
 /// What a cell does with the built-ins its host calls.
 pub(crate) trait CellSide {
     /// The host pushed a log filter.
     fn set_log_filter(&self, filter: LogFilter);
+    /// The host attaches a subscriber to a topic this cell publishes.
+    fn topic_attach(&self, attach: topic::Subscribe) -> Result<topic::Subscribed>;
+    /// A subscriber of a topic this cell publishes left.
+    fn topic_detach(&self, leave: topic::Leave);
+    /// The publisher of a topic this cell subscribes to is gone.
+    fn topic_ended(&self, name: String);
 }
 
 /// Serves a built-in request a cell sent to the host; `None` if `method_id` is none.
@@ -50,6 +66,20 @@ pub(crate) fn serve_on_host(host: &impl HostSide, method_id: u32, payload: Share
         builtin::LIFECYCLE_READY_ID => Some(lifecycle::serve_ready(host, payload)),
         builtin::LIFECYCLE_GOODBYE_ID => Some(lifecycle::serve_goodbye(host)),
         builtin::LOG_EVENT_ID => Some(log::serve_event(host, payload)),
+        builtin::TOPIC_CREATE_ID => {
+            Some(topic::Create::decode(payload).and_then(|c| host.topic_create(c)).map(|()| Vec::new()))
+        }
+        builtin::TOPIC_SUBSCRIBE_ID => {
+            Some(topic::Subscribe::decode(payload).and_then(|s| host.topic_subscribe(s)).map(|s| s.encode()))
+        }
+        builtin::TOPIC_UNSUBSCRIBE_ID => Some(topic::Leave::decode(payload).map(|l| {
+            host.topic_unsubscribe(l);
+            Vec::new()
+        })),
+        builtin::TOPIC_CLOSE_ID => Some(topic::decode_name(payload).map(|name| {
+            host.topic_close(name);
+            Vec::new()
+        })),
         _ => None,
     }
 }
@@ -67,6 +97,17 @@ pub(crate) fn serve_on_cell(cell: &impl CellSide, method_id: u32, payload: Share
     match method_id {
         builtin::LOG_SET_FILTER_ID => Some(log::serve_set_filter(cell, payload)),
         builtin::LIFECYCLE_HEARTBEAT_ID => Some(lifecycle::serve_heartbeat()),
+        builtin::TOPIC_ATTACH_ID => {
+            Some(topic::Subscribe::decode(payload).and_then(|a| cell.topic_attach(a)).map(|a| a.encode()))
+        }
+        builtin::TOPIC_DETACH_ID => Some(topic::Leave::decode(payload).map(|l| {
+            cell.topic_detach(l);
+            Vec::new()
+        })),
+        builtin::TOPIC_ENDED_ID => Some(topic::decode_name(payload).map(|name| {
+            cell.topic_ended(name);
+            Vec::new()
+        })),
         _ => None,
     }
 }

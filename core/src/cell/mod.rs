@@ -18,6 +18,7 @@ use crate::wire::{self, builtin, ControlKind, Hello, Status};
 
 mod attach;
 mod options;
+mod topics;
 pub use options::{CellOptions, JoinArgs};
 
 /// Values of the cell's lifecycle word (region control block, see `docs/PROTOCOL.md`).
@@ -39,6 +40,7 @@ struct CellState {
     on_stop: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
     exit_with_host: bool,
     quiet: bool,
+    topics: topics::CellTopics,
 }
 
 struct CellHooks {
@@ -49,6 +51,18 @@ struct CellHooks {
 impl crate::builtin::CellSide for CellState {
     fn set_log_filter(&self, filter: crate::log::LogFilter) {
         *self.log_filter.write() = filter;
+    }
+
+    fn topic_attach(&self, attach: crate::builtin::topic::Subscribe) -> Result<crate::builtin::topic::Subscribed> {
+        self.topics.attach(attach)
+    }
+
+    fn topic_detach(&self, leave: crate::builtin::topic::Leave) {
+        self.topics.detach(leave)
+    }
+
+    fn topic_ended(&self, name: String) {
+        self.topics.ended(&name)
     }
 }
 
@@ -184,6 +198,7 @@ impl Cell {
             on_stop: Mutex::new(Vec::new()),
             exit_with_host: options.exit_with_host,
             quiet: options.quiet,
+            topics: topics::CellTopics::default(),
         });
         let dispatcher = Arc::new(RwLock::new(Dispatcher::new()));
         crate::builtin::introspect::serve_on(&dispatcher)?;
@@ -205,6 +220,7 @@ impl Cell {
         // SAFETY: the memfds arrived on the doorbell the host made for this cell alone, so
         // we are the only cell-side session on them.
         let session = unsafe { Session::new(config) }?;
+        let _ = state.topics.session.set(Arc::downgrade(&session));
         let link = hello::LinkId { peer_id: record.peer_id, epoch: record.epoch };
         let hello = hello::cell_hello(link, options.protocol_minor, hub.geometry.max_payload());
         let left = options.ready_timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));

@@ -154,6 +154,7 @@ impl Hooks for PeerHooks {
         } else {
             tracing::warn!(cell = %peer.name, peer_id = peer.id, "peer lost: {error}");
         }
+        super::topics::peer_died(&peer.hub, &peer);
         for callback in callbacks {
             run_death_callback(&peer.name, callback, error);
         }
@@ -207,5 +208,24 @@ impl crate::builtin::HostSide for PeerInner {
 
     fn peer_id(&self) -> u32 {
         self.id
+    }
+
+    fn topic_create(&self, create: crate::builtin::topic::Create) -> Result<()> {
+        super::topics::create_for_cell(self, create)
+    }
+
+    fn topic_subscribe(
+        &self,
+        subscribe: crate::builtin::topic::Subscribe,
+    ) -> Result<crate::builtin::topic::Subscribed> {
+        super::topics::subscribe_for_cell(self, subscribe)
+    }
+
+    fn topic_unsubscribe(&self, leave: crate::builtin::topic::Leave) {
+        super::topics::unsubscribe_for_cell(self, leave)
+    }
+
+    fn topic_close(&self, name: String) {
+        super::topics::close_for_cell(self, &name)
     }
 }

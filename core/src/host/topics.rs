@@ -1,28 +1,69 @@
 //! The host as the broker of publish/subscribe: the topics of a hub by name, who
-//! publishes each, and the subscriptions it brokered. The host publishes and subscribes
-//! itself through the same memory its cells use (`runtime::topic`).
+//! publishes each (the host, or a cell whose memory it handed over), and every
+//! subscription it brokered, so that a death ends what it must: a dead publisher's
+//! topic ends for its subscribers (`cellshm.Topic.ended`), a dead subscriber's queue is
+//! let go of at its publisher. The host publishes and subscribes itself through the same
+//! memory its cells use (`runtime::topic`).
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use super::Hub;
+use super::{Hub, HubShared, Peer, PeerInner, PeerState};
+use crate::builtin::topic::{encode_name, Leave, Subscribe, Subscribed};
 use crate::error::{Error, Result};
+use crate::link_end::LinkEnd;
 use crate::proto::topic::TopicPolicy;
+use crate::runtime::session::CallOptions;
 use crate::runtime::sync::Mutex;
-use crate::runtime::topic::{subscribe_locally, Publisher, PublisherShared, Subscriber, TopicOptions};
-use crate::shm::topic::{TopicPublisher, TOPIC_NAME_MAX};
-use crate::wire::Status;
+use crate::runtime::topic::{
+    subscribe_locally, Publisher, PublisherShared, Subscriber, SubscriberShared, TopicOptions,
+};
+use crate::shm::topic::{map_topic, TopicPublisher, TopicSubscriber, TOPIC_NAME_MAX};
+use crate::wire::{builtin, Status};
+
+/// How long the host waits for a publishing cell to attach a subscriber.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a notification to a cell (a subscriber left, a topic ended) may wait for room.
+const NOTIFY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Who publishes a topic.
+#[derive(Clone)]
 enum Owner {
     /// The host itself.
     Host(Weak<PublisherShared>),
+    /// A cell.
+    Cell(Weak<PeerInner>),
+}
+
+/// Who holds a subscription.
+enum Holder {
+    Host(Weak<SubscriberShared>),
+    Cell(Weak<PeerInner>),
+}
+
+struct Brokered {
+    owner: Owner,
+    /// The topic's memory a publishing cell handed over (read-only), for its subscribers.
+    memory: Option<File>,
+    /// (index at the publisher, who holds it).
+    subscriptions: Vec<(u32, Holder)>,
+}
+
+impl Brokered {
+    fn alive(&self) -> bool {
+        match &self.owner {
+            Owner::Host(weak) => weak.strong_count() > 0,
+            Owner::Cell(peer) => peer.upgrade().is_some_and(|p| !matches!(p.state(), PeerState::Dead(_))),
+        }
+    }
 }
 
 /// A hub's topics.
 #[derive(Default)]
 pub(crate) struct Topics {
-    by_name: Mutex<HashMap<String, Owner>>,
+    by_name: Mutex<HashMap<String, Brokered>>,
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -34,56 +75,293 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-impl Topics {
-    /// The host's publisher of topic `name`, if it still publishes.
-    fn local(&self, name: &str) -> Option<Publisher> {
-        match self.by_name.lock().get(name) {
-            Some(Owner::Host(weak)) => weak.upgrade().map(|shared| Publisher { shared }),
-            None => None,
+fn not_found(name: &str) -> Error {
+    Error::new(Status::NotFound, format!("nobody publishes topic {name:?}"))
+}
+
+/// The access rule that admits a cell to a topic (`Hub::allow("topic:NAME", ..)`).
+fn rule(name: &str) -> String {
+    format!("topic:{name}")
+}
+
+/// The live `Arc` of a peer's record (a built-in is served with a reference to it).
+fn arc_of(peer: &PeerInner) -> Option<Arc<PeerInner>> {
+    peer.hub.peers.lock().live.iter().find(|p| p.id == peer.id && p.epoch == peer.epoch).cloned()
+}
+
+fn same(a: &Weak<PeerInner>, b: &PeerInner) -> bool {
+    a.upgrade().is_some_and(|a| a.id == b.id && a.epoch == b.epoch)
+}
+
+/// Attaches a subscription (its memory `subscription`, read-only) to a topic a cell
+/// publishes: hands the memory over and asks the cell (`cellshm.Topic.attach`).
+fn attach_at_cell(
+    publisher: &Arc<PeerInner>,
+    name: &str,
+    policy: TopicPolicy,
+    subscription: &File,
+) -> Result<Subscribed> {
+    let peer = Peer { inner: publisher.clone() };
+    let token = peer.inner.session()?.hand_over(subscription)?;
+    let body = Subscribe { name: name.to_string(), policy, token }.encode();
+    let reply = peer.call(builtin::TOPIC_ATTACH, &body, &CallOptions::timeout(ATTACH_TIMEOUT))?;
+    Subscribed::decode(reply.bytes())
+}
+
+/// Tells a publishing cell a subscriber left (a notification: nothing to wait for).
+fn detach_at_cell(publisher: &Weak<PeerInner>, name: &str, index: u32) {
+    if let Some(inner) = publisher.upgrade() {
+        let body = Leave { name: name.to_string(), index }.encode();
+        let _ = Peer { inner }.notify(builtin::TOPIC_DETACH, &body, &CallOptions::timeout(NOTIFY_TIMEOUT));
+    }
+}
+
+/// Ends subscription `index` of `topic` at its publisher.
+fn end_at_publisher(owner: &Owner, name: &str, index: u32) {
+    match owner {
+        Owner::Host(weak) => {
+            if let Some(publisher) = weak.upgrade() {
+                publisher.memory.lock().end_subscription(index as usize, Status::Cancelled);
+            }
+        }
+        Owner::Cell(peer) => detach_at_cell(peer, name, index),
+    }
+}
+
+/// Tells a subscription's holder its topic ended.
+fn tell_ended(name: &str, holder: &Holder, why: &Error) {
+    match holder {
+        Holder::Host(weak) => {
+            if let Some(subscriber) = weak.upgrade() {
+                *subscriber.ended.lock() = Some(why.clone());
+            }
+        }
+        Holder::Cell(peer) => {
+            if let Some(inner) = peer.upgrade() {
+                let options = CallOptions::timeout(NOTIFY_TIMEOUT);
+                let _ = Peer { inner }.notify(builtin::TOPIC_ENDED, &encode_name(name), &options);
+            }
         }
     }
 }
 
+/// A cell died: its topics end for their subscribers, its subscriptions end at their
+/// publishers. What it must tell other cells goes out on a thread of its own: this runs
+/// where the dead link failed, which must not wait on another link's ring.
+pub(crate) fn peer_died(hub: &HubShared, peer: &PeerInner) {
+    let (ended, left) = {
+        let mut by_name = hub.topics.by_name.lock();
+        let owned: Vec<String> = by_name
+            .iter()
+            .filter(|(_, t)| matches!(&t.owner, Owner::Cell(p) if same(p, peer) || p.strong_count() == 0))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let ended: Vec<(String, Brokered)> =
+            owned.into_iter().filter_map(|name| by_name.remove(&name).map(|t| (name, t))).collect();
+        let mut left = Vec::new();
+        for (name, topic) in by_name.iter_mut() {
+            topic.subscriptions.retain(|(index, holder)| {
+                let theirs = matches!(holder, Holder::Cell(p) if same(p, peer) || p.strong_count() == 0);
+                if theirs {
+                    left.push((name.clone(), *index, topic.owner.clone()));
+                }
+                !theirs
+            });
+        }
+        (ended, left)
+    };
+    if ended.is_empty() && left.is_empty() {
+        return;
+    }
+    let why = Error::new(Status::Unavailable, format!("the publisher (cell {}) is gone", peer.name));
+    let tell = move || {
+        for (name, topic) in &ended {
+            for (_, holder) in &topic.subscriptions {
+                tell_ended(name, holder, &why);
+            }
+        }
+        for (name, index, owner) in left {
+            end_at_publisher(&owner, &name, index);
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("cellshm-topics".into()).spawn(tell) {
+        tracing::warn!("could not start a thread to end a dead cell's topics: {e}");
+    }
+}
+
+/// `cellshm.Topic.create` from `peer`.
+pub(crate) fn create_for_cell(peer: &PeerInner, create: crate::builtin::topic::Create) -> Result<()> {
+    check_name(&create.name)?;
+    super::HubView { shared: peer.hub.clone() }.check_access(&rule(&create.name), Some(&peer.identity()))?;
+    let memory = peer.session()?.take_handed(create.token)?;
+    map_topic(&memory)?;
+    let arc = arc_of(peer).ok_or_else(|| Error::new(Status::Unavailable, "the cell is gone"))?;
+    let mut by_name = peer.hub.topics.by_name.lock();
+    if by_name.get(&create.name).is_some_and(Brokered::alive) {
+        return Err(Error::new(Status::AlreadyExists, format!("topic {:?} is published already", create.name)));
+    }
+    let topic = Brokered { owner: Owner::Cell(Arc::downgrade(&arc)), memory: Some(memory), subscriptions: Vec::new() };
+    by_name.insert(create.name, topic);
+    Ok(())
+}
+
+/// `cellshm.Topic.close` from `peer`: its topic ends for the host's records (its
+/// subscribers read what was queued, then see the close in the topic's memory).
+pub(crate) fn close_for_cell(peer: &PeerInner, name: &str) {
+    let mut by_name = peer.hub.topics.by_name.lock();
+    if matches!(by_name.get(name).map(|t| &t.owner), Some(Owner::Cell(p)) if same(p, peer)) {
+        by_name.remove(name);
+    }
+}
+
+/// `cellshm.Topic.subscribe` from `peer`.
+pub(crate) fn subscribe_for_cell(peer: &PeerInner, subscribe: Subscribe) -> Result<Subscribed> {
+    let name = &subscribe.name;
+    check_name(name)?;
+    super::HubView { shared: peer.hub.clone() }.check_access(&rule(name), Some(&peer.identity()))?;
+    let subscription = peer.session()?.take_handed(subscribe.token)?;
+    let arc = arc_of(peer).ok_or_else(|| Error::new(Status::Unavailable, "the cell is gone"))?;
+    let (attached, topic) = attach(&peer.hub, name, subscribe.policy, &subscription)?;
+    if let Some(topic) = peer.hub.topics.by_name.lock().get_mut(name) {
+        topic.subscriptions.push((attached.index, Holder::Cell(Arc::downgrade(&arc))));
+    }
+    let token = match peer.session().and_then(|s| s.hand_over(&topic)) {
+        Ok(token) => token,
+        Err(e) => {
+            unsubscribe(&peer.hub, name, attached.index);
+            return Err(e);
+        }
+    };
+    Ok(Subscribed { token, ..attached })
+}
+
+/// `cellshm.Topic.unsubscribe` from `peer`.
+pub(crate) fn unsubscribe_for_cell(peer: &PeerInner, leave: Leave) {
+    let held = peer.hub.topics.by_name.lock().get(&leave.name).is_some_and(|t| {
+        t.subscriptions.iter().any(|(i, h)| *i == leave.index && matches!(h, Holder::Cell(p) if same(p, peer)))
+    });
+    if held {
+        unsubscribe(&peer.hub, &leave.name, leave.index);
+    }
+}
+
+/// Ends subscription `index` of `name` at its publisher and forgets it.
+fn unsubscribe(hub: &HubShared, name: &str, index: u32) {
+    let owner = {
+        let mut by_name = hub.topics.by_name.lock();
+        let Some(topic) = by_name.get_mut(name) else { return };
+        topic.subscriptions.retain(|(i, _)| *i != index);
+        topic.owner.clone()
+    };
+    end_at_publisher(&owner, name, index);
+}
+
+/// Attaches the subscription whose memory is `subscription` to topic `name`, wherever it
+/// is published; where it starts, and the topic's memory for the subscriber.
+fn attach(hub: &HubShared, name: &str, policy: TopicPolicy, subscription: &File) -> Result<(Subscribed, File)> {
+    enum Found {
+        Host(Publisher),
+        Cell(Arc<PeerInner>, File),
+    }
+    let found = {
+        let by_name = hub.topics.by_name.lock();
+        match by_name.get(name).filter(|t| t.alive()) {
+            Some(Brokered { owner: Owner::Host(weak), .. }) => {
+                weak.upgrade().map(|shared| Found::Host(Publisher { shared }))
+            }
+            Some(Brokered { owner: Owner::Cell(peer), memory: Some(memory), .. }) => {
+                match (peer.upgrade(), memory.try_clone()) {
+                    (Some(peer), Ok(memory)) => Some(Found::Cell(peer, memory)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    };
+    match found.ok_or_else(|| not_found(name))? {
+        Found::Host(publisher) => {
+            let mut memory = publisher.shared.memory.lock();
+            let (index, start) = memory.attach(subscription, policy)?;
+            Ok((Subscribed { index: index as u32, start, token: 0 }, memory.share()?))
+        }
+        Found::Cell(peer, memory) => Ok((attach_at_cell(&peer, name, policy, subscription)?, memory)),
+    }
+}
+
 impl Hub {
+    /// Subscriptions the hub brokered to its topics and that live now (the host's own
+    /// included), for tests and `inspect`.
+    pub fn topic_subscriptions(&self) -> usize {
+        let by_name = self.shared.topics.by_name.lock();
+        by_name
+            .values()
+            .map(|t| match &t.owner {
+                Owner::Host(weak) => weak.upgrade().map_or(0, |p| p.memory.lock().attached()),
+                Owner::Cell(_) => t.subscriptions.len(),
+            })
+            .sum()
+    }
+
     /// Creates topic `name`, published by the host: ALREADY_EXISTS while another of that
     /// name lives, INVALID_ARGUMENT for options out of range. Dropping the publisher
     /// (every clone) closes the topic.
     pub fn publish(&self, name: &str, options: TopicOptions) -> Result<Publisher> {
         check_name(name)?;
-        let topics = &self.shared.topics;
-        let mut by_name = topics.by_name.lock();
-        let alive = match by_name.get(name) {
-            Some(Owner::Host(weak)) => weak.strong_count() > 0,
-            None => false,
-        };
-        if alive {
+        let mut by_name = self.shared.topics.by_name.lock();
+        if by_name.get(name).is_some_and(Brokered::alive) {
             return Err(Error::new(Status::AlreadyExists, format!("topic {name:?} is published already")));
         }
         let publisher = Publisher::new(name, TopicPublisher::create(name, options.geometry())?);
-        by_name.insert(name.to_string(), Owner::Host(Arc::downgrade(&publisher.shared)));
+        let topic =
+            Brokered { owner: Owner::Host(Arc::downgrade(&publisher.shared)), memory: None, subscriptions: Vec::new() };
+        by_name.insert(name.to_string(), topic);
         let (hub, topic) = (Arc::downgrade(&self.shared), name.to_string());
         let ours = Arc::downgrade(&publisher.shared);
         *publisher.shared.on_close.lock() = Some(Box::new(move || {
             let Some(hub) = hub.upgrade() else { return };
             let mut by_name = hub.topics.by_name.lock();
             // Only this topic's entry: the name may have been published again since.
-            if matches!(by_name.get(&topic), Some(Owner::Host(weak)) if weak.ptr_eq(&ours)) {
+            if matches!(by_name.get(&topic).map(|t| &t.owner), Some(Owner::Host(weak)) if weak.ptr_eq(&ours)) {
                 by_name.remove(&topic);
             }
         }));
         Ok(publisher)
     }
 
-    /// Subscribes the host to topic `name` with `policy`: NOT_FOUND while nobody
-    /// publishes it, RESOURCE_EXHAUSTED when it has its most subscribers.
+    /// Subscribes the host to topic `name` (published by the host or by a cell) with
+    /// `policy`: NOT_FOUND while nobody publishes it, RESOURCE_EXHAUSTED when it has its
+    /// most subscribers.
     pub fn subscribe(&self, name: &str, policy: TopicPolicy) -> Result<Subscriber> {
         check_name(name)?;
-        let publisher = self
-            .shared
-            .topics
-            .local(name)
-            .ok_or_else(|| Error::new(Status::NotFound, format!("nobody publishes topic {name:?}")))?;
-        subscribe_locally(&publisher, policy)
+        let local = {
+            let by_name = self.shared.topics.by_name.lock();
+            match by_name.get(name).map(|t| &t.owner) {
+                Some(Owner::Host(weak)) => weak.upgrade().map(|shared| Publisher { shared }),
+                _ => None,
+            }
+        };
+        if let Some(publisher) = local {
+            return subscribe_locally(&publisher, policy);
+        }
+        let builder = TopicSubscriber::prepare()?;
+        let (attached, topic) = attach(&self.shared, name, policy, &builder.share()?)?;
+        let subscriber = match builder.attached(&topic, attached.index as usize, attached.start) {
+            Ok(memory) => Subscriber::new(name, memory),
+            Err(e) => {
+                unsubscribe(&self.shared, name, attached.index);
+                return Err(e);
+            }
+        };
+        if let Some(t) = self.shared.topics.by_name.lock().get_mut(name) {
+            t.subscriptions.push((attached.index, Holder::Host(Arc::downgrade(&subscriber.shared))));
+        }
+        let (hub, topic, index) = (Arc::downgrade(&self.shared), name.to_string(), attached.index);
+        *subscriber.shared.on_close.lock() = Some(Box::new(move || {
+            if let Some(hub) = hub.upgrade() {
+                unsubscribe(&hub, &topic, index);
+            }
+        }));
+        Ok(subscriber)
     }
 }
 

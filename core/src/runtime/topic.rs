@@ -158,6 +158,12 @@ impl Loan<'_> {
         }
     }
 
+    /// The sequence number the sample gets when published (no other publish can come
+    /// first while the loan is out).
+    pub fn seq(&self) -> u64 {
+        self.memory.next_seq()
+    }
+
     /// Publishes the first `len` bytes of the slot; the sample's sequence number.
     /// INVALID_ARGUMENT if `len` is larger than the slot.
     pub fn publish(mut self, len: usize) -> Result<u64> {

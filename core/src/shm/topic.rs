@@ -310,6 +310,16 @@ impl TopicPublisher {
         memfd::reopen_read_only(&self.file)
     }
 
+    /// Subscriptions attached now.
+    pub fn attached(&self) -> usize {
+        self.subscriptions.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// The sequence number of the next sample published.
+    pub fn next_seq(&self) -> u64 {
+        self.book.next_seq()
+    }
+
     /// Loans a free slot (None while every slot is in use: queued, held or in history).
     pub fn loan(&mut self) -> Option<Loan> {
         // Whatever was overwritten before is seen by a subscriber after its own fence,
@@ -794,7 +804,7 @@ impl std::fmt::Debug for TopicSubscriberBuilder {
 
 /// Maps a topic's memory received from its publisher (read-only), after checking its
 /// seals, magic and geometry.
-fn map_topic(topic: &File) -> Result<(Arc<MmapRaw>, RawView, TopicGeometry)> {
+pub(crate) fn map_topic(topic: &File) -> Result<(Arc<MmapRaw>, RawView, TopicGeometry)> {
     let len = topic.metadata().map_err(|e| Error::system("stat of a topic's memory", e))?.len();
     memfd::check_received(topic, len, memfd::READ_ONLY_SEALS, "a topic's memory")?;
     if len < PAGE as u64 {

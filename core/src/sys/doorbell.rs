@@ -167,8 +167,6 @@ impl Doorbell {
         Doorbell { fd, process: std::sync::OnceLock::new(), handed: Default::default() }
     }
 
-    // Cells' topics use the hand-over next (issue 26, step 3); the tests use it now.
-    #[allow(dead_code)]
     /// Hands `fd` to the other end under `token` (it claims it with
     /// [`Doorbell::take_handed`]), waiting up to `timeout` for room in the socket's
     /// buffer (wakeups the other end has not drained yet may fill it).
@@ -193,7 +191,6 @@ impl Doorbell {
         }
     }
 
-    #[allow(dead_code)]
     /// The descriptor the other end handed over under `token`, if it came (it was sent
     /// before the call that names it, so it is in the socket if not here).
     pub fn take_handed(&self, token: u64) -> Option<OwnedFd> {

@@ -75,6 +75,21 @@ pub mod builtin {
     /// serialized `google.protobuf.FileDescriptorSet` (what gRPC reflection answers from).
     pub const INTROSPECT_DESCRIPTORS: &str = "cellshm.Introspect.descriptors";
 
+    /// Cell → host: publish a topic whose memory the cell handed over on its doorbell.
+    pub const TOPIC_CREATE: &str = "cellshm.Topic.create";
+    /// Cell → host: subscribe to a topic with the subscription memory handed over.
+    pub const TOPIC_SUBSCRIBE: &str = "cellshm.Topic.subscribe";
+    /// Cell → host, NO_REPLY: end a subscription.
+    pub const TOPIC_UNSUBSCRIBE: &str = "cellshm.Topic.unsubscribe";
+    /// Cell → host, NO_REPLY: the cell closed a topic it published.
+    pub const TOPIC_CLOSE: &str = "cellshm.Topic.close";
+    /// Host → cell: attach a subscriber (its memory handed over) to a topic the cell publishes.
+    pub const TOPIC_ATTACH: &str = "cellshm.Topic.attach";
+    /// Host → cell, NO_REPLY: a subscriber of a topic the cell publishes left.
+    pub const TOPIC_DETACH: &str = "cellshm.Topic.detach";
+    /// Host → cell, NO_REPLY: a topic the cell subscribes to ended (its publisher died).
+    pub const TOPIC_ENDED: &str = "cellshm.Topic.ended";
+
     /// Id of [`LIFECYCLE_READY`].
     pub const LIFECYCLE_READY_ID: u32 = method_id(LIFECYCLE_READY);
     /// Id of [`LIFECYCLE_GOODBYE`].
@@ -90,8 +105,23 @@ pub mod builtin {
     /// Id of [`INTROSPECT_DESCRIPTORS`].
     pub const INTROSPECT_DESCRIPTORS_ID: u32 = method_id(INTROSPECT_DESCRIPTORS);
 
+    /// Id of [`TOPIC_CREATE`].
+    pub const TOPIC_CREATE_ID: u32 = method_id(TOPIC_CREATE);
+    /// Id of [`TOPIC_SUBSCRIBE`].
+    pub const TOPIC_SUBSCRIBE_ID: u32 = method_id(TOPIC_SUBSCRIBE);
+    /// Id of [`TOPIC_UNSUBSCRIBE`].
+    pub const TOPIC_UNSUBSCRIBE_ID: u32 = method_id(TOPIC_UNSUBSCRIBE);
+    /// Id of [`TOPIC_CLOSE`].
+    pub const TOPIC_CLOSE_ID: u32 = method_id(TOPIC_CLOSE);
+    /// Id of [`TOPIC_ATTACH`].
+    pub const TOPIC_ATTACH_ID: u32 = method_id(TOPIC_ATTACH);
+    /// Id of [`TOPIC_DETACH`].
+    pub const TOPIC_DETACH_ID: u32 = method_id(TOPIC_DETACH);
+    /// Id of [`TOPIC_ENDED`].
+    pub const TOPIC_ENDED_ID: u32 = method_id(TOPIC_ENDED);
+
     /// Every built-in method's name.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 14] = [
         LIFECYCLE_READY,
         LIFECYCLE_GOODBYE,
         LIFECYCLE_HEARTBEAT,
@@ -99,6 +129,13 @@ pub mod builtin {
         LOG_SET_FILTER,
         INTROSPECT_METHODS,
         INTROSPECT_DESCRIPTORS,
+        TOPIC_CREATE,
+        TOPIC_SUBSCRIBE,
+        TOPIC_UNSUBSCRIBE,
+        TOPIC_CLOSE,
+        TOPIC_ATTACH,
+        TOPIC_DETACH,
+        TOPIC_ENDED,
     ];
 }
 

@@ -207,12 +207,89 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         }
         call.reply(&reply)
     })?;
+    serve_topic_methods(&cell)?;
     // Kept for as long as the cell serves.
     let _runtime = match std::env::var("TEST_CELL_ASYNC").as_deref() {
         Ok("1") => Some(serve_async_methods(&cell)?),
         _ => None,
     };
     cell.run()
+}
+
+/// Publish/subscribe from the test cell (bodies in `cellshm::wire::BodyWriter` encoding):
+/// - `Topic.read {str name} {u32 policy} {u32 n} {u32 count}`: subscribes and reads
+///   `count` samples (each starts with its u64 number, 1, 2, ...: checked to match the
+///   sample's sequence number), then answers u64 received, u64 missed, u64 last seq,
+///   u32 the status that ended it early (0: none);
+/// - `Topic.open {str name} {u32 sample size} {u32 depth}`: publishes the topic (kept
+///   until `Topic.close`); `Topic.send {str name} {u32 count} {u32 size}`: publishes
+///   `count` samples numbered from the topic's next sequence number; `Topic.close {str name}`.
+fn serve_topic_methods(cell: &std::sync::Arc<Cell>) -> Result<(), Error> {
+    use cellshm::wire::{BodyReader, BodyWriter};
+    use cellshm::{Publisher, TopicOptions, TopicPolicy};
+    use std::collections::HashMap;
+    static PUBLISHERS: std::sync::Mutex<Option<HashMap<String, Publisher>>> = std::sync::Mutex::new(None);
+    let bad = |m: String| Error::new(Status::InvalidArgument, m);
+    let weak = std::sync::Arc::downgrade(cell);
+    cell.method("Topic.read", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let mut r = BodyReader::new(call.payload());
+        let (name, code, n, count) =
+            (r.str().map_err(bad)?, r.u32().map_err(bad)?, r.u32().map_err(bad)?, r.u32().map_err(bad)?);
+        let policy = TopicPolicy::from_code(code, n).ok_or_else(|| bad(format!("policy {code}")))?;
+        let subscriber = cell.subscribe(&name, policy)?;
+        let (mut received, mut missed, mut last, mut ended) = (0u64, 0u64, 0u64, 0u32);
+        while received < count as u64 {
+            match subscriber.recv(Duration::from_secs(30)) {
+                Ok(Some(sample)) => {
+                    let bytes = sample.to_vec();
+                    let number = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                    if number != sample.seq() {
+                        return Err(Error::new(Status::DataLoss, format!("sample {} says {number}", sample.seq())));
+                    }
+                    received += 1;
+                    missed += sample.missed();
+                    last = sample.seq();
+                }
+                Ok(None) => return Err(Error::new(Status::DeadlineExceeded, "no sample in 30 s")),
+                Err(e) => {
+                    ended = e.status().code();
+                    break;
+                }
+            }
+        }
+        call.reply(&BodyWriter::default().u64(received).u64(missed).u64(last).u32(ended).finish())
+    })?;
+    let weak = std::sync::Arc::downgrade(cell);
+    cell.method("Topic.open", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let mut r = BodyReader::new(call.payload());
+        let (name, sample_size, depth) = (r.str().map_err(bad)?, r.u32().map_err(bad)?, r.u32().map_err(bad)?);
+        let options = TopicOptions { sample_size, depth, ..TopicOptions::default() };
+        let publisher = cell.publish(&name, options)?;
+        PUBLISHERS.lock().expect("publishers").get_or_insert_with(HashMap::new).insert(name, publisher);
+        Ok(())
+    })?;
+    cell.method("Topic.send", move |call| {
+        let mut r = BodyReader::new(call.payload());
+        let (name, count, size) = (r.str().map_err(bad)?, r.u32().map_err(bad)?, r.u32().map_err(bad)?);
+        let publisher = PUBLISHERS.lock().expect("publishers").as_ref().and_then(|p| p.get(&name).cloned());
+        let publisher = publisher.ok_or_else(|| Error::new(Status::NotFound, format!("no topic {name:?} here")))?;
+        let len = (size as usize).max(8);
+        for _ in 0..count {
+            let mut loan = publisher.loan(Duration::from_secs(30))?;
+            let seq = loan.seq();
+            loan.bytes_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+            loan.publish(len)?;
+        }
+        Ok(())
+    })?;
+    cell.method("Topic.close", move |call| {
+        let name = BodyReader::new(call.payload()).str().map_err(bad)?;
+        PUBLISHERS.lock().expect("publishers").as_mut().and_then(|p| p.remove(&name));
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// `Async.relay` handlers sleeping now, and the most there ever were at once.

@@ -431,6 +431,27 @@ fn other(side: Side) -> Side {
 }
 
 impl Session {
+    /// Hands `fd` to the peer on the doorbell under a new token (name it in the call
+    /// that follows); the token.
+    pub(crate) fn hand_over(&self, fd: &impl std::os::fd::AsRawFd) -> Result<u64> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = ((std::process::id() as u64) << 32) | NEXT.fetch_add(1, Ordering::Relaxed);
+        self.doorbell
+            .hand_over(token, fd.as_raw_fd(), Duration::from_secs(5))
+            .map_err(|e| Error::system(format!("handing a descriptor to {}", self.label), e))?;
+        Ok(token)
+    }
+
+    /// The descriptor the peer handed over under `token` (PROTOCOL_ERROR if it did not).
+    pub(crate) fn take_handed(&self, token: u64) -> Result<std::fs::File> {
+        self.doorbell.take_handed(token).map(std::fs::File::from).ok_or_else(|| {
+            Error::new(
+                Status::ProtocolError,
+                format!("{} named descriptor {token:#x} but handed none over", self.label),
+            )
+        })
+    }
+
     /// Attaches to the region as `side`.
     ///
     /// # Safety

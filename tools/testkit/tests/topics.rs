@@ -1,0 +1,141 @@
+//! Publish/subscribe across processes, brokered by the host: the host publishes and test
+//! cells subscribe; a cell publishes and the host and another cell subscribe; a
+//! publisher's death ends its topic for its subscribers; a subscriber's death lets go of
+//! its queue at the publisher; the host's access rules decide who may subscribe.
+
+mod common;
+
+use std::time::Duration;
+
+use cellshm::wire::{BodyReader, BodyWriter};
+use cellshm::{CallOptions, Hub, HubConfig, LinkEnd, Peer, Status, TopicOptions, TopicPolicy};
+use common::spawn_cell_on;
+
+fn secs(n: u64) -> CallOptions {
+    CallOptions::timeout(Duration::from_secs(n))
+}
+
+/// (received, missed, last seq, status that ended it early or 0).
+fn read_reply(bytes: &[u8]) -> (u64, u64, u64, u32) {
+    let mut r = BodyReader::new(bytes);
+    (r.u64().unwrap(), r.u64().unwrap(), r.u64().unwrap(), r.u32().unwrap())
+}
+
+/// Starts `Topic.read` on `peer` on a thread of its own; its answer when it ends.
+fn read_in_cell(
+    peer: &Peer,
+    name: &str,
+    policy: TopicPolicy,
+    count: u32,
+) -> std::thread::JoinHandle<cellshm::Result<Vec<u8>>> {
+    let (code, n) = policy.code();
+    let body = BodyWriter::default().str(name).u32(code).u32(n).u32(count).finish();
+    let peer = peer.clone();
+    std::thread::spawn(move || peer.call("Topic.read", &body, &secs(60)).map(|r| r.bytes().to_vec()))
+}
+
+/// A sample that starts with its number.
+fn numbered(seq: u64, size: usize) -> Vec<u8> {
+    let mut sample = vec![0u8; size.max(8)];
+    sample[..8].copy_from_slice(&seq.to_le_bytes());
+    sample
+}
+
+#[test]
+fn the_hosts_topic_reaches_block_subscribers_in_two_cells_in_order() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (a, mut child_a) = spawn_cell_on(&hub, "a", &[]);
+    let (b, mut child_b) = spawn_cell_on(&hub, "b", &[]);
+    let publisher =
+        hub.publish("ticks", TopicOptions { sample_size: 256, depth: 8, ..TopicOptions::default() }).unwrap();
+    const N: u32 = 20_000;
+    let readers = [read_in_cell(&a, "ticks", TopicPolicy::Block, N), read_in_cell(&b, "ticks", TopicPolicy::Block, N)];
+    // Both subscribed once a sample reaches both: publish the first when both are in.
+    let watcher = hub.subscribe("ticks", TopicPolicy::DropOldest).unwrap();
+    wait_for_subscribers(&hub, 3);
+    for seq in 1..=N as u64 {
+        publisher.publish(&numbered(seq, 64 + (seq % 150) as usize), Duration::from_secs(30)).unwrap();
+    }
+    for reader in readers {
+        assert_eq!(read_reply(&reader.join().unwrap().unwrap()), (N as u64, 0, N as u64, 0));
+    }
+    drop(watcher);
+    for child in [&mut child_a, &mut child_b] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Waits (up to 20 s) until the hub's topics have `n` subscribers, the host's own
+/// included: the cells subscribe on threads of their own.
+fn wait_for_subscribers(hub: &Hub, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while hub.topic_subscriptions() != n {
+        assert!(std::time::Instant::now() < deadline, "{} subscribers, not {n}", hub.topic_subscriptions());
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_cells_topic_reaches_the_host_and_another_cell_and_ends_when_the_publisher_dies() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (publisher, mut child_p) = spawn_cell_on(&hub, "sensor", &[]);
+    let (reader, mut child_r) = spawn_cell_on(&hub, "reader", &[]);
+    let open = BodyWriter::default().str("samples").u32(1024).u32(16).finish();
+    publisher.call("Topic.open", &open, &secs(10)).unwrap();
+    let e = hub.publish("samples", TopicOptions::default()).unwrap_err();
+    assert_eq!(e.status(), Status::AlreadyExists, "{e}");
+    let host = hub.subscribe("samples", TopicPolicy::Block).unwrap();
+    let in_cell = read_in_cell(&reader, "samples", TopicPolicy::Block, 1_000_000);
+    wait_for_subscribers(&hub, 2);
+    let send = BodyWriter::default().str("samples").u32(500).u32(700).finish();
+    let sending = {
+        let publisher = publisher.clone();
+        std::thread::spawn(move || publisher.call("Topic.send", &send, &secs(60)))
+    };
+    for seq in 1..=500u64 {
+        let sample = host.recv(Duration::from_secs(30)).unwrap().expect("a sample");
+        assert_eq!((sample.seq(), sample.missed()), (seq, 0));
+        let bytes = sample.to_vec();
+        assert_eq!((bytes.len(), u64::from_le_bytes(bytes[..8].try_into().unwrap())), (700, seq));
+    }
+    sending.join().unwrap().unwrap();
+    // The publisher dies: both subscribers see the end (the cell's reader after the 500).
+    child_p.kill().unwrap();
+    let e = match host.recv(Duration::from_secs(10)) {
+        Ok(Some(_)) => panic!("nothing more was sent"),
+        Ok(None) => panic!("the publisher's death was not seen within 10 s"),
+        Err(e) => e,
+    };
+    assert_eq!(e.status(), Status::Unavailable, "{e}");
+    let (received, missed, last, ended) = read_reply(&in_cell.join().unwrap().unwrap());
+    assert_eq!((received, missed, last, ended), (500, 0, 500, Status::Unavailable.code()));
+    let _ = child_p.wait();
+    let _ = child_r.kill();
+    let _ = child_r.wait();
+}
+
+#[test]
+fn a_dead_subscribers_queue_is_let_go_and_the_hosts_rules_decide_who_subscribes() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.allow("topic:secret", &["trusted"]).unwrap();
+    let (trusted, mut child_t) = spawn_cell_on(&hub, "trusted", &[]);
+    let (other, mut child_o) = spawn_cell_on(&hub, "other", &[]);
+    let publisher =
+        hub.publish("secret", TopicOptions { sample_size: 64, depth: 4, ..TopicOptions::default() }).unwrap();
+    let refused = read_in_cell(&other, "secret", TopicPolicy::Block, 1).join().unwrap().unwrap_err();
+    assert_eq!(refused.status(), Status::PermissionDenied, "{refused}");
+    // A Block subscriber that never reads holds the publisher...
+    let stuck = read_in_cell(&trusted, "secret", TopicPolicy::Block, 1_000);
+    wait_for_subscribers(&hub, 1);
+    child_t.kill().unwrap();
+    let _ = stuck.join();
+    let _ = child_t.wait();
+    // ... until it dies: then its queue is let go of and the publisher goes on.
+    wait_for_subscribers(&hub, 0);
+    for seq in 1..=20u64 {
+        publisher.publish(&numbered(seq, 64), Duration::from_secs(5)).unwrap();
+    }
+    let _ = child_o.kill();
+    let _ = child_o.wait();
+}
