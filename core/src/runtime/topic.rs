@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::proto::topic::TopicPolicy;
+use crate::runtime::session::WaitStrategy;
 use crate::runtime::sync::Mutex;
 use crate::shm::topic::{Next, Received, SampleAccess, TopicGeometry, TopicPublisher, TopicSubscriber, INLINE_MAX};
 use crate::shm::SharedBytes;
@@ -192,6 +193,8 @@ pub(crate) struct SubscriberShared {
     pub(crate) ended: Mutex<Option<Error>>,
     /// Called once when the subscriber is dropped: the host or the cell unsubscribes.
     pub(crate) on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// How `recv` waits.
+    wait: Mutex<WaitStrategy>,
 }
 
 impl Drop for SubscriberShared {
@@ -226,6 +229,7 @@ impl Subscriber {
                 memory: Mutex::new(memory),
                 ended: Mutex::new(None),
                 on_close: Mutex::new(None),
+                wait: Mutex::new(WaitStrategy::default()),
             }),
         }
     }
@@ -235,30 +239,63 @@ impl Subscriber {
         &self.shared.name
     }
 
+    /// How [`Subscriber::recv`] waits, as calls do: `Spin` polls the queue until the
+    /// timeout (lowest latency, a core busy), `Adaptive` polls for its spin then sleeps
+    /// until the publisher wakes it (the default), `Block` sleeps at once.
+    pub fn set_wait(&self, wait: WaitStrategy) {
+        *self.shared.wait.lock() = wait;
+    }
+
     /// The next sample, waiting up to `timeout`; `Ok(None)` if none came. Once the
     /// subscription ends: UNAVAILABLE (the topic closed or its publisher died; what was
     /// queued is read first) or the reason the publisher detached it
     /// (RESOURCE_EXHAUSTED: it lagged past its `DisconnectAfter`; PROTOCOL_ERROR).
     pub fn recv(&self, timeout: Duration) -> Result<Option<Sample>> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let spin = self.shared.wait.lock().spin_budget().map_or(timeout, |spin| spin.min(timeout));
+        let mut polls = 0u32;
+        loop {
+            let next = self.shared.memory.lock().try_next();
+            if let Some(found) = self.found(next)? {
+                return Ok(Some(found));
+            }
+            polls = polls.wrapping_add(1);
+            // The clock and the host's word are looked at every so often, not per poll.
+            if spin.is_zero() || polls % 64 == 0 {
+                if let Some(e) = self.shared.ended.lock().clone() {
+                    return Err(e);
+                }
+                if started.elapsed() >= spin {
+                    break;
+                }
+            }
+            std::hint::spin_loop();
+        }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let next = self.shared.memory.lock().next_timeout(left.min(DEATH_CHECK));
-            match next {
-                Next::Sample(received) => {
-                    let access = self.shared.memory.lock().access();
-                    return Ok(Some(Sample { access, received: Some(received) }));
-                }
-                Next::Ended(status) => return Err(self.ended(status)),
-                Next::Empty => {
-                    if let Some(e) = self.shared.ended.lock().clone() {
-                        return Err(e);
-                    }
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                }
+            if let Some(found) = self.found(next)? {
+                return Ok(Some(found));
             }
+            if let Some(e) = self.shared.ended.lock().clone() {
+                return Err(e);
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A sample found, the end of the subscription, or nothing yet.
+    fn found(&self, next: Next) -> Result<Option<Sample>> {
+        match next {
+            Next::Sample(received) => {
+                let access = self.shared.memory.lock().access();
+                Ok(Some(Sample { access, received: Some(received) }))
+            }
+            Next::Ended(status) => Err(self.ended(status)),
+            Next::Empty => Ok(None),
         }
     }
 

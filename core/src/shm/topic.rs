@@ -29,7 +29,7 @@ use memmap2::MmapRaw;
 use super::memfd;
 use super::RawView;
 use crate::error::{Error, Result};
-use crate::proto::topic::{Observe, Publication, PublisherBook, SampleAt, TopicPolicy};
+use crate::proto::topic::{DetachReason, Observe, Publication, PublisherBook, SampleAt, TopicPolicy};
 use crate::wire::Status;
 
 /// First 8 bytes of a topic's memfd.
@@ -398,8 +398,12 @@ impl TopicPublisher {
             let dropped = self.view.atomic_u64(self.geometry.record(index) + at::record::DROPPED);
             dropped.store(dropped.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
-        for &(index, _) in &publication.detached {
-            self.end_subscription(index, Status::ResourceExhausted);
+        for &(index, reason) in &publication.detached {
+            let status = match reason {
+                DetachReason::Lagging => Status::ResourceExhausted,
+                DetachReason::Lied => Status::ProtocolError,
+            };
+            self.end_subscription(index, status);
         }
         self.view.atomic_u64(at::PUBLISHED).store(publication.seq, Ordering::Release);
         // Parked handshake (PROTOCOL.md §5's, on the record's wake word): either the
@@ -1003,19 +1007,9 @@ mod tests {
         let mut late = subscribe(&mut publisher, TopicPolicy::DropOldest);
         let seqs: Vec<u64> = (0..10).map(|_| take(&mut late).0).collect();
         assert_eq!(seqs, (91..=100).collect::<Vec<u64>>());
-        let mut honest = subscribe(&mut publisher, TopicPolicy::DropOldest);
         let mut leaving = subscribe(&mut publisher, TopicPolicy::Block);
-        // The liar claims to have read far beyond what was queued for it.
-        let own = late.own;
-        own.atomic_u64(sub_at::HEAD).store(1 << 40, Ordering::Release);
         publish(&mut publisher, b"after");
-        assert!(matches!(late.try_next(), Next::Ended(Status::ResourceExhausted)));
-        let after: Vec<u64> = std::iter::from_fn(|| match honest.try_next() {
-            Next::Sample(r) => Some(r.seq),
-            _ => None,
-        })
-        .collect();
-        assert_eq!(after.last(), Some(&101));
+        assert_eq!(take(&mut late).0, 101);
         // Closing the topic ends every subscription, and a waiting one wakes.
         let waiter = std::thread::spawn(move || {
             let mut seen = Vec::new();
@@ -1031,6 +1025,21 @@ mod tests {
         let (seen, status) = waiter.join().unwrap();
         assert_eq!(status, Status::Unavailable);
         assert_eq!(seen, (91..=101).collect::<Vec<u64>>(), "the history and what came after, read before the end");
+    }
+
+    #[test]
+    fn a_subscriber_that_lies_about_its_head_is_detached_and_the_others_lose_nothing() {
+        let mut publisher = TopicPublisher::create("liars", geometry(4, 0)).unwrap();
+        let mut liar = subscribe(&mut publisher, TopicPolicy::Block);
+        let mut honest = subscribe(&mut publisher, TopicPolicy::Block);
+        // It claims to have read far beyond what was queued for it (and never reads).
+        liar.own.atomic_u64(sub_at::HEAD).store(1 << 40, Ordering::Release);
+        for i in 1..=6u64 {
+            assert!(publisher.wait_for_room(Duration::from_secs(1)), "the liar never holds the publisher");
+            publish(&mut publisher, &i.to_le_bytes());
+            assert_eq!(take(&mut honest).0, i);
+        }
+        assert!(matches!(liar.try_next(), Next::Ended(Status::ProtocolError)));
     }
 
     #[test]

@@ -192,26 +192,28 @@ impl Doorbell {
     }
 
     /// The descriptor the other end handed over under `token`, if it came (it was sent
-    /// before the call that names it, so it is in the socket if not here).
+    /// before the call that names it, so it is in the socket if not here). Draining
+    /// happens under the same lock, so a hand-over another thread is draining right now
+    /// is found too.
     pub fn take_handed(&self, token: u64) -> Option<OwnedFd> {
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
         let take = |handed: &mut std::collections::VecDeque<(u64, OwnedFd)>| {
             let at = handed.iter().position(|(t, _)| *t == token)?;
             handed.remove(at).map(|(_, fd)| fd)
         };
-        if let Some(fd) = take(&mut self.handed.lock().unwrap_or_else(|e| e.into_inner())) {
+        if let Some(fd) = take(&mut handed) {
             return Some(fd);
         }
-        self.drain();
-        take(&mut self.handed.lock().unwrap_or_else(|e| e.into_inner()))
+        self.drain_into(&mut handed);
+        take(&mut handed)
     }
 
     /// Keeps a hand-over that came while draining.
-    fn keep_handed(&self, message: &[u8], mut fds: Vec<OwnedFd>) {
+    fn keep_handed(handed: &mut std::collections::VecDeque<(u64, OwnedFd)>, message: &[u8], mut fds: Vec<OwnedFd>) {
         if message.len() != 16 || message[..4] != FD_MESSAGE || fds.len() != 1 {
             return; // not a hand-over: any fds attached are closed here
         }
         let token = u64::from_le_bytes(message[8..16].try_into().unwrap_or_default());
-        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
         if handed.len() >= MAX_HANDED {
             handed.pop_front();
         }
@@ -256,13 +258,18 @@ impl Doorbell {
     /// Reads every queued wakeup (keeping any descriptor handed over). Returns false when
     /// the other end is closed.
     pub fn drain(&self) -> bool {
+        let mut handed = self.handed.lock().unwrap_or_else(|e| e.into_inner());
+        self.drain_into(&mut handed)
+    }
+
+    fn drain_into(&self, handed: &mut std::collections::VecDeque<(u64, OwnedFd)>) -> bool {
         let mut buf = [0u8; 16];
         loop {
             match unix::recv_nonblocking(&self.fd, &mut buf) {
                 Ok(unix::Received { len: 0, .. }) => return false,
                 Ok(unix::Received { len, fds, .. }) => {
                     if !fds.is_empty() {
-                        self.keep_handed(&buf[..len.min(buf.len())], fds);
+                        Self::keep_handed(handed, &buf[..len.min(buf.len())], fds);
                     }
                 }
                 Err(e) => match e.raw_os_error() {

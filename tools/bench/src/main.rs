@@ -22,6 +22,7 @@ use cellshm::{CallOptions, Error, Hub, HubConfig, PeerOptions, SlotClass, Status
 mod asynchronous;
 mod grpc;
 mod peers;
+mod pubsub;
 mod typed;
 
 fn main() -> ExitCode {
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Some("__floor-shm") => floor_shm_child(&args[1..]),
         Some("__floor-sock") => floor_socket_child(&args[1..]),
         Some("__iceoryx2-server") => peers::iceoryx2_server(&args[1..]),
+        Some("__iceoryx2-pubsub") => pubsub::iceoryx2_child(&args[1..]),
         Some("__grpc-server") => grpc::grpc_server(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{}", usage().message());
@@ -98,6 +100,8 @@ struct Results {
     rates: std::collections::HashMap<String, Vec<f64>>,
     /// Calls per second, per round.
     throughputs: std::collections::HashMap<String, Vec<f64>>,
+    /// Samples per second (publish/subscribe), per round.
+    sample_rates: std::collections::HashMap<String, Vec<f64>>,
 }
 
 impl Results {
@@ -130,6 +134,18 @@ impl Results {
     fn per_second(&mut self, name: &str, calls: f64) {
         self.seen(name);
         self.throughputs.entry(name.to_string()).or_default().push(calls);
+    }
+
+    /// One round's samples per second of `name`: the median round is reported.
+    fn samples_per_second(&mut self, name: &str, samples: f64) {
+        self.seen(name);
+        self.sample_rates.entry(name.to_string()).or_default().push(samples);
+    }
+
+    fn sample_rate(&self, name: &str) -> Option<f64> {
+        let mut v = self.sample_rates.get(name)?.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        (!v.is_empty()).then(|| quantile(&v, 0.5))
     }
 
     fn calls_per_second(&self, name: &str) -> Option<f64> {
@@ -178,6 +194,8 @@ impl Results {
                 entries.push((name, format!("\"gbps\":{gbps:.2}"), format!("gbps={gbps:.2}")));
             } else if let Some(rate) = self.calls_per_second(name) {
                 entries.push((name, format!("\"calls_per_s\":{rate:.0}"), format!("calls_per_s={rate:.0}")));
+            } else if let Some(rate) = self.sample_rate(name) {
+                entries.push((name, format!("\"rate\":{rate:.0}"), format!("rate={rate:.0}")));
             }
         }
         if JSON.load(Ordering::Relaxed) {
@@ -249,6 +267,28 @@ fn bench(quick: bool) -> Result<(), Error> {
             "iceoryx2_rr_64B",
             Box::new(|r| {
                 r.latency("iceoryx2_rr_64B", peers::iceoryx2_request_response(n_fast)?);
+                Ok(())
+            }),
+        ),
+        (
+            "cellshm_pubsub_64B_1sub",
+            Box::new(|r| measured(r, "cellshm_pubsub_64B_1sub", pubsub::cellshm_latency(1, n_fast))),
+        ),
+        (
+            "iceoryx2_pubsub_64B_1sub",
+            Box::new(|r| measured(r, "iceoryx2_pubsub_64B_1sub", pubsub::iceoryx2_latency(1, n_fast))),
+        ),
+        (
+            "cellshm_pubsub_64B_1sub_rate",
+            Box::new(|r| {
+                r.samples_per_second("cellshm_pubsub_64B_1sub_rate", pubsub::cellshm_rate(n_fast * 5)?);
+                Ok(())
+            }),
+        ),
+        (
+            "iceoryx2_pubsub_64B_1sub_rate",
+            Box::new(|r| {
+                r.samples_per_second("iceoryx2_pubsub_64B_1sub_rate", pubsub::iceoryx2_rate(n_fast * 5)?);
                 Ok(())
             }),
         ),

@@ -223,7 +223,9 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
 ///   u32 the status that ended it early (0: none);
 /// - `Topic.open {str name} {u32 sample size} {u32 depth}`: publishes the topic (kept
 ///   until `Topic.close`); `Topic.send {str name} {u32 count} {u32 size}`: publishes
-///   `count` samples numbered from the topic's next sequence number; `Topic.close {str name}`.
+///   `count` samples numbered from the topic's next sequence number; `Topic.close {str name}`;
+/// - `Topic.echo {str ping} {str pong} {u32 count}`: subscribes to `ping` (Block, spinning)
+///   and, unless `pong` is empty, publishes each of `count` samples back on `pong`.
 fn serve_topic_methods(cell: &std::sync::Arc<Cell>) -> Result<(), Error> {
     use cellshm::wire::{BodyReader, BodyWriter};
     use cellshm::{Publisher, TopicOptions, TopicPolicy};
@@ -281,6 +283,33 @@ fn serve_topic_methods(cell: &std::sync::Arc<Cell>) -> Result<(), Error> {
             let seq = loan.seq();
             loan.bytes_mut()[..8].copy_from_slice(&seq.to_le_bytes());
             loan.publish(len)?;
+        }
+        Ok(())
+    })?;
+    let weak = std::sync::Arc::downgrade(cell);
+    cell.method("Topic.echo", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let mut r = BodyReader::new(call.payload());
+        let (ping, pong, count) = (r.str().map_err(bad)?, r.str().map_err(bad)?, r.u32().map_err(bad)?);
+        let subscriber = cell.subscribe(&ping, TopicPolicy::Block)?;
+        subscriber.set_wait(cellshm::WaitStrategy::Spin);
+        let answer = if pong.is_empty() {
+            None
+        } else {
+            Some(cell.publish(&pong, TopicOptions { sample_size: 64, depth: 16, ..TopicOptions::default() })?)
+        };
+        // Ready: the host starts once it sees this cell's subscription (and topic).
+        for _ in 0..count {
+            let sample = subscriber
+                .recv(Duration::from_secs(30))?
+                .ok_or_else(|| Error::new(Status::DeadlineExceeded, "no ping"))?;
+            if let Some(answer) = &answer {
+                let mut loan = answer.loan(Duration::from_secs(30))?;
+                sample.bytes().copy_to_slice(0, &mut loan.bytes_mut()[..sample.bytes().len()]);
+                let len = sample.bytes().len();
+                drop(sample);
+                loan.publish(len)?;
+            }
         }
         Ok(())
     })?;

@@ -58,7 +58,7 @@ impl WaitStrategy {
         }
     }
 
-    pub(super) fn spin_budget(&self) -> Option<Duration> {
+    pub(crate) fn spin_budget(&self) -> Option<Duration> {
         match *self {
             WaitStrategy::Spin => None,
             WaitStrategy::Adaptive { spin } => Some(spin),

@@ -1,0 +1,289 @@
+//! Publish/subscribe side by side: cellshm topics (the host publishes, bench cells
+//! subscribe) against iceoryx2's publish-subscribe (crates.io), both busy-polling, 64-byte
+//! samples, processes apart. Latency is a ping-pong over two topics, halved (the one-way
+//! time from publish to receive, as iceoryx2's own benchmark reports it); with 4
+//! subscribers, one answers and three only read. The rate is samples a subscriber reads
+//! per second while the publisher publishes as fast as its subscriber's queue lets it
+//! (no sample lost: Block / RetryUntilDelivered).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cellshm::wire::BodyWriter;
+use cellshm::{
+    CallOptions, Error, Hub, HubConfig, LinkEnd, Peer, PeerOptions, Status, TopicOptions, TopicPolicy, WaitStrategy,
+};
+use iceoryx2::prelude::*;
+
+const SAMPLE: usize = 64;
+
+fn topic_options() -> TopicOptions {
+    TopicOptions { sample_size: SAMPLE as u32, depth: 16, max_subscribers: 8, ..TopicOptions::default() }
+}
+
+/// A hub with `n` bench cells, each spinning.
+fn cells(n: usize) -> Result<(Hub, Vec<(Peer, std::process::Child)>), Error> {
+    let hub = Hub::create(HubConfig::default())?;
+    let mut cells = Vec::new();
+    for i in 0..n {
+        let ticket =
+            hub.add_peer(&format!("sub{i}"), PeerOptions { wait: WaitStrategy::Spin, ..PeerOptions::default() })?;
+        let mut command = Command::new(super::self_exe()?);
+        command.arg("__cell").env("CELLSHM_WAIT", "spin").env("CELLSHM_WORKERS", "2").env("CELLSHM_QUIET", "1");
+        let (peer, child) = ticket.spawn(&mut command)?;
+        peer.wait_ready(Duration::from_secs(10))?;
+        cells.push((peer, child));
+    }
+    Ok((hub, cells))
+}
+
+fn stop(cells: Vec<(Peer, std::process::Child)>) {
+    for (peer, mut child) in cells {
+        peer.shutdown(Duration::from_secs(1));
+        let _ = child.wait();
+    }
+}
+
+/// Starts `Topic.echo` in each cell (the first answers on `pong` unless `answer` is
+/// false), then waits until every cell subscribed.
+fn start_echoes(
+    hub: &Hub,
+    cells: &[(Peer, std::process::Child)],
+    count: usize,
+    answer: bool,
+) -> Result<Vec<std::thread::JoinHandle<cellshm::Result<()>>>, Error> {
+    let handles: Vec<std::thread::JoinHandle<cellshm::Result<()>>> = cells
+        .iter()
+        .enumerate()
+        .map(|(i, (peer, _))| {
+            let pong = if i == 0 && answer { "pong" } else { "" };
+            let body = BodyWriter::default().str("ping").str(pong).u32(count as u32).finish();
+            let peer = peer.clone();
+            std::thread::spawn(move || {
+                peer.call("Topic.echo", &body, &CallOptions::timeout(Duration::from_secs(120))).map(drop)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while hub.topic_subscriptions() < cells.len() {
+        if let Some(done) = handles.iter().position(|h: &std::thread::JoinHandle<_>| h.is_finished()) {
+            let handles: Vec<_> = handles;
+            let result = handles.into_iter().nth(done).map(|h| h.join());
+            return Err(Error::new(Status::Internal, format!("a bench cell's Topic.echo ended early: {result:?}")));
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(Error::new(Status::DeadlineExceeded, "the bench cells did not subscribe"));
+        }
+        std::thread::yield_now();
+    }
+    Ok(handles)
+}
+
+/// One-way latencies (half round trips) through `subscribers` cells.
+pub fn cellshm_latency(subscribers: usize, iterations: usize) -> Result<Vec<u64>, Error> {
+    let (hub, cells) = cells(subscribers)?;
+    let warmup = iterations / 10;
+    let ping = hub.publish("ping", topic_options())?;
+    let echoes = start_echoes(&hub, &cells, warmup + iterations, true)?;
+    let pong = loop {
+        match hub.subscribe("pong", TopicPolicy::Block) {
+            Ok(pong) => break pong,
+            Err(e) if e.status() == Status::NotFound => std::thread::yield_now(),
+            Err(e) => return Err(e),
+        }
+    };
+    pong.set_wait(WaitStrategy::Spin);
+    let sample = [7u8; SAMPLE];
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        if let Err(e) = ping.publish(&sample, Duration::from_secs(10)) {
+            let ended: Vec<_> = echoes.into_iter().filter(|h| h.is_finished()).map(|h| h.join()).collect();
+            return Err(e.context(format!("sample {i}; echoes ended: {ended:?}")));
+        }
+        let answer =
+            pong.recv(Duration::from_secs(10))?.ok_or_else(|| Error::new(Status::DeadlineExceeded, "no pong"))?;
+        drop(answer);
+        if i >= warmup {
+            samples.push(t.elapsed().as_nanos() as u64 / 2);
+        }
+    }
+    for echo in echoes {
+        echo.join().map_err(|_| Error::new(Status::Internal, "an echo thread panicked"))??;
+    }
+    drop((ping, pong));
+    stop(cells);
+    Ok(samples)
+}
+
+/// Samples per second one cell reads.
+pub fn cellshm_rate(count: usize) -> Result<f64, Error> {
+    let (hub, cells) = cells(1)?;
+    let ping = hub.publish("ping", topic_options())?;
+    let echoes = start_echoes(&hub, &cells, count, false)?;
+    let sample = [7u8; SAMPLE];
+    let started = Instant::now();
+    for _ in 0..count {
+        ping.publish(&sample, Duration::from_secs(10))?;
+    }
+    for echo in echoes {
+        echo.join().map_err(|_| Error::new(Status::Internal, "an echo thread panicked"))??;
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    drop(ping);
+    stop(cells);
+    Ok(rate)
+}
+
+type Payload = [u8; SAMPLE];
+
+fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(Status::Internal, format!("iceoryx2: {what}: {e}"))
+}
+
+fn node() -> Result<Node<ipc::Service>, Error> {
+    set_log_level(LogLevel::Error);
+    NodeBuilder::new().create::<ipc::Service>().map_err(|e| failed("creating a node", e))
+}
+
+fn service(
+    node: &Node<ipc::Service>,
+    name: &str,
+) -> Result<iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, Payload, ()>, Error> {
+    let name: ServiceName = name.try_into().map_err(|e| failed("service name", e))?;
+    node.service_builder(&name)
+        .publish_subscribe::<Payload>()
+        .max_subscribers(8)
+        .subscriber_max_buffer_size(16)
+        .enable_safe_overflow(false)
+        .open_or_create()
+        .map_err(|e| failed("opening the service", e))
+}
+
+/// iceoryx2's child: `__iceoryx2-pubsub PING PONG COUNT` subscribes to PING and answers
+/// each of COUNT samples on PONG (unless PONG is `-`), busy-polling; with PONG `-` and
+/// the role `done`, it answers once, after the last.
+pub fn iceoryx2_child(args: &[String]) -> Result<(), Error> {
+    let [ping, pong, count, role] = args else {
+        return Err(Error::new(Status::InvalidArgument, "usage: __iceoryx2-pubsub PING PONG COUNT echo|read|done"));
+    };
+    let count: usize = count.parse().map_err(|e| failed("count", e))?;
+    let node = node()?;
+    let subscriber = service(&node, ping)?.subscriber_builder().create().map_err(|e| failed("subscriber", e))?;
+    let pong_service = service(&node, pong)?;
+    let publisher = pong_service
+        .publisher_builder()
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()
+        .map_err(|e| failed("publisher", e))?;
+    let mut seen = 0;
+    while seen < count {
+        match subscriber.receive().map_err(|e| failed("receiving", e))? {
+            Some(sample) => {
+                seen += 1;
+                if role == "echo" {
+                    publisher.send_copy(*sample.payload()).map_err(|e| failed("answering", e))?;
+                }
+            }
+            None => std::hint::spin_loop(),
+        }
+    }
+    if role == "done" {
+        publisher.send_copy([1u8; SAMPLE]).map_err(|e| failed("answering", e))?;
+    }
+    // Stay until the publisher has seen the answers (it drops the services first).
+    let started = Instant::now();
+    while pong_service.dynamic_config().number_of_subscribers() > 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Spawns iceoryx2 children on `ping`/`pong` and waits until they subscribed.
+fn iceoryx2_children(
+    ping: &iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, Payload, ()>,
+    names: (&str, &str),
+    roles: &[&str],
+    count: usize,
+) -> Result<Vec<std::process::Child>, Error> {
+    let mut children = Vec::new();
+    for role in roles {
+        let child = Command::new(super::self_exe()?)
+            .args(["__iceoryx2-pubsub", names.0, names.1, &count.to_string(), role])
+            .spawn()
+            .map_err(|e| Error::system("spawning an iceoryx2 subscriber", e))?;
+        children.push(child);
+    }
+    let started = Instant::now();
+    while ping.dynamic_config().number_of_subscribers() < roles.len() {
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(Error::new(Status::DeadlineExceeded, "the iceoryx2 subscribers did not start"));
+        }
+        std::thread::yield_now();
+    }
+    Ok(children)
+}
+
+/// iceoryx2's one-way latencies through `subscribers` processes (the first answers).
+pub fn iceoryx2_latency(subscribers: usize, iterations: usize) -> Result<Vec<u64>, Error> {
+    let names =
+        (format!("cellshm-bench/ping/{}", std::process::id()), format!("cellshm-bench/pong/{}", std::process::id()));
+    let node = node()?;
+    let ping = service(&node, &names.0)?;
+    let pong = service(&node, &names.1)?;
+    let publisher = ping
+        .publisher_builder()
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()
+        .map_err(|e| failed("publisher", e))?;
+    let answers = pong.subscriber_builder().create().map_err(|e| failed("subscriber", e))?;
+    let warmup = iterations / 10;
+    let mut roles = vec!["echo"];
+    roles.extend(std::iter::repeat_n("read", subscribers - 1));
+    let children = iceoryx2_children(&ping, (&names.0, &names.1), &roles, warmup + iterations)?;
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let t = Instant::now();
+        publisher.send_copy([7u8; SAMPLE]).map_err(|e| failed("sending", e))?;
+        while answers.receive().map_err(|e| failed("receiving", e))?.is_none() {
+            std::hint::spin_loop();
+        }
+        if i >= warmup {
+            samples.push(t.elapsed().as_nanos() as u64 / 2);
+        }
+    }
+    drop(answers);
+    for mut child in children {
+        let _ = child.wait();
+    }
+    Ok(samples)
+}
+
+/// Samples per second one iceoryx2 subscriber reads.
+pub fn iceoryx2_rate(count: usize) -> Result<f64, Error> {
+    let names =
+        (format!("cellshm-bench/rate/{}", std::process::id()), format!("cellshm-bench/done/{}", std::process::id()));
+    let node = node()?;
+    let ping = service(&node, &names.0)?;
+    let done = service(&node, &names.1)?;
+    let publisher = ping
+        .publisher_builder()
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()
+        .map_err(|e| failed("publisher", e))?;
+    let finished = done.subscriber_builder().create().map_err(|e| failed("subscriber", e))?;
+    let children = iceoryx2_children(&ping, (&names.0, &names.1), &["done"], count)?;
+    let started = Instant::now();
+    for _ in 0..count {
+        publisher.send_copy([7u8; SAMPLE]).map_err(|e| failed("sending", e))?;
+    }
+    while finished.receive().map_err(|e| failed("receiving", e))?.is_none() {
+        std::hint::spin_loop();
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    drop(finished);
+    for mut child in children {
+        let _ = child.wait();
+    }
+    Ok(rate)
+}
