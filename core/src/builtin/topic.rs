@@ -7,11 +7,11 @@
 //!   subscribers, u32 max borrowed, u64 token of the topic's memory (read-only);
 //! - cell → host `subscribe`: str name, u32 policy, u32 n, u64 token of the subscription's
 //!   memory; answers u32 index, u64 start, u64 token of the topic's memory;
-//! - cell → host `unsubscribe` (no reply): str name, u32 index;
+//! - cell → host `unsubscribe` (no reply): str name, u32 index, u64 start;
 //! - cell → host `close` (no reply): str name: the cell closed a topic it published;
 //! - host → cell `attach`: str name, u32 policy, u32 n, u64 token of a subscription's
 //!   memory; answers u32 index, u64 start;
-//! - host → cell `detach` (no reply): str name, u32 index;
+//! - host → cell `detach` (no reply): str name, u32 index, u64 start;
 //! - host → cell `ended` (no reply): str name: its publisher is gone.
 
 use crate::error::{Error, Result};
@@ -47,11 +47,13 @@ pub(crate) struct Subscribed {
     pub token: u64,
 }
 
-/// A subscription ends (`unsubscribe`, `detach`).
+/// A subscription ends (`unsubscribe`, `detach`): the one at `index` that started at
+/// `start`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Leave {
     pub name: String,
     pub index: u32,
+    pub start: u64,
 }
 
 fn read(payload: SharedBytes<'_>) -> Vec<u8> {
@@ -126,14 +128,14 @@ impl Subscribed {
 
 impl Leave {
     pub fn encode(&self) -> Vec<u8> {
-        BodyWriter::default().str(&self.name).u32(self.index).finish()
+        BodyWriter::default().str(&self.name).u32(self.index).u64(self.start).finish()
     }
 
     pub fn decode(payload: SharedBytes<'_>) -> Result<Leave> {
         let body = read(payload);
         let mut r = BodyReader::new(&body);
         let parse = |r: &mut BodyReader<'_>| -> std::result::Result<Leave, String> {
-            Ok(Leave { name: r.str()?, index: r.u32()? })
+            Ok(Leave { name: r.str()?, index: r.u32()?, start: r.u64()? })
         };
         parse(&mut r).map_err(|m| bad("topic leave", m))
     }
@@ -161,7 +163,7 @@ mod tests {
         assert_eq!(Subscribe::decode(SharedBytes::private(&subscribe.encode())).unwrap(), subscribe);
         let subscribed = Subscribed { index: 2, start: 40, token: 11 };
         assert_eq!(Subscribed::decode(&subscribed.encode()).unwrap(), subscribed);
-        let leave = Leave { name: "frames".into(), index: 1 };
+        let leave = Leave { name: "frames".into(), index: 1, start: 12 };
         assert_eq!(Leave::decode(SharedBytes::private(&leave.encode())).unwrap(), leave);
         assert_eq!(decode_name(SharedBytes::private(&encode_name("frames"))).unwrap(), "frames");
         let mut bad_policy = subscribe.encode();

@@ -50,7 +50,7 @@ impl CellTopics {
     /// `cellshm.Topic.detach`: a subscriber left.
     pub(super) fn detach(&self, leave: Leave) {
         if let Some(publisher) = self.publishers.lock().get(&leave.name).and_then(Weak::upgrade) {
-            publisher.memory.lock().end_subscription(leave.index as usize, Status::Cancelled);
+            publisher.memory.lock().end_subscription(leave.index as usize, leave.start, Status::Cancelled);
         }
     }
 
@@ -116,10 +116,11 @@ impl Cell {
         let reply = self.call(builtin::TOPIC_SUBSCRIBE, &body, &CallOptions::timeout(BROKER_TIMEOUT))?;
         let subscribed = Subscribed::decode(reply.bytes())?;
         let unsubscribe = {
-            let (session, topic, index) = (Arc::downgrade(&self.session), name.to_string(), subscribed.index);
+            let (session, topic) = (Arc::downgrade(&self.session), name.to_string());
+            let (index, start) = (subscribed.index, subscribed.start);
             move || {
                 if let Some(session) = session.upgrade() {
-                    let body = Leave { name: topic, index }.encode();
+                    let body = Leave { name: topic, index, start }.encode();
                     let _ = session.notify_within(builtin::TOPIC_UNSUBSCRIBE_ID, &body, Some(NOTIFY_PATIENCE));
                 }
             }

@@ -47,8 +47,8 @@ struct Brokered {
     owner: Owner,
     /// The topic's memory a publishing cell handed over (read-only), for its subscribers.
     memory: Option<File>,
-    /// (index at the publisher, who holds it).
-    subscriptions: Vec<(u32, Holder)>,
+    /// (index at the publisher, where it started, who holds it).
+    subscriptions: Vec<(u32, u64, Holder)>,
 }
 
 impl Brokered {
@@ -109,22 +109,22 @@ fn attach_at_cell(
 }
 
 /// Tells a publishing cell a subscriber left (a notification: nothing to wait for).
-fn detach_at_cell(publisher: &Weak<PeerInner>, name: &str, index: u32) {
+fn detach_at_cell(publisher: &Weak<PeerInner>, name: &str, index: u32, start: u64) {
     if let Some(inner) = publisher.upgrade() {
-        let body = Leave { name: name.to_string(), index }.encode();
+        let body = Leave { name: name.to_string(), index, start }.encode();
         let _ = Peer { inner }.notify(builtin::TOPIC_DETACH, &body, &CallOptions::timeout(NOTIFY_TIMEOUT));
     }
 }
 
-/// Ends subscription `index` of `topic` at its publisher.
-fn end_at_publisher(owner: &Owner, name: &str, index: u32) {
+/// Ends the subscription of `name` at `index` that started at `start`, at its publisher.
+fn end_at_publisher(owner: &Owner, name: &str, index: u32, start: u64) {
     match owner {
         Owner::Host(weak) => {
             if let Some(publisher) = weak.upgrade() {
-                publisher.memory.lock().end_subscription(index as usize, Status::Cancelled);
+                publisher.memory.lock().end_subscription(index as usize, start, Status::Cancelled);
             }
         }
-        Owner::Cell(peer) => detach_at_cell(peer, name, index),
+        Owner::Cell(peer) => detach_at_cell(peer, name, index, start),
     }
 }
 
@@ -160,10 +160,10 @@ pub(crate) fn peer_died(hub: &HubShared, peer: &PeerInner) {
             owned.into_iter().filter_map(|name| by_name.remove(&name).map(|t| (name, t))).collect();
         let mut left = Vec::new();
         for (name, topic) in by_name.iter_mut() {
-            topic.subscriptions.retain(|(index, holder)| {
+            topic.subscriptions.retain(|(index, start, holder)| {
                 let theirs = matches!(holder, Holder::Cell(p) if same(p, peer) || p.strong_count() == 0);
                 if theirs {
-                    left.push((name.clone(), *index, topic.owner.clone()));
+                    left.push((name.clone(), *index, *start, topic.owner.clone()));
                 }
                 !theirs
             });
@@ -176,12 +176,12 @@ pub(crate) fn peer_died(hub: &HubShared, peer: &PeerInner) {
     let why = Error::new(Status::Unavailable, format!("the publisher (cell {}) is gone", peer.name));
     let tell = move || {
         for (name, topic) in &ended {
-            for (_, holder) in &topic.subscriptions {
+            for (_, _, holder) in &topic.subscriptions {
                 tell_ended(name, holder, &why);
             }
         }
-        for (name, index, owner) in left {
-            end_at_publisher(&owner, &name, index);
+        for (name, index, start, owner) in left {
+            end_at_publisher(&owner, &name, index, start);
         }
     };
     if let Err(e) = std::thread::Builder::new().name("cellshm-topics".into()).spawn(tell) {
@@ -223,12 +223,12 @@ pub(crate) fn subscribe_for_cell(peer: &PeerInner, subscribe: Subscribe) -> Resu
     let arc = arc_of(peer).ok_or_else(|| Error::new(Status::Unavailable, "the cell is gone"))?;
     let (attached, topic) = attach(&peer.hub, name, subscribe.policy, &subscription)?;
     if let Some(topic) = peer.hub.topics.by_name.lock().get_mut(name) {
-        topic.subscriptions.push((attached.index, Holder::Cell(Arc::downgrade(&arc))));
+        topic.subscriptions.push((attached.index, attached.start, Holder::Cell(Arc::downgrade(&arc))));
     }
     let token = match peer.session().and_then(|s| s.hand_over(&topic)) {
         Ok(token) => token,
         Err(e) => {
-            unsubscribe(&peer.hub, name, attached.index);
+            unsubscribe(&peer.hub, name, attached.index, attached.start);
             return Err(e);
         }
     };
@@ -238,22 +238,25 @@ pub(crate) fn subscribe_for_cell(peer: &PeerInner, subscribe: Subscribe) -> Resu
 /// `cellshm.Topic.unsubscribe` from `peer`.
 pub(crate) fn unsubscribe_for_cell(peer: &PeerInner, leave: Leave) {
     let held = peer.hub.topics.by_name.lock().get(&leave.name).is_some_and(|t| {
-        t.subscriptions.iter().any(|(i, h)| *i == leave.index && matches!(h, Holder::Cell(p) if same(p, peer)))
+        t.subscriptions
+            .iter()
+            .any(|(i, s, h)| (*i, *s) == (leave.index, leave.start) && matches!(h, Holder::Cell(p) if same(p, peer)))
     });
     if held {
-        unsubscribe(&peer.hub, &leave.name, leave.index);
+        unsubscribe(&peer.hub, &leave.name, leave.index, leave.start);
     }
 }
 
-/// Ends subscription `index` of `name` at its publisher and forgets it.
-fn unsubscribe(hub: &HubShared, name: &str, index: u32) {
+/// Ends the subscription of `name` at `index` that started at `start`, at its
+/// publisher, and forgets it.
+fn unsubscribe(hub: &HubShared, name: &str, index: u32, start: u64) {
     let owner = {
         let mut by_name = hub.topics.by_name.lock();
         let Some(topic) = by_name.get_mut(name) else { return };
-        topic.subscriptions.retain(|(i, _)| *i != index);
+        topic.subscriptions.retain(|(i, s, _)| (*i, *s) != (index, start));
         topic.owner.clone()
     };
-    end_at_publisher(&owner, name, index);
+    end_at_publisher(&owner, name, index, start);
 }
 
 /// Attaches the subscription whose memory is `subscription` to topic `name`, wherever it
@@ -348,17 +351,19 @@ impl Hub {
         let subscriber = match builder.attached(&topic, attached.index as usize, attached.start) {
             Ok(memory) => Subscriber::new(name, memory),
             Err(e) => {
-                unsubscribe(&self.shared, name, attached.index);
+                unsubscribe(&self.shared, name, attached.index, attached.start);
                 return Err(e);
             }
         };
         if let Some(t) = self.shared.topics.by_name.lock().get_mut(name) {
-            t.subscriptions.push((attached.index, Holder::Host(Arc::downgrade(&subscriber.shared))));
+            let holder = Holder::Host(Arc::downgrade(&subscriber.shared));
+            t.subscriptions.push((attached.index, attached.start, holder));
         }
-        let (hub, topic, index) = (Arc::downgrade(&self.shared), name.to_string(), attached.index);
+        let (hub, topic) = (Arc::downgrade(&self.shared), name.to_string());
+        let (index, start) = (attached.index, attached.start);
         *subscriber.shared.on_close.lock() = Some(Box::new(move || {
             if let Some(hub) = hub.upgrade() {
-                unsubscribe(&hub, &topic, index);
+                unsubscribe(&hub, &topic, index, start);
             }
         }));
         Ok(subscriber)

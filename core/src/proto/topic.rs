@@ -142,6 +142,7 @@ struct Queue {
     /// The slot of each position in `released_to..tail` (None: inline).
     slots: VecDeque<Option<u32>>,
     attached: bool,
+    ever_attached: bool,
 }
 
 /// The publisher's private state of one topic.
@@ -177,6 +178,7 @@ impl PublisherBook {
                     released_to: 0,
                     slots: VecDeque::new(),
                     attached: false,
+                    ever_attached: false,
                 })
                 .collect(),
             history: VecDeque::new(),
@@ -193,6 +195,12 @@ impl PublisherBook {
     /// Next position of `subscriber`'s queue (where a new subscription there starts).
     pub fn tail(&self, subscriber: usize) -> u64 {
         self.queues[subscriber].tail
+    }
+
+    /// Where `subscriber`'s current (or last) subscription started: with its index, what
+    /// names one subscription (a new one at an index never starts where the last did).
+    pub fn start(&self, subscriber: usize) -> u64 {
+        self.queues[subscriber].start
     }
 
     /// Whether `subscriber` is attached.
@@ -384,6 +392,12 @@ impl PublisherBook {
     /// [`PublisherBook::tail`] and the history is queued first (up to the queue's depth).
     pub fn attach(&mut self, index: usize, policy: TopicPolicy) -> Vec<Push> {
         let queue = &mut self.queues[index];
+        if queue.ever_attached && queue.tail == queue.start {
+            // The last subscription here got nothing: skip a position, so that no two
+            // subscriptions of one index start alike (an unsubscribe names its start).
+            queue.tail += 1;
+        }
+        queue.ever_attached = true;
         queue.policy = policy;
         queue.attached = true;
         queue.start = queue.tail;
@@ -587,6 +601,11 @@ mod tests {
         assert_eq!(book.tail(0), 2);
         book.attach(0, TopicPolicy::DropNewest);
         assert_eq!(book.tail(0), 2, "a new subscription continues the queue's positions");
+        assert_eq!(book.start(0), 2);
+        // One that got nothing is not started alike by the next.
+        book.detach(0);
+        book.attach(0, TopicPolicy::DropNewest);
+        assert_eq!(book.start(0), 3);
     }
 
     #[test]

@@ -380,7 +380,7 @@ pub(crate) fn subscribe_locally(publisher: &Publisher, policy: TopicPolicy) -> R
     let weak = Arc::downgrade(&publisher.shared);
     *subscriber.shared.on_close.lock() = Some(Box::new(move || {
         if let Some(publisher) = weak.upgrade() {
-            publisher.memory.lock().end_subscription(index, Status::Cancelled);
+            publisher.memory.lock().end_subscription(index, start, Status::Cancelled);
         }
     }));
     Ok(subscriber)

@@ -403,7 +403,7 @@ impl TopicPublisher {
                 DetachReason::Lagging => Status::ResourceExhausted,
                 DetachReason::Lied => Status::ProtocolError,
             };
-            self.end_subscription(index, status);
+            self.end_detached(index, status);
         }
         self.view.atomic_u64(at::PUBLISHED).store(publication.seq, Ordering::Release);
         // Parked handshake (PROTOCOL.md §5's, on the record's wake word): either the
@@ -458,7 +458,8 @@ impl TopicPublisher {
         let index = (0..self.subscriptions.len())
             .find(|&i| self.subscriptions[i].is_none())
             .ok_or_else(|| Error::new(Status::ResourceExhausted, "the topic has its most subscribers"))?;
-        let start = self.book.tail(index);
+        let pushes = self.book.attach(index, policy);
+        let start = self.book.start(index);
         self.subscriptions[index] =
             Some(SubscriptionView { _map: map, view, max_borrowed: self.geometry.max_borrowed as usize });
         let record = self.geometry.record(index);
@@ -470,16 +471,25 @@ impl TopicPublisher {
         self.view.atomic_u64(record + at::record::TAIL).store(start, Ordering::Relaxed);
         self.view.atomic_u64(record + at::record::DROPPED).store(0, Ordering::Relaxed);
         self.view.atomic_u32(record + at::record::STATE).store(1, Ordering::Release);
-        for push in self.book.attach(index, policy) {
+        for push in pushes {
             self.write_entry(index, push.position, push.seq, &push.at);
         }
         Ok((index, start))
     }
 
-    /// Ends subscription `index` (it left, or is detached with `status`): its record
-    /// says so and its queue's slots are let go.
-    pub fn end_subscription(&mut self, index: usize, status: Status) {
+    /// Ends the subscription at `index` that started at `start` (it left, or is detached
+    /// with `status`): its record says so and its queue's slots are let go. Nothing if
+    /// that subscription ended already (another may hold the index now).
+    pub fn end_subscription(&mut self, index: usize, start: u64, status: Status) {
+        if !self.book.is_attached(index) || self.book.start(index) != start {
+            return;
+        }
         self.book.detach(index);
+        self.end_detached(index, status);
+    }
+
+    /// Says in the record of `index` (detached by the book already) why it ended.
+    fn end_detached(&mut self, index: usize, status: Status) {
         if self.subscriptions.get_mut(index).and_then(Option::take).is_none() {
             return;
         }
@@ -1040,6 +1050,20 @@ mod tests {
             assert_eq!(take(&mut honest).0, i);
         }
         assert!(matches!(liar.try_next(), Next::Ended(Status::ProtocolError)));
+    }
+
+    #[test]
+    fn ending_a_subscription_that_ended_already_leaves_the_next_one_at_its_index_alone() {
+        let mut publisher = TopicPublisher::create("reuse", geometry(4, 0)).unwrap();
+        let builder = TopicSubscriber::prepare().unwrap();
+        let (index, first) = publisher.attach(&builder.share().unwrap(), TopicPolicy::Block).unwrap();
+        publisher.end_subscription(index, first, Status::Cancelled);
+        let mut second = subscribe(&mut publisher, TopicPolicy::Block);
+        assert_eq!(second.index(), index);
+        // A late unsubscribe of the first (it named its start) ends nothing.
+        publisher.end_subscription(index, first, Status::Cancelled);
+        publish(&mut publisher, b"still here");
+        assert_eq!(take(&mut second).2, b"still here");
     }
 
     #[test]
