@@ -51,6 +51,8 @@ const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Bytes of a subscription's memfd.
 const SUBSCRIPTION_SIZE: u64 = PAGE as u64;
+/// How long a publisher polls for room in a Block subscriber's queue before sleeping.
+const ROOM_SPIN: Duration = Duration::from_micros(20);
 
 /// Topic memfd offsets.
 mod at {
@@ -106,8 +108,10 @@ mod sub_at {
     /// u64: the next queue position the subscriber reads; the publisher waits on its low
     /// 32 bits (Block).
     pub const HEAD: usize = 64;
-    /// u32: 1 while the subscriber sleeps on its record's wake word.
-    pub const PARKED: usize = 72;
+    /// u32: 1 while the subscriber sleeps on its record's wake word. On a line of its own:
+    /// the publisher reads it after every publish, the subscriber writes `head` after
+    /// every read, and one line for both would cross cores twice per sample.
+    pub const PARKED: usize = 256;
     /// u64 each: samples received, samples missed.
     pub const RECEIVED: usize = 80;
     pub const MISSED: usize = 88;
@@ -349,6 +353,15 @@ impl TopicPublisher {
     /// one is still full.
     pub fn wait_for_room(&mut self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
+        // A subscriber that is reading makes room within microseconds: poll that long
+        // before sleeping (a futex round trip costs more than it saves then).
+        let spin_until = std::time::Instant::now() + ROOM_SPIN.min(timeout);
+        while self.book.check_room(&Subscriptions(&self.subscriptions)).is_err() {
+            if std::time::Instant::now() >= spin_until {
+                break;
+            }
+            std::hint::spin_loop();
+        }
         loop {
             let Err(wait) = self.book.check_room(&Subscriptions(&self.subscriptions)) else { return true };
             let Some(Some(sub)) = self.subscriptions.get(wait.subscriber) else { return true };
@@ -392,7 +405,8 @@ impl TopicPublisher {
     /// Writes a publication's entries and records, then wakes the parked subscribers.
     fn carry_out(&mut self, publication: &Publication) {
         for push in &publication.pushes {
-            self.write_entry(push.subscriber, push.position, push.seq, &push.at);
+            let lapping = publication.dropped_for.contains(&push.subscriber);
+            self.write_entry(push.subscriber, push.position, push.seq, &push.at, lapping);
         }
         for &index in &publication.dropped_for {
             let dropped = self.view.atomic_u64(self.geometry.record(index) + at::record::DROPPED);
@@ -424,8 +438,16 @@ impl TopicPublisher {
         }
     }
 
-    fn write_entry(&self, index: usize, position: u64, seq: u64, at: &SampleAt) {
+    /// Writes queue entry `position` of `index`. `lapping`: it overwrites an entry its
+    /// subscriber has not read (DropOldest), whose tail is published first for the
+    /// subscriber to go on from (the record's line is written only then, so the
+    /// subscriber's reads of it on every sample stay local).
+    fn write_entry(&self, index: usize, position: u64, seq: u64, at: &SampleAt, lapping: bool) {
         let entry = self.geometry.entry(index, position);
+        if lapping {
+            let record = self.geometry.record(index);
+            self.view.atomic_u64(record + at::record::TAIL).store(position + 1, Ordering::Relaxed);
+        }
         let (slot, len) = match at {
             SampleAt::Slot { slot, len } => (*slot, *len),
             SampleAt::Inline(bytes) => {
@@ -437,8 +459,6 @@ impl TopicPublisher {
         self.view.atomic_u32(entry + at::entry::SLOT).store(slot, Ordering::Relaxed);
         self.view.atomic_u32(entry + at::entry::LEN).store(len, Ordering::Relaxed);
         self.view.atomic_u64(entry + at::entry::TAG).store(position + 1, Ordering::Release);
-        let record = self.geometry.record(index);
-        self.view.atomic_u64(record + at::record::TAIL).store(position + 1, Ordering::Relaxed);
     }
 
     /// Attaches the subscription whose memory `subscription` is (read-only here) at a
@@ -472,7 +492,7 @@ impl TopicPublisher {
         self.view.atomic_u64(record + at::record::DROPPED).store(0, Ordering::Relaxed);
         self.view.atomic_u32(record + at::record::STATE).store(1, Ordering::Release);
         for push in pushes {
-            self.write_entry(index, push.position, push.seq, &push.at);
+            self.write_entry(index, push.position, push.seq, &push.at, false);
         }
         Ok((index, start))
     }
