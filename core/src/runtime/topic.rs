@@ -322,7 +322,9 @@ impl Subscriber {
 
 /// A sample read in place from the topic's memory; dropping it lets the publisher use
 /// its slot again (a subscriber holds at most the topic's `max_borrowed` at once: past
-/// that, `recv` waits for one to be dropped).
+/// that, `recv` waits for one to be dropped). Drop it before its [`Subscriber`]: once the
+/// subscription ends, the publisher no longer sees what it holds, and the bytes of a
+/// sample still held may change (reading them stays memory-safe: see [`SharedBytes`]).
 pub struct Sample {
     access: SampleAccess,
     received: Option<Received>,
