@@ -21,15 +21,16 @@ fn topic_options() -> TopicOptions {
     TopicOptions { sample_size: SAMPLE as u32, depth: 16, max_subscribers: 8, ..TopicOptions::default() }
 }
 
-/// A hub with `n` bench cells, each spinning.
+/// A hub with `n` bench cells. Their links to the host sleep (block): they carry only
+/// the setup, and a spinning receiver would take the CPU the subscriber spins on.
 fn cells(n: usize) -> Result<(Hub, Vec<(Peer, std::process::Child)>), Error> {
     let hub = Hub::create(HubConfig::default())?;
     let mut cells = Vec::new();
     for i in 0..n {
         let ticket =
-            hub.add_peer(&format!("sub{i}"), PeerOptions { wait: WaitStrategy::Spin, ..PeerOptions::default() })?;
+            hub.add_peer(&format!("sub{i}"), PeerOptions { wait: WaitStrategy::Block, ..PeerOptions::default() })?;
         let mut command = Command::new(super::self_exe()?);
-        command.arg("__cell").env("CELLSHM_WAIT", "spin").env("CELLSHM_WORKERS", "2").env("CELLSHM_QUIET", "1");
+        command.arg("__cell").env("CELLSHM_WAIT", "block").env("CELLSHM_WORKERS", "2").env("CELLSHM_QUIET", "1");
         let (peer, child) = ticket.spawn(&mut command)?;
         peer.wait_ready(Duration::from_secs(10))?;
         cells.push((peer, child));
