@@ -138,7 +138,12 @@ impl Cell {
         };
         let subscriber = Subscriber::new(name, memory);
         *subscriber.shared.on_close.lock() = Some(Box::new(unsubscribe));
-        self.state.topics.subscribers.lock().push((name.to_string(), Arc::downgrade(&subscriber.shared)));
+        let mut subscribers = self.state.topics.subscribers.lock();
+        // Subscribers dropped since go (a cell that subscribes again and again keeps a
+        // bounded list).
+        subscribers.retain(|(_, weak)| weak.strong_count() > 0);
+        subscribers.push((name.to_string(), Arc::downgrade(&subscriber.shared)));
+        drop(subscribers);
         Ok(subscriber)
     }
 }
