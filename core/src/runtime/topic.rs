@@ -195,6 +195,9 @@ pub(crate) struct SubscriberShared {
     pub(crate) on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// How `recv` waits.
     wait: Mutex<WaitStrategy>,
+    /// What each received sample reads and releases itself with (made once: both
+    /// mappings stay as they are for the subscription's life).
+    access: SampleAccess,
 }
 
 impl Drop for SubscriberShared {
@@ -223,8 +226,10 @@ const DEATH_CHECK: Duration = Duration::from_millis(50);
 
 impl Subscriber {
     pub(crate) fn new(name: &str, memory: TopicSubscriber) -> Subscriber {
+        let access = memory.access();
         Subscriber {
             shared: Arc::new(SubscriberShared {
+                access,
                 name: name.to_string(),
                 memory: Mutex::new(memory),
                 ended: Mutex::new(None),
@@ -290,10 +295,7 @@ impl Subscriber {
     /// A sample found, the end of the subscription, or nothing yet.
     fn found(&self, next: Next) -> Result<Option<Sample>> {
         match next {
-            Next::Sample(received) => {
-                let access = self.shared.memory.lock().access();
-                Ok(Some(Sample { access, received: Some(received) }))
-            }
+            Next::Sample(received) => Ok(Some(Sample { access: self.shared.access.clone(), received: Some(received) })),
             Next::Ended(status) => Err(self.ended(status)),
             Next::Empty => Ok(None),
         }

@@ -432,9 +432,7 @@ impl TopicPublisher {
     fn wake(&self, index: usize) {
         let Some(Some(sub)) = self.subscriptions.get(index) else { return };
         if sub.view.atomic_u32(sub_at::PARKED).load(Ordering::Relaxed) == 1 {
-            let word = self.view.atomic_u32(self.geometry.record(index) + at::record::WAKE);
-            word.fetch_add(1, Ordering::Release);
-            crate::sys::futex::wake_all(word);
+            self.ring(index);
         }
     }
 
@@ -516,7 +514,12 @@ impl TopicPublisher {
         let record = self.geometry.record(index);
         self.view.atomic_u32(record + at::record::DETACH_STATUS).store(status.code(), Ordering::Relaxed);
         self.view.atomic_u32(record + at::record::STATE).store(2, Ordering::Release);
-        let word = self.view.atomic_u32(record + at::record::WAKE);
+        self.ring(index);
+    }
+
+    /// Bumps subscriber `index`'s wake word and wakes whoever sleeps on it.
+    fn ring(&self, index: usize) {
+        let word = self.view.atomic_u32(self.geometry.record(index) + at::record::WAKE);
         word.fetch_add(1, Ordering::Release);
         crate::sys::futex::wake_all(word);
     }
@@ -525,9 +528,7 @@ impl TopicPublisher {
     pub fn close(&mut self) {
         self.view.atomic_u32(at::STATE).store(1, Ordering::Release);
         for index in 0..self.subscriptions.len() {
-            let word = self.view.atomic_u32(self.geometry.record(index) + at::record::WAKE);
-            word.fetch_add(1, Ordering::Release);
-            crate::sys::futex::wake_all(word);
+            self.ring(index);
         }
     }
 }
