@@ -105,6 +105,22 @@
 // does not serve now; the reason says why its last health check failed.
 #define CELLSHM_CELL_UNAVAILABLE 7
 
+// `cellshm_subscriber_options.policy`: the publisher waits (up to its publish timeout)
+// while this subscriber's queue is full. Only for subscribers that read promptly.
+#define CELLSHM_TOPIC_BLOCK 0
+
+// `cellshm_subscriber_options.policy`: a full queue loses its oldest sample; the next
+// sample read says how many were missed (the default).
+#define CELLSHM_TOPIC_DROP_OLDEST 1
+
+// `cellshm_subscriber_options.policy`: a full queue refuses the new sample; the next
+// sample read says how many were missed.
+#define CELLSHM_TOPIC_DROP_NEWEST 2
+
+// `cellshm_subscriber_options.policy`: a subscriber more than `disconnect_after`
+// samples behind is detached; its next read returns CELLSHM_RESOURCE_EXHAUSTED.
+#define CELLSHM_TOPIC_DISCONNECT_AFTER 3
+
 // Result of every fallible function. The numbers are cellshm's one status table
 // (gRPC's canonical codes, then cellshm's own from 100), the same in Rust and Python.
 enum cellshm_status
@@ -218,6 +234,11 @@ typedef struct cellshm_cell cellshm_cell;
 // every function but cellshm_hub_free may be called from any thread at any time.
 typedef struct cellshm_hub cellshm_hub;
 
+// A slot loaned from a topic (cellshm_publisher_loan), written in place through
+// cellshm_loan_data and published with cellshm_loan_publish. Owned by the caller;
+// may move to another thread. While it is out, other publishes of the topic wait.
+typedef struct cellshm_loan cellshm_loan;
+
 // The methods a cell serves (cellshm_peer_methods). Owned by the caller; free it with
 // cellshm_method_list_free.
 typedef struct cellshm_method_list cellshm_method_list;
@@ -225,6 +246,12 @@ typedef struct cellshm_method_list cellshm_method_list;
 // The host's handle on one cell. Thread-safe: every function but cellshm_peer_free may
 // be called from any thread, concurrently.
 typedef struct cellshm_peer cellshm_peer;
+
+// A topic's publishing end (cellshm_hub_publish, cellshm_cell_publish,
+// cellshm_supervisor_publish). Owned by the caller; any thread may use it, several at
+// once (publishes are serialised). cellshm_publisher_free closes the topic once no
+// loan of it is out: subscribers read what was queued, then see CELLSHM_UNAVAILABLE.
+typedef struct cellshm_publisher cellshm_publisher;
 
 // A remote gRPC server added to a hub (cellshm_hub_add_remote). Freeing it leaves the
 // host methods it serves in place while the hub lives.
@@ -236,6 +263,11 @@ typedef struct cellshm_reply cellshm_reply;
 // A response payload, read in place from shared memory. Owned by the caller; release
 // it with cellshm_response_free (that hands the slot back to the sender).
 typedef struct cellshm_response cellshm_response;
+
+// One sample read in place from a topic's memory (cellshm_subscriber_next). Owned by
+// the caller; cellshm_sample_free lets the publisher use its slot again (a subscriber
+// holds at most the topic's `max_borrowed` samples at once).
+typedef struct cellshm_sample cellshm_sample;
 
 // The caller's end of a stream (cellshm_peer_open_stream, cellshm_cell_open_stream).
 // Owned by the caller; release it with cellshm_stream_free, which cancels a stream
@@ -251,6 +283,12 @@ typedef struct cellshm_stream_call cellshm_stream_call;
 // One item of a stream, read in place from shared memory. Owned by the caller;
 // cellshm_stream_item_free releases its slot and lets the sender send one more.
 typedef struct cellshm_stream_item cellshm_stream_item;
+
+// A topic's subscribing end (cellshm_hub_subscribe, cellshm_cell_subscribe,
+// cellshm_supervisor_subscribe). Owned by the caller; one thread at a time reads it.
+// cellshm_subscriber_free unsubscribes; free the samples read from it first (a sample
+// freed later is still safe to read, but its bytes may have changed).
+typedef struct cellshm_subscriber cellshm_subscriber;
 
 // A listener registered with cellshm_supervisor_on_event. Freeing it unregisters the
 // listener: once cellshm_subscription_free returns, the callback is not called again
@@ -491,6 +529,41 @@ typedef void (*cellshm_cell_event_fn)(void *userdata,
                                       const char *name,
                                       uint32_t status,
                                       const char *reason);
+
+// The shape of a topic, chosen by its publisher. Start from
+// cellshm_topic_options_default().
+typedef struct {
+  // sizeof(cellshm_topic_options) as the caller knows it; set by the default.
+  size_t size;
+  // Largest sample in bytes (1 to 1 MiB; default 4096). Samples up to 40 bytes travel
+  // in the subscribers' queue entries, larger ones in a slot of the topic's memory.
+  uint32_t sample_size;
+  // Samples each subscriber's queue holds: a power of two up to 65536 (default 16).
+  uint32_t depth;
+  // The last samples kept for subscribers that join later (0 to `depth`; default 0).
+  uint32_t history;
+  // Subscribers at once (1 to 64; default 8).
+  uint32_t max_subscribers;
+  // Samples a subscriber may hold (not yet freed) at once (1 to 16; default 2).
+  uint32_t max_borrowed;
+} cellshm_topic_options;
+
+// How a subscriber's queue behaves and how it waits. Start from
+// cellshm_subscriber_options_default().
+typedef struct {
+  // sizeof(cellshm_subscriber_options) as the caller knows it; set by the default.
+  size_t size;
+  // A CELLSHM_TOPIC_* policy (default CELLSHM_TOPIC_DROP_OLDEST).
+  uint32_t policy;
+  // With CELLSHM_TOPIC_DISCONNECT_AFTER: how many samples behind is too far (1 to the
+  // topic's depth).
+  uint32_t disconnect_after;
+  // How cellshm_subscriber_next waits: CELLSHM_WAIT_ADAPTIVE (the default),
+  // CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
+  uint32_t wait;
+  // With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping (default 50).
+  uint32_t spin_us;
+} cellshm_subscriber_options;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1569,6 +1642,213 @@ cellshm_status cellshm_supervisor_stop(const cellshm_supervisor *supervisor,
 // # Safety
 // `supervisor` is NULL or not yet freed, not in use by another thread.
 void cellshm_supervisor_free(cellshm_supervisor *supervisor);
+
+// The default topic options, `size` set.
+cellshm_topic_options cellshm_topic_options_default(void);
+
+// The default subscriber options, `size` set.
+cellshm_subscriber_options cellshm_subscriber_options_default(void);
+
+// Creates topic `topic`, published by the host. `options` may be NULL (the defaults).
+// On success `*out_publisher` is owned by the caller. CELLSHM_ALREADY_EXISTS while
+// another topic of that name lives; CELLSHM_INVALID_ARGUMENT for options out of range.
+//
+// # Safety
+// `hub` is live; `topic` NUL-terminated; `options` NULL or a cellshm_topic_options
+// with its `size` set; `out_publisher` writable.
+cellshm_status cellshm_hub_publish(const cellshm_hub *hub,
+                                   const char *topic,
+                                   const cellshm_topic_options *options,
+                                   cellshm_publisher **out_publisher);
+
+// Creates topic `topic`, published by the supervisor's host (see cellshm_hub_publish).
+//
+// # Safety
+// As for cellshm_hub_publish, with a live `supervisor`.
+cellshm_status cellshm_supervisor_publish(const cellshm_supervisor *supervisor,
+                                          const char *topic,
+                                          const cellshm_topic_options *options,
+                                          cellshm_publisher **out_publisher);
+
+// Creates topic `topic`, published by this cell; the host brokers it to subscribers
+// (see cellshm_hub_publish). The topic ends when the publisher is freed or this
+// process dies.
+//
+// # Safety
+// As for cellshm_hub_publish, with a live `cell`.
+cellshm_status cellshm_cell_publish(const cellshm_cell *cell,
+                                    const char *topic,
+                                    const cellshm_topic_options *options,
+                                    cellshm_publisher **out_publisher);
+
+// Subscribes the host to topic `topic` (published by the host or a cell). `options`
+// may be NULL (drop-oldest, adaptive waiting). On success `*out_subscriber` is owned by
+// the caller; it reads the topic's history (if any) first, then what is published from
+// now on. CELLSHM_NOT_FOUND when no such topic lives; CELLSHM_RESOURCE_EXHAUSTED when
+// it has its `max_subscribers` already.
+//
+// # Safety
+// `hub` is live; `topic` NUL-terminated; `options` NULL or a
+// cellshm_subscriber_options with its `size` set; `out_subscriber` writable.
+cellshm_status cellshm_hub_subscribe(const cellshm_hub *hub,
+                                     const char *topic,
+                                     const cellshm_subscriber_options *options,
+                                     cellshm_subscriber **out_subscriber);
+
+// Subscribes the supervisor's host to topic `topic` (see cellshm_hub_subscribe).
+//
+// # Safety
+// As for cellshm_hub_subscribe, with a live `supervisor`.
+cellshm_status cellshm_supervisor_subscribe(const cellshm_supervisor *supervisor,
+                                            const char *topic,
+                                            const cellshm_subscriber_options *options,
+                                            cellshm_subscriber **out_subscriber);
+
+// Subscribes this cell to topic `topic`, published by the host or another cell, if the
+// host's access policy allows "topic:NAME" (see cellshm_hub_subscribe;
+// CELLSHM_PERMISSION_DENIED otherwise).
+//
+// # Safety
+// As for cellshm_hub_subscribe, with a live `cell`.
+cellshm_status cellshm_cell_subscribe(const cellshm_cell *cell,
+                                      const char *topic,
+                                      const cellshm_subscriber_options *options,
+                                      cellshm_subscriber **out_subscriber);
+
+// Publishes a copy of `len` bytes at `data` (a sample of 40 bytes or less travels in
+// the subscribers' queue entries). `timeout_ms` bounds the wait for a Block
+// subscriber's full queue or another thread's loan (0: no wait;
+// CELLSHM_TIMEOUT_FOREVER: none), then CELLSHM_DEADLINE_EXCEEDED and nobody got it.
+// CELLSHM_INVALID_ARGUMENT for a sample larger than the topic's sample size;
+// CELLSHM_RESOURCE_EXHAUSTED when every slot is held by subscribers. `out_seq` may be
+// NULL; on success it receives the sample's sequence number (1 for the first).
+//
+// # Safety
+// `publisher` is live; `data` has `len` readable bytes; `out_seq` NULL or writable.
+cellshm_status cellshm_publisher_publish(const cellshm_publisher *publisher,
+                                         const uint8_t *data,
+                                         size_t len,
+                                         uint64_t timeout_ms,
+                                         uint64_t *out_seq);
+
+// Loans a slot of the topic to write a sample in place, waiting up to `timeout_ms` as
+// cellshm_publisher_publish does. On success `*out_loan` is owned by the caller:
+// publish it with cellshm_loan_publish or give it back with cellshm_loan_free.
+//
+// # Safety
+// `publisher` is live; `out_loan` writable.
+cellshm_status cellshm_publisher_loan(const cellshm_publisher *publisher,
+                                      uint64_t timeout_ms,
+                                      cellshm_loan **out_loan);
+
+// Subscribers attached to the topic now (0 for a NULL publisher).
+//
+// # Safety
+// `publisher` is NULL or live.
+size_t cellshm_publisher_subscribers(const cellshm_publisher *publisher);
+
+// Closes the topic once no loan of it is out (subscribers read what was queued, then
+// see CELLSHM_UNAVAILABLE) and frees the publisher. NULL is a no-op.
+//
+// # Safety
+// `publisher` is NULL or a publisher not yet freed, and no thread uses it any more.
+void cellshm_publisher_free(cellshm_publisher *publisher);
+
+// The loaned slot, cellshm_loan_capacity bytes to write the sample into; valid until
+// the loan is published or freed (NULL for a NULL loan).
+//
+// # Safety
+// `loan` is NULL or live, and no other thread uses it during the call.
+uint8_t *cellshm_loan_data(cellshm_loan *loan);
+
+// The loaned slot's size: the topic's sample size (0 for a NULL loan).
+//
+// # Safety
+// `loan` is NULL or live.
+size_t cellshm_loan_capacity(const cellshm_loan *loan);
+
+// The sequence number the loaned sample gets when published: no other sample of the
+// topic can be published first while the loan is out (0 for a NULL loan).
+//
+// # Safety
+// `loan` is NULL or live.
+uint64_t cellshm_loan_seq(const cellshm_loan *loan);
+
+// Publishes the first `len` bytes of the loaned slot, and frees the loan whatever the
+// result (CELLSHM_INVALID_ARGUMENT for `len` larger than the slot: the slot goes back
+// unpublished). `out_seq` may be NULL; on success it receives the sample's sequence
+// number.
+//
+// # Safety
+// `loan` is a loan not yet freed (it must not be used afterwards); `out_seq` NULL or
+// writable.
+cellshm_status cellshm_loan_publish(cellshm_loan *loan, size_t len, uint64_t *out_seq);
+
+// Gives a loan back unpublished. NULL is a no-op.
+//
+// # Safety
+// `loan` is NULL or a loan not yet published or freed; it must not be used afterwards.
+void cellshm_loan_free(cellshm_loan *loan);
+
+// Waits up to `timeout_ms` for the next sample (0: only looks;
+// CELLSHM_TIMEOUT_FOREVER: until one comes or the subscription ends). On CELLSHM_OK
+// `*out_sample` is a sample owned by the caller, or NULL if none came in time. Any other
+// status is the end of the subscription, once what was queued has been read:
+// CELLSHM_UNAVAILABLE (the topic was closed or its publisher died),
+// CELLSHM_RESOURCE_EXHAUSTED (detached for lagging past its disconnect_after),
+// CELLSHM_PROTOCOL_ERROR; the message is in cellshm_last_error_message(). While the
+// caller holds the topic's `max_borrowed` samples, the next waits for one to be freed:
+// free them promptly.
+//
+// # Safety
+// `subscriber` is live; `out_sample` writable.
+cellshm_status cellshm_subscriber_next(const cellshm_subscriber *subscriber,
+                                       uint64_t timeout_ms,
+                                       cellshm_sample **out_sample);
+
+// Samples the publisher could not queue for this subscriber so far (0 for NULL).
+//
+// # Safety
+// `subscriber` is NULL or live.
+uint64_t cellshm_subscriber_dropped(const cellshm_subscriber *subscriber);
+
+// Unsubscribes and frees the subscriber. NULL is a no-op.
+//
+// # Safety
+// `subscriber` is NULL or a subscriber not yet freed, and no thread uses it any more.
+void cellshm_subscriber_free(cellshm_subscriber *subscriber);
+
+// The sample's bytes, read in place; valid until the sample is freed (NULL for NULL).
+// Read them, do not keep pointers into them: the memory is the publisher's.
+//
+// # Safety
+// `sample` is NULL or live.
+const uint8_t *cellshm_sample_data(const cellshm_sample *sample);
+
+// The sample's length in bytes (0 for NULL).
+//
+// # Safety
+// `sample` is NULL or live.
+size_t cellshm_sample_len(const cellshm_sample *sample);
+
+// The sample's sequence number: 1 for the topic's first, one more for each after (0
+// for NULL).
+//
+// # Safety
+// `sample` is NULL or live.
+uint64_t cellshm_sample_seq(const cellshm_sample *sample);
+
+// Samples this subscriber missed just before this one (its queue was full; 0 for NULL).
+//
+// # Safety
+// `sample` is NULL or live.
+uint64_t cellshm_sample_missed(const cellshm_sample *sample);
+
+// Releases a sample: the publisher may use its slot again. NULL is a no-op.
+//
+// # Safety
+// `sample` is NULL or a sample not yet freed; it must not be used afterwards.
+void cellshm_sample_free(cellshm_sample *sample);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -89,27 +89,8 @@ pub(crate) unsafe fn hub_config(
     name: *const c_char,
     options: *const cellshm_hub_options,
 ) -> Result<(HubConfig, PeerOptions), cellshm_status> {
-    let mut o = cellshm_hub_options_default();
-    if !options.is_null() {
-        // SAFETY: `size` is the first field, and a non-NULL `options` is readable for at
-        // least it, by the contract above.
-        let size = unsafe { options.cast::<usize>().read_unaligned() };
-        let ours = std::mem::size_of::<cellshm_hub_options>();
-        if size < std::mem::size_of::<usize>() + 4 || size > 1 << 16 {
-            return Err(invalid(format!(
-                "cellshm_hub_options.size is {size}: start from cellshm_hub_options_default()"
-            )));
-        }
-        // SAFETY: the caller's struct has `size` readable bytes; we copy at most ours,
-        // onto the defaults, so fields it does not know keep them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                options.cast::<u8>(),
-                (&mut o as *mut cellshm_hub_options).cast::<u8>(),
-                size.min(ours),
-            )
-        };
-    }
+    // SAFETY: `options` is as sized_options needs, by the contract above.
+    let o = unsafe { sized_options(options, cellshm_hub_options_default(), "cellshm_hub_options") }?;
     let mut config = HubConfig::default();
     if !name.is_null() {
         // SAFETY: a non-NULL `name` is NUL-terminated, by the contract above.

@@ -101,14 +101,49 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
     }
 }
 
+/// A CELLSHM_WAIT_* value (and its spin) C passed in the field `what`.
+pub(crate) fn wait_strategy(wait: u32, spin_us: u32, what: &str) -> Result<WaitStrategy, cellshm_status> {
+    match wait {
+        CELLSHM_WAIT_ADAPTIVE => Ok(WaitStrategy::Adaptive { spin: Duration::from_micros(spin_us as u64) }),
+        CELLSHM_WAIT_SPIN => Ok(WaitStrategy::Spin),
+        CELLSHM_WAIT_BLOCK => Ok(WaitStrategy::Block),
+        other => Err(invalid(format!("{what} = {other} is not a CELLSHM_WAIT_* value"))),
+    }
+}
+
+/// Reads an options struct C passed that starts with its own size: `default` where C
+/// passed NULL, and `default`'s later fields where C's struct is older (shorter) than
+/// ours; the fields of a newer (longer) one that this library does not know are ignored.
+///
+/// # Safety
+/// `options` is NULL or points to `options->size` readable bytes, a prefix of a `T`
+/// whose first field is its `usize` size, every field plain data.
+pub(crate) unsafe fn sized_options<T: Copy>(options: *const T, default: T, what: &str) -> Result<T, cellshm_status> {
+    let mut out = default;
+    if options.is_null() {
+        return Ok(out);
+    }
+    // SAFETY: `size` is the first field and a non-NULL `options` is readable for at
+    // least it, by the contract above.
+    let size = unsafe { options.cast::<usize>().read_unaligned() };
+    if size <= std::mem::size_of::<usize>() || size > 1 << 16 {
+        return Err(invalid(format!("{what}.size is {size}: start from its _default()")));
+    }
+    // SAFETY: C's struct has `size` readable bytes (the contract above) and we copy at
+    // most ours, onto the defaults; every field is plain data that any bytes are a value of.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            options.cast::<u8>(),
+            (&mut out as *mut T).cast::<u8>(),
+            size.min(std::mem::size_of::<T>()),
+        )
+    };
+    Ok(out)
+}
+
 /// The core's options from C's.
 pub(crate) fn peer_options_from(o: &cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
-    let wait = match o.wait {
-        CELLSHM_WAIT_ADAPTIVE => WaitStrategy::Adaptive { spin: Duration::from_micros(o.spin_us as u64) },
-        CELLSHM_WAIT_SPIN => WaitStrategy::Spin,
-        CELLSHM_WAIT_BLOCK => WaitStrategy::Block,
-        other => return Err(invalid(format!("cellshm_peer_options.wait = {other} is not a CELLSHM_WAIT_* value"))),
-    };
+    let wait = wait_strategy(o.wait, o.spin_us, "cellshm_peer_options.wait")?;
     Ok(PeerOptions {
         wait,
         server_threads: o.server_threads as usize,

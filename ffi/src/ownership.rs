@@ -110,6 +110,10 @@ handles!(owned cellshm_supervisor "supervisor");
 handles!(owned cellshm_subscription "subscription");
 handles!(owned cellshm_method_list "list");
 handles!(owned cellshm_remote "remote");
+handles!(owned cellshm_publisher "publisher");
+handles!(owned cellshm_subscriber "subscriber");
+handles!(owned cellshm_loan "loan");
+handles!(owned cellshm_sample "sample");
 handles!(cellshm_stream_call "call");
 handles!(cellshm_reply "reply");
 

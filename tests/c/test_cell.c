@@ -7,7 +7,11 @@
  *   Test.log        sends the request as a log line to the host
  *   Test.env        the value of the environment variable the request names ("" if unset)
  *   Test.log_fields sends the request as a WARN record with two fields and its location
+ *   Topic.read, Topic.open, Topic.send, Topic.close: publish/subscribe, with the bodies
+ *                   of the Rust test cell's methods of the same names (see
+ *                   tools/testkit/src/lib.rs: u32 little-endian, strings u32-length-prefixed)
  * On exit it checks that every registration's userdata was freed exactly once. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +253,187 @@ static uint32_t log_fields(void *userdata, const uint8_t *request, size_t len, c
     return cellshm_cell_log_fields(the_cell, 2, "c.cell", message, __FILE__, __LINE__, fields, 2);
 }
 
+/* Reads the body's next u32 (0 past the end). */
+static uint32_t take_u32(const uint8_t **at, const uint8_t *end) {
+    uint32_t v;
+    if (end - *at < 4) {
+        *at = end;
+        return 0;
+    }
+    v = u32_at(*at);
+    *at += 4;
+    return v;
+}
+
+/* Copies the body's next string into `out` (of `cap` bytes, NUL-terminated); 0 if it
+ * does not fit or runs past the end. */
+static int take_str(const uint8_t **at, const uint8_t *end, char *out, size_t cap) {
+    uint32_t len = take_u32(at, end);
+    if ((size_t)(end - *at) < len || len >= cap) {
+        return 0;
+    }
+    memcpy(out, *at, len);
+    out[len] = '\0';
+    *at += len;
+    return 1;
+}
+
+static void put_u64(uint8_t *out, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static uint64_t u64_at(const uint8_t *b) {
+    return (uint64_t)u32_at(b) | (uint64_t)u32_at(b + 4) << 32;
+}
+
+/* Topic.read {name} {policy} {n} {count}: reads `count` samples (each starts with its
+ * own sequence number), answers u64 received, u64 missed, u64 last seq, u32 the status
+ * that ended it early (0: none). */
+static uint32_t topic_read(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    const uint8_t *at = request, *end = request + len;
+    char name[64];
+    cellshm_subscriber_options options = cellshm_subscriber_options_default();
+    cellshm_subscriber *subscriber = NULL;
+    cellshm_sample *sample = NULL;
+    uint64_t received = 0, missed = 0, last = 0;
+    uint32_t count, ended = 0;
+    uint8_t *out = NULL;
+    cellshm_status status;
+    (void)userdata;
+    if (!take_str(&at, end, name, sizeof name)) {
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    options.policy = take_u32(&at, end);
+    options.disconnect_after = take_u32(&at, end);
+    count = take_u32(&at, end);
+    status = cellshm_cell_subscribe(the_cell, name, &options, &subscriber);
+    if (status != CELLSHM_OK) {
+        return status;
+    }
+    while (received < count) {
+        status = cellshm_subscriber_next(subscriber, 30000, &sample);
+        if (status != CELLSHM_OK) {
+            ended = status;
+            break;
+        }
+        if (sample == NULL) {
+            cellshm_subscriber_free(subscriber);
+            return CELLSHM_DEADLINE_EXCEEDED;
+        }
+        if (cellshm_sample_len(sample) < 8 || u64_at(cellshm_sample_data(sample)) != cellshm_sample_seq(sample)) {
+            cellshm_sample_free(sample);
+            cellshm_subscriber_free(subscriber);
+            return CELLSHM_DATA_LOSS;
+        }
+        received++;
+        missed += cellshm_sample_missed(sample);
+        last = cellshm_sample_seq(sample);
+        cellshm_sample_free(sample);
+    }
+    cellshm_subscriber_free(subscriber);
+    status = cellshm_reply_buffer(reply, 28, &out);
+    if (status != CELLSHM_OK) {
+        return status;
+    }
+    put_u64(out, received);
+    put_u64(out + 8, missed);
+    put_u64(out + 16, last);
+    out[24] = (uint8_t)ended;
+    out[25] = (uint8_t)(ended >> 8);
+    out[26] = (uint8_t)(ended >> 16);
+    out[27] = (uint8_t)(ended >> 24);
+    return CELLSHM_OK;
+}
+
+/* The topic this cell publishes (one at a time), shared by the handler threads. */
+static pthread_mutex_t publishing = PTHREAD_MUTEX_INITIALIZER;
+static cellshm_publisher *publisher = NULL;
+static char published[64];
+
+/* Topic.open {name} {sample size} {depth} */
+static uint32_t topic_open(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    const uint8_t *at = request, *end = request + len;
+    cellshm_topic_options options = cellshm_topic_options_default();
+    cellshm_status status;
+    char name[64];
+    (void)userdata;
+    (void)reply;
+    if (!take_str(&at, end, name, sizeof name)) {
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    options.sample_size = take_u32(&at, end);
+    options.depth = take_u32(&at, end);
+    pthread_mutex_lock(&publishing);
+    if (publisher != NULL) {
+        status = CELLSHM_ALREADY_EXISTS;
+    } else {
+        status = cellshm_cell_publish(the_cell, name, &options, &publisher);
+        strcpy(published, name);
+    }
+    pthread_mutex_unlock(&publishing);
+    return status;
+}
+
+/* Topic.send {name} {count} {size}: `count` samples of `size` bytes (at least 8), each
+ * written in place in a loaned slot and starting with its sequence number. */
+static uint32_t topic_send(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    const uint8_t *at = request, *end = request + len;
+    cellshm_loan *loan = NULL;
+    cellshm_status status = CELLSHM_OK;
+    uint32_t count, size, i;
+    char name[64];
+    (void)userdata;
+    (void)reply;
+    if (!take_str(&at, end, name, sizeof name)) {
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    count = take_u32(&at, end);
+    size = take_u32(&at, end);
+    size = size < 8 ? 8 : size;
+    pthread_mutex_lock(&publishing);
+    if (publisher == NULL || strcmp(name, published) != 0) {
+        status = CELLSHM_NOT_FOUND;
+    }
+    for (i = 0; i < count && status == CELLSHM_OK; i++) {
+        status = cellshm_publisher_loan(publisher, 30000, &loan);
+        if (status != CELLSHM_OK) {
+            break;
+        }
+        if (cellshm_loan_capacity(loan) < size) {
+            cellshm_loan_free(loan);
+            status = CELLSHM_INVALID_ARGUMENT;
+            break;
+        }
+        put_u64(cellshm_loan_data(loan), cellshm_loan_seq(loan));
+        status = cellshm_loan_publish(loan, size, NULL);
+    }
+    pthread_mutex_unlock(&publishing);
+    return status;
+}
+
+/* Topic.close {name} */
+static uint32_t topic_close(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
+    const uint8_t *at = request, *end = request + len;
+    char name[64];
+    cellshm_status status = CELLSHM_NOT_FOUND;
+    (void)userdata;
+    (void)reply;
+    if (!take_str(&at, end, name, sizeof name)) {
+        return CELLSHM_INVALID_ARGUMENT;
+    }
+    pthread_mutex_lock(&publishing);
+    if (publisher != NULL && strcmp(name, published) == 0) {
+        cellshm_publisher_free(publisher);
+        publisher = NULL;
+        status = CELLSHM_OK;
+    }
+    pthread_mutex_unlock(&publishing);
+    return status;
+}
+
 static int add_stream(const char *name, cellshm_stream_handler_fn handler) {
     registrations++;
     if (cellshm_cell_register_stream(the_cell, name, handler, &frees, count_free) != CELLSHM_OK) {
@@ -277,7 +462,9 @@ int main(int argc, char **argv) {
         !add("Test.fail", fail) || !add("Test.call_host", call_host) || !add("Test.log", log_line) ||
         !add_stream("Stream.count", stream_count) || !add_stream("Stream.sum", stream_sum) ||
         !add_stream("Stream.forever", stream_forever) || !add("Test.wait_cancel", wait_cancel) ||
-        !add("Test.cancels_seen", get_cancels_seen) || !add("Test.env", env_value) || !add("Test.log_fields", log_fields)) {
+        !add("Test.cancels_seen", get_cancels_seen) || !add("Test.env", env_value) || !add("Test.log_fields", log_fields) ||
+        !add("Topic.read", topic_read) || !add("Topic.open", topic_open) || !add("Topic.send", topic_send) ||
+        !add("Topic.close", topic_close)) {
         cellshm_cell_free(the_cell);
         return 2;
     }
@@ -288,6 +475,7 @@ int main(int argc, char **argv) {
         return 3;
     }
     status = cellshm_cell_run(the_cell);
+    cellshm_publisher_free(publisher);
     cellshm_cell_free(the_cell);
     if (frees != registrations) {
         fprintf(stderr, "test_cell: %d userdata frees for %d registrations\n", frees, registrations);

@@ -61,7 +61,7 @@ impl CellTopics {
         subscribers.retain(|(_, weak)| weak.strong_count() > 0);
         for (_, subscriber) in subscribers.iter().filter(|(n, _)| n == name) {
             if let Some(subscriber) = subscriber.upgrade() {
-                *subscriber.ended.lock() = Some(why.clone());
+                subscriber.end(why.clone());
             }
         }
     }

@@ -133,7 +133,7 @@ fn tell_ended(name: &str, holder: &Holder, why: &Error) {
     match holder {
         Holder::Host(weak) => {
             if let Some(subscriber) = weak.upgrade() {
-                *subscriber.ended.lock() = Some(why.clone());
+                subscriber.end(why.clone());
             }
         }
         Holder::Cell(peer) => {
@@ -457,5 +457,37 @@ mod tests {
         // saw the rest go.
         let first = oldest.try_recv().unwrap().unwrap();
         assert_eq!((first.seq(), first.missed()), (N - 7, N - 8));
+    }
+
+    #[test]
+    fn a_loan_moves_to_another_thread_and_holds_other_publishes_until_it_is_published() {
+        let hub = Hub::create(HubConfig::default()).unwrap();
+        let publisher = hub.publish("loans", TopicOptions { sample_size: 256, ..TopicOptions::default() }).unwrap();
+        let subscriber = hub.subscribe("loans", TopicPolicy::Block).unwrap();
+        let mut loan = publisher.loan(Duration::from_secs(1)).unwrap();
+        assert_eq!(loan.seq(), 1);
+        // Another loan, or a publish, waits for this one: its timeout runs out first.
+        let e = publisher.publish(b"meanwhile", Duration::from_millis(5)).unwrap_err();
+        assert_eq!(e.status(), Status::DeadlineExceeded, "{e}");
+        loan.bytes_mut()[..5].copy_from_slice(b"first");
+        let (ready, go) = std::sync::mpsc::channel();
+        let waiting = {
+            let publisher = publisher.clone();
+            std::thread::spawn(move || {
+                ready.send(()).unwrap();
+                publisher.publish(b"second", Duration::from_secs(20)).unwrap()
+            })
+        };
+        go.recv().unwrap();
+        let elsewhere = std::thread::spawn(move || loan.publish(5).unwrap());
+        assert_eq!(elsewhere.join().unwrap(), 1);
+        assert_eq!(waiting.join().unwrap(), 2, "the waiting publish came after the loan");
+        assert_eq!(subscriber.recv(Duration::from_secs(1)).unwrap().unwrap().to_vec(), b"first");
+        assert_eq!(subscriber.recv(Duration::from_secs(1)).unwrap().unwrap().to_vec(), b"second");
+        // A loan given back unpublished (dropped, or published too long) frees the way.
+        let loan = publisher.loan(Duration::from_secs(1)).unwrap();
+        assert_eq!(loan.publish(257).unwrap_err().status(), Status::InvalidArgument);
+        drop(publisher.loan(Duration::from_secs(1)).unwrap());
+        assert_eq!(publisher.publish(b"third", Duration::from_secs(1)).unwrap(), 3);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::proto::topic::TopicPolicy;
 use crate::runtime::session::WaitStrategy;
-use crate::runtime::sync::Mutex;
+use crate::runtime::sync::{Condvar, Mutex};
 use crate::shm::topic::{Next, Received, SampleAccess, TopicGeometry, TopicPublisher, TopicSubscriber, INLINE_MAX};
 use crate::shm::SharedBytes;
 use crate::wire::Status;
@@ -45,6 +45,8 @@ impl TopicOptions {
 pub(crate) struct PublisherShared {
     pub(crate) name: String,
     pub(crate) memory: Mutex<TopicPublisher>,
+    /// Signalled when a loan is published or given back.
+    loan_returned: Condvar,
     /// Called once when the last handle is dropped: the host or the cell forgets the topic.
     pub(crate) on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
@@ -59,8 +61,8 @@ impl Drop for PublisherShared {
 }
 
 /// Publishes samples to a topic's subscribers. Cheap to clone; publishing from several
-/// threads is serialised. Dropping the last clone closes the topic: subscribers read
-/// what was queued, then see it end (UNAVAILABLE).
+/// threads is serialised. Dropping the last clone (and the last [`Loan`]) closes the
+/// topic: subscribers read what was queued, then see it end (UNAVAILABLE).
 #[derive(Clone)]
 pub struct Publisher {
     pub(crate) shared: Arc<PublisherShared>,
@@ -78,6 +80,7 @@ impl Publisher {
             shared: Arc::new(PublisherShared {
                 name: name.to_string(),
                 memory: Mutex::new(memory),
+                loan_returned: Condvar::new(),
                 on_close: Mutex::new(None),
             }),
         }
@@ -88,14 +91,25 @@ impl Publisher {
         &self.shared.name
     }
 
+    /// The largest sample, in bytes.
+    pub fn sample_size(&self) -> usize {
+        self.shared.memory.lock().geometry().sample_size as usize
+    }
+
+    /// Subscribers attached now.
+    pub fn subscribers(&self) -> usize {
+        self.shared.memory.lock().attached()
+    }
+
     /// Publishes a copy of `sample` (small ones travel in the queue entries themselves);
     /// its sequence number. A subscriber whose policy is Block and whose queue is full
-    /// holds the publish up to `timeout` (then DEADLINE_EXCEEDED, and nobody got it);
-    /// RESOURCE_EXHAUSTED when every slot is held by the subscribers, INVALID_ARGUMENT
-    /// for a sample larger than the topic's sample size.
+    /// holds the publish up to `timeout` (then DEADLINE_EXCEEDED, and nobody got it), as
+    /// does a [`Loan`] another thread has out; RESOURCE_EXHAUSTED when every slot is held
+    /// by the subscribers, INVALID_ARGUMENT for a sample larger than the topic's sample
+    /// size.
     pub fn publish(&self, sample: &[u8], timeout: Duration) -> Result<u64> {
         if sample.len() <= INLINE_MAX {
-            let mut memory = self.room(timeout)?;
+            let mut memory = self.room(Instant::now() + timeout)?;
             return Ok(memory.publish_inline(sample).seq);
         }
         let mut loan = self.loan(timeout)?;
@@ -107,21 +121,32 @@ impl Publisher {
     }
 
     /// Loans a slot to write a sample in place (see [`Loan`]), waiting up to `timeout`
-    /// for room in the queues of Block subscribers.
-    pub fn loan(&self, timeout: Duration) -> Result<Loan<'_>> {
-        let mut memory = self.room(timeout)?;
+    /// for room in the queues of Block subscribers and for a loan another thread has out.
+    pub fn loan(&self, timeout: Duration) -> Result<Loan> {
+        let mut memory = self.room(Instant::now() + timeout)?;
         let loan = memory.loan().ok_or_else(|| {
             Error::new(
                 Status::ResourceExhausted,
                 format!("topic {:?}: every sample slot is queued or held by its subscribers", self.shared.name),
             )
         })?;
-        Ok(Loan { memory, loan: Some(loan), name: &self.shared.name })
+        let seq = memory.next_seq();
+        Ok(Loan { publisher: self.shared.clone(), loan: Some(loan), seq })
     }
 
-    fn room(&self, timeout: Duration) -> Result<crate::runtime::sync::MutexGuard<'_, TopicPublisher>> {
+    /// The topic's memory once no loan is out and every Block subscriber's queue has
+    /// room, by `deadline`.
+    fn room(&self, deadline: Instant) -> Result<crate::runtime::sync::MutexGuard<'_, TopicPublisher>> {
         let mut memory = self.shared.memory.lock();
-        if !memory.wait_for_room(timeout) {
+        while memory.loaned() {
+            if self.shared.loan_returned.wait_until(&mut memory, deadline).timed_out() && memory.loaned() {
+                return Err(Error::new(
+                    Status::DeadlineExceeded,
+                    format!("topic {:?}: another thread's loan stayed out", self.shared.name),
+                ));
+            }
+        }
+        if !memory.wait_for_room(deadline.saturating_duration_since(Instant::now())) {
             return Err(Error::new(
                 Status::DeadlineExceeded,
                 format!("topic {:?}: a Block subscriber's queue stayed full", self.shared.name),
@@ -136,51 +161,62 @@ fn too_large(topic: &str, len: usize, size: usize) -> Error {
 }
 
 /// A slot loaned from a topic, written in place, then published with
-/// [`Loan::publish`]; dropped unpublished, it goes back. Publishing from other threads
-/// waits while a loan is out.
-pub struct Loan<'a> {
-    memory: crate::runtime::sync::MutexGuard<'a, TopicPublisher>,
+/// [`Loan::publish`]; dropped unpublished, it goes back. It may move to another thread;
+/// while it is out, other publishes on the topic wait (its sequence number is the next).
+pub struct Loan {
+    publisher: Arc<PublisherShared>,
     loan: Option<crate::shm::topic::Loan>,
-    name: &'a str,
+    seq: u64,
 }
 
-impl std::fmt::Debug for Loan<'_> {
+impl std::fmt::Debug for Loan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loan").field("topic", &self.name).finish_non_exhaustive()
+        f.debug_struct("Loan").field("topic", &self.publisher.name).field("seq", &self.seq).finish_non_exhaustive()
     }
 }
 
-impl Loan<'_> {
+impl Loan {
     /// The slot: the topic's sample size in bytes, to write the sample into.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        match &self.loan {
-            Some(loan) => self.memory.loan_bytes(loan),
+        match &mut self.loan {
+            Some(loan) => loan.bytes_mut(),
             None => &mut [],
         }
+    }
+
+    /// The slot's size: the topic's sample size in bytes.
+    pub fn capacity(&self) -> usize {
+        self.loan.as_ref().map_or(0, |loan| loan.len())
     }
 
     /// The sequence number the sample gets when published (no other publish can come
     /// first while the loan is out).
     pub fn seq(&self) -> u64 {
-        self.memory.next_seq()
+        self.seq
     }
 
     /// Publishes the first `len` bytes of the slot; the sample's sequence number.
-    /// INVALID_ARGUMENT if `len` is larger than the slot.
+    /// INVALID_ARGUMENT if `len` is larger than the slot (the loan goes back then).
     pub fn publish(mut self, len: usize) -> Result<u64> {
-        let size = self.memory.geometry().sample_size as usize;
-        if len > size {
-            return Err(too_large(self.name, len, size));
-        }
         let loan = self.loan.take().ok_or_else(|| Error::new(Status::Internal, "a loan published twice"))?;
-        Ok(self.memory.publish(loan, len).seq)
+        let mut memory = self.publisher.memory.lock();
+        let size = memory.geometry().sample_size as usize;
+        if len > size {
+            memory.unloan(loan);
+            self.publisher.loan_returned.notify_all();
+            return Err(too_large(&self.publisher.name, len, size));
+        }
+        let seq = memory.publish(loan, len).seq;
+        self.publisher.loan_returned.notify_all();
+        Ok(seq)
     }
 }
 
-impl Drop for Loan<'_> {
+impl Drop for Loan {
     fn drop(&mut self) {
         if let Some(loan) = self.loan.take() {
-            self.memory.unloan(loan);
+            self.publisher.memory.lock().unloan(loan);
+            self.publisher.loan_returned.notify_all();
         }
     }
 }
@@ -190,7 +226,7 @@ pub(crate) struct SubscriberShared {
     pub(crate) memory: Mutex<TopicSubscriber>,
     /// Set when the host says the publisher is gone (its process died): what the topic's
     /// memory cannot say, since its writer can no longer write it.
-    pub(crate) ended: Mutex<Option<Error>>,
+    ended: Mutex<Option<Error>>,
     /// Called once when the subscriber is dropped: the host or the cell unsubscribes.
     pub(crate) on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// How `recv` waits.
@@ -198,6 +234,15 @@ pub(crate) struct SubscriberShared {
     /// What each received sample reads and releases itself with (made once: both
     /// mappings stay as they are for the subscription's life).
     access: SampleAccess,
+}
+
+impl SubscriberShared {
+    /// Ends the subscription with `why` (what the topic's memory cannot say: its
+    /// publisher died), waking a reader that sleeps.
+    pub(crate) fn end(&self, why: Error) {
+        *self.ended.lock() = Some(why);
+        self.access.wake_reader();
+    }
 }
 
 impl Drop for SubscriberShared {
@@ -220,8 +265,9 @@ impl std::fmt::Debug for Subscriber {
     }
 }
 
-/// How often a waiting subscriber looks whether the host said the publisher died (its
-/// memory cannot say so): the end of a dead publisher's topic is seen within this.
+/// How often a sleeping subscriber looks whether the host said the publisher died (its
+/// memory cannot say so). The host wakes it when it says so; this bounds the one case
+/// the wake misses (it came between the look and the sleep).
 const DEATH_CHECK: Duration = Duration::from_millis(50);
 
 impl Subscriber {

@@ -89,6 +89,10 @@ mod at {
         pub const PUBLISHER_WAITING: usize = 36;
         /// u64: samples this subscriber lost at the publisher (dropped or overwritten).
         pub const DROPPED: usize = 40;
+        /// u64: the sequence number of the subscription's first sample (the oldest of
+        /// the history queued at attach, else the next published): what it missed is
+        /// counted from there.
+        pub const FIRST_SEQ: usize = 48;
     }
     /// Queue entry fields (64 bytes each).
     pub mod entry {
@@ -218,6 +222,8 @@ pub struct TopicPublisher {
     geometry: TopicGeometry,
     book: PublisherBook,
     subscriptions: Vec<Option<SubscriptionView>>,
+    /// A loan is out (the pool holds one loan's slot: see [`TopicGeometry::new`]).
+    loaned: bool,
 }
 
 impl std::fmt::Debug for TopicPublisher {
@@ -255,10 +261,41 @@ impl Observe for Subscriptions<'_> {
     }
 }
 
-/// A slot the publisher writes a sample into before publishing it.
-#[derive(Debug)]
+/// A slot the publisher writes a sample into before publishing it: its bytes are this
+/// loan's alone until it is published or given back, so it can be written without the
+/// publisher's lock (the mapping lives as long as the loan).
 pub struct Loan {
     slot: u32,
+    _map: Arc<MmapRaw>,
+    bytes: *mut u8,
+    len: usize,
+}
+
+impl std::fmt::Debug for Loan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan").field("slot", &self.slot).field("len", &self.len).finish()
+    }
+}
+
+// SAFETY: a Loan is the one writer of its slot (see `bytes_mut`) and keeps the mapping
+// alive; moving it to another thread moves that exclusive right with it.
+unsafe impl Send for Loan {}
+
+impl Loan {
+    /// The slot's size: the topic's sample size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The slot: the topic's sample size in bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `bytes..bytes + len` is in bounds of the read-write mapping `_map`
+        // keeps alive (checked when loaned); the book gave this slot to this loan alone,
+        // so no subscriber reads it (no entry or history names it) and no other loan
+        // writes it until the loan is published or given back, which consumes it; `&mut
+        // self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.bytes, self.len) }
+    }
 }
 
 impl TopicPublisher {
@@ -301,6 +338,7 @@ impl TopicPublisher {
                 geometry.history as usize,
             ),
             subscriptions: (0..geometry.max_subscribers).map(|_| None).collect(),
+            loaned: false,
         })
     }
 
@@ -324,28 +362,31 @@ impl TopicPublisher {
         self.book.next_seq()
     }
 
-    /// Loans a free slot (None while every slot is in use: queued, held or in history).
+    /// A loan is out: no other can be, and no sample can be published before it.
+    pub fn loaned(&self) -> bool {
+        self.loaned
+    }
+
+    /// Loans a free slot (None while a loan is out, or every slot is in use: queued,
+    /// held or in history).
     pub fn loan(&mut self) -> Option<Loan> {
+        if self.loaned {
+            return None;
+        }
         // Whatever was overwritten before is seen by a subscriber after its own fence,
         // or we see it hold the sample (see the module's documentation).
         fence(Ordering::SeqCst);
-        self.book.loan(&Subscriptions(&self.subscriptions)).map(|slot| Loan { slot })
-    }
-
-    /// The loaned slot's bytes, to write the sample into.
-    pub fn loan_bytes(&mut self, loan: &Loan) -> &mut [u8] {
-        let offset = self.geometry.slot(loan.slot);
+        let slot = self.book.loan(&Subscriptions(&self.subscriptions))?;
+        let offset = self.geometry.slot(slot);
         let len = self.geometry.sample_size as usize;
         self.view.check(offset, len);
-        // SAFETY: in bounds (checked) of our read-write mapping, which lives as long as
-        // `self`; the slot is loaned, so no subscriber reads it (none has an entry or
-        // history naming it) until it is published, and `&mut self` keeps this the only
-        // reference of this process.
-        unsafe { std::slice::from_raw_parts_mut(self.view.ptr(offset), len) }
+        self.loaned = true;
+        Some(Loan { slot, _map: self._map.clone(), bytes: self.view.ptr(offset), len })
     }
 
     /// Gives a loan back unpublished.
     pub fn unloan(&mut self, loan: Loan) {
+        self.loaned = false;
         self.book.unloan(loan.slot);
     }
 
@@ -387,6 +428,7 @@ impl TopicPublisher {
 
     /// Publishes the loaned sample of `len` bytes (at most the sample size).
     pub fn publish(&mut self, loan: Loan, len: usize) -> Publication {
+        self.loaned = false;
         let len = len.min(self.geometry.sample_size as usize) as u32;
         let publication =
             self.book.publish(SampleAt::Slot { slot: loan.slot, len }, &Subscriptions(&self.subscriptions));
@@ -478,6 +520,7 @@ impl TopicPublisher {
             .ok_or_else(|| Error::new(Status::ResourceExhausted, "the topic has its most subscribers"))?;
         let pushes = self.book.attach(index, policy);
         let start = self.book.start(index);
+        let first_seq = pushes.first().map_or(self.book.next_seq(), |push| push.seq);
         self.subscriptions[index] =
             Some(SubscriptionView { _map: map, view, max_borrowed: self.geometry.max_borrowed as usize });
         let record = self.geometry.record(index);
@@ -488,6 +531,7 @@ impl TopicPublisher {
         self.view.atomic_u64(record + at::record::START).store(start, Ordering::Relaxed);
         self.view.atomic_u64(record + at::record::TAIL).store(start, Ordering::Relaxed);
         self.view.atomic_u64(record + at::record::DROPPED).store(0, Ordering::Relaxed);
+        self.view.atomic_u64(record + at::record::FIRST_SEQ).store(first_seq, Ordering::Relaxed);
         self.view.atomic_u32(record + at::record::STATE).store(1, Ordering::Release);
         for push in pushes {
             self.write_entry(index, push.position, push.seq, &push.at, false);
@@ -680,34 +724,27 @@ impl TopicSubscriber {
         }
     }
 
-    /// Waits for the next sample up to `timeout` (Empty if none came).
+    /// Waits for the next sample, sleeping once at most, up to `timeout`: Empty if
+    /// nothing came by then, or the sleep was cut short ([`SampleAccess::wake_reader`]).
     pub fn next_timeout(&mut self, timeout: Duration) -> Next {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match self.try_next() {
-                Next::Empty => {}
-                other => return other,
-            }
-            let (topic, own) = (self.topic, self.own);
-            let word = topic.atomic_u32(self.record() + at::record::WAKE);
-            let seen = word.load(Ordering::Acquire);
-            let parked = own.atomic_u32(sub_at::PARKED);
-            parked.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            match self.try_next() {
-                Next::Empty => {}
-                other => {
-                    parked.store(0, Ordering::Relaxed);
-                    return other;
-                }
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                parked.store(0, Ordering::Relaxed);
-                return Next::Empty;
-            }
-            crate::sys::futex::wait(word, seen, deadline - now);
-            parked.store(0, Ordering::Relaxed);
+        match self.try_next() {
+            Next::Empty => {}
+            other => return other,
+        }
+        let (topic, own) = (self.topic, self.own);
+        let word = topic.atomic_u32(self.record() + at::record::WAKE);
+        let seen = word.load(Ordering::Acquire);
+        let parked = own.atomic_u32(sub_at::PARKED);
+        parked.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let next = self.try_next();
+        if matches!(next, Next::Empty) && !timeout.is_zero() {
+            crate::sys::futex::wait(word, seen, timeout);
+        }
+        parked.store(0, Ordering::Relaxed);
+        match next {
+            Next::Empty => self.try_next(),
+            other => other,
         }
     }
 
@@ -729,6 +766,7 @@ impl TopicSubscriber {
             topic: self.topic,
             _own_map: self._own_map.clone(),
             own: self.own,
+            wake: self.record() + at::record::WAKE,
         }
     }
 
@@ -798,6 +836,8 @@ pub struct SampleAccess {
     topic: RawView,
     _own_map: Arc<MmapRaw>,
     own: RawView,
+    /// The subscriber's wake word in the topic's memory.
+    wake: usize,
 }
 
 impl std::fmt::Debug for SampleAccess {
@@ -815,6 +855,13 @@ impl SampleAccess {
     /// As [`TopicSubscriber::release`].
     pub fn release(&self, received: Received) {
         release_hold(&self.own, received);
+    }
+
+    /// Wakes the subscriber's reader if it sleeps in [`TopicSubscriber::next_timeout`],
+    /// to look at what this process knows and the topic's memory cannot say (its
+    /// publisher died). A FUTEX_WAKE needs no write access: the topic stays read-only.
+    pub fn wake_reader(&self) {
+        crate::sys::futex::wake_all(self.topic.atomic_u32(self.wake));
     }
 }
 
@@ -884,6 +931,10 @@ impl TopicSubscriberBuilder {
             return Err(protocol(format!("subscriber index {index} out of the topic's range")));
         }
         self.own.atomic_u64(sub_at::HEAD).store(start, Ordering::Release);
+        // What it missed counts from its first sample, not from the topic's. A lying
+        // publisher's value can only make this subscriber refuse its samples.
+        let record = geometry.record(index);
+        let first_seq = topic.atomic_u64(record + at::record::FIRST_SEQ).load(Ordering::Relaxed);
         Ok(TopicSubscriber {
             _topic_map: topic_map,
             topic,
@@ -893,7 +944,7 @@ impl TopicSubscriberBuilder {
             own_file: self.own_file,
             index,
             head: start,
-            last_seq: 0,
+            last_seq: first_seq.saturating_sub(1),
         })
     }
 }
@@ -936,7 +987,8 @@ mod tests {
             return publisher.publish_inline(bytes).seq;
         }
         let loan = publisher.loan().expect("a free slot");
-        publisher.loan_bytes(&loan)[..bytes.len()].copy_from_slice(bytes);
+        let mut loan = loan;
+        loan.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
         publisher.publish(loan, bytes.len()).seq
     }
 
