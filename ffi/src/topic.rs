@@ -461,7 +461,7 @@ pub unsafe extern "C" fn cellshm_loan_free(loan: *mut cellshm_loan) {
 /// CELLSHM_TIMEOUT_FOREVER: until one comes or the subscription ends). On CELLSHM_OK
 /// `*out_sample` is a sample owned by the caller, or NULL if none came in time. Any other
 /// status is the end of the subscription, once what was queued has been read:
-/// CELLSHM_UNAVAILABLE (the topic was closed or its publisher died),
+/// CELLSHM_UNAVAILABLE (the topic was closed), CELLSHM_PEER_DEAD (its publisher died),
 /// CELLSHM_RESOURCE_EXHAUSTED (detached for lagging past its disconnect_after),
 /// CELLSHM_PROTOCOL_ERROR; the message is in cellshm_last_error_message(). While the
 /// caller holds the topic's `max_borrowed` samples, the next waits for one to be freed:

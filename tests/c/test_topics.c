@@ -216,11 +216,11 @@ int main(int argc, char **argv) {
     cellshm_loan_free(loan);
     CHECK_STATUS(cellshm_publisher_loan(publisher, 1000, &loan), CELLSHM_OK);
     CHECK_STATUS(cellshm_loan_publish(loan, 65, NULL), CELLSHM_INVALID_ARGUMENT);
-    CHECK_STATUS(cellshm_publisher_loan(publisher, 1000, &loan), CELLSHM_OK);
+    CHECK_STATUS(cellshm_publisher_loan(publisher, CELLSHM_TIMEOUT_FOREVER, &loan), CELLSHM_OK);
     memcpy(cellshm_loan_data(loan), "in place", 8);
     CHECK_STATUS(cellshm_loan_publish(loan, 8, &seq), CELLSHM_OK);
     CHECK(seq == SAMPLES + 1);
-    CHECK_STATUS(cellshm_subscriber_next(subscriber, 1000, &sample), CELLSHM_OK);
+    CHECK_STATUS(cellshm_subscriber_next(subscriber, CELLSHM_TIMEOUT_FOREVER, &sample), CELLSHM_OK);
     CHECK(sample != NULL && cellshm_sample_len(sample) == 8 && memcmp(cellshm_sample_data(sample), "in place", 8) == 0);
     cellshm_sample_free(sample);
     CHECK_STATUS(cellshm_subscriber_next(subscriber, 0, &sample), CELLSHM_OK);
@@ -305,7 +305,7 @@ int main(int argc, char **argv) {
         CHECK_STATUS(cellshm_hub_subscribe(hub, "doomed", &block, &subscriber), CELLSHM_OK);
         clock_gettime(CLOCK_MONOTONIC, &start);
         CHECK_STATUS(cellshm_peer_kill(c_cell), CELLSHM_OK);
-        CHECK_STATUS(cellshm_subscriber_next(subscriber, 30000, &sample), CELLSHM_UNAVAILABLE);
+        CHECK_STATUS(cellshm_subscriber_next(subscriber, 30000, &sample), CELLSHM_PEER_DEAD);
         printf("a killed publisher's end seen in %.1f ms\n", seconds_since(&start) * 1e3);
         cellshm_subscriber_free(subscriber);
         CHECK_STATUS(cellshm_peer_wait_exit(c_cell, 10000, &exit_code), CELLSHM_OK);

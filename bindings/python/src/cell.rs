@@ -50,6 +50,35 @@ impl Cell {
         Ok(self.get()?.peer_id())
     }
 
+    /// Publishes topic `name`; `options` are (sample_size, depth, history,
+    /// max_subscribers, max_borrowed) (see `cellshm.Hub.publish`).
+    pub(crate) fn publish(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        options: (u32, u32, u32, u32, u32),
+    ) -> PyResult<crate::topic::Publisher> {
+        let cell = self.get()?;
+        crate::topic::publish(py, name, options, |name, options| cell.publish(name, options).map_err(err))
+    }
+
+    /// Subscribes to topic `name` (see `cellshm.Hub.subscribe`).
+    #[pyo3(signature = (name, policy, n, wait, spin_us))]
+    pub(crate) fn subscribe(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        policy: u32,
+        n: u32,
+        wait: &str,
+        spin_us: u64,
+    ) -> PyResult<crate::topic::Subscriber> {
+        let cell = self.get()?;
+        crate::topic::subscribe(py, name, (policy, n), (wait, spin_us), |name, policy| {
+            cell.subscribe(name, policy).map_err(err)
+        })
+    }
+
     /// Calls to the host go through this.
     #[getter]
     pub(crate) fn link(&self) -> LinkEnd {

@@ -50,6 +50,33 @@ impl Hub {
         self.name.clone()
     }
 
+    /// Publishes topic `name`; `options` are (sample_size, depth, history,
+    /// max_subscribers, max_borrowed) (see `cellshm.Hub.publish`).
+    pub(crate) fn publish(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        options: (u32, u32, u32, u32, u32),
+    ) -> PyResult<crate::topic::Publisher> {
+        crate::topic::publish(py, name, options, |name, options| self.with(|hub| hub.publish(name, options)))
+    }
+
+    /// Subscribes to topic `name` (see `cellshm.Hub.subscribe`).
+    #[pyo3(signature = (name, policy, n, wait, spin_us))]
+    pub(crate) fn subscribe(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        policy: u32,
+        n: u32,
+        wait: &str,
+        spin_us: u64,
+    ) -> PyResult<crate::topic::Subscriber> {
+        crate::topic::subscribe(py, name, (policy, n), (wait, spin_us), |name, policy| {
+            self.with(|hub| hub.subscribe(name, policy))
+        })
+    }
+
     /// Serves `name` to every cell of the hub.
     #[pyo3(signature = (name, handler, view=false))]
     pub(crate) fn method(&self, name: &str, handler: Py<PyAny>, view: bool) -> PyResult<()> {

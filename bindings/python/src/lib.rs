@@ -8,7 +8,8 @@
 //! Which file holds what: `errors.rs`, `args.rs` (arguments from Python), `handlers.rs`
 //! (Python handlers, `current_call`), `asyncio.rs`, `stream.rs`, `link_end.rs` (every
 //! call to the other side of a link, written once), `host.rs` (`Hub`, `Peer`),
-//! `supervisor.rs` (`Supervisor`, `AttachListener`), `cell.rs`; this file, the module.
+//! `supervisor.rs` (`Supervisor`, `AttachListener`), `cell.rs`, `topic.rs` (publish/subscribe);
+//! this file, the module.
 
 use cellshm::{wire, Status};
 use pyo3::exceptions::PyValueError;
@@ -25,6 +26,7 @@ mod link_end;
 mod remote;
 mod stream;
 mod supervisor;
+mod topic;
 
 pub(crate) use args::*;
 pub(crate) use asyncio::*;
@@ -128,5 +130,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Supervisor>()?;
     m.add_class::<EventSubscription>()?;
     m.add_class::<AttachListener>()?;
+    m.add_class::<topic::Publisher>()?;
+    m.add_class::<topic::Loan>()?;
+    m.add_class::<topic::Subscriber>()?;
+    m.add_class::<topic::Sample>()?;
     Ok(())
 }

@@ -56,7 +56,7 @@ impl CellTopics {
 
     /// `cellshm.Topic.ended`: the publisher of `name` is gone.
     pub(super) fn ended(&self, name: &str) {
-        let why = Error::new(Status::Unavailable, format!("topic {name:?}: its publisher is gone"));
+        let why = Error::new(Status::PeerDead, format!("topic {name:?}: its publisher died"));
         let mut subscribers = self.subscribers.lock();
         subscribers.retain(|(_, weak)| weak.strong_count() > 0);
         for (_, subscriber) in subscribers.iter().filter(|(n, _)| n == name) {

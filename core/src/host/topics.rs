@@ -133,7 +133,7 @@ fn tell_ended(name: &str, holder: &Holder, why: &Error) {
     match holder {
         Holder::Host(weak) => {
             if let Some(subscriber) = weak.upgrade() {
-                subscriber.end(why.clone());
+                subscriber.end(Error::new(why.status(), format!("topic {name:?}: {}", why.message())));
             }
         }
         Holder::Cell(peer) => {
@@ -173,7 +173,7 @@ pub(crate) fn peer_died(hub: &HubShared, peer: &PeerInner) {
     if ended.is_empty() && left.is_empty() {
         return;
     }
-    let why = Error::new(Status::Unavailable, format!("the publisher (cell {}) is gone", peer.name));
+    let why = Error::new(Status::PeerDead, format!("the publisher (cell {}) died", peer.name));
     let tell = move || {
         for (name, topic) in &ended {
             for (_, _, holder) in &topic.subscriptions {
@@ -392,6 +392,10 @@ mod tests {
         let mut loan = publisher.loan(Duration::from_secs(1)).unwrap();
         loan.bytes_mut()[..3].copy_from_slice(b"abc");
         assert_eq!(loan.publish(3).unwrap(), 3);
+        // No limit is a timeout like any other.
+        let forever = hub.subscribe("config", TopicPolicy::DropOldest).unwrap();
+        assert_eq!(forever.recv(crate::FOREVER).unwrap().unwrap().seq(), 2, "the history's first");
+        drop(forever);
         for subscriber in [&block, &newest] {
             let history = subscriber.recv(Duration::from_secs(1)).unwrap().unwrap();
             assert_eq!((history.seq(), history.to_vec()), (1, b"before anyone".to_vec()));
@@ -489,5 +493,31 @@ mod tests {
         assert_eq!(loan.publish(257).unwrap_err().status(), Status::InvalidArgument);
         drop(publisher.loan(Duration::from_secs(1)).unwrap());
         assert_eq!(publisher.publish(b"third", Duration::from_secs(1)).unwrap(), 3);
+    }
+
+    #[test]
+    fn an_async_subscriber_is_woken_by_each_publish_and_its_stream_ends_with_the_topic() {
+        use futures_core::Stream;
+        let hub = Hub::create(HubConfig::default()).unwrap();
+        let publisher =
+            hub.publish("async", TopicOptions { sample_size: 64, depth: 4, ..TopicOptions::default() }).unwrap();
+        let mut subscriber = hub.subscribe("async", TopicPolicy::Block).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let writer = std::thread::spawn(move || {
+            for seq in 1..=1000u64 {
+                publisher.publish(&seq.to_le_bytes(), Duration::from_secs(20)).unwrap();
+            }
+        });
+        runtime.block_on(async {
+            let mut seen = 0u64;
+            while let Some(sample) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut subscriber).poll_next(cx)).await
+            {
+                let sample = sample.unwrap();
+                seen += 1;
+                assert_eq!((sample.seq(), sample.to_vec()), (seen, seen.to_le_bytes().to_vec()));
+            }
+            assert_eq!(seen, 1000, "the stream ended once the closed topic's samples were read");
+        });
+        writer.join().unwrap();
     }
 }

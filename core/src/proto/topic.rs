@@ -19,7 +19,6 @@
 //! Step 1 of publish/subscribe (issue 26): the memory and the decisions, tested here;
 //! the runtime's topics (brokering by the host, waiting, the language APIs) use them
 //! next, so until then only the tests do.
-#![allow(dead_code)]
 
 use std::collections::VecDeque;
 
@@ -193,6 +192,7 @@ impl PublisherBook {
     }
 
     /// Next position of `subscriber`'s queue (where a new subscription there starts).
+    #[cfg(test)]
     pub fn tail(&self, subscriber: usize) -> u64 {
         self.queues[subscriber].tail
     }

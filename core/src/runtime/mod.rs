@@ -21,6 +21,7 @@
 
 pub(crate) mod alarms;
 pub(crate) mod cancellation;
+pub(crate) mod futex_reactor;
 pub(crate) mod lease;
 pub mod metrics;
 pub(crate) mod pool;

@@ -5,10 +5,13 @@
 //! who brokers a subscription is the host's (`host/topics.rs`).
 
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::proto::topic::TopicPolicy;
+use crate::runtime::futex_reactor;
+use crate::runtime::session::instant_after;
 use crate::runtime::session::WaitStrategy;
 use crate::runtime::sync::{Condvar, Mutex};
 use crate::shm::topic::{Next, Received, SampleAccess, TopicGeometry, TopicPublisher, TopicSubscriber, INLINE_MAX};
@@ -109,7 +112,7 @@ impl Publisher {
     /// size.
     pub fn publish(&self, sample: &[u8], timeout: Duration) -> Result<u64> {
         if sample.len() <= INLINE_MAX {
-            let mut memory = self.room(Instant::now() + timeout)?;
+            let mut memory = self.room(instant_after(timeout))?;
             return Ok(memory.publish_inline(sample).seq);
         }
         let mut loan = self.loan(timeout)?;
@@ -123,7 +126,7 @@ impl Publisher {
     /// Loans a slot to write a sample in place (see [`Loan`]), waiting up to `timeout`
     /// for room in the queues of Block subscribers and for a loan another thread has out.
     pub fn loan(&self, timeout: Duration) -> Result<Loan> {
-        let mut memory = self.room(Instant::now() + timeout)?;
+        let mut memory = self.room(instant_after(timeout))?;
         let loan = memory.loan().ok_or_else(|| {
             Error::new(
                 Status::ResourceExhausted,
@@ -232,8 +235,12 @@ pub(crate) struct SubscriberShared {
     /// How `recv` waits.
     wait: Mutex<WaitStrategy>,
     /// What each received sample reads and releases itself with (made once: both
-    /// mappings stay as they are for the subscription's life).
-    access: SampleAccess,
+    /// mappings stay as they are for the subscription's life); also the word an async
+    /// wait registers with the futex reactor.
+    access: Arc<SampleAccess>,
+    /// The waker of the last `poll_recv` that found nothing: woken when the host ends
+    /// the subscription (the memory's word does not change then).
+    waker: Mutex<Option<Waker>>,
 }
 
 impl SubscriberShared {
@@ -242,6 +249,9 @@ impl SubscriberShared {
     pub(crate) fn end(&self, why: Error) {
         *self.ended.lock() = Some(why);
         self.access.wake_reader();
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
     }
 }
 
@@ -257,6 +267,8 @@ impl Drop for SubscriberShared {
 /// Dropping it unsubscribes.
 pub struct Subscriber {
     pub(crate) shared: Arc<SubscriberShared>,
+    /// As a `futures_core::Stream`: the end was yielded.
+    finished: bool,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -272,10 +284,12 @@ const DEATH_CHECK: Duration = Duration::from_millis(50);
 
 impl Subscriber {
     pub(crate) fn new(name: &str, memory: TopicSubscriber) -> Subscriber {
-        let access = memory.access();
+        let access = Arc::new(memory.access());
         Subscriber {
+            finished: false,
             shared: Arc::new(SubscriberShared {
                 access,
+                waker: Mutex::new(None),
                 name: name.to_string(),
                 memory: Mutex::new(memory),
                 ended: Mutex::new(None),
@@ -298,12 +312,12 @@ impl Subscriber {
     }
 
     /// The next sample, waiting up to `timeout`; `Ok(None)` if none came. Once the
-    /// subscription ends: UNAVAILABLE (the topic closed or its publisher died; what was
-    /// queued is read first) or the reason the publisher detached it
+    /// subscription ends, what was queued read first: UNAVAILABLE (the topic was closed),
+    /// PEER_DEAD (its publisher died) or the reason the publisher detached it
     /// (RESOURCE_EXHAUSTED: it lagged past its `DisconnectAfter`; PROTOCOL_ERROR).
     pub fn recv(&self, timeout: Duration) -> Result<Option<Sample>> {
         let started = Instant::now();
-        let deadline = started + timeout;
+        let deadline = instant_after(timeout);
         let spin = self.shared.wait.lock().spin_budget().map_or(timeout, |spin| spin.min(timeout));
         let mut polls = 0u32;
         loop {
@@ -341,10 +355,50 @@ impl Subscriber {
     /// A sample found, the end of the subscription, or nothing yet.
     fn found(&self, next: Next) -> Result<Option<Sample>> {
         match next {
-            Next::Sample(received) => Ok(Some(Sample { access: self.shared.access.clone(), received: Some(received) })),
+            Next::Sample(received) => {
+                Ok(Some(Sample { access: (*self.shared.access).clone(), received: Some(received) }))
+            }
             Next::Ended(status) => Err(self.ended(status)),
             Next::Empty => Ok(None),
         }
+    }
+
+    /// The next sample for async code: Ready once one is queued or the subscription
+    /// ended (as [`Subscriber::recv`] says), Pending with `cx`'s waker registered
+    /// otherwise. No thread waits: the process's futex reactor sleeps on this
+    /// subscriber's wake word with every other async wait's (see `runtime::futex_reactor`).
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Result<Sample>> {
+        // The waker is in place before `ended` is looked at: an end that comes later
+        // finds it.
+        *self.shared.waker.lock() = Some(cx.waker().clone());
+        let mut memory = self.shared.memory.lock();
+        let next = memory.try_next();
+        if let Some(ready) = self.ready(next) {
+            memory.unpark();
+            return Poll::Ready(ready);
+        }
+        if let Some(e) = self.shared.ended.lock().clone() {
+            memory.unpark();
+            return Poll::Ready(Err(e));
+        }
+        let (seen, next) = memory.park();
+        if let Some(ready) = self.ready(next) {
+            memory.unpark();
+            return Poll::Ready(ready);
+        }
+        futex_reactor::wake_on(self.shared.access.clone(), seen, cx.waker());
+        Poll::Pending
+    }
+
+    /// The next sample, awaited (see [`Subscriber::poll_recv`]; no timeout: wrap it in
+    /// the runtime's, and dropping the future just stops waiting).
+    pub async fn recv_async(&self) -> Result<Sample> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A sample or the end, if `next` is either.
+    fn ready(&self, next: Next) -> Option<Result<Sample>> {
+        self.found(next).transpose()
     }
 
     /// The next sample if one is queued, without waiting.
@@ -365,6 +419,27 @@ impl Subscriber {
             _ => "the subscription ended",
         };
         Error::new(status, format!("topic {:?}: {why}", self.shared.name))
+    }
+}
+
+/// The samples as a `futures_core::Stream`: it ends (None) once the topic is closed
+/// and what was queued was read; any other end (PEER_DEAD: the publisher died;
+/// RESOURCE_EXHAUSTED: detached for lagging) comes as one `Err`, then None.
+impl futures_core::Stream for Subscriber {
+    type Item = Result<Sample>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Sample>>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        this.poll_recv(cx).map(|next| match next {
+            Ok(sample) => Some(Ok(sample)),
+            Err(e) => {
+                this.finished = true;
+                (e.status() != Status::Unavailable).then_some(Err(e))
+            }
+        })
     }
 }
 
@@ -414,6 +489,50 @@ impl Drop for Sample {
         if let Some(received) = self.received.take() {
             self.access.release(received);
         }
+    }
+}
+
+/// Where topics are published and subscribed to, the same for the host's hub (and its
+/// supervisor) and for each cell: what the C and Python bindings are written against.
+pub trait Topics {
+    /// Creates topic `name` published from here: ALREADY_EXISTS while another of that
+    /// name lives, INVALID_ARGUMENT for options out of range. Dropping the last
+    /// [`Publisher`] clone closes it.
+    fn publish(&self, name: &str, options: TopicOptions) -> Result<Publisher>;
+
+    /// Subscribes to topic `name` (published by the host or any cell) with `policy`:
+    /// NOT_FOUND when no such topic lives, PERMISSION_DENIED for a cell the host's rule
+    /// for "topic:NAME" leaves out, RESOURCE_EXHAUSTED when it has its most subscribers.
+    fn subscribe(&self, name: &str, policy: TopicPolicy) -> Result<Subscriber>;
+}
+
+impl Topics for crate::Hub {
+    fn publish(&self, name: &str, options: TopicOptions) -> Result<Publisher> {
+        crate::Hub::publish(self, name, options)
+    }
+
+    fn subscribe(&self, name: &str, policy: TopicPolicy) -> Result<Subscriber> {
+        crate::Hub::subscribe(self, name, policy)
+    }
+}
+
+impl Topics for crate::Cell {
+    fn publish(&self, name: &str, options: TopicOptions) -> Result<Publisher> {
+        crate::Cell::publish(self, name, options)
+    }
+
+    fn subscribe(&self, name: &str, policy: TopicPolicy) -> Result<Subscriber> {
+        crate::Cell::subscribe(self, name, policy)
+    }
+}
+
+impl Topics for crate::Supervisor {
+    fn publish(&self, name: &str, options: TopicOptions) -> Result<Publisher> {
+        self.hub().publish(name, options)
+    }
+
+    fn subscribe(&self, name: &str, policy: TopicPolicy) -> Result<Subscriber> {
+        self.hub().subscribe(name, policy)
     }
 }
 

@@ -17,10 +17,9 @@
 //! Step 1 of publish/subscribe (issue 26): the memory and the decisions, tested here;
 //! the runtime's topics (brokering by the host, waiting, the language APIs) use them
 //! next, so until then only the tests do.
-#![allow(dead_code)]
 
 use std::fs::File;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -393,7 +392,7 @@ impl TopicPublisher {
     /// Waits (up to `timeout`) until every Block subscriber's queue has room; false if
     /// one is still full.
     pub fn wait_for_room(&mut self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::runtime::session::instant_after(timeout);
         // A subscriber that is reading makes room within microseconds: poll that long
         // before sleeping (a futex round trip costs more than it saves then).
         let spin_until = std::time::Instant::now() + ROOM_SPIN.min(timeout);
@@ -585,7 +584,6 @@ pub struct TopicSubscriber {
     geometry: TopicGeometry,
     _own_map: Arc<MmapRaw>,
     own: RawView,
-    own_file: File,
     index: usize,
     head: u64,
     last_seq: u64,
@@ -644,6 +642,7 @@ impl TopicSubscriber {
     }
 
     /// Its index among the topic's subscribers.
+    #[cfg(test)]
     pub fn index(&self) -> usize {
         self.index
     }
@@ -731,30 +730,44 @@ impl TopicSubscriber {
             Next::Empty => {}
             other => return other,
         }
-        let (topic, own) = (self.topic, self.own);
-        let word = topic.atomic_u32(self.record() + at::record::WAKE);
-        let seen = word.load(Ordering::Acquire);
-        let parked = own.atomic_u32(sub_at::PARKED);
-        parked.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        let next = self.try_next();
+        let (seen, next) = self.park();
         if matches!(next, Next::Empty) && !timeout.is_zero() {
-            crate::sys::futex::wait(word, seen, timeout);
+            let topic = self.topic;
+            crate::sys::futex::wait(topic.atomic_u32(self.record() + at::record::WAKE), seen, timeout);
         }
-        parked.store(0, Ordering::Relaxed);
+        self.unpark();
         match next {
             Next::Empty => self.try_next(),
             other => other,
         }
     }
 
+    /// Asks the publisher to wake this subscriber (`parked`: it bumps the record's wake
+    /// word and FUTEX_WAKEs it after each publish), then looks at the queue again: the
+    /// wake word's value before, to sleep on, and what the look found. Either the look
+    /// sees a sample published meanwhile, or the publisher sees the subscriber parked.
+    pub fn park(&mut self) -> (u32, Next) {
+        let (topic, own) = (self.topic, self.own);
+        let seen = topic.atomic_u32(self.record() + at::record::WAKE).load(Ordering::Acquire);
+        own.atomic_u32(sub_at::PARKED).store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        (seen, self.try_next())
+    }
+
+    /// Tells the publisher to stop waking this subscriber.
+    pub fn unpark(&mut self) {
+        self.own.atomic_u32(sub_at::PARKED).store(0, Ordering::Relaxed);
+    }
+
     /// The bytes of a received sample, read in place (copies, never references: the
-    /// publisher's memory).
+    /// publisher's memory). The runtime reads through [`SampleAccess`].
+    #[cfg(test)]
     pub fn bytes<'a>(&'a self, received: &'a Received) -> super::SharedBytes<'a> {
         read_in_place(&self.topic, received)
     }
 
     /// Lets go of a received sample: the publisher may loan its slot again.
+    #[cfg(test)]
     pub fn release(&self, received: Received) {
         release_hold(&self.own, received);
     }
@@ -801,11 +814,6 @@ impl TopicSubscriber {
     fn lied(&self, what: &str) -> Status {
         tracing::warn!(index = self.index, "a topic's publisher wrote {what} no honest publisher can");
         Status::ProtocolError
-    }
-
-    /// A read-only descriptor of this subscription's memory, for the publisher.
-    pub fn share(&self) -> Result<File> {
-        memfd::reopen_read_only(&self.own_file)
     }
 }
 
@@ -862,6 +870,13 @@ impl SampleAccess {
     /// publisher died). A FUTEX_WAKE needs no write access: the topic stays read-only.
     pub fn wake_reader(&self) {
         crate::sys::futex::wake_all(self.topic.atomic_u32(self.wake));
+    }
+}
+
+impl crate::runtime::futex_reactor::FutexWord for SampleAccess {
+    /// The subscriber's wake word, which the publisher bumps when it wakes it.
+    fn word(&self) -> &AtomicU32 {
+        self.topic.atomic_u32(self.wake)
     }
 }
 
@@ -941,7 +956,6 @@ impl TopicSubscriberBuilder {
             geometry,
             _own_map: self.own_map,
             own: self.own,
-            own_file: self.own_file,
             index,
             head: start,
             last_seq: first_seq.saturating_sub(1),

@@ -27,3 +27,62 @@ pub(crate) fn wake_all(word: &AtomicU32) {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
     }
 }
+
+/// Most words one [`wait_any`] waits on (the kernel's `FUTEX_WAITV_MAX`).
+pub(crate) const WAIT_ANY_MAX: usize = 128;
+
+/// What [`wait_any`] returned.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WaitAny {
+    /// The word at this index was woken.
+    Woken(usize),
+    /// A word did not hold its expected value when the wait began, or a signal or the
+    /// kernel cut the wait short: the caller looks at every word again.
+    Recheck,
+    /// The kernel has no FUTEX_WAITV (before Linux 5.16).
+    Unsupported,
+}
+
+/// Sleeps until one of `words` is woken, each while it holds its expected value
+/// (FUTEX_WAITV, Linux 5.16; at most [`WAIT_ANY_MAX`] words, the rest are not waited
+/// on). Shared futexes, as [`wait`].
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)]) -> WaitAny {
+    /// `struct futex_waitv` of the kernel's uapi.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    /// FUTEX2_SIZE_U32: a 32-bit word (not FUTEX2_PRIVATE: shared mappings).
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .take(WAIT_ANY_MAX)
+        .map(|(word, expected)| FutexWaitv {
+            val: *expected as u64,
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // SAFETY: `waiters` is a live array of `waiters.len()` kernel-shaped entries, each
+    // naming a live, aligned u32 (AtomicU32s in mappings their owners keep while this
+    // runs) that FUTEX_WAITV only reads; no timeout (NULL) and no flags.
+    let woken = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0 as libc::c_uint,
+            std::ptr::null::<libc::timespec>(),
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    match usize::try_from(woken) {
+        Ok(index) => WaitAny::Woken(index),
+        Err(_) if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) => WaitAny::Unsupported,
+        Err(_) => WaitAny::Recheck,
+    }
+}

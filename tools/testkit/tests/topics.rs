@@ -107,9 +107,9 @@ fn a_cells_topic_reaches_the_host_and_another_cell_and_ends_when_the_publisher_d
         Ok(None) => panic!("the publisher's death was not seen within 10 s"),
         Err(e) => e,
     };
-    assert_eq!(e.status(), Status::Unavailable, "{e}");
+    assert_eq!(e.status(), Status::PeerDead, "{e}");
     let (received, missed, last, ended) = read_reply(&in_cell.join().unwrap().unwrap());
-    assert_eq!((received, missed, last, ended), (500, 0, 500, Status::Unavailable.code()));
+    assert_eq!((received, missed, last, ended), (500, 0, 500, Status::PeerDead.code()));
     let _ = child_p.wait();
     let _ = child_r.kill();
     let _ = child_r.wait();

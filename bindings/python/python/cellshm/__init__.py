@@ -66,6 +66,14 @@ from ._streams import (  # noqa: F401
 from ._link import (  # noqa: F401
     LinkEnd,
 )
+from ._topics import (  # noqa: F401
+    Loan,
+    Policy,
+    Publisher,
+    Sample,
+    Subscriber,
+    Topics,
+)
 from ._host import (  # noqa: F401
     Peer,
     Hub,
@@ -137,6 +145,12 @@ __all__ = [
     "HubListing",
     "__version__",
     "MethodKind",
+    "Topics",
+    "Policy",
+    "Publisher",
+    "Loan",
+    "Subscriber",
+    "Sample",
 ]
 # Extended from the literal list in errors.py, which type checkers follow.
 __all__ += _errors.__all__

@@ -14,9 +14,10 @@ from ._asyncio import _loop_calls
 from ._streams import MethodKind, SH, StreamCall
 from ._link import LinkEnd, _registering, _registering_stream
 from ._host import _RESERVED_RECORD_KEYS
+from ._topics import Topics
 
 
-class Cell(LinkEnd):
+class Cell(LinkEnd, Topics):
     """A cell: joins the hub its host named, serves methods, calls the host."""
 
     def __init__(self, native: Any) -> None:

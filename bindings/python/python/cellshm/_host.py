@@ -24,6 +24,7 @@ from ._asyncio import DEFAULT_CALL_TIMEOUT, FOREVER, _check_timeout
 from ._streams import MethodKind, SH
 from ._link import LinkEnd, _registering, _registering_stream
 from ._remote import ADD_REMOTE_DOC, Remote, _methods as _remote_methods
+from ._topics import Topics
 
 
 class Peer(LinkEnd):
@@ -144,7 +145,7 @@ def _log_to_python(
 _RESERVED_RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-class Hub:
+class Hub(Topics):
     """The host's hub: the links to its cells, and a discovery socket under the hub's
     ``name`` (``cellshm list`` shows it, ``cellshm inspect NAME`` reads it). Its memory
     is memfds and its socket is abstract: nothing of it outlives the process. Use it as

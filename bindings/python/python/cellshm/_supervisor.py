@@ -22,6 +22,7 @@ from ._link import LinkEnd, _registering
 from ._host import Hub, _log_to_python
 from ._remote import ADD_REMOTE_DOC, Remote, _methods as _remote_methods
 from ._streams import MethodKind
+from ._topics import Topics
 
 
 class SupervisorEvent(NamedTuple):
@@ -67,7 +68,7 @@ class Subscription:
         self.close()
 
 
-class Supervisor:
+class Supervisor(Topics):
     """Keeps cells alive under stable names: relaunch on crash with capped exponential
     backoff, no relaunch after a goodbye, graceful stop (GOODBYE, SIGTERM, SIGKILL),
     restart, removal and new recipes at run time.

@@ -4,7 +4,9 @@ Methods: Echo.echo, Echo.view (memoryview request), Echo.keep_view / Test.kept_v
 Test.drop_kept_views (a view kept past its handler), Test.sleep (u32 ms), Test.fail (u32
 status + message, like the Rust and C test cells), Test.raise (raises ValueError), Test.not_found (raises cellshm.NotFound), Test.call_host (calls the
 host's Host.echo), Test.log (logs the request at WARNING), Test.async_echo (async def),
-Test.env (the value of the environment variable the request names).
+Test.env (the value of the environment variable the request names); Topic.read,
+Topic.open, Topic.send, Topic.close (publish/subscribe, bodies as the Rust and C test
+cells': u32 little-endian, strings u32-length-prefixed).
 With PY_CELL_MODE=async the cell serves with asyncio (serve_async)."""
 
 import asyncio
@@ -144,6 +146,59 @@ def until_cancelled(call: cellshm.StreamCall) -> None:
         # Tell the host through a unary call that the handler saw it.
         cell.notify("Host.cancel_seen", struct.pack("<d", time.monotonic()))
         raise cellshm.Cancelled("the caller cancelled")
+
+
+def _name_and_u32s(body: bytes, count: int) -> "tuple[str, tuple[int, ...]]":
+    (length,) = struct.unpack_from("<I", body)
+    name = body[4 : 4 + length].decode()
+    return name, struct.unpack_from(f"<{count}I", body, 4 + length)
+
+
+@cell.method("Topic.read")
+def topic_read(request: bytes) -> bytes:
+    name, (policy, n, count) = _name_and_u32s(request, 3)
+    received = missed = last = ended = 0
+    with cell.subscribe(name, policy, disconnect_after=n) as subscriber:
+        while received < count:
+            try:
+                sample = subscriber.recv(30.0)
+            except cellshm.CellshmError as error:
+                ended = error.code
+                break
+            if sample is None:
+                raise cellshm.DeadlineExceeded("no sample in 30 s")
+            with sample:
+                if int.from_bytes(sample.data[:8], "little") != sample.seq:
+                    raise cellshm.DataLoss(f"sample {sample.seq} says otherwise")
+                received += 1
+                missed += sample.missed
+                last = sample.seq
+    return struct.pack("<QQQI", received, missed, last, ended)
+
+
+publishers: "dict[str, cellshm.Publisher]" = {}
+
+
+@cell.method("Topic.open")
+def topic_open(request: bytes) -> None:
+    name, (sample_size, depth) = _name_and_u32s(request, 2)
+    publishers[name] = cell.publish(name, sample_size=sample_size, depth=depth)
+
+
+@cell.method("Topic.send")
+def topic_send(request: bytes) -> None:
+    name, (count, size) = _name_and_u32s(request, 2)
+    publisher = publishers[name]
+    for _ in range(count):
+        with publisher.loan(30.0) as loan:
+            loan.buffer[:8] = loan.seq.to_bytes(8, "little")
+            loan.publish(max(size, 8))
+
+
+@cell.method("Topic.close")
+def topic_close(request: bytes) -> None:
+    name, _ = _name_and_u32s(request, 0)
+    publishers.pop(name).close()
 
 
 if os.environ.get("PY_CELL_MODE") == "async":

@@ -71,6 +71,7 @@ use crate::runtime::waiter;
 pub use crate::runtime::waiter::Completion;
 pub use dispatch::{AccessPolicy, Call, CancelToken, Dispatcher, Handler, PeerIdentity, RetainCheck};
 use dispatch::{ReplyBody, Unary};
+pub(crate) use options::instant_after;
 pub use options::{CallOptions, WaitStrategy, DEFAULT_CALL_TIMEOUT, FOREVER};
 pub use serve_async::{AsyncCall, AsyncStreamCall, BoxFuture, Spawn};
 use stream::StreamState;

@@ -76,6 +76,14 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// calls that set none wait as long as they take).
 pub const FOREVER: Duration = Duration::MAX;
 
+/// The instant `timeout` from now; for [`FOREVER`] (or any timeout past what an
+/// `Instant` holds), one so far away that waiting until it is waiting forever.
+pub(crate) fn instant_after(timeout: Duration) -> std::time::Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = std::time::Instant::now();
+    now.checked_add(timeout.min(FAR)).unwrap_or(now)
+}
+
 /// Per-call options. Reusable: a timeout counts from the start of each call.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions {
