@@ -1,6 +1,7 @@
 // cellshm.hpp: a header-only C++17 wrapper over the C API (include/cellshm.h).
 //
-// RAII handles (Hub, Peer, Cell, Supervisor, Subscription, Response, Stream, StreamItem) release their C objects; every failing call
+// RAII handles (Hub, Peer, Cell, Supervisor, Subscription, Response, Stream, StreamItem,
+// Publisher, Loan, Subscriber, Sample) release their C objects; every failing call
 // throws cellshm::Error carrying the status and the library's message. Handlers are
 // std::function objects; an exception thrown by a handler becomes an error response
 // (cellshm::Error keeps its status, anything else is INTERNAL) and never crosses into
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -70,6 +72,18 @@ struct SupervisorFree {
 struct SubscriptionFree {
     void operator()(cellshm_subscription *s) const noexcept { cellshm_subscription_free(s); }
 };
+struct PublisherFree {
+    void operator()(cellshm_publisher *p) const noexcept { cellshm_publisher_free(p); }
+};
+struct LoanFree {
+    void operator()(cellshm_loan *l) const noexcept { cellshm_loan_free(l); }
+};
+struct SubscriberFree {
+    void operator()(cellshm_subscriber *s) const noexcept { cellshm_subscriber_free(s); }
+};
+struct SampleFree {
+    void operator()(cellshm_sample *s) const noexcept { cellshm_sample_free(s); }
+};
 
 /// argv or envp for the C API: pointers into `strings`, NULL-terminated.
 inline std::vector<const char *> c_list(const std::vector<std::string> &strings) {
@@ -90,6 +104,185 @@ inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
 /// A timeout that means "no limit" (waiting forever is never the default: a timeout of 0
 /// means the peer's default, 30 s unless configured).
 constexpr std::chrono::milliseconds forever = std::chrono::milliseconds::max();
+
+// ----- publish/subscribe ---------------------------------------------------------------
+
+/// What a subscriber's full queue does (the CELLSHM_TOPIC_* numbers).
+enum class TopicPolicy : uint32_t {
+    /// The publisher waits (up to its publish timeout) until this subscriber reads.
+    Block = CELLSHM_TOPIC_BLOCK,
+    /// The oldest unread sample is overwritten; the next sample read says how many went.
+    DropOldest = CELLSHM_TOPIC_DROP_OLDEST,
+    /// The new sample is not queued for this subscriber.
+    DropNewest = CELLSHM_TOPIC_DROP_NEWEST,
+    /// A subscriber `disconnect_after` samples behind is detached (its next read throws
+    /// RESOURCE_EXHAUSTED).
+    DisconnectAfter = CELLSHM_TOPIC_DISCONNECT_AFTER,
+};
+
+/// How a subscription behaves: its policy, and how Subscriber::next waits.
+struct SubscribeOptions {
+    TopicPolicy policy = TopicPolicy::DropOldest;
+    uint32_t disconnect_after = 0;
+    /// CELLSHM_WAIT_ADAPTIVE (poll `spin_us`, then sleep), CELLSHM_WAIT_SPIN, CELLSHM_WAIT_BLOCK.
+    uint32_t wait = CELLSHM_WAIT_ADAPTIVE;
+    uint32_t spin_us = 50;
+};
+
+/// One sample, read in place from the publisher's memory; destroying it lets the
+/// publisher reuse its slot (a subscriber holds at most the topic's max_borrowed).
+class Sample {
+  public:
+    explicit Sample(cellshm_sample *raw) : raw_(raw) {}
+    const uint8_t *data() const noexcept { return cellshm_sample_data(raw_.get()); }
+    size_t size() const noexcept { return cellshm_sample_len(raw_.get()); }
+    std::string_view view() const noexcept { return {reinterpret_cast<const char *>(data()), size()}; }
+    std::string str() const { return std::string(view()); }
+    /// 1 for the topic's first sample, one more for each after.
+    uint64_t seq() const noexcept { return cellshm_sample_seq(raw_.get()); }
+    /// Samples this subscriber missed just before this one.
+    uint64_t missed() const noexcept { return cellshm_sample_missed(raw_.get()); }
+
+  private:
+    std::unique_ptr<cellshm_sample, detail::SampleFree> raw_;
+};
+
+/// A slot loaned from a topic, written in place through data(), then publish()ed;
+/// destroyed unpublished, it goes back. Other publishes of the topic wait while it is out.
+class Loan {
+  public:
+    explicit Loan(cellshm_loan *raw) : raw_(raw) {}
+    uint8_t *data() noexcept { return cellshm_loan_data(raw_.get()); }
+    size_t capacity() const noexcept { return cellshm_loan_capacity(raw_.get()); }
+    /// The sequence number the sample gets when published.
+    uint64_t seq() const noexcept { return cellshm_loan_seq(raw_.get()); }
+
+    /// Publishes the first `len` bytes; the sample's sequence number. The loan is spent
+    /// either way (a `len` past capacity() throws INVALID_ARGUMENT, the slot goes back).
+    uint64_t publish(size_t len) {
+        uint64_t seq = 0;
+        detail::check(cellshm_loan_publish(raw_.release(), len, &seq));
+        return seq;
+    }
+
+  private:
+    std::unique_ptr<cellshm_loan, detail::LoanFree> raw_;
+};
+
+/// A topic's publishing end (Hub::publish, Cell::publish, Supervisor::publish). Any
+/// thread may publish. Destroying it closes the topic: subscribers read what was
+/// queued, then their next() ends.
+class Publisher {
+  public:
+    explicit Publisher(cellshm_publisher *raw) : raw_(raw) {}
+
+    /// Publishes a copy of `sample`; its sequence number. `timeout` bounds the wait for a
+    /// Block subscriber's full queue (then DEADLINE_EXCEEDED and nobody got it).
+    uint64_t publish(std::string_view sample, std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) {
+        uint64_t seq = 0;
+        detail::check(cellshm_publisher_publish(raw_.get(), reinterpret_cast<const uint8_t *>(sample.data()),
+                                                sample.size(), detail::options_for(timeout).timeout_ms, &seq));
+        return seq;
+    }
+
+    /// A slot to write a sample in place.
+    Loan loan(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) {
+        cellshm_loan *out = nullptr;
+        detail::check(cellshm_publisher_loan(raw_.get(), detail::options_for(timeout).timeout_ms, &out));
+        return Loan(out);
+    }
+
+    /// Subscribers attached now.
+    size_t subscribers() const noexcept { return cellshm_publisher_subscribers(raw_.get()); }
+
+  private:
+    std::unique_ptr<cellshm_publisher, detail::PublisherFree> raw_;
+};
+
+/// A topic's subscribing end (Hub::subscribe, Cell::subscribe, Supervisor::subscribe).
+/// One thread reads it at a time; destroying it unsubscribes. Iterate it
+/// (`for (cellshm::Sample &s : subscriber)`) to read until the topic is closed.
+class Subscriber {
+  public:
+    explicit Subscriber(cellshm_subscriber *raw) : raw_(raw) {}
+
+    /// The next sample, waiting up to `timeout`; std::nullopt if none came. Throws the
+    /// subscription's end: UNAVAILABLE once the topic was closed (what was queued read
+    /// first), PEER_DEAD when its publisher died, RESOURCE_EXHAUSTED when detached.
+    std::optional<Sample> next(std::chrono::milliseconds timeout = forever) {
+        cellshm_sample *out = nullptr;
+        detail::check(cellshm_subscriber_next(raw_.get(), detail::options_for(timeout).timeout_ms, &out));
+        if (out == nullptr) return std::nullopt;
+        return Sample(out);
+    }
+
+    /// Samples the publisher could not queue for this subscriber so far.
+    uint64_t dropped() const noexcept { return cellshm_subscriber_dropped(raw_.get()); }
+
+    /// Reads samples until the topic is closed (other ends throw).
+    class iterator {
+      public:
+        using iterator_category = std::input_iterator_tag;
+        using value_type = Sample;
+        using difference_type = std::ptrdiff_t;
+        using pointer = Sample *;
+        using reference = Sample &;
+
+        iterator() = default;
+        explicit iterator(Subscriber *subscriber) : subscriber_(subscriber) { ++*this; }
+        Sample &operator*() { return *current_; }
+        Sample *operator->() { return &*current_; }
+        iterator &operator++() {
+            current_.reset();  // the previous sample goes back first
+            try {
+                current_ = subscriber_->next(forever);
+            } catch (const Error &e) {
+                if (e.status() != CELLSHM_UNAVAILABLE) throw;
+            }
+            if (!current_) subscriber_ = nullptr;
+            return *this;
+        }
+        bool operator==(const iterator &other) const noexcept { return subscriber_ == other.subscriber_; }
+        bool operator!=(const iterator &other) const noexcept { return !(*this == other); }
+
+      private:
+        Subscriber *subscriber_ = nullptr;
+        std::optional<Sample> current_;
+    };
+
+    iterator begin() { return iterator(this); }
+    iterator end() { return iterator(); }
+
+  private:
+    std::unique_ptr<cellshm_subscriber, detail::SubscriberFree> raw_;
+};
+
+namespace detail {
+/// Hub::publish, Cell::publish and Supervisor::publish, through their C function.
+template <typename Owner>
+Publisher publish_on(cellshm_status (*publish)(const Owner *, const char *, const cellshm_topic_options *,
+                                                cellshm_publisher **),
+                     const Owner *owner, const char *topic, const cellshm_topic_options &options) {
+    cellshm_publisher *out = nullptr;
+    check(publish(owner, topic, &options, &out));
+    return Publisher(out);
+}
+
+/// Hub::subscribe, Cell::subscribe and Supervisor::subscribe, through their C function.
+template <typename Owner>
+Subscriber subscribe_on(cellshm_status (*subscribe)(const Owner *, const char *, const cellshm_subscriber_options *,
+                                                     cellshm_subscriber **),
+                        const Owner *owner, const char *topic, const SubscribeOptions &options) {
+    cellshm_subscriber_options c = cellshm_subscriber_options_default();
+    c.policy = static_cast<uint32_t>(options.policy);
+    c.disconnect_after = options.disconnect_after;
+    c.wait = options.wait;
+    c.spin_us = options.spin_us;
+    cellshm_subscriber *out = nullptr;
+    check(subscribe(owner, topic, &c, &out));
+    return Subscriber(out);
+}
+} // namespace detail
 
 /// A handler: gets the request bytes, returns the reply bytes, or throws.
 using Handler = std::function<std::string(std::string_view request)>;
@@ -342,6 +535,18 @@ class Hub {
 
     /// Spawns `program` with `args` (its arguments after argv[0], which is `program`; the
     /// hub adds none) and extra `env` entries.
+    /// Creates topic `topic`, published from here (start `options` from
+    /// cellshm_topic_options_default()); ALREADY_EXISTS while another of that name lives.
+    Publisher publish(const char *topic, const cellshm_topic_options &options = cellshm_topic_options_default()) {
+        return detail::publish_on(cellshm_hub_publish, raw_.get(), topic, options);
+    }
+
+    /// Subscribes to topic `topic` (published by the host or any cell); NOT_FOUND when no
+    /// such topic lives.
+    Subscriber subscribe(const char *topic, const SubscribeOptions &options = {}) {
+        return detail::subscribe_on(cellshm_hub_subscribe, raw_.get(), topic, options);
+    }
+
     Peer spawn(const char *name, const std::string &program, const std::vector<std::string> &args = {},
                const std::vector<std::string> &env = {}) {
         auto argv = detail::c_list(args);
@@ -393,6 +598,19 @@ class Cell {
 
     /// Serves until the host says goodbye.
     void run() { detail::check(cellshm_cell_run(raw_.get())); }
+
+    /// Creates topic `topic`, published from here (start `options` from
+    /// cellshm_topic_options_default()); ALREADY_EXISTS while another of that name lives.
+    Publisher publish(const char *topic, const cellshm_topic_options &options = cellshm_topic_options_default()) {
+        return detail::publish_on(cellshm_cell_publish, raw_.get(), topic, options);
+    }
+
+    /// Subscribes to topic `topic` (published by the host or any cell); NOT_FOUND when no
+    /// such topic lives.
+    Subscriber subscribe(const char *topic, const SubscribeOptions &options = {}) {
+        return detail::subscribe_on(cellshm_cell_subscribe, raw_.get(), topic, options);
+    }
+
 
     Response call(const char *method, std::string_view request,
                   std::chrono::milliseconds timeout = std::chrono::milliseconds(0)) const {
@@ -515,6 +733,19 @@ class Supervisor {
 
     /// Starts a cell that is not running (exited, stopped, failed) again.
     void start(const std::string &name) { detail::check(cellshm_supervisor_start(raw_.get(), name.c_str())); }
+
+    /// Creates topic `topic`, published from here (start `options` from
+    /// cellshm_topic_options_default()); ALREADY_EXISTS while another of that name lives.
+    Publisher publish(const char *topic, const cellshm_topic_options &options = cellshm_topic_options_default()) {
+        return detail::publish_on(cellshm_supervisor_publish, raw_.get(), topic, options);
+    }
+
+    /// Subscribes to topic `topic` (published by the host or any cell); NOT_FOUND when no
+    /// such topic lives.
+    Subscriber subscribe(const char *topic, const SubscribeOptions &options = {}) {
+        return detail::subscribe_on(cellshm_supervisor_subscribe, raw_.get(), topic, options);
+    }
+
 
     /// Stops the running instance and starts a new one.
     void restart(const std::string &name, std::chrono::milliseconds grace = std::chrono::seconds(2)) {

@@ -63,6 +63,7 @@ pub use host::supervisor::{
     CellSpec, CellStatus, EventSubscription, ExitReason, RestartPolicy, Supervisor, SupervisorEvent, SupervisorEvents,
     WatchedPeer,
 };
+pub use host::topics::TopicReport;
 pub use host::{
     peer_state_name, CellProcess, Endpoint, EndpointListing, Hub, HubView, LogRecord, LogSink, Peer, PeerMetrics,
     PeerOptions, PeerState, PeerTicket, ReadyFuture, ShutdownFuture,
@@ -78,6 +79,7 @@ pub use session::{
     MAX_INBOUND_STREAMS, STREAM_THREADS, STREAM_WINDOW,
 };
 pub use shm::inspect::PeerSnapshot;
+pub use shm::topic::{SubscriptionStats, TopicStats};
 pub use shm::{Geometry, HubConfig, HubInfo, PeerSlotState, SharedBytes, SlotClass};
 pub use sys::clock::{deadline_after, monotonic_now_ns};
 pub use wire::{method_id, MethodKind, Status};

@@ -12,8 +12,10 @@ use super::PeerMetrics;
 use crate::error::{Error, Result};
 use crate::runtime::metrics::{LatencySummary, MethodMetrics};
 use crate::shm::inspect::{read_peer, PeerSnapshot, SlotRecord};
+use crate::shm::topic::{SubscriptionStats, TopicStats};
 use crate::shm::PeerSlotState;
 use crate::wire::Status;
+use crate::{TopicPolicy, TopicReport};
 
 /// A hub as seen from outside.
 #[derive(Clone, Debug)]
@@ -24,6 +26,91 @@ pub struct HubSnapshot {
     pub peers: Vec<PeerSnapshot>,
     /// What the host measured of each of them (by peer id).
     pub metrics: Vec<PeerMetrics>,
+    /// The hub's topics (empty from a host that sends none).
+    pub topics: Vec<TopicReport>,
+}
+
+/// Most topic records a reader takes from one INSPECT reply: a host cannot make it read
+/// without end.
+const MOST_TOPIC_RECORDS: usize = 1 << 16;
+
+/// The hub's topics as lines of the INSPECT reply (docs/PROTOCOL.md §13.2): per topic one
+/// `TOPIC` line, then one `SUB` line per subscription.
+pub(crate) fn topic_lines(reports: &[TopicReport]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for t in reports {
+        let s = &t.stats;
+        lines.push(format!(
+            "TOPIC {} {} {} {} {} {} {}{}\n",
+            s.published,
+            u8::from(s.closed),
+            s.sample_size,
+            s.depth,
+            s.history,
+            t.name.len(),
+            t.name,
+            t.publisher.replace('\n', " ")
+        ));
+        for (sub, holder) in s.subscriptions.iter().zip(&t.holders) {
+            let (code, n) = sub.policy.code();
+            let count = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            lines.push(format!(
+                "SUB {} {code} {n} {} {} {} {} {}\n",
+                sub.index,
+                sub.queued,
+                sub.dropped,
+                count(sub.received),
+                count(sub.missed),
+                holder.replace('\n', " ")
+            ));
+        }
+    }
+    lines
+}
+
+/// Adds one `TOPIC` or `SUB` line to `topics`; None for a line that is neither.
+fn apply_topic_line(line: &str, topics: &mut Vec<TopicReport>) -> Option<()> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    if let Some(rest) = line.strip_prefix("TOPIC ") {
+        let mut parts = rest.splitn(7, ' ');
+        let mut number = || parts.next()?.parse::<u64>().ok();
+        let (published, closed, sample_size, depth, history, name_len) =
+            (number()?, number()?, number()?, number()?, number()?, number()? as usize);
+        let names = parts.next()?;
+        let (name, publisher) = (names.get(..name_len)?, names.get(name_len..)?);
+        topics.push(TopicReport {
+            name: name.to_string(),
+            publisher: publisher.to_string(),
+            stats: TopicStats {
+                sample_size: u32::try_from(sample_size).ok()?,
+                depth: u32::try_from(depth).ok()?,
+                history: u32::try_from(history).ok()?,
+                published,
+                closed: closed != 0,
+                subscriptions: Vec::new(),
+            },
+            holders: Vec::new(),
+        });
+        return Some(());
+    }
+    let rest = line.strip_prefix("SUB ")?;
+    let topic = topics.last_mut()?;
+    let mut parts = rest.splitn(8, ' ');
+    let mut number = || parts.next()?.parse::<u64>().ok();
+    let (index, code, n, queued, dropped) = (number()?, number()?, number()?, number()?, number()?);
+    let mut optional = || parts.next().map(|v| v.parse::<u64>().ok());
+    let (received, missed) = (optional()?, optional()?);
+    let holder = parts.next().unwrap_or_default().to_string();
+    topic.stats.subscriptions.push(SubscriptionStats {
+        index: u32::try_from(index).ok()?,
+        policy: TopicPolicy::from_code(u32::try_from(code).ok()?, u32::try_from(n).ok()?)?,
+        queued,
+        dropped,
+        received,
+        missed,
+    });
+    topic.holders.push(holder);
+    Some(())
 }
 
 /// A peer's metrics as lines of the INSPECT reply (docs/PROTOCOL.md §13.2): one `STATS`
@@ -161,7 +248,15 @@ pub fn snapshot(name: &str) -> Result<HubSnapshot> {
         apply_metric_line(&line, &mut metrics, &names)
             .ok_or_else(|| Error::new(Status::ProtocolError, format!("unexpected INSPECT metrics record {line:?}")))?;
     }
-    Ok(HubSnapshot { info, peers, metrics })
+    let topic_records: usize =
+        text.lines().find_map(|l| l.strip_prefix("topic_records=")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut topics = Vec::new();
+    for _ in 0..topic_records.min(MOST_TOPIC_RECORDS) {
+        let (line, _) = discovery::recv_reply(&socket)?;
+        apply_topic_line(&line, &mut topics)
+            .ok_or_else(|| Error::new(Status::ProtocolError, format!("unexpected INSPECT topic record {line:?}")))?;
+    }
+    Ok(HubSnapshot { info, peers, metrics, topics })
 }
 
 /// `s` as a JSON string literal.

@@ -36,7 +36,7 @@ pub mod relay;
 mod slots;
 mod spawn;
 pub mod supervisor;
-mod topics;
+pub(crate) mod topics;
 
 pub use endpoints::{Endpoint, EndpointListing};
 use hooks::{run_death_callback, PeerHooks};

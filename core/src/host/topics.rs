@@ -20,7 +20,7 @@ use crate::runtime::sync::Mutex;
 use crate::runtime::topic::{
     subscribe_locally, Publisher, PublisherShared, Subscriber, SubscriberShared, TopicOptions,
 };
-use crate::shm::topic::{map_topic, TopicPublisher, TopicSubscriber, TOPIC_NAME_MAX};
+use crate::shm::topic::{map_topic, read_stats, TopicPublisher, TopicStats, TopicSubscriber, TOPIC_NAME_MAX};
 use crate::wire::{builtin, Status};
 
 /// How long the host waits for a publishing cell to attach a subscriber.
@@ -47,8 +47,17 @@ struct Brokered {
     owner: Owner,
     /// The topic's memory a publishing cell handed over (read-only), for its subscribers.
     memory: Option<File>,
-    /// (index at the publisher, where it started, who holds it).
-    subscriptions: Vec<(u32, u64, Holder)>,
+    subscriptions: Vec<Subscription>,
+}
+
+/// A subscription the host brokered.
+struct Subscription {
+    /// Its index at the publisher and where it started: together, its name.
+    index: u32,
+    start: u64,
+    holder: Holder,
+    /// Its memory (read-only), for `inspect` of a topic a cell publishes.
+    memory: Option<File>,
 }
 
 impl Brokered {
@@ -64,6 +73,42 @@ impl Brokered {
 #[derive(Default)]
 pub(crate) struct Topics {
     by_name: Mutex<HashMap<String, Brokered>>,
+}
+
+impl Topics {
+    pub(crate) fn reports(&self) -> Vec<TopicReport> {
+        let by_name = self.by_name.lock();
+        let mut reports: Vec<TopicReport> = by_name
+            .iter()
+            .filter(|(_, t)| t.alive())
+            .filter_map(|(name, topic)| {
+                let (publisher, stats) = match (&topic.owner, &topic.memory) {
+                    (Owner::Host(weak), _) => ("host".to_string(), weak.upgrade()?.memory.lock().stats()),
+                    (Owner::Cell(peer), Some(memory)) => {
+                        let known: Vec<(u32, &File)> = topic
+                            .subscriptions
+                            .iter()
+                            .filter_map(|s| s.memory.as_ref().map(|m| (s.index, m)))
+                            .collect();
+                        (peer.upgrade()?.name.clone(), read_stats(memory, &known).ok()?)
+                    }
+                    (Owner::Cell(_), None) => return None,
+                };
+                let holders = stats
+                    .subscriptions
+                    .iter()
+                    .map(|s| {
+                        let holder = topic.subscriptions.iter().rev().find(|b| b.index == s.index);
+                        // The host's own subscribers to its own topics are not brokered.
+                        holder.and_then(|b| b.holder.name()).unwrap_or_else(|| "host".to_string())
+                    })
+                    .collect();
+                Some(TopicReport { name: name.clone(), publisher, stats, holders })
+            })
+            .collect();
+        reports.sort_by(|a, b| a.name.cmp(&b.name));
+        reports
+    }
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -160,10 +205,10 @@ pub(crate) fn peer_died(hub: &HubShared, peer: &PeerInner) {
             owned.into_iter().filter_map(|name| by_name.remove(&name).map(|t| (name, t))).collect();
         let mut left = Vec::new();
         for (name, topic) in by_name.iter_mut() {
-            topic.subscriptions.retain(|(index, start, holder)| {
-                let theirs = matches!(holder, Holder::Cell(p) if same(p, peer) || p.strong_count() == 0);
+            topic.subscriptions.retain(|s| {
+                let theirs = matches!(&s.holder, Holder::Cell(p) if same(p, peer) || p.strong_count() == 0);
                 if theirs {
-                    left.push((name.clone(), *index, *start, topic.owner.clone()));
+                    left.push((name.clone(), s.index, s.start, topic.owner.clone()));
                 }
                 !theirs
             });
@@ -176,8 +221,8 @@ pub(crate) fn peer_died(hub: &HubShared, peer: &PeerInner) {
     let why = Error::new(Status::PeerDead, format!("the publisher (cell {}) died", peer.name));
     let tell = move || {
         for (name, topic) in &ended {
-            for (_, _, holder) in &topic.subscriptions {
-                tell_ended(name, holder, &why);
+            for subscription in &topic.subscriptions {
+                tell_ended(name, &subscription.holder, &why);
             }
         }
         for (name, index, start, owner) in left {
@@ -223,7 +268,12 @@ pub(crate) fn subscribe_for_cell(peer: &PeerInner, subscribe: Subscribe) -> Resu
     let arc = arc_of(peer).ok_or_else(|| Error::new(Status::Unavailable, "the cell is gone"))?;
     let (attached, topic) = attach(&peer.hub, name, subscribe.policy, &subscription)?;
     if let Some(topic) = peer.hub.topics.by_name.lock().get_mut(name) {
-        topic.subscriptions.push((attached.index, attached.start, Holder::Cell(Arc::downgrade(&arc))));
+        topic.subscriptions.push(Subscription {
+            index: attached.index,
+            start: attached.start,
+            holder: Holder::Cell(Arc::downgrade(&arc)),
+            memory: subscription.try_clone().ok(),
+        });
     }
     let token = match peer.session().and_then(|s| s.hand_over(&topic)) {
         Ok(token) => token,
@@ -238,9 +288,9 @@ pub(crate) fn subscribe_for_cell(peer: &PeerInner, subscribe: Subscribe) -> Resu
 /// `cellshm.Topic.unsubscribe` from `peer`.
 pub(crate) fn unsubscribe_for_cell(peer: &PeerInner, leave: Leave) {
     let held = peer.hub.topics.by_name.lock().get(&leave.name).is_some_and(|t| {
-        t.subscriptions
-            .iter()
-            .any(|(i, s, h)| (*i, *s) == (leave.index, leave.start) && matches!(h, Holder::Cell(p) if same(p, peer)))
+        t.subscriptions.iter().any(|s| {
+            (s.index, s.start) == (leave.index, leave.start) && matches!(&s.holder, Holder::Cell(p) if same(p, peer))
+        })
     });
     if held {
         unsubscribe(&peer.hub, &leave.name, leave.index, leave.start);
@@ -253,7 +303,7 @@ fn unsubscribe(hub: &HubShared, name: &str, index: u32, start: u64) {
     let owner = {
         let mut by_name = hub.topics.by_name.lock();
         let Some(topic) = by_name.get_mut(name) else { return };
-        topic.subscriptions.retain(|(i, s, _)| (*i, *s) != (index, start));
+        topic.subscriptions.retain(|s| (s.index, s.start) != (index, start));
         topic.owner.clone()
     };
     end_at_publisher(&owner, name, index, start);
@@ -291,7 +341,36 @@ fn attach(hub: &HubShared, name: &str, policy: TopicPolicy, subscription: &File)
     }
 }
 
+/// A topic of a hub as `inspect` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicReport {
+    /// The topic's name.
+    pub name: String,
+    /// "host", or the publishing cell's name.
+    pub publisher: String,
+    /// What its memory says.
+    pub stats: TopicStats,
+    /// Who holds each of `stats.subscriptions`, in their order: "host" or a cell's name.
+    pub holders: Vec<String>,
+}
+
+impl Holder {
+    fn name(&self) -> Option<String> {
+        match self {
+            Holder::Host(weak) => (weak.strong_count() > 0).then(|| "host".to_string()),
+            Holder::Cell(peer) => peer.upgrade().map(|p| p.name.clone()),
+        }
+    }
+}
+
 impl Hub {
+    /// Every live topic of the hub with its numbers: samples published, and per
+    /// subscription its policy, lag (queued, unread), drops and what the subscriber
+    /// counted. Read from the topics' memory; nothing is written.
+    pub fn topics(&self) -> Vec<TopicReport> {
+        self.shared.topics.reports()
+    }
+
     /// Subscriptions the hub brokered to its topics and that live now (the host's own
     /// included), for tests and `inspect`.
     pub fn topic_subscriptions(&self) -> usize {
@@ -347,7 +426,8 @@ impl Hub {
             return subscribe_locally(&publisher, policy);
         }
         let builder = TopicSubscriber::prepare()?;
-        let (attached, topic) = attach(&self.shared, name, policy, &builder.share()?)?;
+        let own = builder.share()?;
+        let (attached, topic) = attach(&self.shared, name, policy, &own)?;
         let subscriber = match builder.attached(&topic, attached.index as usize, attached.start) {
             Ok(memory) => Subscriber::new(name, memory),
             Err(e) => {
@@ -357,7 +437,12 @@ impl Hub {
         };
         if let Some(t) = self.shared.topics.by_name.lock().get_mut(name) {
             let holder = Holder::Host(Arc::downgrade(&subscriber.shared));
-            t.subscriptions.push((attached.index, attached.start, holder));
+            t.subscriptions.push(Subscription {
+                index: attached.index,
+                start: attached.start,
+                holder,
+                memory: Some(own),
+            });
         }
         let (hub, topic) = (Arc::downgrade(&self.shared), name.to_string());
         let (index, start) = (attached.index, attached.start);
@@ -519,5 +604,35 @@ mod tests {
             assert_eq!(seen, 1000, "the stream ended once the closed topic's samples were read");
         });
         writer.join().unwrap();
+    }
+
+    #[test]
+    fn the_hub_reports_each_topic_with_its_subscriptions_lag_and_drops() {
+        let hub = Hub::create(HubConfig::default()).unwrap();
+        let publisher =
+            hub.publish("stats", TopicOptions { sample_size: 64, depth: 16, ..TopicOptions::default() }).unwrap();
+        let oldest = hub.subscribe("stats", TopicPolicy::DropOldest).unwrap();
+        let _newest = hub.subscribe("stats", TopicPolicy::DropNewest).unwrap();
+        let reader = hub.subscribe("stats", TopicPolicy::DisconnectAfter(16)).unwrap();
+        for seq in 1..=20u64 {
+            publisher.publish(&seq.to_le_bytes(), Duration::from_secs(1)).unwrap();
+            drop(reader.try_recv().unwrap());
+        }
+        drop(oldest.try_recv().unwrap());
+        let reports = hub.topics();
+        assert_eq!(reports.len(), 1);
+        let report = &reports[0];
+        assert_eq!((report.name.as_str(), report.publisher.as_str()), ("stats", "host"));
+        assert_eq!((report.stats.published, report.stats.depth, report.stats.closed), (20, 16, false));
+        assert_eq!(report.holders, ["host", "host", "host"]);
+        let by_policy = |policy| report.stats.subscriptions.iter().find(|s| s.policy == policy).unwrap();
+        let o = by_policy(TopicPolicy::DropOldest);
+        assert_eq!((o.queued, o.dropped, o.received, o.missed), (15, 4, Some(1), Some(4)));
+        let n = by_policy(TopicPolicy::DropNewest);
+        assert_eq!((n.queued, n.dropped, n.received, n.missed), (16, 4, Some(0), Some(0)));
+        let r = by_policy(TopicPolicy::DisconnectAfter(16));
+        assert_eq!((r.queued, r.dropped, r.received), (0, 0, Some(20)));
+        drop(publisher);
+        assert!(hub.topics().is_empty(), "a closed topic is gone from the report");
     }
 }

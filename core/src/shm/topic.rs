@@ -982,6 +982,115 @@ impl RawView {
     }
 }
 
+/// What a topic's memory says of it and its subscriptions, for operators (`inspect`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Largest sample, in bytes.
+    pub sample_size: u32,
+    /// Entries of each subscriber's queue.
+    pub depth: u32,
+    /// Samples kept for late joiners.
+    pub history: u32,
+    /// Samples published so far.
+    pub published: u64,
+    /// The publisher closed it.
+    pub closed: bool,
+    /// Every attached subscription.
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+/// One subscription of a topic as its memory and the subscriber's say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Its index at the publisher.
+    pub index: u32,
+    /// What its full queue does.
+    pub policy: TopicPolicy,
+    /// Samples queued for it and not read yet (its lag).
+    pub queued: u64,
+    /// Samples the publisher could not queue for it (dropped or overwritten).
+    pub dropped: u64,
+    /// What the subscriber counted (its own memory, as it wrote it; None when the
+    /// reader of the stats does not have it).
+    pub received: Option<u64>,
+    /// Samples it saw missing (the gaps in sequence numbers it read).
+    pub missed: Option<u64>,
+}
+
+/// Reads `topic` (its memory, mapped read-only) and the subscriptions' memory that
+/// `subscription(index)` gives: nothing here is written, and a lie in either memory
+/// only makes these numbers wrong.
+fn stats_of(topic: &RawView, geometry: &TopicGeometry, subscription: impl Fn(usize) -> Option<RawView>) -> TopicStats {
+    let mut subscriptions = Vec::new();
+    for index in 0..geometry.max_subscribers as usize {
+        let record = geometry.record(index);
+        if topic.atomic_u32(record + at::record::STATE).load(Ordering::Acquire) != 1 {
+            continue;
+        }
+        let code = topic.atomic_u32(record + at::record::POLICY).load(Ordering::Relaxed);
+        let n = topic.atomic_u32(record + at::record::POLICY_N).load(Ordering::Relaxed);
+        let Some(policy) = TopicPolicy::from_code(code, n) else { continue };
+        let own = subscription(index);
+        // The lag: entries written after the subscriber's head (a queue's worth at most;
+        // a full one if the publisher lapped it).
+        let queued = own.as_ref().map_or(0, |own| {
+            let head = own.atomic_u64(sub_at::HEAD).load(Ordering::Acquire);
+            let at_head = topic.atomic_u64(geometry.entry(index, head) + at::entry::TAG).load(Ordering::Acquire);
+            if at_head > head.wrapping_add(1) {
+                return geometry.depth as u64;
+            }
+            (0..geometry.depth as u64)
+                .take_while(|k| {
+                    let position = head.wrapping_add(*k);
+                    let entry = geometry.entry(index, position);
+                    topic.atomic_u64(entry + at::entry::TAG).load(Ordering::Acquire) == position.wrapping_add(1)
+                })
+                .count() as u64
+        });
+        subscriptions.push(SubscriptionStats {
+            index: index as u32,
+            policy,
+            queued,
+            dropped: topic.atomic_u64(record + at::record::DROPPED).load(Ordering::Relaxed),
+            received: own.as_ref().map(|own| own.atomic_u64(sub_at::RECEIVED).load(Ordering::Relaxed)),
+            missed: own.as_ref().map(|own| own.atomic_u64(sub_at::MISSED).load(Ordering::Relaxed)),
+        });
+    }
+    TopicStats {
+        sample_size: geometry.sample_size,
+        depth: geometry.depth,
+        history: geometry.history,
+        published: topic.atomic_u64(at::PUBLISHED).load(Ordering::Acquire),
+        closed: topic.atomic_u32(at::STATE).load(Ordering::Acquire) != 0,
+        subscriptions,
+    }
+}
+
+impl TopicPublisher {
+    /// The topic's numbers, from the memory it writes and the subscriptions it reads.
+    pub fn stats(&self) -> TopicStats {
+        stats_of(&self.view, &self.geometry, |index| {
+            self.subscriptions.get(index).and_then(Option::as_ref).map(|s| s.view)
+        })
+    }
+}
+
+/// The numbers of a topic another process publishes: its memory, and the memory of the
+/// subscriptions the caller knows (by index), all mapped read-only for the read.
+pub(crate) fn read_stats(topic: &File, subscriptions: &[(u32, &File)]) -> Result<TopicStats> {
+    let (_map, view, geometry) = map_topic(topic)?;
+    let mut maps = Vec::new();
+    for (index, file) in subscriptions {
+        // Checked as the publisher checks it: a short memfd would fault the read.
+        let checked = memfd::check_received(file, SUBSCRIPTION_SIZE, memfd::READ_ONLY_SEALS, "a subscription's memory");
+        if let Ok(map) = checked.and_then(|_| memfd::map(file, SUBSCRIPTION_SIZE, false, "a subscription's memory")) {
+            let own = RawView { base: map.as_mut_ptr(), len: SUBSCRIPTION_SIZE as usize };
+            maps.push((*index as usize, own, map));
+        }
+    }
+    Ok(stats_of(&view, &geometry, |index| maps.iter().find(|(i, _, _)| *i == index).map(|(_, own, _)| *own)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

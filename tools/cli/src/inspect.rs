@@ -1,4 +1,5 @@
-//! `cellshm inspect`: every link of a live hub and what its host measured.
+//! `cellshm inspect`: every link of a live hub and what its host measured, and its topics
+//! with each subscription's lag and drops.
 
 use cellshm::Error;
 use serde_json::json;
@@ -65,6 +66,7 @@ pub(crate) fn run(name: &str, json: bool) -> Result<(), Error> {
             p.host_counters.errors + p.cell_counters.errors
         );
     }
+    print_topics(&snap.topics);
     if snap.peers.is_empty() {
         println!("(no peers)");
         return Ok(());
@@ -100,6 +102,89 @@ pub(crate) fn run(name: &str, json: bool) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// A subscription's policy as the APIs name it.
+fn policy_text(policy: cellshm::TopicPolicy) -> String {
+    match policy {
+        cellshm::TopicPolicy::Block => "block".into(),
+        cellshm::TopicPolicy::DropOldest => "drop_oldest".into(),
+        cellshm::TopicPolicy::DropNewest => "drop_newest".into(),
+        cellshm::TopicPolicy::DisconnectAfter(n) => format!("disconnect_after({n})"),
+    }
+}
+
+/// Each topic, then its subscriptions: lag (queued, unread) and drops.
+fn print_topics(topics: &[cellshm::TopicReport]) {
+    if topics.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<24} {:<16} {:>11} {:>8} {:>6}  {:<20} {:<22} {:>6} {:>9} {:>9}",
+        "topic", "publisher", "published", "sample", "depth", "subscriber", "policy", "lag", "dropped", "received"
+    );
+    for t in topics {
+        let s = &t.stats;
+        let first = format!(
+            "{:<24} {:<16} {:>11} {:>8} {:>6}",
+            t.name,
+            t.publisher,
+            s.published,
+            human(s.sample_size as u64),
+            s.depth
+        );
+        if s.subscriptions.is_empty() {
+            println!("{first}  (no subscribers)");
+        }
+        for (i, (sub, holder)) in s.subscriptions.iter().zip(&t.holders).enumerate() {
+            let lead = if i == 0 { first.clone() } else { " ".repeat(first.len()) };
+            println!(
+                "{lead}  {:<20} {:<22} {:>6} {:>9} {:>9}",
+                holder,
+                policy_text(sub.policy),
+                sub.queued,
+                sub.dropped,
+                sub.received.map_or("-".to_string(), |r| r.to_string())
+            );
+        }
+    }
+}
+
+fn topics_json(topics: &[cellshm::TopicReport]) -> serde_json::Value {
+    let topics: Vec<serde_json::Value> = topics
+        .iter()
+        .map(|t| {
+            let s = &t.stats;
+            let subscriptions: Vec<serde_json::Value> = s
+                .subscriptions
+                .iter()
+                .zip(&t.holders)
+                .map(|(sub, holder)| {
+                    json!({
+                        "index": sub.index,
+                        "holder": holder,
+                        "policy": policy_text(sub.policy),
+                        "lag": sub.queued,
+                        "dropped": sub.dropped,
+                        "received": sub.received,
+                        "missed": sub.missed,
+                    })
+                })
+                .collect();
+            json!({
+                "name": t.name,
+                "publisher": t.publisher,
+                "published": s.published,
+                "closed": s.closed,
+                "sample_size": s.sample_size,
+                "depth": s.depth,
+                "history": s.history,
+                "subscriptions": subscriptions,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(topics)
 }
 
 /// The peer's state as the API names it ("ready", "dead", ...), from the host's own
@@ -161,5 +246,6 @@ fn snapshot_json(snap: &cellshm::HubSnapshot) -> serde_json::Value {
         "slot_classes": classes,
         "endpoints": crate::list::endpoints_json(&snap.info.endpoints),
         "peers": peers,
+        "topics": topics_json(&snap.topics),
     })
 }

@@ -32,6 +32,25 @@ fn role() {
             let args = JoinArgs::parse(std::iter::empty::<std::ffi::OsString>()).unwrap();
             let cell = Cell::join(args, CellOptions::from_env().unwrap()).unwrap();
             cell.method("Echo.echo", |call| call.reply(call.payload())).unwrap();
+            // Publishes topic "readings" (64-byte samples, queues of 8), then as many
+            // samples as the request's u32 says; the topic lives as long as the cell.
+            let cell = std::sync::Arc::new(cell);
+            let publisher = std::sync::OnceLock::new();
+            let weak = std::sync::Arc::downgrade(&cell);
+            cell.method("Readings.send", move |call| {
+                let count = u32::from_le_bytes(call.payload()[..4].try_into().expect("a u32"));
+                let cell = weak.upgrade().expect("the cell");
+                let options = cellshm::TopicOptions { sample_size: 64, depth: 8, ..Default::default() };
+                let publisher = match publisher.get() {
+                    Some(publisher) => publisher,
+                    None => publisher.get_or_init(|| cell.publish("readings", options).expect("publishes")),
+                };
+                for _ in 0..count {
+                    publisher.publish(b"reading", Duration::from_secs(1))?;
+                }
+                Ok(())
+            })
+            .unwrap();
             cell.run().unwrap();
         }
         Ok(role) if role.starts_with("host:") => {
@@ -139,6 +158,46 @@ fn cellshm_inspect_json_reports_each_link_and_its_counters() {
     let table = String::from_utf8(Command::new(CLI).args(["inspect", hub.name()]).output().unwrap().stdout).unwrap();
     let row = table.lines().find(|l| l.contains("Nope.nope")).expect("a row per method");
     assert!(row.contains("host>cell") && row.contains("UNIMPLEMENTED=3"), "{table}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn cellshm_inspect_shows_each_topic_and_each_subscriptions_lag_and_drops() {
+    use cellshm::{TopicOptions, TopicPolicy};
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    hub.enable_inspect(&[own_uid()]);
+    let (peer, mut child) = spawn_cell(&hub, "sensor");
+    let timeout = CallOptions::timeout(Duration::from_secs(10));
+    // A topic the host publishes, read by nobody yet: three samples queued.
+    let frames = hub.publish("frames", TopicOptions { sample_size: 256, depth: 8, ..TopicOptions::default() }).unwrap();
+    let _slow = hub.subscribe("frames", TopicPolicy::DropOldest).unwrap();
+    for _ in 0..3 {
+        frames.publish(b"frame", Duration::from_secs(1)).unwrap();
+    }
+    // A topic the cell publishes: its queue of 8 full, 2 refused.
+    peer.call("Readings.send", &0u32.to_le_bytes(), &timeout).unwrap();
+    let _readings = hub.subscribe("readings", TopicPolicy::DropNewest).unwrap();
+    peer.call("Readings.send", &10u32.to_le_bytes(), &timeout).unwrap();
+    let out = Command::new(CLI).args(["inspect", hub.name(), "--json"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    let snapshot: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+    assert_eq!(
+        snapshot["topics"],
+        json!([
+            {"name": "frames", "publisher": "host", "published": 3, "closed": false, "sample_size": 256, "depth": 8,
+             "history": 0, "subscriptions": [{"index": 0, "holder": "host", "policy": "drop_oldest", "lag": 3,
+             "dropped": 0, "received": 0, "missed": 0}]},
+            {"name": "readings", "publisher": "sensor", "published": 10, "closed": false, "sample_size": 64,
+             "depth": 8, "history": 0, "subscriptions": [{"index": 0, "holder": "host", "policy": "drop_newest",
+             "lag": 8, "dropped": 2, "received": 0, "missed": 0}]},
+        ]),
+        "{text}"
+    );
+    let table = String::from_utf8(Command::new(CLI).args(["inspect", hub.name()]).output().unwrap().stdout).unwrap();
+    let row = table.lines().find(|l| l.starts_with("readings")).expect("a row per topic");
+    assert!(row.contains("sensor") && row.contains("drop_newest"), "{table}");
     let _ = child.kill();
     let _ = child.wait();
 }

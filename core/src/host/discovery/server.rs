@@ -321,9 +321,11 @@ fn inspect(hub: &HubShared, client: &OwnedFd) {
         .iter()
         .flat_map(|p| crate::host::inspect::metric_lines(&crate::host::Peer { inner: p.clone() }.metrics()))
         .collect();
+    let topics = crate::host::inspect::topic_lines(&hub.topics.reports());
     let mut text = info_text(hub);
     let _ = writeln!(text, "peer_records={}", peers.len());
     let _ = writeln!(text, "metric_records={}", metrics.len());
+    let _ = writeln!(text, "topic_records={}", topics.len());
     if unix::send_with_fds(client, text.as_bytes(), &[]).is_err() {
         return;
     }
@@ -338,7 +340,7 @@ fn inspect(hub: &HubShared, client: &OwnedFd) {
             return;
         }
     }
-    for line in metrics {
+    for line in metrics.into_iter().chain(topics) {
         if unix::send_with_fds(client, line.as_bytes(), &[]).is_err() {
             return;
         }
