@@ -1646,6 +1646,18 @@ void cellshm_supervisor_free(cellshm_supervisor *supervisor);
 // The default topic options, `size` set.
 cellshm_topic_options cellshm_topic_options_default(void);
 
+// The options of a "last value" topic (a blackboard) of samples up to `sample_size`
+// bytes: each subscriber's queue holds only the newest sample, and a new subscriber
+// gets the current one at once. Readers take the newest with
+// cellshm_subscriber_latest whenever they want (subscribe with
+// CELLSHM_TOPIC_DROP_OLDEST, the default, so that the publisher never waits).
+cellshm_topic_options cellshm_topic_options_last_value(uint32_t sample_size);
+
+// The options of an event topic: samples of at most 8 bytes (or none) that travel in
+// the queue entries (no slot), coalesced for a subscriber that has not read yet (it
+// reads the newest, and cellshm_sample_missed says how many it stands for).
+cellshm_topic_options cellshm_topic_options_events(void);
+
 // The default subscriber options, `size` set.
 cellshm_subscriber_options cellshm_subscriber_options_default(void);
 
@@ -1805,6 +1817,17 @@ void cellshm_loan_free(cellshm_loan *loan);
 cellshm_status cellshm_subscriber_next(const cellshm_subscriber *subscriber,
                                        uint64_t timeout_ms,
                                        cellshm_sample **out_sample);
+
+// The newest sample queued, without waiting (the older ones it skips count in its
+// cellshm_sample_missed): on CELLSHM_OK `*out_sample` is a sample owned by the caller,
+// or NULL when nothing came since the last read. Other statuses as for
+// cellshm_subscriber_next. What a reader of a last-value topic calls whenever it wants
+// the current value.
+//
+// # Safety
+// `subscriber` is live; `out_sample` writable.
+cellshm_status cellshm_subscriber_latest(const cellshm_subscriber *subscriber,
+                                         cellshm_sample **out_sample);
 
 // Samples the publisher could not queue for this subscriber so far (0 for NULL).
 //

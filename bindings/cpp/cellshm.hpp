@@ -216,6 +216,16 @@ class Subscriber {
         return Sample(out);
     }
 
+    /// The newest sample queued, without waiting (what it skipped counts in its
+    /// missed()); std::nullopt when nothing came since the last read. For last-value
+    /// topics (cellshm_topic_options_last_value).
+    std::optional<Sample> latest() {
+        cellshm_sample *out = nullptr;
+        detail::check(cellshm_subscriber_latest(raw_.get(), &out));
+        if (out == nullptr) return std::nullopt;
+        return Sample(out);
+    }
+
     /// Samples the publisher could not queue for this subscriber so far.
     uint64_t dropped() const noexcept { return cellshm_subscriber_dropped(raw_.get()); }
 

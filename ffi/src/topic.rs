@@ -51,6 +51,31 @@ pub extern "C" fn cellshm_topic_options_default() -> cellshm_topic_options {
     }
 }
 
+/// The options of a "last value" topic (a blackboard) of samples up to `sample_size`
+/// bytes: each subscriber's queue holds only the newest sample, and a new subscriber
+/// gets the current one at once. Readers take the newest with
+/// cellshm_subscriber_latest whenever they want (subscribe with
+/// CELLSHM_TOPIC_DROP_OLDEST, the default, so that the publisher never waits).
+#[no_mangle]
+pub extern "C" fn cellshm_topic_options_last_value(sample_size: u32) -> cellshm_topic_options {
+    let last = TopicOptions::last_value(sample_size);
+    cellshm_topic_options { sample_size, depth: last.depth, history: last.history, ..cellshm_topic_options_default() }
+}
+
+/// The options of an event topic: samples of at most 8 bytes (or none) that travel in
+/// the queue entries (no slot), coalesced for a subscriber that has not read yet (it
+/// reads the newest, and cellshm_sample_missed says how many it stands for).
+#[no_mangle]
+pub extern "C" fn cellshm_topic_options_events() -> cellshm_topic_options {
+    let events = TopicOptions::events();
+    cellshm_topic_options {
+        sample_size: events.sample_size,
+        depth: events.depth,
+        history: events.history,
+        ..cellshm_topic_options_default()
+    }
+}
+
 /// How a subscriber's queue behaves and how it waits. Start from
 /// cellshm_subscriber_options_default().
 #[repr(C)]
@@ -136,6 +161,13 @@ pub struct cellshm_sample {
 
 fn deliver_publisher(result: cellshm::Result<Publisher>, out: Out<'_, *mut cellshm_publisher>) -> cellshm_status {
     out.hand_over(cellshm_publisher { publisher: try_cellshm!(result) })
+}
+
+fn deliver_sample(result: cellshm::Result<Option<Sample>>, out: Out<'_, *mut cellshm_sample>) -> cellshm_status {
+    match try_cellshm!(result) {
+        Some(sample) => out.hand_over(cellshm_sample { sample }),
+        None => out.write(std::ptr::null_mut()),
+    }
 }
 
 fn deliver_subscriber(
@@ -479,10 +511,28 @@ pub unsafe extern "C" fn cellshm_subscriber_next(
         // SAFETY: cellshm_subscriber_next's contract, which C keeps.
         let (arg0, arg1) = unsafe { (Out::new(out_sample, "out_sample"), Handle::borrow(subscriber)) };
         let (out, subscriber) = (try_c!(arg0), try_c!(arg1));
-        match try_cellshm!(subscriber.subscriber.recv(c_timeout(timeout_ms))) {
-            Some(sample) => out.hand_over(cellshm_sample { sample }),
-            None => out.write(std::ptr::null_mut()),
-        }
+        deliver_sample(subscriber.subscriber.recv(c_timeout(timeout_ms)), out)
+    })
+}
+
+/// The newest sample queued, without waiting (the older ones it skips count in its
+/// cellshm_sample_missed): on CELLSHM_OK `*out_sample` is a sample owned by the caller,
+/// or NULL when nothing came since the last read. Other statuses as for
+/// cellshm_subscriber_next. What a reader of a last-value topic calls whenever it wants
+/// the current value.
+///
+/// # Safety
+/// `subscriber` is live; `out_sample` writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_subscriber_latest(
+    subscriber: *const cellshm_subscriber,
+    out_sample: *mut *mut cellshm_sample,
+) -> cellshm_status {
+    boundary("cellshm_subscriber_latest", || {
+        // SAFETY: cellshm_subscriber_latest's contract, which C keeps.
+        let (arg0, arg1) = unsafe { (Out::new(out_sample, "out_sample"), Handle::borrow(subscriber)) };
+        let (out, subscriber) = (try_c!(arg0), try_c!(arg1));
+        deliver_sample(subscriber.subscriber.latest(), out)
     })
 }
 

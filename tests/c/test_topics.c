@@ -277,6 +277,45 @@ int main(int argc, char **argv) {
     CHECK_STATUS(cellshm_subscriber_next(subscriber, 1000, &sample), CELLSHM_UNAVAILABLE);
     cellshm_subscriber_free(subscriber);
 
+    /* A last-value topic: the current value at once, then only the newest. */
+    topic = cellshm_topic_options_last_value(64);
+    CHECK(topic.depth == 1 && topic.history == 1 && topic.sample_size == 64);
+    CHECK_STATUS(cellshm_hub_publish(hub, "board", &topic, &publisher), CELLSHM_OK);
+    for (i = 1; i <= 5; i++) {
+        put_u64(sample_bytes, i);
+        CHECK_STATUS(cellshm_publisher_publish(publisher, sample_bytes, 64, 0, NULL), CELLSHM_OK);
+    }
+    CHECK_STATUS(cellshm_hub_subscribe(hub, "board", NULL, &subscriber), CELLSHM_OK);
+    CHECK_STATUS(cellshm_subscriber_latest(subscriber, &sample), CELLSHM_OK);
+    CHECK(sample != NULL && cellshm_sample_seq(sample) == 5 && u64_at(cellshm_sample_data(sample)) == 5);
+    cellshm_sample_free(sample);
+    CHECK_STATUS(cellshm_subscriber_latest(subscriber, &sample), CELLSHM_OK);
+    CHECK(sample == NULL);
+    for (i = 6; i <= 9; i++) {
+        put_u64(sample_bytes, i);
+        CHECK_STATUS(cellshm_publisher_publish(publisher, sample_bytes, 64, 0, NULL), CELLSHM_OK);
+    }
+    CHECK_STATUS(cellshm_subscriber_latest(subscriber, &sample), CELLSHM_OK);
+    CHECK(sample != NULL && cellshm_sample_seq(sample) == 9 && cellshm_sample_missed(sample) == 3);
+    cellshm_sample_free(sample);
+    cellshm_subscriber_free(subscriber);
+    cellshm_publisher_free(publisher);
+
+    /* Events: 8 bytes at most, coalesced while nobody reads. */
+    topic = cellshm_topic_options_events();
+    CHECK_STATUS(cellshm_hub_publish(hub, "ticks", &topic, &publisher), CELLSHM_OK);
+    CHECK_STATUS(cellshm_hub_subscribe(hub, "ticks", NULL, &subscriber), CELLSHM_OK);
+    for (i = 1; i <= 3; i++) {
+        CHECK_STATUS(cellshm_publisher_publish(publisher, NULL, 0, 0, NULL), CELLSHM_OK);
+    }
+    CHECK_STATUS(cellshm_publisher_publish(publisher, sample_bytes, 9, 0, NULL), CELLSHM_INVALID_ARGUMENT);
+    CHECK_STATUS(cellshm_subscriber_next(subscriber, 1000, &sample), CELLSHM_OK);
+    CHECK(sample != NULL && cellshm_sample_seq(sample) == 3 && cellshm_sample_missed(sample) == 2);
+    CHECK(cellshm_sample_len(sample) == 0);
+    cellshm_sample_free(sample);
+    cellshm_subscriber_free(subscriber);
+    cellshm_publisher_free(publisher);
+
     /* A C cell publishes (loaned slots, 100 B each); the host reads every sample. */
     {
         uint32_t open_args[2] = {128, 16}, send_args[2] = {1000, 100};

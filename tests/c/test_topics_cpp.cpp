@@ -130,6 +130,13 @@ int main(int argc, char **argv) {
     events.publish("hello");
     std::optional<cellshm::Sample> hello = listener.next(1000ms);
     CHECK(hello && hello->str() == "hello" && !listener.next(0ms));
+    // A last-value topic: the newest only.
+    cellshm::Publisher board = sup.publish("board", cellshm_topic_options_last_value(32));
+    board.publish("one");
+    board.publish("two");
+    cellshm::Subscriber board_reader = sup.subscribe("board");
+    std::optional<cellshm::Sample> current = board_reader.latest();
+    CHECK(current && current->str() == "two" && current->seq() == 2 && !board_reader.latest());
     std::printf("c++ topics ok\n");
     return 0;
 }

@@ -268,6 +268,13 @@ impl Subscriber {
         }
     }
 
+    /// The newest sample queued, without waiting; None if nothing came since the last read.
+    fn latest(&self, py: Python<'_>) -> PyResult<Option<Sample>> {
+        let subscriber = self.get()?;
+        release_retained(py);
+        Ok(py.detach(|| subscriber.latest()).map_err(err)?.map(Sample::new))
+    }
+
     #[getter]
     fn dropped(&self) -> PyResult<u64> {
         Ok(self.get()?.dropped())

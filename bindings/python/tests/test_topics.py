@@ -190,6 +190,30 @@ def test_history_disconnect_after_and_wrong_arguments(hub: cellshm.Hub) -> None:
         hub.subscribe("history", wait="sometimes")
 
 
+def test_a_last_value_topic_and_an_event_topic(hub: cellshm.Hub) -> None:
+    board = hub.publish_last_value("board", sample_size=64)
+    for value in range(1, 6):
+        board.publish(value.to_bytes(8, "little"))
+    reader = hub.subscribe("board")
+    current = reader.latest()
+    assert current is not None and (current.seq, current.missed, bytes(current)) == (5, 0, (5).to_bytes(8, "little"))
+    current.release()
+    assert reader.latest() is None
+    for value in range(6, 10):
+        board.publish(value.to_bytes(8, "little"))
+    current = reader.latest()
+    assert current is not None and (current.seq, current.missed) == (9, 3)
+    current.release()
+    ticks = hub.publish_events("ticks")
+    waiter = hub.subscribe("ticks")
+    for _ in range(3):
+        ticks.publish(b"")
+    with pytest.raises(cellshm.InvalidArgument):
+        ticks.publish(bytes(9))
+    event = waiter.recv(1.0)
+    assert event is not None and (event.seq, event.missed, len(event)) == (3, 2, 0)
+
+
 @pytest.mark.parametrize("publisher_cell", ["rust", "c", "python"])
 def test_a_cell_publishes_the_host_reads_with_async_for_and_its_death_ends_the_topic(
     hub: cellshm.Hub, rust_test_cell: List[str], py_test_cell: List[str], publisher_cell: str

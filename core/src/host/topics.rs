@@ -635,4 +635,37 @@ mod tests {
         drop(publisher);
         assert!(hub.topics().is_empty(), "a closed topic is gone from the report");
     }
+
+    #[test]
+    fn a_last_value_topic_gives_the_newest_value_and_events_coalesce_without_slots() {
+        let hub = Hub::create(HubConfig::default()).unwrap();
+        let board = hub.publish("board", TopicOptions::last_value(256)).unwrap();
+        for value in 1..=5u64 {
+            board.publish(&value.to_le_bytes().repeat(8), Duration::ZERO).unwrap();
+        }
+        let reader = hub.subscribe("board", TopicPolicy::DropOldest).unwrap();
+        let current = reader.latest().unwrap().expect("the current value at once");
+        assert_eq!((current.seq(), current.missed(), current.to_vec()), (5, 0, 5u64.to_le_bytes().repeat(8)));
+        drop(current);
+        assert!(reader.latest().unwrap().is_none(), "nothing new");
+        for value in 6..=8u64 {
+            board.publish(&value.to_le_bytes().repeat(8), Duration::ZERO).unwrap();
+        }
+        let current = reader.latest().unwrap().unwrap();
+        assert_eq!((current.seq(), current.missed()), (8, 2), "the newest, standing for the two before it");
+        drop(current);
+        // Events: 8 bytes or none, coalesced while nobody reads, never waiting.
+        let events = hub.publish("ticks", TopicOptions::events()).unwrap();
+        let waiter = hub.subscribe("ticks", TopicPolicy::DropOldest).unwrap();
+        for tick in 1..=3u64 {
+            events.publish(&tick.to_le_bytes(), Duration::ZERO).unwrap();
+        }
+        let event = waiter.recv(Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!((event.seq(), event.missed(), event.to_vec()), (3, 2, 3u64.to_le_bytes().to_vec()));
+        events.publish(b"", Duration::ZERO).unwrap();
+        assert_eq!(waiter.recv(Duration::from_secs(1)).unwrap().unwrap().bytes().len(), 0);
+        assert_eq!(events.publish(&[0u8; 9], Duration::ZERO).unwrap_err().status(), Status::InvalidArgument);
+        drop(board);
+        assert_eq!(reader.latest().unwrap_err().status(), Status::Unavailable);
+    }
 }

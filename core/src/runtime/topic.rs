@@ -40,6 +40,22 @@ impl Default for TopicOptions {
 }
 
 impl TopicOptions {
+    /// A "last value" topic (a blackboard): each subscriber's queue holds only the newest
+    /// sample and a new subscriber gets the current one at once (history 1). Readers
+    /// take the newest with [`Subscriber::latest`] whenever they want; subscribe with
+    /// `DropOldest` so that the publisher never waits.
+    pub fn last_value(sample_size: u32) -> TopicOptions {
+        TopicOptions { sample_size, depth: 1, history: 1, ..TopicOptions::default() }
+    }
+
+    /// An event topic: samples of at most 8 bytes (a counter, a flag; or none), which
+    /// travel in the queue entry and cost no slot, coalesced for a subscriber that has
+    /// not read yet (its queue holds one: with `DropOldest` it reads the newest, and
+    /// `missed` says how many it stands for). Subscribers wait for them as for samples.
+    pub fn events() -> TopicOptions {
+        TopicOptions { sample_size: 8, depth: 1, history: 0, ..TopicOptions::default() }
+    }
+
     pub(crate) fn geometry(&self) -> TopicGeometry {
         TopicGeometry::new(self.sample_size, self.depth, self.max_subscribers, self.max_borrowed, self.history)
     }
@@ -112,6 +128,11 @@ impl Publisher {
     /// size.
     pub fn publish(&self, sample: &[u8], timeout: Duration) -> Result<u64> {
         if sample.len() <= INLINE_MAX {
+            // Small samples are refused past the topic's size too (an event topic's 8).
+            let size = self.sample_size();
+            if sample.len() > size {
+                return Err(too_large(&self.shared.name, sample.len(), size));
+            }
             let mut memory = self.room(instant_after(timeout))?;
             return Ok(memory.publish_inline(sample).seq);
         }
@@ -399,6 +420,33 @@ impl Subscriber {
     /// A sample or the end, if `next` is either.
     fn ready(&self, next: Next) -> Option<Result<Sample>> {
         self.found(next).transpose()
+    }
+
+    /// The newest sample queued, without waiting; the older ones it skips count as
+    /// missed (in the sample it returns). None when nothing came since the last read.
+    /// What a reader of a [`TopicOptions::last_value`] topic calls whenever it wants the
+    /// current value.
+    pub fn latest(&self) -> Result<Option<Sample>> {
+        let mut newest: Option<Sample> = None;
+        loop {
+            let next = self.shared.memory.lock().try_next();
+            match self.found(next) {
+                Ok(Some(mut sample)) => {
+                    if let Some(older) = newest.take() {
+                        // The skipped one and what it stood for are missed too.
+                        let skipped = 1 + older.missed();
+                        if let Some(received) = sample.received.as_mut() {
+                            received.missed += skipped;
+                        }
+                    }
+                    newest = Some(sample);
+                }
+                Ok(None) if newest.is_none() => return self.shared.ended.lock().clone().map_or(Ok(None), Err),
+                Ok(None) => return Ok(newest),
+                // The end comes after what was queued: the newest first, if any.
+                Err(e) => return if newest.is_some() { Ok(newest) } else { Err(e) },
+            }
+        }
     }
 
     /// The next sample if one is queued, without waiting.

@@ -198,6 +198,14 @@ class Subscriber:
         native = self._native.recv(timeout)
         return None if native is None else Sample(native)
 
+    def latest(self) -> Optional[Sample]:
+        """The newest sample queued, without waiting (the older ones it skips count in
+        its ``missed``); None when nothing came since the last read. What a reader of a
+        last-value topic (:meth:`Topics.publish_last_value`) calls whenever it wants
+        the current value."""
+        native = self._native.latest()
+        return None if native is None else Sample(native)
+
     def try_recv(self) -> Optional[Sample]:
         """The next sample if one is queued, without waiting."""
         return self.recv(0.0)
@@ -279,6 +287,19 @@ class Topics:
         :class:`AlreadyExists` while another topic of that name lives."""
         options = (sample_size, depth, history, max_subscribers, max_borrowed)
         return Publisher(self._owner().publish(topic, options))
+
+    def publish_last_value(self, topic: str, *, sample_size: int = 4096, max_subscribers: int = 8) -> Publisher:
+        """A "last value" topic (a blackboard): each subscriber's queue holds only the
+        newest sample and a new subscriber gets the current one at once; readers call
+        :meth:`Subscriber.latest` whenever they want it (subscribe with the default
+        :attr:`Policy.DROP_OLDEST`: the publisher never waits)."""
+        return self.publish(topic, sample_size=sample_size, depth=1, history=1, max_subscribers=max_subscribers)
+
+    def publish_events(self, topic: str, *, max_subscribers: int = 8) -> Publisher:
+        """An event topic: samples of at most 8 bytes (or none) that cost no slot,
+        coalesced for a subscriber that has not read yet (it gets the newest; its
+        ``missed`` says how many it stands for)."""
+        return self.publish(topic, sample_size=8, depth=1, max_subscribers=max_subscribers)
 
     def subscribe(
         self,
