@@ -105,11 +105,13 @@ static void *read_all(void *arg) {
     return NULL;
 }
 
-/* Waits (on the publisher's own count, not a timer) until `n` subscribers attached. */
+/* Waits (on the publisher's own count, not a timer) until exactly `n` subscribers are
+ * attached: a subscriber that leaves tells the host with a notification, so its
+ * subscription ends a moment after its free returns. */
 static void wait_subscribers(const cellshm_publisher *publisher, size_t n) {
     struct timespec start, pause = {0, 1000000};
     clock_gettime(CLOCK_MONOTONIC, &start);
-    while (cellshm_publisher_subscribers(publisher) < n) {
+    while (cellshm_publisher_subscribers(publisher) != n) {
         CHECK(seconds_since(&start) < 30.0);
         nanosleep(&pause, NULL);
     }
@@ -207,6 +209,8 @@ int main(int argc, char **argv) {
     check_read_reply(&c_read, SAMPLES);
     check_read_reply(&rust_read, SAMPLES);
     cellshm_subscriber_free(host_reader.subscriber);
+    /* The cells' Block subscriptions end once their unsubscribe reached the host. */
+    wait_subscribers(publisher, 0);
     CHECK_STATUS(cellshm_publisher_publish(publisher, too_big, sizeof too_big, 0, NULL), CELLSHM_INVALID_ARGUMENT);
 
     /* Loans: written in place; given back unpublished; a length past the slot refused. */

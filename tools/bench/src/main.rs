@@ -279,6 +279,21 @@ fn bench(quick: bool) -> Result<(), Error> {
             Box::new(|r| measured(r, "iceoryx2_pubsub_64B_1sub", pubsub::iceoryx2_latency(1, n_fast))),
         ),
         (
+            "cellshm_pubsub_64B_4subs",
+            Box::new(|r| measured(r, "cellshm_pubsub_64B_4subs", pubsub::cellshm_latency(4, n_fast / 10))),
+        ),
+        (
+            "iceoryx2_pubsub_64B_4subs",
+            Box::new(|r| measured(r, "iceoryx2_pubsub_64B_4subs", pubsub::iceoryx2_latency(4, n_fast / 10))),
+        ),
+        (
+            "cellshm_pubsub_1MiB_1sub",
+            Box::new(|r| {
+                r.rate("cellshm_pubsub_1MiB_1sub", pubsub::cellshm_large_rate(n_large.max(20))?);
+                Ok(())
+            }),
+        ),
+        (
             "cellshm_pubsub_64B_1sub_rate",
             Box::new(|r| {
                 r.samples_per_second("cellshm_pubsub_64B_1sub_rate", pubsub::cellshm_rate(n_fast * 5)?);
@@ -396,8 +411,20 @@ fn summarize(r: &Results) {
         "cellshm_64B_block: {}x the socketpair floor",
         ratio(r.p50("cellshm_64B_block"), r.p50("floor_socketpair_64B"))
     ));
-    for (case, floor) in [("cellshm_stream_64KiB", "floor_memcpy_64KiB"), ("cellshm_stream_1MiB", "floor_memcpy_1MiB")]
+    for subs in ["1sub", "4subs"] {
+        let (ours, theirs) = (format!("cellshm_pubsub_64B_{subs}"), format!("iceoryx2_pubsub_64B_{subs}"));
+        note(format_args!("{ours}: {}x {theirs} (p50)", ratio(r.p50(&ours), r.p50(&theirs))));
+    }
+    if let (Some(a), Some(b)) =
+        (r.sample_rate("cellshm_pubsub_64B_1sub_rate"), r.sample_rate("iceoryx2_pubsub_64B_1sub_rate"))
     {
+        note(format_args!("cellshm_pubsub_64B_1sub_rate: {:.2}x iceoryx2_pubsub_64B_1sub_rate", a / b));
+    }
+    for (case, floor) in [
+        ("cellshm_stream_64KiB", "floor_memcpy_64KiB"),
+        ("cellshm_stream_1MiB", "floor_memcpy_1MiB"),
+        ("cellshm_pubsub_1MiB_1sub", "floor_memcpy_1MiB"),
+    ] {
         if let (Some(a), Some(b)) = (r.gbps(case), r.gbps(floor)) {
             note(format_args!("{case}: {:.2}x memcpy of its chunk size", a / b));
         }
