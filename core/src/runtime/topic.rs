@@ -334,6 +334,9 @@ impl Subscriber {
     /// PEER_DEAD (its publisher died) or the reason the publisher detached it
     /// (RESOURCE_EXHAUSTED: it lagged past its `DisconnectAfter`; PROTOCOL_ERROR).
     pub fn recv(&self, timeout: Duration) -> Result<Option<Sample>> {
+        if timeout.is_zero() {
+            return self.try_recv();
+        }
         let started = Instant::now();
         let deadline = instant_after(timeout);
         let spin = self.shared.wait.lock().spin_budget().map_or(timeout, |spin| spin.min(timeout));
@@ -446,9 +449,14 @@ impl Subscriber {
         }
     }
 
-    /// The next sample if one is queued, without waiting.
+    /// The next sample if one is queued, without waiting: one look at the queue, never
+    /// a sleep prepared (a parked subscriber costs its publisher a wake per publish).
     pub fn try_recv(&self) -> Result<Option<Sample>> {
-        self.recv(Duration::ZERO)
+        let next = self.shared.memory.lock().try_next();
+        match self.found(next)? {
+            Some(sample) => Ok(Some(sample)),
+            None => self.shared.ended.lock().clone().map_or(Ok(None), Err),
+        }
     }
 
     /// Samples lost at the publisher for this subscriber so far (its queue was full).

@@ -117,9 +117,9 @@ pub fn cellshm_latency(subscribers: usize, iterations: usize) -> Result<Vec<u64>
     Ok(samples)
 }
 
-/// GB/s of 1 MiB samples one cell reads, copying each out as it reads it: the host
-/// writes each into a loaned slot (one memcpy), the cell copies it out (one more, on the
-/// other core); compared with one memcpy of 1 MiB.
+/// GB/s of 1 MiB samples one cell reads in place (its number, as the stream cases look
+/// at their chunks' ends): the host writes each into a loaned slot (one memcpy), so
+/// this is compared with one memcpy of 1 MiB.
 pub fn cellshm_large_rate(count: usize) -> Result<f64, Error> {
     const LARGE: usize = 1 << 20;
     let (hub, cells) = cells(1)?;
@@ -214,17 +214,23 @@ pub fn iceoryx2_child(args: &[String]) -> Result<(), Error> {
     let node = node()?;
     let subscriber = service(&node, ping)?.subscriber_builder().create().map_err(|e| failed("subscriber", e))?;
     let pong_service = service(&node, pong)?;
-    let publisher = pong_service
-        .publisher_builder()
-        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-        .create()
-        .map_err(|e| failed("publisher", e))?;
+    // Only the one that answers publishes (a service takes 2 publishers by default).
+    let publisher = match *role == "read" {
+        true => None,
+        false => Some(
+            pong_service
+                .publisher_builder()
+                .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                .create()
+                .map_err(|e| failed("publisher", e))?,
+        ),
+    };
     let mut seen = 0;
     while seen < count {
         match subscriber.receive().map_err(|e| failed("receiving", e))? {
             Some(sample) => {
                 seen += 1;
-                if role == "echo" {
+                if let (Some(publisher), "echo") = (&publisher, role.as_str()) {
                     publisher.send_copy(*sample.payload()).map_err(|e| failed("answering", e))?;
                 }
             }
@@ -233,7 +239,7 @@ pub fn iceoryx2_child(args: &[String]) -> Result<(), Error> {
             None => std::thread::yield_now(),
         }
     }
-    if role == "done" {
+    if let (Some(publisher), "done") = (&publisher, role.as_str()) {
         publisher.send_copy([1u8; SAMPLE]).map_err(|e| failed("answering", e))?;
     }
     // Stay until the publisher has seen the answers (it drops the services first).

@@ -245,8 +245,16 @@ fn serve_topic_methods(cell: &std::sync::Arc<Cell>) -> Result<(), Error> {
         while received < count as u64 {
             match subscriber.recv(Duration::from_secs(30)) {
                 Ok(Some(sample)) => {
-                    let bytes = sample.to_vec();
-                    let number = bytes.get(..8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+                    // Read in place: the number, not a copy of the whole sample.
+                    let bytes = sample.bytes();
+                    let mut head = [0u8; 8];
+                    let number = match bytes.len() >= 8 {
+                        true => {
+                            bytes.copy_to_slice(0, &mut head);
+                            u64::from_le_bytes(head)
+                        }
+                        false => 0,
+                    };
                     if number != sample.seq() {
                         return Err(Error::new(Status::DataLoss, format!("sample {} says {number}", sample.seq())));
                     }
