@@ -334,12 +334,131 @@ fn serve_topic_methods(cell: &std::sync::Arc<Cell>) -> Result<(), Error> {
         }
         Ok(())
     })?;
+    let weak = std::sync::Arc::downgrade(cell);
+    cell.method("Topic.lie", move |call| {
+        let cell = weak.upgrade().ok_or_else(|| Error::new(Status::Unavailable, "cell gone"))?;
+        let mut r = BodyReader::new(call.payload());
+        let (name, how) = (r.str().map_err(bad)?, r.u32().map_err(bad)?);
+        hostile_subscriber(&cell, &name, how)
+            .and_then(|(ended, writable)| call.reply(&BodyWriter::default().u32(ended).u32(writable).finish()))
+    })?;
     cell.method("Topic.close", move |call| {
         let name = BodyReader::new(call.payload()).str().map_err(bad)?;
         PUBLISHERS.lock().expect("publishers").as_mut().and_then(|p| p.remove(&name));
         Ok(())
     })?;
     Ok(())
+}
+
+/// A subscriber that lies, for the hostile-subscriber tests: subscribes to `name`
+/// (drop-oldest), reads two samples and keeps them (never releases them), then, as `how`
+/// says, forges its read position far ahead (1), fills its whole subscription memory with
+/// garbage (2), or names sixteen samples it does not hold and lets go of one twice (3);
+/// then tries to write the topic's memory, and reads on until its subscription ends or
+/// nothing comes for 3 s. Answers (the status that ended it or 0; 0 if the topic's
+/// memory could not be written, 1 if it could, 2 if there was no mapping to try).
+fn hostile_subscriber(cell: &Cell, name: &str, how: u32) -> Result<(u32, u32), Error> {
+    use cellshm::TopicPolicy;
+    let subscriber = cell.subscribe(name, TopicPolicy::DropOldest)?;
+    let kept: Vec<cellshm::Sample> = (0..2)
+        .map(|_| {
+            subscriber.recv(Duration::from_secs(30))?.ok_or_else(|| Error::new(Status::DeadlineExceeded, "no sample"))
+        })
+        .collect::<Result<_, _>>()?;
+    let own = mapping("cellshm-subscription", "rw-s")
+        .ok_or_else(|| Error::new(Status::NotFound, "no writable subscription mapping"))?;
+    let word = |offset: usize| own.0 + offset;
+    // SAFETY: these are this process's own subscription pages, mapped read-write and
+    // shared for its whole life (the subscriber above keeps them): writing them is what a
+    // hostile subscriber can do, and the library must survive it.
+    unsafe {
+        match how {
+            1 => std::ptr::write_volatile(word(64) as *mut u64, u64::MAX / 2),
+            2 => {
+                let mut x = 0x9e3779b97f4a7c15u64;
+                for offset in (0..own.1).step_by(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    std::ptr::write_volatile(word(offset) as *mut u64, x);
+                }
+            }
+            _ => {
+                for k in 0..16 {
+                    std::ptr::write_volatile(word(128 + 8 * k) as *mut u64, 1 + k as u64);
+                }
+                std::ptr::write_volatile(word(128) as *mut u64, 0);
+                std::ptr::write_volatile(word(128) as *mut u64, 0);
+            }
+        }
+    }
+    let writable = match topic_memory_writable(name) {
+        Some(writable) => u32::from(writable),
+        None => 2,
+    };
+    let mut ended = 0;
+    loop {
+        match subscriber.recv(Duration::from_secs(3)) {
+            Ok(Some(sample)) => drop(sample),
+            Ok(None) => break,
+            Err(e) => {
+                ended = e.status().code();
+                break;
+            }
+        }
+    }
+    drop(kept);
+    Ok((ended, writable))
+}
+
+/// (start, length) of this process's last mapping whose path contains `what`, with
+/// permissions `perms` (as /proc/self/maps writes them).
+fn mapping(what: &str, perms: &str) -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().rfind(|l| l.contains(what) && l.split_whitespace().nth(1) == Some(perms)).and_then(|l| {
+        let (start, end) = l.split_whitespace().next()?.split_once('-')?;
+        let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+        Some((start, end - start))
+    })
+}
+
+/// Tries every way this process has to write topic `name`'s memory: making its mapping
+/// writable, and mapping it again writable through a descriptor of it. True if one
+/// worked; None if the process has no mapping of it to try with.
+fn topic_memory_writable(name: &str) -> Option<bool> {
+    let what = format!("cellshm-topic-{name}");
+    let (start, len) = mapping(&what, "r--s")?;
+    // SAFETY: mprotect on this process's own mapping; on success (which would be the
+    // bug) nothing is written through it.
+    let made_writable =
+        unsafe { libc::mprotect(start as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE) } == 0;
+    let mut mapped_writable = false;
+    for entry in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
+        let target = std::fs::read_link(entry.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        if !target.contains(&what) {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(entry.path()) else { continue };
+        use std::os::fd::AsRawFd;
+        // SAFETY: maps a descriptor this process holds; a success (the bug) is unmapped
+        // at once without a write.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if map != libc::MAP_FAILED {
+            mapped_writable = true;
+            // SAFETY: the mapping just made, of 4096 bytes.
+            unsafe { libc::munmap(map, 4096) };
+        }
+    }
+    Some(made_writable || mapped_writable)
 }
 
 /// `Async.relay` handlers sleeping now, and the most there ever were at once.

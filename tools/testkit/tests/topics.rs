@@ -1,7 +1,9 @@
 //! Publish/subscribe across processes, brokered by the host: the host publishes and test
 //! cells subscribe; a cell publishes and the host and another cell subscribe; a
 //! publisher's death ends its topic for its subscribers; a subscriber's death lets go of
-//! its queue at the publisher; the host's access rules decide who may subscribe.
+//! its queue at the publisher; the host's access rules decide who may subscribe; hostile
+//! subscribers (a forged position, garbage in their memory, samples named that they do
+//! not hold) hurt only themselves and cannot write the topic.
 
 mod common;
 
@@ -138,4 +140,56 @@ fn a_dead_subscribers_queue_is_let_go_and_the_hosts_rules_decide_who_subscribes(
     }
     let _ = child_o.kill();
     let _ = child_o.wait();
+}
+
+#[test]
+fn hostile_subscribers_hurt_only_themselves_and_cannot_write_the_topic() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let publisher =
+        hub.publish("victim", TopicOptions { sample_size: 256, depth: 8, ..TopicOptions::default() }).unwrap();
+    let mut honest = hub.subscribe("victim", TopicPolicy::Block).unwrap();
+    let mut next_seq = 1u64;
+    // 1: forges its read position ahead; 2: garbage over its whole memory; 3: names
+    // samples it does not hold and lets go of one twice. Each also keeps two samples.
+    for how in 1..=3u32 {
+        let (liar, mut child) = spawn_cell_on(&hub, &format!("liar{how}"), &[]);
+        let lying = {
+            let body = BodyWriter::default().str("victim").u32(how).finish();
+            std::thread::spawn(move || liar.call("Topic.lie", &body, &secs(60)).map(|r| r.bytes().to_vec()))
+        };
+        wait_for_subscribers(&hub, 2);
+        const N: u64 = 5_000;
+        let first = next_seq;
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::with_capacity(N as usize);
+            for _ in 0..N {
+                let sample = honest.recv(Duration::from_secs(30)).unwrap().expect("a sample within 30 s");
+                assert_eq!(sample.missed(), 0);
+                seen.push(u64::from_le_bytes(sample.to_vec()[..8].try_into().unwrap()));
+            }
+            (honest, seen)
+        });
+        for _ in 0..N {
+            publisher.publish(&numbered(next_seq, 100), Duration::from_secs(30)).unwrap();
+            next_seq += 1;
+        }
+        let (back, seen) = reader.join().unwrap();
+        honest = back;
+        assert_eq!(seen, (first..first + N).collect::<Vec<u64>>(), "the honest subscriber lost nothing ({how})");
+        let reply = lying.join().unwrap().unwrap();
+        let mut r = BodyReader::new(&reply);
+        let (ended, writable) = (r.u32().unwrap(), r.u32().unwrap());
+        assert_eq!(writable, 0, "a subscriber could write the topic's memory ({how})");
+        if how == 1 {
+            assert_eq!(ended, Status::ProtocolError.code(), "a forged position detaches the liar");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // The liar's subscription ends with it; the honest one goes on alone.
+        wait_for_subscribers(&hub, 1);
+        publisher.publish(&numbered(next_seq, 8), Duration::from_secs(5)).unwrap();
+        let sample = honest.recv(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(u64::from_le_bytes(sample.to_vec()[..8].try_into().unwrap()), next_seq);
+        next_seq += 1;
+    }
 }
