@@ -208,6 +208,9 @@ pub fn test_cell(cell: Cell) -> Result<(), Error> {
         call.reply(&reply)
     })?;
     serve_topic_methods(&cell)?;
+    if let Ok(topic) = std::env::var("TEST_CELL_PUBLISH") {
+        publish_while_alive(&cell, topic);
+    }
     // Kept for as long as the cell serves.
     let _runtime = match std::env::var("TEST_CELL_ASYNC").as_deref() {
         Ok("1") => Some(serve_async_methods(&cell)?),
@@ -348,6 +351,29 @@ fn serve_topic_methods(cell: &std::sync::Arc<Cell>) -> Result<(), Error> {
         Ok(())
     })?;
     Ok(())
+}
+
+/// With `TEST_CELL_PUBLISH=NAME`, the cell publishes topic NAME from the start (64-byte
+/// samples that begin with their sequence number, one every millisecond) for as long as
+/// it lives: what a supervised publisher that is relaunched does again each time.
+fn publish_while_alive(cell: &std::sync::Arc<Cell>, topic: String) {
+    let weak = std::sync::Arc::downgrade(cell);
+    std::thread::spawn(move || {
+        let publisher = loop {
+            let Some(cell) = weak.upgrade() else { return };
+            match cell.publish(&topic, cellshm::TopicOptions { sample_size: 64, ..Default::default() }) {
+                Ok(publisher) => break publisher,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        while weak.strong_count() > 0 {
+            let Ok(mut loan) = publisher.loan(Duration::from_secs(1)) else { continue };
+            let seq = loan.seq();
+            loan.bytes_mut()[..8].copy_from_slice(&seq.to_le_bytes());
+            let _ = loan.publish(64);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
 }
 
 /// A subscriber that lies, for the hostile-subscriber tests: subscribes to `name`

@@ -193,3 +193,62 @@ fn hostile_subscribers_hurt_only_themselves_and_cannot_write_the_topic() {
         next_seq += 1;
     }
 }
+
+#[test]
+fn a_relaunched_publisher_publishes_again_and_its_subscribers_reattach_by_name() {
+    use cellshm::{CellSpec, CellStatus, Supervisor};
+    let supervisor = Supervisor::new(Hub::create(HubConfig::default()).unwrap()).unwrap();
+    let spec = CellSpec::new("sensor", common::CELL)
+        .args(["cell"])
+        .env("CELLSHM_QUIET", "1")
+        .env("TEST_CELL_PUBLISH", "readings");
+    supervisor.add(spec).unwrap();
+    let subscribe = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match supervisor.hub().subscribe("readings", TopicPolicy::Block) {
+                Ok(subscriber) => return subscriber,
+                Err(e) if e.status() == Status::NotFound && std::time::Instant::now() < deadline => {
+                    std::thread::yield_now()
+                }
+                Err(e) => panic!("subscribing: {e}"),
+            }
+        }
+    };
+    let read_ten = |subscriber: &cellshm::Subscriber| {
+        let mut last = 0;
+        for _ in 0..10 {
+            let sample = subscriber.recv(Duration::from_secs(10)).unwrap().expect("a reading");
+            let number = u64::from_le_bytes(sample.to_vec()[..8].try_into().unwrap());
+            assert!(number == sample.seq() && number > last, "in order");
+            last = number;
+        }
+    };
+    let first = subscribe();
+    read_ten(&first);
+    // SIGKILL the publisher: its subscriber sees it die, the supervisor relaunches it.
+    let pid = supervisor.peer("sensor").and_then(|p| p.pid()).expect("the sensor's pid");
+    let killed = std::time::Instant::now();
+    // SAFETY: kill(2) on a child process this test's supervisor started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let end = loop {
+        match first.recv(Duration::from_secs(10)) {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the publisher's death was not seen in 10 s"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end.status(), Status::PeerDead, "{end}");
+    eprintln!("a killed publisher's end seen after {:?}", killed.elapsed());
+    // Ready again as a new process (the status may still say Ready for the old one).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(supervisor.status("sensor") == Some(CellStatus::Ready)
+        && supervisor.peer("sensor").and_then(|p| p.pid()).is_some_and(|new| new != pid))
+    {
+        assert!(std::time::Instant::now() < deadline, "not relaunched: {:?}", supervisor.status("sensor"));
+        std::thread::yield_now();
+    }
+    // The new instance publishes "readings" again; subscribing by name reaches it.
+    let second = subscribe();
+    read_ten(&second);
+}
