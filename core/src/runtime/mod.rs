@@ -3,6 +3,8 @@
 //!
 //! - [`session`]: the driver of one link: the receive path, callers' waits, serving,
 //!   streams (and the public types of calls, handlers and streams);
+//! - [`topic`]: publishers, loans, subscribers and samples of publish/subscribe, the same
+//!   for the host and for cells;
 //!
 //! and its building blocks that coordinate threads, written against [`sync`] so loom
 //! can check them (`make test-loom`):
@@ -15,6 +17,8 @@
 //! - [`alarms`]: futures woken at a time by the standby (async senders retrying a full
 //!   ring or pool, a shutdown's grace), with no timer of their own;
 //! - [`lease`]: letting go of the receive ring without parking it, bounded by the standby;
+//! - [`futex_reactor`]: one thread per process that wakes async subscribers when their
+//!   words in shared memory change (FUTEX_WAITV), instead of a thread per wait;
 //! - [`spinning`]: who may spin (one thread per process on two cores or fewer);
 //! - [`metrics`]: per-method calls, errors, calls in flight and latency of a link (its
 //!   lock-free slot claiming is a loom model).
