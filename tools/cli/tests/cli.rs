@@ -276,14 +276,33 @@ fn cellshm_top_draws_every_cell_of_every_hub_in_a_terminal_and_inspect_watch_red
     for _ in 0..10 {
         peer.call("Echo.echo", b"x", &CallOptions::timeout(Duration::from_secs(5))).unwrap();
     }
+    let alerts = hub.publish("alerts", cellshm::TopicOptions::events()).unwrap();
+    let _listener = hub.subscribe("alerts", cellshm::TopicPolicy::DropOldest).unwrap();
+    for _ in 0..5 {
+        alerts.publish(b"", Duration::from_secs(1)).unwrap();
+    }
     let screen = under_a_terminal(&format!("{CLI} top --interval 0.2 --count 3"));
     assert_eq!(screen.matches("\x1b[H\x1b[2J").count(), 3, "three redraws: {screen}");
     assert!(
         screen.contains("cellshm top:") && screen.contains("calls/s h>c") && screen.contains("restarts"),
         "{screen}"
     );
-    let row = screen.lines().rev().find(|l| l.contains(&format!("cli-top-{pid}"))).expect("a row for the cell");
-    assert!(row.contains("topped") && row.contains("ready"), "{row}");
+    let row = screen
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("cli-top-{pid}")) && l.contains("topped"))
+        .expect("a row for the cell");
+    assert!(row.contains("ready"), "{row}");
+    // Then a row per topic: its publisher, one subscriber lagging by one (the events
+    // coalesced in its queue of one), four dropped.
+    let topic = screen
+        .lines()
+        .rev()
+        .find(|l| l.contains(&format!("cli-top-{pid}")) && l.contains("alerts"))
+        .expect("a row for the topic");
+    let fields: Vec<&str> = topic.split_whitespace().collect();
+    assert_eq!(fields[1..3], ["alerts", "host"], "{topic}");
+    assert_eq!(fields[4..], ["1", "1", "4"], "{topic}");
 
     // --watch redraws until interrupted (Ctrl-C here is timeout's SIGINT).
     let watched = under_a_terminal(&format!("timeout -s INT 1 {CLI} inspect {} --watch --interval 0.2", hub.name()));
