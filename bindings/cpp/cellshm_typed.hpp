@@ -1,4 +1,4 @@
-// cellshm_typed.hpp: typed calls and streams over protobuf's C++ messages, what the
+// cellshm_typed.hpp: typed calls, streams and topics over protobuf's C++ messages, what the
 // headers `cellshm-codegen --lang cpp` writes are made of (C++17, over cellshm.hpp).
 //
 // A service method `pkg.Svc/Method` is the cellshm method "pkg.Svc.Method"; requests and
@@ -111,6 +111,55 @@ template <class In, class Out> class ServerStream {
   private:
     StreamCall &call_;
     const char *method_;
+};
+
+/// Publishes messages of type `M` on a topic (a Publisher from Hub/Cell/Supervisor::publish).
+template <class M> class TypedPublisher {
+  public:
+    explicit TypedPublisher(Publisher publisher) : publisher_(std::move(publisher)) {}
+
+    /// Serializes `message` and publishes it; its sequence number (INVALID_ARGUMENT past
+    /// the topic's sample size).
+    uint64_t publish(const M &message, std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) {
+        return publisher_.publish(message.SerializeAsString(), timeout);
+    }
+
+    Publisher &publisher() noexcept { return publisher_; }
+
+  private:
+    Publisher publisher_;
+};
+
+/// One message received on a typed topic, decoded, with its sample's numbers.
+template <class M> struct TypedSample {
+    uint64_t seq;
+    uint64_t missed;
+    M message;
+};
+
+/// Receives messages of type `M` from a topic; a sample that does not parse throws
+/// CELLSHM_INTERNAL for that read alone.
+template <class M> class TypedSubscriber {
+  public:
+    explicit TypedSubscriber(Subscriber subscriber) : subscriber_(std::move(subscriber)) {}
+
+    /// The next message, waiting up to `timeout`; std::nullopt if none came.
+    std::optional<TypedSample<M>> next(std::chrono::milliseconds timeout = forever) {
+        return decoded(subscriber_.next(timeout));
+    }
+
+    /// The newest message queued, without waiting (last-value topics).
+    std::optional<TypedSample<M>> latest() { return decoded(subscriber_.latest()); }
+
+    Subscriber &subscriber() noexcept { return subscriber_; }
+
+  private:
+    std::optional<TypedSample<M>> decoded(std::optional<Sample> sample) {
+        if (!sample) return std::nullopt;
+        return TypedSample<M>{sample->seq(), sample->missed(), decode<M>(sample->view(), "a typed topic")};
+    }
+
+    Subscriber subscriber_;
 };
 
 } // namespace typed

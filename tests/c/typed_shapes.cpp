@@ -32,6 +32,8 @@ class Nothing : public shapes::v1::EmptyServicer {};
 
 // Every client method, instantiated.
 template class shapes::v1::DrawingClient<cellshm::Peer>;
+template class cellshm::typed::TypedPublisher<shapes::v1::Figure>;
+template class cellshm::typed::TypedSubscriber<shapes::v1::Figure>;
 template class shapes::v1::EmptyClient<cellshm::Peer>;
 
 void register_them(cellshm::Hub &hub);

@@ -364,3 +364,32 @@ def test_well_known_types_between_a_python_host_and_a_rust_cell(tmp_path: Path, 
         assert list(inventory.list(empty_pb2.Empty())) == [item]
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_a_topic_of_messages_is_published_and_read_typed(kv: Any) -> None:
+    import cellshm.typed as typed
+
+    with cellshm.Hub() as hub:
+        publisher = typed.publish(hub, "events", kv.Event, sample_size=256)
+        subscriber = typed.subscribe(hub, "events", kv.Event, cellshm.Policy.BLOCK)
+        for i in range(3):
+            publisher.publish(kv.Event(key=f"k{i}", value=b"v" * i))
+        with pytest.raises(TypeError):
+            publisher.publish(kv.GetRequest(key="wrong type"))  # type: ignore[arg-type]
+        with pytest.raises(cellshm.InvalidArgument):
+            publisher.publish(kv.Event(key="x" * 300))
+        # A sample that is no Event fails that read alone.
+        publisher.publisher.publish(b"\xff\xff\xff")
+        publisher.publish(kv.Event(key="last"))
+        seen = []
+        for _ in range(3):
+            sample = subscriber.recv(1.0)
+            assert sample is not None
+            seen.append((sample.seq, sample.missed, sample.message.key, sample.message.value))
+        assert seen == [(1, 0, "k0", b""), (2, 0, "k1", b"v"), (3, 0, "k2", b"vv")]
+        with pytest.raises(cellshm.Internal):
+            subscriber.recv(1.0)
+        last = subscriber.recv(1.0)
+        assert last is not None and last.message.key == "last"
+        publisher.close()
+        assert list(subscriber) == [], "iteration ends with the topic"

@@ -15,6 +15,9 @@
 //!
 //! A message that does not decode is INTERNAL for the side that received it, as in
 //! gRPC; nothing of it reaches user code.
+//!
+//! Topics carry messages too: [`TypedPublisher`] and [`TypedSubscriber`] over any prost
+//! message type.
 
 /// Includes the Rust code `cellshm-codegen` generated for a protobuf package in a build
 /// script ([`cellshm_codegen::compile_protos`]): one file per package in `OUT_DIR`, named
@@ -47,10 +50,12 @@ use crate::LinkEnd;
 pub use crate::wire::MethodKind;
 
 mod asynchronous;
+mod topic;
 pub use asynchronous::{
     bidi_async, client_streaming_async, server_streaming_async, unary_async, AsyncBidi, AsyncClientStreaming,
     AsyncServerStream, AsyncStreaming,
 };
+pub use topic::{TypedPublisher, TypedSample, TypedSubscriber};
 
 /// One method of a service, as the generated code describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

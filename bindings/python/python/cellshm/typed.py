@@ -399,3 +399,121 @@ __all__ = [
     "serve_bidi",
     "check_served",
 ]
+
+
+# ----- topics of messages ---------------------------------------------------------------
+
+M = TypeVar("M", bound="Message")
+
+
+class TypedSample(Generic[M]):
+    """One message received on a typed topic, decoded (a copy: its slot is let go of
+    at once), with the sample's ``seq`` and how many were ``missed`` before it."""
+
+    __slots__ = ("seq", "missed", "message")
+
+    def __init__(self, seq: int, missed: int, message: M) -> None:
+        self.seq = seq
+        self.missed = missed
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"TypedSample(seq={self.seq}, missed={self.missed}, message={self.message!r})"
+
+
+class TypedPublisher(Generic[M]):
+    """Publishes messages of one type on a topic (:func:`publish` makes one)."""
+
+    def __init__(self, publisher: cellshm.Publisher, message_type: Type[M]) -> None:
+        self.publisher = publisher
+        self.message_type = message_type
+
+    def publish(self, message: M, timeout: float = 1.0) -> int:
+        """Serializes ``message`` and publishes it; its sequence number.
+        :class:`cellshm.InvalidArgument` past the topic's sample size."""
+        if not isinstance(message, self.message_type):
+            raise TypeError(f"expected a {self.message_type.DESCRIPTOR.full_name}, got {type(message).__name__}")
+        return self.publisher.publish(message.SerializeToString(), timeout)
+
+    def close(self) -> None:
+        self.publisher.close()
+
+    def __enter__(self) -> "TypedPublisher[M]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TypedSubscriber(Generic[M]):
+    """Receives messages of one type from a topic (:func:`subscribe` makes one).
+    Iterate it (``for sample in sub`` or ``async for``) as a :class:`cellshm.Subscriber`;
+    a sample that does not parse raises :class:`cellshm.Internal` for that read alone."""
+
+    def __init__(self, subscriber: cellshm.Subscriber, message_type: Type[M]) -> None:
+        self.subscriber = subscriber
+        self.message_type = message_type
+
+    def _decoded(self, sample: Optional[cellshm.Sample]) -> Optional[TypedSample[M]]:
+        if sample is None:
+            return None
+        with sample:
+            data = sample.tobytes()
+            seq, missed = sample.seq, sample.missed
+        return TypedSample(seq, missed, _decode(self.message_type, data, f"topic {self.subscriber.name!r}"))
+
+    def recv(self, timeout: Optional[float] = None) -> Optional[TypedSample[M]]:
+        """The next message, waiting up to ``timeout`` (None: no limit); None if none came."""
+        return self._decoded(self.subscriber.recv(timeout))
+
+    def latest(self) -> Optional[TypedSample[M]]:
+        """The newest message queued, without waiting (last-value topics)."""
+        return self._decoded(self.subscriber.latest())
+
+    async def recv_async(self) -> TypedSample[M]:
+        sample = self._decoded(await self.subscriber.recv_async())
+        assert sample is not None
+        return sample
+
+    def close(self) -> None:
+        self.subscriber.close()
+
+    def __iter__(self) -> Iterator[TypedSample[M]]:
+        for sample in self.subscriber:
+            decoded = self._decoded(sample)
+            assert decoded is not None
+            yield decoded
+
+    def __aiter__(self) -> AsyncIterator[TypedSample[M]]:
+        return self._async_iter()
+
+    async def _async_iter(self) -> AsyncIterator[TypedSample[M]]:
+        async for sample in self.subscriber:
+            decoded = self._decoded(sample)
+            assert decoded is not None
+            yield decoded
+
+    def __enter__(self) -> "TypedSubscriber[M]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def publish(owner: cellshm.Topics, topic: str, message_type: Type[M], **options: int) -> TypedPublisher[M]:
+    """Creates ``topic`` of ``message_type`` messages on a hub, supervisor or cell
+    (``options`` as :meth:`cellshm.Topics.publish`: ``sample_size`` bounds a message's
+    serialized length)."""
+    return TypedPublisher(owner.publish(topic, **options), message_type)
+
+
+def subscribe(
+    owner: cellshm.Topics,
+    topic: str,
+    message_type: Type[M],
+    policy: Union[cellshm.Policy, int] = cellshm.Policy.DROP_OLDEST,
+    **options: Any,
+) -> TypedSubscriber[M]:
+    """Subscribes to ``topic`` of ``message_type`` messages (``policy`` and ``options``
+    as :meth:`cellshm.Topics.subscribe`)."""
+    return TypedSubscriber(owner.subscribe(topic, policy, **options), message_type)
