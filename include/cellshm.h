@@ -1829,6 +1829,21 @@ cellshm_status cellshm_subscriber_next(const cellshm_subscriber *subscriber,
 cellshm_status cellshm_subscriber_latest(const cellshm_subscriber *subscriber,
                                          cellshm_sample **out_sample);
 
+// Waits up to `timeout_ms` until one of the `count` subscribers at `subscribers` is
+// ready (a read would find a sample or its subscription's end), in one wait on all of
+// them (no thread of its own). On CELLSHM_OK, `ready[i]` is 1 for each ready one and 0
+// for the others, and `*out_ready_count` (may be NULL) how many are: 0 if the timeout
+// passed. Take the ready ones' samples with cellshm_subscriber_next(.., 0, ..).
+//
+// # Safety
+// `subscribers` has `count` live subscribers; `ready` has `count` writable bytes;
+// `out_ready_count` NULL or writable.
+cellshm_status cellshm_subscribers_wait(const cellshm_subscriber *const *subscribers,
+                                        size_t count,
+                                        uint64_t timeout_ms,
+                                        uint8_t *ready,
+                                        size_t *out_ready_count);
+
 // Samples the publisher could not queue for this subscriber so far (0 for NULL).
 //
 // # Safety

@@ -71,7 +71,7 @@ pub use host::{
 pub use link_end::{LinkEnd, Registry, Supervised};
 pub use proto::topic::TopicPolicy;
 pub use runtime::metrics::{LatencySummary, MethodMetrics, METHOD_SLOTS};
-pub use runtime::topic::{Loan, Publisher, Sample, Subscriber, TopicOptions, Topics};
+pub use runtime::topic::{Loan, Publisher, Sample, Subscriber, TopicOptions, Topics, WaitSet};
 pub use session::{
     AccessPolicy, AsyncCall, AsyncStream, AsyncStreamCall, BoxFuture, Call, CallFuture, CallOptions, CancelToken,
     Completion, Counters, Dispatcher, NotifyFuture, OpenStreamFuture, PeerIdentity, PendingCall, Response, Spawn,

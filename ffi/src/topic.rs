@@ -536,6 +536,53 @@ pub unsafe extern "C" fn cellshm_subscriber_latest(
     })
 }
 
+/// Waits up to `timeout_ms` until one of the `count` subscribers at `subscribers` is
+/// ready (a read would find a sample or its subscription's end), in one wait on all of
+/// them (no thread of its own). On CELLSHM_OK, `ready[i]` is 1 for each ready one and 0
+/// for the others, and `*out_ready_count` (may be NULL) how many are: 0 if the timeout
+/// passed. Take the ready ones' samples with cellshm_subscriber_next(.., 0, ..).
+///
+/// # Safety
+/// `subscribers` has `count` live subscribers; `ready` has `count` writable bytes;
+/// `out_ready_count` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_subscribers_wait(
+    subscribers: *const *const cellshm_subscriber,
+    count: usize,
+    timeout_ms: u64,
+    ready: *mut u8,
+    out_ready_count: *mut usize,
+) -> cellshm_status {
+    boundary("cellshm_subscribers_wait", || {
+        // SAFETY: cellshm_subscribers_wait's contract, which C keeps: `count` pointers at
+        // `subscribers`.
+        let (list, out_count) =
+            unsafe { (c_slice(subscribers, count, "subscribers"), Out::optional(out_ready_count, "out_ready_count")) };
+        let list = try_c!(list);
+        if count > 0 && ready.is_null() {
+            return invalid(format!("ready is NULL but count is {count}"));
+        }
+        let mut set = cellshm::WaitSet::new();
+        for (i, &subscriber) in list.iter().enumerate() {
+            // SAFETY: each entry is a live subscriber, by the contract above.
+            let subscriber =
+                try_c!(unsafe { Handle::borrow(subscriber) }.map_err(|_| invalid(format!("subscribers[{i}] is NULL"))));
+            set.add(&subscriber.subscriber);
+        }
+        let woken = set.wait(c_timeout(timeout_ms));
+        if count > 0 {
+            // SAFETY: `ready` is non-NULL (checked above) with `count` writable bytes, by
+            // the contract above.
+            let flags = unsafe { std::slice::from_raw_parts_mut(ready, count) };
+            flags.fill(0);
+            for &i in &woken {
+                flags[i] = 1;
+            }
+        }
+        out_count.map_or(CELLSHM_OK, |out| out.write(woken.len()))
+    })
+}
+
 /// Samples the publisher could not queue for this subscriber so far (0 for NULL).
 ///
 /// # Safety

@@ -281,6 +281,31 @@ int main(int argc, char **argv) {
     CHECK_STATUS(cellshm_subscriber_next(subscriber, 1000, &sample), CELLSHM_UNAVAILABLE);
     cellshm_subscriber_free(subscriber);
 
+    /* Waiting on two subscribers at once: the one that gets a sample is ready. */
+    {
+        cellshm_publisher *one = NULL, *two = NULL;
+        cellshm_subscriber *subs[2] = {NULL, NULL};
+        uint8_t ready[2] = {9, 9};
+        size_t count = 9;
+        CHECK_STATUS(cellshm_hub_publish(hub, "one", NULL, &one), CELLSHM_OK);
+        CHECK_STATUS(cellshm_hub_publish(hub, "two", NULL, &two), CELLSHM_OK);
+        CHECK_STATUS(cellshm_hub_subscribe(hub, "one", NULL, &subs[0]), CELLSHM_OK);
+        CHECK_STATUS(cellshm_hub_subscribe(hub, "two", NULL, &subs[1]), CELLSHM_OK);
+        CHECK_STATUS(cellshm_subscribers_wait((const cellshm_subscriber *const *)subs, 2, 0, ready, &count), CELLSHM_OK);
+        CHECK(count == 0 && ready[0] == 0 && ready[1] == 0);
+        CHECK_STATUS(cellshm_publisher_publish(two, sample_bytes, 8, 0, NULL), CELLSHM_OK);
+        CHECK_STATUS(cellshm_subscribers_wait((const cellshm_subscriber *const *)subs, 2, 1000, ready, &count),
+                     CELLSHM_OK);
+        CHECK(count == 1 && ready[0] == 0 && ready[1] == 1);
+        CHECK_STATUS(cellshm_subscribers_wait(NULL, 1, 0, ready, NULL), CELLSHM_INVALID_ARGUMENT);
+        CHECK_STATUS(cellshm_subscribers_wait((const cellshm_subscriber *const *)subs, 2, 0, NULL, NULL),
+                     CELLSHM_INVALID_ARGUMENT);
+        cellshm_subscriber_free(subs[0]);
+        cellshm_subscriber_free(subs[1]);
+        cellshm_publisher_free(one);
+        cellshm_publisher_free(two);
+    }
+
     /* A last-value topic: the current value at once, then only the newest. */
     topic = cellshm_topic_options_last_value(64);
     CHECK(topic.depth == 1 && topic.history == 1 && topic.sample_size == 64);

@@ -117,6 +117,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(current_call, m)?)?;
     m.add_function(wrap_pyfunction!(codegen, m)?)?;
     m.add_function(wrap_pyfunction!(codegen_plugin, m)?)?;
+    m.add_function(wrap_pyfunction!(topic::wait_any, m)?)?;
     m.add_class::<CallContext>()?;
     m.add_class::<Hub>()?;
     m.add_class::<remote::Remote>()?;

@@ -56,6 +56,29 @@ pub(crate) fn subscribe(
     Ok(Subscriber { subscriber: Mutex::new(Some(Arc::new(subscriber))) })
 }
 
+/// The indices of the subscribers that are ready (a read would find a sample or the
+/// end), waiting up to `timeout` seconds (None: no limit) for one to be; empty if none was.
+#[pyfunction]
+#[pyo3(signature = (subscribers, timeout=None))]
+pub(crate) fn wait_any(
+    py: Python<'_>,
+    subscribers: Vec<PyRef<'_, Subscriber>>,
+    timeout: Option<f64>,
+) -> PyResult<Vec<usize>> {
+    let timeout = match timeout {
+        None => cellshm::FOREVER,
+        Some(t) => timeout_or_forever(t, "timeout")?,
+    };
+    let subscribers: Vec<Arc<CoreSubscriber>> = subscribers.iter().map(|s| s.get()).collect::<PyResult<_>>()?;
+    Ok(py.detach(|| {
+        let mut set = cellshm::WaitSet::new();
+        for subscriber in &subscribers {
+            set.add(subscriber);
+        }
+        set.wait(timeout)
+    }))
+}
+
 /// A topic's publishing end.
 #[pyclass(module = "cellshm._native", frozen)]
 pub(crate) struct Publisher {

@@ -190,6 +190,19 @@ def test_history_disconnect_after_and_wrong_arguments(hub: cellshm.Hub) -> None:
         hub.subscribe("history", wait="sometimes")
 
 
+def test_wait_any_wakes_for_the_subscriber_that_gets_a_sample(hub: cellshm.Hub) -> None:
+    one, two = hub.publish("one"), hub.publish("two")
+    subscribers = [hub.subscribe("one"), hub.subscribe("two")]
+    assert cellshm.wait_any(subscribers, 0.0) == []
+    threading.Timer(0.01, lambda: two.publish(b"hi")).start()
+    assert cellshm.wait_any(subscribers, 30.0) == [1]
+    sample = subscribers[1].try_recv()
+    assert sample is not None and bytes(sample) == b"hi"
+    sample.release()
+    one.close()
+    assert cellshm.wait_any(subscribers, 30.0) == [0], "an end is ready too"
+
+
 def test_a_last_value_topic_and_an_event_topic(hub: cellshm.Hub) -> None:
     board = hub.publish_last_value("board", sample_size=64)
     for value in range(1, 6):

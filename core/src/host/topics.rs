@@ -668,4 +668,35 @@ mod tests {
         drop(board);
         assert_eq!(reader.latest().unwrap_err().status(), Status::Unavailable);
     }
+
+    #[test]
+    fn a_wait_set_wakes_for_whichever_subscriber_gets_a_sample_or_ends() {
+        let hub = Hub::create(HubConfig::default()).unwrap();
+        let a = hub.publish("a", TopicOptions::default()).unwrap();
+        let b = hub.publish("b", TopicOptions::default()).unwrap();
+        let (sub_a, sub_b) =
+            (hub.subscribe("a", TopicPolicy::Block).unwrap(), hub.subscribe("b", TopicPolicy::Block).unwrap());
+        let mut set = crate::WaitSet::new();
+        let (ia, ib) = (set.add(&sub_a), set.add(&sub_b));
+        assert!(set.wait(Duration::from_millis(5)).is_empty(), "nothing yet");
+        // A publish from another thread, once the set sleeps, wakes it for that
+        // subscriber only.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !sub_b.shared.memory.lock().is_parked() {
+                    std::thread::yield_now();
+                }
+                b.publish(b"to b", Duration::from_secs(1)).unwrap();
+            });
+            assert_eq!(set.wait(Duration::from_secs(20)), [ib]);
+        });
+        assert_eq!(sub_b.try_recv().unwrap().unwrap().to_vec(), b"to b");
+        while sub_b.try_recv().unwrap().is_some() {}
+        a.publish(b"to a", Duration::from_secs(1)).unwrap();
+        assert_eq!(set.wait(Duration::ZERO), [ia], "a sample queued before the wait is ready at once");
+        assert_eq!(sub_a.try_recv().unwrap().unwrap().to_vec(), b"to a");
+        drop(b);
+        assert_eq!(set.wait(Duration::from_secs(20)), [ib], "an end is ready too");
+        assert_eq!(sub_b.try_recv().unwrap_err().status(), Status::Unavailable);
+    }
 }

@@ -74,7 +74,7 @@ impl Reactor {
             let outcome = if waiting.len() < WAIT_ANY_MAX {
                 let mut words: Vec<(&AtomicU32, u32)> = vec![(&self.changed, changed)];
                 words.extend(waiting.iter().map(|(word, expected)| (word.word(), *expected)));
-                futex::wait_any(&words)
+                futex::wait_any(&words, None)
             } else {
                 WaitAny::Unsupported
             };

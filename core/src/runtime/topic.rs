@@ -475,6 +475,73 @@ impl Subscriber {
     }
 }
 
+/// Waits for any of several subscribers at once, in blocking code (async code selects over
+/// their `recv_async`): one FUTEX_WAITV on every subscriber's wake word, no thread of its
+/// own. A subscriber is ready when a read would find a sample or its subscription's end.
+///
+/// ```ignore
+/// let mut set = WaitSet::new();
+/// let (frames, config) = (set.add(&frames), set.add(&config));
+/// for ready in set.wait(Duration::from_secs(1)) {
+///     if ready == frames { /* frames.try_recv() */ }
+/// }
+/// ```
+#[derive(Debug, Default)]
+pub struct WaitSet<'a> {
+    subscribers: Vec<&'a Subscriber>,
+}
+
+impl<'a> WaitSet<'a> {
+    /// An empty set.
+    pub fn new() -> WaitSet<'a> {
+        WaitSet { subscribers: Vec::new() }
+    }
+
+    /// Adds `subscriber`; its index in what [`WaitSet::wait`] returns.
+    pub fn add(&mut self, subscriber: &'a Subscriber) -> usize {
+        self.subscribers.push(subscriber);
+        self.subscribers.len() - 1
+    }
+
+    /// The indices of the subscribers that are ready, waiting up to `timeout` for one to
+    /// be; empty if none was by then. Ready ones are taken with `try_recv`.
+    pub fn wait(&self, timeout: Duration) -> Vec<usize> {
+        let deadline = instant_after(timeout);
+        loop {
+            let ready = self.ready();
+            if !ready.is_empty() || self.subscribers.is_empty() {
+                return ready;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return ready;
+            }
+            // Parked first, then one more look: a sample published in between is seen
+            // by the look, or its publisher sees the subscriber parked and wakes it.
+            let seen: Vec<u32> = self.subscribers.iter().map(|s| s.shared.memory.lock().park_only()).collect();
+            if self.ready().is_empty() {
+                let words: Vec<(&std::sync::atomic::AtomicU32, u32)> = self
+                    .subscribers
+                    .iter()
+                    .zip(&seen)
+                    .map(|(s, seen)| (futex_reactor::FutexWord::word(&*s.shared.access), *seen))
+                    .collect();
+                // The host's "publisher died" wakes without changing a word: a missed one
+                // is seen within DEATH_CHECK, as in `recv`.
+                crate::sys::futex::wait_any(&words, Some(left.min(DEATH_CHECK)));
+            }
+            for subscriber in &self.subscribers {
+                subscriber.shared.memory.lock().unpark();
+            }
+        }
+    }
+
+    fn ready(&self) -> Vec<usize> {
+        let ready = |s: &Subscriber| s.shared.memory.lock().has_next() || s.shared.ended.lock().is_some();
+        self.subscribers.iter().enumerate().filter(|(_, s)| ready(s)).map(|(i, _)| i).collect()
+    }
+}
+
 /// The samples as a `futures_core::Stream`: it ends (None) once the topic is closed
 /// and what was queued was read; any other end (PEER_DEAD: the publisher died;
 /// RESOURCE_EXHAUSTED: detached for lagging) comes as one `Err`, then None.

@@ -723,6 +723,15 @@ impl TopicSubscriber {
         }
     }
 
+    /// Whether a read would find something now (a sample, or the subscription's end),
+    /// without taking it.
+    pub fn has_next(&self) -> bool {
+        let entry = self.geometry.entry(self.index, self.head);
+        self.topic.atomic_u64(entry + at::entry::TAG).load(Ordering::Acquire) > self.head
+            || self.topic.atomic_u32(at::STATE).load(Ordering::Acquire) == 1
+            || self.detached().is_some()
+    }
+
     /// Waits for the next sample, sleeping once at most, up to `timeout`: Empty if
     /// nothing came by then, or the sleep was cut short ([`SampleAccess::wake_reader`]).
     pub fn next_timeout(&mut self, timeout: Duration) -> Next {
@@ -747,11 +756,24 @@ impl TopicSubscriber {
     /// wake word's value before, to sleep on, and what the look found. Either the look
     /// sees a sample published meanwhile, or the publisher sees the subscriber parked.
     pub fn park(&mut self) -> (u32, Next) {
+        let seen = self.park_only();
+        (seen, self.try_next())
+    }
+
+    /// As [`TopicSubscriber::park`] without the look (the caller looks with
+    /// [`TopicSubscriber::has_next`], taking nothing): the wake word's value before.
+    pub fn park_only(&mut self) -> u32 {
         let (topic, own) = (self.topic, self.own);
         let seen = topic.atomic_u32(self.record() + at::record::WAKE).load(Ordering::Acquire);
         own.atomic_u32(sub_at::PARKED).store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        (seen, self.try_next())
+        seen
+    }
+
+    /// Whether it asked to be woken (tests wait for a sleeper with it).
+    #[cfg(test)]
+    pub fn is_parked(&self) -> bool {
+        self.own.atomic_u32(sub_at::PARKED).load(Ordering::SeqCst) == 1
     }
 
     /// Tells the publisher to stop waking this subscriber.

@@ -43,10 +43,10 @@ pub(crate) enum WaitAny {
     Unsupported,
 }
 
-/// Sleeps until one of `words` is woken, each while it holds its expected value
-/// (FUTEX_WAITV, Linux 5.16; at most [`WAIT_ANY_MAX`] words, the rest are not waited
-/// on). Shared futexes, as [`wait`].
-pub(crate) fn wait_any(words: &[(&AtomicU32, u32)]) -> WaitAny {
+/// Sleeps until one of `words` is woken, each while it holds its expected value, or
+/// `timeout` passed (FUTEX_WAITV, Linux 5.16; at most [`WAIT_ANY_MAX`] words, the rest
+/// are not waited on). Shared futexes, as [`wait`].
+pub(crate) fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> WaitAny {
     /// `struct futex_waitv` of the kernel's uapi.
     #[repr(C)]
     struct FutexWaitv {
@@ -67,16 +67,29 @@ pub(crate) fn wait_any(words: &[(&AtomicU32, u32)]) -> WaitAny {
             reserved: 0,
         })
         .collect();
+    // FUTEX_WAITV's timeout is an absolute CLOCK_MONOTONIC time.
+    let until = timeout.map(|timeout| {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the live local `now`.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let nanos = now.tv_nsec as u64 + timeout.subsec_nanos() as u64;
+        libc::timespec {
+            tv_sec: now.tv_sec.saturating_add(timeout.as_secs().min(i32::MAX as u64) as libc::time_t)
+                + (nanos / 1_000_000_000) as libc::time_t,
+            tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+        }
+    });
+    let until_ptr = until.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: `waiters` is a live array of `waiters.len()` kernel-shaped entries, each
     // naming a live, aligned u32 (AtomicU32s in mappings their owners keep while this
-    // runs) that FUTEX_WAITV only reads; no timeout (NULL) and no flags.
+    // runs) that FUTEX_WAITV only reads; `until_ptr` is NULL or a live timespec; no flags.
     let woken = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,
             waiters.as_ptr(),
             waiters.len() as libc::c_uint,
             0 as libc::c_uint,
-            std::ptr::null::<libc::timespec>(),
+            until_ptr,
             libc::CLOCK_MONOTONIC,
         )
     };

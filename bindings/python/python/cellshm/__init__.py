@@ -73,6 +73,7 @@ from ._topics import (  # noqa: F401
     Sample,
     Subscriber,
     Topics,
+    wait_any,
 )
 from ._host import (  # noqa: F401
     Peer,
@@ -151,6 +152,7 @@ __all__ = [
     "Loan",
     "Subscriber",
     "Sample",
+    "wait_any",
 ]
 # Extended from the literal list in errors.py, which type checkers follow.
 __all__ += _errors.__all__

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
+
+from . import _native
 
 from .errors import Unavailable
 from ._common import Payload
@@ -256,6 +258,14 @@ class Subscriber:
 
     def __repr__(self) -> str:
         return f"<cellshm.Subscriber {self._native.name if not self.closed else '(closed)'}>"
+
+
+def wait_any(subscribers: Sequence[Subscriber], timeout: Optional[float] = None) -> List[int]:
+    """The indices of the ``subscribers`` that are ready (a read would find a sample or
+    the subscription's end), waiting up to ``timeout`` seconds (None: no limit) for one
+    to be, in one wait on all of them with the GIL released; empty if none was. Take the
+    ready ones' samples with :meth:`Subscriber.try_recv`."""
+    return list(_native.wait_any([s._native for s in subscribers], timeout))
 
 
 _WAITS = ("adaptive", "spin", "block")
