@@ -1753,6 +1753,17 @@ cellshm_status cellshm_publisher_loan(const cellshm_publisher *publisher,
                                       uint64_t timeout_ms,
                                       cellshm_loan **out_loan);
 
+// Waits up to `timeout_ms` until exactly `count` subscribers are attached (before
+// publishing to subscribers that are still joining, or until those that left are gone:
+// a cell's unsubscribe reaches the host as a notification); CELLSHM_DEADLINE_EXCEEDED
+// otherwise.
+//
+// # Safety
+// `publisher` is live.
+cellshm_status cellshm_publisher_wait_subscribers(const cellshm_publisher *publisher,
+                                                  size_t count,
+                                                  uint64_t timeout_ms);
+
 // Subscribers attached to the topic now (0 for a NULL publisher).
 //
 // # Safety

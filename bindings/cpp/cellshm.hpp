@@ -195,6 +195,13 @@ class Publisher {
     /// Subscribers attached now.
     size_t subscribers() const noexcept { return cellshm_publisher_subscribers(raw_.get()); }
 
+    /// Waits up to `timeout` until exactly `count` subscribers are attached; throws
+    /// DEADLINE_EXCEEDED otherwise.
+    void wait_for_subscribers(size_t count, std::chrono::milliseconds timeout) {
+        detail::check(
+            cellshm_publisher_wait_subscribers(raw_.get(), count, detail::options_for(timeout).timeout_ms));
+    }
+
   private:
     std::unique_ptr<cellshm_publisher, detail::PublisherFree> raw_;
 };

@@ -399,6 +399,27 @@ pub unsafe extern "C" fn cellshm_publisher_loan(
     })
 }
 
+/// Waits up to `timeout_ms` until exactly `count` subscribers are attached (before
+/// publishing to subscribers that are still joining, or until those that left are gone:
+/// a cell's unsubscribe reaches the host as a notification); CELLSHM_DEADLINE_EXCEEDED
+/// otherwise.
+///
+/// # Safety
+/// `publisher` is live.
+#[no_mangle]
+pub unsafe extern "C" fn cellshm_publisher_wait_subscribers(
+    publisher: *const cellshm_publisher,
+    count: usize,
+    timeout_ms: u64,
+) -> cellshm_status {
+    boundary("cellshm_publisher_wait_subscribers", || {
+        // SAFETY: cellshm_publisher_wait_subscribers's contract, which C keeps.
+        let publisher = try_c!(unsafe { Handle::borrow(publisher) });
+        try_cellshm!(publisher.publisher.wait_for_subscribers(count, c_timeout(timeout_ms)));
+        CELLSHM_OK
+    })
+}
+
 /// Subscribers attached to the topic now (0 for a NULL publisher).
 ///
 /// # Safety

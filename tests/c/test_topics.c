@@ -105,18 +105,6 @@ static void *read_all(void *arg) {
     return NULL;
 }
 
-/* Waits (on the publisher's own count, not a timer) until exactly `n` subscribers are
- * attached: a subscriber that leaves tells the host with a notification, so its
- * subscription ends a moment after its free returns. */
-static void wait_subscribers(const cellshm_publisher *publisher, size_t n) {
-    struct timespec start, pause = {0, 1000000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (cellshm_publisher_subscribers(publisher) != n) {
-        CHECK(seconds_since(&start) < 30.0);
-        nanosleep(&pause, NULL);
-    }
-}
-
 static void check_read_reply(const call_t *c, uint64_t count) {
     CHECK_STATUS(c->status, CELLSHM_OK);
     CHECK(c->reply_len == 28);
@@ -192,7 +180,7 @@ int main(int argc, char **argv) {
         start_call(&c_read, c_cell, "Topic.read", "numbers", 3, read_args);
         start_call(&rust_read, rust_cell, "Topic.read", "numbers", 3, read_args);
     }
-    wait_subscribers(publisher, 3);
+    CHECK_STATUS(cellshm_publisher_wait_subscribers(publisher, 3, 30000), CELLSHM_OK);
     host_reader.received = host_reader.out_of_order = 0;
     CHECK(pthread_create(&host_reader.thread, NULL, read_all, &host_reader) == 0);
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -210,7 +198,9 @@ int main(int argc, char **argv) {
     check_read_reply(&rust_read, SAMPLES);
     cellshm_subscriber_free(host_reader.subscriber);
     /* The cells' Block subscriptions end once their unsubscribe reached the host. */
-    wait_subscribers(publisher, 0);
+    CHECK_STATUS(cellshm_publisher_wait_subscribers(publisher, 0, 30000), CELLSHM_OK);
+    CHECK_STATUS(cellshm_publisher_wait_subscribers(publisher, 1, 0), CELLSHM_DEADLINE_EXCEEDED);
+    CHECK_STATUS(cellshm_publisher_wait_subscribers(NULL, 0, 0), CELLSHM_INVALID_ARGUMENT);
     CHECK_STATUS(cellshm_publisher_publish(publisher, too_big, sizeof too_big, 0, NULL), CELLSHM_INVALID_ARGUMENT);
 
     /* Loans: written in place; given back unpublished; a length past the slot refused. */

@@ -83,7 +83,7 @@ int main(int argc, char **argv) {
             own_seen++;
         }
     });
-    while (publisher.subscribers() < 2) std::this_thread::sleep_for(1ms);
+    publisher.wait_for_subscribers(2, 30000ms);
     for (uint64_t i = 1; i <= kSamples; i++) {
         if (i % 2 == 0) {
             cellshm::Loan loan = publisher.loan(30000ms);

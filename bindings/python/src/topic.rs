@@ -108,6 +108,13 @@ impl Publisher {
         Ok(self.get()?.subscribers())
     }
 
+    /// Waits up to `timeout` seconds until exactly `count` subscribers are attached.
+    fn wait_for_subscribers(&self, py: Python<'_>, count: usize, timeout: f64) -> PyResult<()> {
+        let timeout = timeout_or_forever(timeout, "timeout")?;
+        let publisher = self.get()?;
+        py.detach(|| publisher.wait_for_subscribers(count, timeout)).map_err(err)
+    }
+
     /// Publishes a copy of `data`; its sequence number.
     fn publish(&self, py: Python<'_>, data: &Bound<'_, PyAny>, timeout: f64) -> PyResult<u64> {
         let data = payload(Some(data))?;

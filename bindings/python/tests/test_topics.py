@@ -37,16 +37,6 @@ def call_in_thread(peer: cellshm.Peer, method: str, request: bytes, results: Lis
     return thread
 
 
-def wait_subscribers(publisher: cellshm.Publisher, count: int) -> None:
-    """Waits on the publisher's own count of attached subscribers."""
-    event = threading.Event()
-    for _ in range(30_000):
-        if publisher.subscribers >= count:
-            return
-        event.wait(0.001)
-    raise AssertionError(f"{publisher.subscribers} of {count} subscribers attached in 30 s")
-
-
 SAMPLES = 1_000_000
 
 
@@ -82,7 +72,7 @@ def test_one_publisher_four_languages_every_sample_in_order_and_a_slow_drop_olde
 
     reader = threading.Thread(target=read_in_host)
     reader.start()
-    wait_subscribers(publisher, 5)
+    publisher.wait_for_subscribers(5, 30.0)
     padding = bytes(56)
     publish = publisher.publish
     for seq in range(1, SAMPLES + 1):
@@ -194,8 +184,10 @@ def test_wait_any_wakes_for_the_subscriber_that_gets_a_sample(hub: cellshm.Hub) 
     one, two = hub.publish("one"), hub.publish("two")
     subscribers = [hub.subscribe("one"), hub.subscribe("two")]
     assert cellshm.wait_any(subscribers, 0.0) == []
-    threading.Timer(0.01, lambda: two.publish(b"hi")).start()
+    publishing = threading.Thread(target=lambda: two.publish(b"hi"))
+    publishing.start()
     assert cellshm.wait_any(subscribers, 30.0) == [1]
+    publishing.join()
     sample = subscribers[1].try_recv()
     assert sample is not None and bytes(sample) == b"hi"
     sample.release()

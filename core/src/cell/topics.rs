@@ -43,14 +43,14 @@ impl CellTopics {
         let publisher = publisher
             .ok_or_else(|| Error::new(Status::NotFound, format!("this cell publishes no topic {:?}", attach.name)))?;
         let subscription = self.session()?.take_handed(attach.token)?;
-        let (index, start) = publisher.memory.lock().attach(&subscription, attach.policy)?;
+        let (index, start) = publisher.attach(&subscription, attach.policy)?;
         Ok(Subscribed { index: index as u32, start, token: 0 })
     }
 
     /// `cellshm.Topic.detach`: a subscriber left.
     pub(super) fn detach(&self, leave: Leave) {
         if let Some(publisher) = self.publishers.lock().get(&leave.name).and_then(Weak::upgrade) {
-            publisher.memory.lock().end_subscription(leave.index as usize, leave.start, Status::Cancelled);
+            publisher.end_subscription(leave.index as usize, leave.start, Status::Cancelled);
         }
     }
 

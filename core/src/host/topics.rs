@@ -166,7 +166,7 @@ fn end_at_publisher(owner: &Owner, name: &str, index: u32, start: u64) {
     match owner {
         Owner::Host(weak) => {
             if let Some(publisher) = weak.upgrade() {
-                publisher.memory.lock().end_subscription(index as usize, start, Status::Cancelled);
+                publisher.end_subscription(index as usize, start, Status::Cancelled);
             }
         }
         Owner::Cell(peer) => detach_at_cell(peer, name, index, start),
@@ -333,9 +333,8 @@ fn attach(hub: &HubShared, name: &str, policy: TopicPolicy, subscription: &File)
     };
     match found.ok_or_else(|| not_found(name))? {
         Found::Host(publisher) => {
-            let mut memory = publisher.shared.memory.lock();
-            let (index, start) = memory.attach(subscription, policy)?;
-            Ok((Subscribed { index: index as u32, start, token: 0 }, memory.share()?))
+            let (index, start) = publisher.shared.attach(subscription, policy)?;
+            Ok((Subscribed { index: index as u32, start, token: 0 }, publisher.shared.memory.lock().share()?))
         }
         Found::Cell(peer, memory) => Ok((attach_at_cell(&peer, name, policy, subscription)?, memory)),
     }
@@ -472,6 +471,12 @@ mod tests {
         publisher.publish(b"before anyone", Duration::from_secs(1)).unwrap();
         let block = hub.subscribe("config", TopicPolicy::Block).unwrap();
         let newest = hub.subscribe("config", TopicPolicy::DropNewest).unwrap();
+        publisher.wait_for_subscribers(2, Duration::ZERO).unwrap();
+        let e = publisher.wait_for_subscribers(3, Duration::from_millis(5)).unwrap_err();
+        assert_eq!(
+            (e.status(), e.message()),
+            (Status::DeadlineExceeded, r#"topic "config": 2 subscribers attached, not 3"#)
+        );
         let big = vec![5u8; 1000];
         publisher.publish(&big, Duration::from_secs(1)).unwrap();
         let mut loan = publisher.loan(Duration::from_secs(1)).unwrap();

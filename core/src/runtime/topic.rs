@@ -64,10 +64,28 @@ impl TopicOptions {
 pub(crate) struct PublisherShared {
     pub(crate) name: String,
     pub(crate) memory: Mutex<TopicPublisher>,
-    /// Signalled when a loan is published or given back.
-    loan_returned: Condvar,
+    /// Signalled when a loan is published or given back, and when a subscription is
+    /// attached or ends: what `room` and `wait_for_subscribers` wait for.
+    changed: Condvar,
     /// Called once when the last handle is dropped: the host or the cell forgets the topic.
     pub(crate) on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl PublisherShared {
+    /// Attaches the subscription whose memory is `subscription` (see
+    /// [`TopicPublisher::attach`]), telling whoever waits for the subscribers.
+    pub(crate) fn attach(&self, subscription: &std::fs::File, policy: TopicPolicy) -> Result<(usize, u64)> {
+        let attached = self.memory.lock().attach(subscription, policy)?;
+        self.changed.notify_all();
+        Ok(attached)
+    }
+
+    /// Ends a subscription (see [`TopicPublisher::end_subscription`]), telling whoever
+    /// waits for the subscribers.
+    pub(crate) fn end_subscription(&self, index: usize, start: u64, status: Status) {
+        self.memory.lock().end_subscription(index, start, status);
+        self.changed.notify_all();
+    }
 }
 
 impl Drop for PublisherShared {
@@ -99,7 +117,7 @@ impl Publisher {
             shared: Arc::new(PublisherShared {
                 name: name.to_string(),
                 memory: Mutex::new(memory),
-                loan_returned: Condvar::new(),
+                changed: Condvar::new(),
                 on_close: Mutex::new(None),
             }),
         }
@@ -120,6 +138,24 @@ impl Publisher {
         self.shared.memory.lock().attached()
     }
 
+    /// Waits up to `timeout` until exactly `count` subscribers are attached (before
+    /// publishing to subscribers that are still joining, or until those that left are
+    /// gone: a cell's unsubscribe reaches the host as a notification). DEADLINE_EXCEEDED
+    /// naming how many are attached otherwise.
+    pub fn wait_for_subscribers(&self, count: usize, timeout: Duration) -> Result<()> {
+        let deadline = instant_after(timeout);
+        let mut memory = self.shared.memory.lock();
+        while memory.attached() != count {
+            if self.shared.changed.wait_until(&mut memory, deadline).timed_out() && memory.attached() != count {
+                return Err(Error::new(
+                    Status::DeadlineExceeded,
+                    format!("topic {:?}: {} subscribers attached, not {count}", self.shared.name, memory.attached()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes a copy of `sample` (small ones travel in the queue entries themselves);
     /// its sequence number. A subscriber whose policy is Block and whose queue is full
     /// holds the publish up to `timeout` (then DEADLINE_EXCEEDED, and nobody got it), as
@@ -134,7 +170,11 @@ impl Publisher {
         }
         if sample.len() <= INLINE_MAX {
             let mut memory = self.room(instant_after(timeout))?;
-            return Ok(memory.publish_inline(sample).seq);
+            let publication = memory.publish_inline(sample);
+            if !publication.detached.is_empty() {
+                self.shared.changed.notify_all();
+            }
+            return Ok(publication.seq);
         }
         let mut loan = self.loan(timeout)?;
         loan.bytes_mut()[..sample.len()].copy_from_slice(sample);
@@ -160,7 +200,7 @@ impl Publisher {
     fn room(&self, deadline: Instant) -> Result<crate::runtime::sync::MutexGuard<'_, TopicPublisher>> {
         let mut memory = self.shared.memory.lock();
         while memory.loaned() {
-            if self.shared.loan_returned.wait_until(&mut memory, deadline).timed_out() && memory.loaned() {
+            if self.shared.changed.wait_until(&mut memory, deadline).timed_out() && memory.loaned() {
                 return Err(Error::new(
                     Status::DeadlineExceeded,
                     format!("topic {:?}: another thread's loan stayed out", self.shared.name),
@@ -224,11 +264,11 @@ impl Loan {
         let size = memory.geometry().sample_size as usize;
         if len > size {
             memory.unloan(loan);
-            self.publisher.loan_returned.notify_all();
+            self.publisher.changed.notify_all();
             return Err(too_large(&self.publisher.name, len, size));
         }
         let seq = memory.publish(loan, len).seq;
-        self.publisher.loan_returned.notify_all();
+        self.publisher.changed.notify_all();
         Ok(seq)
     }
 }
@@ -237,7 +277,7 @@ impl Drop for Loan {
     fn drop(&mut self) {
         if let Some(loan) = self.loan.take() {
             self.publisher.memory.lock().unloan(loan);
-            self.publisher.loan_returned.notify_all();
+            self.publisher.changed.notify_all();
         }
     }
 }
@@ -661,15 +701,14 @@ impl Topics for crate::Supervisor {
 pub(crate) fn subscribe_locally(publisher: &Publisher, policy: TopicPolicy) -> Result<Subscriber> {
     let builder = TopicSubscriber::prepare()?;
     let (topic, index, start) = {
-        let mut memory = publisher.shared.memory.lock();
-        let (index, start) = memory.attach(&builder.share()?, policy)?;
-        (memory.share()?, index, start)
+        let (index, start) = publisher.shared.attach(&builder.share()?, policy)?;
+        (publisher.shared.memory.lock().share()?, index, start)
     };
     let subscriber = Subscriber::new(publisher.name(), builder.attached(&topic, index, start)?);
     let weak = Arc::downgrade(&publisher.shared);
     *subscriber.shared.on_close.lock() = Some(Box::new(move || {
         if let Some(publisher) = weak.upgrade() {
-            publisher.memory.lock().end_subscription(index, start, Status::Cancelled);
+            publisher.end_subscription(index, start, Status::Cancelled);
         }
     }));
     Ok(subscriber)

@@ -131,13 +131,7 @@ pub fn cellshm_large_rate(count: usize) -> Result<f64, Error> {
         let body = BodyWriter::default().str("large").u32(0).u32(0).u32(count as u32).finish();
         std::thread::spawn(move || peer.call("Topic.read", &body, &CallOptions::timeout(Duration::from_secs(120))))
     };
-    let started = Instant::now();
-    while topic.subscribers() < 1 {
-        if read.is_finished() || started.elapsed() > Duration::from_secs(20) {
-            return Err(Error::new(Status::DeadlineExceeded, "the reading cell did not subscribe"));
-        }
-        std::thread::yield_now();
-    }
+    topic.wait_for_subscribers(1, Duration::from_secs(20))?;
     let source = vec![7u8; LARGE];
     let started = Instant::now();
     for _ in 0..count {

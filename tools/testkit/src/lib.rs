@@ -380,7 +380,7 @@ fn publish_while_alive(cell: &std::sync::Arc<Cell>, topic: String) {
 /// (drop-oldest), reads two samples and keeps them (never releases them), then, as `how`
 /// says, forges its read position far ahead (1), fills its whole subscription memory with
 /// garbage (2), or names sixteen samples it does not hold and lets go of one twice (3);
-/// then tries to write the topic's memory, and reads on until its subscription ends or
+/// then tries to make the topic's memory writable, and reads on until its subscription ends or
 /// nothing comes for 3 s. Answers (the status that ended it or 0; 0 if the topic's
 /// memory could not be written, 1 if it could, 2 if there was no mapping to try).
 fn hostile_subscriber(cell: &Cell, name: &str, how: u32) -> Result<(u32, u32), Error> {
@@ -448,43 +448,13 @@ fn mapping(what: &str, perms: &str) -> Option<(usize, usize)> {
     })
 }
 
-/// Tries every way this process has to write topic `name`'s memory: making its mapping
-/// writable, and mapping it again writable through a descriptor of it. True if one
-/// worked; None if the process has no mapping of it to try with.
+/// Tries to make this process's mapping of topic `name`'s memory writable (the attack
+/// `raw::attack_host_memory` makes on the host's memory; the subscriber keeps no
+/// descriptor of the topic to try the others with). True if it worked; None if the
+/// process has no mapping of it.
 fn topic_memory_writable(name: &str) -> Option<bool> {
-    let what = format!("cellshm-topic-{name}");
-    let (start, len) = mapping(&what, "r--s")?;
-    // SAFETY: mprotect on this process's own mapping; on success (which would be the
-    // bug) nothing is written through it.
-    let made_writable =
-        unsafe { libc::mprotect(start as *mut libc::c_void, len, libc::PROT_READ | libc::PROT_WRITE) } == 0;
-    let mut mapped_writable = false;
-    for entry in std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten() {
-        let target = std::fs::read_link(entry.path()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        if !target.contains(&what) {
-            continue;
-        }
-        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(entry.path()) else { continue };
-        use std::os::fd::AsRawFd;
-        // SAFETY: maps a descriptor this process holds; a success (the bug) is unmapped
-        // at once without a write.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if map != libc::MAP_FAILED {
-            mapped_writable = true;
-            // SAFETY: the mapping just made, of 4096 bytes.
-            unsafe { libc::munmap(map, 4096) };
-        }
-    }
-    Some(made_writable || mapped_writable)
+    let (start, len) = mapping(&format!("cellshm-topic-{name}"), "r--s")?;
+    Some(raw::mprotect_writable(start as *mut libc::c_void, len) == 0)
 }
 
 /// `Async.relay` handlers sleeping now, and the most there ever were at once.

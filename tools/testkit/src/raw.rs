@@ -223,7 +223,7 @@ fn pwrite(fd: RawFd) -> i64 {
     // SAFETY: see above; one byte from a static buffer.
     unsafe { libc::pwrite(fd, b"X".as_ptr().cast(), 1, 0) as i64 }
 }
-fn mprotect_writable(p: *mut libc::c_void, size: usize) -> i64 {
+pub(crate) fn mprotect_writable(p: *mut libc::c_void, size: usize) -> i64 {
     // SAFETY: `p..p+size` is a mapping this process made; only its protection changes.
     unsafe { libc::mprotect(p, size, libc::PROT_READ | libc::PROT_WRITE) as i64 }
 }

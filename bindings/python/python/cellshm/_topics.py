@@ -150,6 +150,11 @@ class Publisher:
         """Subscribers attached now."""
         return int(self._native.subscribers)
 
+    def wait_for_subscribers(self, count: int, timeout: float = 10.0) -> None:
+        """Waits until exactly ``count`` subscribers are attached (before publishing to
+        subscribers still joining); :class:`DeadlineExceeded` after ``timeout``."""
+        self._native.wait_for_subscribers(count, timeout)
+
     def publish(self, data: Payload, timeout: float = 1.0) -> int:
         """Publishes a copy of ``data``; its sequence number. ``timeout`` (seconds,
         ``math.inf`` for none) bounds the wait for a Block subscriber's full queue
