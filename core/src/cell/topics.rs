@@ -74,7 +74,7 @@ impl Cell {
     /// do not admit this cell. Dropping the publisher closes the topic.
     pub fn publish(&self, name: &str, options: TopicOptions) -> Result<Publisher> {
         let topics = &self.state.topics;
-        let publisher = Publisher::new(name, TopicPublisher::create(name, options.geometry())?);
+        let publisher = Publisher::new(name, TopicPublisher::create(name, options.geometry())?)?;
         {
             let mut publishers = topics.publishers.lock();
             if publishers.get(name).is_some_and(|p| p.strong_count() > 0) {
@@ -83,7 +83,7 @@ impl Cell {
             publishers.insert(name.to_string(), Arc::downgrade(&publisher.shared));
         }
         let created = (|| {
-            let memory = publisher.shared.memory.lock().share()?;
+            let memory = publisher.shared.share()?;
             let token = self.session.hand_over(&memory)?;
             let body = Create { name: name.to_string(), options, token }.encode();
             self.call(builtin::TOPIC_CREATE, &body, &CallOptions::timeout(BROKER_TIMEOUT)).map(drop)

@@ -333,8 +333,9 @@ fn attach(hub: &HubShared, name: &str, policy: TopicPolicy, subscription: &File)
     };
     match found.ok_or_else(|| not_found(name))? {
         Found::Host(publisher) => {
+            let memory = publisher.shared.share()?;
             let (index, start) = publisher.shared.attach(subscription, policy)?;
-            Ok((Subscribed { index: index as u32, start, token: 0 }, publisher.shared.memory.lock().share()?))
+            Ok((Subscribed { index: index as u32, start, token: 0 }, memory))
         }
         Found::Cell(peer, memory) => Ok((attach_at_cell(&peer, name, policy, subscription)?, memory)),
     }
@@ -392,7 +393,7 @@ impl Hub {
         if by_name.get(name).is_some_and(Brokered::alive) {
             return Err(Error::new(Status::AlreadyExists, format!("topic {name:?} is published already")));
         }
-        let publisher = Publisher::new(name, TopicPublisher::create(name, options.geometry())?);
+        let publisher = Publisher::new(name, TopicPublisher::create(name, options.geometry())?)?;
         let topic =
             Brokered { owner: Owner::Host(Arc::downgrade(&publisher.shared)), memory: None, subscriptions: Vec::new() };
         by_name.insert(name.to_string(), topic);

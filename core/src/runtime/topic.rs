@@ -61,9 +61,17 @@ impl TopicOptions {
     }
 }
 
+/// How long a publish polls a full Block queue before it sleeps: a subscriber that is
+/// reading makes room within microseconds, and a futex round trip costs more.
+const ROOM_SPIN: Duration = Duration::from_micros(20);
+
 pub(crate) struct PublisherShared {
     pub(crate) name: String,
     pub(crate) memory: Mutex<TopicPublisher>,
+    /// A read-only descriptor of the topic's memory, duplicated for each subscriber
+    /// without the lock: a publish waiting for a Block subscriber holds the lock, and
+    /// that subscriber may be the one being handed the memory.
+    read_only: std::fs::File,
     /// Signalled when a loan is published or given back, and when a subscription is
     /// attached or ends: what `room` and `wait_for_subscribers` wait for.
     changed: Condvar,
@@ -72,6 +80,11 @@ pub(crate) struct PublisherShared {
 }
 
 impl PublisherShared {
+    /// A read-only descriptor of the topic's memory, for a subscriber.
+    pub(crate) fn share(&self) -> Result<std::fs::File> {
+        self.read_only.try_clone().map_err(|e| Error::system("duplicating a topic's descriptor", e))
+    }
+
     /// Attaches the subscription whose memory is `subscription` (see
     /// [`TopicPublisher::attach`]), telling whoever waits for the subscribers.
     pub(crate) fn attach(&self, subscription: &std::fs::File, policy: TopicPolicy) -> Result<(usize, u64)> {
@@ -112,15 +125,16 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    pub(crate) fn new(name: &str, memory: TopicPublisher) -> Publisher {
-        Publisher {
+    pub(crate) fn new(name: &str, memory: TopicPublisher) -> Result<Publisher> {
+        Ok(Publisher {
             shared: Arc::new(PublisherShared {
                 name: name.to_string(),
+                read_only: memory.share()?,
                 memory: Mutex::new(memory),
                 changed: Condvar::new(),
                 on_close: Mutex::new(None),
             }),
-        }
+        })
     }
 
     /// The topic's name.
@@ -196,24 +210,37 @@ impl Publisher {
     }
 
     /// The topic's memory once no loan is out and every Block subscriber's queue has
-    /// room, by `deadline`.
+    /// room, by `deadline`. A full queue is slept on without the lock, so that
+    /// subscriptions can join and end meanwhile (the one waited for may be either).
     fn room(&self, deadline: Instant) -> Result<crate::runtime::sync::MutexGuard<'_, TopicPublisher>> {
         let mut memory = self.shared.memory.lock();
-        while memory.loaned() {
-            if self.shared.changed.wait_until(&mut memory, deadline).timed_out() && memory.loaned() {
+        let mut spin = ROOM_SPIN;
+        loop {
+            while memory.loaned() {
+                if self.shared.changed.wait_until(&mut memory, deadline).timed_out() && memory.loaned() {
+                    return Err(Error::new(
+                        Status::DeadlineExceeded,
+                        format!("topic {:?}: another thread's loan stayed out", self.shared.name),
+                    ));
+                }
+            }
+            let Some(full) = memory.full_queue(spin.min(deadline.saturating_duration_since(Instant::now()))) else {
+                return Ok(memory);
+            };
+            spin = Duration::ZERO;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                full.give_up();
                 return Err(Error::new(
                     Status::DeadlineExceeded,
-                    format!("topic {:?}: another thread's loan stayed out", self.shared.name),
+                    format!("topic {:?}: a Block subscriber's queue stayed full", self.shared.name),
                 ));
             }
+            drop(memory);
+            // Slices of at most 100 ms: a missed wake costs that much, not the deadline.
+            full.sleep(left.min(Duration::from_millis(100)));
+            memory = self.shared.memory.lock();
         }
-        if !memory.wait_for_room(deadline.saturating_duration_since(Instant::now())) {
-            return Err(Error::new(
-                Status::DeadlineExceeded,
-                format!("topic {:?}: a Block subscriber's queue stayed full", self.shared.name),
-            ));
-        }
-        Ok(memory)
     }
 }
 
@@ -700,10 +727,8 @@ impl Topics for crate::Supervisor {
 /// this process (the host publishing and subscribing itself).
 pub(crate) fn subscribe_locally(publisher: &Publisher, policy: TopicPolicy) -> Result<Subscriber> {
     let builder = TopicSubscriber::prepare()?;
-    let (topic, index, start) = {
-        let (index, start) = publisher.shared.attach(&builder.share()?, policy)?;
-        (publisher.shared.memory.lock().share()?, index, start)
-    };
+    let topic = publisher.shared.share()?;
+    let (index, start) = publisher.shared.attach(&builder.share()?, policy)?;
     let subscriber = Subscriber::new(publisher.name(), builder.attached(&topic, index, start)?);
     let weak = Arc::downgrade(&publisher.shared);
     *subscriber.shared.on_close.lock() = Some(Box::new(move || {

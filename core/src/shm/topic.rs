@@ -46,12 +46,14 @@ pub const MAX_BORROWED: u32 = 16;
 /// Longest topic name.
 pub const TOPIC_NAME_MAX: usize = 63;
 
+/// From this sample size up, a loan takes the slot released last (see
+/// [`PublisherBook::reuse_warm_slots`]): copying 64 KiB costs microseconds, reading a
+/// subscriber's head line a fraction of one.
+const WARM_REUSE_MIN: u32 = 64 * 1024;
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Bytes of a subscription's memfd.
 const SUBSCRIPTION_SIZE: u64 = PAGE as u64;
-/// How long a publisher polls for room in a Block subscriber's queue before sleeping.
-const ROOM_SPIN: Duration = Duration::from_micros(20);
 
 /// Topic memfd offsets.
 mod at {
@@ -244,6 +246,44 @@ impl SubscriptionView {
     }
 }
 
+/// A Block subscriber's full queue, as [`TopicPublisher::full_queue`] found it: the words
+/// to sleep on (the low half of the subscriber's head, which its reads move, and its
+/// record's wake word, which the end of its subscription bumps) and the publisher's
+/// waiting flag, in mappings this value keeps alive.
+pub struct FullQueue {
+    head: *const AtomicU32,
+    waiting: *const AtomicU32,
+    wake: *const AtomicU32,
+    seen: u32,
+    seen_wake: u32,
+    _subscription: Arc<MmapRaw>,
+    _topic: Arc<MmapRaw>,
+}
+
+// SAFETY: the pointers are into the two mappings held by the Arcs beside them, which are
+// shared memory any thread may use; only atomics are accessed through them.
+unsafe impl Send for FullQueue {}
+
+impl FullQueue {
+    /// Sleeps until the subscriber moves its head, its subscription ends, or `timeout`.
+    pub fn sleep(&self, timeout: Duration) {
+        // SAFETY: the three words are live, aligned u32s in the mappings `self` keeps alive.
+        let (head, waiting, wake) = unsafe { (&*self.head, &*self.waiting, &*self.wake) };
+        use crate::sys::futex::{wait_any, WaitAny};
+        if wait_any(&[(head, self.seen), (wake, self.seen_wake)], Some(timeout)) == WaitAny::Unsupported {
+            // Before Linux 5.16 the end is noticed at the caller's next slice.
+            crate::sys::futex::wait(head, self.seen, timeout);
+        }
+        waiting.store(0, Ordering::Relaxed);
+    }
+
+    /// Lowers the waiting flag without sleeping (the publisher gave up).
+    pub fn give_up(self) {
+        // SAFETY: as in `sleep`.
+        unsafe { &*self.waiting }.store(0, Ordering::Relaxed);
+    }
+}
+
 /// What the book reads of the subscriptions.
 struct Subscriptions<'a>(&'a [Option<SubscriptionView>]);
 
@@ -330,12 +370,19 @@ impl TopicPublisher {
             _map: map,
             view,
             geometry,
-            book: PublisherBook::new(
-                geometry.slots,
-                geometry.depth,
-                geometry.max_subscribers as usize,
-                geometry.history as usize,
-            ),
+            book: {
+                let book = PublisherBook::new(
+                    geometry.slots,
+                    geometry.depth,
+                    geometry.max_subscribers as usize,
+                    geometry.history as usize,
+                );
+                if geometry.sample_size >= WARM_REUSE_MIN {
+                    book.reuse_warm_slots()
+                } else {
+                    book
+                }
+            },
             subscriptions: (0..geometry.max_subscribers).map(|_| None).collect(),
             loaned: false,
         })
@@ -389,40 +436,42 @@ impl TopicPublisher {
         self.book.unloan(loan.slot);
     }
 
-    /// Waits (up to `timeout`) until every Block subscriber's queue has room; false if
-    /// one is still full.
-    pub fn wait_for_room(&mut self, timeout: Duration) -> bool {
-        let deadline = crate::runtime::session::instant_after(timeout);
+    /// None if every Block subscriber's queue has room (after polling up to `spin` for
+    /// it); else the full queue to sleep on, with this publisher's waiting flag raised so
+    /// that its reader wakes it. Sleep without the publisher's lock: the subscriber being
+    /// waited for may be joining, or ending (which takes the lock and wakes the same word).
+    pub fn full_queue(&mut self, spin: Duration) -> Option<FullQueue> {
         // A subscriber that is reading makes room within microseconds: poll that long
         // before sleeping (a futex round trip costs more than it saves then).
-        let spin_until = std::time::Instant::now() + ROOM_SPIN.min(timeout);
+        let spin_until = std::time::Instant::now() + spin;
         while self.book.check_room(&Subscriptions(&self.subscriptions)).is_err() {
             if std::time::Instant::now() >= spin_until {
                 break;
             }
             std::hint::spin_loop();
         }
-        loop {
-            let Err(wait) = self.book.check_room(&Subscriptions(&self.subscriptions)) else { return true };
-            let Some(Some(sub)) = self.subscriptions.get(wait.subscriber) else { return true };
-            let record = self.geometry.record(wait.subscriber);
-            let waiting = self.view.atomic_u32(record + at::record::PUBLISHER_WAITING);
-            let head_word = sub.view.atomic_u32(sub_at::HEAD);
-            let seen = head_word.load(Ordering::Relaxed);
-            waiting.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if self.book.check_room(&Subscriptions(&self.subscriptions)).is_ok() {
-                waiting.store(0, Ordering::Relaxed);
-                return true;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                waiting.store(0, Ordering::Relaxed);
-                return false;
-            }
-            crate::sys::futex::wait(head_word, seen, (deadline - now).min(Duration::from_millis(100)));
+        let wait = self.book.check_room(&Subscriptions(&self.subscriptions)).err()?;
+        let sub = self.subscriptions.get(wait.subscriber)?.as_ref()?;
+        let record = self.geometry.record(wait.subscriber);
+        let waiting = self.view.atomic_u32(record + at::record::PUBLISHER_WAITING);
+        let wake = self.view.atomic_u32(record + at::record::WAKE);
+        let head = sub.view.atomic_u32(sub_at::HEAD);
+        let (seen, seen_wake) = (head.load(Ordering::Relaxed), wake.load(Ordering::Relaxed));
+        waiting.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.book.check_room(&Subscriptions(&self.subscriptions)).is_ok() {
             waiting.store(0, Ordering::Relaxed);
+            return None;
         }
+        Some(FullQueue {
+            head: head as *const AtomicU32,
+            waiting: waiting as *const AtomicU32,
+            wake: wake as *const AtomicU32,
+            seen,
+            seen_wake,
+            _subscription: sub._map.clone(),
+            _topic: self._map.clone(),
+        })
     }
 
     /// Publishes the loaned sample of `len` bytes (at most the sample size).
@@ -1127,6 +1176,43 @@ mod tests {
         builder.attached(&publisher.share().unwrap(), index, start).unwrap()
     }
 
+    /// Sleeps on full queues (as the runtime does, without its lock) until there is room
+    /// or `timeout` passed.
+    fn wait_for_room(publisher: &mut TopicPublisher, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(full) = publisher.full_queue(Duration::from_micros(20)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                full.give_up();
+                return false;
+            }
+            full.sleep(left);
+        }
+        true
+    }
+
+    #[test]
+    fn ending_the_subscription_a_publish_sleeps_on_wakes_it() {
+        let mut publisher = TopicPublisher::create("ending", geometry(2, 0)).unwrap();
+        let sub = subscribe(&mut publisher, TopicPolicy::Block);
+        publish(&mut publisher, b"1");
+        publish(&mut publisher, b"2");
+        let full = publisher.full_queue(Duration::ZERO).expect("full");
+        let publisher = std::sync::Arc::new(std::sync::Mutex::new(publisher));
+        let ender = {
+            let publisher = publisher.clone();
+            std::thread::spawn(move || publisher.lock().unwrap().end_subscription(0, 0, Status::Unavailable))
+        };
+        let slept = std::time::Instant::now();
+        full.sleep(Duration::from_secs(60));
+        // The end bumps a word the sleep compares, so it cannot be missed even if it came
+        // before the sleep began.
+        assert!(slept.elapsed() < Duration::from_secs(30), "the end woke the sleeping publish");
+        ender.join().unwrap();
+        assert!(publisher.lock().unwrap().full_queue(Duration::ZERO).is_none(), "room once it ended");
+        drop(sub);
+    }
+
     fn publish(publisher: &mut TopicPublisher, bytes: &[u8]) -> u64 {
         if bytes.len() <= INLINE_MAX {
             return publisher.publish_inline(bytes).seq;
@@ -1207,7 +1293,7 @@ mod tests {
         let mut sub = subscribe(&mut publisher, TopicPolicy::Block);
         publish(&mut publisher, b"1");
         publish(&mut publisher, b"2");
-        assert!(!publisher.wait_for_room(Duration::from_millis(20)), "full");
+        assert!(!wait_for_room(&mut publisher, Duration::from_millis(20)), "full");
         let reader = std::thread::spawn(move || {
             let mut seqs = Vec::new();
             while seqs.len() < 3 {
@@ -1221,7 +1307,7 @@ mod tests {
             }
             seqs
         });
-        assert!(publisher.wait_for_room(Duration::from_secs(20)), "the reader made room");
+        assert!(wait_for_room(&mut publisher, Duration::from_secs(20)), "the reader made room");
         publish(&mut publisher, b"3");
         assert_eq!(reader.join().unwrap(), [1, 2, 3]);
     }
@@ -1263,7 +1349,7 @@ mod tests {
         // It claims to have read far beyond what was queued for it (and never reads).
         liar.own.atomic_u64(sub_at::HEAD).store(1 << 40, Ordering::Release);
         for i in 1..=6u64 {
-            assert!(publisher.wait_for_room(Duration::from_secs(1)), "the liar never holds the publisher");
+            assert!(wait_for_room(&mut publisher, Duration::from_secs(1)), "the liar never holds the publisher");
             publish(&mut publisher, &i.to_le_bytes());
             assert_eq!(take(&mut honest).0, i);
         }

@@ -160,8 +160,11 @@ pub fn cellshm_rate(count: usize) -> Result<f64, Error> {
     let echoes = start_echoes(&hub, &cells, count, false)?;
     let sample = [7u8; SAMPLE];
     let started = Instant::now();
-    for _ in 0..count {
-        ping.publish(&sample, Duration::from_secs(10))?;
+    for i in 0..count {
+        if let Err(e) = ping.publish(&sample, Duration::from_secs(10)) {
+            let ended: Vec<_> = echoes.into_iter().filter(|h| h.is_finished()).map(|h| h.join()).collect();
+            return Err(e.context(format!("sample {i}; echoes ended: {ended:?}")));
+        }
     }
     for echo in echoes {
         echo.join().map_err(|_| Error::new(Status::Internal, "an echo thread panicked"))??;

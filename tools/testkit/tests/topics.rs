@@ -68,6 +68,41 @@ fn the_hosts_topic_reaches_block_subscribers_in_two_cells_in_order() {
     }
 }
 
+#[test]
+fn a_block_subscriber_joining_while_the_publisher_waits_for_it_is_handed_the_memory() {
+    let hub = Hub::create(HubConfig::default()).unwrap();
+    let (cell, mut child) = spawn_cell_on(&hub, "slow", &[]);
+    // Depth 1: the first publish once the cell's subscription is attached fills its queue
+    // and the next waits for the cell, which may not have been handed the topic's memory
+    // yet (the publish used to hold the lock that handing it over takes: each round then
+    // stalled until the publish's deadline).
+    let publisher = hub.publish("one", TopicOptions { sample_size: 64, depth: 1, ..TopicOptions::default() }).unwrap();
+    const N: u32 = 200;
+    let mut seq = 1u64;
+    for _ in 0..10 {
+        let reader = read_in_cell(&cell, "one", TopicPolicy::Block, N);
+        publisher.wait_for_subscribers(1, Duration::from_secs(20)).unwrap();
+        let first = seq;
+        for _ in 0..N {
+            publisher.publish(&numbered(seq, 16), Duration::from_secs(30)).unwrap();
+            seq += 1;
+        }
+        assert_eq!(read_reply(&reader.join().unwrap().unwrap()), (N as u64, 0, first + N as u64 - 1, 0));
+        wait_for_subscribers(&hub, 0);
+    }
+    // A publish waiting on a Block subscriber that goes away goes on without it.
+    let stuck = hub.subscribe("one", TopicPolicy::Block).unwrap();
+    publisher.publish(&numbered(seq, 16), Duration::from_secs(5)).unwrap();
+    let waiting = {
+        let publisher = publisher.clone();
+        std::thread::spawn(move || publisher.publish(&numbered(seq + 1, 16), Duration::from_secs(60)))
+    };
+    drop(stuck);
+    assert_eq!(waiting.join().unwrap().unwrap(), seq + 1);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Waits (up to 20 s) until the hub's topics have `n` subscribers, the host's own
 /// included: the cells subscribe on threads of their own.
 fn wait_for_subscribers(hub: &Hub, n: usize) {
@@ -176,6 +211,18 @@ fn hostile_subscribers_hurt_only_themselves_and_cannot_write_the_topic() {
         let (back, seen) = reader.join().unwrap();
         honest = back;
         assert_eq!(seen, (first..first + N).collect::<Vec<u64>>(), "the honest subscriber lost nothing ({how})");
+        if how == 1 {
+            // The liar may forge its position after the last of those: the publisher
+            // sees the lie at its next look at that position, so publish until the liar
+            // is detached (its call returns).
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !lying.is_finished() && std::time::Instant::now() < deadline {
+                publisher.publish(&numbered(next_seq, 100), Duration::from_secs(30)).unwrap();
+                let sample = honest.recv(Duration::from_secs(30)).unwrap().expect("a sample within 30 s");
+                assert_eq!(u64::from_le_bytes(sample.to_vec()[..8].try_into().unwrap()), next_seq);
+                next_seq += 1;
+            }
+        }
         let reply = lying.join().unwrap().unwrap();
         let mut r = BodyReader::new(&reply);
         let (ended, writable) = (r.u32().unwrap(), r.u32().unwrap());
