@@ -2,7 +2,7 @@
 //! subscriptions to them (PROTOCOL.md §19 for the memory underneath).
 
 use crate::*;
-use cellshm::{Loan, Publisher, Sample, Subscriber, TopicOptions, TopicPolicy};
+use cellshm::{Loan, Publisher, Sample, Subscriber, TopicOptions, TopicPolicy, Topics};
 
 /// `cellshm_subscriber_options.policy`: the publisher waits (up to its publish timeout)
 /// while this subscriber's queue is full. Only for subscribers that read promptly.
@@ -180,6 +180,86 @@ fn deliver_subscriber(
     out.hand_over(cellshm_subscriber { subscriber })
 }
 
+/// The handles topics are published and subscribed from: hubs, supervisors and cells.
+trait TopicsHandle: Handle {
+    fn topics(&self) -> &dyn Topics;
+}
+
+impl TopicsHandle for cellshm_hub {
+    fn topics(&self) -> &dyn Topics {
+        &self.hub
+    }
+}
+
+impl TopicsHandle for cellshm_supervisor {
+    fn topics(&self) -> &dyn Topics {
+        &self.sup
+    }
+}
+
+impl TopicsHandle for cellshm_cell {
+    fn topics(&self) -> &dyn Topics {
+        &self.cell
+    }
+}
+
+/// What cellshm_hub_publish, cellshm_supervisor_publish and cellshm_cell_publish do,
+/// from whichever handle (`export` names the one C called).
+///
+/// # Safety
+/// Their contract: `owner` is live; `topic` NUL-terminated; `options` NULL or a
+/// cellshm_topic_options with its `size` set; `out_publisher` writable.
+unsafe fn publish_from<H: TopicsHandle>(
+    export: &str,
+    owner: *const H,
+    topic: *const c_char,
+    options: *const cellshm_topic_options,
+    out_publisher: *mut *mut cellshm_publisher,
+) -> cellshm_status {
+    boundary(export, || {
+        // SAFETY: this function's contract, which its callers pass on from C's.
+        let (arg0, arg1, arg2, arg3) = unsafe {
+            (
+                Out::new(out_publisher, "out_publisher"),
+                Handle::borrow(owner),
+                c_str(topic, "topic"),
+                sized_options(options, cellshm_topic_options_default(), "cellshm_topic_options"),
+            )
+        };
+        let (out, owner, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
+        deliver_publisher(owner.topics().publish(topic, topic_options(&options)), out)
+    })
+}
+
+/// What cellshm_hub_subscribe, cellshm_supervisor_subscribe and cellshm_cell_subscribe
+/// do, from whichever handle (`export` names the one C called).
+///
+/// # Safety
+/// Their contract: `owner` is live; `topic` NUL-terminated; `options` NULL or a
+/// cellshm_subscriber_options with its `size` set; `out_subscriber` writable.
+unsafe fn subscribe_from<H: TopicsHandle>(
+    export: &str,
+    owner: *const H,
+    topic: *const c_char,
+    options: *const cellshm_subscriber_options,
+    out_subscriber: *mut *mut cellshm_subscriber,
+) -> cellshm_status {
+    boundary(export, || {
+        // SAFETY: this function's contract, which its callers pass on from C's.
+        let (arg0, arg1, arg2, arg3) = unsafe {
+            (
+                Out::new(out_subscriber, "out_subscriber"),
+                Handle::borrow(owner),
+                c_str(topic, "topic"),
+                sized_options(options, cellshm_subscriber_options_default(), "cellshm_subscriber_options"),
+            )
+        };
+        let (out, owner, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
+        let (policy, wait) = try_c!(subscriber_options(&options));
+        deliver_subscriber(owner.topics().subscribe(topic, policy), wait, out)
+    })
+}
+
 /// Creates topic `topic`, published by the host. `options` may be NULL (the defaults).
 /// On success `*out_publisher` is owned by the caller. CELLSHM_ALREADY_EXISTS while
 /// another topic of that name lives; CELLSHM_INVALID_ARGUMENT for options out of range.
@@ -194,19 +274,8 @@ pub unsafe extern "C" fn cellshm_hub_publish(
     options: *const cellshm_topic_options,
     out_publisher: *mut *mut cellshm_publisher,
 ) -> cellshm_status {
-    boundary("cellshm_hub_publish", || {
-        // SAFETY: cellshm_hub_publish's contract, which C keeps.
-        let (arg0, arg1, arg2, arg3) = unsafe {
-            (
-                Out::new(out_publisher, "out_publisher"),
-                Handle::borrow(hub),
-                c_str(topic, "topic"),
-                sized_options(options, cellshm_topic_options_default(), "cellshm_topic_options"),
-            )
-        };
-        let (out, hub, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
-        deliver_publisher(hub.hub.publish(topic, topic_options(&options)), out)
-    })
+    // SAFETY: cellshm_hub_publish's contract, which C keeps, is publish_from's.
+    unsafe { publish_from("cellshm_hub_publish", hub, topic, options, out_publisher) }
 }
 
 /// Creates topic `topic`, published by the supervisor's host (see cellshm_hub_publish).
@@ -220,19 +289,8 @@ pub unsafe extern "C" fn cellshm_supervisor_publish(
     options: *const cellshm_topic_options,
     out_publisher: *mut *mut cellshm_publisher,
 ) -> cellshm_status {
-    boundary("cellshm_supervisor_publish", || {
-        // SAFETY: cellshm_supervisor_publish's contract, which C keeps.
-        let (arg0, arg1, arg2, arg3) = unsafe {
-            (
-                Out::new(out_publisher, "out_publisher"),
-                Handle::borrow(supervisor),
-                c_str(topic, "topic"),
-                sized_options(options, cellshm_topic_options_default(), "cellshm_topic_options"),
-            )
-        };
-        let (out, supervisor, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
-        deliver_publisher(supervisor.sup.hub().publish(topic, topic_options(&options)), out)
-    })
+    // SAFETY: cellshm_supervisor_publish's contract, which C keeps, is publish_from's.
+    unsafe { publish_from("cellshm_supervisor_publish", supervisor, topic, options, out_publisher) }
 }
 
 /// Creates topic `topic`, published by this cell; the host brokers it to subscribers
@@ -248,19 +306,8 @@ pub unsafe extern "C" fn cellshm_cell_publish(
     options: *const cellshm_topic_options,
     out_publisher: *mut *mut cellshm_publisher,
 ) -> cellshm_status {
-    boundary("cellshm_cell_publish", || {
-        // SAFETY: cellshm_cell_publish's contract, which C keeps.
-        let (arg0, arg1, arg2, arg3) = unsafe {
-            (
-                Out::new(out_publisher, "out_publisher"),
-                Handle::borrow(cell),
-                c_str(topic, "topic"),
-                sized_options(options, cellshm_topic_options_default(), "cellshm_topic_options"),
-            )
-        };
-        let (out, cell, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
-        deliver_publisher(cell.cell.publish(topic, topic_options(&options)), out)
-    })
+    // SAFETY: cellshm_cell_publish's contract, which C keeps, is publish_from's.
+    unsafe { publish_from("cellshm_cell_publish", cell, topic, options, out_publisher) }
 }
 
 /// Subscribes the host to topic `topic` (published by the host or a cell). `options`
@@ -279,20 +326,8 @@ pub unsafe extern "C" fn cellshm_hub_subscribe(
     options: *const cellshm_subscriber_options,
     out_subscriber: *mut *mut cellshm_subscriber,
 ) -> cellshm_status {
-    boundary("cellshm_hub_subscribe", || {
-        // SAFETY: cellshm_hub_subscribe's contract, which C keeps.
-        let (arg0, arg1, arg2, arg3) = unsafe {
-            (
-                Out::new(out_subscriber, "out_subscriber"),
-                Handle::borrow(hub),
-                c_str(topic, "topic"),
-                sized_options(options, cellshm_subscriber_options_default(), "cellshm_subscriber_options"),
-            )
-        };
-        let (out, hub, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
-        let (policy, wait) = try_c!(subscriber_options(&options));
-        deliver_subscriber(hub.hub.subscribe(topic, policy), wait, out)
-    })
+    // SAFETY: cellshm_hub_subscribe's contract, which C keeps, is subscribe_from's.
+    unsafe { subscribe_from("cellshm_hub_subscribe", hub, topic, options, out_subscriber) }
 }
 
 /// Subscribes the supervisor's host to topic `topic` (see cellshm_hub_subscribe).
@@ -306,20 +341,8 @@ pub unsafe extern "C" fn cellshm_supervisor_subscribe(
     options: *const cellshm_subscriber_options,
     out_subscriber: *mut *mut cellshm_subscriber,
 ) -> cellshm_status {
-    boundary("cellshm_supervisor_subscribe", || {
-        // SAFETY: cellshm_supervisor_subscribe's contract, which C keeps.
-        let (arg0, arg1, arg2, arg3) = unsafe {
-            (
-                Out::new(out_subscriber, "out_subscriber"),
-                Handle::borrow(supervisor),
-                c_str(topic, "topic"),
-                sized_options(options, cellshm_subscriber_options_default(), "cellshm_subscriber_options"),
-            )
-        };
-        let (out, supervisor, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
-        let (policy, wait) = try_c!(subscriber_options(&options));
-        deliver_subscriber(supervisor.sup.hub().subscribe(topic, policy), wait, out)
-    })
+    // SAFETY: cellshm_supervisor_subscribe's contract, which C keeps, is subscribe_from's.
+    unsafe { subscribe_from("cellshm_supervisor_subscribe", supervisor, topic, options, out_subscriber) }
 }
 
 /// Subscribes this cell to topic `topic`, published by the host or another cell, if the
@@ -335,20 +358,8 @@ pub unsafe extern "C" fn cellshm_cell_subscribe(
     options: *const cellshm_subscriber_options,
     out_subscriber: *mut *mut cellshm_subscriber,
 ) -> cellshm_status {
-    boundary("cellshm_cell_subscribe", || {
-        // SAFETY: cellshm_cell_subscribe's contract, which C keeps.
-        let (arg0, arg1, arg2, arg3) = unsafe {
-            (
-                Out::new(out_subscriber, "out_subscriber"),
-                Handle::borrow(cell),
-                c_str(topic, "topic"),
-                sized_options(options, cellshm_subscriber_options_default(), "cellshm_subscriber_options"),
-            )
-        };
-        let (out, cell, topic, options) = (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3));
-        let (policy, wait) = try_c!(subscriber_options(&options));
-        deliver_subscriber(cell.cell.subscribe(topic, policy), wait, out)
-    })
+    // SAFETY: cellshm_cell_subscribe's contract, which C keeps, is subscribe_from's.
+    unsafe { subscribe_from("cellshm_cell_subscribe", cell, topic, options, out_subscriber) }
 }
 
 /// Publishes a copy of `len` bytes at `data` (a sample of 40 bytes or less travels in

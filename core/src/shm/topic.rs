@@ -260,10 +260,6 @@ pub struct FullQueue {
     _topic: Arc<MmapRaw>,
 }
 
-// SAFETY: the pointers are into the two mappings held by the Arcs beside them, which are
-// shared memory any thread may use; only atomics are accessed through them.
-unsafe impl Send for FullQueue {}
-
 impl FullQueue {
     /// Sleeps until the subscriber moves its head, its subscription ends, or `timeout`.
     pub fn sleep(&self, timeout: Duration) {
@@ -439,7 +435,8 @@ impl TopicPublisher {
     /// None if every Block subscriber's queue has room (after polling up to `spin` for
     /// it); else the full queue to sleep on, with this publisher's waiting flag raised so
     /// that its reader wakes it. Sleep without the publisher's lock: the subscriber being
-    /// waited for may be joining, or ending (which takes the lock and wakes the same word).
+    /// waited for may be joining, or ending (which takes the lock and bumps the record's
+    /// wake word, one of the two the sleep waits on).
     pub fn full_queue(&mut self, spin: Duration) -> Option<FullQueue> {
         // A subscriber that is reading makes room within microseconds: poll that long
         // before sleeping (a futex round trip costs more than it saves then).
