@@ -61,6 +61,17 @@
 // `cellshm_caller.uid` when the caller's user id is not known.
 #define CELLSHM_UID_UNKNOWN UINT32_MAX
 
+// The version of the header a program was compiled with; cellshm_version() is the
+// library's it runs against (the same major version is ABI-compatible: the shared
+// library's soname is libcellshm.so.MAJOR).
+#define CELLSHM_VERSION_MAJOR 0
+
+// See CELLSHM_VERSION_MAJOR.
+#define CELLSHM_VERSION_MINOR 1
+
+// See CELLSHM_VERSION_MAJOR.
+#define CELLSHM_VERSION_PATCH 0
+
 // `direction` of cellshm_peer_method_metrics: calls the host made to the cell.
 #define CELLSHM_HOST_TO_CELL 0
 
@@ -929,7 +940,8 @@ cellshm_status cellshm_hub_allow_attached(const cellshm_hub *hub,
                                           const uint32_t *uids,
                                           size_t count);
 
-// The library version, e.g. "0.1.0". Static storage; never NULL.
+// The library's version, "MAJOR.MINOR.PATCH" (e.g. "0.1.0"), which a program may compare
+// with the CELLSHM_VERSION_* it was compiled with. Static storage; never NULL.
 const char *cellshm_version(void);
 
 // The canonical name of a status code ("OK", "DEADLINE_EXCEEDED", "PEER_DEAD", ...), or

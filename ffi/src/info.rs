@@ -2,7 +2,17 @@
 
 use crate::*;
 
-/// The library version, e.g. "0.1.0". Static storage; never NULL.
+/// The version of the header a program was compiled with; cellshm_version() is the
+/// library's it runs against (the same major version is ABI-compatible: the shared
+/// library's soname is libcellshm.so.MAJOR).
+pub const CELLSHM_VERSION_MAJOR: u32 = 0;
+/// See CELLSHM_VERSION_MAJOR.
+pub const CELLSHM_VERSION_MINOR: u32 = 1;
+/// See CELLSHM_VERSION_MAJOR.
+pub const CELLSHM_VERSION_PATCH: u32 = 0;
+
+/// The library's version, "MAJOR.MINOR.PATCH" (e.g. "0.1.0"), which a program may compare
+/// with the CELLSHM_VERSION_* it was compiled with. Static storage; never NULL.
 #[no_mangle]
 pub extern "C" fn cellshm_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
@@ -60,4 +70,18 @@ pub unsafe extern "C" fn cellshm_method_id(name: *const c_char) -> u32 {
 #[no_mangle]
 pub extern "C" fn cellshm_monotonic_now_ns() -> u64 {
     cellshm::monotonic_now_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_headers_version_macros_are_the_crates_version() {
+        let numbers = [CELLSHM_VERSION_MAJOR, CELLSHM_VERSION_MINOR, CELLSHM_VERSION_PATCH].map(|n| n.to_string());
+        assert_eq!(numbers.join("."), env!("CARGO_PKG_VERSION"), "bump the CELLSHM_VERSION_* constants");
+        // SAFETY: cellshm_version returns a static NUL-terminated string.
+        let library = unsafe { std::ffi::CStr::from_ptr(cellshm_version()) };
+        assert_eq!(library.to_str(), Ok(env!("CARGO_PKG_VERSION")));
+    }
 }

@@ -28,9 +28,17 @@ int main(int argc, char **argv) {
     cellshm_hub *hub = NULL;
     cellshm_peer *peer = NULL;
     cellshm_response *response = NULL;
+    char built_with[32];
     int ok;
     if (getenv("CELLSHM_DOORBELL_FD") != NULL) {
         return cell_main(argc, argv);
+    }
+    /* The library it runs against is the release whose header it was compiled with. */
+    snprintf(built_with, sizeof built_with, "%d.%d.%d", CELLSHM_VERSION_MAJOR, CELLSHM_VERSION_MINOR,
+             CELLSHM_VERSION_PATCH);
+    if (strcmp(built_with, cellshm_version()) != 0) {
+        fprintf(stderr, "consumer: built with cellshm %s, runs against %s\n", built_with, cellshm_version());
+        return 1;
     }
     if (cellshm_hub_new(NULL, 0, &hub) != CELLSHM_OK ||
         cellshm_hub_spawn(hub, "self", "/proc/self/exe", NULL, NULL, NULL, &peer) != CELLSHM_OK ||
