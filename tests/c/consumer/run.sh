@@ -29,7 +29,9 @@ others=$(nm -D --defined-only "$so" | awk '$3 !~ /^cellshm_/ {print $3}')
 readelf -S "$so" | grep -q '\.gnu_debuglink' || fail "no .gnu_debuglink"
 readelf -S "$so.debug" | grep -q '\.debug_info' || fail "no debug info in libcellshm.so.$version.debug"
 ! readelf -S "$lib/libcellshm.a" 2>/dev/null | grep -q '\.debug_info' || fail "libcellshm.a not stripped of debug info"
-echo "installed: libcellshm.so.$version ($(stat -c %s "$so") bytes, soname libcellshm.so.$major, 0755, stripped; debug info in .debug)"
+others=$(nm -g --defined-only "$lib/libcellshm.a" 2>/dev/null | awk 'NF == 3 && $3 !~ /^cellshm_/ {print $3}')
+[ -z "$others" ] || fail "libcellshm.a defines global symbols besides cellshm_*: $(echo $others | head -c 300)"
+echo "installed: libcellshm.so.$version ($(stat -c %s "$so") bytes, soname libcellshm.so.$major, 0755, stripped; debug info in .debug); libcellshm.a ($(stat -c %s "$lib/libcellshm.a") bytes) defines only cellshm_* globally"
 "$cmake" -S "$here" -B "$work/build" -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log"
 "$cmake" --build "$work/build" > "$work/build.log"
 "$work/build/consumer"
