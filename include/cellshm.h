@@ -311,10 +311,13 @@ typedef struct cellshm_subscription cellshm_subscription;
 // thread.
 typedef struct cellshm_supervisor cellshm_supervisor;
 
-// Per-call options. NULL (or all zero): the peer's default timeout (30 s unless its
-// options, the supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams
-// have none).
+// Per-call options; NULL: the peer's default timeout (30 s unless its options, the
+// supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams have none).
+// Start from cellshm_call_options_default(): the struct may grow, and its `size` says
+// which fields the caller knows (a zeroed struct is refused).
 typedef struct {
+  // sizeof(cellshm_call_options) as the caller knows it; set by the default.
+  size_t size;
   // Milliseconds each call may take from its start; 0 = the peer's default (unless
   // `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
   uint64_t timeout_ms;
@@ -347,8 +350,11 @@ typedef struct {
   uint32_t slot_count;
 } cellshm_slot_class;
 
-// How the host talks to one peer. Start from cellshm_peer_options_default().
+// How the host talks to one peer. Start from cellshm_peer_options_default(): the
+// struct may grow, and its `size` says which fields the caller knows.
 typedef struct {
+  // sizeof(cellshm_peer_options) as the caller knows it; set by the default.
+  size_t size;
   // CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
   uint32_t wait;
   // With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping (0 to 100000).
@@ -397,8 +403,9 @@ typedef struct {
   // (default 2000).
   uint64_t shutdown_grace_ms;
   // The options cellshm_hub_spawn uses when given none, and a supervisor uses for all
-  // its cells: server and stream threads, stream window, default timeout, ...
-  cellshm_peer_options peer_defaults;
+  // its cells: server and stream threads, stream window, default timeout, ... NULL
+  // (the default): cellshm_peer_options_default(). Read during the call only.
+  const cellshm_peer_options *peer_defaults;
   // Also listen on this filesystem path (NULL, the default: the abstract socket only).
   const char *socket_path;
 } cellshm_hub_options;
@@ -505,8 +512,11 @@ typedef uint32_t (*cellshm_stream_handler_fn)(void *userdata,
                                               cellshm_stream_call *call);
 
 // How a supervised cell is kept alive: relaunches after a crash, readiness, heartbeats
-// and its default call timeout. Start from cellshm_restart_policy_default().
+// and its default call timeout. Start from cellshm_restart_policy_default(): the struct
+// may grow, and its `size` says which fields the caller knows.
 typedef struct {
+  // sizeof(cellshm_restart_policy) as the caller knows it; set by the default.
+  size_t size;
   // Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
   uint32_t max_restarts;
   // Delay before the first relaunch (doubled after each crash); at most max_backoff_ms.
@@ -587,7 +597,7 @@ extern "C" {
 //
 // # Safety
 // `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
-// `options` NULL or readable; `out_call` writable.
+// `options` NULL or a sized cellshm_call_options; `out_call` writable.
 cellshm_status cellshm_peer_call_start(const cellshm_peer *peer,
                                        const char *method,
                                        const uint8_t *request,
@@ -834,7 +844,7 @@ cellshm_status cellshm_hub_describe(const cellshm_hub *hub, const uint8_t *set, 
 //
 // # Safety
 // `hub` is live; all strings are NUL-terminated; the lists NULL-terminated; `options`
-// NULL or a readable cellshm_peer_options; `out_peer` writable.
+// NULL or a cellshm_peer_options with its `size` set; `out_peer` writable.
 cellshm_status cellshm_hub_spawn(const cellshm_hub *hub,
                                  const char *name,
                                  const char *program,
@@ -1060,6 +1070,9 @@ cellshm_status cellshm_hub_metrics_json(const cellshm_hub *hub, char **out_json)
 // `text` is NULL or a string from this library not freed before.
 void cellshm_string_free(char *text);
 
+// The default call options (`size` set; no timeout of their own, no deadline).
+cellshm_call_options cellshm_call_options_default(void);
+
 // The default peer options (adaptive waiting with a 50 µs spin, 2 server threads,
 // doorbell on fd 3).
 cellshm_peer_options cellshm_peer_options_default(void);
@@ -1072,7 +1085,8 @@ cellshm_peer_options cellshm_peer_options_default(void);
 cellshm_status cellshm_peer_wait_ready(const cellshm_peer *peer, uint64_t timeout_ms);
 
 // Calls "Service.method" with `request_len` bytes at `request` and waits for the
-// response. `options` may be NULL. On success `*out_response` is owned by the caller.
+// response. `options` may be NULL (the defaults), else start from
+// cellshm_call_options_default(). On success `*out_response` is owned by the caller.
 // On failure the status says why and cellshm_last_error_message() has the message (for
 // a handler error: the handler's own message).
 //
@@ -1551,7 +1565,7 @@ cellshm_status cellshm_supervisor_set_default_timeout(const cellshm_supervisor *
 // already (see cellshm_supervisor_start, _restart and _update).
 //
 // # Safety
-// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or a sized cellshm_restart_policy.
 cellshm_status cellshm_supervisor_add(const cellshm_supervisor *supervisor,
                                       const char *name,
                                       const char *program,

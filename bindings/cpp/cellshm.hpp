@@ -94,7 +94,7 @@ inline std::vector<const char *> c_list(const std::vector<std::string> &strings)
 }
 
 inline cellshm_call_options options_for(std::chrono::milliseconds timeout) {
-    cellshm_call_options options{};
+    cellshm_call_options options = cellshm_call_options_default();
     options.timeout_ms = timeout == std::chrono::milliseconds::max() ? CELLSHM_TIMEOUT_FOREVER
                                                                      : static_cast<uint64_t>(timeout.count());
     return options;

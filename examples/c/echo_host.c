@@ -22,7 +22,8 @@ int main(int argc, char **argv) {
     int failed = 0;
     int i;
     const char message[] = "hello from the C host";
-    cellshm_call_options options = {2000, 0};
+    cellshm_call_options options = cellshm_call_options_default();
+    options.timeout_ms = 2000;
 
     if (count < 1 || count > MAX_CELLS) {
         fprintf(stderr, "usage: echo_host CELL_PROGRAM...\n");

@@ -62,7 +62,7 @@ pub(crate) fn start_call(
 ///
 /// # Safety
 /// `peer` is live; `method` NUL-terminated; `request` has `request_len` readable bytes;
-/// `options` NULL or readable; `out_call` writable.
+/// `options` NULL or a sized cellshm_call_options; `out_call` writable.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_peer_call_start(
     peer: *const cellshm_peer,

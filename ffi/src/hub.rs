@@ -54,8 +54,9 @@ pub struct cellshm_hub_options {
     /// (default 2000).
     pub shutdown_grace_ms: u64,
     /// The options cellshm_hub_spawn uses when given none, and a supervisor uses for all
-    /// its cells: server and stream threads, stream window, default timeout, ...
-    pub peer_defaults: cellshm_peer_options,
+    /// its cells: server and stream threads, stream window, default timeout, ... NULL
+    /// (the default): cellshm_peer_options_default(). Read during the call only.
+    pub peer_defaults: *const cellshm_peer_options,
     /// Also listen on this filesystem path (NULL, the default: the abstract socket only).
     pub socket_path: *const c_char,
 }
@@ -75,7 +76,7 @@ pub extern "C" fn cellshm_hub_options_default() -> cellshm_hub_options {
         slot_class_count: d.slot_classes.len() as u32,
         slot_classes,
         shutdown_grace_ms: d.shutdown_grace.as_millis() as u64,
-        peer_defaults: cellshm_peer_options_default(),
+        peer_defaults: std::ptr::null(),
         socket_path: std::ptr::null(),
     }
 }
@@ -111,7 +112,9 @@ pub(crate) unsafe fn hub_config(
         // SAFETY: a non-NULL socket_path is NUL-terminated per the field's contract.
         config.socket_path = Some(unsafe { c_str(o.socket_path, "socket_path") }?.into());
     }
-    let peers = peer_options_from(&o.peer_defaults)?;
+    // SAFETY: a non-NULL peer_defaults is a sized cellshm_peer_options, per the field's
+    // contract.
+    let peers = unsafe { peer_options_from(o.peer_defaults) }?;
     Ok((config, peers))
 }
 
@@ -252,7 +255,7 @@ pub unsafe extern "C" fn cellshm_hub_describe(
 ///
 /// # Safety
 /// `hub` is live; all strings are NUL-terminated; the lists NULL-terminated; `options`
-/// NULL or a readable cellshm_peer_options; `out_peer` writable.
+/// NULL or a cellshm_peer_options with its `size` set; `out_peer` writable.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_hub_spawn(
     hub: *const cellshm_hub,
@@ -265,7 +268,7 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
 ) -> cellshm_status {
     boundary("cellshm_hub_spawn", || {
         // SAFETY: cellshm_hub_spawn's contract, which C keeps: `hub` is live; all strings are
-        // NUL-terminated; the lists NULL-terminated; `options` NULL or a readable
+        // NUL-terminated; the lists NULL-terminated; `options` NULL or a sized
         // cellshm_peer_options; `out_peer` writable.
         let (arg0, arg1, arg2, arg3, arg4, arg5, options) = unsafe {
             (
@@ -275,13 +278,13 @@ pub unsafe extern "C" fn cellshm_hub_spawn(
                 c_str(program, "program"),
                 c_str_list(argv, "argv"),
                 c_str_list(envp, "envp"),
-                options.as_ref(),
+                (!options.is_null()).then(|| peer_options_from(options)),
             )
         };
         let (out_peer, hub, name, program, args, env): (_, &cellshm_hub, _, _, _, _) =
             (try_c!(arg0), try_c!(arg1), try_c!(arg2), try_c!(arg3), try_c!(arg4), try_c!(arg5));
         let options = match options {
-            Some(o) => try_c!(peer_options_from(o)),
+            Some(o) => try_c!(o),
             None => hub.peer_defaults.clone(),
         };
         let mut command = Command::new(program);

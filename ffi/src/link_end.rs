@@ -19,17 +19,20 @@ impl<'a> CRequest<'a> {
     ///
     /// # Safety
     /// `method` is NULL or NUL-terminated; `request` points to `request_len` readable
-    /// bytes (or is NULL with 0); `options` is NULL or readable; all outlive `'a`.
+    /// bytes (or is NULL with 0); `options` is NULL or a cellshm_call_options with its
+    /// `size` set; all outlive `'a`.
     pub(crate) unsafe fn from_c(
         method: *const c_char,
         request: *const u8,
         request_len: usize,
         options: *const cellshm_call_options,
     ) -> Result<CRequest<'a>, cellshm_status> {
-        // SAFETY: the two pointers are as `method_and_request` needs, by this function's
-        // own contract, which every caller states in its documentation.
+        // SAFETY: the pointers are as `method_and_request` and `call_options` need, by
+        // this function's own contract, which every caller states in its documentation.
         let (method, payload) = unsafe { method_and_request(method, request, request_len) }?;
-        Ok(CRequest { method, payload, options: call_options(options) })
+        // SAFETY: as above.
+        let options = unsafe { call_options(options) }?;
+        Ok(CRequest { method, payload, options })
     }
 }
 

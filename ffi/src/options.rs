@@ -13,12 +13,15 @@ pub const CELLSHM_WAIT_BLOCK: u32 = 2;
 /// until it is answered, cancelled or the peer dies. Never the default.
 pub const CELLSHM_TIMEOUT_FOREVER: u64 = u64::MAX;
 
-/// Per-call options. NULL (or all zero): the peer's default timeout (30 s unless its
-/// options, the supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams
-/// have none).
+/// Per-call options; NULL: the peer's default timeout (30 s unless its options, the
+/// supervisor or the cell's CELLSHM_CALL_TIMEOUT_MS say otherwise; streams have none).
+/// Start from cellshm_call_options_default(): the struct may grow, and its `size` says
+/// which fields the caller knows (a zeroed struct is refused).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct cellshm_call_options {
+    /// sizeof(cellshm_call_options) as the caller knows it; set by the default.
+    pub size: usize,
     /// Milliseconds each call may take from its start; 0 = the peer's default (unless
     /// `deadline_ns` is set); CELLSHM_TIMEOUT_FOREVER = no limit.
     pub timeout_ms: u64,
@@ -27,14 +30,20 @@ pub struct cellshm_call_options {
     pub deadline_ns: u64,
 }
 
-pub(crate) fn call_options(opts: *const cellshm_call_options) -> CallOptions {
-    // SAFETY: the callers pass NULL or a pointer to a readable cellshm_call_options.
-    match unsafe { opts.as_ref() } {
-        None => CallOptions::default(),
-        Some(o) => {
-            CallOptions { timeout: (o.timeout_ms != 0).then(|| c_timeout(o.timeout_ms)), deadline_ns: o.deadline_ns }
-        }
-    }
+/// The default call options (`size` set; no timeout of their own, no deadline).
+#[no_mangle]
+pub extern "C" fn cellshm_call_options_default() -> cellshm_call_options {
+    cellshm_call_options { size: std::mem::size_of::<cellshm_call_options>(), timeout_ms: 0, deadline_ns: 0 }
+}
+
+/// The core's options from C's (NULL: the defaults).
+///
+/// # Safety
+/// `opts` is NULL or a cellshm_call_options with its `size` set (see [`sized_options`]).
+pub(crate) unsafe fn call_options(opts: *const cellshm_call_options) -> Result<CallOptions, cellshm_status> {
+    // SAFETY: this function's contract.
+    let o = unsafe { sized_options(opts, cellshm_call_options_default(), "cellshm_call_options") }?;
+    Ok(CallOptions { timeout: (o.timeout_ms != 0).then(|| c_timeout(o.timeout_ms)), deadline_ns: o.deadline_ns })
 }
 
 /// Milliseconds from C, CELLSHM_TIMEOUT_FOREVER being [`cellshm::FOREVER`].
@@ -45,10 +54,13 @@ pub(crate) fn c_timeout(ms: u64) -> Duration {
     }
 }
 
-/// How the host talks to one peer. Start from cellshm_peer_options_default().
+/// How the host talks to one peer. Start from cellshm_peer_options_default(): the
+/// struct may grow, and its `size` says which fields the caller knows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct cellshm_peer_options {
+    /// sizeof(cellshm_peer_options) as the caller knows it; set by the default.
+    pub size: usize,
     /// CELLSHM_WAIT_ADAPTIVE, CELLSHM_WAIT_SPIN or CELLSHM_WAIT_BLOCK.
     pub wait: u32,
     /// With CELLSHM_WAIT_ADAPTIVE: microseconds to poll before sleeping (0 to 100000).
@@ -88,6 +100,7 @@ pub extern "C" fn cellshm_peer_options_default() -> cellshm_peer_options {
         _ => 50,
     };
     cellshm_peer_options {
+        size: std::mem::size_of::<cellshm_peer_options>(),
         wait: CELLSHM_WAIT_ADAPTIVE,
         spin_us,
         server_threads: d.server_threads as u32,
@@ -141,8 +154,13 @@ pub(crate) unsafe fn sized_options<T: Copy>(options: *const T, default: T, what:
     Ok(out)
 }
 
-/// The core's options from C's.
-pub(crate) fn peer_options_from(o: &cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
+/// The core's options from C's (NULL: the defaults).
+///
+/// # Safety
+/// `options` is NULL or a cellshm_peer_options with its `size` set (see [`sized_options`]).
+pub(crate) unsafe fn peer_options_from(options: *const cellshm_peer_options) -> Result<PeerOptions, cellshm_status> {
+    // SAFETY: this function's contract.
+    let o = &unsafe { sized_options(options, cellshm_peer_options_default(), "cellshm_peer_options") }?;
     let wait = wait_strategy(o.wait, o.spin_us, "cellshm_peer_options.wait")?;
     Ok(PeerOptions {
         wait,

@@ -52,7 +52,8 @@ pub unsafe extern "C" fn cellshm_peer_wait_ready(peer: *const cellshm_peer, time
 }
 
 /// Calls "Service.method" with `request_len` bytes at `request` and waits for the
-/// response. `options` may be NULL. On success `*out_response` is owned by the caller.
+/// response. `options` may be NULL (the defaults), else start from
+/// cellshm_call_options_default(). On success `*out_response` is owned by the caller.
 /// On failure the status says why and cellshm_last_error_message() has the message (for
 /// a handler error: the handler's own message).
 ///

@@ -35,10 +35,13 @@ pub(crate) fn cell_status_parts(status: &cellshm::CellStatus) -> (u32, String) {
 }
 
 /// How a supervised cell is kept alive: relaunches after a crash, readiness, heartbeats
-/// and its default call timeout. Start from cellshm_restart_policy_default().
+/// and its default call timeout. Start from cellshm_restart_policy_default(): the struct
+/// may grow, and its `size` says which fields the caller knows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct cellshm_restart_policy {
+    /// sizeof(cellshm_restart_policy) as the caller knows it; set by the default.
+    pub size: usize,
     /// Relaunches allowed within `reset_after_ms`; one more crash and the cell is FAILED.
     pub max_restarts: u32,
     /// Delay before the first relaunch (doubled after each crash); at most max_backoff_ms.
@@ -69,6 +72,7 @@ pub struct cellshm_restart_policy {
 pub extern "C" fn cellshm_restart_policy_default() -> cellshm_restart_policy {
     let d = cellshm::RestartPolicy::default();
     cellshm_restart_policy {
+        size: std::mem::size_of::<cellshm_restart_policy>(),
         max_restarts: d.max_restarts,
         initial_backoff_ms: d.initial_backoff.as_millis() as u64,
         max_backoff_ms: d.max_backoff.as_millis() as u64,
@@ -235,7 +239,8 @@ pub unsafe extern "C" fn cellshm_supervisor_on_event(
 ///
 /// # Safety
 /// `name` and `program` NUL-terminated; `argv` and `envp` NULL or NULL-terminated lists
-/// of NUL-terminated strings; `policy` NULL or a readable cellshm_restart_policy.
+/// of NUL-terminated strings; `policy` NULL or a cellshm_restart_policy with its `size`
+/// set.
 unsafe fn c_cell_spec(
     name: *const c_char,
     program: *const c_char,
@@ -255,8 +260,8 @@ unsafe fn c_cell_spec(
         };
         spec = spec.env(key, value);
     }
-    // SAFETY: a non-NULL `policy` is readable, by the contract above.
-    let policy = unsafe { policy.as_ref() }.copied().unwrap_or_else(|| cellshm_restart_policy_default());
+    // SAFETY: `policy` is NULL or sized, by the contract above.
+    let policy = unsafe { sized_options(policy, cellshm_restart_policy_default(), "cellshm_restart_policy") }?;
     spec.ready_timeout = Duration::from_millis(policy.ready_timeout_ms);
     spec.restart = cellshm::RestartPolicy {
         max_restarts: policy.max_restarts,
@@ -299,7 +304,7 @@ pub unsafe extern "C" fn cellshm_supervisor_set_default_timeout(
 /// already (see cellshm_supervisor_start, _restart and _update).
 ///
 /// # Safety
-/// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+/// Strings NUL-terminated; lists NULL-terminated; `policy` NULL or a sized cellshm_restart_policy.
 #[no_mangle]
 pub unsafe extern "C" fn cellshm_supervisor_add(
     supervisor: *const cellshm_supervisor,
@@ -310,7 +315,7 @@ pub unsafe extern "C" fn cellshm_supervisor_add(
     policy: *const cellshm_restart_policy,
 ) -> cellshm_status {
     boundary("cellshm_supervisor_add", || {
-        // SAFETY: cellshm_supervisor_add's contract, which C keeps: Strings NUL-terminated; lists NULL-terminated; `policy` NULL or readable.
+        // SAFETY: cellshm_supervisor_add's contract, which C keeps: Strings NUL-terminated; lists NULL-terminated; `policy` NULL or a sized cellshm_restart_policy.
         let (sup, spec) = unsafe { (Handle::borrow(supervisor), c_cell_spec(name, program, argv, envp, policy)) };
         let (sup, spec): (&cellshm_supervisor, _) = (try_c!(sup), try_c!(spec));
         let spec = sup.with_peer_defaults(spec);

@@ -23,15 +23,18 @@ int main(int argc, char **argv) {
     cellshm_hub *hub = NULL;
     cellshm_peer *peer = NULL;
     cellshm_response *response = NULL;
-    cellshm_call_options opts = {5000, 0};
-    cellshm_call_options short_opts = {50, 0};
-    cellshm_call_options long_opts = {30000, 0};
+    cellshm_call_options opts = cellshm_call_options_default();
+    cellshm_call_options short_opts = cellshm_call_options_default();
+    cellshm_call_options long_opts = cellshm_call_options_default();
     const char *env[] = {"CELLSHM_QUIET=1", NULL};
     uint8_t data[1000];
     uint8_t request[64];
     struct killer k;
     pthread_t thread;
     size_t i;
+    opts.timeout_ms = 5000;
+    short_opts.timeout_ms = 50;
+    long_opts.timeout_ms = 30000;
 
     CHECK(argc >= 2);
     CHECK_STATUS(cellshm_hub_new(NULL, 0, &hub), CELLSHM_OK);

@@ -90,7 +90,7 @@ static uint32_t fail(void *userdata, const uint8_t *request, size_t len, cellshm
 
 static uint32_t call_host(void *userdata, const uint8_t *request, size_t len, cellshm_reply *reply) {
     cellshm_response *response = NULL;
-    cellshm_call_options options;
+    cellshm_call_options options = cellshm_call_options_default();
     cellshm_status status;
     (void)userdata;
     options.timeout_ms = 5000;

@@ -66,7 +66,7 @@ int main(int argc, char **argv) {
     cellshm_peer *victim;
     cellshm_response *response = (cellshm_response *)0x1; /* sentinel: must stay untouched on failure */
     cellshm_response *sentinel = response;
-    cellshm_call_options short_timeout = {50, 0};
+    cellshm_call_options short_timeout = cellshm_call_options_default();
     cellshm_peer_state state;
     struct timespec start;
     uint8_t request[300];
@@ -74,6 +74,7 @@ int main(int argc, char **argv) {
     const char *why = "widget 7 is missing";
     int exit_code = -1;
 
+    short_timeout.timeout_ms = 50;
     CHECK(argc == 2);
     CHECK_STATUS(cellshm_hub_new(NULL, 4, &hub), CELLSHM_OK);
     CHECK_STATUS(cellshm_hub_register(hub, "Host.echo", host_echo, &host_frees, count_free), CELLSHM_OK);

@@ -1,6 +1,8 @@
-/* Hub configuration through the C API: options that can grow (a size field first), every
- * limit checked with a message naming it, and 8 MiB payloads both ways once the hub has
- * 8 MiB slots (a default hub refuses them with PAYLOAD_TOO_LARGE).
+/* Hub configuration through the C API: options that can grow (a size field first: hub,
+ * peer and call options, restart policies; a program built against an older, shorter
+ * struct keeps the defaults of the fields it lacks), every limit checked with a message
+ * naming it, and 8 MiB payloads both ways once the hub has 8 MiB slots (a default hub
+ * refuses them with PAYLOAD_TOO_LARGE).
  *   test_hub_options TEST_CELL */
 #include "check.h"
 
@@ -65,6 +67,14 @@ static void check_names_and_policies(const char *cell) {
     policy = cellshm_restart_policy_default();
     policy.ready_timeout_ms = 0;
     expect(cellshm_supervisor_add(sup, "a", cell, NULL, NULL, &policy), CELLSHM_INVALID_ARGUMENT, "ready timeout");
+    /* An older policy that ends before ready_timeout_ms: the 0 past its size is not read
+     * (the default 10 s is used), and the cell comes up. */
+    policy.size = offsetof(cellshm_restart_policy, ready_timeout_ms);
+    CHECK_STATUS(cellshm_supervisor_add(sup, "older", cell, NULL, NULL, &policy), CELLSHM_OK);
+    CHECK_STATUS(cellshm_supervisor_wait_status(sup, "older", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
+    policy.size = 0;
+    expect(cellshm_supervisor_add(sup, "b", cell, NULL, NULL, &policy), CELLSHM_INVALID_ARGUMENT,
+           "cellshm_restart_policy.size");
     cellshm_supervisor_free(sup);
     cellshm_hub_free(hub);
 }
@@ -72,6 +82,9 @@ static void check_names_and_policies(const char *cell) {
 int main(int argc, char **argv) {
     const char *env[] = {"CELLSHM_QUIET=1", NULL};
     cellshm_hub_options options = cellshm_hub_options_default();
+    cellshm_peer_options peers = cellshm_peer_options_default();
+    cellshm_peer_options bad_peers;
+    cellshm_call_options call_options = cellshm_call_options_default();
     cellshm_hub_options bad;
     cellshm_hub *hub = NULL;
     cellshm_hub *small = NULL;
@@ -95,24 +108,36 @@ int main(int argc, char **argv) {
     bad.slot_classes[1].slot_size = 100;
     refused(bad, "slot_size");
     bad = options;
-    bad.peer_defaults.stream_window = 0;
-    refused(bad, "stream_window");
-    bad = options;
     bad.size = 0;
     refused(bad, "size");
     bad = options;
-    bad.peer_defaults.server_threads = 0;
+    bad.peer_defaults = &bad_peers;
+    bad_peers = peers;
+    bad_peers.stream_window = 0;
+    refused(bad, "stream_window");
+    bad_peers = peers;
+    bad_peers.server_threads = 0;
     refused(bad, "server_threads");
-    bad = options;
-    bad.peer_defaults.doorbell_fd = -1;
+    bad_peers = peers;
+    bad_peers.doorbell_fd = -1;
     refused(bad, "doorbell_fd -1");
-    bad = options;
-    bad.peer_defaults.doorbell_fd = 1;
+    bad_peers = peers;
+    bad_peers.doorbell_fd = 1;
     refused(bad, "doorbell_fd 1");
-    bad = options;
-    bad.peer_defaults.wait = CELLSHM_WAIT_ADAPTIVE;
-    bad.peer_defaults.spin_us = UINT32_MAX;
+    bad_peers = peers;
+    bad_peers.wait = CELLSHM_WAIT_ADAPTIVE;
+    bad_peers.spin_us = UINT32_MAX;
     refused(bad, "spin");
+    bad_peers = peers;
+    bad_peers.size = 0;
+    refused(bad, "cellshm_peer_options.size");
+    /* An older peer options struct that ends before stream_window: the 0 past its size
+     * is not read (the default window is used). */
+    bad_peers = peers;
+    bad_peers.size = offsetof(cellshm_peer_options, stream_window);
+    bad_peers.stream_window = 0;
+    CHECK_STATUS(cellshm_hub_new_with(NULL, &bad, &small), CELLSHM_OK);
+    cellshm_hub_free(small);
     check_names_and_policies(argv[1]);
 
     /* A program built against an older, shorter struct: the fields it does not know
@@ -127,8 +152,9 @@ int main(int argc, char **argv) {
     options.slot_classes[4].slot_size = BIG;
     options.slot_classes[4].slot_count = 2;
     options.slot_class_count = 5;
-    options.peer_defaults.stream_window = 32;
-    options.peer_defaults.server_threads = 3;
+    peers.stream_window = 32;
+    peers.server_threads = 3;
+    options.peer_defaults = &peers;
     CHECK_STATUS(cellshm_hub_new_with("c-hub-options", &options, &hub), CELLSHM_OK);
     CHECK(strcmp(cellshm_hub_name(hub), "c-hub-options") == 0);
     CHECK_STATUS(cellshm_hub_spawn(hub, "big", argv[1], NULL, env, NULL, &peer), CELLSHM_OK);
@@ -144,6 +170,18 @@ int main(int argc, char **argv) {
     CHECK(cellshm_response_len(response) == BIG);
     answer = cellshm_response_data(response);
     CHECK(memcmp(answer, request, BIG) == 0);
+    cellshm_response_free(response);
+    /* Call options: a zeroed struct is refused; an older one that ends before
+     * deadline_ns does not read the (past) deadline beyond it. */
+    memset(&call_options, 0, sizeof call_options);
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, 8, &call_options, &response), CELLSHM_INVALID_ARGUMENT);
+    CHECK(strstr(cellshm_last_error_message(), "cellshm_call_options.size") != NULL);
+    call_options = cellshm_call_options_default();
+    call_options.deadline_ns = 1;
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, 8, &call_options, &response), CELLSHM_DEADLINE_EXCEEDED);
+    call_options.size = offsetof(cellshm_call_options, deadline_ns);
+    call_options.timeout_ms = 10000;
+    CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, 8, &call_options, &response), CELLSHM_OK);
     cellshm_response_free(response);
     /* One byte more than the largest slot: refused before anything is sent. */
     CHECK_STATUS(cellshm_peer_call(peer, "Echo.echo", request, 0, NULL, &response), CELLSHM_OK);

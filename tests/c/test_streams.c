@@ -31,13 +31,14 @@ int main(int argc, char **argv) {
     cellshm_stream *stream = NULL;
     cellshm_stream_item *item = NULL;
     cellshm_response *response = NULL;
-    cellshm_call_options options = {30000, 0};
+    cellshm_call_options options = cellshm_call_options_default();
     uint8_t request[8];
     static uint8_t chunk[65536];
     uint64_t hash = 0xcbf29ce484222325ull, total = 0;
     uint32_t i, received = 0;
     size_t j;
 
+    options.timeout_ms = 30000;
     CHECK(argc == 2);
     CHECK_STATUS(cellshm_hub_new(NULL, 0, &hub), CELLSHM_OK);
     CHECK_STATUS(cellshm_hub_spawn(hub, "streams", argv[1], NULL, NULL, NULL, &peer), CELLSHM_OK);
@@ -119,9 +120,11 @@ int main(int argc, char **argv) {
 
     /* A unary handler sees its caller's deadline pass (cellshm_reply_cancelled). */
     {
-        cellshm_call_options short_timeout = {50, 0};
-        cellshm_call_options wait = {5000, 0};
+        cellshm_call_options short_timeout = cellshm_call_options_default();
+        cellshm_call_options wait = cellshm_call_options_default();
         int polls;
+        short_timeout.timeout_ms = 50;
+        wait.timeout_ms = 5000;
         CHECK_STATUS(cellshm_peer_call(peer, "Test.wait_cancel", NULL, 0, &short_timeout, &response),
                      CELLSHM_DEADLINE_EXCEEDED);
         for (polls = 0; polls < 1000; polls++) {

@@ -198,7 +198,7 @@ static void hung(const char *test_cell) {
     const char *env[] = {"CELLSHM_QUIET=1", "CELLSHM_WORKERS=1", NULL};
     const uint8_t minute[4] = {0x60, 0xea, 0, 0}; /* 60000 ms */
     cellshm_response *response = NULL;
-    cellshm_call_options forever;
+    cellshm_call_options forever = cellshm_call_options_default();
     uint32_t first;
 
     policy.initial_backoff_ms = 10;
@@ -220,7 +220,6 @@ static void hung(const char *test_cell) {
      * without heartbeats, which would take a thread busy that long for a hung one). */
     CHECK_STATUS(cellshm_supervisor_add(sup, "patient", test_cell, NULL, env, NULL), CELLSHM_OK);
     CHECK_STATUS(cellshm_supervisor_wait_status(sup, "patient", CELLSHM_CELL_READY, 10000), CELLSHM_OK);
-    memset(&forever, 0, sizeof forever);
     forever.timeout_ms = CELLSHM_TIMEOUT_FOREVER;
     {
         const uint8_t half[4] = {0xf4, 0x01, 0, 0}; /* 500 ms */

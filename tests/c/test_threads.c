@@ -20,7 +20,8 @@ static void *work(void *arg) {
     for (i = 0; i < CALLS; i++) {
         cellshm_response *response = NULL;
         size_t len = (i % 2 == 0) ? 12 : 40 + (size_t)(i % 150);
-        cellshm_call_options options = {5000, 0};
+        cellshm_call_options options = cellshm_call_options_default();
+        options.timeout_ms = 5000;
         memset(request, w->id, len);
         put_u32(request, (uint32_t)i);
         if (cellshm_peer_call(w->peer, "Echo.echo", request, len, &options, &response) != CELLSHM_OK ||

@@ -52,7 +52,8 @@ typedef struct {
 static void *call_thread(void *arg) {
     call_t *c = (call_t *)arg;
     cellshm_response *response = NULL;
-    cellshm_call_options options = {120000, 0};
+    cellshm_call_options options = cellshm_call_options_default();
+    options.timeout_ms = 120000;
     c->status = cellshm_peer_call(c->peer, c->method, c->request, c->request_len, &options, &response);
     if (c->status == CELLSHM_OK) {
         c->reply_len = cellshm_response_len(response);
