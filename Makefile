@@ -47,7 +47,7 @@ test-busy: test-c python
 test-busy-suites:
 	$(CARGO) test --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen-check --no-fail-fast
 	cd build && $(CTEST) --output-on-failure
-	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
+	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix ../../tests/cffi
 	@echo "make test-busy: the suites passed beside two CPU hogs"
 
 test-rust:
@@ -75,14 +75,15 @@ test-asan: tools
 ## The Python binding, installed into .venv the way users install it.
 python:
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions types-protobuf grpcio-tools grpcio-reflection grpcio-health-checking
+	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions types-protobuf grpcio-tools grpcio-reflection grpcio-health-checking cffi
 	$(VENV)/bin/pip install --quiet './bindings/python[typed]'
 
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
-## and the 3 x 3 cross-language matrix (needs the C programs of test-c).
+## the 3 x 3 cross-language matrix (needs the C programs of test-c); a host written
+## against the cffi header alone.
 test-python: python test-c grpcurl
 	$(CARGO) build --release --quiet -p cellshm-testkit -p cellshm-examples -p cellshm-kv-example -p cellshm-codegen -p cellshm-codegen-check -p cellshm-grpc -p cellshm-cli
-	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix
+	cd bindings/python && $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests ../../tests/matrix ../../tests/cffi
 
 CHAOS_CELLS = -- ./target/release/cellshm-testkit cell -- ./build/test_cell -- $(VENV)/bin/python bindings/python/tests/cells/py_test_cell.py
 
