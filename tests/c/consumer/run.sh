@@ -42,5 +42,9 @@ export PKG_CONFIG_PATH="$(dirname "$pc")"
 libdir=$(pkg-config --variable=libdir cellshm)
 ${CC:-cc} -Wall -Wextra -Werror -pedantic "$here/consumer.c" $(pkg-config --cflags --libs cellshm) \
     -Wl,-rpath,"$libdir" -o "$work/consumer_pkg_config"
+${CC:-cc} -Wall -Wextra -Werror -pedantic "$here/consumer.c" $(pkg-config --cflags --libs cellshm-static) \
+    -o "$work/consumer_pkg_config_static"
+! readelf -d "$work/consumer_pkg_config_static" | grep -q 'NEEDED.*libcellshm' || fail "cellshm-static.pc linked libcellshm.so"
+"$work/consumer_pkg_config_static"
 "$work/consumer_pkg_config"
-echo "out-of-tree consumers: find_package (shared, static) and pkg-config all ran"
+echo "out-of-tree consumers: find_package (shared, static) and pkg-config (cellshm, cellshm-static) all ran"
