@@ -105,6 +105,10 @@ chaos: test-c python
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	@# The published crates' documentation, as docs.rs builds it (every feature), without a warning.
+	@# (cellshm-ffi's library is also named cellshm, so it is documented on its own.)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --quiet --no-deps --all-features -p cellshm -p cellshm-codegen -p cellshm-grpc
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --quiet --no-deps -p cellshm-ffi
 
 ## Regenerates include/cellshm.h from ffi/src.
 header:

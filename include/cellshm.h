@@ -698,7 +698,7 @@ int cellshm_reply_cancelled(cellshm_reply *reply);
 // the host was asked to append one; every other entry is left alone), makes the process
 // non-dumpable, asks for the link on it and receives the join record, the link's memfds
 // and the doorbell on a socket pair of its own, checks and maps them, and says HELLO.
-// `argv` has argc entries, argv[0] being the program; it may be NULL with argc 0. On
+// `argv` has argc entries, `argv[0]` being the program; it may be NULL with argc 0. On
 // success `*out_cell` is owned by the caller.
 //
 // # Safety
@@ -833,8 +833,8 @@ cellshm_status cellshm_hub_describe(const cellshm_hub *hub, const uint8_t *set, 
 
 // Spawns `program` as a cell named `name` (1 to 48 bytes without control characters,
 // the rule cellshm_supervisor_add and attach follow too). `program` is looked up in PATH
-// if it has no slash, and is the cell's argv[0]. `argv` (may be NULL) is a
-// NULL-terminated list of the arguments after argv[0]; the hub does not add any (the
+// if it has no slash, and is the cell's `argv[0]`. `argv` (may be NULL) is a
+// NULL-terminated list of the arguments after `argv[0]`; the hub does not add any (the
 // cell finds its doorbell through CELLSHM_DOORBELL_FD unless
 // `options->append_join_args` asks for `--doorbell-fd=N`).
 // `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited
@@ -1038,7 +1038,7 @@ cellshm_status cellshm_cell_log_fields(const cellshm_cell *cell,
                                        size_t field_count);
 
 // Log records this cell dropped so far because its ring (or pool) towards the host was
-// full: a log call never waits for room (CELLSHM_LOG_OVERFLOW=wait:<ms> lets it wait
+// full: a log call never waits for room (`CELLSHM_LOG_OVERFLOW=wait:<ms>` lets it wait
 // that long). 0 for NULL.
 //
 // # Safety

@@ -1,4 +1,4 @@
-//! A link end as a [`tower::Service`] (feature `tower`), so tower's middleware applies to
+//! A link end as a [`tower_service::Service`] (feature `tower`), so tower's middleware applies to
 //! cellshm calls: timeouts, retries, rate and concurrency limits, load shedding,
 //! tracing. A request is a method name and its payload (with options of its own if it
 //! needs them); the response is the call's [`Response`]. The call is

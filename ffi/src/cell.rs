@@ -17,7 +17,7 @@ pub struct cellshm_cell {
 /// the host was asked to append one; every other entry is left alone), makes the process
 /// non-dumpable, asks for the link on it and receives the join record, the link's memfds
 /// and the doorbell on a socket pair of its own, checks and maps them, and says HELLO.
-/// `argv` has argc entries, argv[0] being the program; it may be NULL with argc 0. On
+/// `argv` has argc entries, `argv[0]` being the program; it may be NULL with argc 0. On
 /// success `*out_cell` is owned by the caller.
 ///
 /// # Safety

@@ -244,8 +244,8 @@ pub unsafe extern "C" fn cellshm_hub_describe(
 
 /// Spawns `program` as a cell named `name` (1 to 48 bytes without control characters,
 /// the rule cellshm_supervisor_add and attach follow too). `program` is looked up in PATH
-/// if it has no slash, and is the cell's argv[0]. `argv` (may be NULL) is a
-/// NULL-terminated list of the arguments after argv[0]; the hub does not add any (the
+/// if it has no slash, and is the cell's `argv[0]`. `argv` (may be NULL) is a
+/// NULL-terminated list of the arguments after `argv[0]`; the hub does not add any (the
 /// cell finds its doorbell through CELLSHM_DOORBELL_FD unless
 /// `options->append_join_args` asks for `--doorbell-fd=N`).
 /// `envp` (may be NULL) is a NULL-terminated list of "KEY=VALUE" added to the inherited

@@ -309,7 +309,7 @@ pub unsafe extern "C" fn cellshm_cell_log_fields(
 }
 
 /// Log records this cell dropped so far because its ring (or pool) towards the host was
-/// full: a log call never waits for room (CELLSHM_LOG_OVERFLOW=wait:<ms> lets it wait
+/// full: a log call never waits for room (`CELLSHM_LOG_OVERFLOW=wait:<ms>` lets it wait
 /// that long). 0 for NULL.
 ///
 /// # Safety

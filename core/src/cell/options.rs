@@ -117,7 +117,7 @@ pub struct JoinArgs {
 }
 
 impl JoinArgs {
-    /// Finds the doorbell in `args` (the program's arguments, without argv[0]), else in
+    /// Finds the doorbell in `args` (the program's arguments, without `argv[0]`), else in
     /// the environment. Every other argument is left to the program.
     pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<JoinArgs> {
         let flag = args

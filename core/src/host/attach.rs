@@ -9,7 +9,7 @@
 //! refusals are counted and the last few kept.
 //!
 //! Wire: client → host `ATTACH <name>\n`; host → client `OK <peer_id> <epoch>\n` with
-//! [doorbell], or `REFUSED <reason>\n`.
+//! the doorbell passed along, or `REFUSED <reason>\n`.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Weak};

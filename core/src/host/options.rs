@@ -52,7 +52,7 @@ pub const MAX_SPIN: Duration = Duration::from_millis(100);
 pub const MAX_STDERR_TAIL: usize = 1 << 20;
 
 /// Checks a cell's name, the one rule for every way a cell gets one (spawned, supervised,
-/// attached): 1 to [`crate::shm::PEER_NAME_MAX`] bytes of UTF-8 without control
+/// attached): 1 to `PEER_NAME_MAX` (48) bytes of UTF-8 without control
 /// characters (names are shown on one line by `cellshm inspect` and in logs).
 pub fn validate_cell_name(name: &str) -> Result<()> {
     let max = crate::shm::PEER_NAME_MAX;

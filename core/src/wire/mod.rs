@@ -1,5 +1,5 @@
 //! The wire vocabulary: the 64-byte descriptor, its flags, the one status table,
-//! method ids, control frames ([`codec`]: HELLO and the binary encoding of built-in
+//! method ids, control frames (`codec`: HELLO and the binary encoding of built-in
 //! messages).
 //!
 //! Nothing here does I/O (the clock deadlines refer to is `crate::sys::clock`). Everything that decodes input from another process returns

@@ -10,8 +10,8 @@
 //! a process the host did not spawn, see [`super::attach`]). Every connection is
 //! checked with SO_PEERCRED: INFO and INSPECT only for the host's own uid, ATTACH for the
 //! uids of the attach policy. The loop polls every client with a deadline, so a silent
-//! or slow client cannot stall the others, and it keeps at most [`MAX_CLIENTS`], at most
-//! [`MAX_CLIENTS_PER_UID`] of one uid: a uid's flood evicts only that uid's clients.
+//! or slow client cannot stall the others, and it keeps at most `MAX_CLIENTS`, at most
+//! `MAX_CLIENTS_PER_UID` of one uid: a uid's flood evicts only that uid's clients.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;

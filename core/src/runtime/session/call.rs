@@ -104,7 +104,7 @@ impl fmt::Debug for Response {
     }
 }
 
-/// A call started with [`Session::call_start`]. Dropping it before completion cancels
+/// A call started with `Session::call_start`. Dropping it before completion cancels
 /// it (a late response is then dropped and its slot returned).
 pub struct PendingCall {
     pub(super) session: Arc<Session>,

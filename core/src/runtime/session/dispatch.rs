@@ -231,7 +231,7 @@ impl Dispatcher {
 
     /// Keeps a serialized `google.protobuf.FileDescriptorSet` describing served services
     /// (a set given twice is kept once). RESOURCE_EXHAUSTED past
-    /// [`MAX_DESCRIPTOR_BYTES`] in all.
+    /// `MAX_DESCRIPTOR_BYTES` in all.
     pub fn add_descriptors(&mut self, file_descriptor_set: &[u8]) -> Result<()> {
         if file_descriptor_set.is_empty() || self.descriptors.iter().any(|d| **d == *file_descriptor_set) {
             return Ok(());

@@ -91,7 +91,7 @@ pub struct CallOptions {
     /// the link's default timeout ([`DEFAULT_CALL_TIMEOUT`] unless configured; streams
     /// have none). [`FOREVER`]: no limit.
     pub timeout: Option<Duration>,
-    /// An absolute CLOCK_MONOTONIC deadline in ns (for example [`Call::deadline_ns`] of
+    /// An absolute CLOCK_MONOTONIC deadline in ns (for example `Call::deadline_ns` of
     /// the request being served, to propagate it); 0 = none. With both set, the earlier
     /// one applies.
     pub deadline_ns: u64,
