@@ -158,6 +158,42 @@ pub trait LinkEnd: sealed::LinkSession {
     /// Opens a stream to the stream method `method`, with `request` as its opening
     /// message. Read items with [`Stream::recv`] (or iterate), send with
     /// [`Stream::send`]; the deadline in `options` covers the whole stream.
+    ///
+    /// ```
+    /// use cellshm::{CallOptions, Cell, Hub, HubConfig, LinkEnd, PeerOptions, Registry};
+    /// use std::time::Duration;
+    ///
+    /// // This example is its own cell: started by the host below, it serves a stream of
+    /// // as many numbers as the opening message asks for.
+    /// if std::env::var_os("CELLSHM_DOORBELL_FD").is_some() {
+    ///     let cell = Cell::from_args()?;
+    ///     cell.stream_method("Feed.numbers", |call| {
+    ///         let count = call.request().first().copied().unwrap_or(0);
+    ///         for i in 0..count {
+    ///             call.send(&[i])?; // waits for the window; CANCELLED once the caller gave up
+    ///         }
+    ///         Ok(())
+    ///     })?;
+    ///     return cell.run();
+    /// }
+    /// let hub = Hub::create(HubConfig::default())?;
+    /// let (peer, mut child) = hub
+    ///     .add_peer("feed", PeerOptions::default())?
+    ///     .spawn(&mut std::process::Command::new(std::env::current_exe().unwrap()))?;
+    /// peer.wait_ready(Duration::from_secs(10))?;
+    /// let mut seen = Vec::new();
+    /// for item in peer.open_stream("Feed.numbers", &[100], &CallOptions::timeout(Duration::from_secs(5)))? {
+    ///     seen.push(item?.bytes()[0]); // each item is read from shared memory
+    /// }
+    /// assert_eq!(seen, (0..100).collect::<Vec<u8>>());
+    /// // Dropping a stream before its end cancels it; the handler sees CANCELLED.
+    /// let mut early = peer.open_stream("Feed.numbers", &[200], &CallOptions::timeout(Duration::from_secs(5)))?;
+    /// assert_eq!(early.next().unwrap()?.bytes(), [0]);
+    /// drop(early);
+    /// peer.shutdown(Duration::from_secs(5));
+    /// child.wait().unwrap();
+    /// # Ok::<(), cellshm::Error>(())
+    /// ```
     fn open_stream(&self, method: &str, request: &[u8], options: &CallOptions) -> Result<Stream> {
         self.session()?.open_stream(wire::method_id(method), Some(method), request, options)
     }

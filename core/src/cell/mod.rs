@@ -111,7 +111,26 @@ fn join_failed(message: String) -> Error {
     Error::new(status, message)
 }
 
-/// A joined cell. Register methods, then [`Cell::run`].
+/// A joined cell. Register methods, then [`Cell::run`]. A cell's `main` is usually no
+/// more than this (it is started by a host, never by hand):
+///
+/// ```no_run
+/// use cellshm::{Cell, CallOptions, LinkEnd, Registry};
+/// use std::time::Duration;
+///
+/// let cell = Cell::from_args()?;
+/// cell.method("Text.upper", |call| {
+///     let upper = call.payload().to_ascii_uppercase();
+///     call.reply(&upper)
+/// })?;
+/// // A cell calls its host as the host calls it.
+/// let clock = cell.call("Host.time", b"", &CallOptions::timeout(Duration::from_secs(1)))?;
+/// println!("the host says {:?}", clock.bytes());
+/// cell.run()?; // serves until the host says goodbye
+/// # Ok::<(), cellshm::Error>(())
+/// ```
+///
+/// The examples of [`Hub`](crate::Hub) and [`Supervisor`](crate::Supervisor) run one.
 pub struct Cell {
     pub(crate) session: Arc<Session>,
     pub(crate) dispatcher: Arc<RwLock<Dispatcher>>,

@@ -104,6 +104,33 @@ struct PeerTable {
 /// exists outside this process: its memory is memfds and its socket is abstract, so
 /// when the process ends, however it ends, the hub is gone.
 /// Dropping it closes every link (cells see EOF and exit).
+///
+/// ```
+/// use cellshm::{CallOptions, Cell, Hub, HubConfig, LinkEnd, PeerOptions, Registry};
+/// use std::time::Duration;
+///
+/// // This example is its own cell: started by the host below (which hands it
+/// // CELLSHM_DOORBELL_FD), it serves `Echo.echo` until the host says goodbye.
+/// if std::env::var_os("CELLSHM_DOORBELL_FD").is_some() {
+///     let cell = Cell::from_args()?;
+///     cell.method("Echo.echo", |call| {
+///         let echo = call.payload().to_vec();
+///         call.reply(&echo)
+///     })?;
+///     return cell.run();
+/// }
+/// let hub = Hub::create(HubConfig::default())?;
+/// // The host serves methods to its cells too.
+/// hub.method("Host.time", |call| call.reply(b"noon"))?;
+/// let ticket = hub.add_peer("echo", PeerOptions::default())?;
+/// let (peer, mut child) = ticket.spawn(&mut std::process::Command::new(std::env::current_exe().unwrap()))?;
+/// peer.wait_ready(Duration::from_secs(10))?;
+/// let reply = peer.call("Echo.echo", b"hello", &CallOptions::timeout(Duration::from_secs(5)))?;
+/// assert_eq!(reply.bytes(), b"hello");
+/// peer.shutdown(Duration::from_secs(5));
+/// assert!(child.wait().unwrap().success());
+/// # Ok::<(), cellshm::Error>(())
+/// ```
 pub struct Hub {
     pub(crate) shared: Arc<HubShared>,
     discovery: Mutex<Option<discovery::DiscoveryServer>>,

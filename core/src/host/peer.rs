@@ -179,6 +179,39 @@ pub fn peer_state_name(state: &PeerState) -> &'static str {
 
 /// The host's handle on one cell. Cheap to clone; every clone is the same peer.
 /// All methods may be called from any thread.
+///
+/// A call fails with the status its handler (or the link) gave, gRPC's codes:
+///
+/// ```
+/// use cellshm::{CallOptions, Cell, Hub, HubConfig, LinkEnd, PeerOptions, Registry, Status};
+/// use std::time::Duration;
+///
+/// // This example is its own cell: started by the host below (which hands it
+/// // CELLSHM_DOORBELL_FD), it serves `Echo.echo` until the host says goodbye.
+/// if std::env::var_os("CELLSHM_DOORBELL_FD").is_some() {
+///     let cell = Cell::from_args()?;
+///     cell.method("Echo.echo", |call| {
+///         let echo = call.payload().to_vec();
+///         call.reply(&echo)
+///     })?;
+///     return cell.run();
+/// }
+/// let hub = Hub::create(HubConfig::default())?;
+/// let (peer, mut child) = hub
+///     .add_peer("echo", PeerOptions::default())?
+///     .spawn(&mut std::process::Command::new(std::env::current_exe().unwrap()))?;
+/// peer.wait_ready(Duration::from_secs(10))?;
+/// let options = CallOptions::timeout(Duration::from_secs(5));
+/// let e = peer.call("Echo.nothing", b"", &options).unwrap_err();
+/// assert_eq!(e.status(), Status::Unimplemented);
+/// // Clones share the link: calls from several threads at once are fine.
+/// let other = peer.clone();
+/// let thread = std::thread::spawn(move || other.call("Echo.echo", b"from a thread", &options));
+/// assert_eq!(thread.join().unwrap()?.bytes(), b"from a thread");
+/// peer.shutdown(Duration::from_secs(5));
+/// child.wait().unwrap();
+/// # Ok::<(), cellshm::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Peer {
     pub(crate) inner: Arc<PeerInner>,

@@ -157,6 +157,31 @@ struct Shared {
 }
 
 /// Supervises the cells of one hub. Thread-safe; dropping it stops every cell.
+///
+/// ```
+/// use cellshm::{CallOptions, Cell, CellSpec, CellStatus, Hub, HubConfig, Registry, Supervisor};
+/// use std::time::Duration;
+///
+/// // This example is its own cell: started by the host below (which hands it
+/// // CELLSHM_DOORBELL_FD), it serves `Echo.echo` until the host says goodbye.
+/// if std::env::var_os("CELLSHM_DOORBELL_FD").is_some() {
+///     let cell = Cell::from_args()?;
+///     cell.method("Echo.echo", |call| {
+///         let echo = call.payload().to_vec();
+///         call.reply(&echo)
+///     })?;
+///     return cell.run();
+/// }
+/// let supervisor = Supervisor::new(Hub::create(HubConfig::default())?)?;
+/// let exe = std::env::current_exe().unwrap();
+/// supervisor.add(CellSpec::new("echo", exe).heartbeat(Duration::from_millis(200), 2))?;
+/// supervisor.wait_for("echo", Duration::from_secs(10), |s| *s == CellStatus::Ready)?;
+/// // Calls go to whichever instance is running (a crashed one is relaunched).
+/// let reply = supervisor.call("echo", "Echo.echo", b"hi", &CallOptions::timeout(Duration::from_secs(5)))?;
+/// assert_eq!(reply.bytes(), b"hi");
+/// supervisor.stop_all(Duration::from_secs(5));
+/// # Ok::<(), cellshm::Error>(())
+/// ```
 pub struct Supervisor {
     shared: Arc<Shared>,
     monitor: Option<JoinHandle<()>>,

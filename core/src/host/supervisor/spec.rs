@@ -61,6 +61,20 @@ pub struct Heartbeat {
 }
 
 /// The recipe of one logical cell.
+///
+/// ```
+/// use cellshm::{CellSpec, RestartPolicy};
+/// use std::time::Duration;
+///
+/// let spec = CellSpec::new("resizer", "/usr/libexec/app/resizer")
+///     .args(["--quality", "90"])
+///     .env("RUST_LOG", "info")
+///     .heartbeat(Duration::from_secs(1), 2) // killed and relaunched after 3 s unanswered
+///     .default_timeout(Duration::from_secs(2))
+///     .restart(RestartPolicy { max_restarts: 10, ..RestartPolicy::default() });
+/// assert!(spec.restart.validate().is_ok());
+/// assert_eq!(spec.args, ["--quality", "90"]);
+/// ```
 #[derive(Clone, Debug)]
 pub struct CellSpec {
     /// The stable name callers use.

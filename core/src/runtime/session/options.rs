@@ -85,6 +85,19 @@ pub(crate) fn instant_after(timeout: Duration) -> std::time::Instant {
 }
 
 /// Per-call options. Reusable: a timeout counts from the start of each call.
+///
+/// ```
+/// use cellshm::{CallOptions, FOREVER};
+/// use std::time::Duration;
+///
+/// let each = CallOptions::timeout(Duration::from_millis(500)); // every call gets 500 ms
+/// let never = CallOptions::forever(); // no limit: until answered, cancelled or dead
+/// assert_eq!(never.timeout, Some(FOREVER));
+/// // A deadline passed on from an incoming call keeps the caller's budget.
+/// let deadline = each.deadline_for_call_starting_now(Duration::from_secs(30));
+/// let inherited = CallOptions::deadline(deadline);
+/// assert_eq!(inherited.deadline_ns, deadline);
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions {
     /// Time each call may take, counted from its start. `None` (with no deadline either):
