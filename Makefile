@@ -3,6 +3,7 @@
 # pkg-config are taken from the machine, or installed from PyPI into .venv if missing.
 
 CARGO ?= cargo
+CC ?= cc
 PYTHON ?= python3
 VENV := $(abspath .venv)
 LOOM_TARGET_DIR ?= target/loom
@@ -27,11 +28,17 @@ export PATH := $(VENV)/bin:$(PATH)
 .PHONY: grpcurl demo test test-busy test-busy-suites test-rust test-loom test-c test-asan test-python test-chaos chaos python lint header check-header tools bench bench-python clean
 
 ## Runs the demo: a Rust host with a Rust cell, a C cell and a Python cell on one hub.
-demo: tools python
-	$(CARGO) build --release --quiet -p cellshm-examples
-	$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Debug > /dev/null
-	$(CMAKE) --build build --target echo_cell > /dev/null
-	./target/release/echo-host -- ./target/release/echo-cell -- ./build/echo_cell -- $(VENV)/bin/python examples/python/echo_cell.py
+## It builds only what it runs: the Rust examples, libcellshm.a for the C cell (linked
+## by the C compiler directly) and the Python package (no test tools, no cmake).
+demo:
+	$(CARGO) build --release --quiet -p cellshm-examples -p cellshm-ffi
+	mkdir -p build-demo
+	$(CC) -std=c11 -Wall -Wextra -Werror -Iinclude examples/c/echo_cell.c target/release/libcellshm.a \
+	    -lpthread -ldl -lm -lrt -lutil -o build-demo/echo_cell
+	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
+	@echo "building the Python package into .venv (a few minutes the first time)"
+	CARGO_TARGET_DIR=$(abspath target) $(VENV)/bin/pip install --quiet ./bindings/python
+	./target/release/echo-host -- ./target/release/echo-cell -- ./build-demo/echo_cell -- $(VENV)/bin/python examples/python/echo_cell.py
 
 ## Runs every test suite.
 test: lint check-header test-rust test-loom test-c test-asan test-python test-chaos
@@ -76,7 +83,9 @@ test-asan: tools
 python:
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip maturin pytest pytest-timeout mypy typing_extensions types-protobuf grpcio-tools grpcio-reflection grpcio-health-checking cffi
-	$(VENV)/bin/pip install --quiet './bindings/python[typed]'
+	@# The extension shares cargo's target directory: the dependencies built for the
+	@# workspace are not built again.
+	CARGO_TARGET_DIR=$(abspath target) $(VENV)/bin/pip install --quiet './bindings/python[typed]'
 
 ## pytest: Python hosts and cells with Rust, C and Python peers; asyncio; GIL; stubs;
 ## the 3 x 3 cross-language matrix (needs the C programs of test-c); a host written
@@ -164,4 +173,4 @@ bench-python: python
 
 clean:
 	$(CARGO) clean
-	rm -rf build build-asan
+	rm -rf build build-asan build-demo
