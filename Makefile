@@ -118,6 +118,9 @@ lint:
 	@# (cellshm-ffi's library is also named cellshm, so it is documented on its own.)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --quiet --no-deps --all-features -p cellshm -p cellshm-codegen -p cellshm-grpc
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --quiet --no-deps -p cellshm-ffi
+	@# The crates to publish can be packaged (versions on path dependencies, metadata,
+	@# the files they need); building each from its package is left to publishing.
+	$(CARGO) package --quiet --no-verify --allow-dirty -p cellshm -p cellshm-grpc -p cellshm-codegen -p cellshm-ffi
 
 ## Regenerates include/cellshm.h from ffi/src.
 header:
