@@ -31,14 +31,14 @@ export PATH := $(VENV)/bin:$(PATH)
 ## It builds only what it runs: the Rust examples, libcellshm.a for the C cell (linked
 ## by the C compiler directly) and the Python package (no test tools, no cmake).
 demo:
-	$(CARGO) build --release --quiet -p cellshm-examples -p cellshm-ffi
+	$(CARGO) build --profile demo --quiet -p cellshm-examples -p cellshm-ffi
 	mkdir -p build-demo
-	$(CC) -std=c11 -Wall -Wextra -Werror -Iinclude examples/c/echo_cell.c target/release/libcellshm.a \
+	$(CC) -std=c11 -Wall -Wextra -Werror -Iinclude examples/c/echo_cell.c target/demo/libcellshm.a \
 	    -lpthread -ldl -lm -lrt -lutil -o build-demo/echo_cell
 	test -x $(VENV)/bin/pip || $(PYTHON) -m venv $(VENV)
 	@echo "building the Python package into .venv (a few minutes the first time)"
-	CARGO_TARGET_DIR=$(abspath target) $(VENV)/bin/pip install --quiet ./bindings/python
-	./target/release/echo-host -- ./target/release/echo-cell -- ./build-demo/echo_cell -- $(VENV)/bin/python examples/python/echo_cell.py
+	CARGO_TARGET_DIR=$(abspath target) MATURIN_PEP517_ARGS="--profile demo" $(VENV)/bin/pip install --quiet ./bindings/python
+	./target/demo/echo-host -- ./target/demo/echo-cell -- ./build-demo/echo_cell -- $(VENV)/bin/python examples/python/echo_cell.py
 
 ## Runs every test suite.
 test: lint check-header test-rust test-loom test-c test-asan test-python test-chaos
